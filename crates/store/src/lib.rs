@@ -1,0 +1,111 @@
+//! Storage traits of sessiond: the contract between capabilities and engines.
+//!
+//! Capabilities (sessions, streams, middleware, realtime) never name an engine; they hold
+//! `Arc<dyn Trait>` handles to the narrow traits defined here. Engines (SQLite, Redis, and the
+//! in-memory [`memory::MemoryEngine`]) implement every trait, and each trait has one shared
+//! behavioural test suite ([`testsuite`], feature `testsuite`) that every engine runs, so "same
+//! behaviour on every engine" is checked, not hoped for.
+//!
+//! Module map:
+//! - [`sessions`]: session records with idle + absolute expiry, per-user index, compare-and-set.
+//! - [`cache`]: namespaced TTL cache entries.
+//! - [`objects`]: the object runtime's persisted object state and alarms.
+//! - [`memory`]: the in-memory engine (tests, `--engine memory`).
+//! - [`testsuite`]: the shared engine suite.
+//!
+//! Time is always passed in by the caller as unix milliseconds ([`Millis`]), so engines never
+//! read a clock: expiry decisions are deterministic and testable.
+
+pub mod cache;
+pub mod memory;
+pub mod objects;
+pub mod sessions;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+use std::sync::Arc;
+
+pub use cache::{CacheEntry, CachePut, CacheStore};
+pub use objects::{AlarmRecord, ObjectStore};
+pub use sessions::{Cas, SessionRecord, SessionStore};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// Current wall-clock time in unix milliseconds.
+pub fn now_ms() -> Millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// When a write may be acknowledged.
+///
+/// `Confirmed` is the Durable Objects "output gate": the call returns only once the write is
+/// durable by the engine's definition (SQLite: fsynced; Redis: accepted by the server, durable
+/// per its AOF setting). `Unconfirmed` returns once the write is visible to readers but before
+/// it is synced; a crash may lose it. Callers opt in explicitly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledge after the write is durable (the default).
+    #[default]
+    Confirmed,
+    /// Acknowledge once visible; the sync may still be pending.
+    Unconfirmed,
+}
+
+/// Errors an engine can report. Client mistakes never reach this layer: capabilities validate
+/// input before calling a store, so every variant here is a server-side condition.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine cannot be reached or refused the operation (I/O, connection, shutdown).
+    #[error("storage engine unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Operational surface every engine offers to the server (health, shutdown).
+#[async_trait::async_trait]
+pub trait EngineAdmin: Send + Sync {
+    /// Short engine name for logs and metrics (`sqlite`, `redis`, `memory`).
+    fn name(&self) -> &'static str;
+    /// Checks that the engine answers; used by `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// Flushes pending writes and stops background work; later calls fail with `Unavailable`.
+    async fn close(&self) -> Result<()>;
+}
+
+/// The handles an engine hands to the server, one per narrow trait.
+#[derive(Clone)]
+pub struct Stores {
+    /// Session records.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Namespaced cache.
+    pub cache: Arc<dyn CacheStore>,
+    /// Object runtime state and alarms.
+    pub objects: Arc<dyn ObjectStore>,
+    /// Health and shutdown.
+    pub admin: Arc<dyn EngineAdmin>,
+}
+
+impl Stores {
+    /// Builds the handle set from one engine value that implements every trait.
+    pub fn from_engine<E>(engine: Arc<E>) -> Self
+    where
+        E: SessionStore + CacheStore + ObjectStore + EngineAdmin + 'static,
+    {
+        Stores {
+            sessions: engine.clone(),
+            cache: engine.clone(),
+            objects: engine.clone(),
+            admin: engine,
+        }
+    }
+}

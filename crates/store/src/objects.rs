@@ -1,0 +1,84 @@
+//! What the object runtime needs from storage: per-object state and per-object alarms.
+//!
+//! An object is addressed by `(kind, key)`: the kind names the capability's class of object
+//! (e.g. `client`, `user`), the key its instance. Its state is an opaque byte string the
+//! capability encodes. Objects of a kind can be enumerated in key order with a prefix and a
+//! cursor (the Durable Objects feature users keep asking for).
+//!
+//! Alarms are named timers of one object (several per object, unlike DO's single alarm). They
+//! are persisted, so they survive restarts; the runtime fires them at least once and retries
+//! failures with backoff, counting attempts in `attempt`.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Durability, Millis, Result};
+
+/// One persisted alarm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    /// Object kind.
+    pub kind: String,
+    /// Object key.
+    pub key: String,
+    /// Alarm name, unique within the object.
+    pub name: String,
+    /// When it is due.
+    pub due_at: Millis,
+    /// Failed attempts so far (0 for a fresh alarm).
+    pub attempt: u32,
+    /// Capability-defined payload.
+    pub payload: String,
+}
+
+/// Storage for the object runtime.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// The object's state, if it exists.
+    async fn load_object(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Creates or overwrites the object's state.
+    async fn save_object(
+        &self,
+        kind: &str,
+        key: &str,
+        state: &[u8],
+        durability: Durability,
+    ) -> Result<()>;
+
+    /// Deletes the object's state and all its alarms; true if the state existed.
+    async fn delete_object(&self, kind: &str, key: &str, durability: Durability) -> Result<bool>;
+
+    /// Keys of objects of `kind` that start with `prefix`, strictly after `after` in byte
+    /// order, ascending, at most `limit`.
+    async fn list_objects(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+
+    /// Creates or replaces the alarm `(kind, key, name)`.
+    async fn put_alarm(&self, alarm: &AlarmRecord, durability: Durability) -> Result<()>;
+
+    /// Deletes the alarm if it exists and, when `due_at` is given, is still due at that time
+    /// (so completing a fired alarm does not delete one the handler re-armed). True if deleted.
+    async fn delete_alarm(
+        &self,
+        kind: &str,
+        key: &str,
+        name: &str,
+        due_at: Option<Millis>,
+        durability: Durability,
+    ) -> Result<bool>;
+
+    /// Alarms of one object, by name.
+    async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>>;
+
+    /// Alarms due at or before `until`, earliest first, at most `limit`.
+    async fn due_alarms(&self, until: Millis, limit: usize) -> Result<Vec<AlarmRecord>>;
+
+    /// The earliest due time of any alarm.
+    async fn next_alarm_at(&self) -> Result<Option<Millis>>;
+}

@@ -1,0 +1,123 @@
+//! What the session capability needs from storage.
+//!
+//! A session is one record addressed by its id, optionally owned by a user (the per-user index
+//! answers "list my devices" and "log out everywhere"). The record carries two deadlines: the
+//! sliding idle deadline and the fixed absolute one; it is expired once `now` reaches either.
+//! Engines must never return an expired record, even before their sweeper deleted it.
+//!
+//! Concurrency: every mutation of an existing record is a compare-and-set on `version`, so a
+//! read-modify-write (merge patch) can never lose a concurrent update, on one node or many.
+//! `touch` is the exception: it moves only the idle deadline and `last_seen_at` and keeps the
+//! version, because a read must not invalidate a client's `If-Match`.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Durability, Millis, Result};
+
+/// One stored session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Opaque id (CSPRNG, URL-safe).
+    pub id: String,
+    /// Owning user, if any; indexed.
+    pub user_id: Option<String>,
+    /// The application's data: a JSON object, as JSON text.
+    pub data: String,
+    /// Client/device description (IP, user agent, ...) as JSON text, if given.
+    pub device: Option<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change of `data`.
+    pub updated_at: Millis,
+    /// Last time the session was used (moved by `touch`, possibly lazily).
+    pub last_seen_at: Millis,
+    /// Length of the idle window; the idle deadline slides by this much on use.
+    pub idle_ttl_ms: Millis,
+    /// Sliding deadline.
+    pub idle_expires_at: Millis,
+    /// Fixed deadline.
+    pub absolute_expires_at: Millis,
+    /// Incremented by every change of `data`; exposed as the ETag.
+    pub version: u64,
+}
+
+impl SessionRecord {
+    /// The instant the record stops existing: the earlier of both deadlines.
+    pub fn expires_at(&self) -> Millis {
+        self.idle_expires_at.min(self.absolute_expires_at)
+    }
+
+    /// Whether the record is expired at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at()
+    }
+}
+
+/// Outcome of a compare-and-set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cas {
+    /// The write happened.
+    Written,
+    /// The record exists but its version differs from the expected one.
+    VersionMismatch,
+    /// No live record with that id.
+    Missing,
+}
+
+/// Storage for sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new record. Ids are random 128-bit+ values, so an existing live id is an engine
+    /// invariant violation; engines overwrite nothing and report `Ok(false)` in that case.
+    async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool>;
+
+    /// The live record with this id, or `None` if absent or expired at `now`.
+    async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>>;
+
+    /// Replaces the record `record.id` if it is live at `now` and its stored version equals
+    /// `expected_version`. `record.version` is the new version to store. The user id of a
+    /// session never changes; engines keep the stored one.
+    async fn replace_session(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Cas>;
+
+    /// Moves the idle deadline forward (never backward) and sets `last_seen_at`, keeping the
+    /// version. Returns false if no live record exists.
+    async fn touch_session(
+        &self,
+        id: &str,
+        idle_expires_at: Millis,
+        last_seen_at: Millis,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<bool>;
+
+    /// Deletes a record; true if a live one existed.
+    async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool>;
+
+    /// Live sessions of a user, oldest first (by `created_at`, then id), at most `limit`.
+    async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>>;
+
+    /// Deletes every session of `user_id` except `except`; returns the deleted ids.
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Vec<String>>;
+
+    /// Deletes up to `batch` records expired at `now`; returns how many were deleted. Engines
+    /// with native expiry may return 0.
+    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize>;
+}

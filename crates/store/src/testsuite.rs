@@ -1,0 +1,369 @@
+//! The shared engine suite: one set of behavioural checks every engine must pass.
+//!
+//! Each engine's own tests call [`run_all`] with a freshly opened engine. Checks use ids unique
+//! to the run, so they can share one engine instance (one Redis server) without interfering.
+//! Time is passed explicitly, so expiry is checked by handing the engine a later `now`; records
+//! are always created with deadlines in the real future, so engines with native TTLs (Redis)
+//! keep them long enough for the check.
+//!
+//! A failed check panics with a message naming the check: this module is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::{CacheEntry, CachePut};
+use crate::objects::AlarmRecord;
+use crate::sessions::{Cas, SessionRecord};
+use crate::{now_ms, Durability, Stores};
+
+const C: Durability = Durability::Confirmed;
+const HOUR: i64 = 3_600_000;
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// A prefix unique to this call (process id, time, counter).
+fn unique(tag: &str) -> String {
+    let n = RUN.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}-{}-{}-{n}", std::process::id(), now_ms())
+}
+
+/// Runs every check against one engine.
+pub async fn run_all(stores: Stores) {
+    sessions_round_trip(&stores).await;
+    sessions_expiry(&stores).await;
+    sessions_compare_and_set(&stores).await;
+    sessions_touch(&stores).await;
+    sessions_per_user_index(&stores).await;
+    sessions_sweep(&stores).await;
+    sessions_concurrent_merges(&stores).await;
+    cache_values_and_expiry(&stores).await;
+    cache_clear_is_exact(&stores).await;
+    cache_namespace_limit(&stores).await;
+    objects_state_and_listing(&stores).await;
+    objects_alarms(&stores).await;
+    stores.admin.ping().await.unwrap();
+}
+
+/// A session created now, living an hour (idle) / a day (absolute).
+pub fn session(id: &str, user: Option<&str>) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        id: id.to_string(),
+        user_id: user.map(str::to_string),
+        data: r#"{"a":1}"#.into(),
+        device: Some(r#"{"ip":"127.0.0.1"}"#.into()),
+        created_at: now,
+        updated_at: now,
+        last_seen_at: now,
+        idle_ttl_ms: HOUR,
+        idle_expires_at: now + HOUR,
+        absolute_expires_at: now + 24 * HOUR,
+        version: 1,
+    }
+}
+
+async fn sessions_round_trip(s: &Stores) {
+    let id = unique("rt");
+    let rec = session(&id, Some("u1"));
+    assert!(s.sessions.insert_session(&rec, C).await.unwrap(), "insert of a new id");
+    let got = s.sessions.get_session(&id, now_ms()).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&rec), "get returns exactly what was inserted");
+    assert!(!s.sessions.insert_session(&rec, C).await.unwrap(), "insert never overwrites");
+    assert!(s.sessions.get_session(&unique("nope"), now_ms()).await.unwrap().is_none());
+    assert!(s.sessions.delete_session(&id, now_ms(), C).await.unwrap(), "delete live");
+    assert!(!s.sessions.delete_session(&id, now_ms(), C).await.unwrap(), "delete twice");
+    assert!(s.sessions.get_session(&id, now_ms()).await.unwrap().is_none());
+}
+
+async fn sessions_expiry(s: &Stores) {
+    let id = unique("exp");
+    let mut rec = session(&id, None);
+    rec.absolute_expires_at = rec.created_at + 2 * HOUR;
+    s.sessions.insert_session(&rec, C).await.unwrap();
+    let idle_deadline = rec.idle_expires_at;
+    assert!(s.sessions.get_session(&id, idle_deadline - 1).await.unwrap().is_some());
+    assert!(
+        s.sessions.get_session(&id, idle_deadline).await.unwrap().is_none(),
+        "idle deadline reached: expired even before any sweep"
+    );
+    // Slide the idle deadline past the absolute one: absolute still wins.
+    let far = rec.created_at + 5 * HOUR;
+    assert!(s.sessions.touch_session(&id, far, rec.created_at + 1, rec.created_at + 1, C).await.unwrap());
+    assert!(s.sessions.get_session(&id, rec.absolute_expires_at - 1).await.unwrap().is_some());
+    assert!(
+        s.sessions.get_session(&id, rec.absolute_expires_at).await.unwrap().is_none(),
+        "absolute deadline reached"
+    );
+    assert!(!s.sessions.delete_session(&id, rec.absolute_expires_at, C).await.unwrap(),
+        "an expired record does not count as deleted");
+}
+
+async fn sessions_compare_and_set(s: &Stores) {
+    let id = unique("cas");
+    let rec = session(&id, Some("owner"));
+    s.sessions.insert_session(&rec, C).await.unwrap();
+    let mut next = rec.clone();
+    next.data = r#"{"b":2}"#.into();
+    next.version = 2;
+    next.user_id = Some("intruder".into());
+    let now = now_ms();
+    assert_eq!(s.sessions.replace_session(&next, 7, now, C).await.unwrap(), Cas::VersionMismatch);
+    assert_eq!(s.sessions.replace_session(&next, 1, now, C).await.unwrap(), Cas::Written);
+    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+    assert_eq!(got.data, r#"{"b":2}"#);
+    assert_eq!(got.version, 2);
+    assert_eq!(got.user_id.as_deref(), Some("owner"), "replace keeps the owner");
+    assert_eq!(s.sessions.replace_session(&next, 1, now, C).await.unwrap(), Cas::VersionMismatch);
+    let mut ghost = next.clone();
+    ghost.id = unique("ghost");
+    assert_eq!(s.sessions.replace_session(&ghost, 1, now, C).await.unwrap(), Cas::Missing,
+        "replace never creates");
+    assert_eq!(
+        s.sessions.replace_session(&next, 2, got.expires_at(), C).await.unwrap(),
+        Cas::Missing,
+        "replace of an expired record"
+    );
+}
+
+async fn sessions_touch(s: &Stores) {
+    let id = unique("touch");
+    let rec = session(&id, None);
+    s.sessions.insert_session(&rec, C).await.unwrap();
+    let now = rec.created_at + 10;
+    let later = rec.idle_expires_at + 1000;
+    assert!(s.sessions.touch_session(&id, later, now, now, Durability::Unconfirmed).await.unwrap());
+    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+    assert_eq!(got.idle_expires_at, later);
+    assert_eq!(got.last_seen_at, now);
+    assert_eq!(got.version, 1, "touch keeps the version");
+    assert!(s.sessions.touch_session(&id, later - 5000, now, now, C).await.unwrap());
+    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+    assert_eq!(got.idle_expires_at, later, "touch never moves the deadline backward");
+    assert!(!s.sessions.touch_session(&unique("none"), later, now, now, C).await.unwrap());
+}
+
+async fn sessions_per_user_index(s: &Stores) {
+    let user = unique("user");
+    let prefix_twin = format!("{user}x");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut rec = session(&format!("{user}-s{i}"), Some(&user));
+        rec.created_at += i; // deterministic order
+        s.sessions.insert_session(&rec, C).await.unwrap();
+        ids.push(rec.id);
+    }
+    let other = session(&unique("other"), Some(&prefix_twin));
+    s.sessions.insert_session(&other, C).await.unwrap();
+    let anon = session(&unique("anon"), None);
+    s.sessions.insert_session(&anon, C).await.unwrap();
+
+    let now = now_ms();
+    let listed: Vec<String> = s.sessions.list_user_sessions(&user, now, 100).await.unwrap()
+        .into_iter().map(|r| r.id).collect();
+    assert_eq!(listed, ids, "only this user's sessions, oldest first");
+    assert_eq!(s.sessions.list_user_sessions(&user, now, 2).await.unwrap().len(), 2, "limit");
+
+    let deleted = s.sessions.delete_user_sessions(&user, Some(&ids[1]), now, C).await.unwrap();
+    let mut expected = vec![ids[0].clone(), ids[2].clone()];
+    expected.sort();
+    let mut deleted_sorted = deleted.clone();
+    deleted_sorted.sort();
+    assert_eq!(deleted_sorted, expected, "revoke all but the current one");
+    let left: Vec<String> = s.sessions.list_user_sessions(&user, now, 100).await.unwrap()
+        .into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec![ids[1].clone()]);
+    assert!(s.sessions.get_session(&ids[0], now).await.unwrap().is_none());
+    assert!(s.sessions.get_session(&other.id, now).await.unwrap().is_some(), "user `ux` untouched");
+
+    let deleted = s.sessions.delete_user_sessions(&user, None, now, C).await.unwrap();
+    assert_eq!(deleted, vec![ids[1].clone()]);
+    assert!(s.sessions.list_user_sessions(&user, now, 100).await.unwrap().is_empty());
+    // Expired sessions are not listed.
+    let rec = session(&unique("late"), Some(&user));
+    s.sessions.insert_session(&rec, C).await.unwrap();
+    assert!(s.sessions.list_user_sessions(&user, rec.expires_at(), 100).await.unwrap().is_empty());
+}
+
+async fn sessions_sweep(s: &Stores) {
+    let short = session(&unique("sweep-short"), Some("sweeper"));
+    let long = {
+        let mut r = session(&unique("sweep-long"), Some("sweeper"));
+        r.idle_expires_at += 10 * HOUR;
+        r.absolute_expires_at += 10 * HOUR;
+        r
+    };
+    s.sessions.insert_session(&short, C).await.unwrap();
+    s.sessions.insert_session(&long, C).await.unwrap();
+    let then = short.expires_at() + 1;
+    for _ in 0..1000 {
+        if s.sessions.sweep_sessions(then, 50).await.unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(s.sessions.get_session(&short.id, then).await.unwrap().is_none());
+    assert!(s.sessions.get_session(&long.id, then).await.unwrap().is_some(), "sweep spares live rows");
+}
+
+/// The lost-update check: 100 concurrent read-modify-write loops on one record, each adding its
+/// own key with compare-and-set and retrying on conflict, must leave all 100 keys.
+async fn sessions_concurrent_merges(s: &Stores) {
+    let id = unique("merge");
+    let mut rec = session(&id, None);
+    rec.data = "{}".into();
+    s.sessions.insert_session(&rec, C).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = Arc::clone(&s.sessions);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let now = now_ms();
+                let cur = store.get_session(&id, now).await.unwrap().unwrap();
+                let mut data: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&cur.data).unwrap();
+                data.insert(format!("k{i}"), i.into());
+                let mut next = cur.clone();
+                next.data = serde_json::to_string(&data).unwrap();
+                next.version = cur.version + 1;
+                match store.replace_session(&next, cur.version, now, C).await.unwrap() {
+                    Cas::Written => break,
+                    Cas::VersionMismatch => tokio::task::yield_now().await,
+                    Cas::Missing => panic!("record vanished"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = s.sessions.get_session(&id, now_ms()).await.unwrap().unwrap();
+    let data: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&got.data).unwrap();
+    assert_eq!(data.len(), 100, "no lost update");
+    assert_eq!(got.version, 101);
+}
+
+async fn cache_values_and_expiry(s: &Stores) {
+    let ns = unique("ns");
+    let now = now_ms();
+    for (i, value) in ["0", "false", "\"\"", "null", r#"{"x":[1,2]}"#].iter().enumerate() {
+        let key = format!("k{i}");
+        let entry = CacheEntry { value: value.to_string(), stored_at: now - 5, expires_at: Some(now + HOUR) };
+        assert_eq!(s.cache.cache_put(&ns, &key, &entry, usize::MAX, now, C).await.unwrap(), CachePut::Stored);
+        let got = s.cache.cache_get(&ns, &key, now).await.unwrap();
+        assert_eq!(got.as_ref(), Some(&entry), "value {value} comes back as stored");
+    }
+    assert!(s.cache.cache_get(&ns, "k0", now + HOUR).await.unwrap().is_none(), "expired entry is a miss");
+    let forever = CacheEntry { value: "1".into(), stored_at: now, expires_at: None };
+    s.cache.cache_put(&ns, "forever", &forever, usize::MAX, now, C).await.unwrap();
+    assert!(s.cache.cache_get(&ns, "forever", now + 1000 * HOUR).await.unwrap().is_some());
+    assert!(s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
+    assert!(!s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
+    assert!(s.cache.cache_get(&ns, "k1", now).await.unwrap().is_none());
+    // The cache keyspace is not the session keyspace.
+    let sid = unique("shared-key");
+    s.sessions.insert_session(&session(&sid, None), C).await.unwrap();
+    assert!(s.cache.cache_get(&ns, &sid, now).await.unwrap().is_none());
+    s.cache.cache_put(&ns, &sid, &forever, usize::MAX, now, C).await.unwrap();
+    assert!(s.cache.cache_delete(&ns, &sid, now, C).await.unwrap());
+    assert!(s.sessions.get_session(&sid, now).await.unwrap().is_some());
+    // Sweeping removes only expired entries.
+    for _ in 0..1000 {
+        if s.cache.sweep_cache(now + HOUR, 50).await.unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(s.cache.cache_get(&ns, "forever", now).await.unwrap().is_some());
+}
+
+async fn cache_clear_is_exact(s: &Stores) {
+    let a = unique("clear");
+    let ab = format!("{a}b");
+    let now = now_ms();
+    let e = CacheEntry { value: "true".into(), stored_at: now, expires_at: Some(now + HOUR) };
+    for k in ["calendars", "events:x", "preferences"] {
+        s.cache.cache_put(&a, k, &e, usize::MAX, now, C).await.unwrap();
+        s.cache.cache_put(&ab, k, &e, usize::MAX, now, C).await.unwrap();
+    }
+    assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 3);
+    assert!(s.cache.cache_get(&a, "calendars", now).await.unwrap().is_none());
+    assert!(s.cache.cache_get(&ab, "calendars", now).await.unwrap().is_some(), "clearing `a` spares `ab`");
+    assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 0);
+}
+
+async fn cache_namespace_limit(s: &Stores) {
+    let ns = unique("limit");
+    let now = now_ms();
+    let e = CacheEntry { value: "1".into(), stored_at: now, expires_at: Some(now + HOUR) };
+    assert_eq!(s.cache.cache_put(&ns, "a", &e, usize::MAX, now, C).await.unwrap(), CachePut::Stored);
+    assert_eq!(
+        s.cache.cache_put(&ns, "b", &e, 0, now, C).await.unwrap(),
+        CachePut::Stored,
+        "an existing namespace takes more keys at any limit"
+    );
+    let fresh = unique("limit-new");
+    assert_eq!(s.cache.cache_put(&fresh, "a", &e, 1, now, C).await.unwrap(), CachePut::NamespaceLimit);
+    assert!(s.cache.cache_get(&fresh, "a", now).await.unwrap().is_none(), "refused write left nothing");
+}
+
+async fn objects_state_and_listing(s: &Stores) {
+    let kind = unique("kind");
+    let o = &s.objects;
+    assert!(o.load_object(&kind, "a").await.unwrap().is_none());
+    for key in ["user:1", "user:2", "user:10", "room:1"] {
+        o.save_object(&kind, key, key.as_bytes(), C).await.unwrap();
+    }
+    o.save_object(&kind, "user:1", b"\x00binary\xff", C).await.unwrap();
+    assert_eq!(o.load_object(&kind, "user:1").await.unwrap().as_deref(), Some(&b"\x00binary\xff"[..]));
+    assert_eq!(o.list_objects(&kind, "user:", None, 100).await.unwrap(), ["user:1", "user:10", "user:2"]);
+    assert_eq!(o.list_objects(&kind, "user:", Some("user:1"), 1).await.unwrap(), ["user:10"]);
+    assert_eq!(o.list_objects(&kind, "", None, 100).await.unwrap().len(), 4);
+    assert!(o.list_objects(&unique("other-kind"), "", None, 100).await.unwrap().is_empty());
+    let alarm = AlarmRecord { kind: kind.clone(), key: "user:2".into(), name: "gc".into(), due_at: 5, attempt: 0, payload: String::new() };
+    o.put_alarm(&alarm, C).await.unwrap();
+    assert!(o.delete_object(&kind, "user:2", C).await.unwrap());
+    assert!(!o.delete_object(&kind, "user:2", C).await.unwrap());
+    assert!(o.object_alarms(&kind, "user:2").await.unwrap().is_empty(), "delete_object drops alarms");
+    assert!(o.load_object(&kind, "user:2").await.unwrap().is_none());
+}
+
+async fn objects_alarms(s: &Stores) {
+    let kind = unique("alarm-kind");
+    let o = &s.objects;
+    let mk = |key: &str, name: &str, due_at: i64| AlarmRecord {
+        kind: kind.clone(), key: key.into(), name: name.into(), due_at, attempt: 0, payload: format!("{key}/{name}"),
+    };
+    // Far-past due times that no other check uses, so they sort first.
+    o.put_alarm(&mk("k1", "b", 30), C).await.unwrap();
+    o.put_alarm(&mk("k1", "a", 20), C).await.unwrap();
+    o.put_alarm(&mk("k2", "a", 10), C).await.unwrap();
+    o.put_alarm(&mk("k3", "later", now_ms() + HOUR), C).await.unwrap();
+    let mine = |v: Vec<AlarmRecord>| v.into_iter().filter(|a| a.kind == kind).collect::<Vec<_>>();
+    let due = mine(o.due_alarms(25, 1000).await.unwrap());
+    assert_eq!(due.iter().map(|a| a.due_at).collect::<Vec<_>>(), [10, 20], "due ones, earliest first");
+    assert_eq!(due[0].payload, "k2/a");
+    assert!(o.next_alarm_at().await.unwrap().unwrap() <= 10);
+    // Re-arming replaces, attempt counts persist.
+    let mut retry = mk("k1", "a", 40);
+    retry.attempt = 3;
+    o.put_alarm(&retry, C).await.unwrap();
+    let of_k1 = o.object_alarms(&kind, "k1").await.unwrap();
+    assert_eq!(of_k1.len(), 2, "several alarms per object");
+    assert!(of_k1.contains(&retry));
+    assert!(!o.delete_alarm(&kind, "k1", "a", Some(20), C).await.unwrap(), "stale due time: kept");
+    assert!(o.delete_alarm(&kind, "k1", "a", Some(40), C).await.unwrap());
+    assert!(o.delete_alarm(&kind, "k1", "b", None, C).await.unwrap());
+    assert!(o.delete_alarm(&kind, "k2", "a", None, C).await.unwrap());
+    assert!(mine(o.due_alarms(now_ms(), 1000).await.unwrap()).is_empty());
+    assert_eq!(o.object_alarms(&kind, "k3").await.unwrap().len(), 1);
+    o.delete_alarm(&kind, "k3", "later", None, C).await.unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_engine_passes_the_suite() {
+        let engine = std::sync::Arc::new(crate::memory::MemoryEngine::new());
+        super::run_all(crate::Stores::from_engine(engine)).await;
+    }
+}
