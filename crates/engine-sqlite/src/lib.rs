@@ -1,1 +1,177 @@
-//! placeholder
+//! The embedded default engine of sessiond: one SQLite database file in WAL mode.
+//!
+//! It implements every storage trait of `sessiond-store` with exactly the behaviour of the
+//! in-memory reference engine (the shared suite checks it). Writes are serialized through one
+//! thread that group-commits (many concurrent writes share one transaction and one fsync);
+//! reads run on a small pool of read-only connections and never wait for the writer.
+//!
+//! Module map:
+//! - [`schema`]: the on-disk format, its migrations and the durability argument.
+//! - `writer`: the writer thread, group commit, `Durability` handling, commit metrics.
+//! - `reader`: the read-only connection pool.
+//! - `sessions`, `cache`, `objects`: the trait implementations as SQL.
+//! - `error`: mapping of SQLite errors onto `StoreError`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), sessiond_store::StoreError> {
+//! use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
+//! let engine = SqliteEngine::open(std::path::Path::new("/var/lib/sessiond"), SqliteOptions::default())?;
+//! let stores = sessiond_store::Stores::from_engine(engine);
+//! # let _ = stores; Ok(()) }
+//! ```
+
+mod cache;
+mod error;
+mod objects;
+mod reader;
+pub mod schema;
+mod sessions;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use sessiond_store::{Durability, EngineAdmin, Result};
+
+pub use schema::SCHEMA_VERSION;
+pub use writer::WriterStats;
+
+use crate::error::{closed, io, sql};
+use crate::reader::Readers;
+use crate::writer::Writer;
+
+/// File name of the database inside the engine's directory.
+pub const DB_FILE: &str = "sessiond.db";
+
+/// Tuning of the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Most write commands committed in one transaction (at least 1).
+    pub max_batch: usize,
+    /// Read-only connections in the read pool (at least 1).
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_batch: 1024,
+            readers: 4,
+        }
+    }
+}
+
+/// The SQLite engine. Build it with [`SqliteEngine::open`], hand it to
+/// `sessiond_store::Stores::from_engine`, and call `EngineAdmin::close` before exiting so
+/// queued writes are flushed and the WAL is checkpointed.
+pub struct SqliteEngine {
+    path: PathBuf,
+    closed: AtomicBool,
+    writer: Writer,
+    readers: Readers,
+}
+
+impl SqliteEngine {
+    /// Opens (creating if needed) `<dir>/sessiond.db`, creating `dir` if missing, and migrates
+    /// the schema to [`SCHEMA_VERSION`]. Blocking: call it at startup, not on a hot path.
+    pub fn open(dir: &Path, options: SqliteOptions) -> Result<Arc<SqliteEngine>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join(DB_FILE);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        schema::configure_writer(&conn)?;
+        schema::migrate(&mut conn)?;
+        // The database and WAL files exist now; make their directory entries durable.
+        sync_dir(dir)?;
+        let readers = Readers::open(&path, options.readers)?;
+        let writer = Writer::start(conn, wal_path(&path), options.max_batch)?;
+        tracing::debug!(path = %path.display(), "sqlite engine open");
+        Ok(Arc::new(SqliteEngine {
+            path,
+            closed: AtomicBool::new(false),
+            writer,
+            readers,
+        }))
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many transactions the writer committed and how many writes they carried.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Runs a write command in the writer's next batch.
+    async fn write<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        self.writer.write(durability, work).await
+    }
+
+    /// Runs a read on the reader pool.
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        self.readers.read(work).await
+    }
+}
+
+#[async_trait]
+impl EngineAdmin for SqliteEngine {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let flushed = self.writer.close().await;
+        self.readers.close().await;
+        flushed
+    }
+}
+
+/// `<db>-wal`, the file SQLite appends commits to.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// fsyncs a directory so entries created in it survive a crash (a no-op off Unix, where a
+/// directory cannot be opened as a file).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(&format!("cannot sync {}", dir.display()), e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

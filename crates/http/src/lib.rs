@@ -1,1 +1,18 @@
-//! placeholder
+//! HTTP plumbing every sessiond capability shares, so each capability's router only describes
+//! its own routes.
+//!
+//! - [`error`]: `ApiError`, the one JSON error shape, and its status discipline.
+//! - [`body`]: body extractors with size limits (413) and JSON decoding (400).
+//! - [`auth`]: API keys with rotation and constant-time comparison.
+//! - [`metrics`]: per-route request counters and latency histograms.
+//! - [`ids`]: random URL-safe identifiers.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+
+pub use auth::ApiKeys;
+pub use body::{JsonBody, RawBody};
+pub use error::{ApiError, ApiResult};

@@ -1,1 +1,105 @@
-//! placeholder
+//! The sessiond server: configuration, engine selection and wiring, nothing else.
+//!
+//! - [`config`]: the configuration tree and its layered loading.
+//! - [`engine`]: opens the configured engine (the only module naming engine crates).
+//! - [`app`]: the HTTP router assembled from the capabilities' routers.
+//! - [`run`]: starts everything on a bound listener and shuts it down in order.
+//!
+//! Shutdown order matters for durability: stop accepting, let in-flight requests finish
+//! (bounded by `http.shutdown_grace_s`), stop background tasks, then close the engine, which
+//! flushes the SQLite writer. Every acknowledged write is durable before the process exits.
+
+pub mod app;
+pub mod config;
+pub mod engine;
+
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
+use sessiond_sessions::{CacheService, SessionService, SessionsState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// The process-wide Prometheus recorder (installed once, shared by servers in one process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| b.set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_size".into()), &sizes))
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by an embedding app); then our
+            // handle renders an empty page rather than failing the server.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Waits until the watch flips to true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let metrics = metrics_handle();
+    let stores = engine::open(&config).await?;
+    let addr = listener.local_addr()?;
+    if config.api_keys.is_empty() {
+        tracing::warn!("no API key configured: every route is open (development mode, loopback only)");
+    }
+
+    let mut runtime = Runtime::builder(
+        stores.objects.clone(),
+        RuntimeConfig { idle_evict_after: Duration::from_secs(config.runtime.idle_evict_s), ..RuntimeConfig::default() },
+    );
+    let session_locks: ObjectKind<()> = runtime.kind("session");
+    let user_locks: ObjectKind<()> = runtime.kind("user");
+    let runtime = runtime.start();
+
+    let sessions_config = Arc::new(config.sessions.clone());
+    let state = SessionsState {
+        sessions: SessionService::new(stores.sessions.clone(), sessions_config.clone(), session_locks, user_locks),
+        cache: CacheService::new(stores.cache.clone(), sessions_config.clone()),
+    };
+    let app = app::router(&config, stores.clone(), state, metrics);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let sweeper = tokio::spawn(sessiond_sessions::sweeper::run(
+        stores.sessions.clone(),
+        stores.cache.clone(),
+        sessions_config,
+        stopped(stop_rx.clone()),
+    ));
+
+    tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
+    let grace = Duration::from_secs(config.http.shutdown_grace_s);
+    tokio::select! {
+        result = serve => result?,
+        _ = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
+        }
+    }
+    tracing::info!("draining background work");
+    let _ = sweeper.await;
+    runtime.shutdown().await;
+    stores.admin.close().await?;
+    tracing::info!("sessiond stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The Redis key scheme: every key the engine touches is built here, nowhere else.
+//!
+//! Why one module: the scheme is a contract with data already on disk and with Redis Cluster's
+//! slot rules, so it must be readable in one place. Every user-controlled part (session id,
+//! user id, namespace, cache key, object kind and key) is escaped with [`escape`] before it is
+//! spliced into a key, so ids containing `{`, `}`, `:` or `%` can neither collide with another
+//! key nor break a hash tag. Escaping is injective (`%` itself is escaped), so distinct inputs
+//! always give distinct keys; unicode passes through as UTF-8.
+//!
+//! `P` is the configured key prefix (default `sessiond`; it must not contain `{` or `}`).
+//! `esc(x)` is [`escape`]. The part in braces is the Redis Cluster hash tag: all keys of one
+//! object share it, so a Lua script touching several keys of one object stays in one slot.
+//!
+//! | Key | Type | Contents |
+//! |-----|------|----------|
+//! | `P:{s:esc(id)}` | HASH | one session: one field per `SessionRecord` field (`user_id` and `device` absent when `None`); `PEXPIREAT` = min(idle, absolute) deadline |
+//! | `P:{u:esc(user)}:sessions` | ZSET | per-user index: member = session id, score = `created_at`; no TTL, stale members are removed lazily by listing and by the sweeper |
+//! | `P:{c:esc(ns)}:e:esc(key)` | HASH | one cache entry: `v` value, `s` stored_at, `e` expires_at (absent = never); `PEXPIREAT` = expires_at |
+//! | `P:{c:esc(ns)}:idx` | ZSET | namespace index: member = raw cache key, score = expires_at (`+inf` = never); expires with its longest-lived entry |
+//! | `P:cache:namespaces` | ZSET | namespace registry for the namespace-count limit: member = raw namespace, score = upper bound of its latest expiry (`+inf` = never); cleaned lazily |
+//! | `P:{o:esc(kind):esc(key)}:state` | STRING | object state bytes |
+//! | `P:{k:esc(kind)}:objects` | ZSET | per-kind object index: member = raw object key, score 0 (ZRANGEBYLEX for prefix + cursor) |
+//! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
+//! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
+//! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
+//!
+//! The alarm keys share one hash tag on purpose: put, guarded delete and "drop all alarms of an
+//! object" are then single atomic scripts. Alarms are low-volume compared with sessions and
+//! cache entries, and due scanning needs one global ordered set anyway.
+//!
+//! Cross-slot pairs (session hash vs. user index, object state vs. kind index vs. alarms, cache
+//! namespace keys vs. registry) are updated by separate calls in an order that keeps readers
+//! correct: the record is written before its index entry and readers verify every index entry
+//! against the record it points to.
+
+/// Escapes a user-controlled key part: `%`, `{`, `}` and `:` become `%25`, `%7B`, `%7D`, `%3A`.
+pub fn escape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes the glob metacharacters of `SCAN ... MATCH` patterns.
+fn glob_escape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Separator between the parts of an [`alarm_member`].
+const SEP: [u8; 2] = [0x00, 0x01];
+
+/// Appends `part` with NUL bytes escaped (`00` -> `00 FF`) followed by the separator `00 01`.
+/// This encoding preserves tuple order under plain byte comparison.
+fn push_tuple_part(out: &mut Vec<u8>, part: &str) {
+    for &b in part.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&SEP);
+}
+
+/// The member naming one alarm in the alarm sets: `(kind, key, name)` encoded so that byte
+/// order equals tuple order (ties of equal due times then sort like the memory engine).
+pub fn alarm_member(kind: &str, key: &str, name: &str) -> Vec<u8> {
+    let mut out = alarm_object_prefix(kind, key);
+    push_tuple_part(&mut out, name);
+    out
+}
+
+/// The common prefix of the members of every alarm of one object.
+pub fn alarm_object_prefix(kind: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(kind.len() + key.len() + 8);
+    push_tuple_part(&mut out, kind);
+    push_tuple_part(&mut out, key);
+    out
+}
+
+/// `ZRANGEBYLEX` bounds `[min, max)` covering exactly the members that start with `prefix`.
+/// An empty prefix covers everything (`-`, `+`).
+pub fn lex_prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        return (b"-".to_vec(), b"+".to_vec());
+    }
+    let mut min = Vec::with_capacity(prefix.len() + 1);
+    min.push(b'[');
+    min.extend_from_slice(prefix);
+    // The smallest string greater than every string starting with `prefix`: drop trailing 0xFF
+    // bytes and increment the last remaining one.
+    let mut upper = prefix.to_vec();
+    while upper.last() == Some(&0xFF) {
+        upper.pop();
+    }
+    let max = match upper.last_mut() {
+        Some(last) => {
+            *last += 1;
+            let mut max = Vec::with_capacity(upper.len() + 1);
+            max.push(b'(');
+            max.extend_from_slice(&upper);
+            max
+        }
+        None => b"+".to_vec(),
+    };
+    (min, max)
+}
+
+/// Builds every key from the configured prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Key builder for `prefix` (validated by the caller: no braces).
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Session hash.
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:{{s:{}}}", self.prefix, escape(id))
+    }
+
+    /// Per-user session index.
+    pub fn user_sessions(&self, user: &str) -> String {
+        format!("{}:{{u:{}}}:sessions", self.prefix, escape(user))
+    }
+
+    /// `SCAN MATCH` pattern for every per-user session index.
+    pub fn user_sessions_pattern(&self) -> String {
+        format!("{}:{{u:*}}:sessions", glob_escape(&self.prefix))
+    }
+
+    /// One cache entry.
+    pub fn cache_entry(&self, ns: &str, key: &str) -> String {
+        format!("{}:{{c:{}}}:e:{}", self.prefix, escape(ns), escape(key))
+    }
+
+    /// Index of one cache namespace.
+    pub fn cache_index(&self, ns: &str) -> String {
+        format!("{}:{{c:{}}}:idx", self.prefix, escape(ns))
+    }
+
+    /// Registry of cache namespaces.
+    pub fn cache_namespaces(&self) -> String {
+        format!("{}:cache:namespaces", self.prefix)
+    }
+
+    /// State of one object.
+    pub fn object_state(&self, kind: &str, key: &str) -> String {
+        format!(
+            "{}:{{o:{}:{}}}:state",
+            self.prefix,
+            escape(kind),
+            escape(key)
+        )
+    }
+
+    /// Per-kind object index.
+    pub fn object_index(&self, kind: &str) -> String {
+        format!("{}:{{k:{}}}:objects", self.prefix, escape(kind))
+    }
+
+    /// Alarm set ordered by due time.
+    pub fn alarms_due(&self) -> String {
+        format!("{}:{{alarms}}:due", self.prefix)
+    }
+
+    /// Alarm set ordered by member (per-object listing).
+    pub fn alarms_lex(&self) -> String {
+        format!("{}:{{alarms}}:lex", self.prefix)
+    }
+
+    /// Alarm records.
+    pub fn alarms_records(&self) -> String {
+        format!("{}:{{alarms}}:rec", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_injective_and_brace_free() {
+        let inputs = ["a:b", "a%3Ab", "a}", "{a", "a%", "ü", ""];
+        let escaped: Vec<String> = inputs.iter().map(|s| escape(s)).collect();
+        for (i, a) in escaped.iter().enumerate() {
+            assert!(!a.contains(['{', '}', ':']));
+            for b in &escaped[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn cache_keys_do_not_collide_across_namespaces() {
+        let k = Keys::new("p");
+        assert_ne!(k.cache_entry("a", "b:c"), k.cache_entry("a:b", "c"));
+        assert_ne!(k.object_state("a", "b:c"), k.object_state("a:b", "c"));
+    }
+
+    #[test]
+    fn alarm_members_sort_like_tuples() {
+        let mut tuples = [
+            ("a", "b", "c"),
+            ("a", "b\0", "c"),
+            ("a\0", "", ""),
+            ("ab", "", ""),
+            ("a", "", "z"),
+            ("", "x", "y"),
+        ];
+        let mut encoded: Vec<Vec<u8>> = tuples
+            .iter()
+            .map(|(a, b, c)| alarm_member(a, b, c))
+            .collect();
+        tuples.sort();
+        encoded.sort();
+        let expected: Vec<Vec<u8>> = tuples
+            .iter()
+            .map(|(a, b, c)| alarm_member(a, b, c))
+            .collect();
+        assert_eq!(encoded, expected);
+    }
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(lex_prefix_range(b""), (b"-".to_vec(), b"+".to_vec()));
+        assert_eq!(lex_prefix_range(b"ab"), (b"[ab".to_vec(), b"(ac".to_vec()));
+        assert_eq!(
+            lex_prefix_range(b"a\xff"),
+            (b"[a\xff".to_vec(), b"(b".to_vec())
+        );
+        assert_eq!(lex_prefix_range(b"\xff").1, b"+".to_vec());
+    }
+}

@@ -1,0 +1,236 @@
+//! The Lua scripts: every compare-and-set and every multi-key update of one object.
+//!
+//! Why Lua: Redis runs a script atomically, so "read the version, compare, write" cannot
+//! interleave with another client, on one node or many. Each script touches only keys of one
+//! hash tag (see [`crate::keys`]), so it stays valid on Redis Cluster. Scripts are sent with
+//! `EVALSHA` by [`redis::Script`], which loads them on `NOSCRIPT` (after a restart/failover).
+//!
+//! Conventions: numbers arrive as decimal strings and are compared with `tonumber` (unix
+//! milliseconds are exact in a double); values that are stored or passed on (deadlines,
+//! versions) are copied as the caller's strings, never re-formatted by Lua, so nothing turns
+//! into `1.7e+12`. Versions are compared as strings, so all 64 bits count.
+
+use redis::Script;
+
+/// Shared Lua helper: a score or stored deadline as a number (`inf` aware, nil on garbage).
+const NUM: &str = r"
+local function num(s)
+  if s == 'inf' or s == '+inf' then return math.huge end
+  return tonumber(s)
+end
+";
+
+/// Inserts a session unless a live one (at `ARGV[1]`, the record's `created_at`) exists.
+/// KEYS: session hash. ARGV: created_at, expires_at, field/value pairs. Returns 1 or 0.
+const SESSION_INSERT: &str = r"
+local k = KEYS[1]
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at')
+local idle, abs = num(d[1]), num(d[2])
+if idle and abs and num(ARGV[1]) < math.min(idle, abs) then return 0 end
+redis.call('DEL', k)
+redis.call('HSET', k, unpack(ARGV, 3))
+redis.call('PEXPIREAT', k, ARGV[2])
+return 1
+";
+
+/// Compare-and-set of a live session's version; keeps the stored `user_id`.
+/// KEYS: session hash. ARGV: now, expected version, new expires_at, has-device flag,
+/// field/value pairs. Returns 0 missing, 1 version mismatch, 2 written.
+const SESSION_REPLACE: &str = r"
+local k = KEYS[1]
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version')
+local idle, abs = num(d[1]), num(d[2])
+if not (idle and abs and d[3]) then return 0 end
+if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
+if d[3] ~= ARGV[2] then return 1 end
+if ARGV[4] == '0' then redis.call('HDEL', k, 'device') end
+redis.call('HSET', k, unpack(ARGV, 5))
+redis.call('PEXPIREAT', k, ARGV[3])
+return 2
+";
+
+/// Moves the idle deadline and `last_seen_at` forward only, re-arming the native TTL.
+/// KEYS: session hash. ARGV: now, idle_expires_at, last_seen_at. Returns 1 or 0 (not live).
+const SESSION_TOUCH: &str = r"
+local k = KEYS[1]
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'last_seen_at')
+local idle, abs = num(d[1]), num(d[2])
+if not (idle and abs) then return 0 end
+if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
+local new_idle = d[1]
+if num(ARGV[2]) > idle then new_idle = ARGV[2] end
+local new_seen = d[3]
+if not new_seen or num(ARGV[3]) > (num(new_seen) or 0) then new_seen = ARGV[3] end
+redis.call('HSET', k, 'idle_expires_at', new_idle, 'last_seen_at', new_seen)
+if num(new_idle) < abs then
+  redis.call('PEXPIREAT', k, new_idle)
+else
+  redis.call('PEXPIREAT', k, d[2])
+end
+return 1
+";
+
+/// Deletes a session, optionally only if it belongs to `ARGV[3]` (when `ARGV[2]` is `1`).
+/// KEYS: session hash. ARGV: now, owner-check flag, owner.
+/// Returns {live, has_user, user}: live is 1 if a live record was deleted, 0 if none/expired,
+/// -1 if it belongs to another user (kept).
+const SESSION_DELETE: &str = r"
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 0 then return {0, 0, ''} end
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'user_id')
+if ARGV[2] == '1' and d[3] ~= ARGV[3] then return {-1, 0, ''} end
+redis.call('DEL', k)
+local live = 0
+local idle, abs = num(d[1]), num(d[2])
+if idle and abs and num(ARGV[1]) < math.min(idle, abs) then live = 1 end
+if d[3] then return {live, 1, d[3]} end
+return {live, 0, ''}
+";
+
+/// Admits a namespace under the namespace-count limit, atomically on the registry.
+/// KEYS: registry. ARGV: namespace, now, max namespaces, score (expires_at or `+inf`).
+/// A namespace already registered as live at `now` is always admitted (its score only grows).
+/// Returns 1 admitted, 0 refused.
+const CACHE_RESERVE: &str = r"
+local reg, ns = KEYS[1], ARGV[1]
+local now = num(ARGV[2])
+local cur = redis.call('ZSCORE', reg, ns)
+if cur and num(cur) > now then
+  redis.call('ZADD', reg, 'GT', ARGV[4], ns)
+  return 1
+end
+if redis.call('ZCOUNT', reg, '(' .. ARGV[2], '+inf') >= num(ARGV[3]) then return 0 end
+redis.call('ZADD', reg, ARGV[4], ns)
+return 1
+";
+
+/// Writes one cache entry and its index member; the index key lives as long as its
+/// longest-lived entry (persistent once any entry never expires).
+/// KEYS: entry, index. ARGV: member (raw key), value, stored_at, expires_at or '', score.
+const CACHE_PUT: &str = r"
+local e, idx = KEYS[1], KEYS[2]
+redis.call('DEL', e)
+if ARGV[4] == '' then
+  redis.call('HSET', e, 'v', ARGV[2], 's', ARGV[3])
+else
+  redis.call('HSET', e, 'v', ARGV[2], 's', ARGV[3], 'e', ARGV[4])
+  redis.call('PEXPIREAT', e, ARGV[4])
+end
+local existed = redis.call('EXISTS', idx)
+local ttl = redis.call('PEXPIRETIME', idx)
+redis.call('ZADD', idx, ARGV[5], ARGV[1])
+if ARGV[4] == '' then
+  redis.call('PERSIST', idx)
+elseif existed == 0 or (ttl >= 0 and ttl < num(ARGV[4])) then
+  redis.call('PEXPIREAT', idx, ARGV[4])
+end
+return 1
+";
+
+/// Deletes one cache entry. KEYS: entry, index. ARGV: member, now.
+/// Returns {live, remaining live members of the namespace at now}.
+const CACHE_DELETE: &str = r"
+local e, idx = KEYS[1], KEYS[2]
+local exp = redis.call('HGET', e, 'e')
+local existed = redis.call('DEL', e)
+redis.call('ZREM', idx, ARGV[1])
+local live = 0
+if existed == 1 and (not exp or num(ARGV[2]) < (num(exp) or 0)) then live = 1 end
+return {live, redis.call('ZCOUNT', idx, '(' .. ARGV[2], '+inf')}
+";
+
+/// Deletes a batch of entries of one namespace. KEYS: index, entry keys. ARGV: now, mode
+/// (`clear`: delete all, count live ones; `sweep`: delete only members whose score is still
+/// <= now, count removed members), members (one per entry key).
+const CACHE_DELETE_MANY: &str = r"
+local idx, now, mode = KEYS[1], num(ARGV[1]), ARGV[2]
+local n = 0
+for i = 2, #KEYS do
+  local m = ARGV[i + 1]
+  local sc = num(redis.call('ZSCORE', idx, m))
+  if mode == 'clear' then
+    if redis.call('DEL', KEYS[i]) == 1 and sc and sc > now then n = n + 1 end
+    redis.call('ZREM', idx, m)
+  elseif sc and sc <= now then
+    redis.call('DEL', KEYS[i])
+    n = n + redis.call('ZREM', idx, m)
+  end
+end
+return n
+";
+
+/// Creates or replaces an alarm. KEYS: due, lex, records. ARGV: member, due_at, JSON.
+const ALARM_PUT: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+return 1
+";
+
+/// Deletes an alarm if it exists and, when `ARGV[2]` is not empty, is due exactly then.
+/// KEYS: due, lex, records. ARGV: member, due_at guard or ''. Returns 1 deleted, 0 kept.
+const ALARM_DELETE: &str = r"
+local sc = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not sc then return 0 end
+if ARGV[2] ~= '' and num(sc) ~= num(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+";
+
+/// Deletes every alarm of one object. KEYS: due, lex, records. ARGV: lex min, lex max.
+/// Returns how many were deleted.
+const ALARM_DROP_OBJECT: &str = r"
+local ms = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], ARGV[2])
+for _, m in ipairs(ms) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[3], m)
+end
+return #ms
+";
+
+/// The compiled scripts (each holds its SHA1 for `EVALSHA`).
+pub struct Scripts {
+    pub session_insert: Script,
+    pub session_replace: Script,
+    pub session_touch: Script,
+    pub session_delete: Script,
+    pub cache_reserve: Script,
+    pub cache_put: Script,
+    pub cache_delete: Script,
+    pub cache_delete_many: Script,
+    pub alarm_put: Script,
+    pub alarm_delete: Script,
+    pub alarm_drop_object: Script,
+}
+
+fn with_helpers(body: &str) -> Script {
+    Script::new(&format!("{NUM}{body}"))
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scripts {
+    /// Compiles every script (hashing only; loading happens on first use).
+    pub fn new() -> Self {
+        Scripts {
+            session_insert: with_helpers(SESSION_INSERT),
+            session_replace: with_helpers(SESSION_REPLACE),
+            session_touch: with_helpers(SESSION_TOUCH),
+            session_delete: with_helpers(SESSION_DELETE),
+            cache_reserve: with_helpers(CACHE_RESERVE),
+            cache_put: with_helpers(CACHE_PUT),
+            cache_delete: with_helpers(CACHE_DELETE),
+            cache_delete_many: with_helpers(CACHE_DELETE_MANY),
+            alarm_put: with_helpers(ALARM_PUT),
+            alarm_delete: with_helpers(ALARM_DELETE),
+            alarm_drop_object: with_helpers(ALARM_DROP_OBJECT),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! [`SessionStore`] on Redis: one HASH per session plus a per-user ZSET index.
+//!
+//! Why this shape: the hash carries a native `PEXPIREAT` at the record's earliest deadline, so
+//! Redis forgets expired sessions by itself; every change of one session is one Lua script on
+//! that one key (atomic compare-and-set). The per-user index lives under the user's hash tag,
+//! a different slot, so it is maintained by separate calls: insert writes the hash first, then
+//! the index; deletes remove the hash first, then the index entry. Readers of the index check
+//! every member against its hash (gone, expired or owned by someone else = not listed) and
+//! lazily `ZREM` members whose hash is gone, so a crash between two calls never shows a
+//! session that does not exist.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sessiond_store::{Cas, Durability, Millis, Result, SessionRecord, SessionStore, StoreError};
+
+use crate::{lock, parse_num, parse_text, RedisEngine};
+
+/// How many index members one listing round trip fetches.
+const LIST_PAGE: usize = 128;
+
+/// Field/value pairs of a record, without `user_id` (added by insert only).
+fn record_fields(r: &SessionRecord) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("data", r.data.clone()),
+        ("created_at", r.created_at.to_string()),
+        ("updated_at", r.updated_at.to_string()),
+        ("last_seen_at", r.last_seen_at.to_string()),
+        ("idle_ttl_ms", r.idle_ttl_ms.to_string()),
+        ("idle_expires_at", r.idle_expires_at.to_string()),
+        ("absolute_expires_at", r.absolute_expires_at.to_string()),
+        ("version", r.version.to_string()),
+    ];
+    if let Some(device) = &r.device {
+        f.push(("device", device.clone()));
+    }
+    f
+}
+
+/// Decodes a session hash (`HGETALL` reply); `None` when the hash does not exist.
+fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRecord>> {
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let mut take = |name: &str| {
+        h.remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("session field {name} missing")))
+    };
+    let data = parse_text("data", take("data")?)?;
+    let created_at = parse_num("created_at", &take("created_at")?)?;
+    let updated_at = parse_num("updated_at", &take("updated_at")?)?;
+    let last_seen_at = parse_num("last_seen_at", &take("last_seen_at")?)?;
+    let idle_ttl_ms = parse_num("idle_ttl_ms", &take("idle_ttl_ms")?)?;
+    let idle_expires_at = parse_num("idle_expires_at", &take("idle_expires_at")?)?;
+    let absolute_expires_at = parse_num("absolute_expires_at", &take("absolute_expires_at")?)?;
+    let version = parse_num("version", &take("version")?)?;
+    let user_id = h
+        .remove("user_id")
+        .map(|u| parse_text("user_id", u))
+        .transpose()?;
+    let device = h
+        .remove("device")
+        .map(|d| parse_text("device", d))
+        .transpose()?;
+    Ok(Some(SessionRecord {
+        id: id.to_string(),
+        user_id,
+        data,
+        device,
+        created_at,
+        updated_at,
+        last_seen_at,
+        idle_ttl_ms,
+        idle_expires_at,
+        absolute_expires_at,
+        version,
+    }))
+}
+
+impl RedisEngine {
+    /// Deletes one session (optionally only if owned by `owner`) and its index entry.
+    /// Returns whether a live record was deleted.
+    async fn delete_one(&self, id: &str, owner: Option<&str>, now: Millis) -> Result<bool> {
+        let mut inv = self.scripts.session_delete.key(self.keys.session(id));
+        inv.arg(now)
+            .arg(if owner.is_some() { "1" } else { "0" })
+            .arg(owner.unwrap_or(""));
+        let (live, has_user, user): (i64, i64, String) = self.eval("session_delete", &inv).await?;
+        if has_user == 1 {
+            let zrem = redis::cmd("ZREM")
+                .arg(self.keys.user_sessions(&user))
+                .arg(id)
+                .clone();
+            self.query::<i64>("session_unindex", &zrem).await?;
+        }
+        Ok(live == 1)
+    }
+
+    /// Fetches the hashes of `ids` in one round trip.
+    async fn fetch_sessions(&self, ids: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.keys.session(id));
+        }
+        self.query_pipe("session_fetch", &pipe).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisEngine {
+    async fn insert_session(&self, record: &SessionRecord, _: Durability) -> Result<bool> {
+        let mut inv = self
+            .scripts
+            .session_insert
+            .key(self.keys.session(&record.id));
+        inv.arg(record.created_at).arg(record.expires_at());
+        for (name, value) in record_fields(record) {
+            inv.arg(name).arg(value);
+        }
+        if let Some(user) = &record.user_id {
+            inv.arg("user_id").arg(user);
+        }
+        let written: i64 = self.eval("session_insert", &inv).await?;
+        if written != 1 {
+            return Ok(false);
+        }
+        if let Some(user) = &record.user_id {
+            let zadd = redis::cmd("ZADD")
+                .arg(self.keys.user_sessions(user))
+                .arg(record.created_at)
+                .arg(&record.id)
+                .clone();
+            self.query::<i64>("session_index", &zadd).await?;
+        }
+        Ok(true)
+    }
+
+    async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>> {
+        let cmd = redis::cmd("HGETALL").arg(self.keys.session(id)).clone();
+        let h: HashMap<String, Vec<u8>> = self.query("session_get", &cmd).await?;
+        Ok(decode(id, h)?.filter(|r| !r.is_expired(now)))
+    }
+
+    async fn replace_session(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        _: Durability,
+    ) -> Result<Cas> {
+        let mut inv = self
+            .scripts
+            .session_replace
+            .key(self.keys.session(&record.id));
+        inv.arg(now)
+            .arg(expected_version.to_string())
+            .arg(record.expires_at())
+            .arg(if record.device.is_some() { "1" } else { "0" });
+        for (name, value) in record_fields(record) {
+            inv.arg(name).arg(value);
+        }
+        let outcome: i64 = self.eval("session_replace", &inv).await?;
+        Ok(match outcome {
+            2 => Cas::Written,
+            1 => Cas::VersionMismatch,
+            _ => Cas::Missing,
+        })
+    }
+
+    async fn touch_session(
+        &self,
+        id: &str,
+        idle_expires_at: Millis,
+        last_seen_at: Millis,
+        now: Millis,
+        _: Durability,
+    ) -> Result<bool> {
+        let mut inv = self.scripts.session_touch.key(self.keys.session(id));
+        inv.arg(now).arg(idle_expires_at).arg(last_seen_at);
+        let touched: i64 = self.eval("session_touch", &inv).await?;
+        Ok(touched == 1)
+    }
+
+    async fn delete_session(&self, id: &str, now: Millis, _: Durability) -> Result<bool> {
+        self.delete_one(id, None, now).await
+    }
+
+    async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>> {
+        let index = self.keys.user_sessions(user_id);
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        let mut start = 0usize;
+        while out.len() < limit {
+            let stop = start + LIST_PAGE - 1;
+            let cmd = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(start)
+                .arg(stop)
+                .clone();
+            let ids: Vec<String> = self.query("session_list", &cmd).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let hashes = self.fetch_sessions(&ids).await?;
+            for (id, h) in ids.iter().zip(hashes) {
+                match decode(id, h)? {
+                    Some(r) if r.user_id.as_deref() == Some(user_id) => {
+                        if !r.is_expired(now) && out.len() < limit {
+                            out.push(r);
+                        }
+                    }
+                    // Gone (expired natively or deleted) or re-used by another owner.
+                    _ => stale.push(id.clone()),
+                }
+            }
+            if ids.len() < LIST_PAGE {
+                break;
+            }
+            start += LIST_PAGE;
+        }
+        if !stale.is_empty() {
+            let zrem = redis::cmd("ZREM").arg(&index).arg(&stale).clone();
+            self.query::<i64>("session_unindex", &zrem).await?;
+        }
+        Ok(out)
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: Millis,
+        _: Durability,
+    ) -> Result<Vec<String>> {
+        let index = self.keys.user_sessions(user_id);
+        let cmd = redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).clone();
+        let ids: Vec<String> = self.query("session_list", &cmd).await?;
+        let doomed: Vec<&String> = ids
+            .iter()
+            .filter(|id| Some(id.as_str()) != except)
+            .collect();
+        let mut deleted = Vec::new();
+        for id in &doomed {
+            if self.delete_one(id, Some(user_id), now).await? {
+                deleted.push(id.to_string());
+            }
+        }
+        // Members whose hash was already gone (or owned by another user) go too.
+        if !doomed.is_empty() {
+            let zrem = redis::cmd("ZREM").arg(&index).arg(&doomed).clone();
+            self.query::<i64>("session_unindex", &zrem).await?;
+        }
+        deleted.sort();
+        Ok(deleted)
+    }
+
+    async fn sweep_sessions(&self, _now: Millis, batch: usize) -> Result<usize> {
+        // Redis expires the hashes natively; what is left are index members pointing at them.
+        // Walk the per-user indexes with SCAN, resuming where the last sweep stopped.
+        let batch = batch.clamp(1, crate::MAX_SWEEP_BATCH);
+        let cursor = *lock(&self.session_sweep_cursor);
+        let scan = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.keys.user_sessions_pattern())
+            .arg("COUNT")
+            .arg(batch)
+            .arg("TYPE")
+            .arg("zset")
+            .clone();
+        let (next, indexes): (u64, Vec<String>) = self.query("session_sweep_scan", &scan).await?;
+        *lock(&self.session_sweep_cursor) = next;
+        let mut budget = batch;
+        let mut removed = 0;
+        for index in indexes {
+            if budget == 0 {
+                break;
+            }
+            let cmd = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(budget - 1)
+                .clone();
+            let ids: Vec<String> = self.query("session_sweep_range", &cmd).await?;
+            budget = budget.saturating_sub(ids.len());
+            if ids.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("EXISTS").arg(self.keys.session(id));
+            }
+            let exists: Vec<i64> = self.query_pipe("session_sweep_check", &pipe).await?;
+            let gone: Vec<&String> = ids
+                .iter()
+                .zip(exists)
+                .filter(|(_, e)| *e == 0)
+                .map(|(id, _)| id)
+                .collect();
+            if !gone.is_empty() {
+                let zrem = redis::cmd("ZREM").arg(&index).arg(&gone).clone();
+                let n: usize = self.query("session_unindex", &zrem).await?;
+                removed += n;
+            }
+        }
+        Ok(removed)
+    }
+}

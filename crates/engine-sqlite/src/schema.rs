@@ -1,0 +1,197 @@
+//! The on-disk format: connection settings, the schema and its migrations.
+//!
+//! Everything lives in one SQLite database file, `<dir>/sessiond.db`, in WAL mode (so the
+//! directory also holds `sessiond.db-wal` and `sessiond.db-shm` while the engine runs). The
+//! schema version is `PRAGMA user_version`: version `n` means migrations `1..=n` of
+//! `MIGRATIONS` have been applied. Opening applies the missing ones in order, each in its own
+//! `BEGIN IMMEDIATE` transaction together with the `user_version` bump, so a crash leaves the
+//! file at some complete version. A file whose version is newer than this build knows is
+//! refused rather than guessed at. To change the format, append a migration; never edit one
+//! that has shipped.
+//!
+//! # Tables (version 1)
+//!
+//! | table | column | type | meaning |
+//! | --- | --- | --- | --- |
+//! | `sessions` | `id` | TEXT, primary key | session id |
+//! | | `user_id` | TEXT, nullable | owning user |
+//! | | `data` | TEXT | the application's JSON object |
+//! | | `device` | TEXT, nullable | device description (JSON) |
+//! | | `created_at`, `updated_at`, `last_seen_at` | INTEGER | unix ms |
+//! | | `idle_ttl_ms` | INTEGER | idle window length |
+//! | | `idle_expires_at`, `absolute_expires_at` | INTEGER | the two deadlines, unix ms |
+//! | | `version` | INTEGER ≥ 0 | compare-and-set version (a `u64` below 2^63) |
+//! | | `expires_at` | INTEGER | `min(idle_expires_at, absolute_expires_at)` |
+//! | `cache` | `namespace`, `key` | TEXT, primary key together | entry address |
+//! | | `value` | TEXT | JSON text, verbatim |
+//! | | `stored_at` | INTEGER | unix ms |
+//! | | `expires_at` | INTEGER, nullable | unix ms; NULL = never expires |
+//! | `objects` | `kind`, `key` | TEXT, primary key together | object address |
+//! | | `state` | BLOB | opaque object state |
+//! | `alarms` | `kind`, `key`, `name` | TEXT, primary key together | alarm address |
+//! | | `due_at` | INTEGER | unix ms |
+//! | | `attempt` | INTEGER ≥ 0 | failed attempts so far (a `u32`) |
+//! | | `payload` | TEXT | capability-defined |
+//!
+//! Indexes: `sessions_by_user (user_id, created_at, id)` answers "this user's sessions, oldest
+//! first" in index order; `sessions_by_expiry (expires_at)`, `cache_by_expiry (expires_at)`
+//! (partial: only entries that expire) and `alarms_by_due (due_at)` let the sweeper and the
+//! alarm scheduler find the earliest rows without scanning. `alarms` is `WITHOUT ROWID`: its
+//! rows are small and always addressed by their key, so storing them in the key's b-tree saves
+//! one lookup and the rowid; its due index then implicitly ends with the key, which is exactly
+//! the tie-break order of `due_alarms`. `sessions`, `cache` and `objects` keep rowids because
+//! their rows carry application payloads of unbounded size, which SQLite advises against
+//! storing inside a `WITHOUT ROWID` b-tree.
+//!
+//! # Invariants
+//!
+//! - `sessions.expires_at = min(idle_expires_at, absolute_expires_at)` on every row: every
+//!   write sets it and a `CHECK` constraint rejects a write that does not.
+//! - A session is live at `now` iff `now < expires_at`; a cache entry iff `expires_at IS NULL
+//!   OR now < expires_at`. Every read filters on this in SQL, so expired rows are invisible
+//!   before the sweeper deletes them.
+//! - Every alarm belongs to an object address; `delete_object` deletes the object's alarms in
+//!   the same transaction. (There is no foreign key: an alarm may be armed before the object
+//!   first saves state.)
+//! - Text is UTF-8 compared with SQLite's BINARY collation (memcmp), i.e. byte order, which is
+//!   the order `list_objects` promises.
+//!
+//! # Durability
+//!
+//! All writes go through one connection owned by the writer thread (see `writer.rs`), which
+//! commits batches of commands in one transaction. In WAL mode a commit appends the
+//! transaction's pages to `sessiond.db-wal` followed by a commit frame; recovery after a crash
+//! replays the WAL up to the last commit frame whose checksums are valid, so a transaction is
+//! durable exactly when its frames are on stable storage. The writer runs with
+//! `synchronous=NORMAL` (SQLite then does not fsync at commit, only at checkpoints) and, after
+//! each commit, calls `fdatasync` on the WAL file itself before it acknowledges any
+//! `Durability::Confirmed` write of the batch: an acknowledged confirmed write is on disk, and
+//! one fsync covers the whole batch. Checkpoints (automatic, and `TRUNCATE` at close) are
+//! SQLite's own and fsync the WAL before and the database after copying pages back. The
+//! directory is fsynced once at open, after the WAL file exists, so the file's directory entry
+//! is durable too. `Durability::Unconfirmed` writes are acknowledged after COMMIT (visible to
+//! readers) but before that fsync; a crash in between may lose them, never corrupt the file.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::sql;
+use sessiond_store::{Result, StoreError};
+
+/// Schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Ordered migrations; entry `i` moves the file from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// Version 1: sessions, cache, objects and alarms.
+const MIGRATION_1: &str = "
+CREATE TABLE sessions (
+    id                  TEXT    NOT NULL PRIMARY KEY,
+    user_id             TEXT,
+    data                TEXT    NOT NULL,
+    device              TEXT,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    last_seen_at        INTEGER NOT NULL,
+    idle_ttl_ms         INTEGER NOT NULL,
+    idle_expires_at     INTEGER NOT NULL,
+    absolute_expires_at INTEGER NOT NULL,
+    version             INTEGER NOT NULL CHECK (version >= 0),
+    expires_at          INTEGER NOT NULL
+        CHECK (expires_at = min(idle_expires_at, absolute_expires_at))
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, created_at, id);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+CREATE TABLE cache (
+    namespace  TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (namespace, key)
+);
+CREATE INDEX cache_by_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE objects (
+    kind  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+
+CREATE TABLE alarms (
+    kind    TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    name    TEXT    NOT NULL,
+    due_at  INTEGER NOT NULL,
+    attempt INTEGER NOT NULL CHECK (attempt >= 0),
+    payload TEXT    NOT NULL,
+    PRIMARY KEY (kind, key, name)
+) WITHOUT ROWID;
+CREATE INDEX alarms_by_due ON alarms (due_at);
+";
+
+/// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL
+/// recovery make readers and the writer wait for each other, and never for long.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Settings of the one write connection: WAL, `synchronous=NORMAL` (the writer fsyncs the WAL
+/// itself, see the module docs), foreign keys off (none are declared).
+pub(crate) fn configure_writer(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "sqlite refused WAL mode (journal_mode is {mode}); is the file system local?"
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Settings of a read-only connection.
+pub(crate) fn configure_reader(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    conn.execute_batch("PRAGMA query_only = ON;").map_err(sql)
+}
+
+/// The file's schema version.
+pub(crate) fn version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .optional()
+        .map_err(sql)
+        .map(|v| v.unwrap_or(0))
+}
+
+/// Brings the file to [`SCHEMA_VERSION`], one transaction per migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        // Read the version under the write lock, so two processes cannot both apply a step.
+        let current = version(&tx)?;
+        if current == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let step = usize::try_from(current)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "database schema version {current} is not one this build knows \
+                     (it writes version {SCHEMA_VERSION}); refusing to open it"
+                ))
+            })?;
+        tx.execute_batch(step).map_err(sql)?;
+        // PRAGMA takes no bound parameters; the value is an integer we computed.
+        tx.execute_batch(&format!("PRAGMA user_version = {};", current + 1))
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        tracing::info!(from = current, to = current + 1, "sqlite schema migrated");
+    }
+}

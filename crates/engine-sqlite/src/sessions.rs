@@ -1,0 +1,255 @@
+//! `SessionStore` as SQL over the `sessions` table.
+//!
+//! Every statement that writes also sets `expires_at = min(idle, absolute)` (the `CHECK`
+//! constraint would reject it otherwise), and every read filters `expires_at > now`, so an
+//! expired row is invisible whether or not the sweeper got to it. The mutations whose outcome
+//! depends on the current row (insert-if-not-live, compare-and-set, forward-only touch) run as
+//! writer commands, i.e. inside the writer's transaction, so no other write can interleave.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sessiond_store::{Cas, Durability, Millis, Result, SessionRecord, SessionStore};
+
+use crate::error::{limit, out_of_range};
+use crate::SqliteEngine;
+
+const COLUMNS: &str = "id, user_id, data, device, created_at, updated_at, last_seen_at, \
+                       idle_ttl_ms, idle_expires_at, absolute_expires_at, version";
+
+fn select(filter: &str) -> String {
+    format!("SELECT {COLUMNS} FROM sessions WHERE {filter}")
+}
+
+/// Decodes one row selected with [`COLUMNS`].
+fn record(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let version: i64 = row.get(10)?;
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        data: row.get(2)?,
+        device: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        last_seen_at: row.get(6)?,
+        idle_ttl_ms: row.get(7)?,
+        idle_expires_at: row.get(8)?,
+        absolute_expires_at: row.get(9)?,
+        version: u64::try_from(version)
+            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(10, version))?,
+    })
+}
+
+fn version_sql(version: u64) -> rusqlite::Result<i64> {
+    i64::try_from(version).map_err(|_| out_of_range("session version", version))
+}
+
+/// Stores `r` unless a record with its id is live at `r.created_at` (an expired one is
+/// replaced). True if written.
+fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO sessions (id, user_id, data, device, created_at, updated_at, last_seen_at,
+                               idle_ttl_ms, idle_expires_at, absolute_expires_at, version,
+                               expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (id) DO UPDATE SET
+             user_id = excluded.user_id, data = excluded.data, device = excluded.device,
+             created_at = excluded.created_at, updated_at = excluded.updated_at,
+             last_seen_at = excluded.last_seen_at, idle_ttl_ms = excluded.idle_ttl_ms,
+             idle_expires_at = excluded.idle_expires_at,
+             absolute_expires_at = excluded.absolute_expires_at,
+             version = excluded.version, expires_at = excluded.expires_at
+         WHERE sessions.expires_at <= excluded.created_at",
+    )?;
+    let changed = stmt.execute(params![
+        r.id,
+        r.user_id,
+        r.data,
+        r.device,
+        r.created_at,
+        r.updated_at,
+        r.last_seen_at,
+        r.idle_ttl_ms,
+        r.idle_expires_at,
+        r.absolute_expires_at,
+        version_sql(r.version)?,
+        r.expires_at(),
+    ])?;
+    Ok(changed == 1)
+}
+
+/// Compare-and-set: replaces every field but `id` and `user_id` if the live row has
+/// `expected` as its version.
+fn replace(
+    conn: &Connection,
+    r: &SessionRecord,
+    expected: u64,
+    now: Millis,
+) -> rusqlite::Result<Cas> {
+    // A version that does not fit the column cannot be stored, so cannot match.
+    let expected = i64::try_from(expected).ok();
+    let mut update = conn.prepare_cached(
+        "UPDATE sessions SET data = ?2, device = ?3, created_at = ?4, updated_at = ?5,
+             last_seen_at = ?6, idle_ttl_ms = ?7, idle_expires_at = ?8,
+             absolute_expires_at = ?9, version = ?10, expires_at = ?11
+         WHERE id = ?1 AND expires_at > ?12 AND version = ?13",
+    )?;
+    let changed = match expected {
+        None => 0,
+        Some(expected) => update.execute(params![
+            r.id,
+            r.data,
+            r.device,
+            r.created_at,
+            r.updated_at,
+            r.last_seen_at,
+            r.idle_ttl_ms,
+            r.idle_expires_at,
+            r.absolute_expires_at,
+            version_sql(r.version)?,
+            r.expires_at(),
+            now,
+            expected,
+        ])?,
+    };
+    if changed == 1 {
+        return Ok(Cas::Written);
+    }
+    let live = conn
+        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1 AND expires_at > ?2")?
+        .query_row(params![r.id, now], |_| Ok(()))
+        .optional()?;
+    Ok(match live {
+        Some(()) => Cas::VersionMismatch,
+        None => Cas::Missing,
+    })
+}
+
+#[async_trait]
+impl SessionStore for SqliteEngine {
+    async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool> {
+        let record = record.clone();
+        self.write(durability, move |conn| insert(conn, &record))
+            .await
+    }
+
+    async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&select("id = ?1 AND expires_at > ?2"))?
+                .query_row(params![id, now], record)
+                .optional()
+        })
+        .await
+    }
+
+    async fn replace_session(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Cas> {
+        let record = record.clone();
+        self.write(durability, move |conn| {
+            replace(conn, &record, expected_version, now)
+        })
+        .await
+    }
+
+    async fn touch_session(
+        &self,
+        id: &str,
+        idle_expires_at: Millis,
+        last_seen_at: Millis,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(durability, move |conn| {
+            // Right-hand sides see the old row, so both deadlines move forward only.
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET
+                         idle_expires_at = max(idle_expires_at, ?2),
+                         last_seen_at = max(last_seen_at, ?3),
+                         expires_at = min(max(idle_expires_at, ?2), absolute_expires_at)
+                     WHERE id = ?1 AND expires_at > ?4",
+                )?
+                .execute(params![id, idle_expires_at, last_seen_at, now])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(durability, move |conn| {
+            // The row goes either way; only a live one counts as deleted.
+            let expires_at: Option<Millis> = conn
+                .prepare_cached("DELETE FROM sessions WHERE id = ?1 RETURNING expires_at")?
+                .query_row(params![id], |row| row.get(0))
+                .optional()?;
+            Ok(expires_at.is_some_and(|at| at > now))
+        })
+        .await
+    }
+
+    async fn list_user_sessions(
+        &self,
+        user_id: &str,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<SessionRecord>> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&select(
+                "user_id = ?1 AND expires_at > ?2 ORDER BY created_at, id LIMIT ?3",
+            ))?
+            .query_map(params![user_id, now, limit(max)], record)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Vec<String>> {
+        let user_id = user_id.to_owned();
+        let except = except.map(str::to_owned);
+        self.write(durability, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR id <> ?2)
+                 RETURNING id, expires_at",
+            )?;
+            let rows = stmt.query_map(params![user_id, except], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Millis>(1)?))
+            })?;
+            let mut deleted = Vec::new();
+            for row in rows {
+                let (id, expires_at) = row?;
+                if expires_at > now {
+                    deleted.push(id);
+                }
+            }
+            deleted.sort();
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize> {
+        // A lost sweep is redone by the next one: no need to wait for the fsync.
+        self.write(Durability::Unconfirmed, move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE rowid IN
+                     (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit(batch)])
+        })
+        .await
+    }
+}

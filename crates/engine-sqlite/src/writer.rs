@@ -1,0 +1,309 @@
+//! The single writer thread and its group commit.
+//!
+//! SQLite allows one writer at a time, and a commit's cost is dominated by the fsync, not by
+//! the rows. So one thread owns the only read-write connection and turns whatever writes are
+//! waiting into one transaction:
+//!
+//! 1. block for the first command on the channel, then drain every other pending command
+//!    (up to `max_batch`) without blocking;
+//! 2. `BEGIN IMMEDIATE`, run each command inside its own `SAVEPOINT` (a failing command rolls
+//!    back to it and reports its own error without aborting the others), `COMMIT`;
+//! 3. answer the `Durability::Unconfirmed` callers (their write is visible to readers now);
+//! 4. `fdatasync` the WAL file: one fsync for the whole batch (see `schema.rs` for why this
+//!    makes the batch durable under `synchronous=NORMAL`);
+//! 5. answer the `Durability::Confirmed` callers.
+//!
+//! Commands are closures over the connection, so read-then-write logic (compare-and-set, the
+//! cache namespace limit, guarded deletes) runs inside the writer's transaction and is atomic
+//! without any locking elsewhere. Results travel back through a tokio oneshot per command.
+//!
+//! If an fsync fails, the kernel may already have dropped the dirty pages it could not write,
+//! so a later successful fsync would prove nothing: the writer then refuses every further
+//! command (`Unavailable`) until the process reopens the database, which replays the WAL.
+//!
+//! Closing drops the channel's sender; the thread finishes every command already queued,
+//! checkpoints the WAL into the database (`TRUNCATE`), closes the connection and exits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, TransactionBehavior};
+use sessiond_store::{Durability, Result, StoreError};
+use tokio::sync::oneshot;
+
+use crate::error::{closed, io, sql};
+
+/// Counters of the writer since open, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Committed transactions (batches).
+    pub commits: u64,
+    /// Write commands those transactions carried.
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// One queued write: runs inside the batch transaction, then answers its caller.
+trait Command: Send {
+    fn durability(&self) -> Durability;
+    /// Runs the work; true if it succeeded (false: roll back to its savepoint).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller. `batch` is the fate of the whole transaction (and, for confirmed
+    /// writes, of the fsync); when it is `Ok`, the command's own result is sent.
+    fn answer(self: Box<Self>, batch: Result<()>);
+}
+
+struct Pending<T, F> {
+    durability: Durability,
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Command for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn).map_err(sql);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, batch: Result<()>) {
+        let answer = match (batch, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(StoreError::Unavailable("write was not run".into())),
+        };
+        // The caller may have stopped waiting (its future was dropped); nothing to do then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Queued = Box<dyn Command>;
+
+/// Handle to the writer thread.
+pub(crate) struct Writer {
+    sender: Mutex<Option<Sender<Queued>>>,
+    thread: Mutex<Option<JoinHandle<Result<()>>>>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Starts the thread on an already configured and migrated connection.
+    pub(crate) fn start(conn: Connection, wal: PathBuf, max_batch: usize) -> Result<Writer> {
+        let (sender, receiver) = mpsc::channel::<Queued>();
+        let counters = Arc::new(Counters::default());
+        let thread = {
+            let counters = Arc::clone(&counters);
+            let max_batch = max_batch.max(1);
+            std::thread::Builder::new()
+                .name("sessiond-sqlite-writer".into())
+                .spawn(move || run(conn, receiver, &wal, max_batch, &counters))
+                .map_err(|e| io("cannot start the sqlite writer thread", e))?
+        };
+        Ok(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            counters,
+        })
+    }
+
+    /// Queues `work` for the next batch and waits for its answer, which arrives once the batch
+    /// committed (`Unconfirmed`) or committed and was fsynced (`Confirmed`).
+    pub(crate) async fn write<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let command: Queued = Box::new(Pending {
+            durability,
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        {
+            let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(sender) = sender.as_ref() else {
+                return Err(closed());
+            };
+            sender.send(command).map_err(|_| closed())?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+    }
+
+    pub(crate) fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting commands, lets the thread finish the queue and checkpoint, joins it.
+    /// A second call returns at once.
+    pub(crate) async fn close(&self) -> Result<()> {
+        drop(
+            self.sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(thread) = thread else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("joining the sqlite writer: {e}")))?
+            .map_err(|_| StoreError::Unavailable("the sqlite writer thread panicked".into()))?
+    }
+}
+
+/// The thread body.
+fn run(
+    mut conn: Connection,
+    receiver: Receiver<Queued>,
+    wal: &Path,
+    max_batch: usize,
+    counters: &Counters,
+) -> Result<()> {
+    let mut failed: Option<String> = None;
+    let mut batch: Vec<Queued> = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        if let Some(reason) = &failed {
+            for command in batch.drain(..) {
+                command.answer(Err(StoreError::Unavailable(reason.clone())));
+            }
+            continue;
+        }
+        if let Err(reason) = commit_batch(&mut conn, &mut batch, wal, counters) {
+            tracing::error!(%reason, "sqlite writer stops accepting writes");
+            failed = Some(reason);
+        }
+    }
+    // Every sender is gone and the queue is empty: fold the WAL into the database file.
+    let checkpoint = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(sql);
+    if let Ok(1) = checkpoint {
+        tracing::warn!("sqlite checkpoint at close was incomplete (a reader was busy)");
+    }
+    let closed = conn.close().map_err(|(_, e)| sql(e));
+    checkpoint.and(closed).map(|_| ())
+}
+
+/// Runs one batch in one transaction and answers every command of it. Returns `Err` only when
+/// the writer must stop (the WAL fsync failed).
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Queued>,
+    wal: &Path,
+    counters: &Counters,
+) -> std::result::Result<(), String> {
+    let size = batch.len();
+    let committed = run_transaction(conn, batch);
+    let commit_started = match committed {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, size, "sqlite batch rolled back");
+            for command in batch.drain(..) {
+                command.answer(Err(duplicate(&e)));
+            }
+            return Ok(());
+        }
+    };
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    counters.writes.fetch_add(size as u64, Ordering::Relaxed);
+
+    let (unconfirmed, confirmed): (Vec<Queued>, Vec<Queued>) = batch
+        .drain(..)
+        .partition(|c| c.durability() == Durability::Unconfirmed);
+    for command in unconfirmed {
+        command.answer(Ok(()));
+    }
+    let synced = std::fs::File::open(wal).and_then(|f| f.sync_data());
+    let seconds = commit_started.elapsed().as_secs_f64();
+    metrics::counter!("sessiond_engine_commits_total", "engine" => "sqlite").increment(1);
+    metrics::histogram!("sessiond_engine_commit_batch_size", "engine" => "sqlite")
+        .record(size as f64);
+    metrics::histogram!("sessiond_engine_commit_seconds", "engine" => "sqlite").record(seconds);
+    match synced {
+        Ok(()) => {
+            for command in confirmed {
+                command.answer(Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("fsync of the sqlite WAL failed: {e}");
+            for command in confirmed {
+                command.answer(Err(StoreError::Unavailable(reason.clone())));
+            }
+            Err(reason)
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`, every command under its own savepoint, `COMMIT`. Returns when the
+/// commit started (for the commit-time histogram). On `Err` nothing of the batch persisted.
+fn run_transaction(conn: &mut Connection, batch: &mut [Queued]) -> Result<Instant> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    for command in batch.iter_mut() {
+        tx.execute_batch("SAVEPOINT command").map_err(sql)?;
+        if command.run(&tx) {
+            tx.execute_batch("RELEASE command").map_err(sql)?;
+        } else {
+            tx.execute_batch("ROLLBACK TO command; RELEASE command")
+                .map_err(sql)?;
+        }
+    }
+    let started = Instant::now();
+    // On failure `tx` is dropped inside `commit`, which rolls the transaction back.
+    tx.commit().map_err(sql)?;
+    Ok(started)
+}
+
+/// `StoreError` is not `Clone`; a batch failure is reported to every caller of the batch.
+fn duplicate(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+    }
+}

@@ -1,0 +1,86 @@
+//! Assembles the HTTP application from the capabilities' routers.
+//!
+//! Authentication is applied per route set with `route_layer`, so an unknown path is a 404
+//! for everyone (no 401 that reveals nothing but costs a lookup), and `open_routes` can
+//! exempt whole sets. Health and metrics endpoints are always open: orchestrators and
+//! Prometheus scrape them without credentials, and they reveal no user data.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use sessiond_http::auth::require_api_key;
+use sessiond_http::{ApiError, ApiKeys};
+use sessiond_sessions::routes::{native, session_state, state};
+use sessiond_sessions::SessionsState;
+use sessiond_store::Stores;
+
+use crate::config::{Config, RouteSet};
+
+/// What the operational endpoints need.
+#[derive(Clone)]
+struct OpsState {
+    stores: Stores,
+    metrics: PrometheusHandle,
+}
+
+/// Builds the whole router.
+pub fn router(config: &Config, stores: Stores, sessions: SessionsState, metrics: PrometheusHandle) -> Router {
+    let keys = ApiKeys::new(&config.api_keys);
+    let guard = |set: RouteSet, router: Router| {
+        if config.open_routes.contains(&set) {
+            router
+        } else {
+            router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+        }
+    };
+
+    let native = native::router().with_state(sessions.clone());
+    let mut app = Router::new()
+        .merge(guard(RouteSet::Sessions, native))
+        .fallback(|| async { ApiError::not_found("no such route").into_response() });
+    if config.compat.session_state.enabled {
+        let compat = session_state::router().with_state(sessions.clone());
+        app = app.nest(&config.compat.session_state.prefix, guard(RouteSet::Compat, compat));
+    }
+    if config.compat.state.enabled {
+        let compat = state::router().with_state(sessions);
+        app = app.nest(&config.compat.state.prefix, guard(RouteSet::Compat, compat));
+    }
+    let ops = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(OpsState { stores, metrics });
+
+    app.merge(ops)
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        .layer(from_fn(sessiond_http::metrics::record_request))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(ops): State<OpsState>) -> Response {
+    match ops.stores.admin.ping().await {
+        Ok(()) => Json(json!({ "status": "ready", "engine": ops.stores.admin.name() })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "engine": ops.stores.admin.name(), "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(ops): State<OpsState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        ops.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,296 @@
+//! The server's configuration: one serde tree, loaded from defaults < TOML file < `SESSIOND_*`
+//! environment < command-line flags, then validated once at start.
+//!
+//! Environment names map to keys with `__` between levels:
+//! `SESSIOND_SESSIONS__IDLE_TTL_S=600` sets `[sessions] idle_ttl_s`. `SESSIOND_API_KEYS` is a
+//! comma-separated list (read by the CLI layer).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use sessiond_sessions::SessionsConfig;
+
+/// Which storage engine to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Embedded SQLite under `data_dir` (the default; acked = on disk).
+    Sqlite,
+    /// A Redis 7 server at `redis.url` (for several sessiond nodes).
+    Redis,
+    /// Process memory; nothing survives a restart (tests, demos).
+    Memory,
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(EngineKind::Sqlite),
+            "redis" => Ok(EngineKind::Redis),
+            "memory" => Ok(EngineKind::Memory),
+            other => Err(format!("unknown engine `{other}`; choose sqlite, redis or memory")),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Route sets that can be opened (served without an API key) with `open_routes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteSet {
+    /// `/v1/sessions`, `/v1/users/...`.
+    Sessions,
+    /// `/v1/cache/...`.
+    Cache,
+    /// The seed-compatible surfaces under their prefixes.
+    Compat,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Loopback by default; a non-loopback address needs an API key.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite engine's files (created on first start).
+    pub data_dir: PathBuf,
+    /// Storage engine.
+    pub engine: EngineKind,
+    /// Accepted API keys (`Authorization: Bearer <key>`); several at once allow rotation.
+    /// Empty = open development mode, allowed only on loopback.
+    pub api_keys: Vec<String>,
+    /// Route sets served without an API key even when keys are configured.
+    pub open_routes: Vec<RouteSet>,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP server settings.
+    pub http: HttpConfig,
+    /// Sessions and cache.
+    pub sessions: SessionsConfig,
+    /// Seed-compatible route surfaces.
+    pub compat: CompatConfig,
+    /// SQLite engine.
+    pub sqlite: SqliteConfig,
+    /// Redis engine.
+    pub redis: RedisConfig,
+    /// Object runtime.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("sessiond-data"),
+            engine: EngineKind::Sqlite,
+            api_keys: Vec::new(),
+            open_routes: Vec::new(),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            sessions: SessionsConfig::default(),
+            compat: CompatConfig::default(),
+            sqlite: SqliteConfig::default(),
+            redis: RedisConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `sessiond=debug,info` (`RUST_LOG` wins if set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body (bytes); larger is a 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (seconds).
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_body_bytes: 1024 * 1024, shutdown_grace_s: 30 }
+    }
+}
+
+/// One compat surface.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatSurface {
+    /// Serve it.
+    pub enabled: bool,
+    /// Path prefix it is mounted under.
+    pub prefix: String,
+}
+
+/// Seed-compatible route surfaces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Seed B, the Session State Worker (`/create`, `/get/:id`, ..., `/cache/:key`).
+    pub session_state: CompatSurface,
+    /// Seed E, SessionStore + CalendarCache (`/create`, `/get?id=`, ..., `/calendars`).
+    pub state: CompatSurface,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig {
+            session_state: CompatSurface { enabled: true, prefix: "/compat/session-state".into() },
+            state: CompatSurface { enabled: true, prefix: "/compat/state".into() },
+        }
+    }
+}
+
+/// SQLite engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Most writes committed in one transaction (one fsync).
+    pub max_batch: usize,
+    /// Read connections (reads never wait for the writer).
+    pub readers: usize,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig { max_batch: 1024, readers: 4 }
+    }
+}
+
+/// Redis engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URL, e.g. `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Prefix of every key sessiond writes (several deployments can share a server).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "sessiond".into() }
+    }
+}
+
+/// Object runtime.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// In-memory object state is dropped after this long unused (seconds).
+    pub idle_evict_s: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { idle_evict_s: 300 }
+    }
+}
+
+/// Settings given on the command line; each overrides file and environment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--engine`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
+    /// `--api-key` (repeatable) or `SESSIOND_API_KEYS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<Vec<String>>,
+    /// `--redis-url`.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "redis")]
+    pub redis_url: Option<RedisUrlOverride>,
+}
+
+/// `--redis-url` nested as `redis.url`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RedisUrlOverride {
+    /// The URL.
+    pub url: String,
+}
+
+impl Config {
+    /// Loads defaults < `file` < `SESSIOND_*` env < `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("SESSIOND_").split("__").ignore(&["api_keys"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks; the message names the key to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && self.api_keys.is_empty() {
+            anyhow::bail!(
+                "refusing to listen on {} without an API key: set api_keys (or --api-key / \
+                 SESSIOND_API_KEYS), or listen on a loopback address",
+                self.listen
+            );
+        }
+        self.sessions.validate().map_err(anyhow::Error::msg)?;
+        if self.http.max_body_bytes == 0 {
+            anyhow::bail!("http.max_body_bytes must be > 0");
+        }
+        for (name, surface) in [("session_state", &self.compat.session_state), ("state", &self.compat.state)] {
+            if surface.enabled && (!surface.prefix.starts_with('/') || surface.prefix.len() < 2 || surface.prefix.ends_with('/')) {
+                anyhow::bail!("compat.{name}.prefix must start with `/`, not end with `/`, and not be `/`");
+            }
+        }
+        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
+            anyhow::bail!("sqlite.max_batch and sqlite.readers must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with API keys redacted (for `check-config`).
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        shown.api_keys = shown.api_keys.iter().map(|_| "<redacted>".to_string()).collect();
+        Ok(toml::to_string_pretty(&shown)?)
+    }
+}

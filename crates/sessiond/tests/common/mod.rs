@@ -1,0 +1,112 @@
+//! Test harness: a real sessiond listening on a free loopback port, on a chosen engine.
+//!
+//! Every HTTP test runs against each engine in [`engines`]: memory, SQLite (a fresh data dir)
+//! and Redis (a private `redis-server` this harness starts; `./scripts/test` installs it).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use sessiond::config::{Config, EngineKind};
+use sessiond_engine_redis::testing::RedisServer;
+use tokio::sync::oneshot;
+
+/// The engines every HTTP test runs on.
+pub fn engines() -> [EngineKind; 3] {
+    [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis]
+}
+
+/// A running server; dropped = shut down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub engine: EngineKind,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+    _redis: Option<RedisServer>,
+}
+
+impl TestServer {
+    /// Starts a server on `engine` with the defaults, changed by `tweak`.
+    pub async fn start(engine: EngineKind, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.engine = engine;
+        config.data_dir = dir.path().join("data");
+        let redis = (engine == EngineKind::Redis).then(RedisServer::start);
+        if let Some(redis) = &redis {
+            config.redis.url = redis.url();
+        }
+        tweak(&mut config);
+        config.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sessiond::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            http: reqwest::Client::new(),
+            engine,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+            _redis: redis,
+        }
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(self.url(path))
+    }
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path))
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path))
+    }
+
+    /// Stops the server and waits for a clean exit.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sends the request and returns status and JSON body (Null when the body is not JSON).
+pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Asserts an error response has the `{error: {code, message}}` shape and the status.
+pub fn assert_error(status: u16, body: &serde_json::Value, expected: u16, context: &str) {
+    assert_eq!(status, expected, "{context}: status (body {body})");
+    assert!(body["error"]["code"].is_string(), "{context}: error code in {body}");
+    assert!(body["error"]["message"].is_string(), "{context}: error message in {body}");
+}

@@ -1,0 +1,97 @@
+//! Settings of the session and cache capability: default lifetimes and every limit.
+//!
+//! Each field is documented because the binary's example config is generated from the same
+//! names; every size and count a client controls has a limit here.
+
+use serde::{Deserialize, Serialize};
+
+/// Session lifetimes, refresh policy and limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Idle timeout of a session when the create request names none (seconds).
+    pub idle_ttl_s: u64,
+    /// Absolute lifetime of a session when the create request names none (seconds).
+    pub absolute_ttl_s: u64,
+    /// Largest idle timeout a client may ask for (seconds).
+    pub max_idle_ttl_s: u64,
+    /// Largest absolute lifetime a client may ask for (seconds).
+    pub max_absolute_ttl_s: u64,
+    /// A read slides the idle deadline, but writes the new deadline only when it moved by at
+    /// least this fraction of the idle window (0.0–1.0), so reads are not all writes.
+    pub touch_fraction: f64,
+    /// Most live sessions one user may hold; creating one more evicts the oldest.
+    pub max_sessions_per_user: usize,
+    /// Longest session id, user id, cache namespace or cache key (bytes).
+    pub max_id_bytes: usize,
+    /// Largest session `data` or `device`, or cache value, as JSON (bytes).
+    pub max_value_bytes: usize,
+    /// How often expired rows are swept (seconds).
+    pub sweep_interval_s: u64,
+    /// Rows deleted per sweep transaction.
+    pub sweep_batch: usize,
+    /// Cache settings.
+    pub cache: CacheConfig,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            idle_ttl_s: 30 * 60,
+            absolute_ttl_s: 7 * 24 * 3600,
+            max_idle_ttl_s: 30 * 24 * 3600,
+            max_absolute_ttl_s: 365 * 24 * 3600,
+            touch_fraction: 0.1,
+            max_sessions_per_user: 100,
+            max_id_bytes: 256,
+            max_value_bytes: 256 * 1024,
+            sweep_interval_s: 30,
+            sweep_batch: 1000,
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// TTL of an entry written without `ttl_s` (seconds; 0 = no expiry).
+    pub default_ttl_s: u64,
+    /// Largest TTL a client may ask for (seconds).
+    pub max_ttl_s: u64,
+    /// Most namespaces holding live entries at once; a write into a new namespace beyond it
+    /// is refused with 429.
+    pub max_namespaces: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { default_ttl_s: 3600, max_ttl_s: 30 * 24 * 3600, max_namespaces: 10_000 }
+    }
+}
+
+impl SessionsConfig {
+    /// Checks the values make sense together; the message names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_ttl_s == 0 || self.absolute_ttl_s == 0 {
+            return Err("sessions.idle_ttl_s and sessions.absolute_ttl_s must be > 0".into());
+        }
+        if self.idle_ttl_s > self.max_idle_ttl_s || self.absolute_ttl_s > self.max_absolute_ttl_s {
+            return Err("sessions default TTLs must not exceed their max_* limits".into());
+        }
+        if !(0.0..=1.0).contains(&self.touch_fraction) {
+            return Err("sessions.touch_fraction must be within 0.0..=1.0".into());
+        }
+        if self.max_sessions_per_user == 0 || self.max_id_bytes == 0 || self.max_value_bytes == 0 {
+            return Err("sessions limits must be > 0".into());
+        }
+        if self.sweep_interval_s == 0 || self.sweep_batch == 0 {
+            return Err("sessions.sweep_interval_s and sessions.sweep_batch must be > 0".into());
+        }
+        if self.cache.default_ttl_s > self.cache.max_ttl_s {
+            return Err("sessions.cache.default_ttl_s must not exceed max_ttl_s".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! HTTP routes of the capability: the native API and the two compat surfaces.
+//!
+//! - [`native`]: `/v1/...`, sessiond's own API.
+//! - [`session_state`]: seed B, the Session State Worker's routes (plain-text bodies).
+//! - [`state`]: seed E, SessionStore + CalendarCache routes.
+//!
+//! The shared header conventions live here: `Sessiond-Durability: unconfirmed` opts a write out
+//! of the durable acknowledgement, `If-Match: "<version>"` makes a change conditional.
+
+pub mod native;
+pub mod session_state;
+pub mod state;
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use sessiond_http::{ApiError, ApiResult};
+use sessiond_store::Durability;
+
+use crate::cache::{CacheService, Hit};
+use crate::service::SessionService;
+
+/// What every handler of this capability needs.
+#[derive(Clone)]
+pub struct SessionsState {
+    /// Sessions.
+    pub sessions: SessionService,
+    /// Cache.
+    pub cache: CacheService,
+}
+
+/// Header that opts a write into unconfirmed acknowledgement.
+pub const DURABILITY_HEADER: &str = "sessiond-durability";
+
+/// Reads the durability opt-in (`confirmed` is the default; anything else is a 400).
+pub fn durability(headers: &HeaderMap) -> ApiResult<Durability> {
+    match headers.get(DURABILITY_HEADER).map(|v| v.to_str().map(str::trim)) {
+        None => Ok(Durability::Confirmed),
+        Some(Ok(v)) if v.eq_ignore_ascii_case("confirmed") => Ok(Durability::Confirmed),
+        Some(Ok(v)) if v.eq_ignore_ascii_case("unconfirmed") => Ok(Durability::Unconfirmed),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{DURABILITY_HEADER} must be `confirmed` or `unconfirmed`"
+        ))),
+    }
+}
+
+/// Reads `If-Match`: `"7"`, `W/"7"` or `7` → Some(7); `*` or absent → None. A value that
+/// can never match a version is a failed precondition.
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::precondition_failed(format!("If-Match `{text}` matches no session version")))
+}
+
+/// A cache answer with `X-Cache: HIT|MISS` and `X-Cache-Age` (ms), the header contract of the
+/// CalendarCache seed. The body of a hit is the stored JSON, verbatim.
+pub fn cache_response(hit: Option<Hit>, miss: impl FnOnce() -> Response) -> Response {
+    match hit {
+        Some(hit) => {
+            let mut r = ([("content-type", "application/json")], hit.value).into_response();
+            let h = r.headers_mut();
+            h.insert("x-cache", axum::http::HeaderValue::from_static("HIT"));
+            h.insert("x-cache-age", axum::http::HeaderValue::from(hit.age_ms));
+            r
+        }
+        None => {
+            let mut r = miss();
+            r.headers_mut().insert("x-cache", axum::http::HeaderValue::from_static("MISS"));
+            r
+        }
+    }
+}
+
+/// Turns an `ApiError` into a plain-text response with the same status (for compat routes whose
+/// clients read text).
+pub fn plain_error(err: ApiError) -> Response {
+    (err.status, [("content-type", "text/plain;charset=UTF-8")], err.message).into_response()
+}

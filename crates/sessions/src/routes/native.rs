@@ -1,0 +1,200 @@
+//! The native, versioned JSON API: `/v1/sessions`, `/v1/users/{id}/sessions`, `/v1/cache`.
+//!
+//! The session resource is `{id, user_id, data, device, created_at, updated_at, last_seen_at,
+//! expires_at, idle_expires_at, absolute_expires_at, version}` (times in unix milliseconds).
+//! `PUT` replaces `data` (`{"data": {...}}`); `PATCH` is a JSON Merge Patch of the resource in
+//! which only `data` is writable (`{"data": {"cart": null}}` removes `cart`). `ETag` is the
+//! version; `If-Match` makes PUT/PATCH/DELETE conditional (412 on mismatch).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sessiond_http::{ApiError, ApiResult, JsonBody};
+use sessiond_store::SessionRecord;
+
+use crate::cache::Ttl;
+use crate::routes::{durability, if_match, SessionsState};
+use crate::service::{NewSession, Update};
+
+/// Routes of the native API (mount at the root).
+pub fn router() -> Router<SessionsState> {
+    Router::new()
+        .route("/v1/sessions", axum::routing::post(create))
+        .route("/v1/sessions/{id}", get(read).put(replace).patch(patch).delete(remove))
+        .route("/v1/users/{user_id}/sessions", get(list_user).delete(revoke_user))
+        .route("/v1/cache/{namespace}", axum::routing::delete(cache_clear))
+        .route("/v1/cache/{namespace}/{key}", get(cache_get).put(cache_put).delete(cache_delete))
+}
+
+/// JSON of a session resource.
+pub fn session_json(r: &SessionRecord) -> Value {
+    json!({
+        "id": r.id,
+        "user_id": r.user_id,
+        "data": raw_json(&r.data),
+        "device": r.device.as_deref().map(raw_json),
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "last_seen_at": r.last_seen_at,
+        "expires_at": r.expires_at(),
+        "idle_expires_at": r.idle_expires_at,
+        "absolute_expires_at": r.absolute_expires_at,
+        "version": r.version,
+    })
+}
+
+/// Stored JSON text back to a value (stored text was produced by serde_json, so a failure
+/// means corruption; it degrades to `null` rather than failing the whole response).
+pub fn raw_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn with_etag(status: StatusCode, r: &SessionRecord) -> Response {
+    let mut response = (status, Json(session_json(r))).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
+        response.headers_mut().insert("etag", etag);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    user_id: Option<String>,
+    #[serde(default)]
+    data: Map<String, Value>,
+    idle_ttl_s: Option<u64>,
+    absolute_ttl_s: Option<u64>,
+    device: Option<Value>,
+}
+
+async fn create(State(s): State<SessionsState>, headers: HeaderMap, JsonBody(body): JsonBody<CreateBody>) -> ApiResult<Response> {
+    let new = NewSession {
+        user_id: body.user_id,
+        data: body.data,
+        idle_ttl_s: body.idle_ttl_s,
+        absolute_ttl_s: body.absolute_ttl_s,
+        device: body.device,
+    };
+    let record = s.sessions.create(new, durability(&headers)?).await?;
+    let mut response = with_etag(StatusCode::CREATED, &record);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", record.id)) {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+async fn read(State(s): State<SessionsState>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(with_etag(StatusCode::OK, &s.sessions.get(&id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceBody {
+    data: Map<String, Value>,
+}
+
+async fn replace(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<ReplaceBody>) -> ApiResult<Response> {
+    let record = s
+        .sessions
+        .update(&id, Update::Replace(body.data), if_match(&headers)?, durability(&headers)?)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn patch(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<Value>) -> ApiResult<Response> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::bad_request("a merge patch of a session must be a JSON object"));
+    };
+    let data_patch = fields.remove("data").unwrap_or(Value::Object(Map::new()));
+    if let Some(field) = fields.keys().next() {
+        return Err(ApiError::bad_request(format!("only `data` can be patched, not `{field}`")));
+    }
+    if !data_patch.is_object() {
+        return Err(ApiError::bad_request("`data` must be a JSON object"));
+    }
+    let record = s
+        .sessions
+        .update(&id, Update::MergePatch(data_patch), if_match(&headers)?, durability(&headers)?)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+async fn remove(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+    if s.sessions.delete(&id, if_match(&headers)?, durability(&headers)?).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("session not found or expired"))
+    }
+}
+
+async fn list_user(State(s): State<SessionsState>, Path(user): Path<String>) -> ApiResult<Json<Value>> {
+    let sessions: Vec<Value> = s
+        .sessions
+        .list_user(&user)
+        .await?
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "created_at": r.created_at,
+                "last_seen_at": r.last_seen_at,
+                "expires_at": r.expires_at(),
+                "device": r.device.as_deref().map(raw_json),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "user_id": user, "sessions": sessions })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeQuery {
+    except: Option<String>,
+}
+
+async fn revoke_user(State(s): State<SessionsState>, Path(user): Path<String>, query: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let revoked = s.sessions.revoke_user(&user, query.except.as_deref(), durability(&headers)?).await?;
+    Ok(Json(json!({ "user_id": user, "revoked": revoked.len(), "ids": revoked })))
+}
+
+async fn cache_get(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>) -> ApiResult<Response> {
+    s.cache.check_public_namespace(&ns)?;
+    Ok(crate::routes::cache_response(s.cache.get(&ns, &key).await?, || {
+        ApiError::not_found("cache miss").into_response()
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CachePutBody {
+    data: Value,
+    ttl_s: Option<u64>,
+}
+
+async fn cache_put(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>, headers: HeaderMap, JsonBody(body): JsonBody<CachePutBody>) -> ApiResult<StatusCode> {
+    s.cache.check_public_namespace(&ns)?;
+    let ttl = body.ttl_s.map_or(Ttl::Default, Ttl::Seconds);
+    s.cache.put(&ns, &key, &body.data, ttl, durability(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cache_delete(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    s.cache.check_public_namespace(&ns)?;
+    if s.cache.delete(&ns, &key, durability(&headers)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("cache entry not found"))
+    }
+}
+
+async fn cache_clear(State(s): State<SessionsState>, Path(ns): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    s.cache.check_public_namespace(&ns)?;
+    let cleared = s.cache.clear(&ns, durability(&headers)?).await?;
+    Ok(Json(json!({ "namespace": ns, "cleared": cleared })))
+}

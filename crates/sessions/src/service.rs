@@ -1,0 +1,279 @@
+//! Session lifecycle: the rules every route (native and compat) goes through.
+//!
+//! Why this shape:
+//! - Every change of one session runs under the object runtime's lock for that session id, so a
+//!   read-modify-write (merge patch) is atomic on this node without retries; the store's
+//!   compare-and-set on `version` keeps it atomic across nodes too (a lost race retries).
+//! - Creates for one user run under that user's lock, so the per-user limit (evict the oldest)
+//!   cannot be overshot by parallel logins.
+//! - Reads slide the idle deadline but only write it when it moved by `touch_fraction` of the
+//!   idle window, with an unconfirmed write: losing a touch in a crash only shortens a
+//!   session's life by that fraction, and reads stay reads.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sessiond_http::{ids::random_id, ApiError, ApiResult};
+use sessiond_runtime::ObjectKind;
+use sessiond_store::{now_ms, Cas, Durability, Millis, SessionRecord, SessionStore};
+
+use crate::config::SessionsConfig;
+use crate::merge::{merge_patch, shallow_merge};
+
+/// A session to create.
+#[derive(Debug, Default)]
+pub struct NewSession {
+    /// Owner.
+    pub user_id: Option<String>,
+    /// Initial data.
+    pub data: Map<String, Value>,
+    /// Idle timeout in seconds (default from config).
+    pub idle_ttl_s: Option<u64>,
+    /// Absolute lifetime in seconds (default from config).
+    pub absolute_ttl_s: Option<u64>,
+    /// Device description.
+    pub device: Option<Value>,
+}
+
+/// How an update changes the data.
+#[derive(Debug)]
+pub enum Update {
+    /// Replace the whole data object.
+    Replace(Map<String, Value>),
+    /// RFC 7396 merge patch.
+    MergePatch(Value),
+    /// Top-level merge (`{...old, ...new}`), the seeds' semantics.
+    Shallow(Map<String, Value>),
+}
+
+/// The session service. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionService {
+    store: Arc<dyn SessionStore>,
+    config: Arc<SessionsConfig>,
+    sessions: ObjectKind<()>,
+    users: ObjectKind<()>,
+}
+
+const MAX_CAS_RETRIES: usize = 64;
+
+impl SessionService {
+    /// A service over `store`, serializing per session and per user through `runtime` kinds.
+    pub fn new(store: Arc<dyn SessionStore>, config: Arc<SessionsConfig>, sessions: ObjectKind<()>, users: ObjectKind<()>) -> Self {
+        SessionService { store, config, sessions, users }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SessionsConfig {
+        &self.config
+    }
+
+    /// Rejects ids that are empty or longer than the limit (400).
+    pub fn check_id(&self, what: &str, id: &str) -> ApiResult<()> {
+        if id.is_empty() {
+            return Err(ApiError::bad_request(format!("{what} must not be empty")));
+        }
+        if id.len() > self.config.max_id_bytes {
+            return Err(ApiError::bad_request(format!(
+                "{what} is longer than {} bytes",
+                self.config.max_id_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Serializes a JSON value, refusing it when above the value limit (413).
+    pub fn encode_value(&self, what: &str, value: &Value) -> ApiResult<String> {
+        let text = serde_json::to_string(value).map_err(ApiError::internal)?;
+        if text.len() > self.config.max_value_bytes {
+            return Err(ApiError::too_large(format!(
+                "{what} is {} bytes, above the limit of {} bytes",
+                text.len(),
+                self.config.max_value_bytes
+            )));
+        }
+        Ok(text)
+    }
+
+    /// Creates a session; evicts the user's oldest sessions beyond the per-user limit.
+    pub async fn create(&self, new: NewSession, durability: Durability) -> ApiResult<SessionRecord> {
+        if let Some(user) = &new.user_id {
+            self.check_id("user_id", user)?;
+        }
+        let idle_s = new.idle_ttl_s.unwrap_or(self.config.idle_ttl_s);
+        let absolute_s = new.absolute_ttl_s.unwrap_or(self.config.absolute_ttl_s);
+        if idle_s == 0 || idle_s > self.config.max_idle_ttl_s {
+            return Err(ApiError::bad_request(format!(
+                "idle_ttl_s must be within 1..={}",
+                self.config.max_idle_ttl_s
+            )));
+        }
+        if absolute_s == 0 || absolute_s > self.config.max_absolute_ttl_s {
+            return Err(ApiError::bad_request(format!(
+                "absolute_ttl_s must be within 1..={}",
+                self.config.max_absolute_ttl_s
+            )));
+        }
+        let data = self.encode_value("session data", &Value::Object(new.data))?;
+        let device = match &new.device {
+            None => None,
+            Some(v @ Value::Object(_)) => Some(self.encode_value("device", v)?),
+            Some(_) => return Err(ApiError::bad_request("device must be a JSON object")),
+        };
+        let now = now_ms();
+        let idle_ttl_ms = secs_to_ms(idle_s);
+        let record = SessionRecord {
+            id: random_id(),
+            user_id: new.user_id,
+            data,
+            device,
+            created_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            idle_ttl_ms,
+            idle_expires_at: now.saturating_add(idle_ttl_ms),
+            absolute_expires_at: now.saturating_add(secs_to_ms(absolute_s)),
+            version: 1,
+        };
+        let _user_guard = match &record.user_id {
+            Some(user) => {
+                let guard = self.users.lock(user).await;
+                self.evict_beyond_limit(user, now, durability).await?;
+                Some(guard)
+            }
+            None => None,
+        };
+        if !self.store.insert_session(&record, durability).await? {
+            return Err(ApiError::internal("random session id collided with a live session"));
+        }
+        metrics::counter!("sessiond_sessions_created_total").increment(1);
+        Ok(record)
+    }
+
+    /// Makes room for one more session of `user` (oldest first).
+    async fn evict_beyond_limit(&self, user: &str, now: Millis, durability: Durability) -> ApiResult<()> {
+        let max = self.config.max_sessions_per_user;
+        let live = self.store.list_user_sessions(user, now, max + 1).await?;
+        if live.len() < max {
+            return Ok(());
+        }
+        for old in &live[..=live.len() - max] {
+            self.store.delete_session(&old.id, now, durability).await?;
+            metrics::counter!("sessiond_sessions_evicted_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// The live session, sliding its idle deadline. 404 when absent or expired.
+    pub async fn get(&self, id: &str) -> ApiResult<SessionRecord> {
+        self.check_id("session id", id)?;
+        let now = now_ms();
+        let mut record = self.load(id, now).await?;
+        let slid = now.saturating_add(record.idle_ttl_ms);
+        let step = (record.idle_ttl_ms as f64 * self.config.touch_fraction) as Millis;
+        if slid.saturating_sub(record.idle_expires_at) >= step.max(1) {
+            self.store.touch_session(id, slid, now, now, Durability::Unconfirmed).await?;
+            record.idle_expires_at = slid;
+            record.last_seen_at = now;
+        }
+        Ok(record)
+    }
+
+    async fn load(&self, id: &str, now: Millis) -> ApiResult<SessionRecord> {
+        self.store
+            .get_session(id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("session not found or expired"))
+    }
+
+    /// Applies `update` atomically. `if_match` is the version the client last saw.
+    pub async fn update(&self, id: &str, update: Update, if_match: Option<u64>, durability: Durability) -> ApiResult<SessionRecord> {
+        self.check_id("session id", id)?;
+        let _guard = self.sessions.lock(id).await;
+        for _ in 0..MAX_CAS_RETRIES {
+            let now = now_ms();
+            let current = self.load(id, now).await?;
+            if let Some(expected) = if_match {
+                if expected != current.version {
+                    return Err(ApiError::precondition_failed(format!(
+                        "session is at version {}, not {expected}",
+                        current.version
+                    )));
+                }
+            }
+            let next = self.apply(&current, &update, now)?;
+            match self.store.replace_session(&next, current.version, now, durability).await? {
+                Cas::Written => return Ok(next),
+                Cas::Missing => return Err(ApiError::not_found("session not found or expired")),
+                // Another node changed it between our read and write: read again.
+                Cas::VersionMismatch => continue,
+            }
+        }
+        Err(ApiError::conflict("session is being changed concurrently; retry"))
+    }
+
+    fn apply(&self, current: &SessionRecord, update: &Update, now: Millis) -> ApiResult<SessionRecord> {
+        let old: Map<String, Value> = serde_json::from_str(&current.data)
+            .map_err(|e| ApiError::internal(format!("stored session data is not an object: {e}")))?;
+        let data = match update {
+            Update::Replace(data) => Value::Object(data.clone()),
+            Update::Shallow(addition) => {
+                let mut merged = old;
+                shallow_merge(&mut merged, addition.clone());
+                Value::Object(merged)
+            }
+            Update::MergePatch(patch) => {
+                let mut merged = Value::Object(old);
+                merge_patch(&mut merged, patch);
+                if !merged.is_object() {
+                    return Err(ApiError::bad_request("the patch must leave session data a JSON object"));
+                }
+                merged
+            }
+        };
+        let mut next = current.clone();
+        next.data = self.encode_value("session data", &data)?;
+        next.updated_at = now;
+        next.last_seen_at = now;
+        next.idle_expires_at = now.saturating_add(current.idle_ttl_ms).max(current.idle_expires_at);
+        next.version = current.version + 1;
+        Ok(next)
+    }
+
+    /// Deletes a session; false if there was none. `if_match` as for updates.
+    pub async fn delete(&self, id: &str, if_match: Option<u64>, durability: Durability) -> ApiResult<bool> {
+        self.check_id("session id", id)?;
+        let _guard = self.sessions.lock(id).await;
+        let now = now_ms();
+        if let Some(expected) = if_match {
+            let current = self.load(id, now).await?;
+            if current.version != expected {
+                return Err(ApiError::precondition_failed(format!(
+                    "session is at version {}, not {expected}",
+                    current.version
+                )));
+            }
+        }
+        Ok(self.store.delete_session(id, now, durability).await?)
+    }
+
+    /// The user's live sessions, oldest first.
+    pub async fn list_user(&self, user: &str) -> ApiResult<Vec<SessionRecord>> {
+        self.check_id("user id", user)?;
+        Ok(self.store.list_user_sessions(user, now_ms(), self.config.max_sessions_per_user).await?)
+    }
+
+    /// Revokes the user's sessions except `except`; returns the revoked ids.
+    pub async fn revoke_user(&self, user: &str, except: Option<&str>, durability: Durability) -> ApiResult<Vec<String>> {
+        self.check_id("user id", user)?;
+        let _guard = self.users.lock(user).await;
+        let revoked = self.store.delete_user_sessions(user, except, now_ms(), durability).await?;
+        metrics::counter!("sessiond_sessions_revoked_total").increment(revoked.len() as u64);
+        Ok(revoked)
+    }
+}
+
+/// Seconds to milliseconds, saturating.
+pub fn secs_to_ms(s: u64) -> Millis {
+    Millis::try_from(s).unwrap_or(Millis::MAX / 1000).saturating_mul(1000)
+}
