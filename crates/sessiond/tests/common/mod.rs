@@ -30,9 +30,7 @@ impl TestServer {
     /// Starts a server on `engine` with the defaults, changed by `tweak`.
     pub async fn start(engine: EngineKind, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.engine = engine;
-        config.data_dir = dir.path().join("data");
+        let mut config = Config { engine, data_dir: dir.path().join("data"), ..Config::default() };
         let redis = (engine == EngineKind::Redis).then(RedisServer::start);
         if let Some(redis) = &redis {
             config.redis.url = redis.url();
