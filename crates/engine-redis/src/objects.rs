@@ -148,6 +148,25 @@ impl ObjectStore for RedisEngine {
         Ok(deleted == 1)
     }
 
+    async fn reschedule_alarm(
+        &self,
+        alarm: &AlarmRecord,
+        expected_due_at: Millis,
+        _: Durability,
+    ) -> Result<bool> {
+        let json = serde_json::to_string(alarm)
+            .map_err(|e| StoreError::Corrupt(format!("alarm record: {e}")))?;
+        let mut inv = self.scripts.alarm_reschedule.key(self.keys.alarms_due());
+        inv.key(self.keys.alarms_lex())
+            .key(self.keys.alarms_records())
+            .arg(alarm_member(&alarm.kind, &alarm.key, &alarm.name))
+            .arg(expected_due_at)
+            .arg(alarm.due_at)
+            .arg(json);
+        let changed: i64 = self.eval("alarm_reschedule", &inv).await?;
+        Ok(changed == 1)
+    }
+
     async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>> {
         let (min, max) = Self::object_alarm_range(kind, key);
         let cmd = redis::cmd("ZRANGEBYLEX")

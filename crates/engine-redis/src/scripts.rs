@@ -179,6 +179,16 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 ";
 
+/// Replaces an alarm only if it exists and is due exactly at `ARGV[2]`.
+/// KEYS: due, lex, records. ARGV: member, expected due_at, new due_at, JSON. Returns 1 or 0.
+const ALARM_RESCHEDULE: &str = r"
+local sc = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not sc or num(sc) ~= num(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+return 1
+";
+
 /// Deletes every alarm of one object. KEYS: due, lex, records. ARGV: lex min, lex max.
 /// Returns how many were deleted.
 const ALARM_DROP_OBJECT: &str = r"
@@ -203,6 +213,7 @@ pub struct Scripts {
     pub cache_delete_many: Script,
     pub alarm_put: Script,
     pub alarm_delete: Script,
+    pub alarm_reschedule: Script,
     pub alarm_drop_object: Script,
 }
 
@@ -230,6 +241,7 @@ impl Scripts {
             cache_delete_many: with_helpers(CACHE_DELETE_MANY),
             alarm_put: with_helpers(ALARM_PUT),
             alarm_delete: with_helpers(ALARM_DELETE),
+            alarm_reschedule: with_helpers(ALARM_RESCHEDULE),
             alarm_drop_object: with_helpers(ALARM_DROP_OBJECT),
         }
     }

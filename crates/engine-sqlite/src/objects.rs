@@ -162,6 +162,33 @@ impl ObjectStore for SqliteEngine {
         .await
     }
 
+    async fn reschedule_alarm(
+        &self,
+        alarm: &AlarmRecord,
+        expected_due_at: Millis,
+        durability: Durability,
+    ) -> Result<bool> {
+        let a = alarm.clone();
+        self.write(durability, move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE alarms SET due_at = ?4, attempt = ?5, payload = ?6
+                     WHERE kind = ?1 AND key = ?2 AND name = ?3 AND due_at = ?7",
+                )?
+                .execute(params![
+                    a.kind,
+                    a.key,
+                    a.name,
+                    a.due_at,
+                    a.attempt,
+                    a.payload,
+                    expected_due_at
+                ])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
         self.read(move |conn| {

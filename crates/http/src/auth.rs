@@ -34,7 +34,9 @@ impl ApiKeys {
             .map(|k| k.as_ref().trim().as_bytes().to_vec())
             .filter(|k| !k.is_empty())
             .collect();
-        ApiKeys { keys: Arc::new(keys) }
+        ApiKeys {
+            keys: Arc::new(keys),
+        }
     }
 
     /// True when no key is configured (every request is allowed).
@@ -59,25 +61,35 @@ impl ApiKeys {
         let token = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         match token {
             Some(token) if self.accepts(token.as_bytes()) => Ok(()),
             Some(_) => Err(ApiError::unauthorized("invalid API key")),
-            None => Err(ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")),
+            None => Err(ApiError::unauthorized(
+                "missing API key: send Authorization: Bearer <key>",
+            )),
         }
     }
 }
 
 /// Middleware: reject requests without a valid key (use with `from_fn_with_state`).
-pub async fn require_api_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+pub async fn require_api_key(
+    State(keys): State<ApiKeys>,
+    request: Request,
+    next: Next,
+) -> Response {
     match keys.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(err) => {
             let mut response = err.into_response();
-            response
-                .headers_mut()
-                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
             response
         }
     }

@@ -24,7 +24,11 @@ pub struct ApiError {
 impl ApiError {
     /// Any status/code/message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400: malformed or invalid input.
@@ -49,7 +53,11 @@ impl ApiError {
 
     /// 412: an `If-Match` precondition failed.
     pub fn precondition_failed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            message,
+        )
     }
 
     /// 413: body or value above a configured limit.
@@ -65,7 +73,11 @@ impl ApiError {
     /// 500 with a generic body; the detail is logged, not sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
     }
 }
 
@@ -90,7 +102,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         response
     }

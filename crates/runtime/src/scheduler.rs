@@ -8,14 +8,13 @@
 //! At-least-once delivery:
 //! - **Claim.** Before firing, the alarm is moved to `now + alarm_claim_lease`. The scheduler
 //!   will not see it again during the lease, and if the process dies mid-handler the alarm is
-//!   simply due again when the lease ends. The claim is a compare-and-delete on the observed
-//!   `due_at` followed by a put, so of several nodes reading the same due alarm only one claims
-//!   it, and an alarm re-set in the meantime is left alone. (The store has no atomic
-//!   compare-and-put; a crash or store failure between the two writes loses that one alarm,
-//!   a window of one round trip; a failed put is retried once.)
+//!   simply due again when the lease ends. The claim is one atomic compare-and-set on the
+//!   observed `due_at` (`ObjectStore::reschedule_alarm`), so of several nodes reading the same
+//!   due alarm only one claims it, an alarm re-set in the meantime is left alone, and no crash
+//!   can lose an alarm between two writes.
 //! - **Complete.** On success the alarm is deleted only if it still carries the claimed
 //!   `due_at`, so a handler that re-armed the same alarm keeps its new one.
-//! - **Retry.** On failure the claimed record is replaced (same compare-and-delete) by one due
+//! - **Retry.** On failure the claimed record is replaced (same compare-and-set) by one due
 //!   after `base * 2^(failures-1)` with `attempt` incremented; after `alarm_max_attempts` tries
 //!   it is dropped with a warning. An alarm of a kind without a handler fails the same way,
 //!   so it is retried a few times (a handler may be registered by a newer deploy) and then
@@ -192,27 +191,15 @@ impl Scheduler {
     }
 }
 
-/// Replaces the alarm named by `record` with `record` if it is still due at `expected_due`.
+/// Replaces the alarm named by `record` with `record` if it is still due at `expected_due`,
+/// in one atomic store operation (so a crash cannot lose the alarm between two writes).
 /// Returns false (writing nothing) if it changed or vanished.
 async fn replace_if_due(
     store: &dyn ObjectStore,
     expected_due: Millis,
     record: &AlarmRecord,
 ) -> Result<bool, StoreError> {
-    let (kind, key, name) = (&record.kind, &record.key, &record.name);
-    if !store
-        .delete_alarm(kind, key, name, Some(expected_due), Durability::Confirmed)
-        .await?
-    {
-        return Ok(false);
-    }
-    if let Err(first) = store.put_alarm(record, Durability::Confirmed).await {
-        // The alarm is deleted but not re-put: try once more before reporting the loss.
-        if let Err(second) = store.put_alarm(record, Durability::Confirmed).await {
-            tracing::error!(kind = %kind, key = %key, name = %name, error = %first, retry_error = %second,
-                "alarm lost: deleted for claim but could not be written back");
-            return Err(second);
-        }
-    }
-    Ok(true)
+    store
+        .reschedule_alarm(record, expected_due, Durability::Confirmed)
+        .await
 }

@@ -29,7 +29,12 @@ struct OpsState {
 }
 
 /// Builds the whole router.
-pub fn router(config: &Config, stores: Stores, sessions: SessionsState, metrics: PrometheusHandle) -> Router {
+pub fn router(
+    config: &Config,
+    stores: Stores,
+    sessions: SessionsState,
+    metrics: PrometheusHandle,
+) -> Router {
     let keys = ApiKeys::new(&config.api_keys);
     let guard = |set: RouteSet, router: Router| {
         if config.open_routes.contains(&set) {
@@ -45,7 +50,10 @@ pub fn router(config: &Config, stores: Stores, sessions: SessionsState, metrics:
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());
-        app = app.nest(&config.compat.session_state.prefix, guard(RouteSet::Compat, compat));
+        app = app.nest(
+            &config.compat.session_state.prefix,
+            guard(RouteSet::Compat, compat),
+        );
     }
     if config.compat.state.enabled {
         let compat = state::router().with_state(sessions);

@@ -33,7 +33,9 @@ impl FromStr for EngineKind {
             "sqlite" => Ok(EngineKind::Sqlite),
             "redis" => Ok(EngineKind::Redis),
             "memory" => Ok(EngineKind::Memory),
-            other => Err(format!("unknown engine `{other}`; choose sqlite, redis or memory")),
+            other => Err(format!(
+                "unknown engine `{other}`; choose sqlite, redis or memory"
+            )),
         }
     }
 }
@@ -122,7 +124,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Pretty, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
     }
 }
 
@@ -138,7 +143,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_body_bytes: 1024 * 1024, shutdown_grace_s: 30 }
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_s: 30,
+        }
     }
 }
 
@@ -165,8 +173,14 @@ pub struct CompatConfig {
 impl Default for CompatConfig {
     fn default() -> Self {
         CompatConfig {
-            session_state: CompatSurface { enabled: true, prefix: "/compat/session-state".into() },
-            state: CompatSurface { enabled: true, prefix: "/compat/state".into() },
+            session_state: CompatSurface {
+                enabled: true,
+                prefix: "/compat/session-state".into(),
+            },
+            state: CompatSurface {
+                enabled: true,
+                prefix: "/compat/state".into(),
+            },
         }
     }
 }
@@ -183,7 +197,10 @@ pub struct SqliteConfig {
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        SqliteConfig { max_batch: 1024, readers: 4 }
+        SqliteConfig {
+            max_batch: 1024,
+            readers: 4,
+        }
     }
 }
 
@@ -199,7 +216,10 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "sessiond".into() }
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "sessiond".into(),
+        }
     }
 }
 
@@ -276,9 +296,18 @@ impl Config {
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
-        for (name, surface) in [("session_state", &self.compat.session_state), ("state", &self.compat.state)] {
-            if surface.enabled && (!surface.prefix.starts_with('/') || surface.prefix.len() < 2 || surface.prefix.ends_with('/')) {
-                anyhow::bail!("compat.{name}.prefix must start with `/`, not end with `/`, and not be `/`");
+        for (name, surface) in [
+            ("session_state", &self.compat.session_state),
+            ("state", &self.compat.state),
+        ] {
+            if surface.enabled
+                && (!surface.prefix.starts_with('/')
+                    || surface.prefix.len() < 2
+                    || surface.prefix.ends_with('/'))
+            {
+                anyhow::bail!(
+                    "compat.{name}.prefix must start with `/`, not end with `/`, and not be `/`"
+                );
             }
         }
         if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
@@ -290,7 +319,11 @@ impl Config {
     /// The configuration as TOML with API keys redacted (for `check-config`).
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
-        shown.api_keys = shown.api_keys.iter().map(|_| "<redacted>".to_string()).collect();
+        shown.api_keys = shown
+            .api_keys
+            .iter()
+            .map(|_| "<redacted>".to_string())
+            .collect();
         Ok(toml::to_string_pretty(&shown)?)
     }
 }

@@ -14,17 +14,29 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
     match config.engine {
         EngineKind::Sqlite => {
             let dir = config.data_dir.clone();
-            let options = SqliteOptions { max_batch: config.sqlite.max_batch, readers: config.sqlite.readers };
+            let options = SqliteOptions {
+                max_batch: config.sqlite.max_batch,
+                readers: config.sqlite.readers,
+            };
             let engine = tokio::task::spawn_blocking(move || SqliteEngine::open(&dir, options))
                 .await?
-                .map_err(|e| anyhow::anyhow!("cannot open SQLite engine in {}: {e}", config.data_dir.display()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open SQLite engine in {}: {e}",
+                        config.data_dir.display()
+                    )
+                })?;
             Ok(Stores::from_engine(engine))
         }
         EngineKind::Redis => {
-            let options = RedisOptions { key_prefix: config.redis.key_prefix.clone() };
+            let options = RedisOptions {
+                key_prefix: config.redis.key_prefix.clone(),
+            };
             let engine = RedisEngine::connect(&config.redis.url, options)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
+                })?;
             Ok(Stores::from_engine(engine))
         }
         EngineKind::Memory => Ok(Stores::from_engine(Arc::new(MemoryEngine::new()))),

@@ -30,11 +30,24 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let latency = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+            let latency = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ];
+            let sizes = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ];
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &latency)
-                .and_then(|b| b.set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_size".into()), &sizes))
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &latency,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Suffix("_size".into()),
+                        &sizes,
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -52,17 +65,26 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     let stores = engine::open(&config).await?;
     let addr = listener.local_addr()?;
     if config.api_keys.is_empty() {
-        tracing::warn!("no API key configured: every route is open (development mode, loopback only)");
+        tracing::warn!(
+            "no API key configured: every route is open (development mode, loopback only)"
+        );
     }
 
     let mut runtime = Runtime::builder(
         stores.objects.clone(),
-        RuntimeConfig { idle_evict_after: Duration::from_secs(config.runtime.idle_evict_s), ..RuntimeConfig::default() },
+        RuntimeConfig {
+            idle_evict_after: Duration::from_secs(config.runtime.idle_evict_s),
+            ..RuntimeConfig::default()
+        },
     );
     let session_locks: ObjectKind<()> = runtime.kind("session");
     let user_locks: ObjectKind<()> = runtime.kind("user");
@@ -70,7 +92,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 
     let sessions_config = Arc::new(config.sessions.clone());
     let state = SessionsState {
-        sessions: SessionService::new(stores.sessions.clone(), sessions_config.clone(), session_locks, user_locks),
+        sessions: SessionService::new(
+            stores.sessions.clone(),
+            sessions_config.clone(),
+            session_locks,
+            user_locks,
+        ),
         cache: CacheService::new(stores.cache.clone(), sessions_config.clone()),
     };
     let app = app::router(&config, stores.clone(), state, metrics);
@@ -88,7 +115,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     ));
 
     tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
-    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
         result = serve => result?,

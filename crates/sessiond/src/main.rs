@@ -8,7 +8,11 @@ use sessiond::config::{Config, EngineKind, LogFormat, Overrides, RedisUrlOverrid
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "sessiond", version, about = "Self-hosted sessions, caches and realtime state")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "Self-hosted sessions, caches and realtime state"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,13 @@ struct ConfigArgs {
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// An accepted API key (repeatable); also SESSIOND_API_KEYS=key1,key2.
-    #[arg(long = "api-key", value_name = "KEY", env = "SESSIOND_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "SESSIOND_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     api_keys: Vec<String>,
 }
 
@@ -58,8 +68,11 @@ impl ConfigArgs {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -71,7 +84,9 @@ async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(term) => term,
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");

@@ -11,7 +11,14 @@ use serde_json::{json, Value};
 /// JSON log line announcing the listener.
 fn spawn(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "sqlite",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("SESSIOND_LOG__FORMAT", "json")
         .env_remove("SESSIOND_API_KEYS")
@@ -23,8 +30,13 @@ fn spawn(data_dir: &std::path::Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("sessiond exited before listening").unwrap();
-        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        let line = lines
+            .next()
+            .expect("sessiond exited before listening")
+            .unwrap();
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if event["fields"]["message"] == "sessiond listening" {
             break event["fields"]["addr"].as_str().unwrap().to_string();
         }
@@ -45,13 +57,28 @@ async fn acknowledged_writes_survive_kill_9() {
     for i in 0..200 {
         let (http, base) = (http.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
-            let res = http.post(format!("{base}/v1/sessions")).json(&json!({"user_id": format!("u{}", i % 10), "data": {"n": i}})).send().await.unwrap();
+            let res = http
+                .post(format!("{base}/v1/sessions"))
+                .json(&json!({"user_id": format!("u{}", i % 10), "data": {"n": i}}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 201);
             let body: Value = res.json().await.unwrap();
             let id = body["id"].as_str().unwrap().to_string();
-            let res = http.patch(format!("{base}/v1/sessions/{id}")).json(&json!({"data": {"patched": i}})).send().await.unwrap();
+            let res = http
+                .patch(format!("{base}/v1/sessions/{id}"))
+                .json(&json!({"data": {"patched": i}}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 200);
-            let res = http.put(format!("{base}/v1/cache/durable/k{i}")).json(&json!({"data": i})).send().await.unwrap();
+            let res = http
+                .put(format!("{base}/v1/cache/durable/k{i}"))
+                .json(&json!({"data": i}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.status(), 204);
             (i, id)
         }));
@@ -65,17 +92,37 @@ async fn acknowledged_writes_survive_kill_9() {
 
     let (mut child, base) = spawn(dir.path());
     for (i, id) in &acked {
-        let res = http.get(format!("{base}/v1/sessions/{id}")).send().await.unwrap();
+        let res = http
+            .get(format!("{base}/v1/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "acknowledged session {i} survived");
         let body: Value = res.json().await.unwrap();
-        assert_eq!(body["data"], json!({"n": i, "patched": i}), "acknowledged patch {i} survived");
+        assert_eq!(
+            body["data"],
+            json!({"n": i, "patched": i}),
+            "acknowledged patch {i} survived"
+        );
         assert_eq!(body["version"], 2);
-        let res = http.get(format!("{base}/v1/cache/durable/k{i}")).send().await.unwrap();
+        let res = http
+            .get(format!("{base}/v1/cache/durable/k{i}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "acknowledged cache entry {i} survived");
     }
-    let res = http.get(format!("{base}/v1/users/u3/sessions")).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/v1/users/u3/sessions"))
+        .send()
+        .await
+        .unwrap();
     let list: Value = res.json().await.unwrap();
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 20, "the per-user index survived too");
+    assert_eq!(
+        list["sessions"].as_array().unwrap().len(),
+        20,
+        "the per-user index survived too"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -85,15 +132,30 @@ async fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (child, base) = spawn(dir.path());
     let http = reqwest::Client::new();
-    let res = http.post(format!("{base}/v1/sessions")).json(&json!({"data": {"kept": true}})).send().await.unwrap();
-    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let res = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"data": {"kept": true}}))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "clean exit on SIGTERM");
 
     let (mut child, base) = spawn(dir.path());
-    let res = http.get(format!("{base}/v1/sessions/{id}")).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -108,11 +170,18 @@ fn refuses_public_address_without_api_key_and_checks_config() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("without an API key"), "clear message: {stderr}");
+    assert!(
+        stderr.contains("without an API key"),
+        "clear message: {stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessiond.toml");
-    std::fs::write(&file, "listen = \"0.0.0.0:7800\"\n[sessions]\nidle_ttl_s = 600\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:7800\"\n[sessions]\nidle_ttl_s = 600\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["check-config", "--config"])
         .arg(&file)
@@ -121,22 +190,39 @@ fn refuses_public_address_without_api_key_and_checks_config() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("idle_ttl_s = 600"), "file layer: {stdout}");
-    assert!(stdout.contains("max_sessions_per_user = 7"), "env layer: {stdout}");
+    assert!(
+        stdout.contains("max_sessions_per_user = 7"),
+        "env layer: {stdout}"
+    );
     assert!(stdout.contains("0.0.0.0:7800"));
     assert!(!stdout.contains("k1"), "keys are redacted");
 
     // Flags beat env and file.
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args(["check-config", "--listen", "127.0.0.1:7900", "--engine", "memory", "--config"])
+        .args([
+            "check-config",
+            "--listen",
+            "127.0.0.1:7900",
+            "--engine",
+            "memory",
+            "--config",
+        ])
         .arg(&file)
         .env("SESSIOND_LISTEN", "127.0.0.1:7901")
         .env_remove("SESSIOND_API_KEYS")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("127.0.0.1:7900") && stdout.contains("engine = \"memory\""), "{stdout}");
+    assert!(
+        stdout.contains("127.0.0.1:7900") && stdout.contains("engine = \"memory\""),
+        "{stdout}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["check-config", "--config"])
@@ -147,12 +233,17 @@ fn refuses_public_address_without_api_key_and_checks_config() {
         .unwrap();
     assert!(!out.status.success(), "unknown keys are rejected");
 
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sessiond.example.toml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sessiond.example.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["check-config", "--config"])
         .arg(&example)
         .env_remove("SESSIOND_API_KEYS")
         .output()
         .unwrap();
-    assert!(out.status.success(), "the example config is valid: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the example config is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -63,7 +63,9 @@ impl CacheService {
     pub fn check_public_namespace(&self, namespace: &str) -> ApiResult<()> {
         self.check_name("namespace", namespace)?;
         if namespace.starts_with('_') {
-            return Err(ApiError::bad_request("namespaces starting with `_` are reserved"));
+            return Err(ApiError::bad_request(
+                "namespaces starting with `_` are reserved",
+            ));
         }
         Ok(())
     }
@@ -75,11 +77,21 @@ impl CacheService {
         let now = now_ms();
         let entry = self.store.cache_get(namespace, key, now).await?;
         metrics::counter!("sessiond_cache_lookups_total", "result" => if entry.is_some() { "hit" } else { "miss" }).increment(1);
-        Ok(entry.map(|e| Hit { age_ms: (now - e.stored_at).max(0), value: e.value }))
+        Ok(entry.map(|e| Hit {
+            age_ms: (now - e.stored_at).max(0),
+            value: e.value,
+        }))
     }
 
     /// Stores `value` under `namespace/key`.
-    pub async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Ttl, durability: Durability) -> ApiResult<()> {
+    pub async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        ttl: Ttl,
+        durability: Durability,
+    ) -> ApiResult<()> {
         self.check_name("namespace", namespace)?;
         self.check_name("key", key)?;
         let ttl_s = match ttl {
@@ -108,7 +120,14 @@ impl CacheService {
         };
         match self
             .store
-            .cache_put(namespace, key, &entry, self.config.cache.max_namespaces, now, durability)
+            .cache_put(
+                namespace,
+                key,
+                &entry,
+                self.config.cache.max_namespaces,
+                now,
+                durability,
+            )
             .await?
         {
             CachePut::Stored => Ok(()),
@@ -120,15 +139,26 @@ impl CacheService {
     }
 
     /// Deletes one entry; true if a live one existed.
-    pub async fn delete(&self, namespace: &str, key: &str, durability: Durability) -> ApiResult<bool> {
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        durability: Durability,
+    ) -> ApiResult<bool> {
         self.check_name("namespace", namespace)?;
         self.check_name("key", key)?;
-        Ok(self.store.cache_delete(namespace, key, now_ms(), durability).await?)
+        Ok(self
+            .store
+            .cache_delete(namespace, key, now_ms(), durability)
+            .await?)
     }
 
     /// Deletes a whole namespace; returns how many live entries went.
     pub async fn clear(&self, namespace: &str, durability: Durability) -> ApiResult<u64> {
         self.check_name("namespace", namespace)?;
-        Ok(self.store.cache_clear(namespace, now_ms(), durability).await?)
+        Ok(self
+            .store
+            .cache_clear(namespace, now_ms(), durability)
+            .await?)
     }
 }

@@ -67,7 +67,11 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { default_ttl_s: 3600, max_ttl_s: 30 * 24 * 3600, max_namespaces: 10_000 }
+        CacheConfig {
+            default_ttl_s: 3600,
+            max_ttl_s: 30 * 24 * 3600,
+            max_namespaces: 10_000,
+        }
     }
 }
 

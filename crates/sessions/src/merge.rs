@@ -43,14 +43,26 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (mut target, patch, expected) in cases {
             merge_patch(&mut target, &patch);
@@ -60,8 +72,14 @@ mod tests {
 
     #[test]
     fn shallow_merge_keeps_nulls_and_replaces_nested_objects() {
-        let mut target = json!({"a":{"x":1},"b":2}).as_object().cloned().unwrap_or_default();
-        let addition = json!({"a":{"y":2},"c":null}).as_object().cloned().unwrap_or_default();
+        let mut target = json!({"a":{"x":1},"b":2})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let addition = json!({"a":{"y":2},"c":null})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         shallow_merge(&mut target, addition);
         assert_eq!(Value::Object(target), json!({"a":{"y":2},"b":2,"c":null}));
     }

@@ -59,8 +59,18 @@ const MAX_CAS_RETRIES: usize = 64;
 
 impl SessionService {
     /// A service over `store`, serializing per session and per user through `runtime` kinds.
-    pub fn new(store: Arc<dyn SessionStore>, config: Arc<SessionsConfig>, sessions: ObjectKind<()>, users: ObjectKind<()>) -> Self {
-        SessionService { store, config, sessions, users }
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        config: Arc<SessionsConfig>,
+        sessions: ObjectKind<()>,
+        users: ObjectKind<()>,
+    ) -> Self {
+        SessionService {
+            store,
+            config,
+            sessions,
+            users,
+        }
     }
 
     /// The configuration in force.
@@ -96,7 +106,11 @@ impl SessionService {
     }
 
     /// Creates a session; evicts the user's oldest sessions beyond the per-user limit.
-    pub async fn create(&self, new: NewSession, durability: Durability) -> ApiResult<SessionRecord> {
+    pub async fn create(
+        &self,
+        new: NewSession,
+        durability: Durability,
+    ) -> ApiResult<SessionRecord> {
         if let Some(user) = &new.user_id {
             self.check_id("user_id", user)?;
         }
@@ -144,14 +158,21 @@ impl SessionService {
             None => None,
         };
         if !self.store.insert_session(&record, durability).await? {
-            return Err(ApiError::internal("random session id collided with a live session"));
+            return Err(ApiError::internal(
+                "random session id collided with a live session",
+            ));
         }
         metrics::counter!("sessiond_sessions_created_total").increment(1);
         Ok(record)
     }
 
     /// Makes room for one more session of `user` (oldest first).
-    async fn evict_beyond_limit(&self, user: &str, now: Millis, durability: Durability) -> ApiResult<()> {
+    async fn evict_beyond_limit(
+        &self,
+        user: &str,
+        now: Millis,
+        durability: Durability,
+    ) -> ApiResult<()> {
         let max = self.config.max_sessions_per_user;
         let live = self.store.list_user_sessions(user, now, max + 1).await?;
         if live.len() < max {
@@ -172,7 +193,9 @@ impl SessionService {
         let slid = now.saturating_add(record.idle_ttl_ms);
         let step = (record.idle_ttl_ms as f64 * self.config.touch_fraction) as Millis;
         if slid.saturating_sub(record.idle_expires_at) >= step.max(1) {
-            self.store.touch_session(id, slid, now, now, Durability::Unconfirmed).await?;
+            self.store
+                .touch_session(id, slid, now, now, Durability::Unconfirmed)
+                .await?;
             record.idle_expires_at = slid;
             record.last_seen_at = now;
         }
@@ -187,7 +210,13 @@ impl SessionService {
     }
 
     /// Applies `update` atomically. `if_match` is the version the client last saw.
-    pub async fn update(&self, id: &str, update: Update, if_match: Option<u64>, durability: Durability) -> ApiResult<SessionRecord> {
+    pub async fn update(
+        &self,
+        id: &str,
+        update: Update,
+        if_match: Option<u64>,
+        durability: Durability,
+    ) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
         let _guard = self.sessions.lock(id).await;
         for _ in 0..MAX_CAS_RETRIES {
@@ -202,19 +231,31 @@ impl SessionService {
                 }
             }
             let next = self.apply(&current, &update, now)?;
-            match self.store.replace_session(&next, current.version, now, durability).await? {
+            match self
+                .store
+                .replace_session(&next, current.version, now, durability)
+                .await?
+            {
                 Cas::Written => return Ok(next),
                 Cas::Missing => return Err(ApiError::not_found("session not found or expired")),
                 // Another node changed it between our read and write: read again.
                 Cas::VersionMismatch => continue,
             }
         }
-        Err(ApiError::conflict("session is being changed concurrently; retry"))
+        Err(ApiError::conflict(
+            "session is being changed concurrently; retry",
+        ))
     }
 
-    fn apply(&self, current: &SessionRecord, update: &Update, now: Millis) -> ApiResult<SessionRecord> {
-        let old: Map<String, Value> = serde_json::from_str(&current.data)
-            .map_err(|e| ApiError::internal(format!("stored session data is not an object: {e}")))?;
+    fn apply(
+        &self,
+        current: &SessionRecord,
+        update: &Update,
+        now: Millis,
+    ) -> ApiResult<SessionRecord> {
+        let old: Map<String, Value> = serde_json::from_str(&current.data).map_err(|e| {
+            ApiError::internal(format!("stored session data is not an object: {e}"))
+        })?;
         let data = match update {
             Update::Replace(data) => Value::Object(data.clone()),
             Update::Shallow(addition) => {
@@ -226,7 +267,9 @@ impl SessionService {
                 let mut merged = Value::Object(old);
                 merge_patch(&mut merged, patch);
                 if !merged.is_object() {
-                    return Err(ApiError::bad_request("the patch must leave session data a JSON object"));
+                    return Err(ApiError::bad_request(
+                        "the patch must leave session data a JSON object",
+                    ));
                 }
                 merged
             }
@@ -235,13 +278,20 @@ impl SessionService {
         next.data = self.encode_value("session data", &data)?;
         next.updated_at = now;
         next.last_seen_at = now;
-        next.idle_expires_at = now.saturating_add(current.idle_ttl_ms).max(current.idle_expires_at);
+        next.idle_expires_at = now
+            .saturating_add(current.idle_ttl_ms)
+            .max(current.idle_expires_at);
         next.version = current.version + 1;
         Ok(next)
     }
 
     /// Deletes a session; false if there was none. `if_match` as for updates.
-    pub async fn delete(&self, id: &str, if_match: Option<u64>, durability: Durability) -> ApiResult<bool> {
+    pub async fn delete(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        durability: Durability,
+    ) -> ApiResult<bool> {
         self.check_id("session id", id)?;
         let _guard = self.sessions.lock(id).await;
         let now = now_ms();
@@ -260,14 +310,25 @@ impl SessionService {
     /// The user's live sessions, oldest first.
     pub async fn list_user(&self, user: &str) -> ApiResult<Vec<SessionRecord>> {
         self.check_id("user id", user)?;
-        Ok(self.store.list_user_sessions(user, now_ms(), self.config.max_sessions_per_user).await?)
+        Ok(self
+            .store
+            .list_user_sessions(user, now_ms(), self.config.max_sessions_per_user)
+            .await?)
     }
 
     /// Revokes the user's sessions except `except`; returns the revoked ids.
-    pub async fn revoke_user(&self, user: &str, except: Option<&str>, durability: Durability) -> ApiResult<Vec<String>> {
+    pub async fn revoke_user(
+        &self,
+        user: &str,
+        except: Option<&str>,
+        durability: Durability,
+    ) -> ApiResult<Vec<String>> {
         self.check_id("user id", user)?;
         let _guard = self.users.lock(user).await;
-        let revoked = self.store.delete_user_sessions(user, except, now_ms(), durability).await?;
+        let revoked = self
+            .store
+            .delete_user_sessions(user, except, now_ms(), durability)
+            .await?;
         metrics::counter!("sessiond_sessions_revoked_total").increment(revoked.len() as u64);
         Ok(revoked)
     }
@@ -275,5 +336,7 @@ impl SessionService {
 
 /// Seconds to milliseconds, saturating.
 pub fn secs_to_ms(s: u64) -> Millis {
-    Millis::try_from(s).unwrap_or(Millis::MAX / 1000).saturating_mul(1000)
+    Millis::try_from(s)
+        .unwrap_or(Millis::MAX / 1000)
+        .saturating_mul(1000)
 }

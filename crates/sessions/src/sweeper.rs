@@ -35,7 +35,11 @@ pub async fn run(
 }
 
 /// One full sweep pass; returns how many rows went. Errors are logged, never fatal.
-pub async fn sweep_once(sessions: &dyn SessionStore, cache: &dyn CacheStore, batch: usize) -> usize {
+pub async fn sweep_once(
+    sessions: &dyn SessionStore,
+    cache: &dyn CacheStore,
+    batch: usize,
+) -> usize {
     let mut total = 0;
     loop {
         let now = now_ms();

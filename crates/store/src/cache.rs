@@ -41,8 +41,12 @@ pub enum CachePut {
 #[async_trait]
 pub trait CacheStore: Send + Sync {
     /// The live entry, or `None` if absent or expired at `now`.
-    async fn cache_get(&self, namespace: &str, key: &str, now: Millis)
-        -> Result<Option<CacheEntry>>;
+    async fn cache_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<CacheEntry>>;
 
     /// Stores (or overwrites) an entry. If the namespace holds no live entry and
     /// `max_namespaces` namespaces with live entries already exist, nothing is written.
@@ -67,8 +71,12 @@ pub trait CacheStore: Send + Sync {
 
     /// Deletes every entry of exactly this namespace (never of another namespace that merely
     /// shares a prefix); returns how many live entries were deleted.
-    async fn cache_clear(&self, namespace: &str, now: Millis, durability: Durability)
-        -> Result<u64>;
+    async fn cache_clear(
+        &self,
+        namespace: &str,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<u64>;
 
     /// Deletes up to `batch` entries expired at `now`; returns how many.
     async fn sweep_cache(&self, now: Millis, batch: usize) -> Result<usize>;

@@ -39,7 +39,10 @@ impl MemoryEngine {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T> {
-        let mut guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if guard.closed {
             return Err(StoreError::Unavailable("engine closed".into()));
         }
@@ -98,14 +101,16 @@ impl SessionStore for MemoryEngine {
         now: Millis,
         _: Durability,
     ) -> Result<bool> {
-        self.with(|s| match s.sessions.get_mut(id).filter(|r| !r.is_expired(now)) {
-            None => false,
-            Some(r) => {
-                r.idle_expires_at = r.idle_expires_at.max(idle_expires_at);
-                r.last_seen_at = r.last_seen_at.max(last_seen_at);
-                true
-            }
-        })
+        self.with(
+            |s| match s.sessions.get_mut(id).filter(|r| !r.is_expired(now)) {
+                None => false,
+                Some(r) => {
+                    r.idle_expires_at = r.idle_expires_at.max(idle_expires_at);
+                    r.last_seen_at = r.last_seen_at.max(last_seen_at);
+                    true
+                }
+            },
+        )
     }
 
     async fn delete_session(&self, id: &str, now: Millis, _: Durability) -> Result<bool> {
@@ -197,7 +202,11 @@ impl CacheStore for MemoryEngine {
         self.with(|s| {
             let namespace_live = s.cache.get(ns).is_some_and(|m| live_entries(m, now) > 0);
             if !namespace_live {
-                let live = s.cache.values().filter(|m| live_entries(m, now) > 0).count();
+                let live = s
+                    .cache
+                    .values()
+                    .filter(|m| live_entries(m, now) > 0)
+                    .count();
                 if live >= max_namespaces {
                     return CachePut::NamespaceLimit;
                 }
@@ -320,6 +329,24 @@ impl ObjectStore for MemoryEngine {
         })
     }
 
+    async fn reschedule_alarm(
+        &self,
+        alarm: &AlarmRecord,
+        expected_due_at: Millis,
+        _: Durability,
+    ) -> Result<bool> {
+        self.with(|s| {
+            let id = (alarm.kind.clone(), alarm.key.clone(), alarm.name.clone());
+            match s.alarms.get_mut(&id) {
+                Some(current) if current.due_at == expected_due_at => {
+                    *current = alarm.clone();
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
     async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>> {
         self.with(|s| {
             s.alarms
@@ -362,7 +389,10 @@ impl EngineAdmin for MemoryEngine {
     }
 
     async fn close(&self) -> Result<()> {
-        let mut guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.closed = true;
         Ok(())
     }

@@ -73,6 +73,16 @@ pub trait ObjectStore: Send + Sync {
         durability: Durability,
     ) -> Result<bool>;
 
+    /// Atomically replaces the alarm `(alarm.kind, alarm.key, alarm.name)` with `alarm` if it
+    /// exists and is due exactly at `expected_due_at`; false (nothing written) otherwise. The
+    /// runtime claims and reschedules alarms with it, so a crash can never lose one.
+    async fn reschedule_alarm(
+        &self,
+        alarm: &AlarmRecord,
+        expected_due_at: Millis,
+        durability: Durability,
+    ) -> Result<bool>;
+
     /// Alarms of one object, by name.
     async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>>;
 

@@ -66,14 +66,40 @@ pub fn session(id: &str, user: Option<&str>) -> SessionRecord {
 async fn sessions_round_trip(s: &Stores) {
     let id = unique("rt");
     let rec = session(&id, Some("u1"));
-    assert!(s.sessions.insert_session(&rec, C).await.unwrap(), "insert of a new id");
+    assert!(
+        s.sessions.insert_session(&rec, C).await.unwrap(),
+        "insert of a new id"
+    );
     let got = s.sessions.get_session(&id, now_ms()).await.unwrap();
-    assert_eq!(got.as_ref(), Some(&rec), "get returns exactly what was inserted");
-    assert!(!s.sessions.insert_session(&rec, C).await.unwrap(), "insert never overwrites");
-    assert!(s.sessions.get_session(&unique("nope"), now_ms()).await.unwrap().is_none());
-    assert!(s.sessions.delete_session(&id, now_ms(), C).await.unwrap(), "delete live");
-    assert!(!s.sessions.delete_session(&id, now_ms(), C).await.unwrap(), "delete twice");
-    assert!(s.sessions.get_session(&id, now_ms()).await.unwrap().is_none());
+    assert_eq!(
+        got.as_ref(),
+        Some(&rec),
+        "get returns exactly what was inserted"
+    );
+    assert!(
+        !s.sessions.insert_session(&rec, C).await.unwrap(),
+        "insert never overwrites"
+    );
+    assert!(s
+        .sessions
+        .get_session(&unique("nope"), now_ms())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        s.sessions.delete_session(&id, now_ms(), C).await.unwrap(),
+        "delete live"
+    );
+    assert!(
+        !s.sessions.delete_session(&id, now_ms(), C).await.unwrap(),
+        "delete twice"
+    );
+    assert!(s
+        .sessions
+        .get_session(&id, now_ms())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn sessions_expiry(s: &Stores) {
@@ -82,21 +108,48 @@ async fn sessions_expiry(s: &Stores) {
     rec.absolute_expires_at = rec.created_at + 2 * HOUR;
     s.sessions.insert_session(&rec, C).await.unwrap();
     let idle_deadline = rec.idle_expires_at;
-    assert!(s.sessions.get_session(&id, idle_deadline - 1).await.unwrap().is_some());
+    assert!(s
+        .sessions
+        .get_session(&id, idle_deadline - 1)
+        .await
+        .unwrap()
+        .is_some());
     assert!(
-        s.sessions.get_session(&id, idle_deadline).await.unwrap().is_none(),
+        s.sessions
+            .get_session(&id, idle_deadline)
+            .await
+            .unwrap()
+            .is_none(),
         "idle deadline reached: expired even before any sweep"
     );
     // Slide the idle deadline past the absolute one: absolute still wins.
     let far = rec.created_at + 5 * HOUR;
-    assert!(s.sessions.touch_session(&id, far, rec.created_at + 1, rec.created_at + 1, C).await.unwrap());
-    assert!(s.sessions.get_session(&id, rec.absolute_expires_at - 1).await.unwrap().is_some());
+    assert!(s
+        .sessions
+        .touch_session(&id, far, rec.created_at + 1, rec.created_at + 1, C)
+        .await
+        .unwrap());
+    assert!(s
+        .sessions
+        .get_session(&id, rec.absolute_expires_at - 1)
+        .await
+        .unwrap()
+        .is_some());
     assert!(
-        s.sessions.get_session(&id, rec.absolute_expires_at).await.unwrap().is_none(),
+        s.sessions
+            .get_session(&id, rec.absolute_expires_at)
+            .await
+            .unwrap()
+            .is_none(),
         "absolute deadline reached"
     );
-    assert!(!s.sessions.delete_session(&id, rec.absolute_expires_at, C).await.unwrap(),
-        "an expired record does not count as deleted");
+    assert!(
+        !s.sessions
+            .delete_session(&id, rec.absolute_expires_at, C)
+            .await
+            .unwrap(),
+        "an expired record does not count as deleted"
+    );
 }
 
 async fn sessions_compare_and_set(s: &Stores) {
@@ -108,19 +161,38 @@ async fn sessions_compare_and_set(s: &Stores) {
     next.version = 2;
     next.user_id = Some("intruder".into());
     let now = now_ms();
-    assert_eq!(s.sessions.replace_session(&next, 7, now, C).await.unwrap(), Cas::VersionMismatch);
-    assert_eq!(s.sessions.replace_session(&next, 1, now, C).await.unwrap(), Cas::Written);
+    assert_eq!(
+        s.sessions.replace_session(&next, 7, now, C).await.unwrap(),
+        Cas::VersionMismatch
+    );
+    assert_eq!(
+        s.sessions.replace_session(&next, 1, now, C).await.unwrap(),
+        Cas::Written
+    );
     let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
     assert_eq!(got.data, r#"{"b":2}"#);
     assert_eq!(got.version, 2);
-    assert_eq!(got.user_id.as_deref(), Some("owner"), "replace keeps the owner");
-    assert_eq!(s.sessions.replace_session(&next, 1, now, C).await.unwrap(), Cas::VersionMismatch);
+    assert_eq!(
+        got.user_id.as_deref(),
+        Some("owner"),
+        "replace keeps the owner"
+    );
+    assert_eq!(
+        s.sessions.replace_session(&next, 1, now, C).await.unwrap(),
+        Cas::VersionMismatch
+    );
     let mut ghost = next.clone();
     ghost.id = unique("ghost");
-    assert_eq!(s.sessions.replace_session(&ghost, 1, now, C).await.unwrap(), Cas::Missing,
-        "replace never creates");
     assert_eq!(
-        s.sessions.replace_session(&next, 2, got.expires_at(), C).await.unwrap(),
+        s.sessions.replace_session(&ghost, 1, now, C).await.unwrap(),
+        Cas::Missing,
+        "replace never creates"
+    );
+    assert_eq!(
+        s.sessions
+            .replace_session(&next, 2, got.expires_at(), C)
+            .await
+            .unwrap(),
         Cas::Missing,
         "replace of an expired record"
     );
@@ -132,15 +204,30 @@ async fn sessions_touch(s: &Stores) {
     s.sessions.insert_session(&rec, C).await.unwrap();
     let now = rec.created_at + 10;
     let later = rec.idle_expires_at + 1000;
-    assert!(s.sessions.touch_session(&id, later, now, now, Durability::Unconfirmed).await.unwrap());
+    assert!(s
+        .sessions
+        .touch_session(&id, later, now, now, Durability::Unconfirmed)
+        .await
+        .unwrap());
     let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
     assert_eq!(got.idle_expires_at, later);
     assert_eq!(got.last_seen_at, now);
     assert_eq!(got.version, 1, "touch keeps the version");
-    assert!(s.sessions.touch_session(&id, later - 5000, now, now, C).await.unwrap());
+    assert!(s
+        .sessions
+        .touch_session(&id, later - 5000, now, now, C)
+        .await
+        .unwrap());
     let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
-    assert_eq!(got.idle_expires_at, later, "touch never moves the deadline backward");
-    assert!(!s.sessions.touch_session(&unique("none"), later, now, now, C).await.unwrap());
+    assert_eq!(
+        got.idle_expires_at, later,
+        "touch never moves the deadline backward"
+    );
+    assert!(!s
+        .sessions
+        .touch_session(&unique("none"), later, now, now, C)
+        .await
+        .unwrap());
 }
 
 async fn sessions_per_user_index(s: &Stores) {
@@ -159,30 +246,80 @@ async fn sessions_per_user_index(s: &Stores) {
     s.sessions.insert_session(&anon, C).await.unwrap();
 
     let now = now_ms();
-    let listed: Vec<String> = s.sessions.list_user_sessions(&user, now, 100).await.unwrap()
-        .into_iter().map(|r| r.id).collect();
+    let listed: Vec<String> = s
+        .sessions
+        .list_user_sessions(&user, now, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(listed, ids, "only this user's sessions, oldest first");
-    assert_eq!(s.sessions.list_user_sessions(&user, now, 2).await.unwrap().len(), 2, "limit");
+    assert_eq!(
+        s.sessions
+            .list_user_sessions(&user, now, 2)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "limit"
+    );
 
-    let deleted = s.sessions.delete_user_sessions(&user, Some(&ids[1]), now, C).await.unwrap();
+    let deleted = s
+        .sessions
+        .delete_user_sessions(&user, Some(&ids[1]), now, C)
+        .await
+        .unwrap();
     let mut expected = vec![ids[0].clone(), ids[2].clone()];
     expected.sort();
     let mut deleted_sorted = deleted.clone();
     deleted_sorted.sort();
     assert_eq!(deleted_sorted, expected, "revoke all but the current one");
-    let left: Vec<String> = s.sessions.list_user_sessions(&user, now, 100).await.unwrap()
-        .into_iter().map(|r| r.id).collect();
+    let left: Vec<String> = s
+        .sessions
+        .list_user_sessions(&user, now, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(left, vec![ids[1].clone()]);
-    assert!(s.sessions.get_session(&ids[0], now).await.unwrap().is_none());
-    assert!(s.sessions.get_session(&other.id, now).await.unwrap().is_some(), "user `ux` untouched");
+    assert!(s
+        .sessions
+        .get_session(&ids[0], now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        s.sessions
+            .get_session(&other.id, now)
+            .await
+            .unwrap()
+            .is_some(),
+        "user `ux` untouched"
+    );
 
-    let deleted = s.sessions.delete_user_sessions(&user, None, now, C).await.unwrap();
+    let deleted = s
+        .sessions
+        .delete_user_sessions(&user, None, now, C)
+        .await
+        .unwrap();
     assert_eq!(deleted, vec![ids[1].clone()]);
-    assert!(s.sessions.list_user_sessions(&user, now, 100).await.unwrap().is_empty());
+    assert!(s
+        .sessions
+        .list_user_sessions(&user, now, 100)
+        .await
+        .unwrap()
+        .is_empty());
     // Expired sessions are not listed.
     let rec = session(&unique("late"), Some(&user));
     s.sessions.insert_session(&rec, C).await.unwrap();
-    assert!(s.sessions.list_user_sessions(&user, rec.expires_at(), 100).await.unwrap().is_empty());
+    assert!(s
+        .sessions
+        .list_user_sessions(&user, rec.expires_at(), 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn sessions_sweep(s: &Stores) {
@@ -201,8 +338,20 @@ async fn sessions_sweep(s: &Stores) {
             break;
         }
     }
-    assert!(s.sessions.get_session(&short.id, then).await.unwrap().is_none());
-    assert!(s.sessions.get_session(&long.id, then).await.unwrap().is_some(), "sweep spares live rows");
+    assert!(s
+        .sessions
+        .get_session(&short.id, then)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        s.sessions
+            .get_session(&long.id, then)
+            .await
+            .unwrap()
+            .is_some(),
+        "sweep spares live rows"
+    );
 }
 
 /// The lost-update check: 100 concurrent read-modify-write loops on one record, each adding its
@@ -226,7 +375,11 @@ async fn sessions_concurrent_merges(s: &Stores) {
                 let mut next = cur.clone();
                 next.data = serde_json::to_string(&data).unwrap();
                 next.version = cur.version + 1;
-                match store.replace_session(&next, cur.version, now, C).await.unwrap() {
+                match store
+                    .replace_session(&next, cur.version, now, C)
+                    .await
+                    .unwrap()
+                {
                     Cas::Written => break,
                     Cas::VersionMismatch => tokio::task::yield_now().await,
                     Cas::Missing => panic!("record vanished"),
@@ -237,7 +390,12 @@ async fn sessions_concurrent_merges(s: &Stores) {
     for t in tasks {
         t.await.unwrap();
     }
-    let got = s.sessions.get_session(&id, now_ms()).await.unwrap().unwrap();
+    let got = s
+        .sessions
+        .get_session(&id, now_ms())
+        .await
+        .unwrap()
+        .unwrap();
     let data: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&got.data).unwrap();
     assert_eq!(data.len(), 100, "no lost update");
     assert_eq!(got.version, 101);
@@ -246,25 +404,67 @@ async fn sessions_concurrent_merges(s: &Stores) {
 async fn cache_values_and_expiry(s: &Stores) {
     let ns = unique("ns");
     let now = now_ms();
-    for (i, value) in ["0", "false", "\"\"", "null", r#"{"x":[1,2]}"#].iter().enumerate() {
+    for (i, value) in ["0", "false", "\"\"", "null", r#"{"x":[1,2]}"#]
+        .iter()
+        .enumerate()
+    {
         let key = format!("k{i}");
-        let entry = CacheEntry { value: value.to_string(), stored_at: now - 5, expires_at: Some(now + HOUR) };
-        assert_eq!(s.cache.cache_put(&ns, &key, &entry, usize::MAX, now, C).await.unwrap(), CachePut::Stored);
+        let entry = CacheEntry {
+            value: value.to_string(),
+            stored_at: now - 5,
+            expires_at: Some(now + HOUR),
+        };
+        assert_eq!(
+            s.cache
+                .cache_put(&ns, &key, &entry, usize::MAX, now, C)
+                .await
+                .unwrap(),
+            CachePut::Stored
+        );
         let got = s.cache.cache_get(&ns, &key, now).await.unwrap();
-        assert_eq!(got.as_ref(), Some(&entry), "value {value} comes back as stored");
+        assert_eq!(
+            got.as_ref(),
+            Some(&entry),
+            "value {value} comes back as stored"
+        );
     }
-    assert!(s.cache.cache_get(&ns, "k0", now + HOUR).await.unwrap().is_none(), "expired entry is a miss");
-    let forever = CacheEntry { value: "1".into(), stored_at: now, expires_at: None };
-    s.cache.cache_put(&ns, "forever", &forever, usize::MAX, now, C).await.unwrap();
-    assert!(s.cache.cache_get(&ns, "forever", now + 1000 * HOUR).await.unwrap().is_some());
+    assert!(
+        s.cache
+            .cache_get(&ns, "k0", now + HOUR)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired entry is a miss"
+    );
+    let forever = CacheEntry {
+        value: "1".into(),
+        stored_at: now,
+        expires_at: None,
+    };
+    s.cache
+        .cache_put(&ns, "forever", &forever, usize::MAX, now, C)
+        .await
+        .unwrap();
+    assert!(s
+        .cache
+        .cache_get(&ns, "forever", now + 1000 * HOUR)
+        .await
+        .unwrap()
+        .is_some());
     assert!(s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
     assert!(!s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
     assert!(s.cache.cache_get(&ns, "k1", now).await.unwrap().is_none());
     // The cache keyspace is not the session keyspace.
     let sid = unique("shared-key");
-    s.sessions.insert_session(&session(&sid, None), C).await.unwrap();
+    s.sessions
+        .insert_session(&session(&sid, None), C)
+        .await
+        .unwrap();
     assert!(s.cache.cache_get(&ns, &sid, now).await.unwrap().is_none());
-    s.cache.cache_put(&ns, &sid, &forever, usize::MAX, now, C).await.unwrap();
+    s.cache
+        .cache_put(&ns, &sid, &forever, usize::MAX, now, C)
+        .await
+        .unwrap();
     assert!(s.cache.cache_delete(&ns, &sid, now, C).await.unwrap());
     assert!(s.sessions.get_session(&sid, now).await.unwrap().is_some());
     // Sweeping removes only expired entries.
@@ -273,37 +473,80 @@ async fn cache_values_and_expiry(s: &Stores) {
             break;
         }
     }
-    assert!(s.cache.cache_get(&ns, "forever", now).await.unwrap().is_some());
+    assert!(s
+        .cache
+        .cache_get(&ns, "forever", now)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn cache_clear_is_exact(s: &Stores) {
     let a = unique("clear");
     let ab = format!("{a}b");
     let now = now_ms();
-    let e = CacheEntry { value: "true".into(), stored_at: now, expires_at: Some(now + HOUR) };
+    let e = CacheEntry {
+        value: "true".into(),
+        stored_at: now,
+        expires_at: Some(now + HOUR),
+    };
     for k in ["calendars", "events:x", "preferences"] {
-        s.cache.cache_put(&a, k, &e, usize::MAX, now, C).await.unwrap();
-        s.cache.cache_put(&ab, k, &e, usize::MAX, now, C).await.unwrap();
+        s.cache
+            .cache_put(&a, k, &e, usize::MAX, now, C)
+            .await
+            .unwrap();
+        s.cache
+            .cache_put(&ab, k, &e, usize::MAX, now, C)
+            .await
+            .unwrap();
     }
     assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 3);
-    assert!(s.cache.cache_get(&a, "calendars", now).await.unwrap().is_none());
-    assert!(s.cache.cache_get(&ab, "calendars", now).await.unwrap().is_some(), "clearing `a` spares `ab`");
+    assert!(s
+        .cache
+        .cache_get(&a, "calendars", now)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        s.cache
+            .cache_get(&ab, "calendars", now)
+            .await
+            .unwrap()
+            .is_some(),
+        "clearing `a` spares `ab`"
+    );
     assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 0);
 }
 
 async fn cache_namespace_limit(s: &Stores) {
     let ns = unique("limit");
     let now = now_ms();
-    let e = CacheEntry { value: "1".into(), stored_at: now, expires_at: Some(now + HOUR) };
-    assert_eq!(s.cache.cache_put(&ns, "a", &e, usize::MAX, now, C).await.unwrap(), CachePut::Stored);
+    let e = CacheEntry {
+        value: "1".into(),
+        stored_at: now,
+        expires_at: Some(now + HOUR),
+    };
+    assert_eq!(
+        s.cache
+            .cache_put(&ns, "a", &e, usize::MAX, now, C)
+            .await
+            .unwrap(),
+        CachePut::Stored
+    );
     assert_eq!(
         s.cache.cache_put(&ns, "b", &e, 0, now, C).await.unwrap(),
         CachePut::Stored,
         "an existing namespace takes more keys at any limit"
     );
     let fresh = unique("limit-new");
-    assert_eq!(s.cache.cache_put(&fresh, "a", &e, 1, now, C).await.unwrap(), CachePut::NamespaceLimit);
-    assert!(s.cache.cache_get(&fresh, "a", now).await.unwrap().is_none(), "refused write left nothing");
+    assert_eq!(
+        s.cache.cache_put(&fresh, "a", &e, 1, now, C).await.unwrap(),
+        CachePut::NamespaceLimit
+    );
+    assert!(
+        s.cache.cache_get(&fresh, "a", now).await.unwrap().is_none(),
+        "refused write left nothing"
+    );
 }
 
 async fn objects_state_and_listing(s: &Stores) {
@@ -313,17 +556,44 @@ async fn objects_state_and_listing(s: &Stores) {
     for key in ["user:1", "user:2", "user:10", "room:1"] {
         o.save_object(&kind, key, key.as_bytes(), C).await.unwrap();
     }
-    o.save_object(&kind, "user:1", b"\x00binary\xff", C).await.unwrap();
-    assert_eq!(o.load_object(&kind, "user:1").await.unwrap().as_deref(), Some(&b"\x00binary\xff"[..]));
-    assert_eq!(o.list_objects(&kind, "user:", None, 100).await.unwrap(), ["user:1", "user:10", "user:2"]);
-    assert_eq!(o.list_objects(&kind, "user:", Some("user:1"), 1).await.unwrap(), ["user:10"]);
+    o.save_object(&kind, "user:1", b"\x00binary\xff", C)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.load_object(&kind, "user:1").await.unwrap().as_deref(),
+        Some(&b"\x00binary\xff"[..])
+    );
+    assert_eq!(
+        o.list_objects(&kind, "user:", None, 100).await.unwrap(),
+        ["user:1", "user:10", "user:2"]
+    );
+    assert_eq!(
+        o.list_objects(&kind, "user:", Some("user:1"), 1)
+            .await
+            .unwrap(),
+        ["user:10"]
+    );
     assert_eq!(o.list_objects(&kind, "", None, 100).await.unwrap().len(), 4);
-    assert!(o.list_objects(&unique("other-kind"), "", None, 100).await.unwrap().is_empty());
-    let alarm = AlarmRecord { kind: kind.clone(), key: "user:2".into(), name: "gc".into(), due_at: 5, attempt: 0, payload: String::new() };
+    assert!(o
+        .list_objects(&unique("other-kind"), "", None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let alarm = AlarmRecord {
+        kind: kind.clone(),
+        key: "user:2".into(),
+        name: "gc".into(),
+        due_at: 5,
+        attempt: 0,
+        payload: String::new(),
+    };
     o.put_alarm(&alarm, C).await.unwrap();
     assert!(o.delete_object(&kind, "user:2", C).await.unwrap());
     assert!(!o.delete_object(&kind, "user:2", C).await.unwrap());
-    assert!(o.object_alarms(&kind, "user:2").await.unwrap().is_empty(), "delete_object drops alarms");
+    assert!(
+        o.object_alarms(&kind, "user:2").await.unwrap().is_empty(),
+        "delete_object drops alarms"
+    );
     assert!(o.load_object(&kind, "user:2").await.unwrap().is_none());
 }
 
@@ -331,16 +601,27 @@ async fn objects_alarms(s: &Stores) {
     let kind = unique("alarm-kind");
     let o = &s.objects;
     let mk = |key: &str, name: &str, due_at: i64| AlarmRecord {
-        kind: kind.clone(), key: key.into(), name: name.into(), due_at, attempt: 0, payload: format!("{key}/{name}"),
+        kind: kind.clone(),
+        key: key.into(),
+        name: name.into(),
+        due_at,
+        attempt: 0,
+        payload: format!("{key}/{name}"),
     };
     // Far-past due times that no other check uses, so they sort first.
     o.put_alarm(&mk("k1", "b", 30), C).await.unwrap();
     o.put_alarm(&mk("k1", "a", 20), C).await.unwrap();
     o.put_alarm(&mk("k2", "a", 10), C).await.unwrap();
-    o.put_alarm(&mk("k3", "later", now_ms() + HOUR), C).await.unwrap();
+    o.put_alarm(&mk("k3", "later", now_ms() + HOUR), C)
+        .await
+        .unwrap();
     let mine = |v: Vec<AlarmRecord>| v.into_iter().filter(|a| a.kind == kind).collect::<Vec<_>>();
     let due = mine(o.due_alarms(25, 1000).await.unwrap());
-    assert_eq!(due.iter().map(|a| a.due_at).collect::<Vec<_>>(), [10, 20], "due ones, earliest first");
+    assert_eq!(
+        due.iter().map(|a| a.due_at).collect::<Vec<_>>(),
+        [10, 20],
+        "due ones, earliest first"
+    );
     assert_eq!(due[0].payload, "k2/a");
     assert!(o.next_alarm_at().await.unwrap().unwrap() <= 10);
     // Re-arming replaces, attempt counts persist.
@@ -350,8 +631,47 @@ async fn objects_alarms(s: &Stores) {
     let of_k1 = o.object_alarms(&kind, "k1").await.unwrap();
     assert_eq!(of_k1.len(), 2, "several alarms per object");
     assert!(of_k1.contains(&retry));
-    assert!(!o.delete_alarm(&kind, "k1", "a", Some(20), C).await.unwrap(), "stale due time: kept");
-    assert!(o.delete_alarm(&kind, "k1", "a", Some(40), C).await.unwrap());
+    assert!(
+        !o.delete_alarm(&kind, "k1", "a", Some(20), C).await.unwrap(),
+        "stale due time: kept"
+    );
+    // Reschedule is a compare-and-set on the due time.
+    let mut moved = retry.clone();
+    moved.due_at = 50;
+    moved.attempt = 4;
+    assert!(
+        !o.reschedule_alarm(&moved, 39, C).await.unwrap(),
+        "wrong expected due time"
+    );
+    assert!(o.reschedule_alarm(&moved, 40, C).await.unwrap());
+    assert!(
+        !o.reschedule_alarm(&moved, 40, C).await.unwrap(),
+        "already moved"
+    );
+    assert!(o.object_alarms(&kind, "k1").await.unwrap().contains(&moved));
+    assert!(
+        mine(o.due_alarms(45, 1000).await.unwrap())
+            .iter()
+            .all(|a| a.name != "a" || a.key != "k1"),
+        "the due index follows the new time"
+    );
+    let mut ghost = moved.clone();
+    ghost.name = "ghost".into();
+    assert!(
+        !o.reschedule_alarm(&ghost, 50, C).await.unwrap(),
+        "never creates"
+    );
+    assert!(o
+        .object_alarms(&kind, "k1")
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a.name != "ghost"));
+    let retry = moved;
+    assert!(o
+        .delete_alarm(&kind, "k1", "a", Some(retry.due_at), C)
+        .await
+        .unwrap());
     assert!(o.delete_alarm(&kind, "k1", "b", None, C).await.unwrap());
     assert!(o.delete_alarm(&kind, "k2", "a", None, C).await.unwrap());
     assert!(mine(o.due_alarms(now_ms(), 1000).await.unwrap()).is_empty());

@@ -30,7 +30,11 @@ impl TestServer {
     /// Starts a server on `engine` with the defaults, changed by `tweak`.
     pub async fn start(engine: EngineKind, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config { engine, data_dir: dir.path().join("data"), ..Config::default() };
+        let mut config = Config {
+            engine,
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         let redis = (engine == EngineKind::Redis).then(RedisServer::start);
         if let Some(redis) = &redis {
             config.redis.url = redis.url();
@@ -99,12 +103,21 @@ pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Asserts an error response has the `{error: {code, message}}` shape and the status.
 pub fn assert_error(status: u16, body: &serde_json::Value, expected: u16, context: &str) {
     assert_eq!(status, expected, "{context}: status (body {body})");
-    assert!(body["error"]["code"].is_string(), "{context}: error code in {body}");
-    assert!(body["error"]["message"].is_string(), "{context}: error message in {body}");
+    assert!(
+        body["error"]["code"].is_string(),
+        "{context}: error code in {body}"
+    );
+    assert!(
+        body["error"]["message"].is_string(),
+        "{context}: error message in {body}"
+    );
 }

@@ -33,7 +33,10 @@ pub const DURABILITY_HEADER: &str = "sessiond-durability";
 
 /// Reads the durability opt-in (`confirmed` is the default; anything else is a 400).
 pub fn durability(headers: &HeaderMap) -> ApiResult<Durability> {
-    match headers.get(DURABILITY_HEADER).map(|v| v.to_str().map(str::trim)) {
+    match headers
+        .get(DURABILITY_HEADER)
+        .map(|v| v.to_str().map(str::trim))
+    {
         None => Ok(Durability::Confirmed),
         Some(Ok(v)) if v.eq_ignore_ascii_case("confirmed") => Ok(Durability::Confirmed),
         Some(Ok(v)) if v.eq_ignore_ascii_case("unconfirmed") => Ok(Durability::Unconfirmed),
@@ -54,9 +57,9 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
         return Ok(None);
     }
     let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::precondition_failed(format!("If-Match `{text}` matches no session version")))
+    bare.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::precondition_failed(format!("If-Match `{text}` matches no session version"))
+    })
 }
 
 /// A cache answer with `X-Cache: HIT|MISS` and `X-Cache-Age` (ms), the header contract of the
@@ -72,7 +75,8 @@ pub fn cache_response(hit: Option<Hit>, miss: impl FnOnce() -> Response) -> Resp
         }
         None => {
             let mut r = miss();
-            r.headers_mut().insert("x-cache", axum::http::HeaderValue::from_static("MISS"));
+            r.headers_mut()
+                .insert("x-cache", axum::http::HeaderValue::from_static("MISS"));
             r
         }
     }
@@ -81,5 +85,10 @@ pub fn cache_response(hit: Option<Hit>, miss: impl FnOnce() -> Response) -> Resp
 /// Turns an `ApiError` into a plain-text response with the same status (for compat routes whose
 /// clients read text).
 pub fn plain_error(err: ApiError) -> Response {
-    (err.status, [("content-type", "text/plain;charset=UTF-8")], err.message).into_response()
+    (
+        err.status,
+        [("content-type", "text/plain;charset=UTF-8")],
+        err.message,
+    )
+        .into_response()
 }

@@ -24,10 +24,19 @@ use crate::service::{NewSession, Update};
 pub fn router() -> Router<SessionsState> {
     Router::new()
         .route("/v1/sessions", axum::routing::post(create))
-        .route("/v1/sessions/{id}", get(read).put(replace).patch(patch).delete(remove))
-        .route("/v1/users/{user_id}/sessions", get(list_user).delete(revoke_user))
+        .route(
+            "/v1/sessions/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+        .route(
+            "/v1/users/{user_id}/sessions",
+            get(list_user).delete(revoke_user),
+        )
         .route("/v1/cache/{namespace}", axum::routing::delete(cache_clear))
-        .route("/v1/cache/{namespace}/{key}", get(cache_get).put(cache_put).delete(cache_delete))
+        .route(
+            "/v1/cache/{namespace}/{key}",
+            get(cache_get).put(cache_put).delete(cache_delete),
+        )
 }
 
 /// JSON of a session resource.
@@ -72,7 +81,11 @@ struct CreateBody {
     device: Option<Value>,
 }
 
-async fn create(State(s): State<SessionsState>, headers: HeaderMap, JsonBody(body): JsonBody<CreateBody>) -> ApiResult<Response> {
+async fn create(
+    State(s): State<SessionsState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<Response> {
     let new = NewSession {
         user_id: body.user_id,
         data: body.data,
@@ -98,41 +111,75 @@ struct ReplaceBody {
     data: Map<String, Value>,
 }
 
-async fn replace(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<ReplaceBody>) -> ApiResult<Response> {
+async fn replace(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ReplaceBody>,
+) -> ApiResult<Response> {
     let record = s
         .sessions
-        .update(&id, Update::Replace(body.data), if_match(&headers)?, durability(&headers)?)
+        .update(
+            &id,
+            Update::Replace(body.data),
+            if_match(&headers)?,
+            durability(&headers)?,
+        )
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
 
-async fn patch(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<Value>) -> ApiResult<Response> {
+async fn patch(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
     let Value::Object(mut fields) = body else {
-        return Err(ApiError::bad_request("a merge patch of a session must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "a merge patch of a session must be a JSON object",
+        ));
     };
     let data_patch = fields.remove("data").unwrap_or(Value::Object(Map::new()));
     if let Some(field) = fields.keys().next() {
-        return Err(ApiError::bad_request(format!("only `data` can be patched, not `{field}`")));
+        return Err(ApiError::bad_request(format!(
+            "only `data` can be patched, not `{field}`"
+        )));
     }
     if !data_patch.is_object() {
         return Err(ApiError::bad_request("`data` must be a JSON object"));
     }
     let record = s
         .sessions
-        .update(&id, Update::MergePatch(data_patch), if_match(&headers)?, durability(&headers)?)
+        .update(
+            &id,
+            Update::MergePatch(data_patch),
+            if_match(&headers)?,
+            durability(&headers)?,
+        )
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
 
-async fn remove(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
-    if s.sessions.delete(&id, if_match(&headers)?, durability(&headers)?).await? {
+async fn remove(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if s.sessions
+        .delete(&id, if_match(&headers)?, durability(&headers)?)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("session not found or expired"))
     }
 }
 
-async fn list_user(State(s): State<SessionsState>, Path(user): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_user(
+    State(s): State<SessionsState>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
     let sessions: Vec<Value> = s
         .sessions
         .list_user(&user)
@@ -157,17 +204,31 @@ struct RevokeQuery {
     except: Option<String>,
 }
 
-async fn revoke_user(State(s): State<SessionsState>, Path(user): Path<String>, query: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+async fn revoke_user(
+    State(s): State<SessionsState>,
+    Path(user): Path<String>,
+    query: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let revoked = s.sessions.revoke_user(&user, query.except.as_deref(), durability(&headers)?).await?;
-    Ok(Json(json!({ "user_id": user, "revoked": revoked.len(), "ids": revoked })))
+    let revoked = s
+        .sessions
+        .revoke_user(&user, query.except.as_deref(), durability(&headers)?)
+        .await?;
+    Ok(Json(
+        json!({ "user_id": user, "revoked": revoked.len(), "ids": revoked }),
+    ))
 }
 
-async fn cache_get(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>) -> ApiResult<Response> {
+async fn cache_get(
+    State(s): State<SessionsState>,
+    Path((ns, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
     s.cache.check_public_namespace(&ns)?;
-    Ok(crate::routes::cache_response(s.cache.get(&ns, &key).await?, || {
-        ApiError::not_found("cache miss").into_response()
-    }))
+    Ok(crate::routes::cache_response(
+        s.cache.get(&ns, &key).await?,
+        || ApiError::not_found("cache miss").into_response(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -177,14 +238,25 @@ struct CachePutBody {
     ttl_s: Option<u64>,
 }
 
-async fn cache_put(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>, headers: HeaderMap, JsonBody(body): JsonBody<CachePutBody>) -> ApiResult<StatusCode> {
+async fn cache_put(
+    State(s): State<SessionsState>,
+    Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CachePutBody>,
+) -> ApiResult<StatusCode> {
     s.cache.check_public_namespace(&ns)?;
     let ttl = body.ttl_s.map_or(Ttl::Default, Ttl::Seconds);
-    s.cache.put(&ns, &key, &body.data, ttl, durability(&headers)?).await?;
+    s.cache
+        .put(&ns, &key, &body.data, ttl, durability(&headers)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn cache_delete(State(s): State<SessionsState>, Path((ns, key)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<StatusCode> {
+async fn cache_delete(
+    State(s): State<SessionsState>,
+    Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
     s.cache.check_public_namespace(&ns)?;
     if s.cache.delete(&ns, &key, durability(&headers)?).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -193,7 +265,11 @@ async fn cache_delete(State(s): State<SessionsState>, Path((ns, key)): Path<(Str
     }
 }
 
-async fn cache_clear(State(s): State<SessionsState>, Path(ns): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+async fn cache_clear(
+    State(s): State<SessionsState>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
     s.cache.check_public_namespace(&ns)?;
     let cleared = s.cache.clear(&ns, durability(&headers)?).await?;
     Ok(Json(json!({ "namespace": ns, "cleared": cleared })))

@@ -36,7 +36,10 @@ pub fn router() -> Router<SessionsState> {
         .route("/update/{id}", put(replace))
         .route("/add/{id}", patch(add))
         .route("/delete/{id}", axum::routing::delete(remove))
-        .route("/cache/{key}", get(cache_get).put(cache_put).delete(cache_delete))
+        .route(
+            "/cache/{key}",
+            get(cache_get).put(cache_put).delete(cache_delete),
+        )
         .fallback(invalid_request)
         .method_not_allowed_fallback(invalid_request)
 }
@@ -71,11 +74,19 @@ fn not_found_as_text(err: ApiError) -> Response {
 async fn create(State(s): State<SessionsState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let data = object_body(body)?;
-        let new = NewSession { data, ..NewSession::default() };
+        let new = NewSession {
+            data,
+            ..NewSession::default()
+        };
         s.sessions.create(new, durability(&headers)?).await
     };
     match result.await {
-        Ok(record) => (StatusCode::CREATED, [("content-type", "text/plain;charset=UTF-8")], record.id).into_response(),
+        Ok(record) => (
+            StatusCode::CREATED,
+            [("content-type", "text/plain;charset=UTF-8")],
+            record.id,
+        )
+            .into_response(),
         Err(err) => plain_error(err),
     }
 }
@@ -87,10 +98,17 @@ async fn read(State(s): State<SessionsState>, Path(id): Path<String>) -> Respons
     }
 }
 
-async fn replace(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn replace(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let data = object_body(body)?;
-        s.sessions.update(&id, Update::Replace(data), None, durability(&headers)?).await
+        s.sessions
+            .update(&id, Update::Replace(data), None, durability(&headers)?)
+            .await
     };
     match result.await {
         Ok(_) => text(StatusCode::OK, "Session updated"),
@@ -98,10 +116,17 @@ async fn replace(State(s): State<SessionsState>, Path(id): Path<String>, headers
     }
 }
 
-async fn add(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn add(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let data = object_body(body)?;
-        s.sessions.update(&id, Update::Shallow(data), None, durability(&headers)?).await
+        s.sessions
+            .update(&id, Update::Shallow(data), None, durability(&headers)?)
+            .await
     };
     match result.await {
         Ok(_) => text(StatusCode::OK, "Session updated with additional data"),
@@ -109,7 +134,11 @@ async fn add(State(s): State<SessionsState>, Path(id): Path<String>, headers: He
     }
 }
 
-async fn remove(State(s): State<SessionsState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn remove(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = async { s.sessions.delete(&id, None, durability(&headers)?).await };
     match result.await {
         Ok(_) => text(StatusCode::OK, "Session deleted"),
@@ -124,22 +153,36 @@ async fn cache_get(State(s): State<SessionsState>, Path(key): Path<String>) -> R
     }
 }
 
-async fn cache_put(State(s): State<SessionsState>, Path(key): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn cache_put(
+    State(s): State<SessionsState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let RawBody(bytes) = body?;
         let mut fields: Map<String, Value> = parse_json(&bytes)?;
         // A present-but-null `data` is a value to keep; only a missing one is an error.
         let Some(data) = fields.remove("data") else {
-            return Err(ApiError::bad_request("body must be {\"data\": <any>, \"ttl\"?: seconds}"));
+            return Err(ApiError::bad_request(
+                "body must be {\"data\": <any>, \"ttl\"?: seconds}",
+            ));
         };
         let ttl = match fields.remove("ttl") {
             None | Some(Value::Null) => DEFAULT_CACHE_TTL_S,
-            Some(v) => v
-                .as_u64()
-                .filter(|t| *t > 0)
-                .ok_or_else(|| ApiError::bad_request("ttl must be a positive integer number of seconds"))?,
+            Some(v) => v.as_u64().filter(|t| *t > 0).ok_or_else(|| {
+                ApiError::bad_request("ttl must be a positive integer number of seconds")
+            })?,
         };
-        s.cache.put(CACHE_NAMESPACE, &key, &data, Ttl::Seconds(ttl), durability(&headers)?).await
+        s.cache
+            .put(
+                CACHE_NAMESPACE,
+                &key,
+                &data,
+                Ttl::Seconds(ttl),
+                durability(&headers)?,
+            )
+            .await
     };
     match result.await {
         Ok(()) => text(StatusCode::OK, "Cache set"),
@@ -147,8 +190,16 @@ async fn cache_put(State(s): State<SessionsState>, Path(key): Path<String>, head
     }
 }
 
-async fn cache_delete(State(s): State<SessionsState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
-    let result = async { s.cache.delete(CACHE_NAMESPACE, &key, durability(&headers)?).await };
+async fn cache_delete(
+    State(s): State<SessionsState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        s.cache
+            .delete(CACHE_NAMESPACE, &key, durability(&headers)?)
+            .await
+    };
     match result.await {
         Ok(_) => text(StatusCode::OK, "Cache deleted"),
         Err(err) => plain_error(err),

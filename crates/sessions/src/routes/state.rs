@@ -56,7 +56,12 @@ type Params = Query<HashMap<String, String>>;
 type Body = Result<RawBody, ApiError>;
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, [("content-type", "text/plain;charset=UTF-8")], "Not found").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "text/plain;charset=UTF-8")],
+        "Not found",
+    )
+        .into_response()
 }
 
 /// The seed's error shape: `{"error": "<message>"}`.
@@ -85,11 +90,16 @@ fn session_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::bad_request("Session ID required"))
 }
 
-fn object_field(fields: &mut Map<String, Value>, name: &str) -> Result<Map<String, Value>, ApiError> {
+fn object_field(
+    fields: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Map<String, Value>, ApiError> {
     match fields.remove(name) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),
-        Some(_) => Err(ApiError::bad_request(format!("`{name}` must be a JSON object"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`{name}` must be a JSON object"
+        ))),
     }
 }
 
@@ -103,11 +113,20 @@ async fn create(State(s): State<SessionsState>, headers: HeaderMap, body: Body) 
             Some(_) => return Err(ApiError::bad_request("`userId` must be a string")),
         };
         let data = object_field(&mut fields, "data")?;
-        let new = NewSession { user_id, data, idle_ttl_s: Some(SESSION_IDLE_TTL_S), ..NewSession::default() };
+        let new = NewSession {
+            user_id,
+            data,
+            idle_ttl_s: Some(SESSION_IDLE_TTL_S),
+            ..NewSession::default()
+        };
         s.sessions.create(new, durability(&headers)?).await
     };
     match result.await {
-        Ok(r) => (StatusCode::CREATED, Json(json!({ "sessionId": r.id, "session": seed_session(&r) }))).into_response(),
+        Ok(r) => (
+            StatusCode::CREATED,
+            Json(json!({ "sessionId": r.id, "session": seed_session(&r) })),
+        )
+            .into_response(),
         Err(err) => error(err),
     }
 }
@@ -116,7 +135,9 @@ async fn read(State(s): State<SessionsState>, Query(params): Params) -> Response
     let result = async { s.sessions.get(session_id(&params)?).await };
     match result.await {
         Ok(r) => Json(json!({ "session": seed_session(&r) })).into_response(),
-        Err(err) if err.status == StatusCode::NOT_FOUND => error(ApiError::not_found("Session not found")),
+        Err(err) if err.status == StatusCode::NOT_FOUND => {
+            error(ApiError::not_found("Session not found"))
+        }
         Err(err) => error(err),
     }
 }
@@ -130,17 +151,29 @@ async fn update(State(s): State<SessionsState>, headers: HeaderMap, body: Body) 
             _ => return Err(ApiError::bad_request("Session ID required")),
         };
         let data = object_field(&mut fields, "data")?;
-        s.sessions.update(&id, Update::Shallow(data), None, durability(&headers)?).await
+        s.sessions
+            .update(&id, Update::Shallow(data), None, durability(&headers)?)
+            .await
     };
     match result.await {
         Ok(r) => Json(json!({ "session": seed_session(&r) })).into_response(),
-        Err(err) if err.status == StatusCode::NOT_FOUND => error(ApiError::not_found("Session not found")),
+        Err(err) if err.status == StatusCode::NOT_FOUND => {
+            error(ApiError::not_found("Session not found"))
+        }
         Err(err) => error(err),
     }
 }
 
-async fn remove(State(s): State<SessionsState>, headers: HeaderMap, Query(params): Params) -> Response {
-    let result = async { s.sessions.delete(session_id(&params)?, None, durability(&headers)?).await };
+async fn remove(
+    State(s): State<SessionsState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    let result = async {
+        s.sessions
+            .delete(session_id(&params)?, None, durability(&headers)?)
+            .await
+    };
     match result.await {
         Ok(success) => Json(json!({ "success": success })).into_response(),
         Err(err) => error(err),
@@ -149,7 +182,11 @@ async fn remove(State(s): State<SessionsState>, headers: HeaderMap, Query(params
 
 /// The per-user namespace of the CalendarCache (reserved `_` prefix).
 fn namespace(params: &HashMap<String, String>) -> String {
-    let user = params.get("userId").map(String::as_str).filter(|u| !u.is_empty()).unwrap_or("default");
+    let user = params
+        .get("userId")
+        .map(String::as_str)
+        .filter(|u| !u.is_empty())
+        .unwrap_or("default");
     format!("_state/{user}")
 }
 
@@ -160,11 +197,26 @@ async fn cache_read(s: &SessionsState, params: &HashMap<String, String>, key: &s
     }
 }
 
-async fn cache_write(s: &SessionsState, params: &HashMap<String, String>, headers: &HeaderMap, key: &str, ttl_s: u64, body: Body) -> Response {
+async fn cache_write(
+    s: &SessionsState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    key: &str,
+    ttl_s: u64,
+    body: Body,
+) -> Response {
     let result = async {
         let RawBody(bytes) = body?;
         let value: Value = parse_json(&bytes)?;
-        s.cache.put(&namespace(params), key, &value, Ttl::Seconds(ttl_s), durability(headers)?).await
+        s.cache
+            .put(
+                &namespace(params),
+                key,
+                &value,
+                Ttl::Seconds(ttl_s),
+                durability(headers)?,
+            )
+            .await
     };
     match result.await {
         Ok(()) => Json(json!({ "success": true })).into_response(),
@@ -181,15 +233,30 @@ async fn calendars_get(State(s): State<SessionsState>, Query(p): Params) -> Resp
     cache_read(&s, &p, "calendars").await
 }
 
-async fn calendars_put(State(s): State<SessionsState>, Query(p): Params, h: HeaderMap, body: Body) -> Response {
+async fn calendars_put(
+    State(s): State<SessionsState>,
+    Query(p): Params,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     cache_write(&s, &p, &h, "calendars", CALENDAR_TTL_S, body).await
 }
 
-async fn events_get(State(s): State<SessionsState>, Path(rest): Path<String>, Query(p): Params) -> Response {
+async fn events_get(
+    State(s): State<SessionsState>,
+    Path(rest): Path<String>,
+    Query(p): Params,
+) -> Response {
     cache_read(&s, &p, &event_key(&rest)).await
 }
 
-async fn events_put(State(s): State<SessionsState>, Path(rest): Path<String>, Query(p): Params, h: HeaderMap, body: Body) -> Response {
+async fn events_put(
+    State(s): State<SessionsState>,
+    Path(rest): Path<String>,
+    Query(p): Params,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     cache_write(&s, &p, &h, &event_key(&rest), CALENDAR_TTL_S, body).await
 }
 
@@ -197,7 +264,12 @@ async fn events_get_empty(State(s): State<SessionsState>, Query(p): Params) -> R
     cache_read(&s, &p, &event_key("")).await
 }
 
-async fn events_put_empty(State(s): State<SessionsState>, Query(p): Params, h: HeaderMap, body: Body) -> Response {
+async fn events_put_empty(
+    State(s): State<SessionsState>,
+    Query(p): Params,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     cache_write(&s, &p, &h, &event_key(""), CALENDAR_TTL_S, body).await
 }
 
@@ -205,7 +277,12 @@ async fn preferences_get(State(s): State<SessionsState>, Query(p): Params) -> Re
     cache_read(&s, &p, "preferences").await
 }
 
-async fn preferences_put(State(s): State<SessionsState>, Query(p): Params, h: HeaderMap, body: Body) -> Response {
+async fn preferences_put(
+    State(s): State<SessionsState>,
+    Query(p): Params,
+    h: HeaderMap,
+    body: Body,
+) -> Response {
     cache_write(&s, &p, &h, "preferences", PREFERENCES_TTL_S, body).await
 }
 
