@@ -53,6 +53,9 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Read-only connections in the read pool (at least 1).
     pub readers: usize,
+    /// Most writes waiting for the writer at once (at least 1). Beyond it, callers wait for a
+    /// slot (backpressure) instead of growing the queue without bound.
+    pub max_queued_writes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -60,6 +63,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             max_batch: 1024,
             readers: 4,
+            max_queued_writes: 65_536,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct SqliteEngine {
     closed: AtomicBool,
     writer: Writer,
     readers: Readers,
+    /// Bounds the writer's queue; a permit is held while a write is queued or running.
+    queue: tokio::sync::Semaphore,
 }
 
 impl SqliteEngine {
@@ -97,6 +103,11 @@ impl SqliteEngine {
             closed: AtomicBool::new(false),
             writer,
             readers,
+            queue: tokio::sync::Semaphore::new(
+                options
+                    .max_queued_writes
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            ),
         }))
     }
 
@@ -119,6 +130,7 @@ impl SqliteEngine {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
+        let _slot = self.queue.acquire().await.map_err(|_| closed())?;
         self.writer.write(durability, work).await
     }
 

@@ -89,6 +89,7 @@ async fn an_older_file_is_migrated() {
         SqliteOptions {
             max_batch: 8,
             readers: 1,
+            max_queued_writes: 4,
         },
     )
     .unwrap();

@@ -117,3 +117,37 @@ async fn one_failing_command_does_not_abort_its_batch() {
     }
     assert!(engine.get_session("bad", now).await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_write_queue_makes_callers_wait_not_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        max_queued_writes: 3,
+        ..SqliteOptions::default()
+    };
+    let engine = SqliteEngine::open(dir.path(), options).unwrap();
+    let records: Vec<_> = (0..200)
+        .map(|i| session(&format!("queued-{i}"), Some("q")))
+        .collect();
+    let writes = records
+        .iter()
+        .map(|r| engine.insert_session(r, Durability::Confirmed))
+        .collect();
+    let inserted = join_all(writes).await;
+    assert!(
+        inserted.into_iter().all(|r| r.unwrap()),
+        "every write succeeded despite the 3-slot queue"
+    );
+    let stats = engine.stats();
+    assert!(stats.writes >= 200);
+    assert!(
+        stats.commits * 3 >= stats.writes,
+        "at most 3 writes per batch: the bound held"
+    );
+    let listed = engine
+        .list_user_sessions("q", sessiond_store::now_ms(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 200);
+    sessiond_store::EngineAdmin::close(&*engine).await.unwrap();
+}

@@ -193,6 +193,8 @@ pub struct SqliteConfig {
     pub max_batch: usize,
     /// Read connections (reads never wait for the writer).
     pub readers: usize,
+    /// Most writes queued for the writer at once; beyond it requests wait (backpressure).
+    pub max_queued_writes: usize,
 }
 
 impl Default for SqliteConfig {
@@ -200,6 +202,7 @@ impl Default for SqliteConfig {
         SqliteConfig {
             max_batch: 1024,
             readers: 4,
+            max_queued_writes: 65_536,
         }
     }
 }
@@ -310,8 +313,13 @@ impl Config {
                 );
             }
         }
-        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
-            anyhow::bail!("sqlite.max_batch and sqlite.readers must be > 0");
+        if self.sqlite.max_batch == 0
+            || self.sqlite.readers == 0
+            || self.sqlite.max_queued_writes == 0
+        {
+            anyhow::bail!(
+                "sqlite.max_batch, sqlite.readers and sqlite.max_queued_writes must be > 0"
+            );
         }
         Ok(())
     }

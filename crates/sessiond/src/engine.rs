@@ -17,6 +17,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
             let options = SqliteOptions {
                 max_batch: config.sqlite.max_batch,
                 readers: config.sqlite.readers,
+                max_queued_writes: config.sqlite.max_queued_writes,
             };
             let engine = tokio::task::spawn_blocking(move || SqliteEngine::open(&dir, options))
                 .await?
