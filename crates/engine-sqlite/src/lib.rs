@@ -134,11 +134,10 @@ impl SqliteEngine {
         self.writer.write(durability, work).await
     }
 
-    /// Runs a read on the reader pool.
+    /// Runs a read on the reader pool (inline: see `reader`).
     async fn read<T, F>(&self, work: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T>,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());

@@ -1,29 +1,36 @@
 //! The pool of read-only connections.
 //!
 //! Reads never queue behind the writer: in WAL mode a reader sees the last commit that
-//! finished before its statement started, concurrently with an ongoing write. Each read takes
-//! an idle connection (a semaphore bounds waiting to the pool size, so there is always one to
-//! take), runs one closure on a blocking thread (SQLite calls block), and puts the connection
-//! back. Read-your-writes holds because the writer answers a caller only after `COMMIT`
-//! returned, and every read statement starts a fresh read transaction after that point.
+//! finished before its statement started, concurrently with an ongoing write. Read-your-writes
+//! holds because the writer answers a caller only after `COMMIT` returned, and every read
+//! statement starts a fresh read transaction after that point.
+//!
+//! Reads run **inline on the calling task's thread**. Every read the engine issues is an
+//! indexed lookup or a bounded range (the capabilities cap every listing), which takes a few
+//! microseconds; measured under load, handing each read to a blocking thread and back cost far
+//! more than the read itself (futex wake-ups and context switches dominated a GET profile).
+//! A connection is held only for the synchronous SQL call, never across an `.await`, so the
+//! pool's std mutexes are never held while a task is suspended. With at least as many
+//! connections as runtime worker threads, `try_lock` finds a free one; when every connection
+//! is busy (more threads than connections) the caller waits briefly for one.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OpenFlags};
-use sessiond_store::{Result, StoreError};
-use tokio::sync::Semaphore;
+use sessiond_store::Result;
 
 use crate::error::{closed, sql};
 use crate::schema;
 
-/// Upper bound of the pool size (the semaphore counts in `u32`; far more is never useful).
+/// Upper bound of the pool size (far more is never useful).
 const MAX_READERS: usize = 256;
 
 pub(crate) struct Readers {
-    idle: Arc<Mutex<Vec<Connection>>>,
-    permits: Arc<Semaphore>,
-    size: u32,
+    /// `None` once closed.
+    conns: Vec<Mutex<Option<Connection>>>,
+    next: AtomicUsize,
 }
 
 impl Readers {
@@ -31,60 +38,48 @@ impl Readers {
     pub(crate) fn open(path: &Path, size: usize) -> Result<Readers> {
         let size = size.clamp(1, MAX_READERS);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut idle = Vec::with_capacity(size);
+        let mut conns = Vec::with_capacity(size);
         for _ in 0..size {
             let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
             schema::configure_reader(&conn)?;
-            idle.push(conn);
+            conns.push(Mutex::new(Some(conn)));
         }
         Ok(Readers {
-            idle: Arc::new(Mutex::new(idle)),
-            permits: Arc::new(Semaphore::new(size)),
-            // `size` is at most MAX_READERS.
-            size: u32::try_from(size).unwrap_or(u32::MAX),
+            conns,
+            next: AtomicUsize::new(0),
         })
     }
 
-    /// Runs `work` on an idle connection.
+    /// A free connection slot: the first one `try_lock` gets, starting at a rotating index,
+    /// else a wait on the starting one.
+    fn slot(&self) -> MutexGuard<'_, Option<Connection>> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Ok(guard) = self.conns[(start + i) % n].try_lock() {
+                return guard;
+            }
+        }
+        self.conns[start]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` on a connection of the pool.
     pub(crate) async fn read<T, F>(&self, work: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T>,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| closed())?;
-        let idle = Arc::clone(&self.idle);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let conn = idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop()
-                .ok_or_else(closed)?;
-            let result = work(&conn).map_err(sql);
-            idle.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite read task failed: {e}")))?
+        let guard = self.slot();
+        let conn = guard.as_ref().ok_or_else(closed)?;
+        work(conn).map_err(sql)
     }
 
-    /// Waits for running reads, then closes every connection; later reads fail.
+    /// Closes every connection (waiting for running reads); later reads fail.
     pub(crate) async fn close(&self) {
-        if let Ok(all) = self.permits.acquire_many(self.size).await {
-            self.permits.close();
-            let conns: Vec<Connection> = self
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drain(..)
-                .collect();
-            drop(conns);
-            drop(all);
+        for conn in &self.conns {
+            let taken = conn.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(taken);
         }
     }
 }

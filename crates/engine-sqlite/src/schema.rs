@@ -156,7 +156,9 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<()> {
 /// Settings of a read-only connection.
 pub(crate) fn configure_reader(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-    conn.execute_batch("PRAGMA query_only = ON;").map_err(sql)
+    // Memory-mapped reads of the database file avoid a pread syscall per page on hot data.
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 268435456;")
+        .map_err(sql)
 }
 
 /// The file's schema version.

@@ -7,13 +7,14 @@
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sessiond_http::auth::require_api_key;
+use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::{ApiError, ApiKeys};
 use sessiond_sessions::routes::{native, session_state, state};
 use sessiond_sessions::SessionsState;
@@ -37,7 +38,8 @@ pub fn router(
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys);
     let guard = |set: RouteSet, router: Router| {
-        if config.open_routes.contains(&set) {
+        // With no key configured (development mode) there is nothing to check: no layer.
+        if keys.is_open() || config.open_routes.contains(&set) {
             router
         } else {
             router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
@@ -67,7 +69,10 @@ pub fn router(
 
     app.merge(ops)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
-        .layer(from_fn(sessiond_http::metrics::record_request))
+        .layer(from_fn_with_state(
+            RequestMetrics::default(),
+            record_request,
+        ))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -91,15 +91,15 @@ pub async fn run(
     let runtime = runtime.start();
 
     let sessions_config = Arc::new(config.sessions.clone());
-    let state = SessionsState {
-        sessions: SessionService::new(
+    let state = SessionsState::new(
+        SessionService::new(
             stores.sessions.clone(),
             sessions_config.clone(),
             session_locks,
             user_locks,
         ),
-        cache: CacheService::new(stores.cache.clone(), sessions_config.clone()),
-    };
+        CacheService::new(stores.cache.clone(), sessions_config.clone()),
+    );
     let app = app::router(&config, stores.clone(), state, metrics);
 
     let (stop_tx, stop_rx) = watch::channel(false);

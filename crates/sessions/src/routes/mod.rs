@@ -11,6 +11,8 @@ pub mod native;
 pub mod session_state;
 pub mod state;
 
+use std::sync::Arc;
+
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use sessiond_http::{ApiError, ApiResult};
@@ -19,13 +21,31 @@ use sessiond_store::Durability;
 use crate::cache::{CacheService, Hit};
 use crate::service::SessionService;
 
-/// What every handler of this capability needs.
+/// What every handler of this capability needs: one `Arc`, so the per-request state clone
+/// is a single reference-count increment.
 #[derive(Clone)]
-pub struct SessionsState {
+pub struct SessionsState(Arc<SessionsParts>);
+
+/// The services behind [`SessionsState`].
+pub struct SessionsParts {
     /// Sessions.
     pub sessions: SessionService,
     /// Cache.
     pub cache: CacheService,
+}
+
+impl SessionsState {
+    /// Bundles the services.
+    pub fn new(sessions: SessionService, cache: CacheService) -> Self {
+        SessionsState(Arc::new(SessionsParts { sessions, cache }))
+    }
+}
+
+impl std::ops::Deref for SessionsState {
+    type Target = SessionsParts;
+    fn deref(&self) -> &SessionsParts {
+        &self.0
+    }
 }
 
 /// Header that opts a write into unconfirmed acknowledgement.

@@ -11,10 +11,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sessiond_http::{ApiError, ApiResult, JsonBody};
-use sessiond_store::SessionRecord;
+use sessiond_store::{Millis, SessionRecord};
 
 use crate::cache::Ttl;
 use crate::routes::{durability, if_match, SessionsState};
@@ -39,21 +40,49 @@ pub fn router() -> Router<SessionsState> {
         )
 }
 
-/// JSON of a session resource.
-pub fn session_json(r: &SessionRecord) -> Value {
-    json!({
-        "id": r.id,
-        "user_id": r.user_id,
-        "data": raw_json(&r.data),
-        "device": r.device.as_deref().map(raw_json),
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "last_seen_at": r.last_seen_at,
-        "expires_at": r.expires_at(),
-        "idle_expires_at": r.idle_expires_at,
-        "absolute_expires_at": r.absolute_expires_at,
-        "version": r.version,
+/// The session resource as sent: stored JSON (`data`, `device`) is embedded verbatim, not
+/// parsed into a tree and re-serialized (this is the hottest response of the server).
+#[derive(Serialize)]
+pub struct SessionView<'a> {
+    id: &'a str,
+    user_id: Option<&'a str>,
+    data: &'a RawValue,
+    device: Option<&'a RawValue>,
+    created_at: Millis,
+    updated_at: Millis,
+    last_seen_at: Millis,
+    expires_at: Millis,
+    idle_expires_at: Millis,
+    absolute_expires_at: Millis,
+    version: u64,
+}
+
+/// Stored JSON text as a raw value (stored text was produced by serde_json, so a failure means
+/// corruption; it degrades to `null` rather than failing the whole response).
+fn raw(text: &str) -> &RawValue {
+    serde_json::from_str(text).unwrap_or_else(|_| {
+        tracing::error!("stored JSON is corrupt; answering null");
+        RawValue::NULL
     })
+}
+
+impl<'a> SessionView<'a> {
+    /// The view of a record.
+    pub fn of(r: &'a SessionRecord) -> Self {
+        SessionView {
+            id: &r.id,
+            user_id: r.user_id.as_deref(),
+            data: raw(&r.data),
+            device: r.device.as_deref().map(raw),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_seen_at: r.last_seen_at,
+            expires_at: r.expires_at(),
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            version: r.version,
+        }
+    }
 }
 
 /// Stored JSON text back to a value (stored text was produced by serde_json, so a failure
@@ -63,7 +92,7 @@ pub fn raw_json(text: &str) -> Value {
 }
 
 fn with_etag(status: StatusCode, r: &SessionRecord) -> Response {
-    let mut response = (status, Json(session_json(r))).into_response();
+    let mut response = (status, Json(SessionView::of(r))).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
         response.headers_mut().insert("etag", etag);
     }

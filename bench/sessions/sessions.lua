@@ -1,0 +1,75 @@
+-- wrk script for bench/sessions/run.
+--
+--   wrk -s sessions.lua URL -- MODE IDS_FILE
+--
+-- MODE: get   GET  /v1/sessions/<id>     ids round-robin over IDS_FILE
+--       patch PATCH /v1/sessions/<id>    {"data":{"k<i mod 64>":n}} (i = per-thread request
+--             number, n unique), ids round-robin; data stays <= 64 small keys per session
+--       post  POST /v1/sessions          {"user_id":"bench-<t>-<i>","data":{"n":n}}
+-- Each thread starts at a different offset in the id list (half the list apart with -t2), so
+-- concurrent requests spread over the sessions instead of queueing on one session's lock.
+-- The hello-world server answers any path, so it runs the same `get` script (same
+-- client-side cost as the sessiond GET runs).
+--
+-- done() prints one machine-readable line:
+--   WRK_RESULT requests=N duration_us=D rps=R p50_us=A p90_us=B p99_us=C max_us=M
+--              non2xx=S connect_err=.. read_err=.. write_err=.. timeouts=..
+
+local next_tid = 0
+
+function setup(thread)
+   thread:set("tid", next_tid)
+   next_tid = next_tid + 1
+end
+
+local mode, ids, n_ids, counter, offset, headers
+
+function init(args)
+   mode = args[1] or "get"
+   local file = args[2]
+   ids = {}
+   if file then
+      for line in io.lines(file) do
+         if #line > 0 then table.insert(ids, line) end
+      end
+   end
+   n_ids = #ids
+   if mode ~= "post" and n_ids == 0 then
+      error("no ids in " .. tostring(file))
+   end
+   -- With -t2 the two threads start half the list apart (more threads wrap around).
+   offset = (tid * math.floor(n_ids / 2)) % math.max(n_ids, 1)
+   counter = 0
+   headers = { ["Content-Type"] = "application/json" }
+end
+
+local function next_id()
+   return ids[((offset + counter) % n_ids) + 1]
+end
+
+function request()
+   counter = counter + 1
+   local n = counter * 16 + tid -- unique per request across threads (<= 16 threads)
+   if mode == "get" then
+      return wrk.format("GET", "/v1/sessions/" .. next_id(), nil, nil)
+   elseif mode == "patch" then
+      local body = string.format('{"data":{"k%d":%d}}', counter % 64, n)
+      return wrk.format("PATCH", "/v1/sessions/" .. next_id(), headers, body)
+   elseif mode == "post" then
+      local body = string.format('{"user_id":"bench-%d-%d","data":{"n":%d}}', tid, counter, n)
+      return wrk.format("POST", "/v1/sessions", headers, body)
+   else
+      error("unknown mode " .. tostring(mode))
+   end
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   local secs = summary.duration / 1e6
+   io.write(string.format(
+      "WRK_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d connect_err=%d read_err=%d write_err=%d timeouts=%d\n",
+      summary.requests, summary.duration, summary.requests / secs,
+      math.floor(latency:percentile(50)), math.floor(latency:percentile(90)),
+      math.floor(latency:percentile(99)), math.floor(latency.max),
+      e.status, e.connect, e.read, e.write, e.timeout))
+end
