@@ -211,6 +211,10 @@ impl EngineAdmin for RedisEngine {
         "redis"
     }
 
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> Result<()> {
         let pong: String = self.query("ping", &redis::cmd("PING")).await?;
         if pong == "PONG" {

@@ -78,6 +78,35 @@ pub struct SqliteEngine {
     readers: Readers,
     /// Bounds the writer's queue; a permit is held while a write is queued or running.
     queue: tokio::sync::Semaphore,
+    /// The exclusive lock on `<dir>/sessiond.lock`, released by `close` (or drop).
+    dir_lock: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+/// Name of the lock file that makes one data directory one process's.
+pub const LOCK_FILE: &str = "sessiond.lock";
+
+/// Takes the data directory's exclusive lock: two processes writing one database would each
+/// trust their in-memory object state, so the second one must not start.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(sessiond_store::StoreError::Unavailable(format!(
+                "data directory {} is in use by another sessiond process",
+                dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(&format!("cannot lock {}", path.display()), e))
+        }
+    }
 }
 
 impl SqliteEngine {
@@ -86,6 +115,7 @@ impl SqliteEngine {
     pub fn open(dir: &Path, options: SqliteOptions) -> Result<Arc<SqliteEngine>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| io(&format!("cannot create {}", dir.display()), e))?;
+        let dir_lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -103,6 +133,7 @@ impl SqliteEngine {
             closed: AtomicBool::new(false),
             writer,
             readers,
+            dir_lock: std::sync::Mutex::new(Some(dir_lock)),
             queue: tokio::sync::Semaphore::new(
                 options
                     .max_queued_writes
@@ -152,6 +183,11 @@ impl EngineAdmin for SqliteEngine {
         "sqlite"
     }
 
+    fn exclusive(&self) -> bool {
+        // `open` holds an exclusive lock on the data directory's lock file.
+        true
+    }
+
     async fn ping(&self) -> Result<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)))
             .await
@@ -162,6 +198,13 @@ impl EngineAdmin for SqliteEngine {
         self.closed.store(true, Ordering::Release);
         let flushed = self.writer.close().await;
         self.readers.close().await;
+        // Everything is flushed and closed: another process may have the directory now.
+        drop(
+            self.dir_lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         flushed
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
 use sessiond_sessions::{CacheService, SessionService, SessionsState};
+use sessiond_store::SessionRecord;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -86,7 +87,7 @@ pub async fn run(
             ..RuntimeConfig::default()
         },
     );
-    let session_locks: ObjectKind<()> = runtime.kind("session");
+    let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
     let user_locks: ObjectKind<()> = runtime.kind("user");
     let runtime = runtime.start();
 
@@ -95,8 +96,9 @@ pub async fn run(
         SessionService::new(
             stores.sessions.clone(),
             sessions_config.clone(),
-            session_locks,
+            session_objects,
             user_locks,
+            stores.admin.exclusive(),
         ),
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );

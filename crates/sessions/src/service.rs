@@ -9,12 +9,17 @@
 //! - Reads slide the idle deadline but only write it when it moved by `touch_fraction` of the
 //!   idle window, with an unconfirmed write: losing a touch in a crash only shortens a
 //!   session's life by that fraction, and reads stay reads.
+//! - When this process is the only one writing the data (an exclusive engine: SQLite, memory),
+//!   a session that was used recently stays in memory as its object's state, like a Durable
+//!   Object's in-memory state: reads are served from it, every change updates it under the
+//!   object's lock, and the runtime evicts it when idle. On a shared engine (Redis, several
+//!   nodes) every read goes to the store, because another node may have changed the record.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sessiond_http::{ids::random_id, ApiError, ApiResult};
-use sessiond_runtime::ObjectKind;
+use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{now_ms, Cas, Durability, Millis, SessionRecord, SessionStore};
 
 use crate::config::SessionsConfig;
@@ -51,25 +56,31 @@ pub enum Update {
 pub struct SessionService {
     store: Arc<dyn SessionStore>,
     config: Arc<SessionsConfig>,
-    sessions: ObjectKind<()>,
+    sessions: ObjectKind<SessionRecord>,
     users: ObjectKind<()>,
+    /// Keep used sessions in memory (only when the engine is exclusive to this process).
+    resident: bool,
 }
 
 const MAX_CAS_RETRIES: usize = 64;
 
 impl SessionService {
-    /// A service over `store`, serializing per session and per user through `runtime` kinds.
+    /// A service over `store`, serializing per session and per user through runtime kinds.
+    /// `resident` keeps used sessions in memory; pass true only when no other process writes
+    /// the store (`EngineAdmin::exclusive`).
     pub fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<SessionsConfig>,
-        sessions: ObjectKind<()>,
+        sessions: ObjectKind<SessionRecord>,
         users: ObjectKind<()>,
+        resident: bool,
     ) -> Self {
         SessionService {
             store,
             config,
             sessions,
             users,
+            resident,
         }
     }
 
@@ -179,7 +190,9 @@ impl SessionService {
             return Ok(());
         }
         for old in &live[..=live.len() - max] {
+            let mut guard = self.sessions.lock(&old.id).await;
             self.store.delete_session(&old.id, now, durability).await?;
+            guard.take();
             metrics::counter!("sessiond_sessions_evicted_total").increment(1);
         }
         Ok(())
@@ -188,25 +201,59 @@ impl SessionService {
     /// The live session, sliding its idle deadline. 404 when absent or expired.
     pub async fn get(&self, id: &str) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
+        let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
-        let mut record = self.load(id, now).await?;
+        let mut record = self.current(&mut guard, id, now).await?;
         let slid = now.saturating_add(record.idle_ttl_ms);
         let step = (record.idle_ttl_ms as f64 * self.config.touch_fraction) as Millis;
         if slid.saturating_sub(record.idle_expires_at) >= step.max(1) {
-            self.store
+            if !self
+                .store
                 .touch_session(id, slid, now, now, Durability::Unconfirmed)
-                .await?;
+                .await?
+            {
+                guard.take();
+                return Err(not_found());
+            }
             record.idle_expires_at = slid;
             record.last_seen_at = now;
+            self.remember(&mut guard, &record);
         }
         Ok(record)
     }
 
-    async fn load(&self, id: &str, now: Millis) -> ApiResult<SessionRecord> {
-        self.store
+    /// The live record: the object's in-memory state when resident, else the store's (then
+    /// kept in memory when allowed).
+    async fn current(
+        &self,
+        guard: &mut ObjectGuard<SessionRecord>,
+        id: &str,
+        now: Millis,
+    ) -> ApiResult<SessionRecord> {
+        if self.resident {
+            match guard.state() {
+                Some(record) if !record.is_expired(now) => return Ok(record.clone()),
+                Some(_) => {
+                    guard.take();
+                    return Err(not_found());
+                }
+                None => {}
+            }
+        }
+        let record = self
+            .store
             .get_session(id, now)
             .await?
-            .ok_or_else(|| ApiError::not_found("session not found or expired"))
+            .ok_or_else(not_found)?;
+        self.remember(guard, &record);
+        Ok(record)
+    }
+
+    /// Keeps `record` as the object's in-memory state (on exclusive engines only).
+    fn remember(&self, guard: &mut ObjectGuard<SessionRecord>, record: &SessionRecord) {
+        if self.resident {
+            guard.set(record.clone());
+        }
     }
 
     /// Applies `update` atomically. `if_match` is the version the client last saw.
@@ -218,10 +265,10 @@ impl SessionService {
         durability: Durability,
     ) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
-        let _guard = self.sessions.lock(id).await;
+        let mut guard = self.sessions.lock(id).await;
         for _ in 0..MAX_CAS_RETRIES {
             let now = now_ms();
-            let current = self.load(id, now).await?;
+            let current = self.current(&mut guard, id, now).await?;
             if let Some(expected) = if_match {
                 if expected != current.version {
                     return Err(ApiError::precondition_failed(format!(
@@ -236,10 +283,18 @@ impl SessionService {
                 .replace_session(&next, current.version, now, durability)
                 .await?
             {
-                Cas::Written => return Ok(next),
-                Cas::Missing => return Err(ApiError::not_found("session not found or expired")),
-                // Another node changed it between our read and write: read again.
-                Cas::VersionMismatch => continue,
+                Cas::Written => {
+                    self.remember(&mut guard, &next);
+                    return Ok(next);
+                }
+                Cas::Missing => {
+                    guard.take();
+                    return Err(not_found());
+                }
+                // Another node changed it between our read and write: read the store again.
+                Cas::VersionMismatch => {
+                    guard.take();
+                }
             }
         }
         Err(ApiError::conflict(
@@ -293,10 +348,10 @@ impl SessionService {
         durability: Durability,
     ) -> ApiResult<bool> {
         self.check_id("session id", id)?;
-        let _guard = self.sessions.lock(id).await;
+        let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
         if let Some(expected) = if_match {
-            let current = self.load(id, now).await?;
+            let current = self.current(&mut guard, id, now).await?;
             if current.version != expected {
                 return Err(ApiError::precondition_failed(format!(
                     "session is at version {}, not {expected}",
@@ -304,7 +359,9 @@ impl SessionService {
                 )));
             }
         }
-        Ok(self.store.delete_session(id, now, durability).await?)
+        let deleted = self.store.delete_session(id, now, durability).await?;
+        guard.take();
+        Ok(deleted)
     }
 
     /// The user's live sessions, oldest first.
@@ -324,14 +381,39 @@ impl SessionService {
         durability: Durability,
     ) -> ApiResult<Vec<String>> {
         self.check_id("user id", user)?;
-        let _guard = self.users.lock(user).await;
+        let _user = self.users.lock(user).await;
+        let now = now_ms();
+        // Hold the lock of every session about to go, so no read is answered from memory
+        // between the store's delete and the eviction of the in-memory copy.
+        let mut held = Vec::new();
+        if self.resident {
+            let listed = self.store.list_user_sessions(user, now, usize::MAX).await?;
+            for record in listed.iter().filter(|r| Some(r.id.as_str()) != except) {
+                held.push(self.sessions.lock(&record.id).await);
+            }
+        }
         let revoked = self
             .store
-            .delete_user_sessions(user, except, now_ms(), durability)
+            .delete_user_sessions(user, except, now, durability)
             .await?;
+        for guard in &mut held {
+            guard.take();
+        }
+        drop(held);
+        if self.resident {
+            // Sessions created after the listing (none can be: creates take the user lock),
+            // or beyond it: drop their copies too.
+            for id in &revoked {
+                self.sessions.lock(id).await.take();
+            }
+        }
         metrics::counter!("sessiond_sessions_revoked_total").increment(revoked.len() as u64);
         Ok(revoked)
     }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("session not found or expired")
 }
 
 /// Seconds to milliseconds, saturating.

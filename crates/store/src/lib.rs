@@ -76,6 +76,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait EngineAdmin: Send + Sync {
     /// Short engine name for logs and metrics (`sqlite`, `redis`, `memory`).
     fn name(&self) -> &'static str;
+    /// True when no other process can write this engine's data while it is open (the SQLite
+    /// engine locks its data directory; the memory engine is private). Capabilities may then
+    /// keep object state in memory across requests; on a shared engine (Redis, several nodes)
+    /// they must re-read the store.
+    fn exclusive(&self) -> bool;
     /// Checks that the engine answers; used by `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// Flushes pending writes and stops background work; later calls fail with `Unavailable`.

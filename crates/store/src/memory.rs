@@ -384,6 +384,10 @@ impl EngineAdmin for MemoryEngine {
         "memory"
     }
 
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> Result<()> {
         self.with(|_| ())
     }
