@@ -40,6 +40,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 })?;
             Ok(Stores::from_engine(engine))
         }
-        EngineKind::Memory => Ok(Stores::from_engine(Arc::new(MemoryEngine::new()))),
+        EngineKind::Memory => {
+            let engine = Arc::new(MemoryEngine::new());
+            Ok(Stores::from_engine(engine.clone()).with_streams(engine))
+        }
     }
 }

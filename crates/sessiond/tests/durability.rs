@@ -132,14 +132,27 @@ async fn a_second_process_cannot_open_the_same_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _) = spawn(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "sqlite",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env_remove("SESSIOND_API_KEYS")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "the second process must refuse to start");
+    assert!(
+        !out.status.success(),
+        "the second process must refuse to start"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another sessiond process"), "clear message: {stderr}");
+    assert!(
+        stderr.contains("in use by another sessiond process"),
+        "clear message: {stderr}"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
 }

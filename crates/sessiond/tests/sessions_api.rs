@@ -194,7 +194,12 @@ async fn user_listing_revoke_and_per_user_limit_on_every_engine() {
         assert_eq!(body["revoked"], 2);
         for revoked in &ids[1..3] {
             let (status, body) = json(s.get(&format!("/v1/sessions/{revoked}"))).await;
-            assert_error(status, &body, 404, &format!("{ctx}: a revoked session is gone at once"));
+            assert_error(
+                status,
+                &body,
+                404,
+                &format!("{ctx}: a revoked session is gone at once"),
+            );
         }
         let (_, list) = json(s.get("/v1/users/bob/sessions")).await;
         assert_eq!(list["sessions"].as_array().unwrap().len(), 1);

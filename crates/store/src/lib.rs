@@ -10,6 +10,7 @@
 //! - [`sessions`]: session records with idle + absolute expiry, per-user index, compare-and-set.
 //! - [`cache`]: namespaced TTL cache entries.
 //! - [`objects`]: the object runtime's persisted object state and alarms.
+//! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
 //! - [`memory`]: the in-memory engine (tests, `--engine memory`).
 //! - [`testsuite`]: the shared engine suite.
 //!
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod memory;
 pub mod objects;
 pub mod sessions;
+pub mod streams;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
@@ -28,6 +30,7 @@ use std::sync::Arc;
 pub use cache::{CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use sessions::{Cas, SessionRecord, SessionStore};
+pub use streams::{Commit, SegmentRef, StreamChunk, StreamMeta, StreamStore};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -96,6 +99,8 @@ pub struct Stores {
     pub cache: Arc<dyn CacheStore>,
     /// Object runtime state and alarms.
     pub objects: Arc<dyn ObjectStore>,
+    /// Durable Streams logs; `None` on engines that do not store streams yet (Redis).
+    pub streams: Option<Arc<dyn StreamStore>>,
     /// Health and shutdown.
     pub admin: Arc<dyn EngineAdmin>,
 }
@@ -110,7 +115,14 @@ impl Stores {
             sessions: engine.clone(),
             cache: engine.clone(),
             objects: engine.clone(),
+            streams: None,
             admin: engine,
         }
+    }
+
+    /// Adds the engine's stream storage.
+    pub fn with_streams(mut self, streams: Arc<dyn StreamStore>) -> Self {
+        self.streams = Some(streams);
+        self
     }
 }

@@ -4,6 +4,8 @@
 //! double for unit tests, and `--engine memory` for throwaway runs. Nothing survives a restart.
 //! A std mutex is right here: no critical section awaits, and each is a few map operations.
 
+mod streams;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -24,6 +26,8 @@ struct State {
     objects: BTreeMap<(String, String), Vec<u8>>,
     /// (kind, key, name) -> alarm
     alarms: BTreeMap<(String, String, String), AlarmRecord>,
+    /// path -> stream
+    streams: BTreeMap<String, streams::MemoryStream>,
 }
 
 /// In-memory engine.

@@ -1,0 +1,155 @@
+//! The in-memory engine's streams: a map of paths to metadata, hot chunks and segments.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::MemoryEngine;
+use crate::streams::{Commit, SegmentRef, StreamChunk, StreamMeta, StreamStore};
+use crate::{Durability, Millis, Result};
+
+pub(super) struct MemoryStream {
+    meta: StreamMeta,
+    /// offset -> bytes
+    chunks: BTreeMap<u64, Vec<u8>>,
+    segments: Vec<SegmentRef>,
+}
+
+#[async_trait]
+impl StreamStore for MemoryEngine {
+    async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
+        self.with(|s| s.streams.get(path).map(|st| st.meta.clone()))
+    }
+
+    async fn create_stream(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        _: Durability,
+    ) -> Result<bool> {
+        self.with(|s| {
+            if s.streams.contains_key(&meta.path) {
+                return false;
+            }
+            let chunks = chunks.iter().map(|c| (c.offset, c.data.clone())).collect();
+            s.streams.insert(
+                meta.path.clone(),
+                MemoryStream {
+                    meta: meta.clone(),
+                    chunks,
+                    segments: Vec::new(),
+                },
+            );
+            true
+        })
+    }
+
+    async fn commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        _: Durability,
+    ) -> Result<Commit> {
+        self.with(|s| match s.streams.get_mut(path) {
+            Some(st) if st.meta.tail == expected_tail => {
+                for c in chunks {
+                    st.chunks.insert(c.offset, c.data.clone());
+                }
+                st.meta = meta.clone();
+                Commit::Written
+            }
+            _ => Commit::Conflict,
+        })
+    }
+
+    async fn read_chunks(
+        &self,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>> {
+        self.with(|s| {
+            let Some(st) = s.streams.get(path) else {
+                return Vec::new();
+            };
+            // The chunk containing `from` may start before it.
+            let start = st
+                .chunks
+                .range(..=from)
+                .next_back()
+                .map(|(o, _)| *o)
+                .unwrap_or(from);
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for (offset, data) in st.chunks.range(start..) {
+                if offset + data.len() as u64 <= from {
+                    continue;
+                }
+                if !out.is_empty() && bytes >= max_bytes {
+                    break;
+                }
+                bytes += data.len();
+                out.push(StreamChunk {
+                    offset: *offset,
+                    data: data.clone(),
+                });
+            }
+            out
+        })
+    }
+
+    async fn delete_stream(&self, path: &str, _: Durability) -> Result<bool> {
+        self.with(|s| s.streams.remove(path).is_some())
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.with(|s| {
+            s.streams
+                .keys()
+                .filter(|p| p.starts_with(prefix) && after.is_none_or(|a| p.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn expired_streams(&self, now: Millis, limit: usize) -> Result<Vec<String>> {
+        self.with(|s| {
+            s.streams
+                .values()
+                .filter(|st| st.meta.expires_at.is_some_and(|at| at <= now))
+                .take(limit)
+                .map(|st| st.meta.path.clone())
+                .collect()
+        })
+    }
+
+    async fn segments(&self, path: &str) -> Result<Vec<SegmentRef>> {
+        self.with(|s| {
+            s.streams
+                .get(path)
+                .map(|st| st.segments.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn seal_segment(&self, path: &str, segment: &SegmentRef, _: Durability) -> Result<bool> {
+        self.with(|s| {
+            let Some(st) = s.streams.get_mut(path) else {
+                return false;
+            };
+            st.chunks.retain(|offset, data| {
+                !(segment.start <= *offset && offset + data.len() as u64 <= segment.end)
+            });
+            st.segments.push(segment.clone());
+            true
+        })
+    }
+}

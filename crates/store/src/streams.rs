@@ -1,0 +1,142 @@
+//! What the Durable Streams capability needs from storage: an append-only log per stream plus
+//! its metadata, changed together atomically.
+//!
+//! A stream is addressed by its path. Its data is a sequence of chunks, each stored at the
+//! offset of its first byte (offsets are capability-defined `u64` positions, strictly
+//! increasing, `chunk.offset + chunk.data.len()` = the next chunk's offset), so a catch-up read
+//! is a range scan from an offset. Everything else the protocol keeps per stream (content type,
+//! TTL, closure, producer states, fork links, soft deletion) is the capability's own encoding
+//! in [`StreamMeta::state`]; the engine only reads the few fields it needs to index.
+//!
+//! Atomicity: [`StreamStore::commit`] writes chunks and the new metadata in one step, guarded
+//! by the expected tail, so "append + close + producer sequence update" is never half-done and
+//! a writer that lost a race (another node) learns it instead of corrupting the log.
+//!
+//! Cold storage: sealed ranges of a stream can move to object storage. The engine keeps the
+//! segment index ([`SegmentRef`]); [`StreamStore::seal_segment`] records a segment and drops
+//! the hot chunks it covers in one step. Reads of sealed ranges go to the object store (the
+//! capability does that); the engine's `read_chunks` returns only hot chunks.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Durability, Millis, Result};
+
+/// Metadata of one stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// The stream's path (its name).
+    pub path: String,
+    /// Offset after the last byte (where the next chunk goes).
+    pub tail: u64,
+    /// When the stream stops existing, if it expires (absolute, or sliding as last refreshed);
+    /// indexed so expired streams can be found.
+    pub expires_at: Option<Millis>,
+    /// The capability's encoding of everything else (content type, TTL, closure, producers,
+    /// forks, soft deletion...). Opaque to engines.
+    pub state: Vec<u8>,
+}
+
+/// A stored piece of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// Offset of its first byte.
+    pub offset: u64,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+impl StreamChunk {
+    /// Offset after its last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// An immutable range of a stream that lives in object storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// First offset covered.
+    pub start: u64,
+    /// Offset after the last byte covered.
+    pub end: u64,
+    /// Object-store key of the segment file.
+    pub object_key: String,
+}
+
+/// Outcome of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Chunks and metadata written.
+    Written,
+    /// The stream's stored tail is not the expected one (another writer got there first), or
+    /// the stream does not exist.
+    Conflict,
+}
+
+/// Storage for streams.
+#[async_trait]
+pub trait StreamStore: Send + Sync {
+    /// The stream's metadata, if it exists (expiry is the capability's decision: engines
+    /// return expired streams too).
+    async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>>;
+
+    /// Creates a stream with its initial chunks. False (nothing written) if the path exists.
+    async fn create_stream(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        durability: Durability,
+    ) -> Result<bool>;
+
+    /// Appends `chunks` (possibly none) and replaces the metadata with `meta`, atomically, if
+    /// the stored tail equals `expected_tail`. `meta.tail` must be the end of the last chunk
+    /// (or `expected_tail` when there are none).
+    async fn commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit>;
+
+    /// Hot chunks that end after `from`, in offset order, stopping once `max_bytes` were
+    /// collected (always at least one chunk when any exists). A chunk starting before `from`
+    /// is returned whole; the caller slices.
+    async fn read_chunks(
+        &self,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>>;
+
+    /// Deletes the stream: metadata, chunks and segment index. True if it existed. (Segment
+    /// files in object storage are the capability's to delete, before calling this.)
+    async fn delete_stream(&self, path: &str, durability: Durability) -> Result<bool>;
+
+    /// Paths starting with `prefix`, strictly after `after`, ascending, at most `limit`.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+
+    /// Paths of streams whose `expires_at` is at or before `now`, at most `limit`.
+    async fn expired_streams(&self, now: Millis, limit: usize) -> Result<Vec<String>>;
+
+    /// The stream's cold segments, in offset order.
+    async fn segments(&self, path: &str) -> Result<Vec<SegmentRef>>;
+
+    /// Records `segment` and deletes the hot chunks it covers (those with
+    /// `segment.start <= offset` and `end <= segment.end`), atomically. The segment must start
+    /// where the previous one ended (or at the stream's first offset) and end on a chunk
+    /// boundary. False (nothing changed) if the stream does not exist.
+    async fn seal_segment(
+        &self,
+        path: &str,
+        segment: &SegmentRef,
+        durability: Durability,
+    ) -> Result<bool>;
+}
