@@ -98,22 +98,34 @@ async fn read(State(s): State<SessionsState>, Path(id): Path<String>) -> Respons
     }
 }
 
+/// PUT `/update/:id` and PATCH `/add/:id`: the same flow, a different merge and answer.
+async fn change(
+    s: &SessionsState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    update: fn(Map<String, Value>) -> Update,
+    answer: &'static str,
+) -> Response {
+    let result = async {
+        let data = object_body(body)?;
+        s.sessions
+            .update(id, update(data), None, durability(headers)?)
+            .await
+    };
+    match result.await {
+        Ok(_) => text(StatusCode::OK, answer),
+        Err(err) => not_found_as_text(err),
+    }
+}
+
 async fn replace(
     State(s): State<SessionsState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let data = object_body(body)?;
-        s.sessions
-            .update(&id, Update::Replace(data), None, durability(&headers)?)
-            .await
-    };
-    match result.await {
-        Ok(_) => text(StatusCode::OK, "Session updated"),
-        Err(err) => not_found_as_text(err),
-    }
+    change(&s, &id, &headers, body, Update::Replace, "Session updated").await
 }
 
 async fn add(
@@ -122,16 +134,15 @@ async fn add(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let data = object_body(body)?;
-        s.sessions
-            .update(&id, Update::Shallow(data), None, durability(&headers)?)
-            .await
-    };
-    match result.await {
-        Ok(_) => text(StatusCode::OK, "Session updated with additional data"),
-        Err(err) => not_found_as_text(err),
-    }
+    change(
+        &s,
+        &id,
+        &headers,
+        body,
+        Update::Shallow,
+        "Session updated with additional data",
+    )
+    .await
 }
 
 async fn remove(
