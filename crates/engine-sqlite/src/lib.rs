@@ -9,14 +9,14 @@
 //! - [`schema`]: the on-disk format, its migrations and the durability argument.
 //! - `writer`: the writer thread, group commit, `Durability` handling, commit metrics.
 //! - `reader`: the read-only connection pool.
-//! - `sessions`, `cache`, `objects`: the trait implementations as SQL.
+//! - `sessions`, `cache`, `objects`, `streams`: the trait implementations as SQL.
 //! - `error`: mapping of SQLite errors onto `StoreError`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), sessiond_store::StoreError> {
 //! use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
 //! let engine = SqliteEngine::open(std::path::Path::new("/var/lib/sessiond"), SqliteOptions::default())?;
-//! let stores = sessiond_store::Stores::from_engine(engine);
+//! let stores = sessiond_store::Stores::from_engine(engine.clone()).with_streams(engine);
 //! # let _ = stores; Ok(()) }
 //! ```
 
@@ -26,6 +26,7 @@ mod objects;
 mod reader;
 pub mod schema;
 mod sessions;
+mod streams;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -31,7 +31,7 @@ fn alarm(row: &Row<'_>) -> rusqlite::Result<AlarmRecord> {
 /// none (empty prefix, or only `char::MAX`s). UTF-8 byte order equals code point order, so
 /// replacing the last character that has a successor by that successor (and dropping what
 /// follows) gives the bound: no string lies between `prefix + anything` and it.
-fn prefix_end(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let mut next = u32::from(last) + 1;

@@ -43,6 +43,33 @@
 //! their rows carry application payloads of unbounded size, which SQLite advises against
 //! storing inside a `WITHOUT ROWID` b-tree.
 //!
+//! # Tables (version 2: Durable Streams)
+//!
+//! | table | column | type | meaning |
+//! | --- | --- | --- | --- |
+//! | `streams` | `id` | INTEGER, primary key (the rowid) | this incarnation of the stream |
+//! | | `path` | TEXT, unique | the stream's path |
+//! | | `tail` | INTEGER ≥ 0 | offset after the last byte (a `u64` below 2^63) |
+//! | | `expires_at` | INTEGER, nullable | unix ms; NULL = never expires |
+//! | | `state` | BLOB | the capability's opaque per-stream state |
+//! | `stream_chunks` | `stream`, `offset` | INTEGER, primary key together | `streams.id`, first byte's offset |
+//! | | `data` | BLOB | the chunk's bytes, verbatim |
+//! | `stream_segments` | `stream`, `start` | INTEGER, primary key together | `streams.id`, first offset covered |
+//! | | `end` | INTEGER | offset after the last byte covered |
+//! | | `object_key` | TEXT | object-store key of the sealed segment file |
+//!
+//! Chunks and segments are keyed by the integer `streams.id`, not the path: the key of every
+//! chunk row is then two varints (a few bytes) instead of a path of up to hundreds of bytes
+//! repeated per chunk, so more chunks fit a page and a catch-up read touches fewer pages. A
+//! deleted and recreated path gets a new `id` (the rowid of a new row); the delete removes the
+//! old id's rows in the same transaction, so nothing of an old incarnation can show through
+//! even if SQLite reuses the number. `stream_chunks` is `WITHOUT ROWID` so its rows live in the
+//! `(stream, offset)` b-tree itself: a catch-up read is one seek plus a forward scan of
+//! adjacent leaf pages, with no second lookup per chunk. Chunks larger than about a tenth of a
+//! page spill to overflow pages (as they would in a rowid table); appends of a few hundred
+//! bytes, the common case, stay inline. `streams` keeps a rowid because `state` (producer
+//! states) can grow; `streams_by_expiry (expires_at)` is partial (only streams that expire).
+//!
 //! # Invariants
 //!
 //! - `sessions.expires_at = min(idle_expires_at, absolute_expires_at)` on every row: every
@@ -53,6 +80,11 @@
 //! - Every alarm belongs to an object address; `delete_object` deletes the object's alarms in
 //!   the same transaction. (There is no foreign key: an alarm may be armed before the object
 //!   first saves state.)
+//! - For every stream, `stream_chunks` offsets are strictly increasing with each chunk ending
+//!   where the next starts, and `tail` is the end of the last chunk: `commit` checks the
+//!   expected tail and writes chunks and metadata in one command of the writer, so a lost race
+//!   writes nothing. Every `stream_chunks`/`stream_segments` row's `stream` is a live
+//!   `streams.id`: `delete_stream` removes all three in one command.
 //! - Text is UTF-8 compared with SQLite's BINARY collation (memcmp), i.e. byte order, which is
 //!   the order `list_objects` promises.
 //!
@@ -81,7 +113,7 @@ use sessiond_store::{Result, StoreError};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations; entry `i` moves the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// Version 1: sessions, cache, objects and alarms.
 const MIGRATION_1: &str = "
@@ -130,6 +162,33 @@ CREATE TABLE alarms (
     PRIMARY KEY (kind, key, name)
 ) WITHOUT ROWID;
 CREATE INDEX alarms_by_due ON alarms (due_at);
+";
+
+/// Version 2: Durable Streams (metadata, hot chunks, cold-segment index).
+const MIGRATION_2: &str = "
+CREATE TABLE streams (
+    id         INTEGER PRIMARY KEY,
+    path       TEXT    NOT NULL UNIQUE,
+    tail       INTEGER NOT NULL CHECK (tail >= 0),
+    expires_at INTEGER,
+    state      BLOB    NOT NULL
+);
+CREATE INDEX streams_by_expiry ON streams (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE stream_chunks (
+    stream INTEGER NOT NULL,
+    offset INTEGER NOT NULL CHECK (offset >= 0),
+    data   BLOB    NOT NULL,
+    PRIMARY KEY (stream, offset)
+) WITHOUT ROWID;
+
+CREATE TABLE stream_segments (
+    stream     INTEGER NOT NULL,
+    start      INTEGER NOT NULL CHECK (start >= 0),
+    end        INTEGER NOT NULL CHECK (end >= start),
+    object_key TEXT    NOT NULL,
+    PRIMARY KEY (stream, start)
+) WITHOUT ROWID;
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -34,6 +34,7 @@ pub fn router(
     config: &Config,
     stores: Stores,
     sessions: SessionsState,
+    streams: Option<sessiond_streams::Streams>,
     metrics: PrometheusHandle,
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys);
@@ -50,6 +51,10 @@ pub fn router(
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
+    // Durable Streams (only on engines that store streams).
+    if let Some(streams) = streams {
+        app = app.merge(guard(RouteSet::Streams, sessiond_streams::router(streams)));
+    }
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());
         app = app.nest(

@@ -60,6 +60,8 @@ pub enum RouteSet {
     Cache,
     /// The seed-compatible surfaces under their prefixes.
     Compat,
+    /// Durable Streams, `/v1/stream/...`.
+    Streams,
 }
 
 /// The whole configuration.
@@ -91,6 +93,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Object runtime.
     pub runtime: RuntimeConfig,
+    /// Durable Streams (limits, long-poll timeout, read page size).
+    pub streams: sessiond_streams::StreamsConfig,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             redis: RedisConfig::default(),
             runtime: RuntimeConfig::default(),
+            streams: sessiond_streams::StreamsConfig::default(),
         }
     }
 }
@@ -258,6 +263,26 @@ pub struct Overrides {
     /// `--redis-url`.
     #[serde(skip_serializing_if = "Option::is_none", rename = "redis")]
     pub redis_url: Option<RedisUrlOverride>,
+    /// `--long-poll-timeout-ms` / `--max-read-chunk-bytes`, nested under `streams`.
+    #[serde(skip_serializing_if = "StreamsOverride::is_empty")]
+    pub streams: StreamsOverride,
+}
+
+/// Streams flags nested as `streams.*`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamsOverride {
+    /// `--long-poll-timeout-ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_poll_timeout_ms: Option<u64>,
+    /// `--max-read-chunk-bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_read_chunk_bytes: Option<usize>,
+}
+
+impl StreamsOverride {
+    fn is_empty(&self) -> bool {
+        self.long_poll_timeout_ms.is_none() && self.max_read_chunk_bytes.is_none()
+    }
 }
 
 /// `--redis-url` nested as `redis.url`.
@@ -296,6 +321,7 @@ impl Config {
             );
         }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
+        self.streams.validate().map_err(anyhow::Error::msg)?;
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }

@@ -27,7 +27,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                         config.data_dir.display()
                     )
                 })?;
-            Ok(Stores::from_engine(engine))
+            Ok(Stores::from_engine(engine.clone()).with_streams(engine))
         }
         EngineKind::Redis => {
             let options = RedisOptions {

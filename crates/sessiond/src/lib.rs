@@ -89,6 +89,16 @@ pub async fn run(
     );
     let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
     let user_locks: ObjectKind<()> = runtime.kind("user");
+    // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups).
+    let streams = stores.streams.clone().map(|store| {
+        sessiond_streams::Streams::new(
+            store,
+            std::sync::Arc::new(sessiond_streams::NoCold),
+            runtime.kind("stream"),
+            config.streams.clone(),
+            stores.admin.exclusive(),
+        )
+    });
     let runtime = runtime.start();
 
     let sessions_config = Arc::new(config.sessions.clone());
@@ -102,7 +112,7 @@ pub async fn run(
         ),
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );
-    let app = app::router(&config, stores.clone(), state, metrics);
+    let app = app::router(&config, stores.clone(), state, streams.clone(), metrics);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -115,6 +125,13 @@ pub async fn run(
         sessions_config,
         stopped(stop_rx.clone()),
     ));
+
+    let stream_sweeper = streams.map(|streams| {
+        tokio::spawn(sessiond_streams::sweeper::run(
+            streams,
+            stopped(stop_rx.clone()),
+        ))
+    });
 
     tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
     let serve = axum::serve(listener, app)
@@ -129,6 +146,9 @@ pub async fn run(
     }
     tracing::info!("draining background work");
     let _ = sweeper.await;
+    if let Some(stream_sweeper) = stream_sweeper {
+        let _ = stream_sweeper.await;
+    }
     runtime.shutdown().await;
     stores.admin.close().await?;
     tracing::info!("sessiond stopped cleanly");

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use sessiond::config::{Config, EngineKind, LogFormat, Overrides, RedisUrlOverride};
+use sessiond::config::{
+    Config, EngineKind, LogFormat, Overrides, RedisUrlOverride, StreamsOverride,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -52,6 +54,12 @@ struct ConfigArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
+    /// Durable Streams: how long a long-poll read waits at the tail (milliseconds).
+    #[arg(long, value_name = "MS")]
+    long_poll_timeout_ms: Option<u64>,
+    /// Durable Streams: largest body of one catch-up read page (bytes).
+    #[arg(long, value_name = "BYTES")]
+    max_read_chunk_bytes: Option<usize>,
 }
 
 impl ConfigArgs {
@@ -62,6 +70,10 @@ impl ConfigArgs {
             engine: self.engine,
             api_keys: (!self.api_keys.is_empty()).then(|| self.api_keys.clone()),
             redis_url: self.redis_url.clone().map(|url| RedisUrlOverride { url }),
+            streams: StreamsOverride {
+                long_poll_timeout_ms: self.long_poll_timeout_ms,
+                max_read_chunk_bytes: self.max_read_chunk_bytes,
+            },
         };
         Config::load(self.config.as_deref(), &overrides)
     }

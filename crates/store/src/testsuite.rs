@@ -13,9 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cache::{CacheEntry, CachePut};
-use crate::objects::AlarmRecord;
 use crate::sessions::{Cas, SessionRecord};
 use crate::{now_ms, Durability, Stores};
+
+mod objects;
+mod streams;
+use objects::{objects_alarms, objects_state_and_listing};
+pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
 
 const C: Durability = Durability::Confirmed;
 const HOUR: i64 = 3_600_000;
@@ -28,7 +32,7 @@ fn unique(tag: &str) -> String {
     format!("{tag}-{}-{}-{n}", std::process::id(), now_ms())
 }
 
-/// Runs every check against one engine.
+/// Runs every check against one engine (the stream checks too when `stores.streams` is set).
 pub async fn run_all(stores: Stores) {
     sessions_round_trip(&stores).await;
     sessions_expiry(&stores).await;
@@ -42,6 +46,9 @@ pub async fn run_all(stores: Stores) {
     cache_namespace_limit(&stores).await;
     objects_state_and_listing(&stores).await;
     objects_alarms(&stores).await;
+    if let Some(streams) = stores.streams.clone() {
+        run_streams(streams).await;
+    }
     stores.admin.ping().await.unwrap();
 }
 
@@ -549,141 +556,11 @@ async fn cache_namespace_limit(s: &Stores) {
     );
 }
 
-async fn objects_state_and_listing(s: &Stores) {
-    let kind = unique("kind");
-    let o = &s.objects;
-    assert!(o.load_object(&kind, "a").await.unwrap().is_none());
-    for key in ["user:1", "user:2", "user:10", "room:1"] {
-        o.save_object(&kind, key, key.as_bytes(), C).await.unwrap();
-    }
-    o.save_object(&kind, "user:1", b"\x00binary\xff", C)
-        .await
-        .unwrap();
-    assert_eq!(
-        o.load_object(&kind, "user:1").await.unwrap().as_deref(),
-        Some(&b"\x00binary\xff"[..])
-    );
-    assert_eq!(
-        o.list_objects(&kind, "user:", None, 100).await.unwrap(),
-        ["user:1", "user:10", "user:2"]
-    );
-    assert_eq!(
-        o.list_objects(&kind, "user:", Some("user:1"), 1)
-            .await
-            .unwrap(),
-        ["user:10"]
-    );
-    assert_eq!(o.list_objects(&kind, "", None, 100).await.unwrap().len(), 4);
-    assert!(o
-        .list_objects(&unique("other-kind"), "", None, 100)
-        .await
-        .unwrap()
-        .is_empty());
-    let alarm = AlarmRecord {
-        kind: kind.clone(),
-        key: "user:2".into(),
-        name: "gc".into(),
-        due_at: 5,
-        attempt: 0,
-        payload: String::new(),
-    };
-    o.put_alarm(&alarm, C).await.unwrap();
-    assert!(o.delete_object(&kind, "user:2", C).await.unwrap());
-    assert!(!o.delete_object(&kind, "user:2", C).await.unwrap());
-    assert!(
-        o.object_alarms(&kind, "user:2").await.unwrap().is_empty(),
-        "delete_object drops alarms"
-    );
-    assert!(o.load_object(&kind, "user:2").await.unwrap().is_none());
-}
-
-async fn objects_alarms(s: &Stores) {
-    let kind = unique("alarm-kind");
-    let o = &s.objects;
-    let mk = |key: &str, name: &str, due_at: i64| AlarmRecord {
-        kind: kind.clone(),
-        key: key.into(),
-        name: name.into(),
-        due_at,
-        attempt: 0,
-        payload: format!("{key}/{name}"),
-    };
-    // Far-past due times that no other check uses, so they sort first.
-    o.put_alarm(&mk("k1", "b", 30), C).await.unwrap();
-    o.put_alarm(&mk("k1", "a", 20), C).await.unwrap();
-    o.put_alarm(&mk("k2", "a", 10), C).await.unwrap();
-    o.put_alarm(&mk("k3", "later", now_ms() + HOUR), C)
-        .await
-        .unwrap();
-    let mine = |v: Vec<AlarmRecord>| v.into_iter().filter(|a| a.kind == kind).collect::<Vec<_>>();
-    let due = mine(o.due_alarms(25, 1000).await.unwrap());
-    assert_eq!(
-        due.iter().map(|a| a.due_at).collect::<Vec<_>>(),
-        [10, 20],
-        "due ones, earliest first"
-    );
-    assert_eq!(due[0].payload, "k2/a");
-    assert!(o.next_alarm_at().await.unwrap().unwrap() <= 10);
-    // Re-arming replaces, attempt counts persist.
-    let mut retry = mk("k1", "a", 40);
-    retry.attempt = 3;
-    o.put_alarm(&retry, C).await.unwrap();
-    let of_k1 = o.object_alarms(&kind, "k1").await.unwrap();
-    assert_eq!(of_k1.len(), 2, "several alarms per object");
-    assert!(of_k1.contains(&retry));
-    assert!(
-        !o.delete_alarm(&kind, "k1", "a", Some(20), C).await.unwrap(),
-        "stale due time: kept"
-    );
-    // Reschedule is a compare-and-set on the due time.
-    let mut moved = retry.clone();
-    moved.due_at = 50;
-    moved.attempt = 4;
-    assert!(
-        !o.reschedule_alarm(&moved, 39, C).await.unwrap(),
-        "wrong expected due time"
-    );
-    assert!(o.reschedule_alarm(&moved, 40, C).await.unwrap());
-    assert!(
-        !o.reschedule_alarm(&moved, 40, C).await.unwrap(),
-        "already moved"
-    );
-    assert!(o.object_alarms(&kind, "k1").await.unwrap().contains(&moved));
-    assert!(
-        mine(o.due_alarms(45, 1000).await.unwrap())
-            .iter()
-            .all(|a| a.name != "a" || a.key != "k1"),
-        "the due index follows the new time"
-    );
-    let mut ghost = moved.clone();
-    ghost.name = "ghost".into();
-    assert!(
-        !o.reschedule_alarm(&ghost, 50, C).await.unwrap(),
-        "never creates"
-    );
-    assert!(o
-        .object_alarms(&kind, "k1")
-        .await
-        .unwrap()
-        .iter()
-        .all(|a| a.name != "ghost"));
-    let retry = moved;
-    assert!(o
-        .delete_alarm(&kind, "k1", "a", Some(retry.due_at), C)
-        .await
-        .unwrap());
-    assert!(o.delete_alarm(&kind, "k1", "b", None, C).await.unwrap());
-    assert!(o.delete_alarm(&kind, "k2", "a", None, C).await.unwrap());
-    assert!(mine(o.due_alarms(now_ms(), 1000).await.unwrap()).is_empty());
-    assert_eq!(o.object_alarms(&kind, "k3").await.unwrap().len(), 1);
-    o.delete_alarm(&kind, "k3", "later", None, C).await.unwrap();
-}
-
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn memory_engine_passes_the_suite() {
         let engine = std::sync::Arc::new(crate::memory::MemoryEngine::new());
-        super::run_all(crate::Stores::from_engine(engine)).await;
+        super::run_all(crate::Stores::from_engine(engine.clone()).with_streams(engine)).await;
     }
 }

@@ -1,0 +1,292 @@
+//! `StreamStore` as SQL over the `streams`, `stream_chunks` and `stream_segments` tables (the
+//! layout and why it is shaped so are in `schema.rs`, version 2).
+//!
+//! Writes are commands of the writer thread, so they join its group commit: appends to many
+//! streams that arrive together share one transaction and one WAL fsync, and each is answered
+//! per its `Durability` only after that. Each command's read-then-write logic (the tail check of
+//! `commit`, the existence checks of `create_stream` and `seal_segment`) runs inside the
+//! writer's transaction, under the command's own savepoint: a failing command (say, a chunk
+//! offset that already exists) rolls back all of its rows and nothing else.
+//!
+//! Reads run on the reader pool. A read that needs several statements (find the stream's id,
+//! then the chunk containing `from`, then scan) runs them in one read transaction, so it sees
+//! one snapshot even if a seal or a delete-and-recreate commits in between. The scan steps rows
+//! lazily and stops once `max_bytes` are collected, so a page costs what it returns, whatever
+//! the stream's length.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use sessiond_store::{
+    Commit, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+};
+
+use crate::error::{limit, out_of_range};
+use crate::objects::prefix_end;
+use crate::SqliteEngine;
+
+/// A `u64` offset as an SQLite INTEGER (offsets at or above 2^63 are refused).
+fn off(what: &str, value: u64) -> rusqlite::Result<i64> {
+    i64::try_from(value).map_err(|_| out_of_range(what, value))
+}
+
+/// Reads a stored offset back (a negative one would be a corrupt file: the CHECKs forbid it).
+fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(i)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+}
+
+/// The id of the stream at `path`, if it exists.
+fn stream_id(conn: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM streams WHERE path = ?1")?
+        .query_row([path], |row| row.get(0))
+        .optional()
+}
+
+/// Inserts `chunks` for stream `id`.
+fn insert_chunks(conn: &Connection, id: i64, chunks: &[StreamChunk]) -> rusqlite::Result<()> {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?;
+    for c in chunks {
+        stmt.execute(params![id, off("chunk offset", c.offset)?, c.data])?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl StreamStore for SqliteEngine {
+    async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
+        let path = path.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT tail, expires_at, state FROM streams WHERE path = ?1")?
+                .query_row([&path], |row| {
+                    Ok(StreamMeta {
+                        path: path.clone(),
+                        tail: stored_off(row, 0)?,
+                        expires_at: row.get(1)?,
+                        state: row.get(2)?,
+                    })
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn create_stream(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        durability: Durability,
+    ) -> Result<bool> {
+        let (meta, chunks) = (meta.clone(), chunks.to_vec());
+        self.write(durability, move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO streams (path, tail, expires_at, state) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (path) DO NOTHING",
+                )?
+                .execute(params![
+                    meta.path,
+                    off("tail", meta.tail)?,
+                    meta.expires_at,
+                    meta.state
+                ])?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_chunks(conn, conn.last_insert_rowid(), &chunks)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit> {
+        let (path, meta, chunks) = (path.to_owned(), meta.clone(), chunks.to_vec());
+        self.write(durability, move |conn| {
+            // The compare and the set are one command of the writer: nothing else runs between.
+            let current: Option<(i64, i64)> = conn
+                .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
+                .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let expected = off("expected tail", expected_tail)?;
+            let Some((id, _)) = current.filter(|(_, tail)| *tail == expected) else {
+                return Ok(Commit::Conflict);
+            };
+            insert_chunks(conn, id, &chunks)?;
+            conn.prepare_cached(
+                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                off("tail", meta.tail)?,
+                meta.expires_at,
+                meta.state
+            ])?;
+            Ok(Commit::Written)
+        })
+        .await
+    }
+
+    async fn read_chunks(
+        &self,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>> {
+        let path = path.to_owned();
+        self.read(move |conn| {
+            // One snapshot for the three statements (a deferred, read-only transaction).
+            let tx = conn.unchecked_transaction()?;
+            let Some(id) = stream_id(&tx, &path)? else {
+                return Ok(Vec::new());
+            };
+            let from_i = i64::try_from(from).unwrap_or(i64::MAX);
+            // The chunk containing `from` may start before it: start the scan there.
+            let start: i64 = tx
+                .prepare_cached(
+                    "SELECT offset FROM stream_chunks WHERE stream = ?1 AND offset <= ?2
+                     ORDER BY offset DESC LIMIT 1",
+                )?
+                .query_row(params![id, from_i], |row| row.get(0))
+                .optional()?
+                .unwrap_or(from_i);
+            let mut stmt = tx.prepare_cached(
+                "SELECT offset, data FROM stream_chunks WHERE stream = ?1 AND offset >= ?2
+                 ORDER BY offset",
+            )?;
+            let mut rows = stmt.query(params![id, start])?;
+            let mut out: Vec<StreamChunk> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                if !out.is_empty() && bytes >= max_bytes {
+                    break;
+                }
+                let chunk = StreamChunk {
+                    offset: stored_off(row, 0)?,
+                    data: row.get(1)?,
+                };
+                if chunk.end() <= from {
+                    continue;
+                }
+                bytes = bytes.saturating_add(chunk.data.len());
+                out.push(chunk);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_stream(&self, path: &str, durability: Durability) -> Result<bool> {
+        let path = path.to_owned();
+        self.write(durability, move |conn| {
+            let Some(id) = stream_id(conn, &path)? else {
+                return Ok(false);
+            };
+            conn.prepare_cached("DELETE FROM stream_chunks WHERE stream = ?1")?
+                .execute([id])?;
+            conn.prepare_cached("DELETE FROM stream_segments WHERE stream = ?1")?
+                .execute([id])?;
+            conn.prepare_cached("DELETE FROM streams WHERE id = ?1")?
+                .execute([id])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        // The same half-open range walk of the `path` index as `list_objects` (see there).
+        let (lower_op, lower) = match after {
+            Some(after) if after >= prefix => (">", after.to_owned()),
+            _ => (">=", prefix.to_owned()),
+        };
+        let upper = prefix_end(prefix);
+        let sql = format!(
+            "SELECT path FROM streams WHERE path {lower_op} ?1 {} ORDER BY path LIMIT ?2",
+            if upper.is_some() { "AND path < ?3" } else { "" }
+        );
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let path = |row: &rusqlite::Row<'_>| row.get::<_, String>(0);
+            let rows = match &upper {
+                Some(upper) => stmt.query_map(params![lower, limit(max), upper], path)?,
+                None => stmt.query_map(params![lower, limit(max)], path)?,
+            };
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn expired_streams(&self, now: Millis, max: usize) -> Result<Vec<String>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT path FROM streams WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+            )?
+            .query_map(params![now, limit(max)], |row| row.get(0))?
+            .collect()
+        })
+        .await
+    }
+
+    async fn segments(&self, path: &str) -> Result<Vec<SegmentRef>> {
+        let path = path.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT g.start, g.end, g.object_key FROM streams s
+                 JOIN stream_segments g ON g.stream = s.id
+                 WHERE s.path = ?1 ORDER BY g.start",
+            )?
+            .query_map([&path], |row| {
+                Ok(SegmentRef {
+                    start: stored_off(row, 0)?,
+                    end: stored_off(row, 1)?,
+                    object_key: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn seal_segment(
+        &self,
+        path: &str,
+        segment: &SegmentRef,
+        durability: Durability,
+    ) -> Result<bool> {
+        let (path, segment) = (path.to_owned(), segment.clone());
+        self.write(durability, move |conn| {
+            let Some(id) = stream_id(conn, &path)? else {
+                return Ok(false);
+            };
+            let (start, end) = (
+                off("segment start", segment.start)?,
+                off("segment end", segment.end)?,
+            );
+            conn.prepare_cached(
+                "INSERT INTO stream_segments (stream, start, end, object_key)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, start, end, segment.object_key])?;
+            // The range bounds the scan to the segment's keys; the length test keeps a chunk
+            // that straddles `end` (`length()` of a blob reads no overflow pages).
+            conn.prepare_cached(
+                "DELETE FROM stream_chunks WHERE stream = ?1 AND offset >= ?2 AND offset < ?3
+                   AND offset + length(data) <= ?3",
+            )?
+            .execute(params![id, start, end])?;
+            Ok(true)
+        })
+        .await
+    }
+}

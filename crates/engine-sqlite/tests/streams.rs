@@ -1,0 +1,131 @@
+//! Streams on SQLite: the shared suite, group commit across streams, and persistence.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
+use sessiond_store::testsuite::{run_streams, stream_chunk, stream_meta};
+use sessiond_store::{Commit, Durability, EngineAdmin, SegmentRef, StreamMeta, StreamStore};
+
+const C: Durability = Durability::Confirmed;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_streams_pass_the_shared_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    run_streams(engine.clone()).await;
+    engine.close().await.unwrap();
+    assert!(
+        engine.stream_meta("x").await.is_err(),
+        "closed engine refuses reads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_to_many_streams_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    const STREAMS: usize = 100;
+    const APPENDS: usize = 10;
+    for i in 0..STREAMS {
+        let m = stream_meta(&format!("s/{i}"), 0, b"");
+        assert!(engine.create_stream(&m, &[], C).await.unwrap());
+    }
+    let before = engine.stats();
+    // 100 writers, one per stream, each appending 10 times in a row (appends to one stream
+    // are serialized by the capability): 1,000 confirmed appends, 100 in flight at once.
+    let tasks: Vec<_> = (0..STREAMS)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let path = format!("s/{i}");
+                let mut tail = 0u64;
+                for _ in 0..APPENDS {
+                    let c = stream_chunk(tail, 256);
+                    let m = stream_meta(&path, c.end(), b"");
+                    let outcome = engine
+                        .commit(&path, tail, std::slice::from_ref(&c), &m, C)
+                        .await;
+                    assert_eq!(outcome.unwrap(), Commit::Written);
+                    tail = c.end();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = engine.stats();
+    let writes = after.writes - before.writes;
+    let commits = after.commits - before.commits;
+    assert_eq!(writes, (STREAMS * APPENDS) as u64);
+    assert!(
+        commits * 5 <= writes,
+        "{writes} appends took {commits} transactions: group commit is not batching"
+    );
+    for i in 0..STREAMS {
+        let chunks = engine
+            .read_chunks(&format!("s/{i}"), 0, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(chunks.len(), APPENDS);
+    }
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = vec![
+        stream_chunk(0, 10),
+        stream_chunk(10, 5),
+        stream_chunk(15, 7),
+    ];
+    let meta = StreamMeta {
+        expires_at: Some(1_000),
+        ..stream_meta("kept", 22, &[0, 1, 2, 0])
+    };
+    let segment = SegmentRef {
+        start: 0,
+        end: 10,
+        object_key: "streams/a2VwdA/seg".into(),
+    };
+    {
+        let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+        assert!(engine
+            .create_stream(&stream_meta("kept", 0, b""), &[], C)
+            .await
+            .unwrap());
+        // Unconfirmed writes are flushed by close, too.
+        let outcome = engine
+            .commit("kept", 0, &chunks, &meta, Durability::Unconfirmed)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Commit::Written);
+        assert!(engine.seal_segment("kept", &segment, C).await.unwrap());
+        engine
+            .create_stream(&stream_meta("gone", 0, b""), &[], C)
+            .await
+            .unwrap();
+        assert!(engine.delete_stream("gone", C).await.unwrap());
+        engine.close().await.unwrap();
+    }
+    let engine: Arc<SqliteEngine> =
+        SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert_eq!(engine.stream_meta("kept").await.unwrap(), Some(meta));
+    assert_eq!(
+        engine.read_chunks("kept", 0, usize::MAX).await.unwrap(),
+        chunks[1..]
+    );
+    assert_eq!(engine.segments("kept").await.unwrap(), vec![segment]);
+    assert!(engine.stream_meta("gone").await.unwrap().is_none());
+    assert_eq!(
+        engine.list_streams("", None, 10).await.unwrap(),
+        vec!["kept".to_string()]
+    );
+    assert_eq!(
+        engine.expired_streams(1_000, 10).await.unwrap(),
+        vec!["kept".to_string()]
+    );
+    engine.close().await.unwrap();
+}

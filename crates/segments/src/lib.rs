@@ -1,0 +1,238 @@
+//! The cold tier of Durable Streams: sealed ranges of a stream as immutable segment files in
+//! object storage (a local directory by default, any S3-compatible store by configuration).
+//!
+//! Why: the engine's hot log is the right place for the tail of a stream (appends group-commit,
+//! reads of recent data are range scans), but a stream that grows for months should not keep
+//! every byte in the embedded database. Compaction moves the oldest hot range of a stream into
+//! one segment object and drops those hot rows; reads below the first hot chunk come from here.
+//!
+//! - [`format`]: the segment file's byte layout (framed chunks + CRC-32).
+//! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
+//!   [`spawn_compactor`].
+//!
+//! # Durability and crash safety
+//!
+//! The only link between the engine and an object is the segment index row that
+//! `StreamStore::seal_segment` writes, in the same engine transaction that deletes the hot
+//! chunks the segment covers. Compaction writes (and, on the local file system, fsyncs: the
+//! store is built `with_fsync(true)`) the object **before** it asks the engine to seal, and the
+//! seal is `Durability::Confirmed`. So every crash point is safe:
+//! before the put, nothing happened; between the put and the seal, the object is an orphan
+//! (unreferenced, its bytes still hot in the engine), never a dangling index entry; after the
+//! seal, the index and the object are both durable. Orphans are harmless and are removed with
+//! the stream: [`ColdTier::delete_all`] deletes everything under the stream's key prefix, not
+//! only the indexed objects. A seal that finds the stream gone deletes its own object at once.
+//!
+//! # Keys
+//!
+//! `<prefix>streams/<base64url(path)>/<start:020>-<end:020>-<nonce:016x>.seg`: one "directory"
+//! per stream (so deleting a stream lists one prefix), zero-padded offsets (so keys sort in
+//! stream order), and a random nonce so a recreated stream can never collide with an object
+//! of an earlier incarnation of the same path.
+
+pub mod compact;
+pub mod format;
+
+use std::path::Path as FsPath;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use base64::Engine as _;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sessiond_store::{SegmentRef, StoreError, StreamChunk, StreamStore};
+
+pub use compact::{spawn_compactor, CompactionPolicy};
+
+/// Default directory of the local tier, relative to the server's data directory.
+pub const DEFAULT_LOCAL_DIR: &str = "segments";
+
+/// Settings of an S3-compatible store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// Bucket name (it must exist).
+    pub bucket: String,
+    /// Region (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Allow plain `http://` endpoints (loopback test servers, a private network).
+    pub allow_http: bool,
+    /// Key prefix inside the bucket (e.g. `sessiond/`); empty for the bucket root.
+    pub prefix: String,
+}
+
+/// The cold tier: where sealed segments are written and read.
+pub struct ColdTier {
+    objects: Arc<dyn ObjectStore>,
+    /// Prepended to every key (empty or ending with `/`).
+    prefix: String,
+    /// Per stream: the first hot offset compaction last saw, and since when (for `max_age`).
+    pub(crate) first_seen: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("cold tier: {what}: {e}"))
+}
+
+impl ColdTier {
+    /// A tier in a local directory (created if missing), e.g. `<data dir>/`[`DEFAULT_LOCAL_DIR`].
+    /// Writes are fsynced (file and directory entries) before they are reported done.
+    pub fn local(dir: &FsPath) -> Result<ColdTier, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unavailable(&format!("cannot create {}", dir.display()), e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| unavailable(&format!("cannot open {}", dir.display()), e))?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Self::with_store(Arc::new(store), ""))
+    }
+
+    /// A tier in an S3-compatible bucket (path-style requests, which every S3-compatible
+    /// server accepts).
+    pub fn s3(config: &S3Config) -> Result<ColdTier, StoreError> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&config.endpoint)
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_access_key_id(&config.access_key_id)
+            .with_secret_access_key(&config.secret_access_key)
+            .with_allow_http(config.allow_http)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(|e| unavailable("invalid S3 configuration", e))?;
+        Ok(Self::with_store(Arc::new(store), &config.prefix))
+    }
+
+    /// A tier on any `object_store` implementation (tests, other clouds).
+    pub fn with_store(objects: Arc<dyn ObjectStore>, prefix: &str) -> ColdTier {
+        let mut prefix = prefix.trim_matches('/').to_owned();
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        ColdTier {
+            objects,
+            prefix,
+            first_seen: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The key "directory" of one stream's segments.
+    fn stream_dir(&self, path: &str) -> String {
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path.as_bytes());
+        format!("{}streams/{name}", self.prefix)
+    }
+
+    /// A fresh key for the segment `[start, end)` of `path`.
+    pub(crate) fn segment_key(
+        &self,
+        path: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<String, StoreError> {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| unavailable("no randomness", e))?;
+        Ok(format!(
+            "{}/{start:020}-{end:020}-{:016x}.seg",
+            self.stream_dir(path),
+            u64::from_le_bytes(nonce)
+        ))
+    }
+
+    fn key(key: &str) -> Result<Path, StoreError> {
+        Path::parse(key).map_err(|e| StoreError::Corrupt(format!("bad segment key {key}: {e}")))
+    }
+
+    /// Writes a segment object (durable when this returns).
+    pub(crate) async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.objects
+            .put(&Self::key(key)?, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(&format!("writing {key}"), e))
+    }
+
+    /// Deletes an object; one that is already gone counts as deleted.
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+        match self.objects.delete(&Self::key(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(unavailable(&format!("deleting {key}"), e)),
+        }
+    }
+
+    /// Reads and verifies one segment.
+    async fn load(&self, segment: &SegmentRef) -> Result<Vec<StreamChunk>, StoreError> {
+        let key = &segment.object_key;
+        let bytes = self
+            .objects
+            .get(&Self::key(key)?)
+            .await
+            .map_err(|e| unavailable(&format!("reading {key}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| unavailable(&format!("reading {key}"), e))?;
+        let decoded = format::decode(&bytes)?;
+        if (decoded.start, decoded.end) != (segment.start, segment.end) {
+            return Err(StoreError::Corrupt(format!(
+                "segment {key} covers [{}, {}), its index entry says [{}, {})",
+                decoded.start, decoded.end, segment.start, segment.end
+            )));
+        }
+        Ok(decoded.chunks)
+    }
+
+    /// Chunks of `path`'s sealed segments that end after `from`, in offset order, with their
+    /// original boundaries, stopping once `max_bytes` were collected (at least one chunk when
+    /// any exists): the same contract as `StreamStore::read_chunks` for the hot log. Empty
+    /// when `from` is at or after the end of the last segment: the caller reads hot from there.
+    pub async fn read(
+        &self,
+        store: &dyn StreamStore,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>, StoreError> {
+        let segments = store.segments(path).await?;
+        let mut out: Vec<StreamChunk> = Vec::new();
+        let mut bytes = 0usize;
+        for segment in segments.iter().filter(|s| s.end > from) {
+            for chunk in self.load(segment).await? {
+                if chunk.end() <= from {
+                    continue;
+                }
+                if !out.is_empty() && bytes >= max_bytes {
+                    return Ok(out);
+                }
+                bytes = bytes.saturating_add(chunk.data.len());
+                out.push(chunk);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every segment object of `path`: the indexed ones and any orphan left by a crash
+    /// between a segment's write and its seal. Call it before `StreamStore::delete_stream`.
+    pub async fn delete_all(&self, store: &dyn StreamStore, path: &str) -> Result<(), StoreError> {
+        for segment in store.segments(path).await? {
+            self.delete_key(&segment.object_key).await?;
+        }
+        let dir = Self::key(&self.stream_dir(path))?;
+        let listed = match self.objects.list_with_delimiter(Some(&dir)).await {
+            Ok(listed) => listed.objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(unavailable("listing segments", e)),
+        };
+        for object in listed {
+            self.delete_key(object.location.as_ref()).await?;
+        }
+        self.first_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path);
+        Ok(())
+    }
+}

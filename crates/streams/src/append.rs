@@ -1,0 +1,170 @@
+//! `POST /v1/stream/<path>`: append, close, or both at once.
+//!
+//! The whole request is decided under the stream's lock and written with ONE
+//! `StreamStore::commit`: the chunks, the new tail, the closed flag and closing producer, the
+//! producer's new (epoch, seq) and the new `Stream-Seq`. The reply is sent only after that
+//! commit returned (the write is durable), and waiting readers are woken only then.
+//!
+//! Precedence of refusals follows the protocol: a closed stream (409 + `Stream-Closed`) wins
+//! over a content-type mismatch, which wins over a `Stream-Seq` regression; a retry of the
+//! request that closed the stream (same producer tuple) succeeds as a no-op.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sessiond_store::{now_ms, StreamChunk};
+
+use crate::error::{StreamError, StreamResult};
+use crate::headers::{self, CLOSED, NEXT_OFFSET, SEQ};
+use crate::offset;
+use crate::producer::{self, Verdict};
+use crate::service::{stream, Streams};
+use crate::state::media_type;
+
+/// Handles a POST.
+pub async fn append(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    body: Bytes,
+) -> StreamResult<Response> {
+    let now = now_ms();
+    let close = headers::closed_flag(h);
+    let durability = headers::durability(h)?;
+    let producer = headers::producer(h)?;
+    let seq = headers::get(h, SEQ)?.map(str::to_owned);
+    let content_type = headers::get(h, "content-type")?
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if body.is_empty() && !close {
+        return Err(StreamError::bad_request(
+            "empty body: send data, or Stream-Closed: true to close",
+        ));
+    }
+
+    let mut g = streams.lock_live(path, now).await?;
+    let Some(current) = stream(&g).cloned() else {
+        return Err(StreamError::not_found());
+    };
+    let tail_header = offset::format(current.tail);
+    if current.info.closed {
+        if let (Some(p), Some(by)) = (&producer, &current.info.closed_by) {
+            if p == by {
+                return Ok(reply(StatusCode::NO_CONTENT, &tail_header, true, None));
+            }
+        }
+        if let Some(p) = &producer {
+            if let Some(state) = current.info.producers.get(&p.id) {
+                if p.epoch < state.epoch {
+                    return Err(producer::stale(state.epoch));
+                }
+            }
+        }
+        if body.is_empty() && producer.is_none() {
+            streams.touch(&mut g, now).await?;
+            return Ok(reply(StatusCode::NO_CONTENT, &tail_header, true, None));
+        }
+        return Err(StreamError::conflict("the stream is closed")
+            .with(CLOSED, "true")
+            .with(NEXT_OFFSET, &tail_header));
+    }
+    if !body.is_empty() {
+        let Some(ct) = content_type else {
+            return Err(StreamError::bad_request(
+                "Content-Type is required with a body",
+            ));
+        };
+        if media_type(ct) != current.info.media_type() {
+            return Err(StreamError::conflict(
+                "Content-Type does not match the stream's",
+            ));
+        }
+    }
+    let mut info = current.info.clone();
+    let mut accepted = None;
+    if let Some(p) = &producer {
+        match producer::check(&info, p)? {
+            Verdict::Duplicate(state) => {
+                streams.touch(&mut g, now).await?;
+                return Ok(reply(
+                    StatusCode::NO_CONTENT,
+                    &tail_header,
+                    false,
+                    Some(&state),
+                ));
+            }
+            Verdict::Accept(state) => {
+                info.producers.insert(p.id.clone(), state.clone());
+                accepted = Some(state);
+            }
+        }
+    }
+    if let Some(seq) = &seq {
+        if info
+            .last_seq
+            .as_ref()
+            .is_some_and(|last| seq.as_bytes() <= last.as_bytes())
+        {
+            return Err(StreamError::conflict("Stream-Seq must increase"));
+        }
+        info.last_seq = Some(seq.clone());
+    }
+    let values = if body.is_empty() {
+        Vec::new()
+    } else if info.is_json() {
+        crate::json::flatten(&body, false)?
+    } else {
+        vec![body.to_vec()]
+    };
+    let mut chunks = Vec::with_capacity(values.len());
+    let mut pos = current.tail;
+    for data in values {
+        let chunk = StreamChunk { offset: pos, data };
+        pos = chunk.end();
+        chunks.push(chunk);
+    }
+    if close {
+        info.closed = true;
+        info.closed_by = producer.clone();
+    }
+    info.last_access = now;
+    streams
+        .commit_with(&mut g, current.tail, &chunks, info, true, durability)
+        .await?;
+    // An accepted producer append is a 200; a close-only request (no data) is a 204 either way.
+    let status = if accepted.is_some() && !chunks.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    Ok(reply(
+        status,
+        &offset::format(pos),
+        close,
+        accepted.as_ref(),
+    ))
+}
+
+fn reply(
+    status: StatusCode,
+    next: &str,
+    closed: bool,
+    producer: Option<&crate::state::ProducerState>,
+) -> Response {
+    let mut r = status.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(next) {
+        h.insert(NEXT_OFFSET, v);
+    }
+    if closed {
+        h.insert(CLOSED, HeaderValue::from_static("true"));
+    }
+    if let Some(state) = producer {
+        for (name, value) in producer::echo(state) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    r
+}

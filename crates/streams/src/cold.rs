@@ -1,0 +1,41 @@
+//! Where sealed (cold) ranges of a stream are read from.
+//!
+//! The engine's `read_chunks` returns only hot chunks; once a range has been sealed into a
+//! segment in object storage, its chunks disappear from the hot log. The read path asks a
+//! [`ColdReader`] for any range below the first hot chunk. Segments are a separate crate
+//! (`sessiond-segments`) that plugs in through this trait, so the protocol code neither knows
+//! nor cares where bytes live; without it, [`NoCold`] reports nothing sealed.
+
+use async_trait::async_trait;
+use sessiond_store::{StoreError, StreamChunk};
+
+/// A source of sealed stream ranges.
+#[async_trait]
+pub trait ColdReader: Send + Sync {
+    /// Chunks of sealed ranges covering `from` onwards, in offset order, about `max_bytes`
+    /// (at least one chunk when any covers `from`); empty when `from` is at or past the end of
+    /// the last sealed range.
+    async fn read(
+        &self,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>, StoreError>;
+
+    /// Deletes every sealed range of the stream (called before the stream itself is deleted).
+    async fn delete_all(&self, path: &str) -> Result<(), StoreError>;
+}
+
+/// No cold tier: nothing is ever sealed.
+pub struct NoCold;
+
+#[async_trait]
+impl ColdReader for NoCold {
+    async fn read(&self, _: &str, _: u64, _: usize) -> Result<Vec<StreamChunk>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_all(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

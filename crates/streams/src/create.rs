@@ -1,0 +1,185 @@
+//! `PUT /v1/stream/<path>`: create a stream (201), confirm an identical one (200), or refuse a
+//! different one (409).
+//!
+//! "Identical" compares what the client asked for: media type (case-insensitive, parameters
+//! ignored), TTL / Expires-At as requested, closure, and the fork request. A soft-deleted path
+//! cannot be reused while forks still read it (409); an expired path is removed lazily and can
+//! be recreated at once.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sessiond_store::{now_ms, StreamChunk};
+
+use crate::error::{StreamError, StreamResult};
+use crate::fork::{self, ForkBase};
+use crate::headers::{self, CLOSED, NEXT_OFFSET};
+use crate::offset;
+use crate::service::{stream, Found, Streams};
+use crate::state::{media_type, Stream, StreamInfo};
+
+const DEFAULT_TYPE: &str = "application/octet-stream";
+
+/// Handles a PUT. `location` is the absolute URL of the stream.
+pub async fn create(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    body: Bytes,
+    location: &str,
+) -> StreamResult<Response> {
+    let now = now_ms();
+    let closed = headers::closed_flag(h);
+    let durability = headers::durability(h)?;
+    let (ttl, expires_at) = headers::expiry(h)?;
+    let content_type = headers::get(h, "content-type")?
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let fork_request = fork::parse_request(h)?;
+
+    let mut g = streams.lock(path).await?;
+    match streams.find(&mut g, now).await? {
+        Found::Gone => {
+            return Err(StreamError::conflict(
+                "the stream was deleted while forks still use it",
+            ))
+        }
+        Found::Live => {
+            let Some(existing) = stream(&g) else {
+                return Err(StreamError::not_found());
+            };
+            let info = &existing.info;
+            let same_type = match content_type {
+                Some(ct) => media_type(ct) == info.media_type(),
+                None => fork_request.is_some() || info.media_type() == DEFAULT_TYPE,
+            };
+            let same = same_type
+                && info.req_ttl_s == ttl
+                && info.req_expires_at == expires_at
+                && info.closed == closed
+                && info.fork == fork_request;
+            if !same {
+                return Err(StreamError::conflict(
+                    "a stream with a different configuration exists at this path",
+                ));
+            }
+            return Ok(created(StatusCode::OK, existing, location));
+        }
+        Found::Missing => {}
+    }
+    if fork_request.as_ref().is_some_and(|f| f.source == path) {
+        return Err(StreamError::not_found());
+    }
+
+    let json_type = content_type.is_some_and(|ct| media_type(ct) == "application/json");
+    // Validate the body before a fork takes a reference on its source.
+    let mut values = if json_type {
+        crate::json::flatten(&body, true)?
+    } else {
+        Vec::new()
+    };
+    let base = match &fork_request {
+        Some(request) => {
+            fork::prepare(streams, request, content_type, ttl, expires_at, now).await?
+        }
+        None => ForkBase {
+            content_type: content_type.unwrap_or(DEFAULT_TYPE).to_owned(),
+            ttl_s: ttl,
+            expires_at,
+            start: 0,
+            lineage: Vec::new(),
+        },
+    };
+    let is_json = media_type(&base.content_type) == "application/json";
+    if is_json && !json_type {
+        values = match crate::json::flatten(&body, true) {
+            Ok(v) => v,
+            Err(e) => return Err(release_on_error(streams, &fork_request, e).await),
+        };
+    } else if !is_json && !body.is_empty() {
+        values = vec![body.to_vec()];
+    }
+    let mut chunks = Vec::with_capacity(values.len());
+    let mut pos = base.start;
+    for data in values {
+        let chunk = StreamChunk { offset: pos, data };
+        pos = chunk.end();
+        chunks.push(chunk);
+    }
+    let info = StreamInfo {
+        content_type: base.content_type,
+        ttl_s: base.ttl_s,
+        expires_at: base.expires_at,
+        last_access: now,
+        req_ttl_s: ttl,
+        req_expires_at: expires_at,
+        closed,
+        closed_by: None,
+        producers: Default::default(),
+        last_seq: None,
+        start: base.start,
+        lineage: base.lineage,
+        fork: fork_request.clone(),
+        forks: 0,
+        soft_deleted: false,
+        created_at: now,
+    };
+    let meta = Stream::encode(path, pos, &info)?;
+    let made = match streams
+        .store
+        .create_stream(&meta, &chunks, durability)
+        .await
+    {
+        Ok(made) => made,
+        Err(e) => return Err(release_on_error(streams, &fork_request, e.into()).await),
+    };
+    if !made {
+        let e = StreamError::conflict("the stream was created concurrently");
+        return Err(release_on_error(streams, &fork_request, e).await);
+    }
+    let new = Stream {
+        tail: pos,
+        persisted_expiry: meta.expires_at,
+        info,
+    };
+    let response = created(StatusCode::CREATED, &new, location);
+    if let Some(object) = g.state_mut() {
+        object.stream = Some(new);
+        object.notify();
+    }
+    Ok(response)
+}
+
+/// Undoes a fork's source reference after a failed create, then returns the error.
+async fn release_on_error(
+    streams: &Streams,
+    request: &Option<crate::state::ForkRequest>,
+    err: StreamError,
+) -> StreamError {
+    if let Some(request) = request {
+        if let Err(e) = streams.release_source(&request.source).await {
+            tracing::error!(source = %request.source, error = ?e.api, "cannot release fork reference");
+        }
+    }
+    err
+}
+
+fn created(status: StatusCode, s: &Stream, location: &str) -> Response {
+    let mut r = status.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = s.info.content_type.parse() {
+        h.insert("content-type", v);
+    }
+    if let Ok(v) = offset::format(s.tail).parse() {
+        h.insert(NEXT_OFFSET, v);
+    }
+    if s.info.closed {
+        h.insert(CLOSED, axum::http::HeaderValue::from_static("true"));
+    }
+    if status == StatusCode::CREATED {
+        if let Ok(v) = location.parse() {
+            h.insert("location", v);
+        }
+    }
+    r
+}

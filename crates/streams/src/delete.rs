@@ -1,0 +1,36 @@
+//! `DELETE /v1/stream/<path>`: 204, then 404 (or 410 while forks keep it soft-deleted).
+//!
+//! A stream that forks still read is only marked soft-deleted (its data stays for them);
+//! otherwise its cold segments, chunks and metadata are removed, and if it was itself a fork
+//! its reference on the source is released, which may delete soft-deleted ancestors in turn.
+//! The stream's lock is released before touching the source, so locks are only ever taken
+//! child-then-parent (fork creation) or one at a time (here): no lock cycles.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sessiond_store::now_ms;
+
+use crate::error::{StreamError, StreamResult};
+use crate::service::{stream, Streams};
+
+/// Handles a DELETE.
+pub async fn delete(streams: &Streams, path: &str) -> StreamResult<Response> {
+    let mut g = streams.lock_live(path, now_ms()).await?;
+    let Some(current) = stream(&g).cloned() else {
+        return Err(StreamError::not_found());
+    };
+    if current.info.forks > 0 {
+        let mut info = current.info;
+        info.soft_deleted = true;
+        streams
+            .commit(&mut g, current.tail, &[], info, true)
+            .await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let parent = streams.hard_delete(&mut g).await?;
+    drop(g);
+    if let Some(parent) = parent {
+        streams.release_source(&parent).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,88 @@
+//! Failures of stream requests: the shared `ApiError` body plus the protocol headers some
+//! failures must carry (`Stream-Closed` + `Stream-Next-Offset` on a 409 for a closed stream,
+//! `Producer-Epoch` on a 403, `Producer-Expected-Seq` on a sequence gap).
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sessiond_http::ApiError;
+use sessiond_store::StoreError;
+
+/// An error response with optional extra headers (boxed: errors are rare, results are hot).
+#[derive(Debug)]
+pub struct StreamError {
+    /// The JSON error.
+    pub api: Box<ApiError>,
+    /// Headers added to the response.
+    pub headers: Option<Box<HeaderMap>>,
+}
+
+impl StreamError {
+    /// Any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(status, code, message).into()
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::bad_request(message).into()
+    }
+    /// 404.
+    pub fn not_found() -> Self {
+        ApiError::not_found("no such stream").into()
+    }
+    /// 410: soft-deleted (or expired while forks still read it).
+    pub fn gone() -> Self {
+        Self::new(StatusCode::GONE, "gone", "stream was deleted")
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::conflict(message).into()
+    }
+    /// 503 + Retry-After.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers
+                .get_or_insert_with(Default::default)
+                .insert(HeaderName::from_static(name), v);
+        }
+        self
+    }
+}
+
+impl From<ApiError> for StreamError {
+    fn from(api: ApiError) -> Self {
+        StreamError {
+            api: Box::new(api),
+            headers: None,
+        }
+    }
+}
+
+impl From<StoreError> for StreamError {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl IntoResponse for StreamError {
+    fn into_response(self) -> Response {
+        let busy = self.api.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = (*self.api).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        if busy {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Result alias.
+pub type StreamResult<T> = Result<T, StreamError>;

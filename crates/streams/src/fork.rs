@@ -1,0 +1,194 @@
+//! Forks: `PUT` with `Stream-Forked-From` creates a stream that reads its source's data up to
+//! a divergence point, then its own appends.
+//!
+//! Forks share the source's offset space, so inheritance is pointer-based, not a copy: the
+//! fork records its lineage (each ancestor's path and first own offset) and its own data starts
+//! at the fork point. Reads walk the lineage ranges, then the fork's own chunks. Ancestor data
+//! below a fork point never changes (streams are append-only), so no lock on the source is
+//! needed to read it.
+//!
+//! Each stream counts the forks that name it as direct source. Deleting a stream with forks
+//! soft-deletes it (410 to clients, data kept); deleting the last fork releases the reference
+//! and deletes soft-deleted sources, cascading up the chain (`Streams::release_source`). The
+//! reference is taken only after every validation passed, and released if creating the fork
+//! then fails, so a rejected fork never leaks one.
+
+use axum::http::HeaderMap;
+use sessiond_store::Millis;
+
+use crate::error::{StreamError, StreamResult};
+use crate::headers::{self, FORKED_FROM, FORK_OFFSET, FORK_SUB_OFFSET};
+use crate::offset::{self, Offset};
+use crate::routes::STREAM_PREFIX;
+use crate::service::{stream, Found, Streams};
+use crate::state::{media_type, Ancestor, ForkRequest};
+
+/// What a fork starts from.
+pub struct ForkBase {
+    pub content_type: String,
+    pub ttl_s: Option<u64>,
+    pub expires_at: Option<Millis>,
+    pub start: u64,
+    pub lineage: Vec<Ancestor>,
+}
+
+/// The fork headers of a PUT, validated for syntax.
+pub fn parse_request(h: &HeaderMap) -> StreamResult<Option<ForkRequest>> {
+    let sub = match headers::get(h, FORK_SUB_OFFSET)? {
+        None => None,
+        Some(v) => {
+            let v = v.trim();
+            Some(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        StreamError::bad_request(
+                            "Stream-Fork-Sub-Offset must be a non-negative integer",
+                        )
+                    })?,
+            )
+        }
+    };
+    let offset = match headers::get(h, FORK_OFFSET)? {
+        None => None,
+        Some(v) => match offset::parse(v.trim()) {
+            Some(Offset::Start) => Some(0),
+            Some(Offset::At(p)) => Some(p),
+            Some(Offset::Now) | None => {
+                return Err(StreamError::bad_request(
+                    "Stream-Fork-Offset is not a valid offset",
+                ))
+            }
+        },
+    };
+    let Some(from) = headers::get(h, FORKED_FROM)? else {
+        if sub.is_some() || offset.is_some() {
+            return Err(StreamError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ));
+        }
+        return Ok(None);
+    };
+    let sub_offset = sub.unwrap_or(0);
+    if sub_offset > 0 && offset.is_none() {
+        return Err(StreamError::bad_request(
+            "Stream-Fork-Sub-Offset needs Stream-Fork-Offset",
+        ));
+    }
+    let from = from.trim();
+    let path = from
+        .find(STREAM_PREFIX)
+        .map(|i| &from[i + STREAM_PREFIX.len()..])
+        .unwrap_or(from.trim_start_matches('/'));
+    if path.is_empty() {
+        return Err(StreamError::bad_request(
+            "Stream-Forked-From names no stream",
+        ));
+    }
+    Ok(Some(ForkRequest {
+        source: path.to_owned(),
+        offset,
+        sub_offset,
+    }))
+}
+
+/// Validates the fork against its source and takes a reference on the source. `content_type`
+/// is the request's, if any.
+pub async fn prepare(
+    streams: &Streams,
+    request: &ForkRequest,
+    content_type: Option<&str>,
+    ttl: Option<u64>,
+    expires_at: Option<Millis>,
+    now: Millis,
+) -> StreamResult<ForkBase> {
+    let mut g = streams.lock(&request.source).await?;
+    match streams.find(&mut g, now).await? {
+        Found::Live => {}
+        Found::Missing => return Err(StreamError::not_found()),
+        Found::Gone => return Err(StreamError::conflict("the fork source was deleted")),
+    }
+    let Some((snap, _)) = Streams::snapshot(&g) else {
+        return Err(StreamError::not_found());
+    };
+    let Some(src) = stream(&g).cloned() else {
+        return Err(StreamError::not_found());
+    };
+    if let Some(ct) = content_type {
+        if media_type(ct) != src.info.media_type() {
+            return Err(StreamError::conflict(
+                "Content-Type differs from the fork source's",
+            ));
+        }
+    }
+    let anchor = request.offset.unwrap_or(src.tail);
+    if anchor > src.tail {
+        return Err(StreamError::bad_request(
+            "Stream-Fork-Offset is past the source's tail",
+        ));
+    }
+    let mut point = anchor;
+    if request.sub_offset > 0 {
+        if src.tail == 0 {
+            return Err(StreamError::bad_request(
+                "Stream-Fork-Sub-Offset on an empty source",
+            ));
+        }
+        point = sub_point(streams, &snap, anchor, request.sub_offset).await?;
+    }
+    let (ttl_s, expires_at) = match (ttl, expires_at) {
+        (None, None) => (src.info.ttl_s, src.info.expires_at),
+        own => own,
+    };
+    let mut lineage = src.info.lineage.clone();
+    lineage.push(Ancestor {
+        path: request.source.clone(),
+        start: src.info.start,
+    });
+    let mut info = src.info.clone();
+    info.forks += 1;
+    streams.commit(&mut g, src.tail, &[], info, false).await?;
+    Ok(ForkBase {
+        content_type: src.info.content_type.clone(),
+        ttl_s,
+        expires_at,
+        start: point,
+        lineage,
+    })
+}
+
+/// Resolves `(anchor, sub)`: `sub` values past the anchor (JSON) or `sub` bytes into the message
+/// at the anchor (binary). Past the next boundary is a 400.
+async fn sub_point(
+    streams: &Streams,
+    snap: &crate::service::Snapshot,
+    anchor: u64,
+    sub: u64,
+) -> StreamResult<u64> {
+    let overshoot =
+        || StreamError::bad_request("Stream-Fork-Sub-Offset is past the next data boundary");
+    if snap.json {
+        let mut pos = anchor;
+        let mut left = sub;
+        while left > 0 {
+            let page = streams.read_page(snap, pos, 64 * 1024).await?;
+            if page.pieces.is_empty() {
+                return Err(overshoot());
+            }
+            for piece in page.pieces.iter().take(left as usize) {
+                pos += piece.len() as u64;
+                left -= 1;
+            }
+        }
+        return Ok(pos);
+    }
+    let boundary = streams
+        .message_end(snap, anchor)
+        .await?
+        .ok_or_else(overshoot)?;
+    if anchor + sub > boundary {
+        return Err(overshoot());
+    }
+    Ok(anchor + sub)
+}

@@ -1,0 +1,199 @@
+//! Protocol header names, request-header parsing, and the headers every response carries.
+//!
+//! Parsing is strict where the protocol says MUST (TTL digits without leading zeros, producer
+//! numbers as plain digits ≤ 2^53−1) and lenient where it says to ignore (`Stream-Closed` is
+//! present only when its value is `true`, case-insensitively; anything else is absent, never an
+//! error).
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use sessiond_store::Millis;
+
+use crate::error::{StreamError, StreamResult};
+use crate::state::ProducerTuple;
+
+pub const NEXT_OFFSET: &str = "stream-next-offset";
+pub const UP_TO_DATE: &str = "stream-up-to-date";
+pub const CLOSED: &str = "stream-closed";
+pub const CURSOR: &str = "stream-cursor";
+pub const TTL: &str = "stream-ttl";
+pub const EXPIRES_AT: &str = "stream-expires-at";
+pub const SEQ: &str = "stream-seq";
+pub const FORKED_FROM: &str = "stream-forked-from";
+pub const FORK_OFFSET: &str = "stream-fork-offset";
+pub const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
+pub const SSE_ENCODING: &str = "stream-sse-data-encoding";
+pub const PRODUCER_ID: &str = "producer-id";
+pub const PRODUCER_EPOCH: &str = "producer-epoch";
+pub const PRODUCER_SEQ: &str = "producer-seq";
+pub const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
+pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
+
+const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
+    Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, ETag, Location, Content-Type, \
+    Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq";
+const ALLOWED: &str = "Authorization, Content-Type, If-None-Match, Stream-TTL, Stream-Expires-At, \
+    Stream-Closed, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, \
+    Producer-Id, Producer-Epoch, Producer-Seq";
+const METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+
+/// A header as a string (non-UTF-8 is a 400).
+pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> StreamResult<Option<&'a str>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| StreamError::bad_request(format!("header {name} is not valid text"))),
+    }
+}
+
+/// `Stream-Closed: true` (case-insensitive); any other value counts as absent.
+pub fn closed_flag(headers: &HeaderMap) -> bool {
+    headers
+        .get(CLOSED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// A decimal without sign, leading zeros, point or exponent.
+fn strict_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The requested expiry: `Stream-TTL` seconds or `Stream-Expires-At` (both → 400).
+pub fn expiry(headers: &HeaderMap) -> StreamResult<(Option<u64>, Option<Millis>)> {
+    let ttl = match get(headers, TTL)? {
+        None => None,
+        Some(v) => Some(
+            strict_decimal(v.trim())
+                .filter(|t| *t <= 100 * 365 * 86_400)
+                .ok_or_else(|| StreamError::bad_request("Stream-TTL must be a non-negative integer number of seconds without leading zeros"))?,
+        ),
+    };
+    let at = match get(headers, EXPIRES_AT)? {
+        None => None,
+        Some(v) => Some(crate::time::parse_rfc3339(v).ok_or_else(|| {
+            StreamError::bad_request("Stream-Expires-At must be an RFC 3339 timestamp")
+        })?),
+    };
+    if ttl.is_some() && at.is_some() {
+        return Err(StreamError::bad_request(
+            "send either Stream-TTL or Stream-Expires-At, not both",
+        ));
+    }
+    Ok((ttl, at))
+}
+
+/// `Sessiond-Durability: unconfirmed` opts a write out of waiting for the sync (acknowledged
+/// once visible to readers); absent or `confirmed` is the durable default.
+pub fn durability(headers: &HeaderMap) -> StreamResult<sessiond_store::Durability> {
+    use sessiond_store::Durability;
+    match get(headers, "sessiond-durability")?.map(str::trim) {
+        None => Ok(Durability::Confirmed),
+        Some(v) if v.eq_ignore_ascii_case("confirmed") => Ok(Durability::Confirmed),
+        Some(v) if v.eq_ignore_ascii_case("unconfirmed") => Ok(Durability::Unconfirmed),
+        Some(_) => Err(StreamError::bad_request(
+            "Sessiond-Durability must be `confirmed` or `unconfirmed`",
+        )),
+    }
+}
+
+/// `Producer-Id`/`-Epoch`/`-Seq`: all three or none.
+pub fn producer(headers: &HeaderMap) -> StreamResult<Option<ProducerTuple>> {
+    let id = get(headers, PRODUCER_ID)?;
+    let epoch = get(headers, PRODUCER_EPOCH)?;
+    let seq = get(headers, PRODUCER_SEQ)?;
+    let (id, epoch, seq) = match (id, epoch, seq) {
+        (None, None, None) => return Ok(None),
+        (Some(i), Some(e), Some(s)) => (i, e, s),
+        _ => {
+            return Err(StreamError::bad_request(
+                "Producer-Id, Producer-Epoch and Producer-Seq must be sent together",
+            ))
+        }
+    };
+    if id.trim().is_empty() {
+        return Err(StreamError::bad_request("Producer-Id must not be empty"));
+    }
+    let number = |name: &str, v: &str| {
+        let v = v.trim();
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| v.bytes().all(|b| b.is_ascii_digit()) && *n < (1u64 << 53))
+            .ok_or_else(|| {
+                StreamError::bad_request(format!("{name} must be an integer in 0..2^53"))
+            })
+    };
+    Ok(Some(ProducerTuple {
+        id: id.to_owned(),
+        epoch: number("Producer-Epoch", epoch)?,
+        seq: number("Producer-Seq", seq)?,
+    }))
+}
+
+/// Middleware: security and CORS headers on every stream response (errors, SSE included),
+/// and the answer to CORS preflights.
+pub async fn common_headers(request: Request, next: Next) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let is_head = request.method() == Method::HEAD;
+    let mut response = if preflight {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("cross-origin"),
+    );
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static(EXPOSED),
+    );
+    if preflight {
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static(METHODS),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static(ALLOWED),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    }
+    if is_head {
+        h.insert("cache-control", HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_strict() {
+        for bad in ["03600", "+3600", "3600.0", "3.6e3", "-1", "abc", ""] {
+            let mut h = HeaderMap::new();
+            h.insert(TTL, HeaderValue::from_static(bad));
+            assert!(expiry(&h).is_err(), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(TTL, HeaderValue::from_static("0"));
+        assert_eq!(expiry(&h).ok(), Some((Some(0), None)));
+    }
+}

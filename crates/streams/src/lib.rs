@@ -1,0 +1,53 @@
+//! The Durable Streams capability: the public Durable Streams HTTP protocol at
+//! `/v1/stream/<path>` (create, append, close, catch-up, long-poll, SSE, idempotent producers,
+//! JSON mode, TTL, forks), built only on `Arc<dyn StreamStore>`: it never names an engine.
+//!
+//! How it holds together:
+//! - **One writer per stream.** Every request locks its stream's object in the object runtime
+//!   (`ObjectKind<StreamObject>`), which caches the decoded metadata between requests and is
+//!   evicted when idle. Writers keep the lock across their commit; readers only take a
+//!   snapshot under it.
+//! - **One atomic, durable commit per write.** Append + close + producer state + `Stream-Seq`
+//!   are a single `StreamStore::commit`; the reply and the wake-up of live readers happen only
+//!   after it returned.
+//! - **Offsets are byte positions** (fixed-width tokens on the wire). JSON streams store one
+//!   chunk per message, so message boundaries are chunk boundaries and pages cut cleanly.
+//!   Forks share their source's offset space and read it through their lineage.
+//! - **Cold ranges** come from a pluggable [`ColdReader`] (the segments crate), consulted for
+//!   anything below the first hot chunk.
+//!
+//! Module map (one file per operation):
+//! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
+//! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
+//!   [`delete`]: the operations.
+//! - [`service`]: locking, lazy expiry, commits, the fork-aware page reader.
+//! - [`state`]: what is stored per stream; [`offset`], [`cursor`], [`json`], [`time`]: formats.
+//! - [`cold`]: the cold-tier trait; [`sweeper`]: background expiry; [`config`]: limits.
+
+pub mod append;
+pub mod cold;
+pub mod config;
+pub mod create;
+pub mod cursor;
+pub mod delete;
+pub mod error;
+pub mod fork;
+pub mod head;
+pub mod headers;
+pub mod json;
+pub mod live;
+pub mod offset;
+pub mod producer;
+pub mod read;
+pub mod routes;
+pub mod service;
+pub mod sse;
+pub mod state;
+pub mod sweeper;
+pub mod time;
+
+pub use cold::{ColdReader, NoCold};
+pub use config::StreamsConfig;
+pub use routes::router;
+pub use service::Streams;
+pub use state::StreamObject;

@@ -1,0 +1,103 @@
+//! The HTTP surface: `/v1/stream/<path>` for every method, plus preflights.
+//!
+//! One wildcard route dispatches on the method so that the stream name is taken verbatim
+//! from the request path (still percent-encoded): `Stream-Forked-From` carries the same raw
+//! path, so the two always name the same stream. Names are limited in length and may not
+//! contain control characters or empty/dot segments; `__ds` as the first segment is reserved
+//! by the protocol for control APIs and is not a stream.
+
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::from_fn;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use sessiond_http::RawBody;
+
+use crate::error::{StreamError, StreamResult};
+use crate::service::Streams;
+
+/// Where streams live.
+pub const STREAM_PREFIX: &str = "/v1/stream/";
+
+/// The streams router (mount at the root).
+pub fn router(streams: Streams) -> Router {
+    let limit = streams.config.max_append_bytes;
+    Router::new()
+        .route("/v1/stream/{*path}", any(dispatch))
+        .with_state(streams)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn(crate::headers::common_headers))
+}
+
+/// Validates the stream name in a request path.
+pub fn stream_name(path: &str, max: usize) -> StreamResult<&str> {
+    let name = path
+        .strip_prefix(STREAM_PREFIX)
+        .ok_or_else(StreamError::not_found)?;
+    if name.is_empty() {
+        return Err(StreamError::bad_request("stream name is empty"));
+    }
+    if name.len() > max {
+        return Err(StreamError::bad_request(format!(
+            "stream name longer than {max} bytes"
+        )));
+    }
+    if name.bytes().any(|b| b.is_ascii_control())
+        || name
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(StreamError::bad_request(
+            "stream name has an empty, `.` or `..` segment or a control character",
+        ));
+    }
+    if name == "__ds" || name.starts_with("__ds/") {
+        return Err(StreamError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "the reserved __ds control APIs are not served yet",
+        ));
+    }
+    Ok(name)
+}
+
+async fn dispatch(
+    State(streams): State<Streams>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<RawBody, sessiond_http::ApiError>,
+) -> Response {
+    let result = async {
+        let name = stream_name(uri.path(), streams.config.max_name_bytes)?;
+        let body =
+            || -> StreamResult<axum::body::Bytes> { body.map(|b| b.0).map_err(StreamError::from) };
+        match method {
+            Method::PUT => {
+                let host = headers
+                    .get("host")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("localhost");
+                let scheme = headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|p| *p == "https")
+                    .unwrap_or("http");
+                let location = format!("{scheme}://{host}{}", uri.path());
+                crate::create::create(&streams, name, &headers, body()?, &location).await
+            }
+            Method::POST => crate::append::append(&streams, name, &headers, body()?).await,
+            Method::GET => crate::read::read(&streams, name, &headers, uri.query()).await,
+            Method::HEAD => crate::head::head(&streams, name).await,
+            Method::DELETE => crate::delete::delete(&streams, name).await,
+            _ => Err(StreamError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET, HEAD, PUT, POST or DELETE",
+            )),
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,223 @@
+//! `GET …?live=sse`: Server-Sent Events.
+//!
+//! Each page becomes one `data` event followed immediately by a `control` event (the
+//! protocol requires a control after every data event, so a client always knows the offset
+//! to resume from). JSON pages are one JSON array per event; text types are sent as UTF-8;
+//! every other type is base64 (`Stream-SSE-Data-Encoding: base64`). Payload line breaks (CRLF,
+//! CR, LF) each start a new `data:` line, so stored bytes can never inject an event.
+//!
+//! At the tail the connection waits on the stream's change channel (woken only after durable
+//! writes), sending a keep-alive control every `long_poll_timeout_ms`; it ends after the
+//! `streamClosed` control, when the stream disappears, or after `sse_reconnect_s` (clients
+//! reconnect from their last offset, which lets CDNs collapse connections).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use sessiond_store::now_ms;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::{StreamError, StreamResult};
+use crate::headers::SSE_ENCODING;
+use crate::live::{refresh, Slot};
+use crate::offset;
+use crate::service::{Snapshot, Streams};
+
+struct Session {
+    streams: Streams,
+    snap: Snapshot,
+    changes: watch::Receiver<u64>,
+    pos: u64,
+    cursor: Option<String>,
+    base64: bool,
+    sent_any: bool,
+    done: bool,
+    deadline: Instant,
+    _slot: Slot,
+}
+
+/// True for content types sent as text.
+fn is_text(snap: &Snapshot) -> bool {
+    let media = crate::state::media_type(&snap.content_type);
+    snap.json || media.starts_with("text/")
+}
+
+/// Opens an SSE response reading from `from`.
+pub fn open(
+    streams: &Streams,
+    snap: Snapshot,
+    changes: watch::Receiver<u64>,
+    from: u64,
+    cursor: Option<String>,
+) -> StreamResult<Response> {
+    let Some(slot) = Slot::take(&streams.sse_open, streams.config.max_sse_connections) else {
+        return Err(StreamError::busy("too many open SSE connections"));
+    };
+    let base64 = !is_text(&snap);
+    let session = Session {
+        streams: streams.clone(),
+        deadline: Instant::now() + Duration::from_secs(streams.config.sse_reconnect_s),
+        snap,
+        changes,
+        pos: from,
+        cursor,
+        base64,
+        sent_any: false,
+        done: false,
+        _slot: slot,
+    };
+    let events = futures_util::stream::unfold(session, |mut s| async move {
+        let bytes = s.next_events().await?;
+        Some((Ok::<Bytes, Infallible>(Bytes::from(bytes)), s))
+    });
+    let mut r = Response::new(Body::from_stream(events));
+    *r.status_mut() = StatusCode::OK;
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if base64 {
+        h.insert(SSE_ENCODING, HeaderValue::from_static("base64"));
+    }
+    Ok(r)
+}
+
+impl Session {
+    /// The next batch of event bytes, or `None` to end the response.
+    async fn next_events(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let keepalive = Duration::from_millis(self.streams.config.long_poll_timeout_ms);
+        loop {
+            if self.pos < self.snap.tail {
+                let max = self.streams.config.max_read_chunk_bytes;
+                let page = self
+                    .streams
+                    .read_page(&self.snap, self.pos, max)
+                    .await
+                    .ok()?;
+                if page.next <= self.pos {
+                    return None;
+                }
+                let mut payload = crate::read::body(&self.snap, &page);
+                let mut next = page.next;
+                if !self.base64 && !self.snap.json {
+                    // A page cut by size may end inside a UTF-8 character: send the complete
+                    // characters now and the rest with the next page.
+                    let complete = utf8_prefix(&payload);
+                    if complete > 0 && complete < payload.len() {
+                        next -= (payload.len() - complete) as u64;
+                        payload.truncate(complete);
+                    }
+                }
+                self.pos = next;
+                self.sent_any = true;
+                let mut out = data_event(&payload, self.base64);
+                out.extend(self.control());
+                return Some(out);
+            }
+            if self.snap.closed || !self.sent_any {
+                self.sent_any = true;
+                return Some(self.control());
+            }
+            if Instant::now() >= self.deadline {
+                return None;
+            }
+            let wake = Instant::now() + keepalive;
+            match tokio::time::timeout_at(wake.min(self.deadline), self.changes.changed()).await {
+                Err(_) if Instant::now() >= self.deadline => return None,
+                Err(_) => return Some(self.control()),
+                Ok(_) => match refresh(&self.streams, &self.snap.path).await {
+                    Ok((snap, changes)) => (self.snap, self.changes) = (snap, changes),
+                    Err(_) => return None,
+                },
+            }
+        }
+    }
+
+    /// A control event for the current position; marks the session done after closure.
+    fn control(&mut self) -> Vec<u8> {
+        let at_end = self.pos >= self.snap.tail;
+        let mut c = Map::new();
+        c.insert("streamNextOffset".into(), json!(offset::format(self.pos)));
+        if at_end && self.snap.closed {
+            c.insert("streamClosed".into(), Value::Bool(true));
+            c.insert("upToDate".into(), Value::Bool(true));
+            self.done = true;
+        } else {
+            let cursor = crate::cursor::next(now_ms(), self.cursor.as_deref());
+            self.cursor = Some(cursor.clone());
+            c.insert("streamCursor".into(), Value::String(cursor));
+            if at_end {
+                c.insert("upToDate".into(), Value::Bool(true));
+            }
+        }
+        let mut out = b"event: control\ndata:".to_vec();
+        out.extend(Value::Object(c).to_string().into_bytes());
+        out.extend(b"\n\n");
+        out
+    }
+}
+
+/// Length of the longest prefix that does not end inside a UTF-8 sequence.
+fn utf8_prefix(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => bytes.len(),
+    }
+}
+
+/// `event: data` with one `data:` line per payload line.
+fn data_event(payload: &[u8], base64: bool) -> Vec<u8> {
+    let text = if base64 {
+        base64::engine::general_purpose::STANDARD.encode(payload)
+    } else {
+        String::from_utf8_lossy(payload).into_owned()
+    };
+    let mut out = b"event: data\n".to_vec();
+    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
+    for line in normalized.split('\n') {
+        // `data:` then the line; a line that starts with a space gets one extra space, which
+        // the client's parser strips (it removes exactly one), so the payload is preserved.
+        out.extend(if line.starts_with(' ') {
+            &b"data: "[..]
+        } else {
+            &b"data:"[..]
+        });
+        out.extend(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utf8_cut_keeps_whole_characters() {
+        let s = "aé".as_bytes();
+        assert_eq!(super::utf8_prefix(&s[..2]), 1);
+        assert_eq!(super::utf8_prefix(s), 3);
+    }
+
+    #[test]
+    fn line_breaks_start_new_data_lines() {
+        let e = super::data_event(b"a\r\nb\rc\nd", false);
+        assert_eq!(e, b"event: data\ndata:a\ndata:b\ndata:c\ndata:d\n\n");
+        let e = super::data_event(b" x", false);
+        assert_eq!(e, b"event: data\ndata:  x\n\n");
+        let e = super::data_event(b"", true);
+        assert_eq!(e, b"event: data\ndata:\n\n");
+    }
+}

@@ -1,0 +1,198 @@
+//! What sessiond remembers about one stream, and how it is stored.
+//!
+//! The engine keeps the stream's chunks, its tail and its `expires_at`; everything else the
+//! protocol needs ([`StreamInfo`]: content type, expiry rules, closure, producers, last
+//! `Stream-Seq`, fork lineage and reference count, soft deletion) is encoded as JSON into
+//! `StreamMeta::state`. It changes only through `StreamStore::commit`, together with the
+//! chunks it describes, so producer state and data can never disagree after a crash.
+//!
+//! The in-memory object ([`StreamObject`]) caches the decoded metadata between requests (held
+//! by the object runtime, evicted when idle) and owns the per-stream wake-up channel that
+//! long-poll and SSE readers wait on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sessiond_store::{Millis, StoreError, StreamMeta};
+use tokio::sync::watch;
+
+/// An idempotent producer's position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerState {
+    /// Current epoch.
+    pub epoch: u64,
+    /// Highest accepted sequence number in that epoch.
+    pub seq: u64,
+}
+
+/// The `(id, epoch, seq)` of the request that closed a stream, so its retries succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerTuple {
+    /// Producer-Id.
+    pub id: String,
+    /// Producer-Epoch.
+    pub epoch: u64,
+    /// Producer-Seq.
+    pub seq: u64,
+}
+
+/// One ancestor range of a fork: `path`'s data from `start` up to the next ancestor's start
+/// (or the fork's own start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// Ancestor stream path.
+    pub path: String,
+    /// First offset of the ancestor's own data.
+    pub start: u64,
+}
+
+/// How a fork was requested (compared on an idempotent re-PUT).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkRequest {
+    /// Source path.
+    pub source: String,
+    /// `Stream-Fork-Offset` as a position, if given.
+    pub offset: Option<u64>,
+    /// `Stream-Fork-Sub-Offset`.
+    pub sub_offset: u64,
+}
+
+/// Everything the protocol keeps per stream besides its bytes (stored in `StreamMeta::state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// Content type as given at creation.
+    pub content_type: String,
+    /// Sliding TTL (seconds), if any.
+    pub ttl_s: Option<u64>,
+    /// Absolute expiry (unix ms), if any.
+    pub expires_at: Option<Millis>,
+    /// Last read or write that refreshed the sliding TTL (unix ms).
+    pub last_access: Millis,
+    /// TTL as requested on PUT (a fork may have inherited `ttl_s` instead).
+    pub req_ttl_s: Option<u64>,
+    /// Expires-At as requested on PUT.
+    pub req_expires_at: Option<Millis>,
+    /// Closed: no more appends.
+    pub closed: bool,
+    /// The producer request that closed it.
+    pub closed_by: Option<ProducerTuple>,
+    /// Idempotent producers by id.
+    pub producers: BTreeMap<String, ProducerState>,
+    /// Last accepted `Stream-Seq`.
+    pub last_seq: Option<String>,
+    /// First offset of this stream's own data (the fork point for forks, else 0).
+    pub start: u64,
+    /// For forks: the ancestors whose data precedes `start`, oldest first.
+    pub lineage: Vec<Ancestor>,
+    /// For forks: the request that created it.
+    pub fork: Option<ForkRequest>,
+    /// Number of live forks whose lineage includes this stream directly.
+    pub forks: u64,
+    /// Deleted while forks still read its data: 410 to clients.
+    pub soft_deleted: bool,
+    /// Creation time (unix ms); distinguishes incarnations of one path in ETags.
+    pub created_at: Millis,
+}
+
+impl StreamInfo {
+    /// When the stream expires, if ever.
+    pub fn expiry(&self) -> Option<Millis> {
+        match (self.ttl_s, self.expires_at) {
+            (Some(ttl), _) => Some(
+                self.last_access
+                    .saturating_add((ttl as i64).saturating_mul(1000)),
+            ),
+            (None, at) => at,
+        }
+    }
+
+    /// True when expired at `now`.
+    pub fn expired(&self, now: Millis) -> bool {
+        self.expiry().is_some_and(|at| at <= now)
+    }
+
+    /// The media type, lowercased, without parameters.
+    pub fn media_type(&self) -> String {
+        media_type(&self.content_type)
+    }
+
+    /// JSON mode: values are validated, flattened and stored one per chunk.
+    pub fn is_json(&self) -> bool {
+        self.media_type() == "application/json"
+    }
+}
+
+/// `Text/Plain; charset=x` → `text/plain`.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A live stream as cached in memory.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// Offset after the last byte.
+    pub tail: u64,
+    /// Decoded metadata.
+    pub info: StreamInfo,
+    /// `expires_at` as last persisted (sliding refreshes are written lazily).
+    pub persisted_expiry: Option<Millis>,
+}
+
+impl Stream {
+    /// Decodes stored metadata.
+    pub fn decode(meta: &StreamMeta) -> Result<Stream, StoreError> {
+        let info: StreamInfo = serde_json::from_slice(&meta.state)
+            .map_err(|e| StoreError::Corrupt(format!("stream {}: {e}", meta.path)))?;
+        Ok(Stream {
+            tail: meta.tail,
+            persisted_expiry: meta.expires_at,
+            info,
+        })
+    }
+
+    /// Encodes the metadata to store for `path` with `tail`.
+    pub fn encode(path: &str, tail: u64, info: &StreamInfo) -> Result<StreamMeta, StoreError> {
+        let state = serde_json::to_vec(info)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode stream {path}: {e}")))?;
+        Ok(StreamMeta {
+            path: path.to_owned(),
+            tail,
+            // A soft-deleted stream is removed with its last fork, never by the sweeper: not
+            // indexing it keeps it out of every sweep's candidates.
+            expires_at: if info.soft_deleted {
+                None
+            } else {
+                info.expiry()
+            },
+            state,
+        })
+    }
+}
+
+/// The runtime object of one stream path.
+pub struct StreamObject {
+    /// The stream, or `None` when the path has none (cached absence).
+    pub stream: Option<Stream>,
+    /// Bumped after every durable change; readers at the tail wait on it.
+    pub changed: watch::Sender<u64>,
+}
+
+impl StreamObject {
+    /// An object for `stream`.
+    pub fn new(stream: Option<Stream>) -> StreamObject {
+        StreamObject {
+            stream,
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    /// Wakes every waiting reader (call only after the change is durable).
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
