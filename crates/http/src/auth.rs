@@ -77,11 +77,19 @@ impl ApiKeys {
 }
 
 /// Middleware: reject requests without a valid key (use with `from_fn_with_state`).
+///
+/// CORS preflights (`OPTIONS`) pass without a key: browsers never attach credentials to a
+/// preflight, so rejecting it would make every cross-origin call fail before the real,
+/// authenticated request is even sent. The preflight reveals nothing and changes nothing; the
+/// route's own handling (or the CORS layer) answers it.
 pub async fn require_api_key(
     State(keys): State<ApiKeys>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.method() == axum::http::Method::OPTIONS {
+        return next.run(request).await;
+    }
     match keys.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(err) => {
@@ -98,6 +106,38 @@ pub async fn require_api_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode};
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::any;
+    use tower::ServiceExt;
+
+    async fn status(method: Method, auth: Option<&str>) -> StatusCode {
+        let keys = ApiKeys::new(["secret"]);
+        let app = axum::Router::new()
+            .route("/x", any(|| async { "ok" }))
+            .route_layer(from_fn_with_state(keys, require_api_key));
+        let mut request = Request::builder().method(method).uri("/x");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let request = request.body(Body::empty()).expect("request");
+        app.oneshot(request).await.expect("response").status()
+    }
+
+    #[tokio::test]
+    async fn preflights_pass_without_a_key_and_other_methods_do_not() {
+        assert_eq!(status(Method::OPTIONS, None).await, StatusCode::OK);
+        assert_eq!(status(Method::GET, None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(Method::POST, Some("Bearer nope")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(Method::GET, Some("Bearer secret")).await,
+            StatusCode::OK
+        );
+    }
 
     #[test]
     fn accepts_any_configured_key_and_nothing_else() {

@@ -179,6 +179,12 @@ impl ColdTier {
 
 /// Runs [`ColdTier::compact_all`] every `policy.interval` until `shutdown` resolves. Stopping
 /// mid-pass is safe (at most an orphan object, see the crate docs).
+///
+/// This loop does not serialize with the stream's writers: if a stream is deleted and
+/// re-created while one of its ranges is being sealed, the seal can land on the new
+/// incarnation. Servers run compaction through `sessiond_streams::tier`, which calls
+/// [`ColdTier::compact_stream`] under the stream's lock; use this only where nothing deletes
+/// streams concurrently (tools, tests).
 pub fn spawn_compactor(
     tier: Arc<ColdTier>,
     store: Arc<dyn StreamStore>,

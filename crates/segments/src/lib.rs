@@ -9,6 +9,7 @@
 //! - [`format`]: the segment file's byte layout (framed chunks + CRC-32).
 //! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
 //!   [`spawn_compactor`].
+//! - `testing` (feature `testing`): a private `moto_server` for S3 tests.
 //!
 //! # Durability and crash safety
 //!
@@ -32,6 +33,8 @@
 
 pub mod compact;
 pub mod format;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -35,6 +35,7 @@ pub fn router(
     stores: Stores,
     sessions: SessionsState,
     streams: Option<sessiond_streams::Streams>,
+    subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
     metrics: PrometheusHandle,
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys);
@@ -54,6 +55,14 @@ pub fn router(
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {
         app = app.merge(guard(RouteSet::Streams, sessiond_streams::router(streams)));
+    }
+    // The reserved `__ds` subscription APIs: management behind the same guard; callback, ack
+    // and release carry the wake's own bearer token instead of an API key.
+    if let Some(subs) = subscriptions {
+        use sessiond_streams::subscriptions::{control_router, token_router};
+        app = app
+            .merge(guard(RouteSet::Streams, control_router(subs.clone())))
+            .merge(token_router(subs));
     }
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());

@@ -350,7 +350,7 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML with API keys redacted (for `check-config`).
+    /// The configuration as TOML with API keys and secrets redacted (for `check-config`).
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.api_keys = shown
@@ -358,6 +358,9 @@ impl Config {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        if !shown.streams.cold.s3.secret_access_key.is_empty() {
+            shown.streams.cold.s3.secret_access_key = "<redacted>".into();
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 }

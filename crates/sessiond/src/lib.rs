@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::Config;
+use config::EngineKind;
 
 /// The process-wide Prometheus recorder (installed once, shared by servers in one process).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -47,6 +48,17 @@ pub fn metrics_handle() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         metrics_exporter_prometheus::Matcher::Suffix("_size".into()),
                         &sizes,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "sessiond_streams_append_bytes".into(),
+                        ),
+                        &[
+                            64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                            4194304.0, 16777216.0,
+                        ],
                     )
                 })
                 .map(|b| b.build_recorder())
@@ -89,17 +101,54 @@ pub async fn run(
     );
     let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
     let user_locks: ObjectKind<()> = runtime.kind("user");
-    // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups).
+    // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups), and
+    // the cold tier (sealed segments in object storage) unless disabled.
+    let cold_tier = match &stores.streams {
+        Some(_) => config
+            .streams
+            .cold
+            .open(&config.data_dir, config.engine == EngineKind::Memory)
+            .map_err(|e| anyhow::anyhow!("cannot open the streams cold tier: {e}"))?,
+        None => None,
+    };
+    // Subscriptions (`__ds`) see every stream write through an observing store wrapper and
+    // keep their records in the object runtime.
+    let (observer, changes) = sessiond_streams::subscriptions::observer();
+    let subscription_kind = runtime.persistent_kind(
+        sessiond_streams::subscriptions::KIND,
+        sessiond_runtime::JsonCodec,
+    );
     let streams = stores.streams.clone().map(|store| {
+        let cold: Arc<dyn sessiond_streams::ColdReader> = match &cold_tier {
+            Some(tier) => Arc::new(sessiond_streams::SegmentsCold::new(
+                tier.clone(),
+                store.clone(),
+            )),
+            None => Arc::new(sessiond_streams::NoCold),
+        };
         sessiond_streams::Streams::new(
-            store,
-            std::sync::Arc::new(sessiond_streams::NoCold),
+            observer.wrap(store),
+            cold,
             runtime.kind("stream"),
             config.streams.clone(),
             stores.admin.exclusive(),
         )
     });
     let runtime = runtime.start();
+    let subscriptions = match &streams {
+        Some(streams) => Some(
+            sessiond_streams::subscriptions::Subscriptions::open(
+                streams.clone(),
+                subscription_kind,
+                stores.objects.as_ref(),
+                observer,
+                config.streams.allow_insecure_webhooks,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open stream subscriptions: {e}"))?,
+        ),
+        None => None,
+    };
 
     let sessions_config = Arc::new(config.sessions.clone());
     let state = SessionsState::new(
@@ -112,7 +161,14 @@ pub async fn run(
         ),
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );
-    let app = app::router(&config, stores.clone(), state, streams.clone(), metrics);
+    let app = app::router(
+        &config,
+        stores.clone(),
+        state,
+        streams.clone(),
+        subscriptions.clone(),
+        metrics,
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -126,6 +182,22 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
+    let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
+        tokio::spawn(sessiond_streams::tier::run_compactor(
+            streams,
+            tier,
+            config.streams.cold.policy(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let subscription_task =
+        subscriptions.map(|subs| tokio::spawn(subs.run(changes, stopped(stop_rx.clone()))));
+    let metrics_stream = streams.clone().map(|streams| {
+        tokio::spawn(sessiond_streams::metrics::run_system_stream(
+            streams,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let stream_sweeper = streams.map(|streams| {
         tokio::spawn(sessiond_streams::sweeper::run(
             streams,
@@ -148,6 +220,12 @@ pub async fn run(
     let _ = sweeper.await;
     if let Some(stream_sweeper) = stream_sweeper {
         let _ = stream_sweeper.await;
+    }
+    if let Some(subscription_task) = subscription_task {
+        let _ = subscription_task.await;
+    }
+    for task in [compactor, metrics_stream].into_iter().flatten() {
+        let _ = task.await;
     }
     runtime.shutdown().await;
     stores.admin.close().await?;

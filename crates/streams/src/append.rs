@@ -131,6 +131,9 @@ pub async fn append(
     streams
         .commit_with(&mut g, current.tail, &chunks, info, true, durability)
         .await?;
+    if !chunks.is_empty() {
+        crate::metrics::appended(body.len(), accepted.is_some());
+    }
     // An accepted producer append is a 200; a close-only request (no data) is a 204 either way.
     let status = if accepted.is_some() && !chunks.is_empty() {
         StatusCode::OK

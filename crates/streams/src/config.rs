@@ -28,6 +28,20 @@ pub struct StreamsConfig {
     pub sse_reconnect_s: u64,
     /// How often the sweeper looks for expired streams (seconds).
     pub sweep_interval_s: u64,
+    /// Subscriptions: allow `http://` webhooks to loopback targets (development and the
+    /// conformance suite). Off by default: webhooks must be `https://` to public addresses.
+    pub allow_insecure_webhooks: bool,
+    /// Most streams under one prefix (see `quota_prefix_segments`); beyond it a create is a
+    /// 429 `stream_quota_exceeded`. 0 = no limit.
+    pub max_streams_per_prefix: usize,
+    /// How many leading path segments form the quota prefix (`tenant/...` with 1).
+    pub quota_prefix_segments: usize,
+    /// A JSON stream that receives a metrics snapshot every `metrics_interval_s` (off when unset).
+    pub metrics_stream: Option<String>,
+    /// Seconds between metrics snapshots.
+    pub metrics_interval_s: u64,
+    /// Cold segments in object storage (`[streams.cold]`).
+    pub cold: crate::tier::ColdConfig,
 }
 
 impl Default for StreamsConfig {
@@ -41,6 +55,12 @@ impl Default for StreamsConfig {
             max_long_polls: 10_000,
             sse_reconnect_s: 60,
             sweep_interval_s: 30,
+            allow_insecure_webhooks: false,
+            max_streams_per_prefix: 0,
+            quota_prefix_segments: 1,
+            metrics_stream: None,
+            metrics_interval_s: 10,
+            cold: crate::tier::ColdConfig::default(),
         }
     }
 }
@@ -62,6 +82,15 @@ impl StreamsConfig {
                     .into(),
             );
         }
-        Ok(())
+        if let Some(name) = &self.metrics_stream {
+            let path = format!("{}{name}", crate::routes::STREAM_PREFIX);
+            crate::routes::stream_name(&path, self.max_name_bytes).map_err(|e| {
+                format!("streams.metrics_stream `{name}` is not a valid stream name: {}", e.api.message)
+            })?;
+        }
+        if self.quota_prefix_segments == 0 || self.metrics_interval_s == 0 {
+            return Err("streams.quota_prefix_segments and streams.metrics_interval_s must be > 0".into());
+        }
+        self.cold.validate()
     }
 }

@@ -124,6 +124,11 @@ pub async fn create(
         soft_deleted: false,
         created_at: now,
     };
+    // The prefix quota's lock is held until the stream is written.
+    let _quota = match crate::limits::reserve(streams, path).await {
+        Ok(quota) => quota,
+        Err(e) => return Err(release_on_error(streams, &fork_request, e).await),
+    };
     let meta = Stream::encode(path, pos, &info)?;
     let made = match streams
         .store

@@ -33,10 +33,10 @@ pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
 
 const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
     Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, ETag, Location, Content-Type, \
-    Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq";
+    Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, Server-Timing";
 const ALLOWED: &str = "Authorization, Content-Type, If-None-Match, Stream-TTL, Stream-Expires-At, \
     Stream-Closed, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, \
-    Producer-Id, Producer-Epoch, Producer-Seq";
+    Producer-Id, Producer-Epoch, Producer-Seq, X-Debug-Timing";
 const METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
 
 /// A header as a string (non-UTF-8 is a 400).

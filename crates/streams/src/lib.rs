@@ -22,7 +22,11 @@
 //!   [`delete`]: the operations.
 //! - [`service`]: locking, lazy expiry, commits, the fork-aware page reader.
 //! - [`state`]: what is stored per stream; [`offset`], [`cursor`], [`json`], [`time`]: formats.
-//! - [`cold`]: the cold-tier trait; [`sweeper`]: background expiry; [`config`]: limits.
+//! - [`cold`]: the cold-tier trait; [`tier`]: the segments cold tier, its `[streams.cold]`
+//!   config and compaction under the stream lock; [`sweeper`]: background expiry;
+//!   [`config`]: limits; [`limits`]: the per-prefix stream quota; [`metrics`]: Prometheus
+//!   metrics, the system metrics stream, `Server-Timing`.
+//! - [`subscriptions`]: the reserved `__ds` subscription APIs (webhooks, pull-wake).
 
 pub mod append;
 pub mod cold;
@@ -35,7 +39,9 @@ pub mod fork;
 pub mod head;
 pub mod headers;
 pub mod json;
+pub mod limits;
 pub mod live;
+pub mod metrics;
 pub mod offset;
 pub mod producer;
 pub mod read;
@@ -43,11 +49,14 @@ pub mod routes;
 pub mod service;
 pub mod sse;
 pub mod state;
+pub mod subscriptions;
 pub mod sweeper;
+pub mod tier;
 pub mod time;
 
 pub use cold::{ColdReader, NoCold};
 pub use config::StreamsConfig;
 pub use routes::router;
 pub use service::Streams;
+pub use tier::{ColdConfig, SegmentsCold};
 pub use state::StreamObject;

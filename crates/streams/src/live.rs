@@ -21,24 +21,28 @@ use crate::offset;
 use crate::read::{page_response, with_cursor};
 use crate::service::{Found, Snapshot, Streams};
 
-/// A slot in a bounded pool of connections, released on drop.
-pub struct Slot(Arc<AtomicUsize>);
+/// A slot in a bounded pool of connections (`mode` = `sse` | `long_poll`, for metrics),
+/// released on drop.
+pub struct Slot(Arc<AtomicUsize>, &'static str);
 
 impl Slot {
     /// Takes a slot, or `None` when `max` are in use.
-    pub fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+    pub fn take(counter: &Arc<AtomicUsize>, max: usize, mode: &'static str) -> Option<Slot> {
         let previous = counter.fetch_add(1, Ordering::AcqRel);
         if previous >= max {
             counter.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::rejected(mode);
             return None;
         }
-        Some(Slot(counter.clone()))
+        crate::metrics::live(mode, true);
+        Some(Slot(counter.clone(), mode))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::live(self.1, false);
     }
 }
 
@@ -63,7 +67,7 @@ pub async fn long_poll(
     from: u64,
     cursor: Option<String>,
 ) -> StreamResult<Response> {
-    let Some(_slot) = Slot::take(&streams.long_polls, streams.config.max_long_polls) else {
+    let Some(_slot) = Slot::take(&streams.long_polls, streams.config.max_long_polls, "long_poll") else {
         return Err(StreamError::busy("too many open long-poll requests"));
     };
     let timeout = Duration::from_millis(streams.config.long_poll_timeout_ms);

@@ -28,6 +28,7 @@ pub fn router(streams: Streams) -> Router {
         .with_state(streams)
         .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn(crate::headers::common_headers))
+        .layer(from_fn(crate::metrics::debug_timing))
 }
 
 /// Validates the stream name in a request path.

@@ -1,0 +1,130 @@
+//! What the capability reports: Prometheus metrics (through the `metrics` facade, rendered
+//! on `/metrics`), an optional system stream of metric snapshots, and `Server-Timing` on
+//! request (`X-Debug-Timing: 1`).
+//!
+//! Seed D records one analytics event per append with the stream id. A Prometheus label per
+//! stream would make the series count grow with the number of streams (unbounded), so the
+//! counters here carry no stream label: appends are counted by kind (`producer` =
+//! `idempotent` | `anonymous`) and their sizes go to one histogram. Per-stream figures are
+//! what the protocol itself answers (HEAD gives a stream's tail).
+//!
+//! Metrics:
+//! - `sessiond_streams_appends_total{producer}`, `sessiond_streams_append_bytes_total`,
+//!   `sessiond_streams_append_bytes` (histogram of body sizes);
+//! - `sessiond_streams_live_open{mode}` (gauge: open SSE / waiting long-poll requests),
+//!   `sessiond_streams_subscribe_total{mode}`, `sessiond_streams_unsubscribe_total{mode}`;
+//! - `sessiond_streams_rejected_total{reason}` (limits that answered 4xx/503).
+//!
+//! The system stream (`streams.metrics_stream`, off by default) receives one JSON object per
+//! `streams.metrics_interval_s` with the process-wide totals, so the figures can be tailed
+//! with the protocol itself (`GET /v1/stream/<name>?offset=-1&live=sse`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::service::Streams;
+
+static APPENDS: AtomicU64 = AtomicU64::new(0);
+static APPEND_BYTES: AtomicU64 = AtomicU64::new(0);
+static SSE_OPEN: AtomicI64 = AtomicI64::new(0);
+static LONG_POLLS: AtomicI64 = AtomicI64::new(0);
+static SUBSCRIBES: AtomicU64 = AtomicU64::new(0);
+static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Records one accepted append of `bytes` body bytes.
+pub fn appended(bytes: usize, idempotent: bool) {
+    let producer = if idempotent { "idempotent" } else { "anonymous" };
+    ::metrics::counter!("sessiond_streams_appends_total", "producer" => producer).increment(1);
+    ::metrics::counter!("sessiond_streams_append_bytes_total").increment(bytes as u64);
+    ::metrics::histogram!("sessiond_streams_append_bytes").record(bytes as f64);
+    APPENDS.fetch_add(1, Ordering::Relaxed);
+    APPEND_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// A live reader (`mode` = `sse` | `long_poll`) started (`true`) or ended.
+pub fn live(mode: &'static str, opened: bool) {
+    let gauge = if mode == "sse" { &SSE_OPEN } else { &LONG_POLLS };
+    if opened {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        SUBSCRIBES.fetch_add(1, Ordering::Relaxed);
+        ::metrics::gauge!("sessiond_streams_live_open", "mode" => mode).increment(1.0);
+        ::metrics::counter!("sessiond_streams_subscribe_total", "mode" => mode).increment(1);
+    } else {
+        gauge.fetch_sub(1, Ordering::Relaxed);
+        ::metrics::gauge!("sessiond_streams_live_open", "mode" => mode).decrement(1.0);
+        ::metrics::counter!("sessiond_streams_unsubscribe_total", "mode" => mode).increment(1);
+    }
+}
+
+/// A request refused by a limit (`reason` is a fixed word).
+pub fn rejected(reason: &'static str) {
+    REJECTED.fetch_add(1, Ordering::Relaxed);
+    ::metrics::counter!("sessiond_streams_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Middleware: with `X-Debug-Timing: 1`, adds `Server-Timing: app;dur=<ms>` (time spent in
+/// the streams handler; for SSE, until the response headers).
+pub async fn debug_timing(request: Request, next: Next) -> Response {
+    let wanted = request
+        .headers()
+        .get("x-debug-timing")
+        .is_some_and(|v| v.as_bytes() == b"1");
+    if !wanted {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;desc=\"sessiond\";dur={ms:.3}")) {
+        response.headers_mut().append("server-timing", v);
+    }
+    response
+}
+
+/// The snapshot appended to the system stream.
+fn snapshot() -> serde_json::Value {
+    serde_json::json!({
+        "ts": sessiond_store::now_ms(),
+        "appends": APPENDS.load(Ordering::Relaxed),
+        "append_bytes": APPEND_BYTES.load(Ordering::Relaxed),
+        "sse_open": SSE_OPEN.load(Ordering::Relaxed),
+        "long_polls_open": LONG_POLLS.load(Ordering::Relaxed),
+        "subscribes": SUBSCRIBES.load(Ordering::Relaxed),
+        "rejected": REJECTED.load(Ordering::Relaxed),
+    })
+}
+
+/// Appends a snapshot to `streams.metrics_stream` every `metrics_interval_s` until `stop`
+/// (nothing when no stream is configured). The stream is created as a JSON stream when
+/// missing (its own appends count as appends: one per interval).
+pub async fn run_system_stream(streams: Streams, stop: impl Future<Output = ()>) {
+    let Some(path) = streams.config.metrics_stream.clone() else {
+        return;
+    };
+    let interval = Duration::from_secs(streams.config.metrics_interval_s.max(1));
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let body = Bytes::from(snapshot().to_string());
+        let exists = crate::create::create(&streams, &path, &h, Bytes::new(), "/").await;
+        let result = match exists {
+            Ok(_) => crate::append::append(&streams, &path, &h, body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(stream = %path, error = ?e.api, "cannot append to the metrics stream");
+        }
+    }
+}

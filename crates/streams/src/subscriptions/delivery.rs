@@ -1,0 +1,195 @@
+//! Getting a wake to a worker: a signed webhook POST, or wake events on the wake stream.
+//!
+//! A webhook is sent by a spawned task without holding the subscription's lock (a receiver
+//! may call back before it answers). Its result is applied only if the wake is still the
+//! current one: a synchronous `{"done": true}` acks the wake's snapshot and frees the
+//! subscription; a failure schedules a retry with backoff; any other 2xx leaves the wake to
+//! the callback or the lease. Pull-wake events are ordinary appends to an application stream
+//! (JSON streams get one message per event), written under the subscription's lock so they
+//! appear in generation order.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Value};
+use sessiond_store::{now_ms, Millis, StreamChunk};
+
+use super::error::{SubError, SubResult};
+use super::model::{Subscription, Wake};
+use super::{webhook_url, Subscriptions};
+use crate::error::StreamError;
+use crate::service::stream;
+
+/// Most wake events written for one wake (one per pending stream).
+const MAX_EVENTS_PER_WAKE: usize = 16;
+
+impl Subscriptions {
+    /// Sends the webhook for wake `(generation, wake_id)` of `id` and applies the outcome.
+    /// (Boxed: delivery can issue the next wake, which spawns the next delivery.)
+    pub(crate) fn deliver(
+        &self,
+        id: String,
+        generation: u64,
+        wake_id: String,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            if let Err(e) = this.try_deliver(&id, generation, &wake_id).await {
+                tracing::warn!(subscription = %id, error = ?e, "webhook delivery bookkeeping failed");
+            }
+        })
+    }
+
+    async fn try_deliver(&self, id: &str, generation: u64, wake_id: &str) -> SubResult<()> {
+        let (url, body) = {
+            let mut g = self.inner.objects.lock(id).await;
+            let Some(sub) = g.load().await? else {
+                return Ok(());
+            };
+            let Some(wake) = current(sub, generation, wake_id) else {
+                return Ok(());
+            };
+            let Some(url) = sub.config.webhook_url.clone() else {
+                return Ok(());
+            };
+            let body = json!({
+                "subscription_id": sub.id,
+                "wake_id": wake.wake_id,
+                "generation": generation,
+                "streams": sub.wake_streams(&wake.snapshot),
+                "callback_url": sub.callback_url(),
+                "callback_token": wake.token,
+            });
+            (url, body)
+        };
+        let outcome = self.post(&url, &body).await;
+        let mut g = self.inner.objects.lock(id).await;
+        let Some(sub) = g.load().await? else {
+            return Ok(());
+        };
+        let Some(wake) = current(sub, generation, wake_id).cloned() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        match outcome {
+            Ok(answer) => {
+                sub.retry = None;
+                if answer.get("done").and_then(Value::as_bool) == Some(true) {
+                    for (path, tail) in &wake.snapshot {
+                        if let Some(link) = sub.links.get_mut(path) {
+                            link.acked = link.acked.max(*tail);
+                        }
+                    }
+                    self.finish(&mut g, now).await?;
+                } else {
+                    self.save(&mut g).await?;
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(subscription = %id, %url, %reason, "webhook delivery failed");
+                self.failed(&mut g, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` signed; the receiver's JSON answer (`{}` if none) on a 2xx.
+    async fn post(&self, url: &str, body: &Value) -> Result<Value, String> {
+        let parsed = webhook_url::validate(url, self.inner.allow_insecure)?;
+        webhook_url::check_resolved(&parsed, self.inner.allow_insecure).await?;
+        let raw = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let signature = self.inner.signer.signature_header(now_ms() / 1000, &raw);
+        let response = self
+            .inner
+            .http
+            .post(parsed)
+            .header("content-type", "application/json")
+            .header("webhook-signature", signature)
+            .body(raw)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("receiver answered {status}"));
+        }
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Appends the wake events of a pull-wake subscription to its wake stream.
+    pub(crate) async fn announce(
+        &self,
+        sub: &Subscription,
+        generation: u64,
+        wake: &Wake,
+        now: Millis,
+    ) -> SubResult<()> {
+        let Some(path) = &sub.config.wake_stream else {
+            return Err(SubError::bad_request(
+                "pull-wake subscription without wake_stream",
+            ));
+        };
+        let events: Vec<Value> = wake
+            .snapshot
+            .keys()
+            .take(MAX_EVENTS_PER_WAKE)
+            .map(|stream| {
+                json!({
+                    "type": "wake",
+                    "subscription_id": sub.id,
+                    "stream": stream,
+                    "generation": generation,
+                    "wake_id": wake.wake_id,
+                    "ts": now,
+                })
+            })
+            .collect();
+        self.append_values(path, &events).await?;
+        Ok(())
+    }
+
+    /// Appends JSON values to a stream as the server itself (one message each on JSON
+    /// streams; newline-terminated text otherwise).
+    async fn append_values(&self, path: &str, values: &[Value]) -> Result<(), StreamError> {
+        let streams = &self.inner.streams;
+        let now = now_ms();
+        let mut g = streams.lock_live(path, now).await?;
+        let Some(current) = stream(&g).cloned() else {
+            return Err(StreamError::not_found());
+        };
+        if current.info.closed {
+            return Err(StreamError::conflict("the wake stream is closed"));
+        }
+        let mut pieces = Vec::with_capacity(values.len());
+        for v in values {
+            let mut bytes = serde_json::to_vec(v)
+                .map_err(|e| StreamError::bad_request(format!("wake event: {e}")))?;
+            if !current.info.is_json() {
+                bytes.push(b'\n');
+            }
+            pieces.push(bytes);
+        }
+        let mut pos = current.tail;
+        let chunks: Vec<StreamChunk> = pieces
+            .into_iter()
+            .map(|data| {
+                let c = StreamChunk { offset: pos, data };
+                pos = c.end();
+                c
+            })
+            .collect();
+        let mut info = current.info.clone();
+        info.last_access = now;
+        streams
+            .commit(&mut g, current.tail, &chunks, info, true)
+            .await
+    }
+}
+
+/// The wake if `(generation, wake_id)` is still current.
+fn current<'a>(sub: &'a Subscription, generation: u64, wake_id: &str) -> Option<&'a Wake> {
+    sub.wake
+        .as_ref()
+        .filter(|w| sub.generation == generation && w.wake_id == wake_id)
+}

@@ -1,0 +1,179 @@
+//! The reserved subscription APIs (PROTOCOL.md §6–7) under `/v1/stream/__ds/…`.
+//!
+//! A subscription is a durable set of cursors over streams (chosen by a glob `pattern` and/or
+//! explicit paths) that wakes a worker when any of them has data past its cursor: by a signed
+//! webhook POST, or by a wake event appended to a `wake_stream` that workers consume and then
+//! `claim`. Every wake carries a `generation` and a `wake_id`; callbacks, acks and releases
+//! must present both plus the wake's bearer token, so a slow or restarted worker can never
+//! move a cursor on behalf of a wake it no longer owns (409 `FENCED`).
+//!
+//! Why it is built this way:
+//! - **State lives in the object runtime** (persistent kind [`KIND`] over `ObjectStore`): one
+//!   JSON record per subscription, changed only under its object lock and written through on
+//!   every change, so cursors, generation, lease and retry schedule survive restarts without
+//!   any new engine code. The webhook signing key is persisted the same way ([`signing`]).
+//! - **Appends are observed at the store** ([`observe`]), after the engine acknowledged them,
+//!   and handled by one background task: the append path only does a channel send, and only
+//!   while a subscription exists.
+//! - **Network I/O never runs under a lock**: a wake is recorded first, then delivered by a
+//!   spawned task that re-checks the generation before applying the receiver's answer.
+//! - **Timers are re-derived from state**: lease expiry and webhook retry times are stored in
+//!   the record; a timer task only says "look again at this subscription", and startup
+//!   re-arms one per subscription with a wake or retry pending.
+//!
+//! Module map: [`model`] (record and wire shapes), [`glob`], [`index`] (path → subscriptions),
+//! [`observe`] (the store wrapper), [`signing`] (Ed25519 key, JWKS), [`webhook_url`] (SSRF
+//! rules), [`wake`] (issuing, acking, leases, backoff), [`delivery`] (webhook POST, wake
+//! stream), [`control`] and [`worker`] (HTTP handlers), [`routes`], [`error`].
+
+pub mod control;
+pub mod delivery;
+pub mod error;
+pub mod glob;
+pub mod index;
+pub mod model;
+pub mod observe;
+pub mod routes;
+pub mod signing;
+pub mod wake;
+pub mod webhook_url;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
+use sessiond_store::ObjectStore;
+use tokio::sync::mpsc;
+
+pub use model::Subscription;
+pub use observe::{observer, Change, Observer};
+pub use routes::{control_router, token_router};
+pub use signing::WebhookSigner;
+
+use crate::service::Streams;
+
+/// Object kind of subscription records.
+pub const KIND: &str = "ds_subscription";
+
+/// A locked subscription.
+pub type SubGuard = ObjectGuard<Subscription>;
+
+/// The subscription service (cheap to clone).
+#[derive(Clone)]
+pub struct Subscriptions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    streams: Streams,
+    objects: ObjectKind<Subscription>,
+    index: index::Index,
+    signer: WebhookSigner,
+    http: webhook_http::Client,
+    allow_insecure: bool,
+    observer: Observer,
+}
+
+impl Subscriptions {
+    /// Opens the service: loads (or creates) the signing key, rebuilds the index from the
+    /// persisted subscriptions and re-arms their timers. `objects` must be a persistent kind
+    /// named [`KIND`]; `streams` must write through `observer.wrap(…)`.
+    pub async fn open(
+        streams: Streams,
+        objects: ObjectKind<Subscription>,
+        store: &dyn ObjectStore,
+        observer: Observer,
+        allow_insecure_webhooks: bool,
+    ) -> Result<Subscriptions, RuntimeError> {
+        let signer = WebhookSigner::load_or_create(store).await?;
+        let http = webhook_http::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(webhook_http::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
+                    "webhook HTTP client: {e}"
+                )))
+            })?;
+        let subs = Subscriptions {
+            inner: Arc::new(Inner {
+                streams,
+                objects,
+                index: index::Index::default(),
+                signer,
+                http,
+                allow_insecure: allow_insecure_webhooks,
+                observer,
+            }),
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let ids = subs.inner.objects.list("", after.as_deref(), 500).await?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                let mut g = subs.inner.objects.lock(&id).await;
+                if let Some(sub) = g.load().await? {
+                    subs.index_record(sub);
+                    let due = [
+                        sub.wake.as_ref().map(|w| w.lease_until),
+                        sub.retry.as_ref().map(|r| r.next_attempt_at),
+                    ];
+                    for at in due.into_iter().flatten() {
+                        subs.schedule(&id, at);
+                    }
+                }
+            }
+            after = Some(last);
+        }
+        subs.refresh_active();
+        Ok(subs)
+    }
+
+    /// The streams service.
+    pub fn streams(&self) -> &Streams {
+        &self.inner.streams
+    }
+
+    /// The webhook signer (its JWKS is public).
+    pub fn signer(&self) -> &WebhookSigner {
+        &self.inner.signer
+    }
+
+    /// Handles observed changes until `stop` resolves.
+    pub async fn run(
+        self,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        stop: impl Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                change = changes.recv() => match change {
+                    Some(change) => self.on_change(change).await,
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn index_record(&self, sub: &Subscription) {
+        let explicit = sub
+            .links
+            .iter()
+            .filter(|(_, l)| l.explicit)
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.inner
+            .index
+            .set(&sub.id, sub.config.pattern.clone(), explicit);
+    }
+
+    fn refresh_active(&self) {
+        self.inner.observer.set_active(!self.inner.index.is_empty());
+    }
+}

@@ -1,0 +1,183 @@
+//! How subscriptions learn about appends: a [`StreamStore`] wrapper that reports every
+//! successful write after it returned.
+//!
+//! Observing the store instead of hooking each protocol operation means every path that
+//! writes data (create with a body, append, append+close, forks, internal wake-stream writes)
+//! is seen without touching those operations, and a change is reported only once the engine
+//! acknowledged it (durably, for confirmed writes): a wake never points at data a crash could
+//! take back. Reporting is a non-blocking send on an unbounded channel, and nothing at all is
+//! sent while no subscription exists, so the append path pays one atomic load.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sessiond_store::{
+    Commit, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+};
+use tokio::sync::mpsc;
+
+/// One observed write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Data was written to `path`: the tail moved from `before` to `tail` (a new stream
+    /// reports `before` = its first offset).
+    Appended {
+        /// Stream path.
+        path: String,
+        /// Tail before the write.
+        before: u64,
+        /// Tail after it.
+        tail: u64,
+    },
+    /// A stream was created without data.
+    Created {
+        /// Stream path.
+        path: String,
+        /// Its tail.
+        tail: u64,
+    },
+    /// The stream was deleted.
+    Deleted {
+        /// Stream path.
+        path: String,
+    },
+}
+
+/// The sending side, shared by the wrapper and the subscription service (which switches it
+/// on once a subscription exists).
+#[derive(Clone)]
+pub struct Observer {
+    tx: mpsc::UnboundedSender<Change>,
+    active: Arc<AtomicBool>,
+}
+
+/// A new observer and the receiver of its changes.
+pub fn observer() -> (Observer, mpsc::UnboundedReceiver<Change>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let active = Arc::new(AtomicBool::new(false));
+    (Observer { tx, active }, rx)
+}
+
+impl Observer {
+    /// Wraps `store` so its writes are reported.
+    pub fn wrap(&self, store: Arc<dyn StreamStore>) -> Arc<dyn StreamStore> {
+        Arc::new(ObservedStore {
+            inner: store,
+            observer: self.clone(),
+        })
+    }
+
+    /// Starts (or stops) reporting.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Release);
+    }
+
+    fn send(&self, change: impl FnOnce() -> Change) {
+        if self.active.load(Ordering::Acquire) {
+            let _ = self.tx.send(change());
+        }
+    }
+}
+
+struct ObservedStore {
+    inner: Arc<dyn StreamStore>,
+    observer: Observer,
+}
+
+#[async_trait]
+impl StreamStore for ObservedStore {
+    async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
+        self.inner.stream_meta(path).await
+    }
+
+    async fn create_stream(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        durability: Durability,
+    ) -> Result<bool> {
+        let made = self.inner.create_stream(meta, chunks, durability).await?;
+        if made {
+            self.observer.send(|| match chunks.first() {
+                Some(first) => Change::Appended {
+                    path: meta.path.clone(),
+                    before: first.offset,
+                    tail: meta.tail,
+                },
+                None => Change::Created {
+                    path: meta.path.clone(),
+                    tail: meta.tail,
+                },
+            });
+        }
+        Ok(made)
+    }
+
+    async fn commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit> {
+        let result = self
+            .inner
+            .commit(path, expected_tail, chunks, meta, durability)
+            .await?;
+        if result == Commit::Written && !chunks.is_empty() {
+            self.observer.send(|| Change::Appended {
+                path: path.to_owned(),
+                before: expected_tail,
+                tail: meta.tail,
+            });
+        }
+        Ok(result)
+    }
+
+    async fn read_chunks(
+        &self,
+        path: &str,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StreamChunk>> {
+        self.inner.read_chunks(path, from, max_bytes).await
+    }
+
+    async fn delete_stream(&self, path: &str, durability: Durability) -> Result<bool> {
+        let existed = self.inner.delete_stream(path, durability).await?;
+        if existed {
+            self.observer.send(|| Change::Deleted {
+                path: path.to_owned(),
+            });
+        }
+        Ok(existed)
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.inner.list_streams(prefix, after, limit).await
+    }
+
+    async fn expired_streams(&self, now: Millis, limit: usize) -> Result<Vec<String>> {
+        self.inner.expired_streams(now, limit).await
+    }
+
+    async fn segments(&self, path: &str) -> Result<Vec<SegmentRef>> {
+        self.inner.segments(path).await
+    }
+
+    async fn seal_segment(
+        &self,
+        path: &str,
+        segment: &SegmentRef,
+        durability: Durability,
+    ) -> Result<bool> {
+        self.inner.seal_segment(path, segment, durability).await
+    }
+}

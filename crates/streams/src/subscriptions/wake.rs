@@ -1,0 +1,298 @@
+//! Wakes: when a subscription has pending work it gets a new generation and wake id, the wake
+//! is recorded (durably) and then delivered; acks move cursors; leases and retries are timers.
+//!
+//! Rules (PROTOCOL.md §7): a subscription is idle when no wake is in flight and no lease is
+//! held; pending work on an idle subscription issues a wake, unless a webhook retry is
+//! scheduled for later. A lapsed lease clears the wake (its token stops working) and, if work
+//! remains, issues a new one. Webhook retries back off exponentially from 1 s to 60 s with
+//! ±20 % jitter. Acks are "last processed, inclusive" byte positions and never move a cursor
+//! backwards.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use sessiond_store::{now_ms, Durability, Millis};
+
+use super::error::{SubError, SubResult};
+use super::model::{AckEntry, Delivery, Link, Retry, Subscription, Wake};
+use super::observe::Change;
+use super::{glob, SubGuard, Subscriptions};
+use crate::offset;
+use crate::service::stream;
+
+/// Backoff before retry number `attempt` (1-based): 1 s doubling up to 60 s, ±20 % jitter.
+pub fn backoff_ms(attempt: u32) -> u64 {
+    let base = 1_000u64
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(6))
+        .min(60_000);
+    let mut r = [0u8; 2];
+    let unit = match getrandom::fill(&mut r) {
+        Ok(()) => f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    };
+    let jitter = 0.8 + 0.4 * unit;
+    (base as f64 * jitter) as u64
+}
+
+impl Subscriptions {
+    /// The tail of a live stream, if it exists.
+    pub(crate) async fn tail_of(&self, path: &str) -> Option<u64> {
+        let g = self.inner.streams.lock(path).await.ok()?;
+        stream(&g).filter(|s| !s.info.soft_deleted).map(|s| s.tail)
+    }
+
+    /// Linked streams whose tail is past their cursor, with those tails.
+    pub(crate) async fn pending(&self, sub: &Subscription) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (path, link) in &sub.links {
+            if let Some(tail) = self.tail_of(path).await {
+                if tail > link.acked {
+                    out.insert(path.clone(), tail);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes the cached record through (the caller changed it under the lock).
+    pub(crate) async fn save(&self, g: &mut SubGuard) -> SubResult<()> {
+        g.persist(Durability::Confirmed).await?;
+        Ok(())
+    }
+
+    /// Issues a wake if the locked subscription is idle and has pending work. True if issued.
+    pub(crate) async fn maybe_wake(&self, g: &mut SubGuard, now: Millis) -> SubResult<bool> {
+        let Some(sub) = g.state().cloned() else {
+            return Ok(false);
+        };
+        if let Some(wake) = &sub.wake {
+            if wake.lease_until > now {
+                return Ok(false);
+            }
+        }
+        if let Some(retry) = &sub.retry {
+            if retry.next_attempt_at > now {
+                self.schedule(&sub.id, retry.next_attempt_at);
+                return Ok(false);
+            }
+        }
+        let pending = self.pending(&sub).await;
+        if pending.is_empty() {
+            if sub.wake.is_some() {
+                if let Some(s) = g.state_mut() {
+                    s.wake = None;
+                }
+                self.save(g).await?;
+            }
+            return Ok(false);
+        }
+        let token = match sub.config.delivery {
+            Delivery::Webhook => Some(sessiond_http::ids::random_id()),
+            Delivery::PullWake => None,
+        };
+        let lease_until = now + sub.config.lease_ttl_ms as Millis;
+        let wake = Wake {
+            wake_id: format!("w_{}", sessiond_http::ids::random_id()),
+            token,
+            holder: None,
+            snapshot: pending,
+            lease_until,
+        };
+        let Some(s) = g.state_mut() else {
+            return Ok(false);
+        };
+        s.generation += 1;
+        s.wake = Some(wake.clone());
+        let generation = s.generation;
+        self.save(g).await?;
+        self.schedule(&sub.id, lease_until);
+        match sub.config.delivery {
+            Delivery::Webhook => {
+                tokio::spawn(self.deliver(sub.id.clone(), generation, wake.wake_id));
+            }
+            Delivery::PullWake => {
+                if let Err(e) = self.announce(&sub, generation, &wake, now).await {
+                    tracing::warn!(subscription = %sub.id, error = ?e, "cannot write wake event");
+                    self.failed(g, now).await?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records a failed delivery of the current wake: clears it and schedules a retry.
+    pub(crate) async fn failed(&self, g: &mut SubGuard, now: Millis) -> SubResult<()> {
+        let Some(s) = g.state_mut() else {
+            return Ok(());
+        };
+        let attempt = s.retry.as_ref().map_or(1, |r| r.attempt + 1);
+        let at = now + backoff_ms(attempt) as Millis;
+        s.wake = None;
+        s.retry = Some(Retry {
+            attempt,
+            next_attempt_at: at,
+        });
+        let id = s.id.clone();
+        self.save(g).await?;
+        self.schedule(&id, at);
+        Ok(())
+    }
+
+    /// Ends the current wake (done, released, or lapsed) and wakes again if work remains.
+    /// Returns whether a new wake was issued.
+    pub(crate) async fn finish(&self, g: &mut SubGuard, now: Millis) -> SubResult<bool> {
+        if let Some(s) = g.state_mut() {
+            s.wake = None;
+        }
+        self.save(g).await?;
+        self.maybe_wake(g, now).await
+    }
+
+    /// Checks a callback / ack / release against the current wake (token, generation,
+    /// wake id, lease). `FENCED` otherwise.
+    pub(crate) fn check_fence(
+        sub: &Subscription,
+        token: &str,
+        generation: u64,
+        wake_id: &str,
+        now: Millis,
+    ) -> SubResult<()> {
+        use subtle::ConstantTimeEq;
+        let Some(wake) = &sub.wake else {
+            return Err(SubError::fenced());
+        };
+        let token_ok = wake
+            .token
+            .as_deref()
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
+        if !token_ok
+            || generation != sub.generation
+            || wake_id != wake.wake_id
+            || wake.lease_until <= now
+        {
+            return Err(SubError::fenced());
+        }
+        Ok(())
+    }
+
+    /// Applies acks to the cursors (unknown streams and bad offsets are 400s; a lower offset
+    /// than the cursor is ignored).
+    pub(crate) fn apply_acks(sub: &mut Subscription, acks: &[AckEntry]) -> SubResult<()> {
+        for ack in acks {
+            let pos = offset::parse_token(&ack.offset).ok_or_else(|| {
+                SubError::bad_request(format!("ack offset {:?} is not an offset", ack.offset))
+            })?;
+            let link = sub.links.get_mut(&ack.stream).ok_or_else(|| {
+                SubError::bad_request(format!("{} is not linked to this subscription", ack.stream))
+            })?;
+            link.acked = link.acked.max(pos);
+        }
+        Ok(())
+    }
+
+    /// Arms a timer that re-examines subscription `id` at `at`.
+    pub(crate) fn schedule(&self, id: &str, at: Millis) {
+        let this = self.clone();
+        let id = id.to_owned();
+        let delay = (at - now_ms()).max(0) as u64 + 5;
+        let fire: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if let Err(e) = this.on_timer(&id).await {
+                tracing::warn!(subscription = %id, error = ?e, "subscription timer failed");
+            }
+        });
+        tokio::spawn(fire);
+    }
+
+    /// A timer fired: lapse an expired lease, then wake if due.
+    async fn on_timer(&self, id: &str) -> SubResult<()> {
+        let mut g = self.inner.objects.lock(id).await;
+        let Some(sub) = g.load().await?.cloned() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        match &sub.wake {
+            Some(wake) if wake.lease_until <= now => {
+                self.finish(&mut g, now).await?;
+            }
+            Some(_) => {}
+            None => {
+                self.maybe_wake(&mut g, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one observed change.
+    pub(crate) async fn on_change(&self, change: Change) {
+        let (path, before, tail) = match &change {
+            Change::Appended { path, before, tail } => (path, *before, Some(*tail)),
+            Change::Created { path, tail } => (path, *tail, None),
+            Change::Deleted { path } => (path, 0, None),
+        };
+        for id in self.inner.index.following(path) {
+            let result = async {
+                let mut g = self.inner.objects.lock(&id).await;
+                let Some(sub) = g.load().await? else {
+                    return Ok(());
+                };
+                if matches!(change, Change::Deleted { .. }) {
+                    if let Some(link) = sub.links.get_mut(path.as_str()) {
+                        if link.explicit {
+                            link.acked = 0;
+                        } else {
+                            sub.links.remove(path.as_str());
+                        }
+                        self.save(&mut g).await?;
+                    }
+                    return Ok(());
+                }
+                let glob = sub
+                    .config
+                    .pattern
+                    .as_deref()
+                    .is_some_and(|p| glob::matches(p, path));
+                let mut changed = false;
+                let link = sub.links.entry(path.clone()).or_insert_with(|| {
+                    changed = true;
+                    Link {
+                        explicit: false,
+                        glob,
+                        acked: before,
+                    }
+                });
+                let pending = tail.is_some_and(|t| t > link.acked);
+                let idle = sub.wake.is_none();
+                if changed {
+                    self.save(&mut g).await?;
+                }
+                if pending && idle {
+                    self.maybe_wake(&mut g, now_ms()).await?;
+                }
+                Ok::<(), SubError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(subscription = %id, error = ?e, "cannot process stream change");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_minute_with_jitter() {
+        for _ in 0..20 {
+            let first = backoff_ms(1);
+            assert!((800..=1200).contains(&first), "{first}");
+            let late = backoff_ms(12);
+            assert!((48_000..=72_000).contains(&late), "{late}");
+        }
+        assert!(backoff_ms(3) >= 3_200);
+    }
+}
