@@ -49,7 +49,7 @@ pub async fn run_all(stores: Stores) {
     if let Some(streams) = stores.streams.clone() {
         run_streams(streams).await;
     }
-    stores.admin.ping().await.unwrap();
+    stores.admin.ping().await.expect("store call");
 }
 
 /// A session created now, living an hour (idle) / a day (absolute).
@@ -74,38 +74,54 @@ async fn sessions_round_trip(s: &Stores) {
     let id = unique("rt");
     let rec = session(&id, Some("u1"));
     assert!(
-        s.sessions.insert_session(&rec, C).await.unwrap(),
+        s.sessions
+            .insert_session(&rec, C)
+            .await
+            .expect("store call"),
         "insert of a new id"
     );
-    let got = s.sessions.get_session(&id, now_ms()).await.unwrap();
+    let got = s
+        .sessions
+        .get_session(&id, now_ms())
+        .await
+        .expect("store call");
     assert_eq!(
         got.as_ref(),
         Some(&rec),
         "get returns exactly what was inserted"
     );
     assert!(
-        !s.sessions.insert_session(&rec, C).await.unwrap(),
+        !s.sessions
+            .insert_session(&rec, C)
+            .await
+            .expect("store call"),
         "insert never overwrites"
     );
     assert!(s
         .sessions
         .get_session(&unique("nope"), now_ms())
         .await
-        .unwrap()
+        .expect("store call")
         .is_none());
     assert!(
-        s.sessions.delete_session(&id, now_ms(), C).await.unwrap(),
+        s.sessions
+            .delete_session(&id, now_ms(), C)
+            .await
+            .expect("store call"),
         "delete live"
     );
     assert!(
-        !s.sessions.delete_session(&id, now_ms(), C).await.unwrap(),
+        !s.sessions
+            .delete_session(&id, now_ms(), C)
+            .await
+            .expect("store call"),
         "delete twice"
     );
     assert!(s
         .sessions
         .get_session(&id, now_ms())
         .await
-        .unwrap()
+        .expect("store call")
         .is_none());
 }
 
@@ -113,19 +129,22 @@ async fn sessions_expiry(s: &Stores) {
     let id = unique("exp");
     let mut rec = session(&id, None);
     rec.absolute_expires_at = rec.created_at + 2 * HOUR;
-    s.sessions.insert_session(&rec, C).await.unwrap();
+    s.sessions
+        .insert_session(&rec, C)
+        .await
+        .expect("store call");
     let idle_deadline = rec.idle_expires_at;
     assert!(s
         .sessions
         .get_session(&id, idle_deadline - 1)
         .await
-        .unwrap()
+        .expect("store call")
         .is_some());
     assert!(
         s.sessions
             .get_session(&id, idle_deadline)
             .await
-            .unwrap()
+            .expect("store call")
             .is_none(),
         "idle deadline reached: expired even before any sweep"
     );
@@ -135,18 +154,18 @@ async fn sessions_expiry(s: &Stores) {
         .sessions
         .touch_session(&id, far, rec.created_at + 1, rec.created_at + 1, C)
         .await
-        .unwrap());
+        .expect("store call"));
     assert!(s
         .sessions
         .get_session(&id, rec.absolute_expires_at - 1)
         .await
-        .unwrap()
+        .expect("store call")
         .is_some());
     assert!(
         s.sessions
             .get_session(&id, rec.absolute_expires_at)
             .await
-            .unwrap()
+            .expect("store call")
             .is_none(),
         "absolute deadline reached"
     );
@@ -154,7 +173,7 @@ async fn sessions_expiry(s: &Stores) {
         !s.sessions
             .delete_session(&id, rec.absolute_expires_at, C)
             .await
-            .unwrap(),
+            .expect("store call"),
         "an expired record does not count as deleted"
     );
 }
@@ -162,21 +181,35 @@ async fn sessions_expiry(s: &Stores) {
 async fn sessions_compare_and_set(s: &Stores) {
     let id = unique("cas");
     let rec = session(&id, Some("owner"));
-    s.sessions.insert_session(&rec, C).await.unwrap();
+    s.sessions
+        .insert_session(&rec, C)
+        .await
+        .expect("store call");
     let mut next = rec.clone();
     next.data = r#"{"b":2}"#.into();
     next.version = 2;
     next.user_id = Some("intruder".into());
     let now = now_ms();
     assert_eq!(
-        s.sessions.replace_session(&next, 7, now, C).await.unwrap(),
+        s.sessions
+            .replace_session(&next, 7, now, C)
+            .await
+            .expect("store call"),
         Cas::VersionMismatch
     );
     assert_eq!(
-        s.sessions.replace_session(&next, 1, now, C).await.unwrap(),
+        s.sessions
+            .replace_session(&next, 1, now, C)
+            .await
+            .expect("store call"),
         Cas::Written
     );
-    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+    let got = s
+        .sessions
+        .get_session(&id, now)
+        .await
+        .expect("store call")
+        .expect("store call");
     assert_eq!(got.data, r#"{"b":2}"#);
     assert_eq!(got.version, 2);
     assert_eq!(
@@ -185,13 +218,19 @@ async fn sessions_compare_and_set(s: &Stores) {
         "replace keeps the owner"
     );
     assert_eq!(
-        s.sessions.replace_session(&next, 1, now, C).await.unwrap(),
+        s.sessions
+            .replace_session(&next, 1, now, C)
+            .await
+            .expect("store call"),
         Cas::VersionMismatch
     );
     let mut ghost = next.clone();
     ghost.id = unique("ghost");
     assert_eq!(
-        s.sessions.replace_session(&ghost, 1, now, C).await.unwrap(),
+        s.sessions
+            .replace_session(&ghost, 1, now, C)
+            .await
+            .expect("store call"),
         Cas::Missing,
         "replace never creates"
     );
@@ -199,7 +238,7 @@ async fn sessions_compare_and_set(s: &Stores) {
         s.sessions
             .replace_session(&next, 2, got.expires_at(), C)
             .await
-            .unwrap(),
+            .expect("store call"),
         Cas::Missing,
         "replace of an expired record"
     );
@@ -208,15 +247,23 @@ async fn sessions_compare_and_set(s: &Stores) {
 async fn sessions_touch(s: &Stores) {
     let id = unique("touch");
     let rec = session(&id, None);
-    s.sessions.insert_session(&rec, C).await.unwrap();
+    s.sessions
+        .insert_session(&rec, C)
+        .await
+        .expect("store call");
     let now = rec.created_at + 10;
     let later = rec.idle_expires_at + 1000;
     assert!(s
         .sessions
         .touch_session(&id, later, now, now, Durability::Unconfirmed)
         .await
-        .unwrap());
-    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+        .expect("store call"));
+    let got = s
+        .sessions
+        .get_session(&id, now)
+        .await
+        .expect("store call")
+        .expect("store call");
     assert_eq!(got.idle_expires_at, later);
     assert_eq!(got.last_seen_at, now);
     assert_eq!(got.version, 1, "touch keeps the version");
@@ -224,8 +271,13 @@ async fn sessions_touch(s: &Stores) {
         .sessions
         .touch_session(&id, later - 5000, now, now, C)
         .await
-        .unwrap());
-    let got = s.sessions.get_session(&id, now).await.unwrap().unwrap();
+        .expect("store call"));
+    let got = s
+        .sessions
+        .get_session(&id, now)
+        .await
+        .expect("store call")
+        .expect("store call");
     assert_eq!(
         got.idle_expires_at, later,
         "touch never moves the deadline backward"
@@ -234,7 +286,7 @@ async fn sessions_touch(s: &Stores) {
         .sessions
         .touch_session(&unique("none"), later, now, now, C)
         .await
-        .unwrap());
+        .expect("store call"));
 }
 
 async fn sessions_per_user_index(s: &Stores) {
@@ -244,20 +296,29 @@ async fn sessions_per_user_index(s: &Stores) {
     for i in 0..3 {
         let mut rec = session(&format!("{user}-s{i}"), Some(&user));
         rec.created_at += i; // deterministic order
-        s.sessions.insert_session(&rec, C).await.unwrap();
+        s.sessions
+            .insert_session(&rec, C)
+            .await
+            .expect("store call");
         ids.push(rec.id);
     }
     let other = session(&unique("other"), Some(&prefix_twin));
-    s.sessions.insert_session(&other, C).await.unwrap();
+    s.sessions
+        .insert_session(&other, C)
+        .await
+        .expect("store call");
     let anon = session(&unique("anon"), None);
-    s.sessions.insert_session(&anon, C).await.unwrap();
+    s.sessions
+        .insert_session(&anon, C)
+        .await
+        .expect("store call");
 
     let now = now_ms();
     let listed: Vec<String> = s
         .sessions
         .list_user_sessions(&user, now, 100)
         .await
-        .unwrap()
+        .expect("store call")
         .into_iter()
         .map(|r| r.id)
         .collect();
@@ -266,7 +327,7 @@ async fn sessions_per_user_index(s: &Stores) {
         s.sessions
             .list_user_sessions(&user, now, 2)
             .await
-            .unwrap()
+            .expect("store call")
             .len(),
         2,
         "limit"
@@ -276,7 +337,7 @@ async fn sessions_per_user_index(s: &Stores) {
         .sessions
         .delete_user_sessions(&user, Some(&ids[1]), now, C)
         .await
-        .unwrap();
+        .expect("store call");
     let mut expected = vec![ids[0].clone(), ids[2].clone()];
     expected.sort();
     let mut deleted_sorted = deleted.clone();
@@ -286,7 +347,7 @@ async fn sessions_per_user_index(s: &Stores) {
         .sessions
         .list_user_sessions(&user, now, 100)
         .await
-        .unwrap()
+        .expect("store call")
         .into_iter()
         .map(|r| r.id)
         .collect();
@@ -295,13 +356,13 @@ async fn sessions_per_user_index(s: &Stores) {
         .sessions
         .get_session(&ids[0], now)
         .await
-        .unwrap()
+        .expect("store call")
         .is_none());
     assert!(
         s.sessions
             .get_session(&other.id, now)
             .await
-            .unwrap()
+            .expect("store call")
             .is_some(),
         "user `ux` untouched"
     );
@@ -310,22 +371,25 @@ async fn sessions_per_user_index(s: &Stores) {
         .sessions
         .delete_user_sessions(&user, None, now, C)
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(deleted, vec![ids[1].clone()]);
     assert!(s
         .sessions
         .list_user_sessions(&user, now, 100)
         .await
-        .unwrap()
+        .expect("store call")
         .is_empty());
     // Expired sessions are not listed.
     let rec = session(&unique("late"), Some(&user));
-    s.sessions.insert_session(&rec, C).await.unwrap();
+    s.sessions
+        .insert_session(&rec, C)
+        .await
+        .expect("store call");
     assert!(s
         .sessions
         .list_user_sessions(&user, rec.expires_at(), 100)
         .await
-        .unwrap()
+        .expect("store call")
         .is_empty());
 }
 
@@ -337,11 +401,22 @@ async fn sessions_sweep(s: &Stores) {
         r.absolute_expires_at += 10 * HOUR;
         r
     };
-    s.sessions.insert_session(&short, C).await.unwrap();
-    s.sessions.insert_session(&long, C).await.unwrap();
+    s.sessions
+        .insert_session(&short, C)
+        .await
+        .expect("store call");
+    s.sessions
+        .insert_session(&long, C)
+        .await
+        .expect("store call");
     let then = short.expires_at() + 1;
     for _ in 0..1000 {
-        if s.sessions.sweep_sessions(then, 50).await.unwrap() == 0 {
+        if s.sessions
+            .sweep_sessions(then, 50)
+            .await
+            .expect("store call")
+            == 0
+        {
             break;
         }
     }
@@ -349,13 +424,13 @@ async fn sessions_sweep(s: &Stores) {
         .sessions
         .get_session(&short.id, then)
         .await
-        .unwrap()
+        .expect("store call")
         .is_none());
     assert!(
         s.sessions
             .get_session(&long.id, then)
             .await
-            .unwrap()
+            .expect("store call")
             .is_some(),
         "sweep spares live rows"
     );
@@ -367,7 +442,10 @@ async fn sessions_concurrent_merges(s: &Stores) {
     let id = unique("merge");
     let mut rec = session(&id, None);
     rec.data = "{}".into();
-    s.sessions.insert_session(&rec, C).await.unwrap();
+    s.sessions
+        .insert_session(&rec, C)
+        .await
+        .expect("store call");
     let mut tasks = Vec::new();
     for i in 0..100 {
         let store = Arc::clone(&s.sessions);
@@ -375,17 +453,21 @@ async fn sessions_concurrent_merges(s: &Stores) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let now = now_ms();
-                let cur = store.get_session(&id, now).await.unwrap().unwrap();
+                let cur = store
+                    .get_session(&id, now)
+                    .await
+                    .expect("store call")
+                    .expect("store call");
                 let mut data: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&cur.data).unwrap();
+                    serde_json::from_str(&cur.data).expect("store call");
                 data.insert(format!("k{i}"), i.into());
                 let mut next = cur.clone();
-                next.data = serde_json::to_string(&data).unwrap();
+                next.data = serde_json::to_string(&data).expect("store call");
                 next.version = cur.version + 1;
                 match store
                     .replace_session(&next, cur.version, now, C)
                     .await
-                    .unwrap()
+                    .expect("store call")
                 {
                     Cas::Written => break,
                     Cas::VersionMismatch => tokio::task::yield_now().await,
@@ -395,15 +477,16 @@ async fn sessions_concurrent_merges(s: &Stores) {
         }));
     }
     for t in tasks {
-        t.await.unwrap();
+        t.await.expect("store call");
     }
     let got = s
         .sessions
         .get_session(&id, now_ms())
         .await
-        .unwrap()
-        .unwrap();
-    let data: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&got.data).unwrap();
+        .expect("store call")
+        .expect("store call");
+    let data: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&got.data).expect("store call");
     assert_eq!(data.len(), 100, "no lost update");
     assert_eq!(got.version, 101);
 }
@@ -425,10 +508,10 @@ async fn cache_values_and_expiry(s: &Stores) {
             s.cache
                 .cache_put(&ns, &key, &entry, usize::MAX, now, C)
                 .await
-                .unwrap(),
+                .expect("store call"),
             CachePut::Stored
         );
-        let got = s.cache.cache_get(&ns, &key, now).await.unwrap();
+        let got = s.cache.cache_get(&ns, &key, now).await.expect("store call");
         assert_eq!(
             got.as_ref(),
             Some(&entry),
@@ -439,7 +522,7 @@ async fn cache_values_and_expiry(s: &Stores) {
         s.cache
             .cache_get(&ns, "k0", now + HOUR)
             .await
-            .unwrap()
+            .expect("store call")
             .is_none(),
         "expired entry is a miss"
     );
@@ -451,32 +534,64 @@ async fn cache_values_and_expiry(s: &Stores) {
     s.cache
         .cache_put(&ns, "forever", &forever, usize::MAX, now, C)
         .await
-        .unwrap();
+        .expect("store call");
     assert!(s
         .cache
         .cache_get(&ns, "forever", now + 1000 * HOUR)
         .await
-        .unwrap()
+        .expect("store call")
         .is_some());
-    assert!(s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
-    assert!(!s.cache.cache_delete(&ns, "k1", now, C).await.unwrap());
-    assert!(s.cache.cache_get(&ns, "k1", now).await.unwrap().is_none());
+    assert!(s
+        .cache
+        .cache_delete(&ns, "k1", now, C)
+        .await
+        .expect("store call"));
+    assert!(!s
+        .cache
+        .cache_delete(&ns, "k1", now, C)
+        .await
+        .expect("store call"));
+    assert!(s
+        .cache
+        .cache_get(&ns, "k1", now)
+        .await
+        .expect("store call")
+        .is_none());
     // The cache keyspace is not the session keyspace.
     let sid = unique("shared-key");
     s.sessions
         .insert_session(&session(&sid, None), C)
         .await
-        .unwrap();
-    assert!(s.cache.cache_get(&ns, &sid, now).await.unwrap().is_none());
+        .expect("store call");
+    assert!(s
+        .cache
+        .cache_get(&ns, &sid, now)
+        .await
+        .expect("store call")
+        .is_none());
     s.cache
         .cache_put(&ns, &sid, &forever, usize::MAX, now, C)
         .await
-        .unwrap();
-    assert!(s.cache.cache_delete(&ns, &sid, now, C).await.unwrap());
-    assert!(s.sessions.get_session(&sid, now).await.unwrap().is_some());
+        .expect("store call");
+    assert!(s
+        .cache
+        .cache_delete(&ns, &sid, now, C)
+        .await
+        .expect("store call"));
+    assert!(s
+        .sessions
+        .get_session(&sid, now)
+        .await
+        .expect("store call")
+        .is_some());
     // Sweeping removes only expired entries.
     for _ in 0..1000 {
-        if s.cache.sweep_cache(now + HOUR, 50).await.unwrap() == 0 {
+        if s.cache
+            .sweep_cache(now + HOUR, 50)
+            .await
+            .expect("store call")
+            == 0
+        {
             break;
         }
     }
@@ -484,7 +599,7 @@ async fn cache_values_and_expiry(s: &Stores) {
         .cache
         .cache_get(&ns, "forever", now)
         .await
-        .unwrap()
+        .expect("store call")
         .is_some());
 }
 
@@ -501,28 +616,34 @@ async fn cache_clear_is_exact(s: &Stores) {
         s.cache
             .cache_put(&a, k, &e, usize::MAX, now, C)
             .await
-            .unwrap();
+            .expect("store call");
         s.cache
             .cache_put(&ab, k, &e, usize::MAX, now, C)
             .await
-            .unwrap();
+            .expect("store call");
     }
-    assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 3);
+    assert_eq!(
+        s.cache.cache_clear(&a, now, C).await.expect("store call"),
+        3
+    );
     assert!(s
         .cache
         .cache_get(&a, "calendars", now)
         .await
-        .unwrap()
+        .expect("store call")
         .is_none());
     assert!(
         s.cache
             .cache_get(&ab, "calendars", now)
             .await
-            .unwrap()
+            .expect("store call")
             .is_some(),
         "clearing `a` spares `ab`"
     );
-    assert_eq!(s.cache.cache_clear(&a, now, C).await.unwrap(), 0);
+    assert_eq!(
+        s.cache.cache_clear(&a, now, C).await.expect("store call"),
+        0
+    );
 }
 
 async fn cache_namespace_limit(s: &Stores) {
@@ -537,21 +658,31 @@ async fn cache_namespace_limit(s: &Stores) {
         s.cache
             .cache_put(&ns, "a", &e, usize::MAX, now, C)
             .await
-            .unwrap(),
+            .expect("store call"),
         CachePut::Stored
     );
     assert_eq!(
-        s.cache.cache_put(&ns, "b", &e, 0, now, C).await.unwrap(),
+        s.cache
+            .cache_put(&ns, "b", &e, 0, now, C)
+            .await
+            .expect("store call"),
         CachePut::Stored,
         "an existing namespace takes more keys at any limit"
     );
     let fresh = unique("limit-new");
     assert_eq!(
-        s.cache.cache_put(&fresh, "a", &e, 1, now, C).await.unwrap(),
+        s.cache
+            .cache_put(&fresh, "a", &e, 1, now, C)
+            .await
+            .expect("store call"),
         CachePut::NamespaceLimit
     );
     assert!(
-        s.cache.cache_get(&fresh, "a", now).await.unwrap().is_none(),
+        s.cache
+            .cache_get(&fresh, "a", now)
+            .await
+            .expect("store call")
+            .is_none(),
         "refused write left nothing"
     );
 }

@@ -7,32 +7,49 @@ use crate::{now_ms, Stores};
 pub(super) async fn objects_state_and_listing(s: &Stores) {
     let kind = unique("kind");
     let o = &s.objects;
-    assert!(o.load_object(&kind, "a").await.unwrap().is_none());
+    assert!(o
+        .load_object(&kind, "a")
+        .await
+        .expect("store call")
+        .is_none());
     for key in ["user:1", "user:2", "user:10", "room:1"] {
-        o.save_object(&kind, key, key.as_bytes(), C).await.unwrap();
+        o.save_object(&kind, key, key.as_bytes(), C)
+            .await
+            .expect("store call");
     }
     o.save_object(&kind, "user:1", b"\x00binary\xff", C)
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(
-        o.load_object(&kind, "user:1").await.unwrap().as_deref(),
+        o.load_object(&kind, "user:1")
+            .await
+            .expect("store call")
+            .as_deref(),
         Some(&b"\x00binary\xff"[..])
     );
     assert_eq!(
-        o.list_objects(&kind, "user:", None, 100).await.unwrap(),
+        o.list_objects(&kind, "user:", None, 100)
+            .await
+            .expect("store call"),
         ["user:1", "user:10", "user:2"]
     );
     assert_eq!(
         o.list_objects(&kind, "user:", Some("user:1"), 1)
             .await
-            .unwrap(),
+            .expect("store call"),
         ["user:10"]
     );
-    assert_eq!(o.list_objects(&kind, "", None, 100).await.unwrap().len(), 4);
+    assert_eq!(
+        o.list_objects(&kind, "", None, 100)
+            .await
+            .expect("store call")
+            .len(),
+        4
+    );
     assert!(o
         .list_objects(&unique("other-kind"), "", None, 100)
         .await
-        .unwrap()
+        .expect("store call")
         .is_empty());
     let alarm = AlarmRecord {
         kind: kind.clone(),
@@ -42,14 +59,27 @@ pub(super) async fn objects_state_and_listing(s: &Stores) {
         attempt: 0,
         payload: String::new(),
     };
-    o.put_alarm(&alarm, C).await.unwrap();
-    assert!(o.delete_object(&kind, "user:2", C).await.unwrap());
-    assert!(!o.delete_object(&kind, "user:2", C).await.unwrap());
+    o.put_alarm(&alarm, C).await.expect("store call");
+    assert!(o
+        .delete_object(&kind, "user:2", C)
+        .await
+        .expect("store call"));
+    assert!(!o
+        .delete_object(&kind, "user:2", C)
+        .await
+        .expect("store call"));
     assert!(
-        o.object_alarms(&kind, "user:2").await.unwrap().is_empty(),
+        o.object_alarms(&kind, "user:2")
+            .await
+            .expect("store call")
+            .is_empty(),
         "delete_object drops alarms"
     );
-    assert!(o.load_object(&kind, "user:2").await.unwrap().is_none());
+    assert!(o
+        .load_object(&kind, "user:2")
+        .await
+        .expect("store call")
+        .is_none());
 }
 
 pub(super) async fn objects_alarms(s: &Stores) {
@@ -64,30 +94,44 @@ pub(super) async fn objects_alarms(s: &Stores) {
         payload: format!("{key}/{name}"),
     };
     // Far-past due times that no other check uses, so they sort first.
-    o.put_alarm(&mk("k1", "b", 30), C).await.unwrap();
-    o.put_alarm(&mk("k1", "a", 20), C).await.unwrap();
-    o.put_alarm(&mk("k2", "a", 10), C).await.unwrap();
+    o.put_alarm(&mk("k1", "b", 30), C)
+        .await
+        .expect("store call");
+    o.put_alarm(&mk("k1", "a", 20), C)
+        .await
+        .expect("store call");
+    o.put_alarm(&mk("k2", "a", 10), C)
+        .await
+        .expect("store call");
     o.put_alarm(&mk("k3", "later", now_ms() + HOUR), C)
         .await
-        .unwrap();
+        .expect("store call");
     let mine = |v: Vec<AlarmRecord>| v.into_iter().filter(|a| a.kind == kind).collect::<Vec<_>>();
-    let due = mine(o.due_alarms(25, 1000).await.unwrap());
+    let due = mine(o.due_alarms(25, 1000).await.expect("store call"));
     assert_eq!(
         due.iter().map(|a| a.due_at).collect::<Vec<_>>(),
         [10, 20],
         "due ones, earliest first"
     );
     assert_eq!(due[0].payload, "k2/a");
-    assert!(o.next_alarm_at().await.unwrap().unwrap() <= 10);
+    assert!(
+        o.next_alarm_at()
+            .await
+            .expect("store call")
+            .expect("store call")
+            <= 10
+    );
     // Re-arming replaces, attempt counts persist.
     let mut retry = mk("k1", "a", 40);
     retry.attempt = 3;
-    o.put_alarm(&retry, C).await.unwrap();
-    let of_k1 = o.object_alarms(&kind, "k1").await.unwrap();
+    o.put_alarm(&retry, C).await.expect("store call");
+    let of_k1 = o.object_alarms(&kind, "k1").await.expect("store call");
     assert_eq!(of_k1.len(), 2, "several alarms per object");
     assert!(of_k1.contains(&retry));
     assert!(
-        !o.delete_alarm(&kind, "k1", "a", Some(20), C).await.unwrap(),
+        !o.delete_alarm(&kind, "k1", "a", Some(20), C)
+            .await
+            .expect("store call"),
         "stale due time: kept"
     );
     // Reschedule is a compare-and-set on the due time.
@@ -95,17 +139,21 @@ pub(super) async fn objects_alarms(s: &Stores) {
     moved.due_at = 50;
     moved.attempt = 4;
     assert!(
-        !o.reschedule_alarm(&moved, 39, C).await.unwrap(),
+        !o.reschedule_alarm(&moved, 39, C).await.expect("store call"),
         "wrong expected due time"
     );
-    assert!(o.reschedule_alarm(&moved, 40, C).await.unwrap());
+    assert!(o.reschedule_alarm(&moved, 40, C).await.expect("store call"));
     assert!(
-        !o.reschedule_alarm(&moved, 40, C).await.unwrap(),
+        !o.reschedule_alarm(&moved, 40, C).await.expect("store call"),
         "already moved"
     );
-    assert!(o.object_alarms(&kind, "k1").await.unwrap().contains(&moved));
+    assert!(o
+        .object_alarms(&kind, "k1")
+        .await
+        .expect("store call")
+        .contains(&moved));
     assert!(
-        mine(o.due_alarms(45, 1000).await.unwrap())
+        mine(o.due_alarms(45, 1000).await.expect("store call"))
             .iter()
             .all(|a| a.name != "a" || a.key != "k1"),
         "the due index follows the new time"
@@ -113,23 +161,37 @@ pub(super) async fn objects_alarms(s: &Stores) {
     let mut ghost = moved.clone();
     ghost.name = "ghost".into();
     assert!(
-        !o.reschedule_alarm(&ghost, 50, C).await.unwrap(),
+        !o.reschedule_alarm(&ghost, 50, C).await.expect("store call"),
         "never creates"
     );
     assert!(o
         .object_alarms(&kind, "k1")
         .await
-        .unwrap()
+        .expect("store call")
         .iter()
         .all(|a| a.name != "ghost"));
     let retry = moved;
     assert!(o
         .delete_alarm(&kind, "k1", "a", Some(retry.due_at), C)
         .await
-        .unwrap());
-    assert!(o.delete_alarm(&kind, "k1", "b", None, C).await.unwrap());
-    assert!(o.delete_alarm(&kind, "k2", "a", None, C).await.unwrap());
-    assert!(mine(o.due_alarms(now_ms(), 1000).await.unwrap()).is_empty());
-    assert_eq!(o.object_alarms(&kind, "k3").await.unwrap().len(), 1);
-    o.delete_alarm(&kind, "k3", "later", None, C).await.unwrap();
+        .expect("store call"));
+    assert!(o
+        .delete_alarm(&kind, "k1", "b", None, C)
+        .await
+        .expect("store call"));
+    assert!(o
+        .delete_alarm(&kind, "k2", "a", None, C)
+        .await
+        .expect("store call"));
+    assert!(mine(o.due_alarms(now_ms(), 1000).await.expect("store call")).is_empty());
+    assert_eq!(
+        o.object_alarms(&kind, "k3")
+            .await
+            .expect("store call")
+            .len(),
+        1
+    );
+    o.delete_alarm(&kind, "k3", "later", None, C)
+        .await
+        .expect("store call");
 }
