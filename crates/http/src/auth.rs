@@ -2,28 +2,79 @@
 //!
 //! Several keys can be valid at once so operators can rotate: add the new key, move clients,
 //! remove the old one. Keys are compared in constant time (`subtle`), and every configured key
-//! is compared on every request, so timing reveals neither which key matched nor how much of a
-//! guess was right. With no key configured the server runs open (development mode; the binary
-//! refuses that on a non-loopback address).
+//! (full and scoped) is compared on every request, so timing reveals neither which key matched
+//! nor how much of a guess was right. With no key configured the server runs open
+//! (development mode; the binary refuses that on a non-loopback address).
+//!
+//! Two kinds of key: **full** keys reach every guarded route set; **scoped** keys carry a
+//! [`KeyScope`] (path prefixes, optionally read-only) and are meant for one tenant of a
+//! capability that names its resources by path (Durable Streams). A scoped key is refused
+//! with 403 by [`require_api_key`], the guard of every route set that does not understand
+//! scopes; a capability that does (streams) calls [`ApiKeys::identify`] and enforces the
+//! scope itself.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::error::ApiError;
+
+/// What a scoped key may touch: resources whose path starts with one of `prefixes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyScope {
+    /// Plain string prefixes of resource paths (`tenant-a/` covers `tenant-a/chat`).
+    pub prefixes: Vec<String>,
+    /// Reads only (GET/HEAD).
+    pub read_only: bool,
+}
+
+impl KeyScope {
+    /// Whether `path` starts with one of the prefixes.
+    pub fn covers(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// Which kind of key a request presented.
+#[derive(Clone, Debug)]
+pub enum KeyGrant {
+    /// A full-access key (or open mode).
+    Full,
+    /// A scoped key.
+    Scoped(Arc<KeyScope>),
+}
 
 /// The set of accepted keys.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     keys: Arc<Vec<Vec<u8>>>,
+    scoped: Arc<Vec<(Vec<u8>, Arc<KeyScope>)>>,
+}
+
+fn normalize(key: &str) -> Option<Vec<u8>> {
+    let key = key.trim();
+    (!key.is_empty()).then(|| key.as_bytes().to_vec())
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 impl ApiKeys {
-    /// Accept these keys (empty = open mode).
+    /// Accept these full-access keys (none, and no scoped key = open mode).
     pub fn new<I, K>(keys: I) -> Self
     where
         I: IntoIterator<Item = K>,
@@ -31,52 +82,102 @@ impl ApiKeys {
     {
         let keys = keys
             .into_iter()
-            .map(|k| k.as_ref().trim().as_bytes().to_vec())
-            .filter(|k| !k.is_empty())
+            .filter_map(|k| normalize(k.as_ref()))
             .collect();
         ApiKeys {
             keys: Arc::new(keys),
+            scoped: Arc::default(),
         }
+    }
+
+    /// Also accept these scoped keys.
+    pub fn with_scoped<I, K>(mut self, scoped: I) -> Self
+    where
+        I: IntoIterator<Item = (K, KeyScope)>,
+        K: AsRef<str>,
+    {
+        let scoped = scoped
+            .into_iter()
+            .filter_map(|(k, scope)| Some((normalize(k.as_ref())?, Arc::new(scope))))
+            .collect();
+        self.scoped = Arc::new(scoped);
+        self
     }
 
     /// True when no key is configured (every request is allowed).
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.scoped.is_empty()
     }
 
-    /// Whether `candidate` equals one of the keys, in constant time over all keys.
+    /// Whether `candidate` equals one of the full-access keys, in constant time over all keys.
     pub fn accepts(&self, candidate: &[u8]) -> bool {
-        let mut matched = subtle::Choice::from(0u8);
-        for key in self.keys.iter() {
-            matched |= key.as_slice().ct_eq(candidate);
-        }
-        matched.into()
+        matches!(self.identify(candidate), Some(KeyGrant::Full))
     }
 
-    /// Checks a request's `Authorization` header.
-    pub fn check(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-        if self.is_open() {
-            return Ok(());
+    /// Which key `candidate` is, comparing it with every configured key (full and scoped) so
+    /// the time taken does not depend on which one matched.
+    pub fn identify(&self, candidate: &[u8]) -> Option<KeyGrant> {
+        let mut full = subtle::Choice::from(0u8);
+        for key in self.keys.iter() {
+            full |= key.as_slice().ct_eq(candidate);
         }
-        let token = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        match token {
-            Some(token) if self.accepts(token.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::unauthorized("invalid API key")),
+        // 1-based index of the matching scoped key, 0 for none.
+        let mut scoped = 0u32;
+        for (index, (key, _)) in self.scoped.iter().enumerate() {
+            let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            scoped.conditional_assign(&position, key.as_slice().ct_eq(candidate));
+        }
+        if bool::from(full) {
+            return Some(KeyGrant::Full);
+        }
+        let index = usize::try_from(scoped).ok()?.checked_sub(1)?;
+        self.scoped
+            .get(index)
+            .map(|(_, scope)| KeyGrant::Scoped(scope.clone()))
+    }
+
+    /// Checks a request's `Authorization` header: which key it carries (`Full` in open mode).
+    pub fn check(&self, headers: &HeaderMap) -> Result<KeyGrant, ApiError> {
+        if self.is_open() {
+            return Ok(KeyGrant::Full);
+        }
+        match bearer(headers) {
+            Some(token) => self
+                .identify(token.as_bytes())
+                .ok_or_else(|| ApiError::unauthorized("invalid API key")),
             None => Err(ApiError::unauthorized(
                 "missing API key: send Authorization: Bearer <key>",
             )),
         }
     }
+
+    /// Like [`check`](Self::check), for route sets that need a full-access key: a scoped key
+    /// is a 403.
+    pub fn check_full(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.check(headers)? {
+            KeyGrant::Full => Ok(()),
+            KeyGrant::Scoped(_) => Err(ApiError::forbidden(
+                "this API key is scoped to Durable Streams prefixes and cannot use this route",
+            )),
+        }
+    }
 }
 
-/// Middleware: reject requests without a valid key (use with `from_fn_with_state`).
+/// A 401 with `WWW-Authenticate: Bearer`, or any other error as is.
+pub fn auth_failure(err: ApiError) -> Response {
+    let challenge = err.status == axum::http::StatusCode::UNAUTHORIZED;
+    let mut response = err.into_response();
+    if challenge {
+        response.headers_mut().insert(
+            "www-authenticate",
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// Middleware: reject requests without a valid full-access key (use with
+/// `from_fn_with_state`); a scoped key is a 403.
 ///
 /// CORS preflights (`OPTIONS`) pass without a key: browsers never attach credentials to a
 /// preflight, so rejecting it would make every cross-origin call fail before the real,
@@ -90,16 +191,9 @@ pub async fn require_api_key(
     if request.method() == axum::http::Method::OPTIONS {
         return next.run(request).await;
     }
-    match keys.check(request.headers()) {
+    match keys.check_full(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(err) => {
-            let mut response = err.into_response();
-            response.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
+        Err(err) => auth_failure(err),
     }
 }
 
@@ -112,8 +206,15 @@ mod tests {
     use axum::routing::any;
     use tower::ServiceExt;
 
+    fn tenant_scope() -> KeyScope {
+        KeyScope {
+            prefixes: vec!["tenant-a/".into()],
+            read_only: false,
+        }
+    }
+
     async fn status(method: Method, auth: Option<&str>) -> StatusCode {
-        let keys = ApiKeys::new(["secret"]);
+        let keys = ApiKeys::new(["secret"]).with_scoped([("scoped", tenant_scope())]);
         let app = axum::Router::new()
             .route("/x", any(|| async { "ok" }))
             .route_layer(from_fn_with_state(keys, require_api_key));
@@ -137,6 +238,37 @@ mod tests {
             status(Method::GET, Some("Bearer secret")).await,
             StatusCode::OK
         );
+        assert_eq!(
+            status(Method::GET, Some("Bearer scoped")).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn identifies_full_and_scoped_keys() {
+        let keys = ApiKeys::new(["full"]).with_scoped([
+            ("scoped-a", tenant_scope()),
+            (
+                "scoped-b",
+                KeyScope {
+                    prefixes: vec!["b/".into()],
+                    read_only: true,
+                },
+            ),
+        ]);
+        assert!(matches!(keys.identify(b"full"), Some(KeyGrant::Full)));
+        match keys.identify(b"scoped-b") {
+            Some(KeyGrant::Scoped(scope)) => {
+                assert!(scope.read_only && scope.covers("b/x") && !scope.covers("a/x"))
+            }
+            other => panic!("expected scoped-b, got {other:?}"),
+        }
+        assert!(matches!(keys.identify(b"scoped-a"), Some(KeyGrant::Scoped(s)) if !s.read_only));
+        assert!(keys.identify(b"scoped").is_none());
+        assert!(!keys.accepts(b"scoped-a"), "a scoped key is not a full key");
+        assert!(!ApiKeys::new(Vec::<String>::new())
+            .with_scoped([("k", tenant_scope())])
+            .is_open());
     }
 
     #[test]

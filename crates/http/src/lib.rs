@@ -6,11 +6,13 @@
 //! - [`auth`]: API keys with rotation and constant-time comparison.
 //! - [`metrics`]: per-route request counters and latency histograms.
 //! - [`ids`]: random URL-safe identifiers.
+//! - [`jwt`]: HS256 token verification with secret rotation.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ids;
+pub mod jwt;
 pub mod metrics;
 
 pub use auth::ApiKeys;
