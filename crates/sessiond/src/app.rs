@@ -2,7 +2,8 @@
 //!
 //! Authentication is applied per route set with `route_layer`, so an unknown path is a 404
 //! for everyone (no 401 that reveals nothing but costs a lookup), and `open_routes` can
-//! exempt whole sets. Health and metrics endpoints are always open: orchestrators and
+//! exempt whole sets. Durable Streams have their own guard (prefix-scoped keys, read
+//! tokens: `sessiond_streams::access`); every other set wants a full-access key. Health and metrics endpoints are always open: orchestrators and
 //! Prometheus scrape them without credentials, and they reveal no user data.
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,12 +14,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use sessiond_http::auth::require_api_key;
+use sessiond_http::auth::{require_api_key, KeyScope};
 use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::{ApiError, ApiKeys};
 use sessiond_sessions::routes::{native, session_state, state};
 use sessiond_sessions::SessionsState;
 use sessiond_store::Stores;
+use sessiond_streams::access::require_stream_access;
+use sessiond_streams::StreamGuard;
 
 use crate::config::{Config, RouteSet};
 
@@ -38,13 +41,31 @@ pub fn router(
     subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
     metrics: PrometheusHandle,
 ) -> Router {
-    let keys = ApiKeys::new(&config.api_keys);
+    let keys = ApiKeys::new(&config.api_keys).with_scoped(config.streams.keys.iter().map(|k| {
+        let scope = KeyScope {
+            prefixes: k.stream_prefixes.clone(),
+            read_only: k.read_only,
+        };
+        (k.key.as_str(), scope)
+    }));
+    let is_open = |set: RouteSet| keys.is_open() || config.open_routes.contains(&set);
+    // Route sets that need a full-access key (a scoped key is a 403 there).
     let guard = |set: RouteSet, router: Router| {
         // With no key configured (development mode) there is nothing to check: no layer.
-        if keys.is_open() || config.open_routes.contains(&set) {
+        if is_open(set) {
             router
         } else {
             router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+        }
+    };
+    // The streams themselves: full keys, prefix-scoped keys and read tokens; the handlers
+    // check the scope against the stream name.
+    let stream_guard = |router: Router| {
+        if is_open(RouteSet::Streams) {
+            router
+        } else {
+            let state = StreamGuard::new(keys.clone(), &config.streams);
+            router.route_layer(from_fn_with_state(state, require_stream_access))
         }
     };
 
@@ -54,10 +75,11 @@ pub fn router(
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {
-        app = app.merge(guard(RouteSet::Streams, sessiond_streams::router(streams)));
+        app = app.merge(stream_guard(sessiond_streams::router(streams)));
     }
-    // The reserved `__ds` subscription APIs: management behind the same guard; callback, ack
-    // and release carry the wake's own bearer token instead of an API key.
+    // The reserved `__ds` subscription APIs: management needs a full-access key (patterns span
+    // tenants, and subscription ids are one global namespace); callback, ack and release carry
+    // the wake's own bearer token instead of an API key.
     if let Some(subs) = subscriptions {
         use sessiond_streams::subscriptions::{control_router, token_router};
         app = app

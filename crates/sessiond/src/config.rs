@@ -313,7 +313,10 @@ impl Config {
 
     /// Cross-field checks; the message names the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !self.listen.ip().is_loopback() && self.api_keys.is_empty() {
+        if !self.listen.ip().is_loopback()
+            && self.api_keys.is_empty()
+            && self.streams.keys.is_empty()
+        {
             anyhow::bail!(
                 "refusing to listen on {} without an API key: set api_keys (or --api-key / \
                  SESSIOND_API_KEYS), or listen on a loopback address",
@@ -322,6 +325,17 @@ impl Config {
         }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
         self.streams.validate().map_err(anyhow::Error::msg)?;
+        if let Some(k) = self
+            .streams
+            .keys
+            .iter()
+            .find(|k| self.api_keys.iter().any(|full| full.trim() == k.key.trim()))
+        {
+            anyhow::bail!(
+                "streams.keys: a scoped key (prefixes {:?}) is also in api_keys; give it its own value",
+                k.stream_prefixes
+            );
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
@@ -358,6 +372,12 @@ impl Config {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        for scoped in &mut shown.streams.keys {
+            scoped.key = "<redacted>".into();
+        }
+        for secret in &mut shown.streams.read_token_secrets {
+            *secret = "<redacted>".into();
+        }
         if !shown.streams.cold.s3.secret_access_key.is_empty() {
             shown.streams.cold.s3.secret_access_key = "<redacted>".into();
         }

@@ -42,7 +42,31 @@ pub struct StreamsConfig {
     pub metrics_interval_s: u64,
     /// Cold segments in object storage (`[streams.cold]`).
     pub cold: crate::tier::ColdConfig,
+    /// API keys limited to stream path prefixes (`[[streams.keys]]`), for tenants.
+    pub keys: Vec<ScopedKeyConfig>,
+    /// HS256 secrets of read tokens (GET/HEAD without an API key); any one verifies, so they
+    /// rotate. Empty = read tokens are not accepted.
+    pub read_token_secrets: Vec<String>,
+    /// Longest read token accepted (bytes); longer is a 401.
+    pub max_read_token_bytes: usize,
 }
+
+/// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedKeyConfig {
+    /// The bearer key.
+    pub key: String,
+    /// Stream path prefixes (plain string prefixes of the path after `/v1/stream/`; end them
+    /// with `/` so `tenant-a/` does not also cover `tenant-ab/`).
+    pub stream_prefixes: Vec<String>,
+    /// Only GET and HEAD.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Shortest read-token secret (bytes): HS256 keys shorter than the hash output are weak.
+pub const MIN_READ_TOKEN_SECRET_BYTES: usize = 32;
 
 impl Default for StreamsConfig {
     fn default() -> Self {
@@ -61,6 +85,9 @@ impl Default for StreamsConfig {
             metrics_stream: None,
             metrics_interval_s: 10,
             cold: crate::tier::ColdConfig::default(),
+            keys: Vec::new(),
+            read_token_secrets: Vec::new(),
+            max_read_token_bytes: 4096,
         }
     }
 }
@@ -85,12 +112,52 @@ impl StreamsConfig {
         if let Some(name) = &self.metrics_stream {
             let path = format!("{}{name}", crate::routes::STREAM_PREFIX);
             crate::routes::stream_name(&path, self.max_name_bytes).map_err(|e| {
-                format!("streams.metrics_stream `{name}` is not a valid stream name: {}", e.api.message)
+                format!(
+                    "streams.metrics_stream `{name}` is not a valid stream name: {}",
+                    e.api.message
+                )
             })?;
         }
         if self.quota_prefix_segments == 0 || self.metrics_interval_s == 0 {
-            return Err("streams.quota_prefix_segments and streams.metrics_interval_s must be > 0".into());
+            return Err(
+                "streams.quota_prefix_segments and streams.metrics_interval_s must be > 0".into(),
+            );
         }
+        self.validate_auth()?;
         self.cold.validate()
+    }
+
+    fn validate_auth(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, entry) in self.keys.iter().enumerate() {
+            if entry.key.trim().is_empty() || !seen.insert(entry.key.trim()) {
+                return Err(format!("streams.keys[{i}].key is empty or repeated"));
+            }
+            if entry.stream_prefixes.is_empty() {
+                return Err(format!("streams.keys[{i}].stream_prefixes is empty"));
+            }
+            for prefix in &entry.stream_prefixes {
+                if prefix.is_empty() || prefix.starts_with('/') || prefix.starts_with("__ds") {
+                    return Err(format!(
+                        "streams.keys[{i}].stream_prefixes: `{prefix}` must be non-empty, \
+                         relative to /v1/stream/ (no leading `/`) and not under __ds"
+                    ));
+                }
+            }
+        }
+        if self
+            .read_token_secrets
+            .iter()
+            .any(|s| s.len() < MIN_READ_TOKEN_SECRET_BYTES)
+        {
+            return Err(format!(
+                "streams.read_token_secrets: every secret needs at least \
+                 {MIN_READ_TOKEN_SECRET_BYTES} bytes"
+            ));
+        }
+        if self.max_read_token_bytes == 0 {
+            return Err("streams.max_read_token_bytes must be > 0".into());
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@
 //!   anything below the first hot chunk.
 //!
 //! Module map (one file per operation):
+//! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens).
 //! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
 //! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
 //!   [`delete`]: the operations.
@@ -28,6 +29,7 @@
 //!   metrics, the system metrics stream, `Server-Timing`.
 //! - [`subscriptions`]: the reserved `__ds` subscription APIs (webhooks, pull-wake).
 
+pub mod access;
 pub mod append;
 pub mod cold;
 pub mod config;
@@ -54,9 +56,10 @@ pub mod sweeper;
 pub mod tier;
 pub mod time;
 
+pub use access::{StreamAccess, StreamGuard};
 pub use cold::{ColdReader, NoCold};
-pub use config::StreamsConfig;
+pub use config::{ScopedKeyConfig, StreamsConfig};
 pub use routes::router;
 pub use service::Streams;
-pub use tier::{ColdConfig, SegmentsCold};
 pub use state::StreamObject;
+pub use tier::{ColdConfig, SegmentsCold};
