@@ -426,3 +426,37 @@ async fn without_secrets_tokens_are_not_accepted() {
     .await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
 }
+
+#[test]
+fn auth_config_is_validated_and_redacted() {
+    let mut config = Config::default();
+    configure(&mut config);
+    config.validate().unwrap();
+    let shown = config.to_redacted_toml().unwrap();
+    for secret in [FULL, TENANT_A, READER_A, SECRET_NEW, SECRET_OLD] {
+        assert!(!shown.contains(secret), "{secret} shown by check-config");
+    }
+    assert!(shown.contains("tenant-a/"), "prefixes stay visible");
+
+    let rejected: [(&str, fn(&mut Config)); 5] = [
+        ("short secret", |c| {
+            c.streams.read_token_secrets = vec!["short".into()]
+        }),
+        ("scoped key equal to a full key", |c| {
+            c.streams.keys[0].key = FULL.into()
+        }),
+        ("repeated scoped key", |c| {
+            c.streams.keys[1].key = TENANT_A.into()
+        }),
+        ("no prefixes", |c| c.streams.keys[0].stream_prefixes.clear()),
+        ("absolute prefix", |c| {
+            c.streams.keys[0].stream_prefixes = vec!["/v1/stream/a/".into()]
+        }),
+    ];
+    for (what, spoil) in rejected {
+        let mut config = Config::default();
+        configure(&mut config);
+        spoil(&mut config);
+        assert!(config.validate().is_err(), "{what} accepted");
+    }
+}
