@@ -438,7 +438,8 @@ fn auth_config_is_validated_and_redacted() {
     }
     assert!(shown.contains("tenant-a/"), "prefixes stay visible");
 
-    let rejected: [(&str, fn(&mut Config)); 5] = [
+    type Spoil = fn(&mut Config);
+    let rejected: [(&str, Spoil); 5] = [
         ("short secret", |c| {
             c.streams.read_token_secrets = vec!["short".into()]
         }),
