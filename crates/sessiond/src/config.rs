@@ -62,6 +62,8 @@ pub enum RouteSet {
     Compat,
     /// Durable Streams, `/v1/stream/...`.
     Streams,
+    /// The session middleware, `/v1/middleware/...` (decide, forward-auth).
+    Middleware,
 }
 
 /// The whole configuration.
@@ -95,6 +97,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Durable Streams (limits, long-poll timeout, read page size).
     pub streams: sessiond_streams::StreamsConfig,
+    /// Session middleware (seed A): cookies, signing keys, fingerprint, analytics, limits.
+    pub middleware: sessiond_middleware::MiddlewareConfig,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             runtime: RuntimeConfig::default(),
             streams: sessiond_streams::StreamsConfig::default(),
+            middleware: sessiond_middleware::MiddlewareConfig::default(),
         }
     }
 }
@@ -322,6 +327,20 @@ impl Config {
         }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
         self.streams.validate().map_err(anyhow::Error::msg)?;
+        self.middleware.validate().map_err(anyhow::Error::msg)?;
+        let analytics_stream = format!(
+            "{}{}",
+            sessiond_streams::routes::STREAM_PREFIX,
+            self.middleware.analytics.stream
+        );
+        if let Err(e) =
+            sessiond_streams::routes::stream_name(&analytics_stream, self.streams.max_name_bytes)
+        {
+            anyhow::bail!(
+                "middleware.analytics.stream is not a valid stream name: {}",
+                e.api.message
+            );
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
@@ -358,6 +377,12 @@ impl Config {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        for key in shown.middleware.signing_keys.iter_mut() {
+            *key = "<redacted>".into();
+        }
+        if !shown.middleware.fingerprint.secret.is_empty() {
+            shown.middleware.fingerprint.secret = "<redacted>".into();
+        }
         if !shown.streams.cold.s3.secret_access_key.is_empty() {
             shown.streams.cold.s3.secret_access_key = "<redacted>".into();
         }
