@@ -108,7 +108,9 @@ pub fn client_ip(
     )
 }
 
-fn forwarded_input(
+/// The decision input of a forward-auth subrequest (see the module docs for which header
+/// means what); `method` is the subrequest's own, used when no forwarded method is given.
+pub fn forwarded_input(
     config: &crate::MiddlewareConfig,
     h: &HeaderMap,
     peer: Option<IpAddr>,

@@ -4,7 +4,7 @@
 //! what is tested.
 //!
 //! nginx comes from Debian's `nginx` package (`./scripts/test` installs it and sets
-//! `SESSIOND_REQUIRE_NGINX=1`, so CI never skips); without nginx and without that variable
+//! `REQUIRE_NGINX=1`, so CI never skips); without nginx and without that variable
 //! the test says it skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -216,8 +216,8 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_an_app() {
     let Some(nginx) = find_nginx() else {
-        if std::env::var_os("SESSIOND_REQUIRE_NGINX").is_some() {
-            panic!("nginx is required (SESSIOND_REQUIRE_NGINX is set) but not installed");
+        if std::env::var_os("REQUIRE_NGINX").is_some() {
+            panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
         }
         eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
         return;
