@@ -39,6 +39,7 @@ pub fn router(
     sessions: SessionsState,
     streams: Option<sessiond_streams::Streams>,
     subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
+    decider: Option<sessiond_middleware::Decider>,
     metrics: PrometheusHandle,
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys).with_scoped(config.streams.keys.iter().map(|k| {
@@ -85,6 +86,10 @@ pub fn router(
         app = app
             .merge(guard(RouteSet::Streams, control_router(subs.clone())))
             .merge(token_router(subs));
+    }
+    if let Some(decider) = decider {
+        let routes = sessiond_middleware::router(decider);
+        app = app.merge(guard(RouteSet::Middleware, routes));
     }
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());

@@ -62,6 +62,8 @@ pub enum RouteSet {
     Compat,
     /// Durable Streams, `/v1/stream/...`.
     Streams,
+    /// The session middleware, `/v1/middleware/...` (decide, forward-auth).
+    Middleware,
 }
 
 /// The whole configuration.
@@ -95,6 +97,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Durable Streams (limits, long-poll timeout, read page size).
     pub streams: sessiond_streams::StreamsConfig,
+    /// Session middleware (seed A): cookies, signing keys, fingerprint, analytics, limits.
+    pub middleware: sessiond_middleware::MiddlewareConfig,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             runtime: RuntimeConfig::default(),
             streams: sessiond_streams::StreamsConfig::default(),
+            middleware: sessiond_middleware::MiddlewareConfig::default(),
         }
     }
 }
@@ -336,6 +341,20 @@ impl Config {
                 k.stream_prefixes
             );
         }
+        self.middleware.validate().map_err(anyhow::Error::msg)?;
+        let analytics_stream = format!(
+            "{}{}",
+            sessiond_streams::routes::STREAM_PREFIX,
+            self.middleware.analytics.stream
+        );
+        if let Err(e) =
+            sessiond_streams::routes::stream_name(&analytics_stream, self.streams.max_name_bytes)
+        {
+            anyhow::bail!(
+                "middleware.analytics.stream is not a valid stream name: {}",
+                e.api.message
+            );
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
@@ -377,6 +396,12 @@ impl Config {
         }
         for secret in &mut shown.streams.read_token_secrets {
             *secret = "<redacted>".into();
+        }
+        for key in shown.middleware.signing_keys.iter_mut() {
+            *key = "<redacted>".into();
+        }
+        if !shown.middleware.fingerprint.secret.is_empty() {
+            shown.middleware.fingerprint.secret = "<redacted>".into();
         }
         if !shown.streams.cold.s3.secret_access_key.is_empty() {
             shown.streams.cold.s3.secret_access_key = "<redacted>".into();

@@ -3,6 +3,7 @@
 //! - [`config`]: the configuration tree and its layered loading.
 //! - [`engine`]: opens the configured engine (the only module naming engine crates).
 //! - [`app`]: the HTTP router assembled from the capabilities' routers.
+//! - [`middleware`]: the session middleware's analytics sink and its system-stream writer.
 //! - [`run`]: starts everything on a bound listener and shuts it down in order.
 //!
 //! Shutdown order matters for durability: stop accepting, let in-flight requests finish
@@ -12,6 +13,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod middleware;
 
 use std::future::{Future, IntoFuture};
 use std::sync::{Arc, OnceLock};
@@ -134,6 +136,21 @@ pub async fn run(
             stores.admin.exclusive(),
         )
     });
+    // Session middleware: one object per client, a TTL alarm each, analytics to a sink.
+    let (analytics_sink, analytics_rx) = middleware::sink(&config, streams.is_some())?;
+    let decider = match config.middleware.enabled {
+        true => Some(
+            sessiond_middleware::Decider::new(
+                config.middleware.clone(),
+                &mut runtime,
+                stores.objects.clone(),
+                stores.admin.exclusive(),
+                analytics_sink,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        false => None,
+    };
     let runtime = runtime.start();
     let subscriptions = match &streams {
         Some(streams) => Some(
@@ -167,6 +184,7 @@ pub async fn run(
         state,
         streams.clone(),
         subscriptions.clone(),
+        decider,
         metrics,
     );
 
@@ -198,6 +216,14 @@ pub async fn run(
             stopped(stop_rx.clone()),
         ))
     });
+    let analytics_task = streams.clone().zip(analytics_rx).map(|(streams, rx)| {
+        tokio::spawn(middleware::run_stream_sink(
+            streams,
+            config.middleware.analytics.stream.clone(),
+            rx,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let stream_sweeper = streams.map(|streams| {
         tokio::spawn(sessiond_streams::sweeper::run(
             streams,
@@ -206,6 +232,8 @@ pub async fn run(
     });
 
     tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
+    // Peer addresses reach handlers (forward-auth trusts X-Forwarded-For only from proxies).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let serve = axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future();
@@ -224,7 +252,10 @@ pub async fn run(
     if let Some(subscription_task) = subscription_task {
         let _ = subscription_task.await;
     }
-    for task in [compactor, metrics_stream].into_iter().flatten() {
+    for task in [compactor, metrics_stream, analytics_task]
+        .into_iter()
+        .flatten()
+    {
         let _ = task.await;
     }
     runtime.shutdown().await;

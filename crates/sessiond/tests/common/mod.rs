@@ -79,6 +79,13 @@ impl TestServer {
         self.http.delete(self.url(path))
     }
 
+    /// Kills this server's private redis-server (tests of an unreachable engine).
+    pub fn kill_redis(&mut self) {
+        if let Some(redis) = self._redis.as_mut() {
+            redis.stop();
+        }
+    }
+
     /// Stops the server and waits for a clean exit.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -96,6 +103,44 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Polls `/metrics` until the counter `name` (no labels) reaches `at_least`, or panics after
+/// `within`. Returns the value seen.
+pub async fn wait_for_counter(
+    server: &TestServer,
+    name: &str,
+    at_least: f64,
+    within: std::time::Duration,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = counter(server, name).await;
+        if value >= at_least {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {value} (< {at_least})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the counter `name` (no labels) on `/metrics`; 0 when absent.
+pub async fn counter(server: &TestServer, name: &str) -> f64 {
+    let text = server
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Sends the request and returns status and JSON body (Null when the body is not JSON).

@@ -1,0 +1,131 @@
+use super::*;
+use crate::config::MiddlewareConfig;
+use crate::ids::new_id;
+
+const NOW: Millis = 1_700_000_000_000;
+
+fn codec(layout: CookieLayout) -> CookieCodec {
+    let mut config = MiddlewareConfig::default().cookies;
+    config.layout = layout;
+    CookieCodec::new(config, Signer::new(&["k".repeat(32)]), 30 * 60 * 1000)
+}
+
+/// The `name=value` part of every Set-Cookie value, as a Cookie header would send them back.
+fn as_header(set: &[String]) -> String {
+    set.iter()
+        .map(|s| s.split(';').next().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn malformed_pairs_are_skipped_one_by_one() {
+    let limits = LimitsConfig::default();
+    // `%ff` decodes to invalid UTF-8 (skipped); `%zz` is no escape at all (kept verbatim).
+    let pairs = parse_header("a=%ff; b=ok%20x; =nameless; c=3; d=%zz", &limits);
+    assert_eq!(pairs.get("d").map(String::as_str), Some("%zz"));
+    assert_eq!(pairs.get("b").map(String::as_str), Some("ok x"));
+    assert_eq!(pairs.get("c").map(String::as_str), Some("3"));
+    assert!(!pairs.contains_key("a"));
+    let small = LimitsConfig {
+        max_cookie_header_bytes: 8,
+        ..LimitsConfig::default()
+    };
+    assert!(parse_header("a=1; b=2; c=3", &small).is_empty());
+    let few = LimitsConfig {
+        max_cookies: 1,
+        ..LimitsConfig::default()
+    };
+    assert_eq!(parse_header("a=1; b=2", &few).len(), 1);
+}
+
+#[test]
+fn layout_a_round_trip_and_minimal_emission() {
+    let codec = codec(CookieLayout::A);
+    let cid = new_id(NOW);
+    let issue = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &cid,
+        fpid: Some("fingerprint"),
+    };
+    let first = codec.set_cookies(&Presented::default(), &issue, NOW);
+    assert_eq!(first.len(), 8, "{first:?}");
+    assert!(first[0].starts_with("_ss_cID=") && first[0].contains("HttpOnly"));
+    assert!(first[1].starts_with("_cs_cID=") && !first[1].contains("HttpOnly"));
+    assert!(first[0].contains("Secure") && first[0].contains("SameSite=Strict"));
+
+    let pairs = parse_header(&as_header(&first), &LimitsConfig::default());
+    let back = codec.read(&pairs, NOW + 1000);
+    assert_eq!(back.cid.as_deref(), Some(cid.as_str()));
+    assert_eq!(back.fpid.as_deref(), Some("fingerprint"));
+    assert_eq!(back.last_activity, Some(NOW));
+
+    // Next request: only the event id changed, so only its two cookies are written.
+    let eid = new_id(NOW + 1000);
+    let next = Issue { eid: &eid, ..issue };
+    let second = codec.set_cookies(&back, &next, NOW + 1000);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.iter().all(|c| c.contains("eID=")));
+
+    // Past half the lifetime everything is refreshed again.
+    let late = NOW + 200 * 24 * 3600 * 1000;
+    assert_eq!(codec.set_cookies(&back, &next, late).len(), 8);
+}
+
+#[test]
+fn tampered_or_unsigned_cookies_are_absent() {
+    let codec = codec(CookieLayout::A);
+    let cid = new_id(NOW);
+    let issue = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &cid,
+        fpid: None,
+    };
+    let header = as_header(&codec.set_cookies(&Presented::default(), &issue, NOW));
+    let tampered = header.replace(&cid[..5], "AAAAA");
+    let p = codec.read(&parse_header(&tampered, &LimitsConfig::default()), NOW);
+    assert_eq!(p.cid, None);
+    let raw = format!("_ss_cID={cid}; _ss_sID={cid}");
+    assert_eq!(
+        codec.read(&parse_header(&raw, &LimitsConfig::default()), NOW),
+        Presented::default()
+    );
+}
+
+#[test]
+fn compact_layout_is_one_cookie_refreshed_by_activity() {
+    let codec = codec(CookieLayout::Compact);
+    let cid = new_id(NOW);
+    let issue = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &cid,
+        fpid: None,
+    };
+    let set = codec.set_cookies(&Presented::default(), &issue, NOW);
+    assert_eq!(set.len(), 1);
+    assert!(set[0].starts_with("sessiond=") && set[0].contains("HttpOnly"));
+    let p = codec.read(
+        &parse_header(&as_header(&set), &LimitsConfig::default()),
+        NOW + 10,
+    );
+    assert_eq!(p.cid.as_deref(), Some(cid.as_str()));
+    assert_eq!(p.sid.as_deref(), Some(cid.as_str()));
+    assert_eq!(p.last_activity, Some(NOW));
+    let eid = new_id(NOW + 10);
+    assert!(codec
+        .set_cookies(
+            &p,
+            &Issue {
+                eid: &eid,
+                ..issue.clone()
+            },
+            NOW + 10
+        )
+        .is_empty());
+    // After a quarter of the session timeout the activity stamp is renewed.
+    let later = NOW + 8 * 60 * 1000;
+    assert_eq!(codec.set_cookies(&p, &issue, later).len(), 1);
+}
