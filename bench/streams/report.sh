@@ -82,7 +82,8 @@ write_report() {
             "$(ratio "$(value catchup sessiond "$c" 4)" "$(value catchup "$s" "$c" 4)")" "$(value catchup "$s" "$c" 8)"
     done
     echo
-    c="$SSE_SUBS subs"
+    local sse="$SSE_SUBS subs"
+    c=$sse
     echo "**SSE fan-out** (${SSE_SUBS} \`live=sse\` subscribers on one stream, one closed-loop writer of 256-byte appends for ${SSE_SECS} s; every subscriber must receive every append):"
     echo
     echo "| server | connected | appends | delivered / expected | deliveries/s | latency p50 / p99 ms | RSS idle | RSS with subscribers (peak) | sessiond / server RSS | errors |"
@@ -108,11 +109,11 @@ write_report() {
     [[ $PEERS == *electric* ]] && target_row "catch-up MB/s vs Electric" \
         "$(ratio "$(value catchup sessiond "$CATCHUP_MB MB" 4)" "$(value catchup electric "$CATCHUP_MB MB" 4)")" ">=" 0.8
     [[ $PEERS == *electric* ]] && target_row "SSE peak RSS vs Electric" \
-        "$(ratio "$(value sse sessiond "$c" 14)" "$(value sse electric "$c" 14)")" "<=" 1.0
+        "$(ratio "$(value sse sessiond "$sse" 14)" "$(value sse electric "$sse" 14)")" "<=" 1.0
     local got expected subs
-    got=$(value sse sessiond "$c" 10)
-    expected=$(value sse sessiond "$c" 11)
-    subs=$(value sse sessiond "$c" 7)
+    got=$(value sse sessiond "$sse" 10)
+    expected=$(value sse sessiond "$sse" 11)
+    subs=$(value sse sessiond "$sse" 7)
     awk -v g="$got" -v e="$expected" -v s="$subs" -v k="$SSE_SUBS" 'BEGIN {
         ok = (s == k && g == e && e > 0)
         printf "| SSE delivery to all subscribers (sessiond) | %s of %s connected, %s / %s delivered | all | %s |\n", s, k, g, e, (ok ? "PASS" : "MISS") }'
