@@ -16,6 +16,7 @@ cargo_install_peer() { # dir crate version
     say "== installing $2 $3 into ${CACHE#"$ROOT"/}/$1 (cargo install, release; a few minutes once)"
     cargo install --quiet --locked --root "$CACHE/$1" --target-dir "$CACHE/cargo-target" "$2" --version "$3" >&2 \
         || die "cargo install $2 $3 failed"
+    rm -rf "$CACHE/cargo-target" # hundreds of MB of build products; the binary is installed
 }
 
 # npm into the cache from the committed package.json + package-lock.json (versions as locked).
@@ -89,11 +90,12 @@ start_server() { # server tag
     fi
 }
 
-# Stops the server start_server started and removes its data dir (kept with KEEP=1).
+# Stops the server start_server started and removes its data dir (always: 30 of them would
+# fill a small disk; KEEP=1 keeps only the logs and load tool outputs).
 stop_server() {
     stop_pid "$SRV_PID"
     local rest=() pid
     for pid in "${pids[@]}"; do [[ $pid == "$SRV_PID" ]] || rest+=("$pid"); done
     pids=("${rest[@]}")
-    [[ ${KEEP:-0} == 1 ]] || rm -rf "$SRV_DATA"
+    rm -rf "$SRV_DATA"
 }
