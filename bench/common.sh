@@ -1,0 +1,92 @@
+# bench/common.sh — helpers shared by the bench/*/run scripts (sourced, not run).
+#
+# Why a shared file: every benchmark starts several servers on free loopback ports, must stop
+# exactly the processes it started (whatever way the script ends) and keep or remove its
+# temporary directory. Before sourcing, set BENCH_NAME (used in messages and the temp dir name);
+# after sourcing, $WORK is the temp dir and `pids` the array of started process ids.
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "$BENCH_NAME: $*"; exit 1; }
+
+tmp_parent=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
+WORK=$(mktemp -d "$tmp_parent/${BENCH_NAME//\//-}.XXXXXX")
+pids=()
+
+# Stops one started process: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+bench_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    if [[ ${KEEP:-0} == 1 ]]; then say "== kept $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+used_ports=" "
+port_in_use() {
+    if command -v ss >/dev/null; then
+        [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
+}
+
+# Prints a loopback port nobody listens on and this run has not handed out yet.
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ $used_ports == *" $p "* ]] && continue
+        port_in_use "$p" && continue
+        used_ports+="$p "
+        echo "$p"
+        return 0
+    done
+    die "no free loopback port found"
+}
+
+# Waits until URL answers with any HTTP status (ANY=1) or a 2xx (default); fails early when
+# the process exits. Usage: wait_http NAME URL PID [LOG]
+wait_http() {
+    local log=${4:-$WORK/$1.log} code
+    for _ in $(seq 150); do
+        if [[ ${ANY:-0} == 1 ]]; then
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$2" 2>/dev/null || true)
+            [[ -n $code && $code != 000 ]] && return 0
+        else
+            curl -sf -o /dev/null --max-time 1 "$2" && return 0
+        fi
+        kill -0 "$3" 2>/dev/null || die "$1 exited during start; log: $log ($(tail -3 "$log" 2>/dev/null))"
+        sleep 0.1
+    done
+    die "$1 not ready at $2 after 15 s"
+}
+
+# Type of the file system holding a directory (ext4, tmpfs, ...).
+fs_type_of() {
+    local t
+    t=$({ df -PT "$1" 2>/dev/null || true; } | awk 'NR == 2 {print $2}')
+    echo "${t:-$(stat -f -c %T "$1" 2>/dev/null || echo '?')}"
+}
+
+cpu_model() { lscpu 2>/dev/null | awk -F: '/^Model name/ {sub(/^[ \t]+/, "", $2); print $2; exit}'; }
+
+# Short git revision of the checkout at $1, marked when tracked files have uncommitted changes.
+git_rev_of() {
+    local rev
+    rev=$(git -C "$1" rev-parse --short HEAD 2>/dev/null || echo '?')
+    [[ -z $(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null) ]] || rev+=" (+ uncommitted changes)"
+    echo "$rev"
+}
