@@ -31,12 +31,11 @@ pub fn parse_header(header: &str, limits: &LimitsConfig) -> HashMap<String, Stri
     if header.len() > limits.max_cookie_header_bytes {
         return pairs;
     }
-    for parsed in Cookie::split_parse_encoded(header).take(limits.max_cookies) {
-        if let Ok(c) = parsed {
-            pairs
-                .entry(c.name().to_string())
-                .or_insert_with(|| c.value().to_string());
-        }
+    let parsed = Cookie::split_parse_encoded(header).take(limits.max_cookies);
+    for c in parsed.flatten() {
+        pairs
+            .entry(c.name().to_string())
+            .or_insert_with(|| c.value().to_string());
     }
     pairs
 }

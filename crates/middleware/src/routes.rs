@@ -108,7 +108,9 @@ pub fn client_ip(
     )
 }
 
-fn forwarded_input(
+/// The decision input of a forward-auth subrequest (see the module docs for which header
+/// means what); `method` is the subrequest's own, used when no forwarded method is given.
+pub fn forwarded_input(
     config: &crate::MiddlewareConfig,
     h: &HeaderMap,
     peer: Option<IpAddr>,
@@ -158,7 +160,13 @@ fn context_headers(decision: &Decision) -> Response {
     put("x-session-cid", &s.cid);
     put("x-session-sid", &s.sid);
     put("x-session-eid", &s.eid);
-    put("x-session-new", &new.join(","));
+    // Never empty: proxies drop empty headers, and "absent" should not mean "nothing new".
+    let new = if new.is_empty() {
+        "none".to_string()
+    } else {
+        new.join(",")
+    };
+    put("x-session-new", &new);
     put("x-session-fallback", if s.is_fallback { "1" } else { "0" });
     put("x-session-client-time", &s.client_time.to_string());
     put("x-session-session-time", &s.session_time.to_string());

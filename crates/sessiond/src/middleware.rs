@@ -20,11 +20,11 @@ use crate::config::Config;
 /// Most data points appended in one batch.
 const BATCH: usize = 512;
 
-/// The sink the configuration asks for, and the receiver to drain when it is the stream sink.
-pub fn sink(
-    config: &Config,
-    streams_available: bool,
-) -> anyhow::Result<(Arc<dyn AnalyticsSink>, Option<Receiver<DataPoint>>)> {
+/// A sink, and the receiver to drain into the system stream when it is the stream sink.
+pub type SinkParts = (Arc<dyn AnalyticsSink>, Option<Receiver<DataPoint>>);
+
+/// The sink the configuration asks for.
+pub fn sink(config: &Config, streams_available: bool) -> anyhow::Result<SinkParts> {
     let analytics = &config.middleware.analytics;
     if !config.middleware.enabled {
         return Ok((Arc::new(NoSink), None));

@@ -1,0 +1,227 @@
+//! End to end through a real nginx: `auth_request` to sessiond's forward-auth in front of a
+//! small upstream that echoes the `X-Session-*` headers it receives. The nginx configuration
+//! is the one shipped in `docs/examples/nginx-forward-auth.conf`, so the documented snippet is
+//! what is tested.
+//!
+//! nginx comes from Debian's `nginx` package (`./scripts/test` installs it and sets
+//! `REQUIRE_NGINX=1`, so CI never skips); without nginx and without that variable
+//! the test says it skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use common::TestServer;
+use serde_json::{json, Value};
+use sessiond::config::EngineKind;
+use sessiond_middleware::CookieLayout;
+
+const API_KEY: &str = "nginx-test-key";
+const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
+
+fn find_nginx() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir: PathBuf| dir.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// A private nginx in a temp dir, killed on drop.
+struct Nginx {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let d = dir.path().display();
+        let site = SNIPPET
+            .replace("SESSIOND_ADDR", sessiond)
+            .replace("APP_ADDR", app)
+            .replace("LISTEN_ADDR", &addr)
+            .replace("SESSIOND_API_KEY", API_KEY);
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 128; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             {site}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nginx");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Nginx { child, addr, dir };
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                eprintln!("nginx exited (port taken?), retrying: {log}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx did not listen on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("nginx did not start after 5 attempts");
+}
+
+/// The upstream: answers every request with the `X-Session-*` headers it received.
+async fn start_upstream() -> String {
+    let echo = |headers: HeaderMap| async move {
+        let seen: serde_json::Map<String, Value> = headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-session-"))
+            .map(|(name, v)| (name.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        axum::Json(Value::Object(seen))
+    };
+    let app = axum::Router::new().fallback(echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// One browser request through nginx: (what the upstream saw, the Set-Cookie values).
+async fn visit(http: &reqwest::Client, nginx: &Nginx, cookie: &str) -> (Value, Vec<String>) {
+    let mut req = http.get(format!("http://{}/page?q=1", nginx.addr));
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let body = res.text().await.unwrap();
+    let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
+    assert_eq!(
+        status, 200,
+        "nginx answered {status}: {body}\nerror.log: {log}"
+    );
+    (serde_json::from_str(&body).unwrap(), cookies)
+}
+
+/// The browser's cookie jar after storing `set` over `jar`.
+fn store(jar: &str, set: &[String]) -> String {
+    let mut pairs: Vec<(String, String)> = jar
+        .split("; ")
+        .filter_map(|p| p.split_once('='))
+        .map(|(n, v)| (n.into(), v.into()))
+        .collect();
+    for s in set {
+        let (n, v) = s.split(';').next().unwrap().split_once('=').unwrap();
+        pairs.retain(|(name, _)| name != n);
+        pairs.push((n.into(), v.into()));
+    }
+    pairs
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: usize) {
+    let server = TestServer::start(EngineKind::Sqlite, |c| {
+        c.api_keys = vec![API_KEY.into()];
+        c.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
+        c.middleware.cookies.layout = layout;
+        c.middleware.session_timeout_ms = 1000;
+    })
+    .await;
+    let upstream = start_upstream().await;
+    let nginx = start_nginx(nginx_bin, &server.addr.to_string(), &upstream).await;
+    let http = reqwest::Client::new();
+
+    // First visit: cookies set, the upstream sees the new client's ids.
+    let (seen, set) = visit(&http, &nginx, "").await;
+    assert_eq!(set.len(), first_visit_cookies, "{layout:?}: {set:?}");
+    let cid = seen["x-session-cid"].as_str().unwrap().to_string();
+    let sid = seen["x-session-sid"].as_str().unwrap().to_string();
+    assert_eq!(cid.len(), 30, "{seen}");
+    assert_eq!(seen["x-session-new"], "client,session");
+    assert_eq!(seen["x-session-fallback"], "0");
+    let jar = store("", &set);
+
+    // Next request: same client and session, a new event.
+    let (seen2, set2) = visit(&http, &nginx, &jar).await;
+    assert_eq!(seen2["x-session-cid"], cid.as_str(), "{seen2}");
+    assert_eq!(seen2["x-session-sid"], sid.as_str());
+    assert_ne!(seen2["x-session-eid"], seen["x-session-eid"]);
+    assert_eq!(seen2["x-session-new"], "none");
+    let jar = store(&jar, &set2);
+
+    // After the session timeout (the behaviour under test): same client, new session.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (seen3, set3) = visit(&http, &nginx, &jar).await;
+    assert_eq!(seen3["x-session-cid"], cid.as_str(), "{seen3}");
+    assert_ne!(seen3["x-session-sid"], sid.as_str());
+    assert_eq!(seen3["x-session-new"], "session");
+    assert!(!set3.is_empty(), "the new sID is stored");
+
+    // A tampered cookie is not trusted: a new client. (Layout A's JS copy is signed too and
+    // would stand in for a tampered HttpOnly copy, so every copy is altered.)
+    let tampered = jar.replace(&cid[20..], "AAAAAAAAAA");
+    assert_ne!(tampered, jar);
+    let (seen4, _) = visit(&http, &nginx, &tampered).await;
+    assert_ne!(seen4["x-session-cid"], cid.as_str(), "{seen4}");
+    assert_eq!(seen4["x-session-new"], "client,session");
+    drop(nginx);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_an_app() {
+    let Some(nginx) = find_nginx() else {
+        if std::env::var_os("REQUIRE_NGINX").is_some() {
+            panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
+        }
+        eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
+        return;
+    };
+    scenario(&nginx, CookieLayout::Compact, 1).await;
+    scenario(&nginx, CookieLayout::A, 8).await;
+}
