@@ -110,6 +110,10 @@ impl Decider {
             resident,
             ttl_ms: Millis::try_from(config.client_ttl_s.saturating_mul(1000))
                 .unwrap_or(Millis::MAX),
+            write_behind_ms: Millis::try_from(
+                config.session_timeout_ms / crate::client::WRITE_BEHIND_FRACTION,
+            )
+            .unwrap_or(Millis::MAX),
         };
         runtime.alarm_handler(
             KIND,
@@ -196,6 +200,21 @@ impl Decider {
         let prior = match &presented.cid {
             None => None,
             Some(cid) => Some(match clients.load(&mut guard).await? {
+                // The client's signed cookies are newer than the store (a write-behind lost
+                // at eviction or restart): they describe the client better.
+                Some(stored)
+                    if presented.sid.is_some()
+                        && presented.last_activity > stored.last_activity()
+                        && stored.cid == *cid =>
+                {
+                    Prior {
+                        cid: cid.clone(),
+                        sid: presented.sid.clone(),
+                        eid: presented.eid.clone(),
+                        last_activity: presented.last_activity,
+                        rehydrated: false,
+                    }
+                }
                 Some(stored) => Prior {
                     last_activity: stored.last_activity(),
                     cid: stored.cid,
