@@ -36,6 +36,7 @@ pub fn router(
     sessions: SessionsState,
     streams: Option<sessiond_streams::Streams>,
     subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
+    realtime: Option<Router>,
     metrics: PrometheusHandle,
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys);
@@ -63,6 +64,11 @@ pub fn router(
         app = app
             .merge(guard(RouteSet::Streams, control_router(subs.clone())))
             .merge(token_router(subs));
+    }
+    // Realtime routes authenticate each request themselves (session tokens for sockets,
+    // service keys for the HTTP APIs), so they sit outside the API-key guard.
+    if let Some(realtime) = realtime {
+        app = app.merge(realtime);
     }
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());

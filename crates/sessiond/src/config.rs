@@ -95,6 +95,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Durable Streams (limits, long-poll timeout, read page size).
     pub streams: sessiond_streams::StreamsConfig,
+    /// Realtime hub (seed C's user sessions over WebSocket).
+    pub realtime: sessiond_realtime::RealtimeConfig,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             runtime: RuntimeConfig::default(),
             streams: sessiond_streams::StreamsConfig::default(),
+            realtime: sessiond_realtime::RealtimeConfig::default(),
         }
     }
 }
@@ -237,11 +240,16 @@ impl Default for RedisConfig {
 pub struct RuntimeConfig {
     /// In-memory object state is dropped after this long unused (seconds).
     pub idle_evict_s: u64,
+    /// How often the idle-eviction sweep runs (seconds).
+    pub eviction_interval_s: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { idle_evict_s: 300 }
+        RuntimeConfig {
+            idle_evict_s: 300,
+            eviction_interval_s: 30,
+        }
     }
 }
 
@@ -322,6 +330,10 @@ impl Config {
         }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
         self.streams.validate().map_err(anyhow::Error::msg)?;
+        self.realtime.validate().map_err(anyhow::Error::msg)?;
+        if self.runtime.eviction_interval_s == 0 {
+            anyhow::bail!("runtime.eviction_interval_s must be > 0");
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }

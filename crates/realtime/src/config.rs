@@ -1,0 +1,116 @@
+//! Settings of the realtime capability: where it listens, who may connect, and every limit.
+//!
+//! Each size, count and rate a client controls has a limit here, because a WebSocket hub that
+//! trusts its clients is one misbehaving tab away from unbounded memory.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Realtime hub settings (`[realtime]` in the server's config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Serve the realtime routes at all.
+    pub enabled: bool,
+    /// Path of seed C's user-session endpoint (WebSocket upgrade; `/state`, `/clear`,
+    /// `/notify` below it).
+    pub seed_path: String,
+    /// Cookie names whose value is accepted as a session token for WebSocket upgrades (browsers
+    /// cannot set an `Authorization` header on a WebSocket).
+    pub session_cookies: Vec<String>,
+    /// Close code sent to every socket of a user on `logout_all` or when their sessions are
+    /// revoked (the reason is always `Logged out from all devices`).
+    pub logout_close_code: u16,
+    /// Largest inbound message (bytes); a larger one closes the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Sustained inbound messages per second per socket (the burst allowance is the same
+    /// number); above it the socket is closed with 1008.
+    pub max_messages_per_s: u32,
+    /// Most open sockets per user; one more is refused with 429 before the upgrade.
+    pub max_sockets_per_user: usize,
+    /// Most entries of a user's `activeGames`.
+    pub max_active_games: usize,
+    /// Longest game id, device id or user id (bytes).
+    pub max_id_bytes: usize,
+    /// Outbound messages queued per socket; a socket that falls further behind is closed
+    /// (1013) instead of buffering without bound.
+    pub outbound_queue: usize,
+    /// Server WebSocket ping interval (seconds).
+    pub ping_interval_s: u64,
+    /// A socket that sent nothing (not even a pong) for this long is closed (seconds).
+    pub liveness_timeout_s: u64,
+    /// Initial read buffer of each socket (bytes); the dominant per-connection memory cost.
+    pub read_buffer_bytes: usize,
+    /// Write buffer of each socket (bytes; 0 = write each frame through at once).
+    pub write_buffer_bytes: usize,
+    /// In-memory per-user state is dropped after this long unused (seconds); it is reloaded
+    /// from the engine on the next use. Open sockets do not pin it.
+    pub idle_evict_s: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            enabled: true,
+            seed_path: "/__user-session".into(),
+            session_cookies: vec!["sessiond_session".into()],
+            logout_close_code: 4001,
+            max_message_bytes: 16 * 1024,
+            max_messages_per_s: 20,
+            max_sockets_per_user: 16,
+            max_active_games: 100,
+            max_id_bytes: 256,
+            outbound_queue: 256,
+            ping_interval_s: 25,
+            liveness_timeout_s: 60,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 0,
+            idle_evict_s: 300,
+        }
+    }
+}
+
+impl RealtimeConfig {
+    /// Cross-field checks; the message names the key to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.seed_path.starts_with('/') || self.seed_path.len() < 2 || self.seed_path.ends_with('/')
+        {
+            return Err(
+                "realtime.seed_path must start with `/`, not end with `/`, and not be `/`".into(),
+            );
+        }
+        if !(4000..=4999).contains(&self.logout_close_code) {
+            return Err("realtime.logout_close_code must be within 4000..=4999".into());
+        }
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_messages_per_s", self.max_messages_per_s as usize),
+            ("max_sockets_per_user", self.max_sockets_per_user),
+            ("max_active_games", self.max_active_games),
+            ("max_id_bytes", self.max_id_bytes),
+            ("outbound_queue", self.outbound_queue),
+            ("ping_interval_s", self.ping_interval_s as usize),
+            ("liveness_timeout_s", self.liveness_timeout_s as usize),
+            ("read_buffer_bytes", self.read_buffer_bytes),
+            ("idle_evict_s", self.idle_evict_s as usize),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("realtime.{name} must be > 0"));
+        }
+        if self.liveness_timeout_s <= self.ping_interval_s {
+            return Err("realtime.liveness_timeout_s must be above realtime.ping_interval_s".into());
+        }
+        Ok(())
+    }
+
+    /// Ping interval as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_s)
+    }
+
+    /// Liveness timeout as a duration.
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::from_secs(self.liveness_timeout_s)
+    }
+}

@@ -1,0 +1,47 @@
+//! The realtime capability: a per-user WebSocket hub, what seed C's User Session Durable
+//! Object did for one app, for any web stack.
+//!
+//! Every device of a user connects to that user's object; the object keeps the user's state
+//! (`activeGames`, `presence`, `lastActive`) in the engine and fans changes out to all the
+//! user's sockets. An idle user costs only their open sockets (small buffers, one parked task
+//! each): the state leaves memory after `idle_evict_s` and is reloaded on the next message.
+//!
+//! Module map:
+//! - [`config`]: limits and paths.
+//! - [`auth`]: who a request acts for ([`SessionAuthority`], service keys, 401/403 rules).
+//! - [`hub`]: the per-user object and the rules every entry point goes through.
+//! - [`conn`]: socket handles and the per-user registry of open sockets.
+//! - [`socket`]: the task owning one WebSocket (limits, ping/liveness).
+//! - [`upgrade`]: the HTTP accept step shared by the protocols.
+//! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
+//! - [`admin`]: service-key APIs under `/v1/realtime` (stats).
+//!
+//! The capability never names a storage engine or the sessions capability: the server hands
+//! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
+//! [`SessionAuthority`] for tokens and revocation.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod hub;
+pub mod seed;
+pub mod socket;
+pub mod state;
+pub mod upgrade;
+
+use axum::Router;
+
+pub use auth::{SessionAuthority, SessionUser};
+pub use config::RealtimeConfig;
+pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
+pub use state::{Presence, UserState};
+
+/// Every realtime route, ready to merge into the server's router. Routes do their own
+/// authentication (sockets take session tokens, service APIs take API keys), so the server
+/// must not put its API-key guard in front of them.
+pub fn router(hub: Hub) -> Router {
+    seed::router(&hub)
+        .merge(admin::router())
+        .with_state(hub)
+}
