@@ -58,7 +58,10 @@ impl Args {
         Ok(Args { mode, kv })
     }
     fn str(&self, key: &str, default: &str) -> String {
-        self.kv.get(key).cloned().unwrap_or_else(|| default.to_string())
+        self.kv
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
     fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Res<T> {
         match self.kv.get(key) {
@@ -78,7 +81,9 @@ const SUB: u32 = 32;
 
 impl Hist {
     fn new() -> Hist {
-        Hist { counts: vec![0; (64 * SUB) as usize] }
+        Hist {
+            counts: vec![0; (64 * SUB) as usize],
+        }
     }
     fn index(us: u64) -> usize {
         if us < u64::from(SUB) {
@@ -130,7 +135,9 @@ impl Hist {
 }
 
 async fn connect(addr: &str) -> Res<Sender> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -141,12 +148,22 @@ async fn connect(addr: &str) -> Res<Sender> {
     Ok(sender)
 }
 
-fn request(addr: &str, method: Method, path: &str, ctype: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
-    let mut b = Request::builder().method(method).uri(path).header("host", addr);
+fn request(
+    addr: &str,
+    method: Method,
+    path: &str,
+    ctype: Option<&str>,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
     if let Some(ct) = ctype {
         b = b.header("content-type", ct);
     }
-    b.body(Full::new(body)).unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+    b.body(Full::new(body))
+        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
 }
 
 /// Sends one request on the connection (reconnecting first if it is closed), reads the whole
@@ -159,11 +176,15 @@ async fn send(
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(connect(addr).await?);
     }
-    let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
+    let Some(c) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
     if c.ready().await.is_err() {
         *conn = Some(connect(addr).await?);
     }
-    let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
+    let Some(c) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
     let resp = match c.send_request(req).await {
         Ok(r) => r,
         Err(e) => {
@@ -207,7 +228,13 @@ fn pct_encode(s: &str) -> String {
 }
 
 /// Creates the streams `names` with PUT over `par` connections.
-async fn create_streams(addr: &str, base: &str, names: Vec<String>, ctype: &'static str, par: usize) -> Res<()> {
+async fn create_streams(
+    addr: &str,
+    base: &str,
+    names: Vec<String>,
+    ctype: &'static str,
+    par: usize,
+) -> Res<()> {
     let names = Arc::new(Mutex::new(names));
     let mut tasks = Vec::new();
     for _ in 0..par.max(1) {
@@ -221,9 +248,16 @@ async fn create_streams(addr: &str, base: &str, names: Vec<String>, ctype: &'sta
                     Ok(mut g) => g.pop(),
                     Err(_) => None,
                 };
-                let Some(name) = name else { return Ok::<(), String>(()) };
+                let Some(name) = name else {
+                    return Ok::<(), String>(());
+                };
                 let path = stream_path(&base, &name);
-                let (st, _, _) = send(&mut conn, &addr, request(&addr, Method::PUT, &path, Some(ctype), Bytes::new())).await?;
+                let (st, _, _) = send(
+                    &mut conn,
+                    &addr,
+                    request(&addr, Method::PUT, &path, Some(ctype), Bytes::new()),
+                )
+                .await?;
                 if !(200..300).contains(&st) {
                     return Err(format!("PUT {path}: status {st}"));
                 }
@@ -256,7 +290,10 @@ async fn run_append(a: &Args) -> Res<()> {
     if create {
         let t = Instant::now();
         create_streams(&addr, &base, names.clone(), "application/octet-stream", 16).await?;
-        eprintln!("created {streams} streams in {:.2} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "created {streams} streams in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let paths: Arc<Vec<String>> = Arc::new(names.iter().map(|n| stream_path(&base, n)).collect());
     let body = Bytes::from(vec![b'x'; body_len]);
@@ -274,7 +311,13 @@ async fn run_append(a: &Args) -> Res<()> {
                 let path = &paths[(w + k * writers) % paths.len()];
                 k += 1;
                 let t0 = Instant::now();
-                let req = request(&addr, Method::POST, path, Some("application/octet-stream"), body.clone());
+                let req = request(
+                    &addr,
+                    Method::POST,
+                    path,
+                    Some("application/octet-stream"),
+                    body.clone(),
+                );
                 match send(&mut conn, &addr, req).await {
                     Ok((st, _, _)) if (200..300).contains(&st) => {
                         hist.record(t0.elapsed());
@@ -337,17 +380,37 @@ async fn run_catchup(a: &Args) -> Res<()> {
     let chunks = total_bytes.div_ceil(chunk);
     let size = chunks * chunk;
 
-    create_streams(&addr, &base, vec![name.clone()], "application/octet-stream", 1).await?;
+    create_streams(
+        &addr,
+        &base,
+        vec![name.clone()],
+        "application/octet-stream",
+        1,
+    )
+    .await?;
     let t = Instant::now();
     let left = Arc::new(AtomicU64::new(chunks as u64));
-    let body = Bytes::from((0..chunk).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>());
+    let body = Bytes::from(
+        (0..chunk)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let mut tasks = Vec::new();
     for _ in 0..fill_writers.max(1) {
         let (left, addr, path, body) = (left.clone(), addr.clone(), path.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
-            while left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1)).is_ok() {
-                let req = request(&addr, Method::POST, &path, Some("application/octet-stream"), body.clone());
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                .is_ok()
+            {
+                let req = request(
+                    &addr,
+                    Method::POST,
+                    &path,
+                    Some("application/octet-stream"),
+                    body.clone(),
+                );
                 let (st, _, _) = send(&mut conn, &addr, req).await?;
                 if !(200..300).contains(&st) {
                     return Err(format!("fill POST: status {st}"));
@@ -372,21 +435,35 @@ async fn run_catchup(a: &Args) -> Res<()> {
         loop {
             let p = format!("{path}?offset={}", pct_encode(&offset));
             let t0 = Instant::now();
-            let (st, headers, n) = send(&mut conn, &addr, request(&addr, Method::GET, &p, None, Bytes::new())).await?;
+            let (st, headers, n) = send(
+                &mut conn,
+                &addr,
+                request(&addr, Method::GET, &p, None, Bytes::new()),
+            )
+            .await?;
             if st != 200 && st != 204 {
                 return Err(format!("GET {p}: status {st}"));
             }
             hist.record(t0.elapsed());
             pages += 1;
             pass_bytes += n;
-            let next = headers.get("stream-next-offset").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let done = headers.get("stream-up-to-date").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+            let next = headers
+                .get("stream-next-offset")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let done = headers
+                .get("stream-up-to-date")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             if done {
                 break;
             }
             match next {
                 Some(nx) if nx != offset && n > 0 => offset = nx,
-                _ => return Err(format!("GET {p}: no progress (next offset {next:?}, {n} bytes)")),
+                _ => {
+                    return Err(format!(
+                        "GET {p}: no progress (next offset {next:?}, {n} bytes)"
+                    ))
+                }
             }
         }
         if pass_bytes != size {

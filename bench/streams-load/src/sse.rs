@@ -1,7 +1,6 @@
 //! `sse` mode: K subscribers on one stream while a writer appends; deliveries/s, latency and
 //! the server's RSS.
 
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,9 +11,10 @@ use hyper::Method;
 
 use crate::*;
 
-
 fn rss_kb(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
@@ -33,7 +33,14 @@ struct SseParser {
 }
 
 impl SseParser {
-    fn feed(&mut self, chunk: &[u8], body: usize, epoch: Instant, hist: &mut Hist, got: &AtomicU64) {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        body: usize,
+        epoch: Instant,
+        hist: &mut Hist,
+        got: &AtomicU64,
+    ) {
         let now = Instant::now();
         for &b in chunk {
             if b != b'\n' {
@@ -49,11 +56,19 @@ impl SseParser {
             } else if let Some(v) = line.strip_prefix(b"event:") {
                 self.event = v.strip_prefix(b" ").unwrap_or(v).to_vec();
             } else if let Some(v) = line.strip_prefix(b"data:") {
-                self.data.extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
+                self.data
+                    .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
             }
         }
     }
-    fn dispatch(&mut self, body: usize, epoch: Instant, now: Instant, hist: &mut Hist, got: &AtomicU64) {
+    fn dispatch(
+        &mut self,
+        body: usize,
+        epoch: Instant,
+        now: Instant,
+        hist: &mut Hist,
+        got: &AtomicU64,
+    ) {
         let data = std::mem::take(&mut self.data);
         let event = std::mem::take(&mut self.event);
         if event == b"data" {
@@ -61,7 +76,9 @@ impl SseParser {
             let mut n = 0;
             let mut at = 0;
             while self.records.len() - at >= body {
-                let ts = std::str::from_utf8(&self.records[at..at + 16]).ok().and_then(|s| s.parse::<u64>().ok());
+                let ts = std::str::from_utf8(&self.records[at..at + 16])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok());
                 if let Some(ts) = ts {
                     let sent = epoch + Duration::from_micros(ts);
                     hist.record(now.saturating_duration_since(sent));
@@ -112,11 +129,23 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
     let mut tasks = Vec::new();
     for i in 0..subs {
         let (addr, path) = (addr.clone(), path.clone());
-        let (connected, failed, reconnects, stop, counters, first_err) =
-            (connected.clone(), failed.clone(), reconnects.clone(), stop.clone(), counters.clone(), first_err.clone());
+        let (connected, failed, reconnects, stop, counters, first_err) = (
+            connected.clone(),
+            failed.clone(),
+            reconnects.clone(),
+            stop.clone(),
+            counters.clone(),
+            first_err.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut hist = Hist::new();
-            let mut parser = SseParser { line: Vec::new(), event: Vec::new(), data: Vec::new(), records: Vec::new(), next_offset: None };
+            let mut parser = SseParser {
+                line: Vec::new(),
+                event: Vec::new(),
+                data: Vec::new(),
+                records: Vec::new(),
+                next_offset: None,
+            };
             let mut first = true;
             let note = |e: String| {
                 if let Ok(mut g) = first_err.lock() {
@@ -141,7 +170,10 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
                         continue;
                     }
                 };
-                let resp = match conn.send_request(request(&addr, Method::GET, &p, None, Bytes::new())).await {
+                let resp = match conn
+                    .send_request(request(&addr, Method::GET, &p, None, Bytes::new()))
+                    .await
+                {
                     Ok(r) if r.status().as_u16() == 200 => r,
                     Ok(r) => {
                         note(format!("sse status {}", r.status().as_u16()));
@@ -191,11 +223,16 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
         }));
     }
     let t = Instant::now();
-    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < subs as u64 && t.elapsed() < Duration::from_secs(30) {
+    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < subs as u64
+        && t.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let n_conn = connected.load(Ordering::Relaxed);
-    eprintln!("{n_conn} of {subs} SSE subscribers connected in {:.2} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "{n_conn} of {subs} SSE subscribers connected in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_subs = rss_kb(pid);
 
@@ -222,7 +259,19 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
         let ts = epoch.elapsed().as_micros();
         let mut b = format!("{ts:016}").into_bytes();
         b.extend_from_slice(&filler);
-        match send(&mut conn, &addr, request(&addr, Method::POST, &path, Some("text/plain"), Bytes::from(b))).await {
+        match send(
+            &mut conn,
+            &addr,
+            request(
+                &addr,
+                Method::POST,
+                &path,
+                Some("text/plain"),
+                Bytes::from(b),
+            ),
+        )
+        .await
+        {
             Ok((st, _, _)) if (200..300).contains(&st) => appended += 1,
             _ => errors += 1,
         }
@@ -230,7 +279,12 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
     let write_secs = start.elapsed().as_secs_f64();
     let expected = appended * n_conn;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(drain_timeout);
-    let delivered = || counters.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let delivered = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     while delivered() < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -250,7 +304,10 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
     print_result(&[
         ("subscribers", n_conn.to_string()),
         ("appended", appended.to_string()),
-        ("append_rate", format!("{:.1}", appended as f64 / write_secs)),
+        (
+            "append_rate",
+            format!("{:.1}", appended as f64 / write_secs),
+        ),
         ("delivered", got.to_string()),
         ("expected", expected.to_string()),
         ("secs", format!("{elapsed:.3}")),
@@ -262,9 +319,11 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
         ("rss_peak_kb", rss_peak.to_string()),
         ("reconnects", reconnects.load(Ordering::Relaxed).to_string()),
         ("missing", expected.saturating_sub(got).to_string()),
-        ("errors", (errors + failed.load(Ordering::Relaxed)).to_string()),
+        (
+            "errors",
+            (errors + failed.load(Ordering::Relaxed)).to_string(),
+        ),
         ("first_error", fe.replace(' ', "_")),
     ]);
     Ok(())
 }
-

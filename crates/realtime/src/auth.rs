@@ -102,9 +102,7 @@ pub async fn identify(
     }
     match authority.authenticate(token).await {
         Ok(Some(user)) => Ok(Caller::User(user)),
-        Ok(None) => Err(ApiError::unauthorized(
-            "invalid or expired session token",
-        )),
+        Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
         Err(detail) => {
             tracing::error!(%detail, "session authority unavailable");
             Err(ApiError::new(
@@ -172,9 +170,14 @@ mod tests {
             acting_user(&user, Some("bob")).expect_err("other").status,
             StatusCode::FORBIDDEN
         );
-        assert_eq!(acting_user(&Caller::Service, Some("bob")).expect("svc"), "bob");
         assert_eq!(
-            acting_user(&Caller::Service, None).expect_err("none").status,
+            acting_user(&Caller::Service, Some("bob")).expect("svc"),
+            "bob"
+        );
+        assert_eq!(
+            acting_user(&Caller::Service, None)
+                .expect_err("none")
+                .status,
             StatusCode::BAD_REQUEST
         );
     }

@@ -74,7 +74,9 @@ impl Default for RealtimeConfig {
 impl RealtimeConfig {
     /// Cross-field checks; the message names the key to fix.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.seed_path.starts_with('/') || self.seed_path.len() < 2 || self.seed_path.ends_with('/')
+        if !self.seed_path.starts_with('/')
+            || self.seed_path.len() < 2
+            || self.seed_path.ends_with('/')
         {
             return Err(
                 "realtime.seed_path must start with `/`, not end with `/`, and not be `/`".into(),
@@ -99,7 +101,9 @@ impl RealtimeConfig {
             return Err(format!("realtime.{name} must be > 0"));
         }
         if self.liveness_timeout_s <= self.ping_interval_s {
-            return Err("realtime.liveness_timeout_s must be above realtime.ping_interval_s".into());
+            return Err(
+                "realtime.liveness_timeout_s must be above realtime.ping_interval_s".into(),
+            );
         }
         Ok(())
     }

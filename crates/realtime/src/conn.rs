@@ -127,9 +127,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 const SHARDS: usize = 32;
 
+/// One shard of the registry: user id → that user's open sockets.
+type Shard = Mutex<HashMap<Arc<str>, Vec<Arc<Conn>>>>;
+
 /// The open sockets of every user, sharded by user id.
 pub struct Connections {
-    shards: Box<[Mutex<HashMap<Arc<str>, Vec<Arc<Conn>>>>]>,
+    shards: Box<[Shard]>,
     total: AtomicU64,
 }
 
@@ -212,7 +215,13 @@ impl Connections {
     }
 
     /// Asks every socket of `user` matching `filter` to close; returns how many.
-    pub fn close_user(&self, user: &str, code: u16, reason: &str, filter: impl Fn(&Conn) -> bool) -> usize {
+    pub fn close_user(
+        &self,
+        user: &str,
+        code: u16,
+        reason: &str,
+        filter: impl Fn(&Conn) -> bool,
+    ) -> usize {
         let mut n = 0;
         for conn in self.of_user(user).iter().filter(|c| filter(c)) {
             conn.close(code, reason);

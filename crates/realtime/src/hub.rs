@@ -126,7 +126,10 @@ impl Hub {
     }
 
     /// Persists `state` as the user's object.
-    pub(crate) async fn save(guard: &mut ObjectGuard<UserState>, state: UserState) -> ApiResult<()> {
+    pub(crate) async fn save(
+        guard: &mut ObjectGuard<UserState>,
+        state: UserState,
+    ) -> ApiResult<()> {
         guard
             .save(state, Durability::Confirmed)
             .await
@@ -238,7 +241,10 @@ impl Hub {
 
     fn close_for_logout(&self, user: &str, filter: impl Fn(&Conn) -> bool) -> usize {
         let code = self.inner.config.logout_close_code;
-        let closed = self.inner.conns.close_user(user, code, LOGOUT_REASON, filter);
+        let closed = self
+            .inner
+            .conns
+            .close_user(user, code, LOGOUT_REASON, filter);
         metrics::counter!("sessiond_realtime_logout_closes_total").increment(closed as u64);
         closed
     }

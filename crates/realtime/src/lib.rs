@@ -41,7 +41,5 @@ pub use state::{Presence, UserState};
 /// authentication (sockets take session tokens, service APIs take API keys), so the server
 /// must not put its API-key guard in front of them.
 pub fn router(hub: Hub) -> Router {
-    seed::router(&hub)
-        .merge(admin::router())
-        .with_state(hub)
+    seed::router(&hub).merge(admin::router()).with_state(hub)
 }

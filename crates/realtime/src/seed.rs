@@ -72,7 +72,10 @@ async fn connect(
     .await?;
     let user = acting_user(&caller, query.user_id.as_deref())?;
     hub.check_id("userId", &user)?;
-    let device = query.device_id.filter(|d| !d.is_empty()).unwrap_or_else(|| "unknown".into());
+    let device = query
+        .device_id
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "unknown".into());
     hub.check_id("deviceId", &device)?;
     let ws: WebSocketUpgrade = ws.0.map_err(upgrade_error)?;
     let session_id = match caller {
@@ -103,7 +106,11 @@ impl Protocol for SeedProtocol {
             }
         };
         if let Err(e) = handle(hub, conn, &message).await {
-            let text = if e.status.is_server_error() { FAILED } else { e.message.as_str() };
+            let text = if e.status.is_server_error() {
+                FAILED
+            } else {
+                e.message.as_str()
+            };
             conn.send(error_frame(text));
         }
     }
@@ -152,7 +159,10 @@ async fn handle(hub: &Hub, conn: &Arc<Conn>, message: &Value) -> ApiResult<()> {
             state.presence = presence;
             state.last_active = Some(now_ms());
             Hub::save(&mut guard, state).await?;
-            hub.broadcast(user, &json!({"type": "presence_updated", "presence": presence}));
+            hub.broadcast(
+                user,
+                &json!({"type": "presence_updated", "presence": presence}),
+            );
         }
         "logout_all" => {
             hub.logout_all(user).await?;

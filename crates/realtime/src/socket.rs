@@ -29,7 +29,12 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// What a protocol does with the frames of one socket.
 pub trait Protocol: Send + 'static {
     /// A text frame from the client.
-    fn on_text(&mut self, hub: &Hub, conn: &Arc<Conn>, text: Utf8Bytes) -> impl Future<Output = ()> + Send;
+    fn on_text(
+        &mut self,
+        hub: &Hub,
+        conn: &Arc<Conn>,
+        text: Utf8Bytes,
+    ) -> impl Future<Output = ()> + Send;
     /// A binary frame from the client (neither protocol accepts them).
     fn on_binary(&mut self, hub: &Hub, conn: &Arc<Conn>);
     /// The socket is gone (after the hub unregistered it).

@@ -103,10 +103,8 @@ pub async fn run(
         },
     );
     let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
-    let realtime_users = runtime.persistent_kind(
-        sessiond_realtime::USER_KIND,
-        sessiond_runtime::JsonCodec,
-    );
+    let realtime_users =
+        runtime.persistent_kind(sessiond_realtime::USER_KIND, sessiond_runtime::JsonCodec);
     let user_locks: ObjectKind<()> = runtime.kind("user");
     // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups), and
     // the cold tier (sealed segments in object storage) unless disabled.
@@ -224,8 +222,8 @@ pub async fn run(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .into_future();
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
         result = serve => result?,

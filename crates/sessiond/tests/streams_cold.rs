@@ -73,7 +73,10 @@ async fn settled(segments: impl Fn() -> Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = Vec::new();
     loop {
-        assert!(Instant::now() < deadline, "compaction did not settle: {last:?}");
+        assert!(
+            Instant::now() < deadline,
+            "compaction did not settle: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         let now = segments();
         if !now.is_empty() && now == last {
@@ -96,8 +99,7 @@ async fn fill(s: &TestServer, url: &str, json: bool) -> Vec<u64> {
     for i in 0..120usize {
         let len = 1 + (i * 7919) % 300;
         let body: Vec<u8> = if json {
-            serde_json::to_vec(&serde_json::json!([{ "i": i, "pad": "x".repeat(len) }, i]))
-                .unwrap()
+            serde_json::to_vec(&serde_json::json!([{ "i": i, "pad": "x".repeat(len) }, i])).unwrap()
         } else {
             (0..len).map(|j| ((i * 31 + j) % 256) as u8).collect()
         };
@@ -170,7 +172,11 @@ async fn round_trip(
         }
     }
     for (i, &from) in bin_froms.iter().enumerate() {
-        assert_eq!(read_all(s, &bin, from).await, before[i], "binary from {from}");
+        assert_eq!(
+            read_all(s, &bin, from).await,
+            before[i],
+            "binary from {from}"
+        );
     }
     for (i, &from) in json_froms.iter().enumerate() {
         let after = read_all(s, &json, from).await;
@@ -268,7 +274,10 @@ async fn expiry_removes_segments() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let res = s.get(&format!("{url}?offset=-1")).send().await.unwrap();
     assert_eq!(res.status(), 404, "expired");
-    assert!(local_segments(&dir).is_empty(), "expiry removed the segments");
+    assert!(
+        local_segments(&dir).is_empty(),
+        "expiry removed the segments"
+    );
     s.stop().await;
 }
 
@@ -291,7 +300,11 @@ async fn s3_segments_round_trip_and_delete() {
     .await;
     round_trip(&s, "s3", || s3_segments(&moto, "node-a/")).await;
     for name in ["bin", "json"] {
-        let res = s.delete(&format!("/v1/stream/s3/{name}")).send().await.unwrap();
+        let res = s
+            .delete(&format!("/v1/stream/s3/{name}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204);
     }
     assert!(s3_segments(&moto, "node-a/").is_empty(), "bucket emptied");

@@ -38,9 +38,15 @@ async fn metrics_and_debug_timing() {
         .unwrap();
     assert_eq!(res.status(), 204);
     let timing = res.headers()["server-timing"].to_str().unwrap();
-    assert!(timing.starts_with("app;") && timing.contains("dur="), "{timing}");
+    assert!(
+        timing.starts_with("app;") && timing.contains("dur="),
+        "{timing}"
+    );
     let res = s.get("/v1/stream/m/one?offset=-1").send().await.unwrap();
-    assert!(!res.headers().contains_key("server-timing"), "only on request");
+    assert!(
+        !res.headers().contains_key("server-timing"),
+        "only on request"
+    );
     // A long-poll at the tail: subscribe + unsubscribe.
     let res = s
         .get("/v1/stream/m/one?offset=now&live=long-poll")
@@ -49,7 +55,14 @@ async fn metrics_and_debug_timing() {
         .unwrap();
     assert_eq!(res.status(), 204);
 
-    let text = s.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let text = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "sessiond_streams_appends_total{producer=\"anonymous\"}",
         "sessiond_streams_append_bytes_total",
@@ -101,8 +114,15 @@ async fn limits_answer_clearly() {
         .unwrap();
     assert_eq!(res.status(), 413);
     // Name length and charset: 400.
-    assert_eq!(put(&s, &format!("/v1/stream/a/{}", "n".repeat(40))).await, 400);
-    assert_eq!(put(&s, "/v1/stream/a/%0Abad").await, 201, "percent-encoded is verbatim");
+    assert_eq!(
+        put(&s, &format!("/v1/stream/a/{}", "n".repeat(40))).await,
+        400
+    );
+    assert_eq!(
+        put(&s, "/v1/stream/a/%0Abad").await,
+        201,
+        "percent-encoded is verbatim"
+    );
     assert_eq!(put(&s, "/v1/stream/b//x").await, 400);
     // Stream count per prefix: 429, other prefixes unaffected, deleting frees a slot.
     assert_eq!(put(&s, "/v1/stream/a/third").await, 429);
@@ -114,9 +134,16 @@ async fn limits_answer_clearly() {
         .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "stream_quota_exceeded");
-    assert_eq!(put(&s, "/v1/stream/a/log").await, 200, "re-create is not a new stream");
+    assert_eq!(
+        put(&s, "/v1/stream/a/log").await,
+        200,
+        "re-create is not a new stream"
+    );
     assert_eq!(put(&s, "/v1/stream/b/one").await, 201);
-    assert_eq!(s.delete("/v1/stream/a/log").send().await.unwrap().status(), 204);
+    assert_eq!(
+        s.delete("/v1/stream/a/log").send().await.unwrap().status(),
+        204
+    );
     assert_eq!(put(&s, "/v1/stream/a/third").await, 201);
     // Open long-polls: the second waiter gets 503 + Retry-After.
     let url = s.url("/v1/stream/b/one?offset=now&live=long-poll");

@@ -85,11 +85,16 @@ impl StreamsConfig {
         if let Some(name) = &self.metrics_stream {
             let path = format!("{}{name}", crate::routes::STREAM_PREFIX);
             crate::routes::stream_name(&path, self.max_name_bytes).map_err(|e| {
-                format!("streams.metrics_stream `{name}` is not a valid stream name: {}", e.api.message)
+                format!(
+                    "streams.metrics_stream `{name}` is not a valid stream name: {}",
+                    e.api.message
+                )
             })?;
         }
         if self.quota_prefix_segments == 0 || self.metrics_interval_s == 0 {
-            return Err("streams.quota_prefix_segments and streams.metrics_interval_s must be > 0".into());
+            return Err(
+                "streams.quota_prefix_segments and streams.metrics_interval_s must be > 0".into(),
+            );
         }
         self.cold.validate()
     }

@@ -58,5 +58,5 @@ pub use cold::{ColdReader, NoCold};
 pub use config::StreamsConfig;
 pub use routes::router;
 pub use service::Streams;
-pub use tier::{ColdConfig, SegmentsCold};
 pub use state::StreamObject;
+pub use tier::{ColdConfig, SegmentsCold};
