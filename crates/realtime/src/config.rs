@@ -47,6 +47,56 @@ pub struct RealtimeConfig {
     /// In-memory per-user state is dropped after this long unused (seconds); it is reloaded
     /// from the engine on the next use. Open sockets do not pin it.
     pub idle_evict_s: u64,
+    /// Channels one v1 socket may be subscribed to at once.
+    pub max_subscriptions_per_socket: usize,
+    /// Server-side channel grants one user may hold.
+    pub max_grants_per_user: usize,
+    /// Recovery: always keep at least this many newest messages per channel.
+    pub recovery_messages: usize,
+    /// Recovery: also keep every message younger than this (seconds).
+    pub recovery_window_s: u64,
+    /// Recovery: never keep more than this many messages per channel.
+    pub recovery_max_messages: usize,
+    /// Keys of signed channel grants (HMAC-SHA256). The first signs grants the server mints;
+    /// any verifies. Empty = signed grants are refused (server-side grants still work).
+    pub grant_keys: Vec<String>,
+    /// User online/offline events.
+    pub events: EventsConfig,
+}
+
+/// User online/offline events: debounce, webhook, system stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A user's online/offline change is emitted only if it still holds after this long
+    /// (milliseconds).
+    pub debounce_ms: u64,
+    /// Webhook receiving each event (empty = none).
+    pub webhook_url: String,
+    /// HMAC-SHA256 keys signing the webhook body (one `v1=` signature per key).
+    pub webhook_keys: Vec<String>,
+    /// Deliveries tried per event before it is dropped.
+    pub webhook_max_attempts: u32,
+    /// Timeout of one delivery (milliseconds).
+    pub webhook_timeout_ms: u64,
+    /// Base of the retry backoff (milliseconds; attempt n waits base·2ⁿ).
+    pub webhook_backoff_ms: u64,
+    /// Durable Stream each event is appended to (empty = none).
+    pub stream: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            debounce_ms: 3000,
+            webhook_url: String::new(),
+            webhook_keys: Vec::new(),
+            webhook_max_attempts: 6,
+            webhook_timeout_ms: 5000,
+            webhook_backoff_ms: 1000,
+            stream: "__system/realtime/presence".into(),
+        }
+    }
 }
 
 impl Default for RealtimeConfig {
@@ -67,6 +117,13 @@ impl Default for RealtimeConfig {
             read_buffer_bytes: 4096,
             write_buffer_bytes: 0,
             idle_evict_s: 300,
+            max_subscriptions_per_socket: 100,
+            max_grants_per_user: 1000,
+            recovery_messages: 300,
+            recovery_window_s: 120,
+            recovery_max_messages: 10_000,
+            grant_keys: Vec::new(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -96,9 +153,36 @@ impl RealtimeConfig {
             ("liveness_timeout_s", self.liveness_timeout_s as usize),
             ("read_buffer_bytes", self.read_buffer_bytes),
             ("idle_evict_s", self.idle_evict_s as usize),
+            (
+                "max_subscriptions_per_socket",
+                self.max_subscriptions_per_socket,
+            ),
+            ("recovery_max_messages", self.recovery_max_messages),
+            (
+                "events.webhook_max_attempts",
+                self.events.webhook_max_attempts as usize,
+            ),
+            (
+                "events.webhook_timeout_ms",
+                self.events.webhook_timeout_ms as usize,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("realtime.{name} must be > 0"));
+        }
+        if self.recovery_messages > self.recovery_max_messages {
+            return Err("realtime.recovery_messages must not exceed recovery_max_messages".into());
+        }
+        if !self.events.webhook_url.is_empty()
+            && !(self.events.webhook_url.starts_with("http://")
+                || self.events.webhook_url.starts_with("https://"))
+        {
+            return Err("realtime.events.webhook_url must be an http(s) URL".into());
+        }
+        if !self.events.webhook_url.is_empty()
+            && self.events.webhook_keys.iter().all(String::is_empty)
+        {
+            return Err("realtime.events.webhook_keys needs a key to sign webhook bodies".into());
         }
         if self.liveness_timeout_s <= self.ping_interval_s {
             return Err(
@@ -111,6 +195,15 @@ impl RealtimeConfig {
     /// Ping interval as a duration.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_s)
+    }
+
+    /// Channel history retention.
+    pub fn retention(&self) -> crate::channels::Retention {
+        crate::channels::Retention {
+            messages: self.recovery_messages,
+            window: Duration::from_secs(self.recovery_window_s),
+            max_messages: self.recovery_max_messages,
+        }
     }
 
     /// Liveness timeout as a duration.

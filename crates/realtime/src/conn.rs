@@ -18,6 +18,8 @@ use axum::extract::ws::Utf8Bytes;
 use sessiond_store::Millis;
 use tokio::sync::{mpsc, Notify};
 
+use crate::channels::Channel;
+
 /// Close code for a socket whose outbound queue overflowed (RFC 6455 "try again later").
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
@@ -35,6 +37,10 @@ pub struct Conn {
     pub connected_at: Millis,
     /// The peer's address.
     pub ip: Option<IpAddr>,
+    /// Which protocol the socket speaks (`seed`, `v1`, `sse`).
+    pub protocol: &'static str,
+    /// Channels the socket is subscribed to (v1 and SSE).
+    pub subscriptions: Mutex<Vec<Arc<Channel>>>,
     outbound: mpsc::Sender<Utf8Bytes>,
     close: Mutex<Option<(u16, Box<str>)>>,
     close_signal: Notify,
@@ -58,6 +64,8 @@ pub struct ConnInfo {
     pub ip: Option<IpAddr>,
     /// Accept time (unix ms).
     pub connected_at: Millis,
+    /// Protocol name (`seed`, `v1`, `sse`).
+    pub protocol: &'static str,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -73,6 +81,8 @@ impl Conn {
             session_id: info.session_id.map(String::into_boxed_str),
             connected_at: info.connected_at,
             ip: info.ip,
+            protocol: info.protocol,
+            subscriptions: Mutex::new(Vec::new()),
             outbound: tx,
             close: Mutex::new(None),
             close_signal: Notify::new(),
@@ -115,13 +125,26 @@ impl Conn {
         }
     }
 
+    /// True for sockets opened with a service key (no session): they may act anywhere.
+    pub fn is_service(&self) -> bool {
+        self.session_id.is_none()
+    }
+
+    /// Names of the channels the socket is subscribed to.
+    pub fn channel_names(&self) -> Vec<String> {
+        lock(&self.subscriptions)
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
     /// Whether a close was requested.
     pub fn is_closing(&self) -> bool {
         lock(&self.close).is_some()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -241,6 +264,13 @@ impl Connections {
             conn.close(code, reason);
         }
         all.len()
+    }
+
+    /// The open socket with id `id` (a scan: for admin calls only).
+    pub fn find(&self, id: u64) -> Option<Arc<Conn>> {
+        self.shards
+            .iter()
+            .find_map(|shard| lock(shard).values().flatten().find(|c| c.id == id).cloned())
     }
 
     /// Open sockets in the process.

@@ -17,6 +17,7 @@ use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::{now_ms, Durability};
 
 use crate::auth::SessionAuthority;
+use crate::channels::Channels;
 use crate::config::RealtimeConfig;
 use crate::conn::{Conn, ConnInfo, ConnReceiver, Connections};
 use crate::state::{Presence, UserState};
@@ -40,6 +41,7 @@ pub(crate) struct HubInner {
     pub(crate) config: RealtimeConfig,
     pub(crate) users: ObjectKind<UserState>,
     pub(crate) conns: Connections,
+    pub(crate) channels: Channels,
     pub(crate) authority: Arc<dyn SessionAuthority>,
     pub(crate) keys: ApiKeys,
 }
@@ -70,15 +72,33 @@ impl Hub {
         keys: ApiKeys,
     ) -> Hub {
         users.set_idle_after(std::time::Duration::from_secs(config.idle_evict_s));
-        Hub {
+        let hub = Hub {
             inner: Arc::new(HubInner {
+                channels: Channels::new(config.retention()),
                 config,
                 users,
                 conns: Connections::default(),
                 authority,
                 keys,
             }),
-        }
+        };
+        // Drop unused channels periodically; the task ends when the hub is dropped.
+        let weak = Arc::downgrade(&hub.inner);
+        let every = std::time::Duration::from_secs(hub.inner.config.recovery_window_s.clamp(1, 30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.channels.sweep();
+            }
+        });
+        hub
+    }
+
+    /// The channel registry.
+    pub fn channels(&self) -> &Channels {
+        &self.inner.channels
     }
 
     /// The configuration in force.
@@ -94,6 +114,11 @@ impl Hub {
     /// Open sockets in this process.
     pub fn connections(&self) -> u64 {
         self.inner.conns.total()
+    }
+
+    /// The open socket with id `id`.
+    pub fn find_connection(&self, id: u64) -> Option<Arc<Conn>> {
+        self.inner.conns.find(id)
     }
 
     /// The open sockets of `user`.
@@ -136,9 +161,14 @@ impl Hub {
             .map_err(storage_error)
     }
 
-    /// Registers a new socket of `info.user_id` and queues its `initial_state`. Refused with
-    /// 429 when the user already has the maximum number of sockets.
-    pub async fn connect(&self, info: ConnInfo) -> ApiResult<(Arc<Conn>, ConnReceiver)> {
+    /// Registers a new socket of `info.user_id` and queues `first_frame` (built under the
+    /// user's lock, so it precedes every later broadcast). Refused with 429 when the user
+    /// already has the maximum number of sockets.
+    pub async fn connect(
+        &self,
+        info: ConnInfo,
+        first_frame: impl FnOnce(&UserState, &Conn) -> Option<Utf8Bytes>,
+    ) -> ApiResult<(Arc<Conn>, ConnReceiver)> {
         let user = info.user_id.clone();
         let (mut guard, mut state) = self.open(&user).await?;
         let (conn, rx) = Conn::new(info, self.inner.config.outbound_queue);
@@ -160,13 +190,19 @@ impl Hub {
                 return Err(e);
             }
         }
-        conn.send(frame(&state.initial_state(&conn.device_id)));
+        if let Some(first) = first_frame(&state, &conn) {
+            conn.send(first);
+        }
         metrics::counter!("sessiond_realtime_connects_total").increment(1);
         Ok((conn, rx))
     }
 
     /// Unregisters a closed socket; the user goes `offline` when it was their last one.
     pub async fn disconnect(&self, conn: &Arc<Conn>) {
+        let subscribed = std::mem::take(&mut *crate::conn::lock(&conn.subscriptions));
+        for channel in subscribed {
+            channel.unsubscribe(conn);
+        }
         let mut guard = self.inner.users.lock(&conn.user_id).await;
         if self.inner.conns.remove(conn) > 0 {
             return;

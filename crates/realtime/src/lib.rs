@@ -14,21 +14,27 @@
 //! - [`socket`]: the task owning one WebSocket (limits, ping/liveness).
 //! - [`upgrade`]: the HTTP accept step shared by the protocols.
 //! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
-//! - [`admin`]: service-key APIs under `/v1/realtime` (stats).
+//! - [`channels`]: channels with presence metas, offsets and recovery history.
+//! - [`grants`]: signed channel grants (HMAC-SHA256).
+//! - [`v1`]: the v1 protocol at `/v1/realtime`.
+//! - [`api`]: the server API under `/v1/realtime` (service key).
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
 //! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
 //! [`SessionAuthority`] for tokens and revocation.
 
-pub mod admin;
+pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod grants;
 pub mod hub;
 pub mod seed;
 pub mod socket;
 pub mod state;
 pub mod upgrade;
+pub mod v1;
 
 use axum::Router;
 
@@ -41,5 +47,8 @@ pub use state::{Presence, UserState};
 /// authentication (sockets take session tokens, service APIs take API keys), so the server
 /// must not put its API-key guard in front of them.
 pub fn router(hub: Hub) -> Router {
-    seed::router(&hub).merge(admin::router()).with_state(hub)
+    seed::router(&hub)
+        .merge(v1::router())
+        .merge(api::router())
+        .with_state(hub)
 }

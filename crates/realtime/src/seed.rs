@@ -88,8 +88,13 @@ async fn connect(
         session_id,
         ip,
         connected_at: now_ms(),
+        protocol: "seed",
     };
-    let (conn, rx) = hub.connect(info).await?;
+    let (conn, rx) = hub
+        .connect(info, |state, conn| {
+            Some(frame(&state.initial_state(&conn.device_id)))
+        })
+        .await?;
     Ok(crate::upgrade::accept(hub, conn, rx, ws, SeedProtocol))
 }
 

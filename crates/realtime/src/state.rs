@@ -4,6 +4,8 @@
 //! defaulted `lastActive` to "now" (a lie for a user never seen). Here the user id is part of
 //! the stored record and `lastActive` is `null` until the user is first active.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sessiond_store::Millis;
@@ -54,6 +56,25 @@ pub struct UserState {
     pub presence: Presence,
     /// Last state-changing activity (unix ms); `None` before the first.
     pub last_active: Option<Millis>,
+    /// Channels granted by the app through the server API, by channel name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants: BTreeMap<String, Grant>,
+}
+
+/// A server-side channel grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// May publish from a client.
+    pub publish: bool,
+    /// Expiry (unix ms); `None` = until revoked.
+    pub expires_at: Option<Millis>,
+}
+
+impl Grant {
+    /// Whether the grant still holds at `now`.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
 }
 
 impl UserState {
