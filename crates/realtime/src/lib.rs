@@ -19,6 +19,7 @@
 //! - [`v1`]: the v1 protocol at `/v1/realtime`.
 //! - [`events`]: debounced user online/offline events and their sinks.
 //! - [`webhook`]: the HMAC-signed webhook sink.
+//! - [`sse`]: the SSE fallback (server → client).
 //! - [`api`]: the server API under `/v1/realtime` (service key).
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
@@ -35,6 +36,7 @@ pub mod grants;
 pub mod hub;
 pub mod seed;
 pub mod socket;
+pub mod sse;
 pub mod state;
 pub mod upgrade;
 pub mod v1;
@@ -55,5 +57,6 @@ pub fn router(hub: Hub) -> Router {
     seed::router(&hub)
         .merge(v1::router())
         .merge(api::router())
+        .merge(sse::router())
         .with_state(hub)
 }
