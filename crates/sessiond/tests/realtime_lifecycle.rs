@@ -209,3 +209,46 @@ async fn idle_user_state_leaves_memory_and_comes_back() {
     assert_eq!(conns["connections"][0]["device_id"], "phone");
     assert_eq!(conns["connections"][0]["ip"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_by_the_liveness_timeout() {
+    let s = TestServer::start(EngineKind::Memory, |c| {
+        c.realtime.ping_interval_s = 1;
+        c.realtime.liveness_timeout_s = 2;
+    })
+    .await;
+    let token = session(&s, "alice", None).await;
+    // A client that reads (and so answers the server's pings) stays connected...
+    let mut alive = connect(&s, &url("alice", &token, "alive"), &[])
+        .await
+        .open();
+    alive.expect("initial_state").await;
+    // ...one that never reads never sends a pong, and is closed.
+    let silent = connect(&s, &url("alice", &token, "silent"), &[])
+        .await
+        .open();
+    let connections = || async {
+        let (_, conns) = json(s.get("/v1/realtime/users/alice/connections")).await;
+        conns["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["device_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(connections().await.len(), 2);
+    // Keep the live client reading while the silent one times out.
+    let reader = tokio::spawn(async move {
+        loop {
+            alive.send(json!({"type": "ping"})).await;
+            alive.expect("pong").await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    eventually("the silent socket is closed", || async {
+        connections().await == vec!["alive".to_string()]
+    })
+    .await;
+    reader.abort();
+    drop(silent);
+}
