@@ -175,10 +175,9 @@ impl RealtimeConfig {
         if self.recovery_messages > self.recovery_max_messages {
             return Err("realtime.recovery_messages must not exceed recovery_max_messages".into());
         }
-        if !self.events.webhook_url.is_empty()
-            && !(self.events.webhook_url.starts_with("http://")
-                || self.events.webhook_url.starts_with("https://"))
-        {
+        let url = &self.events.webhook_url;
+        let is_http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !is_http {
             return Err("realtime.events.webhook_url must be an http(s) URL".into());
         }
         if !self.events.webhook_url.is_empty()
