@@ -40,6 +40,7 @@ pub fn router(
     streams: Option<sessiond_streams::Streams>,
     subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
     decider: Option<sessiond_middleware::Decider>,
+    realtime: Option<Router>,
     metrics: PrometheusHandle,
 ) -> Router {
     let keys = ApiKeys::new(&config.api_keys).with_scoped(config.streams.keys.iter().map(|k| {
@@ -90,6 +91,11 @@ pub fn router(
     if let Some(decider) = decider {
         let routes = sessiond_middleware::router(decider);
         app = app.merge(guard(RouteSet::Middleware, routes));
+    }
+    // Realtime routes authenticate each request themselves (session tokens for sockets,
+    // service keys for the HTTP APIs), so they sit outside the API-key guard.
+    if let Some(realtime) = realtime {
+        app = app.merge(realtime);
     }
     if config.compat.session_state.enabled {
         let compat = session_state::router().with_state(sessions.clone());

@@ -99,6 +99,8 @@ pub struct Config {
     pub streams: sessiond_streams::StreamsConfig,
     /// Session middleware (seed A): cookies, signing keys, fingerprint, analytics, limits.
     pub middleware: sessiond_middleware::MiddlewareConfig,
+    /// Realtime hub (seed C's user sessions over WebSocket).
+    pub realtime: sessiond_realtime::RealtimeConfig,
 }
 
 impl Default for Config {
@@ -118,6 +120,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             streams: sessiond_streams::StreamsConfig::default(),
             middleware: sessiond_middleware::MiddlewareConfig::default(),
+            realtime: sessiond_realtime::RealtimeConfig::default(),
         }
     }
 }
@@ -242,11 +245,16 @@ impl Default for RedisConfig {
 pub struct RuntimeConfig {
     /// In-memory object state is dropped after this long unused (seconds).
     pub idle_evict_s: u64,
+    /// How often the idle-eviction sweep runs (seconds).
+    pub eviction_interval_s: u64,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { idle_evict_s: 300 }
+        RuntimeConfig {
+            idle_evict_s: 300,
+            eviction_interval_s: 30,
+        }
     }
 }
 
@@ -355,6 +363,10 @@ impl Config {
                 e.api.message
             );
         }
+        self.realtime.validate().map_err(anyhow::Error::msg)?;
+        if self.runtime.eviction_interval_s == 0 {
+            anyhow::bail!("runtime.eviction_interval_s must be > 0");
+        }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
@@ -402,6 +414,14 @@ impl Config {
         }
         if !shown.middleware.fingerprint.secret.is_empty() {
             shown.middleware.fingerprint.secret = "<redacted>".into();
+        }
+        for key in shown
+            .realtime
+            .grant_keys
+            .iter_mut()
+            .chain(shown.realtime.events.webhook_keys.iter_mut())
+        {
+            *key = "<redacted>".into();
         }
         if !shown.streams.cold.s3.secret_access_key.is_empty() {
             shown.streams.cold.s3.secret_access_key = "<redacted>".into();

@@ -14,8 +14,10 @@ pub mod app;
 pub mod config;
 pub mod engine;
 pub mod middleware;
+pub mod realtime;
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -98,10 +100,13 @@ pub async fn run(
         stores.objects.clone(),
         RuntimeConfig {
             idle_evict_after: Duration::from_secs(config.runtime.idle_evict_s),
+            eviction_interval: Duration::from_secs(config.runtime.eviction_interval_s),
             ..RuntimeConfig::default()
         },
     );
     let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
+    let realtime_users =
+        runtime.persistent_kind(sessiond_realtime::USER_KIND, sessiond_runtime::JsonCodec);
     let user_locks: ObjectKind<()> = runtime.kind("user");
     // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups), and
     // the cold tier (sealed segments in object storage) unless disabled.
@@ -168,14 +173,19 @@ pub async fn run(
     };
 
     let sessions_config = Arc::new(config.sessions.clone());
+    let session_service = SessionService::new(
+        stores.sessions.clone(),
+        sessions_config.clone(),
+        session_objects,
+        user_locks,
+        stores.admin.exclusive(),
+    );
+    let realtime = config
+        .realtime
+        .enabled
+        .then(|| realtime::hub(&config, realtime_users, &session_service, streams.clone()));
     let state = SessionsState::new(
-        SessionService::new(
-            stores.sessions.clone(),
-            sessions_config.clone(),
-            session_objects,
-            user_locks,
-            stores.admin.exclusive(),
-        ),
+        session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );
     let app = app::router(
@@ -185,6 +195,7 @@ pub async fn run(
         streams.clone(),
         subscriptions.clone(),
         decider,
+        realtime.clone().map(sessiond_realtime::router),
         metrics,
     );
 
@@ -232,11 +243,13 @@ pub async fn run(
     });
 
     tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
-    // Peer addresses reach handlers (forward-auth trusts X-Forwarded-For only from proxies).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    // Connect info gives handlers the peer address (the realtime connection list shows it).
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .into_future();
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
         result = serve => result?,
@@ -245,6 +258,9 @@ pub async fn run(
         }
     }
     tracing::info!("draining background work");
+    if let Some(hub) = &realtime {
+        hub.shutdown(grace).await;
+    }
     let _ = sweeper.await;
     if let Some(stream_sweeper) = stream_sweeper {
         let _ = stream_sweeper.await;

@@ -51,6 +51,22 @@ pub enum Update {
     Shallow(Map<String, Value>),
 }
 
+/// Sessions revoked through [`SessionService::revoke_user`], announced so that other
+/// capabilities (the realtime hub) can close what those sessions opened. The sessions
+/// capability does not know who listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Whose sessions.
+    pub user_id: String,
+    /// The revoked session ids.
+    pub session_ids: Vec<String>,
+    /// True when every session of the user was revoked (no `except`): "log out everywhere".
+    pub all: bool,
+}
+
+/// Revocations buffered per listener before a slow one starts missing them.
+const REVOCATION_BUFFER: usize = 1024;
+
 /// The session service. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionService {
@@ -60,6 +76,7 @@ pub struct SessionService {
     users: ObjectKind<()>,
     /// Keep used sessions in memory (only when the engine is exclusive to this process).
     resident: bool,
+    revocations: tokio::sync::broadcast::Sender<Revocation>,
 }
 
 const MAX_CAS_RETRIES: usize = 64;
@@ -81,7 +98,13 @@ impl SessionService {
             sessions,
             users,
             resident,
+            revocations: tokio::sync::broadcast::channel(REVOCATION_BUFFER).0,
         }
+    }
+
+    /// Announcements of revoked sessions (see [`Revocation`]).
+    pub fn subscribe_revocations(&self) -> tokio::sync::broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
     }
 
     /// The configuration in force.
@@ -408,6 +431,12 @@ impl SessionService {
             }
         }
         metrics::counter!("sessiond_sessions_revoked_total").increment(revoked.len() as u64);
+        // Nobody listening is fine (no realtime hub): the send error is ignored.
+        let _ = self.revocations.send(Revocation {
+            user_id: user.to_string(),
+            session_ids: revoked.clone(),
+            all: except.is_none(),
+        });
         Ok(revoked)
     }
 }

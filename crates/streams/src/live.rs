@@ -67,7 +67,11 @@ pub async fn long_poll(
     from: u64,
     cursor: Option<String>,
 ) -> StreamResult<Response> {
-    let Some(_slot) = Slot::take(&streams.long_polls, streams.config.max_long_polls, "long_poll") else {
+    let Some(_slot) = Slot::take(
+        &streams.long_polls,
+        streams.config.max_long_polls,
+        "long_poll",
+    ) else {
         return Err(StreamError::busy("too many open long-poll requests"));
     };
     let timeout = Duration::from_millis(streams.config.long_poll_timeout_ms);

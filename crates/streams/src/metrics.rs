@@ -40,7 +40,11 @@ static REJECTED: AtomicU64 = AtomicU64::new(0);
 
 /// Records one accepted append of `bytes` body bytes.
 pub fn appended(bytes: usize, idempotent: bool) {
-    let producer = if idempotent { "idempotent" } else { "anonymous" };
+    let producer = if idempotent {
+        "idempotent"
+    } else {
+        "anonymous"
+    };
     ::metrics::counter!("sessiond_streams_appends_total", "producer" => producer).increment(1);
     ::metrics::counter!("sessiond_streams_append_bytes_total").increment(bytes as u64);
     ::metrics::histogram!("sessiond_streams_append_bytes").record(bytes as f64);
@@ -50,7 +54,11 @@ pub fn appended(bytes: usize, idempotent: bool) {
 
 /// A live reader (`mode` = `sse` | `long_poll`) started (`true`) or ended.
 pub fn live(mode: &'static str, opened: bool) {
-    let gauge = if mode == "sse" { &SSE_OPEN } else { &LONG_POLLS };
+    let gauge = if mode == "sse" {
+        &SSE_OPEN
+    } else {
+        &LONG_POLLS
+    };
     if opened {
         gauge.fetch_add(1, Ordering::Relaxed);
         SUBSCRIBES.fetch_add(1, Ordering::Relaxed);

@@ -56,7 +56,8 @@ pub fn open(
     from: u64,
     cursor: Option<String>,
 ) -> StreamResult<Response> {
-    let Some(slot) = Slot::take(&streams.sse_open, streams.config.max_sse_connections, "sse") else {
+    let Some(slot) = Slot::take(&streams.sse_open, streams.config.max_sse_connections, "sse")
+    else {
         return Err(StreamError::busy("too many open SSE connections"));
     };
     let base64 = !is_text(&snap);

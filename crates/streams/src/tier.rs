@@ -124,9 +124,14 @@ impl ColdConfig {
             return Ok(());
         }
         if self.min_segment_bytes == 0 || self.max_segment_bytes == 0 || self.interval_s == 0 {
-            return Err("streams.cold.min_segment_bytes, max_segment_bytes and interval_s must be > 0".into());
+            return Err(
+                "streams.cold.min_segment_bytes, max_segment_bytes and interval_s must be > 0"
+                    .into(),
+            );
         }
-        if self.backend == ColdBackend::S3 && (self.s3.endpoint.is_empty() || self.s3.bucket.is_empty()) {
+        if self.backend == ColdBackend::S3
+            && (self.s3.endpoint.is_empty() || self.s3.bucket.is_empty())
+        {
             return Err("streams.cold.backend = \"s3\" needs streams.cold.s3.endpoint and streams.cold.s3.bucket".into());
         }
         Ok(())
@@ -165,10 +170,9 @@ impl ColdConfig {
                 prefix: self.s3.prefix.clone(),
             })?,
             (ColdBackend::Local, Some(dir)) => ColdTier::local(dir)?,
-            (ColdBackend::Local, None) if volatile_engine => ColdTier::with_store(
-                Arc::new(object_store::memory::InMemory::new()),
-                "",
-            ),
+            (ColdBackend::Local, None) if volatile_engine => {
+                ColdTier::with_store(Arc::new(object_store::memory::InMemory::new()), "")
+            }
             (ColdBackend::Local, None) => {
                 ColdTier::local(&data_dir.join(sessiond_segments::DEFAULT_LOCAL_DIR))?
             }

@@ -1,0 +1,302 @@
+//! The server API under `/v1/realtime` (service key): publish, grants, connections, send to a
+//! user, channel presence, stats (docs/realtime.md §3).
+//!
+//! These are the calls an app backend makes: it decides who may join a room, pushes to
+//! users and rooms, and disconnects devices. `GET /v1/realtime/stats` also makes idle
+//! eviction observable (resident user objects).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sessiond_http::{ApiError, ApiResult, JsonBody};
+use sessiond_store::now_ms;
+
+use crate::auth::{identify, require_service};
+use crate::grants::{self, GrantClaims};
+use crate::hub::{frame, Hub};
+use crate::state::Grant;
+use crate::v1::channel_access;
+
+/// Close code and reason of a server-API disconnect.
+pub const DISCONNECTED_CLOSE: (u16, &str) = (4003, "Disconnected by server");
+
+/// The server API routes.
+pub fn router() -> Router<Hub> {
+    Router::new()
+        .route("/v1/realtime/stats", get(stats))
+        .route("/v1/realtime/publish", post(publish))
+        .route("/v1/realtime/grants", post(grant).delete(revoke_grant))
+        .route("/v1/realtime/grant-tokens", post(grant_token))
+        .route(
+            "/v1/realtime/users/{user}/connections",
+            get(connections).delete(disconnect_user),
+        )
+        .route("/v1/realtime/connections/{id}", delete(disconnect_one))
+        .route("/v1/realtime/users/{user}/send", post(send_to_user))
+        .route("/v1/realtime/channels/{channel}/presence", get(presence))
+}
+
+/// 401/403 unless the request carries a service key (or the server is in open mode).
+pub async fn service(hub: &Hub, headers: &HeaderMap) -> ApiResult<()> {
+    let caller = identify(hub.keys(), hub.authority(), headers, None, &[], true).await?;
+    require_service(&caller)
+}
+
+/// Refuses a payload above the message size limit (413).
+fn check_size(hub: &Hub, data: &Value) -> ApiResult<()> {
+    let max = hub.config().max_message_bytes;
+    if data.to_string().len() > max {
+        return Err(ApiError::too_large(format!(
+            "data is above realtime.max_message_bytes ({max})"
+        )));
+    }
+    Ok(())
+}
+
+async fn stats(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    Ok(Json(json!({
+        "resident_users": hub.resident_users(),
+        "connections": hub.connections(),
+        "channels": hub.channels().len(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct PublishBody {
+    channel: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn publish(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PublishBody>,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    channel_access(&hub, "", true, &body.channel, None).await?;
+    check_size(&hub, &body.data)?;
+    let channel = hub.channels().get_or_create(&body.channel);
+    let (offset, _) = channel.publish(&body.data, None, &hub.channels().retention);
+    Ok(Json(json!({"channel": body.channel, "offset": offset})))
+}
+
+#[derive(Deserialize)]
+struct GrantBody {
+    user_id: String,
+    channel: String,
+    #[serde(default)]
+    publish: bool,
+    ttl_s: Option<u64>,
+}
+
+fn room_only(channel: &str) -> ApiResult<()> {
+    if !channel.starts_with("room:") || channel.len() <= "room:".len() {
+        return Err(ApiError::bad_request("grants are for room:<name> channels"));
+    }
+    Ok(())
+}
+
+async fn grant(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<GrantBody>,
+) -> ApiResult<Response> {
+    service(&hub, &headers).await?;
+    hub.check_id("user_id", &body.user_id)?;
+    hub.check_id("channel", &body.channel)?;
+    room_only(&body.channel)?;
+    let expires_at = body.ttl_s.map(|s| {
+        now_ms().saturating_add(
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1000),
+        )
+    });
+    let (mut guard, mut state) = hub.open(&body.user_id).await?;
+    let now = now_ms();
+    state.grants.retain(|_, g| g.is_live(now));
+    let max = hub.config().max_grants_per_user;
+    if !state.grants.contains_key(&body.channel) && state.grants.len() >= max {
+        return Err(ApiError::limit(format!("user already holds {max} grants")));
+    }
+    state.grants.insert(
+        body.channel.clone(),
+        Grant {
+            publish: body.publish,
+            expires_at,
+        },
+    );
+    Hub::save(&mut guard, state).await?;
+    let reply = json!({
+        "user_id": body.user_id, "channel": body.channel, "publish": body.publish,
+        "expires_at": expires_at,
+    });
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+#[derive(Deserialize)]
+struct GrantQuery {
+    user_id: String,
+    channel: String,
+}
+
+async fn revoke_grant(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Query(q): Query<GrantQuery>,
+) -> ApiResult<StatusCode> {
+    service(&hub, &headers).await?;
+    hub.check_id("user_id", &q.user_id)?;
+    let (mut guard, mut state) = hub.open(&q.user_id).await?;
+    if state.grants.remove(&q.channel).is_some() {
+        Hub::save(&mut guard, state).await?;
+    }
+    drop(guard);
+    if let Some(channel) = hub.channels().get(&q.channel) {
+        let notice = frame(&json!({
+            "type": "unsubscribed", "channel": q.channel, "reason": "grant_revoked",
+        }));
+        for conn in channel
+            .subscribers()
+            .iter()
+            .filter(|c| *c.user_id == *q.user_id)
+        {
+            if channel.unsubscribe(conn) {
+                crate::conn::lock(&conn.subscriptions).retain(|c| *c.name != *q.channel);
+                conn.send(notice.clone());
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn grant_token(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<GrantBody>,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    hub.check_id("user_id", &body.user_id)?;
+    room_only(&body.channel)?;
+    let key = hub
+        .config()
+        .grant_keys
+        .first()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::conflict("no realtime.grant_keys configured"))?;
+    let ttl = i64::try_from(body.ttl_s.unwrap_or(600)).unwrap_or(i64::MAX / 2);
+    let exp = (now_ms() / 1000).saturating_add(ttl);
+    let claims = GrantClaims {
+        sub: body.user_id,
+        ch: body.channel,
+        publish: body.publish,
+        exp,
+    };
+    Ok(Json(
+        json!({"token": grants::sign(key.as_bytes(), &claims), "expires_at": exp}),
+    ))
+}
+
+async fn connections(
+    State(hub): State<Hub>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    hub.check_id("user id", &user)?;
+    let list: Vec<Value> = hub
+        .user_connections(&user)
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id.to_string(),
+                "device_id": &*c.device_id,
+                "connected_at": c.connected_at,
+                "ip": c.ip.map(|ip| ip.to_string()),
+                "protocol": c.protocol,
+                "channels": c.channel_names(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "user_id": user, "connections": list })))
+}
+
+async fn disconnect_user(
+    State(hub): State<Hub>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    hub.check_id("user id", &user)?;
+    let (code, reason) = DISCONNECTED_CLOSE;
+    let conns = hub.user_connections(&user);
+    for conn in &conns {
+        conn.close(code, reason);
+    }
+    Ok(Json(json!({"closed": conns.len()})))
+}
+
+async fn disconnect_one(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    service(&hub, &headers).await?;
+    let conn = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| hub.find_connection(id))
+        .ok_or_else(|| ApiError::not_found("no such open connection"))?;
+    let (code, reason) = DISCONNECTED_CLOSE;
+    conn.close(code, reason);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    #[serde(default)]
+    data: Value,
+}
+
+async fn send_to_user(
+    State(hub): State<Hub>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SendBody>,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    hub.check_id("user id", &user)?;
+    check_size(&hub, &body.data)?;
+    let channel = hub.channels().get_or_create(&format!("user:{user}"));
+    let (offset, on_channel) = channel.publish(&body.data, None, &hub.channels().retention);
+    let raw = frame(&body.data);
+    let seed = hub
+        .user_connections(&user)
+        .iter()
+        .filter(|c| c.protocol == "seed")
+        .filter(|c| c.send(raw.clone()))
+        .count();
+    Ok(Json(
+        json!({"offset": offset, "delivered": on_channel + seed}),
+    ))
+}
+
+async fn presence(
+    State(hub): State<Hub>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    service(&hub, &headers).await?;
+    hub.check_id("channel", &channel)?;
+    let presence = hub
+        .channels()
+        .get(&channel)
+        .map_or_else(|| json!({}), |c| c.presence());
+    Ok(Json(json!({"channel": channel, "presence": presence})))
+}

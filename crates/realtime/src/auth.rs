@@ -1,0 +1,184 @@
+//! Who is connecting: the user a request acts for, decided before any WebSocket upgrade.
+//!
+//! Seed C trusted the `userId` in the query, so anyone could read or disconnect anyone. Here a
+//! request carries a credential — `Authorization: Bearer`, a `?token=` query parameter (what
+//! a browser WebSocket can send) or a session cookie — and it is either a service API key
+//! (acts for any user, named by `userId`) or a session token that the server's session
+//! authority maps to exactly one user. A `userId` naming someone else is a 403.
+//!
+//! The capability does not know how sessions are stored: it asks a [`SessionAuthority`], which
+//! the server implements over the sessions capability.
+
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use sessiond_http::{ApiError, ApiKeys};
+
+/// A user proven by a session token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionUser {
+    /// The session's owner.
+    pub user_id: String,
+    /// The session id that proved it (sockets close when it is revoked).
+    pub session_id: String,
+}
+
+/// The narrow view of the session service the hub needs.
+#[async_trait::async_trait]
+pub trait SessionAuthority: Send + Sync + 'static {
+    /// The user a session token belongs to; `Ok(None)` when the token is unknown, expired or
+    /// names no user. `Err` only when the answer cannot be known now (storage down).
+    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String>;
+    /// Revokes every session of `user_id` (logout on all devices); returns how many.
+    async fn revoke_user(&self, user_id: &str) -> Result<usize, String>;
+}
+
+/// Whom a request acts for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A service API key (or open development mode): may act for any user.
+    Service,
+    /// A user proven by a session.
+    User(SessionUser),
+}
+
+/// The credential of a request, in order of preference.
+fn credential<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+    cookies: &[String],
+) -> Option<&'a str> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    bearer
+        .or(query_token.filter(|t| !t.is_empty()))
+        .or_else(|| cookie_value(headers, cookies))
+}
+
+/// The first cookie among `names` present in the request.
+fn cookie_value<'a>(headers: &'a HeaderMap, names: &[String]) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| !value.is_empty() && names.iter().any(|n| n == name))
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
+/// Identifies the caller of a request.
+///
+/// - A credential equal to a service key → [`Caller::Service`].
+/// - No credential while no service key is configured (open development mode) → service only
+///   when `open_mode_is_service` (plain HTTP APIs follow the server's open mode; sockets never
+///   do: a socket always belongs to an authenticated user).
+/// - A valid session token → [`Caller::User`]; anything else → 401.
+pub async fn identify(
+    keys: &ApiKeys,
+    authority: &dyn SessionAuthority,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    cookies: &[String],
+    open_mode_is_service: bool,
+) -> Result<Caller, ApiError> {
+    let Some(token) = credential(headers, query_token, cookies) else {
+        if open_mode_is_service && keys.is_open() {
+            return Ok(Caller::Service);
+        }
+        return Err(ApiError::unauthorized(
+            "missing credentials: send a session token (Authorization: Bearer, ?token= or the \
+             session cookie) or a service API key",
+        ));
+    };
+    if keys.accepts(token.as_bytes()) {
+        return Ok(Caller::Service);
+    }
+    match authority.authenticate(token).await {
+        Ok(Some(user)) => Ok(Caller::User(user)),
+        Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
+        Err(detail) => {
+            tracing::error!(%detail, "session authority unavailable");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot check the session now, retry later",
+            ))
+        }
+    }
+}
+
+/// The user a caller acts for, given the `userId` it asked for: a user may only act for
+/// themselves (403 otherwise); a service must name the user (400 otherwise).
+pub fn acting_user(caller: &Caller, requested: Option<&str>) -> Result<String, ApiError> {
+    match (caller, requested.filter(|u| !u.is_empty())) {
+        (Caller::User(user), None) => Ok(user.user_id.clone()),
+        (Caller::User(user), Some(asked)) if asked == user.user_id => Ok(user.user_id.clone()),
+        (Caller::User(_), Some(_)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "userId does not match the authenticated user",
+        )),
+        (Caller::Service, Some(asked)) => Ok(asked.to_string()),
+        (Caller::Service, None) => Err(ApiError::bad_request("Missing userId")),
+    }
+}
+
+/// A service caller, or 401/403.
+pub fn require_service(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Service => Ok(()),
+        Caller::User(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API needs a service API key",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_order_of_preference() {
+        let cookies = vec!["sid".to_string()];
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, "a=1; sid=cookie-token".parse().expect("header"));
+        assert_eq!(credential(&headers, None, &cookies), Some("cookie-token"));
+        assert_eq!(credential(&headers, Some("q"), &cookies), Some("q"));
+        headers.insert(AUTHORIZATION, "Bearer hdr".parse().expect("header"));
+        assert_eq!(credential(&headers, Some("q"), &cookies), Some("hdr"));
+        assert_eq!(credential(&HeaderMap::new(), Some(""), &cookies), None);
+    }
+
+    #[test]
+    fn users_act_only_for_themselves() {
+        let user = Caller::User(SessionUser {
+            user_id: "alice".into(),
+            session_id: "s".into(),
+        });
+        assert_eq!(acting_user(&user, None).expect("self"), "alice");
+        assert_eq!(acting_user(&user, Some("alice")).expect("self"), "alice");
+        assert_eq!(
+            acting_user(&user, Some("bob")).expect_err("other").status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            acting_user(&Caller::Service, Some("bob")).expect("svc"),
+            "bob"
+        );
+        assert_eq!(
+            acting_user(&Caller::Service, None)
+                .expect_err("none")
+                .status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Channels ("rooms"): subscribers with presence metas, per-channel offsets and the in-memory
+//! recovery history.
+//!
+//! One `std::sync::Mutex` per channel guards its subscribers, offsets and history, and every
+//! frame of the channel — `subscribed` with its missed messages, `presence_state`,
+//! `presence_diff`, `message` — is queued to the sockets while holding it. That single rule is
+//! what makes recovery exact: a message is either in the history a subscriber is replayed
+//! from, or delivered live after the `subscribed` reply, never both and never neither. Nothing
+//! awaits under the lock (queuing is `try_send`), so holding it while fanning out to a
+//! thousand sockets costs microseconds per socket.
+//!
+//! History is memory-only under a random **epoch**: when the channel is dropped (no
+//! subscriber and no message younger than the window) or the process restarts, the epoch
+//! changes and clients are told `recovered: false`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{json, Map, Value};
+use sessiond_http::ids::random_id;
+use sessiond_store::{now_ms, Millis};
+
+use crate::conn::Conn;
+
+/// How much history a channel keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Always keep at least this many newest messages.
+    pub messages: usize,
+    /// Also keep every message younger than this.
+    pub window: Duration,
+    /// Never keep more than this many.
+    pub max_messages: usize,
+}
+
+/// One published message.
+struct Entry {
+    offset: u64,
+    ts: Millis,
+    /// The serialized `message` frame.
+    frame: Utf8Bytes,
+}
+
+/// One subscribed connection.
+struct Subscriber {
+    conn: Arc<Conn>,
+    /// The connection's presence meta in this channel (server fields included).
+    meta: Value,
+}
+
+struct ChannelState {
+    epoch: String,
+    last_offset: u64,
+    history: VecDeque<Entry>,
+    subscribers: Vec<Subscriber>,
+    /// When the channel was last subscribed to or published on.
+    last_used: Millis,
+}
+
+/// A client's recovery position.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Since {
+    /// The epoch of the client's last `subscribed`.
+    pub epoch: String,
+    /// The last offset it processed.
+    pub offset: u64,
+}
+
+/// One channel.
+pub struct Channel {
+    /// Its name.
+    pub name: Arc<str>,
+    state: Mutex<ChannelState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serializes a frame.
+fn frame(value: &Value) -> Utf8Bytes {
+    Utf8Bytes::from(value.to_string())
+}
+
+/// The server-side fields of a connection's presence meta, merged over the client's.
+fn meta_of(conn: &Conn, client_meta: Option<&Map<String, Value>>) -> Value {
+    let mut meta = client_meta.cloned().unwrap_or_default();
+    meta.insert("connId".into(), json!(conn.id.to_string()));
+    meta.insert("deviceId".into(), json!(&*conn.device_id));
+    meta.insert("joinedAt".into(), json!(now_ms()));
+    Value::Object(meta)
+}
+
+/// `{user: {"metas": [meta]}}` for one connection.
+fn one_meta(user: &str, meta: &Value) -> Value {
+    json!({ user: { "metas": [meta] } })
+}
+
+impl ChannelState {
+    fn presence(&self) -> Value {
+        let mut by_user: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for sub in &self.subscribers {
+            by_user
+                .entry(&sub.conn.user_id)
+                .or_default()
+                .push(&sub.meta);
+        }
+        let map: Map<String, Value> = by_user
+            .into_iter()
+            .map(|(user, metas)| (user.to_string(), json!({ "metas": metas })))
+            .collect();
+        Value::Object(map)
+    }
+
+    fn diff(&self, channel: &str, joins: Value, leaves: Value, except: Option<u64>) {
+        let diff = frame(&json!({
+            "type": "presence_diff", "channel": channel, "joins": joins, "leaves": leaves,
+        }));
+        for sub in self
+            .subscribers
+            .iter()
+            .filter(|s| Some(s.conn.id) != except)
+        {
+            sub.conn.send(diff.clone());
+        }
+    }
+
+    fn trim(&mut self, retention: &Retention, now: Millis) {
+        let window = retention.window.as_millis() as Millis;
+        while let Some(front) = self.history.front() {
+            let over_cap = self.history.len() > retention.max_messages;
+            let beyond_count = self.history.len() > retention.messages;
+            if over_cap || (beyond_count && now - front.ts > window) {
+                self.history.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// What a subscribe did.
+pub enum Subscribed {
+    /// Now subscribed (the reply is queued).
+    Yes,
+    /// The connection was already subscribed (the reply is queued again, without presence).
+    Already,
+}
+
+impl Channel {
+    fn new(name: &str) -> Channel {
+        Channel {
+            name: Arc::from(name),
+            state: Mutex::new(ChannelState {
+                epoch: random_id()[..12].to_string(),
+                last_offset: 0,
+                history: VecDeque::new(),
+                subscribers: Vec::new(),
+                last_used: now_ms(),
+            }),
+        }
+    }
+
+    /// Subscribes `conn` and queues, in order: the `subscribed` reply (with recovery when
+    /// `since` is given), the `presence_state`; the other subscribers get a `presence_diff`.
+    pub fn subscribe(
+        &self,
+        conn: &Arc<Conn>,
+        request_id: &Value,
+        since: Option<&Since>,
+        client_meta: Option<&Map<String, Value>>,
+    ) -> Subscribed {
+        let mut st = lock(&self.state);
+        st.last_used = now_ms();
+        let already = st.subscribers.iter().any(|s| Arc::ptr_eq(&s.conn, conn));
+        let mut reply = json!({
+            "type": "subscribed", "channel": &*self.name, "epoch": st.epoch,
+            "offset": st.last_offset,
+        });
+        if !request_id.is_null() {
+            reply["id"] = request_id.clone();
+        }
+        if let Some(since) = since {
+            let first_kept = st.history.front().map_or(st.last_offset + 1, |e| e.offset);
+            let recovered = since.epoch == st.epoch
+                && since.offset <= st.last_offset
+                && since.offset + 1 >= first_kept;
+            let messages: Vec<Value> = if recovered {
+                st.history
+                    .iter()
+                    .filter(|e| e.offset > since.offset)
+                    .filter_map(|e| serde_json::from_str(e.frame.as_str()).ok())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            reply["recovered"] = json!(recovered);
+            reply["messages"] = json!(messages);
+        }
+        conn.send(frame(&reply));
+        if already {
+            return Subscribed::Already;
+        }
+        let meta = meta_of(conn, client_meta);
+        st.subscribers.push(Subscriber {
+            conn: conn.clone(),
+            meta: meta.clone(),
+        });
+        conn.send(frame(&json!({
+            "type": "presence_state", "channel": &*self.name, "presence": st.presence(),
+        })));
+        st.diff(
+            &self.name,
+            one_meta(&conn.user_id, &meta),
+            json!({}),
+            Some(conn.id),
+        );
+        Subscribed::Yes
+    }
+
+    /// Removes `conn`; the others get a `presence_diff` leave. False if it was not subscribed.
+    pub fn unsubscribe(&self, conn: &Arc<Conn>) -> bool {
+        let mut st = lock(&self.state);
+        let Some(pos) = st
+            .subscribers
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.conn, conn))
+        else {
+            return false;
+        };
+        let gone = st.subscribers.swap_remove(pos);
+        st.last_used = now_ms();
+        st.diff(
+            &self.name,
+            json!({}),
+            one_meta(&conn.user_id, &gone.meta),
+            None,
+        );
+        true
+    }
+
+    /// Replaces `conn`'s presence meta (a leave of the old and a join of the new one).
+    pub fn update_meta(&self, conn: &Arc<Conn>, client_meta: Option<&Map<String, Value>>) -> bool {
+        let mut st = lock(&self.state);
+        let Some(pos) = st
+            .subscribers
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.conn, conn))
+        else {
+            return false;
+        };
+        let mut meta = meta_of(conn, client_meta);
+        // The connection did not rejoin: keep its original join time.
+        meta["joinedAt"] = st.subscribers[pos].meta["joinedAt"].clone();
+        let old = std::mem::replace(&mut st.subscribers[pos].meta, meta.clone());
+        st.diff(
+            &self.name,
+            one_meta(&conn.user_id, &meta),
+            one_meta(&conn.user_id, &old),
+            None,
+        );
+        true
+    }
+
+    /// Whether `conn` is subscribed.
+    pub fn has(&self, conn: &Arc<Conn>) -> bool {
+        lock(&self.state)
+            .subscribers
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.conn, conn))
+    }
+
+    /// Publishes `data`: assigns the next offset, keeps it for recovery and queues it to
+    /// every subscriber. Returns the offset and how many sockets got it.
+    pub fn publish(&self, data: &Value, from: Option<&str>, retention: &Retention) -> (u64, usize) {
+        let mut st = lock(&self.state);
+        let now = now_ms();
+        st.last_offset += 1;
+        st.last_used = now;
+        let offset = st.last_offset;
+        let message = frame(&json!({
+            "type": "message", "channel": &*self.name, "offset": offset, "data": data,
+            "from": from, "ts": now,
+        }));
+        st.history.push_back(Entry {
+            offset,
+            ts: now,
+            frame: message.clone(),
+        });
+        st.trim(retention, now);
+        let delivered = st
+            .subscribers
+            .iter()
+            .filter(|s| s.conn.send(message.clone()))
+            .count();
+        (offset, delivered)
+    }
+
+    /// The channel's presence (`{user: {"metas": [...]}}`).
+    pub fn presence(&self) -> Value {
+        lock(&self.state).presence()
+    }
+
+    /// The connections subscribed now.
+    pub fn subscribers(&self) -> Vec<Arc<Conn>> {
+        lock(&self.state)
+            .subscribers
+            .iter()
+            .map(|s| s.conn.clone())
+            .collect()
+    }
+
+    /// True when nobody is subscribed and nothing in it is younger than the window.
+    fn is_droppable(&self, retention: &Retention, now: Millis) -> bool {
+        let st = lock(&self.state);
+        st.subscribers.is_empty() && now - st.last_used > retention.window.as_millis() as Millis
+    }
+}
+
+/// Every channel of this process.
+pub struct Channels {
+    map: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
+    /// History kept per channel.
+    pub retention: Retention,
+}
+
+impl Channels {
+    /// An empty registry.
+    pub fn new(retention: Retention) -> Channels {
+        Channels {
+            map: Mutex::new(HashMap::new()),
+            retention,
+        }
+    }
+
+    /// The channel `name`, created (with a new epoch) if absent.
+    pub fn get_or_create(&self, name: &str) -> Arc<Channel> {
+        let mut map = lock(&self.map);
+        if let Some(channel) = map.get(name) {
+            // Touched under the map lock, so a concurrent sweep cannot drop the channel
+            // between this lookup and the caller's subscribe or publish.
+            lock(&channel.state).last_used = now_ms();
+            return channel.clone();
+        }
+        let channel = Arc::new(Channel::new(name));
+        map.insert(channel.name.clone(), channel.clone());
+        channel
+    }
+
+    /// The channel `name` if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Channel>> {
+        lock(&self.map).get(name).cloned()
+    }
+
+    /// Number of channels in memory.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether no channel is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops channels nobody subscribes to and nobody used within the window; returns how
+    /// many.
+    pub fn sweep(&self) -> usize {
+        let now = now_ms();
+        let mut map = lock(&self.map);
+        let before = map.len();
+        map.retain(|_, channel| !channel.is_droppable(&self.retention, now));
+        before - map.len()
+    }
+}

@@ -1,0 +1,214 @@
+//! Settings of the realtime capability: where it listens, who may connect, and every limit.
+//!
+//! Each size, count and rate a client controls has a limit here, because a WebSocket hub that
+//! trusts its clients is one misbehaving tab away from unbounded memory.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Realtime hub settings (`[realtime]` in the server's config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Serve the realtime routes at all.
+    pub enabled: bool,
+    /// Path of seed C's user-session endpoint (WebSocket upgrade; `/state`, `/clear`,
+    /// `/notify` below it).
+    pub seed_path: String,
+    /// Cookie names whose value is accepted as a session token for WebSocket upgrades (browsers
+    /// cannot set an `Authorization` header on a WebSocket).
+    pub session_cookies: Vec<String>,
+    /// Close code sent to every socket of a user on `logout_all` or when their sessions are
+    /// revoked (the reason is always `Logged out from all devices`).
+    pub logout_close_code: u16,
+    /// Largest inbound message (bytes); a larger one closes the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Sustained inbound messages per second per socket (the burst allowance is the same
+    /// number); above it the socket is closed with 1008.
+    pub max_messages_per_s: u32,
+    /// Most open sockets per user; one more is refused with 429 before the upgrade.
+    pub max_sockets_per_user: usize,
+    /// Most entries of a user's `activeGames`.
+    pub max_active_games: usize,
+    /// Longest game id, device id or user id (bytes).
+    pub max_id_bytes: usize,
+    /// Outbound messages queued per socket; a socket that falls further behind is closed
+    /// (1013) instead of buffering without bound.
+    pub outbound_queue: usize,
+    /// Server WebSocket ping interval (seconds).
+    pub ping_interval_s: u64,
+    /// A socket that sent nothing (not even a pong) for this long is closed (seconds).
+    pub liveness_timeout_s: u64,
+    /// Read buffer of each socket (bytes); the dominant per-connection memory cost (measured
+    /// server RSS per idle socket: 1 KiB → 5 KB, 2 KiB → 6 KB, 4 KiB → 8 KB, 8 KiB → 12 KB).
+    /// Larger messages are still accepted, read in several chunks.
+    pub read_buffer_bytes: usize,
+    /// Write buffer of each socket (bytes; 0 = write each frame through at once).
+    pub write_buffer_bytes: usize,
+    /// In-memory per-user state is dropped after this long unused (seconds); it is reloaded
+    /// from the engine on the next use. Open sockets do not pin it.
+    pub idle_evict_s: u64,
+    /// Channels one v1 socket may be subscribed to at once.
+    pub max_subscriptions_per_socket: usize,
+    /// Server-side channel grants one user may hold.
+    pub max_grants_per_user: usize,
+    /// Recovery: always keep at least this many newest messages per channel.
+    pub recovery_messages: usize,
+    /// Recovery: also keep every message younger than this (seconds).
+    pub recovery_window_s: u64,
+    /// Recovery: never keep more than this many messages per channel.
+    pub recovery_max_messages: usize,
+    /// Keys of signed channel grants (HMAC-SHA256). The first signs grants the server mints;
+    /// any verifies. Empty = signed grants are refused (server-side grants still work).
+    pub grant_keys: Vec<String>,
+    /// User online/offline events.
+    pub events: EventsConfig,
+}
+
+/// User online/offline events: debounce, webhook, system stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A user's online/offline change is emitted only if it still holds after this long
+    /// (milliseconds).
+    pub debounce_ms: u64,
+    /// Webhook receiving each event (empty = none).
+    pub webhook_url: String,
+    /// HMAC-SHA256 keys signing the webhook body (one `v1=` signature per key).
+    pub webhook_keys: Vec<String>,
+    /// Deliveries tried per event before it is dropped.
+    pub webhook_max_attempts: u32,
+    /// Timeout of one delivery (milliseconds).
+    pub webhook_timeout_ms: u64,
+    /// Base of the retry backoff (milliseconds; attempt n waits base·2ⁿ).
+    pub webhook_backoff_ms: u64,
+    /// Durable Stream each event is appended to (empty = none).
+    pub stream: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            debounce_ms: 3000,
+            webhook_url: String::new(),
+            webhook_keys: Vec::new(),
+            webhook_max_attempts: 6,
+            webhook_timeout_ms: 5000,
+            webhook_backoff_ms: 1000,
+            stream: "__system/realtime/presence".into(),
+        }
+    }
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            enabled: true,
+            seed_path: "/__user-session".into(),
+            session_cookies: vec!["sessiond_session".into()],
+            logout_close_code: 4001,
+            max_message_bytes: 16 * 1024,
+            max_messages_per_s: 20,
+            max_sockets_per_user: 16,
+            max_active_games: 100,
+            max_id_bytes: 256,
+            outbound_queue: 256,
+            ping_interval_s: 25,
+            liveness_timeout_s: 60,
+            read_buffer_bytes: 2048,
+            write_buffer_bytes: 0,
+            idle_evict_s: 300,
+            max_subscriptions_per_socket: 100,
+            max_grants_per_user: 1000,
+            recovery_messages: 300,
+            recovery_window_s: 120,
+            recovery_max_messages: 10_000,
+            grant_keys: Vec::new(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+impl RealtimeConfig {
+    /// Cross-field checks; the message names the key to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.seed_path.starts_with('/')
+            || self.seed_path.len() < 2
+            || self.seed_path.ends_with('/')
+        {
+            return Err(
+                "realtime.seed_path must start with `/`, not end with `/`, and not be `/`".into(),
+            );
+        }
+        if !(4000..=4999).contains(&self.logout_close_code) {
+            return Err("realtime.logout_close_code must be within 4000..=4999".into());
+        }
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_messages_per_s", self.max_messages_per_s as usize),
+            ("max_sockets_per_user", self.max_sockets_per_user),
+            ("max_active_games", self.max_active_games),
+            ("max_id_bytes", self.max_id_bytes),
+            ("outbound_queue", self.outbound_queue),
+            ("ping_interval_s", self.ping_interval_s as usize),
+            ("liveness_timeout_s", self.liveness_timeout_s as usize),
+            ("read_buffer_bytes", self.read_buffer_bytes),
+            ("idle_evict_s", self.idle_evict_s as usize),
+            (
+                "max_subscriptions_per_socket",
+                self.max_subscriptions_per_socket,
+            ),
+            ("recovery_max_messages", self.recovery_max_messages),
+            (
+                "events.webhook_max_attempts",
+                self.events.webhook_max_attempts as usize,
+            ),
+            (
+                "events.webhook_timeout_ms",
+                self.events.webhook_timeout_ms as usize,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("realtime.{name} must be > 0"));
+        }
+        if self.recovery_messages > self.recovery_max_messages {
+            return Err("realtime.recovery_messages must not exceed recovery_max_messages".into());
+        }
+        let url = &self.events.webhook_url;
+        let is_http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !is_http {
+            return Err("realtime.events.webhook_url must be an http(s) URL".into());
+        }
+        if !self.events.webhook_url.is_empty()
+            && self.events.webhook_keys.iter().all(String::is_empty)
+        {
+            return Err("realtime.events.webhook_keys needs a key to sign webhook bodies".into());
+        }
+        if self.liveness_timeout_s <= self.ping_interval_s {
+            return Err(
+                "realtime.liveness_timeout_s must be above realtime.ping_interval_s".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Ping interval as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_s)
+    }
+
+    /// Channel history retention.
+    pub fn retention(&self) -> crate::channels::Retention {
+        crate::channels::Retention {
+            messages: self.recovery_messages,
+            window: Duration::from_secs(self.recovery_window_s),
+            max_messages: self.recovery_max_messages,
+        }
+    }
+
+    /// Liveness timeout as a duration.
+    pub fn liveness_timeout(&self) -> Duration {
+        Duration::from_secs(self.liveness_timeout_s)
+    }
+}

@@ -1,0 +1,313 @@
+//! Open sockets: one [`Conn`] handle per socket and the per-user registry of them.
+//!
+//! The registry is deliberately separate from the per-user state object of the runtime: the
+//! runtime may evict a user's state while their sockets stay open (an idle user costs only
+//! the sockets), and a socket must never vanish because its user's state was evicted.
+//!
+//! A handle is what other parts of the hub hold to reach a socket: a bounded outbound queue
+//! (a socket that falls behind is closed rather than buffered without bound) and a close
+//! request, which jumps the queue so a logout is never stuck behind a backlog. The
+//! socket's own task owns the WebSocket and drains both.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use sessiond_store::Millis;
+use tokio::sync::Notify;
+
+use crate::channels::Channel;
+
+/// Close code for a socket whose outbound queue overflowed (RFC 6455 "try again later").
+pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
+
+/// One open socket, as the rest of the hub sees it.
+pub struct Conn {
+    /// Process-unique connection id.
+    pub id: u64,
+    /// The user the socket belongs to.
+    pub user_id: Arc<str>,
+    /// The client's device id (`unknown` when not given).
+    pub device_id: Box<str>,
+    /// The session that authenticated the socket (none for service-key sockets).
+    pub session_id: Option<Box<str>>,
+    /// When the socket was accepted (unix ms).
+    pub connected_at: Millis,
+    /// The peer's address.
+    pub ip: Option<IpAddr>,
+    /// Which protocol the socket speaks (`seed`, `v1`, `sse`).
+    pub protocol: &'static str,
+    /// Channels the socket is subscribed to (v1 and SSE).
+    pub subscriptions: Mutex<Vec<Arc<Channel>>>,
+    /// Queued frames and the close request. A plain deque rather than a channel: an empty
+    /// `VecDeque` allocates nothing, where a tokio channel allocates a block of slots per
+    /// socket up front — on an idle socket that block would be most of its cost.
+    outbox: Mutex<Outbox>,
+    capacity: usize,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Utf8Bytes>,
+    close: Option<(u16, Box<str>)>,
+}
+
+/// What the socket task must do next.
+pub enum Outbound {
+    /// Write this text frame.
+    Frame(Utf8Bytes),
+    /// Send a close frame with this code and reason, then stop.
+    Close(u16, Box<str>),
+}
+
+/// The socket task's end of a [`Conn`]: the single consumer of its outbox.
+pub struct ConnReceiver {
+    conn: Arc<Conn>,
+}
+
+impl ConnReceiver {
+    /// The next thing to do: a close request first (it jumps the queue), else the oldest
+    /// queued frame; waits when there is neither. Cancel-safe.
+    pub async fn next(&mut self) -> Outbound {
+        loop {
+            let notified = self.conn.wake.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a push between the check and the wait wakes us.
+            notified.as_mut().enable();
+            {
+                let mut outbox = lock(&self.conn.outbox);
+                if let Some((code, reason)) = outbox.close.clone() {
+                    return Outbound::Close(code, reason);
+                }
+                if let Some(frame) = outbox.frames.pop_front() {
+                    return Outbound::Frame(frame);
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a new connection is.
+pub struct ConnInfo {
+    /// Owner.
+    pub user_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// Authenticating session.
+    pub session_id: Option<String>,
+    /// Peer address.
+    pub ip: Option<IpAddr>,
+    /// Accept time (unix ms).
+    pub connected_at: Millis,
+    /// Protocol name (`seed`, `v1`, `sse`).
+    pub protocol: &'static str,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Conn {
+    /// A handle and the socket task's receiver, with room for `queue` queued frames.
+    pub fn new(info: ConnInfo, queue: usize) -> (Arc<Conn>, ConnReceiver) {
+        let conn = Arc::new(Conn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            user_id: Arc::from(info.user_id),
+            device_id: info.device_id.into_boxed_str(),
+            session_id: info.session_id.map(String::into_boxed_str),
+            connected_at: info.connected_at,
+            ip: info.ip,
+            protocol: info.protocol,
+            subscriptions: Mutex::new(Vec::new()),
+            outbox: Mutex::new(Outbox::default()),
+            capacity: queue.max(1),
+            wake: Notify::new(),
+        });
+        (conn.clone(), ConnReceiver { conn })
+    }
+
+    /// Queues a text frame; a full queue closes the socket (slow consumer). False when the
+    /// frame was not queued (full, or the socket is closing).
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        let mut outbox = lock(&self.outbox);
+        if outbox.close.is_some() {
+            return false;
+        }
+        if outbox.frames.len() >= self.capacity {
+            drop(outbox);
+            metrics::counter!("sessiond_realtime_slow_consumers_total").increment(1);
+            self.close(CLOSE_SLOW_CONSUMER, "Outbound queue overflow");
+            return false;
+        }
+        outbox.frames.push_back(frame);
+        drop(outbox);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Asks the socket task to send a close frame and stop. The first request wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.close.is_none() {
+            outbox.close = Some((code, reason.into()));
+            outbox.frames = VecDeque::new();
+            drop(outbox);
+            self.wake.notify_one();
+        }
+    }
+
+    /// True for sockets opened with a service key (no session): they may act anywhere.
+    pub fn is_service(&self) -> bool {
+        self.session_id.is_none()
+    }
+
+    /// Names of the channels the socket is subscribed to.
+    pub fn channel_names(&self) -> Vec<String> {
+        lock(&self.subscriptions)
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        lock(&self.outbox).close.is_some()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const SHARDS: usize = 32;
+
+/// One shard of the registry: user id → that user's open sockets.
+type Shard = Mutex<HashMap<Arc<str>, Vec<Arc<Conn>>>>;
+
+/// The open sockets of every user, sharded by user id.
+pub struct Connections {
+    shards: Box<[Shard]>,
+    total: AtomicU64,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Connections {
+    fn shard(&self, user: &str) -> MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<Conn>>>> {
+        // FNV-1a: cheap, and the shard only spreads lock contention (no adversarial concern:
+        // a hot shard costs a little contention, never correctness).
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in user.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        lock(&self.shards[(h as usize) % self.shards.len()])
+    }
+
+    /// Registers `conn` unless its user already has `limit` sockets; returns how many the
+    /// user has now, or `None` when refused.
+    pub fn add(&self, conn: &Arc<Conn>, limit: usize) -> Option<usize> {
+        let mut map = self.shard(&conn.user_id);
+        let list = map.entry(conn.user_id.clone()).or_default();
+        if list.len() >= limit {
+            if list.is_empty() {
+                map.remove(&conn.user_id);
+            }
+            return None;
+        }
+        list.push(conn.clone());
+        let n = list.len();
+        drop(map);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("sessiond_realtime_connections").increment(1.0);
+        Some(n)
+    }
+
+    /// Unregisters `conn`; returns how many sockets its user still has.
+    pub fn remove(&self, conn: &Arc<Conn>) -> usize {
+        let mut map = self.shard(&conn.user_id);
+        let Some(list) = map.get_mut(&conn.user_id) else {
+            return 0;
+        };
+        let before = list.len();
+        list.retain(|c| !Arc::ptr_eq(c, conn));
+        let removed = before - list.len();
+        let left = list.len();
+        if left == 0 {
+            map.remove(&conn.user_id);
+        }
+        drop(map);
+        if removed > 0 {
+            self.total.fetch_sub(removed as u64, Ordering::Relaxed);
+            metrics::gauge!("sessiond_realtime_connections").decrement(removed as f64);
+        }
+        left
+    }
+
+    /// The user's open sockets (a snapshot).
+    pub fn of_user(&self, user: &str) -> Vec<Arc<Conn>> {
+        self.shard(user).get(user).cloned().unwrap_or_default()
+    }
+
+    /// How many sockets the user has open.
+    pub fn count(&self, user: &str) -> usize {
+        self.shard(user).get(user).map_or(0, Vec::len)
+    }
+
+    /// Sends `frame` to every socket of `user`; returns how many got it queued.
+    pub fn send_to_user(&self, user: &str, frame: &Utf8Bytes) -> usize {
+        self.of_user(user)
+            .iter()
+            .filter(|c| c.send(frame.clone()))
+            .count()
+    }
+
+    /// Asks every socket of `user` matching `filter` to close; returns how many.
+    pub fn close_user(
+        &self,
+        user: &str,
+        code: u16,
+        reason: &str,
+        filter: impl Fn(&Conn) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for conn in self.of_user(user).iter().filter(|c| filter(c)) {
+            conn.close(code, reason);
+            n += 1;
+        }
+        n
+    }
+
+    /// Asks every socket to close; returns how many.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let all: Vec<Arc<Conn>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| lock(shard).values().flatten().cloned().collect::<Vec<_>>())
+            .collect();
+        for conn in &all {
+            conn.close(code, reason);
+        }
+        all.len()
+    }
+
+    /// The open socket with id `id` (a scan: for admin calls only).
+    pub fn find(&self, id: u64) -> Option<Arc<Conn>> {
+        self.shards
+            .iter()
+            .find_map(|shard| lock(shard).values().flatten().find(|c| c.id == id).cloned())
+    }
+
+    /// Open sockets in the process.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,332 @@
+//! The hub: one object per user (seed C's User Session Durable Object) and the rules every
+//! entry point — sockets, HTTP, session revocations — goes through.
+//!
+//! Every change of a user's state and every fan-out to that user's sockets happens under the
+//! runtime's lock of that user's object, so all devices see changes in the same order and a
+//! read-modify-write of `activeGames` cannot lose an update (seed C relied on a Durable
+//! Object's single thread for that). Presence follows the sockets: `online` when the first
+//! socket opens, `offline` when the last one closes (a closing socket is already out of the
+//! registry when the count is taken).
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{json, Value};
+use sessiond_http::{ApiError, ApiKeys, ApiResult};
+use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
+use sessiond_store::{now_ms, Durability};
+
+use crate::auth::SessionAuthority;
+use crate::channels::Channels;
+use crate::config::RealtimeConfig;
+use crate::conn::{Conn, ConnInfo, ConnReceiver, Connections};
+use crate::events::{EventSink, Events};
+use crate::state::{Presence, UserState};
+use crate::webhook::WebhookSink;
+
+/// Object kind of the persisted per-user state.
+pub const USER_KIND: &str = "rt_user";
+
+/// The reason of every logout close frame (seed C's hook matches on it).
+pub const LOGOUT_REASON: &str = "Logged out from all devices";
+
+/// Close code and reason when the state is cleared through the HTTP API.
+pub const CLEARED_CLOSE: (u16, &str) = (4002, "User state cleared");
+
+/// The realtime hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) config: RealtimeConfig,
+    pub(crate) users: ObjectKind<UserState>,
+    pub(crate) conns: Connections,
+    pub(crate) channels: Channels,
+    pub(crate) authority: Arc<dyn SessionAuthority>,
+    pub(crate) keys: ApiKeys,
+    pub(crate) events: Events,
+}
+
+/// Serializes a frame once so it can be queued to many sockets.
+pub fn frame(value: &Value) -> Utf8Bytes {
+    Utf8Bytes::from(value.to_string())
+}
+
+/// Seed C's `error` frame.
+pub fn error_frame(message: &str) -> Utf8Bytes {
+    frame(&json!({ "type": "error", "message": message }))
+}
+
+fn storage_error(e: RuntimeError) -> ApiError {
+    match e {
+        RuntimeError::Store(e) => ApiError::from(e),
+        other => ApiError::internal(other),
+    }
+}
+
+impl Hub {
+    /// A hub over the persistent kind `users` (see [`USER_KIND`]). User online/offline
+    /// events go to the configured webhook and to `sinks` (the server adds a stream sink).
+    pub fn new(
+        config: RealtimeConfig,
+        users: ObjectKind<UserState>,
+        authority: Arc<dyn SessionAuthority>,
+        keys: ApiKeys,
+        mut sinks: Vec<Arc<dyn EventSink>>,
+    ) -> Hub {
+        if let Some(webhook) = WebhookSink::from_config(&config.events) {
+            sinks.push(Arc::new(webhook));
+        }
+        let events = Events::start(&config.events, sinks);
+        users.set_idle_after(std::time::Duration::from_secs(config.idle_evict_s));
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                channels: Channels::new(config.retention()),
+                config,
+                users,
+                conns: Connections::default(),
+                authority,
+                keys,
+                events,
+            }),
+        };
+        // Drop unused channels periodically; the task ends when the hub is dropped.
+        let weak = Arc::downgrade(&hub.inner);
+        let every = std::time::Duration::from_secs(hub.inner.config.recovery_window_s.clamp(1, 30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.channels.sweep();
+            }
+        });
+        hub
+    }
+
+    /// The channel registry.
+    pub fn channels(&self) -> &Channels {
+        &self.inner.channels
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RealtimeConfig {
+        &self.inner.config
+    }
+
+    /// Users whose state is in memory now (evicted ones reload on next use).
+    pub fn resident_users(&self) -> usize {
+        self.inner.users.resident_count()
+    }
+
+    /// Open sockets in this process.
+    pub fn connections(&self) -> u64 {
+        self.inner.conns.total()
+    }
+
+    /// The open socket with id `id`.
+    pub fn find_connection(&self, id: u64) -> Option<Arc<Conn>> {
+        self.inner.conns.find(id)
+    }
+
+    /// The open sockets of `user`.
+    pub fn user_connections(&self, user: &str) -> Vec<Arc<Conn>> {
+        self.inner.conns.of_user(user)
+    }
+
+    /// Rejects an empty or over-long id (400).
+    pub fn check_id(&self, what: &str, id: &str) -> ApiResult<()> {
+        if id.is_empty() {
+            return Err(ApiError::bad_request(format!("{what} must not be empty")));
+        }
+        if id.len() > self.inner.config.max_id_bytes {
+            return Err(ApiError::bad_request(format!(
+                "{what} is longer than {} bytes",
+                self.inner.config.max_id_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Locks `user` and loads their state (an empty state for a user never seen).
+    pub(crate) async fn open(&self, user: &str) -> ApiResult<(ObjectGuard<UserState>, UserState)> {
+        let mut guard = self.inner.users.lock(user).await;
+        let state = match guard.load().await.map_err(storage_error)? {
+            Some(state) => state.clone(),
+            None => UserState::empty(user),
+        };
+        Ok((guard, state))
+    }
+
+    /// Persists `state` as the user's object.
+    pub(crate) async fn save(
+        guard: &mut ObjectGuard<UserState>,
+        state: UserState,
+    ) -> ApiResult<()> {
+        guard
+            .save(state, Durability::Confirmed)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// Registers a new socket of `info.user_id` and queues `first_frame` (built under the
+    /// user's lock, so it precedes every later broadcast). Refused with 429 when the user
+    /// already has the maximum number of sockets.
+    pub async fn connect(
+        &self,
+        info: ConnInfo,
+        first_frame: impl FnOnce(&UserState, &Conn) -> Option<Utf8Bytes>,
+    ) -> ApiResult<(Arc<Conn>, ConnReceiver)> {
+        let user = info.user_id.clone();
+        let (mut guard, mut state) = self.open(&user).await?;
+        let (conn, rx) = Conn::new(info, self.inner.config.outbound_queue);
+        let Some(open) = self
+            .inner
+            .conns
+            .add(&conn, self.inner.config.max_sockets_per_user)
+        else {
+            return Err(ApiError::limit(format!(
+                "user already has {} open sockets",
+                self.inner.config.max_sockets_per_user
+            )));
+        };
+        if open == 1 && state.presence != Presence::Online {
+            state.presence = Presence::Online;
+            state.last_active = Some(now_ms());
+            if let Err(e) = Self::save(&mut guard, state.clone()).await {
+                self.inner.conns.remove(&conn);
+                return Err(e);
+            }
+        }
+        if open == 1 {
+            self.inner.events.changed(&user, true);
+        }
+        if let Some(first) = first_frame(&state, &conn) {
+            conn.send(first);
+        }
+        metrics::counter!("sessiond_realtime_connects_total").increment(1);
+        Ok((conn, rx))
+    }
+
+    /// Unregisters a closed socket; the user goes `offline` when it was their last one.
+    pub async fn disconnect(&self, conn: &Arc<Conn>) {
+        let subscribed = std::mem::take(&mut *crate::conn::lock(&conn.subscriptions));
+        for channel in subscribed {
+            channel.unsubscribe(conn);
+        }
+        let mut guard = self.inner.users.lock(&conn.user_id).await;
+        if self.inner.conns.remove(conn) > 0 {
+            return;
+        }
+        self.inner.events.changed(&conn.user_id, false);
+        let stored = match guard.load().await {
+            Ok(stored) => stored.cloned(),
+            Err(e) => {
+                tracing::warn!(error = %e, user = %conn.user_id, "cannot load state to mark offline");
+                return;
+            }
+        };
+        // A cleared (absent) state stays absent: the sockets closed because of the clear.
+        if let Some(mut state) = stored.filter(|s| s.presence != Presence::Offline) {
+            state.presence = Presence::Offline;
+            state.last_active = Some(now_ms());
+            if let Err(e) = Self::save(&mut guard, state).await {
+                tracing::warn!(error = ?e, user = %conn.user_id, "cannot persist offline presence");
+            }
+        }
+    }
+
+    /// Queues `value` to every socket of `user`; returns how many sockets got it.
+    pub fn broadcast(&self, user: &str, value: &Value) -> usize {
+        self.inner.conns.send_to_user(user, &frame(value))
+    }
+
+    /// The HTTP state view of `user`.
+    pub async fn http_state(&self, user: &str) -> ApiResult<Value> {
+        let (guard, mut state) = self.open(user).await?;
+        let open = self.inner.conns.count(user);
+        drop(guard);
+        if open == 0 {
+            // Presence follows the sockets: a state persisted as online by a process that
+            // crashed with sockets open is reported as what it is now.
+            state.presence = Presence::Offline;
+        }
+        Ok(state.http_state(open))
+    }
+
+    /// Deletes the user's state and closes their sockets.
+    pub async fn clear(&self, user: &str) -> ApiResult<usize> {
+        let mut guard = self.inner.users.lock(user).await;
+        guard
+            .delete(Durability::Confirmed)
+            .await
+            .map_err(storage_error)?;
+        let (code, reason) = CLEARED_CLOSE;
+        Ok(self.inner.conns.close_user(user, code, reason, |_| true))
+    }
+
+    /// Logs the user out everywhere: revokes their sessions (so reconnects are refused),
+    /// closes every socket with the logout code, and resets games and presence.
+    pub async fn logout_all(&self, user: &str) -> ApiResult<usize> {
+        match self.inner.authority.revoke_user(user).await {
+            Ok(n) => tracing::info!(user, revoked = n, "logout on all devices"),
+            Err(e) => tracing::error!(user, error = %e, "cannot revoke sessions on logout_all"),
+        }
+        let (mut guard, mut state) = self.open(user).await?;
+        let closed = self.close_for_logout(user, |_| true);
+        state.active_games.clear();
+        state.presence = Presence::Offline;
+        state.last_active = Some(now_ms());
+        Self::save(&mut guard, state).await?;
+        Ok(closed)
+    }
+
+    /// Sessions of `user` were revoked elsewhere (e.g. `DELETE /v1/users/{id}/sessions`):
+    /// closes the sockets they authenticated, or all of the user's when `all`.
+    pub fn sessions_revoked(&self, user: &str, session_ids: &[String], all: bool) -> usize {
+        self.close_for_logout(user, |conn| {
+            all || conn
+                .session_id
+                .as_deref()
+                .is_some_and(|s| session_ids.iter().any(|r| r == s))
+        })
+    }
+
+    fn close_for_logout(&self, user: &str, filter: impl Fn(&Conn) -> bool) -> usize {
+        let code = self.inner.config.logout_close_code;
+        let closed = self
+            .inner
+            .conns
+            .close_user(user, code, LOGOUT_REASON, filter);
+        metrics::counter!("sessiond_realtime_logout_closes_total").increment(closed as u64);
+        closed
+    }
+
+    /// Server shutdown: closes every socket with 1001 and waits (at most `grace`) until their
+    /// tasks have unregistered them, so presence is persisted before the engine closes.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let n = self
+            .inner
+            .conns
+            .close_all(crate::socket::CLOSE_GOING_AWAY, "Server shutting down");
+        if n == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.conns.total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The service API keys (for handlers that check them).
+    pub fn keys(&self) -> &ApiKeys {
+        &self.inner.keys
+    }
+
+    /// The session authority.
+    pub fn authority(&self) -> &dyn SessionAuthority {
+        self.inner.authority.as_ref()
+    }
+}

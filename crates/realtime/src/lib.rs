@@ -1,0 +1,62 @@
+//! The realtime capability: a per-user WebSocket hub, what seed C's User Session Durable
+//! Object did for one app, for any web stack.
+//!
+//! Every device of a user connects to that user's object; the object keeps the user's state
+//! (`activeGames`, `presence`, `lastActive`) in the engine and fans changes out to all the
+//! user's sockets. An idle user costs only their open sockets (small buffers, one parked task
+//! each): the state leaves memory after `idle_evict_s` and is reloaded on the next message.
+//!
+//! Module map:
+//! - [`config`]: limits and paths.
+//! - [`auth`]: who a request acts for ([`SessionAuthority`], service keys, 401/403 rules).
+//! - [`hub`]: the per-user object and the rules every entry point goes through.
+//! - [`conn`]: socket handles and the per-user registry of open sockets.
+//! - [`socket`]: the task owning one WebSocket (limits, ping/liveness).
+//! - [`upgrade`]: the HTTP accept step shared by the protocols.
+//! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
+//! - [`channels`]: channels with presence metas, offsets and recovery history.
+//! - [`grants`]: signed channel grants (HMAC-SHA256).
+//! - [`v1`]: the v1 protocol at `/v1/realtime`.
+//! - [`events`]: debounced user online/offline events and their sinks.
+//! - [`webhook`]: the HMAC-signed webhook sink.
+//! - [`sse`]: the SSE fallback (server → client).
+//! - [`api`]: the server API under `/v1/realtime` (service key).
+//!
+//! The capability never names a storage engine or the sessions capability: the server hands
+//! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
+//! [`SessionAuthority`] for tokens and revocation.
+
+pub mod api;
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod conn;
+pub mod events;
+pub mod grants;
+pub mod hub;
+pub mod seed;
+pub mod socket;
+pub mod sse;
+pub mod state;
+pub mod upgrade;
+pub mod v1;
+pub mod webhook;
+
+use axum::Router;
+
+pub use auth::{SessionAuthority, SessionUser};
+pub use config::{EventsConfig, RealtimeConfig};
+pub use events::{EventSink, UserEvent};
+pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
+pub use state::{Presence, UserState};
+
+/// Every realtime route, ready to merge into the server's router. Routes do their own
+/// authentication (sockets take session tokens, service APIs take API keys), so the server
+/// must not put its API-key guard in front of them.
+pub fn router(hub: Hub) -> Router {
+    seed::router(&hub)
+        .merge(v1::router())
+        .merge(api::router())
+        .merge(sse::router())
+        .with_state(hub)
+}

@@ -1,0 +1,115 @@
+//! Wiring of the realtime hub: the sessions capability as its session authority, and session
+//! revocations forwarded to live sockets.
+//!
+//! The hub only knows the `SessionAuthority` trait; this module is where "a token is a
+//! `/v1/sessions` id" and "revoking a user's sessions closes their sockets" are decided, so
+//! neither capability depends on the other.
+
+use std::sync::Arc;
+
+use sessiond_http::ApiKeys;
+use sessiond_realtime::{Hub, SessionAuthority, SessionUser, UserState};
+use sessiond_runtime::ObjectKind;
+use sessiond_sessions::SessionService;
+use sessiond_store::Durability;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::Config;
+
+/// Session tokens are `/v1/sessions` ids; revoking is the sessions service's revoke-all.
+struct SessionsAuthority(SessionService);
+
+#[async_trait::async_trait]
+impl SessionAuthority for SessionsAuthority {
+    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String> {
+        if self.0.check_id("session id", token).is_err() {
+            return Ok(None);
+        }
+        match self.0.get(token).await {
+            Ok(record) => Ok(record.user_id.map(|user_id| SessionUser {
+                user_id,
+                session_id: record.id,
+            })),
+            Err(e) if e.status.is_client_error() => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    async fn revoke_user(&self, user_id: &str) -> Result<usize, String> {
+        self.0
+            .revoke_user(user_id, None, Durability::Confirmed)
+            .await
+            .map(|ids| ids.len())
+            .map_err(|e| e.message)
+    }
+}
+
+/// Builds the hub and starts forwarding session revocations to it (until the sessions
+/// service is dropped). User online/offline events also go to the configured Durable Stream
+/// when the engine stores streams.
+pub fn hub(
+    config: &Config,
+    users: ObjectKind<UserState>,
+    sessions: &SessionService,
+    streams: Option<sessiond_streams::Streams>,
+) -> Hub {
+    let mut sinks: Vec<Arc<dyn sessiond_realtime::EventSink>> = Vec::new();
+    let path = &config.realtime.events.stream;
+    if let Some(streams) = streams.filter(|_| !path.is_empty()) {
+        sinks.push(Arc::new(StreamSink {
+            streams,
+            path: path.clone(),
+        }));
+    }
+    let hub = Hub::new(
+        config.realtime.clone(),
+        users,
+        Arc::new(SessionsAuthority(sessions.clone())),
+        ApiKeys::new(&config.api_keys),
+        sinks,
+    );
+    let mut revocations = sessions.subscribe_revocations();
+    let forward = hub.clone();
+    tokio::spawn(async move {
+        loop {
+            match revocations.recv().await {
+                Ok(r) => {
+                    forward.sessions_revoked(&r.user_id, &r.session_ids, r.all);
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "realtime hub missed session revocations");
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    hub
+}
+
+/// Appends each user event to a Durable Stream (JSON mode), created on first use.
+struct StreamSink {
+    streams: sessiond_streams::Streams,
+    path: String,
+}
+
+#[async_trait::async_trait]
+impl sessiond_realtime::EventSink for StreamSink {
+    fn name(&self) -> &str {
+        "stream"
+    }
+
+    async fn deliver(&self, event: &sessiond_realtime::UserEvent) -> Result<(), String> {
+        use axum::http::{HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let empty = axum::body::Bytes::new();
+        sessiond_streams::create::create(&self.streams, &self.path, &headers, empty, "/")
+            .await
+            .map_err(|e| format!("{:?}", e.api))?;
+        sessiond_streams::append::append(&self.streams, &self.path, &headers, body.into())
+            .await
+            .map_err(|e| format!("{:?}", e.api))?;
+        Ok(())
+    }
+}
