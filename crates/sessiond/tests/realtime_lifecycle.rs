@@ -112,6 +112,20 @@ async fn revoking_sessions_over_http_closes_live_sockets() {
     kept.expect("initial_state").await;
     dropped.expect("initial_state").await;
 
+    // Deleting one session (logging out one device) closes that session's sockets only.
+    let single = session(&s, "alice", None).await;
+    let mut device = connect(&s, &url("alice", &single, "single"), &[])
+        .await
+        .open();
+    device.expect("initial_state").await;
+    let res = s
+        .delete(&format!("/v1/sessions/{single}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(device.closed().await.0, 4001);
+
     // "Log out everywhere else": only the other session's socket closes.
     let (status, _) = json(s.delete(&format!("/v1/users/alice/sessions?except={keep}"))).await;
     assert_eq!(status, 200);
