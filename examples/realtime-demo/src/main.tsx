@@ -102,6 +102,7 @@ function UserSessionPanel({ userId, onLoggedOut }: { userId: string; onLoggedOut
       <button data-testid="logout-all" onClick={session.logoutAllDevices}>
         Log out all devices
       </button>
+      <p>Events:</p>
       <ul data-testid="log">
         {log.map((line, i) => (
           <li key={i}>{line}</li>
