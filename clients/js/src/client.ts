@@ -162,9 +162,13 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     return this.channels.get(channel)?.presence ?? {};
   }
 
-  /** Opens the connection (again, after `close()` or a logout); keeps subscriptions. */
+  /**
+   * Opens the connection (again, after `close()` or a logout; keeps subscriptions). While
+   * waiting to reconnect it retries at once (e.g. on the browser's `online` event).
+   */
   connect(): void {
     if (this.currentState === "connecting" || this.currentState === "connected") return;
+    this.clearTimers();
     this.attempt = 0;
     void this.open("connecting");
   }
@@ -262,7 +266,15 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     }
     if (generation !== this.generation) return;
     const Socket = this.options.WebSocket ?? globalThis.WebSocket;
-    const socket = new Socket(url);
+    let socket: WebSocket;
+    try {
+      socket = new Socket(url);
+    } catch (error) {
+      // A malformed URL: retrying cannot fix it.
+      this.setState("closed");
+      this.emit("error", new RealtimeError("bad_request", `cannot open ${url}: ${String(error)}`));
+      return;
+    }
     this.socket = socket;
     socket.onmessage = (event) => {
       if (generation === this.generation) this.onFrame(parseFrame(event.data));

@@ -103,6 +103,8 @@ export function useUserSession(options: UseUserSessionOptions): UseUserSessionRe
       setIsLoading(false);
       return undefined;
     }
+    setState(null);
+    setIsLoading(true);
     let disposed = false;
     let attempts = 0;
     let pingTimer: ReturnType<typeof setInterval> | undefined;

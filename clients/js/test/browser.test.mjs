@@ -5,6 +5,8 @@
 //    presence follows, logout-all logs both out and neither tries to reconnect.
 // 2. v1 client: a server publish reaches the page; after a network drop, the reconnect
 //    recovers the messages published meanwhile, in order, without duplicates.
+// 3. sessiond restarts: both clients come back by themselves, the hook finds the persisted
+//    state, the v1 client reports the lost channel history and goes on.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
@@ -183,5 +185,43 @@ test("v1 client: server publish reaches the page; a drop recovers missed message
   await waitFor(async () => (await listItems(page, "v1-messages")).length === 5, { what: "own publish" });
   const last = await page.$$eval('[data-testid="v1-messages"] > li', (items) => items.at(-1)?.dataset.offset);
   assert.equal(last, "5");
+  await page.close();
+});
+
+test("sessiond restart: both clients reconnect by themselves; lost history is reported", async () => {
+  const user = uniqueUser("carol");
+  const channel = `user:${user}`;
+  const page = await browser.context.newPage();
+  await signIn(page, user);
+  await Promise.all([connected(page), v1State(page, "connected")]);
+  await page.fill('[data-testid="game-id"]', "chess-7");
+  await page.click('[data-testid="join"]');
+  await waitFor(async () => (await listItems(page, "games")).join() === "chess-7", { what: "chess-7" });
+  await sessiond.api("POST", "/v1/realtime/publish", { channel, data: { n: 1 } });
+  await waitFor(async () => (await listItems(page, "v1-messages")).length === 1, { what: "message 1" });
+  const countsBefore = await socketCounts(page);
+  const lastActiveBefore = await testText(page, "last-active");
+
+  await sessiond.restart();
+
+  // Channel history lives in memory: the new process has a new epoch, and the client says so.
+  await waitFor(() => page.evaluate((c) => window.sessiondDemo.events.includes(`recovery_failed ${c}`), channel), {
+    timeoutMs: 40_000,
+    what: "recovery_failed after the restart",
+  });
+  await Promise.all([connected(page), v1State(page, "connected")]);
+  const countsAfter = await socketCounts(page);
+  for (const path of ["/__user-session", "/v1/realtime"]) {
+    assert.ok(countsAfter[path] > countsBefore[path], `${path} reconnected (${JSON.stringify(countsAfter)})`);
+  }
+  // The user's state is persisted (SQLite): the hook's new initial_state (lastActive moved on
+  // connect) still has the game.
+  await waitForText(page, "last-active", (t) => t !== lastActiveBefore, "a new initial_state");
+  assert.deepEqual(await listItems(page, "games"), ["chess-7"]);
+
+  // Live messages flow again on the new epoch.
+  await sessiond.api("POST", "/v1/realtime/publish", { channel, data: { n: 2 } });
+  await waitFor(async () => (await listItems(page, "v1-messages")).at(-1) === '{"n":2}', { what: "message 2" });
+  assert.equal((await listItems(page, "v1-messages")).length, 2);
   await page.close();
 });

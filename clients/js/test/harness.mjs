@@ -58,21 +58,9 @@ export async function holdsFor(check, windowMs, what) {
   }
 }
 
-/** A running sessiond: its URL, a fetch helper with the API key, and stop(). */
-export async function startSessiond({ env = {} } = {}) {
-  const bin = sessiondBinary();
-  const dir = await mkdtemp(join(tmpdir(), "sessiond-js-"));
-  const apiKey = randomBytes(24).toString("base64url");
-  // Only the settings given here: figment reads every SESSIOND_* variable (SESSIOND_BIN
-  // included) as configuration.
-  const inherited = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith("SESSIOND_")),
-  );
-  const child = spawn(
-    bin,
-    ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--api-key", apiKey],
-    { env: { ...inherited, RUST_LOG: "info", ...env }, stdio: ["ignore", "pipe", "pipe"] },
-  );
+/** One sessiond process on `listen`; resolves once it listens, with its address. */
+async function launchSessiond(bin, args, env) {
+  const child = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const onData = (chunk) => {
     output += chunk;
@@ -91,7 +79,35 @@ export async function startSessiond({ env = {} } = {}) {
     }
     return /sessiond listening addr=(\S+)/.exec(output)?.[1];
   }, { timeoutMs: 30_000, what: "sessiond to listen" });
-  const url = `http://${addr}`;
+  return {
+    addr,
+    log: () => output,
+    async stop() {
+      if (exited) return exited;
+      const done = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+      child.kill("SIGTERM");
+      return done;
+    },
+  };
+}
+
+/**
+ * A running sessiond (SQLite engine, fresh data dir, one API key): its URL, a fetch helper
+ * with the key, restart() (same address and data dir) and stop().
+ */
+export async function startSessiond() {
+  const bin = sessiondBinary();
+  const dir = await mkdtemp(join(tmpdir(), "sessiond-js-"));
+  const apiKey = randomBytes(24).toString("base64url");
+  // Only the settings given here: figment reads every SESSIOND_* variable (SESSIOND_BIN
+  // included) as configuration.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith("SESSIOND_")),
+  );
+  env.RUST_LOG = "info";
+  const args = (listen) => ["serve", "--listen", listen, "--data-dir", join(dir, "data"), "--api-key", apiKey];
+  let server = await launchSessiond(bin, args("127.0.0.1:0"), env);
+  const url = `http://${server.addr}`;
 
   async function api(method, path, body) {
     const response = await fetch(url + path, {
@@ -109,16 +125,22 @@ export async function startSessiond({ env = {} } = {}) {
     return { status: response.status, body: json };
   }
 
-  async function stop() {
-    if (!exited) {
-      const done = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      await done;
-    }
-    await rm(dir, { recursive: true, force: true });
-  }
-
-  return { url, apiKey, api, stop, log: () => output };
+  return {
+    url,
+    apiKey,
+    api,
+    log: () => server.log(),
+    /** Graceful stop (SIGTERM), then a new process on the same address and data dir. */
+    async restart() {
+      const exit = await server.stop();
+      if (exit.code !== 0) throw new Error(`sessiond did not exit cleanly: ${JSON.stringify(exit)}`);
+      server = await launchSessiond(bin, args(server.addr), env);
+    },
+    async stop() {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Chromium with the flags the project requires, one persistent context (shared cookies). */

@@ -93,6 +93,12 @@ function UserSessionPanel({ userId, onLoggedOut }: { userId: string; onLoggedOut
           Leave game
         </button>
       </p>
+      <p>
+        Last active:{" "}
+        <span data-testid="last-active">
+          {session.state?.lastActive ? new Date(session.state.lastActive).toISOString() : "never"}
+        </span>
+      </p>
       <p>Active games:</p>
       <ul data-testid="games">
         {(session.state?.activeGames ?? []).map((game) => (
@@ -132,6 +138,7 @@ function ChannelPanel({ userId }: { userId: string }) {
         events.push(`subscribed ${s.channel} recovered=${String(s.recovered)} n=${s.recoveredCount}`),
       ),
       client.on("recovery_failed", ({ channel: c }) => events.push(`recovery_failed ${c}`)),
+      client.on("closed", ({ code }) => events.push(`closed ${code}`)),
     ];
     void client
       .subscribe(channel, {
@@ -168,8 +175,9 @@ function ChannelPanel({ userId }: { userId: string }) {
         Publish
       </button>
       <ol data-testid="v1-messages">
-        {messages.map((m) => (
-          <li key={m.offset} data-offset={m.offset}>
+        {messages.map((m, i) => (
+          // Offsets restart when the channel's history is lost (new epoch): not a unique key.
+          <li key={i} data-offset={m.offset}>
             {JSON.stringify(m.data)}
           </li>
         ))}
