@@ -71,6 +71,21 @@ test("seed hook: two devices of one user stay in sync; logout-all logs both out 
     return state.status === 200 && state.body.connectedDevices === 4;
   }, { what: "4 sockets of the user on the server" });
 
+  // v1 presence on the personal channel: each page sees both devices' connections, and a meta
+  // update from the laptop reaches the phone.
+  for (const page of [phone, laptop]) {
+    await waitForText(page, "v1-presence", (t) => t.split(", ").length === 2, "two devices present");
+  }
+  await laptop.evaluate((c) => window.sessiondDemo.client.updatePresence(c, { status: "typing" }), `user:${user}`);
+  await waitFor(
+    () =>
+      phone.evaluate((c) => {
+        const metas = Object.values(window.sessiondDemo.client.presence(c)).flatMap((e) => e.metas);
+        return metas.length === 2 && metas.filter((m) => m.status === "typing").length === 1;
+      }, `user:${user}`),
+    { what: "the laptop's typing status on the phone" },
+  );
+
   // A join on the phone appears on the laptop.
   await phone.fill('[data-testid="game-id"]', "poker-42");
   await phone.click('[data-testid="join"]');
