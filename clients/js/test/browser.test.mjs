@@ -200,6 +200,14 @@ test("v1 client: server publish reaches the page; a drop recovers missed message
   await waitFor(async () => (await listItems(page, "v1-messages")).length === 5, { what: "own publish" });
   const last = await page.$$eval('[data-testid="v1-messages"] > li', (items) => items.at(-1)?.dataset.offset);
   assert.equal(last, "5");
+
+  // Unsubscribe: the server drops the page's connection from the channel's presence.
+  await page.evaluate((c) => window.sessiondDemo.client.unsubscribe(c), channel);
+  await waitFor(async () => {
+    const now = await sessiond.api("GET", `/v1/realtime/channels/${encodeURIComponent(channel)}/presence`);
+    return now.status === 200 && !(user in now.body.presence);
+  }, { what: "the page gone from the channel's presence" });
+  assert.deepEqual(await page.evaluate(() => window.sessiondDemo.client.subscriptions), []);
   await page.close();
 });
 
