@@ -245,9 +245,14 @@ impl Hub {
 
     /// The HTTP state view of `user`.
     pub async fn http_state(&self, user: &str) -> ApiResult<Value> {
-        let (guard, state) = self.open(user).await?;
+        let (guard, mut state) = self.open(user).await?;
         let open = self.inner.conns.count(user);
         drop(guard);
+        if open == 0 {
+            // Presence follows the sockets: a state persisted as online by a process that
+            // crashed with sockets open is reported as what it is now.
+            state.presence = Presence::Offline;
+        }
         Ok(state.http_state(open))
     }
 

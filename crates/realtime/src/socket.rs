@@ -1,7 +1,7 @@
 //! The task that owns one WebSocket: reads client frames, writes queued frames, pings.
 //!
-//! One task per socket, one `select!` over four sources (close request, outbound queue,
-//! inbound frame, ping tick), so an idle socket is a parked future plus its buffers — no
+//! One task per socket, one `select!` over three sources (the outbox — close requests first,
+//! then queued frames —, inbound frames, the ping tick), so an idle socket is a parked future plus its buffers — no
 //! second task, no per-socket channel of channels. The read and write buffers are sized by
 //! the config (small by default): with tungstenite's defaults they, not the hub's state, are
 //! what an idle connection costs.
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::conn::{Conn, ConnReceiver};
+use crate::conn::{Conn, ConnReceiver, Outbound};
 use crate::hub::Hub;
 
 /// Close code: policy violation (rate limit).
@@ -89,7 +89,7 @@ pub async fn run<P: Protocol>(
     mut ws: WebSocket,
     mut protocol: P,
 ) {
-    let ConnReceiver { mut outbound } = rx;
+    let mut rx = rx;
     let config = hub.config();
     let mut limit = RateLimit::new(config.max_messages_per_s);
     let liveness = config.liveness_timeout();
@@ -100,17 +100,16 @@ pub async fn run<P: Protocol>(
     loop {
         tokio::select! {
             biased;
-            (code, reason) = conn.close_requested() => {
-                send_close(&mut ws, code, &reason).await;
-                break;
-            }
-            out = outbound.recv() => match out {
-                Some(text) => {
+            out = rx.next() => match out {
+                Outbound::Frame(text) => {
                     if ws.send(Message::Text(text)).await.is_err() {
                         break;
                     }
                 }
-                None => break,
+                Outbound::Close(code, reason) => {
+                    send_close(&mut ws, code, &reason).await;
+                    break;
+                }
             },
             inbound = ws.recv() => {
                 let message = match inbound {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sessiond_http::{ApiError, ApiResult};
 
 use crate::channels::Since;
-use crate::conn::{Conn, ConnReceiver};
+use crate::conn::{Conn, ConnReceiver, Outbound};
 use crate::hub::Hub;
 use crate::upgrade::PeerIp;
 use crate::v1::{channel_access, connect_info, subscribe_conn, ConnectQuery};
@@ -137,10 +137,8 @@ fn events(
         if feed.done {
             return None;
         }
-        let conn = feed.registration.conn.clone();
-        let event = tokio::select! {
-            biased;
-            (code, reason) = conn.close_requested() => {
+        let event = match feed.rx.next().await {
+            Outbound::Close(code, reason) => {
                 feed.done = true;
                 let logout = code == feed.registration.hub.config().logout_close_code;
                 let kind = if logout { "logout" } else { "close" };
@@ -148,10 +146,7 @@ fn events(
                     .event(kind)
                     .data(json!({"type": kind, "code": code, "reason": &*reason}).to_string())
             }
-            frame = feed.rx.outbound.recv() => {
-                let frame = frame?;
-                to_event(&mut feed.positions, frame.as_str())
-            }
+            Outbound::Frame(frame) => to_event(&mut feed.positions, frame.as_str()),
         };
         Some((Ok(event), feed))
     })
