@@ -166,9 +166,27 @@ fn request(
         .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
 }
 
+/// Longest wait for one request (a server that stops answering must not hang the run).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`send_once`] bounded by [`REQUEST_TIMEOUT`]; a timed-out connection is dropped.
+async fn send(
+    conn: &mut Option<Sender>,
+    addr: &str,
+    req: Request<Full<Bytes>>,
+) -> Res<(u16, hyper::HeaderMap, usize)> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, send_once(conn, addr, req)).await {
+        Ok(result) => result,
+        Err(_) => {
+            *conn = None;
+            Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+        }
+    }
+}
+
 /// Sends one request on the connection (reconnecting first if it is closed), reads the whole
 /// body and returns (status, headers, body length).
-async fn send(
+async fn send_once(
     conn: &mut Option<Sender>,
     addr: &str,
     req: Request<Full<Bytes>>,

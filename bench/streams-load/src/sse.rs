@@ -295,8 +295,11 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
     let rss_peak = peak.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let mut hist = Hist::new();
+    // Subscribers notice `stop` within 200 ms; one that never connected (a server that stopped
+    // accepting) is abandoned when the shared deadline passes.
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     for t in tasks {
-        if let Ok(Ok(h)) = tokio::time::timeout(Duration::from_secs(2), t).await {
+        if let Ok(Ok(h)) = tokio::time::timeout_at(join_deadline, t).await {
             hist.merge(&h);
         }
     }
