@@ -105,13 +105,7 @@ async fn connect(
             })))
         })
         .await?;
-    Ok(crate::upgrade::accept(
-        hub,
-        conn,
-        rx,
-        ws,
-        V1Protocol::default(),
-    ))
+    Ok(crate::upgrade::accept(hub, conn, rx, ws, V1Protocol))
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
