@@ -142,6 +142,15 @@ impl Decider {
         &self.inner.config
     }
 
+    /// The client id (cID) a request's `Cookie` header proves: validly signed under the
+    /// configured keys (any of them, so rotation holds), in the configured layout. Reads
+    /// nothing from the store and decides nothing: for other capabilities (realtime sockets)
+    /// that identify a browser by its middleware cookie.
+    pub fn verified_client(&self, cookie_header: &str) -> Option<String> {
+        let pairs = parse_header(cookie_header, &self.inner.config.limits);
+        self.inner.codec.read(&pairs, now_ms()).cid
+    }
+
     /// Decides for one request. Never fails for engine trouble (that is a fallback); refuses
     /// only when the client exceeds its decision rate.
     pub async fn decide(&self, input: &DecisionInput) -> Result<Decision, Refusal> {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::now_ms;
 
-use crate::auth::{identify, require_service};
+use crate::auth::{identify, require_service, Accept};
 use crate::grants::{self, GrantClaims};
 use crate::hub::{frame, Hub};
 use crate::state::Grant;
@@ -42,7 +42,15 @@ pub fn router() -> Router<Hub> {
 
 /// 401/403 unless the request carries a service key (or the server is in open mode).
 pub async fn service(hub: &Hub, headers: &HeaderMap) -> ApiResult<()> {
-    let caller = identify(hub.keys(), hub.authority(), headers, None, &[], true).await?;
+    let caller = identify(
+        hub.keys(),
+        hub.authority(),
+        headers,
+        None,
+        &[],
+        Accept::Http,
+    )
+    .await?;
     require_service(&caller)
 }
 
@@ -133,6 +141,13 @@ async fn grant(
         },
     );
     Hub::save(&mut guard, state).await?;
+    drop(guard);
+    // Live subscriptions of the channel now hold under the renewed grant.
+    for conn in hub.user_connections(&body.user_id) {
+        if !conn.is_service() {
+            conn.renew_subscription(&body.channel, body.publish, expires_at);
+        }
+    }
     let reply = json!({
         "user_id": body.user_id, "channel": body.channel, "publish": body.publish,
         "expires_at": expires_at,
@@ -158,19 +173,11 @@ async fn revoke_grant(
         Hub::save(&mut guard, state).await?;
     }
     drop(guard);
-    if let Some(channel) = hub.channels().get(&q.channel) {
-        let notice = frame(&json!({
-            "type": "unsubscribed", "channel": q.channel, "reason": "grant_revoked",
-        }));
-        for conn in channel
-            .subscribers()
-            .iter()
-            .filter(|c| *c.user_id == *q.user_id)
-        {
-            if channel.unsubscribe(conn) {
-                crate::conn::lock(&conn.subscriptions).retain(|c| *c.name != *q.channel);
-                conn.send(notice.clone());
-            }
+    // Every live subscription of the user to the channel ends, however it was allowed (the
+    // app wants the user out); service-key sockets never needed a grant and stay.
+    for conn in hub.user_connections(&q.user_id) {
+        if !conn.is_service() {
+            conn.end_subscription(&q.channel, "grant_revoked");
         }
     }
     Ok(StatusCode::NO_CONTENT)

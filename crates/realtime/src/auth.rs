@@ -8,6 +8,13 @@
 //!
 //! The capability does not know how sessions are stored: it asks a [`SessionAuthority`], which
 //! the server implements over the sessions capability.
+//!
+//! A socket that presents no session token may still be identified by the session
+//! middleware's signed cookie (the authority verifies it with the middleware's own codec). That
+//! cookie names a *browser*, not an account, so such a socket belongs to the anonymous user
+//! `client:<cID>`: per-browser multi-tab sync and presence for sites without accounts. The
+//! `client:` prefix is reserved for these users — a `/v1/sessions` session whose user id
+//! starts with it is refused — so a browser cookie can never stand for a real user.
 
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,9 +25,13 @@ use sessiond_http::{ApiError, ApiKeys};
 pub struct SessionUser {
     /// The session's owner.
     pub user_id: String,
-    /// The session id that proved it (sockets close when it is revoked).
-    pub session_id: String,
+    /// The `/v1/sessions` id that proved it (sockets close when it is revoked); `None` for a
+    /// browser identified by the middleware's cookie.
+    pub session_id: Option<String>,
 }
+
+/// User ids of browsers identified by the middleware's cookie: `client:<cID>`.
+pub const CLIENT_USER_PREFIX: &str = "client:";
 
 /// The narrow view of the session service the hub needs.
 #[async_trait::async_trait]
@@ -30,6 +41,11 @@ pub trait SessionAuthority: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String>;
     /// Revokes every session of `user_id` (logout on all devices); returns how many.
     async fn revoke_user(&self, user_id: &str) -> Result<usize, String>;
+    /// The client id (cID) the session middleware's signed cookie in `cookie_header` proves,
+    /// or `None` (no middleware, no cookie, or not validly signed).
+    async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Whom a request acts for.
@@ -73,34 +89,79 @@ fn cookie_value<'a>(headers: &'a HeaderMap, names: &[String]) -> Option<&'a str>
         .map(|(_, value)| value.trim_matches('"'))
 }
 
+/// The whole `Cookie` header of a request (several header lines joined as one).
+fn cookie_header(headers: &HeaderMap) -> String {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Which credentials a route takes besides tokens and service keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// A plain HTTP API: no credential in open development mode means service.
+    Http,
+    /// A socket (or SSE) route: always an authenticated user; `middleware_cookie` lets the
+    /// session middleware's signed cookie identify a browser when no token is presented.
+    Socket {
+        /// Accept the middleware's cookie (`realtime.middleware_clients`).
+        middleware_cookie: bool,
+    },
+}
+
 /// Identifies the caller of a request.
 ///
 /// - A credential equal to a service key → [`Caller::Service`].
 /// - No credential while no service key is configured (open development mode) → service only
-///   when `open_mode_is_service` (plain HTTP APIs follow the server's open mode; sockets never
-///   do: a socket always belongs to an authenticated user).
-/// - A valid session token → [`Caller::User`]; anything else → 401.
+///   for [`Accept::Http`] (plain HTTP APIs follow the server's open mode; sockets never do: a
+///   socket always belongs to an authenticated user).
+/// - A valid session token → [`Caller::User`] (403 if its user id is in the reserved
+///   `client:` namespace).
+/// - No credential, on a socket route that accepts it, and a validly signed middleware cookie
+///   → [`Caller::User`] `client:<cID>` without a session.
+/// - Anything else → 401.
 pub async fn identify(
     keys: &ApiKeys,
     authority: &dyn SessionAuthority,
     headers: &HeaderMap,
     query_token: Option<&str>,
     cookies: &[String],
-    open_mode_is_service: bool,
+    accept: Accept,
 ) -> Result<Caller, ApiError> {
     let Some(token) = credential(headers, query_token, cookies) else {
-        if open_mode_is_service && keys.is_open() {
-            return Ok(Caller::Service);
+        match accept {
+            Accept::Http if keys.is_open() => return Ok(Caller::Service),
+            Accept::Socket {
+                middleware_cookie: true,
+            } => {
+                let header = cookie_header(headers);
+                if let Some(cid) = authority.middleware_client(&header).await {
+                    return Ok(Caller::User(SessionUser {
+                        user_id: format!("{CLIENT_USER_PREFIX}{cid}"),
+                        session_id: None,
+                    }));
+                }
+            }
+            _ => {}
         }
         return Err(ApiError::unauthorized(
             "missing credentials: send a session token (Authorization: Bearer, ?token= or the \
-             session cookie) or a service API key",
+             session cookie), the session middleware's signed cookie, or a service API key",
         ));
     };
     if keys.accepts(token.as_bytes()) {
         return Ok(Caller::Service);
     }
     match authority.authenticate(token).await {
+        Ok(Some(user)) if user.user_id.starts_with(CLIENT_USER_PREFIX) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "user ids starting with `client:` are reserved for browsers identified by the \
+             session middleware's cookie",
+        )),
         Ok(Some(user)) => Ok(Caller::User(user)),
         Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
         Err(detail) => {
@@ -162,7 +223,7 @@ mod tests {
     fn users_act_only_for_themselves() {
         let user = Caller::User(SessionUser {
             user_id: "alice".into(),
-            session_id: "s".into(),
+            session_id: Some("s".into()),
         });
         assert_eq!(acting_user(&user, None).expect("self"), "alice");
         assert_eq!(acting_user(&user, Some("alice")).expect("self"), "alice");

@@ -19,6 +19,10 @@ pub struct RealtimeConfig {
     /// Cookie names whose value is accepted as a session token for WebSocket upgrades (browsers
     /// cannot set an `Authorization` header on a WebSocket).
     pub session_cookies: Vec<String>,
+    /// Accept the session middleware's signed cookie (when the middleware is enabled) from a
+    /// socket that presents no session token: the socket belongs to the anonymous user
+    /// `client:<cID>` (docs/realtime.md §0).
+    pub middleware_clients: bool,
     /// Close code sent to every socket of a user on `logout_all` or when their sessions are
     /// revoked (the reason is always `Logged out from all devices`).
     pub logout_close_code: u16,
@@ -107,6 +111,7 @@ impl Default for RealtimeConfig {
             enabled: true,
             seed_path: "/__user-session".into(),
             session_cookies: vec!["sessiond_session".into()],
+            middleware_clients: true,
             logout_close_code: 4001,
             max_message_bytes: 16 * 1024,
             max_messages_per_s: 20,

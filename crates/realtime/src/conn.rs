@@ -13,9 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use sessiond_store::Millis;
+use sessiond_store::{now_ms, Millis};
 use tokio::sync::Notify;
 
 use crate::channels::Channel;
@@ -31,22 +32,36 @@ pub struct Conn {
     pub user_id: Arc<str>,
     /// The client's device id (`unknown` when not given).
     pub device_id: Box<str>,
-    /// The session that authenticated the socket (none for service-key sockets).
+    /// The `/v1/sessions` session that authenticated the socket (none for service-key
+    /// sockets and for browsers identified by the middleware's cookie).
     pub session_id: Option<Box<str>>,
+    /// Opened with a service API key: may act anywhere.
+    pub service: bool,
     /// When the socket was accepted (unix ms).
     pub connected_at: Millis,
     /// The peer's address.
     pub ip: Option<IpAddr>,
     /// Which protocol the socket speaks (`seed`, `v1`, `sse`).
     pub protocol: &'static str,
-    /// Channels the socket is subscribed to (v1 and SSE).
-    pub subscriptions: Mutex<Vec<Arc<Channel>>>,
+    /// Channels the socket is subscribed to (v1 and SSE), with what allowed each.
+    pub subscriptions: Mutex<Vec<Subscription>>,
     /// Queued frames and the close request. A plain deque rather than a channel: an empty
     /// `VecDeque` allocates nothing, where a tokio channel allocates a block of slots per
     /// socket up front — on an idle socket that block would be most of its cost.
     outbox: Mutex<Outbox>,
     capacity: usize,
     wake: Notify,
+}
+
+/// One channel a socket is subscribed to, and the rights it was granted there.
+pub struct Subscription {
+    /// The channel.
+    pub channel: Arc<Channel>,
+    /// May publish from this socket.
+    pub publish: bool,
+    /// When the grant that allowed it runs out (unix ms); `None` = never. The socket task
+    /// ends the subscription at that time ([`ConnReceiver::next`]).
+    pub expires_at: Option<Millis>,
 }
 
 #[derive(Default)]
@@ -71,6 +86,10 @@ pub struct ConnReceiver {
 impl ConnReceiver {
     /// The next thing to do: a close request first (it jumps the queue), else the oldest
     /// queued frame; waits when there is neither. Cancel-safe.
+    ///
+    /// It also ends subscriptions whose grant ran out: at the earliest `expires_at` it
+    /// unsubscribes them and queues `unsubscribed` with reason `grant_expired`, so an idle
+    /// socket needs no timer task of its own, only this one deadline.
     pub async fn next(&mut self) -> Outbound {
         loop {
             let notified = self.conn.wake.notified();
@@ -86,7 +105,16 @@ impl ConnReceiver {
                     return Outbound::Frame(frame);
                 }
             }
-            notified.await;
+            match self.conn.next_expiry() {
+                None => notified.await,
+                Some(at) => {
+                    let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(wait) => self.conn.end_expired(now_ms()),
+                    }
+                }
+            }
         }
     }
 }
@@ -99,6 +127,8 @@ pub struct ConnInfo {
     pub device_id: String,
     /// Authenticating session.
     pub session_id: Option<String>,
+    /// Opened with a service API key.
+    pub service: bool,
     /// Peer address.
     pub ip: Option<IpAddr>,
     /// Accept time (unix ms).
@@ -117,6 +147,7 @@ impl Conn {
             user_id: Arc::from(info.user_id),
             device_id: info.device_id.into_boxed_str(),
             session_id: info.session_id.map(String::into_boxed_str),
+            service: info.service,
             connected_at: info.connected_at,
             ip: info.ip,
             protocol: info.protocol,
@@ -158,17 +189,104 @@ impl Conn {
         }
     }
 
-    /// True for sockets opened with a service key (no session): they may act anywhere.
+    /// True for sockets opened with a service key: they may act anywhere.
     pub fn is_service(&self) -> bool {
-        self.session_id.is_none()
+        self.service
     }
 
     /// Names of the channels the socket is subscribed to.
     pub fn channel_names(&self) -> Vec<String> {
         lock(&self.subscriptions)
             .iter()
-            .map(|c| c.name.to_string())
+            .map(|s| s.channel.name.to_string())
             .collect()
+    }
+
+    /// The socket's subscription to `name`, if any: (may publish, expires at).
+    pub fn subscription(&self, name: &str) -> Option<(bool, Option<Millis>)> {
+        lock(&self.subscriptions)
+            .iter()
+            .find(|s| &*s.channel.name == name)
+            .map(|s| (s.publish, s.expires_at))
+    }
+
+    /// Records (or updates) the subscription to `channel` with its rights, and wakes the
+    /// socket task so it re-arms its expiry deadline.
+    pub fn record_subscription(
+        &self,
+        channel: Arc<Channel>,
+        publish: bool,
+        expires_at: Option<Millis>,
+    ) {
+        let mut subs = lock(&self.subscriptions);
+        match subs.iter_mut().find(|s| s.channel.name == channel.name) {
+            Some(existing) => {
+                existing.publish = publish;
+                existing.expires_at = expires_at;
+            }
+            None => subs.push(Subscription {
+                channel,
+                publish,
+                expires_at,
+            }),
+        }
+        drop(subs);
+        self.wake.notify_one();
+    }
+
+    /// Gives the subscription to `name` (if any) the rights of a grant the app just set:
+    /// `publish`, until `expires_at`.
+    pub fn renew_subscription(&self, name: &str, publish: bool, expires_at: Option<Millis>) {
+        let mut subs = lock(&self.subscriptions);
+        if let Some(sub) = subs.iter_mut().find(|s| &*s.channel.name == name) {
+            sub.publish = publish;
+            sub.expires_at = expires_at;
+        }
+        drop(subs);
+        self.wake.notify_one();
+    }
+
+    /// Forgets the subscription to `name`; returns its channel if there was one.
+    pub fn forget_subscription(&self, name: &str) -> Option<Arc<Channel>> {
+        let mut subs = lock(&self.subscriptions);
+        let pos = subs.iter().position(|s| &*s.channel.name == name)?;
+        Some(subs.swap_remove(pos).channel)
+    }
+
+    /// Ends the subscription to `name` on the server's initiative: leaves the channel (the
+    /// others see the presence leave) and queues `unsubscribed` with `reason`. False when
+    /// the socket was not subscribed.
+    pub fn end_subscription(self: &Arc<Self>, name: &str, reason: &str) -> bool {
+        let Some(channel) = self.forget_subscription(name) else {
+            return false;
+        };
+        channel.unsubscribe(self);
+        self.send(Utf8Bytes::from(
+            serde_json::json!({"type": "unsubscribed", "channel": name, "reason": reason})
+                .to_string(),
+        ));
+        true
+    }
+
+    /// The earliest grant expiry among the subscriptions.
+    fn next_expiry(&self) -> Option<Millis> {
+        lock(&self.subscriptions)
+            .iter()
+            .filter_map(|s| s.expires_at)
+            .min()
+    }
+
+    /// Ends every subscription whose grant ran out at `now`.
+    fn end_expired(self: &Arc<Self>, now: Millis) {
+        let expired: Vec<Arc<str>> = lock(&self.subscriptions)
+            .iter()
+            .filter(|s| s.expires_at.is_some_and(|at| at <= now))
+            .map(|s| s.channel.name.clone())
+            .collect();
+        for name in expired {
+            self.end_subscription(&name, "grant_expired");
+            metrics::counter!("sessiond_realtime_grant_expiries_total").increment(1);
+        }
     }
 
     /// Whether a close was requested.

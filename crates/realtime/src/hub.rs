@@ -213,8 +213,8 @@ impl Hub {
     /// Unregisters a closed socket; the user goes `offline` when it was their last one.
     pub async fn disconnect(&self, conn: &Arc<Conn>) {
         let subscribed = std::mem::take(&mut *crate::conn::lock(&conn.subscriptions));
-        for channel in subscribed {
-            channel.unsubscribe(conn);
+        for subscription in subscribed {
+            subscription.channel.unsubscribe(conn);
         }
         let mut guard = self.inner.users.lock(&conn.user_id).await;
         if self.inner.conns.remove(conn) > 0 {

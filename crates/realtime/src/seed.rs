@@ -23,12 +23,13 @@ use serde_json::{json, Value};
 use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::now_ms;
 
-use crate::auth::{acting_user, identify, require_service, Caller};
-use crate::conn::{Conn, ConnInfo};
+use crate::auth::{acting_user, identify, require_service, Accept};
+use crate::conn::Conn;
 use crate::hub::{error_frame, frame, Hub};
 use crate::socket::Protocol;
 use crate::state::Presence;
 use crate::upgrade::{upgrade_error, PeerIp, WsUpgrade};
+use crate::v1::{connect_info, ConnectQuery};
 
 /// Seed C's generic failure message.
 pub const FAILED: &str = "Failed to process message";
@@ -61,35 +62,14 @@ async fn connect(
     ws: WsUpgrade,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let caller = identify(
-        hub.keys(),
-        hub.authority(),
-        &headers,
-        query.token.as_deref(),
-        &hub.config().session_cookies,
-        false,
-    )
-    .await?;
-    let user = acting_user(&caller, query.user_id.as_deref())?;
-    hub.check_id("userId", &user)?;
-    let device = query
-        .device_id
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    hub.check_id("deviceId", &device)?;
+    let query = ConnectQuery {
+        user_id: query.user_id,
+        device_id: query.device_id,
+        token: query.token,
+        ..ConnectQuery::default()
+    };
+    let info = connect_info(&hub, &query, &headers, ip, "seed").await?;
     let ws: WebSocketUpgrade = ws.0.map_err(upgrade_error)?;
-    let session_id = match caller {
-        Caller::User(user) => Some(user.session_id),
-        Caller::Service => None,
-    };
-    let info = ConnInfo {
-        user_id: user,
-        device_id: device,
-        session_id,
-        ip,
-        connected_at: now_ms(),
-        protocol: "seed",
-    };
     let (conn, rx) = hub
         .connect(info, |state, conn| {
             Some(frame(&state.initial_state(&conn.device_id)))
@@ -226,7 +206,15 @@ async fn leave_game(hub: &Hub, conn: &Arc<Conn>, game: &str) -> ApiResult<()> {
 
 /// The user named by a service call's `userId`.
 async fn service_user(hub: &Hub, headers: &HeaderMap, query: &SeedQuery) -> ApiResult<String> {
-    let caller = identify(hub.keys(), hub.authority(), headers, None, &[], true).await?;
+    let caller = identify(
+        hub.keys(),
+        hub.authority(),
+        headers,
+        None,
+        &[],
+        Accept::Http,
+    )
+    .await?;
     require_service(&caller)?;
     let user = acting_user(&caller, query.user_id.as_deref())?;
     hub.check_id("userId", &user)?;

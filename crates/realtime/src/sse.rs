@@ -70,9 +70,10 @@ async fn open(
     if names.len() > hub.config().max_subscriptions_per_socket {
         return Err(ApiError::limit("too many channels for one connection"));
     }
-    let service = info.session_id.is_none();
+    let service = info.service;
+    let mut access = Vec::with_capacity(names.len());
     for name in &names {
-        channel_access(&hub, &info.user_id, service, name, None).await?;
+        access.push(channel_access(&hub, &info.user_id, service, name, None).await?);
     }
     let last_id = headers
         .get("last-event-id")
@@ -84,12 +85,13 @@ async fn open(
     });
     let since = since.transpose()?.unwrap_or_default();
     let (conn, rx) = hub.connect(info, |_, _| None).await?;
-    for name in &names {
+    for (name, access) in names.iter().zip(access) {
         let from = since.get(name).map(|(epoch, offset)| Since {
             epoch: epoch.clone(),
             offset: *offset,
         });
-        if let Err(e) = subscribe_conn(&hub, &conn, name, &Value::Null, from.as_ref(), None) {
+        if let Err(e) = subscribe_conn(&hub, &conn, name, access, &Value::Null, from.as_ref(), None)
+        {
             hub.disconnect(&conn).await;
             return Err(e);
         }

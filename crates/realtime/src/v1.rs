@@ -4,7 +4,6 @@
 //! The socket side only parses frames and checks who may do what; ordering, offsets, history
 //! and presence live in [`crate::channels`], under each channel's lock.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -16,10 +15,10 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sessiond_http::{ApiError, ApiResult};
-use sessiond_store::now_ms;
+use sessiond_store::{now_ms, Millis};
 
-use crate::auth::{acting_user, identify, Caller};
-use crate::channels::{Since, Subscribed};
+use crate::auth::{acting_user, identify, Accept, Caller};
+use crate::channels::Since;
 use crate::conn::{lock, Conn, ConnInfo};
 use crate::grants;
 use crate::hub::{frame, Hub};
@@ -59,7 +58,9 @@ pub(crate) async fn connect_info(
         headers,
         query.token.as_deref(),
         &hub.config().session_cookies,
-        false,
+        Accept::Socket {
+            middleware_cookie: hub.config().middleware_clients,
+        },
     )
     .await?;
     let user = acting_user(&caller, query.user_id.as_deref())?;
@@ -73,8 +74,9 @@ pub(crate) async fn connect_info(
     Ok(ConnInfo {
         user_id: user,
         device_id: device,
+        service: caller == Caller::Service,
         session_id: match caller {
-            Caller::User(user) => Some(user.session_id),
+            Caller::User(user) => user.session_id,
             Caller::Service => None,
         },
         ip,
@@ -103,28 +105,38 @@ async fn connect(
             })))
         })
         .await?;
-    Ok(crate::upgrade::accept(
-        hub,
-        conn,
-        rx,
-        ws,
-        V1Protocol::default(),
-    ))
+    Ok(crate::upgrade::accept(hub, conn, rx, ws, V1Protocol))
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
-/// Whether `user` may subscribe to `channel`, and whether they may publish on it. Service
-/// callers may do both anywhere.
+/// What a subscriber may do in a channel, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// May publish from a client.
+    pub publish: bool,
+    /// When the grant that allows it runs out (unix ms); `None` = never.
+    pub expires_at: Option<Millis>,
+}
+
+impl Access {
+    const FOREVER: Access = Access {
+        publish: true,
+        expires_at: None,
+    };
+}
+
+/// Whether `user` may subscribe to `channel`, whether they may publish on it, and until when.
+/// Service callers may do both anywhere, forever.
 pub async fn channel_access(
     hub: &Hub,
     user: &str,
     service: bool,
     channel: &str,
     grant: Option<&str>,
-) -> ApiResult<bool> {
+) -> ApiResult<Access> {
     hub.check_id("channel", channel)?;
     let Some((namespace, name)) = channel.split_once(':') else {
         return Err(ApiError::bad_request(
@@ -135,22 +147,28 @@ pub async fn channel_access(
         return Err(ApiError::bad_request("channel name must not be empty"));
     }
     if service {
-        return Ok(true);
+        return Ok(Access::FOREVER);
     }
     match namespace {
-        "user" if name == user => Ok(true),
+        "user" if name == user => Ok(Access::FOREVER),
         "user" => Err(forbidden("user channels are private to their user")),
         "room" => {
             if let Some(token) = grant {
                 let claims = grants::verify(&hub.config().grant_keys, token, now_ms() / 1000)
                     .filter(|c| c.sub == user && c.ch == channel)
                     .ok_or_else(|| forbidden("invalid, expired or foreign grant"))?;
-                return Ok(claims.publish);
+                return Ok(Access {
+                    publish: claims.publish,
+                    expires_at: Some(claims.exp.saturating_mul(1000)),
+                });
             }
             let (guard, state) = hub.open(user).await?;
             drop(guard);
             match state.grants.get(channel) {
-                Some(g) if g.is_live(now_ms()) => Ok(g.publish),
+                Some(g) if g.is_live(now_ms()) => Ok(Access {
+                    publish: g.publish,
+                    expires_at: g.expires_at,
+                }),
                 _ => Err(forbidden(format!("no grant for {channel}"))),
             }
         }
@@ -160,11 +178,9 @@ pub async fn channel_access(
     }
 }
 
-/// v1 message handling; remembers which subscriptions may publish.
+/// v1 message handling (a socket's rights per channel live on its [`Conn`]).
 #[derive(Default)]
-pub struct V1Protocol {
-    may_publish: HashMap<String, bool>,
-}
+pub struct V1Protocol;
 
 fn with_id(mut reply: Value, id: &Value) -> Utf8Bytes {
     if !id.is_null() {
@@ -236,11 +252,9 @@ impl V1Protocol {
             "subscribe" => self.subscribe(hub, conn, message, id).await?,
             "unsubscribe" => {
                 let name = channel_field(message)?;
-                if let Some(channel) = hub.channels().get(name) {
+                if let Some(channel) = conn.forget_subscription(name) {
                     channel.unsubscribe(conn);
                 }
-                lock(&conn.subscriptions).retain(|c| &*c.name != name);
-                self.may_publish.remove(name);
                 conn.send(with_id(
                     json!({"type": "unsubscribed", "channel": name}),
                     id,
@@ -253,7 +267,7 @@ impl V1Protocol {
                     .get(name)
                     .filter(|c| c.has(conn))
                     .ok_or_else(|| forbidden(format!("subscribe to {name} before publishing")))?;
-                if !self.may_publish.get(name).copied().unwrap_or(false) {
+                if !conn.subscription(name).is_some_and(|(publish, _)| publish) {
                     return Err(forbidden(format!("no publish right on {name}")));
                 }
                 let data = message.get("data").cloned().unwrap_or(Value::Null);
@@ -304,33 +318,33 @@ impl V1Protocol {
         };
         let meta = meta_field(message)?;
         let grant = message["grant"].as_str();
-        let publish = channel_access(hub, &conn.user_id, conn.is_service(), name, grant).await?;
-        subscribe_conn(hub, conn, name, id, since.as_ref(), meta)?;
-        self.may_publish.insert(name.to_string(), publish);
-        Ok(())
+        let access = channel_access(hub, &conn.user_id, conn.is_service(), name, grant).await?;
+        subscribe_conn(hub, conn, name, access, id, since.as_ref(), meta)
     }
 }
 
-/// Subscribes `conn` to `name` (access already checked), within the per-socket limit.
+/// Subscribes `conn` to `name` with the rights `access` grants (already checked), within the
+/// per-socket limit. Subscribing again replaces the rights (a fresh grant extends the
+/// subscription).
 pub(crate) fn subscribe_conn(
     hub: &Hub,
     conn: &Arc<Conn>,
     name: &str,
+    access: Access,
     id: &Value,
     since: Option<&Since>,
     meta: Option<&Map<String, Value>>,
 ) -> ApiResult<()> {
     let max = hub.config().max_subscriptions_per_socket;
     let count = lock(&conn.subscriptions).len();
-    let already = lock(&conn.subscriptions).iter().any(|c| &*c.name == name);
-    if !already && count >= max {
+    if conn.subscription(name).is_none() && count >= max {
         return Err(ApiError::limit(format!(
             "at most {max} subscriptions per socket"
         )));
     }
     let channel = hub.channels().get_or_create(name);
-    if let Subscribed::Yes = channel.subscribe(conn, id, since, meta) {
-        lock(&conn.subscriptions).push(channel);
-    }
+    // Rights first: a message published right after the subscribe may already be answered.
+    conn.record_subscription(channel.clone(), access.publish, access.expires_at);
+    channel.subscribe(conn, id, since, meta);
     Ok(())
 }

@@ -180,10 +180,15 @@ pub async fn run(
         user_locks,
         stores.admin.exclusive(),
     );
-    let realtime = config
-        .realtime
-        .enabled
-        .then(|| realtime::hub(&config, realtime_users, &session_service, streams.clone()));
+    let realtime = config.realtime.enabled.then(|| {
+        realtime::hub(
+            &config,
+            realtime_users,
+            &session_service,
+            streams.clone(),
+            decider.clone(),
+        )
+    });
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),

@@ -2,12 +2,13 @@
 //! revocations forwarded to live sockets.
 //!
 //! The hub only knows the `SessionAuthority` trait; this module is where "a token is a
-//! `/v1/sessions` id" and "revoking a user's sessions closes their sockets" are decided, so
-//! neither capability depends on the other.
+//! `/v1/sessions` id", "the middleware's signed cookie proves a browser" and "revoking a
+//! user's sessions closes their sockets" are decided, so no capability depends on another.
 
 use std::sync::Arc;
 
 use sessiond_http::ApiKeys;
+use sessiond_middleware::Decider;
 use sessiond_realtime::{Hub, SessionAuthority, SessionUser, UserState};
 use sessiond_runtime::ObjectKind;
 use sessiond_sessions::SessionService;
@@ -16,19 +17,24 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Config;
 
-/// Session tokens are `/v1/sessions` ids; revoking is the sessions service's revoke-all.
-struct SessionsAuthority(SessionService);
+/// Session tokens are `/v1/sessions` ids; revoking is the sessions service's revoke-all; a
+/// browser without a token is identified by the session middleware's signed cookie, verified
+/// by the middleware's own decider (same keys, same layout).
+struct SessionsAuthority {
+    sessions: SessionService,
+    middleware: Option<Decider>,
+}
 
 #[async_trait::async_trait]
 impl SessionAuthority for SessionsAuthority {
     async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String> {
-        if self.0.check_id("session id", token).is_err() {
+        if self.sessions.check_id("session id", token).is_err() {
             return Ok(None);
         }
-        match self.0.get(token).await {
+        match self.sessions.get(token).await {
             Ok(record) => Ok(record.user_id.map(|user_id| SessionUser {
                 user_id,
-                session_id: record.id,
+                session_id: Some(record.id),
             })),
             Err(e) if e.status.is_client_error() => Ok(None),
             Err(e) => Err(e.message),
@@ -36,22 +42,27 @@ impl SessionAuthority for SessionsAuthority {
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, String> {
-        self.0
+        self.sessions
             .revoke_user(user_id, None, Durability::Confirmed)
             .await
             .map(|ids| ids.len())
             .map_err(|e| e.message)
     }
+
+    async fn middleware_client(&self, cookie_header: &str) -> Option<String> {
+        self.middleware.as_ref()?.verified_client(cookie_header)
+    }
 }
 
 /// Builds the hub and starts forwarding session revocations to it (until the sessions
 /// service is dropped). User online/offline events also go to the configured Durable Stream
-/// when the engine stores streams.
+/// when the engine stores streams. `middleware` (when enabled) vouches for browsers by cookie.
 pub fn hub(
     config: &Config,
     users: ObjectKind<UserState>,
     sessions: &SessionService,
     streams: Option<sessiond_streams::Streams>,
+    middleware: Option<Decider>,
 ) -> Hub {
     let mut sinks: Vec<Arc<dyn sessiond_realtime::EventSink>> = Vec::new();
     let path = &config.realtime.events.stream;
@@ -64,7 +75,10 @@ pub fn hub(
     let hub = Hub::new(
         config.realtime.clone(),
         users,
-        Arc::new(SessionsAuthority(sessions.clone())),
+        Arc::new(SessionsAuthority {
+            sessions: sessions.clone(),
+            middleware,
+        }),
         ApiKeys::new(&config.api_keys),
         sinks,
     );

@@ -1,5 +1,5 @@
 //! The SSE fallback over a real server: events named after frame types, recovery through
-//! `Last-Event-ID`, auth refusals, and the logout event when sessions are revoked.
+//! `Last-Event-ID`, auth refusals, the logout event when sessions are revoked, and grant expiry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -153,4 +153,41 @@ async fn sse_delivers_recovers_and_logs_out() {
     assert_eq!(logout.data["code"], 4001);
     assert_eq!(logout.data["reason"], "Logged out from all devices");
     assert!(sse.next().await.is_none(), "the stream ends after logout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_subscriptions_end_when_their_grant_expires() {
+    let s = TestServer::start(EngineKind::Memory, |_| {}).await;
+    let token = session(&s, "alice", None).await;
+    let (status, body) = json(
+        s.post("/v1/realtime/grants")
+            .json(&json!({"user_id": "alice", "channel": "room:short", "ttl_s": 2})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let q = format!("channels=room:short,user:alice&token={token}");
+    let mut sse = open(&s, &q, None).await.unwrap();
+    for _ in 0..2 {
+        sse.expect("subscribed").await;
+        sse.expect("presence_state").await;
+    }
+    let end = sse.expect("unsubscribed").await;
+    assert_eq!(
+        (end.data["channel"].clone(), end.data["reason"].clone()),
+        (json!("room:short"), json!("grant_expired"))
+    );
+    // The room is no longer delivered; the personal channel still is.
+    for (channel, n) in [("room:short", 1), ("user:alice", 2)] {
+        let (status, _) = json(
+            s.post("/v1/realtime/publish")
+                .json(&json!({"channel": channel, "data": n})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let m = sse.expect("message").await;
+    assert_eq!(
+        (m.data["channel"].clone(), m.data["data"].clone()),
+        (json!("user:alice"), json!(2))
+    );
 }
