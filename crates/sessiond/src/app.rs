@@ -32,17 +32,35 @@ struct OpsState {
     metrics: PrometheusHandle,
 }
 
+/// The capabilities the server runs; `None` = not served (disabled, or the engine lacks the
+/// storage the capability needs).
+pub struct Capabilities {
+    /// Sessions and cache (always served).
+    pub sessions: SessionsState,
+    /// Durable Streams.
+    pub streams: Option<sessiond_streams::Streams>,
+    /// The reserved `__ds` subscription APIs of Durable Streams.
+    pub subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
+    /// Session middleware (decide, forward-auth).
+    pub decider: Option<sessiond_middleware::Decider>,
+    /// Realtime routes (they authenticate each request themselves).
+    pub realtime: Option<Router>,
+}
+
 /// Builds the whole router.
 pub fn router(
     config: &Config,
     stores: Stores,
-    sessions: SessionsState,
-    streams: Option<sessiond_streams::Streams>,
-    subscriptions: Option<sessiond_streams::subscriptions::Subscriptions>,
-    decider: Option<sessiond_middleware::Decider>,
-    realtime: Option<Router>,
+    capabilities: Capabilities,
     metrics: PrometheusHandle,
 ) -> Router {
+    let Capabilities {
+        sessions,
+        streams,
+        subscriptions,
+        decider,
+        realtime,
+    } = capabilities;
     let keys = ApiKeys::new(&config.api_keys).with_scoped(config.streams.keys.iter().map(|k| {
         let scope = KeyScope {
             prefixes: k.stream_prefixes.clone(),

@@ -196,11 +196,13 @@ pub async fn run(
     let app = app::router(
         &config,
         stores.clone(),
-        state,
-        streams.clone(),
-        subscriptions.clone(),
-        decider,
-        realtime.clone().map(sessiond_realtime::router),
+        app::Capabilities {
+            sessions: state,
+            streams: streams.clone(),
+            subscriptions: subscriptions.clone(),
+            decider,
+            realtime: realtime.clone().map(sessiond_realtime::router),
+        },
         metrics,
     );
 
