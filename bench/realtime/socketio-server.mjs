@@ -3,7 +3,7 @@
 //
 //   node socketio-server.mjs PORT      (SIO_NODE_MODULES = the folder holding node_modules)
 //
-// Prints "listening <port>" once it accepts connections.
+// Prints "listening <port>" once it accepts connections. GET /healthz, GET /stats ({connections}).
 //
 // Semantics mirrored from sessiond (docs/realtime.md):
 // - every socket names its user and device in the handshake query (?userId=&deviceId=) and
@@ -37,9 +37,16 @@ const PRESENCE = new Set(["online", "away", "offline"]);
 const users = new Map(); // userId -> { presence, lastActive, activeGames }
 const offsets = new Map(); // room -> last offset
 
+// `/healthz` for the start-up wait, `/stats` for the bench script's "sockets gone" wait.
 const http = createServer((req, res) => {
-  res.writeHead(req.url === "/healthz" ? 200 : 404, { "content-type": "text/plain" });
-  res.end(req.url === "/healthz" ? "ok" : "not found");
+  if (req.url === "/healthz") {
+    res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+  } else if (req.url === "/stats") {
+    res.writeHead(200, { "content-type": "application/json" })
+      .end(JSON.stringify({ connections: io.engine.clientsCount }));
+  } else {
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+  }
 });
 const io = new Server(http, {
   transports: ["websocket"],
@@ -49,12 +56,6 @@ const io = new Server(http, {
   pingInterval: 25000,
   pingTimeout: 20000,
   maxHttpBufferSize: 16 * 1024,
-});
-
-// Socket.IO's memory-usage guide: drop the reference to the handshake request once the
-// connection is established, so each idle socket does not keep it alive.
-io.engine.on("connection", (raw) => {
-  raw.request = null;
 });
 
 function userState(userId) {
@@ -72,6 +73,9 @@ io.on("connection", (socket) => {
     socket.disconnect(true);
     return;
   }
+  // Socket.IO's memory-usage guide: drop the reference to the first HTTP request once the
+  // handshake data was read, so an idle socket does not keep it alive.
+  socket.conn.request = null;
   const userRoom = `user:${userId}`;
   socket.join(userRoom);
   const state = userState(userId);
