@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::wire::{self, Endpoint, Flavor, Identity, Target, Ws};
-use crate::{now_us, quantile, Args, Res};
+use crate::{cpu_pair, now_us, quantile, Args, Res};
 
 /// Receipt counters, indexed by sequence number modulo this (≫ the in-flight bound).
 const RING: usize = 1 << 16;
@@ -218,14 +218,35 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
 
     let mut seq = 0u64;
     let (target, limit) = (ep.target, Duration::from_secs(60));
-    publish(&mut publisher, &shared, target, &channel, body, &mut seq, |s| s >= warmup).await?;
+    publish(
+        &mut publisher,
+        &shared,
+        target,
+        &channel,
+        body,
+        &mut seq,
+        |s| s >= warmup,
+    )
+    .await?;
     drain(&mut publisher, &shared, inflight, limit).await?;
 
+    let pid = args.num("pid", 0)? as u32;
+    let cpu_before = cpu_pair(pid);
     let started_us = now_us();
     let until_us = started_us + duration.as_micros() as u64;
     let stop = |_: u64| now_us() >= until_us;
-    publish(&mut publisher, &shared, target, &channel, body, &mut seq, stop).await?;
+    publish(
+        &mut publisher,
+        &shared,
+        target,
+        &channel,
+        body,
+        &mut seq,
+        stop,
+    )
+    .await?;
     drain(&mut publisher, &shared, inflight, limit).await?;
+    let cpu_after = cpu_pair(pid);
     let measured = seq - warmup;
     let elapsed_us = shared
         .last_complete_us
@@ -250,12 +271,14 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     Ok(format!(
         "subscribers={receivers} messages={measured} deliveries={deliveries} \
          recorded={} seconds={:.3} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={} \
-         inflight={inflight} body={body}",
+         inflight={inflight} body={body} server_cpu_s={:.2} client_cpu_s={:.2}",
         latencies.len(),
         elapsed_us as f64 / 1e6,
         deliveries as f64 / (elapsed_us as f64 / 1e6),
         quantile(&latencies, 0.50),
         quantile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0),
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1,
     ))
 }

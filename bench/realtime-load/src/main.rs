@@ -111,6 +111,26 @@ pub fn rss_bytes(pid: u32) -> Res<u64> {
         .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// CPU time (user + system, seconds) `pid` has used so far, from `/proc/<pid>/stat`; `None`
+/// when it cannot be read. Lets a run on a shared machine say how much CPU each side got.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may contain spaces) start at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU seconds used by the server (`--pid`) and by this process, for before/after deltas.
+pub fn cpu_pair(server: u32) -> (f64, f64) {
+    let me = std::process::id();
+    (
+        cpu_seconds(server).unwrap_or(0.0),
+        cpu_seconds(me).unwrap_or(0.0),
+    )
+}
+
 /// Waits until the RSS of `pid` stops moving (two readings 500 ms apart within 0.5 %), at
 /// most `limit`; returns the last reading.
 pub async fn settled_rss(pid: u32, limit: Duration) -> Res<u64> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 
 use crate::wire::{self, Endpoint, Flavor, Identity, Ws};
-use crate::{now_us, quantile, Args, Res};
+use crate::{cpu_pair, now_us, quantile, Args, Res};
 
 /// Rounds per user before measuring.
 const WARMUP_ROUNDS: u64 = 5;
@@ -107,19 +107,23 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     }
 
     let (per_user, _, _) = all_users(per_user, ep, WARMUP_ROUNDS, u64::MAX).await?;
+    let cpu_before = cpu_pair(args.num("pid", 0)? as u32);
     let started_us = now_us();
     let until_us = started_us + duration.as_micros() as u64;
     let (per_user, rounds, mut latencies) = all_users(per_user, ep, u64::MAX, until_us).await?;
     let elapsed_s = (now_us() - started_us) as f64 / 1e6;
+    let cpu_after = cpu_pair(args.num("pid", 0)? as u32);
     drop(per_user);
     latencies.sort_unstable();
     Ok(format!(
         "users={users} devices={devices} round_trips={rounds} seconds={elapsed_s:.3} \
-         round_trips_per_s={:.0} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={}",
+         round_trips_per_s={:.0} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={} server_cpu_s={:.2} client_cpu_s={:.2}",
         rounds as f64 / elapsed_s,
         (rounds * devices as u64) as f64 / elapsed_s,
         quantile(&latencies, 0.50),
         quantile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0),
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1,
     ))
 }

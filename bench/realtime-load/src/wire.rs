@@ -41,7 +41,9 @@ impl Target {
         match s {
             "sessiond" => Ok(Target::Sessiond),
             "socketio" => Ok(Target::SocketIo),
-            other => Err(format!("--target must be sessiond or socketio, not {other}")),
+            other => Err(format!(
+                "--target must be sessiond or socketio, not {other}"
+            )),
         }
     }
 }
@@ -95,21 +97,28 @@ pub async fn open(ep: &Endpoint, flavor: Flavor, who: &Identity<'_>) -> Res<Ws> 
         }
         (Target::Sessiond, Flavor::Seed) => match who.token {
             Some(token) => format!("/__user-session?deviceId={}&token={token}", who.device),
-            None => format!("/__user-session?userId={}&deviceId={}", who.user, who.device),
+            None => format!(
+                "/__user-session?userId={}&deviceId={}",
+                who.user, who.device
+            ),
         },
         (Target::SocketIo, flavor) => format!(
             "/socket.io/?EIO=4&transport=websocket&userId={}&deviceId={}{}",
             who.user,
             who.device,
-            if flavor == Flavor::Seed { "&proto=seed" } else { "" }
+            if flavor == Flavor::Seed {
+                "&proto=seed"
+            } else {
+                ""
+            }
         ),
     };
     let mut request = format!("ws://{}{path}", ep.addr)
         .into_client_request()
         .map_err(|e| format!("bad request for {path}: {e}"))?;
     if let (Target::Sessiond, Some(key), None) = (ep.target, &ep.key, who.token) {
-        let value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|e| format!("bad key: {e}"))?;
+        let value =
+            HeaderValue::from_str(&format!("Bearer {key}")).map_err(|e| format!("bad key: {e}"))?;
         request.headers_mut().insert("authorization", value);
     }
     let tcp = TcpStream::connect(&ep.addr)
