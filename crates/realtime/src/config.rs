@@ -42,7 +42,9 @@ pub struct RealtimeConfig {
     pub liveness_timeout_s: u64,
     /// Initial read buffer of each socket (bytes); the dominant per-connection memory cost.
     pub read_buffer_bytes: usize,
-    /// Write buffer of each socket (bytes; 0 = write each frame through at once).
+    /// Write buffer of each socket (bytes): frames already queued for a socket are written
+    /// together up to this size, one syscall per batch (0 = one write per frame). Grows only
+    /// on sockets that had a backlog; idle sockets do not pay it.
     pub write_buffer_bytes: usize,
     /// In-memory per-user state is dropped after this long unused (seconds); it is reloaded
     /// from the engine on the next use. Open sockets do not pin it.
@@ -115,7 +117,7 @@ impl Default for RealtimeConfig {
             ping_interval_s: 25,
             liveness_timeout_s: 60,
             read_buffer_bytes: 4096,
-            write_buffer_bytes: 0,
+            write_buffer_bytes: 8192,
             idle_evict_s: 300,
             max_subscriptions_per_socket: 100,
             max_grants_per_user: 1000,
