@@ -5,18 +5,18 @@
 //! the sockets), and a socket must never vanish because its user's state was evicted.
 //!
 //! A handle is what other parts of the hub hold to reach a socket: a bounded outbound queue
-//! (`try_send`: a socket that falls behind is closed rather than buffered without bound) and
-//! a close request, which jumps the queue so a logout is never stuck behind a backlog. The
+//! (a socket that falls behind is closed rather than buffered without bound) and a close
+//! request, which jumps the queue so a logout is never stuck behind a backlog. The
 //! socket's own task owns the WebSocket and drains both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use sessiond_store::Millis;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::channels::Channel;
 
@@ -41,15 +41,65 @@ pub struct Conn {
     pub protocol: &'static str,
     /// Channels the socket is subscribed to (v1 and SSE).
     pub subscriptions: Mutex<Vec<Arc<Channel>>>,
-    outbound: mpsc::Sender<Utf8Bytes>,
-    close: Mutex<Option<(u16, Box<str>)>>,
-    close_signal: Notify,
+    /// Queued frames and the close request. A plain deque rather than a channel: an empty
+    /// `VecDeque` allocates nothing, where a tokio channel allocates a block of slots per
+    /// socket up front — on an idle socket that block would be most of its cost.
+    outbox: Mutex<Outbox>,
+    capacity: usize,
+    wake: Notify,
 }
 
-/// The socket task's end of a [`Conn`].
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Utf8Bytes>,
+    close: Option<(u16, Box<str>)>,
+}
+
+/// What the socket task must do next.
+pub enum Outbound {
+    /// Write this text frame.
+    Frame(Utf8Bytes),
+    /// Send a close frame with this code and reason, then stop.
+    Close(u16, Box<str>),
+}
+
+/// The socket task's end of a [`Conn`]: the single consumer of its outbox.
 pub struct ConnReceiver {
-    /// Queued outbound text frames.
-    pub outbound: mpsc::Receiver<Utf8Bytes>,
+    conn: Arc<Conn>,
+}
+
+impl ConnReceiver {
+    /// The next thing to do: a close request first (it jumps the queue), else the oldest
+    /// queued frame; waits when there is neither. Cancel-safe.
+    pub async fn next(&mut self) -> Outbound {
+        loop {
+            let notified = self.conn.wake.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a push between the check and the wait wakes us.
+            notified.as_mut().enable();
+            {
+                let mut outbox = lock(&self.conn.outbox);
+                if let Some((code, reason)) = outbox.close.clone() {
+                    return Outbound::Close(code, reason);
+                }
+                if let Some(frame) = outbox.frames.pop_front() {
+                    return Outbound::Frame(frame);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The oldest queued frame, without waiting; `None` when nothing is queued or a close was
+    /// requested (the close goes out first, through [`next`](Self::next)). Lets the socket
+    /// task write a backlog with one flush.
+    pub fn try_frame(&mut self) -> Option<Utf8Bytes> {
+        let mut outbox = lock(&self.conn.outbox);
+        if outbox.close.is_some() {
+            return None;
+        }
+        outbox.frames.pop_front()
+    }
 }
 
 /// What a new connection is.
@@ -71,10 +121,9 @@ pub struct ConnInfo {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Conn {
-    /// A handle and the socket task's receiver, with an outbound queue of `queue` frames.
+    /// A handle and the socket task's receiver, with room for `queue` queued frames.
     pub fn new(info: ConnInfo, queue: usize) -> (Arc<Conn>, ConnReceiver) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let conn = Conn {
+        let conn = Arc::new(Conn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             user_id: Arc::from(info.user_id),
             device_id: info.device_id.into_boxed_str(),
@@ -83,45 +132,40 @@ impl Conn {
             ip: info.ip,
             protocol: info.protocol,
             subscriptions: Mutex::new(Vec::new()),
-            outbound: tx,
-            close: Mutex::new(None),
-            close_signal: Notify::new(),
-        };
-        (Arc::new(conn), ConnReceiver { outbound: rx })
+            outbox: Mutex::new(Outbox::default()),
+            capacity: queue.max(1),
+            wake: Notify::new(),
+        });
+        (conn.clone(), ConnReceiver { conn })
     }
 
     /// Queues a text frame; a full queue closes the socket (slow consumer). False when the
-    /// frame was not queued.
+    /// frame was not queued (full, or the socket is closing).
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.outbound.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("sessiond_realtime_slow_consumers_total").increment(1);
-                self.close(CLOSE_SLOW_CONSUMER, "Outbound queue overflow");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut outbox = lock(&self.outbox);
+        if outbox.close.is_some() {
+            return false;
         }
+        if outbox.frames.len() >= self.capacity {
+            drop(outbox);
+            metrics::counter!("sessiond_realtime_slow_consumers_total").increment(1);
+            self.close(CLOSE_SLOW_CONSUMER, "Outbound queue overflow");
+            return false;
+        }
+        outbox.frames.push_back(frame);
+        drop(outbox);
+        self.wake.notify_one();
+        true
     }
 
     /// Asks the socket task to send a close frame and stop. The first request wins.
     pub fn close(&self, code: u16, reason: &str) {
-        let mut slot = lock(&self.close);
-        if slot.is_none() {
-            *slot = Some((code, reason.into()));
-            drop(slot);
-            // notify_one stores a permit, so a task not yet waiting still sees it.
-            self.close_signal.notify_one();
-        }
-    }
-
-    /// Waits until [`close`](Self::close) was called; returns the code and reason.
-    pub async fn close_requested(&self) -> (u16, Box<str>) {
-        loop {
-            if let Some(close) = lock(&self.close).clone() {
-                return close;
-            }
-            self.close_signal.notified().await;
+        let mut outbox = lock(&self.outbox);
+        if outbox.close.is_none() {
+            outbox.close = Some((code, reason.into()));
+            outbox.frames = VecDeque::new();
+            drop(outbox);
+            self.wake.notify_one();
         }
     }
 
@@ -140,7 +184,7 @@ impl Conn {
 
     /// Whether a close was requested.
     pub fn is_closing(&self) -> bool {
-        lock(&self.close).is_some()
+        lock(&self.outbox).close.is_some()
     }
 }
 

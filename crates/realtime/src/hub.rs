@@ -20,7 +20,9 @@ use crate::auth::SessionAuthority;
 use crate::channels::Channels;
 use crate::config::RealtimeConfig;
 use crate::conn::{Conn, ConnInfo, ConnReceiver, Connections};
+use crate::events::{EventSink, Events};
 use crate::state::{Presence, UserState};
+use crate::webhook::WebhookSink;
 
 /// Object kind of the persisted per-user state.
 pub const USER_KIND: &str = "rt_user";
@@ -44,6 +46,7 @@ pub(crate) struct HubInner {
     pub(crate) channels: Channels,
     pub(crate) authority: Arc<dyn SessionAuthority>,
     pub(crate) keys: ApiKeys,
+    pub(crate) events: Events,
 }
 
 /// Serializes a frame once so it can be queued to many sockets.
@@ -64,13 +67,19 @@ fn storage_error(e: RuntimeError) -> ApiError {
 }
 
 impl Hub {
-    /// A hub over the persistent kind `users` (see [`USER_KIND`]).
+    /// A hub over the persistent kind `users` (see [`USER_KIND`]). User online/offline
+    /// events go to the configured webhook and to `sinks` (the server adds a stream sink).
     pub fn new(
         config: RealtimeConfig,
         users: ObjectKind<UserState>,
         authority: Arc<dyn SessionAuthority>,
         keys: ApiKeys,
+        mut sinks: Vec<Arc<dyn EventSink>>,
     ) -> Hub {
+        if let Some(webhook) = WebhookSink::from_config(&config.events) {
+            sinks.push(Arc::new(webhook));
+        }
+        let events = Events::start(&config.events, sinks);
         users.set_idle_after(std::time::Duration::from_secs(config.idle_evict_s));
         let hub = Hub {
             inner: Arc::new(HubInner {
@@ -80,6 +89,7 @@ impl Hub {
                 conns: Connections::default(),
                 authority,
                 keys,
+                events,
             }),
         };
         // Drop unused channels periodically; the task ends when the hub is dropped.
@@ -190,6 +200,9 @@ impl Hub {
                 return Err(e);
             }
         }
+        if open == 1 {
+            self.inner.events.changed(&user, true);
+        }
         if let Some(first) = first_frame(&state, &conn) {
             conn.send(first);
         }
@@ -207,6 +220,7 @@ impl Hub {
         if self.inner.conns.remove(conn) > 0 {
             return;
         }
+        self.inner.events.changed(&conn.user_id, false);
         let stored = match guard.load().await {
             Ok(stored) => stored.cloned(),
             Err(e) => {
@@ -231,9 +245,14 @@ impl Hub {
 
     /// The HTTP state view of `user`.
     pub async fn http_state(&self, user: &str) -> ApiResult<Value> {
-        let (guard, state) = self.open(user).await?;
+        let (guard, mut state) = self.open(user).await?;
         let open = self.inner.conns.count(user);
         drop(guard);
+        if open == 0 {
+            // Presence follows the sockets: a state persisted as online by a process that
+            // crashed with sockets open is reported as what it is now.
+            state.presence = Presence::Offline;
+        }
         Ok(state.http_state(open))
     }
 

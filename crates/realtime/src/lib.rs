@@ -17,6 +17,9 @@
 //! - [`channels`]: channels with presence metas, offsets and recovery history.
 //! - [`grants`]: signed channel grants (HMAC-SHA256).
 //! - [`v1`]: the v1 protocol at `/v1/realtime`.
+//! - [`events`]: debounced user online/offline events and their sinks.
+//! - [`webhook`]: the HMAC-signed webhook sink.
+//! - [`sse`]: the SSE fallback (server → client).
 //! - [`api`]: the server API under `/v1/realtime` (service key).
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
@@ -28,18 +31,22 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod grants;
 pub mod hub;
 pub mod seed;
 pub mod socket;
+pub mod sse;
 pub mod state;
 pub mod upgrade;
 pub mod v1;
+pub mod webhook;
 
 use axum::Router;
 
 pub use auth::{SessionAuthority, SessionUser};
-pub use config::RealtimeConfig;
+pub use config::{EventsConfig, RealtimeConfig};
+pub use events::{EventSink, UserEvent};
 pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
 pub use state::{Presence, UserState};
 
@@ -50,5 +57,6 @@ pub fn router(hub: Hub) -> Router {
     seed::router(&hub)
         .merge(v1::router())
         .merge(api::router())
+        .merge(sse::router())
         .with_state(hub)
 }

@@ -1,7 +1,7 @@
 //! The task that owns one WebSocket: reads client frames, writes queued frames, pings.
 //!
-//! One task per socket, one `select!` over four sources (close request, outbound queue,
-//! inbound frame, ping tick), so an idle socket is a parked future plus its buffers — no
+//! One task per socket, one `select!` over three sources (the outbox — close requests first,
+//! then queued frames —, inbound frames, the ping tick), so an idle socket is a parked future plus its buffers — no
 //! second task, no per-socket channel of channels. The read and write buffers are sized by
 //! the config (small by default): with tungstenite's defaults they, not the hub's state, are
 //! what an idle connection costs.
@@ -17,7 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::conn::{Conn, ConnReceiver};
+use crate::conn::{Conn, ConnReceiver, Outbound};
 use crate::hub::Hub;
 
 /// Close code: policy violation (rate limit).
@@ -90,7 +90,7 @@ pub async fn run<P: Protocol>(
     mut ws: WebSocket,
     mut protocol: P,
 ) {
-    let ConnReceiver { mut outbound } = rx;
+    let mut rx = rx;
     let config = hub.config();
     let mut limit = RateLimit::new(config.max_messages_per_s);
     let liveness = config.liveness_timeout();
@@ -101,17 +101,16 @@ pub async fn run<P: Protocol>(
     loop {
         tokio::select! {
             biased;
-            (code, reason) = conn.close_requested() => {
-                send_close(&mut ws, code, &reason).await;
-                break;
-            }
-            out = outbound.recv() => match out {
-                Some(text) => {
-                    if write_queued(&mut ws, text, &mut outbound).await.is_err() {
+            out = rx.next() => match out {
+                Outbound::Frame(text) => {
+                    if write_queued(&mut ws, text, &mut rx).await.is_err() {
                         break;
                     }
                 }
-                None => break,
+                Outbound::Close(code, reason) => {
+                    send_close(&mut ws, code, &reason).await;
+                    break;
+                }
             },
             inbound = ws.recv() => {
                 let message = match inbound {
@@ -164,13 +163,13 @@ const MAX_BATCH: usize = 64;
 async fn write_queued(
     ws: &mut WebSocket,
     first: Utf8Bytes,
-    outbound: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+    rx: &mut ConnReceiver,
 ) -> Result<(), axum::Error> {
     ws.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
-        match outbound.try_recv() {
-            Ok(text) => ws.feed(Message::Text(text)).await?,
-            Err(_) => break,
+        match rx.try_frame() {
+            Some(text) => ws.feed(Message::Text(text)).await?,
+            None => break,
         }
     }
     ws.flush().await

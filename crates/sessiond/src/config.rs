@@ -370,6 +370,14 @@ impl Config {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        for key in shown
+            .realtime
+            .grant_keys
+            .iter_mut()
+            .chain(shown.realtime.events.webhook_keys.iter_mut())
+        {
+            *key = "<redacted>".into();
+        }
         if !shown.streams.cold.s3.secret_access_key.is_empty() {
             shown.streams.cold.s3.secret_access_key = "<redacted>".into();
         }

@@ -167,7 +167,7 @@ pub async fn run(
     let realtime = config
         .realtime
         .enabled
-        .then(|| realtime::hub(&config, realtime_users, &session_service));
+        .then(|| realtime::hub(&config, realtime_users, &session_service, streams.clone()));
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),

@@ -45,13 +45,28 @@ impl SessionAuthority for SessionsAuthority {
 }
 
 /// Builds the hub and starts forwarding session revocations to it (until the sessions
-/// service is dropped).
-pub fn hub(config: &Config, users: ObjectKind<UserState>, sessions: &SessionService) -> Hub {
+/// service is dropped). User online/offline events also go to the configured Durable Stream
+/// when the engine stores streams.
+pub fn hub(
+    config: &Config,
+    users: ObjectKind<UserState>,
+    sessions: &SessionService,
+    streams: Option<sessiond_streams::Streams>,
+) -> Hub {
+    let mut sinks: Vec<Arc<dyn sessiond_realtime::EventSink>> = Vec::new();
+    let path = &config.realtime.events.stream;
+    if let Some(streams) = streams.filter(|_| !path.is_empty()) {
+        sinks.push(Arc::new(StreamSink {
+            streams,
+            path: path.clone(),
+        }));
+    }
     let hub = Hub::new(
         config.realtime.clone(),
         users,
         Arc::new(SessionsAuthority(sessions.clone())),
         ApiKeys::new(&config.api_keys),
+        sinks,
     );
     let mut revocations = sessions.subscribe_revocations();
     let forward = hub.clone();
@@ -69,4 +84,32 @@ pub fn hub(config: &Config, users: ObjectKind<UserState>, sessions: &SessionServ
         }
     });
     hub
+}
+
+/// Appends each user event to a Durable Stream (JSON mode), created on first use.
+struct StreamSink {
+    streams: sessiond_streams::Streams,
+    path: String,
+}
+
+#[async_trait::async_trait]
+impl sessiond_realtime::EventSink for StreamSink {
+    fn name(&self) -> &str {
+        "stream"
+    }
+
+    async fn deliver(&self, event: &sessiond_realtime::UserEvent) -> Result<(), String> {
+        use axum::http::{HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let empty = axum::body::Bytes::new();
+        sessiond_streams::create::create(&self.streams, &self.path, &headers, empty, "/")
+            .await
+            .map_err(|e| format!("{:?}", e.api))?;
+        sessiond_streams::append::append(&self.streams, &self.path, &headers, body.into())
+            .await
+            .map_err(|e| format!("{:?}", e.api))?;
+        Ok(())
+    }
 }

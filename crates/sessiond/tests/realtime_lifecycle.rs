@@ -112,6 +112,20 @@ async fn revoking_sessions_over_http_closes_live_sockets() {
     kept.expect("initial_state").await;
     dropped.expect("initial_state").await;
 
+    // Deleting one session (logging out one device) closes that session's sockets only.
+    let single = session(&s, "alice", None).await;
+    let mut device = connect(&s, &url("alice", &single, "single"), &[])
+        .await
+        .open();
+    device.expect("initial_state").await;
+    let res = s
+        .delete(&format!("/v1/sessions/{single}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(device.closed().await.0, 4001);
+
     // "Log out everywhere else": only the other session's socket closes.
     let (status, _) = json(s.delete(&format!("/v1/users/alice/sessions?except={keep}"))).await;
     assert_eq!(status, 200);
@@ -208,4 +222,47 @@ async fn idle_user_state_leaves_memory_and_comes_back() {
     let (_, conns) = json(s.get("/v1/realtime/users/alice/connections")).await;
     assert_eq!(conns["connections"][0]["device_id"], "phone");
     assert_eq!(conns["connections"][0]["ip"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_by_the_liveness_timeout() {
+    let s = TestServer::start(EngineKind::Memory, |c| {
+        c.realtime.ping_interval_s = 1;
+        c.realtime.liveness_timeout_s = 2;
+    })
+    .await;
+    let token = session(&s, "alice", None).await;
+    // A client that reads (and so answers the server's pings) stays connected...
+    let mut alive = connect(&s, &url("alice", &token, "alive"), &[])
+        .await
+        .open();
+    alive.expect("initial_state").await;
+    // ...one that never reads never sends a pong, and is closed.
+    let silent = connect(&s, &url("alice", &token, "silent"), &[])
+        .await
+        .open();
+    let connections = || async {
+        let (_, conns) = json(s.get("/v1/realtime/users/alice/connections")).await;
+        conns["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["device_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(connections().await.len(), 2);
+    // Keep the live client reading while the silent one times out.
+    let reader = tokio::spawn(async move {
+        loop {
+            alive.send(json!({"type": "ping"})).await;
+            alive.expect("pong").await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    eventually("the silent socket is closed", || async {
+        connections().await == vec!["alive".to_string()]
+    })
+    .await;
+    reader.abort();
+    drop(silent);
 }

@@ -19,7 +19,7 @@ async fn state(s: &TestServer, user: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_of_one_user_share_state_and_presence() {
-    for engine in [EngineKind::Memory, EngineKind::Sqlite] {
+    for engine in common::engines() {
         let s = TestServer::start(engine, |_| {}).await;
         let token = session(&s, "alice", None).await;
 

@@ -51,7 +51,8 @@ pub enum Update {
     Shallow(Map<String, Value>),
 }
 
-/// Sessions revoked through [`SessionService::revoke_user`], announced so that other
+/// Sessions revoked through [`SessionService::revoke_user`] or deleted one by one
+/// ([`SessionService::delete`]), announced so that other
 /// capabilities (the realtime hub) can close what those sessions opened. The sessions
 /// capability does not know who listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -373,17 +374,35 @@ impl SessionService {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
-        if let Some(expected) = if_match {
-            let current = self.current(&mut guard, id, now).await?;
-            if current.version != expected {
-                return Err(ApiError::precondition_failed(format!(
-                    "session is at version {}, not {expected}",
-                    current.version
-                )));
+        // The owner is read first only when someone listens for revocations (closing what
+        // the session opened needs its user); otherwise a delete stays one store call.
+        let mut owner = None;
+        if if_match.is_some() || self.revocations.receiver_count() > 0 {
+            match self.current(&mut guard, id, now).await {
+                Ok(current) => {
+                    if let Some(expected) = if_match.filter(|v| *v != current.version) {
+                        return Err(ApiError::precondition_failed(format!(
+                            "session is at version {}, not {expected}",
+                            current.version
+                        )));
+                    }
+                    owner = current.user_id;
+                }
+                Err(e) if if_match.is_some() || e.status != axum::http::StatusCode::NOT_FOUND => {
+                    return Err(e)
+                }
+                Err(_) => {}
             }
         }
         let deleted = self.store.delete_session(id, now, durability).await?;
         guard.take();
+        if let Some(user_id) = owner.filter(|_| deleted) {
+            let _ = self.revocations.send(Revocation {
+                user_id,
+                session_ids: vec![id.to_string()],
+                all: false,
+            });
+        }
         Ok(deleted)
     }
 

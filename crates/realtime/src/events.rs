@@ -1,0 +1,159 @@
+//! User online/offline events: debounced per user, delivered to sinks (webhook, stream).
+//!
+//! What app backends ask realtime servers for most is "tell me when a user goes offline" —
+//! per *user*, not per socket, and not for a tab reload. So the hub reports every transition
+//! (first socket opened, last socket closed) here, and an event is emitted only if the new
+//! state still holds `debounce_ms` later and differs from the last state emitted for that
+//! user. Because the debounce is one constant, deadlines come in insertion order and a FIFO
+//! queue is the whole timer structure.
+//!
+//! Emitted events go, in order, through one delivery task to every [`EventSink`]; the
+//! webhook sink retries with exponential backoff, so a slow receiver delays later events
+//! rather than reordering them. The queue is bounded: beyond it events are dropped with a
+//! warning and a metric (a backend that was down that long must resync anyway).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sessiond_http::ids::random_id;
+use sessiond_store::{now_ms, Millis};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::EventsConfig;
+
+/// Events waiting for delivery before new ones are dropped.
+const DELIVERY_QUEUE: usize = 10_000;
+
+/// One online/offline event (the webhook body and the stream entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserEvent {
+    /// Unique id (receivers deduplicate by it).
+    pub id: String,
+    /// `user.online` or `user.offline`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The user.
+    pub user_id: String,
+    /// When the state changed (before the debounce), unix ms.
+    pub at: Millis,
+}
+
+/// Where events go.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// A name for logs.
+    fn name(&self) -> &str;
+    /// Delivers one event; `Err` when it could not (the sink does its own retries).
+    async fn deliver(&self, event: &UserEvent) -> Result<(), String>;
+}
+
+/// A transition reported by the hub.
+struct Change {
+    user: String,
+    online: bool,
+    at: Millis,
+}
+
+/// The hub's handle: reports transitions to the debouncer.
+#[derive(Clone)]
+pub struct Events {
+    tx: mpsc::UnboundedSender<Change>,
+}
+
+impl Events {
+    /// Starts the debouncer and the delivery task over `sinks`.
+    pub fn start(config: &EventsConfig, sinks: Vec<Arc<dyn EventSink>>) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (deliver_tx, deliver_rx) = mpsc::channel(DELIVERY_QUEUE);
+        let debounce = Duration::from_millis(config.debounce_ms);
+        tokio::spawn(debounce_loop(rx, deliver_tx, debounce));
+        tokio::spawn(delivery_loop(deliver_rx, sinks));
+        Events { tx }
+    }
+
+    /// The user's first socket opened (`online`) or last socket closed (`!online`).
+    pub fn changed(&self, user: &str, online: bool) {
+        let _ = self.tx.send(Change {
+            user: user.to_string(),
+            online,
+            at: now_ms(),
+        });
+    }
+}
+
+/// A pending (not yet emitted) state of one user.
+struct Pending {
+    online: bool,
+    at: Millis,
+    generation: u64,
+}
+
+async fn debounce_loop(
+    mut rx: mpsc::UnboundedReceiver<Change>,
+    out: mpsc::Sender<UserEvent>,
+    debounce: Duration,
+) {
+    // Users whose last emitted state is online (absent = offline), pending states, and the
+    // deadlines in order.
+    let mut emitted_online: HashSet<String> = HashSet::new();
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut deadlines: VecDeque<(Instant, String, u64)> = VecDeque::new();
+    let mut generation = 0u64;
+    loop {
+        let next = deadlines.front().map(|(at, _, _)| *at);
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { return };
+                let was_online = emitted_online.contains(&change.user);
+                if change.online == was_online {
+                    // Back to what the backend already knows: nothing to say.
+                    pending.remove(&change.user);
+                    continue;
+                }
+                generation += 1;
+                deadlines.push_back((Instant::now() + debounce, change.user.clone(), generation));
+                pending.insert(change.user, Pending { online: change.online, at: change.at, generation });
+            }
+            _ = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((_, user, gen)) = deadlines.pop_front() else { continue };
+                let due = pending.get(&user).is_some_and(|p| p.generation == gen);
+                let Some(state) = due.then(|| pending.remove(&user)).flatten() else { continue };
+                if state.online {
+                    emitted_online.insert(user.clone());
+                } else {
+                    emitted_online.remove(&user);
+                }
+                let event = UserEvent {
+                    id: random_id(),
+                    kind: if state.online { "user.online" } else { "user.offline" },
+                    user_id: user,
+                    at: state.at,
+                };
+                metrics::counter!("sessiond_realtime_user_events_total", "type" => event.kind).increment(1);
+                if out.try_send(event).is_err() {
+                    metrics::counter!("sessiond_realtime_user_events_dropped_total").increment(1);
+                    tracing::warn!("user event queue full; event dropped");
+                }
+            }
+        }
+    }
+}
+
+async fn delivery_loop(mut rx: mpsc::Receiver<UserEvent>, sinks: Vec<Arc<dyn EventSink>>) {
+    while let Some(event) = rx.recv().await {
+        for sink in &sinks {
+            if let Err(e) = sink.deliver(&event).await {
+                metrics::counter!("sessiond_realtime_user_event_failures_total").increment(1);
+                tracing::warn!(sink = sink.name(), user = %event.user_id, error = %e, "user event not delivered");
+            }
+        }
+    }
+}

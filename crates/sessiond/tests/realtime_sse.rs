@@ -1,0 +1,156 @@
+//! The SSE fallback over a real server: events named after frame types, recovery through
+//! `Last-Event-ID`, auth refusals, and the logout event when sessions are revoked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod realtime_support;
+
+use common::{assert_error, json, TestServer};
+use realtime_support::{eventually, session, WAIT};
+use serde_json::{json, Value};
+use sessiond::config::EngineKind;
+
+/// A minimal SSE reader over a streaming reqwest response.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One parsed event.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+impl SseReader {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::new(), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if event.is_empty() && data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some(SseEvent {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                });
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("SSE event in time")
+                .unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    async fn expect(&mut self, event: &str) -> SseEvent {
+        let got = self.next().await.expect("stream ended");
+        assert_eq!(got.event, event, "{got:?}");
+        got
+    }
+}
+
+async fn open(
+    s: &TestServer,
+    query: &str,
+    last_id: Option<&str>,
+) -> Result<SseReader, (u16, Value)> {
+    let mut req = s
+        .get(&format!("/v1/realtime/sse?{query}"))
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id);
+    }
+    let response = req.send().await.unwrap();
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.json().await.unwrap_or(Value::Null);
+        return Err((status, body));
+    }
+    Ok(SseReader {
+        response,
+        buffer: String::new(),
+    })
+}
+
+async fn connections(s: &TestServer) -> u64 {
+    let (_, stats) = json(s.get("/v1/realtime/stats")).await;
+    stats["connections"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_recovers_and_logs_out() {
+    let s = TestServer::start(EngineKind::Memory, |_| {}).await;
+    let token = session(&s, "alice", None).await;
+    let q = format!("channels=user:alice&deviceId=old-proxy&token={token}");
+
+    let (status, body) = open(&s, "channels=user:alice", None).await.err().unwrap();
+    assert_error(status, &body, 401, "no credentials");
+    let (status, body) = open(&s, &format!("channels=user:bob&token={token}"), None)
+        .await
+        .err()
+        .unwrap();
+    assert_error(status, &body, 403, "another user's channel");
+    let (status, body) = open(&s, &format!("token={token}"), None)
+        .await
+        .err()
+        .unwrap();
+    assert_error(status, &body, 400, "no channel");
+
+    let mut sse = open(&s, &q, None).await.unwrap();
+    let sub = sse.expect("subscribed").await;
+    assert_eq!(sub.data["channel"], "user:alice");
+    sse.expect("presence_state").await;
+    let send = |n: i64| {
+        s.post("/v1/realtime/users/alice/send")
+            .json(&json!({"data": {"n": n}}))
+            .send()
+    };
+    send(1).await.unwrap();
+    let m = sse.expect("message").await;
+    assert_eq!(m.data["data"]["n"], 1);
+    let last_id = m.id.expect("message events carry an id");
+    let (_, conns) = json(s.get("/v1/realtime/users/alice/connections")).await;
+    assert_eq!(conns["connections"][0]["protocol"], "sse");
+
+    // The client goes away; messages keep coming; it comes back with Last-Event-ID.
+    drop(sse);
+    eventually("the SSE connection is unregistered", || async {
+        connections(&s).await == 0
+    })
+    .await;
+    send(2).await.unwrap();
+    send(3).await.unwrap();
+    let mut sse = open(&s, &q, Some(&last_id)).await.unwrap();
+    let sub = sse.expect("subscribed").await;
+    assert_eq!(sub.data["recovered"], true, "{:?}", sub.data);
+    let missed: Vec<Value> = sub.data["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"]["n"].clone())
+        .collect();
+    assert_eq!(missed, vec![json!(2), json!(3)]);
+    sse.expect("presence_state").await;
+
+    // Revoking the user's sessions ends the stream with a logout event.
+    let (status, _) = json(s.delete("/v1/users/alice/sessions")).await;
+    assert_eq!(status, 200);
+    let logout = sse.expect("logout").await;
+    assert_eq!(logout.data["code"], 4001);
+    assert_eq!(logout.data["reason"], "Logged out from all devices");
+    assert!(sse.next().await.is_none(), "the stream ends after logout");
+}
