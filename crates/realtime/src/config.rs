@@ -48,7 +48,9 @@ pub struct RealtimeConfig {
     /// server RSS per idle socket: 1 KiB → 5 KB, 2 KiB → 6 KB, 4 KiB → 8 KB, 8 KiB → 12 KB).
     /// Larger messages are still accepted, read in several chunks.
     pub read_buffer_bytes: usize,
-    /// Write buffer of each socket (bytes; 0 = write each frame through at once).
+    /// Write buffer of each socket (bytes): frames already queued for a socket are written
+    /// together up to this size, one syscall per batch (0 = one write per frame). Grows only
+    /// on sockets that had a backlog; idle sockets do not pay it.
     pub write_buffer_bytes: usize,
     /// In-memory per-user state is dropped after this long unused (seconds); it is reloaded
     /// from the engine on the next use. Open sockets do not pin it.
@@ -122,7 +124,7 @@ impl Default for RealtimeConfig {
             ping_interval_s: 25,
             liveness_timeout_s: 60,
             read_buffer_bytes: 2048,
-            write_buffer_bytes: 0,
+            write_buffer_bytes: 8192,
             idle_evict_s: 300,
             max_subscriptions_per_socket: 100,
             max_grants_per_user: 1000,

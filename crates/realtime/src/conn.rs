@@ -117,6 +117,17 @@ impl ConnReceiver {
             }
         }
     }
+
+    /// The oldest queued frame, without waiting; `None` when nothing is queued or a close was
+    /// requested (the close goes out first, through [`next`](Self::next)). Lets the socket
+    /// task write a backlog with one flush.
+    pub fn try_frame(&mut self) -> Option<Utf8Bytes> {
+        let mut outbox = lock(&self.conn.outbox);
+        if outbox.close.is_some() {
+            return None;
+        }
+        outbox.frames.pop_front()
+    }
 }
 
 /// What a new connection is.

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::conn::{Conn, ConnReceiver, Outbound};
@@ -102,7 +103,7 @@ pub async fn run<P: Protocol>(
             biased;
             out = rx.next() => match out {
                 Outbound::Frame(text) => {
-                    if ws.send(Message::Text(text)).await.is_err() {
+                    if write_queued(&mut ws, text, &mut rx).await.is_err() {
                         break;
                     }
                 }
@@ -150,6 +151,28 @@ pub async fn run<P: Protocol>(
     }
     hub.disconnect(&conn).await;
     protocol.on_closed(&hub, &conn).await;
+}
+
+/// Most queued frames written with one flush.
+const MAX_BATCH: usize = 64;
+
+/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`] frames), then
+/// flushes once. A socket with a backlog — a busy channel — then costs one `write` syscall per
+/// batch instead of one per frame (the frames share tungstenite's write buffer, up to
+/// `realtime.write_buffer_bytes`); a lone frame is written at once, as before.
+async fn write_queued(
+    ws: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut ConnReceiver,
+) -> Result<(), axum::Error> {
+    ws.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        match rx.try_frame() {
+            Some(text) => ws.feed(Message::Text(text)).await?,
+            None => break,
+        }
+    }
+    ws.flush().await
 }
 
 /// Whether a read error is tungstenite refusing an over-size message or frame.
