@@ -17,7 +17,8 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 
 use crate::error::{limit, out_of_range};

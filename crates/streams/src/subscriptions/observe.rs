@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 use tokio::sync::mpsc;
 
