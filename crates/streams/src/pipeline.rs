@@ -13,7 +13,9 @@
 //! own commit is durable.
 //!
 //! The completion runs in a spawned task, so a client that disconnects cannot leave a commit
-//! in flight forever. If a commit fails, its successors fail their tail check too; the object
+//! in flight forever. Completions of one stream publish in enqueue order (each waits for its
+//! predecessor's), so the durable tail and the store's observers (subscriptions) see appends
+//! in log order. If a commit fails, its successors fail their tail check too; the object
 //! is marked [`Flight::failed`], every one of them answers 503, and the next lock waits for the
 //! flight to land and reloads the stream from the engine.
 //!
@@ -23,6 +25,7 @@
 //! state.
 
 use sessiond_store::{Commit, Durability, StreamChunk};
+use tokio::sync::oneshot;
 
 use crate::error::{StreamError, StreamResult};
 use crate::service::{Guard, Streams};
@@ -100,10 +103,16 @@ impl Streams {
             persisted_expiry: expires_at,
         });
         let (flight, changed) = (object.flight.clone(), object.changed.clone());
+        let (done, next_done) = oneshot::channel();
+        let previous = object.last_done.replace(next_done);
         drop(g);
 
-        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let (reply, outcome) = oneshot::channel();
         tokio::spawn(async move {
+            // In enqueue order (costs nothing: the engine answers in that order anyway).
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             let result = ticket.await;
             let written = matches!(result, Ok(Commit::Written));
             flight.send_modify(|f| {
@@ -117,6 +126,7 @@ impl Streams {
             if written {
                 changed.send_modify(|v| *v = v.wrapping_add(1));
             }
+            let _ = done.send(());
             let _ = reply.send(result);
         });
         match outcome.await {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sessiond_store::{Millis, StoreError, StreamMeta};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// An idempotent producer's position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +198,9 @@ pub struct StreamObject {
     pub changed: watch::Sender<u64>,
     /// Pipelined appends of this stream (see `pipeline.rs`).
     pub flight: watch::Sender<Flight>,
+    /// Fires when the last pipelined append's completion has published its outcome; the next
+    /// one publishes only after it, so outcomes (and store observers) are seen in order.
+    pub(crate) last_done: Option<oneshot::Receiver<()>>,
 }
 
 impl StreamObject {
@@ -207,6 +210,7 @@ impl StreamObject {
             stream,
             changed: watch::Sender::new(0),
             flight: watch::Sender::new(Flight::default()),
+            last_done: None,
         }
     }
 
