@@ -78,7 +78,7 @@ pub struct SqliteEngine {
     writer: Writer,
     readers: Readers,
     /// Bounds the writer's queue; a permit is held while a write is queued or running.
-    queue: tokio::sync::Semaphore,
+    queue: Arc<tokio::sync::Semaphore>,
     /// The exclusive lock on `<dir>/sessiond.lock`, released by `close` (or drop).
     dir_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
@@ -135,11 +135,11 @@ impl SqliteEngine {
             writer,
             readers,
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
-            queue: tokio::sync::Semaphore::new(
+            queue: Arc::new(tokio::sync::Semaphore::new(
                 options
                     .max_queued_writes
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            ),
+            )),
         }))
     }
 
@@ -159,11 +159,33 @@ impl SqliteEngine {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.enqueue(durability, work).await?.await
+    }
+
+    /// Queues a write command (waiting for a queue slot if the queue is full) and returns the
+    /// future of its answer: commands are run in the order this returned in.
+    async fn enqueue<T, F>(
+        &self,
+        durability: Durability,
+        work: F,
+    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
-        let _slot = self.queue.acquire().await.map_err(|_| closed())?;
-        self.writer.write(durability, work).await
+        let slot = Arc::clone(&self.queue)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        let answer = self.writer.enqueue(durability, work)?;
+        Ok(async move {
+            let result = answer.await;
+            drop(slot);
+            result
+        })
     }
 
     /// Runs a read on the reader pool (inline: see `reader`).

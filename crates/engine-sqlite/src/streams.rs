@@ -17,7 +17,8 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Commit, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 
 use crate::error::{limit, out_of_range};
@@ -99,38 +100,42 @@ impl StreamStore for SqliteEngine {
         .await
     }
 
-    async fn commit(
+    async fn commit_enqueue(
         &self,
         path: &str,
         expected_tail: u64,
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
         durability: Durability,
-    ) -> Result<Commit> {
-        let (path, meta, chunks) = (path.to_owned(), meta.clone(), chunks.to_vec());
-        self.write(durability, move |conn| {
-            // The compare and the set are one command of the writer: nothing else runs between.
-            let current: Option<(i64, i64)> = conn
-                .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
-                .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            let expected = off("expected tail", expected_tail)?;
-            let Some((id, _)) = current.filter(|(_, tail)| *tail == expected) else {
-                return Ok(Commit::Conflict);
-            };
-            insert_chunks(conn, id, &chunks)?;
-            conn.prepare_cached(
-                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                off("tail", meta.tail)?,
-                meta.expires_at,
-                meta.state
-            ])?;
-            Ok(Commit::Written)
-        })
-        .await
+    ) -> Result<CommitTicket> {
+        let path = path.to_owned();
+        // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
+        // order is fixed once the command is queued.
+        let ticket = self
+            .enqueue(durability, move |conn| {
+                // The compare and the set are one command of the writer: nothing runs between.
+                let current: Option<(i64, i64)> = conn
+                    .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
+                    .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                let expected = off("expected tail", expected_tail)?;
+                let Some((id, _)) = current.filter(|(_, tail)| *tail == expected) else {
+                    return Ok(Commit::Conflict);
+                };
+                insert_chunks(conn, id, &chunks)?;
+                conn.prepare_cached(
+                    "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    off("tail", meta.tail)?,
+                    meta.expires_at,
+                    meta.state
+                ])?;
+                Ok(Commit::Written)
+            })
+            .await?;
+        Ok(Box::pin(ticket))
     }
 
     async fn read_chunks(

@@ -128,9 +128,14 @@ impl Writer {
         })
     }
 
-    /// Queues `work` for the next batch and waits for its answer, which arrives once the batch
-    /// committed (`Unconfirmed`) or committed and was fsynced (`Confirmed`).
-    pub(crate) async fn write<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    /// Queues `work` for the next batch (commands run in queue order) and returns the future
+    /// of its answer, which arrives once the batch committed (`Unconfirmed`) or committed and
+    /// was fsynced (`Confirmed`).
+    pub(crate) fn enqueue<T, F>(
+        &self,
+        durability: Durability,
+        work: F,
+    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -149,9 +154,11 @@ impl Writer {
             };
             sender.send(command).map_err(|_| closed())?;
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+        })
     }
 
     pub(crate) fn stats(&self) -> WriterStats {

@@ -12,10 +12,21 @@
 //! by the expected tail, so "append + close + producer sequence update" is never half-done and
 //! a writer that lost a race (another node) learns it instead of corrupting the log.
 //!
+//! Pipelining: a commit has two phases, [`StreamStore::commit_enqueue`] (fixes the commit's
+//! place in the engine's order and returns) and the returned [`CommitTicket`] (resolves once
+//! the commit was applied and, per its `Durability`, made durable). The capability enqueues
+//! under its per-stream lock and awaits the ticket after releasing it, so many appends to one
+//! stream share one engine commit. The tail check makes the chain safe: if one commit fails,
+//! every commit enqueued after it on the same stream expects a tail that was never written and
+//! fails too (`Conflict`), so nothing is appended out of order or after a gap.
+//!
 //! Cold storage: sealed ranges of a stream can move to object storage. The engine keeps the
 //! segment index ([`SegmentRef`]); [`StreamStore::seal_segment`] records a segment and drops
 //! the hot chunks it covers in one step. Reads of sealed ranges go to the object store (the
 //! capability does that); the engine's `read_chunks` returns only hot chunks.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -74,6 +85,11 @@ pub enum Commit {
     Conflict,
 }
 
+/// The second phase of a commit: resolves with the commit's outcome once it was applied and,
+/// for `Durability::Confirmed`, durable. Commits enqueued earlier are applied (and made
+/// durable) no later than this one.
+pub type CommitTicket = Pin<Box<dyn Future<Output = Result<Commit>> + Send + 'static>>;
+
 /// Storage for streams.
 #[async_trait]
 pub trait StreamStore: Send + Sync {
@@ -89,9 +105,22 @@ pub trait StreamStore: Send + Sync {
         durability: Durability,
     ) -> Result<bool>;
 
-    /// Appends `chunks` (possibly none) and replaces the metadata with `meta`, atomically, if
-    /// the stored tail equals `expected_tail`. `meta.tail` must be the end of the last chunk
-    /// (or `expected_tail` when there are none).
+    /// Enqueues a commit: append `chunks` (possibly none) and replace the metadata with
+    /// `meta`, atomically, if the stored tail equals `expected_tail` when the commit is
+    /// applied. `meta.tail` must be the end of the last chunk (or `expected_tail` when there
+    /// are none). Once this returns, the commit's order is fixed: commits enqueued later
+    /// (by anyone) are applied after it. The ticket reports the outcome (see [`CommitTicket`]);
+    /// dropping it does not cancel the commit.
+    async fn commit_enqueue(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+        durability: Durability,
+    ) -> Result<CommitTicket>;
+
+    /// [`commit_enqueue`](Self::commit_enqueue) and wait for the outcome.
     async fn commit(
         &self,
         path: &str,
@@ -99,7 +128,17 @@ pub trait StreamStore: Send + Sync {
         chunks: &[StreamChunk],
         meta: &StreamMeta,
         durability: Durability,
-    ) -> Result<Commit>;
+    ) -> Result<Commit> {
+        self.commit_enqueue(
+            path,
+            expected_tail,
+            chunks.to_vec(),
+            meta.clone(),
+            durability,
+        )
+        .await?
+        .await
+    }
 
     /// Hot chunks that end after `from`, in offset order, stopping once `max_bytes` were
     /// collected (always at least one chunk when any exists). A chunk starting before `from`

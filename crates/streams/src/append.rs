@@ -3,7 +3,9 @@
 //! The whole request is decided under the stream's lock and written with ONE
 //! `StreamStore::commit`: the chunks, the new tail, the closed flag and closing producer, the
 //! producer's new (epoch, seq) and the new `Stream-Seq`. The reply is sent only after that
-//! commit returned (the write is durable), and waiting readers are woken only then.
+//! commit is durable, and waiting readers are woken only then. A plain append (data, no close)
+//! is pipelined: enqueued under the lock, awaited after it (`pipeline.rs`), so checks run
+//! against the assigned state, which includes appends still in flight.
 //!
 //! Precedence of refusals follows the protocol: a closed stream (409 + `Stream-Closed`) wins
 //! over a content-type mismatch, which wins over a `Stream-Seq` regression; a retry of the
@@ -85,6 +87,8 @@ pub async fn append(
     if let Some(p) = &producer {
         match producer::check(&info, p)? {
             Verdict::Duplicate(state) => {
+                // The original may still be in flight: answer only once it is durable.
+                streams.settle(&mut g).await?;
                 streams.touch(&mut g, now).await?;
                 return Ok(reply(
                     StatusCode::NO_CONTENT,
@@ -128,14 +132,21 @@ pub async fn append(
         info.closed_by = producer.clone();
     }
     info.last_access = now;
-    streams
-        .commit_with(&mut g, current.tail, &chunks, info, true, durability)
-        .await?;
-    if !chunks.is_empty() {
+    let has_data = !chunks.is_empty();
+    if close || !has_data || !streams.pipelines() {
+        streams
+            .commit_with(&mut g, current.tail, &chunks, info, true, durability)
+            .await?;
+    } else {
+        streams
+            .commit_pipelined(g, current.tail, chunks, info, durability)
+            .await?;
+    }
+    if has_data {
         crate::metrics::appended(body.len(), accepted.is_some());
     }
     // An accepted producer append is a 200; a close-only request (no data) is a 204 either way.
-    let status = if accepted.is_some() && !chunks.is_empty() {
+    let status = if accepted.is_some() && has_data {
         StatusCode::OK
     } else {
         StatusCode::NO_CONTENT

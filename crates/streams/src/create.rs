@@ -45,6 +45,7 @@ pub async fn create(
             ))
         }
         Found::Live => {
+            streams.settle(&mut g).await?;
             let Some(existing) = stream(&g) else {
                 return Err(StreamError::not_found());
             };

@@ -109,6 +109,8 @@ pub async fn prepare(
         Found::Missing => return Err(StreamError::not_found()),
         Found::Gone => return Err(StreamError::conflict("the fork source was deleted")),
     }
+    // The fork point must be durable: wait for the source's appends in flight.
+    streams.settle(&mut g).await?;
     let Some((snap, _)) = Streams::snapshot(&g) else {
         return Err(StreamError::not_found());
     };

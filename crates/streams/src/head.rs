@@ -16,7 +16,7 @@ use crate::service::{stream, Streams};
 /// Handles a HEAD.
 pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
     let g = streams.lock_live(path, now_ms()).await?;
-    let Some(s) = stream(&g) else {
+    let (Some(s), Some(tail)) = (stream(&g), g.state().and_then(|o| o.visible_tail())) else {
         return Err(StreamError::not_found());
     };
     let mut r = StatusCode::OK.into_response();
@@ -27,7 +27,7 @@ pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
         }
     };
     put("content-type", s.info.content_type.clone());
-    put(NEXT_OFFSET, offset::format(s.tail));
+    put(NEXT_OFFSET, offset::format(tail));
     if let Some(ttl) = s.info.ttl_s {
         put(TTL, ttl.to_string());
     }
@@ -42,7 +42,7 @@ pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
         format!(
             "\"{}:head:{}{}\"",
             s.info.created_at,
-            s.tail,
+            tail,
             if s.info.closed { ":c" } else { "" }
         ),
     );

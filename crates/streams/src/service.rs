@@ -10,6 +10,8 @@
 //!
 //! Waiters are woken by [`StreamObject::notify`] only after `commit` returned, i.e. after the
 //! write is durable: a long-poll or SSE reader never sees data that a crash could take back.
+//! Plain appends are the exception to "held across the commit": they are pipelined (see
+//! `pipeline.rs`), and snapshots then carry the durable tail, not the assigned one.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ pub struct Streams {
     pub(crate) objects: ObjectKind<StreamObject>,
     pub(crate) config: Arc<StreamsConfig>,
     /// True when no other process writes this engine: cached metadata stays valid.
-    exclusive: bool,
+    pub(crate) exclusive: bool,
     pub(crate) sse_open: Arc<AtomicUsize>,
     pub(crate) long_polls: Arc<AtomicUsize>,
 }
@@ -99,7 +101,8 @@ impl Streams {
     /// Locks `path` and makes sure its object reflects the store.
     pub async fn lock(&self, path: &str) -> StreamResult<Guard> {
         let mut g = self.objects.lock(path).await;
-        if g.state().is_none() || !self.exclusive {
+        let failed = self.heal(&mut g).await?;
+        if g.state().is_none() || !self.exclusive || failed {
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {
@@ -170,6 +173,8 @@ impl Streams {
         wake: bool,
         durability: Durability,
     ) -> StreamResult<()> {
+        // Ordered after every pipelined append (and `expected_tail` is then durable).
+        self.settle(g).await?;
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         let result = self
@@ -242,6 +247,7 @@ impl Streams {
     /// fork (the caller releases that reference after dropping this lock).
     pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
         let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
+        self.settle(g).await?;
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
         self.store
@@ -282,7 +288,7 @@ impl Streams {
         Some((
             Snapshot {
                 path: g.key().to_owned(),
-                tail: s.tail,
+                tail: object.visible_tail()?,
                 closed: s.info.closed,
                 json: s.info.is_json(),
                 content_type: s.info.content_type.clone(),

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sessiond_store::{Millis, StoreError, StreamMeta};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// An idempotent producer's position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,12 +174,33 @@ impl Stream {
     }
 }
 
+/// Appends enqueued to the engine but not yet confirmed, as seen by the tasks that await them
+/// outside the stream's lock (so it lives in a `watch`, not in the locked object).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flight {
+    /// Enqueued commits whose outcome is not known yet.
+    pub in_flight: u64,
+    /// The tail readers may see while commits are in flight: the end of the last commit known
+    /// durable (commits are applied in order, so everything before it is durable too).
+    pub durable_tail: u64,
+    /// A commit in flight failed: the cached stream is ahead of the store and must be reloaded
+    /// once nothing is in flight any more (its successors fail their tail check meanwhile).
+    pub failed: bool,
+}
+
 /// The runtime object of one stream path.
 pub struct StreamObject {
-    /// The stream, or `None` when the path has none (cached absence).
+    /// The stream, or `None` when the path has none (cached absence). While appends are in
+    /// flight this is the *assigned* state (tail, producers, `Stream-Seq` including them); what
+    /// readers may see is [`StreamObject::visible_tail`].
     pub stream: Option<Stream>,
     /// Bumped after every durable change; readers at the tail wait on it.
     pub changed: watch::Sender<u64>,
+    /// Pipelined appends of this stream (see `pipeline.rs`).
+    pub flight: watch::Sender<Flight>,
+    /// Fires when the last pipelined append's completion has published its outcome; the next
+    /// one publishes only after it, so outcomes (and store observers) are seen in order.
+    pub(crate) last_done: Option<oneshot::Receiver<()>>,
 }
 
 impl StreamObject {
@@ -188,11 +209,25 @@ impl StreamObject {
         StreamObject {
             stream,
             changed: watch::Sender::new(0),
+            flight: watch::Sender::new(Flight::default()),
+            last_done: None,
         }
     }
 
     /// Wakes every waiting reader (call only after the change is durable).
     pub fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The tail readers may see: the assigned tail when nothing is in flight, else the durable
+    /// one (never more than the assigned tail).
+    pub fn visible_tail(&self) -> Option<u64> {
+        let stream = self.stream.as_ref()?;
+        let flight = *self.flight.borrow();
+        Some(if flight.in_flight == 0 && !flight.failed {
+            stream.tail
+        } else {
+            flight.durable_tail.min(stream.tail)
+        })
     }
 }

@@ -222,7 +222,12 @@ pub async fn compact_stream(
 ) -> Result<usize, StoreError> {
     let mut sealed = 0;
     loop {
-        let g = streams.objects.lock(path).await;
+        let mut g = streams.objects.lock(path).await;
+        // Seal only durable data: wait for the stream's appends in flight. One that failed
+        // leaves the stream for the next pass (after a request reloaded it).
+        if streams.settle(&mut g).await.is_err() {
+            return Ok(sealed);
+        }
         let done = tier
             .compact_stream(streams.store.as_ref(), path, policy)
             .await?

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::MemoryEngine;
-use crate::streams::{Commit, SegmentRef, StreamChunk, StreamMeta, StreamStore};
+use crate::streams::{Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore};
 use crate::{Durability, Millis, Result};
 
 pub(super) struct MemoryStream {
@@ -44,24 +44,26 @@ impl StreamStore for MemoryEngine {
         })
     }
 
-    async fn commit(
+    async fn commit_enqueue(
         &self,
         path: &str,
         expected_tail: u64,
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
         _: Durability,
-    ) -> Result<Commit> {
-        self.with(|s| match s.streams.get_mut(path) {
+    ) -> Result<CommitTicket> {
+        // Applied at once, so the order is the call order and the ticket is already resolved.
+        let outcome = self.with(|s| match s.streams.get_mut(path) {
             Some(st) if st.meta.tail == expected_tail => {
                 for c in chunks {
-                    st.chunks.insert(c.offset, c.data.clone());
+                    st.chunks.insert(c.offset, c.data);
                 }
-                st.meta = meta.clone();
+                st.meta = meta;
                 Commit::Written
             }
             _ => Commit::Conflict,
-        })
+        })?;
+        Ok(Box::pin(std::future::ready(Ok(outcome))))
     }
 
     async fn read_chunks(

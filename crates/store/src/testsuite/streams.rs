@@ -21,6 +21,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     expiry(s).await;
     sealing(s).await;
     binary_and_large(s).await;
+    super::pipeline::run_pipeline(s).await;
 }
 
 /// Metadata of `path` with `tail` and a recognizable state.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -114,26 +115,31 @@ impl StreamStore for ObservedStore {
         Ok(made)
     }
 
-    async fn commit(
+    async fn commit_enqueue(
         &self,
         path: &str,
         expected_tail: u64,
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
         durability: Durability,
-    ) -> Result<Commit> {
-        let result = self
+    ) -> Result<CommitTicket> {
+        let appended = (!chunks.is_empty()).then(|| Change::Appended {
+            path: path.to_owned(),
+            before: expected_tail,
+            tail: meta.tail,
+        });
+        let ticket = self
             .inner
-            .commit(path, expected_tail, chunks, meta, durability)
+            .commit_enqueue(path, expected_tail, chunks, meta, durability)
             .await?;
-        if result == Commit::Written && !chunks.is_empty() {
-            self.observer.send(|| Change::Appended {
-                path: path.to_owned(),
-                before: expected_tail,
-                tail: meta.tail,
-            });
-        }
-        Ok(result)
+        let observer = self.observer.clone();
+        Ok(Box::pin(async move {
+            let result = ticket.await?;
+            if let (Commit::Written, Some(change)) = (result, appended) {
+                observer.send(|| change);
+            }
+            Ok(result)
+        }))
     }
 
     async fn read_chunks(

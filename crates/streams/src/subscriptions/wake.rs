@@ -40,7 +40,8 @@ impl Subscriptions {
     /// The tail of a live stream, if it exists.
     pub(crate) async fn tail_of(&self, path: &str) -> Option<u64> {
         let g = self.inner.streams.lock(path).await.ok()?;
-        stream(&g).filter(|s| !s.info.soft_deleted).map(|s| s.tail)
+        stream(&g).filter(|s| !s.info.soft_deleted)?;
+        g.state().and_then(|o| o.visible_tail())
     }
 
     /// Linked streams whose tail is past their cursor, with those tails.

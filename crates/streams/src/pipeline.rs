@@ -1,0 +1,149 @@
+//! Pipelined appends: many appends to one stream share one engine commit.
+//!
+//! Holding the stream's lock until each commit is durable made appends to one stream one
+//! fsync each. Instead an append is decided under the lock (checks against the *assigned*
+//! state, offsets from the assigned tail), **enqueued** to the engine (which fixes its order,
+//! see `StreamStore::commit_enqueue`), the assigned state updated, and the lock released; the
+//! durability wait happens outside the lock, so the next append can be enqueued meanwhile and
+//! the engine's group commit folds them into one transaction.
+//!
+//! Readers must never see bytes that are not durable: while commits are in flight they see
+//! the [`Flight::durable_tail`], advanced (monotonically, commits being applied in order) by
+//! each commit's completion, which also wakes waiting readers. A reply is sent only after its
+//! own commit is durable.
+//!
+//! The completion runs in a spawned task, so a client that disconnects cannot leave a commit
+//! in flight forever. Completions of one stream publish in enqueue order (each waits for its
+//! predecessor's), so the durable tail and the store's observers (subscriptions) see appends
+//! in log order. If a commit fails, its successors fail their tail check too; the object
+//! is marked [`Flight::failed`], every one of them answers 503, and the next lock waits for the
+//! flight to land and reloads the stream from the engine.
+//!
+//! Everything that is not a plain append (close, delete, fork, expiry, TTL refresh, a
+//! producer's duplicate) first [`settle`](Streams::settle)s: waits, under the lock, until
+//! nothing is in flight, so it is ordered after every pending append and sees only durable
+//! state.
+
+use sessiond_store::{Commit, Durability, StreamChunk};
+use tokio::sync::oneshot;
+
+use crate::error::{StreamError, StreamResult};
+use crate::service::{Guard, Streams};
+use crate::state::{Flight, Stream, StreamInfo, StreamObject};
+
+/// The 503 of an append that was queued behind one that failed.
+fn failed_earlier() -> StreamError {
+    StreamError::busy("an earlier append to this stream failed to commit; retry")
+}
+
+impl Streams {
+    /// Waits until no append of the locked stream is in flight. Err (503) if one failed; the
+    /// next lock reloads the stream.
+    pub async fn settle(&self, g: &mut Guard) -> StreamResult<()> {
+        let Some(object) = g.state() else {
+            return Ok(());
+        };
+        if wait_landed(object).await?.failed {
+            return Err(failed_earlier());
+        }
+        Ok(())
+    }
+
+    /// Called by `lock`: if an append failed, waits for the flight to land, clears it and
+    /// says the stream must be reloaded from the engine.
+    pub(crate) async fn heal(&self, g: &mut Guard) -> StreamResult<bool> {
+        let Some(object) = g.state() else {
+            return Ok(false);
+        };
+        if !object.flight.borrow().failed {
+            return Ok(false);
+        }
+        wait_landed(object).await?;
+        object.flight.send_replace(Flight::default());
+        Ok(true)
+    }
+
+    /// True when appends may be pipelined: this process is the engine's only writer (else
+    /// every lock reloads the stream and would forget the assigned state).
+    pub(crate) fn pipelines(&self) -> bool {
+        self.exclusive
+    }
+
+    /// Enqueues the append `chunks` + `info` after `expected_tail` under the lock, releases the
+    /// lock, and returns once the commit is durable (per `durability`). `chunks` must not be
+    /// empty; the caller made every check against the assigned state.
+    pub async fn commit_pipelined(
+        &self,
+        mut g: Guard,
+        expected_tail: u64,
+        chunks: Vec<StreamChunk>,
+        info: StreamInfo,
+        durability: Durability,
+    ) -> StreamResult<()> {
+        let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
+        let meta = Stream::encode(g.key(), tail, &info)?;
+        let expires_at = meta.expires_at;
+        let ticket = self
+            .store
+            .commit_enqueue(g.key(), expected_tail, chunks, meta, durability)
+            .await?;
+        let Some(object) = g.state_mut() else {
+            return Err(StreamError::busy("stream object vanished"));
+        };
+        object.flight.send_if_modified(|f| {
+            if f.in_flight == 0 {
+                f.durable_tail = expected_tail;
+            }
+            f.in_flight += 1;
+            false // nobody waits for more to be in flight
+        });
+        object.stream = Some(Stream {
+            tail,
+            info,
+            persisted_expiry: expires_at,
+        });
+        let (flight, changed) = (object.flight.clone(), object.changed.clone());
+        let (done, next_done) = oneshot::channel();
+        let previous = object.last_done.replace(next_done);
+        drop(g);
+
+        let (reply, outcome) = oneshot::channel();
+        tokio::spawn(async move {
+            // In enqueue order (costs nothing: the engine answers in that order anyway).
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let result = ticket.await;
+            let written = matches!(result, Ok(Commit::Written));
+            flight.send_modify(|f| {
+                f.in_flight -= 1;
+                if written {
+                    f.durable_tail = f.durable_tail.max(tail);
+                } else {
+                    f.failed = true;
+                }
+            });
+            if written {
+                changed.send_modify(|v| *v = v.wrapping_add(1));
+            }
+            let _ = done.send(());
+            let _ = reply.send(result);
+        });
+        match outcome.await {
+            Ok(Ok(Commit::Written)) => Ok(()),
+            Ok(Ok(Commit::Conflict)) => Err(failed_earlier()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StreamError::busy("the append's completion was lost; retry")),
+        }
+    }
+}
+
+/// Waits (holding the lock, so nothing new is enqueued) until nothing is in flight.
+async fn wait_landed(object: &StreamObject) -> StreamResult<Flight> {
+    let mut flight = object.flight.subscribe();
+    let landed = flight
+        .wait_for(|f| f.in_flight == 0)
+        .await
+        .map_err(|_| StreamError::busy("stream object vanished"))?;
+    Ok(*landed)
+}
