@@ -118,6 +118,7 @@ impl ColdTier {
             return Ok(None);
         }
         self.forget(path);
+        self.recent.note_sealed_end(path, segment.end);
         metrics::counter!("sessiond_streams_segments_sealed_total").increment(1);
         metrics::counter!("sessiond_streams_segment_bytes_total").increment(bytes as u64);
         Ok(Some(segment))

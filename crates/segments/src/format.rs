@@ -20,6 +20,7 @@
 //! behind a key, and turns either into `StoreError::Corrupt` rather than wrong stream bytes.
 //! Format changes get a new magic; decoders refuse magics they do not know.
 
+use bytes::Bytes;
 use sessiond_store::{StoreError, StreamChunk};
 
 /// First 8 bytes of every segment file of this format.
@@ -64,6 +65,31 @@ pub fn encode(chunks: &[StreamChunk]) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// One stored chunk of a decoded segment: a slice of the segment's bytes (no copy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Offset of its first byte.
+    pub offset: u64,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+impl Frame {
+    /// Offset after its last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+impl From<Frame> for StreamChunk {
+    fn from(frame: Frame) -> StreamChunk {
+        StreamChunk {
+            offset: frame.offset,
+            data: frame.data.to_vec(),
+        }
+    }
+}
+
 /// A decoded segment.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decoded {
@@ -72,7 +98,7 @@ pub struct Decoded {
     /// Offset after the last byte covered.
     pub end: u64,
     /// The chunks, in offset order.
-    pub chunks: Vec<StreamChunk>,
+    pub chunks: Vec<Frame>,
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -89,12 +115,12 @@ fn take<const N: usize>(bytes: &[u8], at: &mut usize) -> Result<[u8; N], StoreEr
     Ok(out)
 }
 
-/// Decodes and verifies a segment file.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, StoreError> {
+/// Decodes and verifies a segment file; the frames share `bytes` (no copy).
+pub fn decode(bytes: Bytes) -> Result<Decoded, StoreError> {
     if bytes.len() < HEADER + TRAILER {
         return Err(corrupt("shorter than a header"));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
+    let (body, crc) = bytes[..].split_at(bytes.len() - TRAILER);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(crc);
     if crc32(body) != u32::from_le_bytes(stored) {
@@ -116,14 +142,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, StoreError> {
             return Err(corrupt("frames are not contiguous"));
         }
         let stop = at.checked_add(len).ok_or_else(|| corrupt("truncated"))?;
-        let data = body
-            .get(at..stop)
-            .ok_or_else(|| corrupt("truncated frame"))?;
-        at = stop;
-        let chunk = StreamChunk {
+        if stop > body.len() {
+            return Err(corrupt("truncated frame"));
+        }
+        let chunk = Frame {
             offset,
-            data: data.to_vec(),
+            data: bytes.slice(at..stop),
         };
+        at = stop;
         expected = chunk.end();
         chunks.push(chunk);
     }
@@ -165,9 +191,10 @@ mod tests {
         let bytes = encode(&chunks).unwrap();
         assert_eq!(&bytes[..8], MAGIC);
         assert_eq!(bytes.len(), HEADER + 3 * FRAME_HEADER + 8 + TRAILER);
-        let d = decode(&bytes).unwrap();
+        let d = decode(bytes.into()).unwrap();
         assert_eq!((d.start, d.end), (100, 108));
-        assert_eq!(d.chunks, chunks);
+        let decoded: Vec<StreamChunk> = d.chunks.into_iter().map(Into::into).collect();
+        assert_eq!(decoded, chunks);
     }
 
     #[test]
@@ -178,16 +205,19 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(decode(&bad).is_err(), "flipped byte {i} accepted");
+            assert!(decode(bad.into()).is_err(), "flipped byte {i} accepted");
         }
         for n in 0..bytes.len() {
-            assert!(decode(&bytes[..n]).is_err(), "truncated to {n} accepted");
+            assert!(
+                decode(bytes[..n].to_vec().into()).is_err(),
+                "truncated to {n} accepted"
+            );
         }
         // A well-checksummed file whose frames lie about the range is refused too.
         let mut lying = bytes[..bytes.len() - 4].to_vec();
         lying[16..24].copy_from_slice(&11u64.to_le_bytes());
         let crc = crc32(&lying);
         lying.extend_from_slice(&crc.to_le_bytes());
-        assert!(decode(&lying).is_err());
+        assert!(decode(lying.into()).is_err());
     }
 }

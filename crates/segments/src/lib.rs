@@ -9,6 +9,7 @@
 //! - [`format`]: the segment file's byte layout (framed chunks + CRC-32).
 //! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
 //!   [`spawn_compactor`].
+//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently decoded segments.
 //! - `testing` (feature `testing`): a private `moto_server` for S3 tests.
 //!
 //! # Durability and crash safety
@@ -33,6 +34,7 @@
 
 pub mod compact;
 pub mod format;
+mod reader;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -43,9 +45,11 @@ use std::time::Instant;
 use base64::Engine as _;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sessiond_store::{SegmentRef, StoreError, StreamChunk, StreamStore};
+use sessiond_store::{StoreError, StreamStore};
 
 pub use compact::{spawn_compactor, CompactionPolicy};
+pub use format::Frame;
+pub use reader::DEFAULT_READ_CACHE_BYTES;
 
 /// Default directory of the local tier, relative to the server's data directory.
 pub const DEFAULT_LOCAL_DIR: &str = "segments";
@@ -76,6 +80,8 @@ pub struct ColdTier {
     prefix: String,
     /// Per stream: the first hot offset compaction last saw, and since when (for `max_age`).
     pub(crate) first_seen: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
+    /// Recently decoded segments and, per stream, where its sealed range ends.
+    pub(crate) recent: reader::Recent,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -121,7 +127,16 @@ impl ColdTier {
             objects,
             prefix,
             first_seen: Mutex::new(Default::default()),
+            recent: reader::Recent::new(DEFAULT_READ_CACHE_BYTES),
         }
+    }
+
+    /// Keeps at most `bytes` of recently decoded segments in memory (0: none). A catch-up
+    /// reader pages through a segment in several requests; the cache lets it fetch and verify
+    /// each segment once instead of once per page.
+    pub fn with_read_cache_bytes(mut self, bytes: usize) -> ColdTier {
+        self.recent = reader::Recent::new(bytes);
+        self
     }
 
     /// The key "directory" of one stream's segments.
@@ -167,56 +182,6 @@ impl ColdTier {
         }
     }
 
-    /// Reads and verifies one segment.
-    async fn load(&self, segment: &SegmentRef) -> Result<Vec<StreamChunk>, StoreError> {
-        let key = &segment.object_key;
-        let bytes = self
-            .objects
-            .get(&Self::key(key)?)
-            .await
-            .map_err(|e| unavailable(&format!("reading {key}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| unavailable(&format!("reading {key}"), e))?;
-        let decoded = format::decode(&bytes)?;
-        if (decoded.start, decoded.end) != (segment.start, segment.end) {
-            return Err(StoreError::Corrupt(format!(
-                "segment {key} covers [{}, {}), its index entry says [{}, {})",
-                decoded.start, decoded.end, segment.start, segment.end
-            )));
-        }
-        Ok(decoded.chunks)
-    }
-
-    /// Chunks of `path`'s sealed segments that end after `from`, in offset order, with their
-    /// original boundaries, stopping once `max_bytes` were collected (at least one chunk when
-    /// any exists): the same contract as `StreamStore::read_chunks` for the hot log. Empty
-    /// when `from` is at or after the end of the last segment: the caller reads hot from there.
-    pub async fn read(
-        &self,
-        store: &dyn StreamStore,
-        path: &str,
-        from: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<StreamChunk>, StoreError> {
-        let segments = store.segments(path).await?;
-        let mut out: Vec<StreamChunk> = Vec::new();
-        let mut bytes = 0usize;
-        for segment in segments.iter().filter(|s| s.end > from) {
-            for chunk in self.load(segment).await? {
-                if chunk.end() <= from {
-                    continue;
-                }
-                if !out.is_empty() && bytes >= max_bytes {
-                    return Ok(out);
-                }
-                bytes = bytes.saturating_add(chunk.data.len());
-                out.push(chunk);
-            }
-        }
-        Ok(out)
-    }
-
     /// Deletes every segment object of `path`: the indexed ones and any orphan left by a crash
     /// between a segment's write and its seal. Call it before `StreamStore::delete_stream`.
     pub async fn delete_all(&self, store: &dyn StreamStore, path: &str) -> Result<(), StoreError> {
@@ -236,6 +201,7 @@ impl ColdTier {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(path);
+        self.recent.forget_stream(path, &self.stream_dir(path));
         Ok(())
     }
 }

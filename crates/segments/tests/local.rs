@@ -70,7 +70,17 @@ async fn round_trip_on_memory_and_orphans_and_damage() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[40] ^= 1;
     std::fs::write(&file, bytes).unwrap();
-    let err = tier.read(&store, "m", 0, 100).await.unwrap_err();
+    // The tier that already read it serves the bytes it verified then, from its cache; a
+    // tier that has to fetch the object again refuses it.
+    let cached = common::read_all(&tier, &store, "m", 0, 100).await;
+    assert_eq!(cached.first().map(|c| c.offset), Some(first.start));
+    let uncached = ColdTier::local(dir.path())
+        .unwrap()
+        .with_read_cache_bytes(0);
+    let err = uncached.read(&store, "m", 0, 100).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    let fresh = ColdTier::local(dir.path()).unwrap();
+    let err = fresh.read(&store, "m", 0, 100).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
 
     // An orphan (a crash between the object's write and its seal) goes with the stream.

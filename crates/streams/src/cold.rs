@@ -7,7 +7,9 @@
 //! nor cares where bytes live; without it, [`NoCold`] reports nothing sealed.
 
 use async_trait::async_trait;
-use sessiond_store::{StoreError, StreamChunk};
+use sessiond_store::StoreError;
+
+use crate::pages::SharedChunk;
 
 /// A source of sealed stream ranges.
 #[async_trait]
@@ -20,7 +22,14 @@ pub trait ColdReader: Send + Sync {
         path: &str,
         from: u64,
         max_bytes: usize,
-    ) -> Result<Vec<StreamChunk>, StoreError>;
+    ) -> Result<Vec<SharedChunk>, StoreError>;
+
+    /// Where the stream's sealed range ended when this reader last looked (0 when unknown):
+    /// offsets below it are read from here first. Only a hint: it decides the order in which
+    /// the tiers are asked, never which bytes are returned.
+    fn sealed_end_hint(&self, _path: &str) -> u64 {
+        0
+    }
 
     /// Deletes every sealed range of the stream (called before the stream itself is deleted).
     async fn delete_all(&self, path: &str) -> Result<(), StoreError>;
@@ -31,7 +40,7 @@ pub struct NoCold;
 
 #[async_trait]
 impl ColdReader for NoCold {
-    async fn read(&self, _: &str, _: u64, _: usize) -> Result<Vec<StreamChunk>, StoreError> {
+    async fn read(&self, _: &str, _: u64, _: usize) -> Result<Vec<SharedChunk>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -39,14 +39,15 @@ pub fn flatten(body: &[u8], allow_empty: bool) -> StreamResult<Vec<Vec<u8>>> {
 }
 
 /// Joins stored values into one JSON array.
-pub fn join(values: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum::<usize>() + 2);
+pub fn join<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
+    let capacity = values.iter().map(|v| v.as_ref().len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(capacity);
     out.push(b'[');
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(v);
+        out.extend_from_slice(v.as_ref());
     }
     out.push(b']');
     out

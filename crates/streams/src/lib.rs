@@ -45,6 +45,7 @@ pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod offset;
+pub mod pages;
 pub mod pipeline;
 pub mod producer;
 pub mod read;

@@ -8,6 +8,7 @@
 //! The ETag is `"<incarnation>:<from>:<next>"` plus `:c` once the stream is closed and the
 //! page reaches the end, so a cached "up to date" page is revalidated when closure happens.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_store::now_ms;
@@ -15,7 +16,8 @@ use sessiond_store::now_ms;
 use crate::error::{StreamError, StreamResult};
 use crate::headers::{CLOSED, CURSOR, NEXT_OFFSET, UP_TO_DATE};
 use crate::offset::{self, Offset};
-use crate::service::{Page, Snapshot, Streams};
+use crate::pages::Page;
+use crate::service::{Snapshot, Streams};
 
 /// How the client wants to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,12 +158,15 @@ pub async fn read(
     }
 }
 
-/// The body of a page: JSON values as one array, other types as the bytes.
-pub fn body(snap: &Snapshot, page: &Page) -> Vec<u8> {
+/// The body of a page: JSON values as one array, other types as the bytes (a page that is one
+/// piece, e.g. a page inside one stored chunk, is sent without a copy).
+pub fn body(snap: &Snapshot, page: &Page) -> Bytes {
     if snap.json {
-        crate::json::join(&page.pieces)
+        Bytes::from(crate::json::join(&page.pieces))
+    } else if let [piece] = page.pieces.as_slice() {
+        piece.clone()
     } else {
-        page.pieces.concat()
+        Bytes::from(page.pieces.concat())
     }
 }
 

@@ -65,12 +65,6 @@ pub struct Snapshot {
     pub lineage: Vec<Ancestor>,
 }
 
-/// One page of a read: the values (JSON) or byte pieces (binary) and where the next read starts.
-pub struct Page {
-    pub pieces: Vec<Vec<u8>>,
-    pub next: u64,
-}
-
 impl Streams {
     /// Builds the service. `objects` is the runtime kind for stream objects (in-memory; the
     /// service loads and saves through `store`); `exclusive` says whether this process is the
@@ -299,98 +293,6 @@ impl Streams {
             object.changed.subscribe(),
         ))
     }
-
-    /// Chunks of `path` from `from`: hot ones from the engine, sealed ones from the cold tier
-    /// when the hot log starts after `from`.
-    async fn read_path(&self, path: &str, from: u64, max: usize) -> StreamResult<Vec<StreamChunk>> {
-        let hot = self.store.read_chunks(path, from, max).await?;
-        let first_hot = hot.first().map(|c| c.offset);
-        if first_hot.is_none_or(|offset| offset > from) {
-            let mut cold = self.cold.read(path, from, max).await?;
-            cold.retain(|c| first_hot.is_none_or(|h| c.offset < h));
-            if !cold.is_empty() {
-                return Ok(cold);
-            }
-        }
-        Ok(hot)
-    }
-
-    /// The end of the stored message that contains (or starts at) `pos`, capped at its range.
-    pub async fn message_end(&self, snap: &Snapshot, pos: u64) -> StreamResult<Option<u64>> {
-        for (path, start, end) in ranges(snap) {
-            if pos >= start && pos < end {
-                let chunks = self.read_path(path, pos, 1).await?;
-                return Ok(chunks.first().map(|c| c.end().min(end)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// One page of `snap` from `from`: at most `max` bytes (binary pages are cut anywhere; JSON
-    /// pages only between values, and always hold at least one value), spanning the fork's
-    /// ancestors and its own data.
-    pub async fn read_page(&self, snap: &Snapshot, from: u64, max: usize) -> StreamResult<Page> {
-        let ranges = ranges(snap);
-        let mut pos = from.min(snap.tail);
-        let mut budget = max.max(1);
-        let mut pieces = Vec::new();
-        'ranges: for (path, _start, end) in ranges {
-            while pos < end {
-                let chunks = self.read_path(path, pos, budget).await?;
-                if chunks.is_empty() {
-                    break;
-                }
-                let mut advanced = false;
-                for c in chunks {
-                    if c.offset >= end {
-                        break;
-                    }
-                    if snap.json {
-                        if c.offset < pos {
-                            continue;
-                        }
-                        if !pieces.is_empty() && c.data.len() > budget {
-                            break 'ranges;
-                        }
-                        budget = budget.saturating_sub(c.data.len());
-                        pos = c.end();
-                        pieces.push(c.data);
-                    } else {
-                        let from_in = (pos.max(c.offset) - c.offset) as usize;
-                        let to_in = (c.end().min(end) - c.offset) as usize;
-                        let take = (to_in.saturating_sub(from_in)).min(budget);
-                        pieces.push(c.data[from_in..from_in + take].to_vec());
-                        budget -= take;
-                        pos += take as u64;
-                    }
-                    advanced = true;
-                    if budget == 0 {
-                        break 'ranges;
-                    }
-                }
-                if !advanced {
-                    break;
-                }
-            }
-        }
-        Ok(Page { pieces, next: pos })
-    }
-}
-
-/// The stretches of a snapshot: each ancestor's `[start, end)` (clamped at the fork point),
-/// then the stream's own data.
-fn ranges(snap: &Snapshot) -> Vec<(&str, u64, u64)> {
-    let mut out: Vec<(&str, u64, u64)> = Vec::with_capacity(snap.lineage.len() + 1);
-    for (i, a) in snap.lineage.iter().enumerate() {
-        let end = snap
-            .lineage
-            .get(i + 1)
-            .map_or(snap.start, |n| n.start)
-            .min(snap.start);
-        out.push((&a.path, a.start, end));
-    }
-    out.push((&snap.path, snap.start, snap.tail));
-    out
 }
 
 /// The live stream in a guard, if any.

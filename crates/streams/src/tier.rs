@@ -25,9 +25,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sessiond_segments::{ColdTier, CompactionPolicy, S3Config};
-use sessiond_store::{StoreError, StreamChunk, StreamStore};
+use sessiond_store::{StoreError, StreamStore};
 
 use crate::cold::ColdReader;
+use crate::pages::SharedChunk;
 use crate::service::Streams;
 
 /// Where segment objects are written.
@@ -98,6 +99,9 @@ pub struct ColdConfig {
     pub keep_hot_bytes: u64,
     /// Pause between compaction passes (seconds).
     pub interval_s: u64,
+    /// Bytes of recently read segments kept decoded in memory, so a catch-up reader paging
+    /// through a segment fetches and verifies it once; 0 = no cache.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for ColdConfig {
@@ -113,6 +117,7 @@ impl Default for ColdConfig {
             max_age_s: policy.max_age.map_or(0, |d| d.as_secs()),
             keep_hot_bytes: policy.keep_hot_bytes,
             interval_s: policy.interval.as_secs(),
+            read_cache_bytes: sessiond_segments::DEFAULT_READ_CACHE_BYTES,
         }
     }
 }
@@ -177,7 +182,9 @@ impl ColdConfig {
                 ColdTier::local(&data_dir.join(sessiond_segments::DEFAULT_LOCAL_DIR))?
             }
         };
-        Ok(Some(Arc::new(tier)))
+        Ok(Some(Arc::new(
+            tier.with_read_cache_bytes(self.read_cache_bytes),
+        )))
     }
 }
 
@@ -201,10 +208,22 @@ impl ColdReader for SegmentsCold {
         path: &str,
         from: u64,
         max_bytes: usize,
-    ) -> Result<Vec<StreamChunk>, StoreError> {
-        self.tier
-            .read(self.store.as_ref(), path, from, max_bytes)
-            .await
+    ) -> Result<Vec<SharedChunk>, StoreError> {
+        let frames = self
+            .tier
+            .read_frames(self.store.as_ref(), path, from, max_bytes)
+            .await?;
+        Ok(frames
+            .into_iter()
+            .map(|f| SharedChunk {
+                offset: f.offset,
+                data: f.data,
+            })
+            .collect())
+    }
+
+    fn sealed_end_hint(&self, path: &str) -> u64 {
+        self.tier.sealed_end_hint(path)
     }
 
     async fn delete_all(&self, path: &str) -> Result<(), StoreError> {

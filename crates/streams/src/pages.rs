@@ -1,0 +1,156 @@
+//! The fork-aware range reader every read mode shares: pages of a [`Snapshot`] assembled from
+//! the hot log and the cold tier.
+//!
+//! Chunks below a snapshot's tail never change, so these reads take no lock. Pieces are
+//! [`Bytes`]: a cold chunk is a slice of the segment the cold tier fetched (and verified) once,
+//! a hot chunk is the engine's buffer moved in, and cutting a chunk to the page budget is a
+//! slice, so a page of a large stream is assembled without copying its bytes.
+//!
+//! Which tier first: the hot log holds the tail, the cold tier everything below the first hot
+//! chunk. Asking the hot log first for an offset that is sealed reads up to a page of hot
+//! chunks only to discard them, so offsets below the cold tier's [`ColdReader::sealed_end_hint`]
+//! go to the cold tier first. Either order is correct on its own: a seal is one engine
+//! transaction (index row + deletion of the hot rows), so a reader that misses a range in the
+//! first tier finds it in the second.
+
+use axum::body::Bytes;
+use sessiond_store::StreamChunk;
+
+use crate::error::StreamResult;
+use crate::service::{Snapshot, Streams};
+
+/// A stored chunk as the read path sees it: its offset and shared bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedChunk {
+    /// Offset of its first byte.
+    pub offset: u64,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+impl SharedChunk {
+    /// Offset after its last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+impl From<StreamChunk> for SharedChunk {
+    fn from(chunk: StreamChunk) -> SharedChunk {
+        SharedChunk {
+            offset: chunk.offset,
+            data: Bytes::from(chunk.data),
+        }
+    }
+}
+
+/// One page of a read: the values (JSON) or byte pieces (binary) and where the next read starts.
+pub struct Page {
+    pub pieces: Vec<Bytes>,
+    pub next: u64,
+}
+
+impl Streams {
+    /// Sealed chunks of `path` from `from` (empty when `from` is not sealed).
+    async fn read_cold(&self, path: &str, from: u64, max: usize) -> StreamResult<Vec<SharedChunk>> {
+        Ok(self.cold.read(path, from, max).await?)
+    }
+
+    /// Chunks of `path` from `from`: sealed ones from the cold tier, hot ones from the engine.
+    async fn read_path(&self, path: &str, from: u64, max: usize) -> StreamResult<Vec<SharedChunk>> {
+        let probably_cold = from < self.cold.sealed_end_hint(path);
+        if probably_cold {
+            let cold = self.read_cold(path, from, max).await?;
+            if !cold.is_empty() {
+                return Ok(cold);
+            }
+        }
+        let hot = self.store.read_chunks(path, from, max).await?;
+        let first_hot = hot.first().map(|c| c.offset);
+        if !probably_cold && first_hot.is_none_or(|offset| offset > from) {
+            let mut cold = self.read_cold(path, from, max).await?;
+            cold.retain(|c| first_hot.is_none_or(|h| c.offset < h));
+            if !cold.is_empty() {
+                return Ok(cold);
+            }
+        }
+        Ok(hot.into_iter().map(SharedChunk::from).collect())
+    }
+
+    /// The end of the stored message that contains (or starts at) `pos`, capped at its range.
+    pub async fn message_end(&self, snap: &Snapshot, pos: u64) -> StreamResult<Option<u64>> {
+        for (path, start, end) in ranges(snap) {
+            if pos >= start && pos < end {
+                let chunks = self.read_path(path, pos, 1).await?;
+                return Ok(chunks.first().map(|c| c.end().min(end)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One page of `snap` from `from`: at most `max` bytes (binary pages are cut anywhere; JSON
+    /// pages only between values, and always hold at least one value), spanning the fork's
+    /// ancestors and its own data.
+    pub async fn read_page(&self, snap: &Snapshot, from: u64, max: usize) -> StreamResult<Page> {
+        let ranges = ranges(snap);
+        let mut pos = from.min(snap.tail);
+        let mut budget = max.max(1);
+        let mut pieces = Vec::new();
+        'ranges: for (path, _start, end) in ranges {
+            while pos < end {
+                let chunks = self.read_path(path, pos, budget).await?;
+                if chunks.is_empty() {
+                    break;
+                }
+                let mut advanced = false;
+                for c in chunks {
+                    if c.offset >= end {
+                        break;
+                    }
+                    if snap.json {
+                        if c.offset < pos {
+                            continue;
+                        }
+                        if !pieces.is_empty() && c.data.len() > budget {
+                            break 'ranges;
+                        }
+                        budget = budget.saturating_sub(c.data.len());
+                        pos = c.end();
+                        pieces.push(c.data);
+                    } else {
+                        let from_in = (pos.max(c.offset) - c.offset) as usize;
+                        let to_in = (c.end().min(end) - c.offset) as usize;
+                        let take = (to_in.saturating_sub(from_in)).min(budget);
+                        pieces.push(c.data.slice(from_in..from_in + take));
+                        budget -= take;
+                        pos += take as u64;
+                    }
+                    advanced = true;
+                    if budget == 0 {
+                        break 'ranges;
+                    }
+                }
+                if !advanced {
+                    break;
+                }
+            }
+        }
+        Ok(Page { pieces, next: pos })
+    }
+}
+
+/// The stretches of a snapshot: each ancestor's `[start, end)` (clamped at the fork point),
+/// then the stream's own data.
+fn ranges(snap: &Snapshot) -> Vec<(&str, u64, u64)> {
+    let mut out: Vec<(&str, u64, u64)> = Vec::with_capacity(snap.lineage.len() + 1);
+    for (i, a) in snap.lineage.iter().enumerate() {
+        let end = snap
+            .lineage
+            .get(i + 1)
+            .map_or(snap.start, |n| n.start)
+            .min(snap.start);
+        out.push((&a.path, a.start, end));
+    }
+    out.push((&snap.path, snap.start, snap.tail));
+    out
+}
