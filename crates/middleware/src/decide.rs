@@ -24,7 +24,7 @@ use crate::analytics::{sampled, AnalyticsSink, DataPoint, Dataset};
 use crate::client::{ClientState, Clients, TtlHandler, KIND};
 use crate::config::MiddlewareConfig;
 use crate::context::{Decision, IdState, Refusal, SessionContext};
-use crate::cookies::{parse_header, CookieCodec, Issue, Presented};
+use crate::cookies::{CookieCodec, Issue, Presented};
 use crate::fingerprint::{Fingerprint, Fingerprinter};
 use crate::ids::{id_time, new_id};
 use crate::input::DecisionInput;
@@ -147,12 +147,11 @@ impl Decider {
     pub async fn decide(&self, input: &DecisionInput) -> Result<Decision, Refusal> {
         let inner = &self.inner;
         let now = now_ms();
-        let pairs = input
+        let presented = input
             .cookie
             .as_deref()
-            .map(|h| parse_header(h, &inner.config.limits))
+            .map(|h| inner.codec.read_header(h, &inner.config.limits, now))
             .unwrap_or_default();
-        let presented = inner.codec.read(&pairs, now);
         let fingerprint = inner.fingerprinter.as_ref().map(|f| f.fingerprint(input));
         let budget = Duration::from_millis(u64::try_from(inner.timeout_ms).unwrap_or(u64::MAX));
         let outcome = tokio::time::timeout(
