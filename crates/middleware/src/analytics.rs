@@ -171,9 +171,7 @@ pub fn sampled(rate: f64) -> bool {
         return false;
     }
     let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return false;
-    }
+    crate::ids::fill_random(&mut bytes);
     // 53 random bits give a uniform float in [0, 1).
     let draw = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
     draw < rate

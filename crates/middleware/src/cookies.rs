@@ -28,17 +28,31 @@ const COMPACT_SEP: char = '~';
 /// Later duplicates do not replace earlier ones (browsers send the most specific first).
 pub fn parse_header(header: &str, limits: &LimitsConfig) -> HashMap<String, String> {
     let mut pairs = HashMap::new();
+    for_each_pair(header, limits, |name, value| {
+        pairs
+            .entry(name.to_string())
+            .or_insert_with(|| value.to_string());
+    });
+    pairs
+}
+
+/// Calls `f` with each well-formed pair among the first `max_cookies` of `header` (none when
+/// the header is over `max_cookie_header_bytes`).
+fn for_each_pair(header: &str, limits: &LimitsConfig, mut f: impl FnMut(&str, &str)) {
     if header.len() > limits.max_cookie_header_bytes {
-        return pairs;
+        return;
     }
     let parsed = Cookie::split_parse_encoded(header).take(limits.max_cookies);
     for c in parsed.flatten() {
-        pairs
-            .entry(c.name().to_string())
-            .or_insert_with(|| c.value().to_string());
+        f(c.name(), c.value());
     }
-    pairs
 }
+
+/// Most cookie names a layout reads (layout A: four logical cookies, two copies each).
+const MAX_NAMES: usize = 8;
+
+/// The raw values of the cookies a codec knows, by name index (first occurrence wins).
+type Found = [Option<String>; MAX_NAMES];
 
 /// The ids a client presented, each verified (absent when missing, unsigned or tampered).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,8 +68,8 @@ pub struct Presented {
     /// Last activity the cookies vouch for: the eID's time (layout A) or the compact cookie's
     /// issue time.
     pub last_activity: Option<Millis>,
-    /// Every verified cookie by name, for the emission rule.
-    verified: HashMap<String, Verified>,
+    /// Every verified cookie by name index ([`CookieCodec`]'s names), for the emission rule.
+    verified: [Option<Verified>; MAX_NAMES],
 }
 
 /// The values the response should leave in the browser.
@@ -79,10 +93,14 @@ pub struct CookieCodec {
     /// Compact layout: re-issue after this long so the issue time stays a useful last
     /// activity (a quarter of the session timeout).
     activity_refresh_ms: Millis,
+    /// Every cookie name read or written, computed once: layout A's `[server, client]` copy
+    /// of each slot at `2 * slot + copy`, or the compact cookie's alone at 0.
+    names: Vec<String>,
 }
 
 /// The logical cookies of layout A: (label, which value).
 #[derive(Clone, Copy)]
+#[repr(usize)]
 enum Slot {
     Cid,
     Sid,
@@ -94,11 +112,38 @@ impl CookieCodec {
     /// A codec for `config`, signing with `signer`.
     pub fn new(config: CookieConfig, signer: Signer, session_timeout_ms: u64) -> Self {
         let activity_refresh_ms = Millis::try_from(session_timeout_ms / 4).unwrap_or(Millis::MAX);
+        let names = match config.layout {
+            CookieLayout::A => [
+                &config.cid_name,
+                &config.sid_name,
+                &config.eid_name,
+                &config.fpid_name,
+            ]
+            .into_iter()
+            .flat_map(|key| {
+                [&config.server_prefix, &config.client_prefix]
+                    .map(|copy| format!("{}{copy}{key}", config.app_prefix))
+            })
+            .collect(),
+            CookieLayout::Compact => {
+                let host = if config.host_prefix { "__Host-" } else { "" };
+                vec![format!(
+                    "{host}{}{}",
+                    config.app_prefix, config.compact_name
+                )]
+            }
+        };
         CookieCodec {
             config,
             signer,
             activity_refresh_ms,
+            names,
         }
+    }
+
+    /// The name index of a cookie this codec reads, if it is one.
+    fn name_index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
     }
 
     /// The configuration in use.
@@ -115,48 +160,54 @@ impl CookieCodec {
         }
     }
 
-    /// Layout A: (server copy name, client copy name) of a logical cookie.
-    fn names(&self, slot: Slot) -> [String; 2] {
-        let c = &self.config;
-        let key = self.label(slot);
-        [
-            format!("{}{}{key}", c.app_prefix, c.server_prefix),
-            format!("{}{}{key}", c.app_prefix, c.client_prefix),
-        ]
+    /// Layout A: the name indexes of a logical cookie's (server copy, client copy).
+    fn slot_names(slot: Slot) -> [usize; 2] {
+        let first = 2 * slot as usize;
+        [first, first + 1]
     }
 
     /// Compact layout: the cookie's name.
     pub fn compact_name(&self) -> String {
-        let host = if self.config.host_prefix {
-            "__Host-"
-        } else {
-            ""
-        };
-        format!(
-            "{host}{}{}",
-            self.config.app_prefix, self.config.compact_name
-        )
+        self.names.first().cloned().unwrap_or_default()
     }
 
     /// Verifies what the client sent in `pairs` (from [`parse_header`]).
     pub fn read(&self, pairs: &HashMap<String, String>, now: Millis) -> Presented {
+        let found: Found =
+            std::array::from_fn(|i| self.names.get(i).and_then(|n| pairs.get(n)).cloned());
+        self.read_found(&found, now)
+    }
+
+    /// Verifies what the client sent in a raw `Cookie` header: [`parse_header`] and
+    /// [`read`](Self::read) in one pass that keeps only the cookies this codec knows.
+    pub fn read_header(&self, header: &str, limits: &LimitsConfig, now: Millis) -> Presented {
+        let mut found = Found::default();
+        for_each_pair(header, limits, |name, value| {
+            if let Some(slot) = self.name_index(name).and_then(|i| found.get_mut(i)) {
+                slot.get_or_insert_with(|| value.to_string());
+            }
+        });
+        self.read_found(&found, now)
+    }
+
+    fn read_found(&self, found: &Found, now: Millis) -> Presented {
         match self.config.layout {
-            CookieLayout::A => self.read_a(pairs, now),
-            CookieLayout::Compact => self.read_compact(pairs, now),
+            CookieLayout::A => self.read_a(found, now),
+            CookieLayout::Compact => self.read_compact(found, now),
         }
     }
 
-    fn read_a(&self, pairs: &HashMap<String, String>, now: Millis) -> Presented {
+    fn read_a(&self, found: &Found, now: Millis) -> Presented {
         let mut p = Presented::default();
         for slot in [Slot::Cid, Slot::Sid, Slot::Eid, Slot::Fpid] {
-            let label = self.label(slot).to_string();
+            let label = self.label(slot);
             // The HttpOnly server copy wins; the client copy is signed too, so it may stand in.
             let mut value = None;
-            for name in self.names(slot) {
-                let Some(raw) = pairs.get(&name) else {
+            for index in Self::slot_names(slot) {
+                let Some(raw) = found[index].as_deref() else {
                     continue;
                 };
-                let Some(v) = self.signer.verify(&label, raw, now) else {
+                let Some(v) = self.signer.verify(label, raw, now) else {
                     continue;
                 };
                 let valid = match slot {
@@ -166,7 +217,7 @@ impl CookieCodec {
                 };
                 if valid {
                     value.get_or_insert_with(|| v.payload.clone());
-                    p.verified.insert(name, v);
+                    p.verified[index] = Some(v);
                 }
             }
             match slot {
@@ -188,10 +239,9 @@ impl CookieCodec {
         p
     }
 
-    fn read_compact(&self, pairs: &HashMap<String, String>, now: Millis) -> Presented {
+    fn read_compact(&self, found: &Found, now: Millis) -> Presented {
         let mut p = Presented::default();
-        let name = self.compact_name();
-        let Some(raw) = pairs.get(&name) else {
+        let Some(raw) = found[0].as_deref() else {
             return p;
         };
         let Some(v) = self.signer.verify(COMPACT_LABEL, raw, now) else {
@@ -210,7 +260,7 @@ impl CookieCodec {
         p.sid = Some(sid.to_string());
         p.fpid = (!fpid.is_empty()).then(|| fpid.to_string());
         p.last_activity = Some(v.issued);
-        p.verified.insert(name, v);
+        p.verified[0] = Some(v);
         p
     }
 
@@ -234,19 +284,18 @@ impl CookieCodec {
                     slots.push((Slot::Fpid, fpid, self.config.fpid_lifetime_s));
                 }
                 for (slot, value, lifetime_s) in slots {
-                    let label = self.label(slot).to_string();
-                    for (i, name) in self.names(slot).into_iter().enumerate() {
+                    let label = self.label(slot);
+                    for (copy, index) in Self::slot_names(slot).into_iter().enumerate() {
                         let refresh = lifetime_ms(lifetime_s) / 2;
-                        if self.is_current(presented, &name, value, refresh, now) {
+                        if is_current(presented, index, value, refresh, now) {
                             continue;
                         }
-                        let signed = self.signer.sign(&label, value, now);
-                        out.push(self.render(&name, &signed, lifetime_s, i == 0));
+                        let signed = self.signer.sign(label, value, now);
+                        out.push(self.render(index, &signed, lifetime_s, copy == 0, now));
                     }
                 }
             }
             CookieLayout::Compact => {
-                let name = self.compact_name();
                 let payload = format!(
                     "{}{COMPACT_SEP}{}{COMPACT_SEP}{}",
                     issue.cid,
@@ -255,34 +304,32 @@ impl CookieCodec {
                 );
                 let lifetime_s = self.config.lifetime_s;
                 let refresh = (lifetime_ms(lifetime_s) / 2).min(self.activity_refresh_ms);
-                if !self.is_current(presented, &name, &payload, refresh, now) {
+                if !is_current(presented, 0, &payload, refresh, now) {
                     let signed = self.signer.sign(COMPACT_LABEL, &payload, now);
-                    out.push(self.render(&name, &signed, lifetime_s, true));
+                    out.push(self.render(0, &signed, lifetime_s, true, now));
                 }
             }
         }
         out
     }
 
-    /// Whether the browser already holds `value` under `name`, issued less than `refresh_ms` ago.
-    fn is_current(
+    /// The `Set-Cookie` value of the cookie at name index `index`; `Expires` is `now` plus the
+    /// lifetime (the caller's clock, not another clock read).
+    fn render(
         &self,
-        p: &Presented,
-        name: &str,
+        index: usize,
         value: &str,
-        refresh_ms: Millis,
+        lifetime_s: u64,
+        http_only: bool,
         now: Millis,
-    ) -> bool {
-        p.verified
-            .get(name)
-            .is_some_and(|v| v.payload == value && now.saturating_sub(v.issued) < refresh_ms)
-    }
-
-    fn render(&self, name: &str, value: &str, lifetime_s: u64, http_only: bool) -> String {
+    ) -> String {
         let c = &self.config;
+        let name = self.names.get(index).map_or("", String::as_str);
         let max_age = CookieDuration::seconds(i64::try_from(lifetime_s).unwrap_or(i64::MAX / 2));
-        let mut cookie = Cookie::build((name.to_string(), value.to_string()))
-            .path(c.path.clone())
+        let issued = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut cookie = Cookie::build((name, value))
+            .path(c.path.as_str())
             .secure(c.secure)
             .http_only(http_only)
             .same_site(match c.same_site {
@@ -291,13 +338,21 @@ impl CookieCodec {
                 SameSite::None => cookie::SameSite::None,
             })
             .max_age(max_age)
-            .expires(OffsetDateTime::now_utc().saturating_add(max_age));
+            .expires(issued.saturating_add(max_age));
         if !c.domain.is_empty() {
-            cookie = cookie.domain(c.domain.clone());
+            cookie = cookie.domain(c.domain.as_str());
         }
         // Ids, issue times and tags are all cookie-safe characters: no encoding needed.
         cookie.build().to_string()
     }
+}
+
+/// Whether the browser already holds `value` under the cookie at name index `index`, issued
+/// less than `refresh_ms` ago.
+fn is_current(p: &Presented, index: usize, value: &str, refresh_ms: Millis, now: Millis) -> bool {
+    p.verified[index]
+        .as_ref()
+        .is_some_and(|v| v.payload == value && now.saturating_sub(v.issued) < refresh_ms)
 }
 
 fn lifetime_ms(seconds: u64) -> Millis {

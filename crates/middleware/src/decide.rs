@@ -24,8 +24,8 @@ use crate::analytics::{sampled, AnalyticsSink, DataPoint, Dataset};
 use crate::client::{ClientState, Clients, TtlHandler, KIND};
 use crate::config::MiddlewareConfig;
 use crate::context::{Decision, IdState, Refusal, SessionContext};
-use crate::cookies::{parse_header, CookieCodec, Issue, Presented};
-use crate::fingerprint::{Fingerprint, Fingerprinter};
+use crate::cookies::{CookieCodec, Issue, Presented};
+use crate::fingerprint::Fingerprinter;
 use crate::ids::{id_time, new_id};
 use crate::input::DecisionInput;
 use crate::metrics::Metrics;
@@ -147,8 +147,10 @@ impl Decider {
     /// nothing from the store and decides nothing: for other capabilities (realtime sockets)
     /// that identify a browser by its middleware cookie.
     pub fn verified_client(&self, cookie_header: &str) -> Option<String> {
-        let pairs = parse_header(cookie_header, &self.inner.config.limits);
-        self.inner.codec.read(&pairs, now_ms()).cid
+        self.inner
+            .codec
+            .read_header(cookie_header, &self.inner.config.limits, now_ms())
+            .cid
     }
 
     /// Decides for one request. Never fails for engine trouble (that is a fallback); refuses
@@ -156,17 +158,17 @@ impl Decider {
     pub async fn decide(&self, input: &DecisionInput) -> Result<Decision, Refusal> {
         let inner = &self.inner;
         let now = now_ms();
-        let pairs = input
+        let presented = input
             .cookie
             .as_deref()
-            .map(|h| parse_header(h, &inner.config.limits))
+            .map(|h| inner.codec.read_header(h, &inner.config.limits, now))
             .unwrap_or_default();
-        let presented = inner.codec.read(&pairs, now);
-        let fingerprint = inner.fingerprinter.as_ref().map(|f| f.fingerprint(input));
+        // The fpID is part of every answer; the stable key only of a new client's.
+        let fp_id = inner.fingerprinter.as_ref().map(|f| f.fp_id(input));
         let budget = Duration::from_millis(u64::try_from(inner.timeout_ms).unwrap_or(u64::MAX));
         let outcome = tokio::time::timeout(
             budget,
-            self.decide_stored(&presented, fingerprint.as_ref(), now),
+            self.decide_stored(&presented, fp_id.as_deref(), input, now),
         )
         .await;
         let decision = match outcome {
@@ -177,14 +179,14 @@ impl Decider {
             }
             Ok(Err(Failure::Engine(e))) => {
                 tracing::warn!(error = %e, "middleware decision falls back: engine failed");
-                self.fallback(fingerprint.as_ref(), now)
+                self.fallback(fp_id, input, now)
             }
             Err(_) => {
                 tracing::warn!(
                     timeout_ms = inner.timeout_ms,
                     "middleware decision falls back: engine too slow"
                 );
-                self.fallback(fingerprint.as_ref(), now)
+                self.fallback(fp_id, input, now)
             }
         };
         self.count_and_record(&decision, input, now);
@@ -194,7 +196,8 @@ impl Decider {
     async fn decide_stored(
         &self,
         presented: &Presented,
-        fingerprint: Option<&Fingerprint>,
+        fp_id: Option<&str>,
+        input: &DecisionInput,
         now: Millis,
     ) -> Result<Decision, Failure> {
         let inner = &self.inner;
@@ -262,14 +265,13 @@ impl Decider {
         }
         drop(guard);
 
-        let fp_id = fingerprint.map(|f| f.fp_id.clone());
-        let is_new_fp_id = fp_id.is_some() && presented.fpid != fp_id;
+        let is_new_fp_id = fp_id.is_some() && presented.fpid.as_deref() != fp_id;
         let old_state = prior
             .as_ref()
             .map(|p| IdState::of(Some(&p.cid), p.sid.as_deref(), p.eid.as_deref()))
             .unwrap_or_default();
-        let do_id = match (&prior, fingerprint) {
-            (None, Some(f)) => f.stable_key.clone(),
+        let do_id = match (&prior, &inner.fingerprinter) {
+            (None, Some(f)) => f.stable_key(input),
             _ => cid.clone(),
         };
         let set_cookies = inner.codec.set_cookies(
@@ -278,7 +280,7 @@ impl Decider {
                 cid: &cid,
                 sid: &sid,
                 eid: &eid,
-                fpid: fp_id.as_deref(),
+                fpid: fp_id,
             },
             now,
         );
@@ -299,7 +301,7 @@ impl Decider {
                 is_new_do_id: prior.is_none(),
                 is_new_fp_id,
                 do_id,
-                fp_id,
+                fp_id: fp_id.map(str::to_string),
                 is_fallback: false,
             },
             set_cookies,
@@ -308,8 +310,13 @@ impl Decider {
 
     /// The answer when the engine is unavailable: fresh ids, no cookies (nothing would back
     /// them), `isFallback`. The fingerprint is still this request's own (A bug 4).
-    fn fallback(&self, fingerprint: Option<&Fingerprint>, now: Millis) -> Decision {
+    fn fallback(&self, fp_id: Option<String>, input: &DecisionInput, now: Millis) -> Decision {
         let id = new_id(now);
+        let stable_key = self
+            .inner
+            .fingerprinter
+            .as_ref()
+            .map(|f| f.stable_key(input));
         Decision {
             session: SessionContext {
                 cid: id.clone(),
@@ -322,9 +329,9 @@ impl Decider {
                 is_new_client: true,
                 is_new_session: true,
                 is_new_do_id: true,
-                is_new_fp_id: fingerprint.is_some(),
-                do_id: fingerprint.map_or(id, |f| f.stable_key.clone()),
-                fp_id: fingerprint.map(|f| f.fp_id.clone()),
+                is_new_fp_id: fp_id.is_some(),
+                do_id: stable_key.unwrap_or(id),
+                fp_id,
                 is_fallback: true,
             },
             set_cookies: Vec::new(),

@@ -60,21 +60,34 @@ impl Fingerprinter {
         URL_SAFE_NO_PAD.encode(&tag[..FP_BYTES])
     }
 
-    /// The fingerprint of `input`.
-    pub fn fingerprint(&self, input: &DecisionInput) -> Fingerprint {
-        let stable = [
+    /// The six fields of the stable key, and the region (the seventh field of the fpID).
+    fn fields(input: &DecisionInput) -> [&Option<String>; 7] {
+        [
             &input.ip,
             &input.user_agent,
             &input.accept_language,
             &input.accept_encoding,
             &input.tls_cipher,
             &input.http_protocol,
-        ];
-        let mut all = stable.to_vec();
-        all.push(&input.region);
+            &input.region,
+        ]
+    }
+
+    /// The fpID of `input` (every request needs it: it is part of the answer).
+    pub fn fp_id(&self, input: &DecisionInput) -> String {
+        self.hash(&Self::fields(input))
+    }
+
+    /// The stable key of `input` (only a request without a client needs it: its `doID`).
+    pub fn stable_key(&self, input: &DecisionInput) -> String {
+        self.hash(&Self::fields(input)[..6])
+    }
+
+    /// The fingerprint of `input`.
+    pub fn fingerprint(&self, input: &DecisionInput) -> Fingerprint {
         Fingerprint {
-            fp_id: self.hash(&all),
-            stable_key: self.hash(&stable),
+            fp_id: self.fp_id(input),
+            stable_key: self.stable_key(input),
         }
     }
 }

@@ -32,6 +32,20 @@ use crate::input::DecisionInput;
 /// Most `X-Session-Cookie-<n>` headers forward-auth emits (layout A's first visit sets 8).
 pub const MAX_COOKIE_HEADERS: usize = 8;
 
+/// The `X-Session-Cookie-<n>` names, static so an answer does not format them.
+const COOKIE_HEADERS: [&str; MAX_COOKIE_HEADERS] = [
+    "x-session-cookie-1",
+    "x-session-cookie-2",
+    "x-session-cookie-3",
+    "x-session-cookie-4",
+    "x-session-cookie-5",
+    "x-session-cookie-6",
+    "x-session-cookie-7",
+    "x-session-cookie-8",
+];
+/// Headers of an answer besides the cookies (sized once instead of growing the map).
+const CONTEXT_HEADERS: usize = 8;
+
 /// The capability's router (mount at the root).
 pub fn router(decider: Decider) -> Router {
     Router::new()
@@ -144,14 +158,16 @@ pub fn forwarded_input(
 /// 200 with the context as `X-Session-*` headers and the cookies.
 fn context_headers(decision: &Decision) -> Response {
     let s = &decision.session;
-    let mut new = Vec::new();
-    if s.is_new_client {
-        new.push("client");
-    }
-    if s.is_new_session {
-        new.push("session");
-    }
-    let mut out = HeaderMap::new();
+    // Never empty: proxies drop empty headers, and "absent" should not mean "nothing new".
+    let new = match (s.is_new_client, s.is_new_session) {
+        (true, true) => "client,session",
+        (true, false) => "client",
+        (false, true) => "session",
+        (false, false) => "none",
+    };
+    let mut out = HeaderMap::with_capacity(
+        CONTEXT_HEADERS + 2 * decision.set_cookies.len().min(MAX_COOKIE_HEADERS),
+    );
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.insert(HeaderName::from_static(name), v);
@@ -160,13 +176,7 @@ fn context_headers(decision: &Decision) -> Response {
     put("x-session-cid", &s.cid);
     put("x-session-sid", &s.sid);
     put("x-session-eid", &s.eid);
-    // Never empty: proxies drop empty headers, and "absent" should not mean "nothing new".
-    let new = if new.is_empty() {
-        "none".to_string()
-    } else {
-        new.join(",")
-    };
-    put("x-session-new", &new);
+    put("x-session-new", new);
     put("x-session-fallback", if s.is_fallback { "1" } else { "0" });
     put("x-session-client-time", &s.client_time.to_string());
     put("x-session-session-time", &s.session_time.to_string());
@@ -178,12 +188,8 @@ fn context_headers(decision: &Decision) -> Response {
             continue;
         };
         out.append(axum::http::header::SET_COOKIE, v.clone());
-        if i < MAX_COOKIE_HEADERS {
-            if let Ok(name) =
-                HeaderName::from_bytes(format!("x-session-cookie-{}", i + 1).as_bytes())
-            {
-                out.insert(name, v);
-            }
+        if let Some(name) = COOKIE_HEADERS.get(i) {
+            out.insert(HeaderName::from_static(name), v);
         }
     }
     (StatusCode::OK, out).into_response()

@@ -2,8 +2,9 @@
 //! drains the channel sink into the system Durable Stream.
 //!
 //! The capability does not depend on the streams capability; the server, which owns both,
-//! connects them here. Data points are appended in batches (a JSON array is a batch of
-//! messages in JSON mode), so a burst of decisions costs one stream commit, not one each.
+//! connects them here. Data points are appended in batches, so a burst of decisions costs one
+//! stream commit, not one each; each point is serialized once, here, off the request path,
+//! and handed to the stream as a ready JSON message (no JSON array parsed back).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,9 +88,13 @@ pub async fn run_stream_sink(
                 Err(_) => break,
             }
         }
-        let Ok(body) = serde_json::to_vec(&batch) else {
+        let values: Vec<Vec<u8>> = batch
+            .iter()
+            .filter_map(|point| serde_json::to_vec(point).ok())
+            .collect();
+        if values.is_empty() {
             continue;
-        };
+        }
         if !created {
             let made =
                 sessiond_streams::create::create(&streams, &name, &h, Bytes::new(), "/").await;
@@ -102,7 +107,7 @@ pub async fn run_stream_sink(
             }
         }
         if let Err(e) =
-            sessiond_streams::append::append(&streams, &name, &h, Bytes::from(body)).await
+            sessiond_streams::append::append_json_values(&streams, &name, &h, values).await
         {
             tracing::warn!(stream = %name, error = ?e.api, dropped = batch.len(), "cannot append middleware analytics");
             created = false;

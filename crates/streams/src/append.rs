@@ -23,12 +23,71 @@ use crate::producer::{self, Verdict};
 use crate::service::{stream, Streams};
 use crate::state::media_type;
 
+/// What an append carries: a request body, or JSON values a server-side producer already
+/// serialized one by one (no parse and re-serialization of a JSON array).
+enum Payload {
+    Body(Bytes),
+    JsonValues(Vec<Vec<u8>>),
+}
+
+impl Payload {
+    fn is_empty(&self) -> bool {
+        match self {
+            Payload::Body(b) => b.is_empty(),
+            Payload::JsonValues(v) => v.is_empty(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Payload::Body(b) => b.len(),
+            Payload::JsonValues(v) => v.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// The messages to store: a JSON body flattened (one message per array item), any other
+    /// body as one message, pre-serialized values as they are.
+    fn into_messages(self, json: bool) -> StreamResult<Vec<Vec<u8>>> {
+        match self {
+            Payload::Body(b) if b.is_empty() => Ok(Vec::new()),
+            Payload::Body(b) if json => crate::json::flatten(&b, false),
+            Payload::Body(b) => Ok(vec![b.to_vec()]),
+            Payload::JsonValues(values) if json => Ok(values),
+            Payload::JsonValues(_) => Err(StreamError::conflict(
+                "JSON values can only be appended to a JSON stream",
+            )),
+        }
+    }
+}
+
 /// Handles a POST.
 pub async fn append(
     streams: &Streams,
     path: &str,
     h: &HeaderMap,
     body: Bytes,
+) -> StreamResult<Response> {
+    append_payload(streams, path, h, Payload::Body(body)).await
+}
+
+/// Appends `values`, each one JSON value serialized by a trusted in-process producer (the
+/// server's own system streams), to the JSON stream `path`, as a POST with a JSON array body
+/// and headers `h` would — without parsing the array back. The caller guarantees each value
+/// is valid JSON.
+pub async fn append_json_values(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    values: Vec<Vec<u8>>,
+) -> StreamResult<Response> {
+    append_payload(streams, path, h, Payload::JsonValues(values)).await
+}
+
+async fn append_payload(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    body: Payload,
 ) -> StreamResult<Response> {
     let now = now_ms();
     let close = headers::closed_flag(h);
@@ -113,13 +172,8 @@ pub async fn append(
         }
         info.last_seq = Some(seq.clone());
     }
-    let values = if body.is_empty() {
-        Vec::new()
-    } else if info.is_json() {
-        crate::json::flatten(&body, false)?
-    } else {
-        vec![body.to_vec()]
-    };
+    let body_len = body.len();
+    let values = body.into_messages(info.is_json())?;
     let mut chunks = Vec::with_capacity(values.len());
     let mut pos = current.tail;
     for data in values {
@@ -143,7 +197,7 @@ pub async fn append(
             .await?;
     }
     if has_data {
-        crate::metrics::appended(body.len(), accepted.is_some());
+        crate::metrics::appended(body_len, accepted.is_some());
     }
     // An accepted producer append is a 200; a close-only request (no data) is a 204 either way.
     let status = if accepted.is_some() && has_data {

@@ -6,7 +6,7 @@
 
 mod streams;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -25,7 +25,11 @@ struct State {
     /// (kind, key) -> state
     objects: BTreeMap<(String, String), Vec<u8>>,
     /// (kind, key, name) -> alarm
-    alarms: BTreeMap<(String, String, String), AlarmRecord>,
+    alarms: BTreeMap<AlarmId, AlarmRecord>,
+    /// The same alarms ordered by (due, kind, key, name): the next and the due ones are read
+    /// from its front instead of scanning every alarm (a scan made each new middleware client
+    /// cost O(clients) once the runtime re-read the next due time).
+    alarms_by_due: BTreeSet<(Millis, AlarmId)>,
     /// path -> stream
     streams: BTreeMap<String, streams::MemoryStream>,
 }
@@ -51,6 +55,44 @@ impl MemoryEngine {
             return Err(StoreError::Unavailable("engine closed".into()));
         }
         Ok(f(&mut guard))
+    }
+}
+
+/// (kind, key, name) of an alarm.
+type AlarmId = (String, String, String);
+
+fn alarm_id(alarm: &AlarmRecord) -> AlarmId {
+    (alarm.kind.clone(), alarm.key.clone(), alarm.name.clone())
+}
+
+impl State {
+    /// Inserts or replaces an alarm, keeping the due-time index in step.
+    fn put_alarm(&mut self, alarm: AlarmRecord) {
+        let id = alarm_id(&alarm);
+        self.alarms_by_due.insert((alarm.due_at, id.clone()));
+        if let Some(old) = self.alarms.insert(id.clone(), alarm) {
+            let new_due = self.alarms.get(&id).map(|a| a.due_at);
+            if new_due != Some(old.due_at) {
+                self.alarms_by_due.remove(&(old.due_at, id));
+            }
+        }
+    }
+
+    /// Removes an alarm and its index entry.
+    fn remove_alarm(&mut self, id: &AlarmId) -> Option<AlarmRecord> {
+        let removed = self.alarms.remove(id)?;
+        self.alarms_by_due.remove(&(removed.due_at, id.clone()));
+        Some(removed)
+    }
+
+    /// Ids of every alarm of one object (a range of the ordered map, not a scan).
+    fn object_alarm_ids(&self, kind: &str, key: &str) -> Vec<AlarmId> {
+        let start = (kind.to_string(), key.to_string(), String::new());
+        self.alarms
+            .range(start..)
+            .take_while(|((k, o, _), _)| k == kind && o == key)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -280,7 +322,9 @@ impl ObjectStore for MemoryEngine {
 
     async fn delete_object(&self, kind: &str, key: &str, _: Durability) -> Result<bool> {
         self.with(|s| {
-            s.alarms.retain(|(k, o, _), _| !(k == kind && o == key));
+            for id in s.object_alarm_ids(kind, key) {
+                s.remove_alarm(&id);
+            }
             s.objects
                 .remove(&(kind.to_string(), key.to_string()))
                 .is_some()
@@ -307,10 +351,7 @@ impl ObjectStore for MemoryEngine {
     }
 
     async fn put_alarm(&self, alarm: &AlarmRecord, _: Durability) -> Result<()> {
-        self.with(|s| {
-            let id = (alarm.kind.clone(), alarm.key.clone(), alarm.name.clone());
-            s.alarms.insert(id, alarm.clone());
-        })
+        self.with(|s| s.put_alarm(alarm.clone()))
     }
 
     async fn delete_alarm(
@@ -325,7 +366,7 @@ impl ObjectStore for MemoryEngine {
             let id = (kind.to_string(), key.to_string(), name.to_string());
             match s.alarms.get(&id) {
                 Some(a) if due_at.is_none_or(|d| d == a.due_at) => {
-                    s.alarms.remove(&id);
+                    s.remove_alarm(&id);
                     true
                 }
                 _ => false,
@@ -339,46 +380,37 @@ impl ObjectStore for MemoryEngine {
         expected_due_at: Millis,
         _: Durability,
     ) -> Result<bool> {
-        self.with(|s| {
-            let id = (alarm.kind.clone(), alarm.key.clone(), alarm.name.clone());
-            match s.alarms.get_mut(&id) {
-                Some(current) if current.due_at == expected_due_at => {
-                    *current = alarm.clone();
-                    true
-                }
-                _ => false,
+        self.with(|s| match s.alarms.get(&alarm_id(alarm)) {
+            Some(current) if current.due_at == expected_due_at => {
+                s.put_alarm(alarm.clone());
+                true
             }
+            _ => false,
         })
     }
 
     async fn object_alarms(&self, kind: &str, key: &str) -> Result<Vec<AlarmRecord>> {
         self.with(|s| {
-            s.alarms
-                .values()
-                .filter(|a| a.kind == kind && a.key == key)
-                .cloned()
+            s.object_alarm_ids(kind, key)
+                .iter()
+                .filter_map(|id| s.alarms.get(id).cloned())
                 .collect()
         })
     }
 
     async fn due_alarms(&self, until: Millis, limit: usize) -> Result<Vec<AlarmRecord>> {
         self.with(|s| {
-            let mut due: Vec<AlarmRecord> = s
-                .alarms
-                .values()
-                .filter(|a| a.due_at <= until)
-                .cloned()
-                .collect();
-            due.sort_by(|a, b| {
-                (a.due_at, &a.kind, &a.key, &a.name).cmp(&(b.due_at, &b.kind, &b.key, &b.name))
-            });
-            due.truncate(limit);
-            due
+            s.alarms_by_due
+                .iter()
+                .take_while(|(due_at, _)| *due_at <= until)
+                .take(limit)
+                .filter_map(|(_, id)| s.alarms.get(id).cloned())
+                .collect()
         })
     }
 
     async fn next_alarm_at(&self) -> Result<Option<Millis>> {
-        self.with(|s| s.alarms.values().map(|a| a.due_at).min())
+        self.with(|s| s.alarms_by_due.first().map(|(due_at, _)| *due_at))
     }
 }
 
@@ -403,5 +435,79 @@ impl EngineAdmin for MemoryEngine {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.closed = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(key: &str, name: &str, due_at: Millis) -> AlarmRecord {
+        AlarmRecord {
+            kind: "k".into(),
+            key: key.into(),
+            name: name.into(),
+            due_at,
+            attempt: 0,
+            payload: String::new(),
+        }
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        #[allow(clippy::expect_used)]
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    /// The due-time index follows every way an alarm changes.
+    #[test]
+    fn alarm_index_tracks_puts_reschedules_and_deletes() {
+        let engine = MemoryEngine::new();
+        let due = |until| {
+            block_on(engine.due_alarms(until, 10))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| (a.key, a.due_at))
+                .collect::<Vec<_>>()
+        };
+        let next = || block_on(engine.next_alarm_at()).ok().flatten();
+        let put = |a: AlarmRecord| block_on(engine.put_alarm(&a, Durability::Confirmed));
+        assert!(put(alarm("b", "t", 30)).is_ok());
+        assert!(put(alarm("a", "t", 20)).is_ok());
+        assert!(put(alarm("c", "t", 20)).is_ok());
+        assert_eq!(next(), Some(20));
+        assert_eq!(due(25), vec![("a".into(), 20), ("c".into(), 20)]);
+        // Replacing an alarm moves it in the index (no stale entry left at 20).
+        assert!(put(alarm("a", "t", 40)).is_ok());
+        assert_eq!(
+            due(100),
+            vec![("c".into(), 20), ("b".into(), 30), ("a".into(), 40)]
+        );
+        let moved =
+            block_on(engine.reschedule_alarm(&alarm("c", "t", 50), 20, Durability::Confirmed));
+        assert_eq!(moved.ok(), Some(true));
+        assert_eq!(next(), Some(30));
+        let stale =
+            block_on(engine.reschedule_alarm(&alarm("c", "t", 60), 20, Durability::Confirmed));
+        assert_eq!(stale.ok(), Some(false));
+        let deleted = block_on(engine.delete_alarm("k", "b", "t", Some(30), Durability::Confirmed));
+        assert_eq!(deleted.ok(), Some(true));
+        assert_eq!(due(100), vec![("a".into(), 40), ("c".into(), 50)]);
+        assert_eq!(
+            block_on(engine.delete_object("k", "a", Durability::Confirmed)).ok(),
+            Some(false)
+        );
+        assert_eq!(due(100), vec![("c".into(), 50)]);
+        assert_eq!(
+            block_on(engine.object_alarms("k", "c"))
+                .map(|v| v.len())
+                .ok(),
+            Some(1)
+        );
+        assert_eq!(due(100).len(), 1);
+        assert!(block_on(engine.delete_alarm("k", "c", "t", None, Durability::Confirmed)).is_ok());
+        assert_eq!(next(), None);
     }
 }
