@@ -23,6 +23,19 @@
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
 //! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
 //! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
+//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes) |
+//! | `P:{st:esc(path)}:c` | STREAM | its hot chunks: entry id `<offset>-1`, one field `d` = the bytes |
+//! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
+//! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
+//! | `P:streams:names` | ZSET | every stream path, score 0 (ZRANGEBYLEX for prefix listing) |
+//! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail> <path>` |
+//!
+//! A stream's three keys share its hash tag, so create, commit (tail check + chunks + metadata +
+//! notification), seal and delete are each one script. The expiry index and the name index
+//! span streams, so they are separate keys updated right after the script in the same round
+//! trip; readers verify every index entry against the stream's own hash (see `streams.rs`).
+//! The expiry index is split into partitions, each its own hash tag, so on Redis Cluster the
+//! sweep load spreads over slots instead of one hot key.
 //!
 //! The alarm keys share one hash tag on purpose: put, guarded delete and "drop all alarms of an
 //! object" are then single atomic scripts. Alarms are low-volume compared with sessions and
@@ -192,6 +205,49 @@ impl Keys {
     pub fn alarms_records(&self) -> String {
         format!("{}:{{alarms}}:rec", self.prefix)
     }
+
+    /// A stream's keys: metadata hash, chunk stream, segment list (one hash tag).
+    pub fn stream(&self, path: &str) -> [String; 3] {
+        let base = format!("{}:{{st:{}}}", self.prefix, escape(path));
+        [
+            format!("{base}:m"),
+            format!("{base}:c"),
+            format!("{base}:g"),
+        ]
+    }
+
+    /// The expiry-index partition of `path`.
+    pub fn stream_expiry(&self, path: &str) -> String {
+        self.stream_expiry_partition(stream_partition(path))
+    }
+
+    /// Expiry-index partition `n` (`0..STREAM_EXPIRY_PARTITIONS`).
+    pub fn stream_expiry_partition(&self, n: usize) -> String {
+        format!("{}:{{stx:{n:02}}}:exp", self.prefix)
+    }
+
+    /// The index of every stream path.
+    pub fn stream_names(&self) -> String {
+        format!("{}:streams:names", self.prefix)
+    }
+
+    /// The pub/sub channel of stream tail notifications.
+    pub fn stream_wake_channel(&self) -> String {
+        format!("{}:streams:wake", self.prefix)
+    }
+}
+
+/// How many expiry-index partitions there are.
+pub const STREAM_EXPIRY_PARTITIONS: usize = 16;
+
+/// The expiry-index partition of a path (FNV-1a, stable across builds and nodes).
+pub fn stream_partition(path: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in path.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize % STREAM_EXPIRY_PARTITIONS
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 //! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index).
 //! - `cache`: [`sessiond_store::CacheStore`] (namespaced entries, namespace registry for the limit).
 //! - `objects`: [`sessiond_store::ObjectStore`] (object state, per-kind index, alarms).
+//! - `streams`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash tag per stream,
+//!   pipelined commits) and [`sessiond_store::StreamWakes`] (tail notifications over pub/sub).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}`.
@@ -39,6 +41,8 @@ mod cache;
 mod objects;
 mod scripts;
 mod sessions;
+mod stream_scripts;
+mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -71,10 +75,18 @@ impl Default for RedisOptions {
     }
 }
 
-/// The Redis engine: implements `SessionStore`, `CacheStore`, `ObjectStore` and
-/// [`EngineAdmin`] of `sessiond_store`.
+/// The Redis engine: implements `SessionStore`, `CacheStore`, `ObjectStore`, `StreamStore`,
+/// `StreamWakes` and [`EngineAdmin`] of `sessiond_store`.
 pub struct RedisEngine {
     con: ConnectionManager,
+    /// For connections of their own (the pub/sub subscriber).
+    client: redis::Client,
+    /// Names this instance in tail notifications.
+    node: String,
+    /// Queue of the stream commit writer task.
+    commits: streams::CommitQueue,
+    /// Tail notification sinks.
+    wake_sinks: streams::Sinks,
     keys: Keys,
     scripts: Scripts,
     closed: AtomicBool,
@@ -107,12 +119,19 @@ impl RedisEngine {
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_with_config(client, config)
+        let con = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(map_err)?;
+        let keys = Keys::new(&options.key_prefix);
+        let node = streams::node_id();
+        let commits = streams::start_commit_queue(con.clone(), keys.clone(), node.clone());
         let engine = Arc::new(RedisEngine {
             con,
-            keys: Keys::new(&options.key_prefix),
+            client,
+            node,
+            commits,
+            wake_sinks: Arc::default(),
+            keys,
             scripts: Scripts::new(),
             closed: AtomicBool::new(false),
             session_sweep_cursor: Mutex::new(0),
@@ -228,6 +247,7 @@ impl EngineAdmin for RedisEngine {
 
     async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
+        lock(&self.wake_sinks).clear();
         Ok(())
     }
 }

@@ -215,6 +215,10 @@ pub struct Scripts {
     pub alarm_delete: Script,
     pub alarm_reschedule: Script,
     pub alarm_drop_object: Script,
+    pub stream_create: Script,
+    pub stream_read: Script,
+    pub stream_seal: Script,
+    pub stream_delete: Script,
 }
 
 fn with_helpers(body: &str) -> Script {
@@ -243,6 +247,10 @@ impl Scripts {
             alarm_delete: with_helpers(ALARM_DELETE),
             alarm_reschedule: with_helpers(ALARM_RESCHEDULE),
             alarm_drop_object: with_helpers(ALARM_DROP_OBJECT),
+            stream_create: Script::new(crate::stream_scripts::CREATE),
+            stream_read: Script::new(crate::stream_scripts::READ),
+            stream_seal: Script::new(crate::stream_scripts::SEAL),
+            stream_delete: Script::new(crate::stream_scripts::DELETE),
         }
     }
 }

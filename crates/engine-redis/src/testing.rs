@@ -49,52 +49,84 @@ fn answers_ping(port: u16) -> bool {
     matches!(redis::cmd("PING").query::<String>(&mut con), Ok(pong) if pong == "PONG")
 }
 
+fn temp_dir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a temp dir for redis-server: {e}"),
+    }
+}
+
+/// A started child and its port.
+struct Started(Child, u16);
+
+impl Started {
+    fn into_server(self, dir: tempfile::TempDir) -> RedisServer {
+        RedisServer {
+            child: Some(self.0),
+            port: self.1,
+            _dir: dir,
+        }
+    }
+}
+
+/// Spawns redis-server on `port` and waits for `PING`; `None` if it exited or never answered.
+fn spawn_on(dir: &std::path::Path, port: u16) -> Option<Started> {
+    let spawned = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "redis-server is not on PATH; run ./scripts/test (it installs redis-server) \
+             or install Redis 7 yourself"
+        ),
+        Err(e) => panic!("cannot spawn redis-server: {e}"),
+    };
+    for _ in 0..PING_TRIES {
+        if answers_ping(port) {
+            return Some(Started(child, port));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // exited (port taken?)
+        }
+        std::thread::sleep(PING_INTERVAL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 impl RedisServer {
     /// Starts a server and waits until it answers `PING`.
     ///
     /// Panics if `redis-server` is not installed (run `./scripts/test`, which installs it) or
     /// if no server could be started.
     pub fn start() -> RedisServer {
-        let dir = match tempfile::tempdir() {
-            Ok(dir) => dir,
-            Err(e) => panic!("cannot create a temp dir for redis-server: {e}"),
-        };
+        let dir = temp_dir();
         for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            let spawned = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match spawned {
-                Ok(child) => child,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not on PATH; run ./scripts/test (it installs redis-server) \
-                     or install Redis 7 yourself"
-                ),
-                Err(e) => panic!("cannot spawn redis-server: {e}"),
-            };
-            for _ in 0..PING_TRIES {
-                if answers_ping(port) {
-                    return RedisServer {
-                        child: Some(child),
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (port taken?): try another port
-                }
-                std::thread::sleep(PING_INTERVAL);
+            if let Some(child) = spawn_on(dir.path(), free_port()) {
+                return child.into_server(dir);
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start after {START_ATTEMPTS} attempts");
+    }
+
+    /// Starts a fresh server on `port` (a restart of a stopped one, for reconnect tests).
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir = temp_dir();
+        for _ in 0..START_ATTEMPTS {
+            if let Some(child) = spawn_on(dir.path(), port) {
+                return child.into_server(dir);
+            }
+            std::thread::sleep(PING_INTERVAL);
+        }
+        panic!("redis-server did not start on port {port}");
     }
 
     /// The server's URL.

@@ -12,10 +12,11 @@ async fn redis_engine_passes_the_shared_suite() {
         .await
         .unwrap();
     assert_eq!(engine.name(), "redis");
-    sessiond_store::testsuite::run_all(Stores::from_engine(engine.clone())).await;
+    let stores = || Stores::from_engine(engine.clone()).with_streams(engine.clone());
+    sessiond_store::testsuite::run_all(stores()).await;
     // A second run on the same server: the suite's ids are unique per run, and leftovers of
     // the first run (index members, registry entries) must not disturb it.
-    sessiond_store::testsuite::run_all(Stores::from_engine(engine.clone())).await;
+    sessiond_store::testsuite::run_all(stores()).await;
     engine.close().await.unwrap();
     assert!(engine.ping().await.is_err(), "closed engine refuses calls");
 }

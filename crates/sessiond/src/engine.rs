@@ -38,7 +38,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 .map_err(|e| {
                     anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
                 })?;
-            Ok(Stores::from_engine(engine))
+            Ok(Stores::from_engine(engine.clone())
+                .with_streams(engine.clone())
+                .with_stream_wakes(engine))
         }
         EngineKind::Memory => {
             let engine = Arc::new(MemoryEngine::new());

@@ -142,6 +142,10 @@ pub async fn run(
             stores.admin.exclusive(),
         )
     });
+    // On a shared engine, readers also wake for appends made by other nodes.
+    if let (Some(streams), Some(wakes)) = (&streams, &stores.stream_wakes) {
+        streams.listen(wakes.as_ref());
+    }
     // Session middleware: one object per client, a TTL alarm each, analytics to a sink.
     let (analytics_sink, analytics_rx) = middleware::sink(&config, streams.is_some())?;
     let decider = match config.middleware.enabled {

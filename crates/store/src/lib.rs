@@ -30,7 +30,10 @@ use std::sync::Arc;
 pub use cache::{CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use sessions::{Cas, SessionRecord, SessionStore};
-pub use streams::{Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore};
+pub use streams::{
+    Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake,
+    StreamWakes, WakeSink,
+};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -99,8 +102,10 @@ pub struct Stores {
     pub cache: Arc<dyn CacheStore>,
     /// Object runtime state and alarms.
     pub objects: Arc<dyn ObjectStore>,
-    /// Durable Streams logs; `None` on engines that do not store streams yet (Redis).
+    /// Durable Streams logs; `None` on engines that do not store streams.
     pub streams: Option<Arc<dyn StreamStore>>,
+    /// Tail notifications from other processes sharing the engine (`None`: there are none).
+    pub stream_wakes: Option<Arc<dyn StreamWakes>>,
     /// Health and shutdown.
     pub admin: Arc<dyn EngineAdmin>,
 }
@@ -116,6 +121,7 @@ impl Stores {
             cache: engine.clone(),
             objects: engine.clone(),
             streams: None,
+            stream_wakes: None,
             admin: engine,
         }
     }
@@ -123,6 +129,12 @@ impl Stores {
     /// Adds the engine's stream storage.
     pub fn with_streams(mut self, streams: Arc<dyn StreamStore>) -> Self {
         self.streams = Some(streams);
+        self
+    }
+
+    /// Adds the engine's tail notifications (shared engines).
+    pub fn with_stream_wakes(mut self, wakes: Arc<dyn StreamWakes>) -> Self {
+        self.stream_wakes = Some(wakes);
         self
     }
 }

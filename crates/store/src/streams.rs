@@ -179,3 +179,32 @@ pub trait StreamStore: Send + Sync {
         durability: Durability,
     ) -> Result<bool>;
 }
+
+/// A tail notification (see [`StreamWakes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamWake<'a> {
+    /// The stream at this path changed (appended, closed, deleted, ...) through another
+    /// handle of the store.
+    Changed(&'a str),
+    /// Notifications may have been missed (the notification channel reconnected): any stream
+    /// may have changed.
+    Resync,
+}
+
+/// Receives tail notifications; called from the engine's task, so it must not block.
+pub type WakeSink = std::sync::Arc<dyn Fn(StreamWake<'_>) + Send + Sync>;
+
+/// Tail notifications across every process sharing one store.
+///
+/// Why: a capability wakes its own long-poll and SSE readers after its own commits (it knows
+/// when they are durable), but on a shared engine (several nodes on one Redis) another node may
+/// append. A notification is a hint, never data: a woken reader re-reads the stream from the
+/// store, so a late, duplicated or spurious notification costs one read and nothing else, and
+/// [`StreamWake::Resync`] after a reconnect covers the ones that were lost.
+///
+/// Changes made through the same handle are not reported (their caller announces them).
+/// Exclusive engines (SQLite, memory) have no other handles and never call the sink.
+pub trait StreamWakes: Send + Sync {
+    /// Registers `sink` for every later notification.
+    fn listen(&self, sink: WakeSink);
+}

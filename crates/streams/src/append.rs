@@ -25,6 +25,7 @@ use crate::state::media_type;
 
 /// What an append carries: a request body, or JSON values a server-side producer already
 /// serialized one by one (no parse and re-serialization of a JSON array).
+#[derive(Clone)]
 enum Payload {
     Body(Bytes),
     JsonValues(Vec<Vec<u8>>),
@@ -102,19 +103,68 @@ async fn append_payload(
             "empty body: send data, or Stream-Closed: true to close",
         ));
     }
+    let request = Request {
+        now,
+        close,
+        durability,
+        producer,
+        seq,
+        content_type,
+    };
+    // A commit that lost a race with another node is decided again on the stream as it now
+    // is (the lock re-reads it): the client sees one consistent outcome, never the race.
+    let mut attempt = 1;
+    loop {
+        match decide_and_commit(streams, path, &request, body.clone()).await {
+            Err(e) if e.is_stale() && attempt < MAX_ATTEMPTS => {
+                crate::metrics::commit_retry();
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
 
+/// How many times an append is decided before a lost race is reported (503).
+const MAX_ATTEMPTS: u32 = 16;
+
+/// The parsed headers of an append.
+struct Request<'a> {
+    now: sessiond_store::Millis,
+    close: bool,
+    durability: sessiond_store::Durability,
+    producer: Option<crate::state::ProducerTuple>,
+    seq: Option<String>,
+    content_type: Option<&'a str>,
+}
+
+/// One attempt: lock, check, commit.
+async fn decide_and_commit(
+    streams: &Streams,
+    path: &str,
+    r: &Request<'_>,
+    body: Payload,
+) -> StreamResult<Response> {
+    let Request {
+        now,
+        close,
+        durability,
+        ref producer,
+        ref seq,
+        content_type,
+    } = *r;
     let mut g = streams.lock_live(path, now).await?;
     let Some(current) = stream(&g).cloned() else {
         return Err(StreamError::not_found());
     };
     let tail_header = offset::format(current.tail);
     if current.info.closed {
-        if let (Some(p), Some(by)) = (&producer, &current.info.closed_by) {
+        if let (Some(p), Some(by)) = (producer, &current.info.closed_by) {
             if p == by {
                 return Ok(reply(StatusCode::NO_CONTENT, &tail_header, true, None));
             }
         }
-        if let Some(p) = &producer {
+        if let Some(p) = producer {
             if let Some(state) = current.info.producers.get(&p.id) {
                 if p.epoch < state.epoch {
                     return Err(producer::stale(state.epoch));
@@ -143,7 +193,7 @@ async fn append_payload(
     }
     let mut info = current.info.clone();
     let mut accepted = None;
-    if let Some(p) = &producer {
+    if let Some(p) = producer {
         match producer::check(&info, p)? {
             Verdict::Duplicate(state) => {
                 // The original may still be in flight: answer only once it is durable.
@@ -162,7 +212,7 @@ async fn append_payload(
             }
         }
     }
-    if let Some(seq) = &seq {
+    if let Some(seq) = seq {
         if info
             .last_seq
             .as_ref()

@@ -42,6 +42,21 @@ impl StreamError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
     }
 
+    /// 503: a commit lost a race with another node (the stream changed under it); the
+    /// request may be decided again on fresh state (see [`StreamError::is_stale`]).
+    pub fn stale() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale",
+            "the stream changed concurrently; retry",
+        )
+    }
+
+    /// True for [`StreamError::stale`].
+    pub fn is_stale(&self) -> bool {
+        self.api.code == "stale"
+    }
+
     /// Adds a header.
     pub fn with(mut self, name: &'static str, value: impl ToString) -> Self {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {

@@ -28,6 +28,13 @@
 //!   [`config`]: limits; [`limits`]: the per-prefix stream quota; [`metrics`]: Prometheus
 //!   metrics, the system metrics stream, `Server-Timing`.
 //! - [`subscriptions`]: the reserved `__ds` subscription APIs (webhooks, pull-wake).
+//! - [`wakes`]: the per-path wake channels, fed by local commits and by other nodes.
+//!
+//! On a shared engine (several nodes on one Redis, `EngineAdmin::exclusive` false) nothing
+//! cached is trusted: every lock re-reads the stream's metadata, so a reader never reports
+//! `Stream-Up-To-Date` short of the engine's tail; a commit that loses a race with another
+//! node (`Commit::Conflict`) is decided again on fresh state; readers also wake on the
+//! engine's tail notifications (`StreamWakes`).
 
 pub mod access;
 pub mod append;
@@ -57,6 +64,7 @@ pub mod subscriptions;
 pub mod sweeper;
 pub mod tier;
 pub mod time;
+pub mod wakes;
 
 pub use access::{StreamAccess, StreamGuard};
 pub use cold::{ColdReader, NoCold};

@@ -13,7 +13,9 @@
 //!   `sessiond_streams_append_bytes` (histogram of body sizes);
 //! - `sessiond_streams_live_open{mode}` (gauge: open SSE / waiting long-poll requests),
 //!   `sessiond_streams_subscribe_total{mode}`, `sessiond_streams_unsubscribe_total{mode}`;
-//! - `sessiond_streams_rejected_total{reason}` (limits that answered 4xx/503).
+//! - `sessiond_streams_rejected_total{reason}` (limits that answered 4xx/503);
+//! - `sessiond_streams_remote_wakes_total` (tail notifications from other nodes),
+//!   `sessiond_streams_commit_retries_total` (commits that lost a race with another node).
 //!
 //! The system stream (`streams.metrics_stream`, off by default) receives one JSON object per
 //! `streams.metrics_interval_s` with the process-wide totals, so the figures can be tailed
@@ -50,6 +52,16 @@ pub fn appended(bytes: usize, idempotent: bool) {
     ::metrics::histogram!("sessiond_streams_append_bytes").record(bytes as f64);
     APPENDS.fetch_add(1, Ordering::Relaxed);
     APPEND_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// A tail notification from another node arrived.
+pub fn remote_wake() {
+    ::metrics::counter!("sessiond_streams_remote_wakes_total").increment(1);
+}
+
+/// A commit lost a race with another node and the request is retried.
+pub fn commit_retry() {
+    ::metrics::counter!("sessiond_streams_commit_retries_total").increment(1);
 }
 
 /// A live reader (`mode` = `sse` | `long_poll`) started (`true`) or ended.

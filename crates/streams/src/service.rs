@@ -16,15 +16,15 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Commit, Durability, Millis, StreamChunk, StreamStore};
+use sessiond_store::{now_ms, Commit, Durability, Millis, StreamChunk, StreamStore, StreamWakes};
 use tokio::sync::watch;
 
 use crate::cold::ColdReader;
 use crate::config::StreamsConfig;
 use crate::error::{StreamError, StreamResult};
 use crate::state::{Ancestor, Stream, StreamInfo, StreamObject};
+use crate::wakes::WakeHub;
 
 /// A locked stream object.
 pub type Guard = ObjectGuard<StreamObject>;
@@ -40,6 +40,7 @@ pub struct Streams {
     pub(crate) exclusive: bool,
     pub(crate) sse_open: Arc<AtomicUsize>,
     pub(crate) long_polls: Arc<AtomicUsize>,
+    pub(crate) wakes: Arc<WakeHub>,
 }
 
 /// What a lookup found.
@@ -84,7 +85,13 @@ impl Streams {
             exclusive,
             sse_open: Arc::new(AtomicUsize::new(0)),
             long_polls: Arc::new(AtomicUsize::new(0)),
+            wakes: Arc::default(),
         }
+    }
+
+    /// Wakes this node's readers on `source`'s notifications (changes made by other nodes).
+    pub fn listen(&self, source: &dyn StreamWakes) {
+        self.wakes.listen_to(source);
     }
 
     /// The configuration.
@@ -97,11 +104,20 @@ impl Streams {
         let mut g = self.objects.lock(path).await;
         let failed = self.heal(&mut g).await?;
         if g.state().is_none() || !self.exclusive || failed {
+            let changed = match g.state() {
+                Some(object) => object.changed.clone(),
+                None => self.wakes.sender(path),
+            };
+            // Read before the load: a change after it moves the value (see `loaded_at`).
+            let seen = (!self.exclusive).then(|| *changed.borrow());
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {
                 Some(object) => object.stream = stream,
-                None => g.set(StreamObject::new(stream)),
+                None => g.set(StreamObject::new(stream, changed)),
+            }
+            if let Some(object) = g.state_mut() {
+                object.loaded_at = seen;
             }
         }
         Ok(g)
@@ -193,11 +209,7 @@ impl Streams {
             Commit::Conflict => {
                 // Another node changed the stream: forget the cache so the retry re-reads.
                 object.stream = None;
-                Err(StreamError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "the stream changed concurrently; retry",
-                ))
+                Err(StreamError::stale())
             }
         }
     }
@@ -215,10 +227,19 @@ impl Streams {
         stream.info.last_access = now;
         let due = stream.info.expiry().unwrap_or(now);
         let lag = due - stream.persisted_expiry.unwrap_or(0);
-        if lag >= (ttl as i64 * 100).max(1000) {
+        // On a shared engine the next request (maybe on another node) reloads the stored
+        // deadline, so it may lag by a tenth of the TTL at most, without the 1 s floor.
+        let floor = if self.exclusive { 1000 } else { 1 };
+        if lag >= (ttl as i64 * 100).max(floor) {
             let (tail, info) = (stream.tail, stream.info.clone());
-            self.commit_with(g, tail, &[], info, false, Durability::Unconfirmed)
-                .await?;
+            match self
+                .commit_with(g, tail, &[], info, false, Durability::Unconfirmed)
+                .await
+            {
+                // Another node wrote the stream meanwhile, refreshing it itself.
+                Err(e) if e.is_stale() => {}
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -279,6 +300,13 @@ impl Streams {
     pub fn snapshot(g: &Guard) -> Option<(Snapshot, watch::Receiver<u64>)> {
         let object = g.state()?;
         let s = object.stream.as_ref()?;
+        let mut changes = object.changed.subscribe();
+        if object
+            .loaded_at
+            .is_some_and(|seen| seen != *changes.borrow())
+        {
+            changes.mark_changed();
+        }
         Some((
             Snapshot {
                 path: g.key().to_owned(),
@@ -290,7 +318,7 @@ impl Streams {
                 start: s.info.start,
                 lineage: s.info.lineage.clone(),
             },
-            object.changed.subscribe(),
+            changes,
         ))
     }
 }

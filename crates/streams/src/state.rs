@@ -194,8 +194,13 @@ pub struct StreamObject {
     /// flight this is the *assigned* state (tail, producers, `Stream-Seq` including them); what
     /// readers may see is [`StreamObject::visible_tail`].
     pub stream: Option<Stream>,
-    /// Bumped after every durable change; readers at the tail wait on it.
-    pub changed: watch::Sender<u64>,
+    /// Bumped after every durable change (here, or on another node: the channel is shared
+    /// with the capability's `WakeHub`); readers at the tail wait on it.
+    pub changed: crate::wakes::WakeSender,
+    /// The `changed` value seen just before `stream` was loaded from a shared engine: a
+    /// snapshot taken when it moved since then wakes its reader at once (a change may have
+    /// landed between the load and the reader's subscription). `None` on exclusive engines.
+    pub loaded_at: Option<u64>,
     /// Pipelined appends of this stream (see `pipeline.rs`).
     pub flight: watch::Sender<Flight>,
     /// Fires when the last pipelined append's completion has published its outcome; the next
@@ -204,11 +209,12 @@ pub struct StreamObject {
 }
 
 impl StreamObject {
-    /// An object for `stream`.
-    pub fn new(stream: Option<Stream>) -> StreamObject {
+    /// An object for `stream` that wakes readers through `changed`.
+    pub fn new(stream: Option<Stream>, changed: crate::wakes::WakeSender) -> StreamObject {
         StreamObject {
             stream,
-            changed: watch::Sender::new(0),
+            changed,
+            loaded_at: None,
             flight: watch::Sender::new(Flight::default()),
             last_done: None,
         }
@@ -216,7 +222,7 @@ impl StreamObject {
 
     /// Wakes every waiting reader (call only after the change is durable).
     pub fn notify(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        crate::wakes::bump(&self.changed);
     }
 
     /// The tail readers may see: the assigned tail when nothing is in flight, else the durable
