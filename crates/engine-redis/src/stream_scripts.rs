@@ -11,15 +11,18 @@
 //! by offset. Scripts validate before they write: a script that fails half-way would leave its
 //! first writes in place (Redis does not roll back).
 
-/// Commits a change if the stored tail is the expected one, then notifies other nodes.
+/// Commits a change if the stored tail (and, when asked, the stored state) is the expected
+/// one, then notifies other nodes.
 /// KEYS: meta, chunks. ARGV: expected tail, new tail, expires_at or '', state, channel,
-/// notification prefix (`<node id> `), path, then offset/data pairs.
+/// notification prefix (`<node id> `), path, check-state flag ('1'), expected state, then
+/// offset/data pairs.
 /// Returns 0 conflict (or no stream), 1 written, 2 written and `exp` changed.
 pub const COMMIT: &str = r"
 local m, c = KEYS[1], KEYS[2]
-local cur = redis.call('HMGET', m, 'tail', 'exp')
+local cur = redis.call('HMGET', m, 'tail', 'exp', 'state')
 if cur[1] ~= ARGV[1] then return 0 end
-for i = 8, #ARGV, 2 do
+if ARGV[8] == '1' and cur[3] ~= ARGV[9] then return 0 end
+for i = 10, #ARGV, 2 do
   redis.call('XADD', c, ARGV[i] .. '-1', 'd', ARGV[i + 1])
 end
 redis.call('HSET', m, 'tail', ARGV[2], 'state', ARGV[4])

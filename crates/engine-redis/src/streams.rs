@@ -47,6 +47,8 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 pub(crate) struct Pending {
     path: String,
     expected: u64,
+    /// The state the stored one must equal (`commit_checked`).
+    expected_state: Option<Vec<u8>>,
     chunks: Vec<StreamChunk>,
     meta: StreamMeta,
     reply: oneshot::Sender<Result<Commit>>,
@@ -93,6 +95,10 @@ fn commit_cmd(keys: &Keys, node: &str, p: &Pending) -> redis::Cmd {
         .arg(keys.stream_wake_channel())
         .arg(format!("{node} "))
         .arg(&p.path);
+    match &p.expected_state {
+        Some(state) => cmd.arg("1").arg(state),
+        None => cmd.arg("0").arg(""),
+    };
     push_chunks(&mut cmd, &p.chunks);
     cmd
 }
@@ -255,32 +261,21 @@ impl StreamStore for RedisEngine {
         meta: StreamMeta,
         _: Durability,
     ) -> Result<CommitTicket> {
-        self.con()?;
-        let mut at = expected_tail;
-        for c in &chunks {
-            if c.offset != at {
-                return Err(StoreError::Corrupt(format!(
-                    "stream {path}: commit chunks are not contiguous from the expected tail"
-                )));
-            }
-            at = c.end();
-        }
-        let (reply, outcome) = oneshot::channel();
-        let pending = Pending {
-            path: path.to_owned(),
-            expected: expected_tail,
-            chunks,
-            meta,
-            reply,
-        };
-        self.commits
-            .send(pending)
-            .map_err(|_| StoreError::Unavailable("redis commit queue stopped".into()))?;
-        Ok(Box::pin(async move {
-            outcome
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("redis commit lost".into())))
-        }))
+        self.enqueue_commit(path, expected_tail, None, chunks, meta)
+    }
+
+    async fn commit_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        _: Durability,
+    ) -> Result<Commit> {
+        let state = Some(expected_state.to_vec());
+        self.enqueue_commit(path, expected_tail, state, chunks.to_vec(), meta.clone())?
+            .await
     }
 
     async fn read_chunks(
@@ -433,6 +428,46 @@ impl StreamStore for RedisEngine {
         ));
         let sealed: i64 = self.eval("stream_seal", &inv).await?;
         Ok(sealed == 1)
+    }
+}
+
+impl RedisEngine {
+    /// Puts a commit on the writer task's queue (which fixes its order).
+    fn enqueue_commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: Option<Vec<u8>>,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+    ) -> Result<CommitTicket> {
+        self.con()?;
+        let mut at = expected_tail;
+        for c in &chunks {
+            if c.offset != at {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {path}: commit chunks are not contiguous from the expected tail"
+                )));
+            }
+            at = c.end();
+        }
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            path: path.to_owned(),
+            expected: expected_tail,
+            expected_state,
+            chunks,
+            meta,
+            reply,
+        };
+        self.commits
+            .send(pending)
+            .map_err(|_| StoreError::Unavailable("redis commit queue stopped".into()))?;
+        Ok(Box::pin(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("redis commit lost".into())))
+        }))
     }
 }
 

@@ -108,34 +108,32 @@ impl StreamStore for SqliteEngine {
         meta: StreamMeta,
         durability: Durability,
     ) -> Result<CommitTicket> {
-        let path = path.to_owned();
-        // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
-        // order is fixed once the command is queued.
         let ticket = self
-            .enqueue(durability, move |conn| {
-                // The compare and the set are one command of the writer: nothing runs between.
-                let current: Option<(i64, i64)> = conn
-                    .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
-                    .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                let expected = off("expected tail", expected_tail)?;
-                let Some((id, _)) = current.filter(|(_, tail)| *tail == expected) else {
-                    return Ok(Commit::Conflict);
-                };
-                insert_chunks(conn, id, &chunks)?;
-                conn.prepare_cached(
-                    "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    off("tail", meta.tail)?,
-                    meta.expires_at,
-                    meta.state
-                ])?;
-                Ok(Commit::Written)
-            })
+            .enqueue_commit(path, expected_tail, None, chunks, meta, durability)
             .await?;
         Ok(Box::pin(ticket))
+    }
+
+    async fn commit_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit> {
+        let expected_state = Some(expected_state.to_vec());
+        self.enqueue_commit(
+            path,
+            expected_tail,
+            expected_state,
+            chunks.to_vec(),
+            meta.clone(),
+            durability,
+        )
+        .await?
+        .await
     }
 
     async fn read_chunks(
@@ -291,6 +289,48 @@ impl StreamStore for SqliteEngine {
             )?
             .execute(params![id, start, end])?;
             Ok(true)
+        })
+        .await
+    }
+}
+
+impl SqliteEngine {
+    /// Queues a commit's compare-and-set (tail, and state when given) and write.
+    async fn enqueue_commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: Option<Vec<u8>>,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+        durability: Durability,
+    ) -> Result<impl std::future::Future<Output = Result<Commit>> + Send + 'static> {
+        let path = path.to_owned();
+        // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
+        // order is fixed once the command is queued.
+        self.enqueue(durability, move |conn| {
+            // The compare and the set are one command of the writer: nothing runs between.
+            let current: Option<(i64, i64, Vec<u8>)> = conn
+                .prepare_cached("SELECT id, tail, state FROM streams WHERE path = ?1")?
+                .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()?;
+            let expected = off("expected tail", expected_tail)?;
+            let Some((id, _, _)) = current.filter(|(_, tail, state)| {
+                *tail == expected && expected_state.as_ref().is_none_or(|e| e == state)
+            }) else {
+                return Ok(Commit::Conflict);
+            };
+            insert_chunks(conn, id, &chunks)?;
+            conn.prepare_cached(
+                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                off("tail", meta.tail)?,
+                meta.expires_at,
+                meta.state
+            ])?;
+            Ok(Commit::Written)
         })
         .await
     }

@@ -140,6 +140,23 @@ pub trait StreamStore: Send + Sync {
         .await
     }
 
+    /// [`commit`](Self::commit) that also requires the stored [`StreamMeta::state`] to equal
+    /// `expected_state` (the state the caller decided on), for engines shared by several
+    /// processes. The tail alone does not version a stream: a close, a TTL refresh or a fork
+    /// count changes the metadata but not the tail, and a writer on another node that decided
+    /// on the older metadata must lose (`Conflict`) instead of overwriting it (say, appending
+    /// after the close, or re-opening the stream). Equal states are equal inputs, so an A-B-A
+    /// change of the state is harmless.
+    async fn commit_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit>;
+
     /// Hot chunks that end after `from`, in offset order, stopping once `max_bytes` were
     /// collected (always at least one chunk when any exists). A chunk starting before `from`
     /// is returned whole; the caller slices.

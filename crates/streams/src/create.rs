@@ -147,6 +147,7 @@ pub async fn create(
         tail: pos,
         persisted_expiry: meta.expires_at,
         info,
+        stored_state: meta.state.as_slice().into(),
     };
     let response = created(StatusCode::CREATED, &new, location);
     if let Some(object) = g.state_mut() {

@@ -83,6 +83,7 @@ impl Streams {
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         let expires_at = meta.expires_at;
+        let stored_state = meta.state.as_slice().into();
         let ticket = self
             .store
             .commit_enqueue(g.key(), expected_tail, chunks, meta, durability)
@@ -101,6 +102,7 @@ impl Streams {
             tail,
             info,
             persisted_expiry: expires_at,
+            stored_state,
         });
         let (flight, changed) = (object.flight.clone(), object.changed.clone());
         let (done, next_done) = oneshot::channel();

@@ -187,10 +187,23 @@ impl Streams {
         self.settle(g).await?;
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
-        let result = self
-            .store
-            .commit(g.key(), expected_tail, chunks, &meta, durability)
-            .await?;
+        // On a shared engine the tail does not version the stream (another node may have
+        // closed it, or counted a fork, at the same tail): require the state we decided on.
+        let decided_on = stream(g)
+            .filter(|_| !self.exclusive)
+            .map(|s| s.stored_state.clone());
+        let result = match decided_on {
+            Some(state) => {
+                self.store
+                    .commit_checked(g.key(), expected_tail, &state, chunks, &meta, durability)
+                    .await?
+            }
+            None => {
+                self.store
+                    .commit(g.key(), expected_tail, chunks, &meta, durability)
+                    .await?
+            }
+        };
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
         };
@@ -200,6 +213,7 @@ impl Streams {
                     tail,
                     info,
                     persisted_expiry: meta.expires_at,
+                    stored_state: meta.state.into(),
                 });
                 if wake {
                     object.notify();

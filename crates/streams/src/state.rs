@@ -141,6 +141,9 @@ pub struct Stream {
     pub info: StreamInfo,
     /// `expires_at` as last persisted (sliding refreshes are written lazily).
     pub persisted_expiry: Option<Millis>,
+    /// The stored encoding of `info` as last read or written: on a shared engine a commit
+    /// requires the store to still hold exactly this (`StreamStore::commit_checked`).
+    pub stored_state: std::sync::Arc<[u8]>,
 }
 
 impl Stream {
@@ -152,6 +155,7 @@ impl Stream {
             tail: meta.tail,
             persisted_expiry: meta.expires_at,
             info,
+            stored_state: meta.state.as_slice().into(),
         })
     }
 

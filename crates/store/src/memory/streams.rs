@@ -15,6 +15,32 @@ pub(super) struct MemoryStream {
     segments: Vec<SegmentRef>,
 }
 
+impl MemoryEngine {
+    /// The compare-and-set of a commit: the tail and, if given, the state must match.
+    fn apply_commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: Option<&[u8]>,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+    ) -> Result<Commit> {
+        self.with(|s| match s.streams.get_mut(path) {
+            Some(st)
+                if st.meta.tail == expected_tail
+                    && expected_state.is_none_or(|e| e == st.meta.state) =>
+            {
+                for c in chunks {
+                    st.chunks.insert(c.offset, c.data);
+                }
+                st.meta = meta;
+                Commit::Written
+            }
+            _ => Commit::Conflict,
+        })
+    }
+}
+
 #[async_trait]
 impl StreamStore for MemoryEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -53,17 +79,26 @@ impl StreamStore for MemoryEngine {
         _: Durability,
     ) -> Result<CommitTicket> {
         // Applied at once, so the order is the call order and the ticket is already resolved.
-        let outcome = self.with(|s| match s.streams.get_mut(path) {
-            Some(st) if st.meta.tail == expected_tail => {
-                for c in chunks {
-                    st.chunks.insert(c.offset, c.data);
-                }
-                st.meta = meta;
-                Commit::Written
-            }
-            _ => Commit::Conflict,
-        })?;
+        let outcome = self.apply_commit(path, expected_tail, None, chunks, meta)?;
         Ok(Box::pin(std::future::ready(Ok(outcome))))
+    }
+
+    async fn commit_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        _: Durability,
+    ) -> Result<Commit> {
+        self.apply_commit(
+            path,
+            expected_tail,
+            Some(expected_state),
+            chunks.to_vec(),
+            meta.clone(),
+        )
     }
 
     async fn read_chunks(

@@ -15,6 +15,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     let s = store.as_ref();
     create_refuses_existing(s).await;
     commit_compare_and_set(s).await;
+    super::stream_cas::commit_checked_compares_the_state(s).await;
     read_paging(s).await;
     delete_and_recreate(s).await;
     listing(s).await;

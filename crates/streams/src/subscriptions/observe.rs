@@ -142,6 +142,36 @@ impl StreamStore for ObservedStore {
         }))
     }
 
+    async fn commit_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        durability: Durability,
+    ) -> Result<Commit> {
+        let result = self
+            .inner
+            .commit_checked(
+                path,
+                expected_tail,
+                expected_state,
+                chunks,
+                meta,
+                durability,
+            )
+            .await?;
+        if result == Commit::Written && !chunks.is_empty() {
+            self.observer.send(|| Change::Appended {
+                path: path.to_owned(),
+                before: expected_tail,
+                tail: meta.tail,
+            });
+        }
+        Ok(result)
+    }
+
     async fn read_chunks(
         &self,
         path: &str,
