@@ -18,7 +18,7 @@ where
     F: Fn(TestServer) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for engine in [EngineKind::Memory, EngineKind::Sqlite] {
+    for engine in [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis] {
         let server = TestServer::start(engine, |c| c.streams.long_poll_timeout_ms = 300).await;
         test(server).await;
     }

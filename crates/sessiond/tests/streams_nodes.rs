@@ -1,0 +1,227 @@
+//! Durable Streams on two sessiond nodes sharing one Redis: what a client behind a
+//! round-robin load balancer relies on (read-your-writes on every node, live readers woken by
+//! the other node's appends, closure and producers enforced across nodes, concurrent appends
+//! through both nodes totally ordered).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use sessiond_engine_redis::testing::RedisServer;
+
+const LONG_POLL_MS: u64 = 5_000;
+
+fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn two_nodes() -> (RedisServer, TestServer, TestServer) {
+    let redis = RedisServer::start();
+    let tweak = |c: &mut sessiond::config::Config| c.streams.long_poll_timeout_ms = LONG_POLL_MS;
+    let a = TestServer::start_node(&redis, tweak).await;
+    let b = TestServer::start_node(&redis, tweak).await;
+    (redis, a, b)
+}
+
+async fn create(s: &TestServer, url: &str) {
+    let res = s
+        .put(url)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+/// Appends `body` through `s`; returns (status, Stream-Next-Offset).
+async fn append(s: &TestServer, url: &str, body: &str) -> (u16, String) {
+    let res = s
+        .post(url)
+        .header("content-type", "text/plain")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let next = header(&res, "stream-next-offset").unwrap_or_default();
+    (res.status().as_u16(), next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reads_its_peers_acknowledged_appends() {
+    let (_redis, a, b) = two_nodes().await;
+    let url = "/v1/stream/nodes/ryw";
+    create(&a, url).await;
+    let mut expected = String::new();
+    for i in 0..20 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let piece = format!("m{i};");
+        let (status, next) = append(writer, url, &piece).await;
+        assert_eq!(status, 204);
+        expected.push_str(&piece);
+        let res = reader
+            .get(&format!("{url}?offset=-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(header(&res, "stream-next-offset").as_deref(), Some(&*next));
+        assert_eq!(header(&res, "stream-up-to-date").as_deref(), Some("true"));
+        assert_eq!(res.text().await.unwrap(), expected, "read after append {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_and_sse_on_one_node_wake_for_the_other() {
+    let (_redis, a, b) = two_nodes().await;
+    let url = "/v1/stream/nodes/live";
+    create(&a, url).await;
+    let (_, tail) = append(&a, url, "first;").await;
+
+    // Long-poll on B at the tail, append on A: B answers with the data, well before timeout.
+    let poll = {
+        let req = b.get(&format!("{url}?offset={tail}&live=long-poll"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let res = req.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.text().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    // The poll took its snapshot on B once B's gauge counts it (no sleep as synchronization):
+    // from then on only a wake from A's append can answer it before the timeout.
+    common::wait_for_counter(
+        &b,
+        "sessiond_streams_live_open{mode=\"long_poll\"}",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    append(&a, url, "second;").await;
+    let (status, body, took) = poll.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "second;"));
+    assert!(
+        took < Duration::from_millis(LONG_POLL_MS),
+        "woken, not timed out: {took:?}"
+    );
+
+    // SSE on B from the start sees A's later append and A's close.
+    let mut res = b
+        .get(&format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut seen = String::new();
+    let mut appended = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("\"streamClosed\":true") {
+        let chunk = tokio::time::timeout_at(deadline.into(), res.chunk())
+            .await
+            .expect("SSE events before the deadline")
+            .unwrap()
+            .expect("SSE stream open");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        if !appended && seen.contains("second;") {
+            appended = true;
+            append(&a, url, "third;").await;
+            let res = a
+                .post(url)
+                .header("stream-closed", "true")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 204);
+        }
+    }
+    assert!(
+        seen.contains("data:third;"),
+        "A's append reached B's SSE: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closure_and_producers_hold_across_nodes() {
+    let (_redis, a, b) = two_nodes().await;
+    let url = "/v1/stream/nodes/producers";
+    create(&a, url).await;
+    let produce = |s: &TestServer, seq: u64, body: &str| {
+        s.post(url)
+            .header("content-type", "text/plain")
+            .header("producer-id", "p1")
+            .header("producer-epoch", "0")
+            .header("producer-seq", seq.to_string())
+            .body(body.to_owned())
+    };
+    assert_eq!(produce(&a, 0, "x;").send().await.unwrap().status(), 200);
+    // The client's retry lands on the other node: a duplicate, not a second copy.
+    assert_eq!(produce(&b, 0, "x;").send().await.unwrap().status(), 204);
+    assert_eq!(produce(&b, 1, "y;").send().await.unwrap().status(), 200);
+    let res = produce(&a, 3, "gap;").send().await.unwrap();
+    assert_eq!(res.status(), 409, "sequence gap seen by the other node");
+    assert_eq!(header(&res, "producer-expected-seq").as_deref(), Some("2"));
+
+    // Closed on B: A refuses appends.
+    let res = b
+        .post(url)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let (status, _) = append(&a, url, "late;").await;
+    assert_eq!(status, 409);
+    let res = a.get(&format!("{url}?offset=-1")).send().await.unwrap();
+    assert_eq!(header(&res, "stream-closed").as_deref(), Some("true"));
+    assert_eq!(res.text().await.unwrap(), "x;y;");
+
+    // Deleted on A: gone on B too.
+    assert_eq!(a.delete(url).send().await.unwrap().status(), 204);
+    assert_eq!(b.get(url).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_through_both_nodes_are_totally_ordered() {
+    let (_redis, a, b) = two_nodes().await;
+    let url = "/v1/stream/nodes/race";
+    create(&a, url).await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let req = if i % 2 == 0 { a.post(url) } else { b.post(url) };
+        tasks.push(tokio::spawn(async move {
+            let res = req
+                .header("content-type", "text/plain")
+                .body(format!("<{i:03}>"))
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 204, "every append acknowledged");
+    }
+    let body = b
+        .get(&format!("{url}?offset=-1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 60 * 5, "no gap, no duplicate: {body}");
+    let mut pieces: Vec<&str> = body
+        .as_bytes()
+        .chunks(5)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    pieces.sort_unstable();
+    let expected: Vec<String> = (0..60).map(|i| format!("<{i:03}>")).collect();
+    assert_eq!(pieces, expected);
+}
