@@ -19,6 +19,8 @@ const PING_INTERVAL: Duration = Duration::from_millis(50);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// AOF with `appendfsync always` (every acknowledged write on disk), kept across restarts.
+    durable: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -60,20 +62,27 @@ fn temp_dir() -> tempfile::TempDir {
 struct Started(Child, u16);
 
 impl Started {
-    fn into_server(self, dir: tempfile::TempDir) -> RedisServer {
+    fn into_server(self, dir: tempfile::TempDir, durable: bool) -> RedisServer {
         RedisServer {
             child: Some(self.0),
             port: self.1,
+            durable,
             _dir: dir,
         }
     }
 }
 
 /// Spawns redis-server on `port` and waits for `PING`; `None` if it exited or never answered.
-fn spawn_on(dir: &std::path::Path, port: u16) -> Option<Started> {
+fn spawn_on(dir: &std::path::Path, port: u16, durable: bool) -> Option<Started> {
+    let persistence: &[&str] = if durable {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
     let spawned = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(["--save", ""])
+        .args(persistence)
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
@@ -108,21 +117,51 @@ impl RedisServer {
     /// Panics if `redis-server` is not installed (run `./scripts/test`, which installs it) or
     /// if no server could be started.
     pub fn start() -> RedisServer {
+        Self::start_mode(false)
+    }
+
+    /// Starts a server whose every acknowledged write is on disk (AOF, `appendfsync always`)
+    /// and survives [`RedisServer::restart`] and [`RedisServer::kill9`].
+    pub fn start_durable() -> RedisServer {
+        Self::start_mode(true)
+    }
+
+    fn start_mode(durable: bool) -> RedisServer {
         let dir = temp_dir();
         for _ in 0..START_ATTEMPTS {
-            if let Some(child) = spawn_on(dir.path(), free_port()) {
-                return child.into_server(dir);
+            if let Some(child) = spawn_on(dir.path(), free_port(), durable) {
+                return child.into_server(dir, durable);
             }
         }
         panic!("redis-server did not start after {START_ATTEMPTS} attempts");
+    }
+
+    /// Kills the server with SIGKILL (no shutdown save); [`RedisServer::restart`] brings it
+    /// back on the same port with the same files.
+    pub fn kill9(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the stopped server again on its port, with its files (a durable server comes
+    /// back with every acknowledged write).
+    pub fn restart(&mut self) {
+        self.stop();
+        for _ in 0..START_ATTEMPTS {
+            if let Some(Started(child, _)) = spawn_on(self._dir.path(), self.port, self.durable) {
+                self.child = Some(child);
+                return;
+            }
+            std::thread::sleep(PING_INTERVAL);
+        }
+        panic!("redis-server did not restart on port {}", self.port);
     }
 
     /// Starts a fresh server on `port` (a restart of a stopped one, for reconnect tests).
     pub fn start_on(port: u16) -> RedisServer {
         let dir = temp_dir();
         for _ in 0..START_ATTEMPTS {
-            if let Some(child) = spawn_on(dir.path(), port) {
-                return child.into_server(dir);
+            if let Some(child) = spawn_on(dir.path(), port, false) {
+                return child.into_server(dir, false);
             }
             std::thread::sleep(PING_INTERVAL);
         }
