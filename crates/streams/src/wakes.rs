@@ -97,7 +97,7 @@ mod tests {
     fn one_channel_per_path_until_unused() {
         let hub = WakeHub::default();
         let a = hub.sender("a");
-        let mut rx = a.subscribe();
+        let rx = a.subscribe();
         assert!(Arc::ptr_eq(&a, &hub.sender("a")));
         hub.wake("a");
         assert!(rx.has_changed().unwrap_or(false));
