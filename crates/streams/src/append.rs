@@ -116,7 +116,7 @@ async fn append_payload(
     let mut attempt = 1;
     loop {
         match decide_and_commit(streams, path, &request, body.clone()).await {
-            Err(e) if e.is_stale() && attempt < MAX_ATTEMPTS => {
+            Err(e) if e.is_stale() && attempt < streams.config.max_commit_attempts => {
                 crate::metrics::commit_retry();
                 attempt += 1;
             }
@@ -124,9 +124,6 @@ async fn append_payload(
         }
     }
 }
-
-/// How many times an append is decided before a lost race is reported (503).
-const MAX_ATTEMPTS: u32 = 16;
 
 /// The parsed headers of an append.
 struct Request<'a> {

@@ -28,6 +28,9 @@ pub struct StreamsConfig {
     pub sse_reconnect_s: u64,
     /// How often the sweeper looks for expired streams (seconds).
     pub sweep_interval_s: u64,
+    /// Several nodes on one engine: how many times an append is decided again after its
+    /// commit lost a race with another node, before answering 503 + `Retry-After`.
+    pub max_commit_attempts: u32,
     /// Subscriptions: allow `http://` webhooks to loopback targets (development and the
     /// conformance suite). Off by default: webhooks must be `https://` to public addresses.
     pub allow_insecure_webhooks: bool,
@@ -79,6 +82,7 @@ impl Default for StreamsConfig {
             max_long_polls: 10_000,
             sse_reconnect_s: 60,
             sweep_interval_s: 30,
+            max_commit_attempts: 16,
             allow_insecure_webhooks: false,
             max_streams_per_prefix: 0,
             quota_prefix_segments: 1,
@@ -97,6 +101,9 @@ impl StreamsConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.long_poll_timeout_ms == 0 {
             return Err("streams.long_poll_timeout_ms must be > 0".into());
+        }
+        if self.max_commit_attempts == 0 {
+            return Err("streams.max_commit_attempts must be > 0".into());
         }
         if self.max_read_chunk_bytes == 0 || self.max_append_bytes == 0 {
             return Err(
