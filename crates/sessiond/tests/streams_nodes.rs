@@ -151,14 +151,15 @@ async fn closure_and_producers_hold_across_nodes() {
     let (_redis, a, b) = two_nodes().await;
     let url = "/v1/stream/nodes/producers";
     create(&a, url).await;
-    let produce = |s: &TestServer, seq: u64, body: &str| {
+    let produce_in = |s: &TestServer, epoch: u64, seq: u64, body: &str| {
         s.post(url)
             .header("content-type", "text/plain")
             .header("producer-id", "p1")
-            .header("producer-epoch", "0")
+            .header("producer-epoch", epoch.to_string())
             .header("producer-seq", seq.to_string())
             .body(body.to_owned())
     };
+    let produce = |s: &TestServer, seq: u64, body: &str| produce_in(s, 0, seq, body);
     assert_eq!(produce(&a, 0, "x;").send().await.unwrap().status(), 200);
     // The client's retry lands on the other node: a duplicate, not a second copy.
     assert_eq!(produce(&b, 0, "x;").send().await.unwrap().status(), 204);
@@ -166,6 +167,15 @@ async fn closure_and_producers_hold_across_nodes() {
     let res = produce(&a, 3, "gap;").send().await.unwrap();
     assert_eq!(res.status(), 409, "sequence gap seen by the other node");
     assert_eq!(header(&res, "producer-expected-seq").as_deref(), Some("2"));
+    // A new epoch on B; A's cached metadata still has epoch 0, where seq 1 is a duplicate:
+    // A must answer from the store's state (403, stale epoch), not from its cache.
+    assert_eq!(
+        produce_in(&b, 1, 0, "z;").send().await.unwrap().status(),
+        200
+    );
+    let res = produce(&a, 1, "y;").send().await.unwrap();
+    assert_eq!(res.status(), 403, "stale epoch seen by the other node");
+    assert_eq!(header(&res, "producer-epoch").as_deref(), Some("1"));
 
     // Closed on B: A refuses appends.
     let res = b
@@ -179,7 +189,7 @@ async fn closure_and_producers_hold_across_nodes() {
     assert_eq!(status, 409);
     let res = a.get(&format!("{url}?offset=-1")).send().await.unwrap();
     assert_eq!(header(&res, "stream-closed").as_deref(), Some("true"));
-    assert_eq!(res.text().await.unwrap(), "x;y;");
+    assert_eq!(res.text().await.unwrap(), "x;y;z;");
 
     // Deleted on A: gone on B too.
     assert_eq!(a.delete(url).send().await.unwrap().status(), 204);

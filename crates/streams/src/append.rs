@@ -111,15 +111,31 @@ async fn append_payload(
         seq,
         content_type,
     };
-    // A commit that lost a race with another node is decided again on the stream as it now
-    // is (the lock re-reads it): the client sees one consistent outcome, never the race.
+    // On a shared engine the first attempt decides on the node's cached metadata (no round
+    // trip; its commit checks the cached state in the store). A commit that lost a race with
+    // another node, or an answer that wrote nothing (a refusal, a duplicate) decided on the
+    // cache, is decided again on the stream as it now is: the client sees one consistent
+    // outcome, never the race or a stale cache.
     let mut attempt = 1;
+    let mut use_cache = true;
     loop {
-        match decide_and_commit(streams, path, &request, body.clone()).await {
+        let mut trusted = true;
+        let result = decide_and_commit(
+            streams,
+            path,
+            &request,
+            body.clone(),
+            use_cache,
+            &mut trusted,
+        )
+        .await;
+        use_cache = false;
+        match result {
             Err(e) if e.is_stale() && attempt < streams.config.max_commit_attempts => {
                 crate::metrics::commit_retry();
                 attempt += 1;
             }
+            _ if !trusted => {}
             other => return other,
         }
     }
@@ -135,12 +151,16 @@ struct Request<'a> {
     content_type: Option<&'a str>,
 }
 
-/// One attempt: lock, check, commit.
+/// One attempt: lock, check, commit. `trusted` ends false when the outcome was decided on
+/// cached metadata without writing anything (the caller decides again on fresh metadata);
+/// once a commit is sent its outcome stands (a retry could append twice).
 async fn decide_and_commit(
     streams: &Streams,
     path: &str,
     r: &Request<'_>,
     body: Payload,
+    use_cache: bool,
+    trusted: &mut bool,
 ) -> StreamResult<Response> {
     let Request {
         now,
@@ -150,7 +170,13 @@ async fn decide_and_commit(
         ref seq,
         content_type,
     } = *r;
-    let mut g = streams.lock_live(path, now).await?;
+    let mut g = if use_cache {
+        let (g, fresh) = streams.lock_live_cached(path, now).await?;
+        *trusted = fresh;
+        g
+    } else {
+        streams.lock_live(path, now).await?
+    };
     let Some(current) = stream(&g).cloned() else {
         return Err(StreamError::not_found());
     };
@@ -234,6 +260,7 @@ async fn decide_and_commit(
     }
     info.last_access = now;
     let has_data = !chunks.is_empty();
+    *trusted = true;
     if close || !has_data || !streams.pipelines() {
         streams
             .commit_with(&mut g, current.tail, &chunks, info, true, durability)

@@ -149,6 +149,22 @@ impl Streams {
         Ok(Found::Missing)
     }
 
+    /// For a writer: [`lock_live`](Self::lock_live), except that on a shared engine a cached
+    /// stream that is live at `now` is kept without a round trip. Returns whether the metadata
+    /// is fresh (just read, or the engine is exclusive). A writer on cached metadata must let
+    /// its commit check that state (`commit_with` does, via `commit_checked`) and must decide
+    /// again on fresh metadata before answering anything that wrote nothing.
+    pub async fn lock_live_cached(&self, path: &str, now: Millis) -> StreamResult<(Guard, bool)> {
+        if !self.exclusive {
+            let g = self.objects.lock(path).await;
+            let live = stream(&g).is_some_and(|s| !s.info.soft_deleted && !s.info.expired(now));
+            if live && !g.state().is_some_and(|o| o.flight.borrow().failed) {
+                return Ok((g, false));
+            }
+        }
+        Ok((self.lock_live(path, now).await?, true))
+    }
+
     /// Locks and requires a live stream (404 / 410 otherwise).
     pub async fn lock_live(&self, path: &str, now: Millis) -> StreamResult<Guard> {
         let mut g = self.lock(path).await?;
