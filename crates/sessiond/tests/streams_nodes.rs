@@ -235,3 +235,58 @@ async fn concurrent_appends_through_both_nodes_are_totally_ordered() {
     let expected: Vec<String> = (0..60).map(|i| format!("<{i:03}>")).collect();
     assert_eq!(pieces, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_and_deletes_while_another_node_appends() {
+    let (_redis, a, b) = two_nodes().await;
+    let src = "/v1/stream/nodes/src";
+    create(&a, src).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (req, stop) = (b.http.clone(), stop.clone());
+        let url = b.url(src);
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = req
+                    .post(&url)
+                    .header("content-type", "text/plain")
+                    .body("a;")
+                    .send()
+                    .await
+                    .unwrap();
+                match res.status().as_u16() {
+                    204 => n += 1,
+                    410 => break, // soft-deleted below
+                    other => panic!("append answered {other}"),
+                }
+            }
+            n
+        })
+    };
+    // Each fork counts itself on the source: a commit racing B's appends, retried on fresh
+    // metadata, never a 503 to the client.
+    for i in 0..10 {
+        let res = a
+            .put(&format!("/v1/stream/nodes/fork-{i}"))
+            .header("content-type", "text/plain")
+            .header("stream-forked-from", src)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "fork {i}");
+    }
+    // The source with live forks is soft-deleted (410) while B still appends; its forks stay.
+    let res = a.delete(src).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(appender.await.unwrap() > 0, "B appended meanwhile");
+    assert_eq!(b.get(src).send().await.unwrap().status(), 410);
+    for i in 0..10 {
+        let fork = format!("/v1/stream/nodes/fork-{i}");
+        assert_eq!(b.get(&fork).send().await.unwrap().status(), 200);
+        assert_eq!(a.delete(&fork).send().await.unwrap().status(), 204);
+    }
+    // The last fork released the soft-deleted source: gone for good.
+    assert_eq!(a.get(src).send().await.unwrap().status(), 404);
+}

@@ -15,6 +15,12 @@ use crate::service::{stream, Streams};
 
 /// Handles a DELETE.
 pub async fn delete(streams: &Streams, path: &str) -> StreamResult<Response> {
+    // Only the soft delete is a commit that can lose a race (and then wrote nothing); the
+    // hard delete is unconditional and the source release retries on its own.
+    streams.retry_stale(|| delete_once(streams, path)).await
+}
+
+async fn delete_once(streams: &Streams, path: &str) -> StreamResult<Response> {
     let mut g = streams.lock_live(path, now_ms()).await?;
     let Some(current) = stream(&g).cloned() else {
         return Err(StreamError::not_found());

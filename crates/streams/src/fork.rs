@@ -103,6 +103,20 @@ pub async fn prepare(
     expires_at: Option<Millis>,
     now: Millis,
 ) -> StreamResult<ForkBase> {
+    // The source's reference count is a commit that another node's write can race with.
+    streams
+        .retry_stale(|| prepare_once(streams, request, content_type, ttl, expires_at, now))
+        .await
+}
+
+async fn prepare_once(
+    streams: &Streams,
+    request: &ForkRequest,
+    content_type: Option<&str>,
+    ttl: Option<u64>,
+    expires_at: Option<Millis>,
+    now: Millis,
+) -> StreamResult<ForkBase> {
     let mut g = streams.lock(&request.source).await?;
     match streams.find(&mut g, now).await? {
         Found::Live => {}

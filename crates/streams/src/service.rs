@@ -310,20 +310,45 @@ impl Streams {
     pub async fn release_source(&self, path: &str) -> StreamResult<()> {
         let mut next = Some(path.to_owned());
         while let Some(path) = next.take() {
-            let mut g = self.lock(&path).await?;
-            let Some(stream) = stream(&g) else {
-                break;
-            };
-            let mut info = stream.info.clone();
-            let tail = stream.tail;
-            info.forks = info.forks.saturating_sub(1);
-            if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
-                next = self.hard_delete(&mut g).await?;
-            } else {
-                self.commit(&mut g, tail, &[], info, false).await?;
-            }
+            next = self.retry_stale(|| self.release_one(&path)).await?;
         }
         Ok(())
+    }
+
+    /// One step of [`release_source`](Self::release_source): the next ancestor to release.
+    async fn release_one(&self, path: &str) -> StreamResult<Option<String>> {
+        let mut g = self.lock(path).await?;
+        let Some(stream) = stream(&g) else {
+            return Ok(None);
+        };
+        let mut info = stream.info.clone();
+        let tail = stream.tail;
+        info.forks = info.forks.saturating_sub(1);
+        if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
+            return self.hard_delete(&mut g).await;
+        }
+        self.commit(&mut g, tail, &[], info, false).await?;
+        Ok(None)
+    }
+
+    /// Runs `op` again while it fails because its commit lost a race with another node (up to
+    /// `max_commit_attempts` times). `op` must lock (so each attempt decides on fresh
+    /// metadata) and must have written nothing when it fails with `stale`.
+    pub async fn retry_stale<T, F, Fut>(&self, mut op: F) -> StreamResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = StreamResult<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_stale() && attempt < self.config.max_commit_attempts => {
+                    crate::metrics::commit_retry();
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The locked stream's snapshot and a receiver for its changes.
