@@ -28,7 +28,7 @@
 //! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
 //! | `P:streams:names` | ZSET | every stream path, score 0 (ZRANGEBYLEX for prefix listing) |
-//! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail> <path>` |
+//! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail or -> <Redis ms> <path>` |
 //!
 //! A stream's three keys share its hash tag, so create, commit (tail check + chunks + metadata +
 //! notification), seal and delete are each one script. The expiry index and the name index

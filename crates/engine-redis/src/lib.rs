@@ -33,7 +33,11 @@
 //!   pipelined commits) and [`sessiond_store::StreamWakes`] (tail notifications over pub/sub).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
-//! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}`.
+//! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}` (its
+//! count is the round trips per operation); stream commits also record
+//! `sessiond_engine_commit_batch_size{engine="redis"}` (commits per pipeline), the subscriber
+//! `sessiond_engine_redis_wake_lag_seconds` (publish to receipt of a tail notification) and
+//! `sessiond_engine_redis_subscriptions_total` ((re)subscriptions).
 
 pub mod keys;
 

@@ -10,6 +10,9 @@
 //! Redis Stream have the id `<offset>-1` (Redis refuses `0-0`), so `XRANGE` by id is a range
 //! by offset. Scripts validate before they write: a script that fails half-way would leave its
 //! first writes in place (Redis does not roll back).
+//!
+//! Notifications are `<node id> <tail or -> <Redis time in ms> <path>`: the time lets each
+//! subscriber measure the pub/sub lag (same clock as its own only on one host, or with NTP).
 
 /// Commits a change if the stored tail (and, when asked, the stored state) is the expected
 /// one, then notifies other nodes.
@@ -32,7 +35,9 @@ if ARGV[3] == '' then
 else
   if cur[2] ~= ARGV[3] then redis.call('HSET', m, 'exp', ARGV[3]); changed = 2 end
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[2] .. ' ' .. ARGV[7])
+local t = redis.call('TIME')
+local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[2] .. ' ' .. ms .. ' ' .. ARGV[7])
 return changed
 ";
 
@@ -101,10 +106,12 @@ return 1
 ";
 
 /// Deletes a stream and notifies other nodes. KEYS: meta, chunks, segments.
-/// ARGV: channel, notification (`<node id> - <path>`). Returns 1 deleted, 0 none.
+/// ARGV: channel, notification prefix (`<node id> - `), path. Returns 1 deleted, 0 none.
 pub const DELETE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+local t = redis.call('TIME')
+local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ms .. ' ' .. ARGV[3])
 return 1
 ";

@@ -304,7 +304,8 @@ impl StreamStore for RedisEngine {
         let mut inv = self.scripts.stream_delete.prepare_invoke();
         inv.key(m).key(c).key(g);
         inv.arg(self.keys.stream_wake_channel())
-            .arg(format!("{} - {path}", self.node));
+            .arg(format!("{} - ", self.node))
+            .arg(path);
         let deleted: i64 = self.eval("stream_delete", &inv).await?;
         let mut pipe = redis::pipe();
         pipe.zrem(self.keys.stream_names(), path).ignore();
@@ -523,12 +524,15 @@ async fn run_wakes(
                 }
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
-                    let Some((from, path)) = parse_wake(msg.get_payload_bytes()) else {
+                    let Some((from, sent_ms, path)) = parse_wake(msg.get_payload_bytes()) else {
                         continue;
                     };
                     if from == node.as_bytes() {
                         continue;
                     }
+                    let lag_ms = (sessiond_store::now_ms() - sent_ms).max(0);
+                    metrics::histogram!("sessiond_engine_redis_wake_lag_seconds")
+                        .record(lag_ms as f64 / 1000.0);
                     if !deliver(&sinks, StreamWake::Changed(path)) {
                         return;
                     }
@@ -540,11 +544,25 @@ async fn run_wakes(
     }
 }
 
-/// Splits `<node> <tail> <path>` into the node id and the path.
-fn parse_wake(raw: &[u8]) -> Option<(&[u8], &str)> {
-    let space = raw.iter().position(|b| *b == b' ')?;
-    let (node, rest) = (&raw[..space], &raw[space + 1..]);
-    let space = rest.iter().position(|b| *b == b' ')?;
-    let path = std::str::from_utf8(&rest[space + 1..]).ok()?;
-    Some((node, path))
+/// Splits `<node> <tail> <ms> <path>` into the node id, the Redis time and the path.
+fn parse_wake(raw: &[u8]) -> Option<(&[u8], Millis, &str)> {
+    let mut parts = raw.splitn(4, |b| *b == b' ');
+    let node = parts.next()?;
+    let _tail = parts.next()?;
+    let ms = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let path = std::str::from_utf8(parts.next()?).ok()?;
+    Some((node, ms, path))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wake_payloads_keep_spaces_in_paths() {
+        assert_eq!(
+            super::parse_wake(b"n1 42 1700000000123 a b/c"),
+            Some((&b"n1"[..], 1_700_000_000_123, "a b/c"))
+        );
+        assert_eq!(super::parse_wake(b"n1 - 5 p"), Some((&b"n1"[..], 5, "p")));
+        assert_eq!(super::parse_wake(b"n1 42"), None);
+    }
 }
