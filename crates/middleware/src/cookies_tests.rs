@@ -203,7 +203,10 @@ fn credential_checks_read_only_the_http_only_copy() {
         .collect::<Vec<_>>()
         .join("; ");
     assert_eq!(
-        codec.read_header(&page_readable, &limits, NOW).cid.as_deref(),
+        codec
+            .read_header(&page_readable, &limits, NOW)
+            .cid
+            .as_deref(),
         Some(cid.as_str()),
         "a decision still falls back to the client copy"
     );

@@ -269,7 +269,15 @@ impl Decider {
             inner.metrics.rehydrations.increment(1);
         }
         let ids = (cid, sid, eid);
-        Ok(self.answer(presented, Some(&prior), ids, is_new_session, fp_id, input, now))
+        Ok(self.answer(
+            presented,
+            Some(&prior),
+            ids,
+            is_new_session,
+            fp_id,
+            input,
+            now,
+        ))
     }
 
     /// The decision for `(cid, sid, eid)` given what came before (`None`: a new client).
@@ -419,9 +427,7 @@ impl std::fmt::Debug for Decider {
 fn first_visit_ids(presented: &Presented, cid: &str) -> bool {
     match presented.eid.as_deref() {
         Some(eid) => eid == cid,
-        None => {
-            presented.sid.as_deref() == Some(cid) && presented.last_activity == id_time(cid)
-        }
+        None => presented.sid.as_deref() == Some(cid) && presented.last_activity == id_time(cid),
     }
 }
 

@@ -148,7 +148,9 @@ mod tests {
         assert_eq!(ok.payload, "abc");
         assert_eq!(ok.issued, NOW);
         assert!(s.verify("sID", &v, NOW, AGE).is_none(), "label is bound");
-        assert!(s.verify("cID", &v.replacen("abc", "abd", 1), NOW, AGE).is_none());
+        assert!(s
+            .verify("cID", &v.replacen("abc", "abd", 1), NOW, AGE)
+            .is_none());
         let redated = v.replacen(&NOW.to_string(), &(NOW + 1).to_string(), 1);
         assert!(s.verify("cID", &redated, NOW, AGE).is_none());
         assert!(s.verify("cID", "abc", NOW, AGE).is_none(), "unsigned");

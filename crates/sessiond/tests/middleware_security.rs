@@ -12,9 +12,9 @@ use common::{assert_error, counter, json, TestServer};
 use realtime_support::connect;
 use serde_json::{json, Value};
 use sessiond::config::{Config, EngineKind};
-use sessiond_middleware::AnalyticsTarget;
 use sessiond_middleware::cookies::{CookieCodec, Issue, Presented};
 use sessiond_middleware::signing::Signer;
+use sessiond_middleware::AnalyticsTarget;
 use sessiond_middleware::MiddlewareConfig;
 
 const KEY: &str = "middleware-signing-key-of-at-least-32-bytes";

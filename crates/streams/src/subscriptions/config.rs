@@ -57,7 +57,10 @@ impl SubscriptionsConfig {
             ("max_links", self.max_links),
             ("max_streams_per_wake", self.max_streams_per_wake),
             ("observer_queue", self.observer_queue),
-            ("webhook_max_response_bytes", self.webhook_max_response_bytes),
+            (
+                "webhook_max_response_bytes",
+                self.webhook_max_response_bytes,
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == 0)

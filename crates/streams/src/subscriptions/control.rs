@@ -282,7 +282,11 @@ impl Subscriptions {
         }
         let max_links = self.inner.config.max_links;
         let mut g = self.inner.objects.lock(id).await;
-        let mut sub = self.load(&mut g).await?.ok_or_else(SubError::not_found)?.clone();
+        let mut sub = self
+            .load(&mut g)
+            .await?
+            .ok_or_else(SubError::not_found)?
+            .clone();
         let new: BTreeSet<&String> = body
             .streams
             .iter()

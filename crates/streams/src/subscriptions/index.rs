@@ -97,8 +97,7 @@ impl Index {
         subs.iter()
             .filter(|(_, e)| {
                 e.explicit.contains(path)
-                    || (matchable
-                        && e.pattern.as_deref().is_some_and(|p| glob::matches(p, path)))
+                    || (matchable && e.pattern.as_deref().is_some_and(|p| glob::matches(p, path)))
             })
             .map(|(id, _)| id.clone())
             .collect()
@@ -115,7 +114,10 @@ mod tests {
         index.set("a", Some("events/*".into()), BTreeSet::new());
         index.set("deep", Some("**".into()), BTreeSet::new());
         assert_eq!(index.following("a/b/c"), vec!["deep"]);
-        assert!(index.following("a/b/c/d").is_empty(), "deeper than the limit");
+        assert!(
+            index.following("a/b/c/d").is_empty(),
+            "deeper than the limit"
+        );
         index.remove("deep");
         index.set("b", None, ["manual/x".to_owned()].into());
         assert_eq!(index.following("events/1"), vec!["a"]);

@@ -94,9 +94,8 @@ impl Subscriptions {
 
     /// Writes one link.
     pub(crate) async fn put_link(&self, id: &str, path: &str, link: &Link) -> SubResult<()> {
-        let bytes = serde_json::to_vec(link).map_err(|e| {
-            sessiond_store::StoreError::Corrupt(format!("subscription link: {e}"))
-        })?;
+        let bytes = serde_json::to_vec(link)
+            .map_err(|e| sessiond_store::StoreError::Corrupt(format!("subscription link: {e}")))?;
         self.inner
             .store
             .save_object(LINK_KIND, &key(id, path), &bytes, Durability::Confirmed)

@@ -73,7 +73,10 @@ pub fn allowed(ip: IpAddr, allow_insecure: bool) -> bool {
 
 /// Resolves `host` once and returns its addresses (with port 0: the URL's port applies) if
 /// every one of them may be reached; a name with any non-public address is refused whole.
-pub async fn resolve_checked(host: &str, allow_insecure: bool) -> Result<Vec<SocketAddr>, Rejection> {
+pub async fn resolve_checked(
+    host: &str,
+    allow_insecure: bool,
+) -> Result<Vec<SocketAddr>, Rejection> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, 0)],
