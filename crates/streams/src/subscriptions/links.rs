@@ -46,9 +46,9 @@ impl Subscriptions {
         let mut links = self.read_links(&id).await?;
         let migrate = !legacy.is_empty();
         for (path, link) in legacy {
-            if !links.contains_key(&path) {
-                self.put_link(&id, &path, &link).await?;
-                links.insert(path, link);
+            if let std::collections::btree_map::Entry::Vacant(slot) = links.entry(path) {
+                self.put_link(&id, slot.key(), &link).await?;
+                slot.insert(link);
             }
         }
         let Some(sub) = g.state_mut() else {
