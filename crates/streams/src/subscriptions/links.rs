@@ -226,3 +226,65 @@ impl Subscriptions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use sessiond_runtime::{JsonCodec, ObjectKind};
+    use sessiond_store::memory::MemoryEngine;
+    use sessiond_store::ObjectStore;
+
+    use super::super::{observer, Subscriptions, KIND};
+    use super::LINK_KIND;
+    use crate::{NoCold, Streams, StreamsConfig};
+
+    #[tokio::test]
+    async fn records_with_embedded_links_are_migrated_to_link_objects() {
+        let engine = Arc::new(MemoryEngine::new());
+        let store: Arc<dyn ObjectStore> = engine.clone();
+        // A record as written before links had their own objects.
+        let legacy = json!({
+            "id": "old", "created_at": 1, "base_url": "http://localhost", "generation": 3,
+            "wake": null, "retry": null,
+            "config": {"delivery": "pull-wake", "pattern": "a/*", "streams": ["b"],
+                       "webhook_url": null, "wake_stream": "w", "lease_ttl_ms": 30000,
+                       "description": null},
+            "links": {"a/1": {"explicit": false, "glob": true, "acked": 7},
+                      "b": {"explicit": true, "glob": false, "acked": 0}},
+        });
+        let bytes = serde_json::to_vec(&legacy).expect("json");
+        let durability = sessiond_store::Durability::Confirmed;
+        store
+            .save_object(KIND, "old", &bytes, durability)
+            .await
+            .expect("save");
+        let (observer, _changes) = observer(16);
+        let streams = Streams::new(
+            observer.wrap(engine.clone()),
+            Arc::new(NoCold),
+            ObjectKind::in_memory("stream"),
+            StreamsConfig::default(),
+            true,
+        );
+        let kind = ObjectKind::persistent(KIND, store.clone(), JsonCodec);
+        let subs = Subscriptions::open(streams, kind, store.clone(), observer)
+            .await
+            .expect("open");
+        let keys = store
+            .list_objects(LINK_KIND, "old/", None, 10)
+            .await
+            .expect("list");
+        assert_eq!(keys, vec!["old/a/1".to_string(), "old/b".to_string()]);
+        let record = store.load_object(KIND, "old").await.expect("load");
+        let record: serde_json::Value =
+            serde_json::from_slice(&record.expect("record")).expect("json");
+        assert!(record.get("links").is_none(), "{record}");
+        assert_eq!(record["generation"], 3);
+        let mut g = subs.inner.objects.lock("old").await;
+        let sub = subs.load(&mut g).await.expect("load").expect("sub");
+        assert_eq!(sub.links.len(), 2);
+        assert_eq!(sub.links["a/1"].acked, 7);
+    }
+}
