@@ -236,3 +236,50 @@ async fn webhook_answers_are_bounded_in_size_and_time() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_change_queue_is_caught_up_by_a_rescan() {
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        keyed(c);
+        c.streams.subscriptions.observer_queue = 1;
+    })
+    .await;
+    create_stream(&s, "wakes").await;
+    let sub = j!({"type": "pull-wake", "pattern": "q/*", "wake_stream": "wakes"});
+    assert_eq!(put_sub(&s, "q", sub).await.0, 201);
+    // Creates from 8 clients at once overflow a one-change queue.
+    const N: usize = 200;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let http = s.http.clone();
+            let base = s.url("/v1/stream/q/");
+            tokio::spawn(async move {
+                for i in (t..N).step_by(8) {
+                    let res = http
+                        .put(format!("{base}{i}"))
+                        .bearer_auth(KEY)
+                        .header("content-type", "text/plain")
+                        .body("x")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(res.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let links = get_sub(&s, "q").await["streams"].as_array().unwrap().len();
+        if links == N {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{links} of {N} streams linked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counter(&s, "sessiond_streams_subscription_resyncs_total").await >= 1.0);
+    s.stop().await;
+}
