@@ -49,6 +49,8 @@ pub struct StreamsConfig {
     pub read_token_secrets: Vec<String>,
     /// Longest read token accepted (bytes); longer is a 401.
     pub max_read_token_bytes: usize,
+    /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
+    pub subscriptions: crate::subscriptions::SubscriptionsConfig,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -88,6 +90,7 @@ impl Default for StreamsConfig {
             keys: Vec::new(),
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
+            subscriptions: Default::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl StreamsConfig {
             );
         }
         self.validate_auth()?;
+        self.subscriptions.validate()?;
         self.cold.validate()
     }
 

@@ -5,8 +5,11 @@
 //! writes data (create with a body, append, append+close, forks, internal wake-stream writes)
 //! is seen without touching those operations, and a change is reported only once the engine
 //! acknowledged it (durably, for confirmed writes): a wake never points at data a crash could
-//! take back. Reporting is a non-blocking send on an unbounded channel, and nothing at all is
-//! sent while no subscription exists, so the append path pays one atomic load.
+//! take back. Reporting is a non-blocking send on a bounded channel, and nothing at all is
+//! sent while no subscription exists, so the append path pays one atomic load. The channel
+//! never makes a writer wait (the subscription task itself appends wake events, so waiting
+//! could deadlock); when it is full the change is dropped and an overflow flag is raised,
+//! and the task then rescans every subscription instead of trusting the changes it saw.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,15 +52,20 @@ pub enum Change {
 /// on once a subscription exists).
 #[derive(Clone)]
 pub struct Observer {
-    tx: mpsc::UnboundedSender<Change>,
+    tx: mpsc::Sender<Change>,
     active: Arc<AtomicBool>,
+    overflow: Arc<AtomicBool>,
 }
 
-/// A new observer and the receiver of its changes.
-pub fn observer() -> (Observer, mpsc::UnboundedReceiver<Change>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let active = Arc::new(AtomicBool::new(false));
-    (Observer { tx, active }, rx)
+/// A new observer queueing at most `capacity` changes, and the receiver of its changes.
+pub fn observer(capacity: usize) -> (Observer, mpsc::Receiver<Change>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let observer = Observer {
+        tx,
+        active: Arc::new(AtomicBool::new(false)),
+        overflow: Arc::new(AtomicBool::new(false)),
+    };
+    (observer, rx)
 }
 
 impl Observer {
@@ -74,9 +82,16 @@ impl Observer {
         self.active.store(active, Ordering::Release);
     }
 
+    /// True (once) if changes were dropped since the last call.
+    pub fn take_overflow(&self) -> bool {
+        self.overflow.swap(false, Ordering::AcqRel)
+    }
+
     fn send(&self, change: impl FnOnce() -> Change) {
         if self.active.load(Ordering::Acquire) {
-            let _ = self.tx.send(change());
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(change()) {
+                self.overflow.store(true, Ordering::Release);
+            }
         }
     }
 }
