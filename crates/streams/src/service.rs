@@ -18,13 +18,19 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Commit, Durability, Millis, StreamChunk, StreamStore};
+use sessiond_store::{
+    now_ms, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk, StreamStore,
+};
 use tokio::sync::watch;
 
 use crate::cold::ColdReader;
 use crate::config::StreamsConfig;
 use crate::error::{StreamError, StreamResult};
-use crate::state::{Ancestor, Stream, StreamInfo, StreamObject};
+use crate::state::{Ancestor, ProducerState, Stream, StreamInfo, StreamObject};
+
+/// Producer states an object keeps cached once nothing is in flight (beyond it the cache is
+/// dropped and producers are read from the store again).
+const PRODUCER_CACHE: usize = 64;
 
 /// A locked stream object.
 pub type Guard = ObjectGuard<StreamObject>;
@@ -93,6 +99,10 @@ impl Streams {
     }
 
     /// Locks `path` and makes sure its object reflects the store.
+    ///
+    /// An absent stream that nobody waits on gets no object (the runtime then drops the empty
+    /// slot with the guard), so lookups of missing names leave nothing resident; the price is
+    /// one engine read per lookup of a missing stream.
     pub async fn lock(&self, path: &str) -> StreamResult<Guard> {
         let mut g = self.objects.lock(path).await;
         let failed = self.heal(&mut g).await?;
@@ -100,11 +110,72 @@ impl Streams {
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {
-                Some(object) => object.stream = stream,
-                None => g.set(StreamObject::new(stream)),
+                Some(object) => {
+                    object.stream = stream;
+                    object.producers.clear();
+                }
+                None if stream.is_some() => g.set(StreamObject::new(stream)),
+                None => {}
+            }
+        }
+        if let Some(object) = g.state_mut() {
+            if object.is_vacant() {
+                g.take();
+            } else if object.producers.len() > PRODUCER_CACHE
+                && object.flight.borrow().in_flight == 0
+            {
+                // Every commit landed: the store is authoritative again.
+                object.producers.clear();
             }
         }
         Ok(g)
+    }
+
+    /// The state of producer `id` of the locked stream: the one assigned by an append in
+    /// flight, a pending legacy one, or the stored row.
+    pub async fn producer(&self, g: &mut Guard, id: &str) -> StreamResult<Option<ProducerState>> {
+        if let Some(object) = g.state() {
+            if let Some(state) = object.producers.get(id) {
+                return Ok(Some(state.clone()));
+            }
+            if let Some(state) = object
+                .stream
+                .as_ref()
+                .and_then(|s| s.info.producers.get(id))
+            {
+                return Ok(Some(state.clone()));
+            }
+        }
+        let Some(record) = self.store.stream_producer(g.key(), id).await? else {
+            return Ok(None);
+        };
+        let state = ProducerState::decode(g.key(), &record.state)?;
+        if let Some(object) = g.state_mut() {
+            object.producers.insert(id.to_owned(), state.clone());
+        }
+        Ok(Some(state))
+    }
+
+    /// Moves the producer states pending in `info` into the rows a commit writes.
+    pub(crate) fn producer_update(
+        &self,
+        info: &mut StreamInfo,
+    ) -> (ProducerUpdate, Vec<(String, ProducerState)>) {
+        let pending: Vec<(String, ProducerState)> =
+            std::mem::take(&mut info.producers).into_iter().collect();
+        let used_at = now_ms();
+        let update = ProducerUpdate {
+            upsert: pending
+                .iter()
+                .map(|(id, state)| ProducerRecord {
+                    id: id.clone(),
+                    state: state.encode(),
+                    used_at,
+                })
+                .collect(),
+            max_producers: self.config.max_producers_per_stream,
+        };
+        (update, pending)
     }
 
     /// Classifies the locked stream at `now`, applying lazy expiry: an expired stream without
@@ -157,7 +228,10 @@ impl Streams {
             .await
     }
 
-    /// [`commit`](Self::commit) with an explicit durability.
+    /// [`commit`](Self::commit) with an explicit durability. Readers must only see durable
+    /// changes, so a commit that carries data or wakes readers (a close) is always written
+    /// confirmed; `Unconfirmed` applies to bookkeeping only (TTL refreshes). An unconfirmed
+    /// plain append gets its early answer through `pipeline.rs` instead.
     pub async fn commit_with(
         &self,
         g: &mut Guard,
@@ -169,17 +243,33 @@ impl Streams {
     ) -> StreamResult<()> {
         // Ordered after every pipelined append (and `expected_tail` is then durable).
         self.settle(g).await?;
+        let mut info = info;
+        let (producers, written) = self.producer_update(&mut info);
+        let durability = if chunks.is_empty() && !wake {
+            durability
+        } else {
+            Durability::Confirmed
+        };
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         let result = self
             .store
-            .commit(g.key(), expected_tail, chunks, &meta, durability)
+            .commit_enqueue(
+                g.key(),
+                expected_tail,
+                chunks.to_vec(),
+                meta.clone(),
+                producers,
+                durability,
+            )
+            .await?
             .await?;
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
         };
         match result {
             Commit::Written => {
+                object.producers.extend(written);
                 object.stream = Some(Stream {
                     tail,
                     info,
@@ -249,7 +339,11 @@ impl Streams {
             .await?;
         if let Some(object) = g.state_mut() {
             object.stream = None;
+            object.producers.clear();
             object.notify();
+            if object.is_vacant() {
+                g.take();
+            }
         }
         Ok(parent)
     }
