@@ -145,7 +145,10 @@ async fn many_producers_keep_appends_small_and_are_capped() {
     // Ids at the length limit (256 bytes); one byte more, or a longer Stream-Seq, is a 400.
     let id = |i: usize| format!("p{i:05}-{}", "x".repeat(249));
     assert_eq!(id(0).len(), 256);
-    assert_eq!(produce(&s, name, &format!("{}y", id(0)), 0, false).await, 400);
+    assert_eq!(
+        produce(&s, name, &format!("{}y", id(0)), 0, false).await,
+        400
+    );
     let long_seq = s
         .http
         .post(s.url(name))
@@ -169,7 +172,10 @@ async fn many_producers_keep_appends_small_and_are_capped() {
     // Let the unconfirmed ones land, then measure confirmed 1-byte appends of one producer.
     let writer = &ids[PRODUCERS - 1];
     assert_eq!(produce(&s, name, writer, 1, false).await, 200);
-    let (written, disk) = (s.proc_value("io", "wchar"), s.proc_value("io", "write_bytes"));
+    let (written, disk) = (
+        s.proc_value("io", "wchar"),
+        s.proc_value("io", "write_bytes"),
+    );
     const APPENDS: u64 = 40;
     for seq in 2..2 + APPENDS {
         assert_eq!(produce(&s, name, writer, seq, false).await, 200);
