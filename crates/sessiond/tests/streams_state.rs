@@ -130,8 +130,10 @@ fn producer_append(
     req
 }
 
+/// More distinct producers than the default `max_producers_per_stream`.
 const PRODUCERS: usize = 1200;
 const CAP: usize = 1000;
+const _: () = assert!(PRODUCERS > CAP);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_producers_keep_appends_small_and_are_capped() {
@@ -193,7 +195,6 @@ async fn many_producers_keep_appends_small_and_are_capped() {
     assert_eq!(first, 409, "evicted producer");
     let recent = &ids[PRODUCERS - 2];
     assert_eq!(produce(&s, name, recent, 0, false).await, 204, "duplicate");
-    assert!(PRODUCERS > CAP);
     s.kill();
 }
 
