@@ -70,6 +70,19 @@ fn insert_stream(conn: &Connection, meta: &StreamMeta) -> rusqlite::Result<Optio
     Ok((inserted > 0).then(|| conn.last_insert_rowid()))
 }
 
+/// Deletes stream `id` and every row that belongs to it.
+fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    for sql in [
+        "DELETE FROM stream_chunks WHERE stream = ?1",
+        "DELETE FROM stream_segments WHERE stream = ?1",
+        "DELETE FROM stream_producers WHERE stream = ?1",
+        "DELETE FROM streams WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute([id])?;
+    }
+    Ok(())
+}
+
 /// Replaces the tail, expiry and state of stream `id`.
 fn update_stream(conn: &Connection, id: i64, meta: &StreamMeta) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1")?
@@ -196,6 +209,29 @@ impl StreamStore for SqliteEngine {
         .await
     }
 
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let (path, source) = (path.to_owned(), source.clone());
+        self.write(durability, move |conn| {
+            let expected = off("expected tail", source.expected_tail)?;
+            let src: Option<i64> = conn
+                .prepare_cached("SELECT id FROM streams WHERE path = ?1 AND tail = ?2")?
+                .query_row(params![source.path, expected], |row| row.get(0))
+                .optional()?;
+            let (Some(src), Some(id)) = (src, stream_id(conn, &path)?) else {
+                return Ok(false);
+            };
+            delete_rows(conn, id)?;
+            update_stream(conn, src, &source.meta)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
         let (path, id) = (path.to_owned(), id.to_owned());
         self.read(move |conn| {
@@ -303,14 +339,7 @@ impl StreamStore for SqliteEngine {
             let Some(id) = stream_id(conn, &path)? else {
                 return Ok(false);
             };
-            conn.prepare_cached("DELETE FROM stream_chunks WHERE stream = ?1")?
-                .execute([id])?;
-            conn.prepare_cached("DELETE FROM stream_segments WHERE stream = ?1")?
-                .execute([id])?;
-            conn.prepare_cached("DELETE FROM stream_producers WHERE stream = ?1")?
-                .execute([id])?;
-            conn.prepare_cached("DELETE FROM streams WHERE id = ?1")?
-                .execute([id])?;
+            delete_rows(conn, id)?;
             Ok(true)
         })
         .await

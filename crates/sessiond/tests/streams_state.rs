@@ -1,7 +1,7 @@
 //! Per-stream state on the real binary (SQLite): idempotent producers cost O(1) bytes per
-//! append whatever their number, and are capped; a fork's reference on its source survives
-//! `kill -9` at the creation point only together with the fork; lookups of absent streams
-//! leave nothing resident.
+//! append whatever their number, and are capped; a fork's reference on its source is written
+//! and dropped together with the fork, whatever point `kill -9` hits; lookups of absent
+//! streams leave nothing resident.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -240,6 +240,40 @@ async fn kill_9_while_creating_a_fork_leaves_the_source_deletable() {
     assert_eq!(status(s.http.get(s.url("src"))).await, 410);
     assert_eq!(status(s.http.delete(s.url("fork2"))).await, 204);
     assert_eq!(status(s.http.get(s.url("src"))).await, 404);
+    s.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_deleting_the_last_fork_leaves_no_phantom_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::spawn(dir.path(), &[]);
+    let put = s
+        .http
+        .put(s.url("src"))
+        .header("content-type", "text/plain")
+        .body("hello");
+    assert_eq!(status(put).await, 201);
+    let fork = s
+        .http
+        .put(s.url("fork"))
+        .header("stream-forked-from", "/v1/stream/src");
+    assert_eq!(status(fork).await, 201);
+    assert_eq!(status(s.http.delete(s.url("src"))).await, 204);
+    assert_eq!(status(s.http.get(s.url("src"))).await, 410, "kept for its fork");
+    s.kill();
+
+    // Deleting the last fork stops after the fork is gone, before its source is removed.
+    let s = Server::spawn(dir.path(), &[("STREAMS_TEST_FAILPOINT", "fork-released")]);
+    let pending = tokio::spawn(s.http.delete(s.url("fork")).send());
+    s.wait_log("failpoint reached");
+    s.kill();
+    let _ = pending.await;
+
+    let s = Server::spawn(dir.path(), &[]);
+    assert_eq!(status(s.http.get(s.url("fork"))).await, 404);
+    // The source no longer counts the fork: it is gone, and its path is free again.
+    assert_eq!(status(s.http.get(s.url("src"))).await, 404);
+    assert_eq!(status(s.http.put(s.url("src"))).await, 201);
     s.kill();
 }
 

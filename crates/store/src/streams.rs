@@ -27,9 +27,10 @@
 //! a stream has; the per-commit cap ([`ProducerUpdate::max_producers`]) bounds their number,
 //! the engine evicting the least recently used.
 //!
-//! Forks: [`StreamStore::create_fork`] creates a stream and rewrites its source's metadata (the
-//! capability's fork reference count) in one transaction, so a crash can never leave a source
-//! counting a fork that does not exist.
+//! Forks: [`StreamStore::create_fork`] creates a stream and [`StreamStore::delete_fork`]
+//! deletes one, each rewriting the source's metadata (the capability's fork reference count)
+//! in the same transaction, so a crash can never leave a source counting a fork that does not
+//! exist.
 //!
 //! Cold storage: sealed ranges of a stream can move to object storage. The engine keeps the
 //! segment index ([`SegmentRef`]); [`StreamStore::seal_segment`] records a segment and drops
@@ -214,6 +215,17 @@ pub trait StreamStore: Send + Sync {
         from: u64,
         max_bytes: usize,
     ) -> Result<Vec<StreamChunk>>;
+
+    /// Deletes the stream `path` like [`delete_stream`](Self::delete_stream) and, in the same
+    /// transaction, replaces the metadata of `source.path` with `source.meta`. False (nothing
+    /// written) if `path` does not exist, or if the source does not exist or its tail is not
+    /// `source.expected_tail`.
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool>;
 
     /// Deletes the stream: metadata, chunks, producer rows and segment index. True if it existed. (Segment
     /// files in object storage are the capability's to delete, before calling this.)

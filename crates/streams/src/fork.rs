@@ -9,11 +9,11 @@
 //!
 //! Each stream counts the forks that name it as direct source. Deleting a stream with forks
 //! soft-deletes it (410 to clients, data kept); deleting the last fork releases the reference
-//! and deletes soft-deleted sources, cascading up the chain (`Streams::release_source`). The
-//! reference is taken by the fork's creation itself: `StreamStore::create_fork` writes the new
-//! stream and the source's incremented count in one engine transaction, so neither a rejected
-//! fork nor a crash (kill -9 at any point) can leave a source counting a fork that does not
-//! exist — which would keep it undeletable forever. [`prepare`] validates under the source's
+//! and deletes soft-deleted sources, cascading up the chain (`Streams::remove_released`). The
+//! reference is taken by the fork's creation itself and dropped by its deletion:
+//! `StreamStore::create_fork` / `delete_fork` write the fork and the source's new count in one
+//! engine transaction, so neither a rejected fork nor a crash (kill -9 at any point) can leave
+//! a source counting a fork that does not exist — which would keep it undeletable forever. [`prepare`] validates under the source's
 //! lock and hands that lock to the creation, so the source cannot change in between.
 
 use axum::http::HeaderMap;

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{
-    now_ms, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk, StreamStore,
+    now_ms, Commit, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, StreamChunk,
+    StreamStore,
 };
 use tokio::sync::watch;
 
@@ -184,10 +185,12 @@ impl Streams {
         let Some(stream) = stream(g) else {
             return Ok(Found::Missing);
         };
-        if stream.info.soft_deleted {
+        // Soft-deleted with no fork left: a removal a crash interrupted; finish it.
+        let orphan = stream.info.soft_deleted && stream.info.forks == 0;
+        if stream.info.soft_deleted && !orphan {
             return Ok(Found::Gone);
         }
-        if !stream.info.expired(now) {
+        if !orphan && !stream.info.expired(now) {
             return Ok(Found::Live);
         }
         if stream.info.forks > 0 {
@@ -197,9 +200,8 @@ impl Streams {
             self.commit(g, tail, &[], info, true).await?;
             return Ok(Found::Gone);
         }
-        let parent = self.hard_delete(g).await?;
-        if let Some(parent) = parent {
-            self.release_source(&parent).await?;
+        if let Some(parent) = self.hard_delete(g).await? {
+            self.remove_released(&parent).await?;
         }
         Ok(Found::Missing)
     }
@@ -327,16 +329,61 @@ impl Streams {
             .await
     }
 
-    /// Deletes the locked stream's data everywhere and returns its direct source, if it was a
-    /// fork (the caller releases that reference after dropping this lock).
+    /// Deletes the locked stream's data everywhere. A fork's reference on its direct source is
+    /// released in the same engine transaction (`StreamStore::delete_fork`; the source is
+    /// locked meanwhile: child then parent, as in fork creation). Returns that source when it
+    /// should go too (soft-deleted or expired, and this was its last fork): the caller passes
+    /// it to [`remove_released`](Self::remove_released) after dropping this lock.
     pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
         let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
         self.settle(g).await?;
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
-        self.store
-            .delete_stream(&path, Durability::Confirmed)
-            .await?;
+        let mut cascade = None;
+        let released = match parent {
+            Some(parent) => {
+                let mut pg = self.lock(&parent).await?;
+                self.settle(&mut pg).await?;
+                match stream(&pg).cloned() {
+                    Some(src) => {
+                        let mut info = src.info;
+                        info.forks = info.forks.saturating_sub(1);
+                        let link = ForkSource {
+                            path: parent.clone(),
+                            expected_tail: src.tail,
+                            meta: Stream::encode(&parent, src.tail, &info)?,
+                        };
+                        let deleted = self
+                            .store
+                            .delete_fork(&path, &link, Durability::Confirmed)
+                            .await?;
+                        if !deleted {
+                            return Err(StreamError::busy(
+                                "the stream or its fork source changed concurrently; retry",
+                            ));
+                        }
+                        if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
+                            cascade = Some(parent);
+                        }
+                        if let Some(object) = pg.state_mut() {
+                            object.stream = Some(Stream {
+                                tail: src.tail,
+                                info,
+                                persisted_expiry: link.meta.expires_at,
+                            });
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        if !released {
+            self.store
+                .delete_stream(&path, Durability::Confirmed)
+                .await?;
+        }
         if let Some(object) = g.state_mut() {
             object.stream = None;
             object.producers.clear();
@@ -345,25 +392,23 @@ impl Streams {
                 g.take();
             }
         }
-        Ok(parent)
+        Ok(cascade)
     }
 
-    /// Drops one fork reference from `path`, deleting it (and cascading up) when it was
-    /// soft-deleted or expired and this was the last fork.
-    pub async fn release_source(&self, path: &str) -> StreamResult<()> {
+    /// Removes `path` if no fork reads it any more and it is soft-deleted or expired, then its
+    /// own source if that became such an orphan, up the chain. Each step is atomic; a crash
+    /// between two leaves a soft-deleted orphan, which `find` (and so the sweeper, which finds
+    /// it in the expiry index) removes later.
+    pub async fn remove_released(&self, path: &str) -> StreamResult<()> {
+        crate::failpoint::hit("fork-released").await;
         let mut next = Some(path.to_owned());
         while let Some(path) = next.take() {
             let mut g = self.lock(&path).await?;
-            let Some(stream) = stream(&g) else {
+            let Some(s) = stream(&g) else {
                 break;
             };
-            let mut info = stream.info.clone();
-            let tail = stream.tail;
-            info.forks = info.forks.saturating_sub(1);
-            if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
+            if s.info.forks == 0 && (s.info.soft_deleted || s.info.expired(now_ms())) {
                 next = self.hard_delete(&mut g).await?;
-            } else {
-                self.commit(&mut g, tail, &[], info, false).await?;
             }
         }
         Ok(())

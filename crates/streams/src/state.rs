@@ -180,11 +180,12 @@ impl Stream {
             path: path.to_owned(),
             tail,
             // A soft-deleted stream is removed with its last fork, never by the sweeper: not
-            // indexing it keeps it out of every sweep's candidates.
-            expires_at: if info.soft_deleted {
-                None
-            } else {
-                info.expiry()
+            // indexing it keeps it out of every sweep's candidates. One whose last fork is gone
+            // (a crash stopped its removal) is indexed as long expired, so the sweeper finishes.
+            expires_at: match (info.soft_deleted, info.forks) {
+                (false, _) => info.expiry(),
+                (true, 0) => Some(0),
+                (true, _) => None,
             },
             state,
         })

@@ -69,6 +69,9 @@ impl StreamStore for Gated {
     ) -> Result<bool> {
         self.inner.create_fork(m, c, s, d).await
     }
+    async fn delete_fork(&self, path: &str, s: &ForkSource, d: Durability) -> Result<bool> {
+        self.inner.delete_fork(path, s, d).await
+    }
     async fn read_chunks(&self, path: &str, from: u64, max: usize) -> Result<Vec<StreamChunk>> {
         self.inner.read_chunks(path, from, max).await
     }

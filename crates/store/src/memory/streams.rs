@@ -101,6 +101,22 @@ impl StreamStore for MemoryEngine {
         })
     }
 
+    async fn delete_fork(&self, path: &str, source: &ForkSource, _: Durability) -> Result<bool> {
+        self.with(|s| {
+            let source_ok = s
+                .streams
+                .get(&source.path)
+                .is_some_and(|src| src.meta.tail == source.expected_tail);
+            if !source_ok || s.streams.remove(path).is_none() {
+                return false;
+            }
+            if let Some(src) = s.streams.get_mut(&source.path) {
+                src.meta = source.meta.clone();
+            }
+            true
+        })
+    }
+
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
         self.with(|s| {
             s.streams

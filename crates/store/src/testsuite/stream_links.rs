@@ -1,6 +1,7 @@
 //! The suite's checks of what a stream keeps besides its log: idempotent producer rows
 //! (written with a commit, capped with least-recently-used eviction, gone with the stream)
-//! and fork creation, which rewrites the source's metadata in the same transaction.
+//! and fork creation and deletion, which rewrite the source's metadata in the same
+//! transaction.
 
 use super::streams::{chunk, meta};
 use super::{unique, C};
@@ -188,5 +189,35 @@ async fn fork_and_source_commit_together(s: &dyn StreamStore) {
     assert_eq!(
         s.stream_meta(&src).await.expect("meta").map(|m| m.state),
         Some(b"src+1".to_vec())
+    );
+
+    // Deleting the fork rewrites the source in the same step, and only with a matching tail.
+    let released = ForkSource {
+        path: src.clone(),
+        expected_tail: 4,
+        meta: meta(&src, 4, b"src+0"),
+    };
+    let stale = ForkSource {
+        expected_tail: 5,
+        ..released.clone()
+    };
+    assert!(!s.delete_fork(&fork, &stale, C).await.expect("delete"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_some());
+    assert!(s.delete_fork(&fork, &released, C).await.expect("delete"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_none());
+    assert!(s.read_chunks(&fork, 0, 1 << 20).await.expect("read").is_empty());
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+0".to_vec())
+    );
+    // A fork that is gone changes nothing.
+    let again = ForkSource {
+        meta: meta(&src, 4, b"src-1"),
+        ..released
+    };
+    assert!(!s.delete_fork(&fork, &again, C).await.expect("delete"));
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+0".to_vec())
     );
 }

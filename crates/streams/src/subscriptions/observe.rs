@@ -139,6 +139,21 @@ impl StreamStore for ObservedStore {
         Ok(made)
     }
 
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let existed = self.inner.delete_fork(path, source, durability).await?;
+        if existed {
+            self.observer.send(|| Change::Deleted {
+                path: path.to_owned(),
+            });
+        }
+        Ok(existed)
+    }
+
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
         self.inner.stream_producer(path, id).await
     }
