@@ -259,7 +259,11 @@ async fn kill_9_while_deleting_the_last_fork_leaves_no_phantom_reference() {
         .header("stream-forked-from", "/v1/stream/src");
     assert_eq!(status(fork).await, 201);
     assert_eq!(status(s.http.delete(s.url("src"))).await, 204);
-    assert_eq!(status(s.http.get(s.url("src"))).await, 410, "kept for its fork");
+    assert_eq!(
+        status(s.http.get(s.url("src"))).await,
+        410,
+        "kept for its fork"
+    );
     s.kill();
 
     // Deleting the last fork stops after the fork is gone, before its source is removed.

@@ -205,7 +205,11 @@ async fn fork_and_source_commit_together(s: &dyn StreamStore) {
     assert!(s.stream_meta(&fork).await.expect("meta").is_some());
     assert!(s.delete_fork(&fork, &released, C).await.expect("delete"));
     assert!(s.stream_meta(&fork).await.expect("meta").is_none());
-    assert!(s.read_chunks(&fork, 0, 1 << 20).await.expect("read").is_empty());
+    assert!(s
+        .read_chunks(&fork, 0, 1 << 20)
+        .await
+        .expect("read")
+        .is_empty());
     assert_eq!(
         s.stream_meta(&src).await.expect("meta").map(|m| m.state),
         Some(b"src+0".to_vec())
