@@ -240,3 +240,39 @@ impl ColdTier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sessiond_store::memory::MemoryEngine;
+
+    #[tokio::test]
+    async fn delete_all_empties_the_hashed_and_the_legacy_directory() {
+        let tier = ColdTier::with_store(Arc::new(object_store::memory::InMemory::new()), "p");
+        let store = MemoryEngine::new();
+        let name = "tenant/a stream";
+        let legacy = tier.legacy_stream_dir(name).unwrap();
+        assert!(legacy.starts_with("p/streams/"));
+        let hashed = tier.segment_key(name, 0, 3).unwrap();
+        assert!(hashed.starts_with("p/streams-h/"));
+        for key in [format!("{legacy}/old.seg"), hashed.clone()] {
+            tier.put(&key, b"abc".to_vec()).await.unwrap();
+        }
+        assert_eq!(tier.list_dir(&legacy).await.len(), 1);
+        // Another stream's objects stay.
+        let other = tier.segment_key("tenant/b", 0, 3).unwrap();
+        tier.put(&other, b"abc".to_vec()).await.unwrap();
+        tier.delete_all(&store, name).await.unwrap();
+        assert!(tier.list_dir(&legacy).await.is_empty());
+        assert!(tier.list_dir(&tier.stream_dir(name)).await.is_empty());
+        assert_eq!(
+            tier.list_dir(&tier.stream_dir("tenant/b")).await,
+            vec![other]
+        );
+        // The longest names have a short directory, and no legacy one.
+        let long = "x".repeat(1024);
+        assert!(tier.stream_dir(&long).len() < 64);
+        assert_eq!(tier.legacy_stream_dir(&long), None);
+    }
+}
