@@ -178,16 +178,18 @@ async fn many_producers_keep_appends_small_and_are_capped() {
         s.proc_value("io", "wchar"),
         s.proc_value("io", "write_bytes"),
     );
-    const APPENDS: u64 = 40;
+    const APPENDS: u64 = 100;
     for seq in 2..2 + APPENDS {
         assert_eq!(produce(&s, name, writer, seq, false).await, 200);
     }
     let per_append = (s.proc_value("io", "wchar") - written) / APPENDS;
     let disk_per_append = (s.proc_value("io", "write_bytes") - disk) / APPENDS;
     println!("per 1-byte append: {per_append} bytes written, {disk_per_append} to disk");
-    // A few pages of WAL (chunk, stream row, producer row and its index) and the response;
-    // with every producer inside the stream's metadata it was > 300 KB.
-    assert!(per_append < 48 * 1024, "{per_append} bytes per append");
+    // A few pages of WAL (chunk, stream row, producer row and its index) and the response,
+    // ~20 KB; the bound leaves room for a WAL checkpoint (up to 4 MB) falling in the window.
+    // With every producer inside the stream's metadata each append rewrote all of them
+    // (1200 x ~300 B, > 350 KB per append).
+    assert!(per_append < 128 * 1024, "{per_append} bytes per append");
 
     // The cap evicted the least recently used producers: the first one is unknown again (its
     // next seq is a gap from 0), a recent one still deduplicates.
