@@ -29,7 +29,11 @@ async fn user_loop(
     let devices = sockets.len() as u64;
     let mut round = 0u64;
     while round < rounds && now_us() < until_us {
-        let presence = if round.is_multiple_of(2) { "away" } else { "online" };
+        let presence = if round.is_multiple_of(2) {
+            "away"
+        } else {
+            "online"
+        };
         let started = now_us();
         let sender = &mut sockets[(round % devices) as usize];
         wire::send(sender, wire::presence_frame(ep.target, presence)).await?;

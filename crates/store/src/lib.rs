@@ -30,7 +30,10 @@ use std::sync::Arc;
 pub use cache::{CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use sessions::{Cas, SessionRecord, SessionStore};
-pub use streams::{Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore};
+pub use streams::{
+    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
+    StreamMeta, StreamStore,
+};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;

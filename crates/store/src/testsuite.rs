@@ -18,6 +18,7 @@ use crate::{now_ms, Durability, Stores};
 mod cache;
 mod objects;
 mod pipeline;
+mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing};

@@ -37,6 +37,7 @@ pub mod create;
 pub mod cursor;
 pub mod delete;
 pub mod error;
+mod failpoint;
 pub mod fork;
 pub mod head;
 pub mod headers;

@@ -18,13 +18,20 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Commit, Durability, Millis, StreamChunk, StreamStore};
+use sessiond_store::{
+    now_ms, Commit, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, StreamChunk,
+    StreamStore,
+};
 use tokio::sync::watch;
 
 use crate::cold::ColdReader;
 use crate::config::StreamsConfig;
 use crate::error::{StreamError, StreamResult};
-use crate::state::{Ancestor, Stream, StreamInfo, StreamObject};
+use crate::state::{Ancestor, ProducerState, Stream, StreamInfo, StreamObject};
+
+/// Producer states an object keeps cached once nothing is in flight (beyond it the cache is
+/// dropped and producers are read from the store again).
+const PRODUCER_CACHE: usize = 64;
 
 /// A locked stream object.
 pub type Guard = ObjectGuard<StreamObject>;
@@ -93,6 +100,10 @@ impl Streams {
     }
 
     /// Locks `path` and makes sure its object reflects the store.
+    ///
+    /// An absent stream that nobody waits on gets no object (the runtime then drops the empty
+    /// slot with the guard), so lookups of missing names leave nothing resident; the price is
+    /// one engine read per lookup of a missing stream.
     pub async fn lock(&self, path: &str) -> StreamResult<Guard> {
         let mut g = self.objects.lock(path).await;
         let failed = self.heal(&mut g).await?;
@@ -100,11 +111,72 @@ impl Streams {
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {
-                Some(object) => object.stream = stream,
-                None => g.set(StreamObject::new(stream)),
+                Some(object) => {
+                    object.stream = stream;
+                    object.producers.clear();
+                }
+                None if stream.is_some() => g.set(StreamObject::new(stream)),
+                None => {}
+            }
+        }
+        if let Some(object) = g.state_mut() {
+            if object.is_vacant() {
+                g.take();
+            } else if object.producers.len() > PRODUCER_CACHE
+                && object.flight.borrow().in_flight == 0
+            {
+                // Every commit landed: the store is authoritative again.
+                object.producers.clear();
             }
         }
         Ok(g)
+    }
+
+    /// The state of producer `id` of the locked stream: the one assigned by an append in
+    /// flight, a pending legacy one, or the stored row.
+    pub async fn producer(&self, g: &mut Guard, id: &str) -> StreamResult<Option<ProducerState>> {
+        if let Some(object) = g.state() {
+            if let Some(state) = object.producers.get(id) {
+                return Ok(Some(state.clone()));
+            }
+            if let Some(state) = object
+                .stream
+                .as_ref()
+                .and_then(|s| s.info.producers.get(id))
+            {
+                return Ok(Some(state.clone()));
+            }
+        }
+        let Some(record) = self.store.stream_producer(g.key(), id).await? else {
+            return Ok(None);
+        };
+        let state = ProducerState::decode(g.key(), &record.state)?;
+        if let Some(object) = g.state_mut() {
+            object.producers.insert(id.to_owned(), state.clone());
+        }
+        Ok(Some(state))
+    }
+
+    /// Moves the producer states pending in `info` into the rows a commit writes.
+    pub(crate) fn producer_update(
+        &self,
+        info: &mut StreamInfo,
+    ) -> (ProducerUpdate, Vec<(String, ProducerState)>) {
+        let pending: Vec<(String, ProducerState)> =
+            std::mem::take(&mut info.producers).into_iter().collect();
+        let used_at = now_ms();
+        let update = ProducerUpdate {
+            upsert: pending
+                .iter()
+                .map(|(id, state)| ProducerRecord {
+                    id: id.clone(),
+                    state: state.encode(),
+                    used_at,
+                })
+                .collect(),
+            max_producers: self.config.max_producers_per_stream,
+        };
+        (update, pending)
     }
 
     /// Classifies the locked stream at `now`, applying lazy expiry: an expired stream without
@@ -113,10 +185,12 @@ impl Streams {
         let Some(stream) = stream(g) else {
             return Ok(Found::Missing);
         };
-        if stream.info.soft_deleted {
+        // Soft-deleted with no fork left: a removal a crash interrupted; finish it.
+        let orphan = stream.info.soft_deleted && stream.info.forks == 0;
+        if stream.info.soft_deleted && !orphan {
             return Ok(Found::Gone);
         }
-        if !stream.info.expired(now) {
+        if !orphan && !stream.info.expired(now) {
             return Ok(Found::Live);
         }
         if stream.info.forks > 0 {
@@ -126,9 +200,8 @@ impl Streams {
             self.commit(g, tail, &[], info, true).await?;
             return Ok(Found::Gone);
         }
-        let parent = self.hard_delete(g).await?;
-        if let Some(parent) = parent {
-            self.release_source(&parent).await?;
+        if let Some(parent) = self.hard_delete(g).await? {
+            self.remove_released(&parent).await?;
         }
         Ok(Found::Missing)
     }
@@ -157,7 +230,10 @@ impl Streams {
             .await
     }
 
-    /// [`commit`](Self::commit) with an explicit durability.
+    /// [`commit`](Self::commit) with an explicit durability. Readers must only see durable
+    /// changes, so a commit that carries data or wakes readers (a close) is always written
+    /// confirmed; `Unconfirmed` applies to bookkeeping only (TTL refreshes). An unconfirmed
+    /// plain append gets its early answer through `pipeline.rs` instead.
     pub async fn commit_with(
         &self,
         g: &mut Guard,
@@ -169,17 +245,33 @@ impl Streams {
     ) -> StreamResult<()> {
         // Ordered after every pipelined append (and `expected_tail` is then durable).
         self.settle(g).await?;
+        let mut info = info;
+        let (producers, written) = self.producer_update(&mut info);
+        let durability = if chunks.is_empty() && !wake {
+            durability
+        } else {
+            Durability::Confirmed
+        };
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         let result = self
             .store
-            .commit(g.key(), expected_tail, chunks, &meta, durability)
+            .commit_enqueue(
+                g.key(),
+                expected_tail,
+                chunks.to_vec(),
+                meta.clone(),
+                producers,
+                durability,
+            )
+            .await?
             .await?;
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
         };
         match result {
             Commit::Written => {
+                object.producers.extend(written);
                 object.stream = Some(Stream {
                     tail,
                     info,
@@ -237,39 +329,86 @@ impl Streams {
             .await
     }
 
-    /// Deletes the locked stream's data everywhere and returns its direct source, if it was a
-    /// fork (the caller releases that reference after dropping this lock).
+    /// Deletes the locked stream's data everywhere. A fork's reference on its direct source is
+    /// released in the same engine transaction (`StreamStore::delete_fork`; the source is
+    /// locked meanwhile: child then parent, as in fork creation). Returns that source when it
+    /// should go too (soft-deleted or expired, and this was its last fork): the caller passes
+    /// it to [`remove_released`](Self::remove_released) after dropping this lock.
     pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
         let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
         self.settle(g).await?;
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
-        self.store
-            .delete_stream(&path, Durability::Confirmed)
-            .await?;
+        let mut cascade = None;
+        let released = match parent {
+            Some(parent) => {
+                let mut pg = self.lock(&parent).await?;
+                self.settle(&mut pg).await?;
+                match stream(&pg).cloned() {
+                    Some(src) => {
+                        let mut info = src.info;
+                        info.forks = info.forks.saturating_sub(1);
+                        let link = ForkSource {
+                            path: parent.clone(),
+                            expected_tail: src.tail,
+                            meta: Stream::encode(&parent, src.tail, &info)?,
+                        };
+                        let deleted = self
+                            .store
+                            .delete_fork(&path, &link, Durability::Confirmed)
+                            .await?;
+                        if !deleted {
+                            return Err(StreamError::busy(
+                                "the stream or its fork source changed concurrently; retry",
+                            ));
+                        }
+                        if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
+                            cascade = Some(parent);
+                        }
+                        if let Some(object) = pg.state_mut() {
+                            object.stream = Some(Stream {
+                                tail: src.tail,
+                                info,
+                                persisted_expiry: link.meta.expires_at,
+                            });
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        if !released {
+            self.store
+                .delete_stream(&path, Durability::Confirmed)
+                .await?;
+        }
         if let Some(object) = g.state_mut() {
             object.stream = None;
+            object.producers.clear();
             object.notify();
+            if object.is_vacant() {
+                g.take();
+            }
         }
-        Ok(parent)
+        Ok(cascade)
     }
 
-    /// Drops one fork reference from `path`, deleting it (and cascading up) when it was
-    /// soft-deleted or expired and this was the last fork.
-    pub async fn release_source(&self, path: &str) -> StreamResult<()> {
+    /// Removes `path` if no fork reads it any more and it is soft-deleted or expired, then its
+    /// own source if that became such an orphan, up the chain. Each step is atomic; a crash
+    /// between two leaves a soft-deleted orphan, which `find` (and so the sweeper, which finds
+    /// it in the expiry index) removes later.
+    pub async fn remove_released(&self, path: &str) -> StreamResult<()> {
+        crate::failpoint::hit("fork-released").await;
         let mut next = Some(path.to_owned());
         while let Some(path) = next.take() {
             let mut g = self.lock(&path).await?;
-            let Some(stream) = stream(&g) else {
+            let Some(s) = stream(&g) else {
                 break;
             };
-            let mut info = stream.info.clone();
-            let tail = stream.tail;
-            info.forks = info.forks.saturating_sub(1);
-            if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
+            if s.info.forks == 0 && (s.info.soft_deleted || s.info.expired(now_ms())) {
                 next = self.hard_delete(&mut g).await?;
-            } else {
-                self.commit(&mut g, tail, &[], info, false).await?;
             }
         }
         Ok(())

@@ -22,6 +22,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     sealing(s).await;
     binary_and_large(s).await;
     super::pipeline::run_pipeline(s).await;
+    super::stream_links::run_stream_links(s).await;
 }
 
 /// Metadata of `path` with `tail` and a recognizable state.

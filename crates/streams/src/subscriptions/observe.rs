@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
-    StreamStore,
+    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
+    SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -101,6 +101,23 @@ struct ObservedStore {
     observer: Observer,
 }
 
+impl ObservedStore {
+    /// Reports a new stream (with its initial data, if any).
+    fn created(&self, meta: &StreamMeta, chunks: &[StreamChunk]) {
+        self.observer.send(|| match chunks.first() {
+            Some(first) => Change::Appended {
+                path: meta.path.clone(),
+                before: first.offset,
+                tail: meta.tail,
+            },
+            None => Change::Created {
+                path: meta.path.clone(),
+                tail: meta.tail,
+            },
+        });
+    }
+}
+
 #[async_trait]
 impl StreamStore for ObservedStore {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -115,19 +132,45 @@ impl StreamStore for ObservedStore {
     ) -> Result<bool> {
         let made = self.inner.create_stream(meta, chunks, durability).await?;
         if made {
-            self.observer.send(|| match chunks.first() {
-                Some(first) => Change::Appended {
-                    path: meta.path.clone(),
-                    before: first.offset,
-                    tail: meta.tail,
-                },
-                None => Change::Created {
-                    path: meta.path.clone(),
-                    tail: meta.tail,
-                },
-            });
+            self.created(meta, chunks);
         }
         Ok(made)
+    }
+
+    async fn create_fork(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let made = self
+            .inner
+            .create_fork(meta, chunks, source, durability)
+            .await?;
+        if made {
+            self.created(meta, chunks);
+        }
+        Ok(made)
+    }
+
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let existed = self.inner.delete_fork(path, source, durability).await?;
+        if existed {
+            self.observer.send(|| Change::Deleted {
+                path: path.to_owned(),
+            });
+        }
+        Ok(existed)
+    }
+
+    async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
+        self.inner.stream_producer(path, id).await
     }
 
     async fn commit_enqueue(
@@ -136,6 +179,7 @@ impl StreamStore for ObservedStore {
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<CommitTicket> {
         let appended = (!chunks.is_empty()).then(|| Change::Appended {
@@ -145,7 +189,7 @@ impl StreamStore for ObservedStore {
         });
         let ticket = self
             .inner
-            .commit_enqueue(path, expected_tail, chunks, meta, durability)
+            .commit_enqueue(path, expected_tail, chunks, meta, producers, durability)
             .await?;
         let observer = self.observer.clone();
         Ok(Box::pin(async move {
