@@ -26,12 +26,16 @@
 //! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes) |
 //! | `P:{st:esc(path)}:c` | STREAM | its hot chunks: entry id `<offset>-1`, one field `d` = the bytes |
 //! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
+//! | `P:{st:esc(path)}:p` | HASH | its idempotent producers: id -> `<used_at> <state bytes>` |
+//! | `P:{st:esc(path)}:pu` | ZSET | the same ids scored by `used_at` (least recently used first: the eviction order) |
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
 //! | `P:streams:names` | ZSET | every stream path, score 0 (ZRANGEBYLEX for prefix listing) |
 //! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail or -> <Redis ms> <path>` |
 //!
-//! A stream's three keys share its hash tag, so create, commit (tail check + chunks + metadata +
-//! notification), seal and delete are each one script. The expiry index and the name index
+//! A stream's five keys share its hash tag, so create, commit (tail check + chunks + metadata +
+//! producer rows + notification), seal and delete are each one script. Fork creation and
+//! deletion also rewrite the source's metadata hash: one script over two hash tags (valid on
+//! a standalone Redis; see `stream_scripts.rs` for Cluster). The expiry index and the name index
 //! span streams, so they are separate keys updated right after the script in the same round
 //! trip; readers verify every index entry against the stream's own hash (see `streams.rs`).
 //! The expiry index is split into partitions, each its own hash tag, so on Redis Cluster the
@@ -206,13 +210,16 @@ impl Keys {
         format!("{}:{{alarms}}:rec", self.prefix)
     }
 
-    /// A stream's keys: metadata hash, chunk stream, segment list (one hash tag).
-    pub fn stream(&self, path: &str) -> [String; 3] {
+    /// A stream's keys: metadata hash, chunk stream, segment list, producer rows, producer
+    /// use order (one hash tag).
+    pub fn stream(&self, path: &str) -> [String; 5] {
         let base = format!("{}:{{st:{}}}", self.prefix, escape(path));
         [
             format!("{base}:m"),
             format!("{base}:c"),
             format!("{base}:g"),
+            format!("{base}:p"),
+            format!("{base}:pu"),
         ]
     }
 

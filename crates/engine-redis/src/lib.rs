@@ -29,8 +29,9 @@
 //! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index).
 //! - `cache`: [`sessiond_store::CacheStore`] (namespaced entries, namespace registry for the limit).
 //! - `objects`: [`sessiond_store::ObjectStore`] (object state, per-kind index, alarms).
-//! - `streams`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash tag per stream,
-//!   pipelined commits) and [`sessiond_store::StreamWakes`] (tail notifications over pub/sub).
+//! - `streams`, `stream_commits`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash
+//!   tag per stream, pipelined commits); `stream_wakes`: [`sessiond_store::StreamWakes`] (tail
+//!   notifications over pub/sub).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}` (its
@@ -45,7 +46,9 @@ mod cache;
 mod objects;
 mod scripts;
 mod sessions;
+mod stream_commits;
 mod stream_scripts;
+mod stream_wakes;
 mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -88,9 +91,9 @@ pub struct RedisEngine {
     /// Names this instance in tail notifications.
     node: String,
     /// Queue of the stream commit writer task.
-    commits: streams::CommitQueue,
+    commits: stream_commits::CommitQueue,
     /// Tail notification sinks.
-    wake_sinks: streams::Sinks,
+    wake_sinks: stream_wakes::Sinks,
     keys: Keys,
     scripts: Scripts,
     closed: AtomicBool,
@@ -127,8 +130,8 @@ impl RedisEngine {
             .await
             .map_err(map_err)?;
         let keys = Keys::new(&options.key_prefix);
-        let node = streams::node_id();
-        let commits = streams::start_commit_queue(con.clone(), keys.clone(), node.clone());
+        let node = stream_wakes::node_id();
+        let commits = stream_commits::start_commit_queue(con.clone(), keys.clone(), node.clone());
         let engine = Arc::new(RedisEngine {
             con,
             client,

@@ -219,6 +219,8 @@ pub struct Scripts {
     pub stream_read: Script,
     pub stream_seal: Script,
     pub stream_delete: Script,
+    pub stream_fork_create: Script,
+    pub stream_fork_delete: Script,
 }
 
 fn with_helpers(body: &str) -> Script {
@@ -251,6 +253,8 @@ impl Scripts {
             stream_read: Script::new(crate::stream_scripts::READ),
             stream_seal: Script::new(crate::stream_scripts::SEAL),
             stream_delete: Script::new(crate::stream_scripts::DELETE),
+            stream_fork_create: Script::new(crate::stream_scripts::FORK_CREATE),
+            stream_fork_delete: Script::new(crate::stream_scripts::FORK_DELETE),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! The Lua scripts of the stream store: one per atomic change of one stream.
+//! The Lua scripts of the stream store: one per atomic change.
 //!
 //! Why a script per change: the tail check and the write must be one step, or two nodes could
-//! both append after the same tail. Every script touches only the keys of one stream (one
-//! hash tag, see [`crate::keys`]), so it is valid on Redis Cluster, and Redis runs scripts one
-//! at a time, which totally orders the commits of all nodes.
+//! both append after the same tail. Redis runs scripts one at a time, which totally orders the
+//! commits of all nodes. Every script but the two fork scripts touches only the keys of one
+//! stream (one hash tag, see [`crate::keys`]), so it is valid on Redis Cluster; the fork
+//! scripts span the fork's and the source's hash tags (see `FORK_CREATE`).
 //!
 //! Conventions: offsets and deadlines travel as the caller's decimal strings and are stored
 //! as such (the tail is compared as a string, so all 64 bits count). Chunk entries of the
@@ -11,53 +12,152 @@
 //! by offset. Scripts validate before they write: a script that fails half-way would leave its
 //! first writes in place (Redis does not roll back).
 //!
+//! Producer rows: the hash `p` maps a producer id to `<used_at> <state bytes>`, and the sorted
+//! set `pu` scores each id by `used_at`, so the eviction order `(used_at, id)` is the set's own
+//! order (equal scores sort by member bytes).
+//!
 //! Notifications are `<node id> <tail or -> <Redis time in ms> <path>`: the time lets each
 //! subscriber measure the pub/sub lag (same clock as its own only on one host, or with NTP).
 
+/// Lua helpers shared by the scripts (each script is one self-contained source).
+macro_rules! lua_helpers {
+    () => {
+        r"
+-- Replaces the tail and state of meta hash `m` and its `exp` ('' = none).
+-- Returns 2 when `exp` changed (the expiry index must follow), else 1.
+local function set_meta(m, tail, exp, state)
+  local old = redis.call('HGET', m, 'exp')
+  redis.call('HSET', m, 'tail', tail, 'state', state)
+  if exp == '' then
+    if old then redis.call('HDEL', m, 'exp'); return 2 end
+  elseif old ~= exp then
+    redis.call('HSET', m, 'exp', exp); return 2
+  end
+  return 1
+end
+
+-- True when meta hash `m` holds `tail` and, if `check` is '1', `state`.
+local function meta_is(m, tail, check, state)
+  local cur = redis.call('HMGET', m, 'tail', 'state')
+  if cur[1] ~= tail then return false end
+  return check ~= '1' or cur[2] == state
+end
+
+-- Publishes `head .. <Redis ms> .. ' ' .. path` on `channel`.
+local function notify(channel, head, path)
+  local t = redis.call('TIME')
+  local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  redis.call('PUBLISH', channel, head .. ms .. ' ' .. path)
+end
+
+-- Appends the offset/data pairs of ARGV from index `at` to chunk stream `c`.
+local function add_chunks(c, at)
+  for i = at, #ARGV, 2 do
+    redis.call('XADD', c, ARGV[i] .. '-1', 'd', ARGV[i + 1])
+  end
+end
+"
+    };
+}
+
 /// Commits a change if the stored tail (and, when asked, the stored state) is the expected
-/// one, then notifies other nodes.
-/// KEYS: meta, chunks. ARGV: expected tail, new tail, expires_at or '', state, channel,
-/// notification prefix (`<node id> `), path, check-state flag ('1'), expected state, then
-/// offset/data pairs.
+/// one, writes its producer rows, then notifies other nodes.
+/// KEYS: meta, chunks, producers, producer use. ARGV: expected tail, new tail, expires_at or
+/// '', state, channel, notification prefix (`<node id> `), path, check-state flag ('1'),
+/// expected state, max producers (0 = no cap), upsert count n, then n triples (id, used_at,
+/// row value), then offset/data pairs.
 /// Returns 0 conflict (or no stream), 1 written, 2 written and `exp` changed.
-pub const COMMIT: &str = r"
-local m, c = KEYS[1], KEYS[2]
-local cur = redis.call('HMGET', m, 'tail', 'exp', 'state')
-if cur[1] ~= ARGV[1] then return 0 end
-if ARGV[8] == '1' and cur[3] ~= ARGV[9] then return 0 end
-for i = 10, #ARGV, 2 do
-  redis.call('XADD', c, ARGV[i] .. '-1', 'd', ARGV[i + 1])
+pub const COMMIT: &str = concat!(
+    lua_helpers!(),
+    r"
+local m, c, p, pu = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if not meta_is(m, ARGV[1], ARGV[8], ARGV[9]) then return 0 end
+local n = tonumber(ARGV[11])
+add_chunks(c, 12 + 3 * n)
+local changed = set_meta(m, ARGV[2], ARGV[3], ARGV[4])
+local mine = {}
+for i = 12, 11 + 3 * n, 3 do
+  redis.call('HSET', p, ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', pu, ARGV[i + 1], ARGV[i])
+  mine[ARGV[i]] = true
 end
-redis.call('HSET', m, 'tail', ARGV[2], 'state', ARGV[4])
-local changed = 1
-if ARGV[3] == '' then
-  if cur[2] then redis.call('HDEL', m, 'exp'); changed = 2 end
-else
-  if cur[2] ~= ARGV[3] then redis.call('HSET', m, 'exp', ARGV[3]); changed = 2 end
+local max = tonumber(ARGV[10])
+if n > 0 and max > 0 then
+  local surplus = redis.call('ZCARD', pu) - max
+  if surplus > 0 then
+    -- The oldest rows, skipping the ones this commit wrote (at most n of them).
+    for _, id in ipairs(redis.call('ZRANGE', pu, 0, surplus + n - 1)) do
+      if surplus == 0 then break end
+      if not mine[id] then
+        redis.call('HDEL', p, id)
+        redis.call('ZREM', pu, id)
+        surplus = surplus - 1
+      end
+    end
+  end
 end
-local t = redis.call('TIME')
-local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[2] .. ' ' .. ms .. ' ' .. ARGV[7])
+notify(ARGV[5], ARGV[6] .. ARGV[2] .. ' ', ARGV[7])
 return changed
-";
+"
+);
 
 /// Creates a stream unless its metadata exists.
-/// KEYS: meta, chunks, segments. ARGV: tail, expires_at or '', state, then offset/data pairs.
-/// Returns 1 created, 0 exists.
-pub const CREATE: &str = r"
-local m, c, g = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', m) == 1 then return 0 end
-redis.call('DEL', c, g)
-if ARGV[2] == '' then
-  redis.call('HSET', m, 'tail', ARGV[1], 'state', ARGV[3])
-else
-  redis.call('HSET', m, 'tail', ARGV[1], 'state', ARGV[3], 'exp', ARGV[2])
-end
-for i = 4, #ARGV, 2 do
-  redis.call('XADD', c, ARGV[i] .. '-1', 'd', ARGV[i + 1])
-end
+/// KEYS: meta, chunks, segments, producers, producer use. ARGV: tail, expires_at or '',
+/// state, then offset/data pairs. Returns 1 created, 0 exists.
+pub const CREATE: &str = concat!(
+    lua_helpers!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+add_chunks(KEYS[2], 4)
 return 1
-";
+"
+);
+
+/// Creates a fork and, in the same step, replaces its source's metadata if the source's tail
+/// (and, when asked, state) is the expected one.
+///
+/// Why one script over two hash tags: the fork and the source's reference count must change
+/// together (a crash between two steps would leave the source counting a fork that does not
+/// exist, or a fork the source does not count). A standalone Redis runs any script atomically
+/// whatever its keys; Redis Cluster refuses keys of two slots in one script (`CROSSSLOT`), so
+/// there this needs the two-step protocol described in docs/architecture.md ("Scale-out").
+/// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
+/// ARGV: fork tail, fork expires_at or '', fork state, source expected tail, check-state flag,
+/// source expected state, source new tail, source new expires_at or '', source new state,
+/// then the fork's offset/data pairs. Returns 0 refused, 1 written.
+pub const FORK_CREATE: &str = concat!(
+    lua_helpers!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not meta_is(KEYS[6], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+add_chunks(KEYS[2], 10)
+set_meta(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
+return 1
+"
+);
+
+/// Deletes a fork and, in the same step, replaces its source's metadata if the source's tail
+/// (and, when asked, state) is the expected one; notifies other nodes. Two hash tags, like
+/// `FORK_CREATE`.
+/// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
+/// ARGV: channel, notification prefix (`<node id> - `), fork path, source expected tail,
+/// check-state flag, source expected state, source new tail, source new expires_at or '',
+/// source new state. Returns 0 refused, 1 written.
+pub const FORK_DELETE: &str = concat!(
+    lua_helpers!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if not meta_is(KEYS[6], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+set_meta(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
+notify(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"
+);
 
 /// Hot chunks that end after `from`, stopping once `max` bytes were collected (at least one).
 /// KEYS: chunks. ARGV: from, max bytes. Returns a flat list offset, data, offset, data...
@@ -105,13 +205,15 @@ end
 return 1
 ";
 
-/// Deletes a stream and notifies other nodes. KEYS: meta, chunks, segments.
-/// ARGV: channel, notification prefix (`<node id> - `), path. Returns 1 deleted, 0 none.
-pub const DELETE: &str = r"
+/// Deletes a stream (metadata, chunks, segments, producer rows) and notifies other nodes.
+/// KEYS: meta, chunks, segments, producers, producer use. ARGV: channel, notification prefix
+/// (`<node id> - `), path. Returns 1 deleted, 0 none.
+pub const DELETE: &str = concat!(
+    lua_helpers!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-local t = redis.call('TIME')
-local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. ms .. ' ' .. ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+notify(ARGV[1], ARGV[2], ARGV[3])
 return 1
-";
+"
+);

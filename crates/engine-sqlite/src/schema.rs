@@ -70,6 +70,21 @@
 //! bytes, the common case, stay inline. `streams` keeps a rowid because `state` (producer
 //! states) can grow; `streams_by_expiry (expires_at)` is partial (only streams that expire).
 //!
+//! # Tables (version 3: idempotent producers)
+//!
+//! | table | column | type | meaning |
+//! | --- | --- | --- | --- |
+//! | `stream_producers` | `stream`, `id` | INTEGER, TEXT, primary key together | `streams.id`, `Producer-Id` |
+//! | | `state` | BLOB | the capability's opaque producer state (epoch and sequence) |
+//! | | `used_at` | INTEGER | unix ms of the producer's last accepted write |
+//!
+//! Producer states used to live inside `streams.state`, so every append rewrote all of them
+//! (megabytes for a stream with thousands of producers). Now an append writes at most its own
+//! producer's row. `stream_producers_by_use (stream, used_at, id)` finds the least recently
+//! used rows when a commit's cap evicts. The migration only creates the table: the capability
+//! moves producer states still found in an old `streams.state` into rows on that stream's next
+//! commit, so the engine stays ignorant of the capability's encoding.
+//!
 //! # Invariants
 //!
 //! - `sessions.expires_at = min(idle_expires_at, absolute_expires_at)` on every row: every
@@ -83,8 +98,8 @@
 //! - For every stream, `stream_chunks` offsets are strictly increasing with each chunk ending
 //!   where the next starts, and `tail` is the end of the last chunk: `commit` checks the
 //!   expected tail and writes chunks and metadata in one command of the writer, so a lost race
-//!   writes nothing. Every `stream_chunks`/`stream_segments` row's `stream` is a live
-//!   `streams.id`: `delete_stream` removes all three in one command.
+//!   writes nothing. Every `stream_chunks`/`stream_segments`/`stream_producers` row's
+//!   `stream` is a live `streams.id`: `delete_stream` removes them all in one command.
 //! - Text is UTF-8 compared with SQLite's BINARY collation (memcmp), i.e. byte order, which is
 //!   the order `list_objects` promises.
 //!
@@ -113,7 +128,7 @@ use sessiond_store::{Result, StoreError};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations; entry `i` moves the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Version 1: sessions, cache, objects and alarms.
 const MIGRATION_1: &str = "
@@ -189,6 +204,18 @@ CREATE TABLE stream_segments (
     object_key TEXT    NOT NULL,
     PRIMARY KEY (stream, start)
 ) WITHOUT ROWID;
+";
+
+/// Version 3: idempotent producers in their own rows.
+const MIGRATION_3: &str = "
+CREATE TABLE stream_producers (
+    stream  INTEGER NOT NULL,
+    id      TEXT    NOT NULL,
+    state   BLOB    NOT NULL,
+    used_at INTEGER NOT NULL,
+    PRIMARY KEY (stream, id)
+) WITHOUT ROWID;
+CREATE INDEX stream_producers_by_use ON stream_producers (stream, used_at, id);
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

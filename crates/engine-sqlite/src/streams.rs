@@ -1,5 +1,6 @@
-//! `StreamStore` as SQL over the `streams`, `stream_chunks` and `stream_segments` tables (the
-//! layout and why it is shaped so are in `schema.rs`, version 2).
+//! `StreamStore` as SQL over the `streams`, `stream_chunks`, `stream_segments` and
+//! `stream_producers` tables (the layout and why it is shaped so are in `schema.rs`, versions 2
+//! and 3).
 //!
 //! Writes are commands of the writer thread, so they join its group commit: appends to many
 //! streams that arrive together share one transaction and one WAL fsync, and each is answered
@@ -17,8 +18,8 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
-    StreamStore,
+    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
+    SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 
 use crate::error::{limit, out_of_range};
@@ -53,6 +54,118 @@ fn insert_chunks(conn: &Connection, id: i64, chunks: &[StreamChunk]) -> rusqlite
     Ok(())
 }
 
+/// Inserts the stream row of `meta`; its id, or `None` if the path exists.
+fn insert_stream(conn: &Connection, meta: &StreamMeta) -> rusqlite::Result<Option<i64>> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO streams (path, tail, expires_at, state) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (path) DO NOTHING",
+        )?
+        .execute(params![
+            meta.path,
+            off("tail", meta.tail)?,
+            meta.expires_at,
+            meta.state
+        ])?;
+    Ok((inserted > 0).then(|| conn.last_insert_rowid()))
+}
+
+/// Deletes stream `id` and every row that belongs to it.
+fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    for sql in [
+        "DELETE FROM stream_chunks WHERE stream = ?1",
+        "DELETE FROM stream_segments WHERE stream = ?1",
+        "DELETE FROM stream_producers WHERE stream = ?1",
+        "DELETE FROM streams WHERE id = ?1",
+    ] {
+        conn.prepare_cached(sql)?.execute([id])?;
+    }
+    Ok(())
+}
+
+/// The id of a fork's source if its stored tail (and state) are the expected ones.
+fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
+    let found: Option<(i64, StreamMeta)> = conn
+        .prepare_cached("SELECT id, tail, expires_at, state FROM streams WHERE path = ?1")?
+        .query_row([&source.path], |row| {
+            Ok((
+                row.get(0)?,
+                StreamMeta {
+                    path: source.path.clone(),
+                    tail: stored_off(row, 1)?,
+                    expires_at: row.get(2)?,
+                    state: row.get(3)?,
+                },
+            ))
+        })
+        .optional()?;
+    Ok(found
+        .filter(|(_, stored)| source.matches(stored))
+        .map(|(id, _)| id))
+}
+
+/// Replaces the tail, expiry and state of stream `id`.
+fn update_stream(conn: &Connection, id: i64, meta: &StreamMeta) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1")?
+        .execute(params![
+            id,
+            off("tail", meta.tail)?,
+            meta.expires_at,
+            meta.state
+        ])?;
+    Ok(())
+}
+
+/// Writes a commit's producer rows, then evicts the least recently used beyond the cap (only
+/// counted when a row was inserted: an update cannot grow the table).
+fn apply_producers(conn: &Connection, id: i64, update: &ProducerUpdate) -> rusqlite::Result<()> {
+    let mut inserted = false;
+    for r in &update.upsert {
+        let updated = conn
+            .prepare_cached(
+                "UPDATE stream_producers SET state = ?3, used_at = ?4 WHERE stream = ?1 AND id = ?2",
+            )?
+            .execute(params![id, r.id, r.state, r.used_at])?;
+        if updated == 0 {
+            conn.prepare_cached(
+                "INSERT INTO stream_producers (stream, id, state, used_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, r.id, r.state, r.used_at])?;
+            inserted = true;
+        }
+    }
+    if !inserted || update.max_producers == 0 {
+        return Ok(());
+    }
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM stream_producers WHERE stream = ?1")?
+        .query_row([id], |row| row.get(0))?;
+    let surplus = usize::try_from(count)
+        .unwrap_or(0)
+        .saturating_sub(update.max_producers);
+    if surplus == 0 {
+        return Ok(());
+    }
+    let victims: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM stream_producers WHERE stream = ?1 ORDER BY used_at, id LIMIT ?2",
+        )?
+        .query_map(params![id, limit(surplus + update.upsert.len())], |row| {
+            row.get(0)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM stream_producers WHERE stream = ?1 AND id = ?2")?;
+    for victim in victims
+        .iter()
+        .filter(|v| !update.upsert.iter().any(|r| &r.id == *v))
+        .take(surplus)
+    {
+        delete.execute(params![id, victim])?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl StreamStore for SqliteEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -80,22 +193,74 @@ impl StreamStore for SqliteEngine {
     ) -> Result<bool> {
         let (meta, chunks) = (meta.clone(), chunks.to_vec());
         self.write(durability, move |conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO streams (path, tail, expires_at, state) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (path) DO NOTHING",
-                )?
-                .execute(params![
-                    meta.path,
-                    off("tail", meta.tail)?,
-                    meta.expires_at,
-                    meta.state
-                ])?;
-            if inserted == 0 {
+            let Some(id) = insert_stream(conn, &meta)? else {
                 return Ok(false);
-            }
-            insert_chunks(conn, conn.last_insert_rowid(), &chunks)?;
+            };
+            insert_chunks(conn, id, &chunks)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn create_fork(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let (meta, chunks, source) = (meta.clone(), chunks.to_vec(), source.clone());
+        self.write(durability, move |conn| {
+            // Check before writing anything: a refusal then leaves nothing to roll back.
+            let src = source_id(conn, &source)?;
+            let Some(src) = src else {
+                return Ok(false);
+            };
+            let Some(id) = insert_stream(conn, &meta)? else {
+                return Ok(false);
+            };
+            insert_chunks(conn, id, &chunks)?;
+            update_stream(conn, src, &source.meta)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let (path, source) = (path.to_owned(), source.clone());
+        self.write(durability, move |conn| {
+            let src = source_id(conn, &source)?;
+            let (Some(src), Some(id)) = (src, stream_id(conn, &path)?) else {
+                return Ok(false);
+            };
+            delete_rows(conn, id)?;
+            update_stream(conn, src, &source.meta)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
+        let (path, id) = (path.to_owned(), id.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT p.state, p.used_at FROM streams s
+                 JOIN stream_producers p ON p.stream = s.id
+                 WHERE s.path = ?1 AND p.id = ?2",
+            )?
+            .query_row(params![path, id], |row| {
+                Ok(ProducerRecord {
+                    id: id.clone(),
+                    state: row.get(0)?,
+                    used_at: row.get(1)?,
+                })
+            })
+            .optional()
         })
         .await
     }
@@ -106,10 +271,19 @@ impl StreamStore for SqliteEngine {
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<CommitTicket> {
         let ticket = self
-            .enqueue_commit(path, expected_tail, None, chunks, meta, durability)
+            .enqueue_commit(
+                path,
+                expected_tail,
+                None,
+                chunks,
+                meta,
+                producers,
+                durability,
+            )
             .await?;
         Ok(Box::pin(ticket))
     }
@@ -121,6 +295,7 @@ impl StreamStore for SqliteEngine {
         expected_state: &[u8],
         chunks: &[StreamChunk],
         meta: &StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<Commit> {
         let expected_state = Some(expected_state.to_vec());
@@ -130,6 +305,7 @@ impl StreamStore for SqliteEngine {
             expected_state,
             chunks.to_vec(),
             meta.clone(),
+            producers,
             durability,
         )
         .await?
@@ -191,12 +367,7 @@ impl StreamStore for SqliteEngine {
             let Some(id) = stream_id(conn, &path)? else {
                 return Ok(false);
             };
-            conn.prepare_cached("DELETE FROM stream_chunks WHERE stream = ?1")?
-                .execute([id])?;
-            conn.prepare_cached("DELETE FROM stream_segments WHERE stream = ?1")?
-                .execute([id])?;
-            conn.prepare_cached("DELETE FROM streams WHERE id = ?1")?
-                .execute([id])?;
+            delete_rows(conn, id)?;
             Ok(true)
         })
         .await
@@ -296,6 +467,7 @@ impl StreamStore for SqliteEngine {
 
 impl SqliteEngine {
     /// Queues a commit's compare-and-set (tail, and state when given) and write.
+    #[allow(clippy::too_many_arguments)] // `commit_checked`'s arguments
     async fn enqueue_commit(
         &self,
         path: &str,
@@ -303,6 +475,7 @@ impl SqliteEngine {
         expected_state: Option<Vec<u8>>,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<impl std::future::Future<Output = Result<Commit>> + Send + 'static> {
         let path = path.to_owned();
@@ -321,15 +494,8 @@ impl SqliteEngine {
                 return Ok(Commit::Conflict);
             };
             insert_chunks(conn, id, &chunks)?;
-            conn.prepare_cached(
-                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                off("tail", meta.tail)?,
-                meta.expires_at,
-                meta.state
-            ])?;
+            update_stream(conn, id, &meta)?;
+            apply_producers(conn, id, &producers)?;
             Ok(Commit::Written)
         })
         .await

@@ -101,8 +101,11 @@ async fn a_closed_engine_falls_back_and_the_request_passes() {
     let stores = open(dir.path());
     let embedded = Embedded::start(config(), &stores).unwrap();
     let app = serve_app(embedded.layer()).await;
+    // A first visit stores nothing (it never needs the engine); its return does.
+    let mut browser = Browser::default();
+    assert_eq!(browser.visit(&app, &[]).await.status, 200);
     stores.admin.close().await.unwrap();
-    let visit = Browser::default().visit(&app, &[]).await;
+    let visit = browser.visit(&app, &[]).await;
     assert_fallback(&visit);
     assert!(
         visit.body["fpID"].is_string(),

@@ -6,8 +6,9 @@
 //! the object between requests; on a shared engine (Redis, several nodes) it is re-read from
 //! the store every time, because another node may have decided since.
 //!
-//! The TTL (seed A's 90-day `DO_TTL_SECONDS`) is one alarm per client, armed when the state is
-//! created. A did a storage write per request to push it forward; here the alarm handler looks
+//! A client is stored from its first return on, never at its first visit (see
+//! [`crate::decide`]). The TTL (seed A's 90-day `DO_TTL_SECONDS`) is one alarm per client,
+//! armed when the state is created. A did a storage write per request to push it forward; here the alarm handler looks
 //! at the last activity when it fires and either re-arms at `last activity + TTL` or deletes
 //! the state, under the object's lock and dropping the cached copy too (A's alarm left its
 //! in-memory cache alive, bug 11).
@@ -279,12 +280,16 @@ mod tests {
                 .decide(&DecisionInput::default())
                 .await
                 .expect("first");
+            // A first visit stores nothing.
+            let none = store.load_object(KIND, &first.session.cid).await;
+            assert_eq!(none.expect("load"), None, "resident = {resident}");
             let input = DecisionInput {
                 cookie: Some(jar(&first.set_cookies)),
                 ..DecisionInput::default()
             };
             let second = decider.decide(&input).await.expect("second");
             assert_eq!(second.session.sid, first.session.sid);
+            let third = decider.decide(&input).await.expect("third");
             let bytes = store
                 .load_object(KIND, &first.session.cid)
                 .await
@@ -292,16 +297,16 @@ mod tests {
                 .expect("state");
             let stored: ClientState = serde_json::from_slice(&bytes).expect("json");
             let expected = if resident {
-                &first.session.eid
-            } else {
                 &second.session.eid
+            } else {
+                &third.session.eid
             };
             assert_eq!(&stored.eid, expected, "resident = {resident}");
             // The next decision still sees the latest activity (the cached state).
-            let third = decider.decide(&input).await.expect("third");
+            let fourth = decider.decide(&input).await.expect("fourth");
             assert_eq!(
-                third.session.old_state.eid,
-                Some(second.session.eid.clone())
+                fourth.session.old_state.eid,
+                Some(third.session.eid.clone())
             );
             runtime.shutdown().await;
         }

@@ -8,6 +8,14 @@
 //! Both layouts sign every value ([`crate::signing`]). Emission is minimal (bug 13: A sent
 //! 6–8 cookies on every response): a cookie is written only when its value changes or when
 //! less than half of its lifetime is left, judged from the issue time signed into it.
+//!
+//! What the MAC binds, beyond the payload and issue time: the app prefix and the logical
+//! name (`<app_prefix>cID`, …), so apps sharing keys cannot swap cookies; and, for layout A's
+//! sID and eID, the cID they were issued with, so the sID/eID pair of one browser never
+//! verifies next to another browser's cID. A value older than its cookie's lifetime is
+//! refused (the browser would have dropped it). Realtime uses [`CookieCodec::read_header`]
+//! with `http_only_only`: a page script can read and replay the `_cs_` copies, so only the
+//! `HttpOnly` copy proves a browser to a socket.
 
 use std::collections::HashMap;
 
@@ -19,7 +27,7 @@ use crate::config::{CookieConfig, CookieLayout, LimitsConfig, SameSite};
 use crate::ids;
 use crate::signing::{Signer, Verified};
 
-/// Label of the compact cookie's signature.
+/// Label of the compact cookie's signature (after the app prefix).
 const COMPACT_LABEL: &str = "compact";
 /// Separator of the compact payload's fields (cookie-safe, never in an id).
 const COMPACT_SEP: char = '~';
@@ -96,6 +104,8 @@ pub struct CookieCodec {
     /// Every cookie name read or written, computed once: layout A's `[server, client]` copy
     /// of each slot at `2 * slot + copy`, or the compact cookie's alone at 0.
     names: Vec<String>,
+    /// MAC labels: layout A's per slot (`<app_prefix><key>`), the compact cookie's at 0.
+    labels: Vec<String>,
 }
 
 /// The logical cookies of layout A: (label, which value).
@@ -133,11 +143,24 @@ impl CookieCodec {
                 )]
             }
         };
+        let labels = match config.layout {
+            CookieLayout::A => [
+                &config.cid_name,
+                &config.sid_name,
+                &config.eid_name,
+                &config.fpid_name,
+            ]
+            .into_iter()
+            .map(|key| format!("{}{key}", config.app_prefix))
+            .collect(),
+            CookieLayout::Compact => vec![format!("{}{COMPACT_LABEL}", config.app_prefix)],
+        };
         CookieCodec {
             config,
             signer,
             activity_refresh_ms,
             names,
+            labels,
         }
     }
 
@@ -151,13 +174,21 @@ impl CookieCodec {
         &self.config
     }
 
-    fn label(&self, slot: Slot) -> &str {
+    /// The MAC label of a layout-A value: sID and eID are bound to the client they belong to.
+    fn label(&self, slot: Slot, cid: &str) -> String {
+        let base = self.labels.get(slot as usize).map_or("", String::as_str);
         match slot {
-            Slot::Cid => &self.config.cid_name,
-            Slot::Sid => &self.config.sid_name,
-            Slot::Eid => &self.config.eid_name,
-            Slot::Fpid => &self.config.fpid_name,
+            Slot::Sid | Slot::Eid => format!("{base}\0{cid}"),
+            Slot::Cid | Slot::Fpid => base.to_string(),
         }
+    }
+
+    /// How long a layout-A value stays valid (its cookie's lifetime).
+    fn max_age(&self, slot: Slot) -> Millis {
+        lifetime_ms(match slot {
+            Slot::Fpid => self.config.fpid_lifetime_s,
+            _ => self.config.lifetime_s,
+        })
     }
 
     /// Layout A: the name indexes of a logical cookie's (server copy, client copy).
@@ -181,9 +212,28 @@ impl CookieCodec {
     /// Verifies what the client sent in a raw `Cookie` header: [`parse_header`] and
     /// [`read`](Self::read) in one pass that keeps only the cookies this codec knows.
     pub fn read_header(&self, header: &str, limits: &LimitsConfig, now: Millis) -> Presented {
+        self.read_header_copies(header, limits, now, false)
+    }
+
+    /// [`read_header`](Self::read_header), optionally ignoring layout A's page-readable
+    /// client copies (`http_only_only`: what a credential check must do).
+    pub fn read_header_copies(
+        &self,
+        header: &str,
+        limits: &LimitsConfig,
+        now: Millis,
+        http_only_only: bool,
+    ) -> Presented {
+        let client_copy = |i: usize| self.config.layout == CookieLayout::A && i % 2 == 1;
         let mut found = Found::default();
         for_each_pair(header, limits, |name, value| {
-            if let Some(slot) = self.name_index(name).and_then(|i| found.get_mut(i)) {
+            let Some(i) = self.name_index(name) else {
+                return;
+            };
+            if http_only_only && client_copy(i) {
+                return;
+            }
+            if let Some(slot) = found.get_mut(i) {
                 slot.get_or_insert_with(|| value.to_string());
             }
         });
@@ -200,14 +250,20 @@ impl CookieCodec {
     fn read_a(&self, found: &Found, now: Millis) -> Presented {
         let mut p = Presented::default();
         for slot in [Slot::Cid, Slot::Sid, Slot::Eid, Slot::Fpid] {
-            let label = self.label(slot);
+            // Session and event ids mean nothing without the client they belong to.
+            let cid = match (slot, &p.cid) {
+                (Slot::Sid | Slot::Eid, None) => continue,
+                (_, cid) => cid.clone().unwrap_or_default(),
+            };
+            let label = self.label(slot, &cid);
+            let max_age = self.max_age(slot);
             // The HttpOnly server copy wins; the client copy is signed too, so it may stand in.
             let mut value = None;
             for index in Self::slot_names(slot) {
                 let Some(raw) = found[index].as_deref() else {
                     continue;
                 };
-                let Some(v) = self.signer.verify(label, raw, now) else {
+                let Some(v) = self.signer.verify(&label, raw, now, max_age) else {
                     continue;
                 };
                 let valid = match slot {
@@ -227,11 +283,6 @@ impl CookieCodec {
                 Slot::Fpid => p.fpid = value,
             }
         }
-        if p.cid.is_none() {
-            // Session and event ids mean nothing without the client they belong to.
-            p.sid = None;
-            p.eid = None;
-        }
         p.last_activity = [&p.eid, &p.sid, &p.cid]
             .into_iter()
             .flatten()
@@ -244,7 +295,9 @@ impl CookieCodec {
         let Some(raw) = found[0].as_deref() else {
             return p;
         };
-        let Some(v) = self.signer.verify(COMPACT_LABEL, raw, now) else {
+        let label = self.labels.first().map_or("", String::as_str);
+        let max_age = lifetime_ms(self.config.lifetime_s);
+        let Some(v) = self.signer.verify(label, raw, now, max_age) else {
             return p;
         };
         let mut fields = v.payload.split(COMPACT_SEP);
@@ -284,13 +337,13 @@ impl CookieCodec {
                     slots.push((Slot::Fpid, fpid, self.config.fpid_lifetime_s));
                 }
                 for (slot, value, lifetime_s) in slots {
-                    let label = self.label(slot);
+                    let label = self.label(slot, issue.cid);
                     for (copy, index) in Self::slot_names(slot).into_iter().enumerate() {
                         let refresh = lifetime_ms(lifetime_s) / 2;
                         if is_current(presented, index, value, refresh, now) {
                             continue;
                         }
-                        let signed = self.signer.sign(label, value, now);
+                        let signed = self.signer.sign(&label, value, now);
                         out.push(self.render(index, &signed, lifetime_s, copy == 0, now));
                     }
                 }
@@ -305,7 +358,8 @@ impl CookieCodec {
                 let lifetime_s = self.config.lifetime_s;
                 let refresh = (lifetime_ms(lifetime_s) / 2).min(self.activity_refresh_ms);
                 if !is_current(presented, 0, &payload, refresh, now) {
-                    let signed = self.signer.sign(COMPACT_LABEL, &payload, now);
+                    let label = self.labels.first().map_or("", String::as_str);
+                    let signed = self.signer.sign(label, &payload, now);
                     out.push(self.render(0, &signed, lifetime_s, true, now));
                 }
             }

@@ -129,3 +129,95 @@ fn compact_layout_is_one_cookie_refreshed_by_activity() {
     let later = NOW + 8 * 60 * 1000;
     assert_eq!(codec.set_cookies(&p, &issue, later).len(), 1);
 }
+
+/// A layout-A browser's Cookie header after its first visit at `at`.
+fn first_visit(codec: &CookieCodec, at: Millis) -> (String, String) {
+    let cid = new_id(at);
+    let issue = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &cid,
+        fpid: Some("fp"),
+    };
+    let header = as_header(&codec.set_cookies(&Presented::default(), &issue, at));
+    (cid, header)
+}
+
+#[test]
+fn session_and_event_ids_are_bound_to_their_client() {
+    let codec = codec(CookieLayout::A);
+    let limits = LimitsConfig::default();
+    let (cid_a, a) = first_visit(&codec, NOW);
+    let (_, b) = first_visit(&codec, NOW);
+    // A's cID next to B's sID and eID: the client stays, B's session ids are void.
+    let a_cid: Vec<&str> = a.split("; ").filter(|p| p.contains("cID=")).collect();
+    let b_rest: Vec<&str> = b.split("; ").filter(|p| !p.contains("cID=")).collect();
+    let mixed = [a_cid, b_rest].concat().join("; ");
+    let p = codec.read_header(&mixed, &limits, NOW);
+    assert_eq!(p.cid.as_deref(), Some(cid_a.as_str()));
+    assert_eq!(p.sid, None);
+    assert_eq!(p.eid, None);
+    assert_eq!(codec.read_header(&a, &limits, NOW).sid, Some(cid_a));
+}
+
+#[test]
+fn values_are_bound_to_the_app_prefix() {
+    let plain = codec(CookieLayout::A);
+    let mut config = MiddlewareConfig::default().cookies;
+    config.app_prefix = "shop".into();
+    let prefixed = CookieCodec::new(config, Signer::new(&["k".repeat(32)]), 30 * 60 * 1000);
+    let (_, header) = first_visit(&plain, NOW);
+    // The same values under the other app's names prove nothing there.
+    let renamed = header
+        .split("; ")
+        .map(|p| format!("shop{p}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let p = prefixed.read_header(&renamed, &LimitsConfig::default(), NOW);
+    assert_eq!(p.cid, None);
+    assert_eq!(p.fpid, None);
+}
+
+#[test]
+fn values_older_than_the_cookie_lifetime_are_refused() {
+    let limits = LimitsConfig::default();
+    for layout in [CookieLayout::A, CookieLayout::Compact] {
+        let codec = codec(layout);
+        let lifetime = lifetime_ms(codec.config().lifetime_s);
+        let (cid, header) = first_visit(&codec, NOW);
+        let within = codec.read_header(&header, &limits, NOW + lifetime);
+        assert_eq!(within.cid.as_deref(), Some(cid.as_str()), "{layout:?}");
+        let past = codec.read_header(&header, &limits, NOW + lifetime + 1);
+        assert_eq!(past.cid, None, "{layout:?}");
+    }
+}
+
+#[test]
+fn credential_checks_read_only_the_http_only_copy() {
+    let codec = codec(CookieLayout::A);
+    let limits = LimitsConfig::default();
+    let (cid, header) = first_visit(&codec, NOW);
+    let page_readable: String = header
+        .split("; ")
+        .filter(|p| p.starts_with("_cs_"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_eq!(
+        codec
+            .read_header(&page_readable, &limits, NOW)
+            .cid
+            .as_deref(),
+        Some(cid.as_str()),
+        "a decision still falls back to the client copy"
+    );
+    assert_eq!(
+        codec
+            .read_header_copies(&page_readable, &limits, NOW, true)
+            .cid,
+        None
+    );
+    assert_eq!(
+        codec.read_header_copies(&header, &limits, NOW, true).cid,
+        Some(cid)
+    );
+}

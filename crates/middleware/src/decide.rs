@@ -9,6 +9,12 @@
 //!   `session_timeout_ms`; the eID is new on every request.
 //! - A request without a valid cID always gets a fresh one (A bug 6). Its `doID` is the
 //!   fingerprint's stable key, reported for compatibility; no state is shared by fingerprint.
+//! - **A first visit stores nothing** (express-session's `saveUninitialized: false`): its ids
+//!   travel in the signed cookies, and the client is stored when a cookie comes back. A bot
+//!   that never returns cookies costs no storage, no TTL alarm and no resident object. The
+//!   first return is then an ordinary decision from the cookies (the stored state is absent
+//!   because there never was one, which is told apart from a rehydration by the cookies
+//!   still holding the first visit's ids: eID = cID, or sID = cID issued at the cID's time).
 //! - If the engine fails or does not answer within `engine_timeout_ms`, the decision is a
 //!   **fallback**: fresh ids, no cookies, `isFallback: true`, counted.
 //! - Ids are new from the CSPRNG; as in A, a new client's first ids are one value
@@ -146,10 +152,12 @@ impl Decider {
     /// configured keys (any of them, so rotation holds), in the configured layout. Reads
     /// nothing from the store and decides nothing: for other capabilities (realtime sockets)
     /// that identify a browser by its middleware cookie.
+    /// Only the `HttpOnly` copy counts in layout A: the `_cs_` copy is readable (and so
+    /// replayable) by any script on the page.
     pub fn verified_client(&self, cookie_header: &str) -> Option<String> {
         self.inner
             .codec
-            .read_header(cookie_header, &self.inner.config.limits, now_ms())
+            .read_header_copies(cookie_header, &self.inner.config.limits, now_ms(), true)
             .cid
     }
 
@@ -203,55 +211,49 @@ impl Decider {
         let inner = &self.inner;
         let clients = &inner.clients;
         let eid = new_id(now);
-        let key = presented.cid.clone().unwrap_or_else(|| eid.clone());
-        let mut guard = clients.objects.lock(&key).await;
+        let Some(cid) = presented.cid.clone() else {
+            // A first visit: nothing is stored until the cookie comes back.
+            let ids = (eid.clone(), eid.clone(), eid);
+            return Ok(self.answer(presented, None, ids, true, fp_id, input, now));
+        };
+        let mut guard = clients.objects.lock(&cid).await;
         let limit = inner.config.limits.max_decisions_per_client_per_s;
         if !guard.get_or_insert_with(Default::default).admit(now, limit) {
             return Err(Failure::Refused(Refusal::RateLimited));
         }
-        let prior = match &presented.cid {
-            None => None,
-            Some(cid) => Some(match clients.load(&mut guard).await? {
-                // The client's signed cookies are newer than the store (a write-behind lost
-                // at eviction or restart): they describe the client better.
-                Some(stored)
-                    if presented.sid.is_some()
-                        && presented.last_activity > stored.last_activity()
-                        && stored.cid == *cid =>
-                {
-                    Prior {
-                        cid: cid.clone(),
-                        sid: presented.sid.clone(),
-                        eid: presented.eid.clone(),
-                        last_activity: presented.last_activity,
-                        rehydrated: false,
-                    }
-                }
-                Some(stored) => Prior {
-                    last_activity: stored.last_activity(),
-                    cid: stored.cid,
-                    sid: Some(stored.sid),
-                    eid: Some(stored.eid),
-                    rehydrated: false,
-                },
-                None => Prior {
-                    cid: cid.clone(),
-                    sid: presented.sid.clone(),
-                    eid: presented.eid.clone(),
-                    last_activity: presented.last_activity,
-                    rehydrated: true,
-                },
-            }),
+        let from_cookies = |rehydrated| Prior {
+            cid: cid.clone(),
+            sid: presented.sid.clone(),
+            eid: presented.eid.clone(),
+            last_activity: presented.last_activity,
+            rehydrated,
+        };
+        let stored = clients.load(&mut guard).await?;
+        let created = stored.is_none();
+        let prior = match stored {
+            // The client's signed cookies are newer than the store (a write-behind lost
+            // at eviction or restart): they describe the client better.
+            Some(stored)
+                if presented.sid.is_some()
+                    && presented.last_activity > stored.last_activity()
+                    && stored.cid == cid =>
+            {
+                from_cookies(false)
+            }
+            Some(stored) => Prior {
+                last_activity: stored.last_activity(),
+                cid: stored.cid,
+                sid: Some(stored.sid),
+                eid: Some(stored.eid),
+                rehydrated: false,
+            },
+            // Never stored (the first return) or gone (TTL, data loss: a rehydration).
+            None => from_cookies(!first_visit_ids(presented, &cid)),
         };
         let timeout = Millis::try_from(inner.config.session_timeout_ms).unwrap_or(Millis::MAX);
-        let (cid, sid, is_new_session) = match &prior {
-            None => (eid.clone(), eid.clone(), true),
-            Some(p) => match (&p.sid, p.last_activity) {
-                (Some(sid), Some(last)) if now.saturating_sub(last) <= timeout => {
-                    (p.cid.clone(), sid.clone(), false)
-                }
-                _ => (p.cid.clone(), eid.clone(), true),
-            },
+        let (sid, is_new_session) = match (&prior.sid, prior.last_activity) {
+            (Some(sid), Some(last)) if now.saturating_sub(last) <= timeout => (sid.clone(), false),
+            _ => (eid.clone(), true),
         };
         let state = ClientState {
             cid: cid.clone(),
@@ -259,18 +261,43 @@ impl Decider {
             eid: eid.clone(),
         };
         clients.save(&mut guard, state).await?;
-        let created = prior.as_ref().is_none_or(|p| p.rehydrated);
         if created {
             clients.arm_ttl(&cid, now).await?;
         }
         drop(guard);
+        if prior.rehydrated {
+            inner.metrics.rehydrations.increment(1);
+        }
+        let ids = (cid, sid, eid);
+        Ok(self.answer(
+            presented,
+            Some(&prior),
+            ids,
+            is_new_session,
+            fp_id,
+            input,
+            now,
+        ))
+    }
 
+    /// The decision for `(cid, sid, eid)` given what came before (`None`: a new client).
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        presented: &Presented,
+        prior: Option<&Prior>,
+        (cid, sid, eid): (String, String, String),
+        is_new_session: bool,
+        fp_id: Option<&str>,
+        input: &DecisionInput,
+        now: Millis,
+    ) -> Decision {
+        let inner = &self.inner;
         let is_new_fp_id = fp_id.is_some() && presented.fpid.as_deref() != fp_id;
         let old_state = prior
-            .as_ref()
             .map(|p| IdState::of(Some(&p.cid), p.sid.as_deref(), p.eid.as_deref()))
             .unwrap_or_default();
-        let do_id = match (&prior, &inner.fingerprinter) {
+        let do_id = match (prior, &inner.fingerprinter) {
             (None, Some(f)) => f.stable_key(input),
             _ => cid.clone(),
         };
@@ -284,10 +311,7 @@ impl Decider {
             },
             now,
         );
-        if prior.as_ref().is_some_and(|p| p.rehydrated) {
-            inner.metrics.rehydrations.increment(1);
-        }
-        Ok(Decision {
+        Decision {
             session: SessionContext {
                 client_time: id_time(&cid).unwrap_or(now),
                 session_time: id_time(&sid).unwrap_or(now),
@@ -305,7 +329,7 @@ impl Decider {
                 is_fallback: false,
             },
             set_cookies,
-        })
+        }
     }
 
     /// The answer when the engine is unavailable: fresh ids, no cookies (nothing would back
@@ -395,6 +419,15 @@ impl std::fmt::Debug for Decider {
         f.debug_struct("Decider")
             .field("layout", &self.inner.config.cookies.layout)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether the cookies still carry a first visit's ids (cID = sID = eID, minted together):
+/// then an absent stored state means "never stored", not "lost".
+fn first_visit_ids(presented: &Presented, cid: &str) -> bool {
+    match presented.eid.as_deref() {
+        Some(eid) => eid == cid,
+        None => presented.sid.as_deref() == Some(cid) && presented.last_activity == id_time(cid),
     }
 }
 

@@ -5,7 +5,9 @@
 //! Forward-auth reads the original request from the proxy's headers:
 //! - client IP: the socket peer, unless the peer is a trusted proxy (`trusted_proxies`); then
 //!   the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries to its
-//!   left were written by the client and prove nothing);
+//!   left were written by the client and prove nothing). An entry that is not an address
+//!   (`unknown`, a typo, a port suffix some proxies add) is skipped on its own: one bad hop
+//!   must not make the proxy's own address the client's for every request;
 //! - URL: `X-Forwarded-Proto` + `X-Forwarded-Host` (else `Host`) + `X-Forwarded-Uri` (Traefik,
 //!   Caddy) or `X-Original-URI` (nginx);
 //! - method: `X-Forwarded-Method` or `X-Original-Method`, else the subrequest's own;
@@ -111,15 +113,24 @@ pub fn client_ip(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().parse::<IpAddr>())
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
+        .filter_map(parse_hop)
+        .collect();
     Some(
         hops.into_iter()
             .rev()
             .find(|ip| !trusted(ip))
             .unwrap_or(peer),
     )
+}
+
+/// One `X-Forwarded-For` entry as an address: bare, `[v6]`, or with a `:port` suffix;
+/// `None` for anything else (that hop alone is skipped).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// The decision input of a forward-auth subrequest (see the module docs for which header
@@ -216,5 +227,26 @@ mod tests {
         assert_eq!(client_ip(&config, &h, Some(stranger)), Some(stranger));
         h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
         assert_eq!(client_ip(&config, &h, Some(loopback)), Some(loopback));
+    }
+
+    #[test]
+    fn one_bad_hop_is_skipped_alone() {
+        let config = crate::MiddlewareConfig::default();
+        let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+        let mut h = HeaderMap::new();
+        for (xff, want) in [
+            ("203.0.113.9, unknown", "203.0.113.9"),
+            ("unknown, 203.0.113.9", "203.0.113.9"),
+            ("203.0.113.9, not an ip, 127.0.0.1", "203.0.113.9"),
+            ("203.0.113.9:4711", "203.0.113.9"),
+            ("[2001:db8::7]:443, ", "2001:db8::7"),
+        ] {
+            h.insert("x-forwarded-for", HeaderValue::from_static(xff));
+            assert_eq!(
+                client_ip(&config, &h, Some(loopback)),
+                want.parse().ok(),
+                "{xff}"
+            );
+        }
     }
 }

@@ -8,7 +8,14 @@
 //!   once every cookie it signed has been re-issued or expired);
 //! - tags are compared in constant time (`subtle`);
 //! - a value issued in the future (beyond a small clock skew) is refused, so a leaked key
-//!   cannot mint eternally fresh cookies ahead of time unnoticed.
+//!   cannot mint eternally fresh cookies ahead of time unnoticed;
+//! - a value older than its lifetime is refused too: the browser dropped it at `Expires`, so
+//!   whoever still presents it copied it (a years-old cookie must not open a socket). Live
+//!   clients never get there: their cookies are re-issued at half their lifetime.
+//!
+//! Callers put whatever a value must stay bound to into the label (the cookie codec adds the
+//! app prefix, and the cID for sID and eID), so a value cannot be replayed under another
+//! app's prefix or next to another browser's cID.
 //!
 //! A value that fails any check is simply absent to the caller: never an error, never trusted.
 
@@ -90,8 +97,14 @@ impl Signer {
     }
 
     /// The payload of `value` if it is a well-formed, untampered value for `label` issued no
-    /// later than `now` (plus skew), under any key.
-    pub fn verify(&self, label: &str, value: &str, now: Millis) -> Option<Verified> {
+    /// later than `now` (plus skew) and no earlier than `max_age_ms` before it, under any key.
+    pub fn verify(
+        &self,
+        label: &str,
+        value: &str,
+        now: Millis,
+        max_age_ms: Millis,
+    ) -> Option<Verified> {
         let (rest, tag) = value.rsplit_once('.')?;
         let (payload, issued) = rest.rsplit_once('.')?;
         if tag.len() != TAG_LEN || issued.is_empty() || issued.len() > 15 {
@@ -106,7 +119,10 @@ impl Signer {
         for key in &self.keys {
             ok |= Self::tag(key, label, payload, issued).ct_eq(&tag);
         }
-        if !bool::from(ok) || issued > now.saturating_add(MAX_SKEW_MS) {
+        if !bool::from(ok)
+            || issued > now.saturating_add(MAX_SKEW_MS)
+            || now.saturating_sub(issued) > max_age_ms
+        {
             return None;
         }
         Some(Verified {
@@ -121,28 +137,40 @@ mod tests {
     use super::*;
 
     const NOW: Millis = 1_700_000_000_000;
+    /// A lifetime long enough not to matter in the tests that are not about it.
+    const AGE: Millis = Millis::MAX;
 
     #[test]
     fn round_trip_and_tampering() {
         let s = Signer::new(&["k".repeat(32)]);
         let v = s.sign("cID", "abc", NOW);
-        let ok = s.verify("cID", &v, NOW).expect("valid");
+        let ok = s.verify("cID", &v, NOW, AGE).expect("valid");
         assert_eq!(ok.payload, "abc");
         assert_eq!(ok.issued, NOW);
-        assert!(s.verify("sID", &v, NOW).is_none(), "label is bound");
-        assert!(s.verify("cID", &v.replacen("abc", "abd", 1), NOW).is_none());
+        assert!(s.verify("sID", &v, NOW, AGE).is_none(), "label is bound");
+        assert!(s
+            .verify("cID", &v.replacen("abc", "abd", 1), NOW, AGE)
+            .is_none());
         let redated = v.replacen(&NOW.to_string(), &(NOW + 1).to_string(), 1);
-        assert!(s.verify("cID", &redated, NOW).is_none());
-        assert!(s.verify("cID", "abc", NOW).is_none(), "unsigned");
-        assert!(s.verify("cID", "", NOW).is_none());
+        assert!(s.verify("cID", &redated, NOW, AGE).is_none());
+        assert!(s.verify("cID", "abc", NOW, AGE).is_none(), "unsigned");
+        assert!(s.verify("cID", "", NOW, AGE).is_none());
     }
 
     #[test]
     fn future_dated_values_are_refused() {
         let s = Signer::new(&["k".repeat(32)]);
         let v = s.sign("cID", "abc", NOW + MAX_SKEW_MS + 1);
-        assert!(s.verify("cID", &v, NOW).is_none());
-        assert!(s.verify("cID", &v, NOW + 2 * MAX_SKEW_MS).is_some());
+        assert!(s.verify("cID", &v, NOW, AGE).is_none());
+        assert!(s.verify("cID", &v, NOW + 2 * MAX_SKEW_MS, AGE).is_some());
+    }
+
+    #[test]
+    fn values_older_than_their_lifetime_are_refused() {
+        let s = Signer::new(&["k".repeat(32)]);
+        let v = s.sign("cID", "abc", NOW);
+        assert!(s.verify("cID", &v, NOW + 1000, 1000).is_some());
+        assert!(s.verify("cID", &v, NOW + 1001, 1000).is_none());
     }
 
     #[test]
@@ -151,10 +179,10 @@ mod tests {
         let rotated = Signer::new(&["n".repeat(32), "o".repeat(32)]);
         let new_only = Signer::new(&["n".repeat(32)]);
         let by_old = old.sign("cID", "x", NOW);
-        assert!(rotated.verify("cID", &by_old, NOW).is_some());
-        assert!(new_only.verify("cID", &by_old, NOW).is_none());
+        assert!(rotated.verify("cID", &by_old, NOW, AGE).is_some());
+        assert!(new_only.verify("cID", &by_old, NOW, AGE).is_none());
         let by_rotated = rotated.sign("cID", "x", NOW);
-        assert!(new_only.verify("cID", &by_rotated, NOW).is_some());
-        assert!(old.verify("cID", &by_rotated, NOW).is_none());
+        assert!(new_only.verify("cID", &by_rotated, NOW, AGE).is_some());
+        assert!(old.verify("cID", &by_rotated, NOW, AGE).is_none());
     }
 }

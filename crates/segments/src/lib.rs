@@ -27,10 +27,16 @@
 //!
 //! # Keys
 //!
-//! `<prefix>streams/<base64url(path)>/<start:020>-<end:020>-<nonce:016x>.seg`: one "directory"
-//! per stream (so deleting a stream lists one prefix), zero-padded offsets (so keys sort in
-//! stream order), and a random nonce so a recreated stream can never collide with an object
+//! `<prefix>streams-h/<base64url(sha256(path))>/<start:020>-<end:020>-<nonce:016x>.seg`: one
+//! "directory" per stream (so deleting a stream lists one prefix), named by a fixed-length
+//! hash so that any stream name fits one path component (a local file system refuses
+//! components over 255 bytes; the name itself may be 1 KiB), zero-padded offsets (so keys sort
+//! in stream order), and a random nonce so a recreated stream can never collide with an object
 //! of an earlier incarnation of the same path.
+//!
+//! Earlier versions named the directory `streams/<base64url(path)>`. Nothing needs migrating:
+//! reads follow the object key stored in the segment index, and [`ColdTier::delete_all`] also
+//! empties the old directory of a stream when its name could have had one.
 
 pub mod compact;
 pub mod format;
@@ -46,6 +52,7 @@ use base64::Engine as _;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sessiond_store::{StoreError, StreamStore};
+use sha2::Digest as _;
 
 pub use compact::{spawn_compactor, CompactionPolicy};
 pub use format::Frame;
@@ -139,10 +146,41 @@ impl ColdTier {
         self
     }
 
-    /// The key "directory" of one stream's segments.
+    /// The key "directory" of one stream's segments (fixed length, whatever the name).
     fn stream_dir(&self, path: &str) -> String {
+        let hash = sha2::Sha256::digest(path.as_bytes());
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash);
+        format!("{}streams-h/{name}", self.prefix)
+    }
+
+    /// The directory earlier versions used, when the name fits one path component.
+    fn legacy_stream_dir(&self, path: &str) -> Option<String> {
         let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path.as_bytes());
-        format!("{}streams/{name}", self.prefix)
+        (name.len() <= 255).then(|| format!("{}streams/{name}", self.prefix))
+    }
+
+    /// The objects under `dir`. A directory that is missing or cannot be listed counts as
+    /// empty (logged): deleting a stream must not fail forever because of its directory.
+    async fn list_dir(&self, dir: &str) -> Vec<String> {
+        let listed = match Self::key(dir) {
+            Ok(key) => self.objects.list_with_delimiter(Some(&key)).await,
+            Err(e) => {
+                tracing::warn!(dir, error = %e, "cold tier: cannot name a segment directory");
+                return Vec::new();
+            }
+        };
+        match listed {
+            Ok(listed) => listed
+                .objects
+                .into_iter()
+                .map(|o| o.location.as_ref().to_owned())
+                .collect(),
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(dir, error = %e, "cold tier: cannot list a segment directory; treating it as empty");
+                Vec::new()
+            }
+        }
     }
 
     /// A fresh key for the segment `[start, end)` of `path`.
@@ -188,14 +226,11 @@ impl ColdTier {
         for segment in store.segments(path).await? {
             self.delete_key(&segment.object_key).await?;
         }
-        let dir = Self::key(&self.stream_dir(path))?;
-        let listed = match self.objects.list_with_delimiter(Some(&dir)).await {
-            Ok(listed) => listed.objects,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(unavailable("listing segments", e)),
-        };
-        for object in listed {
-            self.delete_key(object.location.as_ref()).await?;
+        let dirs = std::iter::once(self.stream_dir(path)).chain(self.legacy_stream_dir(path));
+        for dir in dirs {
+            for key in self.list_dir(&dir).await {
+                self.delete_key(&key).await?;
+            }
         }
         self.first_seen
             .lock()
@@ -203,5 +238,41 @@ impl ColdTier {
             .remove(path);
         self.recent.forget_stream(path, &self.stream_dir(path));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sessiond_store::memory::MemoryEngine;
+
+    #[tokio::test]
+    async fn delete_all_empties_the_hashed_and_the_legacy_directory() {
+        let tier = ColdTier::with_store(Arc::new(object_store::memory::InMemory::new()), "p");
+        let store = MemoryEngine::new();
+        let name = "tenant/a stream";
+        let legacy = tier.legacy_stream_dir(name).unwrap();
+        assert!(legacy.starts_with("p/streams/"));
+        let hashed = tier.segment_key(name, 0, 3).unwrap();
+        assert!(hashed.starts_with("p/streams-h/"));
+        for key in [format!("{legacy}/old.seg"), hashed.clone()] {
+            tier.put(&key, b"abc".to_vec()).await.unwrap();
+        }
+        assert_eq!(tier.list_dir(&legacy).await.len(), 1);
+        // Another stream's objects stay.
+        let other = tier.segment_key("tenant/b", 0, 3).unwrap();
+        tier.put(&other, b"abc".to_vec()).await.unwrap();
+        tier.delete_all(&store, name).await.unwrap();
+        assert!(tier.list_dir(&legacy).await.is_empty());
+        assert!(tier.list_dir(&tier.stream_dir(name)).await.is_empty());
+        assert_eq!(
+            tier.list_dir(&tier.stream_dir("tenant/b")).await,
+            vec![other]
+        );
+        // The longest names have a short directory, and no legacy one.
+        let long = "x".repeat(1024);
+        assert!(tier.stream_dir(&long).len() < 64);
+        assert_eq!(tier.legacy_stream_dir(&long), None);
     }
 }

@@ -89,7 +89,7 @@ async fn round_trip_on_s3() {
     let segments = store.segments("tenant/s3 stream").await.unwrap();
     assert!(segments
         .iter()
-        .all(|s| s.object_key.starts_with("sessiond/streams/")));
+        .all(|s| s.object_key.starts_with("sessiond/streams-h/")));
 
     tier.delete_all(&store, "tenant/s3 stream").await.unwrap();
     assert!(store

@@ -121,7 +121,8 @@ pub async fn run(
     };
     // Subscriptions (`__ds`) see every stream write through an observing store wrapper and
     // keep their records in the object runtime.
-    let (observer, changes) = sessiond_streams::subscriptions::observer();
+    let (observer, changes) =
+        sessiond_streams::subscriptions::observer(config.streams.subscriptions.observer_queue);
     let subscription_kind = runtime.persistent_kind(
         sessiond_streams::subscriptions::KIND,
         sessiond_runtime::JsonCodec,
@@ -167,9 +168,8 @@ pub async fn run(
             sessiond_streams::subscriptions::Subscriptions::open(
                 streams.clone(),
                 subscription_kind,
-                stores.objects.as_ref(),
+                stores.objects.clone(),
                 observer,
-                config.streams.allow_insecure_webhooks,
             )
             .await
             .map_err(|e| anyhow::anyhow!("cannot open stream subscriptions: {e}"))?,

@@ -274,7 +274,13 @@ async fn forks_and_deletes_while_another_node_appends() {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 201, "fork {i}");
+        let status = res.status();
+        assert_eq!(
+            status,
+            201,
+            "fork {i}: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
     // The source with live forks is soft-deleted (410) while B still appends; its forks stay.
     let res = a.delete(src).send().await.unwrap();

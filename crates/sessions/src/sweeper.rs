@@ -34,30 +34,43 @@ pub async fn run(
     }
 }
 
-/// One full sweep pass; returns how many rows went. Errors are logged, never fatal.
+/// One full sweep pass; returns how many rows went. Errors are logged, never fatal, and a
+/// failing table does not stop the other one from being swept.
 pub async fn sweep_once(
     sessions: &dyn SessionStore,
     cache: &dyn CacheStore,
     batch: usize,
 ) -> usize {
+    let (mut sessions_done, mut cache_done) = (false, false);
     let mut total = 0;
-    loop {
+    while !(sessions_done && cache_done) {
         let now = now_ms();
-        let s = sessions.sweep_sessions(now, batch).await;
-        let c = cache.sweep_cache(now, batch).await;
-        let (s, c) = match (s, c) {
-            (Ok(s), Ok(c)) => (s, c),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "expiry sweep failed; will retry next interval");
-                return total;
-            }
-        };
-        metrics::counter!("sessiond_swept_total", "what" => "sessions").increment(s as u64);
-        metrics::counter!("sessiond_swept_total", "what" => "cache").increment(c as u64);
-        total += s + c;
-        if s < batch && c < batch {
-            return total;
+        if !sessions_done {
+            let removed = swept("sessions", sessions.sweep_sessions(now, batch).await);
+            sessions_done = removed < batch;
+            total += removed;
+        }
+        if !cache_done {
+            let removed = swept("cache", cache.sweep_cache(now, batch).await);
+            cache_done = removed < batch;
+            total += removed;
         }
         tokio::task::yield_now().await;
+    }
+    total
+}
+
+/// Counts one batch's removals; a failed batch is logged and counts as 0 (ending that table's
+/// part of the pass).
+fn swept(what: &'static str, result: sessiond_store::Result<usize>) -> usize {
+    match result {
+        Ok(n) => {
+            metrics::counter!("sessiond_swept_total", "what" => what).increment(n as u64);
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, what, "expiry sweep failed; will retry next interval");
+            0
+        }
     }
 }

@@ -31,8 +31,8 @@ pub use cache::{CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use sessions::{Cas, SessionRecord, SessionStore};
 pub use streams::{
-    Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake,
-    StreamWakes, WakeSink,
+    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
+    StreamMeta, StreamStore, StreamWake, StreamWakes, WakeSink,
 };
 
 /// Unix time in milliseconds.

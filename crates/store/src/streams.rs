@@ -20,6 +20,18 @@
 //! every commit enqueued after it on the same stream expects a tail that was never written and
 //! fails too (`Conflict`), so nothing is appended out of order or after a gap.
 //!
+//! Idempotent producers: each producer's state is its own row ([`ProducerRecord`], keyed by
+//! stream and producer id), written by the same commit as the data it admits
+//! ([`ProducerUpdate`]) and read one at a time ([`StreamStore::stream_producer`]). Keeping
+//! them out of [`StreamMeta::state`] makes an append write O(1) bytes however many producers
+//! a stream has; the per-commit cap ([`ProducerUpdate::max_producers`]) bounds their number,
+//! the engine evicting the least recently used.
+//!
+//! Forks: [`StreamStore::create_fork`] creates a stream and [`StreamStore::delete_fork`]
+//! deletes one, each rewriting the source's metadata (the capability's fork reference count)
+//! in the same transaction, so a crash can never leave a source counting a fork that does not
+//! exist.
+//!
 //! Cold storage: sealed ranges of a stream can move to object storage. The engine keeps the
 //! segment index ([`SegmentRef`]); [`StreamStore::seal_segment`] records a segment and drops
 //! the hot chunks it covers in one step. Reads of sealed ranges go to the object store (the
@@ -75,6 +87,57 @@ pub struct SegmentRef {
     pub object_key: String,
 }
 
+/// One idempotent producer of a stream, stored in its own row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerRecord {
+    /// The producer's id (unique per stream).
+    pub id: String,
+    /// The capability's encoding of the producer's position. Opaque to engines.
+    pub state: Vec<u8>,
+    /// When the producer last had a write accepted (unix ms): the eviction order.
+    pub used_at: Millis,
+}
+
+/// The producer rows a commit writes, atomically with its chunks and metadata.
+///
+/// Engines apply it after the chunks: every record of `upsert` replaces the row with the same
+/// id (or is inserted); then, if `max_producers > 0` and the stream has more rows than that,
+/// the surplus rows with the smallest `(used_at, id)` are deleted, never a row this commit
+/// upserted. Deleting a stream deletes its producer rows; a new stream (fork or not) has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerUpdate {
+    /// Rows to insert or replace, by id.
+    pub upsert: Vec<ProducerRecord>,
+    /// Most rows the stream keeps after this commit (0 = no limit).
+    pub max_producers: usize,
+}
+
+/// The source side of [`StreamStore::create_fork`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkSource {
+    /// The source stream's path.
+    pub path: String,
+    /// Its tail as the capability last saw it: the fork is created only if it still is.
+    pub expected_tail: u64,
+    /// Its new metadata (same tail), e.g. with the fork counted.
+    pub meta: StreamMeta,
+    /// The stored state it must still have (see [`StreamStore::commit_checked`]): set by
+    /// capabilities on engines shared by several processes, where the tail alone does not
+    /// version a stream. `None`: the tail alone is checked.
+    pub expected_state: Option<Vec<u8>>,
+}
+
+impl ForkSource {
+    /// Whether the stored metadata `stored` of the source is the one expected.
+    pub fn matches(&self, stored: &StreamMeta) -> bool {
+        stored.tail == self.expected_tail
+            && self
+                .expected_state
+                .as_ref()
+                .is_none_or(|state| *state == stored.state)
+    }
+}
+
 /// Outcome of a commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
@@ -111,12 +174,14 @@ pub trait StreamStore: Send + Sync {
     /// are none). Once this returns, the commit's order is fixed: commits enqueued later
     /// (by anyone) are applied after it. The ticket reports the outcome (see [`CommitTicket`]);
     /// dropping it does not cancel the commit.
+    /// `producers` is written in the same step (see [`ProducerUpdate`]).
     async fn commit_enqueue(
         &self,
         path: &str,
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<CommitTicket>;
 
@@ -134,6 +199,7 @@ pub trait StreamStore: Send + Sync {
             expected_tail,
             chunks.to_vec(),
             meta.clone(),
+            ProducerUpdate::default(),
             durability,
         )
         .await?
@@ -146,7 +212,9 @@ pub trait StreamStore: Send + Sync {
     /// count changes the metadata but not the tail, and a writer on another node that decided
     /// on the older metadata must lose (`Conflict`) instead of overwriting it (say, appending
     /// after the close, or re-opening the stream). Equal states are equal inputs, so an A-B-A
-    /// change of the state is harmless.
+    /// change of the state is harmless. `producers` is written in the same step.
+    // The arguments of `commit` plus the expected state: a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_checked(
         &self,
         path: &str,
@@ -154,8 +222,24 @@ pub trait StreamStore: Send + Sync {
         expected_state: &[u8],
         chunks: &[StreamChunk],
         meta: &StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<Commit>;
+
+    /// The producer `id` of the stream at `path`, if it has a row.
+    async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>>;
+
+    /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
+    /// replaces the metadata of `source.path` with `source.meta`. False (nothing written) if
+    /// `meta.path` exists, or if the source does not exist, its tail is not
+    /// `source.expected_tail` or its state is not `source.expected_state` (when given).
+    async fn create_fork(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool>;
 
     /// Hot chunks that end after `from`, in offset order, stopping once `max_bytes` were
     /// collected (always at least one chunk when any exists). A chunk starting before `from`
@@ -167,7 +251,18 @@ pub trait StreamStore: Send + Sync {
         max_bytes: usize,
     ) -> Result<Vec<StreamChunk>>;
 
-    /// Deletes the stream: metadata, chunks and segment index. True if it existed. (Segment
+    /// Deletes the stream `path` like [`delete_stream`](Self::delete_stream) and, in the same
+    /// transaction, replaces the metadata of `source.path` with `source.meta`. False (nothing
+    /// written) if `path` does not exist, or if the source does not exist, its tail is not
+    /// `source.expected_tail` or its state is not `source.expected_state` (when given).
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool>;
+
+    /// Deletes the stream: metadata, chunks, producer rows and segment index. True if it existed. (Segment
     /// files in object storage are the capability's to delete, before calling this.)
     async fn delete_stream(&self, path: &str, durability: Durability) -> Result<bool>;
 

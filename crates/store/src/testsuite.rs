@@ -19,6 +19,7 @@ mod cache;
 mod objects;
 mod pipeline;
 mod stream_cas;
+mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing};

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::{now_ms, StreamChunk};
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, CLOSED, NEXT_OFFSET, SEQ};
+use crate::headers::{self, CLOSED, NEXT_OFFSET};
 use crate::offset;
 use crate::producer::{self, Verdict};
 use crate::service::{stream, Streams};
@@ -93,8 +93,8 @@ async fn append_payload(
     let now = now_ms();
     let close = headers::closed_flag(h);
     let durability = headers::durability(h)?;
-    let producer = headers::producer(h)?;
-    let seq = headers::get(h, SEQ)?.map(str::to_owned);
+    let producer = headers::producer(h, streams.config.max_producer_id_bytes)?;
+    let seq = headers::stream_seq(h, streams.config.max_stream_seq_bytes)?;
     let content_type = headers::get(h, "content-type")?
         .map(str::trim)
         .filter(|c| !c.is_empty());
@@ -188,7 +188,7 @@ async fn decide_and_commit(
             }
         }
         if let Some(p) = producer {
-            if let Some(state) = current.info.producers.get(&p.id) {
+            if let Some(state) = streams.producer(&mut g, &p.id).await? {
                 if p.epoch < state.epoch {
                     return Err(producer::stale(state.epoch));
                 }
@@ -217,7 +217,7 @@ async fn decide_and_commit(
     let mut info = current.info.clone();
     let mut accepted = None;
     if let Some(p) = producer {
-        match producer::check(&info, p)? {
+        match producer::check(streams.producer(&mut g, &p.id).await?.as_ref(), p)? {
             Verdict::Duplicate(state) => {
                 // The original may still be in flight: answer only once it is durable.
                 streams.settle(&mut g).await?;

@@ -19,6 +19,13 @@ pub struct StreamsConfig {
     pub max_append_bytes: usize,
     /// Longest stream name (bytes of the path after `/v1/stream/`); longer is a 400.
     pub max_name_bytes: usize,
+    /// Longest `Producer-Id` (bytes); longer is a 400.
+    pub max_producer_id_bytes: usize,
+    /// Longest `Stream-Seq` (bytes); longer is a 400.
+    pub max_stream_seq_bytes: usize,
+    /// Most idempotent producers remembered per stream; a new producer beyond it evicts the
+    /// least recently used one, which loses its deduplication (see docs/api.md). 0 = no limit.
+    pub max_producers_per_stream: usize,
     /// Most concurrently open SSE connections; beyond it new ones get 503 + `Retry-After`.
     pub max_sse_connections: usize,
     /// Most concurrently waiting long-poll requests; beyond it new ones get 503.
@@ -52,6 +59,8 @@ pub struct StreamsConfig {
     pub read_token_secrets: Vec<String>,
     /// Longest read token accepted (bytes); longer is a 401.
     pub max_read_token_bytes: usize,
+    /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
+    pub subscriptions: crate::subscriptions::SubscriptionsConfig,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -78,6 +87,9 @@ impl Default for StreamsConfig {
             max_read_chunk_bytes: 4 * 1024 * 1024,
             max_append_bytes: 16 * 1024 * 1024,
             max_name_bytes: 1024,
+            max_producer_id_bytes: 256,
+            max_stream_seq_bytes: 256,
+            max_producers_per_stream: 1000,
             max_sse_connections: 10_000,
             max_long_polls: 10_000,
             sse_reconnect_s: 60,
@@ -92,6 +104,7 @@ impl Default for StreamsConfig {
             keys: Vec::new(),
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
+            subscriptions: Default::default(),
         }
     }
 }
@@ -108,6 +121,11 @@ impl StreamsConfig {
         if self.max_read_chunk_bytes == 0 || self.max_append_bytes == 0 {
             return Err(
                 "streams.max_read_chunk_bytes and streams.max_append_bytes must be > 0".into(),
+            );
+        }
+        if self.max_producer_id_bytes == 0 || self.max_stream_seq_bytes == 0 {
+            return Err(
+                "streams.max_producer_id_bytes and streams.max_stream_seq_bytes must be > 0".into(),
             );
         }
         if self.max_name_bytes == 0 || self.sse_reconnect_s == 0 || self.sweep_interval_s == 0 {
@@ -131,6 +149,7 @@ impl StreamsConfig {
             );
         }
         self.validate_auth()?;
+        self.subscriptions.validate()?;
         self.cold.validate()
     }
 

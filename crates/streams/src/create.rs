@@ -9,19 +9,32 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sessiond_store::{now_ms, StreamChunk};
+use sessiond_store::{now_ms, Durability, ForkSource, StreamChunk, StreamMeta};
 
 use crate::error::{StreamError, StreamResult};
-use crate::fork::{self, ForkBase};
+use crate::fork::{self, ForkBase, LockedSource};
 use crate::headers::{self, CLOSED, NEXT_OFFSET};
 use crate::offset;
 use crate::service::{stream, Found, Streams};
-use crate::state::{media_type, Stream, StreamInfo};
+use crate::state::{media_type, Stream, StreamInfo, StreamObject};
 
 const DEFAULT_TYPE: &str = "application/octet-stream";
 
 /// Handles a PUT. `location` is the absolute URL of the stream.
 pub async fn create(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    body: Bytes,
+    location: &str,
+) -> StreamResult<Response> {
+    // On a shared engine a creation that lost a race with another node wrote nothing.
+    streams
+        .retry_stale(|| create_once(streams, path, h, body.clone(), location))
+        .await
+}
+
+async fn create_once(
     streams: &Streams,
     path: &str,
     h: &HeaderMap,
@@ -35,7 +48,7 @@ pub async fn create(
     let content_type = headers::get(h, "content-type")?
         .map(str::trim)
         .filter(|c| !c.is_empty());
-    let fork_request = fork::parse_request(h)?;
+    let fork_request = fork::parse_request(h, streams.config.max_name_bytes)?;
 
     let mut g = streams.lock(path).await?;
     match streams.find(&mut g, now).await? {
@@ -73,30 +86,32 @@ pub async fn create(
     }
 
     let json_type = content_type.is_some_and(|ct| media_type(ct) == "application/json");
-    // Validate the body before a fork takes a reference on its source.
+    // Validate the body before locking a fork source.
     let mut values = if json_type {
         crate::json::flatten(&body, true)?
     } else {
         Vec::new()
     };
-    let base = match &fork_request {
+    let (base, source) = match &fork_request {
         Some(request) => {
-            fork::prepare(streams, request, content_type, ttl, expires_at, now).await?
+            let (base, source) =
+                fork::prepare(streams, request, content_type, ttl, expires_at, now).await?;
+            (base, Some(source))
         }
-        None => ForkBase {
-            content_type: content_type.unwrap_or(DEFAULT_TYPE).to_owned(),
-            ttl_s: ttl,
-            expires_at,
-            start: 0,
-            lineage: Vec::new(),
-        },
+        None => (
+            ForkBase {
+                content_type: content_type.unwrap_or(DEFAULT_TYPE).to_owned(),
+                ttl_s: ttl,
+                expires_at,
+                start: 0,
+                lineage: Vec::new(),
+            },
+            None,
+        ),
     };
     let is_json = media_type(&base.content_type) == "application/json";
     if is_json && !json_type {
-        values = match crate::json::flatten(&body, true) {
-            Ok(v) => v,
-            Err(e) => return Err(release_on_error(streams, &fork_request, e).await),
-        };
+        values = crate::json::flatten(&body, true)?;
     } else if !is_json && !body.is_empty() {
         values = vec![body.to_vec()];
     }
@@ -125,23 +140,34 @@ pub async fn create(
         soft_deleted: false,
         created_at: now,
     };
-    // The prefix quota's lock is held until the stream is written.
-    let _quota = match crate::limits::reserve(streams, path).await {
-        Ok(quota) => quota,
-        Err(e) => return Err(release_on_error(streams, &fork_request, e).await),
-    };
+    // The prefix quota's lock (taken last: after the fork source's) is held until the stream
+    // is written.
+    let _quota = crate::limits::reserve(streams, path).await?;
     let meta = Stream::encode(path, pos, &info)?;
-    let made = match streams
-        .store
-        .create_stream(&meta, &chunks, durability)
-        .await
-    {
-        Ok(made) => made,
-        Err(e) => return Err(release_on_error(streams, &fork_request, e.into()).await),
+    // Initial data becomes visible with the stream: only once durable.
+    let durability = if chunks.is_empty() {
+        durability
+    } else {
+        Durability::Confirmed
+    };
+    let made = match source {
+        None => {
+            streams
+                .store
+                .create_stream(&meta, &chunks, durability)
+                .await?
+        }
+        Some(source) => create_fork(streams, &meta, &chunks, source, durability).await?,
     };
     if !made {
-        let e = StreamError::conflict("the stream was created concurrently");
-        return Err(release_on_error(streams, &fork_request, e).await);
+        // On a shared engine another node created the path or wrote the source meanwhile:
+        // decided again on fresh state (see `create`), which then confirms or refuses.
+        if !streams.exclusive {
+            return Err(StreamError::stale());
+        }
+        return Err(StreamError::conflict(
+            "the stream (or its fork source) changed concurrently",
+        ));
     }
     let new = Stream {
         tail: pos,
@@ -150,25 +176,54 @@ pub async fn create(
         stored_state: meta.state.as_slice().into(),
     };
     let response = created(StatusCode::CREATED, &new, location);
-    if let Some(object) = g.state_mut() {
-        object.stream = Some(new);
-        object.notify();
-    }
+    let object = g.get_or_insert_with(|| StreamObject::new(None, streams.wakes.sender(path)));
+    object.stream = Some(new);
+    object.notify();
     Ok(response)
 }
 
-/// Undoes a fork's source reference after a failed create, then returns the error.
-async fn release_on_error(
+/// Writes the fork and its source's new reference count in one engine transaction, then
+/// updates the (still locked) source's cached state.
+async fn create_fork(
     streams: &Streams,
-    request: &Option<crate::state::ForkRequest>,
-    err: StreamError,
-) -> StreamError {
-    if let Some(request) = request {
-        if let Err(e) = streams.release_source(&request.source).await {
-            tracing::error!(source = %request.source, error = ?e.api, "cannot release fork reference");
+    meta: &StreamMeta,
+    chunks: &[StreamChunk],
+    source: LockedSource,
+    durability: Durability,
+) -> StreamResult<bool> {
+    let LockedSource {
+        mut guard,
+        tail,
+        info,
+    } = source;
+    let source_meta = Stream::encode(guard.key(), tail, &info)?;
+    crate::failpoint::hit("fork-before-commit").await;
+    let link = ForkSource {
+        path: guard.key().to_owned(),
+        expected_tail: tail,
+        meta: source_meta,
+        expected_state: stream(&guard)
+            .filter(|_| !streams.exclusive)
+            .map(|s| s.stored_state.to_vec()),
+    };
+    let made = streams
+        .store
+        .create_fork(meta, chunks, &link, durability)
+        .await?;
+    if let Some(object) = guard.state_mut() {
+        if made {
+            object.stream = Some(Stream {
+                tail,
+                info,
+                persisted_expiry: link.meta.expires_at,
+                stored_state: link.meta.state.as_slice().into(),
+            });
+        } else {
+            // Another node changed the source: re-read it next time.
+            object.stream = None;
         }
     }
-    err
+    Ok(made)
 }
 
 fn created(status: StatusCode, s: &Stream, location: &str) -> Response {

@@ -2,9 +2,9 @@
 //!
 //! A stream that forks still read is only marked soft-deleted (its data stays for them);
 //! otherwise its cold segments, chunks and metadata are removed, and if it was itself a fork
-//! its reference on the source is released, which may delete soft-deleted ancestors in turn.
-//! The stream's lock is released before touching the source, so locks are only ever taken
-//! child-then-parent (fork creation) or one at a time (here): no lock cycles.
+//! its reference on the source is released in the same engine transaction, which may delete
+//! soft-deleted ancestors in turn. Locks are only ever taken child-then-parent (fork creation
+//! and the release) or one at a time (the cascade up the chain): no lock cycles.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -36,7 +36,7 @@ async fn delete_once(streams: &Streams, path: &str) -> StreamResult<Response> {
     let parent = streams.hard_delete(&mut g).await?;
     drop(g);
     if let Some(parent) = parent {
-        streams.release_source(&parent).await?;
+        streams.remove_released(&parent).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

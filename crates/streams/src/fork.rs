@@ -9,9 +9,12 @@
 //!
 //! Each stream counts the forks that name it as direct source. Deleting a stream with forks
 //! soft-deletes it (410 to clients, data kept); deleting the last fork releases the reference
-//! and deletes soft-deleted sources, cascading up the chain (`Streams::release_source`). The
-//! reference is taken only after every validation passed, and released if creating the fork
-//! then fails, so a rejected fork never leaks one.
+//! and deletes soft-deleted sources, cascading up the chain (`Streams::remove_released`). The
+//! reference is taken by the fork's creation itself and dropped by its deletion:
+//! `StreamStore::create_fork` / `delete_fork` write the fork and the source's new count in one
+//! engine transaction, so neither a rejected fork nor a crash (kill -9 at any point) can leave
+//! a source counting a fork that does not exist — which would keep it undeletable forever. [`prepare`] validates under the source's
+//! lock and hands that lock to the creation, so the source cannot change in between.
 
 use axum::http::HeaderMap;
 use sessiond_store::Millis;
@@ -20,8 +23,8 @@ use crate::error::{StreamError, StreamResult};
 use crate::headers::{self, FORKED_FROM, FORK_OFFSET, FORK_SUB_OFFSET};
 use crate::offset::{self, Offset};
 use crate::routes::STREAM_PREFIX;
-use crate::service::{stream, Found, Streams};
-use crate::state::{media_type, Ancestor, ForkRequest};
+use crate::service::{stream, Found, Guard, Streams};
+use crate::state::{media_type, Ancestor, ForkRequest, StreamInfo};
 
 /// What a fork starts from.
 pub struct ForkBase {
@@ -32,8 +35,16 @@ pub struct ForkBase {
     pub lineage: Vec<Ancestor>,
 }
 
+/// A validated fork source, still locked: its metadata with the new fork counted, to write
+/// together with the fork.
+pub struct LockedSource {
+    pub guard: Guard,
+    pub tail: u64,
+    pub info: StreamInfo,
+}
+
 /// The fork headers of a PUT, validated for syntax.
-pub fn parse_request(h: &HeaderMap) -> StreamResult<Option<ForkRequest>> {
+pub fn parse_request(h: &HeaderMap, max_name_bytes: usize) -> StreamResult<Option<ForkRequest>> {
     let sub = match headers::get(h, FORK_SUB_OFFSET)? {
         None => None,
         Some(v) => {
@@ -86,6 +97,9 @@ pub fn parse_request(h: &HeaderMap) -> StreamResult<Option<ForkRequest>> {
             "Stream-Forked-From names no stream",
         ));
     }
+    // The same rules as a stream name in a request path.
+    crate::routes::stream_name(&format!("{STREAM_PREFIX}{path}"), max_name_bytes)
+        .map_err(|e| StreamError::bad_request(format!("Stream-Forked-From: {}", e.api.message)))?;
     Ok(Some(ForkRequest {
         source: path.to_owned(),
         offset,
@@ -93,8 +107,9 @@ pub fn parse_request(h: &HeaderMap) -> StreamResult<Option<ForkRequest>> {
     }))
 }
 
-/// Validates the fork against its source and takes a reference on the source. `content_type`
-/// is the request's, if any.
+/// Validates the fork against its source and returns the source, locked, with the fork
+/// counted (not yet written: [`StreamStore::create_fork`](sessiond_store::StreamStore) writes
+/// it with the fork). `content_type` is the request's, if any.
 pub async fn prepare(
     streams: &Streams,
     request: &ForkRequest,
@@ -102,21 +117,7 @@ pub async fn prepare(
     ttl: Option<u64>,
     expires_at: Option<Millis>,
     now: Millis,
-) -> StreamResult<ForkBase> {
-    // The source's reference count is a commit that another node's write can race with.
-    streams
-        .retry_stale(|| prepare_once(streams, request, content_type, ttl, expires_at, now))
-        .await
-}
-
-async fn prepare_once(
-    streams: &Streams,
-    request: &ForkRequest,
-    content_type: Option<&str>,
-    ttl: Option<u64>,
-    expires_at: Option<Millis>,
-    now: Millis,
-) -> StreamResult<ForkBase> {
+) -> StreamResult<(ForkBase, LockedSource)> {
     let mut g = streams.lock(&request.source).await?;
     match streams.find(&mut g, now).await? {
         Found::Live => {}
@@ -164,14 +165,19 @@ async fn prepare_once(
     });
     let mut info = src.info.clone();
     info.forks += 1;
-    streams.commit(&mut g, src.tail, &[], info, false).await?;
-    Ok(ForkBase {
+    let base = ForkBase {
         content_type: src.info.content_type.clone(),
         ttl_s,
         expires_at,
         start: point,
         lineage,
-    })
+    };
+    let source = LockedSource {
+        guard: g,
+        tail: src.tail,
+        info,
+    };
+    Ok((base, source))
 }
 
 /// Resolves `(anchor, sub)`: `sub` values past the anchor (JSON) or `sub` bytes into the message
@@ -192,8 +198,12 @@ async fn sub_point(
             if page.pieces.is_empty() {
                 return Err(overshoot());
             }
-            for piece in page.pieces.iter().take(left as usize) {
-                pos += piece.len() as u64;
+            for piece in page
+                .pieces
+                .iter()
+                .take(usize::try_from(left).unwrap_or(usize::MAX))
+            {
+                pos = pos.checked_add(piece.len() as u64).ok_or_else(overshoot)?;
                 left -= 1;
             }
         }
@@ -203,8 +213,9 @@ async fn sub_point(
         .message_end(snap, anchor)
         .await?
         .ok_or_else(overshoot)?;
-    if anchor + sub > boundary {
-        return Err(overshoot());
+    // Checked: a sub-offset near 2^64 must not wrap below the boundary.
+    match anchor.checked_add(sub) {
+        Some(point) if point <= boundary => Ok(point),
+        _ => Err(overshoot()),
     }
-    Ok(anchor + sub)
 }

@@ -91,8 +91,9 @@ pub fn expiry(headers: &HeaderMap) -> StreamResult<(Option<u64>, Option<Millis>)
     Ok((ttl, at))
 }
 
-/// `Sessiond-Durability: unconfirmed` opts a write out of waiting for the sync (acknowledged
-/// once visible to readers); absent or `confirmed` is the durable default.
+/// `Sessiond-Durability: unconfirmed` opts an append out of waiting for the sync (acknowledged
+/// once its place in the log is fixed; readers still see it only once durable); absent or
+/// `confirmed` is the durable default.
 pub fn durability(headers: &HeaderMap) -> StreamResult<sessiond_store::Durability> {
     use sessiond_store::Durability;
     match get(headers, "sessiond-durability")?.map(str::trim) {
@@ -105,8 +106,19 @@ pub fn durability(headers: &HeaderMap) -> StreamResult<sessiond_store::Durabilit
     }
 }
 
-/// `Producer-Id`/`-Epoch`/`-Seq`: all three or none.
-pub fn producer(headers: &HeaderMap) -> StreamResult<Option<ProducerTuple>> {
+/// `Stream-Seq`, at most `max_bytes` long.
+pub fn stream_seq(headers: &HeaderMap, max_bytes: usize) -> StreamResult<Option<String>> {
+    let seq = get(headers, SEQ)?;
+    if seq.is_some_and(|s| s.len() > max_bytes) {
+        return Err(StreamError::bad_request(format!(
+            "Stream-Seq is longer than {max_bytes} bytes"
+        )));
+    }
+    Ok(seq.map(str::to_owned))
+}
+
+/// `Producer-Id`/`-Epoch`/`-Seq`: all three or none; the id at most `max_id_bytes` long.
+pub fn producer(headers: &HeaderMap, max_id_bytes: usize) -> StreamResult<Option<ProducerTuple>> {
     let id = get(headers, PRODUCER_ID)?;
     let epoch = get(headers, PRODUCER_EPOCH)?;
     let seq = get(headers, PRODUCER_SEQ)?;
@@ -121,6 +133,11 @@ pub fn producer(headers: &HeaderMap) -> StreamResult<Option<ProducerTuple>> {
     };
     if id.trim().is_empty() {
         return Err(StreamError::bad_request("Producer-Id must not be empty"));
+    }
+    if id.len() > max_id_bytes {
+        return Err(StreamError::bad_request(format!(
+            "Producer-Id is longer than {max_id_bytes} bytes"
+        )));
     }
     let number = |name: &str, v: &str| {
         let v = v.trim();

@@ -21,7 +21,8 @@
 //! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
 //! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
 //!   [`delete`]: the operations.
-//! - [`service`]: locking, lazy expiry, commits, the fork-aware page reader.
+//! - [`service`]: locking, lazy expiry, commits, the fork-aware page reader; `release`: hard
+//!   deletes and the release of fork references.
 //! - [`state`]: what is stored per stream; [`offset`], [`cursor`], [`json`], [`time`]: formats.
 //! - [`cold`]: the cold-tier trait; [`tier`]: the segments cold tier, its `[streams.cold]`
 //!   config and compaction under the stream lock; [`sweeper`]: background expiry;
@@ -44,6 +45,7 @@ pub mod create;
 pub mod cursor;
 pub mod delete;
 pub mod error;
+mod failpoint;
 pub mod fork;
 pub mod head;
 pub mod headers;
@@ -56,6 +58,7 @@ pub mod pages;
 pub mod pipeline;
 pub mod producer;
 pub mod read;
+mod release;
 pub mod routes;
 pub mod service;
 pub mod sse;

@@ -7,8 +7,8 @@
 //! is bounded by the limit) and holds a per-prefix lock until the create is written, so two
 //! concurrent creates cannot both take the last slot. The lock lives in the stream objects'
 //! lock table under a key no stream can have (names never contain control characters), and
-//! is taken while holding only the new stream's own lock, after the fork source's was
-//! released: no lock cycles. Expired streams still count until they are swept.
+//! is always the last lock taken (after the new stream's own and, for a fork, its source's),
+//! and nothing takes a stream lock while holding it: no lock cycles. Expired streams still count until they are swept.
 
 use axum::http::StatusCode;
 

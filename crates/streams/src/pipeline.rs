@@ -19,6 +19,12 @@
 //! is marked [`Flight::failed`], every one of them answers 503, and the next lock waits for the
 //! flight to land and reloads the stream from the engine.
 //!
+//! `Sessiond-Durability: unconfirmed` changes only when the *writer* is answered: its append
+//! is enqueued like any other and answered as soon as its place in the log is fixed, while
+//! readers still see it only once it is durable. A crash can lose an unconfirmed append, but
+//! no reader can have seen it, so its offset being reused by other bytes afterwards is not a
+//! change any reader can observe.
+//!
 //! Everything that is not a plain append (close, delete, fork, expiry, TTL refresh, a
 //! producer's duplicate) first [`settle`](Streams::settle)s: waits, under the lock, until
 //! nothing is in flight, so it is ordered after every pending append and sees only durable
@@ -70,23 +76,32 @@ impl Streams {
     }
 
     /// Enqueues the append `chunks` + `info` after `expected_tail` under the lock, releases the
-    /// lock, and returns once the commit is durable (per `durability`). `chunks` must not be
-    /// empty; the caller made every check against the assigned state.
+    /// lock, and returns once the commit is durable, or at once for `Durability::Unconfirmed`
+    /// (readers see it only once durable either way). `chunks` must not be empty; the caller
+    /// made every check against the assigned state.
     pub async fn commit_pipelined(
         &self,
         mut g: Guard,
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
-        info: StreamInfo,
+        mut info: StreamInfo,
         durability: Durability,
     ) -> StreamResult<()> {
+        let (producers, written) = self.producer_update(&mut info);
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         let expires_at = meta.expires_at;
         let stored_state = meta.state.as_slice().into();
         let ticket = self
             .store
-            .commit_enqueue(g.key(), expected_tail, chunks, meta, durability)
+            .commit_enqueue(
+                g.key(),
+                expected_tail,
+                chunks,
+                meta,
+                producers,
+                Durability::Confirmed,
+            )
             .await?;
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
@@ -98,6 +113,7 @@ impl Streams {
             f.in_flight += 1;
             false // nobody waits for more to be in flight
         });
+        object.producers.extend(written);
         object.stream = Some(Stream {
             tail,
             info,
@@ -131,6 +147,10 @@ impl Streams {
             let _ = done.send(());
             let _ = reply.send(result);
         });
+        if durability == Durability::Unconfirmed {
+            // Its place in the log is fixed; a failure or a crash may still lose it.
+            return Ok(());
+        }
         match outcome.await {
             Ok(Ok(Commit::Written)) => Ok(()),
             Ok(Ok(Commit::Conflict)) => Err(failed_earlier()),

@@ -1,14 +1,23 @@
 //! Idempotent producers (`Producer-Id`, `Producer-Epoch`, `Producer-Seq`).
 //!
 //! Per (stream, producer id) the stream keeps the current epoch and the highest accepted
-//! sequence number, inside the stream's metadata, so the new state is committed in the same
-//! `StreamStore::commit` as the data it admits: after a crash a retried request is either a
-//! duplicate (its data is there) or accepted again (it is not), never both or neither.
-//! Validation runs under the stream's lock, so it is serialized per stream and per producer.
+//! sequence number in the producer's own row (`StreamStore::stream_producer`), written by the
+//! same commit as the data it admits (`ProducerUpdate`): after a crash a retried request is
+//! either a duplicate (its data is there) or accepted again (it is not), never both or
+//! neither. Validation runs under the stream's lock, so it is serialized per stream and per
+//! producer. One row per producer (not the whole set inside the stream's metadata) keeps an
+//! append's write O(1) whatever the number of producers.
+//!
+//! The number of producers per stream is capped (`max_producers_per_stream`): a new producer
+//! beyond it evicts the least recently used one. An evicted producer is unknown again, as
+//! after the 7-day cleanup the reference server does: its next request with `Producer-Seq` > 0
+//! gets 409 with `Producer-Expected-Seq: 0` (the client restarts with a new epoch at seq 0),
+//! and a retry of a request it sent before the eviction is no longer recognised as a
+//! duplicate (a seq-0 retry is appended again).
 
 use crate::error::{StreamError, StreamResult};
 use crate::headers::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, PRODUCER_SEQ};
-use crate::state::{ProducerState, ProducerTuple, StreamInfo};
+use crate::state::{ProducerState, ProducerTuple};
 
 /// What to do with a producer request.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,9 +28,9 @@ pub enum Verdict {
     Duplicate(ProducerState),
 }
 
-/// Checks `p` against the stream's producer state.
-pub fn check(info: &StreamInfo, p: &ProducerTuple) -> StreamResult<Verdict> {
-    let Some(current) = info.producers.get(&p.id) else {
+/// Checks `p` against the producer's state (`None`: unknown producer).
+pub fn check(current: Option<&ProducerState>, p: &ProducerTuple) -> StreamResult<Verdict> {
+    let Some(current) = current else {
         if p.seq != 0 {
             return Err(gap(0, p.seq));
         }
@@ -84,16 +93,6 @@ pub fn echo(state: &ProducerState) -> [(&'static str, String); 2] {
 mod tests {
     use super::*;
 
-    fn info() -> StreamInfo {
-        serde_json::from_value(serde_json::json!({
-            "content_type": "text/plain", "ttl_s": null, "expires_at": null, "last_access": 0,
-            "req_ttl_s": null, "req_expires_at": null, "closed": false, "closed_by": null,
-            "producers": {"p": {"epoch": 1, "seq": 3}}, "last_seq": null, "start": 0,
-            "lineage": [], "fork": null, "forks": 0, "soft_deleted": false, "created_at": 0
-        }))
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
     fn t(epoch: u64, seq: u64) -> ProducerTuple {
         ProducerTuple {
             id: "p".into(),
@@ -104,27 +103,33 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let i = info();
+        let state = ProducerState { epoch: 1, seq: 3 };
+        let i = Some(&state);
         assert_eq!(
-            check(&i, &t(1, 4)).ok(),
+            check(i, &t(1, 4)).ok(),
             Some(Verdict::Accept(ProducerState { epoch: 1, seq: 4 }))
         );
         assert_eq!(
-            check(&i, &t(1, 2)).ok(),
+            check(i, &t(1, 2)).ok(),
             Some(Verdict::Duplicate(ProducerState { epoch: 1, seq: 3 }))
         );
         assert_eq!(
-            check(&i, &t(0, 0)).err().map(|e| e.api.status.as_u16()),
+            check(i, &t(0, 0)).err().map(|e| e.api.status.as_u16()),
             Some(403)
         );
         assert_eq!(
-            check(&i, &t(1, 9)).err().map(|e| e.api.status.as_u16()),
+            check(i, &t(1, 9)).err().map(|e| e.api.status.as_u16()),
             Some(409)
         );
         assert_eq!(
-            check(&i, &t(2, 1)).err().map(|e| e.api.status.as_u16()),
+            check(i, &t(2, 1)).err().map(|e| e.api.status.as_u16()),
             Some(400)
         );
-        assert!(matches!(check(&i, &t(2, 0)), Ok(Verdict::Accept(_))));
+        assert!(matches!(check(i, &t(2, 0)), Ok(Verdict::Accept(_))));
+        assert!(matches!(check(None, &t(5, 0)), Ok(Verdict::Accept(_))));
+        assert_eq!(
+            check(None, &t(5, 1)).err().map(|e| e.api.status.as_u16()),
+            Some(409)
+        );
     }
 }

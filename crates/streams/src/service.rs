@@ -17,14 +17,21 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Commit, Durability, Millis, StreamChunk, StreamStore, StreamWakes};
+use sessiond_store::{
+    now_ms, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk, StreamStore,
+    StreamWakes,
+};
 use tokio::sync::watch;
 
 use crate::cold::ColdReader;
 use crate::config::StreamsConfig;
 use crate::error::{StreamError, StreamResult};
-use crate::state::{Ancestor, Stream, StreamInfo, StreamObject};
+use crate::state::{Ancestor, ProducerState, Stream, StreamInfo, StreamObject};
 use crate::wakes::WakeHub;
+
+/// Producer states an object keeps cached once nothing is in flight (beyond it the cache is
+/// dropped and producers are read from the store again).
+const PRODUCER_CACHE: usize = 64;
 
 /// A locked stream object.
 pub type Guard = ObjectGuard<StreamObject>;
@@ -100,6 +107,10 @@ impl Streams {
     }
 
     /// Locks `path` and makes sure its object reflects the store.
+    ///
+    /// An absent stream that nobody waits on gets no object (the runtime then drops the empty
+    /// slot with the guard), so lookups of missing names leave nothing resident; the price is
+    /// one engine read per lookup of a missing stream.
     pub async fn lock(&self, path: &str) -> StreamResult<Guard> {
         let mut g = self.objects.lock(path).await;
         let failed = self.heal(&mut g).await?;
@@ -113,14 +124,75 @@ impl Streams {
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {
-                Some(object) => object.stream = stream,
-                None => g.set(StreamObject::new(stream, changed)),
+                Some(object) => {
+                    object.stream = stream;
+                    object.producers.clear();
+                }
+                None if stream.is_some() => g.set(StreamObject::new(stream, changed)),
+                None => {}
             }
             if let Some(object) = g.state_mut() {
                 object.loaded_at = seen;
             }
         }
+        if let Some(object) = g.state_mut() {
+            if object.is_vacant() {
+                g.take();
+            } else if object.producers.len() > PRODUCER_CACHE
+                && object.flight.borrow().in_flight == 0
+            {
+                // Every commit landed: the store is authoritative again.
+                object.producers.clear();
+            }
+        }
         Ok(g)
+    }
+
+    /// The state of producer `id` of the locked stream: the one assigned by an append in
+    /// flight, a pending legacy one, or the stored row.
+    pub async fn producer(&self, g: &mut Guard, id: &str) -> StreamResult<Option<ProducerState>> {
+        if let Some(object) = g.state() {
+            if let Some(state) = object.producers.get(id) {
+                return Ok(Some(state.clone()));
+            }
+            if let Some(state) = object
+                .stream
+                .as_ref()
+                .and_then(|s| s.info.producers.get(id))
+            {
+                return Ok(Some(state.clone()));
+            }
+        }
+        let Some(record) = self.store.stream_producer(g.key(), id).await? else {
+            return Ok(None);
+        };
+        let state = ProducerState::decode(g.key(), &record.state)?;
+        if let Some(object) = g.state_mut() {
+            object.producers.insert(id.to_owned(), state.clone());
+        }
+        Ok(Some(state))
+    }
+
+    /// Moves the producer states pending in `info` into the rows a commit writes.
+    pub(crate) fn producer_update(
+        &self,
+        info: &mut StreamInfo,
+    ) -> (ProducerUpdate, Vec<(String, ProducerState)>) {
+        let pending: Vec<(String, ProducerState)> =
+            std::mem::take(&mut info.producers).into_iter().collect();
+        let used_at = now_ms();
+        let update = ProducerUpdate {
+            upsert: pending
+                .iter()
+                .map(|(id, state)| ProducerRecord {
+                    id: id.clone(),
+                    state: state.encode(),
+                    used_at,
+                })
+                .collect(),
+            max_producers: self.config.max_producers_per_stream,
+        };
+        (update, pending)
     }
 
     /// Classifies the locked stream at `now`, applying lazy expiry: an expired stream without
@@ -129,10 +201,12 @@ impl Streams {
         let Some(stream) = stream(g) else {
             return Ok(Found::Missing);
         };
-        if stream.info.soft_deleted {
+        // Soft-deleted with no fork left: a removal a crash interrupted; finish it.
+        let orphan = stream.info.soft_deleted && stream.info.forks == 0;
+        if stream.info.soft_deleted && !orphan {
             return Ok(Found::Gone);
         }
-        if !stream.info.expired(now) {
+        if !orphan && !stream.info.expired(now) {
             return Ok(Found::Live);
         }
         if stream.info.forks > 0 {
@@ -142,9 +216,8 @@ impl Streams {
             self.commit(g, tail, &[], info, true).await?;
             return Ok(Found::Gone);
         }
-        let parent = self.hard_delete(g).await?;
-        if let Some(parent) = parent {
-            self.release_source(&parent).await?;
+        if let Some(parent) = self.hard_delete(g).await? {
+            self.remove_released(&parent).await?;
         }
         Ok(Found::Missing)
     }
@@ -189,7 +262,10 @@ impl Streams {
             .await
     }
 
-    /// [`commit`](Self::commit) with an explicit durability.
+    /// [`commit`](Self::commit) with an explicit durability. Readers must only see durable
+    /// changes, so a commit that carries data or wakes readers (a close) is always written
+    /// confirmed; `Unconfirmed` applies to bookkeeping only (TTL refreshes). An unconfirmed
+    /// plain append gets its early answer through `pipeline.rs` instead.
     pub async fn commit_with(
         &self,
         g: &mut Guard,
@@ -201,6 +277,13 @@ impl Streams {
     ) -> StreamResult<()> {
         // Ordered after every pipelined append (and `expected_tail` is then durable).
         self.settle(g).await?;
+        let mut info = info;
+        let (producers, written) = self.producer_update(&mut info);
+        let durability = if chunks.is_empty() && !wake {
+            durability
+        } else {
+            Durability::Confirmed
+        };
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
         let meta = Stream::encode(g.key(), tail, &info)?;
         // On a shared engine the tail does not version the stream (another node may have
@@ -211,12 +294,28 @@ impl Streams {
         let result = match decided_on {
             Some(state) => {
                 self.store
-                    .commit_checked(g.key(), expected_tail, &state, chunks, &meta, durability)
+                    .commit_checked(
+                        g.key(),
+                        expected_tail,
+                        &state,
+                        chunks,
+                        &meta,
+                        producers,
+                        durability,
+                    )
                     .await?
             }
             None => {
                 self.store
-                    .commit(g.key(), expected_tail, chunks, &meta, durability)
+                    .commit_enqueue(
+                        g.key(),
+                        expected_tail,
+                        chunks.to_vec(),
+                        meta.clone(),
+                        producers,
+                        durability,
+                    )
+                    .await?
                     .await?
             }
         };
@@ -225,6 +324,7 @@ impl Streams {
         };
         match result {
             Commit::Written => {
+                object.producers.extend(written);
                 object.stream = Some(Stream {
                     tail,
                     info,
@@ -286,49 +386,6 @@ impl Streams {
         let (tail, info) = (s.tail, s.info.clone());
         self.commit_with(g, tail, &[], info, false, Durability::Unconfirmed)
             .await
-    }
-
-    /// Deletes the locked stream's data everywhere and returns its direct source, if it was a
-    /// fork (the caller releases that reference after dropping this lock).
-    pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
-        let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
-        self.settle(g).await?;
-        let path = g.key().to_owned();
-        self.cold.delete_all(&path).await?;
-        self.store
-            .delete_stream(&path, Durability::Confirmed)
-            .await?;
-        if let Some(object) = g.state_mut() {
-            object.stream = None;
-            object.notify();
-        }
-        Ok(parent)
-    }
-
-    /// Drops one fork reference from `path`, deleting it (and cascading up) when it was
-    /// soft-deleted or expired and this was the last fork.
-    pub async fn release_source(&self, path: &str) -> StreamResult<()> {
-        let mut next = Some(path.to_owned());
-        while let Some(path) = next.take() {
-            next = self.retry_stale(|| self.release_one(&path)).await?;
-        }
-        Ok(())
-    }
-
-    /// One step of [`release_source`](Self::release_source): the next ancestor to release.
-    async fn release_one(&self, path: &str) -> StreamResult<Option<String>> {
-        let mut g = self.lock(path).await?;
-        let Some(stream) = stream(&g) else {
-            return Ok(None);
-        };
-        let mut info = stream.info.clone();
-        let tail = stream.tail;
-        info.forks = info.forks.saturating_sub(1);
-        if info.forks == 0 && (info.soft_deleted || info.expired(now_ms())) {
-            return self.hard_delete(&mut g).await;
-        }
-        self.commit(&mut g, tail, &[], info, false).await?;
-        Ok(None)
     }
 
     /// Runs `op` again while it fails because its commit lost a race with another node (up to

@@ -1,10 +1,11 @@
 //! What sessiond remembers about one stream, and how it is stored.
 //!
 //! The engine keeps the stream's chunks, its tail and its `expires_at`; everything else the
-//! protocol needs ([`StreamInfo`]: content type, expiry rules, closure, producers, last
-//! `Stream-Seq`, fork lineage and reference count, soft deletion) is encoded as JSON into
-//! `StreamMeta::state`. It changes only through `StreamStore::commit`, together with the
-//! chunks it describes, so producer state and data can never disagree after a crash.
+//! protocol needs ([`StreamInfo`]: content type, expiry rules, closure, last `Stream-Seq`,
+//! fork lineage and reference count, soft deletion) is encoded as JSON into
+//! `StreamMeta::state`, and each idempotent producer's position into its own row
+//! (`ProducerRecord`). Both change only through `StreamStore` commits, together with the
+//! chunks they describe, so producer state and data can never disagree after a crash.
 //!
 //! The in-memory object ([`StreamObject`]) caches the decoded metadata between requests (held
 //! by the object runtime, evicted when idle) and owns the per-stream wake-up channel that
@@ -76,7 +77,10 @@ pub struct StreamInfo {
     pub closed: bool,
     /// The producer request that closed it.
     pub closed_by: Option<ProducerTuple>,
-    /// Idempotent producers by id.
+    /// Producer states to write to their own rows with the next commit (which empties this).
+    /// Metadata stored before producers had rows kept every producer here; the first commit
+    /// after loading such a stream moves them out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub producers: BTreeMap<String, ProducerState>,
     /// Last accepted `Stream-Seq`.
     pub last_seq: Option<String>,
@@ -92,6 +96,19 @@ pub struct StreamInfo {
     pub soft_deleted: bool,
     /// Creation time (unix ms); distinguishes incarnations of one path in ETags.
     pub created_at: Millis,
+}
+
+impl ProducerState {
+    /// The row encoding of a producer's state.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a producer row of `path`.
+    pub fn decode(path: &str, bytes: &[u8]) -> Result<ProducerState, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("producer of stream {path}: {e}")))
+    }
 }
 
 impl StreamInfo {
@@ -167,11 +184,12 @@ impl Stream {
             path: path.to_owned(),
             tail,
             // A soft-deleted stream is removed with its last fork, never by the sweeper: not
-            // indexing it keeps it out of every sweep's candidates.
-            expires_at: if info.soft_deleted {
-                None
-            } else {
-                info.expiry()
+            // indexing it keeps it out of every sweep's candidates. One whose last fork is gone
+            // (a crash stopped its removal) is indexed as long expired, so the sweeper finishes.
+            expires_at: match (info.soft_deleted, info.forks) {
+                (false, _) => info.expiry(),
+                (true, 0) => Some(0),
+                (true, _) => None,
             },
             state,
         })
@@ -210,6 +228,10 @@ pub struct StreamObject {
     /// Fires when the last pipelined append's completion has published its outcome; the next
     /// one publishes only after it, so outcomes (and store observers) are seen in order.
     pub(crate) last_done: Option<oneshot::Receiver<()>>,
+    /// Producer states known to this object: the assigned ones of appends in flight (which the
+    /// store may not have yet) and recently read or written ones. Cleared when nothing is in
+    /// flight and it grew past a few entries, so it stays small (see `Streams::lock`).
+    pub(crate) producers: std::collections::HashMap<String, ProducerState>,
 }
 
 impl StreamObject {
@@ -221,7 +243,17 @@ impl StreamObject {
             loaded_at: None,
             flight: watch::Sender::new(Flight::default()),
             last_done: None,
+            producers: Default::default(),
         }
+    }
+
+    /// True when nothing refers to this object besides its slot: no stream, no reader waiting
+    /// on it, nothing in flight. Such an object is dropped rather than cached, so lookups of
+    /// absent streams leave nothing resident.
+    pub fn is_vacant(&self) -> bool {
+        self.stream.is_none()
+            && self.changed.receiver_count() == 0
+            && self.flight.borrow().in_flight == 0
     }
 
     /// Wakes every waiting reader (call only after the change is durable).

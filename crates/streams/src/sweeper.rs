@@ -4,37 +4,87 @@
 //! nobody touches. The engine indexes `StreamMeta::expires_at`, which may lag the exact
 //! in-memory deadline of a sliding TTL (refreshes are persisted lazily), so every candidate is
 //! re-checked under its lock with the authoritative state before anything is deleted.
+//!
+//! One stream that cannot be removed (its cold segments unreachable, say) must not stop the
+//! others: a failing candidate is logged, skipped, and set aside for a while ([`Sweeper`]
+//! remembers it), and each pass asks the engine for enough candidates to see past the ones
+//! set aside, so the rest keep being swept.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sessiond_store::now_ms;
 
+use crate::error::StreamResult;
 use crate::service::{Found, Streams};
+
+/// Candidates examined per pass (beyond the ones set aside).
+const BATCH: usize = 256;
+/// Most failing streams remembered; beyond it the oldest entries are retried at once.
+const MAX_SET_ASIDE: usize = 4096;
+/// How long a failing stream is skipped before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The sweeper's memory across passes: streams whose removal failed, and until when they
+/// are skipped.
+#[derive(Default)]
+pub struct Sweeper {
+    set_aside: HashMap<String, Instant>,
+}
 
 /// Sweeps every `streams.sweep_interval_s` until `stop` resolves.
 pub async fn run(streams: Streams, stop: impl Future<Output = ()>) {
     let interval = Duration::from_secs(streams.config.sweep_interval_s);
+    let mut sweeper = Sweeper::default();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(e) = sweep_once(&streams).await {
+        if let Err(e) = sweeper.pass(&streams).await {
             tracing::warn!(error = ?e.api, "stream sweep failed; retrying next interval");
         }
     }
 }
 
-/// One pass over the expired candidates; returns how many were examined.
+/// One pass with a fresh memory; returns how many candidates were examined.
 pub async fn sweep_once(streams: &Streams) -> Result<usize, crate::error::StreamError> {
-    let candidates = streams.store.expired_streams(now_ms(), 256).await?;
-    for path in &candidates {
-        let mut g = streams.lock(path).await?;
-        if let Found::Live = streams.find(&mut g, now_ms()).await? {
-            streams.persist_expiry(&mut g).await?;
+    Sweeper::default().pass(streams).await
+}
+
+impl Sweeper {
+    /// One pass over the expired candidates; returns how many were examined. Only listing the
+    /// candidates can fail the pass; a failing candidate is logged and skipped.
+    pub async fn pass(&mut self, streams: &Streams) -> Result<usize, crate::error::StreamError> {
+        let now = Instant::now();
+        self.set_aside.retain(|_, until| *until > now);
+        let limit = BATCH + self.set_aside.len();
+        let candidates = streams.store.expired_streams(now_ms(), limit).await?;
+        let mut examined = 0;
+        for path in &candidates {
+            if self.set_aside.contains_key(path) {
+                continue;
+            }
+            examined += 1;
+            if let Err(e) = sweep_one(streams, path).await {
+                tracing::warn!(stream = %path, error = ?e.api, "cannot remove an expired stream; skipping it for now");
+                ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
+                if self.set_aside.len() < MAX_SET_ASIDE {
+                    self.set_aside.insert(path.clone(), now + RETRY_AFTER);
+                }
+            }
         }
+        Ok(examined)
     }
-    Ok(candidates.len())
+}
+
+/// Removes `path` if it really expired (or records its exact deadline if it did not).
+async fn sweep_one(streams: &Streams, path: &str) -> StreamResult<()> {
+    let mut g = streams.lock(path).await?;
+    if let Found::Live = streams.find(&mut g, now_ms()).await? {
+        streams.persist_expiry(&mut g).await?;
+    }
+    Ok(())
 }

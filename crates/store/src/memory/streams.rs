@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::MemoryEngine;
-use crate::streams::{Commit, CommitTicket, SegmentRef, StreamChunk, StreamMeta, StreamStore};
+use crate::streams::{
+    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
+    StreamMeta, StreamStore,
+};
 use crate::{Durability, Millis, Result};
 
 pub(super) struct MemoryStream {
@@ -13,6 +16,42 @@ pub(super) struct MemoryStream {
     /// offset -> bytes
     chunks: BTreeMap<u64, Vec<u8>>,
     segments: Vec<SegmentRef>,
+    /// producer id -> row
+    producers: BTreeMap<String, ProducerRecord>,
+}
+
+impl MemoryStream {
+    fn new(meta: &StreamMeta, chunks: &[StreamChunk]) -> MemoryStream {
+        MemoryStream {
+            meta: meta.clone(),
+            chunks: chunks.iter().map(|c| (c.offset, c.data.clone())).collect(),
+            segments: Vec::new(),
+            producers: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a commit's producer rows (see `ProducerUpdate`).
+    fn apply(&mut self, update: ProducerUpdate) {
+        let written: Vec<String> = update.upsert.iter().map(|r| r.id.clone()).collect();
+        for record in update.upsert {
+            self.producers.insert(record.id.clone(), record);
+        }
+        if update.max_producers == 0 {
+            return;
+        }
+        while self.producers.len() > update.max_producers {
+            let victim = self
+                .producers
+                .values()
+                .filter(|r| !written.contains(&r.id))
+                .min_by(|a, b| (a.used_at, &a.id).cmp(&(b.used_at, &b.id)))
+                .map(|r| r.id.clone());
+            match victim {
+                Some(id) => self.producers.remove(&id),
+                None => break,
+            };
+        }
+    }
 }
 
 impl MemoryEngine {
@@ -24,6 +63,7 @@ impl MemoryEngine {
         expected_state: Option<&[u8]>,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
     ) -> Result<Commit> {
         self.with(|s| match s.streams.get_mut(path) {
             Some(st)
@@ -34,6 +74,7 @@ impl MemoryEngine {
                     st.chunks.insert(c.offset, c.data);
                 }
                 st.meta = meta;
+                st.apply(producers);
                 Commit::Written
             }
             _ => Commit::Conflict,
@@ -57,16 +98,58 @@ impl StreamStore for MemoryEngine {
             if s.streams.contains_key(&meta.path) {
                 return false;
             }
-            let chunks = chunks.iter().map(|c| (c.offset, c.data.clone())).collect();
-            s.streams.insert(
-                meta.path.clone(),
-                MemoryStream {
-                    meta: meta.clone(),
-                    chunks,
-                    segments: Vec::new(),
-                },
-            );
+            s.streams
+                .insert(meta.path.clone(), MemoryStream::new(meta, chunks));
             true
+        })
+    }
+
+    async fn create_fork(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        source: &ForkSource,
+        _: Durability,
+    ) -> Result<bool> {
+        self.with(|s| {
+            if s.streams.contains_key(&meta.path) {
+                return false;
+            }
+            let Some(src) = s
+                .streams
+                .get_mut(&source.path)
+                .filter(|src| source.matches(&src.meta))
+            else {
+                return false;
+            };
+            src.meta = source.meta.clone();
+            s.streams
+                .insert(meta.path.clone(), MemoryStream::new(meta, chunks));
+            true
+        })
+    }
+
+    async fn delete_fork(&self, path: &str, source: &ForkSource, _: Durability) -> Result<bool> {
+        self.with(|s| {
+            let source_ok = s
+                .streams
+                .get(&source.path)
+                .is_some_and(|src| source.matches(&src.meta));
+            if !source_ok || s.streams.remove(path).is_none() {
+                return false;
+            }
+            if let Some(src) = s.streams.get_mut(&source.path) {
+                src.meta = source.meta.clone();
+            }
+            true
+        })
+    }
+
+    async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
+        self.with(|s| {
+            s.streams
+                .get(path)
+                .and_then(|st| st.producers.get(id).cloned())
         })
     }
 
@@ -76,10 +159,11 @@ impl StreamStore for MemoryEngine {
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         _: Durability,
     ) -> Result<CommitTicket> {
         // Applied at once, so the order is the call order and the ticket is already resolved.
-        let outcome = self.apply_commit(path, expected_tail, None, chunks, meta)?;
+        let outcome = self.apply_commit(path, expected_tail, None, chunks, meta, producers)?;
         Ok(Box::pin(std::future::ready(Ok(outcome))))
     }
 
@@ -90,6 +174,7 @@ impl StreamStore for MemoryEngine {
         expected_state: &[u8],
         chunks: &[StreamChunk],
         meta: &StreamMeta,
+        producers: ProducerUpdate,
         _: Durability,
     ) -> Result<Commit> {
         self.apply_commit(
@@ -98,6 +183,7 @@ impl StreamStore for MemoryEngine {
             Some(expected_state),
             chunks.to_vec(),
             meta.clone(),
+            producers,
         )
     }
 

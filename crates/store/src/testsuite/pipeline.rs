@@ -18,7 +18,14 @@ async fn enqueue(
     let c = chunk(expected, len);
     let tail = c.end();
     let ticket = s
-        .commit_enqueue(path, expected, vec![c], meta(path, tail, tag), C)
+        .commit_enqueue(
+            path,
+            expected,
+            vec![c],
+            meta(path, tail, tag),
+            Default::default(),
+            C,
+        )
         .await
         .expect("enqueue");
     (ticket, tail)

@@ -1,20 +1,28 @@
-//! The suite's check of `StreamStore::commit_checked`: the compare-and-set on the stored state
-//! that shared engines need because the tail alone does not version a stream.
+//! The suite's check of `StreamStore::commit_checked` and of `ForkSource::expected_state`:
+//! the compare-and-set on the stored state that shared engines need because the tail alone
+//! does not version a stream.
 
 use super::streams::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{Commit, StreamStore};
+use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamStore};
+
+/// Runs the checks against one engine.
+pub async fn run_stream_cas(s: &dyn StreamStore) {
+    commit_checked_compares_the_state(s).await;
+    commit_checked_writes_producers(s).await;
+    forks_compare_the_source_state(s).await;
+}
 
 /// A change that keeps the tail (a close) still makes a writer that decided on the older
 /// state lose.
-pub async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
+async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     let path = unique("st-checked");
     s.create_stream(&meta(&path, 0, b"open"), &[], C)
         .await
         .expect("store call");
     let closed = meta(&path, 0, b"closed");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[], &closed, C)
+        s.commit_checked(&path, 0, b"open", &[], &closed, none(), C)
             .await
             .expect("store call"),
         Commit::Written
@@ -22,7 +30,7 @@ pub async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // Same tail, older state: refused, nothing written.
     let late = meta(&path, 3, b"open+data");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[chunk(0, 3)], &late, C)
+        s.commit_checked(&path, 0, b"open", &[chunk(0, 3)], &late, none(), C)
             .await
             .expect("store call"),
         Commit::Conflict
@@ -39,13 +47,13 @@ pub async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // The right state but a stale tail loses too; both right wins.
     let data = meta(&path, 4, b"closed+data");
     assert_eq!(
-        s.commit_checked(&path, 1, b"closed", &[chunk(1, 3)], &data, C)
+        s.commit_checked(&path, 1, b"closed", &[chunk(1, 3)], &data, none(), C)
             .await
             .expect("store call"),
         Commit::Conflict
     );
     assert_eq!(
-        s.commit_checked(&path, 0, b"closed", &[chunk(0, 4)], &data, C)
+        s.commit_checked(&path, 0, b"closed", &[chunk(0, 4)], &data, none(), C)
             .await
             .expect("store call"),
         Commit::Written
@@ -58,11 +66,110 @@ pub async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     );
     let ghost = unique("st-checked-ghost");
     assert_eq!(
-        s.commit_checked(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), C)
+        s.commit_checked(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
             .await
             .expect("store call"),
         Commit::Conflict,
         "a missing stream is a conflict"
     );
     s.delete_stream(&path, C).await.expect("store call");
+}
+
+fn none() -> ProducerUpdate {
+    ProducerUpdate::default()
+}
+
+/// The producer rows of a checked commit are written with it, and not at all when it loses.
+async fn commit_checked_writes_producers(s: &dyn StreamStore) {
+    let path = unique("st-checked-prod");
+    s.create_stream(&meta(&path, 0, b"open"), &[], C)
+        .await
+        .expect("store call");
+    let row = |state: &[u8]| ProducerUpdate {
+        upsert: vec![ProducerRecord {
+            id: "p".into(),
+            state: state.to_vec(),
+            used_at: 7,
+        }],
+        max_producers: 1,
+    };
+    let lost = s
+        .commit_checked(
+            &path,
+            0,
+            b"other",
+            &[chunk(0, 2)],
+            &meta(&path, 2, b"a"),
+            row(b"lost"),
+            C,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(lost, Commit::Conflict);
+    assert_eq!(
+        s.stream_producer(&path, "p").await.expect("store call"),
+        None
+    );
+    let won = s
+        .commit_checked(
+            &path,
+            0,
+            b"open",
+            &[chunk(0, 2)],
+            &meta(&path, 2, b"a"),
+            row(b"1"),
+            C,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(won, Commit::Written);
+    let stored = s.stream_producer(&path, "p").await.expect("store call");
+    assert_eq!(
+        stored.map(|r| (r.state, r.used_at)),
+        Some((b"1".to_vec(), 7))
+    );
+    s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// A fork created or deleted against a source whose state changed at the same tail is
+/// refused, and nothing is written.
+async fn forks_compare_the_source_state(s: &dyn StreamStore) {
+    let (src, fork) = (unique("st-cas-src"), unique("st-cas-fork"));
+    s.create_stream(&meta(&src, 0, b"src"), &[], C)
+        .await
+        .expect("store call");
+    let link = |expected: &[u8], new: &[u8]| ForkSource {
+        path: src.clone(),
+        expected_tail: 0,
+        meta: meta(&src, 0, new),
+        expected_state: Some(expected.to_vec()),
+    };
+    let fork_meta = meta(&fork, 0, b"fork");
+    assert!(!s
+        .create_fork(&fork_meta, &[], &link(b"closed", b"src+1"), C)
+        .await
+        .expect("store call"));
+    assert!(s.stream_meta(&fork).await.expect("store call").is_none());
+    assert!(s
+        .create_fork(&fork_meta, &[], &link(b"src", b"src+1"), C)
+        .await
+        .expect("store call"));
+    assert!(!s
+        .delete_fork(&fork, &link(b"src", b"src+0"), C)
+        .await
+        .expect("store call"));
+    assert!(s.stream_meta(&fork).await.expect("store call").is_some());
+    assert!(s
+        .delete_fork(&fork, &link(b"src+1", b"src+0"), C)
+        .await
+        .expect("store call"));
+    assert!(s.stream_meta(&fork).await.expect("store call").is_none());
+    assert_eq!(
+        s.stream_meta(&src)
+            .await
+            .expect("store call")
+            .map(|m| m.state),
+        Some(b"src+0".to_vec())
+    );
+    s.delete_stream(&src, C).await.expect("store call");
 }

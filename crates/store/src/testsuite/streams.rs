@@ -15,7 +15,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     let s = store.as_ref();
     create_refuses_existing(s).await;
     commit_compare_and_set(s).await;
-    super::stream_cas::commit_checked_compares_the_state(s).await;
+    super::stream_cas::run_stream_cas(s).await;
     read_paging(s).await;
     delete_and_recreate(s).await;
     listing(s).await;
@@ -23,6 +23,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     sealing(s).await;
     binary_and_large(s).await;
     super::pipeline::run_pipeline(s).await;
+    super::stream_links::run_stream_links(s).await;
 }
 
 /// Metadata of `path` with `tail` and a recognizable state.

@@ -37,8 +37,13 @@ pub fn check_id(id: &str) -> SubResult<()> {
     }
 }
 
-/// Checks a stream-root-relative stream path from a body.
-fn check_path(path: &str) -> SubResult<()> {
+/// Checks a stream-root-relative stream path from a body (at most `max_depth` segments).
+fn check_path(path: &str, max_depth: usize) -> SubResult<()> {
+    if glob::depth(path) > max_depth {
+        return Err(SubError::bad_request(format!(
+            "{path:?} has more than {max_depth} segments (streams.subscriptions.max_path_segments)"
+        )));
+    }
     let bad = path.is_empty()
         || path.len() > 1024
         || path.bytes().any(|b| b.is_ascii_control())
@@ -73,15 +78,29 @@ pub fn base_url(headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+fn too_many_links(max: usize) -> SubError {
+    SubError::bad_request(format!(
+        "a subscription links at most {max} streams (streams.subscriptions.max_links)"
+    ))
+}
+
 impl Subscriptions {
+    fn check_path(&self, path: &str) -> SubResult<()> {
+        check_path(path, self.inner.config.max_path_segments)
+    }
+
     fn normalize(&self, body: PutBody) -> SubResult<SubConfig> {
+        let limits = &self.inner.config;
         let pattern = body.pattern.filter(|p| !p.is_empty());
         if let Some(p) = &pattern {
-            glob::validate(p).map_err(SubError::bad_request)?;
+            glob::validate(p, limits.max_pattern_segments).map_err(SubError::bad_request)?;
         }
         let streams: BTreeSet<String> = body.streams.unwrap_or_default().into_iter().collect();
+        if streams.len() > limits.max_links {
+            return Err(too_many_links(limits.max_links));
+        }
         for s in &streams {
-            check_path(s)?;
+            self.check_path(s)?;
         }
         if pattern.is_none() && streams.is_empty() {
             return Err(SubError::bad_request("give a pattern, streams, or both"));
@@ -107,7 +126,7 @@ impl Subscriptions {
                 let wake = body.wake_stream.ok_or_else(|| {
                     SubError::bad_request("pull-wake subscriptions need wake_stream")
                 })?;
-                check_path(&wake)?;
+                self.check_path(&wake)?;
                 (None, Some(wake))
             }
         };
@@ -127,7 +146,7 @@ impl Subscriptions {
         check_id(id)?;
         let config = self.normalize(parse(&body)?)?;
         let mut g = self.inner.objects.lock(id).await;
-        if let Some(existing) = g.load().await? {
+        if let Some(existing) = self.load(&mut g).await? {
             if existing.config != config {
                 return Err(SubError::new(
                     StatusCode::CONFLICT,
@@ -144,6 +163,7 @@ impl Subscriptions {
             created_at: now_ms(),
             base_url: base_url(headers),
             links: Default::default(),
+            links_loaded: true,
             generation: 0,
             wake: None,
             retry: None,
@@ -156,12 +176,16 @@ impl Subscriptions {
         );
         self.refresh_active();
         let created = async {
+            // Links left by a creation that crashed before its record was written.
+            self.delete_links(id).await?;
             for path in sub.config.streams.clone() {
                 self.link_explicit(&mut sub, &path).await;
             }
             if let Some(pattern) = sub.config.pattern.clone() {
                 self.backfill(&mut sub, &pattern).await?;
             }
+            let paths: Vec<String> = sub.links.keys().cloned().collect();
+            self.write_links(&sub, &paths).await?;
             let view = sub.view(self.inner.signer.kid());
             g.save(sub, sessiond_store::Durability::Confirmed).await?;
             Ok::<_, SubError>(view)
@@ -172,11 +196,15 @@ impl Subscriptions {
             Err(e) => {
                 self.inner.index.remove(id);
                 self.refresh_active();
+                if let Err(cleanup) = self.delete_links(id).await {
+                    tracing::warn!(subscription = %id, error = ?cleanup, "cannot drop the links of a failed create");
+                }
                 Err(e)
             }
         }
     }
 
+    /// Links `path` explicitly (in memory; the caller writes the link).
     async fn link_explicit(&self, sub: &mut Subscription, path: &str) {
         let glob = sub
             .config
@@ -198,41 +226,28 @@ impl Subscriptions {
         );
     }
 
-    /// Links every existing stream matching `pattern` at its current tail.
+    /// Links every existing stream matching `pattern` at its current tail (in memory; the
+    /// caller writes the links). More than `max_links` is a 400.
     async fn backfill(&self, sub: &mut Subscription, pattern: &str) -> SubResult<()> {
-        let literal: Vec<&str> = pattern
-            .split('/')
-            .take_while(|s| *s != "*" && *s != "**")
-            .collect();
-        // Without a trailing `/`, so a pattern with no wildcard still lists its own path.
-        let prefix = literal.join("/");
-        let store = self.inner.streams.store.clone();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.list_streams(&prefix, after.as_deref(), 500).await?;
-            let Some(last) = page.last().cloned() else {
-                break;
-            };
-            for path in page {
-                if !glob::matches(pattern, &path) {
-                    continue;
-                }
-                if let Some(link) = sub.links.get_mut(&path) {
-                    link.glob = true;
-                    continue;
-                }
-                if let Some(tail) = self.tail_of(&path).await {
-                    sub.links.insert(
-                        path,
-                        Link {
-                            explicit: false,
-                            glob: true,
-                            acked: tail,
-                        },
-                    );
-                }
+        let max_links = self.inner.config.max_links;
+        for path in self.matching_streams(pattern).await? {
+            if let Some(link) = sub.links.get_mut(&path) {
+                link.glob = true;
+                continue;
             }
-            after = Some(last);
+            if sub.links.len() >= max_links {
+                return Err(too_many_links(max_links));
+            }
+            if let Some(tail) = self.tail_of(&path).await {
+                sub.links.insert(
+                    path,
+                    Link {
+                        explicit: false,
+                        glob: true,
+                        acked: tail,
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -241,7 +256,7 @@ impl Subscriptions {
     pub async fn get(&self, id: &str) -> SubResult<Response> {
         check_id(id)?;
         let mut g = self.inner.objects.lock(id).await;
-        let sub = g.load().await?.ok_or_else(SubError::not_found)?;
+        let sub = self.load(&mut g).await?.ok_or_else(SubError::not_found)?;
         Ok(Json(sub.view(self.inner.signer.kid())).into_response())
     }
 
@@ -252,6 +267,9 @@ impl Subscriptions {
         g.delete(sessiond_store::Durability::Confirmed).await?;
         self.inner.index.remove(id);
         self.refresh_active();
+        // After the record: a crash in between leaves links that the next create of this id
+        // removes, never a record with links missing.
+        self.delete_links(id).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
@@ -260,16 +278,31 @@ impl Subscriptions {
         check_id(id)?;
         let body: StreamsBody = parse(&body)?;
         for path in &body.streams {
-            check_path(path)?;
+            self.check_path(path)?;
         }
+        let max_links = self.inner.config.max_links;
         let mut g = self.inner.objects.lock(id).await;
-        let mut sub = g.load().await?.ok_or_else(SubError::not_found)?.clone();
+        let mut sub = self
+            .load(&mut g)
+            .await?
+            .ok_or_else(SubError::not_found)?
+            .clone();
+        let new: BTreeSet<&String> = body
+            .streams
+            .iter()
+            .filter(|p| !sub.links.contains_key(*p))
+            .collect();
+        if sub.links.len() + new.len() > max_links {
+            return Err(too_many_links(max_links));
+        }
         for path in &body.streams {
             self.link_explicit(&mut sub, path).await;
+        }
+        self.write_links(&sub, &body.streams).await?;
+        for path in &body.streams {
             self.inner.index.set_explicit(id, path, true);
         }
         g.set(sub);
-        self.save(&mut g).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
@@ -277,7 +310,7 @@ impl Subscriptions {
     pub async fn remove_stream(&self, id: &str, path: &str) -> SubResult<Response> {
         check_id(id)?;
         let mut g = self.inner.objects.lock(id).await;
-        let sub = g.load().await?.ok_or_else(SubError::not_found)?;
+        let sub = self.load(&mut g).await?.ok_or_else(SubError::not_found)?;
         let mut changed = false;
         if let Some(link) = sub.links.get_mut(path) {
             if link.explicit {
@@ -290,8 +323,8 @@ impl Subscriptions {
             }
         }
         if changed {
+            self.write_links(sub, &[path.to_owned()]).await?;
             self.inner.index.set_explicit(id, path, false);
-            self.save(&mut g).await?;
         }
         Ok(StatusCode::NO_CONTENT.into_response())
     }

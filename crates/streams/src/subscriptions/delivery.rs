@@ -1,5 +1,11 @@
 //! Getting a wake to a worker: a signed webhook POST, or wake events on the wake stream.
 //!
+//! The receiver is untrusted: the webhook client resolves names only through
+//! [`webhook_url::CheckedResolver`] (no proxy, no redirects), the whole exchange is bounded
+//! by `webhook_timeout_ms`, and at most `webhook_max_response_bytes` of the answer are read
+//! (a longer answer is a failed delivery, so a receiver cannot make the server buffer
+//! without limit).
+//!
 //! A webhook is sent by a spawned task without holding the subscription's lock (a receiver
 //! may call back before it answers). Its result is applied only if the wake is still the
 //! current one: a synchronous `{"done": true}` acks the wake's snapshot and frees the
@@ -10,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sessiond_store::{now_ms, Millis, StreamChunk};
@@ -22,6 +29,19 @@ use crate::service::stream;
 
 /// Most wake events written for one wake (one per pending stream).
 const MAX_EVENTS_PER_WAKE: usize = 16;
+
+/// The webhook HTTP client: checked DNS, no proxy, no redirects, the configured time bound.
+pub(crate) fn client(
+    config: &super::SubscriptionsConfig,
+    allow_insecure: bool,
+) -> Result<webhook_http::Client, webhook_http::Error> {
+    webhook_http::Client::builder()
+        .timeout(Duration::from_millis(config.webhook_timeout_ms))
+        .redirect(webhook_http::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(webhook_url::CheckedResolver { allow_insecure })
+        .build()
+}
 
 impl Subscriptions {
     /// Sends the webhook for wake `(generation, wake_id)` of `id` and applies the outcome.
@@ -43,7 +63,7 @@ impl Subscriptions {
     async fn try_deliver(&self, id: &str, generation: u64, wake_id: &str) -> SubResult<()> {
         let (url, body) = {
             let mut g = self.inner.objects.lock(id).await;
-            let Some(sub) = g.load().await? else {
+            let Some(sub) = self.load(&mut g).await? else {
                 return Ok(());
             };
             let Some(wake) = current(sub, generation, wake_id) else {
@@ -64,7 +84,7 @@ impl Subscriptions {
         };
         let outcome = self.post(&url, &body).await;
         let mut g = self.inner.objects.lock(id).await;
-        let Some(sub) = g.load().await? else {
+        let Some(sub) = self.load(&mut g).await? else {
             return Ok(());
         };
         let Some(wake) = current(sub, generation, wake_id).cloned() else {
@@ -75,11 +95,16 @@ impl Subscriptions {
             Ok(answer) => {
                 sub.retry = None;
                 if answer.get("done").and_then(Value::as_bool) == Some(true) {
+                    let mut moved = Vec::new();
                     for (path, tail) in &wake.snapshot {
                         if let Some(link) = sub.links.get_mut(path) {
-                            link.acked = link.acked.max(*tail);
+                            if *tail > link.acked {
+                                link.acked = *tail;
+                                moved.push(path.clone());
+                            }
                         }
                     }
+                    self.write_links(sub, &moved).await?;
                     self.finish(&mut g, now).await?;
                 } else {
                     self.save(&mut g).await?;
@@ -95,25 +120,39 @@ impl Subscriptions {
 
     /// POSTs `body` signed; the receiver's JSON answer (`{}` if none) on a 2xx.
     async fn post(&self, url: &str, body: &Value) -> Result<Value, String> {
+        let limits = &self.inner.config;
         let parsed = webhook_url::validate(url, self.inner.allow_insecure)?;
-        webhook_url::check_resolved(&parsed, self.inner.allow_insecure).await?;
         let raw = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let signature = self.inner.signer.signature_header(now_ms() / 1000, &raw);
-        let response = self
-            .inner
-            .http
-            .post(parsed)
-            .header("content-type", "application/json")
-            .header("webhook-signature", signature)
-            .body(raw)
-            .send()
+        let exchange = async {
+            let mut response = self
+                .inner
+                .http
+                .post(parsed)
+                .header("content-type", "application/json")
+                .header("webhook-signature", signature)
+                .body(raw)
+                .send()
+                .await
+                .map_err(|e| format!("{e} ({:?})", std::error::Error::source(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("receiver answered {status}"));
+            }
+            let max = limits.webhook_max_response_bytes;
+            let mut answer = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                if answer.len() + chunk.len() > max {
+                    return Err(format!("receiver answered more than {max} bytes"));
+                }
+                answer.extend_from_slice(&chunk);
+            }
+            Ok(answer)
+        };
+        let bound = Duration::from_millis(limits.webhook_timeout_ms);
+        let bytes = tokio::time::timeout(bound, exchange)
             .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("receiver answered {status}"));
-        }
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            .map_err(|_| format!("receiver did not answer within {bound:?}"))??;
         Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 

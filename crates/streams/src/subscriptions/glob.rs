@@ -2,36 +2,71 @@
 //!
 //! The protocol's rules are small enough to match directly instead of compiling a regex
 //! (no new dependency): `*` is exactly one path segment, `**` is zero or more segments, and
-//! any other segment must be equal. A segment such as `a*` is taken literally, which keeps
-//! patterns unambiguous and matching linear in practice.
+//! any other segment must be equal. A segment such as `a*` is taken literally.
+//!
+//! Matching must stay cheap because it runs for every append against every pattern, on the
+//! subscription task: a backtracking matcher took exponential time on `**/**/…/x` against a
+//! deep path (one PUT stalled the task for good). Here consecutive `**` are collapsed and the
+//! match is the classic wildcard scan that only ever resumes from the last `**` seen, so it
+//! costs at most pattern segments × path segments steps; both counts are capped by
+//! configuration (`max_pattern_segments`, `max_path_segments`).
 
 /// Checks a pattern before it is stored (400 otherwise).
-pub fn validate(pattern: &str) -> Result<(), String> {
+pub fn validate(pattern: &str, max_segments: usize) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("pattern is empty".into());
     }
     if pattern.split('/').any(str::is_empty) {
         return Err("pattern has an empty segment".into());
     }
+    let segments = pattern.split('/').count();
+    if segments > max_segments {
+        return Err(format!(
+            "pattern has {segments} segments, more than {max_segments} (streams.subscriptions.max_pattern_segments)"
+        ));
+    }
     Ok(())
+}
+
+/// Number of `/`-separated segments of a path.
+pub fn depth(path: &str) -> usize {
+    path.split('/').count()
 }
 
 /// True when `path` matches `pattern`.
 pub fn matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('/').collect();
-    let segs: Vec<&str> = path.split('/').collect();
-    match_from(&pat, &segs)
-}
-
-fn match_from(pat: &[&str], segs: &[&str]) -> bool {
-    match pat.split_first() {
-        None => segs.is_empty(),
-        Some((&"**", rest)) => (0..=segs.len()).any(|skip| match_from(rest, &segs[skip..])),
-        Some((first, rest)) => match segs.split_first() {
-            Some((seg, tail)) => (*first == "*" || first == seg) && match_from(rest, tail),
-            None => false,
-        },
+    let mut pat: Vec<&str> = Vec::new();
+    for token in pattern.split('/') {
+        if !(token == "**" && pat.last() == Some(&"**")) {
+            pat.push(token);
+        }
     }
+    let segs: Vec<&str> = path.split('/').collect();
+    let (mut p, mut s) = (0, 0);
+    // After a `**`: the pattern position following it and the path position it resumes at.
+    let mut resume: Option<(usize, usize)> = None;
+    while s < segs.len() {
+        match pat.get(p) {
+            Some(&"**") => {
+                resume = Some((p + 1, s));
+                p += 1;
+            }
+            Some(&token) if token == "*" || token == segs[s] => {
+                p += 1;
+                s += 1;
+            }
+            _ => match resume {
+                // Let the last `**` swallow one more segment and retry from there.
+                Some((after_star, from)) => {
+                    resume = Some((after_star, from + 1));
+                    p = after_star;
+                    s = from + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p.min(pat.len())..].iter().all(|t| *t == "**")
 }
 
 #[cfg(test)]
@@ -46,10 +81,32 @@ mod tests {
         assert!(matches("events/**", "events"));
         assert!(matches("events/**", "events/a/b"));
         assert!(matches("**/x", "a/b/x"));
+        assert!(matches("**/x", "x"));
+        assert!(!matches("**/x", "a/x/b"));
+        assert!(matches("a/**/b/**/c", "a/b/x/b/c"));
+        assert!(matches("a/**/**/c", "a/c"));
+        assert!(matches("**/b/*/d", "a/b/b/c/d"));
+        assert!(!matches("**/b/*/d", "a/b/c/e"));
+        assert!(matches("**", "a/b"));
         assert!(matches("a/*/c", "a/b/c"));
         assert!(!matches("a/*/c", "a/b/d"));
         assert!(!matches("events/a*", "events/ab"));
-        assert!(validate("a//b").is_err());
-        assert!(validate("a/**").is_ok());
+        assert!(matches("x/y", "x/y"));
+        assert!(!matches("x/y", "x/y/z"));
+        assert!(validate("a//b", 32).is_err());
+        assert!(validate("a/**", 32).is_ok());
+        assert!(validate("a/b/c", 2).is_err());
+    }
+
+    #[test]
+    fn adversarial_patterns_are_linear() {
+        let pattern = format!("{}nomatch", "**/".repeat(18));
+        let path = vec!["s"; 40].join("/");
+        let started = std::time::Instant::now();
+        assert!(!matches(&pattern, &path));
+        let alternating = format!("{}nomatch", "**/a/".repeat(15));
+        let path = vec!["a"; 200].join("/");
+        assert!(!matches(&alternating, &path));
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
     }
 }

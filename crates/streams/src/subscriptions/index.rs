@@ -19,12 +19,34 @@ struct Entry {
 }
 
 /// Subscription id → what it follows.
-#[derive(Default)]
 pub struct Index {
     subs: RwLock<BTreeMap<String, Entry>>,
+    /// Patterns never match paths deeper than this (`max_path_segments`).
+    max_depth: usize,
 }
 
 impl Index {
+    /// An empty index whose patterns match paths of at most `max_depth` segments.
+    pub fn new(max_depth: usize) -> Self {
+        Index {
+            subs: RwLock::default(),
+            max_depth,
+        }
+    }
+
+    /// Ids of all subscriptions.
+    pub fn ids(&self) -> Vec<String> {
+        self.subs
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether patterns may match `path` at all (its depth is within the limit).
+    pub fn matchable(&self, path: &str) -> bool {
+        glob::depth(path) <= self.max_depth
+    }
+
     /// Adds or replaces a subscription's entry.
     pub fn set(&self, id: &str, pattern: Option<String>, explicit: BTreeSet<String>) {
         if let Ok(mut subs) = self.subs.write() {
@@ -71,10 +93,11 @@ impl Index {
         let Ok(subs) = self.subs.read() else {
             return Vec::new();
         };
+        let matchable = self.matchable(path);
         subs.iter()
             .filter(|(_, e)| {
                 e.explicit.contains(path)
-                    || e.pattern.as_deref().is_some_and(|p| glob::matches(p, path))
+                    || (matchable && e.pattern.as_deref().is_some_and(|p| glob::matches(p, path)))
             })
             .map(|(id, _)| id.clone())
             .collect()
@@ -87,8 +110,15 @@ mod tests {
 
     #[test]
     fn finds_by_pattern_and_explicit_path() {
-        let index = Index::default();
+        let index = Index::new(3);
         index.set("a", Some("events/*".into()), BTreeSet::new());
+        index.set("deep", Some("**".into()), BTreeSet::new());
+        assert_eq!(index.following("a/b/c"), vec!["deep"]);
+        assert!(
+            index.following("a/b/c/d").is_empty(),
+            "deeper than the limit"
+        );
+        index.remove("deep");
         index.set("b", None, ["manual/x".to_owned()].into());
         assert_eq!(index.following("events/1"), vec!["a"]);
         assert_eq!(index.following("manual/x"), vec!["b"]);

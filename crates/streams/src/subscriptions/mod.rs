@@ -10,11 +10,17 @@
 //! Why it is built this way:
 //! - **State lives in the object runtime** (persistent kind [`KIND`] over `ObjectStore`): one
 //!   JSON record per subscription, changed only under its object lock and written through on
-//!   every change, so cursors, generation, lease and retry schedule survive restarts without
-//!   any new engine code. The webhook signing key is persisted the same way ([`signing`]).
+//!   every change, so generation, lease and retry schedule survive restarts without any new
+//!   engine code. Each link (cursor) is its own object ([`links`]), so following one more
+//!   stream writes one small object, not the whole record. The webhook signing key is
+//!   persisted the same way ([`signing`]).
 //! - **Appends are observed at the store** ([`observe`]), after the engine acknowledged them,
-//!   and handled by one background task: the append path only does a channel send, and only
-//!   while a subscription exists.
+//!   and handled by one background task: the append path only does a non-blocking send on a
+//!   bounded queue, and only while a subscription exists; when the queue is full the task
+//!   rescans instead ([`Subscriptions::resync`]).
+//! - **Every per-request cost is capped** ([`config`]): pattern and path depth (matching is
+//!   linear, [`glob`]), links per subscription, streams per wake, webhook answer size and
+//!   time.
 //! - **Network I/O never runs under a lock**: a wake is recorded first, then delivered by a
 //!   spawned task that re-checks the generation before applying the receiver's answer.
 //! - **Timers are re-derived from state**: lease expiry and webhook retry times are stored in
@@ -26,11 +32,13 @@
 //! rules), [`wake`] (issuing, acking, leases, backoff), [`delivery`] (webhook POST, wake
 //! stream), [`control`] and [`worker`] (HTTP handlers), [`routes`], [`error`].
 
+pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod error;
 pub mod glob;
 pub mod index;
+pub mod links;
 pub mod model;
 pub mod observe;
 pub mod routes;
@@ -41,12 +49,12 @@ pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::ObjectStore;
 use tokio::sync::mpsc;
 
+pub use config::SubscriptionsConfig;
 pub use model::Subscription;
 pub use observe::{observer, Change, Observer};
 pub use routes::{control_router, token_router};
@@ -69,6 +77,9 @@ pub struct Subscriptions {
 struct Inner {
     streams: Streams,
     objects: ObjectKind<Subscription>,
+    /// Where links are kept ([`links`]).
+    store: Arc<dyn ObjectStore>,
+    config: SubscriptionsConfig,
     index: index::Index,
     signer: WebhookSigner,
     http: webhook_http::Client,
@@ -79,32 +90,32 @@ struct Inner {
 impl Subscriptions {
     /// Opens the service: loads (or creates) the signing key, rebuilds the index from the
     /// persisted subscriptions and re-arms their timers. `objects` must be a persistent kind
-    /// named [`KIND`]; `streams` must write through `observer.wrap(…)`.
+    /// named [`KIND`] over `store`; `streams` must write through `observer.wrap(…)`. Limits
+    /// and `allow_insecure_webhooks` come from the streams configuration.
     pub async fn open(
         streams: Streams,
         objects: ObjectKind<Subscription>,
-        store: &dyn ObjectStore,
+        store: Arc<dyn ObjectStore>,
         observer: Observer,
-        allow_insecure_webhooks: bool,
     ) -> Result<Subscriptions, RuntimeError> {
-        let signer = WebhookSigner::load_or_create(store).await?;
-        let http = webhook_http::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(webhook_http::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
-                    "webhook HTTP client: {e}"
-                )))
-            })?;
+        let signer = WebhookSigner::load_or_create(store.as_ref()).await?;
+        let config = streams.config().subscriptions.clone();
+        let allow_insecure = streams.config().allow_insecure_webhooks;
+        let http = delivery::client(&config, allow_insecure).map_err(|e| {
+            RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
+                "webhook HTTP client: {e}"
+            )))
+        })?;
         let subs = Subscriptions {
             inner: Arc::new(Inner {
+                index: index::Index::new(config.max_path_segments),
                 streams,
                 objects,
-                index: index::Index::default(),
+                store,
+                config,
                 signer,
                 http,
-                allow_insecure: allow_insecure_webhooks,
+                allow_insecure,
                 observer,
             }),
         };
@@ -116,7 +127,12 @@ impl Subscriptions {
             };
             for id in ids {
                 let mut g = subs.inner.objects.lock(&id).await;
-                if let Some(sub) = g.load().await? {
+                let loaded = subs.load(&mut g).await.map_err(|e| {
+                    RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
+                        "subscription {id}: {e:?}"
+                    )))
+                })?;
+                if let Some(sub) = loaded {
                     subs.index_record(sub);
                     let due = [
                         sub.wake.as_ref().map(|w| w.lease_until),
@@ -146,7 +162,7 @@ impl Subscriptions {
     /// Handles observed changes until `stop` resolves.
     pub async fn run(
         self,
-        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut changes: mpsc::Receiver<Change>,
         stop: impl Future<Output = ()> + Send,
     ) {
         tokio::pin!(stop);
@@ -157,6 +173,9 @@ impl Subscriptions {
                     Some(change) => self.on_change(change).await,
                     None => break,
                 },
+            }
+            if self.inner.observer.take_overflow() {
+                self.resync().await;
             }
         }
     }

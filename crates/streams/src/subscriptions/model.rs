@@ -1,11 +1,14 @@
 //! What a subscription is: its normalized configuration, its stream links (one cursor each),
 //! and its delivery state (generation, the wake in flight, lease, retry schedule).
 //!
-//! The whole record is one JSON object persisted through the object runtime (kind
-//! [`KIND`](super::KIND)), written under the subscription's lock after every change, so the
-//! cursors, the fencing counter and the retry schedule survive eviction and restarts exactly
-//! as the protocol requires (§7.1: retry metadata MUST persist). Offsets are kept as byte
-//! positions (the streams' own representation) and formatted as tokens on the wire.
+//! The record (configuration and delivery state) is one JSON object persisted through the
+//! object runtime (kind [`KIND`](super::KIND)), written under the subscription's lock after
+//! every change, so the fencing counter and the retry schedule survive eviction and restarts
+//! exactly as the protocol requires (§7.1: retry metadata MUST persist). The links are not
+//! part of it: each is its own small object ([`super::links`]), because a pattern can link
+//! thousands of streams and rewriting all their cursors for every new stream made stream
+//! creation quadratic in bytes written. Offsets are kept as byte positions (the streams' own
+//! representation) and formatted as tokens on the wire.
 
 use std::collections::BTreeMap;
 
@@ -96,8 +99,14 @@ pub struct Subscription {
     pub created_at: Millis,
     /// Scheme + authority the subscription was created through (for callback / JWKS URLs).
     pub base_url: String,
-    /// Linked streams by path.
+    /// Linked streams by path: in memory only, persisted one object per link
+    /// ([`super::links`]). Still read from records written before links had their own
+    /// objects, which are migrated at their first load.
+    #[serde(default, skip_serializing)]
     pub links: BTreeMap<String, Link>,
+    /// Whether `links` holds the persisted links (they are loaded once per residency).
+    #[serde(skip)]
+    pub links_loaded: bool,
     /// Fencing counter: incremented for every wake.
     pub generation: u64,
     /// The wake in flight, if any.

@@ -5,16 +5,19 @@
 //! writes data (create with a body, append, append+close, forks, internal wake-stream writes)
 //! is seen without touching those operations, and a change is reported only once the engine
 //! acknowledged it (durably, for confirmed writes): a wake never points at data a crash could
-//! take back. Reporting is a non-blocking send on an unbounded channel, and nothing at all is
-//! sent while no subscription exists, so the append path pays one atomic load.
+//! take back. Reporting is a non-blocking send on a bounded channel, and nothing at all is
+//! sent while no subscription exists, so the append path pays one atomic load. The channel
+//! never makes a writer wait (the subscription task itself appends wake events, so waiting
+//! could deadlock); when it is full the change is dropped and an overflow flag is raised,
+//! and the task then rescans every subscription instead of trusting the changes it saw.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, Result, SegmentRef, StreamChunk, StreamMeta,
-    StreamStore,
+    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
+    SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -49,15 +52,20 @@ pub enum Change {
 /// on once a subscription exists).
 #[derive(Clone)]
 pub struct Observer {
-    tx: mpsc::UnboundedSender<Change>,
+    tx: mpsc::Sender<Change>,
     active: Arc<AtomicBool>,
+    overflow: Arc<AtomicBool>,
 }
 
-/// A new observer and the receiver of its changes.
-pub fn observer() -> (Observer, mpsc::UnboundedReceiver<Change>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let active = Arc::new(AtomicBool::new(false));
-    (Observer { tx, active }, rx)
+/// A new observer queueing at most `capacity` changes, and the receiver of its changes.
+pub fn observer(capacity: usize) -> (Observer, mpsc::Receiver<Change>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let observer = Observer {
+        tx,
+        active: Arc::new(AtomicBool::new(false)),
+        overflow: Arc::new(AtomicBool::new(false)),
+    };
+    (observer, rx)
 }
 
 impl Observer {
@@ -74,9 +82,16 @@ impl Observer {
         self.active.store(active, Ordering::Release);
     }
 
+    /// True (once) if changes were dropped since the last call.
+    pub fn take_overflow(&self) -> bool {
+        self.overflow.swap(false, Ordering::AcqRel)
+    }
+
     fn send(&self, change: impl FnOnce() -> Change) {
         if self.active.load(Ordering::Acquire) {
-            let _ = self.tx.send(change());
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(change()) {
+                self.overflow.store(true, Ordering::Release);
+            }
         }
     }
 }
@@ -84,6 +99,23 @@ impl Observer {
 struct ObservedStore {
     inner: Arc<dyn StreamStore>,
     observer: Observer,
+}
+
+impl ObservedStore {
+    /// Reports a new stream (with its initial data, if any).
+    fn created(&self, meta: &StreamMeta, chunks: &[StreamChunk]) {
+        self.observer.send(|| match chunks.first() {
+            Some(first) => Change::Appended {
+                path: meta.path.clone(),
+                before: first.offset,
+                tail: meta.tail,
+            },
+            None => Change::Created {
+                path: meta.path.clone(),
+                tail: meta.tail,
+            },
+        });
+    }
 }
 
 #[async_trait]
@@ -100,19 +132,45 @@ impl StreamStore for ObservedStore {
     ) -> Result<bool> {
         let made = self.inner.create_stream(meta, chunks, durability).await?;
         if made {
-            self.observer.send(|| match chunks.first() {
-                Some(first) => Change::Appended {
-                    path: meta.path.clone(),
-                    before: first.offset,
-                    tail: meta.tail,
-                },
-                None => Change::Created {
-                    path: meta.path.clone(),
-                    tail: meta.tail,
-                },
-            });
+            self.created(meta, chunks);
         }
         Ok(made)
+    }
+
+    async fn create_fork(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let made = self
+            .inner
+            .create_fork(meta, chunks, source, durability)
+            .await?;
+        if made {
+            self.created(meta, chunks);
+        }
+        Ok(made)
+    }
+
+    async fn delete_fork(
+        &self,
+        path: &str,
+        source: &ForkSource,
+        durability: Durability,
+    ) -> Result<bool> {
+        let existed = self.inner.delete_fork(path, source, durability).await?;
+        if existed {
+            self.observer.send(|| Change::Deleted {
+                path: path.to_owned(),
+            });
+        }
+        Ok(existed)
+    }
+
+    async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
+        self.inner.stream_producer(path, id).await
     }
 
     async fn commit_enqueue(
@@ -121,6 +179,7 @@ impl StreamStore for ObservedStore {
         expected_tail: u64,
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<CommitTicket> {
         let appended = (!chunks.is_empty()).then(|| Change::Appended {
@@ -130,7 +189,7 @@ impl StreamStore for ObservedStore {
         });
         let ticket = self
             .inner
-            .commit_enqueue(path, expected_tail, chunks, meta, durability)
+            .commit_enqueue(path, expected_tail, chunks, meta, producers, durability)
             .await?;
         let observer = self.observer.clone();
         Ok(Box::pin(async move {
@@ -149,6 +208,7 @@ impl StreamStore for ObservedStore {
         expected_state: &[u8],
         chunks: &[StreamChunk],
         meta: &StreamMeta,
+        producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<Commit> {
         let result = self
@@ -159,6 +219,7 @@ impl StreamStore for ObservedStore {
                 expected_state,
                 chunks,
                 meta,
+                producers,
                 durability,
             )
             .await?;

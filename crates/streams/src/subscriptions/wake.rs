@@ -44,10 +44,15 @@ impl Subscriptions {
         g.state().and_then(|o| o.visible_tail())
     }
 
-    /// Linked streams whose tail is past their cursor, with those tails.
+    /// Linked streams whose tail is past their cursor, with those tails: at most
+    /// `max_streams_per_wake` of them (the rest are picked up by the next wake).
     pub(crate) async fn pending(&self, sub: &Subscription) -> BTreeMap<String, u64> {
+        let max = self.inner.config.max_streams_per_wake;
         let mut out = BTreeMap::new();
         for (path, link) in &sub.links {
+            if out.len() >= max {
+                break;
+            }
             if let Some(tail) = self.tail_of(path).await {
                 if tail > link.acked {
                     out.insert(path.clone(), tail);
@@ -178,19 +183,33 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Applies acks to the cursors (unknown streams and bad offsets are 400s; a lower offset
-    /// than the cursor is ignored).
-    pub(crate) fn apply_acks(sub: &mut Subscription, acks: &[AckEntry]) -> SubResult<()> {
+    /// Applies acks to the cursors and writes the links that moved (unknown streams and bad
+    /// offsets are 400s, checked before anything changes; a lower offset than the cursor is
+    /// ignored).
+    pub(crate) async fn apply_acks(
+        &self,
+        sub: &mut Subscription,
+        acks: &[AckEntry],
+    ) -> SubResult<()> {
+        let mut moved = Vec::new();
         for ack in acks {
             let pos = offset::parse_token(&ack.offset).ok_or_else(|| {
                 SubError::bad_request(format!("ack offset {:?} is not an offset", ack.offset))
             })?;
-            let link = sub.links.get_mut(&ack.stream).ok_or_else(|| {
+            let link = sub.links.get(&ack.stream).ok_or_else(|| {
                 SubError::bad_request(format!("{} is not linked to this subscription", ack.stream))
             })?;
-            link.acked = link.acked.max(pos);
+            if pos > link.acked {
+                moved.push((ack.stream.clone(), pos));
+            }
         }
-        Ok(())
+        for (path, pos) in &moved {
+            if let Some(link) = sub.links.get_mut(path) {
+                link.acked = link.acked.max(*pos);
+            }
+        }
+        let paths: Vec<String> = moved.into_iter().map(|(p, _)| p).collect();
+        self.write_links(sub, &paths).await
     }
 
     /// Arms a timer that re-examines subscription `id` at `at`.
@@ -210,7 +229,7 @@ impl Subscriptions {
     /// A timer fired: lapse an expired lease, then wake if due.
     async fn on_timer(&self, id: &str) -> SubResult<()> {
         let mut g = self.inner.objects.lock(id).await;
-        let Some(sub) = g.load().await?.cloned() else {
+        let Some(sub) = self.load(&mut g).await?.cloned() else {
             return Ok(());
         };
         let now = now_ms();
@@ -236,7 +255,7 @@ impl Subscriptions {
         for id in self.inner.index.following(path) {
             let result = async {
                 let mut g = self.inner.objects.lock(&id).await;
-                let Some(sub) = g.load().await? else {
+                let Some(sub) = self.load(&mut g).await? else {
                     return Ok(());
                 };
                 if matches!(change, Change::Deleted { .. }) {
@@ -246,30 +265,34 @@ impl Subscriptions {
                         } else {
                             sub.links.remove(path.as_str());
                         }
-                        self.save(&mut g).await?;
+                        self.write_links(sub, std::slice::from_ref(path)).await?;
                     }
                     return Ok(());
                 }
-                let glob = sub
-                    .config
-                    .pattern
-                    .as_deref()
-                    .is_some_and(|p| glob::matches(p, path));
-                let mut changed = false;
-                let link = sub.links.entry(path.clone()).or_insert_with(|| {
-                    changed = true;
-                    Link {
-                        explicit: false,
-                        glob,
-                        acked: before,
+                let link = match sub.links.get(path.as_str()) {
+                    Some(link) => link.clone(),
+                    None => {
+                        if sub.links.len() >= self.inner.config.max_links {
+                            links_refused(&id, path);
+                            return Ok(());
+                        }
+                        let glob = sub
+                            .config
+                            .pattern
+                            .as_deref()
+                            .is_some_and(|p| glob::matches(p, path));
+                        let link = Link {
+                            explicit: false,
+                            glob,
+                            acked: before,
+                        };
+                        self.put_link(&id, path, &link).await?;
+                        sub.links.insert(path.clone(), link.clone());
+                        link
                     }
-                });
+                };
                 let pending = tail.is_some_and(|t| t > link.acked);
-                let idle = sub.wake.is_none();
-                if changed {
-                    self.save(&mut g).await?;
-                }
-                if pending && idle {
+                if pending && sub.wake.is_none() {
                     self.maybe_wake(&mut g, now_ms()).await?;
                 }
                 Ok::<(), SubError>(())
@@ -280,6 +303,16 @@ impl Subscriptions {
             }
         }
     }
+}
+
+/// A matching stream was not linked because the subscription is full.
+fn links_refused(id: &str, path: &str) {
+    ::metrics::counter!("sessiond_streams_subscription_links_refused_total").increment(1);
+    tracing::warn!(
+        subscription = %id,
+        stream = %path,
+        "stream not followed: the subscription has streams.subscriptions.max_links links"
+    );
 }
 
 #[cfg(test)]

@@ -2,15 +2,21 @@
 //!
 //! A webhook makes the server send requests wherever a client says, so the target is checked
 //! twice: when the subscription is written ([`validate`]: scheme, credentials, literal
-//! addresses, `localhost`) and right before every delivery ([`check_resolved`]: every address
-//! the host name resolves to), so a public-looking name that points inside the network is
-//! refused too. The rules: `https://` to a public address only; plain `http://` and loopback
-//! targets only when the operator set `streams.allow_insecure_webhooks` (development and the
-//! conformance suite), and even then only loopback, never RFC 1918, link-local or metadata
-//! addresses. (A name that changes its answer between the check and the connection is not
-//! caught; pinning the resolved address would need a client per delivery.)
+//! addresses, `localhost`) and at every connection ([`CheckedResolver`]: the webhook client's
+//! own DNS resolver returns only addresses that pass, so the socket is opened to exactly an
+//! address that was checked; a name that answers differently on a second lookup, DNS
+//! rebinding, gets no second lookup). The rules: `https://` to a public address only; plain
+//! `http://` and loopback targets only when the operator set
+//! `streams.allow_insecure_webhooks` (development and the conformance suite), and even then
+//! only loopback, never RFC 1918, link-local or metadata addresses.
+//!
+//! "Public" is judged on the IPv4 address an IPv6 address carries when it carries one:
+//! IPv4-mapped (`::ffff:a.b.c.d`) and -compatible (`::a.b.c.d`) forms, NAT64
+//! (`64:ff9b::/96`, which a NAT64 gateway turns into that IPv4 address) and 6to4
+//! (`2002:AABB:CCDD::/48`). Teredo (`2001::/32`) and local-use NAT64 (`64:ff9b:1::/48`)
+//! hide or route to addresses that cannot be judged, so they are refused.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use webhook_http::Url;
 
@@ -60,29 +66,54 @@ pub fn validate(raw: &str, allow_insecure: bool) -> Result<Url, Rejection> {
     Ok(url)
 }
 
-/// Resolves the URL's host and checks every address it names (before each delivery).
-pub async fn check_resolved(url: &Url, allow_insecure: bool) -> Result<(), Rejection> {
-    let host = url.host_str().ok_or("webhook URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(443);
+/// Whether a webhook may connect to `ip`.
+pub fn allowed(ip: IpAddr, allow_insecure: bool) -> bool {
+    is_public(ip) || (allow_insecure && canonical(ip).is_loopback())
+}
+
+/// Resolves `host` once and returns its addresses (with port 0: the URL's port applies) if
+/// every one of them may be reached; a name with any non-public address is refused whole.
+pub async fn resolve_checked(
+    host: &str,
+    allow_insecure: bool,
+) -> Result<Vec<SocketAddr>, Rejection> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((bare, port))
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, 0)],
+        Err(_) => tokio::net::lookup_host((bare, 0))
             .await
             .map_err(|e| format!("cannot resolve {bare}: {e}"))?
-            .map(|a| a.ip())
             .collect(),
     };
     if addrs.is_empty() {
         return Err(format!("{bare} resolves to no address"));
     }
-    for ip in addrs {
-        let ip = canonical(ip);
-        if !(is_public(ip) || (allow_insecure && ip.is_loopback())) {
-            return Err(format!("{bare} resolves to the non-public address {ip}"));
-        }
+    if let Some(bad) = addrs.iter().find(|a| !allowed(a.ip(), allow_insecure)) {
+        return Err(format!(
+            "{bare} resolves to the non-public address {}",
+            bad.ip()
+        ));
     }
-    Ok(())
+    Ok(addrs)
+}
+
+/// The webhook client's DNS resolver: [`resolve_checked`], so every connection goes to an
+/// address that passed the check, resolved once.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedResolver {
+    /// `streams.allow_insecure_webhooks`.
+    pub allow_insecure: bool,
+}
+
+impl webhook_http::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: webhook_http::dns::Name) -> webhook_http::dns::Resolving {
+        let allow_insecure = self.allow_insecure;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = resolve_checked(&host, allow_insecure).await?;
+            Ok(Box::new(addrs.into_iter()) as webhook_http::dns::Addrs)
+        })
+    }
 }
 
 fn is_loopback_name(host: &str) -> bool {
@@ -90,12 +121,29 @@ fn is_loopback_name(host: &str) -> bool {
     host == "localhost" || host.ends_with(".localhost")
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+/// An IPv6 address that carries an IPv4 address is judged as that IPv4 address: mapped and
+/// compatible forms, NAT64 `64:ff9b::/96` and 6to4 `2002::/16`.
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
     }
+    let seg = v6.segments();
+    let o = v6.octets();
+    let low32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if seg[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
+        // IPv4-compatible (deprecated): `::a.b.c.d`.
+        return IpAddr::V4(low32);
+    }
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return IpAddr::V4(low32);
+    }
+    if seg[0] == 0x2002 {
+        return IpAddr::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    ip
 }
 
 /// True for globally routable unicast addresses.
@@ -123,13 +171,18 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let seg = ip.segments();
+    let first = seg[0];
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || first == 0x2001 && ip.segments()[1] == 0x0db8)
+        || (first & 0xffc0) == 0xfec0
+        || (first == 0x2001 && (seg[1] == 0x0db8 || seg[1] == 0))
+        || (first == 0x0064 && seg[1] == 0xff9b)
+        || (first == 0x0100 && seg[1..4] == [0, 0, 0])
+        || first == 0)
 }
 
 #[cfg(test)]
@@ -163,10 +216,50 @@ mod tests {
         assert!(validate("http://hooks.example.com/", true).is_err());
     }
 
+    #[test]
+    fn ipv6_forms_of_private_ipv4_are_not_public() {
+        for bad in [
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
+            "::",
+            "::1",
+        ] {
+            let ip: IpAddr = bad.parse().expect(bad);
+            assert!(!is_public(ip), "{bad}");
+            assert!(
+                validate(&format!("https://[{bad}]/x"), false).is_err(),
+                "{bad}"
+            );
+        }
+        for good in [
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+        ] {
+            let ip: IpAddr = good.parse().expect(good);
+            assert!(is_public(ip), "{good}");
+        }
+        // Loopback in any form is loopback (allowed only in development).
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert!(allowed(mapped, true) && !allowed(mapped, false));
+    }
+
     #[tokio::test]
-    async fn resolved_addresses_are_checked() {
-        let url = validate("http://127.0.0.1:9/x", true).expect("valid");
-        assert!(check_resolved(&url, true).await.is_ok());
-        assert!(check_resolved(&url, false).await.is_err());
+    async fn the_resolver_returns_only_checked_addresses() {
+        let local = resolve_checked("localhost", true).await.expect("dev mode");
+        assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 0));
+        assert!(resolve_checked("localhost", false).await.is_err());
+        assert!(resolve_checked("127.0.0.1", false).await.is_err());
+        assert!(resolve_checked("[::ffff:10.1.2.3]", true).await.is_err());
     }
 }

@@ -44,9 +44,9 @@ impl Subscriptions {
         let body: AckBody = parse(&body)?;
         let now = now_ms();
         let mut g = self.inner.objects.lock(id).await;
-        let sub = g.load().await?.ok_or_else(SubError::fenced)?;
+        let sub = self.load(&mut g).await?.ok_or_else(SubError::fenced)?;
         Self::check_fence(sub, &token, body.generation, &body.wake_id, now)?;
-        Self::apply_acks(sub, &body.acks)?;
+        self.apply_acks(sub, &body.acks).await?;
         let next_wake = if body.done {
             self.finish(&mut g, now).await?
         } else {
@@ -69,7 +69,7 @@ impl Subscriptions {
         let body: AckBody = parse(&body)?;
         let now = now_ms();
         let mut g = self.inner.objects.lock(id).await;
-        let sub = g.load().await?.ok_or_else(SubError::fenced)?;
+        let sub = self.load(&mut g).await?.ok_or_else(SubError::fenced)?;
         Self::check_fence(sub, &token, body.generation, &body.wake_id, now)?;
         self.finish(&mut g, now).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -84,7 +84,11 @@ impl Subscriptions {
         }
         let now = now_ms();
         let mut g = self.inner.objects.lock(id).await;
-        let sub = g.load().await?.ok_or_else(SubError::not_found)?.clone();
+        let sub = self
+            .load(&mut g)
+            .await?
+            .ok_or_else(SubError::not_found)?
+            .clone();
         if sub.config.delivery != Delivery::PullWake {
             return Err(SubError::bad_request(
                 "claim is for pull-wake subscriptions",

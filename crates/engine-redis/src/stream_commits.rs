@@ -1,0 +1,225 @@
+//! The stream commit queue: commits of this engine instance, sent in order as pipelines.
+//!
+//! Why a queue: [`StreamStore::commit_enqueue`](sessiond_store::StreamStore) must fix a
+//! commit's order when it returns, and many commits should share a round trip. Each commit is
+//! put on this engine's queue (that fixes its order) and one writer task sends whatever is
+//! queued as one pipeline of `EVAL`s, which Redis applies in queue order. Each script checks
+//! the expected tail, so a commit queued behind a failed one fails too, and commits from
+//! several nodes to one stream are totally ordered with no gap or duplicate. `EVAL` (not
+//! `EVALSHA`) inside the pipeline: a restarted Redis has no script cache, and a `NOSCRIPT` in
+//! the middle of a pipeline would fail commits the queue already ordered.
+
+use std::time::Instant;
+
+use redis::aio::ConnectionManager;
+use sessiond_store::{
+    Commit, CommitTicket, ProducerRecord, ProducerUpdate, Result, StoreError, StreamChunk,
+    StreamMeta,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::keys::Keys;
+use crate::stream_scripts::COMMIT;
+use crate::streams::{expiry_arg, index_expiry, push_chunks};
+use crate::RedisEngine;
+
+/// Most commits one pipeline carries, and the payload bytes after which it is sent anyway.
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// A queued commit.
+pub(crate) struct Pending {
+    path: String,
+    expected: u64,
+    /// The state the stored one must equal (`commit_checked`).
+    expected_state: Option<Vec<u8>>,
+    chunks: Vec<StreamChunk>,
+    meta: StreamMeta,
+    producers: ProducerUpdate,
+    reply: oneshot::Sender<Result<Commit>>,
+}
+
+/// The commit queue's sending side.
+pub(crate) type CommitQueue = mpsc::UnboundedSender<Pending>;
+
+/// Starts the writer task that sends queued commits.
+pub(crate) fn start_commit_queue(con: ConnectionManager, keys: Keys, node: String) -> CommitQueue {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_commits(con, keys, node, rx));
+    tx
+}
+
+/// The `EVAL` of one commit.
+fn commit_cmd(keys: &Keys, node: &str, p: &Pending) -> redis::Cmd {
+    let [m, c, _, rows, used] = keys.stream(&p.path);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(COMMIT)
+        .arg(4)
+        .arg(m)
+        .arg(c)
+        .arg(rows)
+        .arg(used)
+        .arg(p.expected)
+        .arg(p.meta.tail)
+        .arg(expiry_arg(p.meta.expires_at))
+        .arg(&p.meta.state)
+        .arg(keys.stream_wake_channel())
+        .arg(format!("{node} "))
+        .arg(&p.path);
+    match &p.expected_state {
+        Some(state) => cmd.arg("1").arg(state),
+        None => cmd.arg("0").arg(""),
+    };
+    cmd.arg(p.producers.max_producers)
+        .arg(p.producers.upsert.len());
+    for r in &p.producers.upsert {
+        cmd.arg(&r.id).arg(r.used_at).arg(producer_row(r));
+    }
+    push_chunks(&mut cmd, &p.chunks);
+    cmd
+}
+
+async fn run_commits(
+    mut con: ConnectionManager,
+    keys: Keys,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = 0usize;
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            bytes += next.chunks.iter().map(|c| c.data.len()).sum::<usize>();
+            batch.push(next);
+        }
+        let mut pipe = redis::pipe();
+        for p in &batch {
+            pipe.add_command(commit_cmd(&keys, &node, p));
+        }
+        let start = Instant::now();
+        let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
+        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "stream_commit")
+            .record(start.elapsed().as_secs_f64());
+        metrics::histogram!("sessiond_engine_commit_batch_size", "engine" => "redis")
+            .record(batch.len() as f64);
+        let outcomes = match out {
+            Ok(codes) if codes.len() == batch.len() => codes,
+            Ok(_) => {
+                fail_all(batch, || {
+                    StoreError::Corrupt("redis: short pipeline reply".into())
+                });
+                continue;
+            }
+            Err(e) => {
+                let msg = format!("redis: {e}");
+                fail_all(batch, || StoreError::Unavailable(msg.clone()));
+                continue;
+            }
+        };
+        let mut index = redis::pipe();
+        let mut reindex = false;
+        for (p, code) in batch.into_iter().zip(outcomes) {
+            if code == 2 {
+                index_expiry(&mut index, &keys, &p.path, p.meta.expires_at);
+                reindex = true;
+            }
+            let outcome = if code == 0 {
+                Commit::Conflict
+            } else {
+                Commit::Written
+            };
+            let _ = p.reply.send(Ok(outcome));
+        }
+        if reindex {
+            // Not part of the commit's outcome: a lagging index is repaired by the next scan.
+            let _: redis::RedisResult<()> = index.query_async(&mut con).await;
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Pending>, err: impl Fn() -> StoreError) {
+    for p in batch {
+        let _ = p.reply.send(Err(err()));
+    }
+}
+
+impl RedisEngine {
+    /// Puts a commit on the writer task's queue (which fixes its order).
+    pub(crate) fn enqueue_commit(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: Option<Vec<u8>>,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+        producers: ProducerUpdate,
+    ) -> Result<CommitTicket> {
+        self.con()?;
+        let mut at = expected_tail;
+        for c in &chunks {
+            if c.offset != at {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {path}: commit chunks are not contiguous from the expected tail"
+                )));
+            }
+            at = c.end();
+        }
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            path: path.to_owned(),
+            expected: expected_tail,
+            expected_state,
+            chunks,
+            meta,
+            producers,
+            reply,
+        };
+        self.commits
+            .send(pending)
+            .map_err(|_| StoreError::Unavailable("redis commit queue stopped".into()))?;
+        Ok(Box::pin(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("redis commit lost".into())))
+        }))
+    }
+}
+
+/// A producer row as stored: `<used_at> <state bytes>`.
+fn producer_row(r: &ProducerRecord) -> Vec<u8> {
+    let mut out = format!("{} ", r.used_at).into_bytes();
+    out.extend_from_slice(&r.state);
+    out
+}
+
+/// Decodes a stored producer row of `id`.
+pub(crate) fn decode_producer(id: &str, raw: &[u8]) -> Result<ProducerRecord> {
+    let corrupt = || StoreError::Corrupt(format!("stream producer {id}: malformed row"));
+    let space = raw.iter().position(|b| *b == b' ').ok_or_else(corrupt)?;
+    let used_at = std::str::from_utf8(&raw[..space])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(corrupt)?;
+    Ok(ProducerRecord {
+        id: id.to_owned(),
+        state: raw[space + 1..].to_vec(),
+        used_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_rows_round_trip_any_bytes() {
+        let r = ProducerRecord {
+            id: "p 1".into(),
+            state: b"a b\x00c".to_vec(),
+            used_at: -5,
+        };
+        assert_eq!(decode_producer("p 1", &producer_row(&r)).ok(), Some(r));
+        assert!(decode_producer("p", b"12").is_err());
+    }
+}

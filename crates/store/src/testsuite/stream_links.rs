@@ -1,0 +1,229 @@
+//! The suite's checks of what a stream keeps besides its log: idempotent producer rows
+//! (written with a commit, capped with least-recently-used eviction, gone with the stream)
+//! and fork creation and deletion, which rewrite the source's metadata in the same
+//! transaction.
+
+use super::streams::{chunk, meta};
+use super::{unique, C};
+use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamStore};
+
+/// Runs the checks against one engine.
+pub async fn run_stream_links(s: &dyn StreamStore) {
+    producers_ride_on_commits(s).await;
+    producers_are_capped_least_recently_used_first(s).await;
+    fork_and_source_commit_together(s).await;
+}
+
+fn record(id: &str, state: &[u8], used_at: i64) -> ProducerRecord {
+    ProducerRecord {
+        id: id.to_owned(),
+        state: state.to_vec(),
+        used_at,
+    }
+}
+
+/// Commits `len` bytes after `tail` with the given producer rows; returns the new tail.
+async fn commit(s: &dyn StreamStore, path: &str, tail: u64, update: ProducerUpdate) -> u64 {
+    let c = chunk(tail, 3);
+    let end = c.end();
+    let outcome = s
+        .commit_enqueue(path, tail, vec![c], meta(path, end, b"m"), update, C)
+        .await
+        .expect("enqueue")
+        .await
+        .expect("commit");
+    assert_eq!(outcome, Commit::Written);
+    end
+}
+
+async fn producer(s: &dyn StreamStore, path: &str, id: &str) -> Option<ProducerRecord> {
+    s.stream_producer(path, id).await.expect("store call")
+}
+
+async fn producers_ride_on_commits(s: &dyn StreamStore) {
+    let path = unique("st-prod");
+    assert!(s
+        .create_stream(&meta(&path, 0, b"m"), &[], C)
+        .await
+        .expect("create"));
+    assert_eq!(producer(s, &path, "p").await, None, "a new stream has none");
+    let one = |state: &[u8], at| ProducerUpdate {
+        upsert: vec![record("p", state, at)],
+        max_producers: 0,
+    };
+    let tail = commit(s, &path, 0, one(b"1", 10)).await;
+    assert_eq!(producer(s, &path, "p").await, Some(record("p", b"1", 10)));
+    let tail = commit(s, &path, tail, one(b"2", 20)).await;
+    assert_eq!(
+        producer(s, &path, "p").await,
+        Some(record("p", b"2", 20)),
+        "an upsert replaces the row"
+    );
+    // A commit that loses its tail check writes no producer row either.
+    let lost = s
+        .commit_enqueue(
+            &path,
+            0,
+            vec![chunk(0, 1)],
+            meta(&path, 1, b"x"),
+            one(b"lost", 30),
+            C,
+        )
+        .await
+        .expect("enqueue")
+        .await
+        .expect("commit");
+    assert_eq!(lost, Commit::Conflict);
+    assert_eq!(producer(s, &path, "p").await, Some(record("p", b"2", 20)));
+    // A plain commit leaves producer rows alone.
+    let m = meta(&path, tail, b"closed");
+    assert_eq!(
+        s.commit(&path, tail, &[], &m, C).await.expect("commit"),
+        Commit::Written
+    );
+    assert_eq!(producer(s, &path, "p").await, Some(record("p", b"2", 20)));
+    // Deleting the stream deletes its producers; a recreated path starts with none.
+    assert!(s.delete_stream(&path, C).await.expect("delete"));
+    assert!(s
+        .create_stream(&meta(&path, 0, b"m"), &[], C)
+        .await
+        .expect("create"));
+    assert_eq!(producer(s, &path, "p").await, None);
+    assert_eq!(producer(s, "st-prod-never-created", "p").await, None);
+}
+
+async fn producers_are_capped_least_recently_used_first(s: &dyn StreamStore) {
+    let path = unique("st-prod-cap");
+    assert!(s
+        .create_stream(&meta(&path, 0, b"m"), &[], C)
+        .await
+        .expect("create"));
+    let mut tail = 0;
+    // p0..p3 used at 0, 10, 20, 30 (p2 then again at 40), cap 3.
+    for (id, at) in [("p0", 0), ("p1", 10), ("p2", 20), ("p2", 40), ("p3", 30)] {
+        let update = ProducerUpdate {
+            upsert: vec![record(id, id.as_bytes(), at)],
+            max_producers: 3,
+        };
+        tail = commit(s, &path, tail, update).await;
+    }
+    assert_eq!(producer(s, &path, "p0").await, None, "least recently used");
+    for id in ["p1", "p2", "p3"] {
+        assert!(producer(s, &path, id).await.is_some(), "{id} kept");
+    }
+    // A row written by the commit is never its victim, even with the oldest `used_at`; ties
+    // go by id.
+    let update = ProducerUpdate {
+        upsert: vec![record("a-old", b"x", -5), record("b-old", b"y", -5)],
+        max_producers: 2,
+    };
+    commit(s, &path, tail, update).await;
+    for id in ["p1", "p2", "p3"] {
+        assert_eq!(producer(s, &path, id).await, None, "{id} evicted");
+    }
+    assert!(producer(s, &path, "a-old").await.is_some());
+    assert!(producer(s, &path, "b-old").await.is_some());
+}
+
+async fn fork_and_source_commit_together(s: &dyn StreamStore) {
+    let (src, fork) = (unique("st-fork-src"), unique("st-fork"));
+    assert!(s
+        .create_stream(&meta(&src, 4, b"src"), &[chunk(0, 4)], C)
+        .await
+        .expect("create"));
+    let counted = ForkSource {
+        path: src.clone(),
+        expected_tail: 4,
+        meta: meta(&src, 4, b"src+1"),
+        expected_state: None,
+    };
+    // A stale source tail refuses the whole fork.
+    let stale = ForkSource {
+        expected_tail: 3,
+        ..counted.clone()
+    };
+    let fork_meta = meta(&fork, 6, b"fork");
+    assert!(!s
+        .create_fork(&fork_meta, &[chunk(4, 2)], &stale, C)
+        .await
+        .expect("fork"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_none());
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src".to_vec())
+    );
+    // A missing source too.
+    let missing = ForkSource {
+        path: unique("st-fork-none"),
+        ..counted.clone()
+    };
+    assert!(!s
+        .create_fork(&fork_meta, &[], &missing, C)
+        .await
+        .expect("fork"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_none());
+    // Both written.
+    assert!(s
+        .create_fork(&fork_meta, &[chunk(4, 2)], &counted, C)
+        .await
+        .expect("fork"));
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+1".to_vec())
+    );
+    assert_eq!(
+        s.stream_meta(&fork).await.expect("meta"),
+        Some(fork_meta.clone())
+    );
+    let read = s.read_chunks(&fork, 0, 1 << 20).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].data, chunk(4, 2).data);
+    // An existing fork path refuses, and the source is left alone.
+    let again = ForkSource {
+        meta: meta(&src, 4, b"src+2"),
+        ..counted
+    };
+    assert!(!s
+        .create_fork(&fork_meta, &[], &again, C)
+        .await
+        .expect("fork"));
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+1".to_vec())
+    );
+
+    // Deleting the fork rewrites the source in the same step, and only with a matching tail.
+    let released = ForkSource {
+        path: src.clone(),
+        expected_tail: 4,
+        meta: meta(&src, 4, b"src+0"),
+        expected_state: None,
+    };
+    let stale = ForkSource {
+        expected_tail: 5,
+        ..released.clone()
+    };
+    assert!(!s.delete_fork(&fork, &stale, C).await.expect("delete"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_some());
+    assert!(s.delete_fork(&fork, &released, C).await.expect("delete"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_none());
+    assert!(s
+        .read_chunks(&fork, 0, 1 << 20)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+0".to_vec())
+    );
+    // A fork that is gone changes nothing.
+    let again = ForkSource {
+        meta: meta(&src, 4, b"src-1"),
+        ..released
+    };
+    assert!(!s.delete_fork(&fork, &again, C).await.expect("delete"));
+    assert_eq!(
+        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
+        Some(b"src+0".to_vec())
+    );
+}
