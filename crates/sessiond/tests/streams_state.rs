@@ -1,7 +1,7 @@
 //! Per-stream state on the real binary (SQLite): idempotent producers cost O(1) bytes per
 //! append whatever their number, and are capped; a fork's reference on its source is written
-//! and dropped together with the fork, whatever point `kill -9` hits; lookups of absent
-//! streams leave nothing resident.
+//! and dropped together with the fork, whatever point `kill -9` hits (SQLite and Redis);
+//! lookups of absent streams leave nothing resident.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -10,8 +10,17 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sessiond_engine_redis::testing::RedisServer;
 
-/// A running `sessiond serve` on SQLite; its stderr lines arrive on `log`.
+/// Where a server keeps its data.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Sqlite(&'a std::path::Path),
+    Redis(&'a RedisServer),
+}
+
+/// A running `sessiond serve` (SQLite unless spawned `on` Redis); its stderr lines arrive on
+/// `log`.
 struct Server {
     child: Child,
     base: String,
@@ -21,11 +30,17 @@ struct Server {
 
 impl Server {
     fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        Server::on(Store::Sqlite(data_dir), env)
+    }
+
+    fn on(store: Store<'_>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("SESSIOND_LOG__FORMAT", "json")
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        match store {
+            Store::Sqlite(dir) => cmd.args(["--engine", "sqlite"]).arg("--data-dir").arg(dir),
+            Store::Redis(redis) => cmd.args(["--engine", "redis", "--redis-url", &redis.url()]),
+        };
+        cmd.env("SESSIOND_LOG__FORMAT", "json")
             .env_remove("SESSIOND_API_KEYS")
             .env_remove("RUST_LOG")
             .env_remove("STREAMS_TEST_FAILPOINT")
@@ -203,10 +218,17 @@ async fn many_producers_keep_appends_small_and_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_while_creating_a_fork_leaves_the_source_deletable() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::spawn(
-        dir.path(),
-        &[("STREAMS_TEST_FAILPOINT", "fork-before-commit")],
-    );
+    kill_9_while_creating_a_fork(Store::Sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_creating_a_fork_on_redis_leaves_the_source_deletable() {
+    let redis = RedisServer::start();
+    kill_9_while_creating_a_fork(Store::Redis(&redis)).await;
+}
+
+async fn kill_9_while_creating_a_fork(store: Store<'_>) {
+    let s = Server::on(store, &[("STREAMS_TEST_FAILPOINT", "fork-before-commit")]);
     let put = s
         .http
         .put(s.url("src"))
@@ -224,7 +246,7 @@ async fn kill_9_while_creating_a_fork_leaves_the_source_deletable() {
     s.kill();
     let _ = pending.await;
 
-    let s = Server::spawn(dir.path(), &[]);
+    let s = Server::on(store, &[]);
     assert_eq!(status(s.http.get(s.url("fork"))).await, 404);
     // No phantom fork reference: the source deletes for real (not a 410 soft delete) and the
     // path can be created again.
@@ -248,7 +270,17 @@ async fn kill_9_while_creating_a_fork_leaves_the_source_deletable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_while_deleting_the_last_fork_leaves_no_phantom_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::spawn(dir.path(), &[]);
+    kill_9_while_deleting_the_last_fork(Store::Sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_while_deleting_the_last_fork_on_redis_leaves_no_phantom_reference() {
+    let redis = RedisServer::start();
+    kill_9_while_deleting_the_last_fork(Store::Redis(&redis)).await;
+}
+
+async fn kill_9_while_deleting_the_last_fork(store: Store<'_>) {
+    let s = Server::on(store, &[]);
     let put = s
         .http
         .put(s.url("src"))
@@ -269,13 +301,13 @@ async fn kill_9_while_deleting_the_last_fork_leaves_no_phantom_reference() {
     s.kill();
 
     // Deleting the last fork stops after the fork is gone, before its source is removed.
-    let s = Server::spawn(dir.path(), &[("STREAMS_TEST_FAILPOINT", "fork-released")]);
+    let s = Server::on(store, &[("STREAMS_TEST_FAILPOINT", "fork-released")]);
     let pending = tokio::spawn(s.http.delete(s.url("fork")).send());
     s.wait_log("failpoint reached");
     s.kill();
     let _ = pending.await;
 
-    let s = Server::spawn(dir.path(), &[]);
+    let s = Server::on(store, &[]);
     assert_eq!(status(s.http.get(s.url("fork"))).await, 404);
     // The source no longer counts the fork: it is gone, and its path is free again.
     assert_eq!(status(s.http.get(s.url("src"))).await, 404);
