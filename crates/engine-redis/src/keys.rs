@@ -23,11 +23,13 @@
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
 //! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
 //! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
-//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes) |
+//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes), `fence` (greatest sealing-lease token that sealed it) |
 //! | `P:{st:esc(path)}:c` | STREAM | its hot chunks: entry id `<offset>-1`, one field `d` = the bytes |
 //! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
 //! | `P:{st:esc(path)}:p` | HASH | its idempotent producers: id -> `<used_at> <state bytes>` |
 //! | `P:{st:esc(path)}:pu` | ZSET | the same ids scored by `used_at` (least recently used first: the eviction order) |
+//! | `P:{seal}:lease` | HASH | the cold tier's sealing lease: `holder` (node id), `token`; `PEXPIRE` = the lease's TTL |
+//! | `P:{seal}:fence` | STRING | counter of sealing-lease fencing tokens (`INCR` per takeover) |
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
 //! | `P:streams:names` | ZSET | every stream path, score 0 (ZRANGEBYLEX for prefix listing) |
 //! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail or -> <Redis ms> <path>` |
@@ -236,6 +238,15 @@ impl Keys {
     /// The index of every stream path.
     pub fn stream_names(&self) -> String {
         format!("{}:streams:names", self.prefix)
+    }
+
+    /// The cold tier's sealing lease (HASH `holder`, `token`; PEXPIRE = the lease) and the
+    /// counter its fencing tokens come from (one hash tag: one script takes the lease).
+    pub fn seal_lease(&self) -> [String; 2] {
+        [
+            format!("{}:{{seal}}:lease", self.prefix),
+            format!("{}:{{seal}}:fence", self.prefix),
+        ]
     }
 
     /// The pub/sub channel of stream tail notifications.

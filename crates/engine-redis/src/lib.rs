@@ -83,7 +83,7 @@ impl Default for RedisOptions {
 }
 
 /// The Redis engine: implements `SessionStore`, `CacheStore`, `ObjectStore`, `StreamStore`,
-/// `StreamWakes` and [`EngineAdmin`] of `sessiond_store`.
+/// `StreamWakes`, `SealLease` and [`EngineAdmin`] of `sessiond_store`.
 pub struct RedisEngine {
     con: ConnectionManager,
     /// For connections of their own (the pub/sub subscriber).
@@ -94,6 +94,8 @@ pub struct RedisEngine {
     commits: stream_commits::CommitQueue,
     /// Tail notification sinks.
     wake_sinks: stream_wakes::Sinks,
+    /// The fencing token of this instance's sealing lease (0: never held); seals carry it.
+    seal_token: std::sync::atomic::AtomicU64,
     keys: Keys,
     scripts: Scripts,
     closed: AtomicBool,
@@ -138,6 +140,7 @@ impl RedisEngine {
             node,
             commits,
             wake_sinks: Arc::default(),
+            seal_token: std::sync::atomic::AtomicU64::new(0),
             keys,
             scripts: Scripts::new(),
             closed: AtomicBool::new(false),

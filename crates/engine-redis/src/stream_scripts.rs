@@ -185,13 +185,26 @@ while true do
 end
 ";
 
-/// Records a segment and trims the hot chunks it covers (always a prefix of the hot chunks:
-/// segments are contiguous from the stream's first offset).
-/// KEYS: meta, chunks, segments. ARGV: segment end, encoded segment. Returns 1, or 0 if the
-/// stream does not exist.
+/// Records a segment and trims the hot chunks it covers (always a prefix of the hot chunks),
+/// if the segment starts where the sealed range ends (the last segment's end, else the first
+/// hot chunk) and the sealer's lease token is not older than the stream's `fence`.
+/// KEYS: meta, chunks, segments. ARGV: segment end, encoded segment, segment start, lease
+/// token ('0' = none). Returns 1, or 0 if refused or the stream does not exist.
 pub const SEAL: &str = r"
 local m, c, g = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', m) == 0 then return 0 end
+local fence = redis.call('HGET', m, 'fence')
+if fence and tonumber(ARGV[4]) < tonumber(fence) then return 0 end
+local sealed
+local last_seg = redis.call('LINDEX', g, -1)
+if last_seg then
+  sealed = string.match(last_seg, '^%d+ (%d+) ')
+else
+  local first = redis.call('XRANGE', c, '-', '+', 'COUNT', 1)
+  if #first > 0 then sealed = string.sub(first[1][1], 1, -3) end
+end
+if sealed ~= ARGV[3] then return 0 end
+if ARGV[4] ~= '0' then redis.call('HSET', m, 'fence', ARGV[4]) end
 redis.call('RPUSH', g, ARGV[2])
 local last = redis.call('XREVRANGE', c, '(' .. ARGV[1] .. '-0', '-', 'COUNT', 1)
 if #last > 0 then
@@ -203,6 +216,21 @@ if #last > 0 then
   end
 end
 return 1
+";
+
+/// Takes or renews the sealing lease. KEYS: lease, fence counter. ARGV: holder, TTL (ms).
+/// Returns the holder's fencing token, or -1 while another holder's lease runs.
+pub const SEAL_LEASE: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'holder', 'token')
+if cur[1] == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(cur[2])
+end
+if cur[1] then return -1 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', token)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return token
 ";
 
 /// Deletes a stream (metadata, chunks, segments, producer rows) and notifies other nodes.

@@ -20,7 +20,7 @@
 use async_trait::async_trait;
 use sessiond_store::{
     Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore,
+    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -366,11 +366,30 @@ impl StreamStore for RedisEngine {
         let [m, c, g, ..] = self.keys.stream(path);
         let mut inv = self.scripts.stream_seal.prepare_invoke();
         inv.key(m).key(c).key(g);
-        inv.arg(segment.end).arg(format!(
-            "{} {} {}",
-            segment.start, segment.end, segment.object_key
-        ));
+        inv.arg(segment.end)
+            .arg(format!(
+                "{} {} {}",
+                segment.start, segment.end, segment.object_key
+            ))
+            .arg(segment.start)
+            .arg(self.seal_token.load(std::sync::atomic::Ordering::Acquire));
         let sealed: i64 = self.eval("stream_seal", &inv).await?;
         Ok(sealed == 1)
+    }
+}
+
+#[async_trait]
+impl SealLease for RedisEngine {
+    async fn acquire_seal_lease(&self, ttl_ms: u64) -> Result<Option<u64>> {
+        let [lease, fence] = self.keys.seal_lease();
+        let mut inv = self.scripts.seal_lease.prepare_invoke();
+        inv.key(lease).key(fence).arg(&self.node).arg(ttl_ms.max(1));
+        let token: i64 = self.eval("seal_lease", &inv).await?;
+        let Ok(token) = u64::try_from(token) else {
+            return Ok(None);
+        };
+        self.seal_token
+            .fetch_max(token, std::sync::atomic::Ordering::AcqRel);
+        Ok(Some(token))
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use sessiond_engine_redis::testing::RedisServer;
 use sessiond_engine_redis::{RedisEngine, RedisOptions};
 use sessiond_store::testsuite::{stream_chunk, stream_meta};
-use sessiond_store::{Commit, Durability, StoreError, StreamStore, StreamWake, StreamWakes};
+use sessiond_store::{
+    Commit, Durability, SealLease, SegmentRef, StoreError, StreamStore, StreamWake, StreamWakes,
+};
 
 const C: Durability = Durability::Confirmed;
 
@@ -154,5 +156,68 @@ async fn subscriber_resyncs_after_a_redis_restart() {
         .await
         .unwrap(),
         Commit::Written
+    );
+}
+
+/// One node at a time seals: the lease passes to another node only once it ran out, with a
+/// greater fencing token, and the old holder's seals are refused from then on even when
+/// they would fit the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealing_lease_passes_on_and_fences_the_old_holder() {
+    let server = RedisServer::start();
+    let a = RedisEngine::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    let b = RedisEngine::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    let ta = a.acquire_seal_lease(300).await.unwrap().unwrap();
+    assert_eq!(
+        b.acquire_seal_lease(60_000).await.unwrap(),
+        None,
+        "a holds it"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let tb = loop {
+        if let Some(t) = b.acquire_seal_lease(60_000).await.unwrap() {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's lease never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(tb > ta, "a takeover gets a greater token");
+    assert_eq!(a.acquire_seal_lease(60_000).await.unwrap(), None);
+
+    let chunks = [
+        stream_chunk(0, 10),
+        stream_chunk(10, 10),
+        stream_chunk(20, 10),
+    ];
+    assert!(a
+        .create_stream(&stream_meta("sealed", 30, b"s"), &chunks, C)
+        .await
+        .unwrap());
+    let seg = |start: u64, end: u64, by: &str| SegmentRef {
+        start,
+        end,
+        object_key: format!("{by}/{start}-{end}"),
+    };
+    assert!(b.seal_segment("sealed", &seg(0, 10, "b"), C).await.unwrap());
+    assert!(
+        !a.seal_segment("sealed", &seg(10, 20, "a"), C)
+            .await
+            .unwrap(),
+        "the stale holder is refused"
+    );
+    assert!(b
+        .seal_segment("sealed", &seg(10, 20, "b"), C)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.segments("sealed").await.unwrap(),
+        vec![seg(0, 10, "b"), seg(10, 20, "b")]
     );
 }

@@ -447,6 +447,17 @@ impl StreamStore for SqliteEngine {
                 off("segment start", segment.start)?,
                 off("segment end", segment.end)?,
             );
+            // Where the sealed range ends: the last segment's end, else the first hot chunk.
+            let sealed_end: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT coalesce(
+                       (SELECT max(end) FROM stream_segments WHERE stream = ?1),
+                       (SELECT min(offset) FROM stream_chunks WHERE stream = ?1))",
+                )?
+                .query_row([id], |row| row.get(0))?;
+            if sealed_end != Some(start) {
+                return Ok(false);
+            }
             conn.prepare_cached(
                 "INSERT INTO stream_segments (stream, start, end, object_key)
                  VALUES (?1, ?2, ?3, ?4)",

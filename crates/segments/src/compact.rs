@@ -112,7 +112,8 @@ impl ColdTier {
             .seal_segment(path, &segment, Durability::Confirmed)
             .await?
         {
-            // The stream was deleted meanwhile: nothing points to the object.
+            // Refused: the stream was deleted meanwhile, or another node sealed first (the
+            // index moved on; see `StreamStore::seal_segment`). Nothing points to the object.
             self.delete_key(&segment.object_key).await?;
             self.forget(path);
             return Ok(None);

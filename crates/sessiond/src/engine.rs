@@ -40,7 +40,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 })?;
             Ok(Stores::from_engine(engine.clone())
                 .with_streams(engine.clone())
-                .with_stream_wakes(engine))
+                .with_stream_wakes(engine.clone())
+                .with_seal_lease(engine))
         }
         EngineKind::Memory => {
             let engine = Arc::new(MemoryEngine::new());

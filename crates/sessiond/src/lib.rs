@@ -224,10 +224,16 @@ pub async fn run(
     ));
 
     let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
+        // On a shared engine one node at a time compacts (the engine's sealing lease).
+        let hold = stores.seal_lease.clone().map(|lease| {
+            let ttl = Duration::from_millis(config.streams.cold.lease_ms);
+            sessiond_streams::tier::SealHold::new(lease, ttl)
+        });
         tokio::spawn(sessiond_streams::tier::run_compactor(
             streams,
             tier,
             config.streams.cold.policy(),
+            hold,
             stopped(stop_rx.clone()),
         ))
     });

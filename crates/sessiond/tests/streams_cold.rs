@@ -2,7 +2,8 @@
 //! server's compactor seals most of a stream into segment objects (a local directory, or a
 //! real S3-compatible server: moto), and catch-up reads from every kind of offset (inside
 //! cold, at the cold/hot boundary, in hot) return exactly what they returned before. Deleting
-//! (or expiring) a stream removes its segment objects.
+//! (or expiring) a stream removes its segment objects. Two nodes on one Redis sharing the
+//! segment directory seal one at a time (the engine's sealing lease) and read the same bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use sessiond::config::{Config, EngineKind};
+use sessiond_engine_redis::testing::RedisServer;
 use sessiond_segments::testing::Moto;
 use sessiond_streams::offset;
 use sessiond_streams::tier::ColdBackend;
@@ -203,6 +205,29 @@ async fn round_trip(
 
 fn data_dir_of(c: &Config, out: &mut PathBuf) {
     *out = c.data_dir.clone();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_nodes_seal_one_at_a_time_and_read_the_same_bytes() {
+    let redis = RedisServer::start();
+    let shared = tempfile::tempdir().unwrap();
+    let node = |c: &mut Config| {
+        tiny_policy(c);
+        c.streams.cold.local_dir = Some(shared.path().to_path_buf());
+    };
+    let a = TestServer::start_node(&redis, node).await;
+    let b = TestServer::start_node(&redis, node).await;
+    round_trip(&a, "shared", || local_segments(shared.path())).await;
+    for url in ["/v1/stream/shared/bin", "/v1/stream/shared/json"] {
+        let through_a = read_all(&a, url, 0).await;
+        let through_b = read_all(&b, url, 0).await;
+        let bytes = |pages: &[(Vec<u8>, String)]| -> Vec<u8> {
+            pages.iter().flat_map(|(b, _)| b.clone()).collect()
+        };
+        assert_eq!(bytes(&through_a), bytes(&through_b), "{url}");
+    }
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,8 +31,8 @@ pub use cache::{CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use sessions::{Cas, SessionRecord, SessionStore};
 pub use streams::{
-    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
-    StreamMeta, StreamStore, StreamWake, StreamWakes, WakeSink,
+    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
+    StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, WakeSink,
 };
 
 /// Unix time in milliseconds.
@@ -106,6 +106,8 @@ pub struct Stores {
     pub streams: Option<Arc<dyn StreamStore>>,
     /// Tail notifications from other processes sharing the engine (`None`: there are none).
     pub stream_wakes: Option<Arc<dyn StreamWakes>>,
+    /// The cold tier's sealing lease among processes sharing the engine (`None`: one process).
+    pub seal_lease: Option<Arc<dyn SealLease>>,
     /// Health and shutdown.
     pub admin: Arc<dyn EngineAdmin>,
 }
@@ -122,6 +124,7 @@ impl Stores {
             objects: engine.clone(),
             streams: None,
             stream_wakes: None,
+            seal_lease: None,
             admin: engine,
         }
     }
@@ -135,6 +138,12 @@ impl Stores {
     /// Adds the engine's tail notifications (shared engines).
     pub fn with_stream_wakes(mut self, wakes: Arc<dyn StreamWakes>) -> Self {
         self.stream_wakes = Some(wakes);
+        self
+    }
+
+    /// Adds the engine's sealing lease (shared engines).
+    pub fn with_seal_lease(mut self, lease: Arc<dyn SealLease>) -> Self {
+        self.seal_lease = Some(lease);
         self
     }
 }

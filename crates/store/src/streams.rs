@@ -281,15 +281,38 @@ pub trait StreamStore: Send + Sync {
     async fn segments(&self, path: &str) -> Result<Vec<SegmentRef>>;
 
     /// Records `segment` and deletes the hot chunks it covers (those with
-    /// `segment.start <= offset` and `end <= segment.end`), atomically. The segment must start
-    /// where the previous one ended (or at the stream's first offset) and end on a chunk
-    /// boundary. False (nothing changed) if the stream does not exist.
+    /// `segment.start <= offset` and `end <= segment.end`), atomically. The segment must end
+    /// on a chunk boundary. False (nothing changed) if the stream does not exist, or if the
+    /// segment does not start where the sealed range ends (the last segment's end; with no
+    /// segment yet, the first hot chunk's offset): a sealer that decided on an older index
+    /// (another process sealed meanwhile) loses instead of indexing an overlapping segment.
     async fn seal_segment(
         &self,
         path: &str,
         segment: &SegmentRef,
         durability: Durability,
     ) -> Result<bool>;
+}
+
+/// The cold tier's sealing lease on an engine shared by several processes.
+///
+/// Why: a seal uploads a segment object, then indexes it; two nodes compacting the same
+/// streams would upload twice and all but one seal would be refused (see
+/// [`StreamStore::seal_segment`]). One node at a time holds the lease and compacts. The lease
+/// expires unless renewed, so a dead holder is replaced after its TTL; its fencing token
+/// protects against a holder that was paused past its TTL and does not know it lost the
+/// lease: seals through this handle carry the token, and the engine refuses a seal of a
+/// stream that a holder with a greater token already sealed.
+///
+/// Exclusive engines (SQLite, memory) have one process and no lease (`Stores::seal_lease` is
+/// `None`).
+#[async_trait]
+pub trait SealLease: Send + Sync {
+    /// Takes or renews the lease for this handle for `ttl_ms`: its fencing token (the same
+    /// while this handle keeps renewing in time; greater than every earlier token when taken
+    /// over), or `None` while another handle's lease runs. Later seals through this handle
+    /// carry the token.
+    async fn acquire_seal_lease(&self, ttl_ms: u64) -> Result<Option<u64>>;
 }
 
 /// A tail notification (see [`StreamWakes`]).

@@ -53,6 +53,9 @@ pub async fn run_all(stores: Stores) {
     if let Some(streams) = stores.streams.clone() {
         run_streams(streams).await;
     }
+    if let Some(lease) = stores.seal_lease.clone() {
+        seal_lease_is_kept_by_its_holder(lease.as_ref()).await;
+    }
     stores.admin.ping().await.expect("store call");
 }
 
@@ -493,6 +496,18 @@ async fn sessions_concurrent_merges(s: &Stores) {
         serde_json::from_str(&got.data).expect("store call");
     assert_eq!(data.len(), 100, "no lost update");
     assert_eq!(got.version, 101);
+}
+
+/// The holder of the sealing lease keeps its token while it renews. (Takeover by another
+/// handle needs two handles: each shared engine tests it with two.)
+async fn seal_lease_is_kept_by_its_holder(lease: &dyn crate::SealLease) {
+    let first = lease.acquire_seal_lease(60_000).await.expect("store call");
+    let Some(token) = first else {
+        panic!("a free lease (or one this handle holds) is granted");
+    };
+    assert!(token > 0, "tokens start at 1");
+    let again = lease.acquire_seal_lease(60_000).await.expect("store call");
+    assert_eq!(again, Some(token), "renewed, same token");
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //! lets appends in between segments. The cost: an append to a stream waits while one of its
 //! segments is uploaded.
 //!
+//! On an engine shared by several nodes the per-node lock does not serialize nodes: there a
+//! node compacts only while it holds the engine's sealing lease ([`SealLease`], TTL
+//! `lease_ms`), so one node at a time seals, and a seal decided on a stale index, or sent by
+//! a holder that lost the lease, is refused by the engine (its object is then deleted).
+//!
 //! Readers take no lock: a seal is one engine transaction (index row + deletion of the hot
 //! chunks it covers), and the read path asks the hot log first and the cold tier only for what
 //! lies below the first hot chunk, so a reader racing a seal sees the bytes in one place or
@@ -20,12 +25,12 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sessiond_segments::{ColdTier, CompactionPolicy, S3Config};
-use sessiond_store::{StoreError, StreamStore};
+use sessiond_store::{SealLease, StoreError, StreamStore};
 
 use crate::cold::ColdReader;
 use crate::pages::SharedChunk;
@@ -102,6 +107,10 @@ pub struct ColdConfig {
     /// Bytes of recently read segments kept decoded in memory, so a catch-up reader paging
     /// through a segment fetches and verifies it once; 0 = no cache.
     pub read_cache_bytes: usize,
+    /// On an engine shared by several nodes (Redis): how long the sealing lease lasts unless
+    /// renewed (milliseconds). The compacting node renews it during its passes; another node
+    /// takes over at most this long after it died.
+    pub lease_ms: u64,
 }
 
 impl Default for ColdConfig {
@@ -118,6 +127,7 @@ impl Default for ColdConfig {
             keep_hot_bytes: policy.keep_hot_bytes,
             interval_s: policy.interval.as_secs(),
             read_cache_bytes: sessiond_segments::DEFAULT_READ_CACHE_BYTES,
+            lease_ms: 30_000,
         }
     }
 }
@@ -128,9 +138,13 @@ impl ColdConfig {
         if !self.enabled {
             return Ok(());
         }
-        if self.min_segment_bytes == 0 || self.max_segment_bytes == 0 || self.interval_s == 0 {
+        if self.min_segment_bytes == 0
+            || self.max_segment_bytes == 0
+            || self.interval_s == 0
+            || self.lease_ms == 0
+        {
             return Err(
-                "streams.cold.min_segment_bytes, max_segment_bytes and interval_s must be > 0"
+                "streams.cold.min_segment_bytes, max_segment_bytes, interval_s and lease_ms must be > 0"
                     .into(),
             );
         }
@@ -259,12 +273,44 @@ pub async fn compact_stream(
     }
 }
 
+/// The sealing lease as the compactor holds it (shared engines).
+pub struct SealHold {
+    lease: Arc<dyn SealLease>,
+    ttl: Duration,
+    renewed: Option<Instant>,
+}
+
+impl SealHold {
+    /// Holds `lease` with TTL `ttl`.
+    pub fn new(lease: Arc<dyn SealLease>, ttl: Duration) -> SealHold {
+        SealHold {
+            lease,
+            ttl,
+            renewed: None,
+        }
+    }
+
+    /// True while this node holds the lease: renewed once a third of the TTL passed since the
+    /// last renewal (a lost lease stops the pass at the next stream).
+    pub async fn held(&mut self) -> Result<bool, StoreError> {
+        if self.renewed.is_some_and(|at| at.elapsed() < self.ttl / 3) {
+            return Ok(true);
+        }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let token = self.lease.acquire_seal_lease(ttl_ms).await?;
+        self.renewed = token.map(|_| Instant::now());
+        Ok(token.is_some())
+    }
+}
+
 /// One pass over every stream; returns how many segments were sealed. A stream whose
-/// compaction fails is logged and skipped (the next pass retries it).
+/// compaction fails is logged and skipped (the next pass retries it). With `hold` (a shared
+/// engine) the pass runs only while this node holds the sealing lease.
 pub async fn compact_all(
     streams: &Streams,
     tier: &ColdTier,
     policy: &CompactionPolicy,
+    mut hold: Option<&mut SealHold>,
 ) -> Result<usize, StoreError> {
     let mut sealed = 0;
     let mut after: Option<String> = None;
@@ -277,6 +323,11 @@ pub async fn compact_all(
             return Ok(sealed);
         };
         for path in &page {
+            if let Some(hold) = hold.as_deref_mut() {
+                if !hold.held().await? {
+                    return Ok(sealed);
+                }
+            }
             match compact_stream(streams, tier, policy, path).await {
                 Ok(n) => sealed += n,
                 Err(e) => tracing::warn!(stream = %path, error = %e, "compaction failed"),
@@ -292,12 +343,13 @@ pub async fn run_compactor(
     streams: Streams,
     tier: Arc<ColdTier>,
     policy: CompactionPolicy,
+    mut hold: Option<SealHold>,
     stop: impl Future<Output = ()>,
 ) {
     let passes = async {
         loop {
             tokio::time::sleep(policy.interval).await;
-            match compact_all(&streams, &tier, &policy).await {
+            match compact_all(&streams, &tier, &policy, hold.as_mut()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(segments = n, "compaction pass sealed segments"),
                 Err(e) => tracing::warn!(error = %e, "compaction pass failed"),

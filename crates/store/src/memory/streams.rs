@@ -268,6 +268,13 @@ impl StreamStore for MemoryEngine {
             let Some(st) = s.streams.get_mut(path) else {
                 return false;
             };
+            let sealed_end = match st.segments.last() {
+                Some(last) => Some(last.end),
+                None => st.chunks.keys().next().copied(),
+            };
+            if sealed_end != Some(segment.start) {
+                return false;
+            }
             st.chunks.retain(|offset, data| {
                 !(segment.start <= *offset && offset + data.len() as u64 <= segment.end)
             });

@@ -1,16 +1,17 @@
-//! The suite's check of `StreamStore::commit_checked` and of `ForkSource::expected_state`:
-//! the compare-and-set on the stored state that shared engines need because the tail alone
-//! does not version a stream.
+//! The suite's check of `StreamStore::commit_checked`, of `ForkSource::expected_state` and of
+//! the sealed-end check of `seal_segment`: the compare-and-sets that shared engines need
+//! because the tail alone does not version a stream and two nodes may seal at once.
 
 use super::streams::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamStore};
+use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamStore};
 
 /// Runs the checks against one engine.
 pub async fn run_stream_cas(s: &dyn StreamStore) {
     commit_checked_compares_the_state(s).await;
     commit_checked_writes_producers(s).await;
     forks_compare_the_source_state(s).await;
+    seals_compare_the_sealed_end(s).await;
 }
 
 /// A change that keeps the tail (a close) still makes a writer that decided on the older
@@ -172,4 +173,41 @@ async fn forks_compare_the_source_state(s: &dyn StreamStore) {
         Some(b"src+0".to_vec())
     );
     s.delete_stream(&src, C).await.expect("store call");
+}
+
+/// A seal decided on an older segment index (it does not start where the sealed range now
+/// ends) is refused and changes nothing.
+async fn seals_compare_the_sealed_end(s: &dyn StreamStore) {
+    let path = unique("st-seal-cas");
+    let chunks = [chunk(0, 10), chunk(10, 10), chunk(20, 10)];
+    s.create_stream(&meta(&path, 30, b"m"), &chunks, C)
+        .await
+        .expect("store call");
+    let seg = |start: u64, end: u64, key: &str| SegmentRef {
+        start,
+        end,
+        object_key: format!("{key}/{start}-{end}"),
+    };
+    let path = path.as_str();
+    let seal = |g: SegmentRef| async move { s.seal_segment(path, &g, C).await.expect("seal") };
+    assert!(
+        !seal(seg(10, 20, "gap")).await,
+        "must start at the first hot chunk"
+    );
+    assert!(seal(seg(0, 10, "a")).await);
+    // Another sealer that read the index before: its overlapping segment is refused.
+    assert!(!seal(seg(0, 20, "b")).await);
+    assert!(!seal(seg(20, 30, "gap")).await);
+    assert!(seal(seg(10, 20, "a")).await);
+    assert_eq!(
+        s.segments(path).await.expect("store call"),
+        vec![seg(0, 10, "a"), seg(10, 20, "a")]
+    );
+    assert_eq!(
+        s.read_chunks(path, 0, usize::MAX)
+            .await
+            .expect("store call"),
+        vec![chunk(20, 10)]
+    );
+    s.delete_stream(path, C).await.expect("store call");
 }
