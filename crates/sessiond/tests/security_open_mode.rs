@@ -12,6 +12,9 @@ use sessiond_streams::ScopedKeyConfig;
 const TENANT: &str = "tenant-key-of-at-least-16-bytes";
 
 fn only_tenant_keys(c: &mut Config) {
+    // As in the report: a public listen address (validated, not bound; the harness binds
+    // loopback), accepted because a stream key counts as a key.
+    c.listen = "0.0.0.0:7700".parse().unwrap();
     c.streams.keys = vec![ScopedKeyConfig {
         key: TENANT.into(),
         stream_prefixes: vec!["tenant-a/".into()],
