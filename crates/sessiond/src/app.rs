@@ -114,7 +114,7 @@ pub fn router(
             .merge(json_only(JsonMedia::Strict, token_router(subs)));
     }
     if let Some(decider) = decider {
-        let routes = json_only(JsonMedia::Strict, sessiond_middleware::router(decider));
+        let routes = sessiond_middleware::router(decider).route_layer(from_fn(json_by_path));
         app = app.merge(guard(RouteSet::Middleware, routes));
     }
     // Realtime routes authenticate each request themselves (session tokens for sockets,
@@ -163,9 +163,14 @@ fn json_only(media: JsonMedia, router: Router) -> Router {
     router.route_layer(from_fn_with_state(media, require_json_media))
 }
 
-/// The media-type rule of a router mixing `/v1` APIs and a seed surface (realtime).
+/// The media-type rule of routers mixing `/v1` JSON APIs with a seed surface (realtime) or
+/// a route that reads no body (forward-auth: proxies copy the original request's headers,
+/// `Content-Type` of a form post included, onto a bodiless check).
 async fn json_by_path(request: Request, next: Next) -> Response {
-    let media = if request.uri().path().starts_with("/v1/") {
+    let path = request.uri().path();
+    let media = if path == FORWARD_AUTH {
+        return next.run(request).await;
+    } else if path.starts_with("/v1/") {
         JsonMedia::Strict
     } else {
         JsonMedia::Compat
@@ -175,6 +180,9 @@ async fn json_by_path(request: Request, next: Next) -> Response {
         None => next.run(request).await,
     }
 }
+
+/// The middleware's forward-auth check (headers only).
+const FORWARD_AUTH: &str = "/v1/middleware/forward-auth";
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))

@@ -89,6 +89,17 @@ async fn json_apis_take_only_json_media_types() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body("{}");
     assert_eq!(json(form).await.0, 415);
+    // Forward-auth reads only headers; a proxy copies the original form post's onto it.
+    let check = s
+        .post("/v1/middleware/forward-auth")
+        .bearer_auth(FULL)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=b");
+    let (status, body) = json(check).await;
+    assert!(
+        status != 415 && status < 500,
+        "forward-auth: {status} {body}"
+    );
 }
 
 /// Sends `head` (request line and headers) plus `body` over a raw connection and returns the
