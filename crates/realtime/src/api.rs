@@ -54,6 +54,18 @@ pub async fn service(hub: &Hub, headers: &HeaderMap) -> ApiResult<()> {
     require_service(&caller)
 }
 
+/// Route layer of the service APIs: [`service`] from the headers alone, before extractors.
+pub async fn require_service_layer(
+    State(hub): State<Hub>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match service(&hub, request.headers()).await {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 /// Refuses a payload above the message size limit (413).
 fn check_size(hub: &Hub, data: &Value) -> ApiResult<()> {
     let max = hub.config().max_message_bytes;

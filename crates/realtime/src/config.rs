@@ -23,6 +23,10 @@ pub struct RealtimeConfig {
     /// socket that presents no session token: the socket belongs to the anonymous user
     /// `client:<cID>` (docs/realtime.md §0).
     pub middleware_clients: bool,
+    /// Page origins (besides the server's own) whose sockets may authenticate with a cookie
+    /// (session or middleware cookie); any other `Origin` is a 403 before the upgrade
+    /// (cross-site WebSocket hijacking). Token and key sockets are not affected.
+    pub allowed_origins: Vec<String>,
     /// Close code sent to every socket of a user on `logout_all` or when their sessions are
     /// revoked (the reason is always `Logged out from all devices`).
     pub logout_close_code: u16,
@@ -114,6 +118,7 @@ impl Default for RealtimeConfig {
             seed_path: "/__user-session".into(),
             session_cookies: vec!["sessiond_session".into()],
             middleware_clients: true,
+            allowed_origins: Vec::new(),
             logout_close_code: 4001,
             max_message_bytes: 16 * 1024,
             max_messages_per_s: 20,

@@ -54,9 +54,15 @@ pub use state::{Presence, UserState};
 /// authentication (sockets take session tokens, service APIs take API keys), so the server
 /// must not put its API-key guard in front of them.
 pub fn router(hub: Hub) -> Router {
+    // The service APIs are authenticated before their extractors run, so an anonymous
+    // caller gets its 401 before any query or body is parsed (and learns nothing from a 400).
+    let service_apis = api::router().route_layer(axum::middleware::from_fn_with_state(
+        hub.clone(),
+        api::require_service_layer,
+    ));
     seed::router(&hub)
         .merge(v1::router())
-        .merge(api::router())
+        .merge(service_apis)
         .merge(sse::router())
         .with_state(hub)
 }

@@ -60,6 +60,7 @@ pub(crate) async fn connect_info(
         &hub.config().session_cookies,
         Accept::Socket {
             middleware_cookie: hub.config().middleware_clients,
+            allowed_origins: &hub.config().allowed_origins,
         },
     )
     .await?;

@@ -59,6 +59,7 @@ impl SessionAuthority for SessionsAuthority {
 /// when the engine stores streams. `middleware` (when enabled) vouches for browsers by cookie.
 pub fn hub(
     config: &Config,
+    keys: ApiKeys,
     users: ObjectKind<UserState>,
     sessions: &SessionService,
     streams: Option<sessiond_streams::Streams>,
@@ -79,7 +80,7 @@ pub fn hub(
             sessions: sessions.clone(),
             middleware,
         }),
-        ApiKeys::new(&config.api_keys),
+        keys,
         sinks,
     );
     let mut revocations = sessions.subscribe_revocations();

@@ -58,6 +58,9 @@ pub struct StreamsConfig {
     pub max_read_token_bytes: usize,
     /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
     pub subscriptions: crate::subscriptions::SubscriptionsConfig,
+    /// The `aud` claim every read token must carry (a string, or an array containing it), so
+    /// a token minted with a shared secret for another service is refused.
+    pub read_token_audience: String,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -66,8 +69,8 @@ pub struct StreamsConfig {
 pub struct ScopedKeyConfig {
     /// The bearer key.
     pub key: String,
-    /// Stream path prefixes (plain string prefixes of the path after `/v1/stream/`; end them
-    /// with `/` so `tenant-a/` does not also cover `tenant-ab/`).
+    /// Stream path prefixes, relative to `/v1/stream/`, matched on `/` segment boundaries:
+    /// `tenant-a` and `tenant-a/` both mean the subtree `tenant-a/…` (not `tenant-ab/…`).
     pub stream_prefixes: Vec<String>,
     /// Only GET and HEAD.
     #[serde(default)]
@@ -101,6 +104,7 @@ impl Default for StreamsConfig {
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
             subscriptions: Default::default(),
+            read_token_audience: "sessiond".into(),
         }
     }
 }
@@ -176,6 +180,9 @@ impl StreamsConfig {
         }
         if self.max_read_token_bytes == 0 {
             return Err("streams.max_read_token_bytes must be > 0".into());
+        }
+        if self.read_token_audience.trim().is_empty() {
+            return Err("streams.read_token_audience must not be empty".into());
         }
         Ok(())
     }
