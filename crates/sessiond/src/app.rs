@@ -89,7 +89,17 @@ pub fn router(
         }
     };
 
-    let native = native::router().with_state(sessions.clone());
+    // Sessions remember whether their create carried a service credential (an open route's
+    // do not prove who their user is): the server decides that, per request.
+    let origin = sessiond_sessions::routes::OriginCheck {
+        keys: keys.clone(),
+        open_mode: keys.is_open(),
+    };
+    let mark = |router: Router| {
+        use sessiond_sessions::routes::mark_origin;
+        router.layer(from_fn_with_state(origin.clone(), mark_origin))
+    };
+    let native = mark(native::router().with_state(sessions.clone()));
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
@@ -116,14 +126,14 @@ pub fn router(
         app = app.merge(realtime);
     }
     if config.compat.session_state.enabled {
-        let compat = session_state::router().with_state(sessions.clone());
+        let compat = mark(session_state::router().with_state(sessions.clone()));
         app = app.nest(
             &config.compat.session_state.prefix,
             guard(RouteSet::Compat, compat),
         );
     }
     if config.compat.state.enabled {
-        let compat = state::router().with_state(sessions);
+        let compat = mark(state::router().with_state(sessions));
         app = app.nest(&config.compat.state.prefix, guard(RouteSet::Compat, compat));
     }
     let ops = Router::new()
