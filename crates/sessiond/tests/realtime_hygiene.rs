@@ -201,3 +201,62 @@ async fn a_dead_webhook_does_not_delay_the_presence_stream() {
         started.elapsed()
     );
 }
+
+/// A webhook endpoint answering 500 with an endless body to its first call, then 200.
+async fn endless_webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (tx, calls) = (tx.clone(), calls.clone());
+            async move {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                let status = if first { 500 } else { 200 };
+                let _ = tx.send(status);
+                let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+                let body = match first {
+                    true => axum::body::Body::from_stream(futures_util::stream::repeat_with(
+                        move || Ok::<_, std::io::Error>(chunk.clone()),
+                    )),
+                    false => axum::body::Body::empty(),
+                };
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answer_is_read_with_a_cap_not_to_its_end() {
+    let (url, mut calls) = endless_webhook().await;
+    let s = TestServer::start(EngineKind::Memory, move |c| {
+        c.realtime.events.debounce_ms = 50;
+        c.realtime.events.webhook_url = url;
+        c.realtime.events.webhook_keys = vec!["webhook-key-of-at-least-32-bytes!!".into()];
+        c.realtime.events.webhook_timeout_ms = 30_000;
+        c.realtime.events.webhook_backoff_ms = 10;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let _ws = v1(&s, "alice").await;
+    // The first answer is an endless 500: the sink reads 64 KiB of it, gives up on that
+    // attempt and retries at once instead of reading (or waiting 30 s) to its end.
+    for expected in [500, 200] {
+        let status = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+            .await
+            .expect("webhook call")
+            .unwrap();
+        assert_eq!(status, expected);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
