@@ -25,13 +25,27 @@ use sessiond_http::origin::check_cookie_origin;
 use sessiond_http::{ApiError, ApiKeys};
 
 /// A user proven by a session token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionUser {
     /// The session's owner.
     pub user_id: String,
     /// The `/v1/sessions` id that proved it (sockets close when it is revoked); `None` for a
     /// browser identified by the middleware's cookie.
     pub session_id: Option<String>,
+    /// The session's deadlines when it was checked (its sockets close when it ends).
+    pub deadlines: Option<SessionDeadlines>,
+    /// The session was created on an open route without a service credential: it names a
+    /// user but proves nothing, so it is refused (403).
+    pub open_route: bool,
+}
+
+/// A session's two deadlines (unix ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionDeadlines {
+    /// The sliding idle deadline.
+    pub idle: sessiond_store::Millis,
+    /// The fixed absolute deadline.
+    pub absolute: sessiond_store::Millis,
 }
 
 /// User ids of browsers identified by the middleware's cookie: `client:<cID>`.
@@ -45,6 +59,10 @@ pub trait SessionAuthority: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String>;
     /// Revokes every session of `user_id` (logout on all devices); returns how many.
     async fn revoke_user(&self, user_id: &str) -> Result<usize, String>;
+    /// The deadlines of a live session, **without** sliding them (a watcher must not keep a
+    /// session alive); `Ok(None)` when it is gone or expired.
+    async fn session_deadlines(&self, session_id: &str)
+        -> Result<Option<SessionDeadlines>, String>;
     /// The client id (cID) the session middleware's signed cookie in `cookie_header` proves,
     /// or `None` (no middleware, no cookie, or not validly signed).
     async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {
@@ -180,7 +198,7 @@ pub async fn identify(
                     cookie_origin(headers, accept)?;
                     return Ok(Caller::User(SessionUser {
                         user_id: format!("{CLIENT_USER_PREFIX}{cid}"),
-                        session_id: None,
+                        ..SessionUser::default()
                     }));
                 }
             }
@@ -203,6 +221,13 @@ pub async fn identify(
             "forbidden",
             "user ids starting with `client:` are reserved for browsers identified by the \
              session middleware's cookie",
+        )),
+        Ok(Some(user)) if user.open_route => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this session was created on an open route without a service credential, so it \
+             does not prove who its user is; create sessions that authenticate users with a \
+             service API key",
         )),
         Ok(Some(user)) => Ok(Caller::User(user)),
         Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
@@ -275,6 +300,7 @@ mod tests {
         let user = Caller::User(SessionUser {
             user_id: "alice".into(),
             session_id: Some("s".into()),
+            ..SessionUser::default()
         });
         assert_eq!(acting_user(&user, None).expect("self"), "alice");
         assert_eq!(acting_user(&user, Some("alice")).expect("self"), "alice");

@@ -11,6 +11,7 @@
 //! - [`auth`]: who a request acts for ([`SessionAuthority`], service keys, 401/403 rules).
 //! - [`hub`]: the per-user object and the rules every entry point goes through.
 //! - [`conn`]: socket handles and the per-user registry of open sockets.
+//! - [`ending`]: closing the sockets of sessions that end (revoke, logout, eviction, expiry).
 //! - [`socket`]: the task owning one WebSocket (limits, ping/liveness).
 //! - [`upgrade`]: the HTTP accept step shared by the protocols.
 //! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod ending;
 pub mod events;
 pub mod grants;
 pub mod hub;
@@ -44,8 +46,9 @@ pub mod webhook;
 
 use axum::Router;
 
-pub use auth::{SessionAuthority, SessionUser};
+pub use auth::{SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
+pub use ending::{EndReason, SessionEnded};
 pub use events::{EventSink, UserEvent};
 pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
 pub use state::{Presence, UserState};

@@ -90,9 +90,19 @@ pub fn router(
             config.middleware.analytics.stream.clone(),
         ]);
 
+    // Sessions remember whether their create carried a service credential (an open route's
+    // do not prove who their user is): the server decides that, per request.
+    let origin = sessiond_sessions::routes::OriginCheck {
+        keys: keys.clone(),
+        open_mode: keys.is_open(),
+    };
+    let mark = |router: Router| {
+        use sessiond_sessions::routes::mark_origin;
+        router.layer(from_fn_with_state(origin.clone(), mark_origin))
+    };
     let native = json_only(
         JsonMedia::Strict,
-        native::router().with_state(sessions.clone()),
+        mark(native::router().with_state(sessions.clone())),
     );
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
@@ -124,14 +134,17 @@ pub fn router(
         app = app.merge(realtime.route_layer(from_fn(json_by_path)));
     }
     if config.compat.session_state.enabled {
-        let compat = session_state::router().with_state(sessions.clone());
+        let compat = mark(session_state::router().with_state(sessions.clone()));
         app = app.nest(
             &config.compat.session_state.prefix,
             guard(RouteSet::Compat, json_only(JsonMedia::Compat, compat)),
         );
     }
     if config.compat.state.enabled {
-        let compat = json_only(JsonMedia::Compat, state::router().with_state(sessions));
+        let compat = json_only(
+            JsonMedia::Compat,
+            mark(state::router().with_state(sessions)),
+        );
         app = app.nest(&config.compat.state.prefix, guard(RouteSet::Compat, compat));
     }
     let ops = Router::new()
