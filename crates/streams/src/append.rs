@@ -48,7 +48,7 @@ impl Payload {
     /// The chunks to store from offset `start`, and the offset after them: a JSON body's
     /// messages packed (see `json.rs`), any other body as one chunk, pre-serialized values
     /// validated and packed.
-    fn into_chunks(
+    async fn into_chunks(
         self,
         json: bool,
         limits: &crate::json::Limits,
@@ -57,7 +57,7 @@ impl Payload {
         match self {
             Payload::Body(b) if b.is_empty() => Ok((Vec::new(), start)),
             Payload::Body(b) if json => {
-                let spans = limits.split(&b, false)?;
+                let spans = limits.split_async(&b, false).await?;
                 Ok(crate::json::pack(spans.iter().map(|r| &b[r.clone()]), start))
             }
             Payload::Body(b) => {
@@ -193,7 +193,9 @@ async fn append_payload(
     }
     let body_len = body.len();
     let limits = crate::json::Limits::of(&streams.config);
-    let (chunks, pos) = body.into_chunks(info.is_json(), &limits, current.tail)?;
+    let (chunks, pos) = body
+        .into_chunks(info.is_json(), &limits, current.tail)
+        .await?;
     if close {
         info.closed = true;
         info.closed_by = producer.clone();

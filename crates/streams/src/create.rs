@@ -76,7 +76,7 @@ pub async fn create(
     let limits = crate::json::Limits::of(&streams.config);
     // Validate the body before a fork takes a reference on its source.
     let mut spans = if json_type {
-        limits.split(&body, true)?
+        limits.split_async(&body, true).await?
     } else {
         Vec::new()
     };
@@ -94,7 +94,7 @@ pub async fn create(
     };
     let is_json = media_type(&base.content_type) == "application/json";
     if is_json && !json_type {
-        spans = match limits.split(&body, true) {
+        spans = match limits.split_async(&body, true).await {
             Ok(v) => v,
             Err(e) => return Err(release_on_error(streams, &fork_request, e).await),
         };

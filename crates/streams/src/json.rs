@@ -171,6 +171,27 @@ impl Limits {
     }
 }
 
+/// Bodies larger than this are validated on the blocking pool, so a large append does not
+/// hold a runtime worker (and the requests queued behind it) for the length of its parse.
+const BLOCKING_ABOVE: usize = 256 * 1024;
+
+impl Limits {
+    /// [`split`](Self::split) off the runtime's workers for a large body.
+    pub async fn split_async(
+        &self,
+        body: &axum::body::Bytes,
+        allow_empty: bool,
+    ) -> StreamResult<Vec<Range<usize>>> {
+        if body.len() <= BLOCKING_ABOVE {
+            return self.split(body, allow_empty);
+        }
+        let (limits, body) = (*self, body.clone());
+        tokio::task::spawn_blocking(move || limits.split(&body, allow_empty))
+            .await
+            .map_err(|_| StreamError::busy("JSON validation was interrupted; retry"))?
+    }
+}
+
 fn too_large(message: String) -> StreamError {
     StreamError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
 }
