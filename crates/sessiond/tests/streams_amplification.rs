@@ -13,7 +13,7 @@
 //! `max_append_bytes` = 4 MiB, `max_messages_per_append` = 25,000, 1 MiB pages), keeping every
 //! ratio (overhead per message, messages per byte, page per append). The full defaults (16 MiB,
 //! 100,000 messages, 4 MiB pages) are measured with the release build:
-//! `SESSIOND_TEST_BIN=target/release/sessiond AMPLIFICATION_MIB=16 cargo test -p sessiond
+//! `TEST_SESSIOND_BIN=target/release/sessiond AMPLIFICATION_MIB=16 cargo test -p sessiond
 //! --test streams_amplification -- --nocapture` (figures in docs/benchmarks.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -16,10 +16,10 @@ pub struct Binary {
 
 impl Binary {
     /// Starts the binary on SQLite in `data_dir` with extra environment (config overrides such
-    /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens. `SESSIOND_TEST_BIN`
+    /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens. `TEST_SESSIOND_BIN`
     /// names another build to run (e.g. `target/release/sessiond` for full-size measurements).
     pub fn spawn(data_dir: &Path, env: &[(&str, String)]) -> Binary {
-        let bin = std::env::var("SESSIOND_TEST_BIN")
+        let bin = std::env::var("TEST_SESSIOND_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sessiond").to_string());
         let mut command = Command::new(bin);
         command
