@@ -6,8 +6,9 @@
 //!
 //! - `append`: C writers append fixed-size `application/octet-stream` bodies over N streams
 //!   (writer w's k-th append goes to stream (w + k·C) mod N) for D seconds → appends/s, p50/p99.
-//!   With `--json 1` the streams are `application/json` and each body is one JSON object of the
-//!   same size (nested values, a big integer, an exponent, escapes: what a server must validate).
+//!   With `--json M` the streams are `application/json` and each body is M JSON objects of that
+//!   size (nested values, a big integer, an exponent, escapes: what a server must validate), a
+//!   bare object for M = 1, an array (a batch of M messages) otherwise.
 //! - `catchup`: fills one stream to a size, then reads it from offset `-1` page by page following
 //!   `Stream-Next-Offset` until `Stream-Up-To-Date`, repeated for D seconds → MB/s, page p50/p99.
 //! - `sse`: K `live=sse` subscribers on one `text/plain` stream while one closed-loop writer
@@ -35,7 +36,7 @@ type Res<T> = Result<T, String>;
 fn usage() -> &'static str {
     "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT [options]
   common:  --base /v1/stream  --duration SECS (5)  --prefix NAME (bench)
-  append:  --writers C (1) --streams N (1) --body BYTES (256) --json 0|1 (0)
+  append:  --writers C (1) --streams N (1) --body BYTES (256) --json M (0: octet-stream)
   catchup: --mb MEGABYTES (200) --chunk BYTES (65536) --fill-writers W (4)
   sse:     --subscribers K (1000) --body BYTES (256) --pid SERVER_PID --drain-timeout SECS (20)"
 }
@@ -313,7 +314,8 @@ async fn run_append(a: &Args) -> Res<()> {
     let secs: f64 = a.num("duration", 5.0)?;
     let body_len: usize = a.num("body", 256)?;
     let create = a.str("create", "1") == "1";
-    let json = a.str("json", "0") == "1";
+    let json_messages: usize = a.num("json", 0)?;
+    let json = json_messages > 0;
     let content_type = if json {
         "application/json"
     } else {
@@ -329,8 +331,12 @@ async fn run_append(a: &Args) -> Res<()> {
         );
     }
     let paths: Arc<Vec<String>> = Arc::new(names.iter().map(|n| stream_path(&base, n)).collect());
-    let body = if json {
+    let body = if json_messages == 1 {
         json_body(body_len)
+    } else if json {
+        let one = json_body(body_len);
+        let one = std::str::from_utf8(&one).map_err(|e| e.to_string())?;
+        Bytes::from(format!("[{}]", vec![one; json_messages].join(",")))
     } else {
         Bytes::from(vec![b'x'; body_len])
     };

@@ -266,7 +266,13 @@ mod tests {
         assert_eq!(&file[..8], MAGIC);
         let index = open(&file).unwrap();
         assert_eq!((index.start, index.end), (100, 108));
-        for (from, max, want) in [(100, 1, 0..1), (103, 4, 0..1), (104, 4, 1..3), (100, 99, 0..3), (108, 9, 3..3)] {
+        for (from, max, want) in [
+            (100, 1, 0..1),
+            (103, 4, 0..1),
+            (104, 4, 1..3),
+            (100, 99, 0..3),
+            (108, 9, 3..3),
+        ] {
             let frames = index.covering(from, max);
             assert_eq!(frames, want, "from {from} max {max}");
             let r = index.file_range(frames.clone());
@@ -286,14 +292,19 @@ mod tests {
             let ok = open(&bad).and_then(|index| {
                 let all = 0..2;
                 let r = index.file_range(all.clone());
-                index.frames(all, &Bytes::copy_from_slice(&bad[r.start as usize..r.end as usize]))
+                index.frames(
+                    all,
+                    &Bytes::copy_from_slice(&bad[r.start as usize..r.end as usize]),
+                )
             });
             // The leading magic is not read by a ranged reader; everything else is checked.
             assert!(ok.is_err() || i < 8, "flipped byte {i} accepted");
         }
-        assert!(Footer::parse(&file[..file.len() - 1], file.len() as u64 - 1)
-            .unwrap()
-            .is_none());
+        assert!(
+            Footer::parse(&file[..file.len() - 1], file.len() as u64 - 1)
+                .unwrap()
+                .is_none()
+        );
         assert!(encode(&[chunk(0, b"a"), chunk(2, b"b")]).is_err(), "gap");
     }
 }

@@ -165,7 +165,11 @@ impl ColdTier {
                     let to = (range.end - fetched_from) as usize;
                     footer.index(&tail[at..to])?
                 } else {
-                    let bytes = self.objects.get_range(&location, range).await.map_err(failed)?;
+                    let bytes = self
+                        .objects
+                        .get_range(&location, range)
+                        .await
+                        .map_err(failed)?;
                     footer.index(&bytes)?
                 };
                 let memory = index.memory();
@@ -175,7 +179,13 @@ impl ColdTier {
                 let bytes = if tail.len() as u64 == size {
                     tail
                 } else {
-                    self.objects.get(&location).await.map_err(failed)?.bytes().await.map_err(failed)?
+                    self.objects
+                        .get(&location)
+                        .await
+                        .map_err(failed)?
+                        .bytes()
+                        .await
+                        .map_err(failed)?
                 };
                 let size = bytes.len();
                 (Loaded::Whole(Arc::new(format::decode(bytes)?)), size)

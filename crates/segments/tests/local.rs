@@ -73,7 +73,9 @@ async fn round_trip_on_memory_and_orphans_and_damage() {
     std::fs::write(&file, bytes).unwrap();
     let err = tier.read(&store, "m", 0, 100).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-    let fresh = ColdTier::local(dir.path()).unwrap().with_read_cache_bytes(0);
+    let fresh = ColdTier::local(dir.path())
+        .unwrap()
+        .with_read_cache_bytes(0);
     let err = fresh.read(&store, "m", 0, 100).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     // Frames elsewhere in the segment are still served (each has its own checksum).
@@ -198,7 +200,11 @@ async fn format_1_segments_stay_readable() {
     let (old, _) = all.split_at(cut);
     let key = "streams/old/legacy.seg";
     std::fs::create_dir_all(dir.path().join("streams/old")).unwrap();
-    std::fs::write(dir.path().join(key), sessiond_segments::format::encode(old).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join(key),
+        sessiond_segments::format::encode(old).unwrap(),
+    )
+    .unwrap();
     let segment = sessiond_store::SegmentRef {
         start: 0,
         end: old.last().unwrap().end(),
@@ -218,6 +224,15 @@ async fn format_1_segments_stay_readable() {
     for max in [1, 700, 4096] {
         assert_eq!(common::read_all(&tier, &store, "old", 0, max).await, all);
     }
-    let uncached = ColdTier::local(dir.path()).unwrap().with_read_cache_bytes(0);
-    assert_eq!(common::read_all(&uncached, &store, "old", 5, 3000).await, all[0..].iter().skip_while(|c| c.end() <= 5).cloned().collect::<Vec<_>>());
+    let uncached = ColdTier::local(dir.path())
+        .unwrap()
+        .with_read_cache_bytes(0);
+    assert_eq!(
+        common::read_all(&uncached, &store, "old", 5, 3000).await,
+        all[0..]
+            .iter()
+            .skip_while(|c| c.end() <= 5)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
 }

@@ -40,7 +40,10 @@ fn limits_env() -> Vec<(&'static str, String)> {
     let (bytes, messages, page) = scale();
     vec![
         ("SESSIOND_STREAMS__MAX_APPEND_BYTES", bytes.to_string()),
-        ("SESSIOND_STREAMS__MAX_MESSAGES_PER_APPEND", messages.to_string()),
+        (
+            "SESSIOND_STREAMS__MAX_MESSAGES_PER_APPEND",
+            messages.to_string(),
+        ),
         ("SESSIOND_STREAMS__MAX_READ_CHUNK_BYTES", page.to_string()),
     ]
 }
@@ -86,7 +89,10 @@ async fn readers(base: &str) {
                 let res = http.get(format!("{url}?offset={at}")).send().await.unwrap();
                 assert_eq!(res.status(), 200);
                 let done = res.headers().contains_key("stream-up-to-date");
-                at = res.headers()["stream-next-offset"].to_str().unwrap().to_owned();
+                at = res.headers()["stream-next-offset"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
                 let body = res.bytes().await.unwrap();
                 assert!(body.len() as u64 <= scale().2 + 200, "pages stay bounded");
                 if body.len() > 2 {
@@ -166,7 +172,10 @@ async fn the_largest_json_append_is_bounded_in_memory_stall_and_storage() {
         "peak RSS grew {} B for a {size} B append",
         peak - idle_rss
     );
-    assert!(worst < Duration::from_millis(200), "a session create waited {worst:?}");
+    assert!(
+        worst < Duration::from_millis(200),
+        "a session create waited {worst:?}"
+    );
 
     readers(&server.base).await;
     let peak = server.status_kib("VmHWM") * 1024;
@@ -183,8 +192,14 @@ async fn the_largest_json_append_is_bounded_in_memory_stall_and_storage() {
     fast.extend([
         ("SESSIOND_STREAMS__COLD__INTERVAL_S", "1".to_string()),
         ("SESSIOND_STREAMS__COLD__MAX_AGE_S", "0".to_string()),
-        ("SESSIOND_STREAMS__COLD__MIN_SEGMENT_BYTES", (scale().0 / 4).to_string()),
-        ("SESSIOND_STREAMS__COLD__MAX_SEGMENT_BYTES", (scale().0 / 2).to_string()),
+        (
+            "SESSIOND_STREAMS__COLD__MIN_SEGMENT_BYTES",
+            (scale().0 / 4).to_string(),
+        ),
+        (
+            "SESSIOND_STREAMS__COLD__MAX_SEGMENT_BYTES",
+            (scale().0 / 2).to_string(),
+        ),
     ]);
     let server = Binary::spawn(dir.path(), &fast);
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -139,7 +139,10 @@ async fn catch_up(http: &reqwest::Client, url: &str, expected: &[String]) -> Vec
         let res = http.get(format!("{url}?offset={at}")).send().await.unwrap();
         assert_eq!(res.status(), 200);
         let done = res.headers().contains_key("stream-up-to-date");
-        let next = res.headers()["stream-next-offset"].to_str().unwrap().to_owned();
+        let next = res.headers()["stream-next-offset"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body = res.text().await.unwrap();
         if i == expected.len() {
             assert_eq!(body, "[]");
@@ -223,7 +226,10 @@ async fn verify(http: &reqwest::Client, url: &str, expected: &[String]) {
 /// A long-poll waiting at the tail receives a new message exactly.
 async fn long_poll_wakes_exact(http: &reqwest::Client, url: &str) {
     let head = http.head(url).send().await.unwrap();
-    let tail = head.headers()["stream-next-offset"].to_str().unwrap().to_owned();
+    let tail = head.headers()["stream-next-offset"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let waiting = tokio::spawn({
         let (http, url) = (http.clone(), url.to_owned());
         async move {
@@ -319,7 +325,13 @@ async fn exact_bytes_on_the_memory_engine_and_forks_count_messages() {
 
     // A fork's sub-offset counts messages inside one stored append.
     let src = s.url("/v1/stream/fork-src");
-    let res = s.http.put(&src).header("content-type", CT).send().await.unwrap();
+    let res = s
+        .http
+        .put(&src)
+        .header("content-type", CT)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let res = s
         .http
@@ -391,7 +403,13 @@ async fn invalid_json_depth_count_and_overhead_limits() {
         })
         .await;
         let url = s.url("/v1/stream/limits");
-        let res = s.http.put(&url).header("content-type", CT).send().await.unwrap();
+        let res = s
+            .http
+            .put(&url)
+            .header("content-type", CT)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 201);
 
         let (status, body) = post(&s, &url, "[1,\n {\"a\": tru}]".into()).await;
@@ -411,12 +429,18 @@ async fn invalid_json_depth_count_and_overhead_limits() {
         assert!(body.contains("max_messages_per_append"), "{body}");
         let long = format!("\"{}\"", "x".repeat(108));
         let (status, body) = post(&s, &url, format!("[{}]", vec![long; 50].join(","))).await;
-        assert_eq!(status, 413, "5,551 bytes + 50 x 100 bytes of overhead > 10,000");
+        assert_eq!(
+            status, 413,
+            "5,551 bytes + 50 x 100 bytes of overhead > 10,000"
+        );
         assert!(body.contains("max_append_bytes"), "{body}");
         // Nothing of a refused request was stored.
         let res = s.http.get(format!("{url}?offset=-1")).send().await.unwrap();
         let all = res.text().await.unwrap();
-        assert_eq!(all, format!("[{},{}]", nested(128), vec!["0"; 50].join(",")));
+        assert_eq!(
+            all,
+            format!("[{},{}]", nested(128), vec!["0"; 50].join(","))
+        );
         s.stop().await;
     }
 
@@ -424,7 +448,14 @@ async fn invalid_json_depth_count_and_overhead_limits() {
     let s = TestServer::start(EngineKind::Memory, |c| c.streams.max_json_depth = 20_000).await;
     let url = s.url("/v1/stream/deep");
     let deep = nested(20_000);
-    let res = s.http.put(&url).header("content-type", CT).body(format!("[{deep}]")).send().await.unwrap();
+    let res = s
+        .http
+        .put(&url)
+        .header("content-type", CT)
+        .body(format!("[{deep}]"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let (status, _) = post(&s, &url, format!("[{}]", nested(20_001))).await;
     assert_eq!(status, 400);

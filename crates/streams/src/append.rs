@@ -58,7 +58,10 @@ impl Payload {
             Payload::Body(b) if b.is_empty() => Ok((Vec::new(), start)),
             Payload::Body(b) if json => {
                 let spans = limits.split_async(&b, false).await?;
-                Ok(crate::json::pack(spans.iter().map(|r| &b[r.clone()]), start))
+                Ok(crate::json::pack(
+                    spans.iter().map(|r| &b[r.clone()]),
+                    start,
+                ))
             }
             Payload::Body(b) => {
                 let chunk = StreamChunk {

@@ -330,9 +330,7 @@ impl Parser<'_> {
                 b'\\' => {
                     self.i += 1;
                     match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.i += 1
-                        }
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
                         Some(b'u') => {
                             self.i += 1;
                             for _ in 0..4 {
@@ -401,7 +399,10 @@ impl Parser<'_> {
 
 /// Packs messages into chunks of about [`CHUNK_TARGET`] bytes (messages joined by `,`), the
 /// first at offset `start`. Returns the chunks and the offset after the last.
-pub fn pack<'a>(messages: impl ExactSizeIterator<Item = &'a [u8]> + Clone, start: u64) -> (Vec<StreamChunk>, u64) {
+pub fn pack<'a>(
+    messages: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+    start: u64,
+) -> (Vec<StreamChunk>, u64) {
     let mut left: usize = messages.clone().map(|m| m.len() + 1).sum();
     let mut chunks = Vec::new();
     let mut pos = start;

@@ -17,12 +17,18 @@ fn messages(body: &str) -> Option<Vec<&str>> {
 fn keeps_each_message_byte_for_byte() {
     assert_eq!(messages("[[1,2],[3,4]]"), Some(vec!["[1,2]", "[3,4]"]));
     assert_eq!(messages("[[[1,2,3]]]"), Some(vec!["[[1,2,3]]"]));
-    assert_eq!(messages(" {\"b\": 1, \"a\" :2} \n"), Some(vec!["{\"b\": 1, \"a\" :2}"]));
+    assert_eq!(
+        messages(" {\"b\": 1, \"a\" :2} \n"),
+        Some(vec!["{\"b\": 1, \"a\" :2}"])
+    );
     assert_eq!(
         messages("[ 1e2 , -0,\r\n\"\\u0000\\ud83d\\ude00\" ]"),
         Some(vec!["1e2", "-0", "\"\\u0000\\ud83d\\ude00\""])
     );
-    assert_eq!(messages("[{\"a\":1,\"a\":2}]"), Some(vec!["{\"a\":1,\"a\":2}"]));
+    assert_eq!(
+        messages("[{\"a\":1,\"a\":2}]"),
+        Some(vec!["{\"a\":1,\"a\":2}"])
+    );
     assert!(messages("[]").is_none());
     assert_eq!(LIMITS.split(b" [ ] ", true).unwrap(), vec![]);
     assert_eq!(LIMITS.split(b"  ", true).unwrap(), vec![]);
@@ -33,11 +39,53 @@ fn keeps_each_message_byte_for_byte() {
 #[test]
 fn agrees_with_serde_json() {
     let corpus = [
-        "1", "-0", "-", "01", "1.", "1.e3", ".5", "1e", "1e+", "1E-7", "2.5e+300", "123456789012345678901234567890",
-        "true", "tru", "nul", "null ", " false", "\"\"", "\"a", "\"\\x\"", "\"\\u12\"", "\"\\u12G4\"",
-        "\"\\ud800\"", "\"tab\there\"", "\"é✓😀\"", "{}", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{1:2}",
-        "[1,]", "[,1]", "[1 2]", "[[]]", "[{}]", "{\"a\":[1,{\"b\":null}]}", "[1]]", "{}}", "1 2", "[1] x",
-        "{\"a\":1 \"b\":2}", "[\"\\\"\",\"\\\\\"]", "[ ]", "[\n1\n,\n2\n]", "\u{feff}1", "[1,2,3]garbage",
+        "1",
+        "-0",
+        "-",
+        "01",
+        "1.",
+        "1.e3",
+        ".5",
+        "1e",
+        "1e+",
+        "1E-7",
+        "2.5e+300",
+        "123456789012345678901234567890",
+        "true",
+        "tru",
+        "nul",
+        "null ",
+        " false",
+        "\"\"",
+        "\"a",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"\\ud800\"",
+        "\"tab\there\"",
+        "\"é✓😀\"",
+        "{}",
+        "{",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{1:2}",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[[]]",
+        "[{}]",
+        "{\"a\":[1,{\"b\":null}]}",
+        "[1]]",
+        "{}}",
+        "1 2",
+        "[1] x",
+        "{\"a\":1 \"b\":2}",
+        "[\"\\\"\",\"\\\\\"]",
+        "[ ]",
+        "[\n1\n,\n2\n]",
+        "\u{feff}1",
+        "[1,2,3]garbage",
     ];
     for case in corpus {
         let ours = LIMITS.split(case.as_bytes(), true).is_ok();
@@ -47,8 +95,15 @@ fn agrees_with_serde_json() {
         assert_eq!(ours, theirs, "{case:?}");
     }
     let err = LIMITS.split(b"{\n  \"a\": tru\n}", false).err().unwrap();
-    assert!(err.api.message.contains("line 2 column 8"), "{}", err.api.message);
-    assert!(LIMITS.split(&[b'"', 0xff, b'"'], false).is_err(), "not UTF-8");
+    assert!(
+        err.api.message.contains("line 2 column 8"),
+        "{}",
+        err.api.message
+    );
+    assert!(
+        LIMITS.split(&[b'"', 0xff, b'"'], false).is_err(),
+        "not UTF-8"
+    );
 }
 
 #[test]
@@ -58,17 +113,27 @@ fn depth_is_counted_per_message_and_any_limit_is_safe() {
         max_depth: 3,
         ..LIMITS
     };
-    assert!(three.split(nested(3).as_bytes(), false).is_ok(), "the batch array is free");
+    assert!(
+        three.split(nested(3).as_bytes(), false).is_ok(),
+        "the batch array is free"
+    );
     assert!(three.split(nested(4).as_bytes(), false).is_ok());
     let err = three.split(nested(5).as_bytes(), false).err().unwrap();
-    assert!(err.api.message.contains("max_json_depth"), "{}", err.api.message);
+    assert!(
+        err.api.message.contains("max_json_depth"),
+        "{}",
+        err.api.message
+    );
     assert!(three.split(b"{\"a\":{\"b\":{\"c\":1}}}", false).is_ok());
     assert!(three.split(b"{\"a\":{\"b\":{\"c\":[]}}}", false).is_err());
     let deep = Limits {
         max_depth: 1_000_000,
         ..LIMITS
     };
-    assert!(deep.split(nested(200_000).as_bytes(), false).is_ok(), "no recursion");
+    assert!(
+        deep.split(nested(200_000).as_bytes(), false).is_ok(),
+        "no recursion"
+    );
 }
 
 #[test]
@@ -83,8 +148,14 @@ fn counts_and_overhead_are_413() {
     let err = limits.split(b"[1,2,3,4]", false).err().unwrap();
     assert_eq!(err.api.status, StatusCode::PAYLOAD_TOO_LARGE);
     let err = limits.split(b"[11111111111,2,3]", false).err().unwrap();
-    assert_eq!(err.api.status, StatusCode::PAYLOAD_TOO_LARGE, "17 + 3 x 10 > 40");
-    assert!(limits.check_values(&[b"1".to_vec(), b"{}".to_vec()]).is_ok());
+    assert_eq!(
+        err.api.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "17 + 3 x 10 > 40"
+    );
+    assert!(limits
+        .check_values(&[b"1".to_vec(), b"{}".to_vec()])
+        .is_ok());
     assert!(limits.check_values(&[b"1 2".to_vec()]).is_err());
     assert!(limits.check_values(&[b" 1".to_vec()]).is_err());
 }

@@ -125,7 +125,11 @@ impl Streams {
                         continue;
                     }
                     if snap.json {
-                        let room = if pieces.is_empty() { usize::MAX } else { budget };
+                        let room = if pieces.is_empty() {
+                            usize::MAX
+                        } else {
+                            budget
+                        };
                         let left = max_messages - messages;
                         match take_messages(&c, pos, end, room, left) {
                             Take::Nothing => pos = c.end().min(end),
@@ -217,7 +221,11 @@ fn take_messages(c: &SharedChunk, from: u64, until: u64, room: usize, max_count:
         (stop, at, count) = (end, next, count + 1);
     }
     if count == 0 {
-        return if start < hi { Take::Full } else { Take::Nothing };
+        return if start < hi {
+            Take::Full
+        } else {
+            Take::Nothing
+        };
     }
     Take::Some {
         piece: c.data.slice(start..stop),
