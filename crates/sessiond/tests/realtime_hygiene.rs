@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sessiond::config::EngineKind;
 use sessiond_realtime::grants::{sign, GrantClaims};
 
+const SERVICE: &str = "service-key-0123456789";
 const GRANT_KEY: &str = "grant-key-of-at-least-thirty-two-bytes";
 
 async fn v1(s: &TestServer, user: &str) -> Ws {
@@ -177,21 +178,27 @@ async fn a_dead_webhook_does_not_delay_the_presence_stream() {
         c.realtime.events.webhook_url = url;
         c.realtime.events.webhook_keys = vec!["webhook-key-of-at-least-32-bytes!!".into()];
         c.realtime.events.webhook_timeout_ms = 60_000;
+        // The presence stream is server-owned: only a service key reads it.
+        c.api_keys = vec![SERVICE.into()];
     })
     .await;
-    let ws = v1(&s, "alice").await;
+    let token = session(&s, "alice", Some(SERVICE)).await;
+    let mut ws = connect(&s, &format!("/v1/realtime?token={token}"), &[])
+        .await
+        .open();
+    ws.expect("connected").await;
     let started = std::time::Instant::now();
     // Online, then (after the debounce) offline: both reach the stream at once although the
     // webhook holds its first delivery for a minute.
     let stream = "/v1/stream/__system/realtime/presence?offset=-1";
     eventually("alice's online event is in the stream", || async {
-        let text = s.get(stream).send().await.unwrap().text().await.unwrap();
+        let text = s.get(stream).bearer_auth(SERVICE).send().await.unwrap().text().await.unwrap();
         text.contains("user.online")
     })
     .await;
     ws.close().await;
     eventually("alice's offline event is in the stream", || async {
-        let text = s.get(stream).send().await.unwrap().text().await.unwrap();
+        let text = s.get(stream).bearer_auth(SERVICE).send().await.unwrap().text().await.unwrap();
         text.contains("user.offline")
     })
     .await;

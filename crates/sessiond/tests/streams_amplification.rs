@@ -18,12 +18,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+// The real-binary spawner needs CARGO_BIN_EXE_sessiond, which only this crate's tests have
+// (common/ is also compiled into other crates' tests), so it is included here, not in common.
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::binary::{dir_bytes, Binary};
+use binary::{dir_bytes, Binary};
 
 const MIB: u64 = 1 << 20;
 

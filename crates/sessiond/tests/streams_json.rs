@@ -6,10 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+// The real-binary spawner needs CARGO_BIN_EXE_sessiond, which only this crate's tests have
+// (common/ is also compiled into other crates' tests), so it is included here, not in common.
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::time::{Duration, Instant};
 
-use common::binary::Binary;
+use binary::Binary;
 use common::TestServer;
 use sessiond::config::EngineKind;
 use sessiond_streams::offset;

@@ -1,5 +1,6 @@
 //! The real `sessiond` binary as a child process (SQLite, a given data dir, a free port), for
 //! tests that restart it, kill it, or measure it from `/proc`.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

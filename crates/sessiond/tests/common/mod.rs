@@ -4,8 +4,6 @@
 //! and Redis (a private `redis-server` this harness starts; `./scripts/test` installs it).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod binary;
-
 use std::net::SocketAddr;
 
 use sessiond::config::{Config, EngineKind};
