@@ -27,9 +27,9 @@ pub mod testsuite;
 
 use std::sync::Arc;
 
-pub use cache::{CacheEntry, CachePut, CacheStore};
+pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
-pub use sessions::{Cas, SessionRecord, SessionStore};
+pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
     StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, WakeSink,
