@@ -195,6 +195,8 @@ async fn listing_pages_filters_and_scopes() {
         assert_eq!(one["streams"][0]["tail_offset"], offset::format(7));
         assert_eq!(one["streams"][0]["bytes"], 7);
         assert_eq!(one["next_cursor"], Value::Null);
+        let res = s.get("/v1/streams").bearer_auth(FULL).send().await.unwrap();
+        assert_eq!(res.headers()["cache-control"], "no-store");
 
         // Prefix filters are plain string prefixes for the full key.
         let (b, _) = list_all(&s, FULL, "tenant-b/", 2).await;
@@ -293,4 +295,31 @@ async fn open_streams_list_everything_but_server_owned() {
     );
     let (all, _) = list_all(&s, FULL, "", 10).await;
     assert!(paths(&all).contains(&METRICS.to_owned()));
+}
+
+#[tokio::test]
+async fn skipped_names_bound_the_work_of_a_page() {
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        configure(c);
+        c.streams.sweep_interval_s = 3600;
+    })
+    .await;
+    // More expired names than one page may examine (limit + max_list_limit = 1 + 50).
+    for i in 0..60 {
+        put(&s, &format!("old/e{i:02}"), "", &[("stream-ttl", "1")]).await;
+    }
+    put(&s, "old/live", "", &[]).await;
+    until("the TTLs to pass", || async {
+        let (all, _) = list_all(&s, FULL, "old/", 50).await;
+        paths(&all) == ["old/live"]
+    })
+    .await;
+    let (status, first) = page(&s, Some(FULL), "prefix=old%2F&limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["streams"], json!([]), "{first}");
+    let cursor = first["next_cursor"].as_str().expect("more to examine");
+    let query = format!("prefix=old%2F&limit=1&cursor={cursor}");
+    let (_, second) = page(&s, Some(FULL), &query).await;
+    assert_eq!(paths(second["streams"].as_array().unwrap()), ["old/live"]);
+    assert_eq!(second["next_cursor"], Value::Null);
 }

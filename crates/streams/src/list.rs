@@ -68,8 +68,10 @@ pub async fn list(
         page(&streams, &access, &guard, query).await
     }
     .await;
+    // Changes with every create and depends on the credential: never cached.
+    let no_store = [("cache-control", "no-store")];
     result.map_or_else(IntoResponse::into_response, |page| {
-        Json(page).into_response()
+        (no_store, Json(page)).into_response()
     })
 }
 
