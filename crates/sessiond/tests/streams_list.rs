@@ -137,6 +137,9 @@ async fn listing_pages_filters_and_scopes() {
             .unwrap();
         assert_eq!(res.status(), 204);
         put(&s, "tenant-a/t-expiring", "", &[("stream-ttl", "1")]).await;
+        // A fork of s05 (5 bytes) at its tail, with 2 bytes of its own.
+        let fork_of = [("stream-forked-from", "tenant-a/s05")];
+        put(&s, "tenant-a/t-fork", "yy", &fork_of).await;
         until("the metrics stream", || async {
             let res = s.http.head(s.url(&format!("/v1/stream/{METRICS}")));
             res.bearer_auth(FULL).send().await.unwrap().status() == 200
@@ -155,6 +158,7 @@ async fn listing_pages_filters_and_scopes() {
             [
                 METRICS,
                 "tenant-a/t-closed",
+                "tenant-a/t-fork",
                 "tenant-a/t-ttl",
                 "tenant-ab/y",
                 "tenant-b/x",
@@ -181,6 +185,10 @@ async fn listing_pages_filters_and_scopes() {
             (&json!(true), &json!(5))
         );
         assert!(entry(&all, "tenant-a/t-ttl")["expires_at"].is_string());
+        let fork = entry(&all, "tenant-a/t-fork");
+        assert_eq!(fork["start_offset"], offset::format(5));
+        assert_eq!(fork["tail_offset"], offset::format(7));
+        assert_eq!(fork["bytes"], 2);
         // An append moves the listed tail.
         let res = s
             .post("/v1/stream/tenant-a/s03")
