@@ -110,7 +110,7 @@ fn entry<'a>(entries: &'a [Value], path: &str) -> &'a Value {
 
 #[tokio::test]
 async fn listing_pages_filters_and_scopes() {
-    for engine in [EngineKind::Memory, EngineKind::Sqlite] {
+    for engine in [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis] {
         let s = TestServer::start(engine, configure).await;
         let apps: Vec<String> = (0..7).map(|i| format!("tenant-a/s{i:02}")).collect();
         for (i, name) in apps.iter().enumerate() {
@@ -240,7 +240,7 @@ fn read_token() -> String {
 
 #[tokio::test]
 async fn listing_refuses_bad_requests_and_credentials() {
-    for engine in [EngineKind::Memory, EngineKind::Sqlite] {
+    for engine in [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis] {
         let s = TestServer::start(engine, configure).await;
         put(&s, "tenant-a/one", "", &[]).await;
         for query in [
