@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::realtime::{BusEvent, BusListener, BusMessage, HistoryLimits, History, RealtimeBus};
+use crate::realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 use crate::{Millis, Result};
 
 struct Log {
