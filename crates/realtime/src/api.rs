@@ -16,8 +16,9 @@ use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::now_ms;
 
 use crate::auth::{identify, require_service, Accept};
+use crate::bus::Action;
 use crate::grants::{self, GrantClaims};
-use crate::hub::{frame, Hub};
+use crate::hub::Hub;
 use crate::state::Grant;
 use crate::v1::channel_access;
 
@@ -89,8 +90,7 @@ async fn publish(
     service(&hub, &headers).await?;
     channel_access(&hub, "", true, &body.channel, None).await?;
     check_size(&hub, &body.data)?;
-    let channel = hub.channels().get_or_create(&body.channel);
-    let (offset, _) = channel.publish(&body.data, None, &hub.channels().retention);
+    let (offset, _) = hub.inner.publish(&body.channel, &body.data, None).await?;
     Ok(Json(json!({"channel": body.channel, "offset": offset})))
 }
 
@@ -242,11 +242,13 @@ async fn disconnect_user(
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
     let (code, reason) = DISCONNECTED_CLOSE;
-    let conns = hub.user_connections(&user);
-    for conn in &conns {
-        conn.close(code, reason);
-    }
-    Ok(Json(json!({"closed": conns.len()})))
+    let closed = hub.inner.act_everywhere(Action::Close {
+        user: user.clone(),
+        code,
+        reason: reason.to_string(),
+        sessions: None,
+    });
+    Ok(Json(json!({"closed": closed})))
 }
 
 async fn disconnect_one(
@@ -280,15 +282,15 @@ async fn send_to_user(
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
     check_size(&hub, &body.data)?;
-    let channel = hub.channels().get_or_create(&format!("user:{user}"));
-    let (offset, on_channel) = channel.publish(&body.data, None, &hub.channels().retention);
-    let raw = frame(&body.data);
-    let seed = hub
-        .user_connections(&user)
-        .iter()
-        .filter(|c| c.protocol == "seed")
-        .filter(|c| c.send(raw.clone()))
-        .count();
+    let (offset, on_channel) = hub
+        .inner
+        .publish(&format!("user:{user}"), &body.data, None)
+        .await?;
+    let seed = hub.inner.act_everywhere(Action::Frame {
+        user: user.clone(),
+        frame: body.data.to_string(),
+        seed_only: true,
+    });
     Ok(Json(
         json!({"offset": offset, "delivered": on_channel + seed}),
     ))

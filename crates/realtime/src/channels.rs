@@ -24,6 +24,10 @@ use sessiond_store::{now_ms, Millis};
 
 use crate::conn::Conn;
 
+// A channel mirroring a cluster-wide log (child module: it works on the channel's state).
+#[path = "channels_mirror.rs"]
+pub(crate) mod mirror;
+
 /// How much history a channel keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
@@ -84,6 +88,20 @@ fn frame(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
 }
 
+/// A `message` frame.
+fn message_frame(
+    channel: &str,
+    offset: u64,
+    data: &Value,
+    from: Option<&str>,
+    ts: Millis,
+) -> Utf8Bytes {
+    frame(&json!({
+        "type": "message", "channel": channel, "offset": offset, "data": data,
+        "from": from, "ts": ts,
+    }))
+}
+
 /// The server-side fields of a connection's presence meta, merged over the client's.
 fn meta_of(conn: &Conn, client_meta: Option<&Map<String, Value>>) -> Value {
     let mut meta = client_meta.cloned().unwrap_or_default();
@@ -125,6 +143,29 @@ impl ChannelState {
         {
             sub.conn.send(diff.clone());
         }
+    }
+
+    /// Records the message at `offset` (the next one) and queues it to every subscriber;
+    /// returns how many got it.
+    fn append(
+        &mut self,
+        offset: u64,
+        ts: Millis,
+        frame: Utf8Bytes,
+        retention: &Retention,
+    ) -> usize {
+        self.last_offset = offset;
+        self.last_used = ts.max(self.last_used);
+        self.history.push_back(Entry {
+            offset,
+            ts,
+            frame: frame.clone(),
+        });
+        self.trim(retention, ts);
+        self.subscribers
+            .iter()
+            .filter(|s| s.conn.send(frame.clone()))
+            .count()
     }
 
     fn trim(&mut self, retention: &Retention, now: Millis) {
@@ -277,24 +318,9 @@ impl Channel {
     pub fn publish(&self, data: &Value, from: Option<&str>, retention: &Retention) -> (u64, usize) {
         let mut st = lock(&self.state);
         let now = now_ms();
-        st.last_offset += 1;
-        st.last_used = now;
-        let offset = st.last_offset;
-        let message = frame(&json!({
-            "type": "message", "channel": &*self.name, "offset": offset, "data": data,
-            "from": from, "ts": now,
-        }));
-        st.history.push_back(Entry {
-            offset,
-            ts: now,
-            frame: message.clone(),
-        });
-        st.trim(retention, now);
-        let delivered = st
-            .subscribers
-            .iter()
-            .filter(|s| s.conn.send(message.clone()))
-            .count();
+        let offset = st.last_offset + 1;
+        let message = message_frame(&self.name, offset, data, from, now);
+        let delivered = st.append(offset, now, message, retention);
         (offset, delivered)
     }
 

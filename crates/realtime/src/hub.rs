@@ -17,6 +17,7 @@ use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::{now_ms, Durability};
 
 use crate::auth::SessionAuthority;
+use crate::bus::Action;
 use crate::channels::Channels;
 use crate::config::RealtimeConfig;
 use crate::conn::{Conn, ConnInfo, ConnReceiver, Connections};
@@ -47,6 +48,8 @@ pub(crate) struct HubInner {
     pub(crate) authority: Arc<dyn SessionAuthority>,
     pub(crate) keys: ApiKeys,
     pub(crate) events: Events,
+    /// The engine's bus when the hub runs on several nodes ([`Hub::attach_bus`]).
+    pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
 }
 
 /// Serializes a frame once so it can be queued to many sockets.
@@ -90,6 +93,7 @@ impl Hub {
                 authority,
                 keys,
                 events,
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         // Drop unused channels periodically; the task ends when the hub is dropped.
@@ -104,6 +108,29 @@ impl Hub {
             }
         });
         hub
+    }
+
+    /// Runs the hub on several nodes: channel messages and user-directed actions go through
+    /// `bus`, shared by every node (see [`crate::bus`]). Call once, before serving.
+    pub fn attach_bus(&self, bus: std::sync::Arc<dyn sessiond_store::RealtimeBus>) {
+        let c = &self.inner.config;
+        let window_ms = (c.recovery_window_s as sessiond_store::Millis).saturating_mul(1000);
+        let limits = sessiond_store::HistoryLimits {
+            keep: c.recovery_messages,
+            window_ms,
+            max: c.recovery_max_messages,
+            ttl_ms: window_ms.max(1000),
+        };
+        if self
+            .inner
+            .cluster
+            .set(crate::bus::Cluster::new(bus, limits))
+            .is_ok()
+        {
+            if let Some(cluster) = self.inner.cluster.get() {
+                cluster.listen(Arc::downgrade(&self.inner));
+            }
+        }
     }
 
     /// The channel registry.
@@ -239,8 +266,13 @@ impl Hub {
     }
 
     /// Queues `value` to every socket of `user`; returns how many sockets got it.
+    /// On several nodes, the other nodes' sockets get it too (the count is this node's).
     pub fn broadcast(&self, user: &str, value: &Value) -> usize {
-        self.inner.conns.send_to_user(user, &frame(value))
+        self.inner.act_everywhere(Action::Frame {
+            user: user.to_string(),
+            frame: value.to_string(),
+            seed_only: false,
+        })
     }
 
     /// The HTTP state view of `user`.
@@ -264,7 +296,12 @@ impl Hub {
             .await
             .map_err(storage_error)?;
         let (code, reason) = CLEARED_CLOSE;
-        Ok(self.inner.conns.close_user(user, code, reason, |_| true))
+        Ok(self.inner.act_everywhere(Action::Close {
+            user: user.to_string(),
+            code,
+            reason: reason.to_string(),
+            sessions: None,
+        }))
     }
 
     /// Logs the user out everywhere: revokes their sessions (so reconnects are refused),
@@ -275,7 +312,7 @@ impl Hub {
             Err(e) => tracing::error!(user, error = %e, "cannot revoke sessions on logout_all"),
         }
         let (mut guard, mut state) = self.open(user).await?;
-        let closed = self.close_for_logout(user, |_| true);
+        let closed = self.close_for_logout(user, None);
         state.active_games.clear();
         state.presence = Presence::Offline;
         state.last_active = Some(now_ms());
@@ -286,22 +323,18 @@ impl Hub {
     /// Sessions of `user` were revoked elsewhere (e.g. `DELETE /v1/users/{id}/sessions`):
     /// closes the sockets they authenticated, or all of the user's when `all`.
     pub fn sessions_revoked(&self, user: &str, session_ids: &[String], all: bool) -> usize {
-        self.close_for_logout(user, |conn| {
-            all || conn
-                .session_id
-                .as_deref()
-                .is_some_and(|s| session_ids.iter().any(|r| r == s))
-        })
+        self.close_for_logout(user, (!all).then(|| session_ids.to_vec()))
     }
 
-    fn close_for_logout(&self, user: &str, filter: impl Fn(&Conn) -> bool) -> usize {
-        let code = self.inner.config.logout_close_code;
-        let closed = self
-            .inner
-            .conns
-            .close_user(user, code, LOGOUT_REASON, filter);
-        metrics::counter!("sessiond_realtime_logout_closes_total").increment(closed as u64);
-        closed
+    /// Closes the user's sockets (all, or those of `sessions`) on every node with the
+    /// logout code; returns how many on this node.
+    fn close_for_logout(&self, user: &str, sessions: Option<Vec<String>>) -> usize {
+        self.inner.act_everywhere(Action::Close {
+            user: user.to_string(),
+            code: self.inner.config.logout_close_code,
+            reason: LOGOUT_REASON.to_string(),
+            sessions,
+        })
     }
 
     /// Server shutdown: closes every socket with 1001 and waits (at most `grace`) until their

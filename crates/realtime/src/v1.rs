@@ -262,8 +262,7 @@ impl V1Protocol {
             }
             "publish" => {
                 let name = channel_field(message)?;
-                let channel = hub
-                    .channels()
+                hub.channels()
                     .get(name)
                     .filter(|c| c.has(conn))
                     .ok_or_else(|| forbidden(format!("subscribe to {name} before publishing")))?;
@@ -271,8 +270,7 @@ impl V1Protocol {
                     return Err(forbidden(format!("no publish right on {name}")));
                 }
                 let data = message.get("data").cloned().unwrap_or(Value::Null);
-                let (offset, _) =
-                    channel.publish(&data, Some(&conn.user_id), &hub.channels().retention);
+                let (offset, _) = hub.inner.publish(name, &data, Some(&conn.user_id)).await?;
                 conn.send(with_id(
                     json!({"type": "published", "channel": name, "offset": offset}),
                     id,
@@ -319,6 +317,7 @@ impl V1Protocol {
         let meta = meta_field(message)?;
         let grant = message["grant"].as_str();
         let access = channel_access(hub, &conn.user_id, conn.is_service(), name, grant).await?;
+        hub.inner.prepare_channel(name).await?;
         subscribe_conn(hub, conn, name, access, id, since.as_ref(), meta)
     }
 }

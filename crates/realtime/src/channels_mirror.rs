@@ -1,0 +1,86 @@
+//! A channel as a mirror of its cluster-wide log (hub on a shared engine, see `crate::bus`).
+//!
+//! On several nodes the offsets and epoch come from the engine's bus, and each node keeps
+//! its resident channels as a contiguous copy of the log's tail: loaded once from the bus's
+//! history when the channel becomes resident, then extended by every delivered message in
+//! offset order. Subscribe and recovery then run exactly as on one node, under the channel's
+//! lock, from the local copy — so a message is still either replayed or delivered live,
+//! never both and never neither. A message that does not extend the copy (a gap after a
+//! lost delivery, or a new epoch) is refused, and the caller drops the mirror.
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::Value;
+use sessiond_store::realtime::BusMessage;
+
+use super::{lock, message_frame, Channel, Entry, Retention};
+
+/// Rebuilds the `message` frame of a bus message (payload `{"data":…,"from":…}`).
+pub(crate) fn bus_frame(message: &BusMessage) -> Utf8Bytes {
+    let payload: Value = serde_json::from_str(&message.payload).unwrap_or(Value::Null);
+    message_frame(
+        &message.channel,
+        message.offset,
+        &payload["data"],
+        payload["from"].as_str(),
+        message.ts,
+    )
+}
+
+/// What [`Channel::apply`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Appended and delivered to this many sockets.
+    Delivered(usize),
+    /// Already in the copy (delivered before).
+    Duplicate,
+    /// Does not extend the copy: the mirror is stale.
+    Gap,
+}
+
+impl Channel {
+    /// Replaces the copy with the log's state: `epoch`, latest offset `top`, and the kept
+    /// messages (older ones than `top` first).
+    pub fn load(&self, epoch: &str, top: u64, messages: &[BusMessage], retention: &Retention) {
+        let mut st = lock(&self.state);
+        st.epoch = epoch.to_string();
+        st.history.clear();
+        st.last_offset = top;
+        for m in messages
+            .iter()
+            .filter(|m| m.epoch == epoch && m.offset <= top)
+        {
+            st.history.push_back(Entry {
+                offset: m.offset,
+                ts: m.ts,
+                frame: bus_frame(m),
+            });
+        }
+        let now = sessiond_store::now_ms();
+        st.trim(retention, now);
+    }
+
+    /// Extends the copy with the next message of the log and delivers it.
+    pub fn apply(&self, message: &BusMessage, retention: &Retention) -> Applied {
+        let mut st = lock(&self.state);
+        if message.epoch != st.epoch {
+            return Applied::Gap;
+        }
+        if message.offset <= st.last_offset {
+            return Applied::Duplicate;
+        }
+        if message.offset != st.last_offset + 1 {
+            return Applied::Gap;
+        }
+        Applied::Delivered(st.append(message.offset, message.ts, bus_frame(message), retention))
+    }
+
+    /// The latest offset in the copy.
+    pub fn last_offset(&self) -> u64 {
+        lock(&self.state).last_offset
+    }
+
+    /// How many sockets are subscribed here.
+    pub fn subscriber_count(&self) -> usize {
+        lock(&self.state).subscribers.len()
+    }
+}
