@@ -39,7 +39,7 @@ write_report() {
     echo
     for s in $SERVERS; do echo "- **$s**: $(server_label "$s")"; done
     echo
-    echo "**Appends** (256-byte bodies, closed loop; C writers over N streams): appends/s (p50 / p99 ms)"
+    echo "**Appends** (256-byte bodies, closed loop; C writers over N streams; the JSON row appends one ~256-byte JSON object per request to an \`application/json\` stream): appends/s (p50 / p99 ms)"
     echo
     header_row "C/N"
     for c in $(configs_of append); do

@@ -6,6 +6,9 @@
 //!
 //! - `append`: C writers append fixed-size `application/octet-stream` bodies over N streams
 //!   (writer w's k-th append goes to stream (w + k·C) mod N) for D seconds → appends/s, p50/p99.
+//!   With `--json M` the streams are `application/json` and each body is M JSON objects of that
+//!   size (nested values, a big integer, an exponent, escapes: what a server must validate), a
+//!   bare object for M = 1, an array (a batch of M messages) otherwise.
 //! - `catchup`: fills one stream to a size, then reads it from offset `-1` page by page following
 //!   `Stream-Next-Offset` until `Stream-Up-To-Date`, repeated for D seconds → MB/s, page p50/p99.
 //! - `sse`: K `live=sse` subscribers on one `text/plain` stream while one closed-loop writer
@@ -33,7 +36,7 @@ type Res<T> = Result<T, String>;
 fn usage() -> &'static str {
     "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT [options]
   common:  --base /v1/stream  --duration SECS (5)  --prefix NAME (bench)
-  append:  --writers C (1) --streams N (1) --body BYTES (256)
+  append:  --writers C (1) --streams N (1) --body BYTES (256) --json M (0: octet-stream)
   catchup: --mb MEGABYTES (200) --chunk BYTES (65536) --fill-writers W (4)
   sse:     --subscribers K (1000) --body BYTES (256) --pid SERVER_PID --drain-timeout SECS (20)"
 }
@@ -295,6 +298,13 @@ fn print_result(pairs: &[(&str, String)]) {
 
 // ------------------------------------------------------------------------------------ append
 
+/// One JSON object of `len` bytes (at least its fixed part): a state-protocol-like event.
+fn json_body(len: usize) -> Bytes {
+    let head = r#"{"type":"order","key":"o-1842","headers":{"operation":"upsert","txid":"7f3a"},"value":{"amount":"12.50","n":12345678901234567890123,"f":1e2,"tags":["a","b",{"k":null}],"note":"caf\u00e9 \"q\""},"pad":""#;
+    let pad = len.saturating_sub(head.len() + 2);
+    Bytes::from(format!("{head}{}\"}}", "x".repeat(pad)))
+}
+
 async fn run_append(a: &Args) -> Res<()> {
     let addr = a.str("addr", "");
     let base = a.str("base", "/v1/stream");
@@ -304,17 +314,32 @@ async fn run_append(a: &Args) -> Res<()> {
     let secs: f64 = a.num("duration", 5.0)?;
     let body_len: usize = a.num("body", 256)?;
     let create = a.str("create", "1") == "1";
+    let json_messages: usize = a.num("json", 0)?;
+    let json = json_messages > 0;
+    let content_type = if json {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
     let names: Vec<String> = (0..streams).map(|i| format!("{prefix}-{i}")).collect();
     if create {
         let t = Instant::now();
-        create_streams(&addr, &base, names.clone(), "application/octet-stream", 16).await?;
+        create_streams(&addr, &base, names.clone(), content_type, 16).await?;
         eprintln!(
             "created {streams} streams in {:.2} s",
             t.elapsed().as_secs_f64()
         );
     }
     let paths: Arc<Vec<String>> = Arc::new(names.iter().map(|n| stream_path(&base, n)).collect());
-    let body = Bytes::from(vec![b'x'; body_len]);
+    let body = if json_messages == 1 {
+        json_body(body_len)
+    } else if json {
+        let one = json_body(body_len);
+        let one = std::str::from_utf8(&one).map_err(|e| e.to_string())?;
+        Bytes::from(format!("[{}]", vec![one; json_messages].join(",")))
+    } else {
+        Bytes::from(vec![b'x'; body_len])
+    };
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -329,13 +354,7 @@ async fn run_append(a: &Args) -> Res<()> {
                 let path = &paths[(w + k * writers) % paths.len()];
                 k += 1;
                 let t0 = Instant::now();
-                let req = request(
-                    &addr,
-                    Method::POST,
-                    path,
-                    Some("application/octet-stream"),
-                    body.clone(),
-                );
+                let req = request(&addr, Method::POST, path, Some(content_type), body.clone());
                 match send(&mut conn, &addr, req).await {
                     Ok((st, _, _)) if (200..300).contains(&st) => {
                         hist.record(t0.elapsed());

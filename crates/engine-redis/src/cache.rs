@@ -12,7 +12,9 @@
 //! same namespace the count can be off by one until the next write or sweep.
 
 use async_trait::async_trait;
-use sessiond_store::{CacheEntry, CachePut, CacheStore, Durability, Millis, Result};
+use sessiond_store::{
+    reserved_namespace, CacheEntry, CachePut, CacheStore, Durability, Millis, Result,
+};
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
 
@@ -28,7 +30,7 @@ impl RedisEngine {
     /// Drops `ns` from the namespace registry (it has no live entries left).
     async fn unregister_namespace(&self, ns: &str) -> Result<()> {
         let zrem = redis::cmd("ZREM")
-            .arg(self.keys.cache_namespaces())
+            .arg(self.keys.cache_namespaces(reserved_namespace(ns)))
             .arg(ns)
             .clone();
         self.query::<i64>("cache_unregister", &zrem).await?;
@@ -95,7 +97,8 @@ impl CacheStore for RedisEngine {
         } else {
             max_namespaces.to_string()
         };
-        let mut reserve = self.scripts.cache_reserve.key(self.keys.cache_namespaces());
+        let registry = self.keys.cache_namespaces(reserved_namespace(ns));
+        let mut reserve = self.scripts.cache_reserve.key(registry);
         reserve.arg(ns).arg(now).arg(max).arg(&score);
         let admitted: i64 = self.eval("cache_reserve", &reserve).await?;
         if admitted != 1 {
@@ -147,18 +150,39 @@ impl CacheStore for RedisEngine {
     }
 
     async fn sweep_cache(&self, now: Millis, batch: usize) -> Result<usize> {
+        // One registry per budget class, each walked from where its last sweep stopped.
+        let mut removed = 0;
+        for (reserved, cursor) in [
+            (false, &self.cache_sweep_cursor),
+            (true, &self.cache_sweep_cursor_reserved),
+        ] {
+            removed += self.sweep_registry(reserved, cursor, now, batch).await?;
+        }
+        Ok(removed)
+    }
+}
+
+impl RedisEngine {
+    /// One sweep step over the namespace registry of one class.
+    async fn sweep_registry(
+        &self,
+        reserved: bool,
+        cursor: &std::sync::Mutex<usize>,
+        now: Millis,
+        batch: usize,
+    ) -> Result<usize> {
         // Entries expire natively; the sweeper removes index members (and entries) expired at
         // `now`, walking the namespace registry from where the last sweep stopped.
         let batch = batch.clamp(1, crate::MAX_SWEEP_BATCH);
-        let start = *lock(&self.cache_sweep_cursor);
+        let start = *lock(cursor);
         let cmd = redis::cmd("ZRANGE")
-            .arg(self.keys.cache_namespaces())
+            .arg(self.keys.cache_namespaces(reserved))
             .arg(start)
             .arg(start + batch - 1)
             .clone();
         let namespaces: Vec<String> = self.query("cache_sweep_registry", &cmd).await?;
         if namespaces.is_empty() {
-            *lock(&self.cache_sweep_cursor) = 0;
+            *lock(cursor) = 0;
             return Ok(0);
         }
         let mut budget = batch;
@@ -194,7 +218,7 @@ impl CacheStore for RedisEngine {
                 self.unregister_namespace(ns).await?;
             }
         }
-        *lock(&self.cache_sweep_cursor) = start + visited;
+        *lock(cursor) = start + visited;
         Ok(removed)
     }
 }

@@ -13,11 +13,12 @@
 //!
 //! | Key | Type | Contents |
 //! |-----|------|----------|
-//! | `P:{s:esc(id)}` | HASH | one session: one field per `SessionRecord` field (`user_id` and `device` absent when `None`); `PEXPIREAT` = min(idle, absolute) deadline |
+//! | `P:{s:esc(id)}` | HASH | one session: one field per `SessionRecord` field (`user_id` and `device` absent when `None`; `origin` absent on hashes written before it existed = `service`); `PEXPIREAT` = min(idle, absolute) deadline |
 //! | `P:{u:esc(user)}:sessions` | ZSET | per-user index: member = session id, score = `created_at`; no TTL, stale members are removed lazily by listing and by the sweeper |
 //! | `P:{c:esc(ns)}:e:esc(key)` | HASH | one cache entry: `v` value, `s` stored_at, `e` expires_at (absent = never); `PEXPIREAT` = expires_at |
 //! | `P:{c:esc(ns)}:idx` | ZSET | namespace index: member = raw cache key, score = expires_at (`+inf` = never); expires with its longest-lived entry |
 //! | `P:cache:namespaces` | ZSET | namespace registry for the namespace-count limit: member = raw namespace, score = upper bound of its latest expiry (`+inf` = never); cleaned lazily |
+//! | `P:cache:namespaces:reserved` | ZSET | the same for the reserved `_…` namespaces (a separate budget) |
 //! | `P:{o:esc(kind):esc(key)}:state` | STRING | object state bytes |
 //! | `P:{k:esc(kind)}:objects` | ZSET | per-kind object index: member = raw object key, score 0 (ZRANGEBYLEX for prefix + cursor) |
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
@@ -161,9 +162,13 @@ impl Keys {
         format!("{}:{{c:{}}}:idx", self.prefix, escape(ns))
     }
 
-    /// Registry of cache namespaces.
-    pub fn cache_namespaces(&self) -> String {
-        format!("{}:cache:namespaces", self.prefix)
+    /// Registry of cache namespaces of one budget class (reserved `_…` namespaces or not).
+    pub fn cache_namespaces(&self, reserved: bool) -> String {
+        if reserved {
+            format!("{}:cache:namespaces:reserved", self.prefix)
+        } else {
+            format!("{}:cache:namespaces", self.prefix)
+        }
     }
 
     /// State of one object.

@@ -87,6 +87,8 @@ pub struct RedisEngine {
     session_sweep_cursor: Mutex<u64>,
     /// Rank in the namespace registry where the cache sweeper resumes.
     cache_sweep_cursor: Mutex<usize>,
+    /// The same for the registry of reserved namespaces.
+    cache_sweep_cursor_reserved: Mutex<usize>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -122,6 +124,7 @@ impl RedisEngine {
             closed: AtomicBool::new(false),
             session_sweep_cursor: Mutex::new(0),
             cache_sweep_cursor: Mutex::new(0),
+            cache_sweep_cursor_reserved: Mutex::new(0),
         });
         engine.ping().await?;
         Ok(engine)

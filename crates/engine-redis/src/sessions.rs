@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use sessiond_store::{Cas, Durability, Millis, Result, SessionRecord, SessionStore, StoreError};
+use sessiond_store::{
+    Cas, Durability, Millis, Result, SessionOrigin, SessionRecord, SessionStore, StoreError,
+};
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
 
@@ -62,6 +64,15 @@ fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRec
         .remove("device")
         .map(|d| parse_text("device", d))
         .transpose()?;
+    // Hashes written before origins were recorded read as service-created.
+    let origin = match h.remove("origin") {
+        None => SessionOrigin::Service,
+        Some(text) => {
+            let text = parse_text("origin", text)?;
+            SessionOrigin::parse(&text)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown session origin {text}")))?
+        }
+    };
     Ok(Some(SessionRecord {
         id: id.to_string(),
         user_id,
@@ -74,6 +85,7 @@ fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRec
         idle_expires_at,
         absolute_expires_at,
         version,
+        origin,
     }))
 }
 
@@ -120,6 +132,8 @@ impl SessionStore for RedisEngine {
         if let Some(user) = &record.user_id {
             inv.arg("user_id").arg(user);
         }
+        // Written at insert only (like `user_id`): a replace never changes how a session began.
+        inv.arg("origin").arg(record.origin.as_str());
         let written: i64 = self.eval("session_insert", &inv).await?;
         if written != 1 {
             return Ok(false);

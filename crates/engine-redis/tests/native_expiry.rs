@@ -156,7 +156,7 @@ async fn cache_expires_natively_and_the_limit_forgets_dead_namespaces() {
     let registered: Vec<String> = cmd(
         &mut con,
         redis::cmd("ZRANGE")
-            .arg(keys.cache_namespaces())
+            .arg(keys.cache_namespaces(false))
             .arg(0)
             .arg(-1),
     )

@@ -7,7 +7,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use sessiond_store::{CacheEntry, CachePut, CacheStore, Durability, Millis, Result};
+use sessiond_store::{
+    reserved_namespace, CacheEntry, CachePut, CacheStore, Durability, Millis, Result,
+};
 
 use crate::error::limit;
 use crate::SqliteEngine;
@@ -37,16 +39,20 @@ fn within_limit(
     if namespace_live || max_namespaces == usize::MAX {
         return Ok(true);
     }
-    // A new namespace: count the namespaces with live entries, stopping at the limit. This
-    // scans the cache table (O(entries)), but only when a write opens a namespace that has no
-    // live entry; writes to existing namespaces never get here.
+    // A new namespace: count the namespaces of its class (reserved `_…` or not) with live
+    // entries, stopping at the limit. This scans the cache table (O(entries)), but only when
+    // a write opens a namespace that has no live entry; writes to existing namespaces never
+    // get here. (`GLOB '_*'`: `_` is literal in GLOB patterns.)
     let live_namespaces: i64 = conn
         .prepare_cached(concat!(
             "SELECT count(*) FROM (SELECT DISTINCT namespace FROM cache WHERE ",
             live!(1),
-            " LIMIT ?2)"
+            " AND (namespace GLOB '_*') = ?3 LIMIT ?2)"
         ))?
-        .query_row(params![now, limit(max_namespaces)], |row| row.get(0))?;
+        .query_row(
+            params![now, limit(max_namespaces), reserved_namespace(namespace)],
+            |row| row.get(0),
+        )?;
     Ok(usize::try_from(live_namespaces).unwrap_or(usize::MAX) < max_namespaces)
 }
 

@@ -22,6 +22,7 @@
 //! | | `idle_expires_at`, `absolute_expires_at` | INTEGER | the two deadlines, unix ms |
 //! | | `version` | INTEGER ≥ 0 | compare-and-set version (a `u64` below 2^63) |
 //! | | `expires_at` | INTEGER | `min(idle_expires_at, absolute_expires_at)` |
+//! | | `origin` | INTEGER 0/1 | (version 3) 0 = created with a service credential, 1 = on an open route |
 //! | `cache` | `namespace`, `key` | TEXT, primary key together | entry address |
 //! | | `value` | TEXT | JSON text, verbatim |
 //! | | `stored_at` | INTEGER | unix ms |
@@ -128,7 +129,7 @@ use sessiond_store::{Result, StoreError};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations; entry `i` moves the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// Version 1: sessions, cache, objects and alarms.
 const MIGRATION_1: &str = "
@@ -216,6 +217,12 @@ CREATE TABLE stream_producers (
     PRIMARY KEY (stream, id)
 ) WITHOUT ROWID;
 CREATE INDEX stream_producers_by_use ON stream_producers (stream, used_at, id);
+";
+
+/// Version 4: how each session was created (`0` service credential, `1` open route). Rows
+/// from before read as service-created: that is what they were trusted as.
+const MIGRATION_4: &str = "
+ALTER TABLE sessions ADD COLUMN origin INTEGER NOT NULL DEFAULT 0 CHECK (origin IN (0, 1));
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

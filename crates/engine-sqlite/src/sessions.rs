@@ -8,13 +8,13 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use sessiond_store::{Cas, Durability, Millis, Result, SessionRecord, SessionStore};
+use sessiond_store::{Cas, Durability, Millis, Result, SessionOrigin, SessionRecord, SessionStore};
 
 use crate::error::{limit, out_of_range};
 use crate::SqliteEngine;
 
 const COLUMNS: &str = "id, user_id, data, device, created_at, updated_at, last_seen_at, \
-                       idle_ttl_ms, idle_expires_at, absolute_expires_at, version";
+                       idle_ttl_ms, idle_expires_at, absolute_expires_at, version, origin";
 
 fn select(filter: &str) -> String {
     format!("SELECT {COLUMNS} FROM sessions WHERE {filter}")
@@ -36,6 +36,11 @@ fn record(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         absolute_expires_at: row.get(9)?,
         version: u64::try_from(version)
             .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(10, version))?,
+        origin: match row.get::<_, i64>(11)? {
+            0 => SessionOrigin::Service,
+            1 => SessionOrigin::OpenRoute,
+            other => return Err(rusqlite::Error::IntegralValueOutOfRange(11, other)),
+        },
     })
 }
 
@@ -49,15 +54,16 @@ fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO sessions (id, user_id, data, device, created_at, updated_at, last_seen_at,
                                idle_ttl_ms, idle_expires_at, absolute_expires_at, version,
-                               expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                               expires_at, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (id) DO UPDATE SET
              user_id = excluded.user_id, data = excluded.data, device = excluded.device,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
              last_seen_at = excluded.last_seen_at, idle_ttl_ms = excluded.idle_ttl_ms,
              idle_expires_at = excluded.idle_expires_at,
              absolute_expires_at = excluded.absolute_expires_at,
-             version = excluded.version, expires_at = excluded.expires_at
+             version = excluded.version, expires_at = excluded.expires_at,
+             origin = excluded.origin
          WHERE sessions.expires_at <= excluded.created_at",
     )?;
     let changed = stmt.execute(params![
@@ -73,6 +79,7 @@ fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
         r.absolute_expires_at,
         version_sql(r.version)?,
         r.expires_at(),
+        i64::from(r.origin == SessionOrigin::OpenRoute),
     ])?;
     Ok(changed == 1)
 }

@@ -1,10 +1,16 @@
 //! API-key authentication: `Authorization: Bearer <key>`.
 //!
 //! Several keys can be valid at once so operators can rotate: add the new key, move clients,
-//! remove the old one. Keys are compared in constant time (`subtle`), and every configured key
-//! (full and scoped) is compared on every request, so timing reveals neither which key matched
-//! nor how much of a guess was right. With no key configured the server runs open
-//! (development mode; the binary refuses that on a non-loopback address).
+//! remove the old one. Only SHA-256 digests of the keys are kept, and a candidate is compared
+//! by its digest, in constant time (`subtle`), against every configured key (full and scoped)
+//! on every request: each comparison covers 32 bytes, so timing reveals neither which key
+//! matched, nor how much of a guess was right, nor how long the keys are.
+//!
+//! Open development mode (every request acts as the service) is *not* "no key in this set":
+//! the server decides it once at start-up (no credential of any kind configured and a
+//! loopback listener) and says so with [`ApiKeys::open_mode`]; every capability asks
+//! [`ApiKeys::is_open`] of the one value it was handed, so no capability can conclude "open"
+//! from the subset of keys it happens to know.
 //!
 //! Two kinds of key: **full** keys reach every guarded route set; **scoped** keys carry a
 //! [`KeyScope`] (path prefixes, optionally read-only) and are meant for one tenant of a
@@ -20,23 +26,35 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest as _, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::error::ApiError;
 
-/// What a scoped key may touch: resources whose path starts with one of `prefixes`.
+/// Whether `prefix` covers `path` on `/` segment boundaries: `tenant-a` and `tenant-a/` both
+/// mean the subtree `tenant-a/…`, never `tenant-abc/…` (a raw string prefix would hand one
+/// tenant every tenant whose name extends its own).
+pub fn covers_prefix(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    !prefix.is_empty()
+        && path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// What a scoped key may touch: resources under one of `prefixes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyScope {
-    /// Plain string prefixes of resource paths (`tenant-a/` covers `tenant-a/chat`).
+    /// Path prefixes, matched on segment boundaries ([`covers_prefix`]).
     pub prefixes: Vec<String>,
     /// Reads only (GET/HEAD).
     pub read_only: bool,
 }
 
 impl KeyScope {
-    /// Whether `path` starts with one of the prefixes.
+    /// Whether `path` is under one of the prefixes.
     pub fn covers(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        self.prefixes.iter().any(|p| covers_prefix(p, path))
     }
 }
 
@@ -52,13 +70,21 @@ pub enum KeyGrant {
 /// The set of accepted keys.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    keys: Arc<Vec<Vec<u8>>>,
-    scoped: Arc<Vec<(Vec<u8>, Arc<KeyScope>)>>,
+    keys: Arc<Vec<Digest>>,
+    scoped: Arc<Vec<(Digest, Arc<KeyScope>)>>,
+    open: bool,
 }
 
-fn normalize(key: &str) -> Option<Vec<u8>> {
+/// SHA-256 of a key: fixed-size, so comparing two never depends on their lengths.
+type Digest = [u8; 32];
+
+fn digest(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+fn normalize(key: &str) -> Option<Digest> {
     let key = key.trim();
-    (!key.is_empty()).then(|| key.as_bytes().to_vec())
+    (!key.is_empty()).then(|| digest(key.as_bytes()))
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any.
@@ -74,7 +100,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl ApiKeys {
-    /// Accept these full-access keys (none, and no scoped key = open mode).
+    /// Accept these full-access keys (closed: with none, nothing is accepted until
+    /// [`open_mode`](Self::open_mode) says otherwise).
     pub fn new<I, K>(keys: I) -> Self
     where
         I: IntoIterator<Item = K>,
@@ -87,6 +114,7 @@ impl ApiKeys {
         ApiKeys {
             keys: Arc::new(keys),
             scoped: Arc::default(),
+            open: false,
         }
     }
 
@@ -104,9 +132,16 @@ impl ApiKeys {
         self
     }
 
-    /// True when no key is configured (every request is allowed).
+    /// Marks the server's open development mode, as decided at start-up. Ignored when any
+    /// key is configured: a keyed server is never open.
+    pub fn open_mode(mut self, open: bool) -> Self {
+        self.open = open && self.keys.is_empty() && self.scoped.is_empty();
+        self
+    }
+
+    /// True in open development mode (every request acts as the service).
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty() && self.scoped.is_empty()
+        self.open
     }
 
     /// Whether `candidate` equals one of the full-access keys, in constant time over all keys.
@@ -117,15 +152,19 @@ impl ApiKeys {
     /// Which key `candidate` is, comparing it with every configured key (full and scoped) so
     /// the time taken does not depend on which one matched.
     pub fn identify(&self, candidate: &[u8]) -> Option<KeyGrant> {
+        if candidate.is_empty() {
+            return None;
+        }
+        let candidate = digest(candidate);
         let mut full = subtle::Choice::from(0u8);
         for key in self.keys.iter() {
-            full |= key.as_slice().ct_eq(candidate);
+            full |= key.ct_eq(&candidate);
         }
         // 1-based index of the matching scoped key, 0 for none.
         let mut scoped = 0u32;
         for (index, (key, _)) in self.scoped.iter().enumerate() {
             let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            scoped.conditional_assign(&position, key.as_slice().ct_eq(candidate));
+            scoped.conditional_assign(&position, key.ct_eq(&candidate));
         }
         if bool::from(full) {
             return Some(KeyGrant::Full);
@@ -268,7 +307,13 @@ mod tests {
         assert!(!keys.accepts(b"scoped-a"), "a scoped key is not a full key");
         assert!(!ApiKeys::new(Vec::<String>::new())
             .with_scoped([("k", tenant_scope())])
+            .open_mode(true)
             .is_open());
+        assert!(
+            !ApiKeys::new(Vec::<String>::new()).is_open(),
+            "closed unless told"
+        );
+        assert!(ApiKeys::new(Vec::<String>::new()).open_mode(true).is_open());
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! Request bodies: raw bytes under the configured size limit, then JSON.
 //!
-//! axum's own `Json` extractor insists on a JSON content type and answers its own error
-//! format. The seeds' real clients send JSON without `Content-Type: application/json`, and
-//! every sessiond error must be `ApiError`-shaped, so this extractor accepts any content type,
-//! maps "body too large" to 413 and "not JSON / wrong shape" to 400.
+//! axum's own `Json` extractor answers its own error format; every sessiond error must be
+//! `ApiError`-shaped, so these extractors map "body too large" to 413 and "not JSON / wrong
+//! shape" to 400.
+//!
+//! The media type is checked once for the whole server by [`require_json_media`], from the
+//! headers, before any body is read: a JSON API that accepted `text/plain` or a form would
+//! process a cross-site `<form>` or preflight-free `fetch` from any page (CSRF). Only the seed
+//! compatibility surfaces, whose original clients did not always label their JSON, accept an
+//! unlabelled or `text/plain` body — and only with an `Authorization` header, which no page
+//! can make a browser send cross-site without a CORS preflight.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -29,7 +38,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
-/// A JSON body decoded into `T`, whatever the content type says.
+/// A JSON body decoded into `T` (its media type is checked by [`require_json_media`]).
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -50,4 +59,140 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or any `*/*+json` (e.g.
+/// `application/merge-patch+json`), parameters ignored.
+pub fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .split_once('/')
+            .is_some_and(|(kind, sub)| !kind.is_empty() && sub.ends_with("+json"))
+}
+
+/// Whether the request announces a body (no `Content-Length: 0`).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// Which body types a route set takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonMedia {
+    /// JSON media types only (every `/v1` JSON API).
+    Strict,
+    /// Seed compatibility: also no `Content-Type` or `text/plain`, when the request carries
+    /// `Authorization`.
+    Compat,
+}
+
+/// The 415 for a body that is not labelled JSON, or `None` when the request may proceed.
+pub fn check_json_media(headers: &HeaderMap, media: JsonMedia) -> Option<ApiError> {
+    if !has_body(headers) {
+        return None;
+    }
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if content_type.is_some_and(is_json_media_type) {
+        return None;
+    }
+    let lenient = media == JsonMedia::Compat
+        && headers.contains_key(AUTHORIZATION)
+        && content_type.is_none_or(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case("text/plain"))
+        });
+    if lenient {
+        return None;
+    }
+    Some(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "this API takes JSON: send Content-Type: application/json (or a +json type), not `{}`",
+            content_type.unwrap_or("no Content-Type")
+        ),
+    ))
+}
+
+/// Middleware (with `from_fn_with_state`): a request whose body is not labelled JSON gets a
+/// 415 before the body is read. Requests without a body pass (the handler says what it
+/// needs).
+pub async fn require_json_media(
+    axum::extract::State(media): axum::extract::State<JsonMedia>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check_json_media(request.headers(), media) {
+        Some(err) => err.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn json_media_types() {
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_json_media_type(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "+json",
+            "json",
+        ] {
+            assert!(!is_json_media_type(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn strict_and_compat_rules() {
+        let body = ("content-length", "2");
+        let auth = ("authorization", "Bearer k");
+        let strict = JsonMedia::Strict;
+        let compat = JsonMedia::Compat;
+        assert!(check_json_media(&headers(&[]), strict).is_none(), "no body");
+        assert!(check_json_media(&headers(&[body]), strict).is_some());
+        assert!(check_json_media(
+            &headers(&[body, ("content-type", "application/json")]),
+            strict
+        )
+        .is_none());
+        let plain = ("content-type", "text/plain;charset=UTF-8");
+        assert!(check_json_media(&headers(&[body, plain, auth]), strict).is_some());
+        assert!(check_json_media(&headers(&[body, plain]), compat).is_some());
+        assert!(check_json_media(&headers(&[body, plain, auth]), compat).is_none());
+        assert!(check_json_media(&headers(&[body, auth]), compat).is_none());
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        assert!(check_json_media(&headers(&[body, form, auth]), compat).is_some());
+        let err = check_json_media(&headers(&[body, form]), strict).expect("415");
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
 }

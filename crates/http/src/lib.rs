@@ -7,6 +7,7 @@
 //! - [`metrics`]: per-route request counters and latency histograms.
 //! - [`ids`]: random URL-safe identifiers.
 //! - [`jwt`]: HS256 token verification with secret rotation.
+//! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
 
 pub mod auth;
 pub mod body;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod jwt;
 pub mod metrics;
+pub mod origin;
 
 pub use auth::ApiKeys;
 pub use body::{JsonBody, RawBody};

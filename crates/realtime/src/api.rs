@@ -55,6 +55,18 @@ pub async fn service(hub: &Hub, headers: &HeaderMap) -> ApiResult<()> {
     require_service(&caller)
 }
 
+/// Route layer of the service APIs: [`service`] from the headers alone, before extractors.
+pub async fn require_service_layer(
+    State(hub): State<Hub>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match service(&hub, request.headers()).await {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 /// Refuses a payload above the message size limit (413).
 fn check_size(hub: &Hub, data: &Value) -> ApiResult<()> {
     let max = hub.config().max_message_bytes;
@@ -72,6 +84,8 @@ async fn stats(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult<Json<Val
         "resident_users": hub.resident_users(),
         "connections": hub.connections(),
         "channels": hub.channels().len(),
+        "history_bytes": hub.channels().history_bytes(),
+        "presence_bytes": hub.channels().presence_bytes(),
     })))
 }
 
@@ -168,10 +182,13 @@ async fn revoke_grant(
 ) -> ApiResult<StatusCode> {
     service(&hub, &headers).await?;
     hub.check_id("user_id", &q.user_id)?;
+    hub.check_id("channel", &q.channel)?;
     let (mut guard, mut state) = hub.open(&q.user_id).await?;
-    if state.grants.remove(&q.channel).is_some() {
-        Hub::save(&mut guard, state).await?;
-    }
+    state.grants.remove(&q.channel);
+    // Signed grants issued until now are void too, also after a restart.
+    let max = hub.config().max_grants_per_user;
+    state.record_revocation(&q.channel, now_ms() / 1000, max);
+    Hub::save(&mut guard, state).await?;
     drop(guard);
     // Every live subscription of the user to the channel ends, however it was allowed (the
     // app wants the user out); service-key sockets never needed a grant and stay.
@@ -198,11 +215,13 @@ async fn grant_token(
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::conflict("no realtime.grant_keys configured"))?;
     let ttl = i64::try_from(body.ttl_s.unwrap_or(600)).unwrap_or(i64::MAX / 2);
-    let exp = (now_ms() / 1000).saturating_add(ttl);
+    let now_s = now_ms() / 1000;
+    let exp = now_s.saturating_add(ttl);
     let claims = GrantClaims {
         sub: body.user_id,
         ch: body.channel,
         publish: body.publish,
+        iat: now_s,
         exp,
     };
     Ok(Json(
@@ -242,11 +261,10 @@ async fn disconnect_user(
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
     let (code, reason) = DISCONNECTED_CLOSE;
-    let closed = hub.inner.act_everywhere(Action::Close {
+    let closed = hub.act_everywhere(Action::Close {
         user: user.clone(),
         code,
         reason: reason.to_string(),
-        sessions: None,
     });
     Ok(Json(json!({"closed": closed})))
 }
@@ -286,7 +304,7 @@ async fn send_to_user(
         .inner
         .publish(&format!("user:{user}"), &body.data, None)
         .await?;
-    let seed = hub.inner.act_everywhere(Action::Frame {
+    let seed = hub.act_everywhere(Action::Frame {
         user: user.clone(),
         frame: body.data.to_string(),
         seed_only: true,

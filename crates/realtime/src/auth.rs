@@ -3,8 +3,11 @@
 //! Seed C trusted the `userId` in the query, so anyone could read or disconnect anyone. Here a
 //! request carries a credential — `Authorization: Bearer`, a `?token=` query parameter (what
 //! a browser WebSocket can send) or a session cookie — and it is either a service API key
-//! (acts for any user, named by `userId`) or a session token that the server's session
-//! authority maps to exactly one user. A `userId` naming someone else is a 403.
+//! (acts for any user, named by `userId`; accepted only from `Authorization`, since query
+//! strings end up in logs) or a session token that the server's session authority maps to
+//! exactly one user. A `userId` naming someone else is a 403. A cookie is sent by the browser
+//! on its own, also for a socket another site's page opens, so a cookie credential counts
+//! only with a same-origin (or `realtime.allowed_origins`) `Origin` (`sessiond_http::origin`).
 //!
 //! The capability does not know how sessions are stored: it asks a [`SessionAuthority`], which
 //! the server implements over the sessions capability.
@@ -18,16 +21,31 @@
 
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::{HeaderMap, StatusCode};
+use sessiond_http::origin::check_cookie_origin;
 use sessiond_http::{ApiError, ApiKeys};
 
 /// A user proven by a session token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionUser {
     /// The session's owner.
     pub user_id: String,
     /// The `/v1/sessions` id that proved it (sockets close when it is revoked); `None` for a
     /// browser identified by the middleware's cookie.
     pub session_id: Option<String>,
+    /// The session's deadlines when it was checked (its sockets close when it ends).
+    pub deadlines: Option<SessionDeadlines>,
+    /// The session was created on an open route without a service credential: it names a
+    /// user but proves nothing, so it is refused (403).
+    pub open_route: bool,
+}
+
+/// A session's two deadlines (unix ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionDeadlines {
+    /// The sliding idle deadline.
+    pub idle: sessiond_store::Millis,
+    /// The fixed absolute deadline.
+    pub absolute: sessiond_store::Millis,
 }
 
 /// User ids of browsers identified by the middleware's cookie: `client:<cID>`.
@@ -41,6 +59,10 @@ pub trait SessionAuthority: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String>;
     /// Revokes every session of `user_id` (logout on all devices); returns how many.
     async fn revoke_user(&self, user_id: &str) -> Result<usize, String>;
+    /// The deadlines of a live session, **without** sliding them (a watcher must not keep a
+    /// session alive); `Ok(None)` when it is gone or expired.
+    async fn session_deadlines(&self, session_id: &str)
+        -> Result<Option<SessionDeadlines>, String>;
     /// The client id (cID) the session middleware's signed cookie in `cookie_header` proves,
     /// or `None` (no middleware, no cookie, or not validly signed).
     async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {
@@ -57,12 +79,24 @@ pub enum Caller {
     User(SessionUser),
 }
 
-/// The credential of a request, in order of preference.
+/// Where a request's credential came from: a cookie is sent by the browser on its own, and
+/// a query string ends up in logs, so each source proves different things.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `Authorization: Bearer` (the only place a service key is accepted).
+    Header,
+    /// `?token=` (what a browser WebSocket or EventSource can send).
+    Query,
+    /// A session cookie (needs the same-origin check).
+    Cookie,
+}
+
+/// The credential of a request, in order of preference, and where it came from.
 fn credential<'a>(
     headers: &'a HeaderMap,
     query_token: Option<&'a str>,
     cookies: &[String],
-) -> Option<&'a str> {
+) -> Option<(&'a str, Source)> {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -73,8 +107,11 @@ fn credential<'a>(
         .map(str::trim)
         .filter(|t| !t.is_empty());
     bearer
-        .or(query_token.filter(|t| !t.is_empty()))
-        .or_else(|| cookie_value(headers, cookies))
+        .map(|t| (t, Source::Header))
+        .or(query_token
+            .filter(|t| !t.is_empty())
+            .map(|t| (t, Source::Query)))
+        .or_else(|| cookie_value(headers, cookies).map(|t| (t, Source::Cookie)))
 }
 
 /// The first cookie among `names` present in the request.
@@ -101,7 +138,7 @@ fn cookie_header(headers: &HeaderMap) -> String {
 
 /// Which credentials a route takes besides tokens and service keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accept {
+pub enum Accept<'a> {
     /// A plain HTTP API: no credential in open development mode means service.
     Http,
     /// A socket (or SSE) route: always an authenticated user; `middleware_cookie` lets the
@@ -109,13 +146,31 @@ pub enum Accept {
     Socket {
         /// Accept the middleware's cookie (`realtime.middleware_clients`).
         middleware_cookie: bool,
+        /// Origins besides the request's own host from which a cookie may authenticate
+        /// (`realtime.allowed_origins`).
+        allowed_origins: &'a [String],
     },
+}
+
+/// The same-origin rule for a cookie credential (cross-site WebSocket hijacking, CSRF).
+fn cookie_origin(headers: &HeaderMap, accept: Accept<'_>) -> Result<(), ApiError> {
+    let allowed = match accept {
+        Accept::Socket {
+            allowed_origins, ..
+        } => allowed_origins,
+        Accept::Http => &[],
+    };
+    check_cookie_origin(headers, allowed)
 }
 
 /// Identifies the caller of a request.
 ///
-/// - A credential equal to a service key → [`Caller::Service`].
-/// - No credential while no service key is configured (open development mode) → service only
+/// - A service key in `Authorization` → [`Caller::Service`] (never from `?token=` or a
+///   cookie: query strings end up in logs).
+/// - A cookie credential (session or middleware cookie) from a page whose `Origin` is
+///   neither the request's host nor in `realtime.allowed_origins` → 403.
+/// - No credential in the server's open development mode (decided once at start-up and
+///   carried by `keys`; a tenant stream key alone does not make it) → service only
 ///   for [`Accept::Http`] (plain HTTP APIs follow the server's open mode; sockets never do: a
 ///   socket always belongs to an authenticated user).
 /// - A valid session token → [`Caller::User`] (403 if its user id is in the reserved
@@ -129,19 +184,21 @@ pub async fn identify(
     headers: &HeaderMap,
     query_token: Option<&str>,
     cookies: &[String],
-    accept: Accept,
+    accept: Accept<'_>,
 ) -> Result<Caller, ApiError> {
-    let Some(token) = credential(headers, query_token, cookies) else {
+    let Some((token, source)) = credential(headers, query_token, cookies) else {
         match accept {
             Accept::Http if keys.is_open() => return Ok(Caller::Service),
             Accept::Socket {
                 middleware_cookie: true,
+                ..
             } => {
                 let header = cookie_header(headers);
                 if let Some(cid) = authority.middleware_client(&header).await {
+                    cookie_origin(headers, accept)?;
                     return Ok(Caller::User(SessionUser {
                         user_id: format!("{CLIENT_USER_PREFIX}{cid}"),
-                        session_id: None,
+                        ..SessionUser::default()
                     }));
                 }
             }
@@ -152,8 +209,11 @@ pub async fn identify(
              session cookie), the session middleware's signed cookie, or a service API key",
         ));
     };
-    if keys.accepts(token.as_bytes()) {
+    if source == Source::Header && keys.accepts(token.as_bytes()) {
         return Ok(Caller::Service);
+    }
+    if source == Source::Cookie {
+        cookie_origin(headers, accept)?;
     }
     match authority.authenticate(token).await {
         Ok(Some(user)) if user.user_id.starts_with(CLIENT_USER_PREFIX) => Err(ApiError::new(
@@ -161,6 +221,13 @@ pub async fn identify(
             "forbidden",
             "user ids starting with `client:` are reserved for browsers identified by the \
              session middleware's cookie",
+        )),
+        Ok(Some(user)) if user.open_route => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this session was created on an open route without a service credential, so it \
+             does not prove who its user is; create sessions that authenticate users with a \
+             service API key",
         )),
         Ok(Some(user)) => Ok(Caller::User(user)),
         Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
@@ -212,10 +279,19 @@ mod tests {
         let cookies = vec!["sid".to_string()];
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, "a=1; sid=cookie-token".parse().expect("header"));
-        assert_eq!(credential(&headers, None, &cookies), Some("cookie-token"));
-        assert_eq!(credential(&headers, Some("q"), &cookies), Some("q"));
+        assert_eq!(
+            credential(&headers, None, &cookies),
+            Some(("cookie-token", Source::Cookie))
+        );
+        assert_eq!(
+            credential(&headers, Some("q"), &cookies),
+            Some(("q", Source::Query))
+        );
         headers.insert(AUTHORIZATION, "Bearer hdr".parse().expect("header"));
-        assert_eq!(credential(&headers, Some("q"), &cookies), Some("hdr"));
+        assert_eq!(
+            credential(&headers, Some("q"), &cookies),
+            Some(("hdr", Source::Header))
+        );
         assert_eq!(credential(&HeaderMap::new(), Some(""), &cookies), None);
     }
 
@@ -224,6 +300,7 @@ mod tests {
         let user = Caller::User(SessionUser {
             user_id: "alice".into(),
             session_id: Some("s".into()),
+            ..SessionUser::default()
         });
         assert_eq!(acting_user(&user, None).expect("self"), "alice");
         assert_eq!(acting_user(&user, Some("alice")).expect("self"), "alice");

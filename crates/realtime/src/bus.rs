@@ -35,7 +35,17 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::channels::mirror::Applied;
 use crate::conn::lock;
-use crate::hub::{HubInner, LOGOUT_REASON};
+use crate::ending::{EndReason, SessionEnded};
+use crate::hub::{Hub, HubInner};
+
+/// Every [`EndReason`], to read one back from its wire name.
+const END_REASONS: [EndReason; 5] = [
+    EndReason::Revoked,
+    EndReason::LoggedOut,
+    EndReason::Evicted,
+    EndReason::ExpiredIdle,
+    EndReason::ExpiredAbsolute,
+];
 
 /// Close code when a node lost track of a channel's log (clients reconnect and recover).
 pub const RESYNC_CLOSE: (u16, &str) = (1013, "Realtime bus resync");
@@ -53,13 +63,18 @@ pub(crate) enum Action {
         frame: String,
         seed_only: bool,
     },
-    /// Close `user`'s sockets with `code`/`reason`: all, or those authenticated by one of
-    /// `sessions`.
+    /// Close every socket of `user` with `code`/`reason`.
     Close {
         user: String,
         code: u16,
         reason: String,
-        sessions: Option<Vec<String>>,
+    },
+    /// Sessions of `user` ended (see [`SessionEnded`]; `reason` is its wire name).
+    Ended {
+        user: String,
+        sessions: Vec<String>,
+        all: bool,
+        reason: String,
     },
 }
 
@@ -177,7 +192,7 @@ impl HubInner {
             &self.channels.retention,
         );
         for message in &buffered {
-            if channel.apply(message, &self.channels.retention) == Applied::Gap {
+            if self.channels.apply(&channel, message) == Applied::Gap {
                 tracing::warn!(channel = name, "realtime bus: gap right after loading");
             }
         }
@@ -198,7 +213,7 @@ impl HubInner {
     ) -> ApiResult<(u64, usize)> {
         let Some(cluster) = self.cluster.get() else {
             let channel = self.channels.get_or_create(name);
-            return Ok(channel.publish(data, from, &self.channels.retention));
+            return Ok(self.channels.publish(&channel, data, from));
         };
         let payload = serde_json::json!({"data": data, "from": from}).to_string();
         let (_, offset) = cluster
@@ -243,7 +258,7 @@ impl HubInner {
             mirrors.remove(&message.channel);
             return;
         };
-        if channel.apply(message, &self.channels.retention) == Applied::Gap {
+        if self.channels.apply(&channel, message) == Applied::Gap {
             mirrors.remove(&message.channel);
             drop(mirrors);
             metrics::counter!("sessiond_realtime_bus_resyncs_total").increment(1);
@@ -273,7 +288,7 @@ impl HubInner {
         cluster.applied.notify_waiters();
     }
 
-    fn on_signal(&self, cluster: &Cluster, payload: &str) {
+    fn on_signal(self: &Arc<Self>, cluster: &Cluster, payload: &str) {
         let Ok(envelope) = serde_json::from_str::<Envelope>(payload) else {
             metrics::counter!("sessiond_realtime_bus_bad_signals_total").increment(1);
             return;
@@ -281,11 +296,17 @@ impl HubInner {
         if envelope.node == cluster.node {
             return;
         }
-        self.act(&envelope.action);
+        Hub {
+            inner: self.clone(),
+        }
+        .act(&envelope.action);
     }
+}
 
+impl Hub {
     /// Does `action` on this node's sockets; returns how many sockets it reached.
     pub(crate) fn act(&self, action: &Action) -> usize {
+        let conns = &self.inner.conns;
         match action {
             Action::Frame {
                 user,
@@ -293,31 +314,29 @@ impl HubInner {
                 seed_only,
             } => {
                 let frame = axum::extract::ws::Utf8Bytes::from(frame.as_str());
-                self.conns
+                conns
                     .of_user(user)
                     .iter()
                     .filter(|c| !seed_only || c.protocol == "seed")
                     .filter(|c| c.send(frame.clone()))
                     .count()
             }
-            Action::Close {
+            Action::Close { user, code, reason } => conns.close_user(user, *code, reason, |_| true),
+            Action::Ended {
                 user,
-                code,
-                reason,
                 sessions,
+                all,
+                reason,
             } => {
-                let closed = self.conns.close_user(user, *code, reason, |conn| {
-                    sessions.as_ref().is_none_or(|ids| {
-                        conn.session_id
-                            .as_deref()
-                            .is_some_and(|s| ids.iter().any(|r| r == s))
-                    })
-                });
-                if reason == LOGOUT_REASON {
-                    metrics::counter!("sessiond_realtime_logout_closes_total")
-                        .increment(closed as u64);
-                }
-                closed
+                let Some(reason) = END_REASONS.into_iter().find(|r| r.wire() == reason) else {
+                    return 0;
+                };
+                self.end_sessions_here(&SessionEnded {
+                    user_id: user.clone(),
+                    session_ids: sessions.clone(),
+                    all: *all,
+                    reason,
+                })
             }
         }
     }
@@ -325,7 +344,7 @@ impl HubInner {
     /// Does `action` here and signals it to the other nodes.
     pub(crate) fn act_everywhere(&self, action: Action) -> usize {
         let here = self.act(&action);
-        if let Some(cluster) = self.cluster.get() {
+        if let Some(cluster) = self.inner.cluster.get() {
             cluster.signal(action);
         }
         here
@@ -346,5 +365,19 @@ impl BusListener for Listener {
             BusEvent::Signal(payload) => hub.on_signal(cluster, payload),
             BusEvent::Resync => hub.on_resync(cluster),
         }
+    }
+}
+
+impl Hub {
+    /// Closes the sockets the ended sessions authenticated (all of the user's when `all`),
+    /// on this node and, through the bus, on every other one (see `end_sessions_here`).
+    /// Returns how many were closed on this node.
+    pub fn session_ended(&self, ended: &SessionEnded) -> usize {
+        self.act_everywhere(Action::Ended {
+            user: ended.user_id.clone(),
+            sessions: ended.session_ids.clone(),
+            all: ended.all,
+            reason: ended.reason.wire().to_string(),
+        })
     }
 }

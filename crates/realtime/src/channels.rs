@@ -12,14 +12,24 @@
 //! History is memory-only under a random **epoch**: when the channel is dropped (no
 //! subscriber and no message younger than the window) or the process restarts, the epoch
 //! changes and clients are told `recovered: false`.
+//!
+//! Memory is bounded in bytes, not only in counts: a channel's history is trimmed (oldest
+//! first) to `recovery_max_bytes`, and all histories together to `history_max_bytes` — past
+//! it the oldest messages of the whole process go first, down to 90% of the budget so the
+//! cross-channel scan is rare. A client whose missed messages were dropped gets
+//! `recovered: false`. Presence metas are counted the same way per channel and in total; a
+//! meta that would exceed a budget is refused (`limit_reached`) rather than dropping others'.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Map, Value};
 use sessiond_http::ids::random_id;
+use sessiond_http::{ApiError, ApiResult};
 use sessiond_store::{now_ms, Millis};
 
 use crate::conn::Conn;
@@ -37,6 +47,56 @@ pub struct Retention {
     pub window: Duration,
     /// Never keep more than this many.
     pub max_messages: usize,
+    /// Never keep more than this many bytes of one channel's history.
+    pub max_bytes: usize,
+}
+
+/// Byte budgets shared by every channel of the process.
+#[derive(Clone, Copy, Debug)]
+pub struct Budgets {
+    /// All histories together (bytes).
+    pub history_bytes: usize,
+    /// Presence metas of one channel (bytes).
+    pub presence_bytes_per_channel: usize,
+    /// Presence metas of all channels (bytes).
+    pub presence_bytes: usize,
+}
+
+/// The process-wide byte counts, and their gauges.
+struct Usage {
+    limits: Budgets,
+    history: AtomicUsize,
+    presence: AtomicUsize,
+    history_gauge: metrics::Gauge,
+    presence_gauge: metrics::Gauge,
+}
+
+impl Usage {
+    fn add_history(&self, n: usize) {
+        let now = self.history.fetch_add(n, Ordering::Relaxed) + n;
+        self.history_gauge.set(now as f64);
+    }
+
+    fn sub_history(&self, n: usize) {
+        let now = self
+            .history
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n);
+        self.history_gauge.set(now as f64);
+    }
+
+    fn add_presence(&self, n: usize) {
+        let now = self.presence.fetch_add(n, Ordering::Relaxed) + n;
+        self.presence_gauge.set(now as f64);
+    }
+
+    fn sub_presence(&self, n: usize) {
+        let now = self
+            .presence
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n);
+        self.presence_gauge.set(now as f64);
+    }
 }
 
 /// One published message.
@@ -52,13 +112,19 @@ struct Subscriber {
     conn: Arc<Conn>,
     /// The connection's presence meta in this channel (server fields included).
     meta: Value,
+    /// Its serialized size, counted against the presence budgets.
+    meta_bytes: usize,
 }
 
 struct ChannelState {
     epoch: String,
     last_offset: u64,
     history: VecDeque<Entry>,
+    /// Bytes of `history` (serialized frames).
+    history_bytes: usize,
     subscribers: Vec<Subscriber>,
+    /// Bytes of the subscribers' metas.
+    presence_bytes: usize,
     /// When the channel was last subscribed to or published on.
     last_used: Millis,
 }
@@ -77,6 +143,15 @@ pub struct Channel {
     /// Its name.
     pub name: Arc<str>,
     state: Mutex<ChannelState>,
+    usage: Arc<Usage>,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let st = lock(&self.state);
+        self.usage.sub_history(st.history_bytes);
+        self.usage.sub_presence(st.presence_bytes);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,38 +222,69 @@ impl ChannelState {
 
     /// Records the message at `offset` (the next one) and queues it to every subscriber;
     /// returns how many got it.
-    fn append(
-        &mut self,
-        offset: u64,
-        ts: Millis,
-        frame: Utf8Bytes,
-        retention: &Retention,
-    ) -> usize {
-        self.last_offset = offset;
+    fn append(&mut self, entry: Entry, retention: &Retention, usage: &Usage) -> usize {
+        let frame = entry.frame.clone();
+        let ts = entry.ts;
+        self.last_offset = entry.offset;
         self.last_used = ts.max(self.last_used);
-        self.history.push_back(Entry {
-            offset,
-            ts,
-            frame: frame.clone(),
-        });
-        self.trim(retention, ts);
+        self.keep(entry, usage);
+        self.trim(retention, ts, usage);
         self.subscribers
             .iter()
             .filter(|s| s.conn.send(frame.clone()))
             .count()
     }
 
-    fn trim(&mut self, retention: &Retention, now: Millis) {
+    /// Adds `entry` to the history, counting its bytes.
+    fn keep(&mut self, entry: Entry, usage: &Usage) {
+        self.history_bytes += entry.frame.len();
+        usage.add_history(entry.frame.len());
+        self.history.push_back(entry);
+    }
+
+    fn trim(&mut self, retention: &Retention, now: Millis, usage: &Usage) {
         let window = retention.window.as_millis() as Millis;
         while let Some(front) = self.history.front() {
-            let over_cap = self.history.len() > retention.max_messages;
+            let over_cap = self.history.len() > retention.max_messages
+                || self.history_bytes > retention.max_bytes;
             let beyond_count = self.history.len() > retention.messages;
             if over_cap || (beyond_count && now - front.ts > window) {
-                self.history.pop_front();
+                self.pop_oldest(usage);
             } else {
                 break;
             }
         }
+    }
+
+    /// Drops the oldest kept message; returns its size.
+    fn pop_oldest(&mut self, usage: &Usage) -> usize {
+        let Some(entry) = self.history.pop_front() else {
+            return 0;
+        };
+        let n = entry.frame.len();
+        self.history_bytes -= n;
+        usage.sub_history(n);
+        n
+    }
+
+    /// Checks that a meta of `bytes` (replacing one of `replacing` bytes) fits the presence
+    /// budgets.
+    fn presence_fits(&self, bytes: usize, replacing: usize, usage: &Usage) -> ApiResult<()> {
+        let limits = &usage.limits;
+        let channel = self.presence_bytes - replacing + bytes;
+        let total = usage
+            .presence
+            .load(Ordering::Relaxed)
+            .saturating_sub(replacing)
+            + bytes;
+        if channel > limits.presence_bytes_per_channel || total > limits.presence_bytes {
+            metrics::counter!("sessiond_realtime_presence_refused_total").increment(1);
+            return Err(ApiError::limit(
+                "presence metas are at their byte budget (realtime.presence_max_bytes_per_channel \
+                 / presence_max_bytes)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -191,31 +297,40 @@ pub enum Subscribed {
 }
 
 impl Channel {
-    fn new(name: &str) -> Channel {
+    fn new(name: &str, usage: Arc<Usage>) -> Channel {
         Channel {
             name: Arc::from(name),
             state: Mutex::new(ChannelState {
                 epoch: random_id()[..12].to_string(),
                 last_offset: 0,
                 history: VecDeque::new(),
+                history_bytes: 0,
                 subscribers: Vec::new(),
+                presence_bytes: 0,
                 last_used: now_ms(),
             }),
+            usage,
         }
     }
 
     /// Subscribes `conn` and queues, in order: the `subscribed` reply (with recovery when
     /// `since` is given), the `presence_state`; the other subscribers get a `presence_diff`.
+    /// Refused (nothing queued) when its presence meta does not fit the byte budgets.
     pub fn subscribe(
         &self,
         conn: &Arc<Conn>,
         request_id: &Value,
         since: Option<&Since>,
         client_meta: Option<&Map<String, Value>>,
-    ) -> Subscribed {
+    ) -> ApiResult<Subscribed> {
         let mut st = lock(&self.state);
         st.last_used = now_ms();
         let already = st.subscribers.iter().any(|s| Arc::ptr_eq(&s.conn, conn));
+        let meta = meta_of(conn, client_meta);
+        let meta_bytes = meta.to_string().len();
+        if !already {
+            st.presence_fits(meta_bytes, 0, &self.usage)?;
+        }
         let mut reply = json!({
             "type": "subscribed", "channel": &*self.name, "epoch": st.epoch,
             "offset": st.last_offset,
@@ -242,12 +357,14 @@ impl Channel {
         }
         conn.send(frame(&reply));
         if already {
-            return Subscribed::Already;
+            return Ok(Subscribed::Already);
         }
-        let meta = meta_of(conn, client_meta);
+        st.presence_bytes += meta_bytes;
+        self.usage.add_presence(meta_bytes);
         st.subscribers.push(Subscriber {
             conn: conn.clone(),
             meta: meta.clone(),
+            meta_bytes,
         });
         conn.send(frame(&json!({
             "type": "presence_state", "channel": &*self.name, "presence": st.presence(),
@@ -258,7 +375,7 @@ impl Channel {
             json!({}),
             Some(conn.id),
         );
-        Subscribed::Yes
+        Ok(Subscribed::Yes)
     }
 
     /// Removes `conn`; the others get a `presence_diff` leave. False if it was not subscribed.
@@ -272,6 +389,8 @@ impl Channel {
             return false;
         };
         let gone = st.subscribers.swap_remove(pos);
+        st.presence_bytes -= gone.meta_bytes;
+        self.usage.sub_presence(gone.meta_bytes);
         st.last_used = now_ms();
         st.diff(
             &self.name,
@@ -282,19 +401,31 @@ impl Channel {
         true
     }
 
-    /// Replaces `conn`'s presence meta (a leave of the old and a join of the new one).
-    pub fn update_meta(&self, conn: &Arc<Conn>, client_meta: Option<&Map<String, Value>>) -> bool {
+    /// Replaces `conn`'s presence meta (a leave of the old and a join of the new one). False
+    /// when not subscribed; refused when the new meta does not fit the byte budgets.
+    pub fn update_meta(
+        &self,
+        conn: &Arc<Conn>,
+        client_meta: Option<&Map<String, Value>>,
+    ) -> ApiResult<bool> {
         let mut st = lock(&self.state);
         let Some(pos) = st
             .subscribers
             .iter()
             .position(|s| Arc::ptr_eq(&s.conn, conn))
         else {
-            return false;
+            return Ok(false);
         };
         let mut meta = meta_of(conn, client_meta);
         // The connection did not rejoin: keep its original join time.
         meta["joinedAt"] = st.subscribers[pos].meta["joinedAt"].clone();
+        let bytes = meta.to_string().len();
+        let replacing = st.subscribers[pos].meta_bytes;
+        st.presence_fits(bytes, replacing, &self.usage)?;
+        st.presence_bytes = st.presence_bytes - replacing + bytes;
+        self.usage.sub_presence(replacing);
+        self.usage.add_presence(bytes);
+        st.subscribers[pos].meta_bytes = bytes;
         let old = std::mem::replace(&mut st.subscribers[pos].meta, meta.clone());
         st.diff(
             &self.name,
@@ -302,7 +433,7 @@ impl Channel {
             one_meta(&conn.user_id, &old),
             None,
         );
-        true
+        Ok(true)
     }
 
     /// Whether `conn` is subscribed.
@@ -319,8 +450,13 @@ impl Channel {
         let mut st = lock(&self.state);
         let now = now_ms();
         let offset = st.last_offset + 1;
-        let message = message_frame(&self.name, offset, data, from, now);
-        let delivered = st.append(offset, now, message, retention);
+        let frame = message_frame(&self.name, offset, data, from, now);
+        let entry = Entry {
+            offset,
+            ts: now,
+            frame,
+        };
+        let delivered = st.append(entry, retention, &self.usage);
         (offset, delivered)
     }
 
@@ -338,6 +474,16 @@ impl Channel {
             .collect()
     }
 
+    /// (time, offset) of the oldest kept message.
+    fn oldest(&self) -> Option<(Millis, u64)> {
+        lock(&self.state).history.front().map(|e| (e.ts, e.offset))
+    }
+
+    /// Bytes of history kept.
+    pub fn history_bytes(&self) -> usize {
+        lock(&self.state).history_bytes
+    }
+
     /// True when nobody is subscribed and nothing in it is younger than the window.
     fn is_droppable(&self, retention: &Retention, now: Millis) -> bool {
         let st = lock(&self.state);
@@ -350,15 +496,72 @@ pub struct Channels {
     map: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
     /// History kept per channel.
     pub retention: Retention,
+    usage: Arc<Usage>,
 }
 
 impl Channels {
     /// An empty registry.
-    pub fn new(retention: Retention) -> Channels {
+    pub fn new(retention: Retention, budgets: Budgets) -> Channels {
         Channels {
             map: Mutex::new(HashMap::new()),
             retention,
+            usage: Arc::new(Usage {
+                limits: budgets,
+                history: AtomicUsize::new(0),
+                presence: AtomicUsize::new(0),
+                history_gauge: metrics::gauge!("sessiond_realtime_history_bytes"),
+                presence_gauge: metrics::gauge!("sessiond_realtime_presence_bytes"),
+            }),
         }
+    }
+
+    /// Bytes of history kept by all channels.
+    pub fn history_bytes(&self) -> usize {
+        self.usage.history.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of presence metas of all channels.
+    pub fn presence_bytes(&self) -> usize {
+        self.usage.presence.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `data` on `channel` (see [`Channel::publish`]), then holds all histories to
+    /// the global byte budget.
+    pub fn publish(&self, channel: &Channel, data: &Value, from: Option<&str>) -> (u64, usize) {
+        let published = channel.publish(data, from, &self.retention);
+        if self.history_bytes() > self.usage.limits.history_bytes {
+            self.shed_history();
+        }
+        published
+    }
+
+    /// Drops the oldest messages of the whole process until the histories use at most 90% of
+    /// `history_max_bytes` (channel locks are taken one at a time, never under the map's).
+    fn shed_history(&self) {
+        let target = self.usage.limits.history_bytes / 10 * 9;
+        let channels: Vec<Arc<Channel>> = lock(&self.map).values().cloned().collect();
+        let mut heap: BinaryHeap<Reverse<(Millis, u64, usize)>> = channels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.oldest().map(|(ts, offset)| Reverse((ts, offset, i))))
+            .collect();
+        let mut dropped = 0u64;
+        while self.history_bytes() > target {
+            let Some(Reverse((_, offset, i))) = heap.pop() else {
+                break;
+            };
+            let channel = &channels[i];
+            let mut st = lock(&channel.state);
+            // Still the oldest of that channel (nothing trimmed it meanwhile): drop it.
+            if st.history.front().is_some_and(|e| e.offset == offset) {
+                st.pop_oldest(&self.usage);
+                dropped += 1;
+            }
+            if let Some(front) = st.history.front() {
+                heap.push(Reverse((front.ts, front.offset, i)));
+            }
+        }
+        metrics::counter!("sessiond_realtime_history_shed_total").increment(dropped);
     }
 
     /// The channel `name`, created (with a new epoch) if absent.
@@ -370,7 +573,7 @@ impl Channels {
             lock(&channel.state).last_used = now_ms();
             return channel.clone();
         }
-        let channel = Arc::new(Channel::new(name));
+        let channel = Arc::new(Channel::new(name, self.usage.clone()));
         map.insert(channel.name.clone(), channel.clone());
         channel
     }

@@ -12,7 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use sessiond_store::realtime::BusMessage;
 
-use super::{lock, message_frame, Channel, Entry, Retention};
+use super::{lock, message_frame, Channel, Channels, Entry, Retention};
 
 /// Rebuilds the `message` frame of a bus message (payload `{"data":…,"from":…}`).
 pub(crate) fn bus_frame(message: &BusMessage) -> Utf8Bytes {
@@ -43,20 +43,22 @@ impl Channel {
     pub fn load(&self, epoch: &str, top: u64, messages: &[BusMessage], retention: &Retention) {
         let mut st = lock(&self.state);
         st.epoch = epoch.to_string();
-        st.history.clear();
+        while !st.history.is_empty() {
+            st.pop_oldest(&self.usage);
+        }
         st.last_offset = top;
         for m in messages
             .iter()
             .filter(|m| m.epoch == epoch && m.offset <= top)
         {
-            st.history.push_back(Entry {
+            let entry = Entry {
                 offset: m.offset,
                 ts: m.ts,
                 frame: bus_frame(m),
-            });
+            };
+            st.keep(entry, &self.usage);
         }
-        let now = sessiond_store::now_ms();
-        st.trim(retention, now);
+        st.trim(retention, sessiond_store::now_ms(), &self.usage);
     }
 
     /// Extends the copy with the next message of the log and delivers it.
@@ -71,7 +73,12 @@ impl Channel {
         if message.offset != st.last_offset + 1 {
             return Applied::Gap;
         }
-        Applied::Delivered(st.append(message.offset, message.ts, bus_frame(message), retention))
+        let entry = Entry {
+            offset: message.offset,
+            ts: message.ts,
+            frame: bus_frame(message),
+        };
+        Applied::Delivered(st.append(entry, retention, &self.usage))
     }
 
     /// The latest offset in the copy.
@@ -82,5 +89,16 @@ impl Channel {
     /// How many sockets are subscribed here.
     pub fn subscriber_count(&self) -> usize {
         lock(&self.state).subscribers.len()
+    }
+}
+
+impl Channels {
+    /// [`Channel::apply`] within the process-wide history budget.
+    pub fn apply(&self, channel: &Channel, message: &BusMessage) -> Applied {
+        let applied = channel.apply(message, &self.retention);
+        if self.history_bytes() > self.usage.limits.history_bytes {
+            self.shed_history();
+        }
+        applied
     }
 }

@@ -23,6 +23,10 @@ pub struct RealtimeConfig {
     /// socket that presents no session token: the socket belongs to the anonymous user
     /// `client:<cID>` (docs/realtime.md §0).
     pub middleware_clients: bool,
+    /// Page origins (besides the server's own) whose sockets may authenticate with a cookie
+    /// (session or middleware cookie); any other `Origin` is a 403 before the upgrade
+    /// (cross-site WebSocket hijacking). Token and key sockets are not affected.
+    pub allowed_origins: Vec<String>,
     /// Close code sent to every socket of a user on `logout_all` or when their sessions are
     /// revoked (the reason is always `Logged out from all devices`).
     pub logout_close_code: u16,
@@ -31,8 +35,13 @@ pub struct RealtimeConfig {
     /// Sustained inbound messages per second per socket (the burst allowance is the same
     /// number); above it the socket is closed with 1008.
     pub max_messages_per_s: u32,
-    /// Most open sockets per user; one more is refused with 429 before the upgrade.
+    /// Most open sockets (and SSE connections) per user; past it a WebSocket is accepted and
+    /// closed at once with 1013 `Too many connections for this user`, an SSE request gets 429.
+    #[serde(alias = "max_connections_per_user")]
     pub max_sockets_per_user: usize,
+    /// Most open sockets (and SSE connections) of this process; past it as above, 1013
+    /// `Too many connections`.
+    pub max_connections: usize,
     /// Most entries of a user's `activeGames`.
     pub max_active_games: usize,
     /// Longest game id, device id or user id (bytes).
@@ -65,6 +74,17 @@ pub struct RealtimeConfig {
     pub recovery_window_s: u64,
     /// Recovery: never keep more than this many messages per channel.
     pub recovery_max_messages: usize,
+    /// Recovery: never keep more than this many bytes of one channel's history (oldest
+    /// dropped first; a client that missed a dropped message gets `recovered: false`).
+    pub recovery_max_bytes: usize,
+    /// All channels' histories together: past this many bytes the oldest messages of the
+    /// process are dropped first (down to 90% of it).
+    pub history_max_bytes: usize,
+    /// Presence metas of one channel (bytes, server fields included); a subscribe or
+    /// `presence_update` past it is refused with `limit_reached`.
+    pub presence_max_bytes_per_channel: usize,
+    /// Presence metas of all channels together (bytes); past it as above.
+    pub presence_max_bytes: usize,
     /// Keys of signed channel grants (HMAC-SHA256). The first signs grants the server mints;
     /// any verifies. Empty = signed grants are refused (server-side grants still work).
     pub grant_keys: Vec<String>,
@@ -114,10 +134,12 @@ impl Default for RealtimeConfig {
             seed_path: "/__user-session".into(),
             session_cookies: vec!["sessiond_session".into()],
             middleware_clients: true,
+            allowed_origins: Vec::new(),
             logout_close_code: 4001,
             max_message_bytes: 16 * 1024,
             max_messages_per_s: 20,
             max_sockets_per_user: 16,
+            max_connections: 100_000,
             max_active_games: 100,
             max_id_bytes: 256,
             outbound_queue: 256,
@@ -131,6 +153,10 @@ impl Default for RealtimeConfig {
             recovery_messages: 300,
             recovery_window_s: 120,
             recovery_max_messages: 10_000,
+            recovery_max_bytes: 1024 * 1024,
+            history_max_bytes: 256 * 1024 * 1024,
+            presence_max_bytes_per_channel: 1024 * 1024,
+            presence_max_bytes: 64 * 1024 * 1024,
             grant_keys: Vec::new(),
             events: EventsConfig::default(),
         }
@@ -155,6 +181,7 @@ impl RealtimeConfig {
             ("max_message_bytes", self.max_message_bytes),
             ("max_messages_per_s", self.max_messages_per_s as usize),
             ("max_sockets_per_user", self.max_sockets_per_user),
+            ("max_connections", self.max_connections),
             ("max_active_games", self.max_active_games),
             ("max_id_bytes", self.max_id_bytes),
             ("outbound_queue", self.outbound_queue),
@@ -167,6 +194,13 @@ impl RealtimeConfig {
                 self.max_subscriptions_per_socket,
             ),
             ("recovery_max_messages", self.recovery_max_messages),
+            ("recovery_max_bytes", self.recovery_max_bytes),
+            ("history_max_bytes", self.history_max_bytes),
+            (
+                "presence_max_bytes_per_channel",
+                self.presence_max_bytes_per_channel,
+            ),
+            ("presence_max_bytes", self.presence_max_bytes),
             (
                 "events.webhook_max_attempts",
                 self.events.webhook_max_attempts as usize,
@@ -211,6 +245,16 @@ impl RealtimeConfig {
             messages: self.recovery_messages,
             window: Duration::from_secs(self.recovery_window_s),
             max_messages: self.recovery_max_messages,
+            max_bytes: self.recovery_max_bytes,
+        }
+    }
+
+    /// The byte budgets of all channels together.
+    pub fn budgets(&self) -> crate::channels::Budgets {
+        crate::channels::Budgets {
+            history_bytes: self.history_max_bytes,
+            presence_bytes_per_channel: self.presence_max_bytes_per_channel,
+            presence_bytes: self.presence_max_bytes,
         }
     }
 

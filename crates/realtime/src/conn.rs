@@ -68,6 +68,8 @@ pub struct Subscription {
 struct Outbox {
     frames: VecDeque<Utf8Bytes>,
     close: Option<(u16, Box<str>)>,
+    /// Sent just before the close frame (why the connection ends).
+    last_words: Option<Utf8Bytes>,
 }
 
 /// What the socket task must do next.
@@ -99,6 +101,9 @@ impl ConnReceiver {
             {
                 let mut outbox = lock(&self.conn.outbox);
                 if let Some((code, reason)) = outbox.close.clone() {
+                    if let Some(last) = outbox.last_words.take() {
+                        return Outbound::Frame(last);
+                    }
                     return Outbound::Close(code, reason);
                 }
                 if let Some(frame) = outbox.frames.pop_front() {
@@ -146,6 +151,8 @@ pub struct ConnInfo {
     pub connected_at: Millis,
     /// Protocol name (`seed`, `v1`, `sse`).
     pub protocol: &'static str,
+    /// The authenticating session's deadlines (watched while the socket is open).
+    pub deadlines: Option<crate::auth::SessionDeadlines>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -191,9 +198,20 @@ impl Conn {
 
     /// Asks the socket task to send a close frame and stop. The first request wins.
     pub fn close(&self, code: u16, reason: &str) {
+        self.close_inner(None, code, reason);
+    }
+
+    /// Like [`close`](Self::close), with one last frame sent before the close frame (queued
+    /// frames are still dropped: the close jumps the queue).
+    pub fn close_after(&self, last: Utf8Bytes, code: u16, reason: &str) {
+        self.close_inner(Some(last), code, reason);
+    }
+
+    fn close_inner(&self, last: Option<Utf8Bytes>, code: u16, reason: &str) {
         let mut outbox = lock(&self.outbox);
         if outbox.close.is_none() {
             outbox.close = Some((code, reason.into()));
+            outbox.last_words = last;
             outbox.frames = VecDeque::new();
             drop(outbox);
             self.wake.notify_one();
@@ -310,6 +328,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Which connection cap refused a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// `realtime.max_connections` (the whole process).
+    Total,
+    /// `realtime.max_connections_per_user`.
+    User,
+}
+
 const SHARDS: usize = 32;
 
 /// One shard of the registry: user id → that user's open sockets.
@@ -341,23 +368,29 @@ impl Connections {
         lock(&self.shards[(h as usize) % self.shards.len()])
     }
 
-    /// Registers `conn` unless its user already has `limit` sockets; returns how many the
-    /// user has now, or `None` when refused.
-    pub fn add(&self, conn: &Arc<Conn>, limit: usize) -> Option<usize> {
+    /// Registers `conn` unless the process already has `max_total` sockets or its user
+    /// `per_user`; returns how many the user has now, or which cap refused it.
+    pub fn add(&self, conn: &Arc<Conn>, per_user: usize, max_total: u64) -> Result<usize, Cap> {
+        // Reserve a slot in the total first, so concurrent accepts cannot overshoot it.
+        if self.total.fetch_add(1, Ordering::Relaxed) >= max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Cap::Total);
+        }
         let mut map = self.shard(&conn.user_id);
         let list = map.entry(conn.user_id.clone()).or_default();
-        if list.len() >= limit {
+        if list.len() >= per_user {
             if list.is_empty() {
                 map.remove(&conn.user_id);
             }
-            return None;
+            drop(map);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Cap::User);
         }
         list.push(conn.clone());
         let n = list.len();
         drop(map);
-        self.total.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("sessiond_realtime_connections").increment(1.0);
-        Some(n)
+        Ok(n)
     }
 
     /// Unregisters `conn`; returns how many sockets its user still has.

@@ -7,10 +7,12 @@
 //! user. Because the debounce is one constant, deadlines come in insertion order and a FIFO
 //! queue is the whole timer structure.
 //!
-//! Emitted events go, in order, through one delivery task to every [`EventSink`]; the
-//! webhook sink retries with exponential backoff, so a slow receiver delays later events
-//! rather than reordering them. The queue is bounded: beyond it events are dropped with a
-//! warning and a metric (a backend that was down that long must resync anyway).
+//! Emitted events go to every [`EventSink`] through that sink's own bounded queue and delivery
+//! task, in order per sink: the webhook sink retries with exponential backoff, so a slow or
+//! dead receiver delays its own later events rather than reordering them — and never the
+//! other sinks (a dead webhook costs up to a minute per event; the presence stream must not
+//! wait for it). A full queue drops that sink's events with a warning and a metric (a backend
+//! that was down that long must resync anyway).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::EventsConfig;
 
-/// Events waiting for delivery before new ones are dropped.
+/// Events waiting for delivery to one sink before new ones are dropped.
 const DELIVERY_QUEUE: usize = 10_000;
 
 /// One online/offline event (the webhook body and the stream entry).
@@ -67,10 +69,17 @@ impl Events {
     /// Starts the debouncer and the delivery task over `sinks`.
     pub fn start(config: &EventsConfig, sinks: Vec<Arc<dyn EventSink>>) -> Events {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (deliver_tx, deliver_rx) = mpsc::channel(DELIVERY_QUEUE);
+        let queues = sinks
+            .into_iter()
+            .map(|sink| {
+                let (deliver_tx, deliver_rx) = mpsc::channel(DELIVERY_QUEUE);
+                let name = sink.name().to_string();
+                tokio::spawn(delivery_loop(deliver_rx, sink));
+                (name, deliver_tx)
+            })
+            .collect();
         let debounce = Duration::from_millis(config.debounce_ms);
-        tokio::spawn(debounce_loop(rx, deliver_tx, debounce));
-        tokio::spawn(delivery_loop(deliver_rx, sinks));
+        tokio::spawn(debounce_loop(rx, queues, debounce));
         Events { tx }
     }
 
@@ -93,7 +102,7 @@ struct Pending {
 
 async fn debounce_loop(
     mut rx: mpsc::UnboundedReceiver<Change>,
-    out: mpsc::Sender<UserEvent>,
+    sinks: Vec<(String, mpsc::Sender<UserEvent>)>,
     debounce: Duration,
 ) {
     // Users whose last emitted state is online (absent = offline), pending states, and the
@@ -138,22 +147,23 @@ async fn debounce_loop(
                     at: state.at,
                 };
                 metrics::counter!("sessiond_realtime_user_events_total", "type" => event.kind).increment(1);
-                if out.try_send(event).is_err() {
-                    metrics::counter!("sessiond_realtime_user_events_dropped_total").increment(1);
-                    tracing::warn!("user event queue full; event dropped");
+                for (name, queue) in &sinks {
+                    if queue.try_send(event.clone()).is_err() {
+                        metrics::counter!("sessiond_realtime_user_events_dropped_total", "sink" => name.clone()).increment(1);
+                        tracing::warn!(sink = %name, "user event queue full; event dropped");
+                    }
                 }
             }
         }
     }
 }
 
-async fn delivery_loop(mut rx: mpsc::Receiver<UserEvent>, sinks: Vec<Arc<dyn EventSink>>) {
+/// Delivers one sink's events in order.
+async fn delivery_loop(mut rx: mpsc::Receiver<UserEvent>, sink: Arc<dyn EventSink>) {
     while let Some(event) = rx.recv().await {
-        for sink in &sinks {
-            if let Err(e) = sink.deliver(&event).await {
-                metrics::counter!("sessiond_realtime_user_event_failures_total").increment(1);
-                tracing::warn!(sink = sink.name(), user = %event.user_id, error = %e, "user event not delivered");
-            }
+        if let Err(e) = sink.deliver(&event).await {
+            metrics::counter!("sessiond_realtime_user_event_failures_total").increment(1);
+            tracing::warn!(sink = sink.name(), user = %event.user_id, error = %e, "user event not delivered");
         }
     }
 }

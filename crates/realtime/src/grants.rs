@@ -1,10 +1,14 @@
 //! Signed channel grants: `<payload>.<signature>`, HMAC-SHA256 over the base64url payload.
 //!
 //! An app backend that already decides who may enter a room should not need a round trip to
-//! sessiond per join: it signs `{"sub","ch","pub","exp"}` with a shared key and hands the token
+//! sessiond per join: it signs `{"sub","ch","pub","iat","exp"}` with a shared key and hands the token
 //! to its client, which presents it on `subscribe`. Several keys are accepted at once (the
 //! first signs), so keys rotate without a flag day; verification uses the MAC's constant-time
 //! comparison. The format is in docs/realtime.md §2.3.
+//!
+//! `iat` (issued at, unix seconds) lets a revocation outlive the grants it revokes: revoking a
+//! user's grant of a channel records the time in the user's object, and a signed grant issued
+//! at or before it is refused from then on (see [`revoked`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -24,8 +28,18 @@ pub struct GrantClaims {
     /// May publish from a client.
     #[serde(default, rename = "pub")]
     pub publish: bool,
+    /// Issued at, unix seconds (0 when absent: older than any revocation).
+    #[serde(default)]
+    pub iat: i64,
     /// Expiry, unix seconds.
     pub exp: i64,
+}
+
+/// Whether a grant issued at `iat` is void because the user's grant of the channel was
+/// revoked at `revoked_at` (unix seconds; `None` = never revoked). A grant issued in the same
+/// second as the revocation is void too: seconds cannot order them.
+pub fn revoked(iat: i64, revoked_at: Option<i64>) -> bool {
+    revoked_at.is_some_and(|at| iat <= at)
 }
 
 fn mac(key: &[u8], payload: &str) -> HmacSha256 {
@@ -72,6 +86,7 @@ mod tests {
             sub: "alice".into(),
             ch: "room:lobby".into(),
             publish: true,
+            iat: 0,
             exp,
         }
     }

@@ -20,7 +20,8 @@ use crate::auth::SessionAuthority;
 use crate::bus::Action;
 use crate::channels::Channels;
 use crate::config::RealtimeConfig;
-use crate::conn::{Conn, ConnInfo, ConnReceiver, Connections};
+use crate::conn::{Cap, Conn, ConnInfo, ConnReceiver, Connections};
+use crate::ending::{EndReason, SessionEnded, SessionWatch};
 use crate::events::{EventSink, Events};
 use crate::state::{Presence, UserState};
 use crate::webhook::WebhookSink;
@@ -48,9 +49,14 @@ pub(crate) struct HubInner {
     pub(crate) authority: Arc<dyn SessionAuthority>,
     pub(crate) keys: ApiKeys,
     pub(crate) events: Events,
+    pub(crate) watch: Arc<SessionWatch>,
     /// The engine's bus when the hub runs on several nodes ([`Hub::attach_bus`]).
     pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
 }
+
+/// The error code of a connect refused by a connection cap (a WebSocket is then accepted and
+/// closed at once with 1013, which a browser can read; SSE gets the 429).
+pub const CAP_ERROR: &str = "too_many_connections";
 
 /// Serializes a frame once so it can be queued to many sockets.
 pub fn frame(value: &Value) -> Utf8Bytes {
@@ -86,16 +92,21 @@ impl Hub {
         users.set_idle_after(std::time::Duration::from_secs(config.idle_evict_s));
         let hub = Hub {
             inner: Arc::new(HubInner {
-                channels: Channels::new(config.retention()),
+                channels: Channels::new(config.retention(), config.budgets()),
                 config,
                 users,
                 conns: Connections::default(),
                 authority,
                 keys,
                 events,
+                watch: Arc::default(),
                 cluster: std::sync::OnceLock::new(),
             }),
         };
+        tokio::spawn(crate::ending::run_watch(
+            hub.inner.watch.clone(),
+            Arc::downgrade(&hub.inner),
+        ));
         // Drop unused channels periodically; the task ends when the hub is dropped.
         let weak = Arc::downgrade(&hub.inner);
         let every = std::time::Duration::from_secs(hub.inner.config.recovery_window_s.clamp(1, 30));
@@ -207,18 +218,33 @@ impl Hub {
         first_frame: impl FnOnce(&UserState, &Conn) -> Option<Utf8Bytes>,
     ) -> ApiResult<(Arc<Conn>, ConnReceiver)> {
         let user = info.user_id.clone();
+        let watched = info.session_id.clone().zip(info.deadlines);
         let (mut guard, mut state) = self.open(&user).await?;
         let (conn, rx) = Conn::new(info, self.inner.config.outbound_queue);
-        let Some(open) = self
-            .inner
-            .conns
-            .add(&conn, self.inner.config.max_sockets_per_user)
-        else {
-            return Err(ApiError::limit(format!(
-                "user already has {} open sockets",
-                self.inner.config.max_sockets_per_user
-            )));
+        let config = &self.inner.config;
+        let open = match self.inner.conns.add(
+            &conn,
+            config.max_sockets_per_user,
+            config.max_connections as u64,
+        ) {
+            Ok(open) => open,
+            Err(cap) => {
+                let (label, message) = match cap {
+                    Cap::Total => ("total", "Too many connections"),
+                    Cap::User => ("user", "Too many connections for this user"),
+                };
+                metrics::counter!("sessiond_realtime_connections_refused_total", "cap" => label)
+                    .increment(1);
+                return Err(ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    CAP_ERROR,
+                    message,
+                ));
+            }
         };
+        if let Some((session, deadlines)) = watched {
+            self.inner.watch.watch(&session, &user, deadlines);
+        }
         if open == 1 && state.presence != Presence::Online {
             state.presence = Presence::Online;
             state.last_active = Some(now_ms());
@@ -255,6 +281,15 @@ impl Hub {
                 return;
             }
         };
+        // An anonymous browser user (`client:<cID>`) with nothing worth keeping leaves no row:
+        // every cookie a bot presents would otherwise be a permanent state row.
+        let anonymous = conn.user_id.starts_with(crate::auth::CLIENT_USER_PREFIX);
+        if anonymous && stored.as_ref().is_some_and(UserState::is_empty) {
+            if let Err(e) = guard.delete(Durability::Confirmed).await {
+                tracing::warn!(error = %e, user = %conn.user_id, "cannot drop an anonymous user's state");
+            }
+            return;
+        }
         // A cleared (absent) state stays absent: the sockets closed because of the clear.
         if let Some(mut state) = stored.filter(|s| s.presence != Presence::Offline) {
             state.presence = Presence::Offline;
@@ -268,7 +303,7 @@ impl Hub {
     /// Queues `value` to every socket of `user`; returns how many sockets got it.
     /// On several nodes, the other nodes' sockets get it too (the count is this node's).
     pub fn broadcast(&self, user: &str, value: &Value) -> usize {
-        self.inner.act_everywhere(Action::Frame {
+        self.act_everywhere(Action::Frame {
             user: user.to_string(),
             frame: value.to_string(),
             seed_only: false,
@@ -296,11 +331,10 @@ impl Hub {
             .await
             .map_err(storage_error)?;
         let (code, reason) = CLEARED_CLOSE;
-        Ok(self.inner.act_everywhere(Action::Close {
+        Ok(self.act_everywhere(Action::Close {
             user: user.to_string(),
             code,
             reason: reason.to_string(),
-            sessions: None,
         }))
     }
 
@@ -312,29 +346,17 @@ impl Hub {
             Err(e) => tracing::error!(user, error = %e, "cannot revoke sessions on logout_all"),
         }
         let (mut guard, mut state) = self.open(user).await?;
-        let closed = self.close_for_logout(user, None);
+        let closed = self.session_ended(&SessionEnded {
+            user_id: user.to_string(),
+            session_ids: Vec::new(),
+            all: true,
+            reason: EndReason::LoggedOut,
+        });
         state.active_games.clear();
         state.presence = Presence::Offline;
         state.last_active = Some(now_ms());
         Self::save(&mut guard, state).await?;
         Ok(closed)
-    }
-
-    /// Sessions of `user` were revoked elsewhere (e.g. `DELETE /v1/users/{id}/sessions`):
-    /// closes the sockets they authenticated, or all of the user's when `all`.
-    pub fn sessions_revoked(&self, user: &str, session_ids: &[String], all: bool) -> usize {
-        self.close_for_logout(user, (!all).then(|| session_ids.to_vec()))
-    }
-
-    /// Closes the user's sockets (all, or those of `sessions`) on every node with the
-    /// logout code; returns how many on this node.
-    fn close_for_logout(&self, user: &str, sessions: Option<Vec<String>>) -> usize {
-        self.inner.act_everywhere(Action::Close {
-            user: user.to_string(),
-            code: self.inner.config.logout_close_code,
-            reason: LOGOUT_REASON.to_string(),
-            sessions,
-        })
     }
 
     /// Server shutdown: closes every socket with 1001 and waits (at most `grace`) until their

@@ -11,6 +11,7 @@
 //! - [`auth`]: who a request acts for ([`SessionAuthority`], service keys, 401/403 rules).
 //! - [`hub`]: the per-user object and the rules every entry point goes through.
 //! - [`conn`]: socket handles and the per-user registry of open sockets.
+//! - [`ending`]: closing the sockets of sessions that end (revoke, logout, eviction, expiry).
 //! - [`socket`]: the task owning one WebSocket (limits, ping/liveness).
 //! - [`upgrade`]: the HTTP accept step shared by the protocols.
 //! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
@@ -34,6 +35,7 @@ pub mod bus;
 pub mod channels;
 pub mod config;
 pub mod conn;
+pub mod ending;
 pub mod events;
 pub mod grants;
 pub mod hub;
@@ -47,8 +49,9 @@ pub mod webhook;
 
 use axum::Router;
 
-pub use auth::{SessionAuthority, SessionUser};
+pub use auth::{SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
+pub use ending::{EndReason, SessionEnded};
 pub use events::{EventSink, UserEvent};
 pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
 pub use state::{Presence, UserState};
@@ -57,9 +60,15 @@ pub use state::{Presence, UserState};
 /// authentication (sockets take session tokens, service APIs take API keys), so the server
 /// must not put its API-key guard in front of them.
 pub fn router(hub: Hub) -> Router {
+    // The service APIs are authenticated before their extractors run, so an anonymous
+    // caller gets its 401 before any query or body is parsed (and learns nothing from a 400).
+    let service_apis = api::router().route_layer(axum::middleware::from_fn_with_state(
+        hub.clone(),
+        api::require_service_layer,
+    ));
     seed::router(&hub)
         .merge(v1::router())
-        .merge(api::router())
+        .merge(service_apis)
         .merge(sse::router())
         .with_state(hub)
 }

@@ -70,11 +70,15 @@ async fn connect(
     };
     let info = connect_info(&hub, &query, &headers, ip, "seed").await?;
     let ws: WebSocketUpgrade = ws.0.map_err(upgrade_error)?;
-    let (conn, rx) = hub
+    let connected = hub
         .connect(info, |state, conn| {
             Some(frame(&state.initial_state(&conn.device_id)))
         })
-        .await?;
+        .await;
+    let (conn, rx) = match connected {
+        Ok(connected) => connected,
+        Err(e) => return crate::socket::refuse_at_cap(ws, e),
+    };
     Ok(crate::upgrade::accept(hub, conn, rx, ws, SeedProtocol))
 }
 

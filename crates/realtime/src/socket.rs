@@ -26,6 +26,24 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: going away (liveness timeout, server shutdown).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: try again later (a connection cap, a slow consumer).
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+
+/// A connect refused by a connection cap: the WebSocket is accepted and closed at once with
+/// 1013 and the cap's message (a browser cannot read a refused upgrade's status, but it can
+/// read a close code). Any other error stays an HTTP error.
+pub fn refuse_at_cap(
+    ws: axum::extract::ws::WebSocketUpgrade,
+    error: sessiond_http::ApiError,
+) -> sessiond_http::ApiResult<axum::response::Response> {
+    if error.code != crate::hub::CAP_ERROR {
+        return Err(error);
+    }
+    let reason = error.message;
+    Ok(ws.on_upgrade(move |mut socket| async move {
+        send_close(&mut socket, CLOSE_TRY_AGAIN, &reason).await;
+    }))
+}
 
 /// What a protocol does with the frames of one socket.
 pub trait Protocol: Send + 'static {

@@ -59,6 +59,10 @@ pub struct UserState {
     /// Channels granted by the app through the server API, by channel name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub grants: BTreeMap<String, Grant>,
+    /// When the app last revoked the user's grant of a channel (unix seconds), by channel:
+    /// signed grants issued up to then are refused. Persisted, so it holds after a restart.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grant_revocations: BTreeMap<String, i64>,
 }
 
 /// A server-side channel grant.
@@ -78,6 +82,30 @@ impl Grant {
 }
 
 impl UserState {
+    /// Records a revocation of the user's grant of `channel` at `now_s`, keeping at most
+    /// `max` revocations (the oldest go first: a grant outliving that many later revocations
+    /// is the app's long-lived grant, not an abuse).
+    pub fn record_revocation(&mut self, channel: &str, now_s: i64, max: usize) {
+        self.grant_revocations.insert(channel.to_string(), now_s);
+        while self.grant_revocations.len() > max.max(1) {
+            let oldest = self
+                .grant_revocations
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(ch, _)| ch.clone());
+            match oldest {
+                Some(ch) => self.grant_revocations.remove(&ch),
+                None => break,
+            };
+        }
+    }
+
+    /// Nothing worth keeping: no games, grants or revocations (the row of an anonymous
+    /// `client:` user in this state is dropped at its last disconnect).
+    pub fn is_empty(&self) -> bool {
+        self.active_games.is_empty() && self.grants.is_empty() && self.grant_revocations.is_empty()
+    }
+
     /// The state of a user never seen.
     pub fn empty(user_id: &str) -> UserState {
         UserState {

@@ -60,6 +60,7 @@ pub(crate) async fn connect_info(
         &hub.config().session_cookies,
         Accept::Socket {
             middleware_cookie: hub.config().middleware_clients,
+            allowed_origins: &hub.config().allowed_origins,
         },
     )
     .await?;
@@ -71,17 +72,20 @@ pub(crate) async fn connect_info(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "unknown".into());
     hub.check_id("deviceId", &device)?;
+    let service = caller == Caller::Service;
+    let (session_id, deadlines) = match caller {
+        Caller::User(user) => (user.session_id, user.deadlines),
+        Caller::Service => (None, None),
+    };
     Ok(ConnInfo {
         user_id: user,
         device_id: device,
-        service: caller == Caller::Service,
-        session_id: match caller {
-            Caller::User(user) => user.session_id,
-            Caller::Service => None,
-        },
+        service,
+        session_id,
         ip,
         connected_at: now_ms(),
         protocol,
+        deadlines,
     })
 }
 
@@ -96,7 +100,7 @@ async fn connect(
     let info = connect_info(&hub, &query, &headers, ip, "v1").await?;
     let ws = ws.0.map_err(upgrade_error)?;
     let ping_ms = hub.config().ping_interval_s * 1000;
-    let (conn, rx) = hub
+    let connected = hub
         .connect(info, |_, conn| {
             Some(frame(&json!({
                 "type": "connected", "v": 1, "connId": conn.id.to_string(),
@@ -104,7 +108,11 @@ async fn connect(
                 "pingIntervalMs": ping_ms,
             })))
         })
-        .await?;
+        .await;
+    let (conn, rx) = match connected {
+        Ok(connected) => connected,
+        Err(e) => return crate::socket::refuse_at_cap(ws, e),
+    };
     Ok(crate::upgrade::accept(hub, conn, rx, ws, V1Protocol))
 }
 
@@ -157,6 +165,13 @@ pub async fn channel_access(
                 let claims = grants::verify(&hub.config().grant_keys, token, now_ms() / 1000)
                     .filter(|c| c.sub == user && c.ch == channel)
                     .ok_or_else(|| forbidden("invalid, expired or foreign grant"))?;
+                let (guard, state) = hub.open(user).await?;
+                drop(guard);
+                if grants::revoked(claims.iat, state.grant_revocations.get(channel).copied()) {
+                    return Err(forbidden(
+                        "this grant was issued before the user's grant of the channel was revoked",
+                    ));
+                }
                 return Ok(Access {
                     publish: claims.publish,
                     expires_at: Some(claims.exp.saturating_mul(1000)),
@@ -279,10 +294,10 @@ impl V1Protocol {
             "presence_update" => {
                 let name = channel_field(message)?;
                 let meta = meta_field(message)?;
-                let updated = hub
-                    .channels()
-                    .get(name)
-                    .is_some_and(|c| c.update_meta(conn, meta));
+                let updated = match hub.channels().get(name) {
+                    Some(channel) => channel.update_meta(conn, meta)?,
+                    None => false,
+                };
                 if !updated {
                     return Err(ApiError::not_found(format!("not subscribed to {name}")));
                 }
@@ -343,7 +358,17 @@ pub(crate) fn subscribe_conn(
     }
     let channel = hub.channels().get_or_create(name);
     // Rights first: a message published right after the subscribe may already be answered.
+    let previous = conn.subscription(name);
     conn.record_subscription(channel.clone(), access.publish, access.expires_at);
-    channel.subscribe(conn, id, since, meta);
+    if let Err(e) = channel.subscribe(conn, id, since, meta) {
+        // Refused by a presence budget: leave the socket's rights as they were.
+        match previous {
+            Some((publish, expires_at)) => conn.renew_subscription(name, publish, expires_at),
+            None => {
+                conn.forget_subscription(name);
+            }
+        }
+        return Err(e);
+    }
     Ok(())
 }

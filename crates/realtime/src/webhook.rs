@@ -3,7 +3,8 @@
 //! `Sessiond-Signature: t=<unix s>,v1=<hex>[,v1=<hex>…]`, one `v1` per configured key over
 //! `"<t>.<body>"`, so a receiver can rotate keys and reject replays by age (docs/realtime.md
 //! §4). A 2xx ends the delivery; anything else is retried after `backoff·2ⁿ` until
-//! `webhook_max_attempts`.
+//! `webhook_max_attempts`. Each attempt, the answer's body included, is bounded by
+//! `webhook_timeout_ms`, and at most 64 KiB of the body is read.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -17,6 +18,9 @@ use crate::events::{EventSink, UserEvent};
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "sessiond-signature";
 
+/// Most bytes of a webhook's answer that are read.
+pub const RESPONSE_CAP: usize = 64 * 1024;
+
 /// Delivers events to `webhook_url`.
 pub struct WebhookSink {
     client: webhook_http::Client,
@@ -24,6 +28,23 @@ pub struct WebhookSink {
     keys: Vec<String>,
     attempts: u32,
     backoff: Duration,
+    timeout: Duration,
+}
+
+/// The first [`RESPONSE_CAP`] bytes of `response`'s body, read for at most `within`.
+async fn read_capped(mut response: webhook_http::Response, within: Duration) -> Vec<u8> {
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = RESPONSE_CAP - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= RESPONSE_CAP {
+                break;
+            }
+        }
+    })
+    .await;
+    body
 }
 
 /// The signature header value for `body` at unix second `t`.
@@ -60,6 +81,7 @@ impl WebhookSink {
             keys: config.webhook_keys.clone(),
             attempts: config.webhook_max_attempts.max(1),
             backoff: Duration::from_millis(config.webhook_backoff_ms),
+            timeout: Duration::from_millis(config.webhook_timeout_ms),
         })
     }
 
@@ -74,10 +96,15 @@ impl WebhookSink {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        if response.status().is_success() {
+        let status = response.status();
+        // Read (and drop) at most RESPONSE_CAP bytes of the answer, within the timeout: a
+        // receiver that streams an endless body costs neither memory nor a stuck delivery.
+        let body = read_capped(response, self.timeout).await;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("webhook answered {}", response.status()))
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            Err(format!("webhook answered {status}: {text}"))
         }
     }
 }

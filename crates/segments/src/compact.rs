@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sessiond_store::{Durability, SegmentRef, StoreError, StreamStore};
 
-use crate::{format, ColdTier};
+use crate::{indexed, ColdTier};
 
 /// When and how much to compact.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl ColdTier {
         };
         // Object first, index second: a crash in between leaves an orphan, never a dangling
         // index entry.
-        self.put(&segment.object_key, format::encode(&range)?)
+        self.put(&segment.object_key, indexed::encode(&range)?)
             .await?;
         if !store
             .seal_segment(path, &segment, Durability::Confirmed)

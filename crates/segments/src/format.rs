@@ -1,4 +1,7 @@
-//! The segment file format: one immutable object per sealed range of a stream.
+//! Segment format 1: one immutable object per sealed range of a stream, verified whole.
+//!
+//! Compaction now writes format 2 (`indexed.rs`, read by range); this format stays readable
+//! for segments sealed before, and its encoder stays for tests of that path.
 //!
 //! A segment holds the stream's chunks exactly as the hot log stored them (same offsets, same
 //! boundaries), so a read that spans cold and hot returns the very chunks it would have

@@ -6,10 +6,11 @@
 //! every byte in the embedded database. Compaction moves the oldest hot range of a stream into
 //! one segment object and drops those hot rows; reads below the first hot chunk come from here.
 //!
-//! - [`format`]: the segment file's byte layout (framed chunks + CRC-32).
+//! - [`indexed`]: the segment file's byte layout (format 2: checksummed frames + an index, read
+//!   by range); [`format`]: format 1 (one CRC over the object), still read.
 //! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
 //!   [`spawn_compactor`].
-//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently decoded segments.
+//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently used segment indexes.
 //! - `testing` (feature `testing`): a private `moto_server` for S3 tests.
 //!
 //! # Durability and crash safety
@@ -40,6 +41,7 @@
 
 pub mod compact;
 pub mod format;
+pub mod indexed;
 mod reader;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,13 +1,17 @@
 //! Reading sealed ranges, and the small in-memory cache that makes catch-up cheap.
 //!
-//! Why a cache of decoded segments rather than ranged reads: a segment is verified by one
-//! CRC over the whole object, so serving a part of it still means fetching and checking all of
-//! it. A catch-up reader pages through a stream in requests smaller than a segment (a 4 MiB
-//! page over 8 MiB segments), so without a cache every segment was fetched and checked once per
-//! page. Keeping the last few decoded segments (a byte budget, `streams.cold.read_cache_bytes`)
-//! makes that once per segment, and the frames are slices of the fetched object, so serving a
-//! page copies nothing. Objects are immutable and their keys carry a random nonce, so a cached
-//! entry can never be stale: a read still asks the engine's index which keys cover the range.
+//! Format-2 segments (`indexed.rs`, what compaction writes) are read by range: the cache keeps
+//! each recently used segment's verified frame index, and a read fetches and checks only the
+//! frames it returns (one ranged get). Memory per reader is then its page, whatever the size of
+//! the segment, and a segment is never decoded whole.
+//!
+//! Format-1 segments (written before format 2) can only be verified whole (one CRC over the
+//! object), so for them the cache keeps the last few decoded segments (within the same byte
+//! budget, `streams.cold.read_cache_bytes`): a catch-up reader paging through one fetches and
+//! checks it once instead of once per page. Frames are slices of the fetched bytes either way,
+//! so serving a page copies nothing. Objects are immutable and their keys carry a random nonce,
+//! so a cached entry can never be stale: a read still asks the engine's index which keys cover
+//! the range.
 //!
 //! The cache also remembers, per stream, where its sealed range ended the last time this
 //! process looked ([`ColdTier::sealed_end_hint`]); the read path uses it to ask the cold tier
@@ -17,11 +21,25 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use object_store::ObjectStoreExt;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use sessiond_store::{SegmentRef, StoreError, StreamChunk, StreamStore};
 
 use crate::format::{self, Decoded, Frame};
+use crate::indexed::{Footer, Index};
 use crate::{unavailable, ColdTier};
+
+/// How much of a segment's end the first read of it fetches: the footer, and with it the index
+/// of any segment of up to a few thousand frames, in one request.
+const SUFFIX_READ: usize = 64 << 10;
+
+/// A segment as the cache keeps it.
+#[derive(Clone)]
+pub(crate) enum Loaded {
+    /// Format 1: decoded whole.
+    Whole(Arc<Decoded>),
+    /// Format 2: its verified index.
+    Indexed(Arc<Index>),
+}
 
 /// Default budget of the decoded-segment cache: two segments of the default maximum size.
 pub const DEFAULT_READ_CACHE_BYTES: usize = 16 << 20;
@@ -34,7 +52,7 @@ pub(crate) struct Recent {
 
 #[derive(Default)]
 struct RecentInner {
-    segments: VecDeque<(String, Arc<Decoded>, usize)>,
+    segments: VecDeque<(String, Loaded, usize)>,
     bytes: usize,
     sealed_end: HashMap<String, u64>,
 }
@@ -51,16 +69,16 @@ impl Recent {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, key: &str) -> Option<Arc<Decoded>> {
+    fn get(&self, key: &str) -> Option<Loaded> {
         let mut inner = self.lock();
         let at = inner.segments.iter().position(|(k, _, _)| k == key)?;
         let entry = inner.segments.remove(at)?;
-        let decoded = Arc::clone(&entry.1);
+        let loaded = entry.1.clone();
         inner.segments.push_back(entry);
-        Some(decoded)
+        Some(loaded)
     }
 
-    fn insert(&self, key: &str, decoded: &Arc<Decoded>, size: usize) {
+    fn insert(&self, key: &str, loaded: &Loaded, size: usize) {
         if size > self.budget {
             return;
         }
@@ -70,7 +88,7 @@ impl Recent {
         }
         inner
             .segments
-            .push_back((key.to_owned(), Arc::clone(decoded), size));
+            .push_back((key.to_owned(), loaded.clone(), size));
         inner.bytes += size;
         while inner.bytes > self.budget {
             let Some((_, _, evicted)) = inner.segments.pop_front() else {
@@ -119,31 +137,109 @@ impl ColdTier {
             .unwrap_or(0)
     }
 
-    /// One segment, decoded and verified (from the cache when recently read).
-    async fn load(&self, segment: &SegmentRef) -> Result<Arc<Decoded>, StoreError> {
+    /// One segment's index (format 2) or whole decoded content (format 1), verified, from
+    /// the cache when recently read.
+    async fn load(&self, segment: &SegmentRef) -> Result<Loaded, StoreError> {
         let key = &segment.object_key;
-        if let Some(decoded) = self.recent.get(key) {
-            return Ok(decoded);
+        if let Some(loaded) = self.recent.get(key) {
+            return Ok(loaded);
         }
-        let bytes = self
+        let location = Self::key(key)?;
+        let failed = |e: object_store::Error| unavailable(&format!("reading {key}"), e);
+        let suffix = self
             .objects
-            .get(&Self::key(key)?)
+            .get_opts(
+                &location,
+                GetOptions::new().with_range(Some(GetRange::Suffix(SUFFIX_READ as u64))),
+            )
             .await
-            .map_err(|e| unavailable(&format!("reading {key}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| unavailable(&format!("reading {key}"), e))?;
-        let size = bytes.len();
-        let decoded = format::decode(bytes)?;
-        if (decoded.start, decoded.end) != (segment.start, segment.end) {
+            .map_err(failed)?;
+        let size = suffix.meta.size;
+        let tail = suffix.bytes().await.map_err(failed)?;
+        let (loaded, memory) = match Footer::parse(&tail, size)? {
+            Some(footer) => {
+                let range = footer.index_range();
+                let fetched_from = size - tail.len() as u64;
+                let index = if range.start >= fetched_from {
+                    let at = (range.start - fetched_from) as usize;
+                    let to = (range.end - fetched_from) as usize;
+                    footer.index(&tail[at..to])?
+                } else {
+                    let bytes = self
+                        .objects
+                        .get_range(&location, range)
+                        .await
+                        .map_err(failed)?;
+                    footer.index(&bytes)?
+                };
+                let memory = index.memory();
+                (Loaded::Indexed(Arc::new(index)), memory)
+            }
+            None => {
+                let bytes = if tail.len() as u64 == size {
+                    tail
+                } else {
+                    self.objects
+                        .get(&location)
+                        .await
+                        .map_err(failed)?
+                        .bytes()
+                        .await
+                        .map_err(failed)?
+                };
+                let size = bytes.len();
+                (Loaded::Whole(Arc::new(format::decode(bytes)?)), size)
+            }
+        };
+        let covers = match &loaded {
+            Loaded::Whole(d) => (d.start, d.end),
+            Loaded::Indexed(i) => (i.start, i.end),
+        };
+        if covers != (segment.start, segment.end) {
             return Err(StoreError::Corrupt(format!(
                 "segment {key} covers [{}, {}), its index entry says [{}, {})",
-                decoded.start, decoded.end, segment.start, segment.end
+                covers.0, covers.1, segment.start, segment.end
             )));
         }
-        let decoded = Arc::new(decoded);
-        self.recent.insert(key, &decoded, size);
-        Ok(decoded)
+        self.recent.insert(key, &loaded, memory);
+        Ok(loaded)
+    }
+
+    /// Frames of one segment ending after `from`, about `max_bytes` of them (at least one).
+    async fn segment_frames(
+        &self,
+        segment: &SegmentRef,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Frame>, StoreError> {
+        match self.load(segment).await? {
+            Loaded::Whole(decoded) => {
+                let first = decoded.chunks.partition_point(|f| f.end() <= from);
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for frame in &decoded.chunks[first..] {
+                    if !out.is_empty() && bytes >= max_bytes {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(frame.data.len());
+                    out.push(frame.clone());
+                }
+                Ok(out)
+            }
+            Loaded::Indexed(index) => {
+                let frames = index.covering(from, max_bytes);
+                if frames.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let key = &segment.object_key;
+                let bytes = self
+                    .objects
+                    .get_range(&Self::key(key)?, index.file_range(frames.clone()))
+                    .await
+                    .map_err(|e| unavailable(&format!("reading {key}"), e))?;
+                index.frames(frames, &bytes)
+            }
+        }
     }
 
     /// Frames of `path`'s sealed segments that end after `from`, in offset order, with their
@@ -163,14 +259,13 @@ impl ColdTier {
         let mut out: Vec<Frame> = Vec::new();
         let mut bytes = 0usize;
         for segment in segments.iter().filter(|s| s.end > from) {
-            let decoded = self.load(segment).await?;
-            let first = decoded.chunks.partition_point(|f| f.end() <= from);
-            for frame in &decoded.chunks[first..] {
-                if !out.is_empty() && bytes >= max_bytes {
-                    return Ok(out);
-                }
+            if !out.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            let left = max_bytes.saturating_sub(bytes);
+            for frame in self.segment_frames(segment, from, left).await? {
                 bytes = bytes.saturating_add(frame.data.len());
-                out.push(frame.clone());
+                out.push(frame);
             }
         }
         Ok(out)
@@ -194,12 +289,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn segment() -> Arc<Decoded> {
-        Arc::new(Decoded {
+    fn segment() -> Loaded {
+        Loaded::Whole(Arc::new(Decoded {
             start: 0,
             end: 1,
             chunks: Vec::new(),
-        })
+        }))
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Assembles the HTTP application from the capabilities' routers.
 //!
+//! Open development mode is not decided here: `keys` carries the server's one decision
+//! (`Config::open_mode`), the same value the realtime hub was given.
+//!
 //! Authentication is applied per route set with `route_layer`, so an unknown path is a 404
 //! for everyone (no 401 that reveals nothing but costs a lookup), and `open_routes` can
 //! exempt whole sets. Durable Streams have their own guard (prefix-scoped keys, read
 //! tokens: `sessiond_streams::access`); every other set wants a full-access key. Health and metrics endpoints are always open: orchestrators and
 //! Prometheus scrape them without credentials, and they reveal no user data.
 
-use axum::extract::{DefaultBodyLimit, State};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use sessiond_http::auth::{require_api_key, KeyScope};
+use sessiond_http::auth::require_api_key;
+use sessiond_http::body::{check_json_media, require_json_media, JsonMedia};
 use sessiond_http::metrics::{record_request, RequestMetrics};
+use sessiond_http::origin::{require_local, OpenModePolicy};
 use sessiond_http::{ApiError, ApiKeys};
 use sessiond_sessions::routes::{native, session_state, state};
 use sessiond_sessions::SessionsState;
@@ -47,9 +54,10 @@ pub struct Capabilities {
     pub realtime: Option<Router>,
 }
 
-/// Builds the whole router.
+/// Builds the whole router. `keys` carries the server's open-mode decision.
 pub fn router(
     config: &Config,
+    keys: &ApiKeys,
     stores: Stores,
     capabilities: Capabilities,
     metrics: PrometheusHandle,
@@ -61,13 +69,6 @@ pub fn router(
         decider,
         realtime,
     } = capabilities;
-    let keys = ApiKeys::new(&config.api_keys).with_scoped(config.streams.keys.iter().map(|k| {
-        let scope = KeyScope {
-            prefixes: k.stream_prefixes.clone(),
-            read_only: k.read_only,
-        };
-        (k.key.as_str(), scope)
-    }));
     let is_open = |set: RouteSet| keys.is_open() || config.open_routes.contains(&set);
     // Route sets that need a full-access key (a scoped key is a 403 there).
     let guard = |set: RouteSet, router: Router| {
@@ -78,52 +79,72 @@ pub fn router(
             router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
         }
     };
-    // The streams themselves: full keys, prefix-scoped keys and read tokens; the handlers
-    // check the scope against the stream name.
-    let stream_guard = |router: Router| {
-        if is_open(RouteSet::Streams) {
-            router
-        } else {
-            let state = StreamGuard::new(keys.clone(), &config.streams);
-            router.route_layer(from_fn_with_state(state, require_stream_access))
-        }
-    };
+    // The streams themselves: full keys, prefix-scoped keys, read tokens and anonymous
+    // callers where streams are open. The guard runs in every mode, because server-owned
+    // streams stay closed even there, and it decides from the headers before any body is
+    // read.
+    let stream_guard = StreamGuard::new(keys.clone(), &config.streams)
+        .open_routes(config.open_routes.contains(&RouteSet::Streams))
+        .server_owned([
+            config.realtime.events.stream.clone(),
+            config.middleware.analytics.stream.clone(),
+        ]);
 
-    let native = native::router().with_state(sessions.clone());
+    // Sessions remember whether their create carried a service credential (an open route's
+    // do not prove who their user is): the server decides that, per request.
+    let origin = sessiond_sessions::routes::OriginCheck {
+        keys: keys.clone(),
+        open_mode: keys.is_open(),
+    };
+    let mark = |router: Router| {
+        use sessiond_sessions::routes::mark_origin;
+        router.layer(from_fn_with_state(origin.clone(), mark_origin))
+    };
+    let native = json_only(
+        JsonMedia::Strict,
+        mark(native::router().with_state(sessions.clone())),
+    );
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {
-        app = app.merge(stream_guard(sessiond_streams::router(streams)));
+        let routes = sessiond_streams::router(streams)
+            .route_layer(from_fn_with_state(stream_guard, require_stream_access));
+        app = app.merge(routes);
     }
     // The reserved `__ds` subscription APIs: management needs a full-access key (patterns span
     // tenants, and subscription ids are one global namespace); callback, ack and release carry
-    // the wake's own bearer token instead of an API key.
+    // the wake's own bearer token instead of an API key, and the JWKS is public.
     if let Some(subs) = subscriptions {
         use sessiond_streams::subscriptions::{control_router, token_router};
+        let control = json_only(JsonMedia::Strict, control_router(subs.clone()));
         app = app
-            .merge(guard(RouteSet::Streams, control_router(subs.clone())))
-            .merge(token_router(subs));
+            .merge(guard(RouteSet::Streams, control))
+            .merge(json_only(JsonMedia::Strict, token_router(subs)));
     }
     if let Some(decider) = decider {
-        let routes = sessiond_middleware::router(decider);
+        let routes = sessiond_middleware::router(decider).route_layer(from_fn(json_by_path));
         app = app.merge(guard(RouteSet::Middleware, routes));
     }
     // Realtime routes authenticate each request themselves (session tokens for sockets,
-    // service keys for the HTTP APIs), so they sit outside the API-key guard.
+    // service keys for the HTTP APIs, with the same `keys`), so they sit outside the API-key
+    // guard. Its `/v1` APIs take JSON only; seed C's endpoints are a compat surface.
     if let Some(realtime) = realtime {
-        app = app.merge(realtime);
+        app = app.merge(realtime.route_layer(from_fn(json_by_path)));
     }
     if config.compat.session_state.enabled {
-        let compat = session_state::router().with_state(sessions.clone());
+        let compat = mark(session_state::router().with_state(sessions.clone()));
         app = app.nest(
             &config.compat.session_state.prefix,
-            guard(RouteSet::Compat, compat),
+            guard(RouteSet::Compat, json_only(JsonMedia::Compat, compat)),
         );
     }
     if config.compat.state.enabled {
-        let compat = state::router().with_state(sessions);
+        let compat = json_only(
+            JsonMedia::Compat,
+            mark(state::router().with_state(sessions)),
+        );
         app = app.nest(&config.compat.state.prefix, guard(RouteSet::Compat, compat));
     }
     let ops = Router::new()
@@ -132,13 +153,49 @@ pub fn router(
         .route("/metrics", get(render_metrics))
         .with_state(OpsState { stores, metrics });
 
-    app.merge(ops)
-        .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
-        .layer(from_fn_with_state(
-            RequestMetrics::default(),
-            record_request,
-        ))
+    let mut app = app
+        .merge(ops)
+        .layer(DefaultBodyLimit::max(config.http.max_body_bytes));
+    // Open mode answers only local callers: loopback Host names (DNS rebinding), pages served
+    // from this machine, no proxy in between. Decided from headers before anything else runs.
+    if keys.is_open() {
+        let policy = OpenModePolicy {
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            allowed_origins: config.http.allowed_origins.clone(),
+        };
+        app = app.layer(from_fn_with_state(Arc::new(policy), require_local));
+    }
+    app.layer(from_fn_with_state(
+        RequestMetrics::default(),
+        record_request,
+    ))
 }
+
+/// A JSON route set: bodies not labelled JSON are a 415 before they are read.
+fn json_only(media: JsonMedia, router: Router) -> Router {
+    router.route_layer(from_fn_with_state(media, require_json_media))
+}
+
+/// The media-type rule of routers mixing `/v1` JSON APIs with a seed surface (realtime) or
+/// a route that reads no body (forward-auth: proxies copy the original request's headers,
+/// `Content-Type` of a form post included, onto a bodiless check).
+async fn json_by_path(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let media = if path == FORWARD_AUTH {
+        return next.run(request).await;
+    } else if path.starts_with("/v1/") {
+        JsonMedia::Strict
+    } else {
+        JsonMedia::Compat
+    };
+    match check_json_media(request.headers(), media) {
+        Some(err) => err.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The middleware's forward-auth check (headers only).
+const FORWARD_AUTH: &str = "/v1/middleware/forward-auth";
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -146,12 +203,23 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(ops): State<OpsState>) -> Response {
     match ops.stores.admin.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "engine": ops.stores.admin.name() })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "engine": ops.stores.admin.name(), "error": e.to_string() })),
-        )
-            .into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "engine": ops.stores.admin.name() })).into_response()
+        }
+        Err(e) => {
+            // The engine's own error names hosts, ports and files: logged, never sent to an
+            // unauthenticated caller.
+            tracing::warn!(error = %e, engine = ops.stores.admin.name(), "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unavailable",
+                    "engine": ops.stores.admin.name(),
+                    "error": "the storage engine is not reachable (details in the server log)",
+                })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -152,6 +152,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (seconds).
     pub shutdown_grace_s: u64,
+    /// Open mode only: `Host` names served besides `localhost`, `127.0.0.1` and `[::1]`
+    /// (any other Host is a 403, against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Open mode only: page origins allowed besides loopback ones (`http://localhost:5173`
+    /// style, exact match); any other `Origin` is a 403.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -159,6 +165,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_s: 30,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -305,6 +313,23 @@ pub struct RedisUrlOverride {
     pub url: String,
 }
 
+/// Shortest bearer key (`api_keys`, `streams.keys`), in bytes.
+pub const MIN_API_KEY_BYTES: usize = 16;
+/// Shortest HMAC key (read-token secrets, grant keys, webhook keys, cookie signing keys).
+pub const MIN_MAC_KEY_BYTES: usize = 32;
+
+/// Refuses an empty or short secret; the message names it but never shows it.
+fn check_secret(name: &str, value: &str, min: usize) -> anyhow::Result<()> {
+    let len = value.trim().len();
+    if len == 0 {
+        anyhow::bail!("{name} is empty: remove it or give it at least {min} random bytes");
+    }
+    if len < min {
+        anyhow::bail!("{name} is {len} bytes long: it needs at least {min} bytes");
+    }
+    Ok(())
+}
+
 impl Config {
     /// Loads defaults < `file` < `SESSIOND_*` env < `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
@@ -324,8 +349,35 @@ impl Config {
         Ok(config)
     }
 
+    /// Open development mode: no credential of any kind (no `api_keys`, no `[[streams.keys]]`,
+    /// no `streams.read_token_secrets`) *and* a loopback listener. Decided here, once; every
+    /// capability is handed the answer (through [`Config::server_keys`]) and none computes
+    /// its own.
+    pub fn open_mode(&self) -> bool {
+        self.api_keys.is_empty()
+            && self.streams.keys.is_empty()
+            && self.streams.read_token_secrets.is_empty()
+            && self.listen.ip().is_loopback()
+    }
+
+    /// The server's keys — full and tenant-scoped — with the open-mode decision, the one value
+    /// every capability authenticates with.
+    pub fn server_keys(&self) -> sessiond_http::ApiKeys {
+        let scoped = self.streams.keys.iter().map(|k| {
+            let scope = sessiond_http::auth::KeyScope {
+                prefixes: k.stream_prefixes.clone(),
+                read_only: k.read_only,
+            };
+            (k.key.as_str(), scope)
+        });
+        sessiond_http::ApiKeys::new(&self.api_keys)
+            .with_scoped(scoped)
+            .open_mode(self.open_mode())
+    }
+
     /// Cross-field checks; the message names the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_secrets()?;
         if !self.listen.ip().is_loopback()
             && self.api_keys.is_empty()
             && self.streams.keys.is_empty()
@@ -391,6 +443,60 @@ impl Config {
             anyhow::bail!(
                 "sqlite.max_batch, sqlite.readers and sqlite.max_queued_writes must be > 0"
             );
+        }
+        Ok(())
+    }
+
+    /// Every key and secret is long enough to resist guessing: an empty one (a stray comma in
+    /// `SESSIOND_API_KEYS`, `api_keys = [""]`) is never "no key", it is refused, as is a
+    /// bearer key under [`MIN_API_KEY_BYTES`] or a MAC key under [`MIN_MAC_KEY_BYTES`] (an
+    /// HMAC key shorter than its hash output can be searched offline from one signed value).
+    fn validate_secrets(&self) -> anyhow::Result<()> {
+        let bearer = self
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    format!("api_keys[{i}] (or --api-key / SESSIOND_API_KEYS)"),
+                    k,
+                )
+            })
+            .chain(
+                self.streams
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (format!("streams.keys[{i}].key"), &k.key)),
+            );
+        for (name, key) in bearer {
+            check_secret(&name, key, MIN_API_KEY_BYTES)?;
+        }
+        let realtime = &self.realtime;
+        let mac = [
+            (
+                "streams.read_token_secrets",
+                &self.streams.read_token_secrets,
+            ),
+            ("realtime.grant_keys", &realtime.grant_keys),
+            (
+                "realtime.events.webhook_keys",
+                &realtime.events.webhook_keys,
+            ),
+            ("middleware.signing_keys", &self.middleware.signing_keys),
+        ];
+        for (name, keys) in mac {
+            for (i, key) in keys.iter().enumerate() {
+                check_secret(&format!("{name}[{i}]"), key, MIN_MAC_KEY_BYTES)?;
+            }
+        }
+        let fingerprint = &self.middleware.fingerprint.secret;
+        if !fingerprint.is_empty() {
+            check_secret(
+                "middleware.fingerprint.secret",
+                fingerprint,
+                MIN_MAC_KEY_BYTES,
+            )?;
         }
         Ok(())
     }

@@ -91,9 +91,14 @@ pub async fn run(
     let metrics = metrics_handle();
     let stores = engine::open(&config).await?;
     let addr = listener.local_addr()?;
-    if config.api_keys.is_empty() {
+    // Open mode is decided once, here, and handed to every capability with the keys.
+    let keys = config.server_keys();
+    if keys.is_open() {
         tracing::warn!(
-            "no API key configured: every route is open (development mode, loopback only)"
+            "OPEN DEVELOPMENT MODE: no API key, stream key or read-token secret is configured, \
+             so every route acts as the service for any local caller. Only loopback Host \
+             names and loopback page origins are answered (see docs/security.md); configure \
+             api_keys before exposing this server"
         );
     }
 
@@ -184,6 +189,7 @@ pub async fn run(
     let realtime = config.realtime.enabled.then(|| {
         realtime::hub(
             &config,
+            keys.clone(),
             realtime_users,
             &session_service,
             streams.clone(),
@@ -200,6 +206,7 @@ pub async fn run(
     );
     let app = app::router(
         &config,
+        &keys,
         stores.clone(),
         app::Capabilities {
             sessions: state,

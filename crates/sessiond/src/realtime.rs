@@ -1,5 +1,5 @@
 //! Wiring of the realtime hub: the sessions capability as its session authority, and session
-//! revocations forwarded to live sockets.
+//! endings (revoke, logout, eviction) forwarded to live sockets.
 //!
 //! The hub only knows the `SessionAuthority` trait; this module is where "a token is a
 //! `/v1/sessions` id", "the middleware's signed cookie proves a browser" and "revoking a
@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use sessiond_http::ApiKeys;
 use sessiond_middleware::Decider;
-use sessiond_realtime::{Hub, SessionAuthority, SessionUser, UserState};
+use sessiond_realtime::{
+    EndReason, Hub, SessionAuthority, SessionDeadlines, SessionEnded, SessionUser, UserState,
+};
 use sessiond_runtime::ObjectKind;
-use sessiond_sessions::SessionService;
-use sessiond_store::Durability;
+use sessiond_sessions::{Revocation, SessionService};
+use sessiond_store::{Durability, SessionOrigin, SessionRecord};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Config;
@@ -32,8 +34,10 @@ impl SessionAuthority for SessionsAuthority {
             return Ok(None);
         }
         match self.sessions.get(token).await {
-            Ok(record) => Ok(record.user_id.map(|user_id| SessionUser {
+            Ok(record) => Ok(record.user_id.clone().map(|user_id| SessionUser {
                 user_id,
+                deadlines: Some(deadlines(&record)),
+                open_route: record.origin == SessionOrigin::OpenRoute,
                 session_id: Some(record.id),
             })),
             Err(e) if e.status.is_client_error() => Ok(None),
@@ -49,8 +53,37 @@ impl SessionAuthority for SessionsAuthority {
             .map_err(|e| e.message)
     }
 
+    async fn session_deadlines(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
+        match self.sessions.peek(id).await {
+            Ok(record) => Ok(record.as_ref().map(deadlines)),
+            Err(e) if e.status.is_client_error() => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
     async fn middleware_client(&self, cookie_header: &str) -> Option<String> {
         self.middleware.as_ref()?.verified_client(cookie_header)
+    }
+}
+
+fn deadlines(record: &SessionRecord) -> SessionDeadlines {
+    SessionDeadlines {
+        idle: record.idle_expires_at,
+        absolute: record.absolute_expires_at,
+    }
+}
+
+/// The hub's view of a session ending the sessions capability announced.
+fn ended(r: Revocation) -> SessionEnded {
+    SessionEnded {
+        user_id: r.user_id,
+        session_ids: r.session_ids,
+        all: r.all,
+        reason: match r.reason {
+            sessiond_sessions::EndReason::Revoked => EndReason::Revoked,
+            sessiond_sessions::EndReason::LoggedOut => EndReason::LoggedOut,
+            sessiond_sessions::EndReason::Evicted => EndReason::Evicted,
+        },
     }
 }
 
@@ -59,6 +92,7 @@ impl SessionAuthority for SessionsAuthority {
 /// when the engine stores streams. `middleware` (when enabled) vouches for browsers by cookie.
 pub fn hub(
     config: &Config,
+    keys: ApiKeys,
     users: ObjectKind<UserState>,
     sessions: &SessionService,
     streams: Option<sessiond_streams::Streams>,
@@ -79,7 +113,7 @@ pub fn hub(
             sessions: sessions.clone(),
             middleware,
         }),
-        ApiKeys::new(&config.api_keys),
+        keys,
         sinks,
     );
     let mut revocations = sessions.subscribe_revocations();
@@ -88,7 +122,7 @@ pub fn hub(
         loop {
             match revocations.recv().await {
                 Ok(r) => {
-                    forward.sessions_revoked(&r.user_id, &r.session_ids, r.all);
+                    forward.session_ended(&ended(r));
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "realtime hub missed session revocations");

@@ -103,6 +103,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         let p = "/compat/session-state";
         let res = s
             .post(&format!("{p}/create"))
+            .header("content-type", "application/json")
             .body(r#"{"username":"ada","firstName":"Ada","lastName":"Lovelace"}"#)
             .send()
             .await
@@ -124,6 +125,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
 
         let res = s
             .patch(&format!("{p}/add/{id}"))
+            .header("content-type", "application/json")
             .body(r#"{"permissions":["read"]}"#)
             .send()
             .await
@@ -145,6 +147,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         );
         let res = s
             .put(&format!("{p}/cache/{key}"))
+            .header("content-type", "application/json")
             .body(r#"{"data":["read","write"],"ttl":60}"#)
             .send()
             .await
@@ -175,6 +178,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
 
         let res = s
             .put(&format!("{p}/update/{id}"))
+            .header("content-type", "application/json")
             .body(r#"{"username":"ada2"}"#)
             .send()
             .await
@@ -197,6 +201,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         // The seed's bugs, fixed.
         let res = s
             .put(&format!("{p}/update/attacker-chosen"))
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await
@@ -204,6 +209,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         assert_eq!(res.status(), 404, "{ctx}: no create-on-PUT");
         let res = s
             .patch(&format!("{p}/add/attacker-chosen"))
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await
@@ -211,6 +217,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         assert_eq!(res.status(), 404, "{ctx}: no create-on-PATCH");
         assert_eq!(
             s.post(&format!("{p}/create"))
+                .header("content-type", "application/json")
                 .body("{oops")
                 .send()
                 .await
@@ -220,6 +227,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         );
         assert_eq!(
             s.post(&format!("{p}/create"))
+                .header("content-type", "application/json")
                 .body("[1,2]")
                 .send()
                 .await
@@ -229,6 +237,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
         );
         assert_eq!(
             s.put(&format!("{p}/cache/k"))
+                .header("content-type", "application/json")
                 .body(r#"{"ttl":60}"#)
                 .send()
                 .await
@@ -237,6 +246,7 @@ async fn session_state_worker_client_flow_on_every_engine() {
             400
         );
         s.put(&format!("{p}/cache/zero"))
+            .header("content-type", "application/json")
             .body(r#"{"data":0}"#)
             .send()
             .await
@@ -373,9 +383,19 @@ async fn state_objects_calendar_tool_flow_on_every_engine() {
             (status, body),
             (400, json!({"error": "Session ID required"}))
         );
-        let (status, _) = json(s.post(&format!("{p}/create")).body("{bad")).await;
+        let (status, _) = json(
+            s.post(&format!("{p}/create"))
+                .header("content-type", "application/json")
+                .body("{bad"),
+        )
+        .await;
         assert_eq!(status, 400, "{ctx}: bad JSON is a 400");
-        let (status, _) = json(s.put(&format!("{p}/calendars?userId=a")).body("{bad")).await;
+        let (status, _) = json(
+            s.put(&format!("{p}/calendars?userId=a"))
+                .header("content-type", "application/json")
+                .body("{bad"),
+        )
+        .await;
         assert_eq!(status, 400);
         s.stop().await;
     }
@@ -384,7 +404,7 @@ async fn state_objects_calendar_tool_flow_on_every_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_guard_every_route_and_rotate() {
     let s = TestServer::start(sessiond::config::EngineKind::Memory, |c| {
-        c.api_keys = vec!["old-key".into(), "new-key".into()];
+        c.api_keys = vec!["old-key-0123456789".into(), "new-key-0123456789".into()];
     })
     .await;
     for req in [
@@ -399,7 +419,7 @@ async fn api_keys_guard_every_route_and_rotate() {
         let res = req.send().await.unwrap();
         assert_eq!(res.status(), 401);
     }
-    for key in ["old-key", "new-key"] {
+    for key in ["old-key-0123456789", "new-key-0123456789"] {
         let (status, _) = json(s.post("/v1/sessions").bearer_auth(key).json(&json!({}))).await;
         assert_eq!(status, 201, "key {key} accepted");
     }
@@ -413,12 +433,13 @@ async fn api_keys_guard_every_route_and_rotate() {
     s.stop().await;
 
     let s = TestServer::start(sessiond::config::EngineKind::Memory, |c| {
-        c.api_keys = vec!["k".into()];
+        c.api_keys = vec!["k-0123456789abcdef".into()];
         c.open_routes = vec![sessiond::config::RouteSet::Compat];
     })
     .await;
     assert_eq!(
         s.post("/compat/state/create")
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await

@@ -215,7 +215,10 @@ fn refuses_public_address_without_api_key_and_checks_config() {
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["check-config", "--config"])
         .arg(&file)
-        .env("SESSIOND_API_KEYS", "k1,k2")
+        .env(
+            "SESSIOND_API_KEYS",
+            "first-key-0123456789,second-key-0123456789",
+        )
         .env("SESSIOND_SESSIONS__MAX_SESSIONS_PER_USER", "7")
         .output()
         .unwrap();
@@ -231,7 +234,7 @@ fn refuses_public_address_without_api_key_and_checks_config() {
         "env layer: {stdout}"
     );
     assert!(stdout.contains("0.0.0.0:7800"));
-    assert!(!stdout.contains("k1"), "keys are redacted");
+    assert!(!stdout.contains("first-key"), "keys are redacted");
 
     // Flags beat env and file.
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
@@ -258,7 +261,7 @@ fn refuses_public_address_without_api_key_and_checks_config() {
         .args(["check-config", "--config"])
         .arg(&file)
         .env("SESSIOND_BOGUS_KEY", "1")
-        .env("SESSIOND_API_KEYS", "k")
+        .env("SESSIOND_API_KEYS", "only-key-0123456789")
         .output()
         .unwrap();
     assert!(!out.status.success(), "unknown keys are rejected");

@@ -254,7 +254,7 @@ async fn fallback_when_the_engine_is_gone() {
 async fn bad_input_limits_and_authentication() {
     let server = TestServer::start(EngineKind::Memory, |c| {
         with_keys(&[KEY_1])(c);
-        c.api_keys = vec!["api-key".into()];
+        c.api_keys = vec!["api-key-0123456789".into()];
         c.middleware.limits.max_decisions_per_client_per_s = 2;
         c.middleware.limits.max_field_bytes = 64;
         c.middleware.limits.max_cookie_header_bytes = 1024;
@@ -263,10 +263,17 @@ async fn bad_input_limits_and_authentication() {
     let post = |body: &str| {
         server
             .post("/v1/middleware/decide")
-            .bearer_auth("api-key")
+            .bearer_auth("api-key-0123456789")
+            .header("content-type", "application/json")
             .body(body.to_string())
     };
-    let (status, body) = json(server.post("/v1/middleware/decide").body("{}")).await;
+    let (status, body) = json(
+        server
+            .post("/v1/middleware/decide")
+            .header("content-type", "application/json")
+            .body("{}"),
+    )
+    .await;
     assert_error(status, &body, 401, "no key");
     let (status, body) = json(post("{not json")).await;
     assert_error(status, &body, 400, "bad json");
@@ -304,15 +311,24 @@ async fn bad_input_limits_and_authentication() {
 
 #[tokio::test]
 async fn analytics_datasets_can_be_tailed_from_the_system_stream() {
-    let server = TestServer::start(EngineKind::Sqlite, with_keys(&[KEY_1])).await;
+    // The events stream is server-owned: only a service key reads it (docs/security.md).
+    const SERVICE: &str = "service-key-0123456789";
+    let server = TestServer::start(EngineKind::Sqlite, |c| {
+        with_keys(&[KEY_1])(c);
+        c.api_keys = vec![SERVICE.into()];
+        c.open_routes = vec![sessiond::config::RouteSet::Middleware];
+    })
+    .await;
     let first = decide(&server, None).await;
     let jar = browser("", &first["set_cookies"]);
     decide(&server, Some(&jar)).await;
     let cid = first["session"]["cID"].as_str().unwrap().to_string();
+    let events = "/v1/stream/__sessiond/middleware/events?offset=-1";
+    let (status, _) = json(server.get(events)).await;
+    assert_eq!(status, 401, "not without the service key");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) =
-            json(server.get("/v1/stream/__sessiond/middleware/events?offset=-1")).await;
+        let (status, body) = json(server.get(events).bearer_auth(SERVICE)).await;
         let mine: Vec<&Value> = body
             .as_array()
             .map(|a| a.iter().filter(|p| p["cID"] == cid.as_str()).collect())

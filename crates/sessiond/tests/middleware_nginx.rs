@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sessiond::config::EngineKind;
 use sessiond_middleware::CookieLayout;
 
-const API_KEY: &str = "nginx-test-key";
+const API_KEY: &str = "nginx-test-key-0123456789";
 const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
 
 fn find_nginx() -> Option<PathBuf> {

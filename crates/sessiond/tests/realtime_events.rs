@@ -70,17 +70,22 @@ async fn next_delivery(
     (headers, event, body, status)
 }
 
+const SERVICE: &str = "service-key-0123456789";
+const PRESENCE: &str = "/v1/stream/__system/realtime/presence?offset=-1";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_offline_is_debounced_signed_retried_and_streamed() {
     let (url, mut calls) = receiver().await;
     let s = TestServer::start(EngineKind::Sqlite, move |c| {
         c.realtime.events.debounce_ms = 1500;
         c.realtime.events.webhook_url = url;
-        c.realtime.events.webhook_keys = vec!["hook-key".into()];
+        c.realtime.events.webhook_keys = vec!["hook-key-of-at-least-32-bytes-long!".into()];
         c.realtime.events.webhook_backoff_ms = 20;
+        // The presence stream is server-owned: only a service key reads it.
+        c.api_keys = vec![SERVICE.into()];
     })
     .await;
-    let token = session(&s, "alice", None).await;
+    let token = session(&s, "alice", Some(SERVICE)).await;
     let path = format!("/__user-session?deviceId=tab&token={token}");
 
     // A tab reload: the socket closes and reopens within the debounce window.
@@ -93,13 +98,13 @@ async fn online_offline_is_debounced_signed_retried_and_streamed() {
     // One online event: first delivery refused (500), retried with the same event.
     let (headers, first, raw, status) = next_delivery(&mut calls).await;
     assert_eq!(status, 500);
-    assert_signed(&headers, &raw, "hook-key");
+    assert_signed(&headers, &raw, "hook-key-of-at-least-32-bytes-long!");
     assert_eq!(first["type"], "user.online");
     assert_eq!(first["user_id"], "alice");
     assert!(first["at"].is_i64());
     let (headers, retry, raw, status) = next_delivery(&mut calls).await;
     assert_eq!(status, 200);
-    assert_signed(&headers, &raw, "hook-key");
+    assert_signed(&headers, &raw, "hook-key-of-at-least-32-bytes-long!");
     assert_eq!(retry, first, "a retry resends the same event (same id)");
 
     // The last socket closes for good: one offline event, no flicker before it.
@@ -111,11 +116,11 @@ async fn online_offline_is_debounced_signed_retried_and_streamed() {
 
     // The same events are in the system stream, in order.
     eventually("both events are in the stream", || async {
-        let (status, body) = json(s.get("/v1/stream/__system/realtime/presence?offset=-1")).await;
+        let (status, body) = json(s.get(PRESENCE).bearer_auth(SERVICE)).await;
         status == 200 && body.as_array().is_some_and(|a| a.len() == 2)
     })
     .await;
-    let (_, body) = json(s.get("/v1/stream/__system/realtime/presence?offset=-1")).await;
+    let (_, body) = json(s.get(PRESENCE).bearer_auth(SERVICE)).await;
     assert_eq!(body[0]["type"], "user.online");
     assert_eq!(body[0]["id"], first["id"]);
     assert_eq!(body[1]["type"], "user.offline");

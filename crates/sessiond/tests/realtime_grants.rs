@@ -15,7 +15,7 @@ use sessiond::config::EngineKind;
 
 async fn start() -> TestServer {
     TestServer::start(EngineKind::Memory, |c| {
-        c.realtime.grant_keys = vec!["grant-key".into()]
+        c.realtime.grant_keys = vec!["grant-key-of-at-least-32-bytes-long".into()]
     })
     .await
 }

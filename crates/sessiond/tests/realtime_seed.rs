@@ -161,9 +161,12 @@ async fn two_devices_of_one_user_share_state_and_presence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_belong_to_authenticated_users() {
-    let s = TestServer::start(EngineKind::Memory, |c| c.api_keys = vec!["svc-key".into()]).await;
-    let alice = session(&s, "alice", Some("svc-key")).await;
-    let bob = session(&s, "bob", Some("svc-key")).await;
+    let s = TestServer::start(EngineKind::Memory, |c| {
+        c.api_keys = vec!["svc-key-0123456789".into()]
+    })
+    .await;
+    let alice = session(&s, "alice", Some("svc-key-0123456789")).await;
+    let bob = session(&s, "bob", Some("svc-key-0123456789")).await;
 
     let (status, body) = connect(&s, "/__user-session?userId=alice", &[])
         .await
@@ -189,15 +192,27 @@ async fn sockets_belong_to_authenticated_users() {
         .open();
     assert_eq!(ws.expect("initial_state").await["userId"], "alice");
 
-    // A service key acts for any user; without userId it is a 400.
-    let mut svc = connect(&s, "/__user-session?userId=alice&token=svc-key", &[])
+    // A service key (in Authorization only) acts for any user; without userId it is a 400.
+    let service = [("authorization", "Bearer svc-key-0123456789")];
+    let mut svc = connect(&s, "/__user-session?userId=alice", &service)
         .await
         .open();
     svc.expect("initial_state").await;
-    let (status, body) = connect(&s, "/__user-session?token=svc-key", &[])
-        .await
-        .refused();
+    let (status, body) = connect(&s, "/__user-session", &service).await.refused();
     assert_error(status, &body, 400, "service without userId");
+    let (status, body) = connect(
+        &s,
+        "/__user-session?userId=alice&token=svc-key-0123456789",
+        &[],
+    )
+    .await
+    .refused();
+    assert_error(
+        status,
+        &body,
+        401,
+        "a service key is not accepted in the query",
+    );
 
     // Not an upgrade: a JSON 400 after auth.
     let (status, body) = json(s.get(&format!("/__user-session?token={alice}"))).await;
@@ -220,7 +235,7 @@ async fn sockets_belong_to_authenticated_users() {
     assert_error(status, &body, 403, "clear with a user session");
     let (status, body) = json(
         s.get("/__user-session/state?userId=alice")
-            .bearer_auth("svc-key"),
+            .bearer_auth("svc-key-0123456789"),
     )
     .await;
     assert_eq!(status, 200);
@@ -229,7 +244,7 @@ async fn sockets_belong_to_authenticated_users() {
     // Clear: state gone and sockets closed.
     let (status, body) = json(
         s.post("/__user-session/clear?userId=alice")
-            .bearer_auth("svc-key"),
+            .bearer_auth("svc-key-0123456789"),
     )
     .await;
     assert_eq!(status, 200);
@@ -239,7 +254,7 @@ async fn sockets_belong_to_authenticated_users() {
     eventually("sockets gone after clear", || async {
         let (_, body) = json(
             s.get("/__user-session/state?userId=alice")
-                .bearer_auth("svc-key"),
+                .bearer_auth("svc-key-0123456789"),
         )
         .await;
         body["isHibernating"] == true
@@ -247,7 +262,7 @@ async fn sockets_belong_to_authenticated_users() {
     .await;
     let (_, body) = json(
         s.get("/__user-session/state?userId=alice")
-            .bearer_auth("svc-key"),
+            .bearer_auth("svc-key-0123456789"),
     )
     .await;
     assert_eq!(body["activeGames"], json!([]));

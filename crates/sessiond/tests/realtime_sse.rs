@@ -149,6 +149,8 @@ async fn sse_delivers_recovers_and_logs_out() {
     // Revoking the user's sessions ends the stream with a logout event.
     let (status, _) = json(s.delete("/v1/users/alice/sessions")).await;
     assert_eq!(status, 200);
+    let ended = sse.expect("session_ended").await;
+    assert_eq!(ended.data["reason"], "logged_out");
     let logout = sse.expect("logout").await;
     assert_eq!(logout.data["code"], 4001);
     assert_eq!(logout.data["reason"], "Logged out from all devices");

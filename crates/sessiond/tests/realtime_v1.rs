@@ -36,7 +36,7 @@ async fn request(ws: &mut Ws, mut frame: Value, id: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_need_grants_and_presence_collapses_per_user() {
     let s = TestServer::start(EngineKind::Memory, |c| {
-        c.realtime.grant_keys = vec!["grant-key".into()]
+        c.realtime.grant_keys = vec!["grant-key-of-at-least-32-bytes-long".into()]
     })
     .await;
     let alice_t = session(&s, "alice", None).await;
@@ -306,8 +306,11 @@ async fn reconnecting_clients_recover_missed_messages_or_are_told_they_cannot() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_api_lists_disconnects_and_sends_to_users() {
-    let s = TestServer::start(EngineKind::Memory, |c| c.api_keys = vec!["svc".into()]).await;
-    let token = session(&s, "alice", Some("svc")).await;
+    let s = TestServer::start(EngineKind::Memory, |c| {
+        c.api_keys = vec!["svc-key-0123456789".into()]
+    })
+    .await;
+    let token = session(&s, "alice", Some("svc-key-0123456789")).await;
     let mut modern = v1(&s, &token, "tab").await;
     request(
         &mut modern,
@@ -335,7 +338,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     assert_error(status, &body, 403, "connections with a user session");
     let (_, body) = json(
         s.get("/v1/realtime/users/alice/connections")
-            .bearer_auth("svc"),
+            .bearer_auth("svc-key-0123456789"),
     )
     .await;
     let conns = body["connections"].as_array().unwrap();
@@ -349,7 +352,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     // Send to a user: a recoverable message on user:<id>, the raw data to seed sockets.
     let (status, body) = json(
         s.post("/v1/realtime/users/alice/send")
-            .bearer_auth("svc")
+            .bearer_auth("svc-key-0123456789")
             .json(&json!({"data": {"type": "notification", "message": "hey"}})),
     )
     .await;
@@ -367,7 +370,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     assert_error(status, &body, 401, "publish without key");
     let (status, body) = json(
         s.post("/v1/realtime/publish")
-            .bearer_auth("svc")
+            .bearer_auth("svc-key-0123456789")
             .json(&json!({"channel": "x", "data": 1})),
     )
     .await;
@@ -375,7 +378,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     let big = "x".repeat(20_000);
     let (status, body) = json(
         s.post("/v1/realtime/publish")
-            .bearer_auth("svc")
+            .bearer_auth("svc-key-0123456789")
             .json(&json!({"channel": "room:x", "data": big})),
     )
     .await;
@@ -385,7 +388,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     let id = tab["id"].as_str().unwrap();
     let res = s
         .delete(&format!("/v1/realtime/connections/{id}"))
-        .bearer_auth("svc")
+        .bearer_auth("svc-key-0123456789")
         .send()
         .await
         .unwrap();
@@ -397,7 +400,7 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     eventually("the closed connection is unregistered", || async {
         let (_, body) = json(
             s.get("/v1/realtime/users/alice/connections")
-                .bearer_auth("svc"),
+                .bearer_auth("svc-key-0123456789"),
         )
         .await;
         body["connections"].as_array().unwrap().len() == 1
@@ -405,18 +408,22 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     .await;
     let res = s
         .delete("/v1/realtime/connections/999999")
-        .bearer_auth("svc")
+        .bearer_auth("svc-key-0123456789")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
     let (_, body) = json(
         s.delete("/v1/realtime/users/alice/connections")
-            .bearer_auth("svc"),
+            .bearer_auth("svc-key-0123456789"),
     )
     .await;
     assert_eq!(body["closed"], 1);
     assert_eq!(legacy.closed().await.0, 4003);
-    let (_, stats) = json(s.get("/v1/realtime/stats").bearer_auth("svc")).await;
+    let (_, stats) = json(
+        s.get("/v1/realtime/stats")
+            .bearer_auth("svc-key-0123456789"),
+    )
+    .await;
     assert!(stats["channels"].as_u64().unwrap() >= 1);
 }

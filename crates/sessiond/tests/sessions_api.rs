@@ -255,11 +255,19 @@ async fn client_mistakes_are_clear_4xx() {
     .await;
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            s.post("/v1/sessions").body("{not json"),
+            s.post("/v1/sessions")
+                .header("content-type", "application/json")
+                .body("{not json"),
             400,
             "malformed JSON",
         ),
-        (s.post("/v1/sessions").body(""), 400, "empty body"),
+        (
+            s.post("/v1/sessions")
+                .header("content-type", "application/json")
+                .body(""),
+            400,
+            "empty body",
+        ),
         (
             s.post("/v1/sessions").json(&json!({"data": [1, 2]})),
             400,
@@ -309,6 +317,7 @@ async fn client_mistakes_are_clear_4xx() {
         ),
         (
             s.post("/v1/sessions")
+                .header("content-type", "application/json")
                 .body(format!("{{\"data\":{{\"x\":\"{}\"}}}}", "y".repeat(5000))),
             413,
             "body too large",

@@ -13,8 +13,8 @@ use sessiond::config::{Config, EngineKind};
 use sessiond_http::jwt::{sign_hs256, sign_with_header};
 use sessiond_streams::ScopedKeyConfig;
 
-const FULL: &str = "full-access-key";
-const TENANT_A: &str = "tenant-a-key";
+const FULL: &str = "full-access-key-0123";
+const TENANT_A: &str = "tenant-a-key-0123456";
 const READER_A: &str = "tenant-a-reader-key";
 const SECRET_NEW: &str = "new-read-token-secret-0123456789abcdef";
 const SECRET_OLD: &str = "old-read-token-secret-0123456789abcdef";
@@ -47,7 +47,7 @@ fn now_s() -> f64 {
 /// A token for session `s-1`, valid for a minute, signed with `secret`.
 fn token(secret: &str) -> String {
     sign_hs256(
-        &json!({"session_id": "s-1", "exp": now_s() + 60.0}),
+        &json!({"aud": "sessiond", "session_id": "s-1", "exp": now_s() + 60.0}),
         secret.as_bytes(),
     )
 }
@@ -285,7 +285,7 @@ async fn read_tokens_read_and_never_write() {
 
     // Refused: 401 `unauthorized`, no-store, with `token expired` for an expired one.
     let expired = sign_hs256(
-        &json!({"session_id": "s-1", "exp": now_s() - 5.0}),
+        &json!({"aud": "sessiond", "session_id": "s-1", "exp": now_s() - 5.0}),
         SECRET_NEW.as_bytes(),
     );
     let (status, cache, body) = send(s.get(&read_url).bearer_auth(&expired)).await;
@@ -294,16 +294,19 @@ async fn read_tokens_read_and_never_write() {
     assert_eq!(cache.as_deref(), Some("no-store"));
     let good = token(SECRET_NEW);
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-    parts[1] = sign_hs256(&json!({"session_id": "admin", "exp": now_s() + 60.0}), b"x")
-        .split('.')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    parts[1] = sign_hs256(
+        &json!({"aud": "sessiond", "session_id": "admin", "exp": now_s() + 60.0}),
+        b"x",
+    )
+    .split('.')
+    .nth(1)
+    .unwrap()
+    .to_owned();
     let tampered = parts.join(".");
     let alg_none = {
         let signed = sign_with_header(
             &json!({"alg": "none"}),
-            &json!({"session_id": "s-1", "exp": now_s() + 60.0}),
+            &json!({"aud": "sessiond", "session_id": "s-1", "exp": now_s() + 60.0}),
             b"",
         );
         let cut = signed.rfind('.').unwrap();
@@ -318,7 +321,10 @@ async fn read_tokens_read_and_never_write() {
         ),
         (
             "no session_id",
-            sign_hs256(&json!({"exp": now_s() + 60.0}), SECRET_NEW.as_bytes()),
+            sign_hs256(
+                &json!({"aud": "sessiond", "exp": now_s() + 60.0}),
+                SECRET_NEW.as_bytes(),
+            ),
         ),
         ("not a token", "garbage".to_owned()),
     ];
@@ -374,7 +380,7 @@ async fn read_tokens_scoped_to_prefixes_and_sse() {
         201
     );
     let scoped = sign_hs256(
-        &json!({"session_id": "s-2", "exp": now_s() + 60.0, "stream_prefixes": ["tenant-a/"]}),
+        &json!({"aud": "sessiond", "session_id": "s-2", "exp": now_s() + 60.0, "stream_prefixes": ["tenant-a/"]}),
         SECRET_NEW.as_bytes(),
     );
     let (status, cache, _) = send(s.get(&format!("{url}?offset=-1")).bearer_auth(&scoped)).await;

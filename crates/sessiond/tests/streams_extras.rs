@@ -21,10 +21,14 @@ async fn put(s: &TestServer, url: &str) -> u16 {
 
 #[tokio::test]
 async fn metrics_and_debug_timing() {
+    // The metrics stream is server-owned: streams stay open, but only the service key reads it.
+    const SERVICE: &str = "service-key-0123456789";
     let s = TestServer::start(EngineKind::Sqlite, |c| {
         c.streams.long_poll_timeout_ms = 200;
         c.streams.metrics_stream = Some("_system/metrics".into());
         c.streams.metrics_interval_s = 1;
+        c.api_keys = vec![SERVICE.into()];
+        c.open_routes = vec![sessiond::config::RouteSet::Streams];
     })
     .await;
     assert_eq!(put(&s, "/v1/stream/m/one").await, 201);
@@ -82,6 +86,7 @@ async fn metrics_and_debug_timing() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let res = s
         .get("/v1/stream/_system/metrics?offset=-1")
+        .bearer_auth(SERVICE)
         .send()
         .await
         .unwrap();

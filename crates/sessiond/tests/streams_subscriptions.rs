@@ -14,7 +14,7 @@ use serde_json::{json as j, Value};
 use sessiond::config::EngineKind;
 use tokio::sync::Notify;
 
-const KEY: &str = "test-key";
+const KEY: &str = "test-key-0123456789";
 
 type Received = Arc<(Mutex<Vec<(String, Value)>>, Notify)>;
 

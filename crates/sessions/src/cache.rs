@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sessiond_http::{ApiError, ApiResult};
-use sessiond_store::{now_ms, CacheEntry, CachePut, CacheStore, Durability, Millis};
+use sessiond_store::{
+    now_ms, reserved_namespace, CacheEntry, CachePut, CacheStore, Durability, Millis,
+};
 
 use crate::config::SessionsConfig;
 use crate::service::secs_to_ms;
@@ -118,22 +120,20 @@ impl CacheService {
             stored_at: now,
             expires_at: (ttl_s > 0).then(|| now.saturating_add(secs_to_ms(ttl_s))),
         };
+        // Compat (reserved) namespaces have their own budget: an open compat surface can
+        // fill only that one, never the native API's.
+        let (max, budget) = match reserved_namespace(namespace) {
+            true => (self.config.cache.max_compat_namespaces, "compat "),
+            false => (self.config.cache.max_namespaces, ""),
+        };
         match self
             .store
-            .cache_put(
-                namespace,
-                key,
-                &entry,
-                self.config.cache.max_namespaces,
-                now,
-                durability,
-            )
+            .cache_put(namespace, key, &entry, max, now, durability)
             .await?
         {
             CachePut::Stored => Ok(()),
             CachePut::NamespaceLimit => Err(ApiError::limit(format!(
-                "the cache holds {} namespaces, the configured maximum",
-                self.config.cache.max_namespaces
+                "the cache holds {max} {budget}namespaces, the configured maximum"
             ))),
         }
     }

@@ -22,6 +22,9 @@ pub struct SessionsConfig {
     pub touch_fraction: f64,
     /// Most live sessions one user may hold; creating one more evicts the oldest.
     pub max_sessions_per_user: usize,
+    /// Most live sessions of one user created on an open route (`open_routes`, no service
+    /// credential); a separate budget, so anonymous creates never evict keyed sessions.
+    pub max_open_route_sessions_per_user: usize,
     /// Longest session id, user id, cache namespace or cache key (bytes).
     pub max_id_bytes: usize,
     /// Largest session `data` or `device`, or cache value, as JSON (bytes).
@@ -43,6 +46,7 @@ impl Default for SessionsConfig {
             max_absolute_ttl_s: 365 * 24 * 3600,
             touch_fraction: 0.1,
             max_sessions_per_user: 100,
+            max_open_route_sessions_per_user: 20,
             max_id_bytes: 256,
             max_value_bytes: 256 * 1024,
             sweep_interval_s: 30,
@@ -61,8 +65,11 @@ pub struct CacheConfig {
     /// Largest TTL a client may ask for (seconds).
     pub max_ttl_s: u64,
     /// Most namespaces holding live entries at once; a write into a new namespace beyond it
-    /// is refused with 429.
+    /// is refused with 429. Counts the native API's namespaces only.
     pub max_namespaces: usize,
+    /// The same budget for the reserved `_`-prefixed namespaces of the compat surfaces,
+    /// counted separately: a compat surface opened with `open_routes` can fill only its own.
+    pub max_compat_namespaces: usize,
 }
 
 impl Default for CacheConfig {
@@ -71,6 +78,7 @@ impl Default for CacheConfig {
             default_ttl_s: 3600,
             max_ttl_s: 30 * 24 * 3600,
             max_namespaces: 10_000,
+            max_compat_namespaces: 10_000,
         }
     }
 }
@@ -87,7 +95,11 @@ impl SessionsConfig {
         if !(0.0..=1.0).contains(&self.touch_fraction) {
             return Err("sessions.touch_fraction must be within 0.0..=1.0".into());
         }
-        if self.max_sessions_per_user == 0 || self.max_id_bytes == 0 || self.max_value_bytes == 0 {
+        if self.max_sessions_per_user == 0
+            || self.max_open_route_sessions_per_user == 0
+            || self.max_id_bytes == 0
+            || self.max_value_bytes == 0
+        {
             return Err("sessions limits must be > 0".into());
         }
         if self.sweep_interval_s == 0 || self.sweep_batch == 0 {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sessiond_http::{ids::random_id, ApiError, ApiResult};
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Cas, Durability, Millis, SessionRecord, SessionStore};
+use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionRecord, SessionStore};
 
 use crate::config::SessionsConfig;
 use crate::merge::{merge_patch, shallow_merge};
@@ -38,6 +38,9 @@ pub struct NewSession {
     pub absolute_ttl_s: Option<u64>,
     /// Device description.
     pub device: Option<Value>,
+    /// Whether the request carried a service credential ([`SessionOrigin`]); decides which
+    /// per-user budget the session counts against and whether it may prove an identity.
+    pub origin: SessionOrigin,
 }
 
 /// How an update changes the data.
@@ -51,10 +54,12 @@ pub enum Update {
     Shallow(Map<String, Value>),
 }
 
-/// Sessions revoked through [`SessionService::revoke_user`] or deleted one by one
-/// ([`SessionService::delete`]), announced so that other
-/// capabilities (the realtime hub) can close what those sessions opened. The sessions
-/// capability does not know who listens.
+/// Sessions that ended before their time — revoked through [`SessionService::revoke_user`],
+/// deleted one by one ([`SessionService::delete`]) or evicted by the per-user cap — announced
+/// so that other capabilities (the realtime hub) can close what those sessions opened. The
+/// sessions capability does not know who listens. (Expiry is not announced here: nothing
+/// happens at an expiry instant in the store, so the listener watches the deadlines of the
+/// sessions it cares about itself.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
     /// Whose sessions.
@@ -63,6 +68,19 @@ pub struct Revocation {
     pub session_ids: Vec<String>,
     /// True when every session of the user was revoked (no `except`): "log out everywhere".
     pub all: bool,
+    /// Why they ended.
+    pub reason: EndReason,
+}
+
+/// Why sessions ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Deleted one by one, or all but one (`except`).
+    Revoked,
+    /// Every session of the user revoked: log out everywhere.
+    LoggedOut,
+    /// Evicted to make room under the per-user cap.
+    Evicted,
 }
 
 /// Revocations buffered per listener before a slow one starts missing them.
@@ -183,11 +201,13 @@ impl SessionService {
             idle_expires_at: now.saturating_add(idle_ttl_ms),
             absolute_expires_at: now.saturating_add(secs_to_ms(absolute_s)),
             version: 1,
+            origin: new.origin,
         };
         let _user_guard = match &record.user_id {
             Some(user) => {
                 let guard = self.users.lock(user).await;
-                self.evict_beyond_limit(user, now, durability).await?;
+                self.evict_beyond_limit(user, record.origin, now, durability)
+                    .await?;
                 Some(guard)
             }
             None => None,
@@ -201,25 +221,66 @@ impl SessionService {
         Ok(record)
     }
 
-    /// Makes room for one more session of `user` (oldest first).
+    /// The per-user cap of sessions of `origin`: keyed and open-route sessions have separate
+    /// budgets, so anonymous creates on an open route can never evict a keyed login.
+    pub fn user_cap(&self, origin: SessionOrigin) -> usize {
+        match origin {
+            SessionOrigin::Service => self.config.max_sessions_per_user,
+            SessionOrigin::OpenRoute => self.config.max_open_route_sessions_per_user,
+        }
+    }
+
+    /// Makes room for one more session of `user` of `origin` (oldest of that origin first).
     async fn evict_beyond_limit(
         &self,
         user: &str,
+        origin: SessionOrigin,
         now: Millis,
         durability: Durability,
     ) -> ApiResult<()> {
-        let max = self.config.max_sessions_per_user;
-        let live = self.store.list_user_sessions(user, now, max + 1).await?;
+        let max = self.user_cap(origin);
+        // Each origin is held to its own cap, so both together fit in this listing.
+        let all = self.config.max_sessions_per_user + self.config.max_open_route_sessions_per_user;
+        let live: Vec<SessionRecord> = self
+            .store
+            .list_user_sessions(user, now, all + 1)
+            .await?
+            .into_iter()
+            .filter(|r| r.origin == origin)
+            .collect();
         if live.len() < max {
             return Ok(());
         }
+        let mut evicted = Vec::new();
         for old in &live[..=live.len() - max] {
             let mut guard = self.sessions.lock(&old.id).await;
-            self.store.delete_session(&old.id, now, durability).await?;
+            if self.store.delete_session(&old.id, now, durability).await? {
+                evicted.push(old.id.clone());
+            }
             guard.take();
             metrics::counter!("sessiond_sessions_evicted_total").increment(1);
         }
+        if !evicted.is_empty() {
+            let _ = self.revocations.send(Revocation {
+                user_id: user.to_string(),
+                session_ids: evicted,
+                all: false,
+                reason: EndReason::Evicted,
+            });
+        }
         Ok(())
+    }
+
+    /// The live session without sliding its deadline (for watchers such as the realtime
+    /// hub, whose checks must not keep a session alive). `None` when absent or expired.
+    pub async fn peek(&self, id: &str) -> ApiResult<Option<SessionRecord>> {
+        self.check_id("session id", id)?;
+        let mut guard = self.sessions.lock(id).await;
+        match self.current(&mut guard, id, now_ms()).await {
+            Ok(record) => Ok(Some(record)),
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The live session, sliding its idle deadline. 404 when absent or expired.
@@ -401,6 +462,7 @@ impl SessionService {
                 user_id,
                 session_ids: vec![id.to_string()],
                 all: false,
+                reason: EndReason::Revoked,
             });
         }
         Ok(deleted)
@@ -409,10 +471,8 @@ impl SessionService {
     /// The user's live sessions, oldest first.
     pub async fn list_user(&self, user: &str) -> ApiResult<Vec<SessionRecord>> {
         self.check_id("user id", user)?;
-        Ok(self
-            .store
-            .list_user_sessions(user, now_ms(), self.config.max_sessions_per_user)
-            .await?)
+        let all = self.config.max_sessions_per_user + self.config.max_open_route_sessions_per_user;
+        Ok(self.store.list_user_sessions(user, now_ms(), all).await?)
     }
 
     /// Revokes the user's sessions except `except`; returns the revoked ids.
@@ -455,6 +515,10 @@ impl SessionService {
             user_id: user.to_string(),
             session_ids: revoked.clone(),
             all: except.is_none(),
+            reason: match except {
+                None => EndReason::LoggedOut,
+                Some(_) => EndReason::Revoked,
+            },
         });
         Ok(revoked)
     }

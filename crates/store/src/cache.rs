@@ -37,6 +37,13 @@ pub enum CachePut {
     NamespaceLimit,
 }
 
+/// The class of a namespace for the namespace budget: `true` for the reserved `_`-prefixed
+/// namespaces of the compat surfaces, which may be open to anonymous callers and so must not
+/// share a budget with the native API's namespaces.
+pub fn reserved_namespace(namespace: &str) -> bool {
+    namespace.starts_with('_')
+}
+
 /// Storage for the cache.
 #[async_trait]
 pub trait CacheStore: Send + Sync {
@@ -49,7 +56,9 @@ pub trait CacheStore: Send + Sync {
     ) -> Result<Option<CacheEntry>>;
 
     /// Stores (or overwrites) an entry. If the namespace holds no live entry and
-    /// `max_namespaces` namespaces with live entries already exist, nothing is written.
+    /// `max_namespaces` namespaces **of its class** ([`reserved_namespace`]) with live entries
+    /// already exist, nothing is written. Reserved and ordinary namespaces are two separate
+    /// budgets: one can never fill the other.
     async fn cache_put(
         &self,
         namespace: &str,

@@ -29,10 +29,10 @@ pub mod testsuite;
 
 use std::sync::Arc;
 
-pub use cache::{CacheEntry, CachePut, CacheStore};
+pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
-pub use sessions::{Cas, SessionRecord, SessionStore};
+pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
     StreamMeta, StreamStore,

@@ -40,6 +40,46 @@ pub struct SessionRecord {
     pub absolute_expires_at: Millis,
     /// Incremented by every change of `data`; exposed as the ETag.
     pub version: u64,
+    /// How the session was created; set at insert and never changed (engines keep the stored
+    /// one on replace, like `user_id`).
+    #[serde(default)]
+    pub origin: SessionOrigin,
+}
+
+/// How a session was created, which decides whether it may prove its user's identity.
+///
+/// A session created with a service credential means the app's backend vouched for the user.
+/// One created on a route the operator opened with `open_routes` (no credential) names
+/// whatever user the anonymous caller typed, so it is data, never identity: it must not
+/// authenticate sockets, pass an edge check or count against the budgets of keyed sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOrigin {
+    /// Created with a service credential (or in open development mode, where the whole
+    /// server is the developer's). Rows stored before origins were recorded read as this.
+    #[default]
+    Service,
+    /// Created on an `open_routes` route without a service credential.
+    OpenRoute,
+}
+
+impl SessionOrigin {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionOrigin::Service => "service",
+            SessionOrigin::OpenRoute => "open_route",
+        }
+    }
+
+    /// Parses a stored name (`None` for an unknown one).
+    pub fn parse(text: &str) -> Option<SessionOrigin> {
+        match text {
+            "service" => Some(SessionOrigin::Service),
+            "open_route" => Some(SessionOrigin::OpenRoute),
+            _ => None,
+        }
+    }
 }
 
 impl SessionRecord {

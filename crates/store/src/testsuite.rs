@@ -17,6 +17,7 @@ use crate::{now_ms, Durability, Stores};
 
 mod cache;
 mod objects;
+mod origin;
 mod pipeline;
 mod realtime;
 mod stream_links;
@@ -46,6 +47,7 @@ pub async fn run_all(stores: Stores) {
     sessions_per_user_index(&stores).await;
     sessions_sweep(&stores).await;
     sessions_concurrent_merges(&stores).await;
+    origin::sessions_origin(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;
@@ -75,6 +77,7 @@ pub fn session(id: &str, user: Option<&str>) -> SessionRecord {
         idle_expires_at: now + HOUR,
         absolute_expires_at: now + 24 * HOUR,
         version: 1,
+        origin: crate::SessionOrigin::Service,
     }
 }
 

@@ -1,29 +1,34 @@
-//! Who may do what on which stream: full API keys, tenant keys scoped to path prefixes, and
-//! HS256 read tokens for GET/HEAD.
+//! Who may do what on which stream: full API keys, tenant keys scoped to path prefixes,
+//! HS256 read tokens for GET/HEAD, and open mode.
 //!
-//! Authentication and authorization are split on purpose. [`require_stream_access`] (the
-//! route guard, installed by the server when keys are configured) only finds out *who* is
-//! calling and stores a [`StreamAccess`] in the request's extensions; the dispatcher, which
-//! has the validated stream name (and a fork's source), asks [`StreamAccess::permit`]
-//! whether that caller may touch it, before any storage is read, so an out-of-scope caller
-//! learns nothing about another tenant's streams (403 whether or not the stream exists).
+//! [`require_stream_access`] is the one decision point, a `route_layer` that runs on the
+//! request's headers before the handler's body extractor reads anything: it finds out *who*
+//! is calling, validates the stream name from the path and decides whether that caller may
+//! touch that stream (and a fork's source) — so an out-of-scope caller gets its 403 without
+//! the server buffering up to `max_append_bytes` of body, and learns nothing about another
+//! tenant's streams (403 whether or not the stream exists). The guard is installed in every
+//! mode: open mode and `open_routes` only change what an anonymous caller is.
+//!
+//! Server-owned streams (`__sessiond/`, `__system/` and the configured metrics, presence and
+//! middleware event streams) carry other users' data: they are readable only with a full
+//! service key and writable over HTTP by nobody; the server appends to them internally.
 //!
 //! Read tokens exist for browsers and edge clients that must not hold an API key: the
 //! application backend mints a short-lived token for one user session; EventSource cannot set
-//! headers, so `?token=` is accepted as well. The token's `session_id` is available to the
-//! handlers through the extension and is never logged or used as a metric label (one label
-//! per session would grow the series count without bound). Every response to a
-//! token-authorized request, and every token failure, carries `Cache-Control: no-store`: a
-//! shared cache must never serve one session's grant to another.
+//! headers, so `?token=` is accepted as well (for read tokens only: a service key in a query
+//! string would end up in proxy logs). The token's `session_id` is never logged or used as a
+//! metric label (one label per session would grow the series count without bound). Every
+//! response to a token-authorized request, and every token failure, carries
+//! `Cache-Control: no-store`: a shared cache must never serve one session's grant to another.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use sessiond_http::auth::{auth_failure, bearer, KeyGrant, KeyScope};
+use sessiond_http::auth::{auth_failure, bearer, covers_prefix, KeyGrant, KeyScope};
 use sessiond_http::jwt::{Hs256Verifier, TokenError};
 use sessiond_http::{ApiError, ApiKeys};
 
@@ -39,10 +44,12 @@ pub struct ReadGrant {
     pub prefixes: Option<Vec<String>>,
 }
 
-/// The authenticated caller of a stream request (a request extension). Absent when the
-/// streams route set is open (no key configured, or `open_routes`): everything is allowed.
+/// The authenticated caller of a stream request (a request extension).
 #[derive(Clone, Debug)]
 pub enum StreamAccess {
+    /// No credential where the streams route set is open (open mode or `open_routes`):
+    /// every stream but the server-owned ones.
+    Open,
     /// A full-access API key.
     Full,
     /// A tenant key limited to path prefixes.
@@ -52,17 +59,18 @@ pub enum StreamAccess {
 }
 
 impl StreamAccess {
-    /// Whether this caller may act on stream `name`; `write` for anything but GET/HEAD.
+    /// Whether this caller may act on the (not server-owned) stream `name`; `write` for
+    /// anything but GET/HEAD.
     pub fn permit(&self, name: &str, write: bool) -> StreamResult<()> {
         let allowed = match self {
-            StreamAccess::Full => true,
+            StreamAccess::Open | StreamAccess::Full => true,
             StreamAccess::Key(scope) => scope.covers(name) && !(write && scope.read_only),
             StreamAccess::Read(grant) => {
                 !write
                     && grant
                         .prefixes
                         .as_ref()
-                        .is_none_or(|ps| ps.iter().any(|p| name.starts_with(p.as_str())))
+                        .is_none_or(|ps| ps.iter().any(|p| covers_prefix(p, name)))
             }
         };
         if allowed {
@@ -91,20 +99,96 @@ fn failure(reason: &'static str) {
     ::metrics::counter!("sessiond_streams_auth_failures_total", "reason" => reason).increment(1);
 }
 
-/// The guard's state: the server's keys and, when configured, the read-token verifier.
+/// Streams under these first segments belong to the server whatever the configuration says.
+pub const SERVER_OWNED_PREFIXES: [&str; 2] = ["__sessiond", "__system"];
+
+/// The guard's state: the server's keys (with its open-mode decision), the read-token
+/// verifier, and which streams the server owns.
 #[derive(Clone)]
 pub struct StreamGuard {
     keys: ApiKeys,
     tokens: Option<Hs256Verifier>,
+    audience: Arc<str>,
+    open: bool,
+    server_owned: Arc<Vec<String>>,
+    max_name_bytes: usize,
 }
 
 impl StreamGuard {
-    /// Keys from the server; read-token secrets from `[streams]`.
+    /// Keys from the server; read-token secrets, audience and name limit from `[streams]`;
+    /// the configured metrics stream is server-owned.
     pub fn new(keys: ApiKeys, config: &StreamsConfig) -> Self {
+        let server_owned = SERVER_OWNED_PREFIXES
+            .iter()
+            .map(|p| p.to_string())
+            .chain(config.metrics_stream.clone())
+            .collect();
         StreamGuard {
+            open: keys.is_open(),
             keys,
             tokens: Hs256Verifier::new(&config.read_token_secrets, config.max_read_token_bytes),
+            audience: config.read_token_audience.as_str().into(),
+            server_owned: Arc::new(server_owned),
+            max_name_bytes: config.max_name_bytes,
         }
+    }
+
+    /// Also serves anonymous callers (`open_routes` includes the streams set).
+    pub fn open_routes(mut self, open: bool) -> Self {
+        self.open |= open;
+        self
+    }
+
+    /// Also treats these streams (and everything under them) as server-owned: the event
+    /// streams other capabilities write.
+    pub fn server_owned<I: IntoIterator<Item = String>>(mut self, names: I) -> Self {
+        let mut all = self.server_owned.as_ref().clone();
+        all.extend(names.into_iter().filter(|n| !n.is_empty()));
+        self.server_owned = Arc::new(all);
+        self
+    }
+
+    /// Whether `name` is (under) a server-owned stream.
+    pub fn is_server_owned(&self, name: &str) -> bool {
+        self.server_owned
+            .iter()
+            .any(|owned| name == owned.trim_end_matches('/') || covers_prefix(owned, name))
+    }
+
+    /// Checks `access` for a request on `name`, and for a fork also on its source.
+    pub fn authorize(
+        &self,
+        access: &StreamAccess,
+        method: &Method,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> StreamResult<()> {
+        let write = !(method == Method::GET || method == Method::HEAD);
+        self.permit(access, name, write)?;
+        if method == Method::PUT {
+            if let Some(fork) = crate::fork::parse_request(headers, self.max_name_bytes)? {
+                // The source is read, never written: reading it is what needs the grant.
+                self.permit(access, &fork.source, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn permit(&self, access: &StreamAccess, name: &str, write: bool) -> StreamResult<()> {
+        if !self.is_server_owned(name) {
+            return access.permit(name, write);
+        }
+        failure("server_owned");
+        Err(match (access, write) {
+            (StreamAccess::Full, false) => return Ok(()),
+            (StreamAccess::Full, true) => {
+                ApiError::forbidden("this stream is owned by the server: only the server writes it")
+            }
+            _ => ApiError::forbidden(
+                "this stream is owned by the server: it is readable only with a full service key",
+            ),
+        }
+        .into())
     }
 
     fn read_grant(&self, tokens: &Hs256Verifier, token: &str) -> Result<ReadGrant, ApiError> {
@@ -120,6 +204,17 @@ impl StreamGuard {
             failure("bad_token");
             ApiError::unauthorized(format!("token {what}"))
         };
+        let audience = self.audience.as_ref();
+        let for_us = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == audience,
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !for_us {
+            return Err(invalid(&format!(
+                "needs an aud claim naming `{audience}` (streams.read_token_audience)"
+            )));
+        }
         let session_id = match claims.get("session_id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(invalid("needs a string session_id claim")),
@@ -140,6 +235,37 @@ impl StreamGuard {
             prefixes,
         })
     }
+
+    /// Who is calling, from the headers alone; the refusal when nobody acceptable is.
+    fn identify(&self, request: &Request) -> Result<StreamAccess, Box<Response>> {
+        let presented = bearer(request.headers());
+        if let Some(grant) = presented.and_then(|k| self.keys.identify(k.as_bytes())) {
+            return Ok(match grant {
+                KeyGrant::Full => StreamAccess::Full,
+                KeyGrant::Scoped(scope) => StreamAccess::Key(scope),
+            });
+        }
+        if self.open {
+            return Ok(StreamAccess::Open);
+        }
+        let method = request.method();
+        let readable = method == Method::GET || method == Method::HEAD;
+        if let (Some(tokens), true) = (&self.tokens, readable) {
+            let token = presented.or_else(|| query_token(request.uri().query()));
+            if let Some(token) = token {
+                return self
+                    .read_grant(tokens, token)
+                    .map(|grant| StreamAccess::Read(Arc::new(grant)))
+                    .map_err(|err| Box::new(no_store(auth_failure(err))));
+            }
+        }
+        failure("invalid_key");
+        Err(Box::new(auth_failure(if presented.is_some() {
+            ApiError::unauthorized("invalid API key")
+        } else {
+            ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
+        })))
+    }
 }
 
 /// The `token` query parameter (JWTs are URL-safe, so it is taken as sent).
@@ -156,77 +282,41 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-/// Middleware (with `from_fn_with_state`): authenticates a stream request and stores its
-/// [`StreamAccess`]. API keys first (any method); then, for GET/HEAD when read-token secrets
-/// are configured, a bearer or `?token=` read token. Preflights pass (browsers send them
-/// without credentials).
+/// Middleware (with `from_fn_with_state`, as a `route_layer`): authenticates a stream
+/// request and authorizes it on the stream its path names, before the body is read; stores
+/// the [`StreamAccess`]. API keys first (any method, `Authorization` only); then anonymous
+/// access where streams are open; then, for GET/HEAD when read-token secrets are
+/// configured, a bearer or `?token=` read token. Preflights pass (browsers send them without
+/// credentials).
 pub async fn require_stream_access(
     State(guard): State<StreamGuard>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().clone();
-    if method == Method::OPTIONS {
+    if request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
-    // Fast path: an API key, without copying anything.
-    let key = bearer(request.headers()).and_then(|k| guard.keys.identify(k.as_bytes()));
-    if let Some(grant) = key {
-        let access = match grant {
-            KeyGrant::Full => StreamAccess::Full,
-            KeyGrant::Scoped(scope) => StreamAccess::Key(scope),
-        };
-        request.extensions_mut().insert(access);
-        return next.run(request).await;
-    }
-    let presented = bearer(request.headers()).map(str::to_owned);
-    let readable = method == Method::GET || method == Method::HEAD;
-    if let (Some(tokens), true) = (&guard.tokens, readable) {
-        let token = presented
-            .clone()
-            .or_else(|| query_token(request.uri().query()).map(str::to_owned));
-        if let Some(token) = token {
-            return match guard.read_grant(tokens, &token) {
-                Ok(grant) => {
-                    request
-                        .extensions_mut()
-                        .insert(StreamAccess::Read(Arc::new(grant)));
-                    no_store(next.run(request).await)
-                }
-                Err(err) => no_store(auth_failure(err)),
-            };
-        }
-    }
-    failure("invalid_key");
-    auth_failure(if presented.is_some() {
-        ApiError::unauthorized("invalid API key")
-    } else {
-        ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
-    })
-}
-
-/// Checks `access` (if any) for a request on `name`, and for a fork also on its source.
-pub fn authorize(
-    access: Option<&StreamAccess>,
-    method: &Method,
-    name: &str,
-    headers: &axum::http::HeaderMap,
-) -> StreamResult<()> {
-    let Some(access) = access else {
-        return Ok(());
+    let access = match guard.identify(&request) {
+        Ok(access) => access,
+        Err(response) => return *response,
     };
-    if matches!(access, StreamAccess::Full) {
-        return Ok(());
-    }
-    let write = !(method == Method::GET || method == Method::HEAD);
-    access.permit(name, write)?;
-    if method == Method::PUT {
-        if let Some(fork) = crate::fork::parse_request(headers, usize::MAX)? {
-            // The source is read, never written: reading it is what needs the grant.
-            access.permit(&fork.source, false)?;
+    let token = matches!(access, StreamAccess::Read(_));
+    let path = request.uri().path();
+    // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
+    if let Ok(name) = crate::routes::stream_name(path, guard.max_name_bytes) {
+        let decision = guard.authorize(&access, request.method(), name, request.headers());
+        if let Err(err) = decision {
+            let response = err.into_response();
+            return if token { no_store(response) } else { response };
         }
     }
-    Ok(())
+    request.extensions_mut().insert(access);
+    let response = next.run(request).await;
+    if token {
+        no_store(response)
+    } else {
+        response
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +351,60 @@ mod tests {
         assert!(token.permit("a/x", true).is_err());
         assert!(token.permit("b/x", false).is_err());
         assert_eq!(token.session_id(), Some("s"));
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        for prefix in ["tenant-a", "tenant-a/"] {
+            let tenant = key(&[prefix], false);
+            assert!(tenant.permit("tenant-a/x", true).is_ok(), "{prefix}");
+            assert!(tenant.permit("tenant-abc/x", false).is_err(), "{prefix}");
+            assert!(tenant.permit("tenant-a", false).is_err(), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn server_owned_streams_are_read_by_full_keys_only() {
+        let config = StreamsConfig {
+            metrics_stream: Some("_system/metrics".into()),
+            ..StreamsConfig::default()
+        };
+        let guard = StreamGuard::new(ApiKeys::new(["k"]), &config)
+            .server_owned(["apps/presence".to_string()]);
+        let get = Method::GET;
+        let headers = HeaderMap::new();
+        for name in [
+            "__sessiond/x",
+            "__system/a/b",
+            "_system/metrics",
+            "apps/presence",
+        ] {
+            assert!(guard.is_server_owned(name), "{name}");
+            assert!(guard
+                .authorize(&StreamAccess::Full, &get, name, &headers)
+                .is_ok());
+            for method in [Method::PUT, Method::POST, Method::DELETE] {
+                let full = guard.authorize(&StreamAccess::Full, &method, name, &headers);
+                assert_eq!(full.map_err(|e| e.api.status.as_u16()), Err(403));
+            }
+            for access in [
+                StreamAccess::Open,
+                key(&["__sessiond", "__system", "_system", "apps"], false),
+            ] {
+                assert!(
+                    guard.authorize(&access, &get, name, &headers).is_err(),
+                    "{name}"
+                );
+            }
+        }
+        for name in [
+            "__sessiondx/y",
+            "_system/metricsx",
+            "apps/presence2",
+            "app/x",
+        ] {
+            assert!(!guard.is_server_owned(name), "{name}");
+        }
     }
 
     #[test]

@@ -45,14 +45,36 @@ impl Payload {
         }
     }
 
-    /// The messages to store: a JSON body flattened (one message per array item), any other
-    /// body as one message, pre-serialized values as they are.
-    fn into_messages(self, json: bool) -> StreamResult<Vec<Vec<u8>>> {
+    /// The chunks to store from offset `start`, and the offset after them: a JSON body's
+    /// messages packed (see `json.rs`), any other body as one chunk, pre-serialized values
+    /// validated and packed.
+    async fn into_chunks(
+        self,
+        json: bool,
+        limits: &crate::json::Limits,
+        start: u64,
+    ) -> StreamResult<(Vec<StreamChunk>, u64)> {
         match self {
-            Payload::Body(b) if b.is_empty() => Ok(Vec::new()),
-            Payload::Body(b) if json => crate::json::flatten(&b, false),
-            Payload::Body(b) => Ok(vec![b.to_vec()]),
-            Payload::JsonValues(values) if json => Ok(values),
+            Payload::Body(b) if b.is_empty() => Ok((Vec::new(), start)),
+            Payload::Body(b) if json => {
+                let spans = limits.split_async(&b, false).await?;
+                Ok(crate::json::pack(
+                    spans.iter().map(|r| &b[r.clone()]),
+                    start,
+                ))
+            }
+            Payload::Body(b) => {
+                let chunk = StreamChunk {
+                    offset: start,
+                    data: b.to_vec(),
+                };
+                let end = chunk.end();
+                Ok((vec![chunk], end))
+            }
+            Payload::JsonValues(values) if json => {
+                limits.check_values(&values)?;
+                Ok(crate::json::pack(values.iter().map(Vec::as_slice), start))
+            }
             Payload::JsonValues(_) => Err(StreamError::conflict(
                 "JSON values can only be appended to a JSON stream",
             )),
@@ -70,10 +92,10 @@ pub async fn append(
     append_payload(streams, path, h, Payload::Body(body)).await
 }
 
-/// Appends `values`, each one JSON value serialized by a trusted in-process producer (the
-/// server's own system streams), to the JSON stream `path`, as a POST with a JSON array body
-/// and headers `h` would — without parsing the array back. The caller guarantees each value
-/// is valid JSON.
+/// Appends `values`, each one JSON value serialized by an in-process producer (the server's
+/// own system streams), to the JSON stream `path`, as a POST with a JSON array body and
+/// headers `h` would, without building an array to parse it back. Each value is validated
+/// (one value, no surrounding whitespace) and stored byte for byte.
 pub async fn append_json_values(
     streams: &Streams,
     path: &str,
@@ -173,14 +195,10 @@ async fn append_payload(
         info.last_seq = Some(seq.clone());
     }
     let body_len = body.len();
-    let values = body.into_messages(info.is_json())?;
-    let mut chunks = Vec::with_capacity(values.len());
-    let mut pos = current.tail;
-    for data in values {
-        let chunk = StreamChunk { offset: pos, data };
-        pos = chunk.end();
-        chunks.push(chunk);
-    }
+    let limits = crate::json::Limits::of(&streams.config);
+    let (chunks, pos) = body
+        .into_chunks(info.is_json(), &limits, current.tail)
+        .await?;
     if close {
         info.closed = true;
         info.closed_by = producer.clone();

@@ -17,6 +17,14 @@ pub struct StreamsConfig {
     pub max_read_chunk_bytes: usize,
     /// Largest append or create body (bytes); larger is a 413.
     pub max_append_bytes: usize,
+    /// JSON streams: deepest nesting of arrays and objects inside one message; deeper is a 400.
+    pub max_json_depth: usize,
+    /// JSON streams: most messages (top-level array elements) in one append or create body;
+    /// more is a 413.
+    pub max_messages_per_append: usize,
+    /// JSON streams: bytes each message of a body counts against `max_append_bytes` on top of
+    /// its own, so one request cannot turn a body into millions of tiny messages.
+    pub json_message_overhead_bytes: usize,
     /// Longest stream name (bytes of the path after `/v1/stream/`); longer is a 400.
     pub max_name_bytes: usize,
     /// Longest `Producer-Id` (bytes); longer is a 400.
@@ -58,6 +66,9 @@ pub struct StreamsConfig {
     pub max_read_token_bytes: usize,
     /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
     pub subscriptions: crate::subscriptions::SubscriptionsConfig,
+    /// The `aud` claim every read token must carry (a string, or an array containing it), so
+    /// a token minted with a shared secret for another service is refused.
+    pub read_token_audience: String,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -66,8 +77,8 @@ pub struct StreamsConfig {
 pub struct ScopedKeyConfig {
     /// The bearer key.
     pub key: String,
-    /// Stream path prefixes (plain string prefixes of the path after `/v1/stream/`; end them
-    /// with `/` so `tenant-a/` does not also cover `tenant-ab/`).
+    /// Stream path prefixes, relative to `/v1/stream/`, matched on `/` segment boundaries:
+    /// `tenant-a` and `tenant-a/` both mean the subtree `tenant-a/…` (not `tenant-ab/…`).
     pub stream_prefixes: Vec<String>,
     /// Only GET and HEAD.
     #[serde(default)]
@@ -83,6 +94,9 @@ impl Default for StreamsConfig {
             long_poll_timeout_ms: 20_000,
             max_read_chunk_bytes: 4 * 1024 * 1024,
             max_append_bytes: 16 * 1024 * 1024,
+            max_json_depth: 128,
+            max_messages_per_append: 100_000,
+            json_message_overhead_bytes: 16,
             max_name_bytes: 1024,
             max_producer_id_bytes: 256,
             max_stream_seq_bytes: 256,
@@ -101,6 +115,7 @@ impl Default for StreamsConfig {
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
             subscriptions: Default::default(),
+            read_token_audience: "sessiond".into(),
         }
     }
 }
@@ -119,6 +134,11 @@ impl StreamsConfig {
         if self.max_producer_id_bytes == 0 || self.max_stream_seq_bytes == 0 {
             return Err(
                 "streams.max_producer_id_bytes and streams.max_stream_seq_bytes must be > 0".into(),
+            );
+        }
+        if self.max_json_depth == 0 || self.max_messages_per_append == 0 {
+            return Err(
+                "streams.max_json_depth and streams.max_messages_per_append must be > 0".into(),
             );
         }
         if self.max_name_bytes == 0 || self.sse_reconnect_s == 0 || self.sweep_interval_s == 0 {
@@ -176,6 +196,9 @@ impl StreamsConfig {
         }
         if self.max_read_token_bytes == 0 {
             return Err("streams.max_read_token_bytes must be > 0".into());
+        }
+        if self.read_token_audience.trim().is_empty() {
+            return Err("streams.read_token_audience must not be empty".into());
         }
         Ok(())
     }

@@ -73,9 +73,10 @@ pub async fn create(
     }
 
     let json_type = content_type.is_some_and(|ct| media_type(ct) == "application/json");
+    let limits = crate::json::Limits::of(&streams.config);
     // Validate the body before locking a fork source.
-    let mut values = if json_type {
-        crate::json::flatten(&body, true)?
+    let mut spans = if json_type {
+        limits.split_async(&body, true).await?
     } else {
         Vec::new()
     };
@@ -98,17 +99,20 @@ pub async fn create(
     };
     let is_json = media_type(&base.content_type) == "application/json";
     if is_json && !json_type {
-        values = crate::json::flatten(&body, true)?;
-    } else if !is_json && !body.is_empty() {
-        values = vec![body.to_vec()];
+        spans = limits.split_async(&body, true).await?;
     }
-    let mut chunks = Vec::with_capacity(values.len());
-    let mut pos = base.start;
-    for data in values {
-        let chunk = StreamChunk { offset: pos, data };
-        pos = chunk.end();
-        chunks.push(chunk);
-    }
+    let (chunks, pos) = if is_json {
+        crate::json::pack(spans.iter().map(|r| &body[r.clone()]), base.start)
+    } else if body.is_empty() {
+        (Vec::new(), base.start)
+    } else {
+        let chunk = StreamChunk {
+            offset: base.start,
+            data: body.to_vec(),
+        };
+        let end = chunk.end();
+        (vec![chunk], end)
+    };
     let info = StreamInfo {
         content_type: base.content_type,
         ttl_s: base.ttl_s,

@@ -192,20 +192,14 @@ async fn sub_point(
         || StreamError::bad_request("Stream-Fork-Sub-Offset is past the next data boundary");
     if snap.json {
         let mut pos = anchor;
-        let mut left = sub;
+        let mut left = usize::try_from(sub).unwrap_or(usize::MAX);
         while left > 0 {
-            let page = streams.read_page(snap, pos, 64 * 1024).await?;
-            if page.pieces.is_empty() {
+            let page = streams.read_limited(snap, pos, 1 << 20, left).await?;
+            if page.messages == 0 || page.next <= pos {
                 return Err(overshoot());
             }
-            for piece in page
-                .pieces
-                .iter()
-                .take(usize::try_from(left).unwrap_or(usize::MAX))
-            {
-                pos = pos.checked_add(piece.len() as u64).ok_or_else(overshoot)?;
-                left -= 1;
-            }
+            left -= page.messages.min(left);
+            pos = page.next;
         }
         return Ok(pos);
     }

@@ -10,8 +10,9 @@
 //! - **One atomic, durable commit per write.** Append + close + producer state + `Stream-Seq`
 //!   are a single `StreamStore::commit`; the reply and the wake-up of live readers happen only
 //!   after it returned.
-//! - **Offsets are byte positions** (fixed-width tokens on the wire). JSON streams store one
-//!   chunk per message, so message boundaries are chunk boundaries and pages cut cleanly.
+//! - **Offsets are byte positions** (fixed-width tokens on the wire). JSON streams store each
+//!   message's exact bytes, many per chunk joined by `,` (see [`json`]); pages and fork
+//!   sub-offsets cut only between messages.
 //!   Forks share their source's offset space and read it through their lineage.
 //! - **Cold ranges** come from a pluggable [`ColdReader`] (the segments crate), consulted for
 //!   anything below the first hot chunk.

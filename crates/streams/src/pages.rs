@@ -48,6 +48,8 @@ impl From<StreamChunk> for SharedChunk {
 pub struct Page {
     pub pieces: Vec<Bytes>,
     pub next: u64,
+    /// JSON messages in the page, counted only when the read was limited by a message count.
+    pub messages: usize,
 }
 
 impl Streams {
@@ -89,13 +91,25 @@ impl Streams {
     }
 
     /// One page of `snap` from `from`: at most `max` bytes (binary pages are cut anywhere; JSON
-    /// pages only between values, and always hold at least one value), spanning the fork's
+    /// pages only between messages, and always hold at least one), spanning the fork's
     /// ancestors and its own data.
     pub async fn read_page(&self, snap: &Snapshot, from: u64, max: usize) -> StreamResult<Page> {
+        self.read_limited(snap, from, max, usize::MAX).await
+    }
+
+    /// [`read_page`](Self::read_page) that also stops after `max_messages` JSON messages.
+    pub async fn read_limited(
+        &self,
+        snap: &Snapshot,
+        from: u64,
+        max: usize,
+        max_messages: usize,
+    ) -> StreamResult<Page> {
         let ranges = ranges(snap);
         let mut pos = from.min(snap.tail);
         let mut budget = max.max(1);
         let mut pieces = Vec::new();
+        let mut messages = 0usize;
         'ranges: for (path, _start, end) in ranges {
             while pos < end {
                 let chunks = self.read_path(path, pos, budget).await?;
@@ -107,16 +121,34 @@ impl Streams {
                     if c.offset >= end {
                         break;
                     }
+                    if c.end() <= pos {
+                        continue;
+                    }
                     if snap.json {
-                        if c.offset < pos {
-                            continue;
+                        let room = if pieces.is_empty() {
+                            usize::MAX
+                        } else {
+                            budget
+                        };
+                        let left = max_messages - messages;
+                        match take_messages(&c, pos, end, room, left) {
+                            Take::Nothing => pos = c.end().min(end),
+                            Take::Full => break 'ranges,
+                            Take::Some {
+                                piece,
+                                next,
+                                count,
+                                cut,
+                            } => {
+                                budget = budget.saturating_sub(piece.len());
+                                messages += count;
+                                pos = next;
+                                pieces.push(piece);
+                                if cut || messages >= max_messages {
+                                    break 'ranges;
+                                }
+                            }
                         }
-                        if !pieces.is_empty() && c.data.len() > budget {
-                            break 'ranges;
-                        }
-                        budget = budget.saturating_sub(c.data.len());
-                        pos = c.end();
-                        pieces.push(c.data);
                     } else {
                         let from_in = (pos.max(c.offset) - c.offset) as usize;
                         let to_in = (c.end().min(end) - c.offset) as usize;
@@ -135,7 +167,71 @@ impl Streams {
                 }
             }
         }
-        Ok(Page { pieces, next: pos })
+        Ok(Page {
+            pieces,
+            next: pos,
+            messages,
+        })
+    }
+}
+
+/// What a JSON page takes from one chunk.
+enum Take {
+    /// No message of the chunk starts in the range asked for.
+    Nothing,
+    /// The first message there does not fit the page.
+    Full,
+    /// `piece` (whole messages joined by `,`), `count` of them (exact only when a message count
+    /// limits the take), the offset after them, and
+    /// whether the page stopped inside the chunk (the next message did not fit).
+    Some {
+        piece: Bytes,
+        next: u64,
+        count: usize,
+        cut: bool,
+    },
+}
+
+/// The messages of `c` starting in `[from, until)`, while they fit `room` bytes and number at
+/// most `max_count`. A chunk taken whole needs no scan; otherwise only this chunk is scanned
+/// (see `json.rs` for the layout).
+fn take_messages(c: &SharedChunk, from: u64, until: u64, room: usize, max_count: usize) -> Take {
+    let data = &c.data;
+    let lo = from.saturating_sub(c.offset) as usize;
+    let hi = (until.saturating_sub(c.offset) as usize).min(data.len());
+    if lo == 0 && hi == data.len() && data.len() <= room && max_count == usize::MAX {
+        return Take::Some {
+            piece: c.data.clone(),
+            next: c.end(),
+            count: 1,
+            cut: false,
+        };
+    }
+    let mut at = 0;
+    while at < lo {
+        at = crate::json::next_message(data, at).1;
+    }
+    let start = at;
+    let (mut stop, mut count) = (at, 0usize);
+    while at < hi && count < max_count {
+        let (end, next) = crate::json::next_message(data, at);
+        if end - start > room {
+            break;
+        }
+        (stop, at, count) = (end, next, count + 1);
+    }
+    if count == 0 {
+        return if start < hi {
+            Take::Full
+        } else {
+            Take::Nothing
+        };
+    }
+    Take::Some {
+        piece: c.data.slice(start..stop),
+        next: c.offset + at as u64,
+        count,
+        cut: at < hi,
     }
 }
 

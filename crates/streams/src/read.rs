@@ -129,6 +129,7 @@ pub async fn read(
             let page = Page {
                 pieces: Vec::new(),
                 next: snap.tail,
+                messages: 0,
             };
             let mut r = page_response(&snap, 0, &page, false)?;
             r.headers_mut()

@@ -11,11 +11,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use axum::Extension;
 use axum::Router;
 use sessiond_http::RawBody;
 
-use crate::access::StreamAccess;
 use crate::error::{StreamError, StreamResult};
 use crate::service::Streams;
 
@@ -69,13 +67,12 @@ async fn dispatch(
     State(streams): State<Streams>,
     method: Method,
     OriginalUri(uri): OriginalUri,
-    access: Option<Extension<StreamAccess>>,
     headers: HeaderMap,
     body: Result<RawBody, sessiond_http::ApiError>,
 ) -> Response {
     let result = async {
         let name = stream_name(uri.path(), streams.config.max_name_bytes)?;
-        crate::access::authorize(access.as_ref().map(|a| &a.0), &method, name, &headers)?;
+        // Who may touch `name` was decided by the access guard before the body was read.
         let body =
             || -> StreamResult<axum::body::Bytes> { body.map(|b| b.0).map_err(StreamError::from) };
         match method {

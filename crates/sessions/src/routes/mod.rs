@@ -13,10 +13,13 @@ pub mod state;
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sessiond_http::{ApiError, ApiResult};
-use sessiond_store::Durability;
+use axum::Extension;
+use sessiond_http::{ApiError, ApiKeys, ApiResult};
+use sessiond_store::{Durability, SessionOrigin};
 
 use crate::cache::{CacheService, Hit};
 use crate::service::SessionService;
@@ -46,6 +49,47 @@ impl std::ops::Deref for SessionsState {
     fn deref(&self) -> &SessionsParts {
         &self.0
     }
+}
+
+/// Whether a request was made with a service credential: a request extension the **server**
+/// sets (the capability knows neither keys nor `open_routes`), read by every route that
+/// creates a session to record its [`SessionOrigin`]. A request without it counts as an
+/// open-route request: forgetting to mark a route fails closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestOrigin(pub SessionOrigin);
+
+/// The origin of a request as marked by the server (open route when unmarked).
+pub fn request_origin(marked: Option<Extension<RequestOrigin>>) -> SessionOrigin {
+    marked.map_or(SessionOrigin::OpenRoute, |Extension(RequestOrigin(o))| o)
+}
+
+/// What [`mark_origin`] needs: the full-access keys, and whether the server is in open
+/// development mode (then every request is the developer's own, i.e. service).
+#[derive(Clone)]
+pub struct OriginCheck {
+    /// Full-access keys.
+    pub keys: ApiKeys,
+    /// Open development mode.
+    pub open_mode: bool,
+}
+
+/// Middleware marking each request with its [`RequestOrigin`]: service when it carries a
+/// full-access key in `Authorization` (or in open development mode), else open route. It
+/// refuses nothing; the route set's own guard (if any) does that.
+pub async fn mark_origin(
+    State(check): State<OriginCheck>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let service = check.open_mode
+        || sessiond_http::auth::bearer(req.headers())
+            .is_some_and(|token| check.keys.accepts(token.as_bytes()));
+    let origin = match service {
+        true => SessionOrigin::Service,
+        false => SessionOrigin::OpenRoute,
+    };
+    req.extensions_mut().insert(RequestOrigin(origin));
+    next.run(req).await
 }
 
 /// Header that opts a write into unconfirmed acknowledgement.

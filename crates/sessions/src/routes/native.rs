@@ -4,13 +4,14 @@
 //! expires_at, idle_expires_at, absolute_expires_at, version}` (times in unix milliseconds).
 //! `PUT` replaces `data` (`{"data": {...}}`); `PATCH` is a JSON Merge Patch of the resource in
 //! which only `data` is writable (`{"data": {"cart": null}}` removes `cart`). `ETag` is the
-//! version; `If-Match` makes PUT/PATCH/DELETE conditional (412 on mismatch).
+//! version; `If-Match` makes PUT/PATCH/DELETE conditional (412 on mismatch). `origin` says
+//! how the session was created (`service` or `open_route`, see [`sessiond_store::SessionOrigin`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -18,7 +19,7 @@ use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::{Millis, SessionRecord};
 
 use crate::cache::Ttl;
-use crate::routes::{durability, if_match, SessionsState};
+use crate::routes::{durability, if_match, request_origin, RequestOrigin, SessionsState};
 use crate::service::{NewSession, Update};
 
 /// Routes of the native API (mount at the root).
@@ -55,6 +56,7 @@ pub struct SessionView<'a> {
     idle_expires_at: Millis,
     absolute_expires_at: Millis,
     version: u64,
+    origin: &'static str,
 }
 
 /// Stored JSON text as a raw value (stored text was produced by serde_json, so a failure means
@@ -81,6 +83,7 @@ impl<'a> SessionView<'a> {
             idle_expires_at: r.idle_expires_at,
             absolute_expires_at: r.absolute_expires_at,
             version: r.version,
+            origin: r.origin.as_str(),
         }
     }
 }
@@ -112,6 +115,7 @@ struct CreateBody {
 
 async fn create(
     State(s): State<SessionsState>,
+    marked: Option<Extension<RequestOrigin>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
@@ -121,6 +125,7 @@ async fn create(
         idle_ttl_s: body.idle_ttl_s,
         absolute_ttl_s: body.absolute_ttl_s,
         device: body.device,
+        origin: request_origin(marked),
     };
     let record = s.sessions.create(new, durability(&headers)?).await?;
     let mut response = with_etag(StatusCode::CREATED, &record);
@@ -221,6 +226,7 @@ async fn list_user(
                 "last_seen_at": r.last_seen_at,
                 "expires_at": r.expires_at(),
                 "device": r.device.as_deref().map(raw_json),
+                "origin": r.origin.as_str(),
             })
         })
         .collect();

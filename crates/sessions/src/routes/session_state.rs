@@ -14,13 +14,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::{Map, Value};
 use sessiond_http::body::parse_json;
 use sessiond_http::{ApiError, RawBody};
 
 use crate::cache::Ttl;
-use crate::routes::{cache_response, durability, plain_error, SessionsState};
+use crate::routes::{
+    cache_response, durability, plain_error, request_origin, RequestOrigin, SessionsState,
+};
 use crate::service::{NewSession, Update};
 
 /// The cache namespace of this surface (reserved: native namespaces cannot start with `_`).
@@ -71,11 +73,17 @@ fn not_found_as_text(err: ApiError) -> Response {
     }
 }
 
-async fn create(State(s): State<SessionsState>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(s): State<SessionsState>,
+    marked: Option<Extension<RequestOrigin>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let data = object_body(body)?;
         let new = NewSession {
             data,
+            origin: request_origin(marked),
             ..NewSession::default()
         };
         s.sessions.create(new, durability(&headers)?).await

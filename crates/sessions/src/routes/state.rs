@@ -19,14 +19,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use sessiond_http::body::parse_json;
 use sessiond_http::{ApiError, RawBody};
 use sessiond_store::SessionRecord;
 
 use crate::cache::Ttl;
-use crate::routes::{cache_response, durability, SessionsState};
+use crate::routes::{cache_response, durability, request_origin, RequestOrigin, SessionsState};
 use crate::service::{NewSession, Update};
 
 /// Idle timeout of SessionStore sessions (seed: 1 hour).
@@ -103,7 +103,12 @@ fn object_field(
     }
 }
 
-async fn create(State(s): State<SessionsState>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(s): State<SessionsState>,
+    marked: Option<Extension<RequestOrigin>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let RawBody(bytes) = body?;
         let mut fields: Map<String, Value> = parse_json(&bytes)?;
@@ -117,6 +122,7 @@ async fn create(State(s): State<SessionsState>, headers: HeaderMap, body: Body) 
             user_id,
             data,
             idle_ttl_s: Some(SESSION_IDLE_TTL_S),
+            origin: request_origin(marked),
             ..NewSession::default()
         };
         s.sessions.create(new, durability(&headers)?).await

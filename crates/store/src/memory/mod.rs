@@ -136,6 +136,7 @@ impl SessionStore for MemoryEngine {
             Some(old) => {
                 let mut new = record.clone();
                 new.user_id = old.user_id.clone();
+                new.origin = old.origin;
                 s.sessions.insert(new.id.clone(), new);
                 Cas::Written
             }
@@ -251,10 +252,12 @@ impl CacheStore for MemoryEngine {
         self.with(|s| {
             let namespace_live = s.cache.get(ns).is_some_and(|m| live_entries(m, now) > 0);
             if !namespace_live {
+                let class = crate::reserved_namespace(ns);
                 let live = s
                     .cache
-                    .values()
-                    .filter(|m| live_entries(m, now) > 0)
+                    .iter()
+                    .filter(|(name, _)| crate::reserved_namespace(name) == class)
+                    .filter(|(_, m)| live_entries(m, now) > 0)
                     .count();
                 if live >= max_namespaces {
                     return CachePut::NamespaceLimit;

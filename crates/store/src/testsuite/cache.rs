@@ -198,4 +198,29 @@ pub(super) async fn cache_namespace_limit(s: &Stores) {
             .is_none(),
         "refused write left nothing"
     );
+    // Reserved (`_…`) namespaces are a separate budget: the native namespace above does not
+    // count against them, and they do not count against native ones.
+    let reserved = format!("_{}", unique("limit-reserved"));
+    assert_eq!(
+        s.cache
+            .cache_put(&reserved, "a", &e, 1, now, C)
+            .await
+            .expect("store call"),
+        CachePut::Stored,
+        "native namespaces do not count against the reserved budget"
+    );
+    let reserved_two = format!("_{}", unique("limit-reserved"));
+    assert_eq!(
+        s.cache
+            .cache_put(&reserved_two, "a", &e, 1, now, C)
+            .await
+            .expect("store call"),
+        CachePut::NamespaceLimit,
+        "the reserved budget counts reserved namespaces"
+    );
+    s.cache
+        .cache_clear(&reserved, now, C)
+        .await
+        .expect("store call");
+    s.cache.cache_clear(&ns, now, C).await.expect("store call");
 }

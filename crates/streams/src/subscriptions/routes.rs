@@ -3,9 +3,10 @@
 //! taken for application streams (PROTOCOL.md §6).
 //!
 //! Two routers, because they authenticate differently: [`control_router`] (subscription
-//! management, claim, JWKS) sits behind the server's API-key guard like the streams;
-//! [`token_router`] (callback, ack, release) is authenticated by each wake's bearer token
-//! and must stay outside that guard. Both carry the streams' CORS and security headers.
+//! management, claim) sits behind the server's API-key guard like the streams;
+//! [`token_router`] (callback, ack, release) is authenticated by each wake's bearer token,
+//! and the JWKS is a public key receivers must fetch without a credential: both stay outside
+//! that guard. Both carry the streams' CORS and security headers.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -20,10 +21,9 @@ use super::Subscriptions;
 
 const SUB: &str = "/v1/stream/__ds/subscriptions/{id}";
 
-/// Management, claim and the key set (behind the API-key guard when keys are configured).
+/// Management and claim (behind the API-key guard when keys are configured).
 pub fn control_router(subs: Subscriptions) -> Router {
     Router::new()
-        .route("/v1/stream/__ds/jwks.json", get(jwks))
         .route(SUB, put(put_sub).get(get_sub).delete(delete_sub))
         .route(&format!("{SUB}/streams"), post(add_streams))
         .route(
@@ -36,9 +36,11 @@ pub fn control_router(subs: Subscriptions) -> Router {
         .layer(from_fn(crate::headers::common_headers))
 }
 
-/// Callback, ack and release (authenticated by the wake's bearer token).
+/// Callback, ack and release (authenticated by the wake's bearer token) and the public key
+/// set (anyone).
 pub fn token_router(subs: Subscriptions) -> Router {
     Router::new()
+        .route("/v1/stream/__ds/jwks.json", get(jwks))
         .route(&format!("{SUB}/callback"), post(ack))
         .route(&format!("{SUB}/ack"), post(ack))
         .route(&format!("{SUB}/release"), post(release))

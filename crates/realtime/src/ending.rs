@@ -1,0 +1,266 @@
+//! Sessions ending under live sockets: whatever ends a session — a revoke, a logout, eviction
+//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated.
+//!
+//! One function, [`Hub::session_ended`], closes them, fed by [`SessionEnded`] events from two
+//! sources: the sessions capability's announcements (revoke, logout, eviction; the server
+//! forwards them, and a cluster bus can feed the same function later), and the watch below
+//! for expiry, which no store announces — expiry is a deadline passing, discovered lazily by
+//! whoever reads next.
+//!
+//! The watch is one timer for the whole hub, not one per socket: a map of the sessions that
+//! have live sockets, ordered by their earliest deadline. At a deadline it asks the session
+//! authority once (without sliding the session: a watcher must not keep it alive) — a session
+//! the app kept using has a later deadline and is simply re-armed, an ended one is closed with
+//! the reason its deadlines give. Cost: one entry per session with sockets and one store read
+//! per session per idle window, however many sockets the session has.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+use sessiond_store::{now_ms, Millis};
+use tokio::sync::Notify;
+
+use crate::auth::SessionDeadlines;
+use crate::conn::lock;
+use crate::hub::{frame, Hub, HubInner, LOGOUT_REASON};
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Revoked one by one, or all but one.
+    Revoked,
+    /// Every session of the user revoked: log out everywhere.
+    LoggedOut,
+    /// Evicted to make room under the per-user session cap.
+    Evicted,
+    /// The idle deadline passed.
+    ExpiredIdle,
+    /// The absolute deadline passed.
+    ExpiredAbsolute,
+}
+
+impl EndReason {
+    /// The `reason` of the v1 `session_ended` frame.
+    pub fn wire(self) -> &'static str {
+        match self {
+            EndReason::Revoked => "revoked",
+            EndReason::LoggedOut => "logged_out",
+            EndReason::Evicted => "evicted",
+            EndReason::ExpiredIdle => "expired_idle",
+            EndReason::ExpiredAbsolute => "expired_absolute",
+        }
+    }
+
+    /// The close frame's reason text on v1 and SSE connections (seed C's sockets always get
+    /// [`LOGOUT_REASON`], which its React hook compares).
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            EndReason::Revoked => "Session revoked",
+            EndReason::LoggedOut => LOGOUT_REASON,
+            EndReason::Evicted => "Session evicted",
+            EndReason::ExpiredIdle => "Session expired (idle)",
+            EndReason::ExpiredAbsolute => "Session expired (absolute)",
+        }
+    }
+}
+
+/// Sessions of one user that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionEnded {
+    /// Whose sessions.
+    pub user_id: String,
+    /// The ended session ids.
+    pub session_ids: Vec<String>,
+    /// Every session of the user ended (log out everywhere): close every socket of the user,
+    /// whatever authenticated it.
+    pub all: bool,
+    /// Why.
+    pub reason: EndReason,
+}
+
+impl Hub {
+    /// Closes the sockets the ended sessions authenticated (all of the user's when `all`)
+    /// with `logout_close_code`; v1 and SSE connections first get
+    /// `{"type":"session_ended","reason":…}`. Returns how many were closed. This node only:
+    /// [`Hub::session_ended`] also tells the other nodes.
+    pub(crate) fn end_sessions_here(&self, ended: &SessionEnded) -> usize {
+        let code = self.inner.config.logout_close_code;
+        let notice = frame(&json!({"type": "session_ended", "reason": ended.reason.wire()}));
+        let mut closed = 0;
+        for conn in self.inner.conns.of_user(&ended.user_id) {
+            let ours = conn
+                .session_id
+                .as_deref()
+                .is_some_and(|s| ended.session_ids.iter().any(|e| e == s));
+            if !(ended.all || ours) {
+                continue;
+            }
+            if conn.protocol == "seed" {
+                conn.close(code, LOGOUT_REASON);
+            } else {
+                conn.close_after(notice.clone(), code, ended.reason.close_reason());
+            }
+            closed += 1;
+        }
+        metrics::counter!("sessiond_realtime_session_end_closes_total", "reason" => ended.reason.wire())
+            .increment(closed as u64);
+        closed
+    }
+}
+
+/// A watched session.
+struct Watched {
+    user: Arc<str>,
+    deadlines: SessionDeadlines,
+    check_at: Millis,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// (check at, session id), earliest first.
+    queue: BTreeSet<(Millis, Arc<str>)>,
+    sessions: HashMap<Arc<str>, Watched>,
+}
+
+/// The deadlines of sessions that have live sockets (see the module docs).
+#[derive(Default)]
+pub(crate) struct SessionWatch {
+    state: Mutex<WatchState>,
+    wake: Notify,
+}
+
+/// After an authority error, ask again this much later.
+const RETRY_MS: Millis = 1000;
+/// The watch task wakes at least this often, so it ends soon after its hub is dropped.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+impl SessionWatch {
+    /// Watches `session` of `user` until its earliest deadline (an earlier check already
+    /// armed for it stays).
+    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
+        self.arm(
+            session,
+            user,
+            deadlines,
+            deadlines.idle.min(deadlines.absolute),
+        );
+    }
+
+    fn arm(&self, session: &str, user: &str, deadlines: SessionDeadlines, check_at: Millis) {
+        let mut st = lock(&self.state);
+        let earliest = st.queue.first().map(|(at, _)| *at);
+        if let Some(old) = st.sessions.get(session) {
+            if old.check_at <= check_at {
+                return;
+            }
+            let key = (old.check_at, Arc::<str>::from(session));
+            st.queue.remove(&key);
+        }
+        let id: Arc<str> = Arc::from(session);
+        st.queue.insert((check_at, id.clone()));
+        st.sessions.insert(
+            id,
+            Watched {
+                user: Arc::from(user),
+                deadlines,
+                check_at,
+            },
+        );
+        metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
+        drop(st);
+        if earliest.is_none_or(|at| check_at < at) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Removes and returns the sessions due at `now`.
+    fn due(&self, now: Millis) -> Vec<(Arc<str>, Watched)> {
+        let mut st = lock(&self.state);
+        let mut out = Vec::new();
+        while let Some((at, _)) = st.queue.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, id)) = st.queue.pop_first() else {
+                break;
+            };
+            if let Some(watched) = st.sessions.remove(&id) {
+                out.push((id, watched));
+            }
+        }
+        metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
+        out
+    }
+
+    fn next_check(&self) -> Option<Millis> {
+        lock(&self.state).queue.first().map(|(at, _)| *at)
+    }
+}
+
+/// Runs the watch of `watch` for the hub behind `hub` until the hub is dropped.
+pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
+    loop {
+        let notified = watch.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let wait = match watch.next_check() {
+            Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            None => MAX_SLEEP,
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+            }
+        }
+        let Some(inner) = hub.upgrade() else { return };
+        let hub = Hub { inner };
+        for (session, watched) in watch.due(now_ms()) {
+            check(&hub, &watch, &session, watched).await;
+        }
+    }
+}
+
+/// One due session: re-arm it if it lives on, close its sockets if it ended.
+async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched) {
+    let in_use = hub
+        .user_connections(&watched.user)
+        .iter()
+        .any(|c| c.session_id.as_deref() == Some(session));
+    if !in_use {
+        return; // its sockets are gone: nothing to close, nothing to watch
+    }
+    let now = now_ms();
+    let reason = match hub.authority().session_deadlines(session).await {
+        Ok(Some(d)) if d.idle.min(d.absolute) > now => {
+            watch.watch(session, &watched.user, d);
+            return;
+        }
+        Ok(Some(d)) => expiry_reason(&d, now),
+        Ok(None) if now >= watched.deadlines.absolute => EndReason::ExpiredAbsolute,
+        Ok(None) if now >= watched.deadlines.idle => EndReason::ExpiredIdle,
+        // Gone before its deadlines: ended elsewhere (e.g. revoked on another node).
+        Ok(None) => EndReason::Revoked,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a session's deadline; retrying");
+            watch.arm(session, &watched.user, watched.deadlines, now + RETRY_MS);
+            return;
+        }
+    };
+    hub.session_ended(&SessionEnded {
+        user_id: watched.user.to_string(),
+        session_ids: vec![session.to_string()],
+        all: false,
+        reason,
+    });
+}
+
+fn expiry_reason(d: &SessionDeadlines, now: Millis) -> EndReason {
+    if now >= d.absolute {
+        EndReason::ExpiredAbsolute
+    } else {
+        EndReason::ExpiredIdle
+    }
+}

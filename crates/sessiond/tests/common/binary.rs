@@ -1,0 +1,108 @@
+//! The real `sessiond` binary as a child process (SQLite, a given data dir, a free port), for
+//! tests that restart it, kill it, or measure it from `/proc`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running `sessiond serve`; killed when dropped.
+pub struct Binary {
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Binary {
+    /// Starts the binary on SQLite in `data_dir` with extra environment (config overrides such
+    /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens. `TEST_SESSIOND_BIN`
+    /// names another build to run (e.g. `target/release/sessiond` for full-size measurements).
+    pub fn spawn(data_dir: &Path, env: &[(&str, String)]) -> Binary {
+        let bin = std::env::var("TEST_SESSIOND_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sessiond").to_string());
+        let mut command = Command::new(bin);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("SESSIOND_LOG__FORMAT", "json")
+            .env_remove("SESSIOND_API_KEYS")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start sessiond");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("sessiond exited early").unwrap();
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["fields"]["message"] == "sessiond listening" {
+                break event["fields"]["addr"].as_str().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// SIGKILL: no flush, no shutdown hook.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the clean exit (the SQLite writer checkpoints its WAL).
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success(), "clean exit");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bytes of every file under `dir`, recursively.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
