@@ -37,6 +37,7 @@ use crate::conn::Conn;
 // A channel mirroring a cluster-wide log (child module: it works on the channel's state).
 #[path = "channels_mirror.rs"]
 pub(crate) mod mirror;
+use mirror::message_frame;
 
 /// How much history a channel keeps.
 #[derive(Clone, Copy, Debug)]
@@ -161,20 +162,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Serializes a frame.
 fn frame(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
-}
-
-/// A `message` frame.
-fn message_frame(
-    channel: &str,
-    offset: u64,
-    data: &Value,
-    from: Option<&str>,
-    ts: Millis,
-) -> Utf8Bytes {
-    frame(&json!({
-        "type": "message", "channel": channel, "offset": offset, "data": data,
-        "from": from, "ts": ts,
-    }))
 }
 
 /// The server-side fields of a connection's presence meta, merged over the client's.

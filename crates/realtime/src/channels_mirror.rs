@@ -9,10 +9,25 @@
 //! lost delivery, or a new epoch) is refused, and the caller drops the mirror.
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sessiond_store::realtime::BusMessage;
+use sessiond_store::Millis;
 
-use super::{lock, message_frame, Channel, Channels, Entry, Retention};
+use super::{frame, lock, Channel, Channels, Entry, Retention};
+
+/// A `message` frame.
+pub(super) fn message_frame(
+    channel: &str,
+    offset: u64,
+    data: &Value,
+    from: Option<&str>,
+    ts: Millis,
+) -> Utf8Bytes {
+    frame(&json!({
+        "type": "message", "channel": channel, "offset": offset, "data": data,
+        "from": from, "ts": ts,
+    }))
+}
 
 /// Rebuilds the `message` frame of a bus message (payload `{"data":…,"from":…}`).
 pub(crate) fn bus_frame(message: &BusMessage) -> Utf8Bytes {
