@@ -80,7 +80,16 @@ impl Channel {
     pub fn apply(&self, message: &BusMessage, retention: &Retention) -> Applied {
         let mut st = lock(&self.state);
         if message.epoch != st.epoch {
-            return Applied::Gap;
+            if message.offset != 1 {
+                return Applied::Gap;
+            }
+            // The log was forgotten and restarts with this message: nothing was missed, the
+            // copy restarts with it.
+            st.epoch = message.epoch.clone();
+            while !st.history.is_empty() {
+                st.pop_oldest(&self.usage);
+            }
+            st.last_offset = 0;
         }
         if message.offset <= st.last_offset {
             return Applied::Duplicate;

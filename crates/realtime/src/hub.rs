@@ -29,6 +29,10 @@ use crate::webhook::WebhookSink;
 /// Object kind of the persisted per-user state.
 pub const USER_KIND: &str = "rt_user";
 
+/// How long a channel's cluster-wide log outlives its last publish or read (at least the
+/// recovery window): a quiet channel keeps its epoch this long.
+const LOG_TTL_MS: sessiond_store::Millis = 24 * 3_600_000;
+
 /// The reason of every logout close frame (seed C's hook matches on it).
 pub const LOGOUT_REASON: &str = "Logged out from all devices";
 
@@ -130,7 +134,7 @@ impl Hub {
             keep: c.recovery_messages,
             window_ms,
             max: c.recovery_max_messages,
-            ttl_ms: window_ms.max(1000),
+            ttl_ms: window_ms.max(LOG_TTL_MS),
         };
         if self
             .inner
