@@ -22,6 +22,7 @@
 //! the per-user socket limit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -99,6 +100,8 @@ pub(crate) struct Cluster {
     limits: HistoryLimits,
     mirrors: Mutex<HashMap<String, Mirror>>,
     applied: Notify,
+    /// The bus has delivered its first `Resync` (this node receives deliveries).
+    ready: AtomicBool,
     signals: mpsc::UnboundedSender<String>,
 }
 
@@ -121,6 +124,7 @@ impl Cluster {
             limits,
             mirrors: Mutex::new(HashMap::new()),
             applied: Notify::new(),
+            ready: AtomicBool::new(false),
             signals,
         }
     }
@@ -152,6 +156,19 @@ impl HubInner {
         let Some(cluster) = self.cluster.get() else {
             return Ok(());
         };
+        // A mirror loaded before this node receives deliveries could miss some.
+        let deadline = tokio::time::Instant::now() + OWN_DELIVERY_WAIT;
+        while !cluster.ready.load(Ordering::Acquire) {
+            let wait = cluster.applied.notified();
+            if cluster.ready.load(Ordering::Acquire) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return Err(unavailable(sessiond_store::StoreError::Unavailable(
+                    "the realtime bus is not connected yet".into(),
+                )));
+            }
+        }
         loop {
             let wait = cluster.applied.notified();
             {
@@ -273,6 +290,7 @@ impl HubInner {
     }
 
     fn on_resync(&self, cluster: &Cluster) {
+        cluster.ready.store(true, Ordering::Release);
         let stale: Vec<String> = lock(&cluster.mirrors)
             .drain()
             .map(|(name, _)| name)

@@ -192,3 +192,38 @@ async fn logout_and_revocation_close_sockets_on_every_node() {
     let joined = carol_b.expect("game_joined").await;
     assert_eq!(joined["activeGames"], json!(["g1"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_bus_connection_resyncs_its_sockets() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let alice = session(&a, "alice", Some(KEY)).await;
+    let mut on_b = v1(&b, &alice, "phone").await;
+    let epoch = subscribe(&mut on_b, "user:alice", None).await["epoch"].clone();
+    publish(&a, "user:alice", json!({"n": 1})).await;
+    assert_eq!(on_b.expect("message").await["offset"], 1);
+
+    // Every node's subscriber connection is cut: deliveries may be missed until it is back,
+    // so B closes the sockets of the channels it mirrors once it has resubscribed.
+    let killed = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "CLIENT", "KILL", "TYPE", "pubsub"])
+        .output()
+        .expect("redis-cli runs");
+    assert!(killed.status.success(), "{killed:?}");
+    let (code, reason) = on_b.closed().await;
+    assert_eq!((code, reason.as_str()), (1013, "Realtime bus resync"));
+
+    // The client reconnects to B and recovers what was published meanwhile, then live.
+    publish(&a, "user:alice", json!({"n": 2})).await;
+    let mut again = v1(&b, &alice, "phone").await;
+    let sub = subscribe(
+        &mut again,
+        "user:alice",
+        Some(json!({"epoch": epoch, "offset": 1})),
+    )
+    .await;
+    assert_eq!(sub["recovered"], true, "{sub}");
+    assert_eq!(sub["messages"][0]["offset"], 2);
+    publish(&a, "user:alice", json!({"n": 3})).await;
+    assert_eq!(again.expect("message").await["offset"], 3);
+}

@@ -192,13 +192,29 @@ async fn a_dead_webhook_does_not_delay_the_presence_stream() {
     // webhook holds its first delivery for a minute.
     let stream = "/v1/stream/__system/realtime/presence?offset=-1";
     eventually("alice's online event is in the stream", || async {
-        let text = s.get(stream).bearer_auth(SERVICE).send().await.unwrap().text().await.unwrap();
+        let text = s
+            .get(stream)
+            .bearer_auth(SERVICE)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.contains("user.online")
     })
     .await;
     ws.close().await;
     eventually("alice's offline event is in the stream", || async {
-        let text = s.get(stream).bearer_auth(SERVICE).send().await.unwrap().text().await.unwrap();
+        let text = s
+            .get(stream)
+            .bearer_auth(SERVICE)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.contains("user.offline")
     })
     .await;
