@@ -157,11 +157,11 @@ async fn grant(
     Hub::save(&mut guard, state).await?;
     drop(guard);
     // Live subscriptions of the channel now hold under the renewed grant.
-    for conn in hub.user_connections(&body.user_id) {
-        if !conn.is_service() {
-            conn.renew_subscription(&body.channel, body.publish, expires_at);
-        }
-    }
+    hub.act_everywhere(Action::Grant {
+        user: body.user_id.clone(),
+        channel: body.channel.clone(),
+        grant: Some((body.publish, expires_at)),
+    });
     let reply = json!({
         "user_id": body.user_id, "channel": body.channel, "publish": body.publish,
         "expires_at": expires_at,
@@ -192,11 +192,11 @@ async fn revoke_grant(
     drop(guard);
     // Every live subscription of the user to the channel ends, however it was allowed (the
     // app wants the user out); service-key sockets never needed a grant and stay.
-    for conn in hub.user_connections(&q.user_id) {
-        if !conn.is_service() {
-            conn.end_subscription(&q.channel, "grant_revoked");
-        }
-    }
+    hub.act_everywhere(Action::Grant {
+        user: q.user_id.clone(),
+        channel: q.channel.clone(),
+        grant: None,
+    });
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -70,6 +70,13 @@ pub(crate) enum Action {
         code: u16,
         reason: String,
     },
+    /// The app set (`Some((publish, expires_at))`) or revoked (`None`) `user`'s grant of
+    /// `channel`: live subscriptions of the user's non-service sockets follow it.
+    Grant {
+        user: String,
+        channel: String,
+        grant: Option<(bool, Option<sessiond_store::Millis>)>,
+    },
     /// Sessions of `user` ended (see [`SessionEnded`]; `reason` is its wire name).
     Ended {
         user: String,
@@ -340,6 +347,25 @@ impl Hub {
                     .count()
             }
             Action::Close { user, code, reason } => conns.close_user(user, *code, reason, |_| true),
+            Action::Grant {
+                user,
+                channel,
+                grant,
+            } => {
+                let mut n = 0;
+                for conn in conns.of_user(user).iter().filter(|c| !c.is_service()) {
+                    match grant {
+                        Some((publish, expires_at)) => {
+                            conn.renew_subscription(channel, *publish, *expires_at)
+                        }
+                        None => {
+                            conn.end_subscription(channel, "grant_revoked");
+                        }
+                    }
+                    n += 1;
+                }
+                n
+            }
             Action::Ended {
                 user,
                 sessions,

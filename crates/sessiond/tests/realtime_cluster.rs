@@ -227,3 +227,30 @@ async fn a_node_that_lost_its_bus_connection_resyncs_its_sockets() {
     publish(&a, "user:alice", json!({"n": 3})).await;
     assert_eq!(again.expect("message").await["offset"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_revocation_on_one_node_ends_subscriptions_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let alice = session(&a, "alice", Some(KEY)).await;
+    let (status, body) = json(
+        a.post("/v1/realtime/grants")
+            .bearer_auth(KEY)
+            .json(&json!({"user_id": "alice", "channel": "room:lobby", "publish": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut on_b = v1(&b, &alice, "phone").await;
+    subscribe(&mut on_b, "room:lobby", None).await;
+    let (status, _) = json(
+        a.delete("/v1/realtime/grants?user_id=alice&channel=room:lobby")
+            .bearer_auth(KEY),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let ended = on_b.expect("unsubscribed").await;
+    assert_eq!(
+        (ended["channel"].clone(), ended["reason"].clone()),
+        (json!("room:lobby"), json!("grant_revoked"))
+    );
+}
