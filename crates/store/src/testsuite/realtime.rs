@@ -188,7 +188,10 @@ async fn bus_ttl(bus: &dyn RealtimeBus) {
         .history(&ch, 0, "new", now_ms(), &limits)
         .await
         .expect("store call");
-    assert_eq!(h.epoch, "new", "an unused channel is forgotten after its TTL");
+    assert_eq!(
+        h.epoch, "new",
+        "an unused channel is forgotten after its TTL"
+    );
     assert_eq!(h.top, 0, "a forgotten channel starts over");
     assert!(h.messages.is_empty());
 }
