@@ -302,6 +302,18 @@ pub async fn require_stream_access(
     };
     let token = matches!(access, StreamAccess::Read(_));
     let path = request.uri().path();
+    if path == crate::list::LIST_PATH {
+        // Listing: which prefixes the caller may see is the handler's (it needs the query);
+        // a read token is for one user's reads and never lists.
+        if token {
+            failure("forbidden");
+            let refusal = ApiError::forbidden("read tokens cannot list streams");
+            return no_store(refusal.into_response());
+        }
+        request.extensions_mut().insert(guard.clone());
+        request.extensions_mut().insert(access);
+        return next.run(request).await;
+    }
     // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
     if let Ok(name) = crate::routes::stream_name(path, guard.max_name_bytes) {
         let decision = guard.authorize(&access, request.method(), name, request.headers());

@@ -69,6 +69,9 @@ pub struct StreamsConfig {
     /// The `aud` claim every read token must carry (a string, or an array containing it), so
     /// a token minted with a shared secret for another service is refused.
     pub read_token_audience: String,
+    /// Largest `limit` of one `GET /v1/streams` page; larger is a 400. A page also examines at
+    /// most `limit` + this many names (hidden or deleted ones are skipped).
+    pub max_list_limit: usize,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -116,6 +119,7 @@ impl Default for StreamsConfig {
             max_read_token_bytes: 4096,
             subscriptions: Default::default(),
             read_token_audience: "sessiond".into(),
+            max_list_limit: 1000,
         }
     }
 }
@@ -155,6 +159,9 @@ impl StreamsConfig {
                     e.api.message
                 )
             })?;
+        }
+        if self.max_list_limit == 0 {
+            return Err("streams.max_list_limit must be > 0".into());
         }
         if self.quota_prefix_segments == 0 || self.metrics_interval_s == 0 {
             return Err(

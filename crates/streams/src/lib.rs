@@ -19,6 +19,7 @@
 //!
 //! Module map (one file per operation):
 //! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens).
+//! - [`list`]: `GET /v1/streams`, the operators' paged listing (a sessiond extension).
 //! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
 //! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
 //!   [`delete`]: the operations.
@@ -44,6 +45,7 @@ pub mod head;
 pub mod headers;
 pub mod json;
 pub mod limits;
+pub mod list;
 pub mod live;
 pub mod metrics;
 pub mod offset;

@@ -1,4 +1,5 @@
-//! The HTTP surface: `/v1/stream/<path>` for every method, plus preflights.
+//! The HTTP surface: `/v1/stream/<path>` for every method, plus preflights, and the
+//! operators' listing at `/v1/streams` (see [`crate::list`]).
 //!
 //! One wildcard route dispatches on the method so that the stream name is taken verbatim
 //! from the request path (still percent-encoded): `Stream-Forked-From` carries the same raw
@@ -10,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 use sessiond_http::RawBody;
 
@@ -25,6 +26,7 @@ pub fn router(streams: Streams) -> Router {
     let limit = streams.config.max_append_bytes;
     Router::new()
         .route("/v1/stream/{*path}", any(dispatch))
+        .route("/v1/streams", get(crate::list::list))
         .with_state(streams)
         .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn(crate::headers::common_headers))

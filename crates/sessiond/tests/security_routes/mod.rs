@@ -250,6 +250,12 @@ pub const ROUTES: &[Route] = &[
         ]
     ),
     route!(
+        "streams/src/routes.rs",
+        "\"/v1/streams\"",
+        Stream,
+        [("GET", "/v1/streams?prefix=tenant-a%2F", None)]
+    ),
+    route!(
         SUBS,
         "SUB",
         Service,
