@@ -296,6 +296,15 @@ impl HubInner {
         cluster.applied.notify_waiters();
     }
 
+    /// Forgets mirrors of channels this node no longer holds (swept).
+    pub(crate) fn prune_mirrors(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            lock(&cluster.mirrors).retain(|name, mirror| {
+                matches!(mirror, Mirror::Loading(_)) || self.channels.get(name).is_some()
+            });
+        }
+    }
+
     fn on_resync(&self, cluster: &Cluster) {
         cluster.ready.store(true, Ordering::Release);
         let stale: Vec<String> = lock(&cluster.mirrors)

@@ -120,6 +120,7 @@ impl Hub {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 inner.channels.sweep();
+                inner.prune_mirrors();
             }
         });
         hub
