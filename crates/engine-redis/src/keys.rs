@@ -24,6 +24,9 @@
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
 //! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
 //! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
+//! | `P:{r:esc(channel)}:meta` | HASH | realtime channel: `epoch`, `top` (latest offset); `PEXPIRE` = channel TTL, renewed by every publish and read |
+//! | `P:{r:esc(channel)}:log` | STREAM | realtime channel history: entry id `<offset>-0`, fields `t` (publish ms), `p` (payload); same TTL |
+//! | `P:rt:bus` | pub/sub channel | realtime deliveries to every node (`m` + JSON message, `s` + signal) |
 //!
 //! The alarm keys share one hash tag on purpose: put, guarded delete and "drop all alarms of an
 //! object" are then single atomic scripts. Alarms are low-volume compared with sessions and
@@ -196,6 +199,21 @@ impl Keys {
     /// Alarm records.
     pub fn alarms_records(&self) -> String {
         format!("{}:{{alarms}}:rec", self.prefix)
+    }
+
+    /// A realtime channel's epoch and latest offset.
+    pub fn rt_meta(&self, channel: &str) -> String {
+        format!("{}:{{r:{}}}:meta", self.prefix, escape(channel))
+    }
+
+    /// A realtime channel's history.
+    pub fn rt_log(&self, channel: &str) -> String {
+        format!("{}:{{r:{}}}:log", self.prefix, escape(channel))
+    }
+
+    /// The pub/sub channel of realtime deliveries.
+    pub fn rt_bus(&self) -> String {
+        format!("{}:rt:bus", self.prefix)
     }
 }
 

@@ -29,6 +29,8 @@
 //! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index).
 //! - `cache`: [`sessiond_store::CacheStore`] (namespaced entries, namespace registry for the limit).
 //! - `objects`: [`sessiond_store::ObjectStore`] (object state, per-kind index, alarms).
+//! - `realtime`: [`sessiond_store::RealtimeBus`] (channel logs in Redis Streams, pub/sub to
+//!   every node; see [`RedisEngine::realtime_bus`]).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}`.
@@ -37,6 +39,7 @@ pub mod keys;
 
 mod cache;
 mod objects;
+mod realtime;
 mod scripts;
 mod sessions;
 #[cfg(feature = "testing")]
@@ -54,6 +57,8 @@ use sessiond_store::{EngineAdmin, Result, StoreError};
 
 use crate::keys::Keys;
 use crate::scripts::Scripts;
+
+pub use realtime::RedisBus;
 
 /// Options of the Redis engine.
 #[derive(Clone, Debug)]
@@ -123,6 +128,17 @@ impl RedisEngine {
         });
         engine.ping().await?;
         Ok(engine)
+    }
+
+    /// A realtime bus on the server at `url` (the engine's command connection, plus one
+    /// subscriber connection of its own). One per node: each starts a subscriber task.
+    pub fn realtime_bus(&self, url: &str) -> Result<Arc<RedisBus>> {
+        let client = redis::Client::open(url).map_err(map_err)?;
+        Ok(Arc::new(RedisBus::start(
+            self.con()?,
+            client,
+            self.keys.clone(),
+        )))
     }
 
     /// A handle on the shared connection, or `Unavailable` once closed.

@@ -12,7 +12,9 @@ async fn redis_engine_passes_the_shared_suite() {
         .await
         .unwrap();
     assert_eq!(engine.name(), "redis");
-    sessiond_store::testsuite::run_all(Stores::from_engine(engine.clone())).await;
+    let bus = engine.realtime_bus(&server.url()).unwrap();
+    sessiond_store::testsuite::run_all(Stores::from_engine(engine.clone()).with_realtime(bus))
+        .await;
     // A second run on the same server: the suite's ids are unique per run, and leftovers of
     // the first run (index members, registry entries) must not disturb it.
     sessiond_store::testsuite::run_all(Stores::from_engine(engine.clone())).await;

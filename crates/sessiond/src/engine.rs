@@ -38,7 +38,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 .map_err(|e| {
                     anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
                 })?;
-            Ok(Stores::from_engine(engine))
+            let bus = engine.realtime_bus(&config.redis.url)?;
+            Ok(Stores::from_engine(engine).with_realtime(bus))
         }
         EngineKind::Memory => {
             let engine = Arc::new(MemoryEngine::new());

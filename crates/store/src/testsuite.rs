@@ -19,10 +19,12 @@ mod cache;
 mod objects;
 mod origin;
 mod pipeline;
+mod realtime;
 mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing};
+pub use realtime::run_realtime_bus;
 pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
 
 const C: Durability = Durability::Confirmed;
@@ -53,6 +55,9 @@ pub async fn run_all(stores: Stores) {
     objects_alarms(&stores).await;
     if let Some(streams) = stores.streams.clone() {
         run_streams(streams).await;
+    }
+    if let Some(bus) = stores.realtime.clone() {
+        run_realtime_bus(bus).await;
     }
     stores.admin.ping().await.expect("store call");
 }
@@ -502,6 +507,11 @@ mod tests {
     #[tokio::test]
     async fn memory_engine_passes_the_suite() {
         let engine = std::sync::Arc::new(crate::memory::MemoryEngine::new());
-        super::run_all(crate::Stores::from_engine(engine.clone()).with_streams(engine)).await;
+        super::run_all(
+            crate::Stores::from_engine(engine.clone())
+                .with_streams(engine)
+                .with_realtime(std::sync::Arc::new(crate::memory::MemoryBus::new())),
+        )
+        .await;
     }
 }

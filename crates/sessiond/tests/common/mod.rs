@@ -29,15 +29,30 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `engine` with the defaults, changed by `tweak`.
     pub async fn start(engine: EngineKind, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let redis = (engine == EngineKind::Redis).then(RedisServer::start);
+        let url = redis.as_ref().map(RedisServer::url);
+        Self::start_with(engine, url, redis, tweak).await
+    }
+
+    /// Starts one node of a cluster: the Redis engine on a server someone else owns.
+    pub async fn start_node(redis: &RedisServer, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with(EngineKind::Redis, Some(redis.url()), None, tweak).await
+    }
+
+    async fn start_with(
+        engine: EngineKind,
+        redis_url: Option<String>,
+        redis: Option<RedisServer>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             engine,
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
-        let redis = (engine == EngineKind::Redis).then(RedisServer::start);
-        if let Some(redis) = &redis {
-            config.redis.url = redis.url();
+        if let Some(url) = redis_url {
+            config.redis.url = url;
         }
         tweak(&mut config);
         config.validate().unwrap();
