@@ -34,6 +34,9 @@
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
 //! | `P:streams:names` | ZSET | every stream path, score 0 (ZRANGEBYLEX for prefix listing) |
 //! | `P:streams:wake` | pub/sub channel | a tail notification per stream change: `<node id> <tail or -> <Redis ms> <path>` |
+//! | `P:{r:esc(channel)}:meta` | HASH | realtime channel: `epoch`, `top` (latest offset); `PEXPIRE` = channel TTL, renewed by every publish and read |
+//! | `P:{r:esc(channel)}:log` | STREAM | realtime channel history: entry id `<offset>-0`, fields `t` (publish ms), `p` (payload); same TTL |
+//! | `P:rt:bus` | pub/sub channel | realtime deliveries to every node (`m` + JSON message, `s` + signal) |
 //!
 //! A stream's five keys share its hash tag, so create, commit (tail check + chunks + metadata +
 //! producer rows + notification), seal and delete are each one script. Fork creation and
@@ -257,6 +260,21 @@ impl Keys {
     /// The pub/sub channel of stream tail notifications.
     pub fn stream_wake_channel(&self) -> String {
         format!("{}:streams:wake", self.prefix)
+    }
+
+    /// A realtime channel's epoch and latest offset.
+    pub fn rt_meta(&self, channel: &str) -> String {
+        format!("{}:{{r:{}}}:meta", self.prefix, escape(channel))
+    }
+
+    /// A realtime channel's history.
+    pub fn rt_log(&self, channel: &str) -> String {
+        format!("{}:{{r:{}}}:log", self.prefix, escape(channel))
+    }
+
+    /// The pub/sub channel of realtime deliveries.
+    pub fn rt_bus(&self) -> String {
+        format!("{}:rt:bus", self.prefix)
     }
 }
 

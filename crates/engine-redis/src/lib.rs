@@ -32,6 +32,8 @@
 //! - `streams`, `stream_commits`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash
 //!   tag per stream, pipelined commits); `stream_wakes`: [`sessiond_store::StreamWakes`] (tail
 //!   notifications over pub/sub).
+//! - `realtime`: [`sessiond_store::RealtimeBus`] (channel logs in Redis Streams, pub/sub to
+//!   every node; see [`RedisEngine::realtime_bus`]).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}` (its
@@ -44,6 +46,7 @@ pub mod keys;
 
 mod cache;
 mod objects;
+mod realtime;
 mod scripts;
 mod sessions;
 mod stream_commits;
@@ -65,6 +68,8 @@ use sessiond_store::{EngineAdmin, Result, StoreError};
 
 use crate::keys::Keys;
 use crate::scripts::Scripts;
+
+pub use realtime::RedisBus;
 
 /// Options of the Redis engine.
 #[derive(Clone, Debug)]
@@ -152,6 +157,17 @@ impl RedisEngine {
         });
         engine.ping().await?;
         Ok(engine)
+    }
+
+    /// A realtime bus on the server at `url` (the engine's command connection, plus one
+    /// subscriber connection of its own). One per node: each starts a subscriber task.
+    pub fn realtime_bus(&self, url: &str) -> Result<Arc<RedisBus>> {
+        let client = redis::Client::open(url).map_err(map_err)?;
+        Ok(Arc::new(RedisBus::start(
+            self.con()?,
+            client,
+            self.keys.clone(),
+        )))
     }
 
     /// A handle on the shared connection, or `Unavailable` once closed.

@@ -12,12 +12,13 @@ async fn redis_engine_passes_the_shared_suite() {
         .await
         .unwrap();
     assert_eq!(engine.name(), "redis");
+    let bus = engine.realtime_bus(&server.url()).unwrap();
     let stores = || {
         Stores::from_engine(engine.clone())
             .with_streams(engine.clone())
             .with_seal_lease(engine.clone())
     };
-    sessiond_store::testsuite::run_all(stores()).await;
+    sessiond_store::testsuite::run_all(stores().with_realtime(bus)).await;
     // A second run on the same server: the suite's ids are unique per run, and leftovers of
     // the first run (index members, registry entries) must not disturb it.
     sessiond_store::testsuite::run_all(stores()).await;

@@ -16,8 +16,9 @@ use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::now_ms;
 
 use crate::auth::{identify, require_service, Accept};
+use crate::bus::Action;
 use crate::grants::{self, GrantClaims};
-use crate::hub::{frame, Hub};
+use crate::hub::Hub;
 use crate::state::Grant;
 use crate::v1::channel_access;
 
@@ -103,8 +104,7 @@ async fn publish(
     service(&hub, &headers).await?;
     channel_access(&hub, "", true, &body.channel, None).await?;
     check_size(&hub, &body.data)?;
-    let channel = hub.channels().get_or_create(&body.channel);
-    let (offset, _) = hub.channels().publish(&channel, &body.data, None);
+    let (offset, _) = hub.inner.publish(&body.channel, &body.data, None).await?;
     Ok(Json(json!({"channel": body.channel, "offset": offset})))
 }
 
@@ -157,11 +157,11 @@ async fn grant(
     Hub::save(&mut guard, state).await?;
     drop(guard);
     // Live subscriptions of the channel now hold under the renewed grant.
-    for conn in hub.user_connections(&body.user_id) {
-        if !conn.is_service() {
-            conn.renew_subscription(&body.channel, body.publish, expires_at);
-        }
-    }
+    hub.act_everywhere(Action::Grant {
+        user: body.user_id.clone(),
+        channel: body.channel.clone(),
+        grant: Some((body.publish, expires_at)),
+    });
     let reply = json!({
         "user_id": body.user_id, "channel": body.channel, "publish": body.publish,
         "expires_at": expires_at,
@@ -192,11 +192,11 @@ async fn revoke_grant(
     drop(guard);
     // Every live subscription of the user to the channel ends, however it was allowed (the
     // app wants the user out); service-key sockets never needed a grant and stay.
-    for conn in hub.user_connections(&q.user_id) {
-        if !conn.is_service() {
-            conn.end_subscription(&q.channel, "grant_revoked");
-        }
-    }
+    hub.act_everywhere(Action::Grant {
+        user: q.user_id.clone(),
+        channel: q.channel.clone(),
+        grant: None,
+    });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -261,11 +261,12 @@ async fn disconnect_user(
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
     let (code, reason) = DISCONNECTED_CLOSE;
-    let conns = hub.user_connections(&user);
-    for conn in &conns {
-        conn.close(code, reason);
-    }
-    Ok(Json(json!({"closed": conns.len()})))
+    let closed = hub.act_everywhere(Action::Close {
+        user: user.clone(),
+        code,
+        reason: reason.to_string(),
+    });
+    Ok(Json(json!({"closed": closed})))
 }
 
 async fn disconnect_one(
@@ -299,15 +300,15 @@ async fn send_to_user(
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
     check_size(&hub, &body.data)?;
-    let channel = hub.channels().get_or_create(&format!("user:{user}"));
-    let (offset, on_channel) = hub.channels().publish(&channel, &body.data, None);
-    let raw = frame(&body.data);
-    let seed = hub
-        .user_connections(&user)
-        .iter()
-        .filter(|c| c.protocol == "seed")
-        .filter(|c| c.send(raw.clone()))
-        .count();
+    let (offset, on_channel) = hub
+        .inner
+        .publish(&format!("user:{user}"), &body.data, None)
+        .await?;
+    let seed = hub.act_everywhere(Action::Frame {
+        user: user.clone(),
+        frame: body.data.to_string(),
+        seed_only: true,
+    });
     Ok(Json(
         json!({"offset": offset, "delivered": on_channel + seed}),
     ))

@@ -34,6 +34,11 @@ use sessiond_store::{now_ms, Millis};
 
 use crate::conn::Conn;
 
+// A channel mirroring a cluster-wide log (child module: it works on the channel's state).
+#[path = "channels_mirror.rs"]
+pub(crate) mod mirror;
+use mirror::message_frame;
+
 /// How much history a channel keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
@@ -200,6 +205,28 @@ impl ChannelState {
         {
             sub.conn.send(diff.clone());
         }
+    }
+
+    /// Records the message at `offset` (the next one) and queues it to every subscriber;
+    /// returns how many got it.
+    fn append(&mut self, entry: Entry, retention: &Retention, usage: &Usage) -> usize {
+        let frame = entry.frame.clone();
+        let ts = entry.ts;
+        self.last_offset = entry.offset;
+        self.last_used = ts.max(self.last_used);
+        self.keep(entry, usage);
+        self.trim(retention, ts, usage);
+        self.subscribers
+            .iter()
+            .filter(|s| s.conn.send(frame.clone()))
+            .count()
+    }
+
+    /// Adds `entry` to the history, counting its bytes.
+    fn keep(&mut self, entry: Entry, usage: &Usage) {
+        self.history_bytes += entry.frame.len();
+        usage.add_history(entry.frame.len());
+        self.history.push_back(entry);
     }
 
     fn trim(&mut self, retention: &Retention, now: Millis, usage: &Usage) {
@@ -409,26 +436,14 @@ impl Channel {
     pub fn publish(&self, data: &Value, from: Option<&str>, retention: &Retention) -> (u64, usize) {
         let mut st = lock(&self.state);
         let now = now_ms();
-        st.last_offset += 1;
-        st.last_used = now;
-        let offset = st.last_offset;
-        let message = frame(&json!({
-            "type": "message", "channel": &*self.name, "offset": offset, "data": data,
-            "from": from, "ts": now,
-        }));
-        st.history_bytes += message.len();
-        self.usage.add_history(message.len());
-        st.history.push_back(Entry {
+        let offset = st.last_offset + 1;
+        let frame = message_frame(&self.name, offset, data, from, now);
+        let entry = Entry {
             offset,
             ts: now,
-            frame: message.clone(),
-        });
-        st.trim(retention, now, &self.usage);
-        let delivered = st
-            .subscribers
-            .iter()
-            .filter(|s| s.conn.send(message.clone()))
-            .count();
+            frame,
+        };
+        let delivered = st.append(entry, retention, &self.usage);
         (offset, delivered)
     }
 

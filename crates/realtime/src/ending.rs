@@ -83,8 +83,9 @@ pub struct SessionEnded {
 impl Hub {
     /// Closes the sockets the ended sessions authenticated (all of the user's when `all`)
     /// with `logout_close_code`; v1 and SSE connections first get
-    /// `{"type":"session_ended","reason":…}`. Returns how many were closed.
-    pub fn session_ended(&self, ended: &SessionEnded) -> usize {
+    /// `{"type":"session_ended","reason":…}`. Returns how many were closed. This node only:
+    /// [`Hub::session_ended`] also tells the other nodes.
+    pub(crate) fn end_sessions_here(&self, ended: &SessionEnded) -> usize {
         let code = self.inner.config.logout_close_code;
         let notice = frame(&json!({"type": "session_ended", "reason": ended.reason.wire()}));
         let mut closed = 0;

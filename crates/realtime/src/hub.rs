@@ -17,6 +17,7 @@ use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::{now_ms, Durability};
 
 use crate::auth::SessionAuthority;
+use crate::bus::Action;
 use crate::channels::Channels;
 use crate::config::RealtimeConfig;
 use crate::conn::{Cap, Conn, ConnInfo, ConnReceiver, Connections};
@@ -27,6 +28,10 @@ use crate::webhook::WebhookSink;
 
 /// Object kind of the persisted per-user state.
 pub const USER_KIND: &str = "rt_user";
+
+/// How long a channel's cluster-wide log outlives its last publish or read (at least the
+/// recovery window): a quiet channel keeps its epoch this long.
+const LOG_TTL_MS: sessiond_store::Millis = 24 * 3_600_000;
 
 /// The reason of every logout close frame (seed C's hook matches on it).
 pub const LOGOUT_REASON: &str = "Logged out from all devices";
@@ -49,6 +54,8 @@ pub(crate) struct HubInner {
     pub(crate) keys: ApiKeys,
     pub(crate) events: Events,
     pub(crate) watch: Arc<SessionWatch>,
+    /// The engine's bus when the hub runs on several nodes ([`Hub::attach_bus`]).
+    pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
 }
 
 /// The error code of a connect refused by a connection cap (a WebSocket is then accepted and
@@ -97,6 +104,7 @@ impl Hub {
                 keys,
                 events,
                 watch: Arc::default(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(crate::ending::run_watch(
@@ -112,9 +120,33 @@ impl Hub {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 inner.channels.sweep();
+                inner.prune_mirrors();
             }
         });
         hub
+    }
+
+    /// Runs the hub on several nodes: channel messages and user-directed actions go through
+    /// `bus`, shared by every node (see [`crate::bus`]). Call once, before serving.
+    pub fn attach_bus(&self, bus: std::sync::Arc<dyn sessiond_store::RealtimeBus>) {
+        let c = &self.inner.config;
+        let window_ms = (c.recovery_window_s as sessiond_store::Millis).saturating_mul(1000);
+        let limits = sessiond_store::HistoryLimits {
+            keep: c.recovery_messages,
+            window_ms,
+            max: c.recovery_max_messages,
+            ttl_ms: window_ms.max(LOG_TTL_MS),
+        };
+        if self
+            .inner
+            .cluster
+            .set(crate::bus::Cluster::new(bus, limits))
+            .is_ok()
+        {
+            if let Some(cluster) = self.inner.cluster.get() {
+                cluster.listen(Arc::downgrade(&self.inner));
+            }
+        }
     }
 
     /// The channel registry.
@@ -274,8 +306,13 @@ impl Hub {
     }
 
     /// Queues `value` to every socket of `user`; returns how many sockets got it.
+    /// On several nodes, the other nodes' sockets get it too (the count is this node's).
     pub fn broadcast(&self, user: &str, value: &Value) -> usize {
-        self.inner.conns.send_to_user(user, &frame(value))
+        self.act_everywhere(Action::Frame {
+            user: user.to_string(),
+            frame: value.to_string(),
+            seed_only: false,
+        })
     }
 
     /// The HTTP state view of `user`.
@@ -299,7 +336,11 @@ impl Hub {
             .await
             .map_err(storage_error)?;
         let (code, reason) = CLEARED_CLOSE;
-        Ok(self.inner.conns.close_user(user, code, reason, |_| true))
+        Ok(self.act_everywhere(Action::Close {
+            user: user.to_string(),
+            code,
+            reason: reason.to_string(),
+        }))
     }
 
     /// Logs the user out everywhere: revokes their sessions (so reconnects are refused),

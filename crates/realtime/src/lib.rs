@@ -16,6 +16,8 @@
 //! - [`upgrade`]: the HTTP accept step shared by the protocols.
 //! - [`seed`]: seed C's protocol and HTTP endpoints, wire-compatible.
 //! - [`channels`]: channels with presence metas, offsets and recovery history.
+//! - [`bus`]: the hub on several nodes (channel logs and user-directed actions through the
+//!   engine's bus).
 //! - [`grants`]: signed channel grants (HMAC-SHA256).
 //! - [`v1`]: the v1 protocol at `/v1/realtime`.
 //! - [`events`]: debounced user online/offline events and their sinks.
@@ -29,6 +31,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod channels;
 pub mod config;
 pub mod conn;

@@ -90,8 +90,11 @@ async fn open(
             epoch: epoch.clone(),
             offset: *offset,
         });
-        if let Err(e) = subscribe_conn(&hub, &conn, name, access, &Value::Null, from.as_ref(), None)
-        {
+        let subscribed = match hub.inner.prepare_channel(name).await {
+            Ok(()) => subscribe_conn(&hub, &conn, name, access, &Value::Null, from.as_ref(), None),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = subscribed {
             hub.disconnect(&conn).await;
             return Err(e);
         }

@@ -277,8 +277,7 @@ impl V1Protocol {
             }
             "publish" => {
                 let name = channel_field(message)?;
-                let channel = hub
-                    .channels()
+                hub.channels()
                     .get(name)
                     .filter(|c| c.has(conn))
                     .ok_or_else(|| forbidden(format!("subscribe to {name} before publishing")))?;
@@ -286,7 +285,7 @@ impl V1Protocol {
                     return Err(forbidden(format!("no publish right on {name}")));
                 }
                 let data = message.get("data").cloned().unwrap_or(Value::Null);
-                let (offset, _) = hub.channels().publish(&channel, &data, Some(&conn.user_id));
+                let (offset, _) = hub.inner.publish(name, &data, Some(&conn.user_id)).await?;
                 conn.send(with_id(
                     json!({"type": "published", "channel": name, "offset": offset}),
                     id,
@@ -333,6 +332,7 @@ impl V1Protocol {
         let meta = meta_field(message)?;
         let grant = message["grant"].as_str();
         let access = channel_access(hub, &conn.user_id, conn.is_service(), name, grant).await?;
+        hub.inner.prepare_channel(name).await?;
         subscribe_conn(hub, conn, name, access, id, since.as_ref(), meta)
     }
 }

@@ -38,10 +38,12 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 .map_err(|e| {
                     anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
                 })?;
+            let bus = engine.realtime_bus(&config.redis.url)?;
             Ok(Stores::from_engine(engine.clone())
                 .with_streams(engine.clone())
                 .with_stream_wakes(engine.clone())
-                .with_seal_lease(engine))
+                .with_seal_lease(engine)
+                .with_realtime(bus))
         }
         EngineKind::Memory => {
             let engine = Arc::new(MemoryEngine::new());

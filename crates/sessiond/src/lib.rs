@@ -200,6 +200,10 @@ pub async fn run(
             decider.clone(),
         )
     });
+    // On a shared engine the hub's channels and user-directed actions span every node.
+    if let (Some(hub), Some(bus)) = (&realtime, stores.realtime.clone()) {
+        hub.attach_bus(bus);
+    }
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),

@@ -11,6 +11,7 @@
 //! - [`cache`]: namespaced TTL cache entries.
 //! - [`objects`]: the object runtime's persisted object state and alarms.
 //! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
+//! - [`realtime`]: the realtime hub's cluster-wide channel log and node fan-out.
 //! - [`memory`]: the in-memory engine (tests, `--engine memory`).
 //! - [`testsuite`]: the shared engine suite.
 //!
@@ -20,6 +21,7 @@
 pub mod cache;
 pub mod memory;
 pub mod objects;
+pub mod realtime;
 pub mod sessions;
 pub mod streams;
 #[cfg(feature = "testsuite")]
@@ -29,6 +31,7 @@ use std::sync::Arc;
 
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
+pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
@@ -108,6 +111,9 @@ pub struct Stores {
     pub stream_wakes: Option<Arc<dyn StreamWakes>>,
     /// The cold tier's sealing lease among processes sharing the engine (`None`: one process).
     pub seal_lease: Option<Arc<dyn SealLease>>,
+    /// The realtime hub's bus for engines shared by several nodes (`None`: one node, the
+    /// hub keeps channels in its own memory).
+    pub realtime: Option<Arc<dyn RealtimeBus>>,
     /// Health and shutdown.
     pub admin: Arc<dyn EngineAdmin>,
 }
@@ -125,6 +131,7 @@ impl Stores {
             streams: None,
             stream_wakes: None,
             seal_lease: None,
+            realtime: None,
             admin: engine,
         }
     }
@@ -144,6 +151,12 @@ impl Stores {
     /// Adds the engine's sealing lease (shared engines).
     pub fn with_seal_lease(mut self, lease: Arc<dyn SealLease>) -> Self {
         self.seal_lease = Some(lease);
+        self
+    }
+
+    /// Adds the engine's realtime bus (shared engines).
+    pub fn with_realtime(mut self, bus: Arc<dyn RealtimeBus>) -> Self {
+        self.realtime = Some(bus);
         self
     }
 }

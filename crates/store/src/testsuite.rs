@@ -19,11 +19,13 @@ mod cache;
 mod objects;
 mod origin;
 mod pipeline;
+mod realtime;
 mod stream_cas;
 mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing};
+pub use realtime::run_realtime_bus;
 pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
 
 const C: Durability = Durability::Confirmed;
@@ -57,6 +59,9 @@ pub async fn run_all(stores: Stores) {
     }
     if let Some(lease) = stores.seal_lease.clone() {
         seal_lease_is_kept_by_its_holder(lease.as_ref()).await;
+    }
+    if let Some(bus) = stores.realtime.clone() {
+        run_realtime_bus(bus).await;
     }
     stores.admin.ping().await.expect("store call");
 }
@@ -518,6 +523,11 @@ mod tests {
     #[tokio::test]
     async fn memory_engine_passes_the_suite() {
         let engine = std::sync::Arc::new(crate::memory::MemoryEngine::new());
-        super::run_all(crate::Stores::from_engine(engine.clone()).with_streams(engine)).await;
+        super::run_all(
+            crate::Stores::from_engine(engine.clone())
+                .with_streams(engine)
+                .with_realtime(std::sync::Arc::new(crate::memory::MemoryBus::new())),
+        )
+        .await;
     }
 }

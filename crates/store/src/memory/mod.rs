@@ -4,7 +4,10 @@
 //! double for unit tests, and `--engine memory` for throwaway runs. Nothing survives a restart.
 //! A std mutex is right here: no critical section awaits, and each is a few map operations.
 
+mod bus;
 mod streams;
+
+pub use bus::MemoryBus;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
