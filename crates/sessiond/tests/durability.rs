@@ -2,48 +2,23 @@
 //! clean exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::{Child, Command};
 
 use serde_json::{json, Value};
 
-/// Starts `sessiond serve` on a free port and returns it with its address, read from the
-/// JSON log line announcing the listener.
+// The real-binary spawner (it needs CARGO_BIN_EXE_sessiond, so it is not part of common/).
+#[path = "common/binary.rs"]
+mod binary;
+
+/// Starts `sessiond serve` on SQLite in `data_dir` on a free port; returns it with its base URL.
 fn spawn(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--engine",
-            "sqlite",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("SESSIOND_LOG__FORMAT", "json")
-        .env_remove("SESSIOND_API_KEYS")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sessiond");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("sessiond exited before listening")
-            .unwrap();
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "sessiond listening" {
-            break event["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    let args = [
+        OsStr::new("--engine"),
+        OsStr::new("sqlite"),
+        OsStr::new("--data-dir"),
+    ];
+    binary::serve(args.into_iter().chain([data_dir.as_os_str()]), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,39 +3,26 @@
 //! state survives too (a retried `(id, epoch, seq)` is a 204 duplicate, the next seq is taken).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Child;
 
 use serde_json::{json, Value};
+
+// The real-binary spawner (it needs CARGO_BIN_EXE_sessiond, so it is not part of common/).
+#[path = "common/binary.rs"]
+mod binary;
 
 const WRITERS: usize = 8;
 const APPENDS: usize = 25;
 
 /// Starts `sessiond serve` on SQLite and a free port; returns it with its base URL.
 fn spawn(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("SESSIOND_LOG__FORMAT", "json")
-        .env_remove("SESSIOND_API_KEYS")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sessiond");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("sessiond exited early").unwrap();
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "sessiond listening" {
-            break event["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    let args = [
+        OsStr::new("--engine"),
+        OsStr::new("sqlite"),
+        OsStr::new("--data-dir"),
+    ];
+    binary::serve(args.into_iter().chain([data_dir.as_os_str()]), &[])
 }
 
 /// The position in a `Stream-Next-Offset` token.

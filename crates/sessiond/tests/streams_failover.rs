@@ -5,14 +5,18 @@
 //! every acknowledged append again, without restarting sessiond.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessiond_engine_redis::testing::RedisServer;
+
+// The real-binary spawner (it needs CARGO_BIN_EXE_sessiond, so it is not part of common/).
+#[path = "common/binary.rs"]
+mod binary;
 
 const STREAM: &str = "/v1/stream/failover/log";
 const WRITERS: usize = 6;
@@ -34,32 +38,16 @@ impl Drop for Node {
 
 fn spawn_node(redis: &RedisServer) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--engine", "redis"])
-        .args(["--redis-url", &redis.url(), "--long-poll-timeout-ms", "500"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("SESSIOND_LOG__FORMAT", "json")
-        .env_remove("SESSIOND_API_KEYS")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sessiond");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("sessiond exited early").unwrap();
-        let Ok(event) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "sessiond listening" {
-            break event["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let redis_url = redis.url();
+    let args = ["--engine", "redis", "--redis-url", &redis_url];
+    let args = args
+        .into_iter()
+        .chain(["--long-poll-timeout-ms", "500", "--data-dir"]);
+    let args = args.map(OsStr::new).chain([dir.path().as_os_str()]);
+    let (child, base) = binary::serve(args, &[]);
     Node {
         child,
-        url: format!("http://{addr}{STREAM}"),
+        url: format!("{base}{STREAM}"),
         _dir: dir,
     }
 }

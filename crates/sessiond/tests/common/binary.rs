@@ -1,12 +1,55 @@
-//! The real `sessiond` binary as a child process (SQLite, a given data dir, a free port), for
-//! tests that restart it, kill it, or measure it from `/proc`.
+//! The real `sessiond` binary as a child process (on a free port), for tests that restart it,
+//! kill it, or measure it from `/proc`. Included by path (`#[path = "common/binary.rs"]`) only
+//! in sessiond's own tests: it needs `CARGO_BIN_EXE_sessiond`.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+
+/// Starts `sessiond serve --listen 127.0.0.1:0 <args>` with JSON logs, no inherited API keys
+/// and extra environment `env`, and waits until it listens; returns the child and its base URL
+/// (`http://127.0.0.1:<port>`, read from the log line announcing the listener). The child's
+/// stderr is drained in the background. `TEST_SESSIOND_BIN` names another build to run (e.g.
+/// `target/release/sessiond` for full-size measurements).
+pub fn serve<'a>(
+    args: impl IntoIterator<Item = &'a OsStr>,
+    env: &[(&str, String)],
+) -> (Child, String) {
+    let bin = std::env::var("TEST_SESSIOND_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sessiond").to_string());
+    let mut command = Command::new(bin);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("SESSIOND_LOG__FORMAT", "json")
+        .env_remove("SESSIOND_API_KEYS")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("start sessiond");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("sessiond exited before listening")
+            .unwrap();
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if event["fields"]["message"] == "sessiond listening" {
+            break event["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}
 
 /// A running `sessiond serve`; killed when dropped.
 pub struct Binary {
@@ -17,40 +60,15 @@ pub struct Binary {
 
 impl Binary {
     /// Starts the binary on SQLite in `data_dir` with extra environment (config overrides such
-    /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens. `TEST_SESSIOND_BIN`
-    /// names another build to run (e.g. `target/release/sessiond` for full-size measurements).
+    /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens (see [`serve`]).
     pub fn spawn(data_dir: &Path, env: &[(&str, String)]) -> Binary {
-        let bin = std::env::var("TEST_SESSIOND_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sessiond").to_string());
-        let mut command = Command::new(bin);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--engine", "sqlite"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("SESSIOND_LOG__FORMAT", "json")
-            .env_remove("SESSIOND_API_KEYS")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("start sessiond");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("sessiond exited early").unwrap();
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if event["fields"]["message"] == "sessiond listening" {
-                break event["fields"]["addr"].as_str().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Binary {
-            child,
-            base: format!("http://{addr}"),
-        }
+        let args = [
+            OsStr::new("--engine"),
+            OsStr::new("sqlite"),
+            OsStr::new("--data-dir"),
+        ];
+        let (child, base) = serve(args.into_iter().chain([data_dir.as_os_str()]), env);
+        Binary { child, base }
     }
 
     /// Absolute URL of `path`.
