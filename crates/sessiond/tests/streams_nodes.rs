@@ -242,8 +242,9 @@ async fn forks_and_deletes_while_another_node_appends() {
     let src = "/v1/stream/nodes/src";
     create(&a, src).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let appender = {
-        let (req, stop) = (b.http.clone(), stop.clone());
+        let (req, stop, appended) = (b.http.clone(), stop.clone(), appended.clone());
         let url = b.url(src);
         tokio::spawn(async move {
             let mut n = 0;
@@ -256,7 +257,10 @@ async fn forks_and_deletes_while_another_node_appends() {
                     .await
                     .unwrap();
                 match res.status().as_u16() {
-                    204 => n += 1,
+                    204 => {
+                        n += 1;
+                        appended.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
                     410 => break, // soft-deleted below
                     other => panic!("append answered {other}"),
                 }
@@ -264,6 +268,13 @@ async fn forks_and_deletes_while_another_node_appends() {
             n
         })
     };
+    // B is appending before A starts forking (on a fast machine A could otherwise finish
+    // every fork and the delete before B's first request lands).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while appended.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "B never appended");
+        tokio::task::yield_now().await;
+    }
     // Each fork counts itself on the source: a commit racing B's appends, retried on fresh
     // metadata, never a 503 to the client.
     for i in 0..10 {
