@@ -99,6 +99,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The 401 for a request that presented no bearer credential. An `Authorization` header in
+/// another form (a bare key, `Basic …`) is the usual misconfiguration of a proxy or client,
+/// so that case says how the header must look instead of "missing".
+pub fn missing_credential(headers: &HeaderMap, missing: &str) -> ApiError {
+    match headers.get(AUTHORIZATION) {
+        Some(_) if bearer(headers).is_none() => ApiError::unauthorized(
+            "the Authorization header is not a bearer credential: send \
+             `Authorization: Bearer <key>` (the word Bearer, one space, then the key)",
+        ),
+        _ => ApiError::unauthorized(missing),
+    }
+}
+
+/// The message of [`missing_credential`] for API keys.
+pub const MISSING_KEY: &str = "missing API key: send Authorization: Bearer <key>";
+
 impl ApiKeys {
     /// Accept these full-access keys (closed: with none, nothing is accepted until
     /// [`open_mode`](Self::open_mode) says otherwise).
@@ -184,9 +200,7 @@ impl ApiKeys {
             Some(token) => self
                 .identify(token.as_bytes())
                 .ok_or_else(|| ApiError::unauthorized("invalid API key")),
-            None => Err(ApiError::unauthorized(
-                "missing API key: send Authorization: Bearer <key>",
-            )),
+            None => Err(missing_credential(headers, MISSING_KEY)),
         }
     }
 

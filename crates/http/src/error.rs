@@ -115,5 +115,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Middleware (`axum::middleware::from_fn`) for the whole application: the router answers a
+/// known path called with the wrong method by a bare 405 (with `Allow`); this gives it the
+/// same JSON body as every other error, keeping `Allow`. Applied once, outermost, so every
+/// route set — nested compat prefixes included — answers alike.
+pub async fn json_method_not_allowed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let message = match allow.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(allowed) => format!("method {method} is not allowed here; allowed: {allowed}"),
+        None => format!("method {method} is not allowed here"),
+    };
+    let mut json = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    json
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;

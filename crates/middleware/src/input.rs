@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The request a decision is made for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecisionInput {
     /// The raw `Cookie` header.
     pub cookie: Option<String>,

@@ -89,10 +89,11 @@ async fn stats(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult<Json<Val
     })))
 }
 
+/// `data` is required (an explicit `null` is a message; a forgotten field is a 400).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PublishBody {
     channel: String,
-    #[serde(default)]
     data: Value,
 }
 
@@ -109,6 +110,7 @@ async fn publish(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GrantBody {
     user_id: String,
     channel: String,
@@ -286,8 +288,8 @@ async fn disconnect_one(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SendBody {
-    #[serde(default)]
     data: Value,
 }
 

@@ -204,7 +204,8 @@ pub async fn identify(
             }
             _ => {}
         }
-        return Err(ApiError::unauthorized(
+        return Err(sessiond_http::auth::missing_credential(
+            headers,
             "missing credentials: send a session token (Authorization: Bearer, ?token= or the \
              session cookie), the session middleware's signed cookie, or a service API key",
         ));

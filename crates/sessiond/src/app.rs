@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sessiond_http::auth::require_api_key;
 use sessiond_http::body::{check_json_media, require_json_media, JsonMedia};
+use sessiond_http::error::json_method_not_allowed;
 use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::origin::{require_local, OpenModePolicy};
 use sessiond_http::{ApiError, ApiKeys};
@@ -165,10 +166,11 @@ pub fn router(
         };
         app = app.layer(from_fn_with_state(Arc::new(policy), require_local));
     }
-    app.layer(from_fn_with_state(
-        RequestMetrics::default(),
-        record_request,
-    ))
+    app.layer(from_fn(json_method_not_allowed))
+        .layer(from_fn_with_state(
+            RequestMetrics::default(),
+            record_request,
+        ))
 }
 
 /// A JSON route set: bodies not labelled JSON are a 415 before they are read.

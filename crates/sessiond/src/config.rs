@@ -71,6 +71,8 @@ pub enum RouteSet {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Loopback by default; a non-loopback address needs an API key.
+    /// A host name is resolved at load (`crate::listen`).
+    #[serde(with = "crate::listen")]
     pub listen: SocketAddr,
     /// Directory of the SQLite engine's files (created on first start).
     pub data_dir: PathBuf,
@@ -344,7 +346,7 @@ impl Config {
             .merge(Env::prefixed("SESSIOND_").split("__").ignore(&["api_keys"]))
             .merge(Serialized::defaults(overrides))
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}", crate::config_error::describe(e)))?;
         config.validate()?;
         Ok(config)
     }

@@ -12,7 +12,9 @@
 
 pub mod app;
 pub mod config;
+mod config_error;
 pub mod engine;
+pub mod listen;
 pub mod middleware;
 pub mod realtime;
 

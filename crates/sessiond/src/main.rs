@@ -33,13 +33,13 @@ struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on (default 127.0.0.1:7700).
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, host:port; a name such as localhost is resolved [default: 127.0.0.1:7700].
+    #[arg(long, value_name = "ADDR", value_parser = sessiond::listen::parse)]
     listen: Option<SocketAddr>,
-    /// Data directory of the SQLite engine.
+    /// Data directory of the SQLite engine, relative to the working directory [default: sessiond-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Storage engine: sqlite, redis or memory.
+    /// Storage engine: sqlite, redis or memory [default: sqlite].
     #[arg(long, value_name = "ENGINE")]
     engine: Option<EngineKind>,
     /// Redis URL for --engine redis.

@@ -28,7 +28,9 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use sessiond_http::auth::{auth_failure, bearer, covers_prefix, KeyGrant, KeyScope};
+use sessiond_http::auth::{
+    auth_failure, bearer, covers_prefix, missing_credential, KeyGrant, KeyScope, MISSING_KEY,
+};
 use sessiond_http::jwt::{Hs256Verifier, TokenError};
 use sessiond_http::{ApiError, ApiKeys};
 
@@ -263,7 +265,7 @@ impl StreamGuard {
         Err(Box::new(auth_failure(if presented.is_some() {
             ApiError::unauthorized("invalid API key")
         } else {
-            ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
+            missing_credential(request.headers(), MISSING_KEY)
         })))
     }
 }

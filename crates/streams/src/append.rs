@@ -230,10 +230,9 @@ async fn decide_and_commit(
                 "Content-Type is required with a body",
             ));
         };
-        if media_type(ct) != current.info.media_type() {
-            return Err(StreamError::conflict(
-                "Content-Type does not match the stream's",
-            ));
+        let stream_type = current.info.media_type();
+        if media_type(ct) != stream_type {
+            return Err(StreamError::conflict(mismatch_message(&stream_type)));
         }
     }
     let mut info = current.info.clone();
@@ -327,4 +326,20 @@ fn reply(
         }
     }
     r
+}
+
+/// The 409 of an append whose `Content-Type` is not the stream's. A stream created without
+/// `Content-Type` is `application/octet-stream`, which surprises whoever appends JSON later,
+/// so the message says so.
+fn mismatch_message(stream_type: &str) -> String {
+    let mut message =
+        format!("Content-Type does not match the stream's: the stream is `{stream_type}`");
+    if stream_type == "application/octet-stream" {
+        message.push_str(
+            " (a stream created without Content-Type is application/octet-stream; create it \
+             with the Content-Type its appends will use, e.g. PUT with Content-Type: \
+             application/json)",
+        );
+    }
+    message
 }

@@ -99,7 +99,8 @@ async fn dispatch(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "use GET, HEAD, PUT, POST or DELETE",
-            )),
+            )
+            .with("allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS")),
         }
     }
     .await;

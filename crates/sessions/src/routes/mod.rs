@@ -110,20 +110,49 @@ pub fn durability(headers: &HeaderMap) -> ApiResult<Durability> {
     }
 }
 
-/// Reads `If-Match`: `"7"`, `W/"7"` or `7` → Some(7); `*` or absent → None. A value that
-/// can never match a version is a failed precondition.
+/// Reads `If-Match` with the strong comparison of RFC 9110 §13.1.1: absent or `*` → None;
+/// `"7"` → Some(7). A weak tag (`W/"7"`) or a quoted tag that is no version never matches
+/// (412); text that is not an entity-tag list at all (`abc`, `7` without quotes) is a 400.
+/// A list may name one version: the service compares against a single expected version.
 pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     let Some(value) = headers.get("if-match") else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or("").trim();
+    let malformed = || {
+        ApiError::bad_request(
+            "If-Match must be `*` or a list of quoted entity tags, e.g. If-Match: \"2\"",
+        )
+    };
+    let text = value.to_str().map_err(|_| malformed())?.trim();
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::precondition_failed(format!("If-Match `{text}` matches no session version"))
-    })
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(str::trim) {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|t| !t.contains('"'))
+            .ok_or_else(malformed)?;
+        if let (false, Ok(version)) = (weak, opaque.parse::<u64>()) {
+            versions.push(version);
+        }
+    }
+    versions.dedup();
+    match versions.as_slice() {
+        [] => Err(ApiError::precondition_failed(format!(
+            "If-Match `{text}` matches no session version (weak tags never match: send the \
+             ETag as received, e.g. \"2\")"
+        ))),
+        [version] => Ok(Some(*version)),
+        _ => Err(ApiError::bad_request(
+            "If-Match may name one session version",
+        )),
+    }
 }
 
 /// A cache answer with `X-Cache: HIT|MISS` and `X-Cache-Age` (ms), the header contract of the

@@ -246,6 +246,18 @@ async fn revoke_user(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // `?except=` with nothing after it is a client bug (an unset variable), never "keep no
+    // session": revoking everything is what no `except` at all asks for.
+    if query
+        .except
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "`except` is empty: name the session to keep, or leave `except` out to revoke every \
+             session of the user",
+        ));
+    }
     let revoked = s
         .sessions
         .revoke_user(&user, query.except.as_deref(), durability(&headers)?)

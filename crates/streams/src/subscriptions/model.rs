@@ -204,6 +204,7 @@ impl Subscription {
 
 /// The PUT body.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PutBody {
     #[serde(rename = "type")]
     pub delivery: Delivery,
@@ -223,12 +224,14 @@ pub struct PutBody {
 
 /// `webhook` in the PUT body.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookBody {
     pub url: String,
 }
 
 /// One entry of `acks`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AckEntry {
     pub stream: String,
     pub offset: String,
@@ -236,6 +239,7 @@ pub struct AckEntry {
 
 /// Body of callback / ack / release.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AckBody {
     pub wake_id: String,
     pub generation: u64,
@@ -247,12 +251,14 @@ pub struct AckBody {
 
 /// Body of claim.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     pub worker: String,
 }
 
 /// Body of `POST …/streams`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamsBody {
     pub streams: Vec<String>,
 }
