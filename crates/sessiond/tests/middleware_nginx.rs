@@ -6,10 +6,15 @@
 //! nginx comes from Debian's `nginx` package (`./scripts/test` installs it and sets
 //! `REQUIRE_NGINX=1`, so CI never skips); without nginx and without that variable
 //! the test says it skips.
+//!
+//! The recipe fails open: with sessiond stopped, or accepting connections but never
+//! answering, nginx still serves the page, without session headers or cookies; once sessiond
+//! is back, cookies are set again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use common::TestServer;
 use serde_json::{json, Value};
-use sessiond::config::EngineKind;
+use sessiond::config::{Config, EngineKind};
 use sessiond_middleware::CookieLayout;
 
 const API_KEY: &str = "nginx-test-key-0123456789";
@@ -213,15 +218,121 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     server.stop().await;
 }
 
-#[tokio::test]
-async fn nginx_auth_request_in_front_of_an_app() {
-    let Some(nginx) = find_nginx() else {
+fn nginx_or_skip() -> Option<PathBuf> {
+    let found = find_nginx();
+    if found.is_none() {
         if std::env::var_os("REQUIRE_NGINX").is_some() {
             panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
         }
         eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
+    }
+    found
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_an_app() {
+    let Some(nginx) = nginx_or_skip() else {
         return;
     };
     scenario(&nginx, CookieLayout::Compact, 1).await;
     scenario(&nginx, CookieLayout::A, 8).await;
+}
+
+/// sessiond on a fixed address (so nginx's upstream stays valid across a restart).
+struct Node {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    async fn start(addr: SocketAddr, data_dir: &Path) -> Node {
+        let mut config = Config {
+            engine: EngineKind::Sqlite,
+            data_dir: data_dir.to_path_buf(),
+            listen: addr,
+            api_keys: vec![API_KEY.into()],
+            ..Config::default()
+        };
+        config.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
+        config.validate().unwrap();
+        let listener = rebind(addr).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sessiond::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Node { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Binds `addr` again once its previous owner has let go of it.
+async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "cannot bind {addr} again: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A page served while sessiond cannot decide: 200, no cookie, no session header, in time.
+async fn served_without_session(http: &reqwest::Client, nginx: &Nginx, within: Duration) {
+    let started = std::time::Instant::now();
+    let (seen, set) = visit(http, nginx, "").await;
+    assert!(set.is_empty(), "no cookie without sessiond: {set:?}");
+    assert_eq!(seen, json!({}), "the app saw no X-Session-* header");
+    assert!(
+        started.elapsed() < within,
+        "the page took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_page_is_served_while_sessiond_is_down() {
+    let Some(nginx_bin) = nginx_or_skip() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = free_addr().parse().unwrap();
+    let node = Node::start(addr, data.path()).await;
+    let upstream = start_upstream().await;
+    let nginx = start_nginx(&nginx_bin, &addr.to_string(), &upstream).await;
+    let http = reqwest::Client::new();
+    let (seen, set) = visit(&http, &nginx, "").await;
+    assert!(!set.is_empty(), "sessiond up: cookies ({seen})");
+    assert!(seen["x-session-cid"].is_string(), "{seen}");
+
+    // Stopped: nginx's connection is refused at once.
+    node.stop().await;
+    served_without_session(&http, &nginx, Duration::from_secs(3)).await;
+
+    // Hung: connections accepted but never answered; nginx gives up after its read timeout.
+    let hung = rebind(addr).await;
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    served_without_session(&http, &nginx, Duration::from_secs(6)).await;
+    holder.abort();
+    let _ = holder.await;
+
+    // Back: cookies again, on the same address.
+    let node = Node::start(addr, data.path()).await;
+    let (seen, set) = visit(&http, &nginx, "").await;
+    assert!(!set.is_empty(), "sessiond back: cookies again ({seen})");
+    assert!(seen["x-session-cid"].is_string(), "{seen}");
+    drop(nginx);
+    node.stop().await;
 }
