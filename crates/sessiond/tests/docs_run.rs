@@ -121,7 +121,7 @@ fn runnable_blocks_of_readme_and_docs_run_against_a_fresh_server() {
         run_page(&page, &blocks);
         ran.push(page.file_name().unwrap().to_string_lossy().into_owned());
     }
-    for expected in ["README.md", "operations.md"] {
+    for expected in ["README.md", "middleware.md", "operations.md", "realtime.md"] {
         assert!(ran.iter().any(|p| p == expected), "{expected} ran: {ran:?}");
     }
 }
