@@ -347,7 +347,14 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("{}", crate::config_error::describe(e)))?;
-        config.validate()?;
+        // Cross-field checks name the key; the file is named here, once.
+        config.validate().map_err(|e| match file {
+            Some(path) => e.context(format!(
+                "invalid configuration (from {}, SESSIOND_* variables and flags)",
+                path.display()
+            )),
+            None => e.context("invalid configuration"),
+        })?;
         Ok(config)
     }
 

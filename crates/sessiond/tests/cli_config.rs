@@ -94,6 +94,10 @@ fn config_errors_name_the_file_and_the_key() {
         text.contains("key `listen`") && text.contains("host:port"),
         "{text}"
     );
+
+    // A cross-field check names its key, and the file too.
+    let text = check_config("api_keys = [\"short\"]\n");
+    assert!(text.contains("api_keys"), "{text}");
 }
 
 #[test]
