@@ -155,7 +155,13 @@ async fn if_match_uses_the_strong_comparison() {
             .header("if-match", tag)
             .json(&json!({"data": {"x": 1}}))
     };
-    for weak in [r#"W/"1""#, r#"W/"1", W/"2""#, r#""v1""#] {
+    for weak in [
+        r#"W/"1""#,
+        r#"W/"1", W/"2""#,
+        r#""v1""#,
+        r#""01""#,
+        r#""+1""#,
+    ] {
         let (status, body) = json(patch(weak)).await;
         assert_error(status, &body, 412, weak);
     }

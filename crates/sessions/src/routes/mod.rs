@@ -138,10 +138,13 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
             .and_then(|t| t.strip_suffix('"'))
             .filter(|t| !t.contains('"'))
             .ok_or_else(malformed)?;
-        if let (false, Ok(version)) = (weak, opaque.parse::<u64>()) {
-            versions.push(version);
+        // Strong comparison is character by character: `"01"` or `"+1"` is not the ETag `"1"`.
+        match opaque.parse::<u64>() {
+            Ok(version) if !weak && opaque == version.to_string() => versions.push(version),
+            _ => {}
         }
     }
+    versions.sort_unstable();
     versions.dedup();
     match versions.as_slice() {
         [] => Err(ApiError::precondition_failed(format!(
