@@ -279,7 +279,11 @@ impl Keys {
     /// A realtime presence set's keys: members by lease end, their infos, its transitions.
     pub fn presence(&self, set: &str) -> [String; 3] {
         let base = format!("{}:{{p:{}}}", self.prefix, escape(set));
-        [format!("{base}:z"), format!("{base}:h"), format!("{base}:s")]
+        [
+            format!("{base}:z"),
+            format!("{base}:h"),
+            format!("{base}:s"),
+        ]
     }
 
     /// The index of presence sets to sweep.

@@ -77,17 +77,20 @@ return {redis.call('ZCARD', KEYS[1]), g}
 ";
 
 /// KEYS z, h. ARGV expire-at, key ttl, then id, info pairs. Members no longer in the set
-/// stay out.
+/// stay out; their ids are returned.
 const REFRESH: &str = r"
+local missing = {}
 for i = 3, #ARGV, 2 do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  else
+    missing[#missing + 1] = ARGV[i]
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 0
+return missing
 ";
 
 /// KEYS z, h. ARGV now. Returns the live members, flat: id, info, ….
@@ -237,7 +240,7 @@ impl PresenceStore for RedisEngine {
         members: &[(String, PresenceMember)],
         now: Millis,
         ttl_ms: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, String)>> {
         let expire_at = now.saturating_add(ttl_ms);
         let mut by_set: std::collections::BTreeMap<&str, Vec<&PresenceMember>> =
             std::collections::BTreeMap::new();
@@ -248,22 +251,33 @@ impl PresenceStore for RedisEngine {
         let mut pipe = redis::pipe();
         for (set, list) in &by_set {
             let [z, h, _] = self.keys.presence(set);
-            let cmd = pipe.cmd("EVALSHA").arg(REFRESH_S.get_hash()).arg(2).arg(z).arg(h);
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(REFRESH_S.get_hash())
+                .arg(2)
+                .arg(z)
+                .arg(h);
             cmd.arg(expire_at).arg(key_ttl(ttl_ms));
             for m in list {
                 cmd.arg(&m.id).arg(&m.info);
             }
-            pipe.ignore();
         }
         if by_set.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let sets: Vec<&str> = by_set.keys().copied().collect();
+        let missing = |per_set: Vec<Vec<String>>| {
+            sets.iter()
+                .zip(per_set)
+                .flat_map(|(set, ids)| ids.into_iter().map(|id| (set.to_string(), id)))
+                .collect()
+        };
         let mut con = self.con()?;
-        let first: Result<()> = self
+        let first: Result<Vec<Vec<String>>> = self
             .timed("rt_presence_refresh", pipe.query_async(&mut con))
             .await;
-        if first.is_ok() {
-            return first;
+        if let Ok(per_set) = first {
+            return Ok(missing(per_set));
         }
         // NOSCRIPT (a restarted Redis): load the script once and try again.
         let mut load = redis::cmd("SCRIPT");
@@ -271,8 +285,10 @@ impl PresenceStore for RedisEngine {
         let _: String = self
             .timed("rt_presence_refresh", load.query_async(&mut con))
             .await?;
-        self.timed("rt_presence_refresh", pipe.query_async(&mut con))
-            .await
+        let per_set: Vec<Vec<String>> = self
+            .timed("rt_presence_refresh", pipe.query_async(&mut con))
+            .await?;
+        Ok(missing(per_set))
     }
 
     async fn members(&self, set: &str, now: Millis) -> Result<Vec<PresenceMember>> {

@@ -76,13 +76,14 @@ pub trait PresenceStore: Send + Sync {
     async fn leave(&self, set: &str, id: &str, now: Millis) -> Result<Left>;
 
     /// Extends the lease of each `(set, member)` to `now + ttl_ms` and rewrites its info;
-    /// a member no longer in its set (left, or expired and swept) stays out.
+    /// a member no longer in its set (left, or expired and swept) stays out and is returned
+    /// as `(set, id)` (its node was too slow to renew it: it may join again).
     async fn refresh(
         &self,
         members: &[(String, PresenceMember)],
         now: Millis,
         ttl_ms: Millis,
-    ) -> Result<()>;
+    ) -> Result<Vec<(String, String)>>;
 
     /// The live members of `set`, in id order.
     async fn members(&self, set: &str, now: Millis) -> Result<Vec<PresenceMember>>;

@@ -121,17 +121,19 @@ impl PresenceStore for MemoryPresence {
         members: &[(String, PresenceMember)],
         now: Millis,
         ttl_ms: Millis,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, String)>> {
         let mut sets = self.lock();
+        let mut missing = Vec::new();
         for (set, member) in members {
-            if let Some(slot) = sets
+            match sets
                 .get_mut(set)
                 .and_then(|s| s.members.get_mut(&member.id))
             {
-                *slot = (now + ttl_ms, member.info.clone());
+                Some(slot) => *slot = (now + ttl_ms, member.info.clone()),
+                None => missing.push((set.clone(), member.id.clone())),
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     async fn members(&self, set: &str, now: Millis) -> Result<Vec<PresenceMember>> {

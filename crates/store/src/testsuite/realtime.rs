@@ -245,7 +245,11 @@ async fn presence_join_leave_and_transitions(p: &dyn PresenceStore) {
         .join(&set, &member("c3", "three"), now, 60_000, 2)
         .await
         .expect("store call");
-    assert_eq!((j.admitted, j.live), (false, 2), "the limit refuses a new id");
+    assert_eq!(
+        (j.admitted, j.live),
+        (false, 2),
+        "the limit refuses a new id"
+    );
     let j = p
         .join(&set, &member("c2", "two again"), now, 60_000, 2)
         .await
@@ -261,7 +265,11 @@ async fn presence_join_leave_and_transitions(p: &dyn PresenceStore) {
     let l = p.leave(&set, "c1", now).await.expect("store call");
     assert_eq!((l.live, l.offline), (1, None), "not the last one");
     let l = p.leave(&set, "c1", now).await.expect("store call");
-    assert_eq!((l.live, l.offline), (1, None), "leaving twice changes nothing");
+    assert_eq!(
+        (l.live, l.offline),
+        (1, None),
+        "leaving twice changes nothing"
+    );
     let l = p.leave(&set, "c2", now).await.expect("store call");
     assert_eq!(l.live, 0);
     let gone = l.offline.expect("the last leave is a transition");
@@ -287,16 +295,22 @@ async fn presence_leases_and_sweep(p: &dyn PresenceStore) {
     // The node of `kept` refreshes it; the node of `dead` died. A refresh of a member that
     // left does not bring it back.
     p.leave(&set, "gone", now).await.expect("store call");
-    p.refresh(
-        &[
-            (set.clone(), member("kept", "k2")),
-            (set.clone(), member("gone", "g")),
-        ],
-        now + 800,
-        1_000,
-    )
-    .await
-    .expect("store call");
+    let missing = p
+        .refresh(
+            &[
+                (set.clone(), member("kept", "k2")),
+                (set.clone(), member("gone", "g")),
+            ],
+            now + 800,
+            1_000,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(
+        missing,
+        [(set.clone(), "gone".to_string())],
+        "reported, not revived"
+    );
     let later = now + 1_500;
     let live = p.members(&set, later).await.expect("store call");
     assert_eq!(ids(&live), ["kept"], "expired members are not read");
@@ -361,7 +375,10 @@ async fn presence_settle_once(p: &dyn PresenceStore) {
         .expect("store call")
         .online
         .expect("online");
-    assert!(!p.settle(&set, off, false).await.expect("store call"), "superseded");
+    assert!(
+        !p.settle(&set, off, false).await.expect("store call"),
+        "superseded"
+    );
     assert!(
         !p.settle(&set, back, true).await.expect("store call"),
         "already announced online"
