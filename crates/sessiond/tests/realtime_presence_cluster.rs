@@ -429,3 +429,31 @@ async fn the_sockets_of_a_killed_node_leave_presence_within_the_lease() {
     events_settle_to(&hooks, "dora", &["user.online", "user.offline"]).await;
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_revoked_on_one_node_closes_only_its_sockets_on_the_other() {
+    let redis = RedisServer::start();
+    let (hook, _hooks) = receiver().await;
+    let (a, b) = two_nodes(&redis, &hook, 16).await;
+    let revoked = session(&a, "frank", Some(KEY)).await;
+    let kept = session(&a, "frank", Some(KEY)).await;
+    let mut gone_b = seed(&b, "frank", &revoked).await;
+    let mut kept_b = seed(&b, "frank", &kept).await;
+    assert_eq!(state(&a, "frank").await["connectedDevices"], 2);
+    let (status, _) = json(
+        a.delete(&format!("/v1/sessions/{revoked}"))
+            .bearer_auth(KEY),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        gone_b.closed().await,
+        (4001, "Logged out from all devices".into())
+    );
+    eventually("frank has one device left, seen from A", || async {
+        state(&a, "frank").await["connectedDevices"] == 1
+    })
+    .await;
+    kept_b.send(json!({"type": "sync_state"})).await;
+    assert_eq!(kept_b.expect("state").await["presence"], "online");
+}
