@@ -160,6 +160,9 @@ static INDEX_JOIN_S: LazyLock<Script> = LazyLock::new(|| Script::new(INDEX_JOIN)
 static INDEX_SWEPT_S: LazyLock<Script> = LazyLock::new(|| Script::new(INDEX_SWEPT));
 static SETTLE_S: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE));
 
+/// Most members renewed by one script call.
+const REFRESH_CHUNK: usize = 500;
+
 /// Set keys live three leases past their last join or refresh.
 fn key_ttl(ttl_ms: Millis) -> Millis {
     ttl_ms.max(1).saturating_mul(3)
@@ -247,25 +250,29 @@ impl PresenceStore for RedisEngine {
         for (set, member) in members {
             by_set.entry(set).or_default().push(member);
         }
-        // One script per set, all sent in one pipeline (one round trip per refresh).
+        // One script per set (per REFRESH_CHUNK members, so no script blocks Redis for
+        // long), all sent in one pipeline: one round trip per refresh.
         let mut pipe = redis::pipe();
+        let mut sets: Vec<&str> = Vec::new();
         for (set, list) in &by_set {
             let [z, h, _] = self.keys.presence(set);
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(REFRESH_S.get_hash())
-                .arg(2)
-                .arg(z)
-                .arg(h);
-            cmd.arg(expire_at).arg(key_ttl(ttl_ms));
-            for m in list {
-                cmd.arg(&m.id).arg(&m.info);
+            for chunk in list.chunks(REFRESH_CHUNK) {
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(REFRESH_S.get_hash())
+                    .arg(2)
+                    .arg(&z)
+                    .arg(&h);
+                cmd.arg(expire_at).arg(key_ttl(ttl_ms));
+                for m in chunk {
+                    cmd.arg(&m.id).arg(&m.info);
+                }
+                sets.push(set);
             }
         }
-        if by_set.is_empty() {
+        if sets.is_empty() {
             return Ok(Vec::new());
         }
-        let sets: Vec<&str> = by_set.keys().copied().collect();
         let missing = |per_set: Vec<Vec<String>>| {
             sets.iter()
                 .zip(per_set)

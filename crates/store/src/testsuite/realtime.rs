@@ -225,6 +225,7 @@ pub async fn run_presence(store: Arc<dyn PresenceStore>) {
     presence_join_leave_and_transitions(store.as_ref()).await;
     presence_leases_and_sweep(store.as_ref()).await;
     presence_settle_once(store.as_ref()).await;
+    presence_refresh_many(store.as_ref()).await;
 }
 
 async fn presence_join_leave_and_transitions(p: &dyn PresenceStore) {
@@ -390,4 +391,26 @@ async fn presence_settle_once(p: &dyn PresenceStore) {
         .offline
         .expect("offline");
     assert!(p.settle(&set, off, false).await.expect("store call"));
+}
+
+/// A renewal of more members than an engine may send in one call (batching).
+async fn presence_refresh_many(p: &dyn PresenceStore) {
+    let set = unique("c:many");
+    let now = now_ms();
+    let mut batch = Vec::new();
+    for i in 0..1_001 {
+        let m = member(&format!("m{i:04}"), "x");
+        p.join(&set, &m, now, 1_000, usize::MAX)
+            .await
+            .expect("store call");
+        batch.push((set.clone(), m));
+    }
+    batch.push((set.clone(), member("never-joined", "x")));
+    let missing = p
+        .refresh(&batch, now + 800, 1_000)
+        .await
+        .expect("store call");
+    assert_eq!(missing, [(set.clone(), "never-joined".to_string())]);
+    let live = p.members(&set, now + 1_500).await.expect("store call");
+    assert_eq!(live.len(), 1_001, "every member renewed");
 }
