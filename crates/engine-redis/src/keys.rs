@@ -37,6 +37,10 @@
 //! | `P:{r:esc(channel)}:meta` | HASH | realtime channel: `epoch`, `top` (latest offset); `PEXPIRE` = channel TTL, renewed by every publish and read |
 //! | `P:{r:esc(channel)}:log` | STREAM | realtime channel history: entry id `<offset>-0`, fields `t` (publish ms), `p` (payload); same TTL |
 //! | `P:rt:bus` | pub/sub channel | realtime deliveries to every node (`m` + JSON message, `s` + signal) |
+//! | `P:{p:esc(set)}:z` | ZSET | realtime presence set (a user's or a channel's connections): member = connection id, score = lease expire-at; `PEXPIRE` = 3 leases, renewed by joins and refreshes |
+//! | `P:{p:esc(set)}:h` | HASH | the same members' infos (JSON written by the hub); same TTL |
+//! | `P:{p:esc(set)}:s` | HASH | the set's transitions: `on` (non-empty as of the last transition), `g` (generation), `em` (last settled state); `PEXPIRE` 24 h |
+//! | `P:rtp:index` | ZSET | presence sets to sweep: member = raw set name, score = earliest lease end among its members |
 //!
 //! A stream's five keys share its hash tag, so create, commit (tail check + chunks + metadata +
 //! producer rows + notification), seal and delete are each one script. Fork creation and
@@ -270,6 +274,21 @@ impl Keys {
     /// A realtime channel's history.
     pub fn rt_log(&self, channel: &str) -> String {
         format!("{}:{{r:{}}}:log", self.prefix, escape(channel))
+    }
+
+    /// A realtime presence set's keys: members by lease end, their infos, its transitions.
+    pub fn presence(&self, set: &str) -> [String; 3] {
+        let base = format!("{}:{{p:{}}}", self.prefix, escape(set));
+        [
+            format!("{base}:z"),
+            format!("{base}:h"),
+            format!("{base}:s"),
+        ]
+    }
+
+    /// The index of presence sets to sweep.
+    pub fn presence_index(&self) -> String {
+        format!("{}:rtp:index", self.prefix)
     }
 
     /// The pub/sub channel of realtime deliveries.

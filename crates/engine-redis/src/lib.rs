@@ -34,6 +34,8 @@
 //!   notifications over pub/sub).
 //! - `realtime`: [`sessiond_store::RealtimeBus`] (channel logs in Redis Streams, pub/sub to
 //!   every node; see [`RedisEngine::realtime_bus`]).
+//! - `presence`: [`sessiond_store::PresenceStore`] (leased presence sets, one script per
+//!   change).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}` (its
@@ -46,6 +48,7 @@ pub mod keys;
 
 mod cache;
 mod objects;
+mod presence;
 mod realtime;
 mod scripts;
 mod sessions;

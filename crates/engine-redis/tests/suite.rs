@@ -18,7 +18,8 @@ async fn redis_engine_passes_the_shared_suite() {
             .with_streams(engine.clone())
             .with_seal_lease(engine.clone())
     };
-    sessiond_store::testsuite::run_all(stores().with_realtime(bus)).await;
+    sessiond_store::testsuite::run_all(stores().with_realtime(bus).with_presence(engine.clone()))
+        .await;
     // A second run on the same server: the suite's ids are unique per run, and leftovers of
     // the first run (index members, registry entries) must not disturb it.
     sessiond_store::testsuite::run_all(stores()).await;

@@ -78,6 +78,7 @@ fn check_size(hub: &Hub, data: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Every figure is this node's (on several nodes, ask each node).
 async fn stats(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     service(&hub, &headers).await?;
     Ok(Json(json!({
@@ -238,20 +239,7 @@ async fn connections(
 ) -> ApiResult<Json<Value>> {
     service(&hub, &headers).await?;
     hub.check_id("user id", &user)?;
-    let list: Vec<Value> = hub
-        .user_connections(&user)
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id.to_string(),
-                "device_id": &*c.device_id,
-                "connected_at": c.connected_at,
-                "ip": c.ip.map(|ip| ip.to_string()),
-                "protocol": c.protocol,
-                "channels": c.channel_names(),
-            })
-        })
-        .collect();
+    let list = hub.inner.describe_connections(&user).await?;
     Ok(Json(json!({ "user_id": user, "connections": list })))
 }
 
@@ -277,13 +265,10 @@ async fn disconnect_one(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     service(&hub, &headers).await?;
-    let conn = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|id| hub.find_connection(id))
-        .ok_or_else(|| ApiError::not_found("no such open connection"))?;
     let (code, reason) = DISCONNECTED_CLOSE;
-    conn.close(code, reason);
+    if !hub.inner.close_anywhere(&id, code, reason).await? {
+        return Err(ApiError::not_found("no such open connection"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -323,9 +308,12 @@ async fn presence(
 ) -> ApiResult<Json<Value>> {
     service(&hub, &headers).await?;
     hub.check_id("channel", &channel)?;
-    let presence = hub
-        .channels()
-        .get(&channel)
-        .map_or_else(|| json!({}), |c| c.presence());
+    let presence = match hub.inner.cluster_presence(&channel).await? {
+        Some(presence) => presence,
+        None => hub
+            .channels()
+            .get(&channel)
+            .map_or_else(|| json!({}), |c| c.presence()),
+    };
     Ok(Json(json!({"channel": channel, "presence": presence})))
 }

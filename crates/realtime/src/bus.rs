@@ -18,8 +18,8 @@
 //!   1013, so clients reconnect and recover by offset. A signal lost that way is lost (a
 //!   logout also revokes the sessions, so the closed device cannot reconnect).
 //!
-//! Per node still: presence (channel metas, seed C online/offline and the user events) and
-//! the per-user socket limit.
+//! Presence (channel metas, seed C online/offline, the user events, the per-user socket
+//! limit) is cluster-wide through the engine's presence store: see `crate::presence`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +76,19 @@ pub(crate) enum Action {
         user: String,
         channel: String,
         grant: Option<(bool, Option<sessiond_store::Millis>)>,
+    },
+    /// Another node's subscriber `id` of `channel` joined or changed its meta (`Some((user,
+    /// meta))`) or left (`None`).
+    Presence {
+        channel: String,
+        id: String,
+        change: Option<(String, Value)>,
+    },
+    /// Close the socket `id` (wherever it is) with `code`/`reason`.
+    CloseConn {
+        id: String,
+        code: u16,
+        reason: String,
     },
     /// Sessions of `user` ended (see [`SessionEnded`]; `reason` is its wire name).
     Ended {
@@ -143,13 +156,26 @@ impl Cluster {
 
     /// Tells the other nodes to do `action` (already done on this one).
     pub(crate) fn signal(&self, action: Action) {
+        if let Some(payload) = self.envelope(action) {
+            let _ = self.signals.send(payload);
+        }
+    }
+
+    /// Like [`signal`](Self::signal), but sent now, outside the queue: returns once the
+    /// engine has it (for callers that order their own signals).
+    pub(crate) async fn signal_now(&self, action: Action) -> sessiond_store::Result<()> {
+        match self.envelope(action) {
+            Some(payload) => self.bus.signal(&payload).await,
+            None => Ok(()),
+        }
+    }
+
+    fn envelope(&self, action: Action) -> Option<String> {
         let envelope = Envelope {
             node: self.node.clone(),
             action,
         };
-        if let Ok(payload) = serde_json::to_string(&envelope) {
-            let _ = self.signals.send(payload);
-        }
+        serde_json::to_string(&envelope).ok()
     }
 }
 
@@ -196,6 +222,10 @@ impl HubInner {
             .bus
             .history(name, 0, &random_id()[..12], now_ms(), &cluster.limits)
             .await;
+        let loaded = match self.load_remote_presence(name).await {
+            Ok(()) => loaded,
+            Err(e) => Err(e),
+        };
         let mut mirrors = lock(&cluster.mirrors);
         let buffered = match mirrors.remove(name) {
             Some(Mirror::Loading(buffered)) => buffered,
@@ -356,6 +386,23 @@ impl Hub {
                     .count()
             }
             Action::Close { user, code, reason } => conns.close_user(user, *code, reason, |_| true),
+            Action::Presence {
+                channel,
+                id,
+                change,
+            } => {
+                self.inner.remote_presence(channel, id, change.clone());
+                0
+            }
+            Action::CloseConn { id, code, reason } => {
+                match id.parse::<u64>().ok().and_then(|id| conns.find(id)) {
+                    Some(conn) => {
+                        conn.close(*code, reason);
+                        1
+                    }
+                    None => 0,
+                }
+            }
             Action::Grant {
                 user,
                 channel,

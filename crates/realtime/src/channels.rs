@@ -22,7 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,6 +38,10 @@ use crate::conn::Conn;
 #[path = "channels_mirror.rs"]
 pub(crate) mod mirror;
 use mirror::message_frame;
+// Presence on several nodes, and the byte counts (child module: it works on the state too).
+#[path = "channels_remote.rs"]
+pub(crate) mod remote;
+use remote::Usage;
 
 /// How much history a channel keeps.
 #[derive(Clone, Copy, Debug)]
@@ -61,43 +65,6 @@ pub struct Budgets {
     pub presence_bytes_per_channel: usize,
     /// Presence metas of all channels (bytes).
     pub presence_bytes: usize,
-}
-
-/// The process-wide byte counts, and their gauges.
-struct Usage {
-    limits: Budgets,
-    history: AtomicUsize,
-    presence: AtomicUsize,
-    history_gauge: metrics::Gauge,
-    presence_gauge: metrics::Gauge,
-}
-
-impl Usage {
-    fn add_history(&self, n: usize) {
-        let now = self.history.fetch_add(n, Ordering::Relaxed) + n;
-        self.history_gauge.set(now as f64);
-    }
-
-    fn sub_history(&self, n: usize) {
-        let now = self
-            .history
-            .fetch_sub(n, Ordering::Relaxed)
-            .saturating_sub(n);
-        self.history_gauge.set(now as f64);
-    }
-
-    fn add_presence(&self, n: usize) {
-        let now = self.presence.fetch_add(n, Ordering::Relaxed) + n;
-        self.presence_gauge.set(now as f64);
-    }
-
-    fn sub_presence(&self, n: usize) {
-        let now = self
-            .presence
-            .fetch_sub(n, Ordering::Relaxed)
-            .saturating_sub(n);
-        self.presence_gauge.set(now as f64);
-    }
 }
 
 /// One published message.
@@ -128,6 +95,8 @@ struct ChannelState {
     presence_bytes: usize,
     /// When the channel was last subscribed to or published on.
     last_used: Millis,
+    /// Other nodes' subscribers (cluster mode): connection id -> (user, meta).
+    remote: BTreeMap<String, (Arc<str>, Value)>,
 }
 
 /// A client's recovery position.
@@ -186,6 +155,9 @@ impl ChannelState {
                 .entry(&sub.conn.user_id)
                 .or_default()
                 .push(&sub.meta);
+        }
+        for (user, meta) in self.remote.values() {
+            by_user.entry(user).or_default().push(meta);
         }
         let map: Map<String, Value> = by_user
             .into_iter()
@@ -295,6 +267,7 @@ impl Channel {
                 subscribers: Vec::new(),
                 presence_bytes: 0,
                 last_used: now_ms(),
+                remote: BTreeMap::new(),
             }),
             usage,
         }
@@ -348,6 +321,7 @@ impl Channel {
         }
         st.presence_bytes += meta_bytes;
         self.usage.add_presence(meta_bytes);
+        self.usage.announce(&self.name, conn, Some(&meta));
         st.subscribers.push(Subscriber {
             conn: conn.clone(),
             meta: meta.clone(),
@@ -376,6 +350,7 @@ impl Channel {
             return false;
         };
         let gone = st.subscribers.swap_remove(pos);
+        self.usage.announce(&self.name, conn, None);
         st.presence_bytes -= gone.meta_bytes;
         self.usage.sub_presence(gone.meta_bytes);
         st.last_used = now_ms();
@@ -413,6 +388,7 @@ impl Channel {
         self.usage.sub_presence(replacing);
         self.usage.add_presence(bytes);
         st.subscribers[pos].meta_bytes = bytes;
+        self.usage.announce(&self.name, conn, Some(&meta));
         let old = std::mem::replace(&mut st.subscribers[pos].meta, meta.clone());
         st.diff(
             &self.name,
@@ -492,13 +468,7 @@ impl Channels {
         Channels {
             map: Mutex::new(HashMap::new()),
             retention,
-            usage: Arc::new(Usage {
-                limits: budgets,
-                history: AtomicUsize::new(0),
-                presence: AtomicUsize::new(0),
-                history_gauge: metrics::gauge!("sessiond_realtime_history_bytes"),
-                presence_gauge: metrics::gauge!("sessiond_realtime_presence_bytes"),
-            }),
+            usage: Arc::new(Usage::new(budgets)),
         }
     }
 

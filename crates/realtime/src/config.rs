@@ -85,6 +85,12 @@ pub struct RealtimeConfig {
     pub presence_max_bytes_per_channel: usize,
     /// Presence metas of all channels together (bytes); past it as above.
     pub presence_max_bytes: usize,
+    /// Presence lease on a shared engine (seconds): each node renews its sockets' presence
+    /// every third of it, and the sockets of a node that died vanish from presence (users,
+    /// channel metas, counts, limits) at most this long after its last renewal; their
+    /// `user.offline` follows within another third plus `events.debounce_ms`. Unused on one
+    /// node.
+    pub presence_ttl_s: u64,
     /// Keys of signed channel grants (HMAC-SHA256). The first signs grants the server mints;
     /// any verifies. Empty = signed grants are refused (server-side grants still work).
     pub grant_keys: Vec<String>,
@@ -157,6 +163,7 @@ impl Default for RealtimeConfig {
             history_max_bytes: 256 * 1024 * 1024,
             presence_max_bytes_per_channel: 1024 * 1024,
             presence_max_bytes: 64 * 1024 * 1024,
+            presence_ttl_s: 30,
             grant_keys: Vec::new(),
             events: EventsConfig::default(),
         }
@@ -201,6 +208,7 @@ impl RealtimeConfig {
                 self.presence_max_bytes_per_channel,
             ),
             ("presence_max_bytes", self.presence_max_bytes),
+            ("presence_ttl_s", self.presence_ttl_s as usize),
             (
                 "events.webhook_max_attempts",
                 self.events.webhook_max_attempts as usize,

@@ -26,7 +26,7 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
 /// One open socket, as the rest of the hub sees it.
 pub struct Conn {
-    /// Process-unique connection id.
+    /// Connection id: random (CSPRNG), so unique across the nodes of a cluster too.
     pub id: u64,
     /// The user the socket belongs to.
     pub user_id: Arc<str>,
@@ -155,13 +155,23 @@ pub struct ConnInfo {
     pub deadlines: Option<crate::auth::SessionDeadlines>,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// A random non-zero connection id.
+fn fresh_id() -> u64 {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sessiond_http::ids::random_id())
+        .unwrap_or_default();
+    raw.iter()
+        .take(8)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        .max(1)
+}
 
 impl Conn {
     /// A handle and the socket task's receiver, with room for `queue` queued frames.
     pub fn new(info: ConnInfo, queue: usize) -> (Arc<Conn>, ConnReceiver) {
         let conn = Arc::new(Conn {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: fresh_id(),
             user_id: Arc::from(info.user_id),
             device_id: info.device_id.into_boxed_str(),
             session_id: info.session_id.map(String::into_boxed_str),
@@ -450,15 +460,19 @@ impl Connections {
 
     /// Asks every socket to close; returns how many.
     pub fn close_all(&self, code: u16, reason: &str) -> usize {
-        let all: Vec<Arc<Conn>> = self
-            .shards
-            .iter()
-            .flat_map(|shard| lock(shard).values().flatten().cloned().collect::<Vec<_>>())
-            .collect();
+        let all = self.all();
         for conn in &all {
             conn.close(code, reason);
         }
         all.len()
+    }
+
+    /// Every open socket (a snapshot).
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.shards
+            .iter()
+            .flat_map(|shard| lock(shard).values().flatten().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// The open socket with id `id` (a scan: for admin calls only).

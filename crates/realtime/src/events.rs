@@ -7,6 +7,11 @@
 //! user. Because the debounce is one constant, deadlines come in insertion order and a FIFO
 //! queue is the whole timer structure.
 //!
+//! On several nodes the transitions come from the engine's presence store with a generation
+//! (see `crate::presence`): the node that saw one debounces it, and at the deadline asks the
+//! store whether it is still the latest and not yet announced ([`PresenceStore::settle`]), so
+//! one node announces it and a reload across nodes announces nothing.
+//!
 //! Emitted events go to every [`EventSink`] through that sink's own bounded queue and delivery
 //! task, in order per sink: the webhook sink retries with exponential backoff, so a slow or
 //! dead receiver delays its own later events rather than reordering them — and never the
@@ -15,12 +20,12 @@
 //! that was down that long must resync anyway).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use sessiond_http::ids::random_id;
-use sessiond_store::{now_ms, Millis};
+use sessiond_store::{now_ms, Millis, PresenceStore};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -57,12 +62,18 @@ struct Change {
     user: String,
     online: bool,
     at: Millis,
+    /// The engine's generation of the transition (several nodes).
+    cluster: Option<u64>,
 }
+
+/// The presence store that settles transitions (several nodes), once attached.
+type Settler = Arc<OnceLock<Arc<dyn PresenceStore>>>;
 
 /// The hub's handle: reports transitions to the debouncer.
 #[derive(Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<Change>,
+    settler: Settler,
 }
 
 impl Events {
@@ -79,8 +90,9 @@ impl Events {
             })
             .collect();
         let debounce = Duration::from_millis(config.debounce_ms);
-        tokio::spawn(debounce_loop(rx, queues, debounce));
-        Events { tx }
+        let settler = Settler::default();
+        tokio::spawn(debounce_loop(rx, queues, debounce, settler.clone()));
+        Events { tx, settler }
     }
 
     /// The user's first socket opened (`online`) or last socket closed (`!online`).
@@ -89,7 +101,24 @@ impl Events {
             user: user.to_string(),
             online,
             at: now_ms(),
+            cluster: None,
         });
+    }
+
+    /// A cluster-wide transition the engine reported to this node (see
+    /// [`crate::presence`]).
+    pub fn transition(&self, user: &str, online: bool, generation: u64) {
+        let _ = self.tx.send(Change {
+            user: user.to_string(),
+            online,
+            at: now_ms(),
+            cluster: Some(generation),
+        });
+    }
+
+    /// Settles cluster-wide transitions through `store` from now on.
+    pub fn settle_with(&self, store: Arc<dyn PresenceStore>) {
+        let _ = self.settler.set(store);
     }
 }
 
@@ -98,13 +127,40 @@ struct Pending {
     online: bool,
     at: Millis,
     generation: u64,
+    cluster: Option<u64>,
+}
+
+/// Queues `event` to every sink.
+fn emit(sinks: &[(String, mpsc::Sender<UserEvent>)], event: UserEvent) {
+    metrics::counter!("sessiond_realtime_user_events_total", "type" => event.kind).increment(1);
+    for (name, queue) in sinks {
+        if queue.try_send(event.clone()).is_err() {
+            metrics::counter!("sessiond_realtime_user_events_dropped_total", "sink" => name.clone()).increment(1);
+            tracing::warn!(sink = %name, "user event queue full; event dropped");
+        }
+    }
+}
+
+fn event(user: String, online: bool, at: Millis) -> UserEvent {
+    UserEvent {
+        id: random_id(),
+        kind: if online {
+            "user.online"
+        } else {
+            "user.offline"
+        },
+        user_id: user,
+        at,
+    }
 }
 
 async fn debounce_loop(
     mut rx: mpsc::UnboundedReceiver<Change>,
     sinks: Vec<(String, mpsc::Sender<UserEvent>)>,
     debounce: Duration,
+    settler: Settler,
 ) {
+    let sinks = Arc::new(sinks);
     // Users whose last emitted state is online (absent = offline), pending states, and the
     // deadlines in order.
     let mut emitted_online: HashSet<String> = HashSet::new();
@@ -117,14 +173,15 @@ async fn debounce_loop(
             change = rx.recv() => {
                 let Some(change) = change else { return };
                 let was_online = emitted_online.contains(&change.user);
-                if change.online == was_online {
+                // (cluster transitions are compared with the engine's state at the deadline)
+                if change.cluster.is_none() && change.online == was_online {
                     // Back to what the backend already knows: nothing to say.
                     pending.remove(&change.user);
                     continue;
                 }
                 generation += 1;
                 deadlines.push_back((Instant::now() + debounce, change.user.clone(), generation));
-                pending.insert(change.user, Pending { online: change.online, at: change.at, generation });
+                pending.insert(change.user, Pending { online: change.online, at: change.at, generation, cluster: change.cluster });
             }
             _ = async {
                 match next {
@@ -135,24 +192,23 @@ async fn debounce_loop(
                 let Some((_, user, gen)) = deadlines.pop_front() else { continue };
                 let due = pending.get(&user).is_some_and(|p| p.generation == gen);
                 let Some(state) = due.then(|| pending.remove(&user)).flatten() else { continue };
+                if let Some(cluster) = state.cluster {
+                    let (Some(store), sinks) = (settler.get().cloned(), sinks.clone()) else { continue };
+                    tokio::spawn(async move {
+                        match store.settle(&crate::presence::user_set(&user), cluster, state.online).await {
+                            Ok(true) => emit(&sinks, event(user, state.online, state.at)),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, user = %user, "user event not settled"),
+                        }
+                    });
+                    continue;
+                }
                 if state.online {
                     emitted_online.insert(user.clone());
                 } else {
                     emitted_online.remove(&user);
                 }
-                let event = UserEvent {
-                    id: random_id(),
-                    kind: if state.online { "user.online" } else { "user.offline" },
-                    user_id: user,
-                    at: state.at,
-                };
-                metrics::counter!("sessiond_realtime_user_events_total", "type" => event.kind).increment(1);
-                for (name, queue) in &sinks {
-                    if queue.try_send(event.clone()).is_err() {
-                        metrics::counter!("sessiond_realtime_user_events_dropped_total", "sink" => name.clone()).increment(1);
-                        tracing::warn!(sink = %name, "user event queue full; event dropped");
-                    }
-                }
+                emit(&sinks, event(user, state.online, state.at));
             }
         }
     }

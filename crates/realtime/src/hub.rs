@@ -6,7 +6,8 @@
 //! read-modify-write of `activeGames` cannot lose an update (seed C relied on a Durable
 //! Object's single thread for that). Presence follows the sockets: `online` when the first
 //! socket opens, `offline` when the last one closes (a closing socket is already out of the
-//! registry when the count is taken).
+//! registry when the count is taken). On several nodes the count and the transition are the
+//! cluster's (see [`crate::presence`]).
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub(crate) struct HubInner {
     pub(crate) watch: Arc<SessionWatch>,
     /// The engine's bus when the hub runs on several nodes ([`Hub::attach_bus`]).
     pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
+    /// The engine's presence store when presence is cluster-wide ([`Hub::attach_presence`]).
+    pub(crate) presence: std::sync::OnceLock<crate::presence::ClusterPresence>,
 }
 
 /// The error code of a connect refused by a connection cap (a WebSocket is then accepted and
@@ -105,6 +108,7 @@ impl Hub {
                 events,
                 watch: Arc::default(),
                 cluster: std::sync::OnceLock::new(),
+                presence: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(crate::ending::run_watch(
@@ -227,26 +231,49 @@ impl Hub {
         let (mut guard, mut state) = self.open(&user).await?;
         let (conn, rx) = Conn::new(info, self.inner.config.outbound_queue);
         let config = &self.inner.config;
-        let open = match self.inner.conns.add(
-            &conn,
-            config.max_sockets_per_user,
-            config.max_connections as u64,
-        ) {
-            Ok(open) => open,
-            Err(cap) => {
-                let (label, message) = match cap {
-                    Cap::Total => ("total", "Too many connections"),
-                    Cap::User => ("user", "Too many connections for this user"),
-                };
-                metrics::counter!("sessiond_realtime_connections_refused_total", "cap" => label)
-                    .increment(1);
-                return Err(ApiError::new(
-                    axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    CAP_ERROR,
-                    message,
-                ));
-            }
+        let refused = |cap: Cap| {
+            let (label, message) = match cap {
+                Cap::Total => ("total", "Too many connections"),
+                Cap::User => ("user", "Too many connections for this user"),
+            };
+            metrics::counter!("sessiond_realtime_connections_refused_total", "cap" => label)
+                .increment(1);
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                CAP_ERROR,
+                message,
+            )
         };
+        let mut open = self
+            .inner
+            .conns
+            .add(
+                &conn,
+                config.max_sockets_per_user,
+                config.max_connections as u64,
+            )
+            .map_err(refused)?;
+        // On several nodes the user's limit, count and online transition are cluster-wide.
+        let mut online = (open == 1).then_some(None);
+        match self
+            .inner
+            .presence_join(&conn, config.max_sockets_per_user)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(joined)) if joined.admitted => {
+                open = joined.live;
+                online = joined.online.map(Some);
+            }
+            Ok(Some(_)) => {
+                self.inner.conns.remove(&conn);
+                return Err(refused(Cap::User));
+            }
+            Err(e) => {
+                self.inner.conns.remove(&conn);
+                return Err(e);
+            }
+        }
         if let Some((session, deadlines)) = watched {
             self.inner.watch.watch(&session, &user, deadlines);
         }
@@ -255,11 +282,14 @@ impl Hub {
             state.last_active = Some(now_ms());
             if let Err(e) = Self::save(&mut guard, state.clone()).await {
                 self.inner.conns.remove(&conn);
+                self.inner.presence_leave(&conn).await;
                 return Err(e);
             }
         }
-        if open == 1 {
-            self.inner.events.changed(&user, true);
+        match online {
+            Some(None) => self.inner.events.changed(&user, true),
+            Some(Some(generation)) => self.inner.events.transition(&user, true, generation),
+            None => {}
         }
         if let Some(first) = first_frame(&state, &conn) {
             conn.send(first);
@@ -275,10 +305,26 @@ impl Hub {
             subscription.channel.unsubscribe(conn);
         }
         let mut guard = self.inner.users.lock(&conn.user_id).await;
-        if self.inner.conns.remove(conn) > 0 {
-            return;
+        let here = self.inner.conns.remove(conn);
+        if self.inner.presence.get().is_some() {
+            // Cluster-wide: the engine says whether this was the user's last socket.
+            let Some(left) = self.inner.presence_leave(conn).await else {
+                return;
+            };
+            if let Some(generation) = left.offline {
+                self.inner
+                    .events
+                    .transition(&conn.user_id, false, generation);
+            }
+            if left.live > 0 {
+                return;
+            }
+        } else {
+            if here > 0 {
+                return;
+            }
+            self.inner.events.changed(&conn.user_id, false);
         }
-        self.inner.events.changed(&conn.user_id, false);
         let stored = match guard.load().await {
             Ok(stored) => stored.cloned(),
             Err(e) => {
@@ -318,7 +364,7 @@ impl Hub {
     /// The HTTP state view of `user`.
     pub async fn http_state(&self, user: &str) -> ApiResult<Value> {
         let (guard, mut state) = self.open(user).await?;
-        let open = self.inner.conns.count(user);
+        let open = self.inner.open_count(user).await?;
         drop(guard);
         if open == 0 {
             // Presence follows the sockets: a state persisted as online by a process that

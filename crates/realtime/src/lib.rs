@@ -18,6 +18,7 @@
 //! - [`channels`]: channels with presence metas, offsets and recovery history.
 //! - [`bus`]: the hub on several nodes (channel logs and user-directed actions through the
 //!   engine's bus).
+//! - [`presence`]: presence on several nodes (leased sets in the engine's presence store).
 //! - [`grants`]: signed channel grants (HMAC-SHA256).
 //! - [`v1`]: the v1 protocol at `/v1/realtime`.
 //! - [`events`]: debounced user online/offline events and their sinks.
@@ -39,6 +40,7 @@ pub mod ending;
 pub mod events;
 pub mod grants;
 pub mod hub;
+pub mod presence;
 pub mod seed;
 pub mod socket;
 pub mod sse;

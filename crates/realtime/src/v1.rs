@@ -301,6 +301,7 @@ impl V1Protocol {
                 if !updated {
                     return Err(ApiError::not_found(format!("not subscribed to {name}")));
                 }
+                hub.inner.presence_flushed().await;
                 conn.send(with_id(
                     json!({"type": "presence_updated", "channel": name}),
                     id,
@@ -333,7 +334,10 @@ impl V1Protocol {
         let grant = message["grant"].as_str();
         let access = channel_access(hub, &conn.user_id, conn.is_service(), name, grant).await?;
         hub.inner.prepare_channel(name).await?;
-        subscribe_conn(hub, conn, name, access, id, since.as_ref(), meta)
+        subscribe_conn(hub, conn, name, access, id, since.as_ref(), meta)?;
+        // The reply goes out once the join is visible on every node.
+        hub.inner.presence_flushed().await;
+        Ok(())
     }
 }
 

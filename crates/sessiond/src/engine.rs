@@ -42,7 +42,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
             Ok(Stores::from_engine(engine.clone())
                 .with_streams(engine.clone())
                 .with_stream_wakes(engine.clone())
-                .with_seal_lease(engine)
+                .with_seal_lease(engine.clone())
+                .with_presence(engine)
                 .with_realtime(bus))
         }
         EngineKind::Memory => {

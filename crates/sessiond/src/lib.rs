@@ -206,6 +206,10 @@ pub async fn run(
     if let (Some(hub), Some(bus)) = (&realtime, stores.realtime.clone()) {
         hub.attach_bus(bus);
     }
+    // … and so does presence (users' online state, channel metas, socket limits).
+    if let (Some(hub), Some(presence)) = (&realtime, stores.presence.clone()) {
+        hub.attach_presence(presence);
+    }
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),

@@ -132,6 +132,12 @@ async fn messages_reach_and_recover_across_nodes() {
     // A client publish on A is seen on B, and the publisher gets its message first.
     let mut again_b = v1(&b, &alice, "tab").await;
     subscribe(&mut again_b, "user:alice", None).await;
+    // (presence is cluster-wide: A's subscriber sees B's join first)
+    let join = on_a.expect("presence_diff").await;
+    assert_eq!(
+        join["joins"]["alice"]["metas"][0]["deviceId"], "tab",
+        "{join}"
+    );
     on_a.send(json!({"type": "publish", "id": 9, "channel": "user:alice", "data": "x"}))
         .await;
     assert_eq!(on_a.expect("message").await["offset"], 6);

@@ -12,6 +12,7 @@
 //! - [`objects`]: the object runtime's persisted object state and alarms.
 //! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
 //! - [`realtime`]: the realtime hub's cluster-wide channel log and node fan-out.
+//! - [`presence`]: the realtime hub's cluster-wide presence (leased set membership).
 //! - [`memory`]: the in-memory engine (tests, `--engine memory`).
 //! - [`testsuite`]: the shared engine suite.
 //!
@@ -21,6 +22,7 @@
 pub mod cache;
 pub mod memory;
 pub mod objects;
+pub mod presence;
 pub mod realtime;
 pub mod sessions;
 pub mod streams;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
+pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
@@ -114,6 +117,9 @@ pub struct Stores {
     /// The realtime hub's bus for engines shared by several nodes (`None`: one node, the
     /// hub keeps channels in its own memory).
     pub realtime: Option<Arc<dyn RealtimeBus>>,
+    /// The realtime hub's presence for engines shared by several nodes (`None`: one node,
+    /// presence follows this process's sockets).
+    pub presence: Option<Arc<dyn PresenceStore>>,
     /// Health and shutdown.
     pub admin: Arc<dyn EngineAdmin>,
 }
@@ -132,6 +138,7 @@ impl Stores {
             stream_wakes: None,
             seal_lease: None,
             realtime: None,
+            presence: None,
             admin: engine,
         }
     }
@@ -157,6 +164,12 @@ impl Stores {
     /// Adds the engine's realtime bus (shared engines).
     pub fn with_realtime(mut self, bus: Arc<dyn RealtimeBus>) -> Self {
         self.realtime = Some(bus);
+        self
+    }
+
+    /// Adds the engine's realtime presence (shared engines).
+    pub fn with_presence(mut self, presence: Arc<dyn PresenceStore>) -> Self {
+        self.presence = Some(presence);
         self
     }
 }

@@ -25,7 +25,7 @@ mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing};
-pub use realtime::run_realtime_bus;
+pub use realtime::{run_presence, run_realtime_bus};
 pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
 
 const C: Durability = Durability::Confirmed;
@@ -62,6 +62,9 @@ pub async fn run_all(stores: Stores) {
     }
     if let Some(bus) = stores.realtime.clone() {
         run_realtime_bus(bus).await;
+    }
+    if let Some(presence) = stores.presence.clone() {
+        run_presence(presence).await;
     }
     stores.admin.ping().await.expect("store call");
 }
@@ -526,7 +529,8 @@ mod tests {
         super::run_all(
             crate::Stores::from_engine(engine.clone())
                 .with_streams(engine)
-                .with_realtime(std::sync::Arc::new(crate::memory::MemoryBus::new())),
+                .with_realtime(std::sync::Arc::new(crate::memory::MemoryBus::new()))
+                .with_presence(std::sync::Arc::new(crate::memory::MemoryPresence::new())),
         )
         .await;
     }

@@ -46,7 +46,16 @@ impl Connect {
 
 /// Opens `path_and_query` as a WebSocket with extra request headers.
 pub async fn connect(s: &TestServer, path_and_query: &str, headers: &[(&str, &str)]) -> Connect {
-    let url = format!("ws://{}{}", s.addr, path_and_query);
+    connect_at(&s.addr.to_string(), path_and_query, headers).await
+}
+
+/// Opens `path_and_query` on the server at `host_port` (e.g. a spawned binary).
+pub async fn connect_at(
+    host_port: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Connect {
+    let url = format!("ws://{host_port}{path_and_query}");
     let mut request = url.into_client_request().unwrap();
     for (name, value) in headers {
         request.headers_mut().insert(

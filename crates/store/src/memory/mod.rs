@@ -5,9 +5,11 @@
 //! A std mutex is right here: no critical section awaits, and each is a few map operations.
 
 mod bus;
+mod presence;
 mod streams;
 
 pub use bus::MemoryBus;
+pub use presence::MemoryPresence;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;

@@ -1,12 +1,14 @@
 //! The shared suite's checks of `RealtimeBus` (offsets, history and trimming, TTL, delivery
-//! to every listener, signals). Deliveries may be asynchronous (Redis pub/sub), so every
-//! delivery check polls with a deadline.
+//! to every listener, signals) and of `PresenceStore` (leases, limit, transitions once,
+//! sweep, settle). Deliveries may be asynchronous (Redis pub/sub), so every delivery check
+//! polls with a deadline; presence checks pass explicit times, so none sleeps.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::unique;
 use crate::now_ms;
+use crate::presence::{PresenceMember, PresenceStore};
 use crate::realtime::{BusEvent, BusListener, HistoryLimits, RealtimeBus};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -205,4 +207,210 @@ async fn bus_signals(bus: &dyn RealtimeBus, a: &Recorder, b: &Recorder) {
         })
         .await;
     }
+}
+
+fn member(id: &str, info: &str) -> PresenceMember {
+    PresenceMember {
+        id: id.to_string(),
+        info: info.to_string(),
+    }
+}
+
+fn ids(members: &[PresenceMember]) -> Vec<&str> {
+    members.iter().map(|m| m.id.as_str()).collect()
+}
+
+/// Runs every presence check (leases, limit, transitions once, sweep, settle).
+pub async fn run_presence(store: Arc<dyn PresenceStore>) {
+    presence_join_leave_and_transitions(store.as_ref()).await;
+    presence_leases_and_sweep(store.as_ref()).await;
+    presence_settle_once(store.as_ref()).await;
+    presence_refresh_many(store.as_ref()).await;
+}
+
+async fn presence_join_leave_and_transitions(p: &dyn PresenceStore) {
+    let set = unique("u:presence");
+    let now = now_ms();
+    let j = p
+        .join(&set, &member("c1", "one"), now, 60_000, 2)
+        .await
+        .expect("store call");
+    assert!(j.admitted && j.live == 1, "{j:?}");
+    let first = j.online.expect("the first member is a transition");
+    let j = p
+        .join(&set, &member("c2", "two"), now, 60_000, 2)
+        .await
+        .expect("store call");
+    assert_eq!((j.admitted, j.live, j.online), (true, 2, None));
+    let j = p
+        .join(&set, &member("c3", "three"), now, 60_000, 2)
+        .await
+        .expect("store call");
+    assert_eq!(
+        (j.admitted, j.live),
+        (false, 2),
+        "the limit refuses a new id"
+    );
+    let j = p
+        .join(&set, &member("c2", "two again"), now, 60_000, 2)
+        .await
+        .expect("store call");
+    assert_eq!((j.admitted, j.live, j.online), (true, 2, None), "an update");
+    assert_eq!(
+        p.member(&set, "c2", now).await.expect("store call"),
+        Some("two again".to_string())
+    );
+    assert_eq!(p.member(&set, "c3", now).await.expect("store call"), None);
+    let all = p.members(&set, now).await.expect("store call");
+    assert_eq!(ids(&all), ["c1", "c2"]);
+    let l = p.leave(&set, "c1", now).await.expect("store call");
+    assert_eq!((l.live, l.offline), (1, None), "not the last one");
+    let l = p.leave(&set, "c1", now).await.expect("store call");
+    assert_eq!(
+        (l.live, l.offline),
+        (1, None),
+        "leaving twice changes nothing"
+    );
+    let l = p.leave(&set, "c2", now).await.expect("store call");
+    assert_eq!(l.live, 0);
+    let gone = l.offline.expect("the last leave is a transition");
+    assert!(gone > first, "generations grow: {first} then {gone}");
+    let l = p.leave(&set, "c2", now).await.expect("store call");
+    assert_eq!(l.offline, None, "one transition per change");
+    assert!(p.members(&set, now).await.expect("store call").is_empty());
+}
+
+async fn presence_leases_and_sweep(p: &dyn PresenceStore) {
+    let set = unique("u:lease");
+    let other = unique("c:lease");
+    let now = now_ms();
+    p.join(&set, &member("kept", "k"), now, 1_000, 10)
+        .await
+        .expect("store call");
+    p.join(&set, &member("dead", "d"), now, 1_000, 10)
+        .await
+        .expect("store call");
+    p.join(&other, &member("dead", "d2"), now, 1_000, 10)
+        .await
+        .expect("store call");
+    // The node of `kept` refreshes it; the node of `dead` died. A refresh of a member that
+    // left does not bring it back.
+    p.leave(&set, "gone", now).await.expect("store call");
+    let missing = p
+        .refresh(
+            &[
+                (set.clone(), member("kept", "k2")),
+                (set.clone(), member("gone", "g")),
+            ],
+            now + 800,
+            1_000,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(
+        missing,
+        [(set.clone(), "gone".to_string())],
+        "reported, not revived"
+    );
+    let later = now + 1_500;
+    let live = p.members(&set, later).await.expect("store call");
+    assert_eq!(ids(&live), ["kept"], "expired members are not read");
+    assert_eq!(live[0].info, "k2", "a refresh rewrites the info");
+    // Readers skip the dead; one sweep removes them and reports each set once.
+    let mut swept = p.sweep(later, 1_000).await.expect("store call");
+    swept.retain(|e| e.set == set || e.set == other);
+    swept.sort_by(|a, b| a.set.cmp(&b.set));
+    let mut expected = vec![
+        (set.clone(), vec!["dead"], false),
+        (other.clone(), vec!["dead"], true),
+    ];
+    expected.sort();
+    let got: Vec<(String, Vec<&str>, bool)> = swept
+        .iter()
+        .map(|e| (e.set.clone(), ids(&e.members), e.offline.is_some()))
+        .collect();
+    assert_eq!(got, expected, "the emptied set went offline, the other not");
+    assert!(swept.iter().any(|e| e.members[0].info.starts_with('d')));
+    let again = p.sweep(later, 1_000).await.expect("store call");
+    assert!(
+        again.iter().all(|e| e.set != set && e.set != other),
+        "swept once"
+    );
+    // A join after the node died and before a sweep is no transition (still online).
+    let stale = unique("u:stale");
+    p.join(&stale, &member("x", ""), now, 100, 10)
+        .await
+        .expect("store call");
+    let j = p
+        .join(&stale, &member("y", ""), now + 200, 1_000, 1)
+        .await
+        .expect("store call");
+    assert_eq!((j.admitted, j.live, j.online), (true, 1, None), "{j:?}");
+}
+
+async fn presence_settle_once(p: &dyn PresenceStore) {
+    let set = unique("u:settle");
+    let now = now_ms();
+    let on = p
+        .join(&set, &member("a", ""), now, 60_000, 5)
+        .await
+        .expect("store call")
+        .online
+        .expect("online");
+    assert!(!p.settle(&set, on, false).await.expect("store call"));
+    assert!(p.settle(&set, on, true).await.expect("store call"));
+    assert!(
+        !p.settle(&set, on, true).await.expect("store call"),
+        "settled once"
+    );
+    // A reload: offline then online again before anyone settled; neither is announced.
+    let off = p
+        .leave(&set, "a", now)
+        .await
+        .expect("store call")
+        .offline
+        .expect("offline");
+    let back = p
+        .join(&set, &member("b", ""), now, 60_000, 5)
+        .await
+        .expect("store call")
+        .online
+        .expect("online");
+    assert!(
+        !p.settle(&set, off, false).await.expect("store call"),
+        "superseded"
+    );
+    assert!(
+        !p.settle(&set, back, true).await.expect("store call"),
+        "already announced online"
+    );
+    let off = p
+        .leave(&set, "b", now)
+        .await
+        .expect("store call")
+        .offline
+        .expect("offline");
+    assert!(p.settle(&set, off, false).await.expect("store call"));
+}
+
+/// A renewal of more members than an engine may send in one call (batching).
+async fn presence_refresh_many(p: &dyn PresenceStore) {
+    let set = unique("c:many");
+    let now = now_ms();
+    let mut batch = Vec::new();
+    for i in 0..1_001 {
+        let m = member(&format!("m{i:04}"), "x");
+        p.join(&set, &m, now, 1_000, usize::MAX)
+            .await
+            .expect("store call");
+        batch.push((set.clone(), m));
+    }
+    batch.push((set.clone(), member("never-joined", "x")));
+    let missing = p
+        .refresh(&batch, now + 800, 1_000)
+        .await
+        .expect("store call");
+    assert_eq!(missing, [(set.clone(), "never-joined".to_string())]);
+    let live = p.members(&set, now + 1_500).await.expect("store call");
+    assert_eq!(live.len(), 1_001, "every member renewed");
 }
