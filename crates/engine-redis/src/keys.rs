@@ -24,11 +24,12 @@
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
 //! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
 //! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
-//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes), `fence` (greatest sealing-lease token that sealed it) |
+//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes), `fence` (greatest sealing-lease token that sealed it), `pend` (Redis Cluster only: a fork creation or deletion in flight, `<nonce> <deadline ms> <c or d> <source path>`) |
 //! | `P:{st:esc(path)}:c` | STREAM | its hot chunks: entry id `<offset>-1`, one field `d` = the bytes |
 //! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
 //! | `P:{st:esc(path)}:p` | HASH | its idempotent producers: id -> `<used_at> <state bytes>` |
 //! | `P:{st:esc(path)}:pu` | ZSET | the same ids scored by `used_at` (least recently used first: the eviction order) |
+//! | `P:{st:esc(path)}:fk` | HASH | fork links in flight on Redis Cluster (see `stream_forks.rs`): nonce -> `live <fork path>` (the source's half of a fork creation or deletion happened) or `dead` (aborted by a repair); removed with the stream |
 //! | `P:{seal}:lease` | HASH | the cold tier's sealing lease: `holder` (node id), `token`; `PEXPIRE` = the lease's TTL |
 //! | `P:{seal}:fence` | STRING | counter of sealing-lease fencing tokens (`INCR` per takeover) |
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
@@ -38,10 +39,12 @@
 //! | `P:{r:esc(channel)}:log` | STREAM | realtime channel history: entry id `<offset>-0`, fields `t` (publish ms), `p` (payload); same TTL |
 //! | `P:rt:bus` | pub/sub channel | realtime deliveries to every node (`m` + JSON message, `s` + signal) |
 //!
-//! A stream's five keys share its hash tag, so create, commit (tail check + chunks + metadata +
+//! A stream's keys share its hash tag, so create, commit (tail check + chunks + metadata +
 //! producer rows + notification), seal and delete are each one script. Fork creation and
-//! deletion also rewrite the source's metadata hash: one script over two hash tags (valid on
-//! a standalone Redis; see `stream_scripts.rs` for Cluster). The expiry index and the name index
+//! deletion also rewrite the source's metadata hash: on a standalone Redis one script over
+//! two hash tags; on Redis Cluster, where a script cannot span slots, a protocol of
+//! single-slot scripts (`stream_forks.rs`). No other script or multi-key command spans two
+//! hash tags (the cluster test suite proves it: Redis Cluster refuses them with `CROSSSLOT`). The expiry index and the name index
 //! span streams, so they are separate keys updated right after the script in the same round
 //! trip; readers verify every index entry against the stream's own hash (see `streams.rs`).
 //! The expiry index is split into partitions, each its own hash tag, so on Redis Cluster the
@@ -231,6 +234,11 @@ impl Keys {
             format!("{base}:p"),
             format!("{base}:pu"),
         ]
+    }
+
+    /// A stream's fork links in flight (Redis Cluster), under the stream's hash tag.
+    pub fn stream_fork_links(&self, path: &str) -> String {
+        format!("{}:{{st:{}}}:fk", self.prefix, escape(path))
     }
 
     /// The expiry-index partition of `path`.

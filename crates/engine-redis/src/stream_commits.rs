@@ -11,7 +11,6 @@
 
 use std::time::Instant;
 
-use redis::aio::ConnectionManager;
 use sessiond_store::{
     Commit, CommitTicket, ProducerRecord, ProducerUpdate, Result, StoreError, StreamChunk,
     StreamMeta,
@@ -43,7 +42,7 @@ pub(crate) struct Pending {
 pub(crate) type CommitQueue = mpsc::UnboundedSender<Pending>;
 
 /// Starts the writer task that sends queued commits.
-pub(crate) fn start_commit_queue(con: ConnectionManager, keys: Keys, node: String) -> CommitQueue {
+pub(crate) fn start_commit_queue(con: crate::conn::Con, keys: Keys, node: String) -> CommitQueue {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run_commits(con, keys, node, rx));
     tx
@@ -80,7 +79,7 @@ fn commit_cmd(keys: &Keys, node: &str, p: &Pending) -> redis::Cmd {
 }
 
 async fn run_commits(
-    mut con: ConnectionManager,
+    mut con: crate::conn::Con,
     keys: Keys,
     node: String,
     mut rx: mpsc::UnboundedReceiver<Pending>,
