@@ -337,14 +337,19 @@ impl EngineAdmin for RedisEngine {
     }
 
     async fn ping(&self) -> Result<()> {
-        let pong: String = self.query("ping", &redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
-                "unexpected PING reply {pong:?}"
-            )))
+        // On a cluster: every master the slot map names (a dead one makes its slots fail).
+        let con = self.con()?;
+        let masters = self.timed("ping", con.masters()).await?;
+        for node in &masters {
+            let ping = redis::cmd("PING");
+            let pong: String = self.timed("ping", con.query_on(node, &ping)).await?;
+            if pong != "PONG" {
+                return Err(StoreError::Unavailable(format!(
+                    "unexpected PING reply {pong:?}"
+                )));
+            }
         }
+        Ok(())
     }
 
     async fn close(&self) -> Result<()> {

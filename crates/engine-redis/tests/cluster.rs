@@ -30,6 +30,25 @@ async fn redis_cluster_passes_the_shared_suite() {
 }
 
 #[tokio::test]
+async fn a_dead_master_fails_the_ping() {
+    let mut cluster = RedisCluster::start();
+    let engine = RedisEngine::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    engine.ping().await.unwrap();
+    cluster.kill_node(2);
+    // PING goes to every master, so readiness (`/readyz`) reports the dead one.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while engine.ping().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "ping still succeeds with a master down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn no_seed_is_refused() {
     assert!(RedisEngine::connect_cluster(&[], RedisOptions::default())
         .await

@@ -123,6 +123,13 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
+    /// Kills master `i` with SIGKILL (no replica takes over: its slots become unreachable).
+    pub fn kill_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+
     /// Seed URLs of every master (any one would do; the client discovers the rest).
     pub fn urls(&self) -> Vec<String> {
         self.ports()
