@@ -345,6 +345,30 @@ mod tests {
         assert_eq!(encoded, expected);
     }
 
+    /// The keys one script or one atomic change touches share a Redis Cluster slot, whatever
+    /// the user-controlled parts (the cluster suite proves it end to end; this catches a key
+    /// change early).
+    #[test]
+    fn keys_of_one_atomic_change_share_a_slot() {
+        use redis::cluster_routing::Slot;
+        let k = Keys::new("p");
+        let same = |keys: &[String]| {
+            let first = Slot::for_key(&keys[0]);
+            for key in keys {
+                assert_eq!(Slot::for_key(key), first, "{key} vs {}", keys[0]);
+            }
+        };
+        for part in ["a", "a}b", "{x}", "ü:%"] {
+            let mut stream = k.stream(part).to_vec();
+            stream.push(k.stream_fork_links(part));
+            same(&stream);
+            same(&[k.cache_entry(part, "k{1}"), k.cache_index(part)]);
+            same(&[k.rt_meta(part), k.rt_log(part)]);
+        }
+        same(&[k.alarms_due(), k.alarms_lex(), k.alarms_records()]);
+        same(&k.seal_lease());
+    }
+
     #[test]
     fn prefix_ranges() {
         assert_eq!(lex_prefix_range(b""), (b"-".to_vec(), b"+".to_vec()));

@@ -54,3 +54,53 @@ async fn no_seed_is_refused() {
         .await
         .is_err());
 }
+
+/// The wake subscriber sits on the first seed; when that node dies it moves to the next seed
+/// (a cluster forwards every `PUBLISH` to every node, so any node will do) and resyncs.
+#[tokio::test]
+async fn the_subscriber_moves_to_another_seed_when_its_node_dies() {
+    use sessiond_store::{StreamWake, StreamWakes};
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = RedisCluster::start();
+    let engine = RedisEngine::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    engine.listen(Arc::new(move |wake: StreamWake<'_>| {
+        let what = match wake {
+            StreamWake::Changed(path) => path.to_string(),
+            StreamWake::Resync => "<resync>".to_string(),
+        };
+        sink.lock().unwrap().push(what);
+    }));
+    let count = |what: &str| seen.lock().unwrap().iter().filter(|w| *w == what).count();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while count("<resync>") < 1 {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cluster.kill_node(0);
+    // Notifications published on a surviving node reach the subscriber again (it resynced).
+    let survivor = redis::Client::open(cluster.urls()[1].as_str()).unwrap();
+    let mut con = survivor.get_multiplexed_async_connection().await.unwrap();
+    while count("after/failover") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber did not move to another seed"
+        );
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("sessiond:streams:wake")
+            .arg("other-node 5 1700000000000 after/failover")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        count("<resync>") >= 2,
+        "a resync after the move: {:?}",
+        seen.lock().unwrap()
+    );
+}
