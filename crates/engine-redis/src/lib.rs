@@ -14,6 +14,9 @@
 //!   `EVALSHA`.
 //! - **Cluster-friendly keys.** All keys of one object share a hash tag ([`keys`]); updates
 //!   that span objects (record + index) are separate calls ordered so readers stay correct.
+//!   The one change that must span two objects atomically, a stream fork and its source's
+//!   count, is one script on a standalone server and a single-slot protocol on a cluster
+//!   (`stream_forks`).
 //! - **Native TTLs plus caller time.** Session hashes and cache entries carry `PEXPIREAT`, so
 //!   Redis drops them by itself; reads still compare stored deadlines with the caller's `now`,
 //!   so an expired record is never returned. The sweepers only tidy index entries.
