@@ -211,3 +211,105 @@ fn seed_urls_without_cluster_mode_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Forks made on A while B appends to their source: each fork's link races B's commits on the
+/// source's slot and is decided again on fresh metadata, so the source ends up counting
+/// exactly its forks (it goes away with the last one, not before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_race_appends_on_a_redis_cluster() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let cluster = RedisCluster::start();
+    let (a, b) = (node(&cluster), node(&cluster));
+    let http = reqwest::Client::new();
+    let src = "/v1/stream/race/src";
+    let res = http
+        .put(a.url(src))
+        .bearer_auth(KEY)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicUsize::new(0));
+    let appender = {
+        let (http, url, stop, appended) =
+            (http.clone(), b.url(src), stop.clone(), appended.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "text/plain")
+                    .body("a;")
+                    .send()
+                    .await
+                    .unwrap();
+                match res.status().as_u16() {
+                    204 => {
+                        appended.fetch_add(1, Ordering::Relaxed);
+                    }
+                    410 => break,
+                    other => panic!("append answered {other}"),
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while appended.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "B never appended");
+        tokio::task::yield_now().await;
+    }
+    const FORKS: usize = 6;
+    for i in 0..FORKS {
+        let res = http
+            .put(a.url(&format!("/v1/stream/race/fork-{i}")))
+            .bearer_auth(KEY)
+            .header("content-type", "text/plain")
+            .header("stream-forked-from", src)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        assert_eq!(status, 201, "fork {i}: {}", res.text().await.unwrap());
+    }
+    // Soft-deleted while forks read it; B's appends then stop with 410.
+    let res = http
+        .delete(a.url(src))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    stop.store(true, Ordering::Relaxed);
+    appender.await.unwrap();
+    let status = |n: &binary::Binary, path: String| {
+        let req = http
+            .get(n.url(&format!("{path}?offset=-1")))
+            .bearer_auth(KEY);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for i in 0..FORKS {
+        let fork = format!("/v1/stream/race/fork-{i}");
+        assert_eq!(
+            status(&b, src.to_string()).await,
+            410,
+            "before fork {i} goes"
+        );
+        let res = http
+            .delete(b.url(&fork))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(status(&a, fork).await, 404);
+    }
+    assert_eq!(
+        status(&a, src.to_string()).await,
+        404,
+        "gone with its last fork"
+    );
+}
