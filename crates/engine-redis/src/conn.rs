@@ -119,6 +119,11 @@ pub(crate) async fn pubsub_any(
 }
 
 impl Con {
+    /// Whether this is a cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Con::Cluster(_))
+    }
+
     /// The masters of the cluster as `(host, port)` (from `CLUSTER SLOTS`); a standalone
     /// server is its own single "master", named by `None`.
     pub(crate) async fn masters(&self) -> RedisResult<Vec<Option<(String, u16)>>> {

@@ -180,7 +180,7 @@ impl RedisEngine {
 
     /// Whether the engine runs on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.con, Con::Cluster(_))
+        self.con.is_cluster()
     }
 
     async fn start(

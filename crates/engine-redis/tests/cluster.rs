@@ -104,3 +104,82 @@ async fn the_subscriber_moves_to_another_seed_when_its_node_dies() {
         seen.lock().unwrap()
     );
 }
+
+/// With one master down, commits to streams of the other masters still succeed, even when
+/// they share a batch (and a pipeline) with commits to the dead master's streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_fails_only_the_commits_of_its_slots() {
+    use sessiond_store::testsuite::{stream_chunk, stream_meta};
+    use sessiond_store::{Commit, Durability, ProducerUpdate, StreamStore};
+
+    let mut cluster = RedisCluster::start();
+    let engine = RedisEngine::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    let keys = sessiond_engine_redis::keys::Keys::new("sessiond");
+    let paths: Vec<String> = (0..40).map(|i| format!("part/{i}")).collect();
+    for p in &paths {
+        let created = engine
+            .create_stream(&stream_meta(p, 0, b"s"), &[], Durability::Confirmed)
+            .await
+            .unwrap();
+        assert!(created);
+    }
+    // Which master owns each stream (asked of a surviving node).
+    let dead_port = cluster.ports()[2];
+    let mut con = redis::Client::open(cluster.urls()[0].as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut dead_ranges = Vec::new();
+    for range in slots {
+        let start: i64 = redis::from_redis_value(range[0].clone()).unwrap();
+        let end: i64 = redis::from_redis_value(range[1].clone()).unwrap();
+        let master: Vec<redis::Value> = redis::from_redis_value(range[2].clone()).unwrap();
+        let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+        if port == dead_port {
+            dead_ranges.push(start..=end);
+        }
+    }
+    let mut on_dead = Vec::new();
+    for p in &paths {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&keys.stream(p)[0])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        on_dead.push(dead_ranges.iter().any(|r| r.contains(&slot)));
+    }
+    assert!(on_dead.iter().any(|d| *d) && on_dead.iter().any(|d| !*d));
+
+    cluster.kill_node(2);
+    let mut tickets = Vec::new();
+    for p in &paths {
+        let ticket = engine
+            .commit_enqueue(
+                p,
+                0,
+                vec![stream_chunk(0, 3)],
+                stream_meta(p, 3, b"s"),
+                ProducerUpdate::default(),
+                Durability::Confirmed,
+            )
+            .await
+            .unwrap();
+        tickets.push(ticket);
+    }
+    for ((p, ticket), dead) in paths.iter().zip(tickets).zip(on_dead) {
+        match ticket.await {
+            Ok(Commit::Written) => assert!(!dead, "{p} committed on a dead master"),
+            Err(_) => assert!(dead, "{p} failed although its master is up"),
+            Ok(other) => panic!("{p}: {other:?}"),
+        }
+    }
+}
