@@ -28,6 +28,40 @@ start_redis() {
   return 1
 }
 
+# start_redis_cluster DIR: starts a 3-master Redis Cluster (no replicas, no persistence) on
+# free loopback ports with its files under DIR, joins it with `redis-cli --cluster create` and
+# waits until every node reports cluster_state:ok; sets REDIS_CLUSTER_URLS (a TOML/env list
+# of seed URLs) and REDIS_CLUSTER_PIDS.
+start_redis_cluster() {
+  local dir="$1" i port bus ports=() _
+  REDIS_CLUSTER_PIDS=""
+  for i in 1 2 3; do
+    mkdir -p "$dir/node$i"
+    port=$(free_port); bus=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/node$i" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$dir/node$i/nodes.conf" \
+      --cluster-node-timeout 2000 >"$dir/node$i/redis.log" 2>&1 &
+    REDIS_CLUSTER_PIDS="$REDIS_CLUSTER_PIDS $!"
+    for _ in $(seq 1 100); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+    ports+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${ports[@]}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1 \
+    || { cat "$dir/create.log" >&2; echo "redis-cli --cluster create failed" >&2; return 1; }
+  for _ in $(seq 1 300); do
+    local ok=1 p
+    for p in "${ports[@]}"; do
+      redis-cli -p "${p##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=0
+    done
+    [ "$ok" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$ok" = 1 ] || { echo "the redis cluster did not reach cluster_state:ok" >&2; return 1; }
+  REDIS_CLUSTER_URLS="[$(printf 'redis://%s/,' "${ports[@]}" | sed 's/,$//')]"
+}
+
 # wait_listening LOG PID: prints the address a sessiond started with `--listen 127.0.0.1:0`
 # and JSON logs reports in LOG; fails if it exits or does not report within 20 s.
 wait_listening() {

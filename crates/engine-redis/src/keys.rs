@@ -24,11 +24,12 @@
 //! | `P:{alarms}:due` | ZSET | every alarm: member = [`alarm_member`], score = due_at (due scanning) |
 //! | `P:{alarms}:lex` | ZSET | every alarm: same member, score 0 (per-object listing by lexicographic prefix) |
 //! | `P:{alarms}:rec` | HASH | every alarm: member -> the `AlarmRecord` as JSON |
-//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes), `fence` (greatest sealing-lease token that sealed it) |
+//! | `P:{st:esc(path)}:m` | HASH | one stream's metadata: `tail`, `exp` (absent = never), `state` (opaque bytes), `fence` (greatest sealing-lease token that sealed it), `pend` (Redis Cluster only: a fork creation or deletion in flight, `<nonce> <deadline ms> <c or d> <source path>`) |
 //! | `P:{st:esc(path)}:c` | STREAM | its hot chunks: entry id `<offset>-1`, one field `d` = the bytes |
 //! | `P:{st:esc(path)}:g` | LIST | its cold segments in offset order: `<start> <end> <object key>` |
 //! | `P:{st:esc(path)}:p` | HASH | its idempotent producers: id -> `<used_at> <state bytes>` |
 //! | `P:{st:esc(path)}:pu` | ZSET | the same ids scored by `used_at` (least recently used first: the eviction order) |
+//! | `P:{st:esc(path)}:fk` | HASH | fork links in flight on Redis Cluster (see `stream_forks.rs`): nonce -> `live <fork path>` (the source's half of a fork creation or deletion happened) or `dead` (aborted by a repair); removed with the stream |
 //! | `P:{seal}:lease` | HASH | the cold tier's sealing lease: `holder` (node id), `token`; `PEXPIRE` = the lease's TTL |
 //! | `P:{seal}:fence` | STRING | counter of sealing-lease fencing tokens (`INCR` per takeover) |
 //! | `P:{stx:NN}:exp` | ZSET | expiry index partition `NN` (00..15, by a hash of the path): member = raw path, score = expires_at |
@@ -42,10 +43,12 @@
 //! | `P:{p:esc(set)}:s` | HASH | the set's transitions: `on` (non-empty as of the last transition), `g` (generation), `em` (last settled state); `PEXPIRE` 24 h |
 //! | `P:rtp:index` | ZSET | presence sets to sweep: member = raw set name, score = earliest lease end among its members |
 //!
-//! A stream's five keys share its hash tag, so create, commit (tail check + chunks + metadata +
+//! A stream's keys share its hash tag, so create, commit (tail check + chunks + metadata +
 //! producer rows + notification), seal and delete are each one script. Fork creation and
-//! deletion also rewrite the source's metadata hash: one script over two hash tags (valid on
-//! a standalone Redis; see `stream_scripts.rs` for Cluster). The expiry index and the name index
+//! deletion also rewrite the source's metadata hash: on a standalone Redis one script over
+//! two hash tags; on Redis Cluster, where a script cannot span slots, a protocol of
+//! single-slot scripts (`stream_forks.rs`). No other script or multi-key command spans two
+//! hash tags (the cluster test suite proves it: Redis Cluster refuses them with `CROSSSLOT`). The expiry index and the name index
 //! span streams, so they are separate keys updated right after the script in the same round
 //! trip; readers verify every index entry against the stream's own hash (see `streams.rs`).
 //! The expiry index is split into partitions, each its own hash tag, so on Redis Cluster the
@@ -237,6 +240,11 @@ impl Keys {
         ]
     }
 
+    /// A stream's fork links in flight (Redis Cluster), under the stream's hash tag.
+    pub fn stream_fork_links(&self, path: &str) -> String {
+        format!("{}:{{st:{}}}:fk", self.prefix, escape(path))
+    }
+
     /// The expiry-index partition of `path`.
     pub fn stream_expiry(&self, path: &str) -> String {
         self.stream_expiry_partition(stream_partition(path))
@@ -354,6 +362,30 @@ mod tests {
             .map(|(a, b, c)| alarm_member(a, b, c))
             .collect();
         assert_eq!(encoded, expected);
+    }
+
+    /// The keys one script or one atomic change touches share a Redis Cluster slot, whatever
+    /// the user-controlled parts (the cluster suite proves it end to end; this catches a key
+    /// change early).
+    #[test]
+    fn keys_of_one_atomic_change_share_a_slot() {
+        use redis::cluster_routing::Slot;
+        let k = Keys::new("p");
+        let same = |keys: &[String]| {
+            let first = Slot::for_key(&keys[0]);
+            for key in keys {
+                assert_eq!(Slot::for_key(key), first, "{key} vs {}", keys[0]);
+            }
+        };
+        for part in ["a", "a}b", "{x}", "ü:%"] {
+            let mut stream = k.stream(part).to_vec();
+            stream.push(k.stream_fork_links(part));
+            same(&stream);
+            same(&[k.cache_entry(part, "k{1}"), k.cache_index(part)]);
+            same(&[k.rt_meta(part), k.rt_log(part)]);
+        }
+        same(&[k.alarms_due(), k.alarms_lex(), k.alarms_records()]);
+        same(&k.seal_lease());
     }
 
     #[test]

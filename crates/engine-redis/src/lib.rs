@@ -6,12 +6,17 @@
 //!
 //! - **One connection, multiplexed.** A [`redis::aio::ConnectionManager`] pipelines every
 //!   caller's commands over one socket and reconnects on its own; a dead server surfaces as
-//!   [`StoreError::Unavailable`], never as a panic.
+//!   [`StoreError::Unavailable`], never as a panic. On Redis Cluster
+//!   ([`RedisEngine::connect_cluster`]) the client's cluster connection does the same per
+//!   master and routes by slot (module `conn`).
 //! - **Atomicity by Lua.** Every compare-and-set (replace, insert-if-absent, touch, guarded
 //!   alarm delete, cache namespace admission) is one script (module `scripts`), sent with
 //!   `EVALSHA`.
 //! - **Cluster-friendly keys.** All keys of one object share a hash tag ([`keys`]); updates
 //!   that span objects (record + index) are separate calls ordered so readers stay correct.
+//!   The one change that must span two objects atomically, a stream fork and its source's
+//!   count, is one script on a standalone server and a single-slot protocol on a cluster
+//!   (`stream_forks`).
 //! - **Native TTLs plus caller time.** Session hashes and cache entries carry `PEXPIREAT`, so
 //!   Redis drops them by itself; reads still compare stored deadlines with the caller's `now`,
 //!   so an expired record is never returned. The sweepers only tidy index entries.
@@ -24,13 +29,14 @@
 //! like `Confirmed` (Redis offers no cheaper acknowledgement).
 //!
 //! Module map:
+//! - `conn`: the command connection (standalone or cluster; pipelines split by slot).
 //! - [`keys`]: the key scheme (table) and escaping of user-controlled parts.
 //! - `scripts`: the Lua scripts (one per atomic operation).
 //! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index).
 //! - `cache`: [`sessiond_store::CacheStore`] (namespaced entries, namespace registry for the limit).
 //! - `objects`: [`sessiond_store::ObjectStore`] (object state, per-kind index, alarms).
 //! - `streams`, `stream_commits`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash
-//!   tag per stream, pipelined commits); `stream_wakes`: [`sessiond_store::StreamWakes`] (tail
+//!   tag per stream, pipelined commits); `stream_forks`: forks on Redis Cluster (two slots); `stream_wakes`: [`sessiond_store::StreamWakes`] (tail
 //!   notifications over pub/sub).
 //! - `realtime`: [`sessiond_store::RealtimeBus`] (channel logs in Redis Streams, pub/sub to
 //!   every node; see [`RedisEngine::realtime_bus`]).
@@ -47,12 +53,14 @@
 pub mod keys;
 
 mod cache;
+mod conn;
 mod objects;
 mod presence;
 mod realtime;
 mod scripts;
 mod sessions;
 mod stream_commits;
+mod stream_forks;
 mod stream_scripts;
 mod stream_wakes;
 mod streams;
@@ -66,9 +74,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
 use redis::{FromRedisValue, RedisError};
 use sessiond_store::{EngineAdmin, Result, StoreError};
 
+use crate::conn::Con;
 use crate::keys::Keys;
 use crate::scripts::Scripts;
 
@@ -93,9 +103,11 @@ impl Default for RedisOptions {
 /// The Redis engine: implements `SessionStore`, `CacheStore`, `ObjectStore`, `StreamStore`,
 /// `StreamWakes`, `SealLease` and [`EngineAdmin`] of `sessiond_store`.
 pub struct RedisEngine {
-    con: ConnectionManager,
-    /// For connections of their own (the pub/sub subscriber).
-    client: redis::Client,
+    con: Con,
+    /// For connections of their own (the pub/sub subscribers): the server, or the cluster's
+    /// seed nodes (a subscriber uses the first that answers; classic `PUBLISH` reaches every
+    /// node of a cluster).
+    seeds: Arc<Vec<redis::Client>>,
     /// Names this instance in tail notifications.
     node: String,
     /// Queue of the stream commit writer task.
@@ -107,8 +119,9 @@ pub struct RedisEngine {
     keys: Keys,
     scripts: Scripts,
     closed: AtomicBool,
-    /// `SCAN` cursor of the session-index sweeper (resumes where the last sweep stopped).
-    session_sweep_cursor: Mutex<u64>,
+    /// `SCAN` position of the session-index sweeper (resumes where the last sweep stopped):
+    /// the rank of the master it walks (always 0 on a standalone server) and its cursor there.
+    session_sweep_cursor: Mutex<(usize, u64)>,
     /// Rank in the namespace registry where the cache sweeper resumes.
     cache_sweep_cursor: Mutex<usize>,
     /// The same for the registry of reserved namespaces.
@@ -127,26 +140,63 @@ impl RedisEngine {
     /// Connects to `url` (`redis://[user:pass@]host:port/db`, `rediss://` for TLS when the
     /// client supports it) and checks the server answers.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<RedisEngine>> {
-        if options.key_prefix.contains(['{', '}']) {
-            return Err(StoreError::Unavailable(
-                "invalid redis key prefix: it must not contain `{` or `}`".into(),
-            ));
-        }
+        check_prefix(&options)?;
         let client = redis::Client::open(url).map_err(map_err)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
         let con = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(map_err)?;
+        Self::start(Con::Single(con), vec![client], options).await
+    }
+
+    /// Connects to a Redis Cluster through its seed nodes `urls` (any masters or replicas;
+    /// the client discovers the rest with `CLUSTER SLOTS`) and checks it answers. Commands
+    /// are routed by slot and follow `MOVED`/`ASK`; see the module `conn` for pipelines.
+    pub async fn connect_cluster(
+        urls: &[String],
+        options: RedisOptions,
+    ) -> Result<Arc<RedisEngine>> {
+        check_prefix(&options)?;
+        if urls.is_empty() {
+            return Err(StoreError::Unavailable(
+                "redis cluster: no seed url configured".into(),
+            ));
+        }
+        let cluster = ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(3)
+            .build()
+            .map_err(map_err)?;
+        let con = cluster.get_async_connection().await.map_err(map_err)?;
+        let seeds = urls
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()))
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(map_err)?;
+        Self::start(Con::Cluster(con), seeds, options).await
+    }
+
+    /// Whether the engine runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.con.is_cluster()
+    }
+
+    async fn start(
+        con: Con,
+        seeds: Vec<redis::Client>,
+        options: RedisOptions,
+    ) -> Result<Arc<RedisEngine>> {
         let keys = Keys::new(&options.key_prefix);
         let node = stream_wakes::node_id();
         let commits = stream_commits::start_commit_queue(con.clone(), keys.clone(), node.clone());
         let engine = Arc::new(RedisEngine {
             con,
-            client,
+            seeds: Arc::new(seeds),
             node,
             commits,
             wake_sinks: Arc::default(),
@@ -154,7 +204,7 @@ impl RedisEngine {
             keys,
             scripts: Scripts::new(),
             closed: AtomicBool::new(false),
-            session_sweep_cursor: Mutex::new(0),
+            session_sweep_cursor: Mutex::new((0, 0)),
             cache_sweep_cursor: Mutex::new(0),
             cache_sweep_cursor_reserved: Mutex::new(0),
         });
@@ -162,19 +212,30 @@ impl RedisEngine {
         Ok(engine)
     }
 
+    /// A realtime bus on the engine's server or cluster (its command connection, plus one
+    /// subscriber connection of its own). One per node: each starts a subscriber task.
+    pub fn shared_realtime_bus(&self) -> Result<Arc<RedisBus>> {
+        Ok(Arc::new(RedisBus::start(
+            self.con()?,
+            self.seeds.clone(),
+            self.keys.clone(),
+        )))
+    }
+
     /// A realtime bus on the server at `url` (the engine's command connection, plus one
     /// subscriber connection of its own). One per node: each starts a subscriber task.
+    /// (Kept for callers that name the URL; the bus subscribes to `url`.)
     pub fn realtime_bus(&self, url: &str) -> Result<Arc<RedisBus>> {
         let client = redis::Client::open(url).map_err(map_err)?;
         Ok(Arc::new(RedisBus::start(
             self.con()?,
-            client,
+            Arc::new(vec![client]),
             self.keys.clone(),
         )))
     }
 
     /// A handle on the shared connection, or `Unavailable` once closed.
-    fn con(&self) -> Result<ConnectionManager> {
+    fn con(&self) -> Result<Con> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable("redis engine closed".into()));
         }
@@ -218,6 +279,21 @@ impl RedisEngine {
         let mut con = self.con()?;
         self.timed(op, inv.invoke_async(&mut con)).await
     }
+}
+
+/// How long connecting to a server (or a cluster node) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one reply may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a key prefix with braces (they would break Cluster hash tags).
+fn check_prefix(options: &RedisOptions) -> Result<()> {
+    if options.key_prefix.contains(['{', '}']) {
+        return Err(StoreError::Unavailable(
+            "invalid redis key prefix: it must not contain `{` or `}`".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Maps a client error: undecodable replies are `Corrupt`, everything else `Unavailable`.
@@ -267,14 +343,19 @@ impl EngineAdmin for RedisEngine {
     }
 
     async fn ping(&self) -> Result<()> {
-        let pong: String = self.query("ping", &redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
-                "unexpected PING reply {pong:?}"
-            )))
+        // On a cluster: every master the slot map names (a dead one makes its slots fail).
+        let con = self.con()?;
+        let masters = self.timed("ping", con.masters()).await?;
+        for node in &masters {
+            let ping = redis::cmd("PING");
+            let pong: String = self.timed("ping", con.query_on(node, &ping)).await?;
+            if pong != "PONG" {
+                return Err(StoreError::Unavailable(format!(
+                    "unexpected PING reply {pong:?}"
+                )));
+            }
         }
+        Ok(())
     }
 
     async fn close(&self) -> Result<()> {

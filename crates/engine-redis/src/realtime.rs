@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use sessiond_store::realtime::{
     BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus,
 };
 use sessiond_store::{Millis, Result, StoreError};
 
+use crate::conn::Con;
 use crate::keys::Keys;
 use crate::{lock, map_err, redis_count};
 
@@ -86,7 +86,7 @@ type Listeners = Arc<Shared>;
 
 /// The Redis [`RealtimeBus`]. Dropping it ends its subscriber task.
 pub struct RedisBus {
-    con: ConnectionManager,
+    con: Con,
     keys: Keys,
     publish: Script,
     history: Script,
@@ -104,15 +104,11 @@ struct Wire {
 }
 
 impl RedisBus {
-    /// A bus on `con` (commands) and `client` (its own subscriber connection), with the keys
-    /// of `keys`. Starts the subscriber task.
-    pub(crate) fn start(con: ConnectionManager, client: redis::Client, keys: Keys) -> RedisBus {
+    /// A bus on `con` (commands) and the first answering of `seeds` (its own subscriber
+    /// connection), with the keys of `keys`. Starts the subscriber task.
+    pub(crate) fn start(con: Con, seeds: Arc<Vec<redis::Client>>, keys: Keys) -> RedisBus {
         let listeners: Listeners = Arc::default();
-        tokio::spawn(subscriber(
-            client,
-            keys.rt_bus(),
-            Arc::downgrade(&listeners),
-        ));
+        tokio::spawn(subscriber(seeds, keys.rt_bus(), Arc::downgrade(&listeners)));
         RedisBus {
             con,
             keys,
@@ -267,13 +263,14 @@ fn deliver(shared: &Weak<Shared>, event: &BusEvent) -> bool {
 }
 
 /// The subscriber: one pub/sub connection, re-established after any failure.
-async fn subscriber(client: redis::Client, channel: String, listeners: Weak<Shared>) {
+async fn subscriber(seeds: Arc<Vec<redis::Client>>, channel: String, listeners: Weak<Shared>) {
     let mut delay = Duration::from_millis(100);
+    let mut seed = 0;
     loop {
         if listeners.strong_count() == 0 {
             return;
         }
-        if let Ok(mut pubsub) = client.get_async_pubsub().await {
+        if let Some(mut pubsub) = crate::conn::pubsub_any(&seeds, &mut seed).await {
             if pubsub.subscribe(&channel).await.is_ok() {
                 delay = Duration::from_millis(100);
                 metrics::counter!("sessiond_realtime_bus_subscriptions_total").increment(1);

@@ -222,6 +222,11 @@ pub struct Scripts {
     pub stream_fork_create: Script,
     pub stream_fork_delete: Script,
     pub seal_lease: Script,
+    pub fork_prepare_create: Script,
+    pub fork_prepare_delete: Script,
+    pub fork_link: Script,
+    pub fork_abort: Script,
+    pub fork_settle: Script,
 }
 
 fn with_helpers(body: &str) -> Script {
@@ -257,6 +262,11 @@ impl Scripts {
             stream_fork_create: Script::new(crate::stream_scripts::FORK_CREATE),
             stream_fork_delete: Script::new(crate::stream_scripts::FORK_DELETE),
             seal_lease: Script::new(crate::stream_scripts::SEAL_LEASE),
+            fork_prepare_create: Script::new(crate::stream_forks::PREPARE_CREATE),
+            fork_prepare_delete: Script::new(crate::stream_forks::PREPARE_DELETE),
+            fork_link: Script::new(crate::stream_forks::LINK),
+            fork_abort: Script::new(crate::stream_forks::ABORT),
+            fork_settle: Script::new(crate::stream_forks::SETTLE),
         }
     }
 }

@@ -275,9 +275,16 @@ impl SessionStore for RedisEngine {
 
     async fn sweep_sessions(&self, _now: Millis, batch: usize) -> Result<usize> {
         // Redis expires the hashes natively; what is left are index members pointing at them.
-        // Walk the per-user indexes with SCAN, resuming where the last sweep stopped.
+        // Walk the per-user indexes with SCAN, resuming where the last sweep stopped. SCAN
+        // walks one server's keys, so on a cluster the sweep walks the masters in turn.
         let batch = batch.clamp(1, crate::MAX_SWEEP_BATCH);
-        let cursor = *lock(&self.session_sweep_cursor);
+        let (rank, cursor) = *lock(&self.session_sweep_cursor);
+        let con = self.con()?;
+        let masters = self.timed("session_sweep_nodes", con.masters()).await?;
+        let rank = rank % masters.len().max(1);
+        let Some(node) = masters.get(rank) else {
+            return Ok(0);
+        };
         let scan = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -287,8 +294,14 @@ impl SessionStore for RedisEngine {
             .arg("TYPE")
             .arg("zset")
             .clone();
-        let (next, indexes): (u64, Vec<String>) = self.query("session_sweep_scan", &scan).await?;
-        *lock(&self.session_sweep_cursor) = next;
+        let (next, indexes): (u64, Vec<String>) = self
+            .timed("session_sweep_scan", con.query_on(node, &scan))
+            .await?;
+        *lock(&self.session_sweep_cursor) = if next == 0 {
+            (rank + 1, 0)
+        } else {
+            (rank, next)
+        };
         let mut budget = batch;
         let mut removed = 0;
         for index in indexes {

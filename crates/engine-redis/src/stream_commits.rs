@@ -7,11 +7,12 @@
 //! the expected tail, so a commit queued behind a failed one fails too, and commits from
 //! several nodes to one stream are totally ordered with no gap or duplicate. `EVAL` (not
 //! `EVALSHA`) inside the pipeline: a restarted Redis has no script cache, and a `NOSCRIPT` in
-//! the middle of a pipeline would fail commits the queue already ordered.
+//! the middle of a pipeline would fail commits the queue already ordered. On Redis Cluster a
+//! batch is one pipeline per slot, sent concurrently (commits of one stream share a slot, so
+//! their order holds).
 
 use std::time::Instant;
 
-use redis::aio::ConnectionManager;
 use sessiond_store::{
     Commit, CommitTicket, ProducerRecord, ProducerUpdate, Result, StoreError, StreamChunk,
     StreamMeta,
@@ -43,7 +44,7 @@ pub(crate) struct Pending {
 pub(crate) type CommitQueue = mpsc::UnboundedSender<Pending>;
 
 /// Starts the writer task that sends queued commits.
-pub(crate) fn start_commit_queue(con: ConnectionManager, keys: Keys, node: String) -> CommitQueue {
+pub(crate) fn start_commit_queue(con: crate::conn::Con, keys: Keys, node: String) -> CommitQueue {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run_commits(con, keys, node, rx));
     tx
@@ -80,7 +81,7 @@ fn commit_cmd(keys: &Keys, node: &str, p: &Pending) -> redis::Cmd {
 }
 
 async fn run_commits(
-    mut con: ConnectionManager,
+    con: crate::conn::Con,
     keys: Keys,
     node: String,
     mut rx: mpsc::UnboundedReceiver<Pending>,
@@ -93,48 +94,77 @@ async fn run_commits(
             bytes += next.chunks.iter().map(|c| c.data.len()).sum::<usize>();
             batch.push(next);
         }
-        let mut pipe = redis::pipe();
-        for p in &batch {
-            pipe.add_command(commit_cmd(&keys, &node, p));
-        }
-        let start = Instant::now();
-        let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
-        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "stream_commit")
-            .record(start.elapsed().as_secs_f64());
         metrics::histogram!("sessiond_engine_commit_batch_size", "engine" => "redis")
             .record(batch.len() as f64);
-        let outcomes = match out {
-            Ok(codes) if codes.len() == batch.len() => codes,
-            Ok(_) => {
-                fail_all(batch, || {
-                    StoreError::Corrupt("redis: short pipeline reply".into())
-                });
-                continue;
-            }
-            Err(e) => {
-                let msg = format!("redis: {e}");
-                fail_all(batch, || StoreError::Unavailable(msg.clone()));
-                continue;
-            }
+        // On a cluster each slot's commits are their own pipeline (sent concurrently), so a
+        // master that is down fails only the commits of its slots, and the outcome of every
+        // other commit is known.
+        let groups = if con.is_cluster() {
+            by_slot(&keys, batch)
+        } else {
+            vec![batch]
         };
-        let mut index = redis::pipe();
-        let mut reindex = false;
-        for (p, code) in batch.into_iter().zip(outcomes) {
-            if code == 2 {
-                index_expiry(&mut index, &keys, &p.path, p.meta.expires_at);
-                reindex = true;
-            }
-            let outcome = if code == 0 {
-                Commit::Conflict
-            } else {
-                Commit::Written
-            };
-            let _ = p.reply.send(Ok(outcome));
+        let sends = groups
+            .into_iter()
+            .map(|group| send_group(con.clone(), &keys, &node, group));
+        futures_util::future::join_all(sends).await;
+    }
+}
+
+/// Splits a batch by the slot of each commit's stream, keeping queue order within a slot.
+fn by_slot(keys: &Keys, batch: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut groups: Vec<(redis::cluster_routing::Slot, Vec<Pending>)> = Vec::new();
+    for p in batch {
+        let slot = redis::cluster_routing::Slot::for_key(&keys.stream(&p.path)[0]);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(p),
+            None => groups.push((slot, vec![p])),
         }
-        if reindex {
-            // Not part of the commit's outcome: a lagging index is repaired by the next scan.
-            let _: redis::RedisResult<()> = index.query_async(&mut con).await;
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// Sends one pipeline of commits and reports each outcome, then updates the expiry index.
+async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: Vec<Pending>) {
+    let mut pipe = redis::pipe();
+    for p in &batch {
+        pipe.add_command(commit_cmd(keys, node, p));
+    }
+    let start = Instant::now();
+    let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
+    metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "stream_commit")
+        .record(start.elapsed().as_secs_f64());
+    let outcomes = match out {
+        Ok(codes) if codes.len() == batch.len() => codes,
+        Ok(_) => {
+            fail_all(batch, || {
+                StoreError::Corrupt("redis: short pipeline reply".into())
+            });
+            return;
         }
+        Err(e) => {
+            let msg = format!("redis: {e}");
+            fail_all(batch, || StoreError::Unavailable(msg.clone()));
+            return;
+        }
+    };
+    let mut index = redis::pipe();
+    let mut reindex = false;
+    for (p, code) in batch.into_iter().zip(outcomes) {
+        if code == 2 {
+            index_expiry(&mut index, keys, &p.path, p.meta.expires_at);
+            reindex = true;
+        }
+        let outcome = if code == 0 {
+            Commit::Conflict
+        } else {
+            Commit::Written
+        };
+        let _ = p.reply.send(Ok(outcome));
+    }
+    if reindex {
+        // Not part of the commit's outcome: a lagging index is repaired by the next scan.
+        let _: redis::RedisResult<()> = index.query_async(&mut con).await;
     }
 }
 

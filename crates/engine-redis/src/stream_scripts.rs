@@ -4,7 +4,8 @@
 //! both append after the same tail. Redis runs scripts one at a time, which totally orders the
 //! commits of all nodes. Every script but the two fork scripts touches only the keys of one
 //! stream (one hash tag, see [`crate::keys`]), so it is valid on Redis Cluster; the fork
-//! scripts span the fork's and the source's hash tags (see `FORK_CREATE`).
+//! scripts span the fork's and the source's hash tags (see `FORK_CREATE`) and run on a
+//! standalone Redis only (`stream_forks.rs` has the Cluster protocol).
 //!
 //! Conventions: offsets and deadlines travel as the caller's decimal strings and are stored
 //! as such (the tail is compared as a string, so all 64 bits count). Chunk entries of the
@@ -59,6 +60,8 @@ end
 "
     };
 }
+
+pub(crate) use lua_helpers;
 
 /// Commits a change if the stored tail (and, when asked, the stored state) is the expected
 /// one, writes its producer rows, then notifies other nodes.
@@ -122,7 +125,7 @@ return 1
 /// together (a crash between two steps would leave the source counting a fork that does not
 /// exist, or a fork the source does not count). A standalone Redis runs any script atomically
 /// whatever its keys; Redis Cluster refuses keys of two slots in one script (`CROSSSLOT`), so
-/// there this needs the two-step protocol described in docs/architecture.md ("Scale-out").
+/// there the engine runs the protocol of `stream_forks.rs` instead.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
 /// ARGV: fork tail, fork expires_at or '', fork state, source expected tail, check-state flag,
 /// source expected state, source new tail, source new expires_at or '', source new state,
@@ -233,14 +236,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return token
 ";
 
-/// Deletes a stream (metadata, chunks, segments, producer rows) and notifies other nodes.
-/// KEYS: meta, chunks, segments, producers, producer use. ARGV: channel, notification prefix
-/// (`<node id> - `), path. Returns 1 deleted, 0 none.
+/// Deletes a stream (metadata, chunks, segments, producer rows, fork links) and notifies
+/// other nodes.
+/// KEYS: meta, chunks, segments, producers, producer use, fork links. ARGV: channel,
+/// notification prefix (`<node id> - `), path. Returns 1 deleted, 0 none.
 pub const DELETE: &str = concat!(
     lua_helpers!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 notify(ARGV[1], ARGV[2], ARGV[3])
 return 1
 "

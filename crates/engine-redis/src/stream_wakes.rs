@@ -40,7 +40,7 @@ impl StreamWakes for RedisEngine {
         };
         if first {
             tokio::spawn(run_wakes(
-                self.client.clone(),
+                self.seeds.clone(),
                 self.keys.stream_wake_channel(),
                 self.node.clone(),
                 Arc::downgrade(&self.wake_sinks),
@@ -64,17 +64,18 @@ fn deliver(sinks: &Weak<Mutex<Vec<WakeSink>>>, wake: StreamWake<'_>) -> bool {
 /// The subscriber: one pub/sub connection per engine, resubscribed after any failure, with a
 /// `Resync` after every (re)subscription since notifications may have been missed meanwhile.
 async fn run_wakes(
-    client: redis::Client,
+    seeds: Arc<Vec<redis::Client>>,
     channel: String,
     node: String,
     sinks: Weak<Mutex<Vec<WakeSink>>>,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut seed = 0;
     loop {
         if sinks.strong_count() == 0 {
             return;
         }
-        if let Ok(mut pubsub) = client.get_async_pubsub().await {
+        if let Some(mut pubsub) = crate::conn::pubsub_any(&seeds, &mut seed).await {
             if pubsub.subscribe(&channel).await.is_ok() {
                 delay = Duration::from_millis(100);
                 metrics::counter!("sessiond_engine_redis_subscriptions_total").increment(1);

@@ -8,7 +8,8 @@
 //!
 //! Commits are pipelined (see `stream_commits.rs`) and carry the commit's producer rows in the
 //! same script. Forks are created and deleted by one script that also rewrites the source's
-//! metadata (see `stream_scripts.rs` for why, and for Redis Cluster).
+//! metadata (see `stream_scripts.rs` for why); on Redis Cluster by the protocol of
+//! `stream_forks.rs`, whose in-flight operations `stream_meta` resolves.
 //!
 //! Indexes that span streams (expiry partitions, the name index) are other hash tags, so they
 //! are written by separate commands after the stream's own script. Readers never trust them
@@ -54,7 +55,7 @@ pub(crate) fn index_expiry(
 
 /// The source arguments of the fork scripts: expected tail, check-state flag, expected state,
 /// new tail, new expires_at, new state.
-fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
+pub(crate) fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
     inv.arg(source.expected_tail);
     match &source.expected_state {
         Some(state) => inv.arg("1").arg(state),
@@ -80,6 +81,14 @@ fn decode_segment(raw: &[u8]) -> Result<SegmentRef> {
     })
 }
 
+/// `tail`, `exp`, `state`, `pend` of a stream's metadata hash.
+type MetaFields = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
 #[async_trait]
 impl StreamStore for RedisEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -89,9 +98,17 @@ impl StreamStore for RedisEngine {
             .arg("tail")
             .arg("exp")
             .arg("state")
+            .arg("pend")
             .clone();
-        let (tail, exp, state): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
-            self.query("stream_meta", &cmd).await?;
+        let mut fields: MetaFields = self.query("stream_meta", &cmd).await?;
+        if let Some(pend) = fields.3.take() {
+            // A fork creation or deletion in flight (Redis Cluster): resolve it first.
+            if !self.resolve_pending_fork(path, &pend).await? {
+                return Ok(None);
+            }
+            fields = self.query("stream_meta", &cmd).await?;
+        }
+        let (tail, exp, state, _) = fields;
         let Some(tail) = tail else { return Ok(None) };
         Ok(Some(StreamMeta {
             path: path.to_owned(),
@@ -172,6 +189,9 @@ impl StreamStore for RedisEngine {
         source: &ForkSource,
         _: Durability,
     ) -> Result<bool> {
+        if self.is_cluster() {
+            return self.cluster_create_fork(meta, chunks, source).await;
+        }
         let [m, c, g, p, pu] = self.keys.stream(&meta.path);
         let [sm, ..] = self.keys.stream(&source.path);
         let mut inv = self.scripts.stream_fork_create.prepare_invoke();
@@ -200,6 +220,9 @@ impl StreamStore for RedisEngine {
     }
 
     async fn delete_fork(&self, path: &str, source: &ForkSource, _: Durability) -> Result<bool> {
+        if self.is_cluster() {
+            return self.cluster_delete_fork(path, source).await;
+        }
         let [m, c, g, p, pu] = self.keys.stream(path);
         let [sm, ..] = self.keys.stream(&source.path);
         let mut inv = self.scripts.stream_fork_delete.prepare_invoke();
@@ -246,6 +269,7 @@ impl StreamStore for RedisEngine {
         let [m, c, g, p, pu] = self.keys.stream(path);
         let mut inv = self.scripts.stream_delete.prepare_invoke();
         inv.key(m).key(c).key(g).key(p).key(pu);
+        inv.key(self.keys.stream_fork_links(path));
         inv.arg(self.keys.stream_wake_channel())
             .arg(format!("{} - ", self.node))
             .arg(path);

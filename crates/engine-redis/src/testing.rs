@@ -4,6 +4,11 @@
 //! server someone left running nor disturb one. Each [`RedisServer`] runs its own process on a
 //! free loopback port, without persistence, in a temporary directory, and is killed on drop.
 //! This is test support: it panics with a clear message instead of returning errors.
+//! [`RedisCluster`] is the same for a 3-master Redis Cluster.
+
+mod cluster;
+
+pub use cluster::RedisCluster;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -74,6 +79,16 @@ impl Started {
 
 /// Spawns redis-server on `port` and waits for `PING`; `None` if it exited or never answered.
 fn spawn_on(dir: &std::path::Path, port: u16, durable: bool) -> Option<Started> {
+    spawn_with(dir, port, durable, &[])
+}
+
+/// [`spawn_on`] with extra server arguments (the cluster fixture's).
+fn spawn_with(
+    dir: &std::path::Path,
+    port: u16,
+    durable: bool,
+    extra: &[String],
+) -> Option<Started> {
     let persistence: &[&str] = if durable {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
@@ -83,6 +98,7 @@ fn spawn_on(dir: &std::path::Path, port: u16, durable: bool) -> Option<Started> 
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(persistence)
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())

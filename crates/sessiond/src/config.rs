@@ -238,6 +238,12 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key sessiond writes (several deployments can share a server).
     pub key_prefix: String,
+    /// Connect to a Redis Cluster (through `urls`, or `url` when `urls` is empty) instead of
+    /// a standalone server.
+    pub cluster: bool,
+    /// Seed nodes of the cluster (any of its nodes; the client discovers the rest). Only
+    /// with `cluster = true`.
+    pub urls: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -245,6 +251,19 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "sessiond".into(),
+            cluster: false,
+            urls: Vec::new(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The cluster's seed URLs: `urls`, or `url` alone.
+    pub fn seeds(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
         }
     }
 }
@@ -387,6 +406,12 @@ impl Config {
     /// Cross-field checks; the message names the key to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.validate_secrets()?;
+        if !self.redis.cluster && !self.redis.urls.is_empty() {
+            anyhow::bail!(
+                "redis.urls lists cluster seed nodes: set redis.cluster = true, \
+                 or use redis.url for a standalone server"
+            );
+        }
         if !self.listen.ip().is_loopback()
             && self.api_keys.is_empty()
             && self.streams.keys.is_empty()

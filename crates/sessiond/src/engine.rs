@@ -33,12 +33,24 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
             let options = RedisOptions {
                 key_prefix: config.redis.key_prefix.clone(),
             };
-            let engine = RedisEngine::connect(&config.redis.url, options)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
-                })?;
-            let bus = engine.realtime_bus(&config.redis.url)?;
+            let engine = if config.redis.cluster {
+                let seeds = config.redis.seeds();
+                RedisEngine::connect_cluster(&seeds, options)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot connect to the Redis Cluster at {}: {e}",
+                            seeds.join(", ")
+                        )
+                    })?
+            } else {
+                RedisEngine::connect(&config.redis.url, options)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot connect to Redis at {}: {e}", config.redis.url)
+                    })?
+            };
+            let bus = engine.shared_realtime_bus()?;
             Ok(Stores::from_engine(engine.clone())
                 .with_streams(engine.clone())
                 .with_stream_wakes(engine.clone())
