@@ -251,25 +251,30 @@ impl PresenceStore for RedisEngine {
             by_set.entry(set).or_default().push(member);
         }
         // One script per set (per REFRESH_CHUNK members, so no script blocks Redis for
-        // long), all sent in one pipeline: one round trip per refresh.
-        let mut pipe = redis::pipe();
-        let mut sets: Vec<&str> = Vec::new();
-        for (set, list) in &by_set {
-            let [z, h, _] = self.keys.presence(set);
-            for chunk in list.chunks(REFRESH_CHUNK) {
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(REFRESH_S.get_hash())
-                    .arg(2)
-                    .arg(&z)
-                    .arg(&h);
-                cmd.arg(expire_at).arg(key_ttl(ttl_ms));
-                for m in chunk {
-                    cmd.arg(&m.id).arg(&m.info);
+        // long), all sent in one pipeline: one round trip per refresh (on a cluster, one per
+        // master, in parallel).
+        let pipeline = |by_body: bool| {
+            let mut pipe = redis::pipe();
+            let mut sets: Vec<&str> = Vec::new();
+            for (set, list) in &by_set {
+                let [z, h, _] = self.keys.presence(set);
+                for chunk in list.chunks(REFRESH_CHUNK) {
+                    let cmd = if by_body {
+                        pipe.cmd("EVAL").arg(REFRESH)
+                    } else {
+                        pipe.cmd("EVALSHA").arg(REFRESH_S.get_hash())
+                    };
+                    cmd.arg(2).arg(&z).arg(&h);
+                    cmd.arg(expire_at).arg(key_ttl(ttl_ms));
+                    for m in chunk {
+                        cmd.arg(&m.id).arg(&m.info);
+                    }
+                    sets.push(*set);
                 }
-                sets.push(set);
             }
-        }
+            (pipe, sets)
+        };
+        let (pipe, sets) = pipeline(false);
         if sets.is_empty() {
             return Ok(Vec::new());
         }
@@ -286,12 +291,9 @@ impl PresenceStore for RedisEngine {
         if let Ok(per_set) = first {
             return Ok(missing(per_set));
         }
-        // NOSCRIPT (a restarted Redis): load the script once and try again.
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(REFRESH);
-        let _: String = self
-            .timed("rt_presence_refresh", load.query_async(&mut con))
-            .await?;
+        // NOSCRIPT (a restarted Redis, or a cluster master that never ran it): send the body
+        // once, which also caches it on every server that runs it.
+        let (pipe, _) = pipeline(true);
         let per_set: Vec<Vec<String>> = self
             .timed("rt_presence_refresh", pipe.query_async(&mut con))
             .await?;

@@ -23,7 +23,8 @@ async fn redis_cluster_passes_the_shared_suite() {
     let stores = Stores::from_engine(engine.clone())
         .with_streams(engine.clone())
         .with_seal_lease(engine.clone())
-        .with_realtime(bus);
+        .with_realtime(bus)
+        .with_presence(engine.clone());
     sessiond_store::testsuite::run_all(stores).await;
     engine.close().await.unwrap();
     eprintln!("suite on the cluster took {:?}", started.elapsed());
