@@ -241,3 +241,50 @@ impl<S> std::fmt::Debug for ObjectGuard<S> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sessiond_store::memory::MemoryEngine;
+    use sessiond_store::ObjectStore;
+
+    use crate::{JsonCodec, ObjectKind};
+
+    #[tokio::test]
+    async fn checked_writes_lose_to_another_process_and_reload() {
+        // Two kinds over one store: two processes sharing an engine.
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryEngine::new());
+        let a = ObjectKind::<u32>::persistent("n", store.clone(), JsonCodec);
+        let b = ObjectKind::<u32>::persistent("n", store.clone(), JsonCodec);
+        let mut ga = a.lock("k").await;
+        let mut gb = b.lock("k").await;
+        assert!(ga.load().await.expect("load").is_none());
+        assert!(gb.load().await.expect("load").is_none());
+        ga.set(1);
+        assert!(ga
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        // B decided on "absent": it loses, writes nothing and forgets its cache.
+        gb.set(2);
+        assert!(!gb
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        assert!(!gb.is_synced());
+        assert_eq!(gb.load().await.expect("load").copied(), Some(1));
+        *gb.state_mut().expect("state") += 10;
+        assert!(gb
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        // A's cache is stale: `load` keeps it, `reload` reads the store.
+        assert_eq!(ga.load().await.expect("load").copied(), Some(1));
+        assert_eq!(ga.reload().await.expect("reload").copied(), Some(11));
+        assert!(ga
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+    }
+}

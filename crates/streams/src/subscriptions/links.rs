@@ -108,6 +108,26 @@ impl Subscriptions {
         Ok(links)
     }
 
+    /// One link as stored.
+    pub(crate) async fn read_link(&self, id: &str, path: &str) -> SubResult<Option<Link>> {
+        let bytes = self
+            .inner
+            .store
+            .load_object(LINK_KIND, &key(id, path))
+            .await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// How many links subscription `id` has, counting at most `limit`.
+    pub(crate) async fn count_links(&self, id: &str, limit: usize) -> SubResult<usize> {
+        let keys = self
+            .inner
+            .store
+            .list_objects(LINK_KIND, &key(id, ""), None, limit)
+            .await?;
+        Ok(keys.len())
+    }
+
     /// Writes one link.
     pub(crate) async fn put_link(&self, id: &str, path: &str, link: &Link) -> SubResult<()> {
         let bytes = serde_json::to_vec(link)

@@ -253,6 +253,9 @@ impl Subscriptions {
         }
     }
 
+    /// One change for one subscription. On a shared engine this reads the record and the
+    /// one link, not all links (an append to a followed stream is the hot path); they are
+    /// read only to issue a wake.
     async fn change_one(&self, id: &str, change: &Change) -> SubResult<()> {
         let (path, before, tail) = match change {
             Change::Appended { path, before, tail } => (path, *before, Some(*tail)),
@@ -260,24 +263,44 @@ impl Subscriptions {
             Change::Deleted { path } => (path, 0, None),
         };
         let mut g = self.inner.objects.lock(id).await;
-        let Some(sub) = self.load(&mut g).await? else {
+        let shared = self.inner.shared;
+        let existing = if shared {
+            if g.reload().await?.is_none() {
+                return Ok(());
+            }
+            self.read_link(id, path).await?
+        } else {
+            let Some(sub) = self.load(&mut g).await? else {
+                return Ok(());
+            };
+            sub.links.get(path.as_str()).cloned()
+        };
+        let Some(sub) = g.state_mut() else {
             return Ok(());
         };
         if matches!(change, Change::Deleted { .. }) {
-            if let Some(link) = sub.links.get_mut(path.as_str()) {
-                if link.explicit {
-                    link.acked = 0;
-                } else {
-                    sub.links.remove(path.as_str());
-                }
-                self.write_links(sub, std::slice::from_ref(path)).await?;
+            let Some(mut link) = existing else {
+                return Ok(());
+            };
+            if link.explicit {
+                link.acked = 0;
+                self.put_link(id, path, &link).await?;
+                sub.links.insert(path.clone(), link);
+            } else {
+                self.delete_link(id, path).await?;
+                sub.links.remove(path.as_str());
             }
             return Ok(());
         }
-        let link = match sub.links.get(path.as_str()) {
-            Some(link) => link.clone(),
+        let link = match existing {
+            Some(link) => link,
             None => {
-                if sub.links.len() >= self.inner.config.max_links {
+                let max = self.inner.config.max_links;
+                let count = match shared {
+                    true => self.count_links(id, max).await?,
+                    false => sub.links.len(),
+                };
+                if count >= max {
                     links_refused(id, path);
                     return Ok(());
                 }
@@ -300,6 +323,10 @@ impl Subscriptions {
         let pending = tail.is_some_and(|t| t > link.acked);
         let idle = sub.wake.as_ref().is_none_or(|w| w.lease_until <= now);
         if pending && idle {
+            if shared {
+                // With every link, fresh.
+                self.load(&mut g).await?;
+            }
             self.maybe_wake(&mut g, now).await?;
         }
         Ok(())
