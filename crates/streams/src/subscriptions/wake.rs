@@ -41,6 +41,20 @@ impl Subscriptions {
         g.state().and_then(|o| o.visible_tail())
     }
 
+    /// Where a new link of `path` starts for `sub`, first seen by a change that wrote from
+    /// `before`: a stream created after the subscription is followed from its first byte
+    /// (on several nodes its first write may be observed after a later one), an older one
+    /// from `before`.
+    async fn link_start(&self, sub: &Subscription, path: &str, before: u64) -> u64 {
+        let Ok(g) = self.inner.streams.lock(path).await else {
+            return before;
+        };
+        match stream(&g) {
+            Some(s) if s.info.created_at >= sub.created_at => s.info.start.min(before),
+            _ => before,
+        }
+    }
+
     /// Linked streams whose tail is past their cursor, with those tails: at most
     /// `max_streams_per_wake` of them (the rest are picked up by the next wake).
     pub(crate) async fn pending(&self, sub: &Subscription) -> BTreeMap<String, u64> {
@@ -309,10 +323,11 @@ impl Subscriptions {
                     .pattern
                     .as_deref()
                     .is_some_and(|p| glob::matches(p, path));
+                let acked = self.link_start(sub, path, before).await;
                 let link = Link {
                     explicit: false,
                     glob,
-                    acked: before,
+                    acked,
                 };
                 self.put_link(id, path, &link).await?;
                 sub.links.insert(path.clone(), link.clone());
