@@ -55,10 +55,8 @@ impl SubError {
         )
     }
     /// The record changed in the store since it was read (another node wrote it): the
-    /// operation is run again on fresh state ([`Subscriptions::retrying`]); a client sees it
+    /// operation is run again on fresh state (`Subscriptions::retrying`); a client sees it
     /// only after `MAX_RACES` lost races in a row, as a 503.
-    ///
-    /// [`Subscriptions::retrying`]: super::Subscriptions::retrying
     pub fn raced() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

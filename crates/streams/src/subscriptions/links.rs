@@ -12,7 +12,7 @@
 //! after the runtime evicted it) and then kept next to it in memory, changed under the
 //! subscription's lock; on an engine shared with other nodes they are read with the record
 //! at every load (another node may have moved a cursor), and a cursor only ever moves
-//! forward by compare-and-set ([`Subscriptions::advance_link`]). Link objects are written
+//! forward by compare-and-set (`Subscriptions::advance_link`). Link objects are written
 //! before the record whose state depends on them, so a crash in between can only replay a
 //! wake (at-least-once), never skip data.
 

@@ -29,16 +29,17 @@
 //!   scheduler claims each due alarm on one node, so a dead node's leases and retries are
 //!   taken over by another.
 //! - **Several nodes on one shared engine** (`EngineAdmin::exclusive` false): every operation
-//!   re-reads the record and links, and writes the record with a compare-and-set
-//!   (`ObjectStore::swap_object` through [`ObjectGuard::persist_checked`]); a write that lost
-//!   a race with another node runs the operation again on fresh state ([`Subscriptions::
-//!   retrying`]). Issuing a wake is one such write (generation + 1), so each wake is issued,
-//!   and therefore delivered, by exactly one node, and a callback, ack, claim or release is
-//!   fenced by the record on whatever node serves it. Each node observes only the appends it
-//!   made; it finds their subscriptions in its own [`index`], which it rebuilds from the
-//!   records whenever the shared index version (an object every index change rewrites) moved,
-//!   checked once per batch of changes, after the appends were acknowledged: a subscription
-//!   created through any node before an append returned is matched by that append.
+//!   re-reads the record (and the links it needs), and writes the record with a
+//!   compare-and-set (`ObjectStore::swap_object` through [`ObjectGuard::persist_checked`]);
+//!   a write that lost a race with another node runs the operation again on fresh state
+//!   (`Subscriptions::retrying`). Issuing a wake is one such write (generation + 1), so each
+//!   wake is issued, and therefore delivered, by exactly one node, and a callback, ack, claim
+//!   or release is fenced by the record on whatever node serves it. Each node observes only
+//!   the appends it made; it finds their subscriptions in its own [`index`], which it
+//!   rebuilds from the records whenever the shared index version (an object every index
+//!   change rewrites) moved, checked once per batch of changes, after the appends were
+//!   acknowledged: a subscription created through any node before an append returned is
+//!   matched by that append.
 //!
 //! Module map: [`model`] (record and wire shapes), [`glob`], [`index`] (path → subscriptions),
 //! [`observe`] (the store wrapper), [`signing`] (Ed25519 key, JWKS), [`webhook_url`] (SSRF
