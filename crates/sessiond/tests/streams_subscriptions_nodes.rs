@@ -263,14 +263,26 @@ async fn pull_wake_claims_and_acks_through_either_node() {
         node.post(&format!("{sub}/claim"))
             .json(&j!({ "worker": worker }))
     };
-    let (status, claimed) = json(claim(&a, "w1")).await;
-    assert_eq!(status, 200, "{claimed}");
+    // Eight workers claim at once through both nodes: exactly one gets the lease.
+    let claims = (0..8).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let worker = format!("w{i}");
+        async move { (worker.clone(), json(claim(node, &worker)).await) }
+    });
+    let answers = futures_util::future::join_all(claims).await;
+    let won: Vec<&(String, (u16, Value))> = answers
+        .iter()
+        .filter(|(_, (status, _))| *status == 200)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    let (winner, (_, claimed)) = won[0].clone();
     assert_eq!(claimed["generation"], 1);
     assert_eq!(claimed["wake_id"], events[0]["wake_id"]);
-    let (status, busy) = json(claim(&b, "w2")).await;
-    assert_eq!(status, 409);
-    assert_eq!(busy["error"]["current_holder"], "w1");
-
+    for (_, (status, busy)) in answers.iter().filter(|(w, _)| *w != winner) {
+        assert_eq!(*status, 409, "{busy}");
+        assert_eq!(busy["error"]["code"], "ALREADY_CLAIMED");
+        assert_eq!(busy["error"]["current_holder"], j!(winner));
+    }
     let body = j!({"wake_id": claimed["wake_id"], "generation": 1,
                    "acks": tails(&claimed), "done": true});
     let token = claimed["token"].as_str().unwrap();
