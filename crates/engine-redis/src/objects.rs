@@ -70,6 +70,37 @@ impl ObjectStore for RedisEngine {
         self.query_pipe::<()>("object_save", &pipe).await
     }
 
+    async fn swap_object(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        state: Option<&[u8]>,
+        _: Durability,
+    ) -> Result<bool> {
+        let flag = |v: Option<&[u8]>| if v.is_some() { "1" } else { "0" };
+        let mut inv = self
+            .scripts
+            .object_swap
+            .key(self.keys.object_state(kind, key));
+        inv.arg(flag(expected))
+            .arg(expected.unwrap_or_default())
+            .arg(flag(state))
+            .arg(state.unwrap_or_default());
+        let written: i64 = self.eval("object_swap", &inv).await?;
+        if written != 1 {
+            return Ok(false);
+        }
+        // The index is another slot: updated after the state, like `save_object` does.
+        let index = self.keys.object_index(kind);
+        let cmd = match state {
+            Some(_) => redis::cmd("ZADD").arg(index).arg(0).arg(key).clone(),
+            None => redis::cmd("ZREM").arg(index).arg(key).clone(),
+        };
+        self.query::<i64>("object_index", &cmd).await?;
+        Ok(true)
+    }
+
     async fn delete_object(&self, kind: &str, key: &str, _: Durability) -> Result<bool> {
         let del = redis::cmd("DEL")
             .arg(self.keys.object_state(kind, key))

@@ -201,6 +201,19 @@ end
 return #ms
 ";
 
+/// Compare-and-set of one object's state. KEYS: state. ARGV: expected-present flag, expected,
+/// new-present flag, new state. Returns 1 written, 0 the stored state differs.
+const OBJECT_SWAP: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then return 0 end
+elseif cur then
+  return 0
+end
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], ARGV[4]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 /// The compiled scripts (each holds its SHA1 for `EVALSHA`).
 pub struct Scripts {
     pub session_insert: Script,
@@ -211,6 +224,7 @@ pub struct Scripts {
     pub cache_put: Script,
     pub cache_delete: Script,
     pub cache_delete_many: Script,
+    pub object_swap: Script,
     pub alarm_put: Script,
     pub alarm_delete: Script,
     pub alarm_reschedule: Script,
@@ -251,6 +265,7 @@ impl Scripts {
             cache_put: with_helpers(CACHE_PUT),
             cache_delete: with_helpers(CACHE_DELETE),
             cache_delete_many: with_helpers(CACHE_DELETE_MANY),
+            object_swap: Script::new(OBJECT_SWAP),
             alarm_put: with_helpers(ALARM_PUT),
             alarm_delete: with_helpers(ALARM_DELETE),
             alarm_reschedule: with_helpers(ALARM_RESCHEDULE),

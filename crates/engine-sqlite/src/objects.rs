@@ -77,6 +77,41 @@ impl ObjectStore for SqliteEngine {
         .await
     }
 
+    async fn swap_object(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        state: Option<&[u8]>,
+        durability: Durability,
+    ) -> Result<bool> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let (expected, state) = (expected.map(<[u8]>::to_vec), state.map(<[u8]>::to_vec));
+        // The single writer runs this closure alone, so read-compare-write is atomic.
+        self.write(durability, move |conn| {
+            let stored: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")?
+                .query_row(params![kind, key], |row| row.get(0))
+                .optional()?;
+            if stored != expected {
+                return Ok(false);
+            }
+            match state {
+                Some(state) => conn
+                    .prepare_cached(
+                        "INSERT INTO objects (kind, key, state) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state",
+                    )?
+                    .execute(params![kind, key, state])?,
+                None => conn
+                    .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND key = ?2")?
+                    .execute(params![kind, key])?,
+            };
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete_object(&self, kind: &str, key: &str, durability: Durability) -> Result<bool> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
         self.write(durability, move |conn| {

@@ -10,6 +10,12 @@
 //! reads the store only when nothing is cached and the store has not been consulted in this
 //! residency (after eviction, or on first access); `save()` writes through and then caches.
 //!
+//! On a store shared by several processes that rule does not hold (another node may write),
+//! so a capability there calls [`ObjectGuard::reload`] (always reads) and writes with
+//! [`ObjectGuard::persist_checked`], a compare-and-set against the bytes this guard read:
+//! a write that lost a race writes nothing and forgets the cache, and the caller decides
+//! again on fresh state.
+//!
 //! [`ObjectKind::lock`]: crate::ObjectKind::lock
 
 use std::ops::{Deref, DerefMut};
@@ -101,15 +107,59 @@ impl<S: Send + 'static> ObjectGuard<S> {
         if self.slot.state.is_none() && !self.slot.synced {
             if let Some(p) = &self.kind.persistence {
                 let bytes = p.store.load_object(&self.kind.name, &self.key).await?;
-                let state = match bytes {
-                    Some(b) => Some(p.codec.decode(&b).map_err(|m| self.codec_error(m))?),
+                let state = match &bytes {
+                    Some(b) => Some(p.codec.decode(b).map_err(|m| self.codec_error(m))?),
                     None => None,
                 };
                 self.slot.state = state;
+                self.slot.stored = bytes;
                 self.slot.synced = true;
             }
         }
         Ok(self.slot.state.as_mut())
+    }
+
+    /// The object's state read from the store now, whatever is cached (for stores other
+    /// processes write too). On error the cache is forgotten.
+    pub async fn reload(&mut self) -> Result<Option<&mut S>, RuntimeError> {
+        self.forget();
+        self.load().await
+    }
+
+    /// Drops the cached state, so the next [`load`](Self::load) reads the store.
+    pub fn forget(&mut self) {
+        self.slot.state = None;
+        self.slot.stored = None;
+        self.slot.synced = false;
+    }
+
+    /// Writes the cached state through only if the store still holds what this guard last
+    /// read or wrote (absence included): true if written. False means another process wrote
+    /// the object since; nothing was written and the cache is forgotten, so the caller
+    /// reloads and decides again. False, writing nothing, when there is no cached state.
+    pub async fn persist_checked(&mut self, durability: Durability) -> Result<bool, RuntimeError> {
+        let p = self.persistence()?;
+        let Some(state) = self.slot.state.as_ref() else {
+            return Ok(false);
+        };
+        let bytes = p.codec.encode(state).map_err(|m| self.codec_error(m))?;
+        let swapped = p
+            .store
+            .swap_object(
+                &self.kind.name,
+                &self.key,
+                self.slot.stored.as_deref(),
+                Some(&bytes),
+                durability,
+            )
+            .await?;
+        if swapped {
+            self.slot.stored = Some(bytes);
+            self.slot.synced = true;
+        } else {
+            self.forget();
+        }
+        Ok(swapped)
     }
 
     /// Writes `state` through to the store, then caches it. On error nothing changes.
@@ -120,6 +170,7 @@ impl<S: Send + 'static> ObjectGuard<S> {
             .save_object(&self.kind.name, &self.key, &bytes, durability)
             .await?;
         self.slot.state = Some(state);
+        self.slot.stored = Some(bytes);
         self.slot.synced = true;
         Ok(())
     }
@@ -135,6 +186,7 @@ impl<S: Send + 'static> ObjectGuard<S> {
         p.store
             .save_object(&self.kind.name, &self.key, &bytes, durability)
             .await?;
+        self.slot.stored = Some(bytes);
         self.slot.synced = true;
         Ok(true)
     }
@@ -148,6 +200,7 @@ impl<S: Send + 'static> ObjectGuard<S> {
             .delete_object(&self.kind.name, &self.key, durability)
             .await?;
         self.slot.state = None;
+        self.slot.stored = None;
         self.slot.synced = true;
         Ok(existed)
     }
@@ -186,5 +239,52 @@ impl<S> std::fmt::Debug for ObjectGuard<S> {
             .field("key", &self.key)
             .field("has_state", &self.slot.state.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sessiond_store::memory::MemoryEngine;
+    use sessiond_store::ObjectStore;
+
+    use crate::{JsonCodec, ObjectKind};
+
+    #[tokio::test]
+    async fn checked_writes_lose_to_another_process_and_reload() {
+        // Two kinds over one store: two processes sharing an engine.
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryEngine::new());
+        let a = ObjectKind::<u32>::persistent("n", store.clone(), JsonCodec);
+        let b = ObjectKind::<u32>::persistent("n", store.clone(), JsonCodec);
+        let mut ga = a.lock("k").await;
+        let mut gb = b.lock("k").await;
+        assert!(ga.load().await.expect("load").is_none());
+        assert!(gb.load().await.expect("load").is_none());
+        ga.set(1);
+        assert!(ga
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        // B decided on "absent": it loses, writes nothing and forgets its cache.
+        gb.set(2);
+        assert!(!gb
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        assert!(!gb.is_synced());
+        assert_eq!(gb.load().await.expect("load").copied(), Some(1));
+        *gb.state_mut().expect("state") += 10;
+        assert!(gb
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
+        // A's cache is stale: `load` keeps it, `reload` reads the store.
+        assert_eq!(ga.load().await.expect("load").copied(), Some(1));
+        assert_eq!(ga.reload().await.expect("reload").copied(), Some(11));
+        assert!(ga
+            .persist_checked(super::Durability::Confirmed)
+            .await
+            .expect("cas"));
     }
 }

@@ -43,6 +43,9 @@ pub(crate) struct Slot<S> {
     /// True once `state` reflects the store (loaded, saved or deleted in this residency), so a
     /// `None` means "known absent" rather than "not loaded".
     pub(crate) synced: bool,
+    /// The stored bytes as this process last read or wrote them (persistent kinds; `None`
+    /// when absent or unknown): what [`ObjectGuard::persist_checked`] expects to replace.
+    pub(crate) stored: Option<Vec<u8>>,
     /// When a guard on this slot was last released (or the slot created).
     pub(crate) last_used: Instant,
 }
@@ -101,6 +104,7 @@ impl<S> KindInner<S> {
         let slot = Arc::new(tokio::sync::Mutex::new(Slot {
             state: None,
             synced: false,
+            stored: None,
             last_used: Instant::now(),
         }));
         map.insert(key.to_string(), slot.clone());

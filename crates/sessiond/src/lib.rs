@@ -134,6 +134,12 @@ pub async fn run(
         sessiond_streams::subscriptions::KIND,
         sessiond_runtime::JsonCodec,
     );
+    // Lease and retry timers are runtime alarms, so any node takes over a dead node's.
+    let subscription_alarms = sessiond_streams::subscriptions::AlarmTarget::default();
+    runtime.alarm_handler(
+        sessiond_streams::subscriptions::KIND,
+        subscription_alarms.clone(),
+    );
     let streams = stores.streams.clone().map(|store| {
         let cold: Arc<dyn sessiond_streams::ColdReader> = match &cold_tier {
             Some(tier) => Arc::new(sessiond_streams::SegmentsCold::new(
@@ -177,12 +183,16 @@ pub async fn run(
                 subscription_kind,
                 stores.objects.clone(),
                 observer,
+                runtime.alarms().clone(),
             )
             .await
             .map_err(|e| anyhow::anyhow!("cannot open stream subscriptions: {e}"))?,
         ),
         None => None,
     };
+    if let Some(subs) = &subscriptions {
+        subscription_alarms.bind(subs);
+    }
 
     let sessions_config = Arc::new(config.sessions.clone());
     let session_service = SessionService::new(

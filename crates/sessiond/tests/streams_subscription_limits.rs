@@ -97,7 +97,14 @@ async fn an_adversarial_glob_answers_at_once() {
 
 #[tokio::test]
 async fn pattern_depth_and_link_counts_are_capped() {
-    let s = TestServer::start(EngineKind::Memory, |c| {
+    // Redis: the shared-engine path, which counts links in the store.
+    for engine in [EngineKind::Memory, EngineKind::Redis] {
+        links_are_capped(engine).await;
+    }
+}
+
+async fn links_are_capped(engine: EngineKind) {
+    let s = TestServer::start(engine, |c| {
         keyed(c);
         c.streams.subscriptions.max_links = 3;
         c.streams.subscriptions.max_path_segments = 4;

@@ -46,6 +46,22 @@ pub trait ObjectStore: Send + Sync {
         durability: Durability,
     ) -> Result<()>;
 
+    /// Replaces the object's state with `state` (or deletes the state, not its alarms, when
+    /// `None`) only if the stored state is exactly `expected` (`None`: the object must not
+    /// exist), in one atomic step; true if written, false (nothing changed) otherwise.
+    ///
+    /// The compare-and-set that lets processes sharing one store (several nodes on Redis)
+    /// change one object without a cross-process lock: a process that decided on state it
+    /// read earlier loses to any write made since, re-reads and decides again.
+    async fn swap_object(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        state: Option<&[u8]>,
+        durability: Durability,
+    ) -> Result<bool>;
+
     /// Deletes the object's state and all its alarms; true if the state existed.
     async fn delete_object(&self, kind: &str, key: &str, durability: Durability) -> Result<bool>;
 

@@ -24,7 +24,7 @@ mod stream_cas;
 mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
-use objects::{objects_alarms, objects_state_and_listing};
+use objects::{objects_alarms, objects_state_and_listing, objects_swap};
 pub use realtime::{run_presence, run_realtime_bus};
 pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
 
@@ -54,6 +54,7 @@ pub async fn run_all(stores: Stores) {
     cache_namespace_limit(&stores).await;
     objects_state_and_listing(&stores).await;
     objects_alarms(&stores).await;
+    objects_swap(&stores).await;
     if let Some(streams) = stores.streams.clone() {
         run_streams(streams).await;
     }

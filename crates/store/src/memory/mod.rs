@@ -328,6 +328,27 @@ impl ObjectStore for MemoryEngine {
         })
     }
 
+    async fn swap_object(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        state: Option<&[u8]>,
+        _: Durability,
+    ) -> Result<bool> {
+        self.with(|s| {
+            let id = (kind.to_string(), key.to_string());
+            if s.objects.get(&id).map(Vec::as_slice) != expected {
+                return false;
+            }
+            match state {
+                Some(state) => s.objects.insert(id, state.to_vec()),
+                None => s.objects.remove(&id),
+            };
+            true
+        })
+    }
+
     async fn delete_object(&self, kind: &str, key: &str, _: Durability) -> Result<bool> {
         self.with(|s| {
             for id in s.object_alarm_ids(kind, key) {

@@ -195,3 +195,108 @@ pub(super) async fn objects_alarms(s: &Stores) {
         .await
         .expect("store call");
 }
+
+/// `swap_object`: writes only over the expected state (or absence), deletes the same way,
+/// and keeps concurrent read-modify-write loops from losing an update.
+pub(super) async fn objects_swap(s: &Stores) {
+    let kind = unique("swap");
+    let o = &s.objects;
+    let load = |key: &'static str| {
+        let kind = kind.clone();
+        async move { o.load_object(&kind, key).await.expect("store call") }
+    };
+    assert!(
+        !o.swap_object(&kind, "a", Some(b"x"), Some(b"1"), C)
+            .await
+            .expect("store call"),
+        "an absent object is not `x`"
+    );
+    assert_eq!(load("a").await, None);
+    assert!(o
+        .swap_object(&kind, "a", None, Some(b"1"), C)
+        .await
+        .expect("store call"));
+    assert!(
+        !o.swap_object(&kind, "a", None, Some(b"2"), C)
+            .await
+            .expect("store call"),
+        "create-if-absent over an existing object"
+    );
+    assert!(
+        !o.swap_object(&kind, "a", Some(b"0"), Some(b"2"), C)
+            .await
+            .expect("store call"),
+        "stale expectation"
+    );
+    assert_eq!(load("a").await.as_deref(), Some(&b"1"[..]));
+    assert!(o
+        .swap_object(&kind, "a", Some(b"1"), Some(b"\x00two\xff"), C)
+        .await
+        .expect("store call"));
+    assert_eq!(load("a").await.as_deref(), Some(&b"\x00two\xff"[..]));
+    assert_eq!(
+        o.list_objects(&kind, "", None, 10)
+            .await
+            .expect("store call"),
+        ["a"]
+    );
+    // Deleting through a swap: only over the expected state, alarms untouched.
+    let alarm = AlarmRecord {
+        kind: kind.clone(),
+        key: "a".into(),
+        name: "t".into(),
+        due_at: now_ms() + HOUR,
+        attempt: 0,
+        payload: String::new(),
+    };
+    o.put_alarm(&alarm, C).await.expect("store call");
+    assert!(!o
+        .swap_object(&kind, "a", Some(b"1"), None, C)
+        .await
+        .expect("store call"));
+    assert!(o
+        .swap_object(&kind, "a", Some(b"\x00two\xff"), None, C)
+        .await
+        .expect("store call"));
+    assert_eq!(load("a").await, None);
+    assert!(o
+        .list_objects(&kind, "", None, 10)
+        .await
+        .expect("store call")
+        .is_empty());
+    assert_eq!(
+        o.object_alarms(&kind, "a").await.expect("store call"),
+        [alarm]
+    );
+    o.delete_alarm(&kind, "a", "t", None, C)
+        .await
+        .expect("store call");
+    // Concurrent increments by compare-and-set loops: none is lost.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (o, kind) = (o.clone(), kind.clone());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    loop {
+                        let cur = o.load_object(&kind, "n").await.expect("store call");
+                        let n: u32 = cur
+                            .as_deref()
+                            .map_or(0, |b| String::from_utf8_lossy(b).parse().unwrap_or(0));
+                        let next = (n + 1).to_string();
+                        let swapped = o
+                            .swap_object(&kind, "n", cur.as_deref(), Some(next.as_bytes()), C)
+                            .await
+                            .expect("store call");
+                        if swapped {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(load("n").await.as_deref(), Some(&b"80"[..]));
+}

@@ -145,9 +145,14 @@ impl Subscriptions {
     pub async fn put(&self, id: &str, headers: &HeaderMap, body: Bytes) -> SubResult<Response> {
         check_id(id)?;
         let config = self.normalize(parse(&body)?)?;
+        let base = base_url(headers);
+        self.retrying(|| self.put_once(id, &config, &base)).await
+    }
+
+    async fn put_once(&self, id: &str, config: &SubConfig, base: &str) -> SubResult<Response> {
         let mut g = self.inner.objects.lock(id).await;
         if let Some(existing) = self.load(&mut g).await? {
-            if existing.config != config {
+            if existing.config != *config {
                 return Err(SubError::new(
                     StatusCode::CONFLICT,
                     "CONFLICT",
@@ -159,11 +164,12 @@ impl Subscriptions {
         }
         let mut sub = Subscription {
             id: id.to_owned(),
-            config,
+            config: config.clone(),
             created_at: now_ms(),
-            base_url: base_url(headers),
+            base_url: base.to_owned(),
             links: Default::default(),
             links_loaded: true,
+            explicit: Some(config.streams.iter().cloned().collect()),
             generation: 0,
             wake: None,
             retry: None,
@@ -187,12 +193,21 @@ impl Subscriptions {
             let paths: Vec<String> = sub.links.keys().cloned().collect();
             self.write_links(&sub, &paths).await?;
             let view = sub.view(self.inner.signer.kid());
-            g.save(sub, sessiond_store::Durability::Confirmed).await?;
+            // Create-if-absent: a node that created this id meanwhile wins (we retry).
+            g.set(sub);
+            self.save(&mut g).await?;
+            self.index_changed().await?;
             Ok::<_, SubError>(view)
         }
         .await;
         match created {
             Ok(view) => Ok((StatusCode::CREATED, Json(view)).into_response()),
+            Err(e) if e.is_raced() => {
+                // Another node created it: its links stay; re-read decides 200 or 409.
+                self.inner.index.remove(id);
+                self.refresh_active();
+                Err(e)
+            }
             Err(e) => {
                 self.inner.index.remove(id);
                 self.refresh_active();
@@ -270,6 +285,7 @@ impl Subscriptions {
         // After the record: a crash in between leaves links that the next create of this id
         // removes, never a record with links missing.
         self.delete_links(id).await?;
+        self.index_changed().await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
@@ -280,53 +296,63 @@ impl Subscriptions {
         for path in &body.streams {
             self.check_path(path)?;
         }
+        self.retrying(|| self.add_streams_once(id, &body.streams))
+            .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+
+    async fn add_streams_once(&self, id: &str, paths: &[String]) -> SubResult<()> {
         let max_links = self.inner.config.max_links;
         let mut g = self.inner.objects.lock(id).await;
-        let mut sub = self
-            .load(&mut g)
-            .await?
-            .ok_or_else(SubError::not_found)?
-            .clone();
-        let new: BTreeSet<&String> = body
-            .streams
+        let sub = self.load(&mut g).await?.ok_or_else(SubError::not_found)?;
+        let new: BTreeSet<&String> = paths
             .iter()
             .filter(|p| !sub.links.contains_key(*p))
             .collect();
         if sub.links.len() + new.len() > max_links {
             return Err(too_many_links(max_links));
         }
-        for path in &body.streams {
+        let mut sub = sub.clone();
+        for path in paths {
             self.link_explicit(&mut sub, path).await;
         }
-        self.write_links(&sub, &body.streams).await?;
-        for path in &body.streams {
+        self.write_links(&sub, paths).await?;
+        sub.explicit
+            .get_or_insert_with(Default::default)
+            .extend(paths.iter().cloned());
+        g.set(sub);
+        self.save(&mut g).await?;
+        for path in paths {
             self.inner.index.set_explicit(id, path, true);
         }
-        g.set(sub);
-        Ok(StatusCode::NO_CONTENT.into_response())
+        self.index_changed().await
     }
 
     /// `DELETE …/__ds/subscriptions/:id/streams/:path` (idempotent; a glob link stays).
     pub async fn remove_stream(&self, id: &str, path: &str) -> SubResult<Response> {
         check_id(id)?;
+        self.retrying(|| self.remove_stream_once(id, path)).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+
+    async fn remove_stream_once(&self, id: &str, path: &str) -> SubResult<()> {
         let mut g = self.inner.objects.lock(id).await;
         let sub = self.load(&mut g).await?.ok_or_else(SubError::not_found)?;
-        let mut changed = false;
-        if let Some(link) = sub.links.get_mut(path) {
-            if link.explicit {
-                changed = true;
-                if link.glob {
-                    link.explicit = false;
-                } else {
-                    sub.links.remove(path);
-                }
-            }
+        let Some(link) = sub.links.get_mut(path).filter(|l| l.explicit) else {
+            return Ok(());
+        };
+        if link.glob {
+            link.explicit = false;
+        } else {
+            sub.links.remove(path);
         }
-        if changed {
-            self.write_links(sub, &[path.to_owned()]).await?;
-            self.inner.index.set_explicit(id, path, false);
+        self.write_links(sub, &[path.to_owned()]).await?;
+        if let Some(explicit) = sub.explicit.as_mut() {
+            explicit.remove(path);
         }
-        Ok(StatusCode::NO_CONTENT.into_response())
+        self.save(&mut g).await?;
+        self.inner.index.set_explicit(id, path, false);
+        self.index_changed().await
     }
 
     /// `GET …/__ds/jwks.json`.

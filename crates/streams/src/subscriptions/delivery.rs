@@ -83,6 +83,21 @@ impl Subscriptions {
             (url, body)
         };
         let outcome = self.post(&url, &body).await;
+        if let Err(reason) = &outcome {
+            tracing::warn!(subscription = %id, %url, %reason, "webhook delivery failed");
+        }
+        self.retrying(|| self.settle(id, generation, wake_id, &outcome))
+            .await
+    }
+
+    /// Applies a delivery's outcome if its wake is still the current one.
+    async fn settle(
+        &self,
+        id: &str,
+        generation: u64,
+        wake_id: &str,
+        outcome: &Result<Value, String>,
+    ) -> SubResult<()> {
         let mut g = self.inner.objects.lock(id).await;
         let Some(sub) = self.load(&mut g).await? else {
             return Ok(());
@@ -91,29 +106,19 @@ impl Subscriptions {
             return Ok(());
         };
         let now = now_ms();
-        match outcome {
-            Ok(answer) => {
-                sub.retry = None;
-                if answer.get("done").and_then(Value::as_bool) == Some(true) {
-                    let mut moved = Vec::new();
-                    for (path, tail) in &wake.snapshot {
-                        if let Some(link) = sub.links.get_mut(path) {
-                            if *tail > link.acked {
-                                link.acked = *tail;
-                                moved.push(path.clone());
-                            }
-                        }
-                    }
-                    self.write_links(sub, &moved).await?;
-                    self.finish(&mut g, now).await?;
-                } else {
-                    self.save(&mut g).await?;
+        let Ok(answer) = outcome else {
+            return self.failed(&mut g, now).await;
+        };
+        let recovered = sub.retry.take().is_some();
+        if answer.get("done").and_then(Value::as_bool) == Some(true) {
+            for (path, tail) in &wake.snapshot {
+                if sub.links.get(path).is_some_and(|l| *tail > l.acked) {
+                    self.advance_link(sub, path, *tail).await?;
                 }
             }
-            Err(reason) => {
-                tracing::warn!(subscription = %id, %url, %reason, "webhook delivery failed");
-                self.failed(&mut g, now).await?;
-            }
+            self.finish(&mut g, now).await?;
+        } else if recovered {
+            self.save(&mut g).await?;
         }
         Ok(())
     }
@@ -189,8 +194,14 @@ impl Subscriptions {
     }
 
     /// Appends JSON values to a stream as the server itself (one message each on JSON
-    /// streams; newline-terminated text otherwise).
+    /// streams; newline-terminated text otherwise), again on fresh metadata when another node
+    /// appended meanwhile.
     async fn append_values(&self, path: &str, values: &[Value]) -> Result<(), StreamError> {
+        let streams = &self.inner.streams;
+        streams.retry_stale(|| self.append_once(path, values)).await
+    }
+
+    async fn append_once(&self, path: &str, values: &[Value]) -> Result<(), StreamError> {
         let streams = &self.inner.streams;
         let now = now_ms();
         let mut g = streams.lock_live(path, now).await?;

@@ -54,6 +54,20 @@ impl SubError {
             "send Authorization: Bearer <token from the wake or claim>",
         )
     }
+    /// The record changed in the store since it was read (another node wrote it): the
+    /// operation is run again on fresh state (`Subscriptions::retrying`); a client sees it
+    /// only after `MAX_RACES` lost races in a row, as a 503.
+    pub fn raced() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CONTENDED",
+            "the subscription is changing on other nodes; retry",
+        )
+    }
+    /// Whether this is [`raced`](Self::raced).
+    pub fn is_raced(&self) -> bool {
+        self.code == "CONTENDED"
+    }
     /// Adds a field next to `code`.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());
@@ -94,6 +108,13 @@ impl IntoResponse for SubError {
         let mut error = self.extra;
         error.insert("code".into(), json!(self.code));
         error.insert("message".into(), json!(self.message));
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

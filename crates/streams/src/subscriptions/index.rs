@@ -3,9 +3,9 @@
 //! Every observed append must find its subscriptions without loading each subscription
 //! record, so the patterns and explicit paths of all subscriptions are kept here (rebuilt from
 //! the persisted records at startup). Lookups scan the patterns linearly: fine for the
-//! hundreds of subscriptions a server holds; a prefix tree would be the next step. This
-//! assumes one sessiond process owns the engine (true for SQLite, which locks its data
-//! directory); several nodes sharing an engine would each need the others' changes.
+//! hundreds of subscriptions a server holds; a prefix tree would be the next step. On an
+//! engine shared by several nodes each node keeps its own copy and rebuilds it from the
+//! records when the shared index version moved ([`super::Subscriptions`] docs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
@@ -51,6 +51,16 @@ impl Index {
     pub fn set(&self, id: &str, pattern: Option<String>, explicit: BTreeSet<String>) {
         if let Ok(mut subs) = self.subs.write() {
             subs.insert(id.to_owned(), Entry { pattern, explicit });
+        }
+    }
+
+    /// Replaces every entry (id → pattern, explicit paths).
+    pub fn replace_all(&self, entries: BTreeMap<String, (Option<String>, BTreeSet<String>)>) {
+        if let Ok(mut subs) = self.subs.write() {
+            *subs = entries
+                .into_iter()
+                .map(|(id, (pattern, explicit))| (id, Entry { pattern, explicit }))
+                .collect();
         }
     }
 

@@ -10,8 +10,11 @@
 //!
 //! The links of a subscription are read once per residency of its record (at startup, and
 //! after the runtime evicted it) and then kept next to it in memory, changed under the
-//! subscription's lock. Link objects are written before the record whose state depends on
-//! them, so a crash in between can only replay a wake (at-least-once), never skip data.
+//! subscription's lock; on an engine shared with other nodes they are read with the record
+//! at every load (another node may have moved a cursor), and a cursor only ever moves
+//! forward by compare-and-set (`Subscriptions::advance_link`). Link objects are written
+//! before the record whose state depends on them, so a crash in between can only replay a
+//! wake (at-least-once), never skip data.
 
 use sessiond_store::{now_ms, Durability};
 
@@ -35,7 +38,12 @@ impl Subscriptions {
         &self,
         g: &'g mut SubGuard,
     ) -> SubResult<Option<&'g mut Subscription>> {
-        let Some(sub) = g.load().await? else {
+        let loaded = if self.inner.shared {
+            g.reload().await?
+        } else {
+            g.load().await?
+        };
+        let Some(sub) = loaded else {
             return Ok(None);
         };
         if sub.links_loaded {
@@ -54,6 +62,14 @@ impl Subscriptions {
         let Some(sub) = g.state_mut() else {
             return Ok(None);
         };
+        if sub.explicit.is_none() {
+            let explicit = links
+                .iter()
+                .filter(|(_, l)| l.explicit)
+                .map(|(p, _)| p.clone())
+                .collect();
+            sub.explicit = Some(explicit);
+        }
         sub.links = links;
         sub.links_loaded = true;
         if migrate {
@@ -92,6 +108,26 @@ impl Subscriptions {
         Ok(links)
     }
 
+    /// One link as stored.
+    pub(crate) async fn read_link(&self, id: &str, path: &str) -> SubResult<Option<Link>> {
+        let bytes = self
+            .inner
+            .store
+            .load_object(LINK_KIND, &key(id, path))
+            .await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// How many links subscription `id` has, counting at most `limit`.
+    pub(crate) async fn count_links(&self, id: &str, limit: usize) -> SubResult<usize> {
+        let keys = self
+            .inner
+            .store
+            .list_objects(LINK_KIND, &key(id, ""), None, limit)
+            .await?;
+        Ok(keys.len())
+    }
+
     /// Writes one link.
     pub(crate) async fn put_link(&self, id: &str, path: &str, link: &Link) -> SubResult<()> {
         let bytes = serde_json::to_vec(link)
@@ -101,6 +137,50 @@ impl Subscriptions {
             .save_object(LINK_KIND, &key(id, path), &bytes, Durability::Confirmed)
             .await?;
         Ok(())
+    }
+
+    /// Moves the cursor of `path` to at least `pos` in the store (a compare-and-set loop, so
+    /// a concurrent write by another node never moves it back) and in `sub`. False if the
+    /// stream is not linked.
+    pub(crate) async fn advance_link(
+        &self,
+        sub: &mut Subscription,
+        path: &str,
+        pos: u64,
+    ) -> SubResult<bool> {
+        let store = &self.inner.store;
+        let k = key(&sub.id, path);
+        for _ in 0..super::MAX_RACES {
+            let stored = store.load_object(LINK_KIND, &k).await?;
+            let Some(mut link) = stored
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Link>(b).ok())
+            else {
+                sub.links.remove(path);
+                return Ok(false);
+            };
+            if link.acked < pos {
+                link.acked = pos;
+                let bytes = serde_json::to_vec(&link).map_err(|e| {
+                    sessiond_store::StoreError::Corrupt(format!("subscription link: {e}"))
+                })?;
+                let swapped = store
+                    .swap_object(
+                        LINK_KIND,
+                        &k,
+                        stored.as_deref(),
+                        Some(&bytes),
+                        Durability::Confirmed,
+                    )
+                    .await?;
+                if !swapped {
+                    continue;
+                }
+            }
+            sub.links.insert(path.to_owned(), link);
+            return Ok(true);
+        }
+        Err(super::error::SubError::raced())
     }
 
     /// Writes the links of `sub` named in `paths` (those still linked) and deletes the others.
@@ -176,7 +256,7 @@ impl Subscriptions {
         ::metrics::counter!("sessiond_streams_subscription_resyncs_total").increment(1);
         tracing::warn!("subscription change queue overflowed: rescanning every subscription");
         for id in self.inner.index.ids() {
-            if let Err(e) = self.resync_one(&id).await {
+            if let Err(e) = self.retrying(|| self.resync_one(&id)).await {
                 tracing::warn!(subscription = %id, error = ?e, "subscription rescan failed");
             }
         }
@@ -269,7 +349,8 @@ mod tests {
             true,
         );
         let kind = ObjectKind::persistent(KIND, store.clone(), JsonCodec);
-        let subs = Subscriptions::open(streams, kind, store.clone(), observer)
+        let alarms = sessiond_runtime::Alarms::new(store.clone());
+        let subs = Subscriptions::open(streams, kind, store.clone(), observer, alarms)
             .await
             .expect("open");
         let keys = store

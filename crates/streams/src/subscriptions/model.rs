@@ -10,7 +10,7 @@
 //! creation quadratic in bytes written. Offsets are kept as byte positions (the streams' own
 //! representation) and formatted as tokens on the wire.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -107,6 +107,11 @@ pub struct Subscription {
     /// Whether `links` holds the persisted links (they are loaded once per residency).
     #[serde(skip)]
     pub links_loaded: bool,
+    /// Paths linked explicitly (`streams`, `POST …/streams`): the copy every node's path index
+    /// reads, so finding the subscriptions of a path never reads links. `None` in records
+    /// written before it existed (derived from the links at their first load).
+    #[serde(default)]
+    pub explicit: Option<BTreeSet<String>>,
     /// Fencing counter: incremented for every wake.
     pub generation: u64,
     /// The wake in flight, if any.
@@ -121,6 +126,16 @@ pub fn stream_root(base: &str) -> String {
 }
 
 impl Subscription {
+    /// When the record next needs attention: the lease of the wake in flight, else the
+    /// scheduled webhook retry.
+    pub fn next_due(&self) -> Option<Millis> {
+        match (&self.wake, &self.retry) {
+            (Some(wake), _) => Some(wake.lease_until),
+            (None, Some(retry)) => Some(retry.next_attempt_at),
+            (None, None) => None,
+        }
+    }
+
     /// `active`, or `failed` while a webhook retry is scheduled.
     pub fn status(&self) -> &'static str {
         if self.retry.is_some() {

@@ -2,16 +2,13 @@
 //! is recorded (durably) and then delivered; acks move cursors; leases and retries are timers.
 //!
 //! Rules (PROTOCOL.md §7): a subscription is idle when no wake is in flight and no lease is
-//! held; pending work on an idle subscription issues a wake, unless a webhook retry is
+//! held (a lapsed lease counts as none, so any node that looks at it first moves on); pending work on an idle subscription issues a wake, unless a webhook retry is
 //! scheduled for later. A lapsed lease clears the wake (its token stops working) and, if work
 //! remains, issues a new one. Webhook retries back off exponentially from 1 s to 60 s with
 //! ±20 % jitter. Acks are "last processed, inclusive" byte positions and never move a cursor
 //! backwards.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
 
 use sessiond_store::{now_ms, Durability, Millis};
 
@@ -44,6 +41,20 @@ impl Subscriptions {
         g.state().and_then(|o| o.visible_tail())
     }
 
+    /// Where a new link of `path` starts for `sub`, first seen by a change that wrote from
+    /// `before`: a stream created after the subscription is followed from its first byte
+    /// (on several nodes its first write may be observed after a later one), an older one
+    /// from `before`.
+    async fn link_start(&self, sub: &Subscription, path: &str, before: u64) -> u64 {
+        let Ok(g) = self.inner.streams.lock(path).await else {
+            return before;
+        };
+        match stream(&g) {
+            Some(s) if s.info.created_at >= sub.created_at => s.info.start.min(before),
+            _ => before,
+        }
+    }
+
     /// Linked streams whose tail is past their cursor, with those tails: at most
     /// `max_streams_per_wake` of them (the rest are picked up by the next wake).
     pub(crate) async fn pending(&self, sub: &Subscription) -> BTreeMap<String, u64> {
@@ -62,34 +73,45 @@ impl Subscriptions {
         out
     }
 
-    /// Writes the cached record through (the caller changed it under the lock).
+    /// Writes the cached record through (the caller changed it under the lock), arming its
+    /// alarm first (so no crash leaves a lease without a timer). `raced` when another node
+    /// wrote the record since it was loaded (nothing written; reload and decide again).
     pub(crate) async fn save(&self, g: &mut SubGuard) -> SubResult<()> {
-        g.persist(Durability::Confirmed).await?;
+        if let Some(at) = g.state().and_then(Subscription::next_due) {
+            let id = g.key().to_owned();
+            self.arm(&id, at).await?;
+        }
+        if !g.persist_checked(Durability::Confirmed).await? {
+            return Err(SubError::raced());
+        }
         Ok(())
     }
 
     /// Issues a wake if the locked subscription is idle and has pending work. True if issued.
     pub(crate) async fn maybe_wake(&self, g: &mut SubGuard, now: Millis) -> SubResult<bool> {
+        self.wake_or_save(g, now, false).await
+    }
+
+    /// [`maybe_wake`](Self::maybe_wake), also writing the record when `dirty` (the caller
+    /// changed it) and no wake is issued: every outcome is one write.
+    async fn wake_or_save(&self, g: &mut SubGuard, now: Millis, dirty: bool) -> SubResult<bool> {
         let Some(sub) = g.state().cloned() else {
             return Ok(false);
         };
-        if let Some(wake) = &sub.wake {
-            if wake.lease_until > now {
-                return Ok(false);
-            }
-        }
-        if let Some(retry) = &sub.retry {
-            if retry.next_attempt_at > now {
-                self.schedule(&sub.id, retry.next_attempt_at);
-                return Ok(false);
-            }
-        }
-        let pending = self.pending(&sub).await;
+        let idle = sub.wake.as_ref().is_none_or(|w| w.lease_until <= now);
+        let retry_later = sub.retry.as_ref().is_some_and(|r| r.next_attempt_at > now);
+        let pending = match idle && !retry_later {
+            true => self.pending(&sub).await,
+            false => BTreeMap::new(),
+        };
         if pending.is_empty() {
-            if sub.wake.is_some() {
+            let lapsed = idle && sub.wake.is_some();
+            if lapsed {
                 if let Some(s) = g.state_mut() {
                     s.wake = None;
                 }
+            }
+            if dirty || lapsed {
                 self.save(g).await?;
             }
             return Ok(false);
@@ -112,8 +134,8 @@ impl Subscriptions {
         s.generation += 1;
         s.wake = Some(wake.clone());
         let generation = s.generation;
+        // The compare-and-set makes this node the only one that issued this generation.
         self.save(g).await?;
-        self.schedule(&sub.id, lease_until);
         match sub.config.delivery {
             Delivery::Webhook => {
                 tokio::spawn(self.deliver(sub.id.clone(), generation, wake.wake_id));
@@ -140,20 +162,16 @@ impl Subscriptions {
             attempt,
             next_attempt_at: at,
         });
-        let id = s.id.clone();
-        self.save(g).await?;
-        self.schedule(&id, at);
-        Ok(())
+        self.save(g).await
     }
 
-    /// Ends the current wake (done, released, or lapsed) and wakes again if work remains.
-    /// Returns whether a new wake was issued.
+    /// Ends the current wake (done, released, or lapsed) and wakes again if work remains, in
+    /// one write. Returns whether a new wake was issued.
     pub(crate) async fn finish(&self, g: &mut SubGuard, now: Millis) -> SubResult<bool> {
         if let Some(s) = g.state_mut() {
             s.wake = None;
         }
-        self.save(g).await?;
-        self.maybe_wake(g, now).await
+        self.wake_or_save(g, now, true).await
     }
 
     /// Checks a callback / ack / release against the current wake (token, generation,
@@ -183,7 +201,7 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Applies acks to the cursors and writes the links that moved (unknown streams and bad
+    /// Applies acks to the cursors, moving each forward in the store (unknown streams and bad
     /// offsets are 400s, checked before anything changes; a lower offset than the cursor is
     /// ignored).
     pub(crate) async fn apply_acks(
@@ -203,105 +221,130 @@ impl Subscriptions {
                 moved.push((ack.stream.clone(), pos));
             }
         }
-        for (path, pos) in &moved {
-            if let Some(link) = sub.links.get_mut(path) {
-                link.acked = link.acked.max(*pos);
-            }
-        }
-        let paths: Vec<String> = moved.into_iter().map(|(p, _)| p).collect();
-        self.write_links(sub, &paths).await
-    }
-
-    /// Arms a timer that re-examines subscription `id` at `at`.
-    pub(crate) fn schedule(&self, id: &str, at: Millis) {
-        let this = self.clone();
-        let id = id.to_owned();
-        let delay = (at - now_ms()).max(0) as u64 + 5;
-        let fire: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            if let Err(e) = this.on_timer(&id).await {
-                tracing::warn!(subscription = %id, error = ?e, "subscription timer failed");
-            }
-        });
-        tokio::spawn(fire);
-    }
-
-    /// A timer fired: lapse an expired lease, then wake if due.
-    async fn on_timer(&self, id: &str) -> SubResult<()> {
-        let mut g = self.inner.objects.lock(id).await;
-        let Some(sub) = self.load(&mut g).await?.cloned() else {
-            return Ok(());
-        };
-        let now = now_ms();
-        match &sub.wake {
-            Some(wake) if wake.lease_until <= now => {
-                self.finish(&mut g, now).await?;
-            }
-            Some(_) => {}
-            None => {
-                self.maybe_wake(&mut g, now).await?;
-            }
+        for (path, pos) in moved {
+            self.advance_link(sub, &path, pos).await?;
         }
         Ok(())
     }
 
+    /// A timer fired (on whichever node claimed the alarm): lapse an expired lease, then
+    /// wake if due; otherwise re-arm for the record's next due time.
+    pub(crate) async fn on_timer(&self, id: &str) -> SubResult<()> {
+        self.retrying(|| async {
+            let mut g = self.inner.objects.lock(id).await;
+            let Some(sub) = self.load(&mut g).await?.cloned() else {
+                return Ok(());
+            };
+            let now = now_ms();
+            match &sub.wake {
+                Some(wake) if wake.lease_until <= now => {
+                    self.finish(&mut g, now).await?;
+                }
+                _ => {
+                    if !self.maybe_wake(&mut g, now).await? {
+                        if let Some(at) = sub.next_due().filter(|at| *at > now) {
+                            self.arm(id, at).await?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Handles one observed change.
     pub(crate) async fn on_change(&self, change: Change) {
-        let (path, before, tail) = match &change {
-            Change::Appended { path, before, tail } => (path, *before, Some(*tail)),
-            Change::Created { path, tail } => (path, *tail, None),
-            Change::Deleted { path } => (path, 0, None),
+        let path = match &change {
+            Change::Appended { path, .. } | Change::Created { path, .. } => path,
+            Change::Deleted { path } => path,
         };
         for id in self.inner.index.following(path) {
-            let result = async {
-                let mut g = self.inner.objects.lock(&id).await;
-                let Some(sub) = self.load(&mut g).await? else {
-                    return Ok(());
-                };
-                if matches!(change, Change::Deleted { .. }) {
-                    if let Some(link) = sub.links.get_mut(path.as_str()) {
-                        if link.explicit {
-                            link.acked = 0;
-                        } else {
-                            sub.links.remove(path.as_str());
-                        }
-                        self.write_links(sub, std::slice::from_ref(path)).await?;
-                    }
-                    return Ok(());
-                }
-                let link = match sub.links.get(path.as_str()) {
-                    Some(link) => link.clone(),
-                    None => {
-                        if sub.links.len() >= self.inner.config.max_links {
-                            links_refused(&id, path);
-                            return Ok(());
-                        }
-                        let glob = sub
-                            .config
-                            .pattern
-                            .as_deref()
-                            .is_some_and(|p| glob::matches(p, path));
-                        let link = Link {
-                            explicit: false,
-                            glob,
-                            acked: before,
-                        };
-                        self.put_link(&id, path, &link).await?;
-                        sub.links.insert(path.clone(), link.clone());
-                        link
-                    }
-                };
-                let pending = tail.is_some_and(|t| t > link.acked);
-                if pending && sub.wake.is_none() {
-                    self.maybe_wake(&mut g, now_ms()).await?;
-                }
-                Ok::<(), SubError>(())
-            }
-            .await;
+            let result = self.retrying(|| self.change_one(&id, &change)).await;
             if let Err(e) = result {
                 tracing::warn!(subscription = %id, error = ?e, "cannot process stream change");
             }
         }
+    }
+
+    /// One change for one subscription. On a shared engine this reads the record and the
+    /// one link, not all links (an append to a followed stream is the hot path); they are
+    /// read only to issue a wake.
+    async fn change_one(&self, id: &str, change: &Change) -> SubResult<()> {
+        let (path, before, tail) = match change {
+            Change::Appended { path, before, tail } => (path, *before, Some(*tail)),
+            Change::Created { path, tail } => (path, *tail, None),
+            Change::Deleted { path } => (path, 0, None),
+        };
+        let mut g = self.inner.objects.lock(id).await;
+        let shared = self.inner.shared;
+        let existing = if shared {
+            if g.reload().await?.is_none() {
+                return Ok(());
+            }
+            self.read_link(id, path).await?
+        } else {
+            let Some(sub) = self.load(&mut g).await? else {
+                return Ok(());
+            };
+            sub.links.get(path.as_str()).cloned()
+        };
+        let Some(sub) = g.state_mut() else {
+            return Ok(());
+        };
+        if matches!(change, Change::Deleted { .. }) {
+            let Some(mut link) = existing else {
+                return Ok(());
+            };
+            if link.explicit {
+                link.acked = 0;
+                self.put_link(id, path, &link).await?;
+                sub.links.insert(path.clone(), link);
+            } else {
+                self.delete_link(id, path).await?;
+                sub.links.remove(path.as_str());
+            }
+            return Ok(());
+        }
+        let link = match existing {
+            Some(link) => link,
+            None => {
+                let max = self.inner.config.max_links;
+                let count = match shared {
+                    true => self.count_links(id, max).await?,
+                    false => sub.links.len(),
+                };
+                if count >= max {
+                    links_refused(id, path);
+                    return Ok(());
+                }
+                let glob = sub
+                    .config
+                    .pattern
+                    .as_deref()
+                    .is_some_and(|p| glob::matches(p, path));
+                let acked = self.link_start(sub, path, before).await;
+                let link = Link {
+                    explicit: false,
+                    glob,
+                    acked,
+                };
+                self.put_link(id, path, &link).await?;
+                sub.links.insert(path.clone(), link.clone());
+                link
+            }
+        };
+        let now = now_ms();
+        let pending = tail.is_some_and(|t| t > link.acked);
+        let idle = sub.wake.as_ref().is_none_or(|w| w.lease_until <= now);
+        if pending && idle {
+            if shared {
+                // With every link, fresh.
+                self.load(&mut g).await?;
+            }
+            self.maybe_wake(&mut g, now).await?;
+        }
+        Ok(())
     }
 }
 

@@ -42,24 +42,25 @@ impl Subscriptions {
         check_id(id)?;
         let token = bearer(headers)?;
         let body: AckBody = parse(&body)?;
+        let next_wake = self.retrying(|| self.ack_once(id, &token, &body)).await?;
+        Ok(Json(json!({ "ok": true, "next_wake": next_wake })).into_response())
+    }
+
+    async fn ack_once(&self, id: &str, token: &str, body: &AckBody) -> SubResult<bool> {
         let now = now_ms();
         let mut g = self.inner.objects.lock(id).await;
         let sub = self.load(&mut g).await?.ok_or_else(SubError::fenced)?;
-        Self::check_fence(sub, &token, body.generation, &body.wake_id, now)?;
+        Self::check_fence(sub, token, body.generation, &body.wake_id, now)?;
         self.apply_acks(sub, &body.acks).await?;
-        let next_wake = if body.done {
-            self.finish(&mut g, now).await?
-        } else {
-            let lease = sub.config.lease_ttl_ms as Millis;
-            let id = sub.id.clone();
-            if let Some(wake) = sub.wake.as_mut() {
-                wake.lease_until = now + lease;
-            }
-            self.save(&mut g).await?;
-            self.schedule(&id, now + lease);
-            false
-        };
-        Ok(Json(json!({ "ok": true, "next_wake": next_wake })).into_response())
+        if body.done {
+            return self.finish(&mut g, now).await;
+        }
+        let lease = sub.config.lease_ttl_ms as Millis;
+        if let Some(wake) = sub.wake.as_mut() {
+            wake.lease_until = now + lease;
+        }
+        self.save(&mut g).await?;
+        Ok(false)
     }
 
     /// `POST …/release`: gives the wake back without acking.
@@ -67,11 +68,14 @@ impl Subscriptions {
         check_id(id)?;
         let token = bearer(headers)?;
         let body: AckBody = parse(&body)?;
-        let now = now_ms();
-        let mut g = self.inner.objects.lock(id).await;
-        let sub = self.load(&mut g).await?.ok_or_else(SubError::fenced)?;
-        Self::check_fence(sub, &token, body.generation, &body.wake_id, now)?;
-        self.finish(&mut g, now).await?;
+        self.retrying(|| async {
+            let now = now_ms();
+            let mut g = self.inner.objects.lock(id).await;
+            let sub = self.load(&mut g).await?.ok_or_else(SubError::fenced)?;
+            Self::check_fence(sub, &token, body.generation, &body.wake_id, now)?;
+            self.finish(&mut g, now).await
+        })
+        .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
@@ -82,6 +86,11 @@ impl Subscriptions {
         if body.worker.is_empty() {
             return Err(SubError::bad_request("worker is required"));
         }
+        let answer = self.retrying(|| self.claim_once(id, &body)).await?;
+        Ok(Json(answer).into_response())
+    }
+
+    async fn claim_once(&self, id: &str, body: &ClaimBody) -> SubResult<serde_json::Value> {
         let now = now_ms();
         let mut g = self.inner.objects.lock(id).await;
         let sub = self
@@ -128,7 +137,7 @@ impl Subscriptions {
         updated.wake = Some(Wake {
             wake_id: wake_id.clone(),
             token: Some(token.clone()),
-            holder: Some(body.worker),
+            holder: Some(body.worker.clone()),
             snapshot: snapshot.clone(),
             lease_until,
         });
@@ -137,14 +146,12 @@ impl Subscriptions {
         let lease_ttl_ms = updated.config.lease_ttl_ms;
         g.set(updated);
         self.save(&mut g).await?;
-        self.schedule(id, lease_until);
-        Ok(Json(json!({
+        Ok(json!({
             "wake_id": wake_id,
             "generation": generation,
             "token": token,
             "streams": streams,
             "lease_ttl_ms": lease_ttl_ms,
         }))
-        .into_response())
     }
 }
