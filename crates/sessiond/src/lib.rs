@@ -4,6 +4,7 @@
 //! - [`engine`]: opens the configured engine (the only module naming engine crates).
 //! - [`app`]: the HTTP router assembled from the capabilities' routers.
 //! - [`middleware`]: the session middleware's analytics sink and its system-stream writer.
+//! - [`startup`]: the start-up summary (data directory, capabilities, defaults chosen).
 //! - [`run`]: starts everything on a bound listener and shuts it down in order.
 //!
 //! Shutdown suits rolling restarts and keeps durability: one [`CancellationToken`] is
@@ -18,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod middleware;
 pub mod realtime;
+pub mod startup;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -93,14 +95,6 @@ pub async fn run(
     let addr = listener.local_addr()?;
     // Open mode is decided once, here, and handed to every capability with the keys.
     let keys = config.server_keys();
-    if keys.is_open() {
-        tracing::warn!(
-            "OPEN DEVELOPMENT MODE: no API key, stream key or read-token secret is configured, \
-             so every route acts as the service for any local caller. Only loopback Host \
-             names and loopback page origins are answered (see docs/security.md); configure \
-             api_keys before exposing this server"
-        );
-    }
 
     let mut runtime = Runtime::builder(
         stores.objects.clone(),
@@ -212,6 +206,19 @@ pub async fn run(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );
+    let mut served = vec!["sessions", "cache"];
+    served.extend(streams.as_ref().map(|_| "streams"));
+    served.extend(subscriptions.as_ref().map(|_| "stream-subscriptions"));
+    served.extend(decider.as_ref().map(|_| "middleware"));
+    served.extend(realtime.as_ref().map(|_| "realtime"));
+    served.extend(
+        config
+            .compat
+            .session_state
+            .enabled
+            .then_some("compat-session-state"),
+    );
+    served.extend(config.compat.state.enabled.then_some("compat-state"));
     let app = app::router(
         &config,
         &keys,
@@ -271,7 +278,7 @@ pub async fn run(
     let stream_sweeper =
         streams.map(|streams| tokio::spawn(sessiond_streams::sweeper::run(streams, stopped())));
 
-    tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
+    startup::announce(&config, addr, stores.admin.name(), &served);
     // Connect info gives handlers the peer address (the realtime connection list shows it).
     // TCP_NODELAY: WebSocket frames and SSE events are small writes that must leave at once;
     // with Nagle on, a frame waits for the peer's delayed ACK of the previous one (up to

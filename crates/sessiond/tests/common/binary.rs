@@ -153,6 +153,16 @@ impl Binary {
         assert!(self.child.wait().unwrap().success(), "clean exit");
     }
 
+    /// [`stop`](Self::stop), then `check` over every line it logged (to its last).
+    pub fn stop_checked(self, check: impl FnOnce(&[String])) {
+        let logs = self.logs.clone();
+        self.stop();
+        logs.wait_for("sessiond stopped cleanly", |e| {
+            e["fields"]["message"] == "sessiond stopped cleanly"
+        });
+        check(&logs.lines());
+    }
+
     /// Sends SIGTERM and returns at once.
     pub fn terminate(&self) {
         let pid = self.child.id().to_string();
