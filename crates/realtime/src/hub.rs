@@ -383,10 +383,13 @@ impl Hub {
     /// socket and SSE connection is told at once (1001 with a reason, so clients reconnect
     /// elsewhere while HTTP requests still finish), and new connections are refused with 503.
     pub fn drain_on(&self, server: CancellationToken) {
-        let hub = self.clone();
+        // Weak: a pending drain must not keep a dropped hub alive.
+        let hub = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             server.cancelled().await;
-            hub.begin_drain();
+            if let Some(inner) = hub.upgrade() {
+                Hub { inner }.begin_drain();
+            }
         });
     }
 
