@@ -224,6 +224,7 @@ async fn sigterm_drains_every_live_client_within_3_s_and_they_resume_after_resta
     let mut server = server;
     let exit = tokio::task::spawn_blocking(move || {
         let status = server.exited_by(signalled + Duration::from_secs(3));
+        println!("exited {:?} after SIGTERM", signalled.elapsed());
         (status, server)
     });
 
