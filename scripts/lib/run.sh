@@ -2,6 +2,12 @@
 # Needs node (for the free port and the JSON log parsing) and, for Redis, redis-server/-cli.
 
 # A loopback port that was free a moment ago.
+# cluster_signing_key: 32 random bytes as hex, for middleware.signing_keys shared by every
+# node of a Redis-engine deployment (sessiond refuses to make one per process there).
+cluster_signing_key() {
+  od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
+}
+
 free_port() {
   node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }

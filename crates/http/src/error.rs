@@ -104,8 +104,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = serde_json::json!({ "error": { "code": self.code, "message": &self.message } });
         let mut response = (self.status, Json(body)).into_response();
+        // For the access log: what the client was told (never a credential: no message
+        // echoes one).
+        response
+            .extensions_mut()
+            .insert(crate::access::ErrorMessage(self.message));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

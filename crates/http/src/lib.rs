@@ -8,10 +8,14 @@
 //! - [`ids`]: random URL-safe identifiers.
 //! - [`jwt`]: HS256 token verification with secret rotation.
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
+//! - [`access`]: the access log and `X-Request-Id`.
+//! - [`forwarded`]: the client address behind trusted proxies.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod forwarded;
 pub mod ids;
 pub mod jwt;
 pub mod metrics;

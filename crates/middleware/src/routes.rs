@@ -97,40 +97,13 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The client IP: the peer, or the right-most untrusted `X-Forwarded-For` hop when the peer
-/// is a trusted proxy.
+/// is a trusted proxy (the server's one rule, [`sessiond_http::forwarded::client_ip`]).
 pub fn client_ip(
     config: &crate::MiddlewareConfig,
     h: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Option<IpAddr> {
-    let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !trusted(&peer) {
-        return Some(peer);
-    }
-    let hops: Vec<IpAddr> = h
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(parse_hop)
-        .collect();
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .unwrap_or(peer),
-    )
-}
-
-/// One `X-Forwarded-For` entry as an address: bare, `[v6]`, or with a `:port` suffix;
-/// `None` for anything else (that hop alone is skipped).
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
-    if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+    sessiond_http::forwarded::client_ip(&config.trusted_proxies, h, peer)
 }
 
 /// The decision input of a forward-auth subrequest (see the module docs for which header

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use sessiond_http::{ApiError, ApiKeys, ApiResult};
 use sessiond_runtime::{ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::{now_ms, Durability};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::SessionAuthority;
 use crate::bus::Action;
@@ -59,11 +60,16 @@ pub(crate) struct HubInner {
     pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
     /// The engine's presence store when presence is cluster-wide ([`Hub::attach_presence`]).
     pub(crate) presence: std::sync::OnceLock<crate::presence::ClusterPresence>,
+    /// Cancelled when the server starts draining: sockets are closed and new ones refused.
+    pub(crate) draining: CancellationToken,
 }
 
 /// The error code of a connect refused by a connection cap (a WebSocket is then accepted and
 /// closed at once with 1013, which a browser can read; SSE gets the 429).
 pub const CAP_ERROR: &str = "too_many_connections";
+
+/// The close reason (code 1001) of every connection at server shutdown.
+pub const SHUTDOWN_REASON: &str = "Server shutting down";
 
 /// Serializes a frame once so it can be queued to many sockets.
 pub fn frame(value: &Value) -> Utf8Bytes {
@@ -109,6 +115,7 @@ impl Hub {
                 watch: Arc::default(),
                 cluster: std::sync::OnceLock::new(),
                 presence: std::sync::OnceLock::new(),
+                draining: CancellationToken::new(),
             }),
         };
         tokio::spawn(crate::ending::run_watch(
@@ -253,6 +260,14 @@ impl Hub {
                 config.max_connections as u64,
             )
             .map_err(refused)?;
+        if self.inner.draining.is_cancelled() {
+            self.inner.conns.remove(&conn);
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                SHUTDOWN_REASON,
+            ));
+        }
         // On several nodes the user's limit, count and online transition are cluster-wide.
         let mut online = (open == 1).then_some(None);
         match self
@@ -410,14 +425,41 @@ impl Hub {
         Ok(closed)
     }
 
-    /// Server shutdown: closes every socket with 1001 and waits (at most `grace`) until their
-    /// tasks have unregistered them, so presence is persisted before the engine closes.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
+    /// Starts the drain when `server` is cancelled (the server's one shutdown token): every
+    /// socket and SSE connection is told at once (1001 with a reason, so clients reconnect
+    /// elsewhere while HTTP requests still finish), and new connections are refused with 503.
+    pub fn drain_on(&self, server: CancellationToken) {
+        // Weak: a pending drain must not keep a dropped hub alive.
+        let hub = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            server.cancelled().await;
+            if let Some(inner) = hub.upgrade() {
+                Hub { inner }.begin_drain();
+            }
+        });
+    }
+
+    fn begin_drain(&self) {
+        // The flag first: a connect that registers after the sweep below sees it and backs out.
+        self.inner.draining.cancel();
         let n = self
             .inner
             .conns
-            .close_all(crate::socket::CLOSE_GOING_AWAY, "Server shutting down");
-        if n == 0 {
+            .close_all(crate::socket::CLOSE_GOING_AWAY, SHUTDOWN_REASON);
+        tracing::info!(
+            connections = n,
+            "realtime: closing every connection (server shutdown)"
+        );
+    }
+
+    /// Server shutdown: closes every socket with 1001 (if [`drain_on`](Self::drain_on) has
+    /// not yet) and waits (at most `grace`) until their tasks have unregistered them, so
+    /// presence is persisted before the engine closes.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        if !self.inner.draining.is_cancelled() {
+            self.begin_drain();
+        }
+        if self.inner.conns.total() == 0 {
             return;
         }
         let deadline = tokio::time::Instant::now() + grace;

@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use sessiond_http::access::{access_log, AccessLog};
 use sessiond_http::auth::require_api_key;
 use sessiond_http::body::{check_json_media, require_json_media, JsonMedia};
 use sessiond_http::error::json_method_not_allowed;
@@ -166,11 +167,16 @@ pub fn router(
         };
         app = app.layer(from_fn_with_state(Arc::new(policy), require_local));
     }
+    let access = AccessLog {
+        enabled: config.log.access,
+        trusted_proxies: config.http.trusted_proxies.clone().into(),
+    };
     app.layer(from_fn(json_method_not_allowed))
         .layer(from_fn_with_state(
             RequestMetrics::default(),
             record_request,
         ))
+        .layer(from_fn_with_state(Arc::new(access), access_log))
 }
 
 /// A JSON route set: bodies not labelled JSON are a 415 before they are read.

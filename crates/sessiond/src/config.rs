@@ -135,6 +135,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `sessiond=debug,info` (`RUST_LOG` wins if set).
     pub level: String,
+    /// One line per request (target `sessiond::access`, info). Off: only 401/403 are logged.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -142,6 +144,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
+            access: true,
         }
     }
 }
@@ -160,6 +163,9 @@ pub struct HttpConfig {
     /// Open mode only: page origins allowed besides loopback ones (`http://localhost:5173`
     /// style, exact match); any other `Origin` is a 403.
     pub allowed_origins: Vec<String>,
+    /// Proxies (CIDR) whose `X-Forwarded-For` / `Forwarded` name the client in the access
+    /// log; empty = the log shows the TCP peer only.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -169,6 +175,7 @@ impl Default for HttpConfig {
             shutdown_grace_s: 30,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -436,6 +443,7 @@ impl Config {
             );
         }
         self.middleware.validate().map_err(anyhow::Error::msg)?;
+        self.validate_cluster_secrets()?;
         let analytics_stream = format!(
             "{}{}",
             sessiond_streams::routes::STREAM_PREFIX,
@@ -476,6 +484,26 @@ impl Config {
         {
             anyhow::bail!(
                 "sqlite.max_batch, sqlite.readers and sqlite.max_queued_writes must be > 0"
+            );
+        }
+        Ok(())
+    }
+
+    /// On a shared engine every node must verify what the others sign: a secret that would
+    /// otherwise be made at random per process is refused, naming the key to set. (Only the
+    /// middleware's cookie signing key is ever generated; realtime grant keys and stream
+    /// read-token secrets are off until configured, and the webhook signing key of stream
+    /// subscriptions is stored in the engine once for all nodes.)
+    fn validate_cluster_secrets(&self) -> anyhow::Result<()> {
+        if self.engine == EngineKind::Redis
+            && self.middleware.enabled
+            && self.middleware.signing_keys.is_empty()
+        {
+            anyhow::bail!(
+                "middleware.signing_keys is empty, so each node would sign cookies with its own \
+                 random key and the others would treat them as new clients: with engine = \
+                 \"redis\" set the same middleware.signing_keys (32+ random bytes) on every \
+                 node, or set middleware.enabled = false"
             );
         }
         Ok(())

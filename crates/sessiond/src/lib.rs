@@ -4,11 +4,15 @@
 //! - [`engine`]: opens the configured engine (the only module naming engine crates).
 //! - [`app`]: the HTTP router assembled from the capabilities' routers.
 //! - [`middleware`]: the session middleware's analytics sink and its system-stream writer.
+//! - [`startup`]: the start-up summary (data directory, capabilities, defaults chosen).
 //! - [`run`]: starts everything on a bound listener and shuts it down in order.
 //!
-//! Shutdown order matters for durability: stop accepting, let in-flight requests finish
-//! (bounded by `http.shutdown_grace_s`), stop background tasks, then close the engine, which
-//! flushes the SQLite writer. Every acknowledged write is durable before the process exits.
+//! Shutdown suits rolling restarts and keeps durability: one [`CancellationToken`] is
+//! cancelled on the signal and every capability observes it. The listener stops accepting,
+//! long-polls answer at once with their offset, SSE responses end with a last control event,
+//! sockets get 1001 with a reason, background tasks stop; in-flight requests (writes) finish,
+//! bounded by `http.shutdown_grace_s`; then the engine closes, which flushes the SQLite
+//! writer. Every acknowledged write is durable before the process exits.
 
 pub mod app;
 pub mod config;
@@ -17,6 +21,7 @@ pub mod engine;
 pub mod listen;
 pub mod middleware;
 pub mod realtime;
+pub mod startup;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -29,7 +34,7 @@ use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
 use sessiond_sessions::{CacheService, SessionService, SessionsState};
 use sessiond_store::SessionRecord;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use config::EngineKind;
@@ -79,11 +84,6 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Waits until the watch flips to true (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
 pub async fn run(
     config: Config,
@@ -92,17 +92,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     let stores = engine::open(&config).await?;
+    // The one shutdown signal: cancelled when `shutdown` resolves, observed by everything.
+    let stop = CancellationToken::new();
     let addr = listener.local_addr()?;
     // Open mode is decided once, here, and handed to every capability with the keys.
     let keys = config.server_keys();
-    if keys.is_open() {
-        tracing::warn!(
-            "OPEN DEVELOPMENT MODE: no API key, stream key or read-token secret is configured, \
-             so every route acts as the service for any local caller. Only loopback Host \
-             names and loopback page origins are answered (see docs/security.md); configure \
-             api_keys before exposing this server"
-        );
-    }
 
     let mut runtime = Runtime::builder(
         stores.objects.clone(),
@@ -155,6 +149,7 @@ pub async fn run(
             config.streams.clone(),
             stores.admin.exclusive(),
         )
+        .with_shutdown(stop.clone())
     });
     // On a shared engine, readers also wake for appends made by other nodes.
     if let (Some(streams), Some(wakes)) = (&streams, &stores.stream_wakes) {
@@ -220,10 +215,26 @@ pub async fn run(
     if let (Some(hub), Some(presence)) = (&realtime, stores.presence.clone()) {
         hub.attach_presence(presence);
     }
+    if let Some(hub) = &realtime {
+        hub.drain_on(stop.clone());
+    }
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
     );
+    let mut served = vec!["sessions", "cache"];
+    served.extend(streams.as_ref().map(|_| "streams"));
+    served.extend(subscriptions.as_ref().map(|_| "stream-subscriptions"));
+    served.extend(decider.as_ref().map(|_| "middleware"));
+    served.extend(realtime.as_ref().map(|_| "realtime"));
+    served.extend(
+        config
+            .compat
+            .session_state
+            .enabled
+            .then_some("compat-session-state"),
+    );
+    served.extend(config.compat.state.enabled.then_some("compat-state"));
     let app = app::router(
         &config,
         &keys,
@@ -238,16 +249,17 @@ pub async fn run(
         metrics,
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        signal.cancel();
     });
+    let stopped = || stop.clone().cancelled_owned();
     let sweeper = tokio::spawn(sessiond_sessions::sweeper::run(
         stores.sessions.clone(),
         stores.cache.clone(),
         sessions_config,
-        stopped(stop_rx.clone()),
+        stopped(),
     ));
 
     let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
@@ -261,15 +273,14 @@ pub async fn run(
             tier,
             config.streams.cold.policy(),
             hold,
-            stopped(stop_rx.clone()),
+            stopped(),
         ))
     });
-    let subscription_task =
-        subscriptions.map(|subs| tokio::spawn(subs.run(changes, stopped(stop_rx.clone()))));
+    let subscription_task = subscriptions.map(|subs| tokio::spawn(subs.run(changes, stopped())));
     let metrics_stream = streams.clone().map(|streams| {
         tokio::spawn(sessiond_streams::metrics::run_system_stream(
             streams,
-            stopped(stop_rx.clone()),
+            stopped(),
         ))
     });
     let analytics_task = streams.clone().zip(analytics_rx).map(|(streams, rx)| {
@@ -277,17 +288,13 @@ pub async fn run(
             streams,
             config.middleware.analytics.stream.clone(),
             rx,
-            stopped(stop_rx.clone()),
+            stopped(),
         ))
     });
-    let stream_sweeper = streams.map(|streams| {
-        tokio::spawn(sessiond_streams::sweeper::run(
-            streams,
-            stopped(stop_rx.clone()),
-        ))
-    });
+    let stream_sweeper =
+        streams.map(|streams| tokio::spawn(sessiond_streams::sweeper::run(streams, stopped())));
 
-    tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
+    startup::announce(&config, addr, stores.admin.name(), &served);
     // Connect info gives handlers the peer address (the realtime connection list shows it).
     // TCP_NODELAY: WebSocket frames and SSE events are small writes that must leave at once;
     // with Nagle on, a frame waits for the peer's delayed ACK of the previous one (up to
@@ -301,12 +308,12 @@ pub async fn run(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .with_graceful_shutdown(stopped())
     .into_future();
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
         result = serve => result?,
-        _ = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+        _ = async { stopped().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
         }
     }

@@ -38,7 +38,13 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0"]);
         match store {
             Store::Sqlite(dir) => cmd.args(["--engine", "sqlite"]).arg("--data-dir").arg(dir),
-            Store::Redis(redis) => cmd.args(["--engine", "redis", "--redis-url", &redis.url()]),
+            // Nodes on Redis share a signing key (sessiond refuses a per-process one there).
+            Store::Redis(redis) => cmd
+                .args(["--engine", "redis", "--redis-url", &redis.url()])
+                .env(
+                    "SESSIOND_MIDDLEWARE__SIGNING_KEYS",
+                    format!("[{}]", "ab".repeat(32)),
+                ),
         };
         cmd.env("SESSIOND_LOG__FORMAT", "json")
             .env_remove("SESSIOND_API_KEYS")

@@ -1,5 +1,6 @@
 //! `GET …?live=long-poll`: answer at once when data exists after the offset, otherwise wait
-//! for an append (or closure) up to `long_poll_timeout_ms`, then 204.
+//! for an append (or closure) up to `long_poll_timeout_ms`, then 204. Server shutdown ends the
+//! wait early with the same 204 and offset, so a rolling restart never holds a poll open.
 //!
 //! Waiting uses the stream object's `watch` channel, which writers bump only after their
 //! commit returned, so a woken reader always reads durable data. No lock is held while waiting.
@@ -90,13 +91,16 @@ pub async fn long_poll(
         if snap.closed {
             return Ok(at_tail(&snap, true, None));
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Err(_) => {
-                let c = crate::cursor::next(now_ms(), cursor.as_deref());
-                return Ok(at_tail(&snap, false, Some(&c)));
-            }
-            Ok(_) => (snap, changes) = refresh(streams, &snap.path).await?,
+        // Shutdown answers like the timeout: the client polls again (elsewhere) from the tail.
+        let woke = tokio::select! {
+            _ = streams.draining.cancelled() => false,
+            woke = tokio::time::timeout_at(deadline, changes.changed()) => woke.is_ok(),
+        };
+        if !woke {
+            let c = crate::cursor::next(now_ms(), cursor.as_deref());
+            return Ok(at_tail(&snap, false, Some(&c)));
         }
+        (snap, changes) = refresh(streams, &snap.path).await?;
     }
 }
 

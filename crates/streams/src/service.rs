@@ -22,6 +22,7 @@ use sessiond_store::{
     StreamWakes,
 };
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cold::ColdReader;
 use crate::config::StreamsConfig;
@@ -48,6 +49,8 @@ pub struct Streams {
     pub(crate) sse_open: Arc<AtomicUsize>,
     pub(crate) long_polls: Arc<AtomicUsize>,
     pub(crate) wakes: Arc<WakeHub>,
+    /// Cancelled when the server starts draining: live reads end at once with their offset.
+    pub(crate) draining: CancellationToken,
 }
 
 /// What a lookup found.
@@ -93,7 +96,16 @@ impl Streams {
             sse_open: Arc::new(AtomicUsize::new(0)),
             long_polls: Arc::new(AtomicUsize::new(0)),
             wakes: Arc::default(),
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// Ends live reads when `token` is cancelled (server shutdown): long-polls answer at once
+    /// as on their timeout, SSE responses send a last control event and close, so clients
+    /// resume from that offset on another node or after the restart.
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Streams {
+        self.draining = token;
+        self
     }
 
     /// Wakes this node's readers on `source`'s notifications (changes made by other nodes).

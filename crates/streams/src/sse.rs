@@ -9,7 +9,8 @@
 //! At the tail the connection waits on the stream's change channel (woken only after durable
 //! writes), sending a keep-alive control every `long_poll_timeout_ms`; it ends after the
 //! `streamClosed` control, when the stream disappears, or after `sse_reconnect_s` (clients
-//! reconnect from their last offset, which lets CDNs collapse connections).
+//! reconnect from their last offset, which lets CDNs collapse connections). Server shutdown
+//! ends it the same way, at once: one last control event with the offset, then EOF.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -100,6 +101,10 @@ impl Session {
         }
         let keepalive = Duration::from_millis(self.streams.config.long_poll_timeout_ms);
         loop {
+            // Draining: stop between pages too (a long catch-up must not hold the shutdown).
+            if self.sent_any && self.streams.draining.is_cancelled() {
+                return Some(self.last_control());
+            }
             if self.pos < self.snap.tail {
                 let max = self.streams.config.max_read_chunk_bytes;
                 let page = self
@@ -134,8 +139,15 @@ impl Session {
             if Instant::now() >= self.deadline {
                 return None;
             }
+            if self.streams.draining.is_cancelled() {
+                return Some(self.last_control());
+            }
             let wake = Instant::now() + keepalive;
-            match tokio::time::timeout_at(wake.min(self.deadline), self.changes.changed()).await {
+            let changed = tokio::select! {
+                _ = self.streams.draining.cancelled() => return Some(self.last_control()),
+                changed = tokio::time::timeout_at(wake.min(self.deadline), self.changes.changed()) => changed,
+            };
+            match changed {
                 Err(_) if Instant::now() >= self.deadline => return None,
                 Err(_) => return Some(self.control()),
                 Ok(_) => match refresh(&self.streams, &self.snap.path).await {
@@ -144,6 +156,13 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// The control event that ends the response at server shutdown: the offset and cursor to
+    /// resume from, then EOF.
+    fn last_control(&mut self) -> Vec<u8> {
+        self.done = true;
+        self.control()
     }
 
     /// A control event for the current position; marks the session done after closure.

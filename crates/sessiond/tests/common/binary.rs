@@ -7,6 +7,8 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -19,6 +21,50 @@ pub fn serve<'a>(
     args: impl IntoIterator<Item = &'a OsStr>,
     env: &[(&str, String)],
 ) -> (Child, String) {
+    let (child, base, _) = serve_logged(args, env);
+    (child, base)
+}
+
+/// The log lines a child wrote to stderr so far (kept for the child's whole life).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The JSON log events so far (lines that are not JSON are skipped).
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (at most 10 s) until an event matches `f`, and returns it.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(event) = self.events().into_iter().find(|e| f(e)) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} in {:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// [`serve`], also returning every line the child logs (before and after it listens).
+pub fn serve_logged<'a>(
+    args: impl IntoIterator<Item = &'a OsStr>,
+    env: &[(&str, String)],
+) -> (Child, String, Logs) {
     let bin = std::env::var("TEST_SESSIOND_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sessiond").to_string());
     let mut command = Command::new(bin);
@@ -34,12 +80,14 @@ pub fn serve<'a>(
         command.env(k, v);
     }
     let mut child = command.spawn().expect("start sessiond");
+    let logs = Logs::default();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines
             .next()
             .expect("sessiond exited before listening")
             .unwrap();
+        logs.0.lock().unwrap().push(line.clone());
         let Ok(event) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
@@ -47,8 +95,13 @@ pub fn serve<'a>(
             break event["fields"]["addr"].as_str().unwrap().to_string();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.0.lock().unwrap().push(line);
+        }
+    });
+    (child, format!("http://{addr}"), logs)
 }
 
 /// A running `sessiond serve`; killed when dropped.
@@ -56,6 +109,8 @@ pub struct Binary {
     pub child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// Its log lines (JSON).
+    pub logs: Logs,
 }
 
 impl Binary {
@@ -67,8 +122,8 @@ impl Binary {
             OsStr::new("sqlite"),
             OsStr::new("--data-dir"),
         ];
-        let (child, base) = serve(args.into_iter().chain([data_dir.as_os_str()]), env);
-        Binary { child, base }
+        let (child, base, logs) = serve_logged(args.into_iter().chain([data_dir.as_os_str()]), env);
+        Binary { child, base, logs }
     }
 
     /// Absolute URL of `path`.
@@ -94,10 +149,38 @@ impl Binary {
 
     /// SIGTERM, then waits for the clean exit (the SQLite writer checkpoints its WAL).
     pub fn stop(mut self) {
+        self.terminate();
+        assert!(self.child.wait().unwrap().success(), "clean exit");
+    }
+
+    /// [`stop`](Self::stop), then `check` over every line it logged (to its last).
+    pub fn stop_checked(self, check: impl FnOnce(&[String])) {
+        let logs = self.logs.clone();
+        self.stop();
+        logs.wait_for("sessiond stopped cleanly", |e| {
+            e["fields"]["message"] == "sessiond stopped cleanly"
+        });
+        check(&logs.lines());
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
-        assert!(self.child.wait().unwrap().success(), "clean exit");
+    }
+
+    /// Waits until the process exited, at most until `deadline`; `None` if it still runs.
+    pub fn exited_by(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use sessiond::config::{Config, EngineKind};
 use sessiond_engine_redis::testing::RedisServer;
 use tokio::sync::oneshot;
 
+/// `middleware.signing_keys` of every Redis-engine test server (a cluster shares it).
+pub const CLUSTER_SIGNING_KEY: &str = "test-cluster-signing-key-0123456789abcdef";
+
 /// The engines every HTTP test runs on.
 pub fn engines() -> [EngineKind; 3] {
     [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis]
@@ -53,6 +56,9 @@ impl TestServer {
         };
         if let Some(url) = redis_url {
             config.redis.url = url;
+            // Nodes of one cluster share their signing key (sessiond refuses a per-process one
+            // on Redis); every node of a test gets the same.
+            config.middleware.signing_keys = vec![CLUSTER_SIGNING_KEY.into()];
         }
         tweak(&mut config);
         config.validate().unwrap();
