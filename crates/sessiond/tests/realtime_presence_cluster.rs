@@ -341,8 +341,7 @@ fn spawn_node(redis: &RedisServer, hook: &str, dir: &std::path::Path) -> binary:
         OsStr::new("--data-dir"),
         data.as_os_str(),
     ];
-    let (child, base) = binary::serve(args, &[]);
-    binary::Binary { child, base }
+    binary::Binary::start(args, &[binary::shared_signing_key()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

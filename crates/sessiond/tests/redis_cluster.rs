@@ -24,9 +24,9 @@ fn node(cluster: &RedisCluster) -> binary::Binary {
     let env = [
         ("SESSIOND_REDIS__CLUSTER", "true".to_string()),
         ("SESSIOND_REDIS__URLS", urls),
+        binary::shared_signing_key(),
     ];
-    let (child, base) = binary::serve(args, &env);
-    binary::Binary { child, base }
+    binary::Binary::start(args, &env)
 }
 
 async fn body(res: reqwest::Response) -> (u16, String) {
@@ -193,9 +193,11 @@ async fn sessiond_runs_on_a_redis_cluster() {
 #[test]
 fn seed_urls_without_cluster_mode_are_refused() {
     let check = |cluster: &str| {
+        let (key, keys) = binary::shared_signing_key();
         std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
             .args(["check-config", "--engine", "redis"])
             .env_remove("SESSIOND_API_KEYS")
+            .env(key, keys)
             .env("SESSIOND_REDIS__URLS", "[redis://127.0.0.1:7000]")
             .env("SESSIOND_REDIS__CLUSTER", cluster)
             .output()

@@ -44,11 +44,7 @@ fn spawn_node(redis: &RedisServer) -> Node {
         .into_iter()
         .chain(["--long-poll-timeout-ms", "500", "--data-dir"]);
     let args = args.map(OsStr::new).chain([dir.path().as_os_str()]);
-    let key = (
-        "SESSIOND_MIDDLEWARE__SIGNING_KEYS",
-        format!("[{}]", "ab".repeat(32)),
-    );
-    let (child, base) = binary::serve(args, &[key]);
+    let (child, base) = binary::serve(args, &[binary::shared_signing_key()]);
     Node {
         child,
         url: format!("{base}{STREAM}"),

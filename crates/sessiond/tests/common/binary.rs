@@ -113,7 +113,22 @@ pub struct Binary {
     pub logs: Logs,
 }
 
+/// The `middleware.signing_keys` override every node of a test cluster shares (on Redis
+/// sessiond refuses to start with a per-process key).
+pub fn shared_signing_key() -> (&'static str, String) {
+    (
+        "SESSIOND_MIDDLEWARE__SIGNING_KEYS",
+        format!("[{}]", "ab".repeat(32)),
+    )
+}
+
 impl Binary {
+    /// Starts `sessiond serve` with `args` and extra environment and waits until it listens.
+    pub fn start<'a>(args: impl IntoIterator<Item = &'a OsStr>, env: &[(&str, String)]) -> Binary {
+        let (child, base, logs) = serve_logged(args, env);
+        Binary { child, base, logs }
+    }
+
     /// Starts the binary on SQLite in `data_dir` with extra environment (config overrides such
     /// as `SESSIOND_STREAMS__MAX_JSON_DEPTH`), and waits until it listens (see [`serve`]).
     pub fn spawn(data_dir: &Path, env: &[(&str, String)]) -> Binary {
