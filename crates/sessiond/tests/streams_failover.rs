@@ -5,8 +5,6 @@
 //! every acknowledged append again, without restarting sessiond.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::OsStr;
-use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,38 +16,15 @@ use sessiond_engine_redis::testing::RedisServer;
 #[path = "common/binary.rs"]
 mod binary;
 
+use binary::Binary;
+
 const STREAM: &str = "/v1/stream/failover/log";
 const WRITERS: usize = 6;
 const APPENDS: usize = 40;
 
-/// A `sessiond serve` process on the Redis engine; killed (SIGKILL) on drop.
-struct Node {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_node(redis: &RedisServer) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let redis_url = redis.url();
-    let args = ["--engine", "redis", "--redis-url", &redis_url];
-    let args = args
-        .into_iter()
-        .chain(["--long-poll-timeout-ms", "500", "--data-dir"]);
-    let args = args.map(OsStr::new).chain([dir.path().as_os_str()]);
-    let (child, base) = binary::serve(args, &[]);
-    Node {
-        child,
-        url: format!("{base}{STREAM}"),
-        _dir: dir,
-    }
+/// A `sessiond serve` process on the Redis engine (killed, SIGKILL, on drop).
+fn spawn_node(redis: &RedisServer) -> Binary {
+    Binary::spawn_on_redis(&redis.url(), &["--long-poll-timeout-ms", "500"], &[])
 }
 
 /// Follows the stream over SSE from `urls[0]`, moving to the next URL (from the last offset a
@@ -104,10 +79,10 @@ async fn follow(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_of_a_node_and_a_redis_restart_lose_no_acknowledged_append() {
     let mut redis = RedisServer::start_durable();
-    let mut nodes: Vec<Option<Node>> = (0..3).map(|_| Some(spawn_node(&redis))).collect();
+    let mut nodes: Vec<Option<Binary>> = (0..3).map(|_| Some(spawn_node(&redis))).collect();
     let urls: Vec<String> = nodes
         .iter()
-        .map(|n| n.as_ref().unwrap().url.clone())
+        .map(|n| n.as_ref().unwrap().url(STREAM))
         .collect();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

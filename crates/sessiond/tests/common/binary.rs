@@ -56,6 +56,8 @@ pub struct Binary {
     pub child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The data directory of a node on Redis (cold tier, files), removed with it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Binary {
@@ -68,7 +70,26 @@ impl Binary {
             OsStr::new("--data-dir"),
         ];
         let (child, base) = serve(args.into_iter().chain([data_dir.as_os_str()]), env);
-        Binary { child, base }
+        Binary {
+            child,
+            base,
+            _dir: None,
+        }
+    }
+
+    /// Starts one node of a cluster: the binary on the Redis engine at `redis_url`, with
+    /// extra arguments and environment, in a data directory of its own.
+    pub fn spawn_on_redis(redis_url: &str, args: &[&str], env: &[(&str, String)]) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let fixed = ["--engine", "redis", "--redis-url", redis_url];
+        let args = fixed.iter().chain(args).map(OsStr::new);
+        let args = args.chain([OsStr::new("--data-dir"), dir.path().as_os_str()]);
+        let (child, base) = serve(args, env);
+        Binary {
+            child,
+            base,
+            _dir: Some(dir),
+        }
     }
 
     /// Absolute URL of `path`.
@@ -106,6 +127,28 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sum of the samples of metric `name` (any labels) on `base`'s `/metrics`; 0 if absent.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// Bytes of every file under `dir`, recursively.
