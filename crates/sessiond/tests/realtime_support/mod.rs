@@ -46,7 +46,12 @@ impl Connect {
 
 /// Opens `path_and_query` as a WebSocket with extra request headers.
 pub async fn connect(s: &TestServer, path_and_query: &str, headers: &[(&str, &str)]) -> Connect {
-    let url = format!("ws://{}{}", s.addr, path_and_query);
+    connect_to(&s.addr.to_string(), path_and_query, headers).await
+}
+
+/// [`connect`] to the server listening at `addr` (`host:port`), e.g. a real binary's.
+pub async fn connect_to(addr: &str, path_and_query: &str, headers: &[(&str, &str)]) -> Connect {
+    let url = format!("ws://{addr}{path_and_query}");
     let mut request = url.into_client_request().unwrap();
     for (name, value) in headers {
         request.headers_mut().insert(
