@@ -99,8 +99,7 @@ async fn run_commits(
         }
         let start = Instant::now();
         let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
-        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "stream_commit")
-            .record(start.elapsed().as_secs_f64());
+        crate::round_trip("stream_commit", start);
         metrics::histogram!("sessiond_engine_commit_batch_size", "engine" => "redis")
             .record(batch.len() as f64);
         let outcomes = match out {
@@ -133,7 +132,9 @@ async fn run_commits(
         }
         if reindex {
             // Not part of the commit's outcome: a lagging index is repaired by the next scan.
+            let start = Instant::now();
             let _: redis::RedisResult<()> = index.query_async(&mut con).await;
+            crate::round_trip("stream_index", start);
         }
     }
 }
