@@ -125,12 +125,13 @@ async fn claim_of_a_node_that_died_mid_handler_is_taken_over_after_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_slower_than_the_lease_is_not_fired_twice() {
     let server = RedisServer::start();
-    // Each handler runs for four leases; the other nodes poll every 100 ms all along.
-    let lease = Duration::from_millis(600);
+    // Each handler runs for three leases; the other nodes poll every 100 ms all along. (The
+    // lease is long enough that a busy machine delaying one renewal does not lapse it.)
+    let lease = Duration::from_secs(1);
     let (tx, mut rx) = unbounded_channel();
     let mut nodes = Vec::new();
     for id in 0..3 {
-        nodes.push(node(&server, id, lease, Some(lease * 4), &tx).await);
+        nodes.push(node(&server, id, lease, Some(lease * 3), &tx).await);
     }
     nodes[0]
         .alarms()

@@ -18,7 +18,7 @@ mod binary;
 use binary::{metric, Binary};
 
 const KEY: &str = "cluster-alarms-signing-key-of-32-bytes";
-const TTL_S: u64 = 2;
+const TTL_S: u64 = 3;
 
 /// Both nodes verify each other's cookies; client states live `TTL_S`; schedulers poll
 /// Redis every 200 ms.
