@@ -74,6 +74,40 @@ wait_http() {
     die "$1 not ready at $2 after 15 s"
 }
 
+# Starts a private redis-server without persistence on 127.0.0.1:PORT (its files under
+# $WORK/redis) and waits for PING; appends its pid to `pids` and sets REDIS_PID.
+# Usage: start_private_redis PORT
+start_private_redis() {
+    mkdir -p "$WORK/redis"
+    redis-server --bind 127.0.0.1 --port "$1" --dir "$WORK/redis" --save "" --appendonly no \
+        --daemonize no --logfile "$WORK/redis.log" &
+    REDIS_PID=$!
+    pids+=("$REDIS_PID")
+    local _
+    for _ in $(seq 100); do
+        [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.1
+    done
+    die "redis-server not ready on port $1"
+}
+
+# Creates N sessions (users seed-0..N-1, small data) through one curl process and writes their
+# ids, one a line, to IDS_FILE; with API_KEY as a bearer token.
+# Usage: seed_sessions N NAME BASE_URL IDS_FILE [API_KEY]
+seed_sessions() {
+    local count=$1 name=$2 base=$3 ids=$4 key=${5:-} cfg="$WORK/seed-$2.curl" i n
+    for ((i = 0; i < count; i++)); do
+        printf 'url = "%s/v1/sessions"\nrequest = "POST"\nheader = "Content-Type: application/json"\n' "$base"
+        [[ -z $key ]] || printf 'header = "Authorization: Bearer %s"\n' "$key"
+        printf 'data = "{\\"user_id\\":\\"seed-%d\\",\\"data\\":{\\"seed\\":%d,\\"cart\\":[]}}"\n' "$i" "$i"
+        printf 'write-out = "\\n"\nsilent\nnext\n'
+    done >"$cfg"
+    curl -K "$cfg" 2>>"$WORK/seed-$name.err" | grep -o '"id":"[^"]*"' | sed 's/"id":"\(.*\)"/\1/' >"$ids" || true
+    n=$(wc -l <"$ids")
+    [[ $n == "$count" ]] || die "seeding $name: got $n ids of $count (see $WORK/seed-$name.err)"
+    say "== seeded $n sessions on $name"
+}
+
 # Type of the file system holding a directory (ext4, tmpfs, ...).
 fs_type_of() {
     local t

@@ -1,11 +1,12 @@
 -- wrk script for bench/sessions/run.
 --
---   wrk -s sessions.lua URL -- MODE IDS_FILE
+--   wrk -s sessions.lua URL -- MODE IDS_FILE [API_KEY]
 --
 -- MODE: get   GET  /v1/sessions/<id>     ids round-robin over IDS_FILE
 --       patch PATCH /v1/sessions/<id>    {"data":{"k<i mod 64>":n}} (i = per-thread request
 --             number, n unique), ids round-robin; data stays <= 64 small keys per session
 --       post  POST /v1/sessions          {"user_id":"bench-<t>-<i>","data":{"n":n}}
+-- With API_KEY every request carries `Authorization: Bearer API_KEY` (servers not in open mode).
 -- Each thread starts at a different offset in the id list (half the list apart with -t2), so
 -- concurrent requests spread over the sessions instead of queueing on one session's lock.
 -- The hello-world server answers any path, so it runs the same `get` script (same
@@ -22,7 +23,7 @@ function setup(thread)
    next_tid = next_tid + 1
 end
 
-local mode, ids, n_ids, counter, offset, headers
+local mode, ids, n_ids, counter, offset, headers, get_headers
 
 function init(args)
    mode = args[1] or "get"
@@ -41,6 +42,11 @@ function init(args)
    offset = (tid * math.floor(n_ids / 2)) % math.max(n_ids, 1)
    counter = 0
    headers = { ["Content-Type"] = "application/json" }
+   get_headers = {}
+   if args[3] and #args[3] > 0 then
+      headers["Authorization"] = "Bearer " .. args[3]
+      get_headers["Authorization"] = "Bearer " .. args[3]
+   end
 end
 
 local function next_id()
@@ -51,7 +57,7 @@ function request()
    counter = counter + 1
    local n = counter * 16 + tid -- unique per request across threads (<= 16 threads)
    if mode == "get" then
-      return wrk.format("GET", "/v1/sessions/" .. next_id(), nil, nil)
+      return wrk.format("GET", "/v1/sessions/" .. next_id(), get_headers, nil)
    elseif mode == "patch" then
       local body = string.format('{"data":{"k%d":%d}}', counter % 64, n)
       return wrk.format("PATCH", "/v1/sessions/" .. next_id(), headers, body)

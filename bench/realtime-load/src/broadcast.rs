@@ -178,12 +178,24 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
         last_complete_us: AtomicU64::new(0),
     });
 
+    // Several nodes (`--addr a,b,c`): receiver i connects to node i mod n, the publisher to
+    // the first; deliveries to receivers of the other nodes are cross-node.
+    let eps: Vec<Endpoint> = ep
+        .addr
+        .split(',')
+        .map(|addr| Endpoint {
+            addr: addr.to_string(),
+            ..ep.clone()
+        })
+        .collect();
+    let nodes = eps.len();
+    let ep = &eps[0];
     let connect = Arc::new(Semaphore::new(concurrency.max(1)));
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Res<()>>();
     let mut handles = Vec::with_capacity(receivers as usize);
     for i in 0..receivers {
         let (ep, channel, shared, connect, ready) = (
-            ep.clone(),
+            eps[i as usize % nodes].clone(),
             channel.clone(),
             shared.clone(),
             connect.clone(),
@@ -231,6 +243,9 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     drain(&mut publisher, &shared, inflight, limit).await?;
 
     let pid = args.num("pid", 0)? as u32;
+    // Markers on stderr let a script take its own readings (e.g. Redis counters) around exactly
+    // the measured window.
+    eprintln!("MEASURE start");
     let cpu_before = cpu_pair(pid);
     let started_us = now_us();
     let until_us = started_us + duration.as_micros() as u64;
@@ -247,6 +262,7 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     .await?;
     drain(&mut publisher, &shared, inflight, limit).await?;
     let cpu_after = cpu_pair(pid);
+    eprintln!("MEASURE end");
     let measured = seq - warmup;
     let elapsed_us = shared
         .last_complete_us
@@ -258,20 +274,26 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
 
     let started = Instant::now();
     let mut latencies = Vec::with_capacity((measured * u64::from(receivers)) as usize);
-    for handle in handles {
+    let mut remote = Vec::new();
+    for (i, handle) in handles.into_iter().enumerate() {
         let left = Duration::from_secs(30).saturating_sub(started.elapsed());
         let part = tokio::time::timeout(left, handle)
             .await
             .map_err(|_| "receivers did not get the end message within 30 s".to_string())?
             .map_err(|e| format!("receiver task: {e}"))??;
+        if i % nodes != 0 {
+            remote.extend_from_slice(&part);
+        }
         latencies.extend(part);
     }
     latencies.sort_unstable();
+    remote.sort_unstable();
     let deliveries = measured * u64::from(receivers);
     Ok(format!(
         "subscribers={receivers} messages={measured} deliveries={deliveries} \
          recorded={} seconds={:.3} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={} \
-         inflight={inflight} body={body} server_cpu_s={:.2} client_cpu_s={:.2}",
+         inflight={inflight} body={body} server_cpu_s={:.2} client_cpu_s={:.2} nodes={nodes} \
+         remote_p50_us={} remote_p99_us={}",
         latencies.len(),
         elapsed_us as f64 / 1e6,
         deliveries as f64 / (elapsed_us as f64 / 1e6),
@@ -280,5 +302,7 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
         latencies.last().copied().unwrap_or(0),
         cpu_after.0 - cpu_before.0,
         cpu_after.1 - cpu_before.1,
+        quantile(&remote, 0.50),
+        quantile(&remote, 0.99),
     ))
 }

@@ -6,6 +6,7 @@
 //!
 //! - `append`: C writers append fixed-size `application/octet-stream` bodies over N streams
 //!   (writer w's k-th append goes to stream (w + k·C) mod N) for D seconds → appends/s, p50/p99.
+//!   `--addr` may list several nodes of one cluster: writer w then appends through node w mod n.
 //!   With `--json M` the streams are `application/json` and each body is M JSON objects of that
 //!   size (nested values, a big integer, an exponent, escapes: what a server must validate), a
 //!   bare object for M = 1, an array (a batch of M messages) otherwise.
@@ -34,7 +35,7 @@ type Sender = SendRequest<Full<Bytes>>;
 type Res<T> = Result<T, String>;
 
 fn usage() -> &'static str {
-    "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT [options]
+    "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT[,HOST:PORT…] [options]
   common:  --base /v1/stream  --duration SECS (5)  --prefix NAME (bench)
   append:  --writers C (1) --streams N (1) --body BYTES (256) --json M (0: octet-stream)
   catchup: --mb MEGABYTES (200) --chunk BYTES (65536) --fill-writers W (4)
@@ -306,7 +307,10 @@ fn json_body(len: usize) -> Bytes {
 }
 
 async fn run_append(a: &Args) -> Res<()> {
-    let addr = a.str("addr", "");
+    // Several nodes (`--addr a,b,c`): streams are created through the first, and writer w
+    // appends through node w mod n.
+    let addrs: Vec<String> = a.str("addr", "").split(',').map(str::to_string).collect();
+    let addr = addrs[0].clone();
     let base = a.str("base", "/v1/stream");
     let prefix = a.str("prefix", "bench");
     let writers: usize = a.num("writers", 1)?;
@@ -344,7 +348,7 @@ async fn run_append(a: &Args) -> Res<()> {
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (paths, addr, body) = (paths.clone(), addr.clone(), body.clone());
+        let (paths, addr, body) = (paths.clone(), addrs[w % addrs.len()].clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = Hist::new();
             let (mut ok, mut errors, mut first_err) = (0u64, 0u64, String::new());

@@ -136,6 +136,16 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
+/// Records one Redis round trip of kind `op` begun at `start`: its latency
+/// (`sessiond_engine_command_seconds{op}`) and a count per kind
+/// (`sessiond_engine_redis_round_trips_total{op}`), so a node's round trips per request are a
+/// ratio of two counters.
+pub(crate) fn round_trip(op: &'static str, start: Instant) {
+    metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("sessiond_engine_redis_round_trips_total", "op" => op).increment(1);
+}
+
 impl RedisEngine {
     /// Connects to `url` (`redis://[user:pass@]host:port/db`, `rediss://` for TLS when the
     /// client supports it) and checks the server answers.
@@ -249,8 +259,7 @@ impl RedisEngine {
     {
         let start = Instant::now();
         let out = fut.await;
-        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => op)
-            .record(start.elapsed().as_secs_f64());
+        round_trip(op, start);
         out.map_err(map_err)
     }
 

@@ -176,8 +176,7 @@ impl RealtimeBus for RedisBus {
             .arg(self.keys.rt_bus());
         let start = std::time::Instant::now();
         let out: redis::RedisResult<(String, u64)> = inv.invoke_async(&mut con).await;
-        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "rt_publish")
-            .record(start.elapsed().as_secs_f64());
+        crate::round_trip("rt_publish", start);
         out.map_err(map_err)
     }
 
@@ -197,8 +196,7 @@ impl RealtimeBus for RedisBus {
             .arg(after.saturating_add(1));
         let start = std::time::Instant::now();
         let out: redis::RedisResult<(String, u64, Vec<Entry>)> = inv.invoke_async(&mut con).await;
-        metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "rt_history")
-            .record(start.elapsed().as_secs_f64());
+        crate::round_trip("rt_history", start);
         let (epoch, top, entries) = out.map_err(map_err)?;
         let messages = entries
             .into_iter()
@@ -215,7 +213,10 @@ impl RealtimeBus for RedisBus {
         let mut con = self.con.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(self.keys.rt_bus()).arg(format!("s{payload}"));
-        let _: i64 = cmd.query_async(&mut con).await.map_err(map_err)?;
+        let start = std::time::Instant::now();
+        let out: redis::RedisResult<i64> = cmd.query_async(&mut con).await;
+        crate::round_trip("rt_signal", start);
+        out.map_err(map_err)?;
         Ok(())
     }
 
@@ -283,6 +284,12 @@ async fn subscriber(seeds: Arc<Vec<redis::Client>>, channel: String, listeners: 
                         metrics::counter!("sessiond_realtime_bus_bad_payloads_total").increment(1);
                         continue;
                     };
+                    if let BusEvent::Message(m) = &event {
+                        // Publish time (carried in the message) to receipt on this node.
+                        let lag_ms = (sessiond_store::now_ms() - m.ts).max(0);
+                        metrics::histogram!("sessiond_realtime_bus_lag_seconds")
+                            .record(lag_ms as f64 / 1000.0);
+                    }
                     if !deliver(&listeners, &event) {
                         return;
                     }

@@ -132,8 +132,7 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
     }
     let start = Instant::now();
     let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
-    metrics::histogram!("sessiond_engine_command_seconds", "engine" => "redis", "op" => "stream_commit")
-        .record(start.elapsed().as_secs_f64());
+    crate::round_trip("stream_commit", start);
     let outcomes = match out {
         Ok(codes) if codes.len() == batch.len() => codes,
         Ok(_) => {
@@ -164,7 +163,9 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
     }
     if reindex {
         // Not part of the commit's outcome: a lagging index is repaired by the next scan.
+        let start = Instant::now();
         let _: redis::RedisResult<()> = index.query_async(&mut con).await;
+        crate::round_trip("stream_index", start);
     }
 }
 

@@ -2,16 +2,23 @@
 //!
 //! Loop: read due alarms, claim and fire each, read the earliest remaining due time, then sleep
 //! until it (capped by `alarm_poll_max`, so alarms written by another node or a lost wake-up
-//! are still seen), waking early when [`Alarms::set`](crate::Alarms::set) notifies. State lives
+//! are still seen), waking early when [`Alarms::set`](crate::Alarms::set) notifies. The wake-up
+//! is local: on several nodes the one that set an alarm fires it on time, and the others find
+//! it at their next poll, which matters when that node died (then the alarm fires at most one
+//! poll interval late) or when its handler failed and the retry is claimed elsewhere. State lives
 //! only in the store, so a fresh runtime on the same store picks up where a stopped one left.
 //!
 //! At-least-once delivery:
 //! - **Claim.** Before firing, the alarm is moved to `now + alarm_claim_lease`. The scheduler
 //!   will not see it again during the lease, and if the process dies mid-handler the alarm is
-//!   simply due again when the lease ends. The claim is one atomic compare-and-set on the
-//!   observed `due_at` (`ObjectStore::reschedule_alarm`), so of several nodes reading the same
-//!   due alarm only one claims it, an alarm re-set in the meantime is left alone, and no crash
-//!   can lose an alarm between two writes.
+//!   simply due again when the lease ends, and whichever node polls first fires it. The claim
+//!   is one atomic compare-and-set on the observed `due_at` (`ObjectStore::reschedule_alarm`),
+//!   so of several nodes reading the same due alarm only one claims it, an alarm re-set in the
+//!   meantime is left alone, and no crash can lose an alarm between two writes.
+//! - **Renew.** Every third of a lease while the handler runs, the claim is pushed one lease
+//!   further (the same compare-and-set), so a handler slower than the lease is not fired again
+//!   concurrently on another node. Only a node that stalls for a whole lease (or loses the
+//!   store for that long) can see its claim taken over while its handler still runs.
 //! - **Complete.** On success the alarm is deleted only if it still carries the claimed
 //!   `due_at`, so a handler that re-armed the same alarm keeps its new one.
 //! - **Retry.** On failure the claimed record is replaced (same compare-and-set) by one due
@@ -120,7 +127,7 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn fire(self: Arc<Self>, alarm: AlarmRecord) {
+    async fn fire(self: Arc<Self>, mut alarm: AlarmRecord) {
         let kind = alarm.kind.clone();
         let result = match self.handlers.get(&alarm.kind) {
             None => Err(format!("no alarm handler registered for kind {kind:?}")),
@@ -131,13 +138,21 @@ impl Scheduler {
                 let a = alarm.clone();
                 let mut task =
                     tokio::spawn(async move { handler.fire(&a.key, &a.name, &a.payload).await });
-                tokio::select! {
-                    r = &mut task => r.unwrap_or_else(|e| Err(format!("alarm handler panicked: {e}"))),
-                    _ = self.abort.cancelled() => {
-                        task.abort();
-                        tracing::info!(kind, key = %alarm.key, name = %alarm.name,
-                            "alarm handler abandoned at shutdown; it refires after its lease");
-                        return;
+                let mut renew = true;
+                loop {
+                    let renew_at = Instant::now()
+                        + (self.config.alarm_claim_lease / 3).max(Duration::from_millis(1));
+                    tokio::select! {
+                        r = &mut task => break r.unwrap_or_else(|e| Err(format!("alarm handler panicked: {e}"))),
+                        _ = self.abort.cancelled() => {
+                            task.abort();
+                            tracing::info!(kind, key = %alarm.key, name = %alarm.name,
+                                "alarm handler abandoned at shutdown; it refires after its lease");
+                            return;
+                        }
+                        _ = tokio::time::sleep_until(renew_at), if renew => {
+                            renew = self.renew(&mut alarm).await;
+                        }
                     }
                 }
             }
@@ -145,6 +160,34 @@ impl Scheduler {
         if let Err(e) = self.settle(&alarm, result).await {
             tracing::warn!(kind, key = %alarm.key, name = %alarm.name, error = %e,
                 "could not record alarm outcome; it refires after its lease");
+        }
+    }
+
+    /// Extends the claim on `alarm` (a running handler) by one lease, so a handler slower than
+    /// the lease is not fired a second time by another node meanwhile. Returns whether to keep
+    /// renewing: false once the claim is no longer ours (the handler re-armed or cancelled the
+    /// alarm, or, after a stall longer than the lease, another node claimed it).
+    async fn renew(&self, alarm: &mut AlarmRecord) -> bool {
+        let extended = AlarmRecord {
+            due_at: now_ms().saturating_add(millis(self.config.alarm_claim_lease)),
+            ..alarm.clone()
+        };
+        match replace_if_due(&*self.store, alarm.due_at, &extended).await {
+            Ok(true) => {
+                alarm.due_at = extended.due_at;
+                true
+            }
+            Ok(false) => {
+                tracing::debug!(kind = %alarm.kind, key = %alarm.key, name = %alarm.name,
+                    "alarm claim changed while its handler runs; no longer renewing it");
+                false
+            }
+            Err(e) => {
+                // The lease may lapse if the store stays away; the next tick tries again.
+                tracing::warn!(kind = %alarm.kind, key = %alarm.key, name = %alarm.name,
+                    error = %e, "could not renew an alarm claim");
+                true
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -283,6 +284,14 @@ pub struct RuntimeConfig {
     pub idle_evict_s: u64,
     /// How often the idle-eviction sweep runs (seconds).
     pub eviction_interval_s: u64,
+    /// Longest the alarm scheduler sleeps between two reads of the store's due alarms (ms).
+    /// On a shared engine this is how late an alarm set through a node that died can fire on
+    /// another one. Unset: 1000 on Redis (several nodes), 30000 on SQLite and memory (one
+    /// process: its own wake-ups cover every alarm it sets).
+    pub alarm_poll_ms: Option<u64>,
+    /// How far a firing alarm is claimed into the future (ms), renewed every third of it while
+    /// its handler runs: if the node dies mid-handler, another node fires it again after this.
+    pub alarm_claim_lease_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -290,7 +299,20 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             idle_evict_s: 300,
             eviction_interval_s: 30,
+            alarm_poll_ms: None,
+            alarm_claim_lease_ms: 30_000,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// The alarm poll interval on `engine` (the configured one, else the engine's default).
+    pub fn alarm_poll(&self, engine: EngineKind) -> Duration {
+        let ms = self.alarm_poll_ms.unwrap_or(match engine {
+            EngineKind::Redis => 1_000,
+            _ => 30_000,
+        });
+        Duration::from_millis(ms)
     }
 }
 
@@ -460,6 +482,11 @@ impl Config {
         self.realtime.validate().map_err(anyhow::Error::msg)?;
         if self.runtime.eviction_interval_s == 0 {
             anyhow::bail!("runtime.eviction_interval_s must be > 0");
+        }
+        if self.runtime.alarm_poll_ms == Some(0) || self.runtime.alarm_claim_lease_ms < 100 {
+            anyhow::bail!(
+                "runtime.alarm_poll_ms must be > 0 and runtime.alarm_claim_lease_ms >= 100"
+            );
         }
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");

@@ -103,6 +103,8 @@ pub async fn run(
         RuntimeConfig {
             idle_evict_after: Duration::from_secs(config.runtime.idle_evict_s),
             eviction_interval: Duration::from_secs(config.runtime.eviction_interval_s),
+            alarm_poll_max: config.runtime.alarm_poll(config.engine),
+            alarm_claim_lease: Duration::from_millis(config.runtime.alarm_claim_lease_ms),
             ..RuntimeConfig::default()
         },
     );

@@ -111,6 +111,8 @@ pub struct Binary {
     pub base: String,
     /// Its log lines (JSON).
     pub logs: Logs,
+    /// The data directory of a node on Redis (cold tier, files), removed with it.
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// The `middleware.signing_keys` override every node of a test cluster shares (on Redis
@@ -126,7 +128,12 @@ impl Binary {
     /// Starts `sessiond serve` with `args` and extra environment and waits until it listens.
     pub fn start<'a>(args: impl IntoIterator<Item = &'a OsStr>, env: &[(&str, String)]) -> Binary {
         let (child, base, logs) = serve_logged(args, env);
-        Binary { child, base, logs }
+        Binary {
+            child,
+            base,
+            logs,
+            _dir: None,
+        }
     }
 
     /// Starts the binary on SQLite in `data_dir` with extra environment (config overrides such
@@ -138,7 +145,32 @@ impl Binary {
             OsStr::new("--data-dir"),
         ];
         let (child, base, logs) = serve_logged(args.into_iter().chain([data_dir.as_os_str()]), env);
-        Binary { child, base, logs }
+        Binary {
+            child,
+            base,
+            logs,
+            _dir: None,
+        }
+    }
+
+    /// Starts one node of a cluster: the binary on the Redis engine at `redis_url`, with
+    /// extra arguments and environment (after the shared signing key, so `env` may replace
+    /// it), in a data directory of its own.
+    pub fn spawn_on_redis(redis_url: &str, args: &[&str], env: &[(&str, String)]) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let fixed = ["--engine", "redis", "--redis-url", redis_url];
+        let args = fixed.iter().chain(args).map(OsStr::new);
+        let args = args.chain([OsStr::new("--data-dir"), dir.path().as_os_str()]);
+        let env: Vec<(&str, String)> = std::iter::once(shared_signing_key())
+            .chain(env.iter().cloned())
+            .collect();
+        let (child, base, logs) = serve_logged(args, &env);
+        Binary {
+            child,
+            base,
+            logs,
+            _dir: Some(dir),
+        }
     }
 
     /// Absolute URL of `path`.
@@ -204,6 +236,28 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sum of the samples of metric `name` (any labels) on `base`'s `/metrics`; 0 if absent.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// Bytes of every file under `dir`, recursively.
