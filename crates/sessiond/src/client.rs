@@ -214,33 +214,35 @@ enum Encoding {
 /// `sessiond streams tail PATH`: follows the stream over SSE from `offset` (`now` by default,
 /// `-1` for the start), reconnecting where it left off, until the stream is closed.
 pub async fn streams_tail(client: &Client, path: &str, offset: &str) -> anyhow::Result<()> {
+    let mut stream_url = client.base.clone();
+    let base_path = stream_url.path().trim_end_matches('/').to_owned();
+    // The path goes in as given: it is the stream's name as in its URL (`streams ls` prints
+    // it that way), already percent-encoded where needed.
+    stream_url.set_path(&format!(
+        "{base_path}/v1/stream/{}",
+        path.trim_start_matches('/')
+    ));
+    // SSE answers are text/event-stream; the stream's own type says how to print the data.
+    let head = client.send(Method::HEAD, stream_url.clone()).await?;
+    let json = head
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
     let mut offset = offset.to_owned();
     loop {
-        let mut url = client.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_owned();
-        // The path goes in as given: it is the stream's name as in its URL (`streams ls`
-        // prints it that way), already percent-encoded where needed.
-        url.set_path(&format!(
-            "{base_path}/v1/stream/{}",
-            path.trim_start_matches('/')
-        ));
+        let mut url = stream_url.clone();
         url.query_pairs_mut()
             .append_pair("offset", &offset)
             .append_pair("live", "sse");
         let mut response = client.send(Method::GET, url).await?;
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
         let encoding = match response
             .headers()
             .get("stream-sse-data-encoding")
             .and_then(|v| v.to_str().ok())
         {
             Some("base64") => Encoding::Base64,
-            _ if content_type.contains("json") => Encoding::Json,
+            _ if json => Encoding::Json,
             _ => Encoding::Text,
         };
         let mut parser = SseParser::default();
