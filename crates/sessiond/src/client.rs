@@ -77,7 +77,12 @@ impl Client {
         } else {
             String::new()
         };
-        bail!("{status} from {url}: {message}{hint}")
+        let message = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
+        bail!("{status} from {url}{message}{hint}")
     }
 
     async fn json(&self, method: Method, url: Url) -> anyhow::Result<Value> {
