@@ -96,6 +96,18 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot sync directory {}", dir.display()))
 }
 
+/// Creates `dir` (and missing parents) readable by the owner only: a backup holds session
+/// data and stored secrets (webhook signing keys).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
 /// Copies one file and fsyncs the copy; returns its size.
 fn copy_synced(from: &Path, to: &Path) -> std::io::Result<u64> {
     if let Some(parent) = to.parent() {
@@ -186,7 +198,7 @@ pub fn backup(config: &Config, to: &Path) -> anyhow::Result<()> {
     let work = PathBuf::from(work);
     require_empty(&work, "leftover directory")?;
     for _ in 0..ATTEMPTS {
-        fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+        create_private_dir(&work)?;
         match attempt(config, &work) {
             Ok(Some(manifest)) => return finish(&work, to, &manifest),
             Ok(None) => progress(format_args!(

@@ -199,6 +199,12 @@ async fn backup_under_load_restores_every_acknowledged_write() {
     assert!(copied >= 3, "segments in the backup: {manifest}");
     assert_eq!(segment_files(&backup.join("segments")).len(), copied);
     assert!(!root.path().join("backup.partial").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the backup is private to its owner");
+    }
 
     // Restore refuses a non-empty target and then fills a fresh one.
     let busy = root.path().join("busy");
