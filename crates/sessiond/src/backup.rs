@@ -197,7 +197,11 @@ pub fn backup(config: &Config, to: &Path) -> anyhow::Result<()> {
     work.push(".partial");
     let work = PathBuf::from(work);
     require_empty(&work, "leftover directory")?;
-    for _ in 0..ATTEMPTS {
+    for attempt_no in 0..ATTEMPTS {
+        if attempt_no > 0 {
+            // A stream's files go a moment before its rows: give the delete time to commit.
+            std::thread::sleep(std::time::Duration::from_millis(100 << attempt_no));
+        }
         create_private_dir(&work)?;
         match attempt(config, &work) {
             Ok(Some(manifest)) => return finish(&work, to, &manifest),
@@ -211,7 +215,11 @@ pub fn backup(config: &Config, to: &Path) -> anyhow::Result<()> {
         }
         fs::remove_dir_all(&work).with_context(|| format!("cannot clean {}", work.display()))?;
     }
-    bail!("streams kept being deleted during {ATTEMPTS} attempts; try again")
+    bail!(
+        "{ATTEMPTS} snapshots in a row referenced segment files that were gone (streams being \
+         deleted, or a segment file lost from {}); try again, and check the server's log",
+        local_segments_dir(config).unwrap_or_default().display()
+    )
 }
 
 /// Writes the manifest, syncs every directory and renames the work directory into place.

@@ -225,6 +225,22 @@ async fn backup_under_load_restores_every_acknowledged_write() {
         "nothing written"
     );
 
+    // A referenced segment file that is gone (here: removed from the stopped server's
+    // directory) makes the backup fail rather than produce a copy missing data.
+    let referenced = manifest["segments"][0]["key"].as_str().unwrap();
+    std::fs::remove_file(data.join("segments").join(referenced)).unwrap();
+    let broken = root.path().join("broken");
+    let out = sessiond(&[
+        "backup".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--to".as_ref(),
+        broken.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("were gone"), "{}", stderr(&out));
+    assert!(!broken.exists() && !root.path().join("broken.partial").exists());
+
     let restored = root.path().join("restored");
     let out = sessiond(&[
         "restore".as_ref(),
