@@ -20,6 +20,7 @@
 //! # let _ = stores; Ok(()) }
 //! ```
 
+pub mod backup;
 mod cache;
 mod error;
 mod objects;

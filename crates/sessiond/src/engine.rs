@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sessiond_engine_redis::{RedisEngine, RedisOptions};
+pub use sessiond_engine_sqlite::backup::Snapshot as SqliteSnapshot;
 use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
 use sessiond_store::memory::MemoryEngine;
 use sessiond_store::Stores;
@@ -63,4 +64,18 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
             Ok(Stores::from_engine(engine.clone()).with_streams(engine))
         }
     }
+}
+
+/// Copies the SQLite database of `data_dir` to `dest` as of one moment, while a server may be
+/// writing it (`sessiond backup`); see `sessiond_engine_sqlite::backup`.
+pub fn sqlite_snapshot(
+    data_dir: &std::path::Path,
+    dest: &std::path::Path,
+) -> anyhow::Result<SqliteSnapshot> {
+    sessiond_engine_sqlite::backup::snapshot(data_dir, dest).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot snapshot the database in {}: {e}",
+            data_dir.display()
+        )
+    })
 }

@@ -15,6 +15,8 @@
 //! writer. Every acknowledged write is durable before the process exits.
 
 pub mod app;
+pub mod backup;
+pub mod client;
 pub mod config;
 mod config_error;
 pub mod engine;

@@ -26,6 +26,130 @@ enum Command {
     Serve(ConfigArgs),
     /// Load and validate the configuration, print it (keys redacted), and exit.
     CheckConfig(ConfigArgs),
+    /// Copy a SQLite data directory (database + local cold segments) as of one moment, while
+    /// the server runs, into a new backup directory.
+    Backup(BackupArgs),
+    /// Put a backup into a new, empty data directory (start the server on it afterwards).
+    Restore(RestoreArgs),
+    /// Sessions of a running server (URL: --url or SESSIONCTL_URL; key: SESSIONCTL_API_KEY).
+    Sessions(ClientCommand<SessionsCommand>),
+    /// Durable Streams of a running server (URL: --url or SESSIONCTL_URL; key: SESSIONCTL_API_KEY).
+    Streams(ClientCommand<StreamsCommand>),
+}
+
+/// Where the data directory is: the server's own configuration.
+#[derive(Args)]
+struct DataArgs {
+    /// TOML configuration file (the server's: engine, data_dir, streams.cold).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory of the SQLite engine [default: from the configuration].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server's API keys, only so that its configuration validates as it does at start.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "SESSIOND_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        hide = true
+    )]
+    api_keys: Vec<String>,
+}
+
+impl DataArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            api_keys: (!self.api_keys.is_empty()).then(|| self.api_keys.clone()),
+            ..Overrides::default()
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The backup directory to create (it must not exist).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The backup directory `sessiond backup` wrote.
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+}
+
+#[derive(Args)]
+struct ClientCommand<T: Subcommand> {
+    /// Base URL of the server [default: SESSIONCTL_URL, else http://127.0.0.1:7700].
+    #[arg(long, value_name = "URL", global = true)]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: T,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List a user's live sessions, oldest first.
+    List {
+        /// The user id.
+        #[arg(long, value_name = "USER")]
+        user: String,
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every session of a user (prints the revoked ids).
+    Revoke {
+        /// The user id.
+        #[arg(long, value_name = "USER")]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// List streams whose path starts with PREFIX (every page of GET /v1/streams).
+    Ls {
+        /// Path prefix, as in the stream's URL after /v1/stream/.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Streams per request [default: the server's, 100].
+        #[arg(long, value_name = "N")]
+        page_size: Option<u32>,
+        /// One JSON object per stream instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stream's new messages as they arrive (SSE), until it is closed.
+    Tail {
+        /// The stream's path, as in its URL after /v1/stream/.
+        path: String,
+        /// Where to start: `now` (new messages only), `-1` (the beginning) or an offset.
+        #[arg(
+            long,
+            value_name = "OFFSET",
+            default_value = "now",
+            allow_hyphen_values = true
+        )]
+        offset: String,
+    },
+}
+
+async fn client_command<T: Subcommand>(
+    args: ClientCommand<T>,
+    run: impl AsyncFnOnce(&sessiond::client::Client, T) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let client = sessiond::client::Client::new(args.url)?;
+    run(&client, args.command).await
 }
 
 #[derive(Args)]
@@ -126,6 +250,38 @@ async fn main() -> std::process::ExitCode {
             eprintln!("configuration OK");
             Ok(())
         }),
+        Command::Backup(args) => args
+            .data
+            .load()
+            .and_then(|config| sessiond::backup::backup(&config, &args.to)),
+        Command::Restore(args) => args
+            .data
+            .load()
+            .and_then(|config| sessiond::backup::restore(&config, &args.from)),
+        Command::Sessions(args) => {
+            client_command(args, async |client, command| match command {
+                SessionsCommand::List { user, json } => {
+                    sessiond::client::sessions_list(client, &user, json).await
+                }
+                SessionsCommand::Revoke { user } => {
+                    sessiond::client::sessions_revoke(client, &user).await
+                }
+            })
+            .await
+        }
+        Command::Streams(args) => {
+            client_command(args, async |client, command| match command {
+                StreamsCommand::Ls {
+                    prefix,
+                    page_size,
+                    json,
+                } => sessiond::client::streams_ls(client, &prefix, page_size, json).await,
+                StreamsCommand::Tail { path, offset } => {
+                    sessiond::client::streams_tail(client, &path, &offset).await
+                }
+            })
+            .await
+        }
         Command::Serve(args) => match args.load() {
             Err(e) => Err(e),
             Ok(config) => {

@@ -6,6 +6,7 @@
 //! The blocks read the base URL from `$SESSIOND` (defaulting to the documented address for
 //! humans). `curl` fails on an HTTP error here (`--fail-with-body`), and bash stops at the
 //! first failing command, so a tour that 404s because a variable is unset fails the test.
+//! The tested `sessiond` is first on `PATH`, for blocks that use its client commands.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/binary.rs"]
@@ -72,6 +73,16 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
+/// `PATH` with the tested `sessiond` first, for blocks that run the CLI.
+fn path_with_sessiond() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_sessiond"));
+    let mut dirs = vec![bin.parent().unwrap().to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
 fn run_page(page: &Path, blocks: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -81,6 +92,7 @@ fn run_page(page: &Path, blocks: &[String]) {
         .arg("-c")
         .arg(&script)
         .env("SESSIOND", &server.base)
+        .env("PATH", path_with_sessiond())
         .current_dir(dir.path())
         .output()
         .expect("run bash");
