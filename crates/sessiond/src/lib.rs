@@ -13,15 +13,14 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod listener;
 pub mod middleware;
 pub mod realtime;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
 use sessiond_sessions::{CacheService, SessionService, SessionsState};
@@ -272,24 +271,17 @@ pub async fn run(
     });
 
     tracing::info!(%addr, engine = stores.admin.name(), "sessiond listening");
-    // Connect info gives handlers the peer address (the realtime connection list shows it).
-    // TCP_NODELAY: WebSocket frames and SSE events are small writes that must leave at once;
-    // with Nagle on, a frame waits for the peer's delayed ACK of the previous one (up to
-    // 40 ms on Linux), which bench/realtime measured as ~20 ms per presence round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
-        }
-    });
-    let serve = axum::serve(
+    // The listener hands handlers the peer address (the realtime connection list shows it)
+    // and enforces the connection caps and timeouts of `[http]`.
+    let serve = listener::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()))
-    .into_future();
+        app,
+        listener::Limits::from_config(&config.http),
+        stop_rx.clone(),
+    );
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
-        result = serve => result?,
+        () = serve => {}
         _ = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
         }
