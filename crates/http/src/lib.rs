@@ -8,6 +8,8 @@
 //! - [`ids`]: random URL-safe identifiers.
 //! - [`jwt`]: HS256 token verification with secret rotation.
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
+//! - [`webhook`]: where outbound webhooks may connect (SSRF rules, checked DNS) and how much
+//!   of an answer is read.
 
 pub mod auth;
 pub mod body;
@@ -16,6 +18,7 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod webhook;
 
 pub use auth::ApiKeys;
 pub use body::{JsonBody, RawBody};
