@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-pub use webhook_http::{Client, RequestBuilder, StatusCode, Url};
+pub use reqwest::{Client, RequestBuilder, StatusCode, Url};
 
 /// Why a URL or address was refused.
 pub type Rejection = String;
@@ -151,10 +151,10 @@ impl WebhookPolicy {
 
     /// The webhook HTTP client: names resolved only through this policy, no proxy, no
     /// redirects, every request bounded by `timeout`.
-    pub fn client(&self, timeout: Duration) -> Result<Client, webhook_http::Error> {
+    pub fn client(&self, timeout: Duration) -> Result<Client, reqwest::Error> {
         Client::builder()
             .timeout(timeout)
-            .redirect(webhook_http::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(CheckedResolver(Arc::new(self.clone())))
             .build()
@@ -166,13 +166,13 @@ impl WebhookPolicy {
 #[derive(Clone, Debug)]
 pub struct CheckedResolver(Arc<WebhookPolicy>);
 
-impl webhook_http::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: webhook_http::dns::Name) -> webhook_http::dns::Resolving {
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.0.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs = policy.resolve(&host).await?;
-            Ok(Box::new(addrs.into_iter()) as webhook_http::dns::Addrs)
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
