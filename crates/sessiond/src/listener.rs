@@ -573,3 +573,7 @@ impl Drop for Slot {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;
