@@ -230,8 +230,11 @@ async fn slow_bodies_get_a_408_and_idle_connections_are_closed() {
     assert!(served_again - served < idle, "the test itself was too slow");
     let rest = read_all(&mut tcp).await;
     assert_eq!(rest, "", "nothing more is sent on an idle connection");
+    // The server's idle clock starts when it finished the response, a moment before the
+    // client read it.
+    let margin = Duration::from_millis(100);
     assert!(
-        served_again.elapsed() >= idle,
+        served_again.elapsed() + margin >= idle,
         "closed before the idle timeout"
     );
 }
