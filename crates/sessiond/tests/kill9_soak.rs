@@ -104,7 +104,9 @@ impl Worker {
     }
 
     async fn create_session(&mut self, http: &Client, base: &str) -> bool {
-        let body = json!({"user_id": format!("w{}", self.id), "data": {"n": 0}});
+        // One user per session: a user's oldest sessions are evicted past a per-user cap.
+        let user = format!("w{}-{}", self.id, self.counter);
+        let body = json!({"user_id": user, "data": {"n": 0}});
         // An unacknowledged create is not tracked: its id was never learned.
         let Ok(res) = http
             .post(format!("{base}/v1/sessions"))
