@@ -4,6 +4,11 @@
 //! `ApiError`-shaped, so these extractors map "body too large" to 413 and "not JSON / wrong
 //! shape" to 400.
 //!
+//! An over-limit body is refused from its `Content-Length` before any of it is read: the
+//! limit of the route set ([`body_limit`]) travels with the request as [`BodyLimit`]. A body
+//! without a length (chunked) is refused once the limit is crossed. Either way the rest is
+//! left unread; the listener's lingering close lets the client read the 413 anyway.
+//!
 //! The media type is checked once for the whole server by [`require_json_media`], from the
 //! headers, before any body is read: a JSON API that accepted `text/plain` or a form would
 //! process a cross-site `<form>` or preflight-free `fetch` from any page (CSRF). Only the seed
@@ -12,7 +17,7 @@
 //! can make a browser send cross-site without a CORS preflight.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -21,18 +26,77 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The raw body; 413 when it exceeds the router's `DefaultBodyLimit`.
+/// The body limit of a route set, as a request extension (see [`body_limit`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+/// Limits the bodies of `router`'s routes to `limit` bytes: axum's `DefaultBodyLimit` for
+/// bodies without a length, plus [`BodyLimit`] so that a declared length past it is a 413
+/// before anything is read. An inner router's limit overrides an outer one.
+pub fn body_limit<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    limit: usize,
+) -> axum::Router<S> {
+    router
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::Extension(BodyLimit(limit)))
+}
+
+/// The error of a request body that did not arrive in time (set by the server's listener).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// Whether `error` or one of its sources is a [`BodyTimedOut`].
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// The raw body; 413 when it exceeds the route set's limit, 408 when it is too slow.
 pub struct RawBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(BodyLimit(limit)), Some(length)) =
+            (req.extensions().get::<BodyLimit>(), declared)
+        {
+            if length > *limit as u64 {
+                return Err(ApiError::too_large(format!(
+                    "request body of {length} bytes exceeds the limit of {limit} bytes"
+                )));
+            }
+        }
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
                 ApiError::too_large("request body exceeds the configured limit"),
             ),
+            Err(rejection) if timed_out(&rejection) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                BodyTimedOut.to_string(),
+            )),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
     }

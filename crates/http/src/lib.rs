@@ -10,6 +10,8 @@
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
 //! - [`access`]: the access log and `X-Request-Id`.
 //! - [`forwarded`]: the client address behind trusted proxies.
+//! - [`webhook`]: where outbound webhooks may connect (SSRF rules, checked DNS) and how much
+//!   of an answer is read.
 
 pub mod access;
 pub mod auth;
@@ -20,6 +22,7 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod webhook;
 
 pub use auth::ApiKeys;
 pub use body::{JsonBody, RawBody};

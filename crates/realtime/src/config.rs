@@ -115,8 +115,25 @@ pub struct EventsConfig {
     pub webhook_timeout_ms: u64,
     /// Base of the retry backoff (milliseconds; attempt n waits base·2ⁿ).
     pub webhook_backoff_ms: u64,
+    /// Most bytes of the receiver's answer that are read (the rest is dropped unread).
+    pub webhook_max_response_bytes: usize,
+    /// Networks (CIDRs, e.g. `10.1.0.0/16`, `127.0.0.0/8`) the webhook may reach although
+    /// they are not public (private, loopback, link-local). Empty: public addresses only.
+    pub webhook_allowed_networks: Vec<String>,
+    /// Accept a plain `http://` webhook URL (only to an allow-listed address).
+    pub webhook_allow_http: bool,
     /// Durable Stream each event is appended to (empty = none).
     pub stream: String,
+}
+
+impl EventsConfig {
+    /// Where the webhook may go (`sessiond_http::webhook`).
+    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, String> {
+        sessiond_http::webhook::WebhookPolicy::new(
+            self.webhook_allow_http,
+            &self.webhook_allowed_networks,
+        )
+    }
 }
 
 impl Default for EventsConfig {
@@ -128,6 +145,9 @@ impl Default for EventsConfig {
             webhook_max_attempts: 6,
             webhook_timeout_ms: 5000,
             webhook_backoff_ms: 1000,
+            webhook_max_response_bytes: 64 * 1024,
+            webhook_allowed_networks: Vec::new(),
+            webhook_allow_http: false,
             stream: "__system/realtime/presence".into(),
         }
     }
@@ -224,10 +244,14 @@ impl RealtimeConfig {
         if self.recovery_messages > self.recovery_max_messages {
             return Err("realtime.recovery_messages must not exceed recovery_max_messages".into());
         }
-        let url = &self.events.webhook_url;
-        let is_http = url.starts_with("http://") || url.starts_with("https://");
-        if !url.is_empty() && !is_http {
-            return Err("realtime.events.webhook_url must be an http(s) URL".into());
+        let policy = self
+            .events
+            .webhook_policy()
+            .map_err(|e| format!("realtime.events.webhook_allowed_networks: {e}"))?;
+        if !self.events.webhook_url.is_empty() {
+            policy
+                .validate(&self.events.webhook_url)
+                .map_err(|e| format!("realtime.events.webhook_url: {e}"))?;
         }
         if !self.events.webhook_url.is_empty()
             && self.events.webhook_keys.iter().all(String::is_empty)

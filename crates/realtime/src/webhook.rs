@@ -4,7 +4,9 @@
 //! `"<t>.<body>"`, so a receiver can rotate keys and reject replays by age (docs/realtime.md
 //! §4). A 2xx ends the delivery; anything else is retried after `backoff·2ⁿ` until
 //! `webhook_max_attempts`. Each attempt, the answer's body included, is bounded by
-//! `webhook_timeout_ms`, and at most 64 KiB of the body is read.
+//! `webhook_timeout_ms`, and at most `webhook_max_response_bytes` of the body are read. The
+//! target must pass the shared SSRF rules (`sessiond_http::webhook`) at start-up and at
+//! every connection: public addresses only, unless `webhook_allowed_networks` lists them.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -12,39 +14,23 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use sessiond_http::webhook::{exchange, Client, Url};
+
 use crate::config::EventsConfig;
 use crate::events::{EventSink, UserEvent};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "sessiond-signature";
 
-/// Most bytes of a webhook's answer that are read.
-pub const RESPONSE_CAP: usize = 64 * 1024;
-
 /// Delivers events to `webhook_url`.
 pub struct WebhookSink {
-    client: webhook_http::Client,
-    url: String,
+    client: Client,
+    url: Url,
+    max_response: usize,
     keys: Vec<String>,
     attempts: u32,
     backoff: Duration,
     timeout: Duration,
-}
-
-/// The first [`RESPONSE_CAP`] bytes of `response`'s body, read for at most `within`.
-async fn read_capped(mut response: webhook_http::Response, within: Duration) -> Vec<u8> {
-    let mut body = Vec::new();
-    let _ = tokio::time::timeout(within, async {
-        while let Ok(Some(chunk)) = response.chunk().await {
-            let room = RESPONSE_CAP - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= RESPONSE_CAP {
-                break;
-            }
-        }
-    })
-    .await;
-    body
 }
 
 /// The signature header value for `body` at unix second `t`.
@@ -70,14 +56,24 @@ impl WebhookSink {
         if config.webhook_url.is_empty() {
             return None;
         }
-        let client = webhook_http::Client::builder()
-            .timeout(Duration::from_millis(config.webhook_timeout_ms))
-            .redirect(webhook_http::redirect::Policy::none())
-            .build()
-            .ok()?;
+        // The configuration was validated at start-up; a refusal here only logs.
+        let built = config.webhook_policy().and_then(|policy| {
+            let url = policy.validate(&config.webhook_url)?;
+            let timeout = Duration::from_millis(config.webhook_timeout_ms);
+            let client = policy.client(timeout).map_err(|e| e.to_string())?;
+            Ok((client, url))
+        });
+        let (client, url) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                tracing::error!(%error, "realtime.events.webhook_url refused; no webhook events");
+                return None;
+            }
+        };
         Some(WebhookSink {
             client,
-            url: config.webhook_url.clone(),
+            url,
+            max_response: config.webhook_max_response_bytes,
             keys: config.webhook_keys.clone(),
             attempts: config.webhook_max_attempts.max(1),
             backoff: Duration::from_millis(config.webhook_backoff_ms),
@@ -87,24 +83,21 @@ impl WebhookSink {
 
     async fn try_once(&self, body: &[u8]) -> Result<(), String> {
         let t = sessiond_store::now_ms() / 1000;
-        let response = self
+        let request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, signature(&self.keys, t, body))
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        // Read (and drop) at most RESPONSE_CAP bytes of the answer, within the timeout: a
-        // receiver that streams an endless body costs neither memory nor a stuck delivery.
-        let body = read_capped(response, self.timeout).await;
-        if status.is_success() {
+            .body(body.to_vec());
+        // At most `max_response` bytes of the answer are read (and dropped), within the
+        // timeout: a receiver that streams an endless body costs neither memory nor a stuck
+        // delivery.
+        let answer = exchange(request, self.max_response, self.timeout).await?;
+        if answer.status.is_success() {
             Ok(())
         } else {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            Err(format!("webhook answered {status}: {text}"))
+            let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
+            Err(format!("webhook answered {}: {text}", answer.status))
         }
     }
 }
@@ -138,6 +131,25 @@ impl EventSink for WebhookSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_targets_need_the_allow_list() {
+        let mut config = EventsConfig {
+            webhook_url: "http://127.0.0.1:9/hook".into(),
+            webhook_keys: vec!["k".into()],
+            ..EventsConfig::default()
+        };
+        assert!(WebhookSink::from_config(&config).is_none());
+        config.webhook_url = "https://169.254.169.254/latest".into();
+        assert!(WebhookSink::from_config(&config).is_none());
+        config.webhook_url = "http://127.0.0.1:9/hook".into();
+        config.webhook_allow_http = true;
+        config.webhook_allowed_networks = vec!["127.0.0.0/8".into()];
+        assert!(WebhookSink::from_config(&config).is_some());
+        config.webhook_url = "https://hooks.example.com/x".into();
+        config.webhook_allowed_networks.clear();
+        assert!(WebhookSink::from_config(&config).is_some());
+    }
 
     #[test]
     fn one_signature_per_key() {

@@ -224,10 +224,22 @@ impl Index {
         if bytes.len() as u64 != self.file_range(frames.clone()).end - base {
             return Err(corrupt("short ranged read"));
         }
-        let mut out = Vec::with_capacity(frames.len());
-        for e in &self.entries[frames] {
-            let from = (e.at - base) as usize;
-            let to = from + e.len as usize;
+        let entries = self
+            .entries
+            .get(frames.clone())
+            .ok_or_else(|| corrupt("frames outside the index"))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            // Checked although the index was verified contiguous: a read path never panics
+            // on what it was handed.
+            let from =
+                e.at.checked_sub(base)
+                    .and_then(|from| usize::try_from(from).ok())
+                    .ok_or_else(|| corrupt("frame before the ranged read"))?;
+            let to = from
+                .checked_add(e.len as usize)
+                .filter(|to| to.saturating_add(FRAME_CRC) <= bytes.len())
+                .ok_or_else(|| corrupt("frame past the ranged read"))?;
             let data = bytes.slice(from..to);
             if crc32(&data) != le32(bytes, to) {
                 return Err(corrupt("frame checksum mismatch"));

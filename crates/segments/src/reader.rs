@@ -163,7 +163,10 @@ impl ColdTier {
                 let index = if range.start >= fetched_from {
                     let at = (range.start - fetched_from) as usize;
                     let to = (range.end - fetched_from) as usize;
-                    footer.index(&tail[at..to])?
+                    let bytes = tail.get(at..to).ok_or_else(|| {
+                        StoreError::Corrupt(format!("segment {key}: index range"))
+                    })?;
+                    footer.index(bytes)?
                 } else {
                     let bytes = self
                         .objects
@@ -254,6 +257,7 @@ impl ColdTier {
         max_bytes: usize,
     ) -> Result<Vec<Frame>, StoreError> {
         let segments = store.segments(path).await?;
+        check_order(path, &segments)?;
         self.recent
             .note_sealed_end(path, segments.last().map_or(0, |s| s.end));
         let mut out: Vec<Frame> = Vec::new();
@@ -282,6 +286,29 @@ impl ColdTier {
         let frames = self.read_frames(store, path, from, max_bytes).await?;
         Ok(frames.into_iter().map(Into::into).collect())
     }
+}
+
+/// The engine's segment index of a stream must list non-empty ranges in offset order without
+/// overlaps: reading overlapping segments would serve bytes twice at different offsets.
+fn check_order(path: &str, segments: &[SegmentRef]) -> Result<(), StoreError> {
+    let mut previous_end = 0;
+    for (i, s) in segments.iter().enumerate() {
+        if s.start >= s.end || (i > 0 && s.start < previous_end) {
+            tracing::error!(
+                stream = path,
+                start = s.start,
+                end = s.end,
+                previous_end,
+                "the segment index of a stream is damaged (empty or overlapping ranges)"
+            );
+            return Err(StoreError::Corrupt(format!(
+                "segment index of {path}: [{}, {}) after a segment ending at {previous_end}",
+                s.start, s.end
+            )));
+        }
+        previous_end = s.end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -318,6 +345,28 @@ mod tests {
         let none = Recent::new(0);
         none.insert("s/a", &segment(), 1);
         assert!(none.get("s/a").is_none());
+    }
+
+    #[test]
+    fn overlapping_or_empty_segment_ranges_are_refused() {
+        let seg = |start, end| SegmentRef {
+            start,
+            end,
+            object_key: format!("s/{start}"),
+        };
+        assert!(check_order("s", &[seg(0, 10), seg(10, 20)]).is_ok());
+        assert!(check_order("s", &[]).is_ok());
+        for bad in [
+            vec![seg(0, 10), seg(5, 20)],
+            vec![seg(0, 10), seg(0, 10)],
+            vec![seg(10, 20), seg(0, 10)],
+            vec![seg(3, 3)],
+        ] {
+            assert!(
+                matches!(check_order("s", &bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

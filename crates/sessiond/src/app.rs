@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use sessiond_http::access::{access_log, AccessLog};
 use sessiond_http::auth::require_api_key;
-use sessiond_http::body::{check_json_media, require_json_media, JsonMedia};
+use sessiond_http::body::{body_limit, check_json_media, require_json_media, JsonMedia};
 use sessiond_http::error::json_method_not_allowed;
 use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::origin::{require_local, OpenModePolicy};
@@ -155,9 +155,7 @@ pub fn router(
         .route("/metrics", get(render_metrics))
         .with_state(OpsState { stores, metrics });
 
-    let mut app = app
-        .merge(ops)
-        .layer(DefaultBodyLimit::max(config.http.max_body_bytes));
+    let mut app = body_limit(app.merge(ops), config.http.max_body_bytes);
     // Open mode answers only local callers: loopback Host names (DNS rebinding), pages served
     // from this machine, no proxy in between. Decided from headers before anything else runs.
     if keys.is_open() {

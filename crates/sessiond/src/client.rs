@@ -11,7 +11,7 @@ use std::io::Write as _;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use http_client::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 /// Environment variable with the server's base URL.
@@ -25,7 +25,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 pub struct Client {
     base: Url,
     key: Option<String>,
-    http: http_client::Client,
+    http: reqwest::Client,
 }
 
 impl Client {
@@ -39,7 +39,7 @@ impl Client {
             bail!("--url {url:?} must be an http:// or https:// URL");
         }
         let key = std::env::var(KEY_ENV).ok().filter(|k| !k.is_empty());
-        let http = http_client::Client::builder()
+        let http = reqwest::Client::builder()
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Client { base, key, http })
@@ -54,7 +54,7 @@ impl Client {
         url
     }
 
-    async fn send(&self, method: Method, url: Url) -> anyhow::Result<http_client::Response> {
+    async fn send(&self, method: Method, url: Url) -> anyhow::Result<reqwest::Response> {
         let mut request = self.http.request(method, url.clone());
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);

@@ -128,58 +128,10 @@ impl Default for Config {
     }
 }
 
-/// Logging.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `pretty` or `json`.
-    pub format: LogFormat,
-    /// A tracing filter, e.g. `info` or `sessiond=debug,info` (`RUST_LOG` wins if set).
-    pub level: String,
-    /// One line per request (target `sessiond::access`, info). Off: only 401/403 are logged.
-    pub access: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".into(),
-            access: true,
-        }
-    }
-}
-
-/// HTTP server settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Largest request body (bytes); larger is a 413.
-    pub max_body_bytes: usize,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (seconds).
-    pub shutdown_grace_s: u64,
-    /// Open mode only: `Host` names served besides `localhost`, `127.0.0.1` and `[::1]`
-    /// (any other Host is a 403, against DNS rebinding).
-    pub allowed_hosts: Vec<String>,
-    /// Open mode only: page origins allowed besides loopback ones (`http://localhost:5173`
-    /// style, exact match); any other `Origin` is a 403.
-    pub allowed_origins: Vec<String>,
-    /// Proxies (CIDR) whose `X-Forwarded-For` / `Forwarded` name the client in the access
-    /// log; empty = the log shows the TCP peer only.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_body_bytes: 1024 * 1024,
-            shutdown_grace_s: 30,
-            allowed_hosts: Vec::new(),
-            allowed_origins: Vec::new(),
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
+mod engines;
+mod http;
+pub use engines::{RedisConfig, RuntimeConfig, SqliteConfig};
+pub use http::{HttpConfig, LogConfig};
 
 /// One compat surface.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,106 +165,6 @@ impl Default for CompatConfig {
                 prefix: "/compat/state".into(),
             },
         }
-    }
-}
-
-/// SQLite engine.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SqliteConfig {
-    /// Most writes committed in one transaction (one fsync).
-    pub max_batch: usize,
-    /// Read connections (reads never wait for the writer).
-    pub readers: usize,
-    /// Most writes queued for the writer at once; beyond it requests wait (backpressure).
-    pub max_queued_writes: usize,
-}
-
-impl Default for SqliteConfig {
-    fn default() -> Self {
-        SqliteConfig {
-            max_batch: 1024,
-            readers: 4,
-            max_queued_writes: 65_536,
-        }
-    }
-}
-
-/// Redis engine.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// Server URL, e.g. `redis://127.0.0.1:6379/0`.
-    pub url: String,
-    /// Prefix of every key sessiond writes (several deployments can share a server).
-    pub key_prefix: String,
-    /// Connect to a Redis Cluster (through `urls`, or `url` when `urls` is empty) instead of
-    /// a standalone server.
-    pub cluster: bool,
-    /// Seed nodes of the cluster (any of its nodes; the client discovers the rest). Only
-    /// with `cluster = true`.
-    pub urls: Vec<String>,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            key_prefix: "sessiond".into(),
-            cluster: false,
-            urls: Vec::new(),
-        }
-    }
-}
-
-impl RedisConfig {
-    /// The cluster's seed URLs: `urls`, or `url` alone.
-    pub fn seeds(&self) -> Vec<String> {
-        if self.urls.is_empty() {
-            vec![self.url.clone()]
-        } else {
-            self.urls.clone()
-        }
-    }
-}
-
-/// Object runtime.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// In-memory object state is dropped after this long unused (seconds).
-    pub idle_evict_s: u64,
-    /// How often the idle-eviction sweep runs (seconds).
-    pub eviction_interval_s: u64,
-    /// Longest the alarm scheduler sleeps between two reads of the store's due alarms (ms).
-    /// On a shared engine this is how late an alarm set through a node that died can fire on
-    /// another one. Unset: 1000 on Redis (several nodes), 30000 on SQLite and memory (one
-    /// process: its own wake-ups cover every alarm it sets).
-    pub alarm_poll_ms: Option<u64>,
-    /// How far a firing alarm is claimed into the future (ms), renewed every third of it while
-    /// its handler runs: if the node dies mid-handler, another node fires it again after this.
-    pub alarm_claim_lease_ms: u64,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            idle_evict_s: 300,
-            eviction_interval_s: 30,
-            alarm_poll_ms: None,
-            alarm_claim_lease_ms: 30_000,
-        }
-    }
-}
-
-impl RuntimeConfig {
-    /// The alarm poll interval on `engine` (the configured one, else the engine's default).
-    pub fn alarm_poll(&self, engine: EngineKind) -> Duration {
-        let ms = self.alarm_poll_ms.unwrap_or(match engine {
-            EngineKind::Redis => 1_000,
-            _ => 30_000,
-        });
-        Duration::from_millis(ms)
     }
 }
 
@@ -491,6 +343,7 @@ impl Config {
         if self.http.max_body_bytes == 0 {
             anyhow::bail!("http.max_body_bytes must be > 0");
         }
+        self.http.validate()?;
         for (name, surface) in [
             ("session_state", &self.compat.session_state),
             ("state", &self.compat.state),

@@ -21,16 +21,15 @@ pub mod config;
 mod config_error;
 pub mod engine;
 pub mod listen;
+pub mod listener;
 pub mod middleware;
 pub mod realtime;
 pub mod startup;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
 use sessiond_sessions::{CacheService, SessionService, SessionsState};
@@ -299,24 +298,17 @@ pub async fn run(
         streams.map(|streams| tokio::spawn(sessiond_streams::sweeper::run(streams, stopped())));
 
     startup::announce(&config, addr, stores.admin.name(), &served);
-    // Connect info gives handlers the peer address (the realtime connection list shows it).
-    // TCP_NODELAY: WebSocket frames and SSE events are small writes that must leave at once;
-    // with Nagle on, a frame waits for the peer's delayed ACK of the previous one (up to
-    // 40 ms on Linux), which bench/realtime measured as ~20 ms per presence round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
-        }
-    });
-    let serve = axum::serve(
+    // The listener hands handlers the peer address (the realtime connection list shows it)
+    // and enforces the connection caps and timeouts of `[http]`.
+    let serve = listener::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped())
-    .into_future();
+        app,
+        listener::Limits::from_config(&config.http),
+        stop.clone(),
+    );
     let grace = Duration::from_secs(config.http.shutdown_grace_s);
     tokio::select! {
-        result = serve => result?,
+        () = serve => {}
         _ = async { stopped().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
         }

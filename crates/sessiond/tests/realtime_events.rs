@@ -79,6 +79,9 @@ async fn online_offline_is_debounced_signed_retried_and_streamed() {
     let s = TestServer::start(EngineKind::Sqlite, move |c| {
         c.realtime.events.debounce_ms = 1500;
         c.realtime.events.webhook_url = url;
+        // The receiver is on loopback: allow-listed explicitly (public addresses only by default).
+        c.realtime.events.webhook_allow_http = true;
+        c.realtime.events.webhook_allowed_networks = vec!["127.0.0.0/8".into()];
         c.realtime.events.webhook_keys = vec!["hook-key-of-at-least-32-bytes-long!".into()];
         c.realtime.events.webhook_backoff_ms = 20;
         // The presence stream is server-owned: only a service key reads it.

@@ -176,6 +176,9 @@ async fn a_dead_webhook_does_not_delay_the_presence_stream() {
     let s = TestServer::start(EngineKind::Sqlite, move |c| {
         c.realtime.events.debounce_ms = 100;
         c.realtime.events.webhook_url = url;
+        // The receiver is on loopback: allow-listed explicitly (public addresses only by default).
+        c.realtime.events.webhook_allow_http = true;
+        c.realtime.events.webhook_allowed_networks = vec!["127.0.0.0/8".into()];
         c.realtime.events.webhook_keys = vec!["webhook-key-of-at-least-32-bytes!!".into()];
         c.realtime.events.webhook_timeout_ms = 60_000;
         // The presence stream is server-owned: only a service key reads it.
@@ -261,6 +264,9 @@ async fn a_webhook_answer_is_read_with_a_cap_not_to_its_end() {
     let s = TestServer::start(EngineKind::Memory, move |c| {
         c.realtime.events.debounce_ms = 50;
         c.realtime.events.webhook_url = url;
+        // The receiver is on loopback: allow-listed explicitly (public addresses only by default).
+        c.realtime.events.webhook_allow_http = true;
+        c.realtime.events.webhook_allowed_networks = vec!["127.0.0.0/8".into()];
         c.realtime.events.webhook_keys = vec!["webhook-key-of-at-least-32-bytes!!".into()];
         c.realtime.events.webhook_timeout_ms = 30_000;
         c.realtime.events.webhook_backoff_ms = 10;

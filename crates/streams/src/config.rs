@@ -49,6 +49,9 @@ pub struct StreamsConfig {
     /// Subscriptions: allow `http://` webhooks to loopback targets (development and the
     /// conformance suite). Off by default: webhooks must be `https://` to public addresses.
     pub allow_insecure_webhooks: bool,
+    /// Subscriptions: networks (CIDRs, e.g. `10.1.0.0/16`) webhooks may reach although they
+    /// are not public (private, loopback, link-local). Empty by default: public only.
+    pub webhook_allowed_networks: Vec<String>,
     /// Most streams under one prefix (see `quota_prefix_segments`); beyond it a create is a
     /// 429 `stream_quota_exceeded`. 0 = no limit.
     pub max_streams_per_prefix: usize,
@@ -113,6 +116,7 @@ impl Default for StreamsConfig {
             sweep_interval_s: 30,
             max_commit_attempts: 16,
             allow_insecure_webhooks: false,
+            webhook_allowed_networks: Vec::new(),
             max_streams_per_prefix: 0,
             quota_prefix_segments: 1,
             metrics_stream: None,
@@ -129,8 +133,21 @@ impl Default for StreamsConfig {
 }
 
 impl StreamsConfig {
+    /// Where subscription webhooks may go: public `https://` targets, the allow-listed
+    /// networks, and with `allow_insecure_webhooks` also `http://` and loopback.
+    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, String> {
+        let policy =
+            sessiond_http::webhook::WebhookPolicy::new(false, &self.webhook_allowed_networks)?;
+        Ok(match self.allow_insecure_webhooks {
+            true => policy.with_loopback(),
+            false => policy,
+        })
+    }
+
     /// Checks the values; the message names the key to fix.
     pub fn validate(&self) -> Result<(), String> {
+        self.webhook_policy()
+            .map_err(|e| format!("streams.webhook_allowed_networks: {e}"))?;
         if self.long_poll_timeout_ms == 0 {
             return Err("streams.long_poll_timeout_ms must be > 0".into());
         }

@@ -12,11 +12,19 @@
 //! go to the cold tier first. Either order is correct on its own: a seal is one engine
 //! transaction (index row + deletion of the hot rows), so a reader that misses a range in the
 //! first tier finds it in the second.
+//!
+//! What a tier returns is checked before it is cut: chunks in offset order, none overlapping
+//! the one before, offsets that do not overflow, and every cut inside its chunk. A damaged
+//! index (overlapping segments, a frame that lies about its offset) is server-side corruption:
+//! it is logged and answered as a 500, never a panic in the request's task and never bytes
+//! served at the wrong offsets.
+
+use std::ops::Range;
 
 use axum::body::Bytes;
-use sessiond_store::StreamChunk;
+use sessiond_store::{StoreError, StreamChunk};
 
-use crate::error::StreamResult;
+use crate::error::{StreamError, StreamResult};
 use crate::service::{Snapshot, Streams};
 
 /// A stored chunk as the read path sees it: its offset and shared bytes.
@@ -31,7 +39,8 @@ pub struct SharedChunk {
 impl SharedChunk {
     /// Offset after its last byte.
     pub fn end(&self) -> u64 {
-        self.offset + self.data.len() as u64
+        // Checked by `check_chunks` before any arithmetic relies on it.
+        self.offset.saturating_add(self.data.len() as u64)
     }
 }
 
@@ -58,8 +67,20 @@ impl Streams {
         Ok(self.cold.read(path, from, max).await?)
     }
 
-    /// Chunks of `path` from `from`: sealed ones from the cold tier, hot ones from the engine.
+    /// Chunks of `path` from `from`, checked (see the module docs).
     async fn read_path(&self, path: &str, from: u64, max: usize) -> StreamResult<Vec<SharedChunk>> {
+        let chunks = self.read_tiers(path, from, max).await?;
+        check_chunks(path, &chunks)?;
+        Ok(chunks)
+    }
+
+    /// Chunks of `path` from `from`: sealed ones from the cold tier, hot ones from the engine.
+    async fn read_tiers(
+        &self,
+        path: &str,
+        from: u64,
+        max: usize,
+    ) -> StreamResult<Vec<SharedChunk>> {
         let probably_cold = from < self.cold.sealed_end_hint(path);
         if probably_cold {
             let cold = self.read_cold(path, from, max).await?;
@@ -131,7 +152,7 @@ impl Streams {
                             budget
                         };
                         let left = max_messages - messages;
-                        match take_messages(&c, pos, end, room, left) {
+                        match take_messages(path, &c, pos, end, room, left)? {
                             Take::Nothing => pos = c.end().min(end),
                             Take::Full => break 'ranges,
                             Take::Some {
@@ -153,7 +174,7 @@ impl Streams {
                         let from_in = (pos.max(c.offset) - c.offset) as usize;
                         let to_in = (c.end().min(end) - c.offset) as usize;
                         let take = (to_in.saturating_sub(from_in)).min(budget);
-                        pieces.push(c.data.slice(from_in..from_in + take));
+                        pieces.push(cut(path, &c.data, from_in..from_in + take)?);
                         budget -= take;
                         pos += take as u64;
                     }
@@ -195,17 +216,24 @@ enum Take {
 /// The messages of `c` starting in `[from, until)`, while they fit `room` bytes and number at
 /// most `max_count`. A chunk taken whole needs no scan; otherwise only this chunk is scanned
 /// (see `json.rs` for the layout).
-fn take_messages(c: &SharedChunk, from: u64, until: u64, room: usize, max_count: usize) -> Take {
+fn take_messages(
+    path: &str,
+    c: &SharedChunk,
+    from: u64,
+    until: u64,
+    room: usize,
+    max_count: usize,
+) -> StreamResult<Take> {
     let data = &c.data;
     let lo = from.saturating_sub(c.offset) as usize;
     let hi = (until.saturating_sub(c.offset) as usize).min(data.len());
     if lo == 0 && hi == data.len() && data.len() <= room && max_count == usize::MAX {
-        return Take::Some {
+        return Ok(Take::Some {
             piece: c.data.clone(),
             next: c.end(),
             count: 1,
             cut: false,
-        };
+        });
     }
     let mut at = 0;
     while at < lo {
@@ -221,18 +249,60 @@ fn take_messages(c: &SharedChunk, from: u64, until: u64, room: usize, max_count:
         (stop, at, count) = (end, next, count + 1);
     }
     if count == 0 {
-        return if start < hi {
+        return Ok(if start < hi {
             Take::Full
         } else {
             Take::Nothing
-        };
+        });
     }
-    Take::Some {
-        piece: c.data.slice(start..stop),
+    Ok(Take::Some {
+        piece: cut(path, &c.data, start..stop)?,
         next: c.offset + at as u64,
         count,
         cut: at < hi,
+    })
+}
+
+/// Corruption found on the read path: logged here (the client sees only a 500).
+fn corrupt(path: &str, what: String) -> StreamError {
+    tracing::error!(
+        stream = path,
+        "corrupt stream data on the read path: {what}"
+    );
+    StoreError::Corrupt(format!("stream {path}: {what}")).into()
+}
+
+/// `data[range]` as a shared slice, or a corruption error when the range is not inside it.
+fn cut(path: &str, data: &Bytes, range: Range<usize>) -> StreamResult<Bytes> {
+    if range.start <= range.end && range.end <= data.len() {
+        Ok(data.slice(range))
+    } else {
+        Err(corrupt(
+            path,
+            format!("cut {range:?} of a chunk of {} bytes", data.len()),
+        ))
     }
+}
+
+/// Chunks must come in offset order without overlapping and end below `u64::MAX`.
+fn check_chunks(path: &str, chunks: &[SharedChunk]) -> StreamResult<()> {
+    let mut previous_end: Option<u64> = None;
+    for c in chunks {
+        let Some(end) = c.offset.checked_add(c.data.len() as u64) else {
+            return Err(corrupt(path, format!("chunk at {} overflows", c.offset)));
+        };
+        if let Some(previous) = previous_end.filter(|p| c.offset < *p) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "chunk at {} overlaps the one before it (ending at {previous})",
+                    c.offset
+                ),
+            ));
+        }
+        previous_end = Some(end);
+    }
+    Ok(())
 }
 
 /// The stretches of a snapshot: each ancestor's `[start, end)` (clamped at the fork point),

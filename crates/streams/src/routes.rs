@@ -7,7 +7,7 @@
 //! contain control characters or empty/dot segments; `__ds` as the first segment is reserved
 //! by the protocol for control APIs and is not a stream.
 
-use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
@@ -24,11 +24,11 @@ pub const STREAM_PREFIX: &str = "/v1/stream/";
 /// The streams router (mount at the root).
 pub fn router(streams: Streams) -> Router {
     let limit = streams.config.max_append_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/v1/stream/{*path}", any(dispatch))
         .route("/v1/streams", get(crate::list::list))
-        .with_state(streams)
-        .layer(DefaultBodyLimit::max(limit))
+        .with_state(streams);
+    sessiond_http::body::body_limit(routes, limit)
         .layer(from_fn(crate::headers::common_headers))
         .layer(from_fn(crate::metrics::debug_timing))
 }

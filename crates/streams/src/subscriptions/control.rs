@@ -19,7 +19,7 @@ use super::error::{SubError, SubResult};
 use super::model::{
     Delivery, Link, PutBody, StreamsBody, SubConfig, Subscription, DEFAULT_LEASE_MS, LEASE_RANGE,
 };
-use super::{glob, webhook_url, Subscriptions};
+use super::{glob, Subscriptions};
 
 /// Checks a subscription id (client-chosen, used in URLs and as a storage key).
 pub fn check_id(id: &str) -> SubResult<()> {
@@ -117,7 +117,7 @@ impl Subscriptions {
                     .webhook
                     .ok_or_else(|| SubError::bad_request("webhook subscriptions need webhook.url"))?
                     .url;
-                webhook_url::validate(&url, self.inner.allow_insecure).map_err(|reason| {
+                self.inner.webhooks.validate(&url).map_err(|reason| {
                     SubError::new(StatusCode::BAD_REQUEST, "WEBHOOK_URL_REJECTED", reason)
                 })?;
                 (Some(url), None)

@@ -1,7 +1,7 @@
 //! Getting a wake to a worker: a signed webhook POST, or wake events on the wake stream.
 //!
-//! The receiver is untrusted: the webhook client resolves names only through
-//! [`webhook_url::CheckedResolver`] (no proxy, no redirects), the whole exchange is bounded
+//! The receiver is untrusted: the webhook client resolves names only through the policy of
+//! `sessiond_http::webhook` (no proxy, no redirects), the whole exchange is bounded
 //! by `webhook_timeout_ms`, and at most `webhook_max_response_bytes` of the answer are read
 //! (a longer answer is a failed delivery, so a receiver cannot make the server buffer
 //! without limit).
@@ -23,25 +23,12 @@ use sessiond_store::{now_ms, Millis, StreamChunk};
 
 use super::error::{SubError, SubResult};
 use super::model::{Subscription, Wake};
-use super::{webhook_url, Subscriptions};
+use super::Subscriptions;
 use crate::error::StreamError;
 use crate::service::stream;
 
 /// Most wake events written for one wake (one per pending stream).
 const MAX_EVENTS_PER_WAKE: usize = 16;
-
-/// The webhook HTTP client: checked DNS, no proxy, no redirects, the configured time bound.
-pub(crate) fn client(
-    config: &super::SubscriptionsConfig,
-    allow_insecure: bool,
-) -> Result<webhook_http::Client, webhook_http::Error> {
-    webhook_http::Client::builder()
-        .timeout(Duration::from_millis(config.webhook_timeout_ms))
-        .redirect(webhook_http::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(webhook_url::CheckedResolver { allow_insecure })
-        .build()
-}
 
 impl Subscriptions {
     /// Sends the webhook for wake `(generation, wake_id)` of `id` and applies the outcome.
@@ -126,38 +113,26 @@ impl Subscriptions {
     /// POSTs `body` signed; the receiver's JSON answer (`{}` if none) on a 2xx.
     async fn post(&self, url: &str, body: &Value) -> Result<Value, String> {
         let limits = &self.inner.config;
-        let parsed = webhook_url::validate(url, self.inner.allow_insecure)?;
+        let parsed = self.inner.webhooks.validate(url)?;
         let raw = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let signature = self.inner.signer.signature_header(now_ms() / 1000, &raw);
-        let exchange = async {
-            let mut response = self
-                .inner
-                .http
-                .post(parsed)
-                .header("content-type", "application/json")
-                .header("webhook-signature", signature)
-                .body(raw)
-                .send()
-                .await
-                .map_err(|e| format!("{e} ({:?})", std::error::Error::source(&e)))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("receiver answered {status}"));
-            }
-            let max = limits.webhook_max_response_bytes;
-            let mut answer = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-                if answer.len() + chunk.len() > max {
-                    return Err(format!("receiver answered more than {max} bytes"));
-                }
-                answer.extend_from_slice(&chunk);
-            }
-            Ok(answer)
-        };
+        let request = self
+            .inner
+            .http
+            .post(parsed)
+            .header("content-type", "application/json")
+            .header("webhook-signature", signature)
+            .body(raw);
+        let max = limits.webhook_max_response_bytes;
         let bound = Duration::from_millis(limits.webhook_timeout_ms);
-        let bytes = tokio::time::timeout(bound, exchange)
-            .await
-            .map_err(|_| format!("receiver did not answer within {bound:?}"))??;
+        let answer = sessiond_http::webhook::exchange(request, max, bound).await?;
+        if !answer.status.is_success() {
+            return Err(format!("receiver answered {}", answer.status));
+        }
+        if answer.truncated {
+            return Err(format!("receiver answered more than {max} bytes"));
+        }
+        let bytes = answer.body;
         Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 

@@ -42,8 +42,7 @@
 //!   matched by that append.
 //!
 //! Module map: [`model`] (record and wire shapes), [`glob`], [`index`] (path → subscriptions),
-//! [`observe`] (the store wrapper), [`signing`] (Ed25519 key, JWKS), [`webhook_url`] (SSRF
-//! rules), [`wake`] (issuing, acking, leases, backoff), [`delivery`] (webhook POST, wake
+//! [`observe`] (the store wrapper), [`signing`] (Ed25519 key, JWKS), [`wake`] (issuing, acking, leases, backoff), [`delivery`] (webhook POST, wake
 //! stream), [`control`] and [`worker`] (HTTP handlers), [`routes`], [`error`].
 
 pub mod config;
@@ -58,12 +57,13 @@ pub mod observe;
 pub mod routes;
 pub mod signing;
 pub mod wake;
-pub mod webhook_url;
 pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sessiond_http::webhook::WebhookPolicy;
 use sessiond_runtime::{AlarmHandler, Alarms, ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::ObjectStore;
 use tokio::sync::mpsc;
@@ -105,8 +105,9 @@ struct Inner {
     config: SubscriptionsConfig,
     index: index::Index,
     signer: WebhookSigner,
-    http: webhook_http::Client,
-    allow_insecure: bool,
+    http: sessiond_http::webhook::Client,
+    /// Where webhooks may go (`streams.allow_insecure_webhooks`, `webhook_allowed_networks`).
+    webhooks: WebhookPolicy,
     observer: Observer,
     /// Timers (see the module docs).
     alarms: Alarms,
@@ -151,13 +152,19 @@ impl Subscriptions {
     ) -> Result<Subscriptions, RuntimeError> {
         let signer = WebhookSigner::load_or_create(store.as_ref()).await?;
         let config = streams.config().subscriptions.clone();
-        let allow_insecure = streams.config().allow_insecure_webhooks;
-        let http = delivery::client(&config, allow_insecure).map_err(|e| {
+        let webhooks = streams.config().webhook_policy().map_err(|e| {
             RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
-                "webhook HTTP client: {e}"
+                "streams.webhook_allowed_networks: {e}"
             )))
         })?;
         let shared = !streams.exclusive;
+        let http = webhooks
+            .client(Duration::from_millis(config.webhook_timeout_ms))
+            .map_err(|e| {
+                RuntimeError::Store(sessiond_store::StoreError::Unavailable(format!(
+                    "webhook HTTP client: {e}"
+                )))
+            })?;
         let subs = Subscriptions {
             inner: Arc::new(Inner {
                 index: index::Index::new(config.max_path_segments),
@@ -170,7 +177,7 @@ impl Subscriptions {
                 config,
                 signer,
                 http,
-                allow_insecure,
+                webhooks,
                 observer,
             }),
         };
