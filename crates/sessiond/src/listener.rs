@@ -42,8 +42,8 @@ use sessiond_http::body::BodyTimedOut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -98,12 +98,7 @@ impl Limits {
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish and
 /// returns once every connection is closed (the caller bounds that wait).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: Limits,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
     let limits = Arc::new(limits);
     let slots = Slots::new(&limits);
     let tracker = TaskTracker::new();

@@ -318,7 +318,10 @@ fn spawn_node(redis: &RedisServer) -> Node {
     let args = ["--engine", "redis", "--redis-url", &redis_url, "--data-dir"];
     let args = args.map(OsStr::new).into_iter();
     let env = [
-        ("SESSIOND_STREAMS__ALLOW_INSECURE_WEBHOOKS", "true".to_owned()),
+        (
+            "SESSIOND_STREAMS__ALLOW_INSECURE_WEBHOOKS",
+            "true".to_owned(),
+        ),
         binary::shared_signing_key(),
     ];
     let (child, base) = binary::serve(args.chain([dir.path().as_os_str()]), &env);

@@ -101,4 +101,3 @@ impl RuntimeConfig {
         Duration::from_millis(ms)
     }
 }
-

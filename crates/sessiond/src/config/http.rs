@@ -90,7 +90,7 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
         for (key, value) in [
             ("header_timeout_ms", self.header_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
@@ -112,4 +112,3 @@ impl HttpConfig {
         Ok(())
     }
 }
-
