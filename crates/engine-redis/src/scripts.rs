@@ -221,6 +221,7 @@ pub struct Scripts {
     pub stream_delete: Script,
     pub stream_fork_create: Script,
     pub stream_fork_delete: Script,
+    pub stream_trim: Script,
     pub seal_lease: Script,
 }
 
@@ -256,6 +257,7 @@ impl Scripts {
             stream_delete: Script::new(crate::stream_scripts::DELETE),
             stream_fork_create: Script::new(crate::stream_scripts::FORK_CREATE),
             stream_fork_delete: Script::new(crate::stream_scripts::FORK_DELETE),
+            stream_trim: Script::new(crate::stream_scripts::TRIM),
             seal_lease: Script::new(crate::stream_scripts::SEAL_LEASE),
         }
     }

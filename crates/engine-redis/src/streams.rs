@@ -20,7 +20,7 @@
 use async_trait::async_trait;
 use sessiond_store::{
     Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore,
+    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -89,15 +89,25 @@ impl StreamStore for RedisEngine {
             .arg("tail")
             .arg("exp")
             .arg("state")
+            .arg("start")
             .clone();
-        let (tail, exp, state): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
-            self.query("stream_meta", &cmd).await?;
+        type Fields = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let (tail, exp, state, start): Fields = self.query("stream_meta", &cmd).await?;
         let Some(tail) = tail else { return Ok(None) };
         Ok(Some(StreamMeta {
             path: path.to_owned(),
             tail: parse_num("tail", &tail)?,
             expires_at: exp.map(|e| parse_num("exp", &e)).transpose()?,
             state: state.unwrap_or_default(),
+            start: start
+                .map(|s| parse_num("start", &s))
+                .transpose()?
+                .unwrap_or(0),
         }))
     }
 
@@ -112,7 +122,8 @@ impl StreamStore for RedisEngine {
         inv.key(m).key(c).key(g).key(p).key(pu);
         inv.arg(meta.tail)
             .arg(expiry_arg(meta.expires_at))
-            .arg(&meta.state);
+            .arg(&meta.state)
+            .arg(meta.start);
         for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
             inv.arg(ch.offset).arg(&ch.data);
         }
@@ -180,6 +191,7 @@ impl StreamStore for RedisEngine {
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state);
         source_args(&mut inv, source);
+        inv.arg(meta.start);
         for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
             inv.arg(ch.offset).arg(&ch.data);
         }
@@ -375,6 +387,37 @@ impl StreamStore for RedisEngine {
             .arg(self.seal_token.load(std::sync::atomic::Ordering::Acquire));
         let sealed: i64 = self.eval("stream_seal", &inv).await?;
         Ok(sealed == 1)
+    }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        _: Durability,
+    ) -> Result<Option<Trimmed>> {
+        let [m, c, g, ..] = self.keys.stream(path);
+        let mut inv = self.scripts.stream_trim.prepare_invoke();
+        inv.key(m).key(c).key(g);
+        inv.arg(before)
+            .arg(max_chunks)
+            .arg(self.keys.stream_wake_channel())
+            .arg(format!("{} - ", self.node))
+            .arg(path);
+        let out: Option<Vec<Vec<u8>>> = self.eval("stream_trim", &inv).await?;
+        let Some(out) = out else { return Ok(None) };
+        let [start, deleted, more, segments @ ..] = out.as_slice() else {
+            return Err(StoreError::Corrupt("stream trim reply malformed".into()));
+        };
+        Ok(Some(Trimmed {
+            start: parse_num("start", start)?,
+            chunks: parse_num("deleted", deleted)?,
+            more: more.as_slice() == b"1",
+            segments: segments
+                .iter()
+                .map(|g| decode_segment(g))
+                .collect::<Result<_>>()?,
+        }))
     }
 }
 

@@ -183,6 +183,8 @@ impl Stream {
         Ok(StreamMeta {
             path: path.to_owned(),
             tail,
+            // Engine-managed (raised by trims only); commits leave the stored value alone.
+            start: 0,
             // A soft-deleted stream is removed with its last fork, never by the sweeper: not
             // indexing it keeps it out of every sweep's candidates. One whose last fork is gone
             // (a crash stopped its removal) is indexed as long expired, so the sweeper finishes.
