@@ -439,6 +439,27 @@ async fn the_sweeper_enforces_retention_set_on_put_or_by_prefix() {
         let head = s.http.head(s.url(n)).send().await.unwrap();
         assert_eq!(header(&head, "stream-start-offset"), Some(off(0)));
 
+        // PATCH changes a stream's policy later.
+        let q = "/v1/stream/ret/patched";
+        text_stream(&s, q, &["aaaa", "bbbb", "cccc"]).await;
+        let url = "/v1/streams/ret/patched";
+        for bad in [r#"{"max_bytes":0}"#, r#"{"bogus":1}"#, "[1]", "not json"] {
+            let (status, body) = json(s.patch(url).body(bad)).await;
+            common::assert_error(status, &body, 400, &format!("{engine:?}: PATCH {bad}"));
+        }
+        let (status, _) = json(s.patch("/v1/streams/ret/none").body("{}")).await;
+        assert_eq!(status, 404);
+        let (status, body) = json(s.patch(url).body(r#"{"max_bytes":4}"#)).await;
+        assert_eq!((status, body), (200, serde_json::json!({"max_bytes": 4})));
+        wait_start(&s, q, &off(8)).await;
+        let same = s
+            .put(q)
+            .header("content-type", "text/plain")
+            .header("stream-retention-max-bytes", "4");
+        assert_eq!(same.send().await.unwrap().status(), 200, "{engine:?}");
+        let (status, body) = json(s.patch(url).body(r#"{"max_bytes":null}"#)).await;
+        assert_eq!((status, body), (200, serde_json::json!({})));
+
         // By age: what was appended more than a second ago goes.
         let a = "/v1/stream/ret/age";
         let put = s

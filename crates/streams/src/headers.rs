@@ -43,7 +43,7 @@ const ALLOWED: &str = "Authorization, Content-Type, If-None-Match, Stream-TTL, S
     Stream-Closed, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, \
     Producer-Id, Producer-Epoch, Producer-Seq, X-Debug-Timing, Stream-Trim-Before, \
     Stream-Retention-Max-Age, Stream-Retention-Max-Bytes";
-const METHODS: &str = "GET, HEAD, PUT, POST, DELETE, OPTIONS";
+const METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS";
 
 /// A header as a string (non-UTF-8 is a 400).
 pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> StreamResult<Option<&'a str>> {

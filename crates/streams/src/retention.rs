@@ -13,7 +13,10 @@
 //! older than the cut — at most one interval later than exact, never earlier. The list is
 //! bounded ([`MAX_MARKS`]: when full, every other mark goes, halving its resolution).
 
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sessiond_store::Millis;
 
@@ -138,4 +141,70 @@ pub async fn target(
         }
     }
     Ok(cut.min(snap.tail))
+}
+
+/// Where `PATCH` addresses a stream's retention: `/v1/streams/<name>`.
+pub const PATCH_PREFIX: &str = "/v1/streams/";
+
+/// `PATCH /v1/streams/<name>` with a JSON object: `max_age_s` / `max_bytes` set to a positive
+/// integer, or `null` to remove that limit (the configured default then applies when both are
+/// gone); an absent field is unchanged. 200 with the stream's own policy. Needs a write
+/// credential for the stream (the access guard decides, as for a POST to it).
+pub async fn patch(
+    State(streams): State<Streams>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Response {
+    patch_policy(&streams, uri.path(), &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn patch_policy(streams: &Streams, path: &str, body: &[u8]) -> StreamResult<Response> {
+    let rest = path.strip_prefix(PATCH_PREFIX).unwrap_or_default();
+    let full = format!("{}{rest}", crate::routes::STREAM_PREFIX);
+    let name = crate::routes::stream_name(&full, streams.config.max_name_bytes)?;
+    let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| StreamError::bad_request(format!("body must be a JSON object: {e}")))?;
+    let field = |key: &str| -> StreamResult<Option<Option<u64>>> {
+        match changes.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Null) => Ok(Some(None)),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| Some(Some(n)))
+                .ok_or_else(|| {
+                    StreamError::bad_request(format!("{key} must be a positive integer or null"))
+                }),
+        }
+    };
+    if let Some(other) = changes
+        .keys()
+        .find(|k| *k != "max_age_s" && *k != "max_bytes")
+    {
+        return Err(StreamError::bad_request(format!("unknown field {other}")));
+    }
+    let (age, bytes) = (field("max_age_s")?, field("max_bytes")?);
+    let policy = streams
+        .retry_stale(|| async {
+            let now = sessiond_store::now_ms();
+            let mut g = streams.lock_live(name, now).await?;
+            streams.settle(&mut g).await?;
+            let Some(s) = crate::service::stream(&g) else {
+                return Err(StreamError::not_found());
+            };
+            let (tail, mut info) = (s.tail, s.info.clone());
+            if let Some(age) = age {
+                info.retention.max_age_s = age;
+            }
+            if let Some(bytes) = bytes {
+                info.retention.max_bytes = bytes;
+            }
+            let policy = info.retention.clone();
+            streams.commit(&mut g, tail, &[], info, false).await?;
+            Ok(policy)
+        })
+        .await?;
+    Ok(axum::Json(policy).into_response())
 }
