@@ -478,3 +478,19 @@ async fn the_sweeper_enforces_retention_set_on_put_or_by_prefix() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_on_one_node_is_seen_by_another() {
+    let redis = sessiond_engine_redis::testing::RedisServer::start();
+    let a = TestServer::start_node(&redis, |_| {}).await;
+    let b = TestServer::start_node(&redis, |_| {}).await;
+    let p = "/v1/stream/ret/nodes";
+    text_stream(&a, p, &["aaaa", "bbbb", "cccc"]).await;
+    // B has the stream cached before the trim.
+    assert_eq!(read(&b, p, "-1").await.2, "aaaabbbbcccc");
+    assert_eq!(trim(&a, p, &off(8)).send().await.unwrap().status(), 204);
+    assert_eq!(read(&b, p, &off(0)).await.0, 410);
+    assert_eq!(read(&b, p, "-1").await, (200, Some(off(8)), "cccc".into()));
+    a.stop().await;
+    b.stop().await;
+}
