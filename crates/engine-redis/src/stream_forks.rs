@@ -41,7 +41,7 @@ use crate::{parse_num, RedisEngine};
 pub const FORK_TIMEOUT_MS: i64 = 10_000;
 
 /// Step 1 of a creation. KEYS: fork meta, chunks, segments, producers, producer use, fork
-/// links. ARGV: pend, tail, expires_at or '', state, then offset/data pairs.
+/// links. ARGV: pend, tail, expires_at or '', state, retained start, then offset/data pairs.
 /// Returns 1 prepared, 0 the path exists.
 pub const PREPARE_CREATE: &str = concat!(
     lua_helpers!(),
@@ -49,8 +49,8 @@ pub const PREPARE_CREATE: &str = concat!(
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 set_meta(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
-redis.call('HSET', KEYS[1], 'pend', ARGV[1])
-add_chunks(KEYS[2], 5)
+redis.call('HSET', KEYS[1], 'pend', ARGV[1], 'start', ARGV[5])
+add_chunks(KEYS[2], 6)
 return 1
 "
 );
@@ -165,7 +165,8 @@ impl RedisEngine {
         inv.arg(&pend)
             .arg(meta.tail)
             .arg(expiry_arg(meta.expires_at))
-            .arg(&meta.state);
+            .arg(&meta.state)
+            .arg(meta.start);
         for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
             inv.arg(ch.offset).arg(&ch.data);
         }

@@ -113,7 +113,8 @@ pub const CREATE: &str = concat!(
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-add_chunks(KEYS[2], 4)
+redis.call('HSET', KEYS[1], 'start', ARGV[4])
+add_chunks(KEYS[2], 5)
 return 1
 "
 );
@@ -129,7 +130,7 @@ return 1
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
 /// ARGV: fork tail, fork expires_at or '', fork state, source expected tail, check-state flag,
 /// source expected state, source new tail, source new expires_at or '', source new state,
-/// then the fork's offset/data pairs. Returns 0 refused, 1 written.
+/// fork start, then the fork's offset/data pairs. Returns 0 refused, 1 written.
 pub const FORK_CREATE: &str = concat!(
     lua_helpers!(),
     r"
@@ -137,7 +138,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if not meta_is(KEYS[6], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-add_chunks(KEYS[2], 10)
+redis.call('HSET', KEYS[1], 'start', ARGV[10])
+add_chunks(KEYS[2], 11)
 set_meta(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
 return 1
 "
@@ -247,5 +249,49 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 notify(ARGV[1], ARGV[2], ARGV[3])
 return 1
+"
+);
+
+/// Retention (`StreamStore::trim_stream`): raises the retained start to `min(before, tail)`,
+/// deletes at most `max` whole hot chunks below it (`XTRIM MINID`, lowest first) and pops the
+/// segments that end at or below it, then notifies other nodes (their cached start is stale).
+/// KEYS: meta, chunks, segments. ARGV: before, max chunks, channel, notification prefix
+/// (`<node id> - `), path. Returns nil if the stream does not exist, else
+/// `{start, deleted, more (0/1), segment entries...}`.
+pub const TRIM: &str = concat!(
+    lua_helpers!(),
+    r"
+local m, c, g = KEYS[1], KEYS[2], KEYS[3]
+local cur = redis.call('HMGET', m, 'tail', 'start')
+if not cur[1] then return false end
+local start = cur[2] or '0'
+local want = ARGV[1]
+if tonumber(want) > tonumber(cur[1]) then want = cur[1] end
+if tonumber(want) > tonumber(start) then
+  start = want
+  redis.call('HSET', m, 'start', start)
+end
+local limit = tonumber(ARGV[2])
+local below = redis.call('XRANGE', c, '-', '(' .. start .. '-1', 'COUNT', limit + 1)
+local whole = 0
+for _, e in ipairs(below) do
+  if tonumber(string.sub(e[1], 1, -3)) + #e[2][2] > tonumber(start) then break end
+  whole = whole + 1
+end
+local deleted = math.min(whole, limit)
+if deleted > 0 then
+  redis.call('XTRIM', c, 'MINID', string.sub(below[deleted][1], 1, -3) .. '-2')
+end
+local out = {start, tostring(deleted), whole > deleted and '1' or '0'}
+while true do
+  local first = redis.call('LINDEX', g, 0)
+  if not first then break end
+  local seg_end = string.match(first, '^%d+ (%d+) ')
+  if tonumber(seg_end) > tonumber(start) then break end
+  redis.call('LPOP', g)
+  out[#out + 1] = first
+end
+notify(ARGV[3], ARGV[4], ARGV[5])
+return out
 "
 );

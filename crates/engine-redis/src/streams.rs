@@ -21,7 +21,7 @@
 use async_trait::async_trait;
 use sessiond_store::{
     Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore,
+    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -81,8 +81,9 @@ fn decode_segment(raw: &[u8]) -> Result<SegmentRef> {
     })
 }
 
-/// `tail`, `exp`, `state`, `pend` of a stream's metadata hash.
+/// `tail`, `exp`, `state`, `pend`, `start` of a stream's metadata hash.
 type MetaFields = (
+    Option<Vec<u8>>,
     Option<Vec<u8>>,
     Option<Vec<u8>>,
     Option<Vec<u8>>,
@@ -99,6 +100,7 @@ impl StreamStore for RedisEngine {
             .arg("exp")
             .arg("state")
             .arg("pend")
+            .arg("start")
             .clone();
         let mut fields: MetaFields = self.query("stream_meta", &cmd).await?;
         if let Some(pend) = fields.3.take() {
@@ -108,13 +110,17 @@ impl StreamStore for RedisEngine {
             }
             fields = self.query("stream_meta", &cmd).await?;
         }
-        let (tail, exp, state, _) = fields;
+        let (tail, exp, state, _, start) = fields;
         let Some(tail) = tail else { return Ok(None) };
         Ok(Some(StreamMeta {
             path: path.to_owned(),
             tail: parse_num("tail", &tail)?,
             expires_at: exp.map(|e| parse_num("exp", &e)).transpose()?,
             state: state.unwrap_or_default(),
+            start: start
+                .map(|s| parse_num("start", &s))
+                .transpose()?
+                .unwrap_or(0),
         }))
     }
 
@@ -129,7 +135,8 @@ impl StreamStore for RedisEngine {
         inv.key(m).key(c).key(g).key(p).key(pu);
         inv.arg(meta.tail)
             .arg(expiry_arg(meta.expires_at))
-            .arg(&meta.state);
+            .arg(&meta.state)
+            .arg(meta.start);
         for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
             inv.arg(ch.offset).arg(&ch.data);
         }
@@ -200,6 +207,7 @@ impl StreamStore for RedisEngine {
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state);
         source_args(&mut inv, source);
+        inv.arg(meta.start);
         for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
             inv.arg(ch.offset).arg(&ch.data);
         }
@@ -399,6 +407,37 @@ impl StreamStore for RedisEngine {
             .arg(self.seal_token.load(std::sync::atomic::Ordering::Acquire));
         let sealed: i64 = self.eval("stream_seal", &inv).await?;
         Ok(sealed == 1)
+    }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        _: Durability,
+    ) -> Result<Option<Trimmed>> {
+        let [m, c, g, ..] = self.keys.stream(path);
+        let mut inv = self.scripts.stream_trim.prepare_invoke();
+        inv.key(m).key(c).key(g);
+        inv.arg(before)
+            .arg(max_chunks)
+            .arg(self.keys.stream_wake_channel())
+            .arg(format!("{} - ", self.node))
+            .arg(path);
+        let out: Option<Vec<Vec<u8>>> = self.eval("stream_trim", &inv).await?;
+        let Some(out) = out else { return Ok(None) };
+        let [start, deleted, more, segments @ ..] = out.as_slice() else {
+            return Err(StoreError::Corrupt("stream trim reply malformed".into()));
+        };
+        Ok(Some(Trimmed {
+            start: parse_num("start", start)?,
+            chunks: parse_num("deleted", deleted)?,
+            more: more.as_slice() == b"1",
+            segments: segments
+                .iter()
+                .map(|g| decode_segment(g))
+                .collect::<Result<_>>()?,
+        }))
     }
 }
 

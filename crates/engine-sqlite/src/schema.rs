@@ -53,6 +53,7 @@
 //! | | `tail` | INTEGER ≥ 0 | offset after the last byte (a `u64` below 2^63) |
 //! | | `expires_at` | INTEGER, nullable | unix ms; NULL = never expires |
 //! | | `state` | BLOB | the capability's opaque per-stream state |
+//! | | `start` | INTEGER | retained start: rows below it were trimmed (version 5) |
 //! | `stream_chunks` | `stream`, `offset` | INTEGER, primary key together | `streams.id`, first byte's offset |
 //! | | `data` | BLOB | the chunk's bytes, verbatim |
 //! | `stream_segments` | `stream`, `start` | INTEGER, primary key together | `streams.id`, first offset covered |
@@ -129,7 +130,13 @@ use sessiond_store::{Result, StoreError};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Ordered migrations; entry `i` moves the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// Version 1: sessions, cache, objects and alarms.
 const MIGRATION_1: &str = "
@@ -223,6 +230,12 @@ CREATE INDEX stream_producers_by_use ON stream_producers (stream, used_at, id);
 /// from before read as service-created: that is what they were trusted as.
 const MIGRATION_4: &str = "
 ALTER TABLE sessions ADD COLUMN origin INTEGER NOT NULL DEFAULT 0 CHECK (origin IN (0, 1));
+";
+
+/// Version 5: each stream's retained start (retention trims the data below it). Existing
+/// streams keep everything: start 0.
+const MIGRATION_5: &str = "
+ALTER TABLE streams ADD COLUMN start INTEGER NOT NULL DEFAULT 0 CHECK (start >= 0);
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
     Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    SegmentRef, StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::error::{limit, out_of_range};
@@ -58,14 +58,15 @@ fn insert_chunks(conn: &Connection, id: i64, chunks: &[StreamChunk]) -> rusqlite
 fn insert_stream(conn: &Connection, meta: &StreamMeta) -> rusqlite::Result<Option<i64>> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO streams (path, tail, expires_at, state) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (path) DO NOTHING",
+            "INSERT INTO streams (path, tail, expires_at, state, start)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (path) DO NOTHING",
         )?
         .execute(params![
             meta.path,
             off("tail", meta.tail)?,
             meta.expires_at,
-            meta.state
+            meta.state,
+            off("start", meta.start)?
         ])?;
     Ok((inserted > 0).then(|| conn.last_insert_rowid()))
 }
@@ -86,7 +87,7 @@ fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 /// The id of a fork's source if its stored tail (and state) are the expected ones.
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
     let found: Option<(i64, StreamMeta)> = conn
-        .prepare_cached("SELECT id, tail, expires_at, state FROM streams WHERE path = ?1")?
+        .prepare_cached("SELECT id, tail, expires_at, state, start FROM streams WHERE path = ?1")?
         .query_row([&source.path], |row| {
             Ok((
                 row.get(0)?,
@@ -95,6 +96,7 @@ fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<
                     tail: stored_off(row, 1)?,
                     expires_at: row.get(2)?,
                     state: row.get(3)?,
+                    start: stored_off(row, 4)?,
                 },
             ))
         })
@@ -171,16 +173,19 @@ impl StreamStore for SqliteEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
         let path = path.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached("SELECT tail, expires_at, state FROM streams WHERE path = ?1")?
-                .query_row([&path], |row| {
-                    Ok(StreamMeta {
-                        path: path.clone(),
-                        tail: stored_off(row, 0)?,
-                        expires_at: row.get(1)?,
-                        state: row.get(2)?,
-                    })
+            conn.prepare_cached(
+                "SELECT tail, expires_at, state, start FROM streams WHERE path = ?1",
+            )?
+            .query_row([&path], |row| {
+                Ok(StreamMeta {
+                    path: path.clone(),
+                    tail: stored_off(row, 0)?,
+                    expires_at: row.get(1)?,
+                    state: row.get(2)?,
+                    start: stored_off(row, 3)?,
                 })
-                .optional()
+            })
+            .optional()
         })
         .await
     }
@@ -471,6 +476,73 @@ impl StreamStore for SqliteEngine {
             )?
             .execute(params![id, start, end])?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        durability: Durability,
+    ) -> Result<Option<Trimmed>> {
+        let path = path.to_owned();
+        self.write(durability, move |conn| {
+            // The start and the deletions are one savepoint of the writer's transaction, so a
+            // kill -9 keeps both or neither.
+            let found: Option<(i64, i64)> = conn
+                .prepare_cached(
+                    "UPDATE streams SET start = max(start, min(?2, tail)) WHERE path = ?1
+                     RETURNING id, start",
+                )?
+                .query_row(params![path, off("trim offset", before)?], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let Some((id, start)) = found else {
+                return Ok(None);
+            };
+            // Lowest chunks first, one more than the batch to learn whether more remain. The
+            // length test keeps a chunk that straddles the start.
+            let below: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT offset FROM stream_chunks WHERE stream = ?1 AND offset < ?2
+                       AND offset + length(data) <= ?2 ORDER BY offset LIMIT ?3",
+                )?
+                .query_map(
+                    params![id, start, limit(max_chunks.saturating_add(1))],
+                    |row| row.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let chunks = below.len().min(max_chunks);
+            if let Some(last) = below[..chunks].last() {
+                conn.prepare_cached(
+                    "DELETE FROM stream_chunks WHERE stream = ?1 AND offset <= ?2",
+                )?
+                .execute(params![id, last])?;
+            }
+            let segments: Vec<SegmentRef> = conn
+                .prepare_cached(
+                    "DELETE FROM stream_segments WHERE stream = ?1 AND end <= ?2
+                     RETURNING start, end, object_key",
+                )?
+                .query_map(params![id, start], |row| {
+                    Ok(SegmentRef {
+                        start: stored_off(row, 0)?,
+                        end: stored_off(row, 1)?,
+                        object_key: row.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut segments = segments;
+            segments.sort_by_key(|g| g.start);
+            Ok(Some(Trimmed {
+                start: u64::try_from(start).unwrap_or(0),
+                chunks,
+                more: below.len() > chunks,
+                segments,
+            }))
         })
         .await
     }

@@ -53,7 +53,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sessiond_store::{StoreError, StreamStore};
+use sessiond_store::{SegmentRef, StoreError, StreamStore};
 use sha2::Digest as _;
 
 pub use compact::{spawn_compactor, CompactionPolicy};
@@ -220,6 +220,11 @@ impl ColdTier {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(unavailable(&format!("deleting {key}"), e)),
         }
+    }
+
+    /// Deletes the object of one segment that retention dropped from the index.
+    pub async fn delete_segment(&self, segment: &SegmentRef) -> Result<(), StoreError> {
+        self.delete_key(&segment.object_key).await
     }
 
     /// Deletes every segment object of `path`: the indexed ones and any orphan left by a crash

@@ -335,3 +335,64 @@ async fn s3_segments_round_trip_and_delete() {
     assert!(s3_segments(&moto, "node-a/").is_empty(), "bucket emptied");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_drop_whole_segments_and_refuse_reads_below_the_start() {
+    let mut data_dir = PathBuf::new();
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        tiny_policy(c);
+        data_dir_of(c, &mut data_dir);
+    })
+    .await;
+    let dir = data_dir.join("segments");
+    let url = "/v1/stream/cold/trim";
+    let res = s
+        .put(url)
+        .header("content-type", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let mut all = Vec::new();
+    for i in 0..40u8 {
+        let body = vec![i; 250];
+        all.extend_from_slice(&body);
+        let res = s
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+    let segments = settled(|| local_segments(&dir)).await;
+    assert!(segments.len() >= 2, "two segments at least: {segments:?}");
+    let (first_end, second) = (segments[0].1, segments[1]);
+    let trim = |at: u64| {
+        s.post(url)
+            .header("stream-trim-before", offset::format(at))
+            .send()
+    };
+    // Past the first segment: its file goes, the others stay.
+    assert_eq!(trim(first_end).await.unwrap().status(), 204);
+    assert_eq!(local_segments(&dir), segments[1..].to_vec());
+    // Inside the second: it stays, reads below the start are refused, above it are exact.
+    let inside = second.0 + 250;
+    assert!(
+        inside < second.1,
+        "segments hold several appends: {second:?}"
+    );
+    assert_eq!(trim(inside).await.unwrap().status(), 204);
+    assert_eq!(local_segments(&dir), segments[1..].to_vec());
+    let res = s
+        .get(&format!("{url}?offset={}", offset::format(second.0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 410);
+    let got = read_all(&s, url, inside).await;
+    let bytes: Vec<u8> = got.into_iter().flat_map(|(b, _)| b).collect();
+    assert_eq!(bytes, all[inside as usize..], "retained bytes unchanged");
+    s.stop().await;
+}

@@ -38,7 +38,7 @@ pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, Re
 pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
-    StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, WakeSink,
+    StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,
 };
 
 /// Unix time in milliseconds.

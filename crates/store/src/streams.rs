@@ -52,6 +52,12 @@ pub struct StreamMeta {
     pub path: String,
     /// Offset after the last byte (where the next chunk goes).
     pub tail: u64,
+    /// The retained start: data below it was trimmed away for good (see
+    /// [`StreamStore::trim_stream`]). Engine-managed: set from `meta.start` when a stream is
+    /// created, raised only by `trim_stream`; commits leave the stored value alone whatever
+    /// their `meta.start`, so a writer holding an older copy never lowers it.
+    #[serde(default)]
+    pub start: u64,
     /// When the stream stops existing, if it expires (absolute, or sliding as last refreshed);
     /// indexed so expired streams can be found.
     pub expires_at: Option<Millis>,
@@ -136,6 +142,20 @@ impl ForkSource {
                 .as_ref()
                 .is_none_or(|state| *state == stored.state)
     }
+}
+
+/// Outcome of one [`StreamStore::trim_stream`] batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// The stream's retained start after this call.
+    pub start: u64,
+    /// Hot chunks deleted by this call.
+    pub chunks: usize,
+    /// Whether hot chunks wholly below `start` remain (call again to reclaim them).
+    pub more: bool,
+    /// Segments dropped from the index by this call (whole segments below `start`): their
+    /// objects are the caller's to delete.
+    pub segments: Vec<SegmentRef>,
 }
 
 /// Outcome of a commit.
@@ -292,6 +312,22 @@ pub trait StreamStore: Send + Sync {
         segment: &SegmentRef,
         durability: Durability,
     ) -> Result<bool>;
+
+    /// Retention: in one transaction, raises the stream's retained start to `before` (never
+    /// lowers it, never past the tail: `min(before, tail)`), deletes at most `max_chunks` hot
+    /// chunks that end at or before the new start, lowest first, and drops the segments that
+    /// end at or before it from the index. A chunk or segment that straddles the start is kept
+    /// whole (readers below the start are refused by the capability). Bounded so a long trim
+    /// is many short transactions that never stall appends; a crash between two leaves the
+    /// start raised and some rows below it, which the next call reclaims. `None` if the
+    /// stream does not exist.
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        durability: Durability,
+    ) -> Result<Option<Trimmed>>;
 }
 
 /// The cold tier's sealing lease on an engine shared by several processes.

@@ -20,6 +20,7 @@ mod objects;
 mod origin;
 mod pipeline;
 mod realtime;
+mod retention;
 mod stream_cas;
 mod stream_links;
 mod streams;

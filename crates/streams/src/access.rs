@@ -316,8 +316,13 @@ pub async fn require_stream_access(
         request.extensions_mut().insert(access);
         return next.run(request).await;
     }
+    // `PATCH /v1/streams/<name>` (retention) acts on the stream `<name>`: same decision.
+    let path = match path.strip_prefix(crate::retention::PATCH_PREFIX) {
+        Some(name) => format!("{}{name}", crate::routes::STREAM_PREFIX),
+        None => path.to_owned(),
+    };
     // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
-    if let Ok(name) = crate::routes::stream_name(path, guard.max_name_bytes) {
+    if let Ok(name) = crate::routes::stream_name(&path, guard.max_name_bytes) {
         let decision = guard.authorize(&access, request.method(), name, request.headers());
         if let Err(err) = decision {
             let response = err.into_response();

@@ -112,6 +112,14 @@ async fn append_payload(
     h: &HeaderMap,
     body: Payload,
 ) -> StreamResult<Response> {
+    if h.contains_key(headers::TRIM_BEFORE) {
+        let Payload::Body(body) = body else {
+            return Err(StreamError::bad_request(
+                "Stream-Trim-Before needs an empty body",
+            ));
+        };
+        return crate::trim::explicit(streams, path, h, &body).await;
+    }
     let now = now_ms();
     let close = headers::closed_flag(h);
     let durability = headers::durability(h)?;
@@ -271,6 +279,10 @@ async fn decide_and_commit(
     let (chunks, pos) = body
         .into_chunks(info.is_json(), &limits, current.tail)
         .await?;
+    if let Some(first) = chunks.first() {
+        let interval = (streams.config.retention_mark_interval_s as i64).saturating_mul(1000);
+        crate::retention::mark(&mut info, now, first.offset, interval);
+    }
     if close {
         info.closed = true;
         info.closed_by = producer.clone();

@@ -33,6 +33,16 @@ pub trait ColdReader: Send + Sync {
 
     /// Deletes every sealed range of the stream (called before the stream itself is deleted).
     async fn delete_all(&self, path: &str) -> Result<(), StoreError>;
+
+    /// Deletes the objects of `segments` of the stream, which a retention trim already dropped
+    /// from the engine's index (`StreamStore::trim_stream`).
+    async fn delete_segments(
+        &self,
+        _path: &str,
+        _segments: &[sessiond_store::SegmentRef],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// No cold tier: nothing is ever sealed.

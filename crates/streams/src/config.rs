@@ -78,6 +78,16 @@ pub struct StreamsConfig {
     /// Largest `limit` of one `GET /v1/streams` page; larger is a 400. A page also examines at
     /// most `limit` + this many names (hidden or deleted ones are skipped).
     pub max_list_limit: usize,
+    /// Most hot chunks one retention trim transaction deletes; a long trim is many such
+    /// transactions, so appends to the stream never wait behind one big delete.
+    pub trim_batch_chunks: usize,
+    /// Retention of streams created without their own, by path prefix (the longest match).
+    pub retention: Vec<crate::retention::RetentionDefault>,
+    /// Resolution of age-based retention: a stream records at most one append time mark per
+    /// this many seconds, and an age cut drops data up to this much later than exact.
+    pub retention_mark_interval_s: u64,
+    /// Streams the sweeper examines for retention per pass (it resumes where it stopped).
+    pub retention_sweep_batch: usize,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -128,6 +138,10 @@ impl Default for StreamsConfig {
             subscriptions: Default::default(),
             read_token_audience: "sessiond".into(),
             max_list_limit: 1000,
+            trim_batch_chunks: 1000,
+            retention: Vec::new(),
+            retention_mark_interval_s: 60,
+            retention_sweep_batch: 256,
         }
     }
 }
@@ -148,6 +162,22 @@ impl StreamsConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.webhook_policy()
             .map_err(|e| format!("streams.webhook_allowed_networks: {e}"))?;
+        if self.trim_batch_chunks == 0 {
+            return Err("streams.trim_batch_chunks must be > 0".into());
+        }
+        if self.retention_sweep_batch == 0 {
+            return Err("streams.retention_sweep_batch must be > 0".into());
+        }
+        if let Some(d) = self.retention.iter().find(|d| {
+            d.max_age_s == Some(0)
+                || d.max_bytes == Some(0)
+                || (d.max_age_s.is_none() && d.max_bytes.is_none())
+        }) {
+            return Err(format!(
+                "streams.retention (prefix {:?}): set max_age_s and/or max_bytes, each > 0",
+                d.prefix
+            ));
+        }
         if self.long_poll_timeout_ms == 0 {
             return Err("streams.long_poll_timeout_ms must be > 0".into());
         }

@@ -49,6 +49,7 @@ async fn create_once(
         .map(str::trim)
         .filter(|c| !c.is_empty());
     let fork_request = fork::parse_request(h, streams.config.max_name_bytes)?;
+    let retention = crate::retention::Retention::from_headers(h)?;
 
     let mut g = streams.lock(path).await?;
     match streams.find(&mut g, now).await? {
@@ -75,6 +76,13 @@ async fn create_once(
             if !same {
                 return Err(StreamError::conflict(
                     "a stream with a different configuration exists at this path",
+                ));
+            }
+            // Retention is not part of the comparison: a re-PUT without it confirms the
+            // stream as it is; one with other values than the stream's is refused.
+            if !retention.is_empty() && retention != info.retention {
+                return Err(StreamError::conflict(
+                    "the stream exists with a different retention (change it with PATCH)",
                 ));
             }
             return Ok(created(StatusCode::OK, existing, location));
@@ -105,6 +113,7 @@ async fn create_once(
                 ttl_s: ttl,
                 expires_at,
                 start: 0,
+                retained: 0,
                 lineage: Vec::new(),
             },
             None,
@@ -141,13 +150,18 @@ async fn create_once(
         lineage: base.lineage,
         fork: fork_request.clone(),
         forks: 0,
+        fork_floors: Vec::new(),
+        inherited_start: base.retained,
+        retention: retention.clone(),
+        marks: Vec::new(),
         soft_deleted: false,
         created_at: now,
     };
     // The prefix quota's lock (taken last: after the fork source's) is held until the stream
     // is written.
     let _quota = crate::limits::reserve(streams, path).await?;
-    let meta = Stream::encode(path, pos, &info)?;
+    let mut meta = Stream::encode(path, pos, &info)?;
+    meta.start = base.retained;
     // Initial data becomes visible with the stream: only once durable.
     let durability = if chunks.is_empty() {
         durability
@@ -175,6 +189,7 @@ async fn create_once(
     }
     let new = Stream {
         tail: pos,
+        retained: base.retained,
         persisted_expiry: meta.expires_at,
         info,
         stored_state: meta.state.as_slice().into(),
@@ -201,6 +216,7 @@ async fn create_fork(
         info,
     } = source;
     let source_meta = Stream::encode(guard.key(), tail, &info)?;
+    let source_retained = stream(&guard).map_or(0, |s| s.retained);
     crate::failpoint::hit("fork-before-commit").await;
     let link = ForkSource {
         path: guard.key().to_owned(),
@@ -218,6 +234,7 @@ async fn create_fork(
         if made {
             object.stream = Some(Stream {
                 tail,
+                retained: source_retained,
                 info,
                 persisted_expiry: link.meta.expires_at,
                 stored_state: link.meta.state.as_slice().into(),

@@ -33,6 +33,17 @@ impl StreamError {
     pub fn gone() -> Self {
         Self::new(StatusCode::GONE, "gone", "stream was deleted")
     }
+    /// 410: the offset is below the stream's retained start (trimmed by retention); names
+    /// the earliest retained offset in the message and in `Stream-Start-Offset`.
+    pub fn offset_gone(start: u64) -> Self {
+        let start = crate::offset::format(start);
+        Self::new(
+            StatusCode::GONE,
+            "offset_gone",
+            format!("data before offset {start} was removed by retention; the earliest retained offset is {start}"),
+        )
+        .with(crate::headers::START_OFFSET, start)
+    }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
         ApiError::conflict(message).into()

@@ -32,6 +32,8 @@ pub struct ForkBase {
     pub ttl_s: Option<u64>,
     pub expires_at: Option<Millis>,
     pub start: u64,
+    /// The source's retained start: the fork's own, and its floor on the source.
+    pub retained: u64,
     pub lineage: Vec<Ancestor>,
 }
 
@@ -163,13 +165,22 @@ pub async fn prepare(
         path: request.source.clone(),
         start: src.info.start,
     });
+    if point < src.retained {
+        let start = offset::format(src.retained);
+        return Err(StreamError::bad_request(format!(
+            "the fork point is below the source's retained start {start} (Stream-Start-Offset)"
+        ))
+        .with(crate::headers::START_OFFSET, start));
+    }
     let mut info = src.info.clone();
     info.forks += 1;
+    info.fork_floors.push(src.retained);
     let base = ForkBase {
         content_type: src.info.content_type.clone(),
         ttl_s,
         expires_at,
         start: point,
+        retained: src.retained,
         lineage,
     };
     let source = LockedSource {

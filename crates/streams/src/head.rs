@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, EXPIRES_AT, NEXT_OFFSET, TTL};
+use crate::headers::{CLOSED, EXPIRES_AT, NEXT_OFFSET, START_OFFSET, TTL};
 use crate::offset;
 use crate::service::{stream, Streams};
 
@@ -28,6 +28,7 @@ pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
     };
     put("content-type", s.info.content_type.clone());
     put(NEXT_OFFSET, offset::format(tail));
+    put(START_OFFSET, offset::format(s.retained));
     if let Some(ttl) = s.info.ttl_s {
         put(TTL, ttl.to_string());
     }

@@ -62,6 +62,7 @@ pub mod pipeline;
 pub mod producer;
 pub mod read;
 mod release;
+pub mod retention;
 pub mod routes;
 pub mod service;
 pub mod sse;
@@ -70,6 +71,7 @@ pub mod subscriptions;
 pub mod sweeper;
 pub mod tier;
 pub mod time;
+pub mod trim;
 pub mod wakes;
 
 pub use access::{StreamAccess, StreamGuard};

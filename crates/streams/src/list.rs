@@ -190,6 +190,8 @@ async fn describe(streams: &Streams, path: &str) -> StreamResult<Option<Value>> 
         return Ok(None);
     };
     let info = &s.info;
+    // The stream's own stored data that retention kept.
+    let start = info.start.max(s.retained);
     if info.soft_deleted || info.expired(now_ms()) {
         return Ok(None);
     }
@@ -197,8 +199,8 @@ async fn describe(streams: &Streams, path: &str) -> StreamResult<Option<Value>> 
         "path": path,
         "content_type": info.content_type,
         "tail_offset": offset::format(tail),
-        "start_offset": offset::format(info.start),
-        "bytes": tail.saturating_sub(info.start),
+        "start_offset": offset::format(start),
+        "bytes": tail.saturating_sub(start),
         "closed": info.closed,
         "expires_at": info.expiry().map(time::format_rfc3339),
         "created_at": time::format_rfc3339(info.created_at),

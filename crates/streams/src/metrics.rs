@@ -60,6 +60,11 @@ pub fn remote_wake() {
 }
 
 /// A commit lost a race with another node and the request is retried.
+pub fn trimmed(chunks: usize) {
+    ::metrics::counter!("sessiond_streams_trimmed_chunks_total").increment(chunks as u64);
+}
+
+/// A commit lost a race with another node and was decided again.
 pub fn commit_retry() {
     ::metrics::counter!("sessiond_streams_commit_retries_total").increment(1);
 }

@@ -100,6 +100,71 @@ impl Streams {
         Ok(hot.into_iter().map(SharedChunk::from).collect())
     }
 
+    /// 410 `offset_gone` when `pos` of `path` is below its stored retained start (a reader
+    /// whose snapshot predates a trim finds a hole where its data was).
+    async fn refuse_trimmed(&self, path: &str, pos: u64) -> StreamResult<()> {
+        match self.store.stream_meta(path).await? {
+            Some(meta) if meta.start > pos => {
+                Err(crate::error::StreamError::offset_gone(meta.start))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `pos` is where a message of `snap` starts (or its tail, or its retained start):
+    /// the only offsets a trim may cut at. Binary streams have no framing inside an append, so
+    /// there a message is an append's chunk.
+    pub async fn is_boundary(&self, snap: &Snapshot, pos: u64) -> StreamResult<bool> {
+        if pos == snap.tail || pos == snap.retained {
+            return Ok(true);
+        }
+        if pos > snap.tail || pos < snap.retained {
+            return Ok(false);
+        }
+        for (path, start, end) in ranges(snap) {
+            if pos == start {
+                return Ok(true);
+            }
+            if pos > start && pos < end {
+                let chunks = self.read_path(path, pos, 1).await?;
+                let Some(c) = chunks.first().filter(|c| c.offset <= pos) else {
+                    return Ok(false);
+                };
+                if c.offset == pos || !snap.json {
+                    return Ok(c.offset == pos);
+                }
+                let lo = (pos - c.offset) as usize;
+                let mut at = 0;
+                while at < lo {
+                    at = crate::json::next_message(&c.data, at).1;
+                }
+                return Ok(at == lo);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The first message boundary of `snap` at or after `pos` (the tail when none): where a
+    /// byte-size cut may go. Inside a fork's inherited range, the fork point (keeps more).
+    pub async fn boundary_at_or_after(&self, snap: &Snapshot, pos: u64) -> StreamResult<u64> {
+        if pos < snap.start {
+            return Ok(snap.start);
+        }
+        let chunks = self.read_path(&snap.path, pos, 1).await?;
+        let Some(c) = chunks.first().filter(|c| c.offset <= pos && c.end() > pos) else {
+            return Ok(pos.min(snap.tail));
+        };
+        if c.offset == pos || !snap.json {
+            return Ok(if c.offset == pos { pos } else { c.end() });
+        }
+        let lo = (pos - c.offset) as usize;
+        let mut at = 0;
+        while at < lo {
+            at = crate::json::next_message(&c.data, at).1;
+        }
+        Ok(c.offset + at as u64)
+    }
+
     /// The end of the stored message that contains (or starts at) `pos`, capped at its range.
     pub async fn message_end(&self, snap: &Snapshot, pos: u64) -> StreamResult<Option<u64>> {
         for (path, start, end) in ranges(snap) {
@@ -126,6 +191,9 @@ impl Streams {
         max: usize,
         max_messages: usize,
     ) -> StreamResult<Page> {
+        if from < snap.retained {
+            return Err(crate::error::StreamError::offset_gone(snap.retained));
+        }
         let ranges = ranges(snap);
         let mut pos = from.min(snap.tail);
         let mut budget = max.max(1);
@@ -134,6 +202,10 @@ impl Streams {
         'ranges: for (path, _start, end) in ranges {
             while pos < end {
                 let chunks = self.read_path(path, pos, budget).await?;
+                if chunks.first().is_none_or(|c| c.offset > pos) {
+                    // A hole below the snapshot's tail: a trim ran after the snapshot.
+                    self.refuse_trimmed(path, pos).await?;
+                }
                 if chunks.is_empty() {
                     break;
                 }

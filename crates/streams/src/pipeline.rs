@@ -114,8 +114,10 @@ impl Streams {
             false // nobody waits for more to be in flight
         });
         object.producers.extend(written);
+        let retained = object.stream.as_ref().map_or(0, |s| s.retained);
         object.stream = Some(Stream {
             tail,
+            retained,
             info,
             persisted_expiry: expires_at,
             stored_state,

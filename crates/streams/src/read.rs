@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, CURSOR, NEXT_OFFSET, UP_TO_DATE};
+use crate::headers::{CLOSED, CURSOR, NEXT_OFFSET, START_OFFSET, UP_TO_DATE};
 use crate::offset::{self, Offset};
 use crate::pages::Page;
 use crate::service::{Snapshot, Streams};
@@ -118,8 +118,9 @@ pub async fn read(
     };
     drop(g);
     let from = match q.offset.unwrap_or(Offset::Start) {
-        Offset::Start => 0,
+        Offset::Start => snap.retained,
         Offset::Now => snap.tail,
+        Offset::At(p) if p < snap.retained => return Err(StreamError::offset_gone(snap.retained)),
         Offset::At(p) => p,
     };
     match q.live {
@@ -188,6 +189,7 @@ pub fn page_response(
     };
     put(h, "content-type", snap.content_type.clone());
     put(h, NEXT_OFFSET, offset::format(page.next));
+    put(h, START_OFFSET, offset::format(snap.retained));
     if at_end {
         h.insert(UP_TO_DATE, HeaderValue::from_static("true"));
         if snap.closed {

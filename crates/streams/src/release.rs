@@ -21,11 +21,12 @@ impl Streams {
     /// it to [`remove_released`](Self::remove_released) after dropping this lock.
     pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
         let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
+        let point = stream(g).map_or(0, |s| s.info.inherited_start);
         self.settle(g).await?;
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
         let released = match parent {
-            Some(parent) => self.delete_releasing(&path, &parent).await?,
+            Some(parent) => self.delete_releasing(&path, &parent, point).await?,
             None => None,
         };
         let cascade = match released {
@@ -55,6 +56,7 @@ impl Streams {
         &self,
         path: &str,
         parent: &str,
+        point: u64,
     ) -> StreamResult<Option<Option<String>>> {
         let mut attempt = 1;
         loop {
@@ -65,6 +67,9 @@ impl Streams {
             };
             let mut info = src.info;
             info.forks = info.forks.saturating_sub(1);
+            if let Some(i) = info.fork_floors.iter().position(|p| *p == point) {
+                info.fork_floors.swap_remove(i);
+            }
             let meta = Stream::encode(parent, src.tail, &info)?;
             let link = ForkSource {
                 path: parent.to_owned(),
@@ -79,8 +84,10 @@ impl Streams {
             {
                 let orphan = info.forks == 0 && (info.soft_deleted || info.expired(now_ms()));
                 if let Some(object) = pg.state_mut() {
+                    let retained = object.stream.as_ref().map_or(0, |s| s.retained);
                     object.stream = Some(Stream {
                         tail: src.tail,
+                        retained,
                         info,
                         persisted_expiry: link.meta.expires_at,
                         stored_state: link.meta.state.into(),

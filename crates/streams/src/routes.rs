@@ -11,7 +11,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, patch};
 use axum::Router;
 use sessiond_http::RawBody;
 
@@ -27,6 +27,7 @@ pub fn router(streams: Streams) -> Router {
     let routes = Router::new()
         .route("/v1/stream/{*path}", any(dispatch))
         .route("/v1/streams", get(crate::list::list))
+        .route("/v1/streams/{*path}", patch(crate::retention::patch))
         .with_state(streams);
     sessiond_http::body::body_limit(routes, limit)
         .layer(from_fn(crate::headers::common_headers))

@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub content_type: String,
     pub created_at: Millis,
     pub start: u64,
+    /// The retained start: reads below it are 410 `offset_gone`.
+    pub retained: u64,
     pub lineage: Vec<Ancestor>,
 }
 
@@ -337,8 +339,10 @@ impl Streams {
         match result {
             Commit::Written => {
                 object.producers.extend(written);
+                let retained = object.stream.as_ref().map_or(0, |s| s.retained);
                 object.stream = Some(Stream {
                     tail,
+                    retained,
                     info,
                     persisted_expiry: meta.expires_at,
                     stored_state: meta.state.into(),
@@ -440,6 +444,7 @@ impl Streams {
                 content_type: s.info.content_type.clone(),
                 created_at: s.info.created_at,
                 start: s.info.start,
+                retained: s.retained,
                 lineage: s.info.lineage.clone(),
             },
             changes,

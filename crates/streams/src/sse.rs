@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::SSE_ENCODING;
+use crate::headers::{SSE_ENCODING, START_OFFSET};
 use crate::live::{refresh, Slot};
 use crate::offset;
 use crate::service::{Snapshot, Streams};
@@ -62,6 +62,7 @@ pub fn open(
         return Err(StreamError::busy("too many open SSE connections"));
     };
     let base64 = !is_text(&snap);
+    let start = HeaderValue::from_str(&offset::format(snap.retained));
     let session = Session {
         streams: streams.clone(),
         deadline: Instant::now() + Duration::from_secs(streams.config.sse_reconnect_s),
@@ -89,6 +90,9 @@ pub fn open(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if base64 {
         h.insert(SSE_ENCODING, HeaderValue::from_static("base64"));
+    }
+    if let Ok(start) = start {
+        h.insert(START_OFFSET, start);
     }
     Ok(r)
 }

@@ -92,10 +92,29 @@ pub struct StreamInfo {
     pub fork: Option<ForkRequest>,
     /// Number of live forks whose lineage includes this stream directly.
     pub forks: u64,
+    /// Where each of those forks' inherited data begins (this stream's retained start when
+    /// the fork was made; one entry per fork): retention never trims past the lowest (see
+    /// `trim::fork_floor`). Forks from before this field have no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fork_floors: Vec<u64>,
+    /// For forks: the source's retained start when this fork was made (its entry in the
+    /// source's `fork_floors`, and its own first retained offset).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inherited_start: u64,
+    /// Retention as requested on PUT (empty: the configured default applies).
+    #[serde(default, skip_serializing_if = "crate::retention::Retention::is_empty")]
+    pub retention: crate::retention::Retention,
+    /// `(time, offset)` marks of appends, for age-based retention (see `retention.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<(Millis, u64)>,
     /// Deleted while forks still read its data: 410 to clients.
     pub soft_deleted: bool,
     /// Creation time (unix ms); distinguishes incarnations of one path in ETags.
     pub created_at: Millis,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ProducerState {
@@ -154,6 +173,8 @@ pub fn media_type(content_type: &str) -> String {
 pub struct Stream {
     /// Offset after the last byte.
     pub tail: u64,
+    /// The retained start (`StreamMeta::start`): reads below it are 410 `offset_gone`.
+    pub retained: u64,
     /// Decoded metadata.
     pub info: StreamInfo,
     /// `expires_at` as last persisted (sliding refreshes are written lazily).
@@ -170,6 +191,7 @@ impl Stream {
             .map_err(|e| StoreError::Corrupt(format!("stream {}: {e}", meta.path)))?;
         Ok(Stream {
             tail: meta.tail,
+            retained: meta.start,
             persisted_expiry: meta.expires_at,
             info,
             stored_state: meta.state.as_slice().into(),
@@ -183,6 +205,8 @@ impl Stream {
         Ok(StreamMeta {
             path: path.to_owned(),
             tail,
+            // Engine-managed (raised by trims only); commits leave the stored value alone.
+            start: 0,
             // A soft-deleted stream is removed with its last fork, never by the sweeper: not
             // indexing it keeps it out of every sweep's candidates. One whose last fork is gone
             // (a crash stopped its removal) is indexed as long expired, so the sweeper finishes.

@@ -1,4 +1,8 @@
-//! Background removal of expired streams.
+//! Background removal of expired streams, and retention (see `retention.rs`).
+//!
+//! Retention walks every stream a batch per pass (`retention_sweep_batch`, resuming after the
+//! last path it examined), computes its policy's cut and trims there (`trim.rs`: bounded
+//! engine transactions, the lock held only for the first).
 //!
 //! Expiry is enforced lazily on every access; the sweeper only reclaims space of streams
 //! nobody touches. The engine indexes `StreamMeta::expires_at`, which may lag the exact
@@ -31,6 +35,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct Sweeper {
     set_aside: HashMap<String, Instant>,
+    /// The last path the retention pass examined (`None`: start over).
+    retention_after: Option<String>,
 }
 
 /// Sweeps every `streams.sweep_interval_s` until `stop` resolves.
@@ -45,6 +51,9 @@ pub async fn run(streams: Streams, stop: impl Future<Output = ()>) {
         }
         if let Err(e) = sweeper.pass(&streams).await {
             tracing::warn!(error = ?e.api, "stream sweep failed; retrying next interval");
+        }
+        if let Err(e) = sweeper.retention_pass(&streams).await {
+            tracing::warn!(error = ?e.api, "retention pass failed; retrying next interval");
         }
     }
 }
@@ -87,4 +96,58 @@ async fn sweep_one(streams: &Streams, path: &str) -> StreamResult<()> {
         streams.persist_expiry(&mut g).await?;
     }
     Ok(())
+}
+
+impl Sweeper {
+    /// One retention batch: examines the next `retention_sweep_batch` streams in path order
+    /// and trims those whose policy cuts above their start; returns how many were examined.
+    pub async fn retention_pass(
+        &mut self,
+        streams: &Streams,
+    ) -> Result<usize, crate::error::StreamError> {
+        let batch = streams.config.retention_sweep_batch;
+        let paths = streams
+            .store
+            .list_streams("", self.retention_after.as_deref(), batch)
+            .await?;
+        self.retention_after = if paths.len() < batch {
+            None
+        } else {
+            paths.last().cloned()
+        };
+        for path in &paths {
+            if let Err(e) = retain_one(streams, path).await {
+                tracing::warn!(stream = %path, error = ?e.api, "cannot apply retention; skipping it for now");
+                ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
+            }
+        }
+        Ok(paths.len())
+    }
+}
+
+/// Applies `path`'s retention policy, if it has one.
+async fn retain_one(streams: &Streams, path: &str) -> StreamResult<()> {
+    let now = now_ms();
+    let mut g = streams.lock(path).await?;
+    let Found::Live = streams.find(&mut g, now).await? else {
+        return Ok(());
+    };
+    let Some(info) = crate::service::stream(&g).map(|s| s.info.clone()) else {
+        return Ok(());
+    };
+    let policy = crate::retention::effective(&streams.config.retention, path, &info);
+    if policy.is_empty() {
+        return Ok(());
+    }
+    streams.settle(&mut g).await?;
+    let Some((snap, _)) = Streams::snapshot(&g) else {
+        return Ok(());
+    };
+    let cut = crate::retention::target(streams, &snap, &info, &policy, now).await?;
+    if cut <= snap.retained {
+        return Ok(());
+    }
+    let start = streams.trim_locked(&mut g, cut).await?;
+    drop(g);
+    streams.trim_rest(path, start).await
 }

@@ -243,6 +243,17 @@ impl ColdReader for SegmentsCold {
     async fn delete_all(&self, path: &str) -> Result<(), StoreError> {
         self.tier.delete_all(self.store.as_ref(), path).await
     }
+
+    async fn delete_segments(
+        &self,
+        _path: &str,
+        segments: &[sessiond_store::SegmentRef],
+    ) -> Result<(), StoreError> {
+        for segment in segments {
+            self.tier.delete_segment(segment).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Compacts `path` until nothing more is due, one segment per lock hold; returns how many

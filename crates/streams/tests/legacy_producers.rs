@@ -39,6 +39,7 @@ async fn producers_stored_in_old_metadata_move_to_rows() {
         tail: 0,
         expires_at: None,
         state: serde_json::to_vec(&state).unwrap(),
+        start: 0,
     };
     assert!(engine
         .create_stream(&meta, &[], Durability::Confirmed)

@@ -106,6 +106,18 @@ impl StreamStore for Gated {
     async fn seal_segment(&self, path: &str, s: &SegmentRef, d: Durability) -> Result<bool> {
         self.inner.seal_segment(path, s, d).await
     }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        durability: Durability,
+    ) -> Result<Option<sessiond_store::Trimmed>> {
+        self.inner
+            .trim_stream(path, before, max_chunks, durability)
+            .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ pub async fn fill(store: &dyn StreamStore, path: &str, n: usize) -> Vec<StreamCh
         tail,
         expires_at: None,
         state: b"state".to_vec(),
+        start: 0,
     };
     assert!(store.create_stream(&meta(0), &[], C).await.unwrap());
     let mut tail = 0u64;

@@ -251,6 +251,16 @@ pub const ROUTES: &[Route] = &[
     ),
     route!(
         "streams/src/routes.rs",
+        "\"/v1/streams/{*path}\"",
+        Stream,
+        [(
+            "PATCH",
+            "/v1/streams/tenant-a/m",
+            Some(r#"{"max_bytes":100}"#)
+        )]
+    ),
+    route!(
+        "streams/src/routes.rs",
         "\"/v1/streams\"",
         Stream,
         [("GET", "/v1/streams?prefix=tenant-a%2F", None)]

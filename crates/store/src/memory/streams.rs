@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::MemoryEngine;
 use crate::streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
-    StreamMeta, StreamStore,
+    StreamMeta, StreamStore, Trimmed,
 };
 use crate::{Durability, Millis, Result};
 
@@ -73,7 +73,10 @@ impl MemoryEngine {
                 for c in chunks {
                     st.chunks.insert(c.offset, c.data);
                 }
-                st.meta = meta;
+                st.meta = StreamMeta {
+                    start: st.meta.start,
+                    ..meta
+                };
                 st.apply(producers);
                 Commit::Written
             }
@@ -122,7 +125,10 @@ impl StreamStore for MemoryEngine {
             else {
                 return false;
             };
-            src.meta = source.meta.clone();
+            src.meta = StreamMeta {
+                start: src.meta.start,
+                ..source.meta.clone()
+            };
             s.streams
                 .insert(meta.path.clone(), MemoryStream::new(meta, chunks));
             true
@@ -139,7 +145,10 @@ impl StreamStore for MemoryEngine {
                 return false;
             }
             if let Some(src) = s.streams.get_mut(&source.path) {
-                src.meta = source.meta.clone();
+                src.meta = StreamMeta {
+                    start: src.meta.start,
+                    ..source.meta.clone()
+                };
             }
             true
         })
@@ -280,6 +289,41 @@ impl StreamStore for MemoryEngine {
             });
             st.segments.push(segment.clone());
             true
+        })
+    }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        _: Durability,
+    ) -> Result<Option<Trimmed>> {
+        self.with(|s| {
+            let st = s.streams.get_mut(path)?;
+            let start = st.meta.start.max(before.min(st.meta.tail));
+            st.meta.start = start;
+            let below: Vec<u64> = st
+                .chunks
+                .range(..start)
+                .filter(|(o, d)| *o + d.len() as u64 <= start)
+                .map(|(o, _)| *o)
+                .take(max_chunks.saturating_add(1))
+                .collect();
+            let chunks = below.len().min(max_chunks);
+            for offset in &below[..chunks] {
+                st.chunks.remove(offset);
+            }
+            let (segments, kept) = std::mem::take(&mut st.segments)
+                .into_iter()
+                .partition(|g| g.end <= start);
+            st.segments = kept;
+            Some(Trimmed {
+                start,
+                chunks,
+                more: below.len() > chunks,
+                segments,
+            })
         })
     }
 }

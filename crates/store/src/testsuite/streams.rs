@@ -24,6 +24,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     binary_and_large(s).await;
     super::pipeline::run_pipeline(s).await;
     super::stream_links::run_stream_links(s).await;
+    super::retention::run_retention(s).await;
 }
 
 /// Metadata of `path` with `tail` and a recognizable state.
@@ -33,6 +34,7 @@ pub fn meta(path: &str, tail: u64, state: &[u8]) -> StreamMeta {
         tail,
         expires_at: None,
         state: state.to_vec(),
+        start: 0,
     }
 }
 

@@ -277,4 +277,16 @@ impl StreamStore for ObservedStore {
     ) -> Result<bool> {
         self.inner.seal_segment(path, segment, durability).await
     }
+
+    async fn trim_stream(
+        &self,
+        path: &str,
+        before: u64,
+        max_chunks: usize,
+        durability: Durability,
+    ) -> Result<Option<sessiond_store::Trimmed>> {
+        self.inner
+            .trim_stream(path, before, max_chunks, durability)
+            .await
+    }
 }
