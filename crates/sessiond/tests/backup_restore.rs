@@ -294,7 +294,12 @@ async fn backup_under_load_restores_every_acknowledged_write() {
 fn backup_refuses_redis_and_an_existing_target() {
     let root = tempfile::tempdir().unwrap();
     let config = root.path().join("sessiond.toml");
-    std::fs::write(&config, "engine = \"redis\"\n").unwrap();
+    let key = "ab".repeat(32);
+    std::fs::write(
+        &config,
+        format!("engine = \"redis\"\n[middleware]\nsigning_keys = [\"{key}\"]\n"),
+    )
+    .unwrap();
     let out = sessiond(&[
         "backup".as_ref(),
         "--config".as_ref(),

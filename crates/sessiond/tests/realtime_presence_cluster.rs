@@ -80,6 +80,8 @@ async fn two_nodes(redis: &RedisServer, hook: &str, per_user: usize) -> (TestSer
         c.realtime.events.debounce_ms = DEBOUNCE_MS;
         c.realtime.events.webhook_url = hook.to_string();
         c.realtime.events.webhook_keys = vec![HOOK_KEY.into()];
+        c.realtime.events.webhook_allow_http = true;
+        c.realtime.events.webhook_allowed_networks = vec!["127.0.0.0/8".into()];
     };
     let a = TestServer::start_node(redis, tweak).await;
     let b = TestServer::start_node(redis, tweak).await;
@@ -323,7 +325,8 @@ fn spawn_node(redis: &RedisServer, hook: &str, dir: &std::path::Path) -> binary:
         &config,
         format!(
             "[realtime]\npresence_ttl_s = 2\n[realtime.events]\ndebounce_ms = {DEBOUNCE_MS}\n\
-             webhook_url = \"{hook}\"\nwebhook_keys = [\"{HOOK_KEY}\"]\n"
+             webhook_url = \"{hook}\"\nwebhook_keys = [\"{HOOK_KEY}\"]\n\
+             webhook_allow_http = true\nwebhook_allowed_networks = [\"127.0.0.0/8\"]\n"
         ),
     )
     .unwrap();
