@@ -52,6 +52,7 @@ mod presence;
 mod realtime;
 mod scripts;
 mod sessions;
+mod slots;
 mod stream_commits;
 mod stream_scripts;
 mod stream_wakes;
