@@ -1,5 +1,7 @@
 //! Sessions ending under live sockets: whatever ends a session — a revoke, a logout, eviction
-//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated.
+//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated. So does
+//! a rotation, for the sockets of the old id (with 4004: the session lives on under its new
+//! id, and a socket must not keep the old id's standing).
 //!
 //! One function, [`Hub::session_ended`], closes them, fed by [`SessionEnded`] events from two
 //! sources: the sessions capability's announcements (revoke, logout, eviction; the server
@@ -39,10 +41,26 @@ pub enum EndReason {
     ExpiredIdle,
     /// The absolute deadline passed.
     ExpiredAbsolute,
+    /// Not an ending: the session continues under a new id. What the old id opened closes
+    /// with [`ROTATED_CLOSE`] (reconnect with the current credential), without a
+    /// `session_ended` frame.
+    Rotated,
 }
 
+/// The close of sockets opened with a session id that was rotated away, on every protocol.
+pub const ROTATED_CLOSE: (u16, &str) = (4004, "Session rotated");
+
 impl EndReason {
-    /// The `reason` of the v1 `session_ended` frame.
+    /// The `reason` of the v1 `session_ended` frame: every revoke is `revoked` (log out
+    /// everywhere is told apart by its close reason).
+    pub fn frame_reason(self) -> &'static str {
+        match self {
+            EndReason::LoggedOut => "revoked",
+            other => other.wire(),
+        }
+    }
+
+    /// The name that tells reasons apart (bus signals between nodes, metrics labels).
     pub fn wire(self) -> &'static str {
         match self {
             EndReason::Revoked => "revoked",
@@ -50,6 +68,7 @@ impl EndReason {
             EndReason::Evicted => "evicted",
             EndReason::ExpiredIdle => "expired_idle",
             EndReason::ExpiredAbsolute => "expired_absolute",
+            EndReason::Rotated => "rotated",
         }
     }
 
@@ -62,11 +81,12 @@ impl EndReason {
             EndReason::Evicted => "Session evicted",
             EndReason::ExpiredIdle => "Session expired (idle)",
             EndReason::ExpiredAbsolute => "Session expired (absolute)",
+            EndReason::Rotated => ROTATED_CLOSE.1,
         }
     }
 }
 
-/// Sessions of one user that ended.
+/// Sessions of one user that ended (or whose ids were rotated away).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionEnded {
     /// Whose sessions.
@@ -87,7 +107,8 @@ impl Hub {
     /// [`Hub::session_ended`] also tells the other nodes.
     pub(crate) fn end_sessions_here(&self, ended: &SessionEnded) -> usize {
         let code = self.inner.config.logout_close_code;
-        let notice = frame(&json!({"type": "session_ended", "reason": ended.reason.wire()}));
+        let notice =
+            frame(&json!({"type": "session_ended", "reason": ended.reason.frame_reason()}));
         let mut closed = 0;
         for conn in self.inner.conns.of_user(&ended.user_id) {
             let ours = conn
@@ -97,7 +118,9 @@ impl Hub {
             if !(ended.all || ours) {
                 continue;
             }
-            if conn.protocol == "seed" {
+            if ended.reason == EndReason::Rotated {
+                conn.close(ROTATED_CLOSE.0, ROTATED_CLOSE.1);
+            } else if conn.protocol == "seed" {
                 conn.close(code, LOGOUT_REASON);
             } else {
                 conn.close_after(notice.clone(), code, ended.reason.close_reason());
