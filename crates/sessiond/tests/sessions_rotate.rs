@@ -1,6 +1,7 @@
 //! `POST /v1/sessions/{id}/rotate`: the session continues under a new id (same user, data,
 //! device, creation time, absolute deadline; version continues), the old id answers 404 on
 //! every route at once, and only a full service key may rotate, whatever `open_routes` says.
+//! `POST /v1/sessions/{id}/touch` extends the idle deadline (204), under the same key rule.
 //! Real server, every engine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,6 +118,8 @@ async fn rotation_needs_a_service_key_even_on_open_routes_and_keeps_the_origin()
     let path = format!("/v1/sessions/{id}/rotate");
     let (status, body) = json(s.post(&path)).await;
     assert_error(status, &body, 401, "rotate without a key on an open route");
+    let (status, body) = json(s.post(&format!("/v1/sessions/{id}/touch"))).await;
+    assert_error(status, &body, 401, "touch without a key on an open route");
     let (status, body) = json(s.post(&path).bearer_auth("not-the-key")).await;
     assert_error(status, &body, 401, "rotate with a wrong key");
     let (status, rotated) = json(s.post(&path).bearer_auth(KEY)).await;
@@ -126,4 +129,36 @@ async fn rotation_needs_a_service_key_even_on_open_routes_and_keeps_the_origin()
         "the origin survives rotation"
     );
     assert_eq!(rotated["user_id"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touch_extends_the_idle_deadline_and_keeps_the_version() {
+    for engine in engines() {
+        let s = TestServer::start(engine, |_| {}).await;
+        let ctx = format!("{engine:?}");
+        let (_, created) = json(s.post("/v1/sessions").json(&json!({
+            "user_id": "alice", "idle_ttl_s": 3600, "absolute_ttl_s": 7200,
+        })))
+        .await;
+        let id = created["id"].as_str().unwrap();
+        let before = created["idle_expires_at"].as_i64().unwrap();
+        // Let the clock move past the creation millisecond.
+        while sessiond_store::now_ms() <= created["created_at"].as_i64().unwrap() + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let res = s
+            .post(&format!("/v1/sessions/{id}/touch"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "{ctx}");
+        let (_, got) = json(s.get(&format!("/v1/sessions/{id}"))).await;
+        assert!(
+            got["idle_expires_at"].as_i64().unwrap() > before,
+            "{ctx}: {before} -> {got}"
+        );
+        assert_eq!(got["version"], 1, "{ctx}: a touch is not a change");
+        let (status, body) = json(s.post("/v1/sessions/no-such-session/touch")).await;
+        assert_error(status, &body, 404, &format!("{ctx}: unknown id"));
+    }
 }

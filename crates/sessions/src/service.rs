@@ -25,6 +25,7 @@ use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionReco
 use crate::config::SessionsConfig;
 
 mod rotate;
+mod touch;
 use crate::merge::{merge_patch, shallow_merge};
 
 /// A session to create.

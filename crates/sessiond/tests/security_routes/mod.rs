@@ -95,6 +95,12 @@ pub const ROUTES: &[Route] = &[
     ),
     route!(
         NATIVE,
+        "\"/v1/sessions/{id}/touch\"",
+        Service,
+        [("POST", "/v1/sessions/none/touch", None)]
+    ),
+    route!(
+        NATIVE,
         "\"/v1/users/{user_id}/sessions\"",
         Service,
         [

@@ -1,6 +1,7 @@
 //! The native, versioned JSON API: `/v1/sessions`, `/v1/users/{id}/sessions`, `/v1/cache`.
 //! `POST /v1/sessions/{id}/rotate` (optionally with `{"data": <merge patch>}`) answers the
 //! session under a new id; the old id is dead at once (see `service/rotate.rs`).
+//! `POST /v1/sessions/{id}/touch` extends the idle deadline (204).
 //!
 //! The session resource is `{id, user_id, data, device, created_at, updated_at, last_seen_at,
 //! expires_at, idle_expires_at, absolute_expires_at, version}` (times in unix milliseconds).
@@ -44,10 +45,13 @@ pub fn router() -> Router<SessionsState> {
         )
 }
 
-/// Routes that act on a user's security boundary (rotation): a full service key is needed
-/// whatever `open_routes` says, so the server mounts them under its strict guard.
+/// Routes that act on a user's security boundary (rotation, explicit extension): a full
+/// service key is needed whatever `open_routes` says, so the server mounts them under its
+/// strict guard.
 pub fn service_only_router() -> Router<SessionsState> {
-    Router::new().route("/v1/sessions/{id}/rotate", axum::routing::post(rotate))
+    Router::new()
+        .route("/v1/sessions/{id}/rotate", axum::routing::post(rotate))
+        .route("/v1/sessions/{id}/touch", axum::routing::post(touch))
 }
 
 /// The session resource as sent: stored JSON (`data`, `device`) is embedded verbatim, not
@@ -242,6 +246,16 @@ async fn rotate(
         .rotate(&id, patch, if_match(&headers)?, durability(&headers)?)
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
+}
+
+/// `POST /v1/sessions/{id}/touch`: extends the idle deadline; 204.
+async fn touch(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    s.sessions.touch(&id, durability(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_user(
