@@ -46,6 +46,8 @@ pub struct SessionDeadlines {
     pub idle: sessiond_store::Millis,
     /// The fixed absolute deadline.
     pub absolute: sessiond_store::Millis,
+    /// Length of the idle window (how far a use slides the idle deadline).
+    pub idle_window: sessiond_store::Millis,
 }
 
 /// User ids of browsers identified by the middleware's cookie: `client:<cID>`.

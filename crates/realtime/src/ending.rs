@@ -14,7 +14,10 @@
 //! authority once (without sliding the session: a watcher must not keep it alive) — a session
 //! the app kept using has a later deadline and is simply re-armed, an ended one is closed with
 //! the reason its deadlines give. Cost: one entry per session with sockets and one store read
-//! per session per idle window, however many sockets the session has.
+//! per session per idle window, however many sockets the session has. The same timer warns
+//! the sockets `session_expiry_warning_s` before an idle deadline (`session_expiring`): a
+//! watched session is checked once at its warning time and once at its deadline, so the
+//! warning costs one more read, never one per socket.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -138,6 +141,8 @@ struct Watched {
     user: Arc<str>,
     deadlines: SessionDeadlines,
     check_at: Millis,
+    /// The idle deadline its sockets were already warned of (`session_expiring`).
+    warned: Option<Millis>,
 }
 
 #[derive(Default)]
@@ -152,6 +157,8 @@ struct WatchState {
 pub(crate) struct SessionWatch {
     state: Mutex<WatchState>,
     wake: Notify,
+    /// `session_expiring` lead time (ms; 0 = no warnings).
+    warning_ms: Millis,
 }
 
 /// After an authority error, ask again this much later.
@@ -160,18 +167,50 @@ const RETRY_MS: Millis = 1000;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 impl SessionWatch {
-    /// Watches `session` of `user` until its earliest deadline (an earlier check already
-    /// armed for it stays).
-    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
-        self.arm(
-            session,
-            user,
-            deadlines,
-            deadlines.idle.min(deadlines.absolute),
-        );
+    /// A watch warning `warning_s` before idle deadlines (0 = never).
+    pub(crate) fn new(warning_s: u64) -> SessionWatch {
+        SessionWatch {
+            warning_ms: Millis::try_from(warning_s.saturating_mul(1000)).unwrap_or(Millis::MAX),
+            ..SessionWatch::default()
+        }
     }
 
-    fn arm(&self, session: &str, user: &str, deadlines: SessionDeadlines, check_at: Millis) {
+    /// When to warn of the idle deadline of `d`: `None` when warnings are off, when the
+    /// absolute deadline comes first, or when the whole idle window is not longer than the
+    /// lead time (the session would be "expiring" from its first use).
+    fn warn_at(&self, d: &SessionDeadlines) -> Option<Millis> {
+        (self.warning_ms > 0 && d.idle_window > self.warning_ms && d.idle < d.absolute)
+            .then(|| d.idle - self.warning_ms)
+    }
+
+    /// The next check of a session: its warning (unless given already), else its end.
+    fn next_check(&self, d: &SessionDeadlines, warned: Option<Millis>) -> Millis {
+        let end = d.idle.min(d.absolute);
+        match self.warn_at(d) {
+            Some(at) if warned != Some(d.idle) => at.min(end),
+            _ => end,
+        }
+    }
+
+    /// Watches `session` of `user` until its earliest deadline, warning before it (an
+    /// earlier check already armed for it stays).
+    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
+        let warned = lock(&self.state)
+            .sessions
+            .get(session)
+            .and_then(|w| w.warned.filter(|idle| *idle == deadlines.idle));
+        let at = self.next_check(&deadlines, warned);
+        self.arm(session, user, deadlines, at, warned);
+    }
+
+    fn arm(
+        &self,
+        session: &str,
+        user: &str,
+        deadlines: SessionDeadlines,
+        check_at: Millis,
+        warned: Option<Millis>,
+    ) {
         let mut st = lock(&self.state);
         let earliest = st.queue.first().map(|(at, _)| *at);
         if let Some(old) = st.sessions.get(session) {
@@ -189,6 +228,7 @@ impl SessionWatch {
                 user: Arc::from(user),
                 deadlines,
                 check_at,
+                warned,
             },
         );
         metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
@@ -217,7 +257,7 @@ impl SessionWatch {
         out
     }
 
-    fn next_check(&self) -> Option<Millis> {
+    fn first_due(&self) -> Option<Millis> {
         lock(&self.state).queue.first().map(|(at, _)| *at)
     }
 }
@@ -228,7 +268,7 @@ pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
         let notified = watch.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let wait = match watch.next_check() {
+        let wait = match watch.first_due() {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => MAX_SLEEP,
         };
@@ -258,7 +298,21 @@ async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched)
     let now = now_ms();
     let reason = match hub.authority().session_deadlines(session).await {
         Ok(Some(d)) if d.idle.min(d.absolute) > now => {
-            watch.watch(session, &watched.user, d);
+            let warned = watched.warned.filter(|idle| *idle == d.idle);
+            let due = watch.warn_at(&d).is_some_and(|at| now >= at);
+            if due && warned.is_none() {
+                warn_expiring(hub, session, &watched.user, d.idle - now);
+                watch.arm(
+                    session,
+                    &watched.user,
+                    d,
+                    d.idle.min(d.absolute),
+                    Some(d.idle),
+                );
+            } else {
+                let at = watch.next_check(&d, warned);
+                watch.arm(session, &watched.user, d, at, warned);
+            }
             return;
         }
         Ok(Some(d)) => expiry_reason(&d, now),
@@ -268,7 +322,8 @@ async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched)
         Ok(None) => EndReason::Revoked,
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a session's deadline; retrying");
-            watch.arm(session, &watched.user, watched.deadlines, now + RETRY_MS);
+            let (deadlines, warned) = (watched.deadlines, watched.warned);
+            watch.arm(session, &watched.user, deadlines, now + RETRY_MS, warned);
             return;
         }
     };
@@ -278,6 +333,20 @@ async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched)
         all: false,
         reason,
     });
+}
+
+/// Sends `{"type":"session_expiring","expires_in_s":N}` to the sockets of `session` (every
+/// protocol: for seed C's sockets it is an extra message type).
+fn warn_expiring(hub: &Hub, session: &str, user: &str, left_ms: Millis) {
+    let expires_in_s = (left_ms.max(0) + 999) / 1000;
+    let warning = frame(&json!({"type": "session_expiring", "expires_in_s": expires_in_s}));
+    let mut warned = 0u64;
+    for conn in hub.inner.conns.of_user(user) {
+        if conn.session_id.as_deref() == Some(session) && conn.send(warning.clone()) {
+            warned += 1;
+        }
+    }
+    metrics::counter!("sessiond_realtime_session_expiry_warnings_total").increment(warned);
 }
 
 fn expiry_reason(d: &SessionDeadlines, now: Millis) -> EndReason {

@@ -70,6 +70,7 @@ fn deadlines(record: &SessionRecord) -> SessionDeadlines {
     SessionDeadlines {
         idle: record.idle_expires_at,
         absolute: record.absolute_expires_at,
+        idle_window: record.idle_ttl_ms,
     }
 }
 
@@ -107,8 +108,10 @@ pub fn hub(
             path: path.clone(),
         }));
     }
+    let mut realtime = config.realtime.clone();
+    realtime.session_expiry_warning_s = config.sessions.expiry_warning_s;
     let hub = Hub::new(
-        config.realtime.clone(),
+        realtime,
         users,
         Arc::new(SessionsAuthority {
             sessions: sessions.clone(),

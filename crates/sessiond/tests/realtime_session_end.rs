@@ -212,3 +212,56 @@ async fn rotation_closes_what_the_old_id_opened_with_4004() {
         bystander.expect("pong").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_warned_before_the_idle_deadline_and_a_touch_extends_it() {
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        c.sessions.expiry_warning_s = 1;
+    })
+    .await;
+    let token = session_with(&s, "alice", 2, 3600).await;
+    let opened = Instant::now();
+    let mut clients = Clients::open(&s, "alice", &token).await;
+    let warning = clients.v1.expect("session_expiring").await;
+    assert_eq!(warning["expires_in_s"], 1, "{warning}");
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1800),
+        "warned {took:?} after opening with a 2 s window and a 1 s warning"
+    );
+    assert_eq!(
+        clients.seed.expect("session_expiring").await["expires_in_s"],
+        1
+    );
+    assert_eq!(
+        clients.sse.until("session_expiring").await.data["expires_in_s"],
+        1
+    );
+
+    // The app extends the session: no ending at the old deadline, a new warning before the
+    // new one, then (left alone) the ending.
+    let res = s
+        .post(&format!("/v1/sessions/{token}/touch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let touched = Instant::now();
+    assert_eq!(
+        clients.v1.expect("session_expiring").await["expires_in_s"],
+        1
+    );
+    assert_eq!(
+        clients.seed.expect("session_expiring").await["expires_in_s"],
+        1
+    );
+    clients.sse.until("session_expiring").await;
+    clients
+        .ended("expired_idle", "Session expired (idle)")
+        .await;
+    let lived = touched.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1800) && lived < Duration::from_millis(3200),
+        "ended {lived:?} after the touch (2 s window)"
+    );
+}
