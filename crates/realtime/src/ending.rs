@@ -136,6 +136,31 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// The client action answering `session_expiring`: extends the idle deadline of the
+    /// session `conn` was opened with and re-arms the watch. 400 for a socket opened without
+    /// a session (service key, middleware cookie), 404 when the session already ended.
+    pub(crate) async fn extend_session(
+        &self,
+        conn: &crate::conn::Conn,
+    ) -> sessiond_http::ApiResult<SessionDeadlines> {
+        use sessiond_http::ApiError;
+        let Some(session) = conn.session_id.as_deref() else {
+            return Err(ApiError::bad_request(
+                "this socket was not opened with a session: nothing to extend",
+            ));
+        };
+        match self.authority().extend_session(session).await {
+            Ok(Some(deadlines)) => {
+                self.inner.watch.watch(session, &conn.user_id, deadlines);
+                Ok(deadlines)
+            }
+            Ok(None) => Err(ApiError::not_found("session not found or expired")),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}
+
 /// A watched session.
 struct Watched {
     user: Arc<str>,

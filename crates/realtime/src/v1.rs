@@ -265,6 +265,13 @@ impl V1Protocol {
                 conn.send(with_id(json!({"type": "pong"}), id));
             }
             "subscribe" => self.subscribe(hub, conn, message, id).await?,
+            "extend_session" => {
+                let deadlines = hub.extend_session(conn).await?;
+                conn.send(with_id(
+                    json!({"type": "session_extended", "idle_expires_at": deadlines.idle}),
+                    id,
+                ));
+            }
             "unsubscribe" => {
                 let name = channel_field(message)?;
                 if let Some(channel) = conn.forget_subscription(name) {

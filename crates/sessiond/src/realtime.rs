@@ -61,6 +61,14 @@ impl SessionAuthority for SessionsAuthority {
         }
     }
 
+    async fn extend_session(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
+        match self.sessions.touch(id, Durability::Confirmed).await {
+            Ok(record) => Ok(Some(deadlines(&record))),
+            Err(e) if e.status.is_client_error() => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
     async fn middleware_client(&self, cookie_header: &str) -> Option<String> {
         self.middleware.as_ref()?.verified_client(cookie_header)
     }

@@ -3,6 +3,8 @@
 //! v1 sockets and SSE readers first get `session_ended` with the reason and a close reason
 //! naming it (SSE: the `logout` event); seed C's sockets keep the reason its hook compares.
 //! A rotation closes what the old id opened with 4004 `Session rotated` and nothing else.
+//! Before the idle deadline every client is warned (`session_expiring`); `touch` or the v1
+//! `extend_session` frame extends the session.
 //! Real server, real WebSocket client, real SSE reader.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -214,7 +216,7 @@ async fn rotation_closes_what_the_old_id_opened_with_4004() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sockets_are_warned_before_the_idle_deadline_and_a_touch_extends_it() {
+async fn sockets_are_warned_before_the_idle_deadline_and_touch_or_the_client_extends_it() {
     let s = TestServer::start(EngineKind::Sqlite, |c| {
         c.sessions.expiry_warning_s = 1;
     })
@@ -251,6 +253,33 @@ async fn sockets_are_warned_before_the_idle_deadline_and_a_touch_extends_it() {
         clients.v1.expect("session_expiring").await["expires_in_s"],
         1
     );
+    assert!(
+        touched.elapsed() >= Duration::from_millis(800),
+        "warned again only later"
+    );
+    assert_eq!(
+        clients.seed.expect("session_expiring").await["expires_in_s"],
+        1
+    );
+    clients.sse.until("session_expiring").await;
+
+    // The client answers the warning itself: the same extension, from the socket.
+    clients
+        .v1
+        .send(json!({"type": "extend_session", "id": 7}))
+        .await;
+    let extended = clients.v1.expect("session_extended").await;
+    let answered = Instant::now();
+    assert_eq!(extended["id"], 7);
+    let (_, view) = json(s.get(&format!("/v1/sessions/{token}"))).await;
+    assert_eq!(
+        extended["idle_expires_at"], view["idle_expires_at"],
+        "{view}"
+    );
+    assert_eq!(
+        clients.v1.expect("session_expiring").await["expires_in_s"],
+        1
+    );
     assert_eq!(
         clients.seed.expect("session_expiring").await["expires_in_s"],
         1
@@ -259,9 +288,9 @@ async fn sockets_are_warned_before_the_idle_deadline_and_a_touch_extends_it() {
     clients
         .ended("expired_idle", "Session expired (idle)")
         .await;
-    let lived = touched.elapsed();
+    let lived = answered.elapsed();
     assert!(
-        lived >= Duration::from_millis(1800) && lived < Duration::from_millis(3200),
-        "ended {lived:?} after the touch (2 s window)"
+        lived >= Duration::from_millis(1700) && lived < Duration::from_millis(3200),
+        "ended {lived:?} after the extension (2 s window)"
     );
 }

@@ -7,14 +7,15 @@
 //! client's `If-Match` remains valid.
 
 use sessiond_http::ApiResult;
-use sessiond_store::{now_ms, Durability};
+use sessiond_store::{now_ms, Durability, SessionRecord};
 
 use super::{not_found, SessionService};
 
 impl SessionService {
     /// Slides the idle deadline of the live session `id` to now + its idle window (never
-    /// past the absolute deadline, never backward). 404 when absent or expired.
-    pub async fn touch(&self, id: &str, durability: Durability) -> ApiResult<()> {
+    /// past the absolute deadline, never backward); returns the session. 404 when absent or
+    /// expired.
+    pub async fn touch(&self, id: &str, durability: Durability) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
@@ -31,6 +32,6 @@ impl SessionService {
         record.idle_expires_at = record.idle_expires_at.max(slid);
         record.last_seen_at = record.last_seen_at.max(now);
         self.remember(&mut guard, &record);
-        Ok(())
+        Ok(record)
     }
 }
