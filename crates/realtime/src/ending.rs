@@ -17,7 +17,10 @@
 //! per session per idle window, however many sockets the session has. The same timer warns
 //! the sockets `session_expiry_warning_s` before an idle deadline (`session_expiring`): a
 //! watched session is checked once at its warning time and once at its deadline, so the
-//! warning costs one more read, never one per socket.
+//! warning costs one more read, never one per socket. That pre-deadline check (a tenth of
+//! the window before the deadline when there is no warning) is also where socket activity is
+//! written behind: application frames only stamp their connection, and if any came since the
+//! session's last slide, the check extends the session once — no store write per frame.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -208,10 +211,21 @@ impl SessionWatch {
             .then(|| d.idle - self.warning_ms)
     }
 
-    /// The next check of a session: its warning (unless given already), else its end.
+    /// The check before an idle deadline (`None` when the absolute deadline comes first):
+    /// the warning time, or a tenth of the window before the deadline when there is no
+    /// warning. There, socket activity since the last slide extends the session.
+    fn pre_check_at(&self, d: &SessionDeadlines) -> Option<Millis> {
+        (d.idle < d.absolute).then(|| {
+            self.warn_at(d)
+                .unwrap_or_else(|| d.idle - (d.idle_window / 10).max(1))
+        })
+    }
+
+    /// The next check of a session: its pre-deadline check (unless done for this idle
+    /// deadline already), else its end.
     fn next_check(&self, d: &SessionDeadlines, warned: Option<Millis>) -> Millis {
         let end = d.idle.min(d.absolute);
-        match self.warn_at(d) {
+        match self.pre_check_at(d) {
             Some(at) if warned != Some(d.idle) => at.min(end),
             _ => end,
         }
@@ -313,27 +327,35 @@ pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
 
 /// One due session: re-arm it if it lives on, close its sockets if it ended.
 async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched) {
-    let in_use = hub
+    // The latest application frame of the session's sockets; `None`: no socket left.
+    let active_at = hub
         .user_connections(&watched.user)
         .iter()
-        .any(|c| c.session_id.as_deref() == Some(session));
-    if !in_use {
+        .filter(|c| c.session_id.as_deref() == Some(session))
+        .map(|c| c.active_at())
+        .max();
+    let Some(active_at) = active_at else {
         return; // its sockets are gone: nothing to close, nothing to watch
-    }
+    };
     let now = now_ms();
     let reason = match hub.authority().session_deadlines(session).await {
         Ok(Some(d)) if d.idle.min(d.absolute) > now => {
             let warned = watched.warned.filter(|idle| *idle == d.idle);
-            let due = watch.warn_at(&d).is_some_and(|at| now >= at);
+            let due = watch.pre_check_at(&d).is_some_and(|at| now >= at);
             if due && warned.is_none() {
-                warn_expiring(hub, session, &watched.user, d.idle - now);
-                watch.arm(
-                    session,
-                    &watched.user,
-                    d,
-                    d.idle.min(d.absolute),
-                    Some(d.idle),
-                );
+                // Application frames since the last slide are use of the session.
+                if active_at > d.idle - d.idle_window {
+                    if let Ok(Some(slid)) = hub.authority().extend_session(session).await {
+                        let at = watch.next_check(&slid, None);
+                        watch.arm(session, &watched.user, slid, at, None);
+                        return;
+                    }
+                }
+                if watch.warn_at(&d).is_some() {
+                    warn_expiring(hub, session, &watched.user, d.idle - now);
+                }
+                let end = d.idle.min(d.absolute);
+                watch.arm(session, &watched.user, d, end, Some(d.idle));
             } else {
                 let at = watch.next_check(&d, warned);
                 watch.arm(session, &watched.user, d, at, warned);

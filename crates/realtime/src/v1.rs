@@ -260,7 +260,11 @@ impl V1Protocol {
         message: &Value,
         id: &Value,
     ) -> ApiResult<()> {
-        match message["type"].as_str().unwrap_or("") {
+        let kind = message["type"].as_str().unwrap_or("");
+        if kind != "ping" {
+            conn.mark_active();
+        }
+        match kind {
             "ping" => {
                 conn.send(with_id(json!({"type": "pong"}), id));
             }

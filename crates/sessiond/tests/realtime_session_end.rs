@@ -294,3 +294,45 @@ async fn sockets_are_warned_before_the_idle_deadline_and_touch_or_the_client_ext
         "ended {lived:?} after the extension (2 s window)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_frames_keep_the_session_alive_and_heartbeats_do_not() {
+    let s = TestServer::start(EngineKind::Memory, |_| {}).await;
+    let token = session_with(&s, "alice", 2, 3600).await;
+    let mut ws = connect(&s, &format!("/v1/realtime?token={token}"), &[])
+        .await
+        .open();
+    ws.expect("connected").await;
+    // Application frames for twice the idle window: the session lives on.
+    let opened = Instant::now();
+    let mut n = 0;
+    while opened.elapsed() < Duration::from_secs(4) {
+        n += 1;
+        ws.send(json!({"type": "unsubscribe", "id": n, "channel": "user:alice"}))
+            .await;
+        ws.expect("unsubscribed").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, _) = json(s.get(&format!("/v1/sessions/{token}"))).await;
+    assert_eq!(status, 200, "the socket's activity kept the session alive");
+    // Heartbeats only: the session idles out all the same.
+    let stopped = Instant::now();
+    let ended = loop {
+        ws.send(json!({"type": "ping", "id": 0})).await;
+        let frame = ws.next().await;
+        match frame["type"].as_str() {
+            Some("pong") => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => break frame,
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(6), "never ended");
+    };
+    assert_eq!(
+        (&ended["type"], &ended["reason"]),
+        (&json!("session_ended"), &json!("expired_idle"))
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        stopped.elapsed()
+    );
+}
