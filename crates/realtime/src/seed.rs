@@ -128,6 +128,13 @@ async fn handle(hub: &Hub, conn: &Arc<Conn>, message: &Value) -> ApiResult<()> {
         "ping" => {
             conn.send(Utf8Bytes::from_static(r#"{"type":"pong"}"#));
         }
+        // An extension of the seed protocol (issue 19): the answer to `session_expiring`.
+        "extend_session" => {
+            let deadlines = hub.extend_session(conn).await?;
+            conn.send(frame(
+                &json!({"type": "session_extended", "idleExpiresAt": deadlines.idle}),
+            ));
+        }
         "sync_state" => {
             let (guard, state) = hub.open(user).await?;
             drop(guard);

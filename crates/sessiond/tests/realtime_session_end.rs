@@ -336,3 +336,29 @@ async fn application_frames_keep_the_session_alive_and_heartbeats_do_not() {
         stopped.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_sockets_extend_their_session_too() {
+    let s = TestServer::start(EngineKind::Memory, |_| {}).await;
+    let token = session_with(&s, "alice", 60, 3600).await;
+    let (_, before) = json(s.get(&format!("/v1/sessions/{token}"))).await;
+    // Let the clock move past the creation millisecond.
+    while sessiond_store::now_ms() <= before["created_at"].as_i64().unwrap() + 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut seed = connect(&s, &format!("/__user-session?token={token}"), &[])
+        .await
+        .open();
+    seed.expect("initial_state").await;
+    seed.send(json!({"type": "extend_session"})).await;
+    let extended = seed.expect("session_extended").await;
+    let (_, after) = json(s.get(&format!("/v1/sessions/{token}"))).await;
+    assert_eq!(
+        extended["idleExpiresAt"], after["idle_expires_at"],
+        "{after}"
+    );
+    assert!(
+        after["idle_expires_at"].as_i64() > before["idle_expires_at"].as_i64(),
+        "{before} -> {after}"
+    );
+}
