@@ -59,6 +59,7 @@ mod presence;
 mod realtime;
 mod scripts;
 mod sessions;
+mod slots;
 mod stream_commits;
 mod stream_forks;
 mod stream_scripts;

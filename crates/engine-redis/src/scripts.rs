@@ -49,6 +49,30 @@ redis.call('PEXPIREAT', k, ARGV[3])
 return 2
 ";
 
+/// Rotation: moves a live session at the expected version to a new id, keeping `user_id` and
+/// `origin`. Both hashes share a slot (the new id is chosen so, see `slots.rs`).
+/// KEYS: old hash, new hash. ARGV: now, expected version, new expires_at, field/value pairs.
+/// Returns {outcome, user}: 0 missing, 1 version mismatch, 2 rotated, 3 new id taken (live).
+const SESSION_ROTATE: &str = r"
+local o, n = KEYS[1], KEYS[2]
+local d = redis.call('HMGET', o, 'idle_expires_at', 'absolute_expires_at', 'version',
+  'user_id', 'origin')
+local idle, abs = num(d[1]), num(d[2])
+if not (idle and abs and d[3]) then return {0, ''} end
+if num(ARGV[1]) >= math.min(idle, abs) then return {0, ''} end
+if d[3] ~= ARGV[2] then return {1, ''} end
+local e = redis.call('HMGET', n, 'idle_expires_at', 'absolute_expires_at')
+local ni, na = num(e[1]), num(e[2])
+if ni and na and num(ARGV[1]) < math.min(ni, na) then return {3, ''} end
+redis.call('DEL', n)
+redis.call('HSET', n, unpack(ARGV, 4))
+if d[4] then redis.call('HSET', n, 'user_id', d[4]) end
+if d[5] then redis.call('HSET', n, 'origin', d[5]) end
+redis.call('PEXPIREAT', n, ARGV[3])
+redis.call('DEL', o)
+return {2, d[4] or ''}
+";
+
 /// Moves the idle deadline and `last_seen_at` forward only, re-arming the native TTL.
 /// KEYS: session hash. ARGV: now, idle_expires_at, last_seen_at. Returns 1 or 0 (not live).
 const SESSION_TOUCH: &str = r"
@@ -219,6 +243,7 @@ pub struct Scripts {
     pub session_insert: Script,
     pub session_replace: Script,
     pub session_touch: Script,
+    pub session_rotate: Script,
     pub session_delete: Script,
     pub cache_reserve: Script,
     pub cache_put: Script,
@@ -261,6 +286,7 @@ impl Scripts {
             session_insert: with_helpers(SESSION_INSERT),
             session_replace: with_helpers(SESSION_REPLACE),
             session_touch: with_helpers(SESSION_TOUCH),
+            session_rotate: with_helpers(SESSION_ROTATE),
             session_delete: with_helpers(SESSION_DELETE),
             cache_reserve: with_helpers(CACHE_RESERVE),
             cache_put: with_helpers(CACHE_PUT),

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, Durability, Millis, Result, SessionOrigin, SessionRecord, SessionStore, StoreError,
+    Cas, Durability, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
+    StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -179,6 +180,51 @@ impl SessionStore for RedisEngine {
             1 => Cas::VersionMismatch,
             _ => Cas::Missing,
         })
+    }
+
+    async fn rotate_session(
+        &self,
+        old_id: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        _: Durability,
+    ) -> Result<Rotation> {
+        let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
+        inv.key(self.keys.session(&record.id));
+        inv.arg(now)
+            .arg(expected_version.to_string())
+            .arg(record.expires_at());
+        for (name, value) in record_fields(record) {
+            inv.arg(name).arg(value);
+        }
+        let (outcome, user): (i64, String) = self.eval("session_rotate", &inv).await?;
+        match outcome {
+            2 => {}
+            1 => return Ok(Rotation::VersionMismatch),
+            3 => return Ok(Rotation::IdTaken),
+            _ => return Ok(Rotation::Missing),
+        }
+        if !user.is_empty() {
+            // The index lives in the user's slot: add the new member before dropping the old
+            // (listing skips and lazily removes members whose hash is gone).
+            let mut pipe = redis::pipe();
+            let index = self.keys.user_sessions(&user);
+            pipe.cmd("ZADD")
+                .arg(&index)
+                .arg(record.created_at)
+                .arg(&record.id)
+                .cmd("ZREM")
+                .arg(&index)
+                .arg(old_id);
+            self.query_pipe::<(i64, i64)>("session_reindex", &pipe)
+                .await?;
+        }
+        Ok(Rotation::Rotated)
+    }
+
+    fn rotation_id(&self, old_id: &str, fresh: String) -> String {
+        crate::slots::session_id_in_slot_of(old_id, &fresh)
     }
 
     async fn touch_session(

@@ -8,7 +8,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use sessiond_store::{Cas, Durability, Millis, Result, SessionOrigin, SessionRecord, SessionStore};
+use sessiond_store::{
+    Cas, Durability, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
+};
 
 use crate::error::{limit, out_of_range};
 use crate::SqliteEngine;
@@ -131,6 +133,54 @@ fn replace(
     })
 }
 
+/// Moves the live row `old` (at version `expected`) to `r.id` with `r`'s fields, keeping
+/// `user_id` and `origin`: one UPDATE of the primary key, inside the writer's transaction.
+fn rotate(
+    conn: &Connection,
+    old: &str,
+    r: &SessionRecord,
+    expected: u64,
+    now: Millis,
+) -> rusqlite::Result<Rotation> {
+    let live = |id: &str| -> rusqlite::Result<Option<i64>> {
+        conn.prepare_cached("SELECT version FROM sessions WHERE id = ?1 AND expires_at > ?2")?
+            .query_row(params![id, now], |row| row.get(0))
+            .optional()
+    };
+    match live(old)? {
+        None => return Ok(Rotation::Missing),
+        Some(v) if i64::try_from(expected).ok() != Some(v) => return Ok(Rotation::VersionMismatch),
+        Some(_) => {}
+    }
+    if live(&r.id)?.is_some() {
+        return Ok(Rotation::IdTaken);
+    }
+    // An expired row under the new id is gone for readers already; make room for the key.
+    conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute(params![r.id])?;
+    conn.prepare_cached(
+        "UPDATE sessions SET id = ?2, data = ?3, device = ?4, created_at = ?5, updated_at = ?6,
+             last_seen_at = ?7, idle_ttl_ms = ?8, idle_expires_at = ?9,
+             absolute_expires_at = ?10, version = ?11, expires_at = ?12
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        old,
+        r.id,
+        r.data,
+        r.device,
+        r.created_at,
+        r.updated_at,
+        r.last_seen_at,
+        r.idle_ttl_ms,
+        r.idle_expires_at,
+        r.absolute_expires_at,
+        version_sql(r.version)?,
+        r.expires_at(),
+    ])?;
+    Ok(Rotation::Rotated)
+}
+
 #[async_trait]
 impl SessionStore for SqliteEngine {
     async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool> {
@@ -159,6 +209,22 @@ impl SessionStore for SqliteEngine {
         let record = record.clone();
         self.write(durability, move |conn| {
             replace(conn, &record, expected_version, now)
+        })
+        .await
+    }
+
+    async fn rotate_session(
+        &self,
+        old_id: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Rotation> {
+        let old_id = old_id.to_owned();
+        let record = record.clone();
+        self.write(durability, move |conn| {
+            rotate(conn, &old_id, &record, expected_version, now)
         })
         .await
     }

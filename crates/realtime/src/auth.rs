@@ -46,6 +46,8 @@ pub struct SessionDeadlines {
     pub idle: sessiond_store::Millis,
     /// The fixed absolute deadline.
     pub absolute: sessiond_store::Millis,
+    /// Length of the idle window (how far a use slides the idle deadline).
+    pub idle_window: sessiond_store::Millis,
 }
 
 /// User ids of browsers identified by the middleware's cookie: `client:<cID>`.
@@ -63,6 +65,9 @@ pub trait SessionAuthority: Send + Sync + 'static {
     /// session alive); `Ok(None)` when it is gone or expired.
     async fn session_deadlines(&self, session_id: &str)
         -> Result<Option<SessionDeadlines>, String>;
+    /// Extends the idle deadline of a live session (the client answered `session_expiring`)
+    /// and returns its new deadlines; `Ok(None)` when it is gone or expired.
+    async fn extend_session(&self, session_id: &str) -> Result<Option<SessionDeadlines>, String>;
     /// The client id (cID) the session middleware's signed cookie in `cookie_header` proves,
     /// or `None` (no middleware, no cookie, or not validly signed).
     async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {

@@ -30,6 +30,10 @@ pub struct RealtimeConfig {
     /// Close code sent to every socket of a user on `logout_all` or when their sessions are
     /// revoked (the reason is always `Logged out from all devices`).
     pub logout_close_code: u16,
+    /// `session_expiring` lead time (seconds; 0 = off): the sessions capability's
+    /// `sessions.expiry_warning_s`, copied in by the server (not a `[realtime]` key).
+    #[serde(skip)]
+    pub session_expiry_warning_s: u64,
     /// Largest inbound message (bytes); a larger one closes the socket with 1009.
     pub max_message_bytes: usize,
     /// Sustained inbound messages per second per socket (the burst allowance is the same
@@ -162,6 +166,7 @@ impl Default for RealtimeConfig {
             middleware_clients: true,
             allowed_origins: Vec::new(),
             logout_close_code: 4001,
+            session_expiry_warning_s: 0,
             max_message_bytes: 16 * 1024,
             max_messages_per_s: 20,
             max_sockets_per_user: 16,

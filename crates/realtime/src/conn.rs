@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ pub struct Conn {
     outbox: Mutex<Outbox>,
     capacity: usize,
     wake: Notify,
+    /// Last application frame from the client (unix ms; 0 = none). Heartbeats never set it:
+    /// an open tab must still idle out. Read by the session watch, which turns it into one
+    /// session extension per check instead of a store write per frame.
+    active_at: AtomicI64,
 }
 
 /// One channel a socket is subscribed to, and the rights it was granted there.
@@ -183,8 +187,19 @@ impl Conn {
             outbox: Mutex::new(Outbox::default()),
             capacity: queue.max(1),
             wake: Notify::new(),
+            active_at: AtomicI64::new(0),
         });
         (conn.clone(), ConnReceiver { conn })
+    }
+
+    /// Records an application frame from the client (activity of its session).
+    pub fn mark_active(&self) {
+        self.active_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the client last sent an application frame (0 = never).
+    pub fn active_at(&self) -> Millis {
+        self.active_at.load(Ordering::Relaxed)
     }
 
     /// Queues a text frame; a full queue closes the socket (slow consumer). False when the

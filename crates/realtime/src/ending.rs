@@ -1,5 +1,7 @@
 //! Sessions ending under live sockets: whatever ends a session — a revoke, a logout, eviction
-//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated.
+//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated. So does
+//! a rotation, for the sockets of the old id (with 4004: the session lives on under its new
+//! id, and a socket must not keep the old id's standing).
 //!
 //! One function, [`Hub::session_ended`], closes them, fed by [`SessionEnded`] events from two
 //! sources: the sessions capability's announcements (revoke, logout, eviction; the server
@@ -12,7 +14,13 @@
 //! authority once (without sliding the session: a watcher must not keep it alive) — a session
 //! the app kept using has a later deadline and is simply re-armed, an ended one is closed with
 //! the reason its deadlines give. Cost: one entry per session with sockets and one store read
-//! per session per idle window, however many sockets the session has.
+//! per session per idle window, however many sockets the session has. The same timer warns
+//! the sockets `session_expiry_warning_s` before an idle deadline (`session_expiring`): a
+//! watched session is checked once at its warning time and once at its deadline, so the
+//! warning costs one more read, never one per socket. That pre-deadline check (a tenth of
+//! the window before the deadline when there is no warning) is also where socket activity is
+//! written behind: application frames only stamp their connection, and if any came since the
+//! session's last slide, the check extends the session once — no store write per frame.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -39,10 +47,26 @@ pub enum EndReason {
     ExpiredIdle,
     /// The absolute deadline passed.
     ExpiredAbsolute,
+    /// Not an ending: the session continues under a new id. What the old id opened closes
+    /// with [`ROTATED_CLOSE`] (reconnect with the current credential), without a
+    /// `session_ended` frame.
+    Rotated,
 }
 
+/// The close of sockets opened with a session id that was rotated away, on every protocol.
+pub const ROTATED_CLOSE: (u16, &str) = (4004, "Session rotated");
+
 impl EndReason {
-    /// The `reason` of the v1 `session_ended` frame.
+    /// The `reason` of the v1 `session_ended` frame: every revoke is `revoked` (log out
+    /// everywhere is told apart by its close reason).
+    pub fn frame_reason(self) -> &'static str {
+        match self {
+            EndReason::LoggedOut => "revoked",
+            other => other.wire(),
+        }
+    }
+
+    /// The name that tells reasons apart (bus signals between nodes, metrics labels).
     pub fn wire(self) -> &'static str {
         match self {
             EndReason::Revoked => "revoked",
@@ -50,6 +74,7 @@ impl EndReason {
             EndReason::Evicted => "evicted",
             EndReason::ExpiredIdle => "expired_idle",
             EndReason::ExpiredAbsolute => "expired_absolute",
+            EndReason::Rotated => "rotated",
         }
     }
 
@@ -62,11 +87,12 @@ impl EndReason {
             EndReason::Evicted => "Session evicted",
             EndReason::ExpiredIdle => "Session expired (idle)",
             EndReason::ExpiredAbsolute => "Session expired (absolute)",
+            EndReason::Rotated => ROTATED_CLOSE.1,
         }
     }
 }
 
-/// Sessions of one user that ended.
+/// Sessions of one user that ended (or whose ids were rotated away).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionEnded {
     /// Whose sessions.
@@ -87,7 +113,8 @@ impl Hub {
     /// [`Hub::session_ended`] also tells the other nodes.
     pub(crate) fn end_sessions_here(&self, ended: &SessionEnded) -> usize {
         let code = self.inner.config.logout_close_code;
-        let notice = frame(&json!({"type": "session_ended", "reason": ended.reason.wire()}));
+        let notice =
+            frame(&json!({"type": "session_ended", "reason": ended.reason.frame_reason()}));
         let mut closed = 0;
         for conn in self.inner.conns.of_user(&ended.user_id) {
             let ours = conn
@@ -97,7 +124,9 @@ impl Hub {
             if !(ended.all || ours) {
                 continue;
             }
-            if conn.protocol == "seed" {
+            if ended.reason == EndReason::Rotated {
+                conn.close(ROTATED_CLOSE.0, ROTATED_CLOSE.1);
+            } else if conn.protocol == "seed" {
                 conn.close(code, LOGOUT_REASON);
             } else {
                 conn.close_after(notice.clone(), code, ended.reason.close_reason());
@@ -110,11 +139,38 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// The client action answering `session_expiring`: extends the idle deadline of the
+    /// session `conn` was opened with and re-arms the watch. 400 for a socket opened without
+    /// a session (service key, middleware cookie), 404 when the session already ended.
+    pub(crate) async fn extend_session(
+        &self,
+        conn: &crate::conn::Conn,
+    ) -> sessiond_http::ApiResult<SessionDeadlines> {
+        use sessiond_http::ApiError;
+        let Some(session) = conn.session_id.as_deref() else {
+            return Err(ApiError::bad_request(
+                "this socket was not opened with a session: nothing to extend",
+            ));
+        };
+        match self.authority().extend_session(session).await {
+            Ok(Some(deadlines)) => {
+                self.inner.watch.watch(session, &conn.user_id, deadlines);
+                Ok(deadlines)
+            }
+            Ok(None) => Err(ApiError::not_found("session not found or expired")),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}
+
 /// A watched session.
 struct Watched {
     user: Arc<str>,
     deadlines: SessionDeadlines,
     check_at: Millis,
+    /// The idle deadline its sockets were already warned of (`session_expiring`).
+    warned: Option<Millis>,
 }
 
 #[derive(Default)]
@@ -129,6 +185,8 @@ struct WatchState {
 pub(crate) struct SessionWatch {
     state: Mutex<WatchState>,
     wake: Notify,
+    /// `session_expiring` lead time (ms; 0 = no warnings).
+    warning_ms: Millis,
 }
 
 /// After an authority error, ask again this much later.
@@ -137,18 +195,61 @@ const RETRY_MS: Millis = 1000;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 impl SessionWatch {
-    /// Watches `session` of `user` until its earliest deadline (an earlier check already
-    /// armed for it stays).
-    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
-        self.arm(
-            session,
-            user,
-            deadlines,
-            deadlines.idle.min(deadlines.absolute),
-        );
+    /// A watch warning `warning_s` before idle deadlines (0 = never).
+    pub(crate) fn new(warning_s: u64) -> SessionWatch {
+        SessionWatch {
+            warning_ms: Millis::try_from(warning_s.saturating_mul(1000)).unwrap_or(Millis::MAX),
+            ..SessionWatch::default()
+        }
     }
 
-    fn arm(&self, session: &str, user: &str, deadlines: SessionDeadlines, check_at: Millis) {
+    /// When to warn of the idle deadline of `d`: `None` when warnings are off, when the
+    /// absolute deadline comes first, or when the whole idle window is not longer than the
+    /// lead time (the session would be "expiring" from its first use).
+    fn warn_at(&self, d: &SessionDeadlines) -> Option<Millis> {
+        (self.warning_ms > 0 && d.idle_window > self.warning_ms && d.idle < d.absolute)
+            .then(|| d.idle - self.warning_ms)
+    }
+
+    /// The check before an idle deadline (`None` when the absolute deadline comes first):
+    /// the warning time, or a tenth of the window before the deadline when there is no
+    /// warning. There, socket activity since the last slide extends the session.
+    fn pre_check_at(&self, d: &SessionDeadlines) -> Option<Millis> {
+        (d.idle < d.absolute).then(|| {
+            self.warn_at(d)
+                .unwrap_or_else(|| d.idle - (d.idle_window / 10).max(1))
+        })
+    }
+
+    /// The next check of a session: its pre-deadline check (unless done for this idle
+    /// deadline already), else its end.
+    fn next_check(&self, d: &SessionDeadlines, warned: Option<Millis>) -> Millis {
+        let end = d.idle.min(d.absolute);
+        match self.pre_check_at(d) {
+            Some(at) if warned != Some(d.idle) => at.min(end),
+            _ => end,
+        }
+    }
+
+    /// Watches `session` of `user` until its earliest deadline, warning before it (an
+    /// earlier check already armed for it stays).
+    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
+        let warned = lock(&self.state)
+            .sessions
+            .get(session)
+            .and_then(|w| w.warned.filter(|idle| *idle == deadlines.idle));
+        let at = self.next_check(&deadlines, warned);
+        self.arm(session, user, deadlines, at, warned);
+    }
+
+    fn arm(
+        &self,
+        session: &str,
+        user: &str,
+        deadlines: SessionDeadlines,
+        check_at: Millis,
+        warned: Option<Millis>,
+    ) {
         let mut st = lock(&self.state);
         let earliest = st.queue.first().map(|(at, _)| *at);
         if let Some(old) = st.sessions.get(session) {
@@ -166,6 +267,7 @@ impl SessionWatch {
                 user: Arc::from(user),
                 deadlines,
                 check_at,
+                warned,
             },
         );
         metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
@@ -194,7 +296,7 @@ impl SessionWatch {
         out
     }
 
-    fn next_check(&self) -> Option<Millis> {
+    fn first_due(&self) -> Option<Millis> {
         lock(&self.state).queue.first().map(|(at, _)| *at)
     }
 }
@@ -205,7 +307,7 @@ pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
         let notified = watch.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let wait = match watch.next_check() {
+        let wait = match watch.first_due() {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => MAX_SLEEP,
         };
@@ -225,17 +327,39 @@ pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
 
 /// One due session: re-arm it if it lives on, close its sockets if it ended.
 async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched) {
-    let in_use = hub
+    // The latest application frame of the session's sockets; `None`: no socket left.
+    let active_at = hub
         .user_connections(&watched.user)
         .iter()
-        .any(|c| c.session_id.as_deref() == Some(session));
-    if !in_use {
+        .filter(|c| c.session_id.as_deref() == Some(session))
+        .map(|c| c.active_at())
+        .max();
+    let Some(active_at) = active_at else {
         return; // its sockets are gone: nothing to close, nothing to watch
-    }
+    };
     let now = now_ms();
     let reason = match hub.authority().session_deadlines(session).await {
         Ok(Some(d)) if d.idle.min(d.absolute) > now => {
-            watch.watch(session, &watched.user, d);
+            let warned = watched.warned.filter(|idle| *idle == d.idle);
+            let due = watch.pre_check_at(&d).is_some_and(|at| now >= at);
+            if due && warned.is_none() {
+                // Application frames since the last slide are use of the session.
+                if active_at > d.idle - d.idle_window {
+                    if let Ok(Some(slid)) = hub.authority().extend_session(session).await {
+                        let at = watch.next_check(&slid, None);
+                        watch.arm(session, &watched.user, slid, at, None);
+                        return;
+                    }
+                }
+                if watch.warn_at(&d).is_some() {
+                    warn_expiring(hub, session, &watched.user, d.idle - now);
+                }
+                let end = d.idle.min(d.absolute);
+                watch.arm(session, &watched.user, d, end, Some(d.idle));
+            } else {
+                let at = watch.next_check(&d, warned);
+                watch.arm(session, &watched.user, d, at, warned);
+            }
             return;
         }
         Ok(Some(d)) => expiry_reason(&d, now),
@@ -245,7 +369,8 @@ async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched)
         Ok(None) => EndReason::Revoked,
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a session's deadline; retrying");
-            watch.arm(session, &watched.user, watched.deadlines, now + RETRY_MS);
+            let (deadlines, warned) = (watched.deadlines, watched.warned);
+            watch.arm(session, &watched.user, deadlines, now + RETRY_MS, warned);
             return;
         }
     };
@@ -255,6 +380,20 @@ async fn check(hub: &Hub, watch: &SessionWatch, session: &str, watched: Watched)
         all: false,
         reason,
     });
+}
+
+/// Sends `{"type":"session_expiring","expires_in_s":N}` to the sockets of `session` (every
+/// protocol: for seed C's sockets it is an extra message type).
+fn warn_expiring(hub: &Hub, session: &str, user: &str, left_ms: Millis) {
+    let expires_in_s = (left_ms.max(0) + 999) / 1000;
+    let warning = frame(&json!({"type": "session_expiring", "expires_in_s": expires_in_s}));
+    let mut warned = 0u64;
+    for conn in hub.inner.conns.of_user(user) {
+        if conn.session_id.as_deref() == Some(session) && conn.send(warning.clone()) {
+            warned += 1;
+        }
+    }
+    metrics::counter!("sessiond_realtime_session_expiry_warnings_total").increment(warned);
 }
 
 fn expiry_reason(d: &SessionDeadlines, now: Millis) -> EndReason {

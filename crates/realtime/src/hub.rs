@@ -103,6 +103,7 @@ impl Hub {
         }
         let events = Events::start(&config.events, sinks);
         users.set_idle_after(std::time::Duration::from_secs(config.idle_evict_s));
+        let warning_s = config.session_expiry_warning_s;
         let hub = Hub {
             inner: Arc::new(HubInner {
                 channels: Channels::new(config.retention(), config.budgets()),
@@ -112,7 +113,7 @@ impl Hub {
                 authority,
                 keys,
                 events,
-                watch: Arc::default(),
+                watch: Arc::new(SessionWatch::new(warning_s)),
                 cluster: std::sync::OnceLock::new(),
                 presence: std::sync::OnceLock::new(),
                 draining: CancellationToken::new(),

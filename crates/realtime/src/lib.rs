@@ -53,7 +53,7 @@ use axum::Router;
 
 pub use auth::{SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
-pub use ending::{EndReason, SessionEnded};
+pub use ending::{EndReason, SessionEnded, ROTATED_CLOSE};
 pub use events::{EventSink, UserEvent};
 pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
 pub use state::{Presence, UserState};

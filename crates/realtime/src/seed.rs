@@ -120,9 +120,20 @@ fn field<'a>(hub: &Hub, message: &'a Value, name: &str) -> ApiResult<&'a str> {
 
 async fn handle(hub: &Hub, conn: &Arc<Conn>, message: &Value) -> ApiResult<()> {
     let user = &*conn.user_id;
-    match message["type"].as_str().unwrap_or("") {
+    let kind = message["type"].as_str().unwrap_or("");
+    if kind != "ping" {
+        conn.mark_active();
+    }
+    match kind {
         "ping" => {
             conn.send(Utf8Bytes::from_static(r#"{"type":"pong"}"#));
+        }
+        // An extension of the seed protocol (issue 19): the answer to `session_expiring`.
+        "extend_session" => {
+            let deadlines = hub.extend_session(conn).await?;
+            conn.send(frame(
+                &json!({"type": "session_extended", "idleExpiresAt": deadlines.idle}),
+            ));
         }
         "sync_state" => {
             let (guard, state) = hub.open(user).await?;

@@ -260,11 +260,22 @@ impl V1Protocol {
         message: &Value,
         id: &Value,
     ) -> ApiResult<()> {
-        match message["type"].as_str().unwrap_or("") {
+        let kind = message["type"].as_str().unwrap_or("");
+        if kind != "ping" {
+            conn.mark_active();
+        }
+        match kind {
             "ping" => {
                 conn.send(with_id(json!({"type": "pong"}), id));
             }
             "subscribe" => self.subscribe(hub, conn, message, id).await?,
+            "extend_session" => {
+                let deadlines = hub.extend_session(conn).await?;
+                conn.send(with_id(
+                    json!({"type": "session_extended", "idle_expires_at": deadlines.idle}),
+                    id,
+                ));
+            }
             "unsubscribe" => {
                 let name = channel_field(message)?;
                 if let Some(channel) = conn.forget_subscription(name) {

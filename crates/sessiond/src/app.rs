@@ -106,8 +106,20 @@ pub fn router(
         JsonMedia::Strict,
         mark(native::router().with_state(sessions.clone())),
     );
+    // Routes of the security boundary itself (rotation): a full key even where `open_routes`
+    // opens the sessions set; only open development mode (no keys at all) needs none.
+    let strict = json_only(
+        JsonMedia::Strict,
+        mark(native::service_only_router().with_state(sessions.clone())),
+    );
+    let strict = if keys.is_open() {
+        strict
+    } else {
+        strict.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+    };
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
+        .merge(strict)
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {

@@ -61,6 +61,14 @@ impl SessionAuthority for SessionsAuthority {
         }
     }
 
+    async fn extend_session(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
+        match self.sessions.touch(id, Durability::Confirmed).await {
+            Ok(record) => Ok(Some(deadlines(&record))),
+            Err(e) if e.status.is_client_error() => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
     async fn middleware_client(&self, cookie_header: &str) -> Option<String> {
         self.middleware.as_ref()?.verified_client(cookie_header)
     }
@@ -70,6 +78,7 @@ fn deadlines(record: &SessionRecord) -> SessionDeadlines {
     SessionDeadlines {
         idle: record.idle_expires_at,
         absolute: record.absolute_expires_at,
+        idle_window: record.idle_ttl_ms,
     }
 }
 
@@ -83,6 +92,7 @@ fn ended(r: Revocation) -> SessionEnded {
             sessiond_sessions::EndReason::Revoked => EndReason::Revoked,
             sessiond_sessions::EndReason::LoggedOut => EndReason::LoggedOut,
             sessiond_sessions::EndReason::Evicted => EndReason::Evicted,
+            sessiond_sessions::EndReason::Rotated => EndReason::Rotated,
         },
     }
 }
@@ -106,8 +116,10 @@ pub fn hub(
             path: path.clone(),
         }));
     }
+    let mut realtime = config.realtime.clone();
+    realtime.session_expiry_warning_s = config.sessions.expiry_warning_s;
     let hub = Hub::new(
-        config.realtime.clone(),
+        realtime,
         users,
         Arc::new(SessionsAuthority {
             sessions: sessions.clone(),

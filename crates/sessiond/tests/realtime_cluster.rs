@@ -1,7 +1,8 @@
 //! The realtime hub on two sessiond nodes sharing one private redis-server, through real
 //! listeners and real WebSocket clients: a publish or notify on one node reaches sockets on
 //! the other, a client that reconnects to the other node recovers by offset, and logout-all
-//! or a session revocation on one node closes the user's sockets on the other.
+//! or a session revocation on one node closes the user's sockets on the other, and a rotation
+//! on one node closes the old id's sockets on the other (4004).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -259,4 +260,43 @@ async fn grant_revocation_on_one_node_ends_subscriptions_on_the_other() {
         (ended["channel"].clone(), ended["reason"].clone()),
         (json!("room:lobby"), json!("grant_revoked"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_on_one_node_closes_the_old_ids_sockets_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis).await;
+    let old = session(&a, "alice", Some(KEY)).await;
+    let other = session(&a, "alice", Some(KEY)).await;
+    let mut on_b = v1(&b, &old, "phone").await;
+    let mut seed_on_b = seed(&b, "alice", &old).await;
+    let mut bystander = v1(&b, &other, "laptop").await;
+
+    let started = std::time::Instant::now();
+    let (status, rotated) = json(
+        a.post(&format!("/v1/sessions/{old}/rotate"))
+            .bearer_auth(KEY)
+            .json(&json!({"data": {"role": "member"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let closed = (4004, "Session rotated".to_string());
+    assert_eq!(on_b.closed().await, closed);
+    assert_eq!(seed_on_b.closed().await, closed);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+    // B answers for the old id as for any dead one; the new id works there; the other
+    // session's socket stays.
+    let (status, _) = json(b.get(&format!("/v1/sessions/{old}")).bearer_auth(KEY)).await;
+    assert_eq!(status, 404);
+    let (status, _) = connect(&b, &format!("/v1/realtime?token={old}"), &[])
+        .await
+        .refused();
+    assert_eq!(status, 401);
+    let new = rotated["id"].as_str().unwrap();
+    let (status, got) = json(b.get(&format!("/v1/sessions/{new}")).bearer_auth(KEY)).await;
+    assert_eq!((status, &got["data"]["role"]), (200, &json!("member")));
+    v1(&b, new, "phone").await;
+    bystander.send(json!({"type": "ping", "id": 1})).await;
+    bystander.expect("pong").await;
 }

@@ -6,85 +6,10 @@ mod common;
 mod realtime_support;
 
 use common::{assert_error, json, TestServer};
-use realtime_support::{eventually, session, WAIT};
+use realtime_support::sse::open;
+use realtime_support::{eventually, session};
 use serde_json::{json, Value};
 use sessiond::config::EngineKind;
-
-/// A minimal SSE reader over a streaming reqwest response.
-struct SseReader {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-/// One parsed event.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: Value,
-}
-
-impl SseReader {
-    async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (String::new(), None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if event.is_empty() && data.is_empty() {
-                    continue; // a keep-alive comment
-                }
-                return Some(SseEvent {
-                    event,
-                    id,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                });
-            }
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
-                .await
-                .expect("SSE event in time")
-                .unwrap()?;
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    async fn expect(&mut self, event: &str) -> SseEvent {
-        let got = self.next().await.expect("stream ended");
-        assert_eq!(got.event, event, "{got:?}");
-        got
-    }
-}
-
-async fn open(
-    s: &TestServer,
-    query: &str,
-    last_id: Option<&str>,
-) -> Result<SseReader, (u16, Value)> {
-    let mut req = s
-        .get(&format!("/v1/realtime/sse?{query}"))
-        .header("accept", "text/event-stream");
-    if let Some(id) = last_id {
-        req = req.header("last-event-id", id);
-    }
-    let response = req.send().await.unwrap();
-    let status = response.status().as_u16();
-    if status != 200 {
-        let body = response.json().await.unwrap_or(Value::Null);
-        return Err((status, body));
-    }
-    Ok(SseReader {
-        response,
-        buffer: String::new(),
-    })
-}
 
 async fn connections(s: &TestServer) -> u64 {
     let (_, stats) = json(s.get("/v1/realtime/stats")).await;
@@ -150,7 +75,7 @@ async fn sse_delivers_recovers_and_logs_out() {
     let (status, _) = json(s.delete("/v1/users/alice/sessions")).await;
     assert_eq!(status, 200);
     let ended = sse.expect("session_ended").await;
-    assert_eq!(ended.data["reason"], "logged_out");
+    assert_eq!(ended.data["reason"], "revoked");
     let logout = sse.expect("logout").await;
     assert_eq!(logout.data["code"], 4001);
     assert_eq!(logout.data["reason"], "Logged out from all devices");

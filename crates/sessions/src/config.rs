@@ -29,6 +29,10 @@ pub struct SessionsConfig {
     pub max_id_bytes: usize,
     /// Largest session `data` or `device`, or cache value, as JSON (bytes).
     pub max_value_bytes: usize,
+    /// Sockets of a session get a `session_expiring` frame this long before its idle
+    /// deadline (seconds; 0 = never). Sessions whose idle window is not longer than this get
+    /// none (they would be "expiring" from birth).
+    pub expiry_warning_s: u64,
     /// How often expired rows are swept (seconds).
     pub sweep_interval_s: u64,
     /// Rows deleted per sweep transaction.
@@ -49,6 +53,7 @@ impl Default for SessionsConfig {
             max_open_route_sessions_per_user: 20,
             max_id_bytes: 256,
             max_value_bytes: 256 * 1024,
+            expiry_warning_s: 60,
             sweep_interval_s: 30,
             sweep_batch: 1000,
             cache: CacheConfig::default(),

@@ -23,6 +23,9 @@ use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionRecord, SessionStore};
 
 use crate::config::SessionsConfig;
+
+mod rotate;
+mod touch;
 use crate::merge::{merge_patch, shallow_merge};
 
 /// A session to create.
@@ -55,7 +58,8 @@ pub enum Update {
 }
 
 /// Sessions that ended before their time — revoked through [`SessionService::revoke_user`],
-/// deleted one by one ([`SessionService::delete`]) or evicted by the per-user cap — announced
+/// deleted one by one ([`SessionService::delete`]) or evicted by the per-user cap — or whose
+/// id was rotated away ([`SessionService::rotate`]), announced
 /// so that other capabilities (the realtime hub) can close what those sessions opened. The
 /// sessions capability does not know who listens. (Expiry is not announced here: nothing
 /// happens at an expiry instant in the store, so the listener watches the deadlines of the
@@ -81,6 +85,9 @@ pub enum EndReason {
     LoggedOut,
     /// Evicted to make room under the per-user cap.
     Evicted,
+    /// Not an ending: the session continues under a new id ([`SessionService::rotate`]);
+    /// what the old id opened must close all the same.
+    Rotated,
 }
 
 /// Revocations buffered per listener before a slow one starts missing them.

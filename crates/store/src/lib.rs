@@ -35,7 +35,7 @@ pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
-pub use sessions::{Cas, SessionOrigin, SessionRecord, SessionStore};
+pub use sessions::{Cas, Rotation, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
     StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,

@@ -105,6 +105,20 @@ pub enum Cas {
     Missing,
 }
 
+/// Outcome of [`SessionStore::rotate_session`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The record now lives under the new id; the old id is gone.
+    Rotated,
+    /// The old record exists but its version differs from the expected one.
+    VersionMismatch,
+    /// No live record under the old id.
+    Missing,
+    /// A live record already has the new id (a CSPRNG collision: pick another id). Nothing
+    /// was written.
+    IdTaken,
+}
+
 /// Storage for sessions.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -125,6 +139,28 @@ pub trait SessionStore: Send + Sync {
         now: Millis,
         durability: Durability,
     ) -> Result<Cas>;
+
+    /// Moves the live record `old_id` to the id `record.id` in one atomic step: if `old_id`
+    /// is live at `now` with `expected_version`, `record` (new id, new version) is stored and
+    /// `old_id` is deleted, so no reader ever sees both ids or neither. The stored `user_id`
+    /// and `origin` of the old record are kept (as by `replace_session`); the per-user index
+    /// follows (it may lag the records briefly where it lives apart, as after inserts).
+    async fn rotate_session(
+        &self,
+        old_id: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Rotation>;
+
+    /// The id to rotate `old_id` to, given `fresh`, a new CSPRNG id. Engines whose atomic
+    /// step needs both ids in one place (a Redis Cluster slot) derive one from `fresh` that
+    /// lands there without losing its randomness; the others take `fresh` as is.
+    fn rotation_id(&self, old_id: &str, fresh: String) -> String {
+        let _ = old_id;
+        fresh
+    }
 
     /// Moves the idle deadline forward (never backward) and sets `last_seen_at`, keeping the
     /// version. Returns false if no live record exists.

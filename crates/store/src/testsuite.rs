@@ -21,6 +21,7 @@ mod origin;
 mod pipeline;
 mod realtime;
 mod retention;
+mod rotation;
 mod stream_cas;
 mod stream_links;
 mod streams;
@@ -50,6 +51,7 @@ pub async fn run_all(stores: Stores) {
     sessions_sweep(&stores).await;
     sessions_concurrent_merges(&stores).await;
     origin::sessions_origin(&stores).await;
+    rotation::sessions_rotation(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;

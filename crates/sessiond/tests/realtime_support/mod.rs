@@ -14,6 +14,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::TestServer;
 
+pub mod sse;
+
 /// How long any single expected event may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 

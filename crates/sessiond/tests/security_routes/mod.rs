@@ -89,6 +89,18 @@ pub const ROUTES: &[Route] = &[
     ),
     route!(
         NATIVE,
+        "\"/v1/sessions/{id}/rotate\"",
+        Service,
+        [("POST", "/v1/sessions/none/rotate", Some("{}"))]
+    ),
+    route!(
+        NATIVE,
+        "\"/v1/sessions/{id}/touch\"",
+        Service,
+        [("POST", "/v1/sessions/none/touch", None)]
+    ),
+    route!(
+        NATIVE,
         "\"/v1/users/{user_id}/sessions\"",
         Service,
         [

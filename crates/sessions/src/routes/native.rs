@@ -1,4 +1,7 @@
 //! The native, versioned JSON API: `/v1/sessions`, `/v1/users/{id}/sessions`, `/v1/cache`.
+//! `POST /v1/sessions/{id}/rotate` (optionally with `{"data": <merge patch>}`) answers the
+//! session under a new id; the old id is dead at once (see `service/rotate.rs`).
+//! `POST /v1/sessions/{id}/touch` extends the idle deadline (204).
 //!
 //! The session resource is `{id, user_id, data, device, created_at, updated_at, last_seen_at,
 //! expires_at, idle_expires_at, absolute_expires_at, version}` (times in unix milliseconds).
@@ -15,7 +18,8 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use sessiond_http::{ApiError, ApiResult, JsonBody};
+use sessiond_http::body::parse_json;
+use sessiond_http::{ApiError, ApiResult, JsonBody, RawBody};
 use sessiond_store::{Millis, SessionRecord};
 
 use crate::cache::Ttl;
@@ -39,6 +43,15 @@ pub fn router() -> Router<SessionsState> {
             "/v1/cache/{namespace}/{key}",
             get(cache_get).put(cache_put).delete(cache_delete),
         )
+}
+
+/// Routes that act on a user's security boundary (rotation, explicit extension): a full
+/// service key is needed whatever `open_routes` says, so the server mounts them under its
+/// strict guard.
+pub fn service_only_router() -> Router<SessionsState> {
+    Router::new()
+        .route("/v1/sessions/{id}/rotate", axum::routing::post(rotate))
+        .route("/v1/sessions/{id}/touch", axum::routing::post(touch))
 }
 
 /// The session resource as sent: stored JSON (`data`, `device`) is embedded verbatim, not
@@ -169,20 +182,7 @@ async fn patch(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let Value::Object(mut fields) = body else {
-        return Err(ApiError::bad_request(
-            "a merge patch of a session must be a JSON object",
-        ));
-    };
-    let data_patch = fields.remove("data").unwrap_or(Value::Object(Map::new()));
-    if let Some(field) = fields.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "only `data` can be patched, not `{field}`"
-        )));
-    }
-    if !data_patch.is_object() {
-        return Err(ApiError::bad_request("`data` must be a JSON object"));
-    }
+    let data_patch = data_patch(body)?.unwrap_or(Value::Object(Map::new()));
     let record = s
         .sessions
         .update(
@@ -193,6 +193,26 @@ async fn patch(
         )
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
+}
+
+/// The `data` member of a merge patch of the session resource (`None` when absent); any other
+/// member is a 400, as only `data` is writable.
+fn data_patch(body: Value) -> ApiResult<Option<Value>> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::bad_request(
+            "a merge patch of a session must be a JSON object",
+        ));
+    };
+    let data = fields.remove("data");
+    if let Some(field) = fields.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "only `data` can be patched, not `{field}`"
+        )));
+    }
+    if data.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(ApiError::bad_request("`data` must be a JSON object"));
+    }
+    Ok(data)
 }
 
 async fn remove(
@@ -208,6 +228,34 @@ async fn remove(
     } else {
         Err(ApiError::not_found("session not found or expired"))
     }
+}
+
+/// `POST /v1/sessions/{id}/rotate`, optionally with `{"data": <merge patch>}`.
+async fn rotate(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    let patch = match body.is_empty() {
+        true => None,
+        false => data_patch(parse_json(&body)?)?,
+    };
+    let record = s
+        .sessions
+        .rotate(&id, patch, if_match(&headers)?, durability(&headers)?)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
+}
+
+/// `POST /v1/sessions/{id}/touch`: extends the idle deadline; 204.
+async fn touch(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    s.sessions.touch(&id, durability(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_user(

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use crate::cache::{CacheEntry, CachePut, CacheStore};
 use crate::objects::{AlarmRecord, ObjectStore};
-use crate::sessions::{Cas, SessionRecord, SessionStore};
+use crate::sessions::{Cas, Rotation, SessionRecord, SessionStore};
 use crate::{Durability, EngineAdmin, Millis, Result, StoreError};
 
 #[derive(Default)]
@@ -142,6 +142,32 @@ impl SessionStore for MemoryEngine {
                 s.sessions.insert(new.id.clone(), new);
                 Cas::Written
             }
+        })
+    }
+
+    async fn rotate_session(
+        &self,
+        old_id: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        _: Durability,
+    ) -> Result<Rotation> {
+        self.with(|s| {
+            let (user_id, origin) = match live_session(s, old_id, now) {
+                None => return Rotation::Missing,
+                Some(old) if old.version != expected_version => return Rotation::VersionMismatch,
+                Some(old) => (old.user_id.clone(), old.origin),
+            };
+            if live_session(s, &record.id, now).is_some() {
+                return Rotation::IdTaken;
+            }
+            s.sessions.remove(old_id);
+            let mut new = record.clone();
+            new.user_id = user_id;
+            new.origin = origin;
+            s.sessions.insert(new.id.clone(), new);
+            Rotation::Rotated
         })
     }
 
