@@ -59,7 +59,7 @@ pub fn remote_wake() {
     ::metrics::counter!("sessiond_streams_remote_wakes_total").increment(1);
 }
 
-/// A commit lost a race with another node and the request is retried.
+/// Chunks dropped by a trim (explicit `Stream-Trim-Before` or a retention policy).
 pub fn trimmed(chunks: usize) {
     ::metrics::counter!("sessiond_streams_trimmed_chunks_total").increment(chunks as u64);
 }
