@@ -40,7 +40,9 @@ pub(super) async fn sessions_rotation(s: &Stores) {
         "a refused rotation writes nothing"
     );
 
-    let other = session(&unique("rot-other"), Some(&user));
+    // A taken id the engine could have chosen (on a Redis Cluster, one in the old id's slot).
+    let other_id = s.sessions.rotation_id(&old.id, unique("rot-other"));
+    let other = session(&other_id, Some(&user));
     assert!(s
         .sessions
         .insert_session(&other, C)
