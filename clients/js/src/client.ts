@@ -62,6 +62,11 @@ export interface RealtimeClientOptions {
   requestTimeoutMs?: number;
   /** WebSocket implementation (default: the global one). */
   WebSocket?: typeof WebSocket;
+  /**
+   * The session's idle deadline is `expiresInS` seconds away (`session_expiring`, sent
+   * `sessions.expiry_warning_s` before it): ask the user, then call `extendSession()`.
+   */
+  onSessionExpiring?: (expiresInS: number) => void;
 }
 
 export interface SubscribeOptions {
@@ -100,6 +105,9 @@ export interface RealtimeEvents {
   error: RealtimeError;
   closed: { code: number; reason: string };
   logout: { code: number; reason: string };
+  session_expiring: { expiresInS: number };
+  /** The session ended (`revoked`, `expired_idle`, …); the logout close follows. */
+  session_ended: { reason: string };
 }
 
 interface Pending {
@@ -227,6 +235,15 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   async publish(channel: string, data: unknown): Promise<number> {
     const reply = await this.request({ type: "publish", channel, data });
     return reply.type === "published" ? reply.offset : 0;
+  }
+
+  /**
+   * Slides the idle deadline of the session this socket was opened with; resolves with the
+   * new deadline (Unix ms). Rejects on a socket opened without a session.
+   */
+  async extendSession(): Promise<number> {
+    const reply = await this.request({ type: "extend_session" });
+    return reply.type === "session_extended" ? reply.idle_expires_at : 0;
   }
 
   /** Replaces this connection's presence meta in a subscribed channel. */
@@ -489,6 +506,13 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
         break;
       case "error":
         this.emit("error", new RealtimeError(frame.code, frame.message));
+        break;
+      case "session_expiring":
+        this.options.onSessionExpiring?.(frame.expires_in_s);
+        this.emit("session_expiring", { expiresInS: frame.expires_in_s });
+        break;
+      case "session_ended":
+        this.emit("session_ended", { reason: frame.reason });
         break;
       default:
         break;

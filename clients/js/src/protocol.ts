@@ -93,6 +93,9 @@ export type ServerFrame =
   | { type: "published"; id?: string | number; channel: string; offset: number }
   | { type: "presence_updated"; id?: string | number; channel: string }
   | { type: "pong"; id?: string | number }
+  | { type: "session_expiring"; expires_in_s: number }
+  | { type: "session_extended"; id?: string | number; idle_expires_at: number }
+  | { type: "session_ended"; reason: string }
   | { type: "error"; id?: string | number; code: string; message: string };
 
 /** Reads a frame: a JSON object with a string `type`, or `null`. */

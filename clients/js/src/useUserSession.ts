@@ -42,6 +42,11 @@ export interface UseUserSessionOptions {
   onGameLeft?: (gameId: string) => void;
   onLoggedOut?: () => void;
   onPresenceChanged?: (presence: Presence) => void;
+  /**
+   * The session's idle deadline is `expiresInS` seconds away (sessiond's `session_expiring`,
+   * `sessions.expiry_warning_s` before it): ask the user, then call `extendSession()`.
+   */
+  onSessionExpiring?: (expiresInS: number) => void;
   /** Session token for a page not served from sessiond's origin (default: the cookie). */
   token?: string;
 }
@@ -55,6 +60,8 @@ export interface UseUserSessionResult {
   leaveGame: (gameId: string) => void;
   logoutAllDevices: () => void;
   updatePresence: (presence: Presence) => void;
+  /** Slides the idle deadline of the session this socket was opened with (a sessiond extension). */
+  extendSession: () => void;
 }
 
 /** Path of the seed protocol's endpoint (`realtime.seed_path` on the server). */
@@ -145,6 +152,12 @@ export function useUserSession(options: UseUserSessionOptions): UseUserSessionRe
           callbacks.current.onPresenceChanged?.(presence);
           break;
         }
+        case "session_expiring":
+          if (typeof frame.expires_in_s === "number") {
+            callbacks.current.onSessionExpiring?.(frame.expires_in_s);
+          }
+          break;
+        case "session_extended":
         case "pong":
           break;
         case "error":
@@ -226,6 +239,7 @@ export function useUserSession(options: UseUserSessionOptions): UseUserSessionRe
     (presence: Presence) => send({ type: "update_presence", presence }),
     [send],
   );
+  const extendSession = useCallback(() => send({ type: "extend_session" }), [send]);
 
   return {
     state,
@@ -236,6 +250,7 @@ export function useUserSession(options: UseUserSessionOptions): UseUserSessionRe
     leaveGame,
     logoutAllDevices,
     updatePresence,
+    extendSession,
   };
 }
 

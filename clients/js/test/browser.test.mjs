@@ -15,6 +15,7 @@ import {
   holdsFor,
   launchBrowser,
   listItems,
+  signIn as signInAs,
   socketCounts,
   startSessiond,
   testText,
@@ -39,14 +40,7 @@ after(async () => {
   await sessiond?.stop();
 });
 
-/** Signs in through the demo page's form; the session cookie then covers the whole context. */
-async function signIn(page, userId) {
-  await browser.context.clearCookies();
-  await page.goto(demo.url);
-  await page.fill('[data-testid="login-user"]', userId);
-  await page.click('[data-testid="login"]');
-  await waitForText(page, "user", (t) => t === userId, "signed-in user");
-}
+const signIn = (page, userId) => signInAs(browser, demo.url, page, userId);
 
 async function openSignedIn(userId) {
   const page = await browser.context.newPage();

@@ -95,7 +95,7 @@ async function launchSessiond(bin, args, env) {
  * A running sessiond (SQLite engine, fresh data dir, one API key): its URL, a fetch helper
  * with the key, restart() (same address and data dir) and stop().
  */
-export async function startSessiond() {
+export async function startSessiond({ config = {} } = {}) {
   const bin = sessiondBinary();
   const dir = await mkdtemp(join(tmpdir(), "sessiond-js-"));
   const apiKey = randomBytes(24).toString("base64url");
@@ -105,6 +105,8 @@ export async function startSessiond() {
     Object.entries(process.env).filter(([name]) => !name.startsWith("SESSIOND_")),
   );
   env.RUST_LOG = "info";
+  // Settings a test asks for, as SESSIOND_* overrides (e.g. SESSIONS__EXPIRY_WARNING_S).
+  for (const [name, value] of Object.entries(config)) env[`SESSIOND_${name}`] = String(value);
   const args = (listen) => ["serve", "--listen", listen, "--data-dir", join(dir, "data"), "--api-key", apiKey];
   let server = await launchSessiond(bin, args("127.0.0.1:0"), env);
   const url = `http://${server.addr}`;
@@ -210,4 +212,13 @@ export async function socketCounts(page) {
 /** A user id unique to this run. */
 export function uniqueUser(prefix) {
   return `${prefix}-${randomBytes(4).toString("hex")}`;
+}
+
+/** Signs `userId` in through the demo page's form; the session cookie then covers the context. */
+export async function signIn(browser, demoUrl, page, userId) {
+  await browser.context.clearCookies();
+  await page.goto(demoUrl);
+  await page.fill('[data-testid="login-user"]', userId);
+  await page.click('[data-testid="login"]');
+  await waitForText(page, "user", (t) => t === userId, "signed-in user");
 }

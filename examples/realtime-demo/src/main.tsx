@@ -59,6 +59,7 @@ function UserSessionPanel({ userId, onLoggedOut }: { userId: string; onLoggedOut
     onGameJoined: (id) => note(`joined ${id}`),
     onGameLeft: (id) => note(`left ${id}`),
     onPresenceChanged: (presence) => note(`presence ${presence}`),
+    onSessionExpiring: (seconds) => note(`session expiring in ${seconds}s`),
     onLoggedOut,
   });
   const status = session.isLoading
@@ -91,6 +92,9 @@ function UserSessionPanel({ userId, onLoggedOut }: { userId: string; onLoggedOut
         </button>
         <button data-testid="leave" onClick={() => session.leaveGame(gameId)}>
           Leave game
+        </button>
+        <button data-testid="extend-session" onClick={() => session.extendSession()}>
+          Stay signed in
         </button>
       </p>
       <p>
@@ -138,6 +142,7 @@ function ChannelPanel({ userId }: { userId: string }) {
         events.push(`subscribed ${s.channel} recovered=${String(s.recovered)} n=${s.recoveredCount}`),
       ),
       client.on("recovery_failed", ({ channel: c }) => events.push(`recovery_failed ${c}`)),
+      client.on("session_expiring", ({ expiresInS }) => events.push(`session_expiring ${expiresInS}`)),
       client.on("closed", ({ code }) => events.push(`closed ${code}`)),
     ];
     void client
