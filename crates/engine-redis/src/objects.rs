@@ -223,7 +223,12 @@ impl ObjectStore for RedisEngine {
             .arg(crate::redis_count(limit))
             .clone();
         let members: Vec<Vec<u8>> = self.query("alarm_due", &cmd).await?;
-        self.fetch_alarms(&members).await
+        // The records are read in a second round trip: another node may have claimed one in
+        // between (its record then carries the claim's future due time). Such a record is not
+        // due; handing it out would let this node "re-claim" it with that very due time.
+        let mut due = self.fetch_alarms(&members).await?;
+        due.retain(|alarm| alarm.due_at <= until);
+        Ok(due)
     }
 
     async fn next_alarm_at(&self) -> Result<Option<Millis>> {
