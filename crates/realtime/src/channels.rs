@@ -540,6 +540,11 @@ impl Channels {
         lock(&self.map).get(name).cloned()
     }
 
+    /// The names of the channels in memory (a snapshot, unordered).
+    pub fn names(&self) -> Vec<Arc<str>> {
+        lock(&self.map).keys().cloned().collect()
+    }
+
     /// Number of channels in memory.
     pub fn len(&self) -> usize {
         lock(&self.map).len()

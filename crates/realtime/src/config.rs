@@ -50,6 +50,9 @@ pub struct RealtimeConfig {
     pub max_active_games: usize,
     /// Longest game id, device id or user id (bytes).
     pub max_id_bytes: usize,
+    /// Most entries one page of the node listings (`GET /v1/realtime/connections`,
+    /// `GET /v1/realtime/channels`) returns; `limit` above it is lowered to it.
+    pub max_list_page: usize,
     /// Outbound messages queued per socket; a socket that falls further behind is closed
     /// (1013) instead of buffering without bound.
     pub outbound_queue: usize,
@@ -173,6 +176,7 @@ impl Default for RealtimeConfig {
             max_connections: 100_000,
             max_active_games: 100,
             max_id_bytes: 256,
+            max_list_page: 1000,
             outbound_queue: 256,
             ping_interval_s: 25,
             liveness_timeout_s: 60,
@@ -216,6 +220,7 @@ impl RealtimeConfig {
             ("max_connections", self.max_connections),
             ("max_active_games", self.max_active_games),
             ("max_id_bytes", self.max_id_bytes),
+            ("max_list_page", self.max_list_page),
             ("outbound_queue", self.outbound_queue),
             ("ping_interval_s", self.ping_interval_s as usize),
             ("liveness_timeout_s", self.liveness_timeout_s as usize),

@@ -25,6 +25,7 @@
 //! - [`webhook`]: the HMAC-signed webhook sink.
 //! - [`sse`]: the SSE fallback (server → client).
 //! - [`api`]: the server API under `/v1/realtime` (service key).
+//! - [`listing`]: this node's connected users and channels, paged (service key).
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
 //! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
@@ -40,6 +41,7 @@ pub mod ending;
 pub mod events;
 pub mod grants;
 pub mod hub;
+pub mod listing;
 pub mod presence;
 pub mod seed;
 pub mod socket;
@@ -64,10 +66,13 @@ pub use state::{Presence, UserState};
 pub fn router(hub: Hub) -> Router {
     // The service APIs are authenticated before their extractors run, so an anonymous
     // caller gets its 401 before any query or body is parsed (and learns nothing from a 400).
-    let service_apis = api::router().route_layer(axum::middleware::from_fn_with_state(
-        hub.clone(),
-        api::require_service_layer,
-    ));
+    let service_apis =
+        api::router()
+            .merge(listing::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                hub.clone(),
+                api::require_service_layer,
+            ));
     seed::router(&hub)
         .merge(v1::router())
         .merge(service_apis)

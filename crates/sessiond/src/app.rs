@@ -161,6 +161,10 @@ pub fn router(
         );
         app = app.nest(&config.compat.state.prefix, guard(RouteSet::Compat, compat));
     }
+    // The admin console: its page and login check. Its actions are calls of the routes above.
+    if config.admin.enabled {
+        app = app.merge(sessiond_admin::router(keys.clone(), stores.admin.name()));
+    }
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

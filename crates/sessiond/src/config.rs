@@ -104,6 +104,8 @@ pub struct Config {
     pub middleware: sessiond_middleware::MiddlewareConfig,
     /// Realtime hub (seed C's user sessions over WebSocket).
     pub realtime: sessiond_realtime::RealtimeConfig,
+    /// The admin console at `/admin` (off by default).
+    pub admin: sessiond_admin::AdminConfig,
 }
 
 impl Default for Config {
@@ -124,6 +126,7 @@ impl Default for Config {
             streams: sessiond_streams::StreamsConfig::default(),
             middleware: sessiond_middleware::MiddlewareConfig::default(),
             realtime: sessiond_realtime::RealtimeConfig::default(),
+            admin: sessiond_admin::AdminConfig::default(),
         }
     }
 }
@@ -263,7 +266,7 @@ impl Config {
     /// capability is handed the answer (through [`Config::server_keys`]) and none computes
     /// its own.
     pub fn open_mode(&self) -> bool {
-        self.api_keys.is_empty()
+        self.full_keys().is_empty()
             && self.streams.keys.is_empty()
             && self.streams.read_token_secrets.is_empty()
             && self.listen.ip().is_loopback()
@@ -279,9 +282,20 @@ impl Config {
             };
             (k.key.as_str(), scope)
         });
-        sessiond_http::ApiKeys::new(&self.api_keys)
+        sessiond_http::ApiKeys::new(self.full_keys())
             .with_scoped(scoped)
             .open_mode(self.open_mode())
+    }
+
+    /// The full-access keys: `api_keys`, and `admin.key` while the console is enabled.
+    pub fn full_keys(&self) -> Vec<&str> {
+        let admin = &self.admin;
+        let admin = (admin.enabled && !admin.key.is_empty()).then_some(admin.key.as_str());
+        self.api_keys
+            .iter()
+            .map(String::as_str)
+            .chain(admin)
+            .collect()
     }
 
     /// Cross-field checks; the message names the key to fix.
@@ -294,7 +308,7 @@ impl Config {
             );
         }
         if !self.listen.ip().is_loopback()
-            && self.api_keys.is_empty()
+            && self.full_keys().is_empty()
             && self.streams.keys.is_empty()
         {
             anyhow::bail!(
@@ -303,14 +317,20 @@ impl Config {
                 self.listen
             );
         }
+        if self.admin.enabled && !self.listen.ip().is_loopback() && self.full_keys().is_empty() {
+            anyhow::bail!(
+                "admin.enabled on {} (not loopback) needs a key to log in with: set admin.key \
+                 or api_keys, or disable the console",
+                self.listen
+            );
+        }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
         self.streams.validate().map_err(anyhow::Error::msg)?;
-        if let Some(k) = self
-            .streams
-            .keys
-            .iter()
-            .find(|k| self.api_keys.iter().any(|full| full.trim() == k.key.trim()))
-        {
+        if let Some(k) = self.streams.keys.iter().find(|k| {
+            self.full_keys()
+                .iter()
+                .any(|full| full.trim() == k.key.trim())
+        }) {
             anyhow::bail!(
                 "streams.keys: a scoped key (prefixes {:?}) is also in api_keys; give it its own value",
                 k.stream_prefixes
@@ -410,6 +430,9 @@ impl Config {
                     .iter()
                     .enumerate()
                     .map(|(i, k)| (format!("streams.keys[{i}].key"), &k.key)),
+            )
+            .chain(
+                (!self.admin.key.is_empty()).then(|| ("admin.key".to_string(), &self.admin.key)),
             );
         for (name, key) in bearer {
             check_secret(&name, key, MIN_API_KEY_BYTES)?;
@@ -451,6 +474,9 @@ impl Config {
             .iter()
             .map(|_| "<redacted>".to_string())
             .collect();
+        if !shown.admin.key.is_empty() {
+            shown.admin.key = "<redacted>".into();
+        }
         for scoped in &mut shown.streams.keys {
             scoped.key = "<redacted>".into();
         }

@@ -16,7 +16,7 @@ use crate::config::Config;
 pub fn announce(config: &Config, addr: SocketAddr, engine: &str, capabilities: &[&str]) {
     let data_dir =
         std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
-    let keys = config.api_keys.len() + config.streams.keys.len();
+    let keys = config.full_keys().len() + config.streams.keys.len();
     let auth = if config.open_mode() {
         "open development mode (no credentials; loopback callers only)".to_string()
     } else {

@@ -104,3 +104,36 @@ fn empty_and_short_keys_are_refused_at_start_up() {
     let (_, stderr) = serve(&format!("{public}api_keys = [\"short-secret\"]"), &[]);
     assert!(!stderr.contains("short-secret"), "{stderr}");
 }
+
+#[test]
+fn the_admin_console_is_never_open_beyond_loopback() {
+    let public = "listen = \"0.0.0.0:0\"\n";
+    let tenant = "[[streams.keys]]\nkey = \"tenant-key-0123456789\"\nstream_prefixes = [\"t/\"]\n";
+    // A scoped stream key lets the server listen publicly, but nobody could log in to the
+    // console with it: refused, naming the keys to set.
+    refused(
+        &format!("{public}{tenant}[admin]\nenabled = true\n"),
+        &[],
+        "admin.enabled on 0.0.0.0:0 (not loopback) needs a key to log in with: set admin.key",
+    );
+    // The console's own key counts, and is held to the bearer-key length.
+    refused(
+        &format!("{public}[admin]\nenabled = true\nkey = \"short\"\n"),
+        &[],
+        "admin.key is 5 bytes long",
+    );
+    // With its own key the console may face the network; the key is then a full key.
+    let mut config = sessiond::config::Config {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..Default::default()
+    };
+    config.admin.enabled = true;
+    config.admin.key = LONG.into();
+    config.validate().unwrap();
+    assert!(!config.open_mode());
+    assert!(config.server_keys().accepts(LONG.as_bytes()));
+    // A disabled console's key opens nothing.
+    config.admin.enabled = false;
+    config.api_keys = vec!["another-key-0123456789".into()];
+    assert!(!config.server_keys().accepts(LONG.as_bytes()));
+}

@@ -146,6 +146,7 @@ fn expected(class: Class, credential: Credential, method: &str, open: bool) -> b
 
 fn configure(c: &mut Config, open: bool) {
     c.middleware.signing_keys = vec![SIGNING.into()];
+    c.admin.enabled = true;
     if !open {
         c.api_keys = vec![FULL.into()];
         c.streams.keys = vec![ScopedKeyConfig {

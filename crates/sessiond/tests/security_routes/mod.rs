@@ -215,6 +215,39 @@ pub const ROUTES: &[Route] = &[
         [("GET", "/v1/realtime/channels/room:x/presence", None),]
     ),
     route!(
+        "realtime/src/listing.rs",
+        "\"/v1/realtime/connections\"",
+        RealtimeService,
+        [("GET", "/v1/realtime/connections?limit=5", None)]
+    ),
+    route!(
+        "realtime/src/listing.rs",
+        "\"/v1/realtime/channels\"",
+        RealtimeService,
+        [("GET", "/v1/realtime/channels?prefix=room:", None)]
+    ),
+    // The admin console (enabled in the matrix): the page and its files are public (they
+    // hold no data; every call the page makes is authenticated by its route), the login
+    // check wants a full key.
+    route!(
+        "admin/src/lib.rs",
+        "\"/admin\"",
+        Public,
+        [("GET", "/admin", None)]
+    ),
+    route!(
+        "admin/src/lib.rs",
+        "\"/admin/assets/{file}\"",
+        Public,
+        [("GET", "/admin/assets/app.js", None)]
+    ),
+    route!(
+        "admin/src/lib.rs",
+        "\"/admin/api/info\"",
+        Service,
+        [("GET", "/admin/api/info", None)]
+    ),
+    route!(
         "realtime/src/v1.rs",
         "\"/v1/realtime\"",
         Socket,
