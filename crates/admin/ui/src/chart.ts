@@ -19,7 +19,7 @@ export class Chart {
     title: string,
     private readonly testid: string,
     private readonly unit = "",
-    private readonly points = 60,
+    private readonly points = 30,
     private readonly maxSeries = 6,
   ) {
     this.svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);

@@ -34,6 +34,16 @@ export const realtime: Page = {
         : `presence of ${channel}: ${describe(answer)}`;
     };
 
+    // Tables are rebuilt only when their data changed, so a button stays put under the
+    // operator's pointer between refreshes.
+    const shown = new Map<HTMLElement, string>();
+    const changed = (target: HTMLElement, data: unknown) => {
+      const text = JSON.stringify(data);
+      if (shown.get(target) === text) return false;
+      shown.set(target, text);
+      return true;
+    };
+
     const refresh = async () => {
       const [s, u, c] = await Promise.all([
         call("GET", "/v1/realtime/stats"),
@@ -45,7 +55,7 @@ export const realtime: Page = {
         return;
       }
       stats.textContent = `This node: ${s.body.connections} sockets, ${s.body.resident_users} users in memory, ${s.body.channels} channels`;
-      if (u.ok) {
+      if (u.ok && changed(users, u.body.users)) {
         const rows = (u.body.users as { user_id: string; connections: Conn[] }[]).flatMap(({ user_id, connections }) =>
           connections.map((c, i) => [
             i === 0 ? h("b", {}, user_id) : "",
@@ -61,7 +71,7 @@ export const realtime: Page = {
         );
         replace(users, table("connections-table", ["user", "device", "protocol", "ip", "connected", "channels", ""], rows));
       }
-      if (c.ok) {
+      if (c.ok && changed(channels, c.body.channels)) {
         const rows = (c.body.channels as { channel: string; subscribers: number; present_users: number; history_bytes: number }[]).map(
           (ch) => [
             h("a", { href: "#", onclick: (e) => (e.preventDefault(), void showPresence(ch.channel)) }, ch.channel),
