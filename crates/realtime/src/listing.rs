@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,6 +37,13 @@ struct Page {
     prefix: String,
 }
 
+/// The page asked for, or a JSON 400 (axum's own rejection is plain text).
+fn page(query: Result<Query<Page>, QueryRejection>) -> ApiResult<Page> {
+    query
+        .map(|Query(page)| page)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
 impl Page {
     fn limit(&self, hub: &Hub) -> ApiResult<usize> {
         match self.limit {
@@ -60,8 +68,9 @@ impl Page {
 
 async fn connected_users(
     State(hub): State<Hub>,
-    Query(page): Query<Page>,
+    query: Result<Query<Page>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let page = page(query)?;
     let limit = page.limit(&hub)?;
     let all = hub.inner.conns.all();
     let users = all.iter().map(|c| c.user_id.clone()).collect();
@@ -84,7 +93,11 @@ async fn connected_users(
     })))
 }
 
-async fn channels(State(hub): State<Hub>, Query(page): Query<Page>) -> ApiResult<Json<Value>> {
+async fn channels(
+    State(hub): State<Hub>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let page = page(query)?;
     let limit = page.limit(&hub)?;
     let (names, next) = page.select(hub.channels().names(), limit);
     let list: Vec<Value> = names

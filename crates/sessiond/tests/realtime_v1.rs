@@ -427,3 +427,53 @@ async fn server_api_lists_disconnects_and_sends_to_users() {
     .await;
     assert!(stats["channels"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_listings_page_users_and_channels_by_name() {
+    let s = TestServer::start(EngineKind::Memory, |c| c.realtime.max_list_page = 2).await;
+    let mut sockets = Vec::new();
+    for user in ["carol", "alice", "bob"] {
+        let token = session(&s, user, None).await;
+        let mut ws = v1(&s, &token, &format!("{user}-phone")).await;
+        let channel = format!("user:{user}");
+        request(&mut ws, json!({"type": "subscribe", "channel": channel}), 1).await;
+        sockets.push(ws);
+    }
+    // Pages in name order; `limit` above realtime.max_list_page is lowered to it.
+    let (status, first) = json(s.get("/v1/realtime/connections?limit=50")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["connections"], 3);
+    let names: Vec<_> = first["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(
+        first["users"][0]["connections"][0]["device_id"],
+        "alice-phone"
+    );
+    assert_eq!(first["next_after"], "bob");
+    let (_, second) = json(s.get("/v1/realtime/connections?after=bob")).await;
+    assert_eq!(second["users"][0]["user_id"], "carol");
+    assert_eq!(second["next_after"], Value::Null);
+
+    let (_, channels) = json(s.get("/v1/realtime/channels?prefix=user:b")).await;
+    assert_eq!(
+        channels["channels"],
+        json!([{"channel": "user:bob", "subscribers": 1, "present_users": 1, "history_bytes": 0}])
+    );
+    let (status, body) = json(s.get("/v1/realtime/channels?limit=0")).await;
+    assert_error(status, &body, 400, "limit 0");
+    let (status, body) = json(s.get("/v1/realtime/channels?unknown=1")).await;
+    assert_error(status, &body, 400, "unknown parameter");
+
+    // A closed socket leaves the listing.
+    sockets.remove(0).close().await;
+    eventually("carol gone", || async {
+        let (_, body) = json(s.get("/v1/realtime/connections")).await;
+        body["connections"] == 2
+    })
+    .await;
+}
