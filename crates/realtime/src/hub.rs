@@ -81,7 +81,7 @@ pub fn error_frame(message: &str) -> Utf8Bytes {
     frame(&json!({ "type": "error", "message": message }))
 }
 
-fn storage_error(e: RuntimeError) -> ApiError {
+pub(crate) fn storage_error(e: RuntimeError) -> ApiError {
     match e {
         RuntimeError::Store(e) => ApiError::from(e),
         other => ApiError::internal(other),
