@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use sessiond_store::{erasure_hash, ErasureStore, Millis, Result};
 
 use crate::error::sql;
-use crate::{schema, SqliteEngine, DB_FILE};
+use crate::{schema, SqliteEngine};
 
 fn insert(conn: &Connection, hash: &str, at: Millis) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -57,12 +57,12 @@ pub struct Reapplied {
     pub objects: usize,
 }
 
-/// Adds `entries` to the erasure list of `<dir>/sessiond.db` (migrating it first) and deletes
-/// every session owned by, and every object keyed by, an id on the resulting list, in one
-/// transaction. Blocking; the server must not be running on `dir`.
-pub fn reapply(dir: &Path, entries: &[(String, Millis)]) -> Result<Reapplied> {
+/// Adds `entries` to the erasure list of the database file `db` (migrating it first) and
+/// deletes every session owned by, and every object keyed by, an id on the resulting list, in
+/// one transaction. Blocking; no server may have the file open.
+pub fn reapply(db: &Path, entries: &[(String, Millis)]) -> Result<Reapplied> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(dir.join(DB_FILE), flags).map_err(sql)?;
+    let mut conn = Connection::open_with_flags(db, flags).map_err(sql)?;
     schema::configure_writer(&conn)?;
     schema::migrate(&mut conn)?;
     let tx = conn
@@ -111,5 +111,7 @@ pub fn reapply(dir: &Path, entries: &[(String, Millis)]) -> Result<Reapplied> {
     })()
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
+    // Back to a single file: the restore renames it into place.
+    conn.pragma_update(None, "journal_mode", "DELETE").map_err(sql)?;
     Ok(done)
 }

@@ -139,6 +139,12 @@ impl Hub {
         }
         metrics::counter!("sessiond_realtime_session_end_closes_total", "reason" => ended.reason.wire())
             .increment(closed as u64);
+        if ended.reason == EndReason::Erased {
+            // The erasing node deleted the state in the store; this node's copy goes too, so
+            // no later write here brings it back.
+            let (hub, user) = (self.clone(), ended.user_id.clone());
+            tokio::spawn(async move { hub.inner.users.lock(&user).await.forget() });
+        }
         closed
     }
 }

@@ -41,14 +41,15 @@ impl Hub {
         Ok(list)
     }
 
-    /// The user's persisted state, `None` for a user never seen (or erased).
+    /// The user's persisted state, `None` for a user never seen (or erased). On several
+    /// nodes read from the store: another node may have changed it.
     async fn stored_state(&self, user: &str) -> ApiResult<Option<UserState>> {
         let mut guard = self.inner.users.lock(user).await;
-        let loaded = guard
-            .load()
-            .await
-            .map_err(storage_error)?;
-        Ok(loaded.cloned())
+        let loaded = match self.inner.presence.get() {
+            Some(_) => guard.reload().await,
+            None => guard.load().await,
+        };
+        Ok(loaded.map_err(storage_error)?.cloned())
     }
 
     /// The hub as a [`UserDataSource`] (part `realtime` of the export).
@@ -74,22 +75,23 @@ impl UserDataSource for RealtimeData {
         Ok(json!({"state": state, "connections": connections}))
     }
 
-    /// Closes every socket of the user on every node (v1/SSE: `session_ended` `erased`, then
-    /// the logout close; seed C: its logout close), then deletes the persisted state. A
-    /// closing socket's disconnect leaves an absent state absent.
+    /// Deletes the persisted state, then closes every socket of the user on every node
+    /// (v1/SSE: `session_ended` `erased`, then the logout close; seed C: its logout close).
+    /// In this order, the disconnects that follow find the state absent and leave it so.
     async fn erase(&self, user_id: &str) -> ApiResult<()> {
         self.hub.check_id("user id", user_id)?;
+        let mut guard = self.hub.inner.users.lock(user_id).await;
+        guard
+            .delete(Durability::Confirmed)
+            .await
+            .map_err(storage_error)?;
+        drop(guard);
         self.hub.session_ended(&SessionEnded {
             user_id: user_id.to_string(),
             session_ids: Vec::new(),
             all: true,
             reason: EndReason::Erased,
         });
-        let mut guard = self.hub.inner.users.lock(user_id).await;
-        guard
-            .delete(Durability::Confirmed)
-            .await
-            .map_err(storage_error)?;
         Ok(())
     }
 }
