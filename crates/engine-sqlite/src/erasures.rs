@@ -112,6 +112,7 @@ pub fn reapply(db: &Path, entries: &[(String, Millis)]) -> Result<Reapplied> {
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
     // Back to a single file: the restore renames it into place.
-    conn.pragma_update(None, "journal_mode", "DELETE").map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(sql)?;
     Ok(done)
 }

@@ -27,14 +27,17 @@ impl Hub {
         if list.is_empty() {
             return Ok(list);
         }
-        let presence = self.stored_state(user).await?.map_or(Presence::Online, |s| {
-            // A state still saying offline while sockets are open is between two writes of
-            // the connect path: the sockets are what is true.
-            match s.presence {
-                Presence::Offline => Presence::Online,
-                other => other,
-            }
-        });
+        let presence = self
+            .stored_state(user)
+            .await?
+            .map_or(Presence::Online, |s| {
+                // A state still saying offline while sockets are open is between two writes of
+                // the connect path: the sockets are what is true.
+                match s.presence {
+                    Presence::Offline => Presence::Online,
+                    other => other,
+                }
+            });
         for conn in &mut list {
             conn["presence"] = json!(presence.as_str());
         }

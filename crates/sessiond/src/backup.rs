@@ -9,6 +9,11 @@
 //! can see them; the one race is a stream deleted after the snapshot (its files go first),
 //! which is detected (a referenced file is missing) and answered with a fresh snapshot.
 //!
+//! Erasures outlive a restore: the data directory may keep `erasures.list` (the server's
+//! copy of its erasure list), and `restore` re-applies that list, merged with the backup's
+//! own, to the copied database *before* it goes into place, so a backup taken before an
+//! erasure never brings the erased user back (see `crate::users`).
+//!
 //! A backup is a directory (no archive dependency): `manifest.json`, `sessiond.db` and
 //! `segments/<key>` for each referenced segment. It is built under `<to>.partial` and renamed
 //! into place only when complete and fsynced, so a directory named `<to>` is always whole.

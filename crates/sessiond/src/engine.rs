@@ -88,10 +88,6 @@ pub fn reapply_erasures(
     db: &std::path::Path,
     entries: &[(String, sessiond_store::Millis)],
 ) -> anyhow::Result<Reapplied> {
-    sessiond_engine_sqlite::erasures::reapply(db, entries).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot re-apply the erasure list to {}: {e}",
-            db.display()
-        )
-    })
+    sessiond_engine_sqlite::erasures::reapply(db, entries)
+        .map_err(|e| anyhow::anyhow!("cannot re-apply the erasure list to {}: {e}", db.display()))
 }

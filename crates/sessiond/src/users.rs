@@ -86,14 +86,13 @@ fn activity(device: &Value) -> Millis {
 
 async fn devices(State(u): State<Users>, Path(user): Path<String>) -> ApiResult<Json<Value>> {
     // Open-route sessions never prove who their user is: they are not the user's devices.
-    let records: Vec<_> = u
-        .0
-        .sessions
-        .list_user(&user)
-        .await?
-        .into_iter()
-        .filter(|r| r.origin == SessionOrigin::Service)
-        .collect();
+    let records: Vec<_> =
+        u.0.sessions
+            .list_user(&user)
+            .await?
+            .into_iter()
+            .filter(|r| r.origin == SessionOrigin::Service)
+            .collect();
     let mut conns = match &u.0.hub {
         Some(hub) => hub.device_connections(&user).await?,
         None => Vec::new(),
@@ -188,7 +187,11 @@ pub fn read_mirror(file: &std::path::Path) -> anyhow::Result<Vec<(String, Millis
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let mut parts = line.split_whitespace();
-            match (parts.next(), parts.next().map(str::parse::<Millis>), parts.next()) {
+            match (
+                parts.next(),
+                parts.next().map(str::parse::<Millis>),
+                parts.next(),
+            ) {
                 (Some(hash), Some(Ok(at)), None) => Ok((hash.to_string(), at)),
                 _ => Err(anyhow::anyhow!(
                     "{}: malformed line {line:?} (expected `<hash> <ms>`)",

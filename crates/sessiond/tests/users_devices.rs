@@ -83,7 +83,11 @@ async fn devices_list_sessions_with_their_sockets_newest_first() {
     let _backend = service_socket(&s, "alice").await;
 
     let list = devices(&s, "alice").await;
-    assert_eq!(list.len(), 3, "two keyed sessions and the service socket: {list:#?}");
+    assert_eq!(
+        list.len(),
+        3,
+        "two keyed sessions and the service socket: {list:#?}"
+    );
     let ids = session_ids(&list);
     assert!(ids.contains(&json!(phone)) && ids.contains(&json!(laptop)));
     assert!(
@@ -103,7 +107,10 @@ async fn devices_list_sessions_with_their_sockets_newest_first() {
     assert_eq!(c["ip"], "127.0.0.1");
     assert_eq!(c["presence"], "online");
     assert!(c["id"].is_string() && c["connected_at"].is_i64(), "{c}");
-    assert!(c["last_frame_at"].is_null(), "no application frame yet: {c}");
+    assert!(
+        c["last_frame_at"].is_null(),
+        "no application frame yet: {c}"
+    );
     let null_dev = list.iter().find(|d| d["session"].is_null()).unwrap();
     let backend = &null_dev["connections"][0];
     assert_eq!(
@@ -165,14 +172,20 @@ async fn export_holds_every_part_and_erasure_removes_them() {
     assert_eq!(doc["user_id"], "erin");
     let sessions = doc["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2, "keyed and open-route sessions: {doc:#}");
-    assert!(sessions.iter().any(|r| r["id"] == phone && r["data"].is_object()));
+    assert!(sessions
+        .iter()
+        .any(|r| r["id"] == phone && r["data"].is_object()));
     assert_eq!(doc["realtime"]["state"]["presence"], "online", "{doc:#}");
-    assert_eq!(doc["realtime"]["state"]["grants"]["room:ops"]["publish"], true);
+    assert_eq!(
+        doc["realtime"]["state"]["grants"]["room:ops"]["publish"],
+        true
+    );
     assert_eq!(doc["realtime"]["connections"].as_array().unwrap().len(), 2);
 
     // Without a matching confirmation nothing happens.
     for query in ["", "?confirm=", "?confirm=frank", "?confirm=erin2"] {
-        let (status, body) = json(s.delete(&format!("/v1/users/erin{query}")).bearer_auth(KEY)).await;
+        let (status, body) =
+            json(s.delete(&format!("/v1/users/erin{query}")).bearer_auth(KEY)).await;
         assert_eq!(status, 400, "{query}: {body}");
     }
     let (status, _) = json(s.get(&format!("/v1/sessions/{phone}")).bearer_auth(KEY)).await;
@@ -227,7 +240,11 @@ async fn devices_and_erasure_span_two_nodes_on_redis() {
         let c = &phone_dev["connections"][0];
         assert_eq!(
             (&c["device_id"], &c["user_agent"], &c["presence"]),
-            (&json!("phone-1"), &json!("PhoneBrowser/1.0"), &json!("online"))
+            (
+                &json!("phone-1"),
+                &json!("PhoneBrowser/1.0"),
+                &json!("online")
+            )
         );
         assert!(list.iter().any(|d| d["session"].is_null()));
     }

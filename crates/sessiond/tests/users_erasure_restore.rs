@@ -106,11 +106,17 @@ async fn an_erasure_survives_the_restore_of_an_older_backup() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(status(&http, &server, &format!("/v1/sessions/{erased}")).await, 404);
+    assert_eq!(
+        status(&http, &server, &format!("/v1/sessions/{erased}")).await,
+        404
+    );
     server.stop();
     let list = std::fs::read_to_string(data.join("erasures.list")).unwrap();
     assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(!list.contains("eve"), "the list holds hashes, not ids: {list}");
+    assert!(
+        !list.contains("eve"),
+        "the list holds hashes, not ids: {list}"
+    );
 
     // The operator empties the data directory but keeps the erasure list, then restores.
     for entry in std::fs::read_dir(&data).unwrap() {
@@ -143,8 +149,14 @@ async fn an_erasure_survives_the_restore_of_an_older_backup() {
         "the erased user's session stays gone"
     );
     assert_eq!(grants(&http, &server, "eve").await, Value::Null);
-    assert_eq!(status(&http, &server, &format!("/v1/sessions/{kept}")).await, 200);
-    assert_eq!(grants(&http, &server, "bob").await["room:a"]["publish"], false);
+    assert_eq!(
+        status(&http, &server, &format!("/v1/sessions/{kept}")).await,
+        200
+    );
+    assert_eq!(
+        grants(&http, &server, "bob").await["room:a"]["publish"],
+        false
+    );
     server.stop();
 
     // Without the list (a fresh directory) the older backup brings the user back: the restore
@@ -152,9 +164,16 @@ async fn an_erasure_survives_the_restore_of_an_older_backup() {
     let fresh = root.path().join("fresh");
     let out = restore(&backup, &fresh);
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
-    assert!(stderr(&out).contains("NOT erased again"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("NOT erased again"),
+        "{}",
+        stderr(&out)
+    );
     let server = Binary::spawn(&fresh, &[]);
-    assert_eq!(status(&http, &server, &format!("/v1/sessions/{erased}")).await, 200);
+    assert_eq!(
+        status(&http, &server, &format!("/v1/sessions/{erased}")).await,
+        200
+    );
     server.stop();
 
     // Any other file in the target still refuses the restore.
