@@ -2,7 +2,8 @@
 //! /v1/users/{u}?confirm={u}`) through a real listener with real WebSocket clients: devices
 //! group the user's sockets under their sessions (service-key sockets under `session: null`,
 //! open-route sessions absent), newest activity first; the export holds every capability's
-//! part; erasure closes every socket with `erased` and removes sessions and realtime state;
+//! part; erasure closes every socket and SSE reader with `erased` (seed C's sockets with its
+//! logout close) and removes sessions and realtime state;
 //! on two nodes sharing Redis the view and the erasure span both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +11,7 @@ mod common;
 mod realtime_support;
 
 use common::{json, TestServer};
+use realtime_support::sse::open;
 use realtime_support::{connect, eventually, Ws};
 use serde_json::{json, Value};
 use sessiond::config::{EngineKind, RouteSet};
@@ -166,6 +168,14 @@ async fn export_holds_every_part_and_erasure_removes_them() {
     let mut on_phone = v1(&s, &phone, "phone-1", "PhoneBrowser/1.0").await;
     let mut backend = service_socket(&s, "erin").await;
     let mut franks = v1(&s, &keep, "frank-1", "F/1").await;
+    let mut seed = connect(&s, &format!("/__user-session?token={phone}"), &[])
+        .await
+        .open();
+    seed.expect("initial_state").await;
+    let mut sse = open(&s, &format!("channels=user:erin&token={phone}"), None)
+        .await
+        .unwrap();
+    sse.expect("subscribed").await;
 
     let (status, doc) = json(s.get("/v1/users/erin/export").bearer_auth(KEY)).await;
     assert_eq!(status, 200, "{doc}");
@@ -180,7 +190,11 @@ async fn export_holds_every_part_and_erasure_removes_them() {
         doc["realtime"]["state"]["grants"]["room:ops"]["publish"],
         true
     );
-    assert_eq!(doc["realtime"]["connections"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        doc["realtime"]["connections"].as_array().unwrap().len(),
+        4,
+        "v1, service-key, seed and SSE connections"
+    );
 
     // Without a matching confirmation nothing happens.
     for query in ["", "?confirm=", "?confirm=frank", "?confirm=erin2"] {
@@ -197,6 +211,18 @@ async fn export_holds_every_part_and_erasure_removes_them() {
         assert_eq!(ws.expect("session_ended").await["reason"], "erased");
         assert_eq!(ws.closed().await, (4001, "User erased".to_string()));
     }
+    assert_eq!(
+        seed.closed().await,
+        (4001, "Logged out from all devices".to_string()),
+        "seed C's sockets keep the reason its hook compares"
+    );
+    assert_eq!(sse.until("session_ended").await.data["reason"], "erased");
+    let logout = sse.expect("logout").await;
+    assert_eq!(
+        (&logout.data["code"], &logout.data["reason"]),
+        (&json!(4001), &json!("User erased"))
+    );
+    assert!(sse.next().await.is_none(), "the SSE stream ends");
     let (status, _) = json(s.get(&format!("/v1/sessions/{phone}")).bearer_auth(KEY)).await;
     assert_eq!(status, 404);
     let (_, doc) = json(s.get("/v1/users/erin/export").bearer_auth(KEY)).await;
