@@ -212,3 +212,26 @@ pub fn write_mirror(file: &std::path::Path, list: &[(String, Millis)]) -> std::i
     f.sync_all()?;
     std::fs::rename(&partial, file)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_round_trips_and_refuses_what_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(ERASURE_FILE);
+        assert!(read_mirror(&file).unwrap().is_empty(), "no file: no entries");
+        append_mirror(&file, "aaa", 5).unwrap();
+        append_mirror(&file, "bbb", 7).unwrap();
+        let list = read_mirror(&file).unwrap();
+        assert_eq!(list, vec![("aaa".into(), 5), ("bbb".into(), 7)]);
+        write_mirror(&file, &list[..1]).unwrap();
+        assert_eq!(read_mirror(&file).unwrap(), vec![("aaa".into(), 5)]);
+        for bad in ["aaa", "aaa x", "aaa 5 extra"] {
+            std::fs::write(&file, format!("{bad}\n")).unwrap();
+            assert!(read_mirror(&file).is_err(), "{bad:?} accepted");
+        }
+    }
+}
