@@ -222,7 +222,10 @@ mod tests {
     fn the_mirror_round_trips_and_refuses_what_it_cannot_read() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(ERASURE_FILE);
-        assert!(read_mirror(&file).unwrap().is_empty(), "no file: no entries");
+        assert!(
+            read_mirror(&file).unwrap().is_empty(),
+            "no file: no entries"
+        );
         append_mirror(&file, "aaa", 5).unwrap();
         append_mirror(&file, "bbb", 7).unwrap();
         let list = read_mirror(&file).unwrap();
