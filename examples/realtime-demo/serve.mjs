@@ -5,6 +5,8 @@
 //                          never reaches the browser) and stores its id in the
 //                          `sessiond_session` cookie (HttpOnly, SameSite=Lax)
 // - GET /demo/me           {"userId"} of the cookie's session, or 401
+// - GET /v1/users/{u}/devices  the signed-in user's own devices (`listDevices()` in the page):
+//                          forwarded with the API key only when {u} is the cookie's user
 // - /__user-session, /v1/realtime…  proxied to sessiond, WebSocket upgrades included, so the
 //                          page and its sockets share one origin and the cookie rides along
 //
@@ -101,6 +103,24 @@ export async function startDemoServer({
     json(res, 200, { userId: session.body.user_id });
   }
 
+  /** The cookie's user id, or null (no cookie, or the session ended). */
+  async function signedInUser(req) {
+    const id = cookieValue(req.headers.cookie, COOKIE);
+    if (!id) return null;
+    const session = await sessiond("GET", `/v1/sessions/${encodeURIComponent(id)}`);
+    return session.status === 200 ? session.body.user_id : null;
+  }
+
+  // The backend's side of a "your devices" page: the key stays here, and a user sees only
+  // their own devices.
+  async function devices(req, res, user) {
+    const signedIn = await signedInUser(req);
+    if (!signedIn) return json(res, 401, { error: "not signed in" });
+    if (signedIn !== user) return json(res, 403, { error: "only your own devices" });
+    const listed = await sessiond("GET", `/v1/users/${encodeURIComponent(user)}/devices`);
+    json(res, listed.status, listed.body);
+  }
+
   async function staticFile(req, res) {
     const path = new URL(req.url, "http://x").pathname;
     const file = normalize(join(root, path === "/" ? "index.html" : path));
@@ -158,6 +178,8 @@ export async function startDemoServer({
     const handle = async () => {
       if (req.method === "POST" && req.url === "/demo/login") return login(req, res);
       if (req.method === "GET" && req.url === "/demo/me") return me(req, res);
+      const devicesOf = /^\/v1\/users\/([^/?]+)\/devices$/.exec(req.url ?? "");
+      if (req.method === "GET" && devicesOf) return devices(req, res, decodeURIComponent(devicesOf[1]));
       if (isProxied(req.url)) return proxyHttp(req, res);
       if (req.method === "GET") return staticFile(req, res);
       json(res, 405, { error: "method not allowed" });

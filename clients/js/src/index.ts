@@ -10,3 +10,4 @@ export * from "./protocol.js";
 export * from "./presence.js";
 export * from "./backoff.js";
 export * from "./useUserSession.js";
+export * from "./devices.js";

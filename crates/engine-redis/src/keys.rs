@@ -41,6 +41,7 @@
 //! | `P:{p:esc(set)}:z` | ZSET | realtime presence set (a user's or a channel's connections): member = connection id, score = lease expire-at; `PEXPIRE` = 3 leases, renewed by joins and refreshes |
 //! | `P:{p:esc(set)}:h` | HASH | the same members' infos (JSON written by the hub); same TTL |
 //! | `P:{p:esc(set)}:s` | HASH | the set's transitions: `on` (non-empty as of the last transition), `g` (generation), `em` (last settled state); `PEXPIRE` 24 h |
+//! | `P:erasures` | ZSET | the erasure list: member = `base64url(sha256(user_id))` of an erased user, score = erased at (ms); no TTL |
 //! | `P:rtp:index` | ZSET | presence sets to sweep: member = raw set name, score = earliest lease end among its members |
 //!
 //! A stream's keys share its hash tag, so create, commit (tail check + chunks + metadata +
@@ -297,6 +298,11 @@ impl Keys {
     /// The index of presence sets to sweep.
     pub fn presence_index(&self) -> String {
         format!("{}:rtp:index", self.prefix)
+    }
+
+    /// The erasure list.
+    pub fn erasures(&self) -> String {
+        format!("{}:erasures", self.prefix)
     }
 
     /// The pub/sub channel of realtime deliveries.

@@ -54,6 +54,7 @@ pub mod keys;
 
 mod cache;
 mod conn;
+mod erasures;
 mod objects;
 mod presence;
 mod realtime;

@@ -10,6 +10,7 @@
 //! - `writer`: the writer thread, group commit, `Durability` handling, commit metrics.
 //! - `reader`: the read-only connection pool.
 //! - `sessions`, `cache`, `objects`, `streams`: the trait implementations as SQL.
+//! - [`erasures`]: the erasure list, and its re-application after a restore.
 //! - `error`: mapping of SQLite errors onto `StoreError`.
 //!
 //! ```no_run
@@ -22,6 +23,7 @@
 
 pub mod backup;
 mod cache;
+pub mod erasures;
 mod error;
 mod objects;
 mod reader;

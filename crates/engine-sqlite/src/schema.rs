@@ -33,6 +33,8 @@
 //! | | `due_at` | INTEGER | unix ms |
 //! | | `attempt` | INTEGER ≥ 0 | failed attempts so far (a `u32`) |
 //! | | `payload` | TEXT | capability-defined |
+//! | `erasures` | `user_hash` | TEXT, primary key | `base64url(sha256(user_id))` of an erased user |
+//! | | `erased_at` | INTEGER | unix ms of the first erasure |
 //!
 //! Indexes: `sessions_by_user (user_id, created_at, id)` answers "this user's sessions, oldest
 //! first" in index order; `sessions_by_expiry (expires_at)`, `cache_by_expiry (expires_at)`
@@ -136,6 +138,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_ERASURES,
 ];
 
 /// Version 1: sessions, cache, objects and alarms.
@@ -236,6 +239,16 @@ ALTER TABLE sessions ADD COLUMN origin INTEGER NOT NULL DEFAULT 0 CHECK (origin 
 /// streams keep everything: start 0.
 const MIGRATION_5: &str = "
 ALTER TABLE streams ADD COLUMN start INTEGER NOT NULL DEFAULT 0 CHECK (start >= 0);
+";
+
+/// The erasure list (`DELETE /v1/users/{u}`): hashed ids of erased users and when. Written
+/// with `IF NOT EXISTS`, so its place among other migrations appended at the same time does
+/// not matter.
+const MIGRATION_ERASURES: &str = "
+CREATE TABLE IF NOT EXISTS erasures (
+    user_hash TEXT    NOT NULL PRIMARY KEY,
+    erased_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -10,6 +10,7 @@
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
 //! - [`access`]: the access log and `X-Request-Id`.
 //! - [`forwarded`]: the client address behind trusted proxies.
+//! - [`user_data`]: what each capability holds about a user (export and erasure).
 //! - [`webhook`]: where outbound webhooks may connect (SSRF rules, checked DNS) and how much
 //!   of an answer is read.
 
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod user_data;
 pub mod webhook;
 
 pub use auth::ApiKeys;

@@ -40,12 +40,13 @@ use crate::ending::{EndReason, SessionEnded};
 use crate::hub::{Hub, HubInner};
 
 /// Every [`EndReason`], to read one back from its wire name.
-const END_REASONS: [EndReason; 6] = [
+const END_REASONS: [EndReason; 7] = [
     EndReason::Revoked,
     EndReason::LoggedOut,
     EndReason::Evicted,
     EndReason::ExpiredIdle,
     EndReason::ExpiredAbsolute,
+    EndReason::Erased,
     EndReason::Rotated,
 ];
 

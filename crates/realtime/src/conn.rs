@@ -43,6 +43,9 @@ pub struct Conn {
     pub ip: Option<IpAddr>,
     /// Which protocol the socket speaks (`seed`, `v1`, `sse`).
     pub protocol: &'static str,
+    /// The client's `User-Agent` at connect (cut at `realtime.max_id_bytes`), for the devices
+    /// view.
+    pub user_agent: Option<Box<str>>,
     /// Channels the socket is subscribed to (v1 and SSE), with what allowed each.
     pub subscriptions: Mutex<Vec<Subscription>>,
     /// Queued frames and the close request. A plain deque rather than a channel: an empty
@@ -155,6 +158,8 @@ pub struct ConnInfo {
     pub connected_at: Millis,
     /// Protocol name (`seed`, `v1`, `sse`).
     pub protocol: &'static str,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
     /// The authenticating session's deadlines (watched while the socket is open).
     pub deadlines: Option<crate::auth::SessionDeadlines>,
 }
@@ -183,6 +188,7 @@ impl Conn {
             connected_at: info.connected_at,
             ip: info.ip,
             protocol: info.protocol,
+            user_agent: info.user_agent.map(String::into_boxed_str),
             subscriptions: Mutex::new(Vec::new()),
             outbox: Mutex::new(Outbox::default()),
             capacity: queue.max(1),

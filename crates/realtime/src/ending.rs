@@ -1,5 +1,5 @@
 //! Sessions ending under live sockets: whatever ends a session — a revoke, a logout, eviction
-//! by the per-user cap, idle or absolute expiry — closes the sockets it authenticated. So does
+//! by the per-user cap, idle or absolute expiry, the user's erasure — closes the sockets it authenticated. So does
 //! a rotation, for the sockets of the old id (with 4004: the session lives on under its new
 //! id, and a socket must not keep the old id's standing).
 //!
@@ -47,6 +47,8 @@ pub enum EndReason {
     ExpiredIdle,
     /// The absolute deadline passed.
     ExpiredAbsolute,
+    /// The user was erased (`DELETE /v1/users/{u}`): every session and socket of the user.
+    Erased,
     /// Not an ending: the session continues under a new id. What the old id opened closes
     /// with [`ROTATED_CLOSE`] (reconnect with the current credential), without a
     /// `session_ended` frame.
@@ -74,6 +76,7 @@ impl EndReason {
             EndReason::Evicted => "evicted",
             EndReason::ExpiredIdle => "expired_idle",
             EndReason::ExpiredAbsolute => "expired_absolute",
+            EndReason::Erased => "erased",
             EndReason::Rotated => "rotated",
         }
     }
@@ -87,6 +90,7 @@ impl EndReason {
             EndReason::Evicted => "Session evicted",
             EndReason::ExpiredIdle => "Session expired (idle)",
             EndReason::ExpiredAbsolute => "Session expired (absolute)",
+            EndReason::Erased => "User erased",
             EndReason::Rotated => ROTATED_CLOSE.1,
         }
     }
@@ -135,6 +139,12 @@ impl Hub {
         }
         metrics::counter!("sessiond_realtime_session_end_closes_total", "reason" => ended.reason.wire())
             .increment(closed as u64);
+        if ended.reason == EndReason::Erased {
+            // The erasing node deleted the state in the store; this node's copy goes too, so
+            // no later write here brings it back.
+            let (hub, user) = (self.clone(), ended.user_id.clone());
+            tokio::spawn(async move { hub.inner.users.lock(&user).await.forget() });
+        }
         closed
     }
 }

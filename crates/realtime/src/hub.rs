@@ -81,7 +81,7 @@ pub fn error_frame(message: &str) -> Utf8Bytes {
     frame(&json!({ "type": "error", "message": message }))
 }
 
-fn storage_error(e: RuntimeError) -> ApiError {
+pub(crate) fn storage_error(e: RuntimeError) -> ApiError {
     match e {
         RuntimeError::Store(e) => ApiError::from(e),
         other => ApiError::internal(other),
@@ -341,7 +341,13 @@ impl Hub {
             }
             self.inner.events.changed(&conn.user_id, false);
         }
-        let stored = match guard.load().await {
+        // On several nodes another node may have changed or deleted the state (an erasure, a
+        // clear): read the store, not this node's copy, before writing "offline".
+        let loaded = match self.inner.presence.get() {
+            Some(_) => guard.reload().await,
+            None => guard.load().await,
+        };
+        let stored = match loaded {
             Ok(stored) => stored.cloned(),
             Err(e) => {
                 tracing::warn!(error = %e, user = %conn.user_id, "cannot load state to mark offline");

@@ -26,6 +26,7 @@
 //! - [`sse`]: the SSE fallback (server → client).
 //! - [`api`]: the server API under `/v1/realtime` (service key).
 //! - [`listing`]: this node's connected users and channels, paged (service key).
+//! - [`user_data`]: a user's connections and state for the devices view, export and erasure.
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
 //! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
@@ -48,6 +49,7 @@ pub mod socket;
 pub mod sse;
 pub mod state;
 pub mod upgrade;
+pub mod user_data;
 pub mod v1;
 pub mod webhook;
 

@@ -65,13 +65,18 @@ pub(crate) struct ClusterPresence {
 /// Another node's change to a channel's presence.
 type RemoteChange = (String, Option<(String, Value)>);
 
-/// How a socket is described (connections API, and its info in `u:<user>`).
+/// How a socket is described (connections API, the devices view, and its info in
+/// `u:<user>`, where `last_frame_at` is as of the latest lease renewal).
 pub fn conn_json(c: &Conn) -> Value {
+    let active = c.active_at();
     json!({
         "id": c.id.to_string(),
         "device_id": &*c.device_id,
+        "session_id": c.session_id.as_deref(),
         "connected_at": c.connected_at,
+        "last_frame_at": (active > 0).then_some(active),
         "ip": c.ip.map(|ip| ip.to_string()),
+        "user_agent": c.user_agent.as_deref(),
         "protocol": c.protocol,
         "channels": c.channel_names(),
     })

@@ -77,6 +77,12 @@ pub(crate) async fn connect_info(
         Caller::User(user) => (user.session_id, user.deadlines),
         Caller::Service => (None, None),
     };
+    let max = hub.config().max_id_bytes;
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ua| !ua.is_empty())
+        .map(|ua| cut(ua, max).to_string());
     Ok(ConnInfo {
         user_id: user,
         device_id: device,
@@ -85,8 +91,18 @@ pub(crate) async fn connect_info(
         ip,
         connected_at: now_ms(),
         protocol,
+        user_agent,
         deadlines,
     })
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 async fn connect(

@@ -54,6 +54,8 @@ pub struct Capabilities {
     pub decider: Option<sessiond_middleware::Decider>,
     /// Realtime routes (they authenticate each request themselves).
     pub realtime: Option<Router>,
+    /// A user's devices, export and erasure.
+    pub users: crate::users::Users,
 }
 
 /// Builds the whole router. `keys` carries the server's open-mode decision.
@@ -70,6 +72,7 @@ pub fn router(
         subscriptions,
         decider,
         realtime,
+        users,
     } = capabilities;
     let is_open = |set: RouteSet| keys.is_open() || config.open_routes.contains(&set);
     // Route sets that need a full-access key (a scoped key is a 403 there).
@@ -108,18 +111,23 @@ pub fn router(
     );
     // Routes of the security boundary itself (rotation): a full key even where `open_routes`
     // opens the sessions set; only open development mode (no keys at all) needs none.
+    let full_key = |router: Router| {
+        if keys.is_open() {
+            router
+        } else {
+            router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+        }
+    };
     let strict = json_only(
         JsonMedia::Strict,
         mark(native::service_only_router().with_state(sessions.clone())),
     );
-    let strict = if keys.is_open() {
-        strict
-    } else {
-        strict.route_layer(from_fn_with_state(keys.clone(), require_api_key))
-    };
+    // A user's devices, export and erasure: the same rule.
+    let users = json_only(JsonMedia::Strict, crate::users::router(users));
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
-        .merge(strict)
+        .merge(full_key(strict))
+        .merge(full_key(users))
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {

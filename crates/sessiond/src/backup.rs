@@ -9,6 +9,11 @@
 //! can see them; the one race is a stream deleted after the snapshot (its files go first),
 //! which is detected (a referenced file is missing) and answered with a fresh snapshot.
 //!
+//! Erasures outlive a restore: the data directory may keep `erasures.list` (the server's
+//! copy of its erasure list), and `restore` re-applies that list, merged with the backup's
+//! own, to the copied database *before* it goes into place, so a backup taken before an
+//! erasure never brings the erased user back (see `crate::users`).
+//!
 //! A backup is a directory (no archive dependency): `manifest.json`, `sessiond.db` and
 //! `segments/<key>` for each referenced segment. It is built under `<to>.partial` and renamed
 //! into place only when complete and fsynced, so a directory named `<to>` is always whole.
@@ -22,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sessiond_streams::tier::ColdBackend;
 
 use crate::config::{Config, EngineKind};
+use crate::users::ERASURE_FILE;
 
 /// Name of the database file inside a backup.
 const DB_FILE: &str = "sessiond.db";
@@ -120,10 +126,18 @@ fn copy_synced(from: &Path, to: &Path) -> std::io::Result<u64> {
 
 /// Makes sure `dir` is missing or an empty directory.
 fn require_empty(dir: &Path, what: &str) -> anyhow::Result<()> {
+    require_empty_but(dir, what, None)
+}
+
+/// Makes sure `dir` is missing or holds nothing but `keep` (when given).
+fn require_empty_but(dir: &Path, what: &str, keep: Option<&str>) -> anyhow::Result<()> {
     match fs::read_dir(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot read {what} {}", dir.display())),
-        Ok(mut entries) => match entries.next() {
+        Ok(entries) => match entries
+            .flatten()
+            .find(|e| keep.is_none_or(|k| e.file_name() != k))
+        {
             None => Ok(()),
             Some(_) => bail!(
                 "{what} {} is not empty; refusing to overwrite it",
@@ -297,7 +311,11 @@ pub fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    require_empty(&config.data_dir, "data directory")?;
+    // The erasure list is the one thing a restore keeps: users erased after the backup was
+    // taken must stay erased (read now, re-applied to the copy before it goes into place).
+    require_empty_but(&config.data_dir, "data directory", Some(ERASURE_FILE))?;
+    let mirror = config.data_dir.join(ERASURE_FILE);
+    let live_erasures = crate::users::read_mirror(&mirror)?;
     let segments_dir = local_segments_dir(config);
     if !manifest.segments.is_empty() {
         let Some(dir) = &segments_dir else {
@@ -327,11 +345,37 @@ pub fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
     // unfinished restore, never a server's state.
     let partial = config.data_dir.join(format!("{DB_FILE}.partial"));
     copy_synced(&db, &partial).with_context(|| format!("cannot write {}", partial.display()))?;
+    reapply_erasures(&partial, &mirror, &live_erasures)?;
     fs::rename(&partial, config.data_dir.join(DB_FILE))?;
     sync_dir(&config.data_dir)?;
     progress(format_args!(
         "restore: done, {} ({db_bytes} bytes of database, {total} segment(s))",
         config.data_dir.display()
+    ));
+    Ok(())
+}
+
+/// Re-applies the erasure list (the data directory's `erasures.list` and the backup's own)
+/// to the restored database file `db`, then writes the union back to `mirror`.
+fn reapply_erasures(
+    db: &Path,
+    mirror: &Path,
+    live: &[(String, sessiond_store::Millis)],
+) -> anyhow::Result<()> {
+    let done = crate::engine::reapply_erasures(db, live)?;
+    crate::users::write_mirror(mirror, &done.list)
+        .with_context(|| format!("cannot write {}", mirror.display()))?;
+    if live.is_empty() {
+        progress(format_args!(
+            "restore: no {ERASURE_FILE} in the data directory: users erased after this backup \
+             was taken are NOT erased again (keep that file when emptying the directory)"
+        ));
+    }
+    progress(format_args!(
+        "restore: erasure list of {} user(s) re-applied ({} session(s), {} object(s) deleted)",
+        done.list.len(),
+        done.sessions,
+        done.objects
     ));
     Ok(())
 }

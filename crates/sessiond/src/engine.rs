@@ -79,3 +79,15 @@ pub fn sqlite_snapshot(
         )
     })
 }
+
+pub use sessiond_engine_sqlite::erasures::Reapplied;
+
+/// Applies the erasure list `entries` to the SQLite database file `db` (`sessiond restore`);
+/// see `sessiond_engine_sqlite::erasures`.
+pub fn reapply_erasures(
+    db: &std::path::Path,
+    entries: &[(String, sessiond_store::Millis)],
+) -> anyhow::Result<Reapplied> {
+    sessiond_engine_sqlite::erasures::reapply(db, entries)
+        .map_err(|e| anyhow::anyhow!("cannot re-apply the erasure list to {}: {e}", db.display()))
+}

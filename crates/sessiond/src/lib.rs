@@ -4,6 +4,7 @@
 //! - [`engine`]: opens the configured engine (the only module naming engine crates).
 //! - [`app`]: the HTTP router assembled from the capabilities' routers.
 //! - [`middleware`]: the session middleware's analytics sink and its system-stream writer.
+//! - [`users`]: a user's devices, export and erasure (views across capabilities).
 //! - [`startup`]: the start-up summary (data directory, capabilities, defaults chosen).
 //! - [`run`]: starts everything on a bound listener and shuts it down in order.
 //!
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod middleware;
 pub mod realtime;
 pub mod startup;
+pub mod users;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -221,6 +223,16 @@ pub async fn run(
     if let Some(hub) = &realtime {
         hub.drain_on(stop.clone());
     }
+    // Export and erasure ask every capability holding data keyed by a user, in this order.
+    let mut user_sources = vec![session_service.user_data()];
+    user_sources.extend(realtime.as_ref().map(sessiond_realtime::Hub::user_data));
+    let users = users::Users::new(
+        session_service.clone(),
+        realtime.clone(),
+        user_sources,
+        stores.erasures.clone(),
+        (config.engine == EngineKind::Sqlite).then(|| config.data_dir.join(users::ERASURE_FILE)),
+    );
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),
@@ -248,6 +260,7 @@ pub async fn run(
             subscriptions: subscriptions.clone(),
             decider,
             realtime: realtime.clone().map(sessiond_realtime::router),
+            users,
         },
         metrics,
     );

@@ -92,6 +92,7 @@ fn ended(r: Revocation) -> SessionEnded {
             sessiond_sessions::EndReason::Revoked => EndReason::Revoked,
             sessiond_sessions::EndReason::LoggedOut => EndReason::LoggedOut,
             sessiond_sessions::EndReason::Evicted => EndReason::Evicted,
+            sessiond_sessions::EndReason::Erased => EndReason::Erased,
             sessiond_sessions::EndReason::Rotated => EndReason::Rotated,
         },
     }

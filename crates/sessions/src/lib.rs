@@ -7,6 +7,7 @@
 //! - [`merge`]: JSON Merge Patch (RFC 7396) and the seeds' shallow merge.
 //! - [`routes`]: the native `/v1` API and the two wire-compatible seed surfaces.
 //! - [`sweeper`]: background deletion of expired rows.
+//! - [`user_data`]: a user's sessions for the export and erasure of `/v1/users/{u}`.
 //!
 //! The capability talks to storage only through `sessiond_store::{SessionStore, CacheStore}`
 //! and to the object runtime for per-key serialization; it never names an engine.
@@ -17,6 +18,7 @@ pub mod merge;
 pub mod routes;
 pub mod service;
 pub mod sweeper;
+pub mod user_data;
 
 pub use cache::CacheService;
 pub use config::{CacheConfig, SessionsConfig};

@@ -85,6 +85,8 @@ pub enum EndReason {
     LoggedOut,
     /// Evicted to make room under the per-user cap.
     Evicted,
+    /// The user was erased (`DELETE /v1/users/{u}`).
+    Erased,
     /// Not an ending: the session continues under a new id ([`SessionService::rotate`]);
     /// what the old id opened must close all the same.
     Rotated,
@@ -489,6 +491,27 @@ impl SessionService {
         except: Option<&str>,
         durability: Durability,
     ) -> ApiResult<Vec<String>> {
+        let reason = match except {
+            None => EndReason::LoggedOut,
+            Some(_) => EndReason::Revoked,
+        };
+        self.end_user_sessions(user, except, durability, reason)
+            .await
+    }
+
+    /// Deletes every session of the user, announced as [`EndReason::Erased`]; returns the ids.
+    pub async fn erase_user(&self, user: &str) -> ApiResult<Vec<String>> {
+        self.end_user_sessions(user, None, Durability::Confirmed, EndReason::Erased)
+            .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: &str,
+        except: Option<&str>,
+        durability: Durability,
+        reason: EndReason,
+    ) -> ApiResult<Vec<String>> {
         self.check_id("user id", user)?;
         let _user = self.users.lock(user).await;
         let now = now_ms();
@@ -522,10 +545,7 @@ impl SessionService {
             user_id: user.to_string(),
             session_ids: revoked.clone(),
             all: except.is_none(),
-            reason: match except {
-                None => EndReason::LoggedOut,
-                Some(_) => EndReason::Revoked,
-            },
+            reason,
         });
         Ok(revoked)
     }

@@ -9,6 +9,7 @@
 //! Module map:
 //! - [`sessions`]: session records with idle + absolute expiry, per-user index, compare-and-set.
 //! - [`cache`]: namespaced TTL cache entries.
+//! - [`erasures`]: the erasure list (hashed ids of erased users).
 //! - [`objects`]: the object runtime's persisted object state and alarms.
 //! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
 //! - [`realtime`]: the realtime hub's cluster-wide channel log and node fan-out.
@@ -20,6 +21,7 @@
 //! read a clock: expiry decisions are deterministic and testable.
 
 pub mod cache;
+pub mod erasures;
 pub mod memory;
 pub mod objects;
 pub mod presence;
@@ -32,6 +34,7 @@ pub mod testsuite;
 use std::sync::Arc;
 
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
+pub use erasures::{erasure_hash, ErasureStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
@@ -108,6 +111,8 @@ pub struct Stores {
     pub cache: Arc<dyn CacheStore>,
     /// Object runtime state and alarms.
     pub objects: Arc<dyn ObjectStore>,
+    /// The erasure list.
+    pub erasures: Arc<dyn ErasureStore>,
     /// Durable Streams logs; `None` on engines that do not store streams.
     pub streams: Option<Arc<dyn StreamStore>>,
     /// Tail notifications from other processes sharing the engine (`None`: there are none).
@@ -128,12 +133,13 @@ impl Stores {
     /// Builds the handle set from one engine value that implements every trait.
     pub fn from_engine<E>(engine: Arc<E>) -> Self
     where
-        E: SessionStore + CacheStore + ObjectStore + EngineAdmin + 'static,
+        E: SessionStore + CacheStore + ObjectStore + ErasureStore + EngineAdmin + 'static,
     {
         Stores {
             sessions: engine.clone(),
             cache: engine.clone(),
             objects: engine.clone(),
+            erasures: engine.clone(),
             streams: None,
             stream_wakes: None,
             seal_lease: None,

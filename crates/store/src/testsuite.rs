@@ -16,6 +16,7 @@ use crate::sessions::{Cas, SessionRecord};
 use crate::{now_ms, Durability, Stores};
 
 mod cache;
+mod erasures;
 mod objects;
 mod origin;
 mod pipeline;
@@ -58,6 +59,7 @@ pub async fn run_all(stores: Stores) {
     objects_state_and_listing(&stores).await;
     objects_alarms(&stores).await;
     objects_swap(&stores).await;
+    erasures::erasure_list(&stores).await;
     if let Some(streams) = stores.streams.clone() {
         run_streams(streams).await;
     }

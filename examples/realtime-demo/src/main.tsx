@@ -12,6 +12,8 @@ import { createRoot } from "react-dom/client";
 import {
   type ChannelMessage,
   type ConnectionState,
+  type Device,
+  listDevices,
   type Presence,
   type PresenceMap,
   RealtimeClient,
@@ -191,6 +193,38 @@ function ChannelPanel({ userId }: { userId: string }) {
   );
 }
 
+/** "Your devices": each session of the user with the sockets it has open on any node. */
+function DevicesPanel({ userId }: { userId: string }) {
+  const [devices, setDevices] = useState<Device[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const refresh = () =>
+    listDevices({ userId }).then(
+      (list) => {
+        setDevices(list);
+        setError(null);
+      },
+      (e: unknown) => setError(String(e)),
+    );
+  return (
+    <section>
+      <h2>Your devices</h2>
+      <button data-testid="devices-refresh" onClick={() => void refresh()}>
+        Refresh
+      </button>
+      {error && <p data-testid="devices-error">{error}</p>}
+      <ul data-testid="devices">
+        {(devices ?? []).map((d, i) => (
+          <li key={d.session?.id ?? `service-${i}`} data-session={d.session?.id ?? ""}>
+            {d.session ? `signed in ${new Date(d.session.created_at).toISOString()}` : "server connections"}
+            {": "}
+            {d.connections.map((c) => `${c.protocol} ${c.device_id} (${c.presence})`).join(", ") || "no live socket"}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 function App() {
   const [userId, setUserId] = useState<string | null>(null);
   const [checked, setChecked] = useState(false);
@@ -221,6 +255,7 @@ function App() {
       )}
       <UserSessionPanel userId={userId} onLoggedOut={() => setLoggedOut(true)} />
       <ChannelPanel userId={userId} />
+      <DevicesPanel userId={userId} />
     </>
   );
 }

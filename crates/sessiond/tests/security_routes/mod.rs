@@ -43,6 +43,7 @@ macro_rules! route {
 }
 
 const NATIVE: &str = "sessions/src/routes/native.rs";
+const USERS: &str = "sessiond/src/users.rs";
 const STATE: &str = "sessions/src/routes/state.rs";
 const SSTATE: &str = "sessions/src/routes/session_state.rs";
 const API: &str = "realtime/src/api.rs";
@@ -92,6 +93,24 @@ pub const ROUTES: &[Route] = &[
         "\"/v1/sessions/{id}/rotate\"",
         Service,
         [("POST", "/v1/sessions/none/rotate", Some("{}"))]
+    ),
+    route!(
+        USERS,
+        "\"/v1/users/{user}/devices\"",
+        Service,
+        [("GET", "/v1/users/u1/devices", None)]
+    ),
+    route!(
+        USERS,
+        "\"/v1/users/{user}/export\"",
+        Service,
+        [("GET", "/v1/users/u1/export", None)]
+    ),
+    route!(
+        USERS,
+        "\"/v1/users/{user}\"",
+        Service,
+        [("DELETE", "/v1/users/u1?confirm=u1", None)]
     ),
     route!(
         NATIVE,

@@ -5,6 +5,7 @@
 //! A std mutex is right here: no critical section awaits, and each is a few map operations.
 
 mod bus;
+mod erasures;
 mod presence;
 mod streams;
 
@@ -37,6 +38,8 @@ struct State {
     alarms_by_due: BTreeSet<(Millis, AlarmId)>,
     /// path -> stream
     streams: BTreeMap<String, streams::MemoryStream>,
+    /// user hash -> erased at
+    erasures: HashMap<String, Millis>,
 }
 
 /// In-memory engine.
