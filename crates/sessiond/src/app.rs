@@ -26,7 +26,7 @@ use sessiond_http::error::json_method_not_allowed;
 use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::origin::{require_local, OpenModePolicy};
 use sessiond_http::{ApiError, ApiKeys};
-use sessiond_sessions::routes::{native, session_state, state};
+use sessiond_sessions::routes::{edge, native, session_state, state};
 use sessiond_sessions::SessionsState;
 use sessiond_store::Stores;
 use sessiond_streams::access::require_stream_access;
@@ -106,12 +106,15 @@ pub fn router(
         JsonMedia::Strict,
         mark(native::router().with_state(sessions.clone())),
     );
-    // Routes of the security boundary itself (rotation): a full key even where `open_routes`
+    // Routes of the security boundary itself (rotation, touch, reauth): a full key even where `open_routes`
     // opens the sessions set; only open development mode (no keys at all) needs none.
     let strict = json_only(
         JsonMedia::Strict,
         mark(native::service_only_router().with_state(sessions.clone())),
     );
+    // The account-session check of proxies: the same strict rule; it reads no body, so no
+    // media-type rule (proxies copy a form post's `Content-Type` onto the bodiless check).
+    let strict = strict.merge(edge::router().with_state(sessions.clone()));
     let strict = if keys.is_open() {
         strict
     } else {

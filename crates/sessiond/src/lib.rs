@@ -192,7 +192,10 @@ pub async fn run(
         subscription_alarms.bind(subs);
     }
 
-    let sessions_config = Arc::new(config.sessions.clone());
+    let sessions_config = Arc::new(sessiond_sessions::SessionsConfig {
+        cookies: Some(config.session_cookies()),
+        ..config.sessions.clone()
+    });
     let session_service = SessionService::new(
         stores.sessions.clone(),
         sessions_config.clone(),

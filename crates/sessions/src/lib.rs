@@ -21,4 +21,4 @@ pub mod sweeper;
 pub use cache::CacheService;
 pub use config::{CacheConfig, SessionsConfig};
 pub use routes::SessionsState;
-pub use service::{EndReason, Revocation, SessionService};
+pub use service::{EdgeVerdict, EndReason, Revocation, SessionService};
