@@ -234,3 +234,31 @@ async fn a_pass_slides_the_session_without_a_write_per_request() {
         s.stop().await;
     }
 }
+
+/// `realtime.session_cookies` is the old name of `sessions.cookies`: alone it is taken, the
+/// same value in both is fine, different values are a configuration error naming both.
+#[test]
+fn the_old_cookie_key_is_an_alias_and_a_conflict_is_refused() {
+    use sessiond::config::Config;
+    let list = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+    let mut c = Config::default();
+    assert_eq!(c.session_cookies(), vec!["sessiond_session".to_string()]);
+    c.realtime.session_cookies = list(&["old"]);
+    c.validate().unwrap();
+    assert_eq!(c.session_cookies(), vec!["old".to_string()]);
+    c.sessions.cookies = list(&["old"]);
+    c.validate().unwrap();
+    c.sessions.cookies = list(&["new"]);
+    let err = format!("{:#}", c.validate().unwrap_err());
+    assert!(
+        err.contains("sessions.cookies") && err.contains("realtime.session_cookies"),
+        "{err}"
+    );
+    c.realtime.session_cookies = None;
+    c.validate().unwrap();
+    assert_eq!(c.session_cookies(), vec!["new".to_string()]);
+    for bad in [&[][..], &["a b"][..], &["a=b"][..]] {
+        c.sessions.cookies = list(bad);
+        assert!(c.validate().is_err(), "{bad:?}");
+    }
+}
