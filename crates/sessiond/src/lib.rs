@@ -25,6 +25,7 @@ pub mod listener;
 pub mod middleware;
 pub mod realtime;
 pub mod startup;
+mod stream_sessions;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -223,6 +224,14 @@ pub async fn run(
     }
     if let Some(hub) = &realtime {
         hub.drain_on(stop.clone());
+    }
+    if let Some(streams) = &streams {
+        stream_sessions::bind(
+            streams,
+            &session_service,
+            realtime.as_ref(),
+            config.streams.read_tokens_bound_to_sessions,
+        );
     }
     let state = SessionsState::new(
         session_service,
