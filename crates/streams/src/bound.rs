@@ -76,7 +76,7 @@ async fn ended(
         let wait = u64::try_from(until.saturating_sub(now_ms())).unwrap_or(0);
         let recheck = tokio::select! {
             got = endings.recv() => match got {
-                Ok(ids) if ids.iter().any(|e| *e == id) => return,
+                Ok(ids) if ids.contains(&id) => return,
                 Ok(_) => false,
                 // Missed announcements may have named this session: ask.
                 Err(RecvError::Lagged(_)) => true,
