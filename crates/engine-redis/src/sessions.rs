@@ -33,6 +33,7 @@ fn record_fields(r: &SessionRecord) -> Vec<(&'static str, String)> {
         ("idle_expires_at", r.idle_expires_at.to_string()),
         ("absolute_expires_at", r.absolute_expires_at.to_string()),
         ("version", r.version.to_string()),
+        ("auth_time", r.auth_time.to_string()),
     ];
     if let Some(device) = &r.device {
         f.push(("device", device.clone()));
@@ -57,6 +58,11 @@ fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRec
     let idle_expires_at = parse_num("idle_expires_at", &take("idle_expires_at")?)?;
     let absolute_expires_at = parse_num("absolute_expires_at", &take("absolute_expires_at")?)?;
     let version = parse_num("version", &take("version")?)?;
+    // Hashes written before auth_time was recorded read their creation time.
+    let auth_time = match h.remove("auth_time") {
+        None => created_at,
+        Some(text) => parse_num("auth_time", &text)?,
+    };
     let user_id = h
         .remove("user_id")
         .map(|u| parse_text("user_id", u))
@@ -87,6 +93,7 @@ fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRec
         absolute_expires_at,
         version,
         origin,
+        auth_time,
     }))
 }
 

@@ -178,3 +178,27 @@ async fn cache_expires_natively_and_the_limit_forgets_dead_namespaces() {
         CachePut::NamespaceLimit
     );
 }
+
+/// Hashes written before `auth_time` existed read their `created_at`.
+#[tokio::test]
+async fn a_session_hash_without_auth_time_reads_its_creation_time() {
+    let server = RedisServer::start();
+    let e = RedisEngine::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    let mut con = raw(&server).await;
+    let keys = Keys::new("sessiond");
+    let mut rec = session("old-hash", Some("u"));
+    rec.auth_time = rec.created_at + 7;
+    assert!(e.insert_session(&rec, C).await.unwrap());
+    let removed: i64 = cmd(
+        &mut con,
+        redis::cmd("HDEL")
+            .arg(keys.session("old-hash"))
+            .arg("auth_time"),
+    )
+    .await;
+    assert_eq!(removed, 1, "auth_time is a field of the hash");
+    let got = e.get_session("old-hash", now_ms()).await.unwrap().unwrap();
+    assert_eq!(got.auth_time, rec.created_at);
+}

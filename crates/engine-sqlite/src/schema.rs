@@ -23,6 +23,7 @@
 //! | | `version` | INTEGER ≥ 0 | compare-and-set version (a `u64` below 2^63) |
 //! | | `expires_at` | INTEGER | `min(idle_expires_at, absolute_expires_at)` |
 //! | | `origin` | INTEGER 0/1 | (version 3) 0 = created with a service credential, 1 = on an open route |
+//! | | `auth_time` | INTEGER | (the `auth_time` migration) unix ms of the user's last proof of identity |
 //! | `cache` | `namespace`, `key` | TEXT, primary key together | entry address |
 //! | | `value` | TEXT | JSON text, verbatim |
 //! | | `stored_at` | INTEGER | unix ms |
@@ -139,6 +140,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_ERASURES,
+    MIGRATION_AUTH_TIME,
 ];
 
 /// Version 1: sessions, cache, objects and alarms.
@@ -249,6 +251,12 @@ CREATE TABLE IF NOT EXISTS erasures (
     user_hash TEXT    NOT NULL PRIMARY KEY,
     erased_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+/// When the user last proved who they are (the edge check's `max_age`). Rows from before
+/// read their creation time: the login that created them is the last proof known. Touches
+/// only the `sessions` table, so its place among other migrations does not matter.
+const MIGRATION_AUTH_TIME: &str = "
+ALTER TABLE sessions ADD COLUMN auth_time INTEGER;
+UPDATE sessions SET auth_time = created_at;
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -16,7 +16,8 @@ use crate::error::{limit, out_of_range};
 use crate::SqliteEngine;
 
 const COLUMNS: &str = "id, user_id, data, device, created_at, updated_at, last_seen_at, \
-                       idle_ttl_ms, idle_expires_at, absolute_expires_at, version, origin";
+                       idle_ttl_ms, idle_expires_at, absolute_expires_at, version, origin, \
+                       coalesce(auth_time, created_at)";
 
 fn select(filter: &str) -> String {
     format!("SELECT {COLUMNS} FROM sessions WHERE {filter}")
@@ -43,6 +44,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
             1 => SessionOrigin::OpenRoute,
             other => return Err(rusqlite::Error::IntegralValueOutOfRange(11, other)),
         },
+        auth_time: row.get(12)?,
     })
 }
 
@@ -56,8 +58,8 @@ fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO sessions (id, user_id, data, device, created_at, updated_at, last_seen_at,
                                idle_ttl_ms, idle_expires_at, absolute_expires_at, version,
-                               expires_at, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                               expires_at, origin, auth_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET
              user_id = excluded.user_id, data = excluded.data, device = excluded.device,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
@@ -65,7 +67,7 @@ fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
              idle_expires_at = excluded.idle_expires_at,
              absolute_expires_at = excluded.absolute_expires_at,
              version = excluded.version, expires_at = excluded.expires_at,
-             origin = excluded.origin
+             origin = excluded.origin, auth_time = excluded.auth_time
          WHERE sessions.expires_at <= excluded.created_at",
     )?;
     let changed = stmt.execute(params![
@@ -82,6 +84,7 @@ fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
         version_sql(r.version)?,
         r.expires_at(),
         i64::from(r.origin == SessionOrigin::OpenRoute),
+        r.auth_time,
     ])?;
     Ok(changed == 1)
 }
@@ -99,7 +102,7 @@ fn replace(
     let mut update = conn.prepare_cached(
         "UPDATE sessions SET data = ?2, device = ?3, created_at = ?4, updated_at = ?5,
              last_seen_at = ?6, idle_ttl_ms = ?7, idle_expires_at = ?8,
-             absolute_expires_at = ?9, version = ?10, expires_at = ?11
+             absolute_expires_at = ?9, version = ?10, expires_at = ?11, auth_time = ?14
          WHERE id = ?1 AND expires_at > ?12 AND version = ?13",
     )?;
     let changed = match expected {
@@ -118,6 +121,7 @@ fn replace(
             r.expires_at(),
             now,
             expected,
+            r.auth_time,
         ])?,
     };
     if changed == 1 {
@@ -161,7 +165,7 @@ fn rotate(
     conn.prepare_cached(
         "UPDATE sessions SET id = ?2, data = ?3, device = ?4, created_at = ?5, updated_at = ?6,
              last_seen_at = ?7, idle_ttl_ms = ?8, idle_expires_at = ?9,
-             absolute_expires_at = ?10, version = ?11, expires_at = ?12
+             absolute_expires_at = ?10, version = ?11, expires_at = ?12, auth_time = ?13
          WHERE id = ?1",
     )?
     .execute(params![
@@ -177,6 +181,7 @@ fn rotate(
         r.absolute_expires_at,
         version_sql(r.version)?,
         r.expires_at(),
+        r.auth_time,
     ])?;
     Ok(Rotation::Rotated)
 }

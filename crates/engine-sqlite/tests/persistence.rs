@@ -146,3 +146,30 @@ async fn a_corrupt_value_is_an_error_not_a_panic() {
     );
     s.admin.close().await.unwrap();
 }
+
+/// Rows stored before `auth_time` existed (the column is NULL) read their `created_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_auth_time_reads_its_creation_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = session("before-auth-time", Some("someone"));
+    rec.auth_time = rec.created_at + 7;
+    {
+        let s =
+            Stores::from_engine(SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap());
+        assert!(s.sessions.insert_session(&rec, C).await.unwrap());
+        s.admin.close().await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute("UPDATE sessions SET auth_time = NULL", [])
+        .unwrap();
+    drop(conn);
+    let s = Stores::from_engine(SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap());
+    let got = s
+        .sessions
+        .get_session(&rec.id, rec.created_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.auth_time, rec.created_at);
+    s.admin.close().await.unwrap();
+}

@@ -87,6 +87,20 @@ fn normalize(key: &str) -> Option<Digest> {
     (!key.is_empty()).then(|| digest(key.as_bytes()))
 }
 
+/// The first non-empty value of a cookie named in `names` (quotes around it dropped), over
+/// every `Cookie` header line: the session id a browser presents to a socket upgrade or, via a
+/// proxy, to the edge check (one list of names, `sessions.cookies`, for both).
+pub fn cookie_value<'a>(headers: &'a HeaderMap, names: &[String]) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| !value.is_empty() && names.iter().any(|n| n == name))
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

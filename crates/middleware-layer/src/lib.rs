@@ -20,7 +20,11 @@
 //! cookies), exactly as sessiond's own decision falls back when its engine fails. A client
 //! over its decision rate gets a `429` JSON error, as from the decide API.
 //!
+//! [`AccountLayer`] is the other half: it lets a request through only with a live sessiond
+//! *account* session (the edge check of `GET /v1/sessions/forward-auth`) and fails closed.
+//!
 //! Module map:
+//! - [`account`]: [`AccountLayer`], the account-session check, in-process or remote.
 //! - [`backend`]: the [`DecisionBackend`] trait the layer talks to, its in-process
 //!   implementation on [`Decider`], and the fallback decision.
 //! - [`remote`]: [`RemoteBackend`], the HTTP client of a remote sessiond.
@@ -31,12 +35,14 @@
 //! The crate never names a storage engine: the app opens one (see
 //! `examples/axum_app.rs`) and hands its store handles to [`Embedded::start`].
 
+pub mod account;
 pub mod backend;
 pub mod embedded;
 pub mod remote;
 pub mod request;
 pub mod service;
 
+pub use account::{AccountLayer, AccountOutcome, AccountSession, RemoteAccounts};
 pub use backend::{DecisionBackend, Outcome};
 pub use embedded::Embedded;
 pub use remote::RemoteBackend;

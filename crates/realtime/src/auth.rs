@@ -21,6 +21,7 @@
 
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::{HeaderMap, StatusCode};
+use sessiond_http::auth::cookie_value;
 use sessiond_http::origin::check_cookie_origin;
 use sessiond_http::{ApiError, ApiKeys};
 
@@ -117,18 +118,6 @@ fn credential<'a>(
             .filter(|t| !t.is_empty())
             .map(|t| (t, Source::Query)))
         .or_else(|| cookie_value(headers, cookies).map(|t| (t, Source::Cookie)))
-}
-
-/// The first cookie among `names` present in the request.
-fn cookie_value<'a>(headers: &'a HeaderMap, names: &[String]) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| !value.is_empty() && names.iter().any(|n| n == name))
-        .map(|(_, value)| value.trim_matches('"'))
 }
 
 /// The whole `Cookie` header of a request (several header lines joined as one).

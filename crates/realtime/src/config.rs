@@ -16,9 +16,15 @@ pub struct RealtimeConfig {
     /// Path of seed C's user-session endpoint (WebSocket upgrade; `/state`, `/clear`,
     /// `/notify` below it).
     pub seed_path: String,
-    /// Cookie names whose value is accepted as a session token for WebSocket upgrades (browsers
-    /// cannot set an `Authorization` header on a WebSocket).
-    pub session_cookies: Vec<String>,
+    /// The old name of `sessions.cookies` (one list shared with the edge check), still read;
+    /// the server refuses a configuration that sets both differently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_cookies: Option<Vec<String>>,
+    /// Cookie names whose value is accepted as a session token for WebSocket upgrades
+    /// (browsers cannot set an `Authorization` header on a WebSocket): `sessions.cookies`,
+    /// copied in by the server (not a `[realtime]` key).
+    #[serde(skip)]
+    pub cookies: Vec<String>,
     /// Accept the session middleware's signed cookie (when the middleware is enabled) from a
     /// socket that presents no session token: the socket belongs to the anonymous user
     /// `client:<cID>` (docs/realtime.md §0).
@@ -165,7 +171,8 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             enabled: true,
             seed_path: "/__user-session".into(),
-            session_cookies: vec!["sessiond_session".into()],
+            session_cookies: None,
+            cookies: vec!["sessiond_session".into()],
             middleware_clients: true,
             allowed_origins: Vec::new(),
             logout_close_code: 4001,

@@ -111,11 +111,20 @@ pub struct SessionEnded {
 }
 
 impl Hub {
+    /// Every session ending (and rotation) this node acts on — announced here, by another
+    /// node over the bus, or found by the expiry watch (for sessions with sockets) — for
+    /// what else a session opened (Durable Streams reads with a bound token).
+    pub fn subscribe_endings(&self) -> tokio::sync::broadcast::Receiver<SessionEnded> {
+        self.inner.endings.subscribe()
+    }
+
     /// Closes the sockets the ended sessions authenticated (all of the user's when `all`)
     /// with `logout_close_code`; v1 and SSE connections first get
     /// `{"type":"session_ended","reason":…}`. Returns how many were closed. This node only:
     /// [`Hub::session_ended`] also tells the other nodes.
     pub(crate) fn end_sessions_here(&self, ended: &SessionEnded) -> usize {
+        // Nobody listening is fine.
+        let _ = self.inner.endings.send(ended.clone());
         let code = self.inner.config.logout_close_code;
         let notice =
             frame(&json!({"type": "session_ended", "reason": ended.reason.frame_reason()}));

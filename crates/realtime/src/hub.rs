@@ -62,6 +62,9 @@ pub(crate) struct HubInner {
     pub(crate) presence: std::sync::OnceLock<crate::presence::ClusterPresence>,
     /// Cancelled when the server starts draining: sockets are closed and new ones refused.
     pub(crate) draining: CancellationToken,
+    /// Every ending this node acts on (its own and other nodes'), for other capabilities
+    /// ([`Hub::subscribe_endings`]).
+    pub(crate) endings: tokio::sync::broadcast::Sender<SessionEnded>,
 }
 
 /// The error code of a connect refused by a connection cap (a WebSocket is then accepted and
@@ -117,6 +120,7 @@ impl Hub {
                 cluster: std::sync::OnceLock::new(),
                 presence: std::sync::OnceLock::new(),
                 draining: CancellationToken::new(),
+                endings: tokio::sync::broadcast::channel(1024).0,
             }),
         };
         tokio::spawn(crate::ending::run_watch(

@@ -57,7 +57,7 @@ pub(crate) async fn connect_info(
         hub.authority(),
         headers,
         query.token.as_deref(),
-        &hub.config().session_cookies,
+        &hub.config().cookies,
         Accept::Socket {
             middleware_cookie: hub.config().middleware_clients,
             allowed_origins: &hub.config().allowed_origins,

@@ -26,7 +26,7 @@ use sessiond_http::error::json_method_not_allowed;
 use sessiond_http::metrics::{record_request, RequestMetrics};
 use sessiond_http::origin::{require_local, OpenModePolicy};
 use sessiond_http::{ApiError, ApiKeys};
-use sessiond_sessions::routes::{native, session_state, state};
+use sessiond_sessions::routes::{edge, native, session_state, state};
 use sessiond_sessions::SessionsState;
 use sessiond_store::Stores;
 use sessiond_streams::access::require_stream_access;
@@ -109,7 +109,7 @@ pub fn router(
         JsonMedia::Strict,
         mark(native::router().with_state(sessions.clone())),
     );
-    // Routes of the security boundary itself (rotation): a full key even where `open_routes`
+    // Routes of the security boundary itself (rotation, touch, reauth): a full key even where `open_routes`
     // opens the sessions set; only open development mode (no keys at all) needs none.
     let full_key = |router: Router| {
         if keys.is_open() {
@@ -124,6 +124,9 @@ pub fn router(
     );
     // A user's devices, export and erasure: the same rule.
     let users = json_only(JsonMedia::Strict, crate::users::router(users));
+    // The account-session check of proxies: the same strict rule; it reads no body, so no
+    // media-type rule (proxies copy a form post's `Content-Type` onto the bodiless check).
+    let strict = strict.merge(edge::router().with_state(sessions.clone()));
     let mut app = Router::new()
         .merge(guard(RouteSet::Sessions, native))
         .merge(full_key(strict))

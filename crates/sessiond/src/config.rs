@@ -272,6 +272,15 @@ impl Config {
             && self.listen.ip().is_loopback()
     }
 
+    /// The session cookie names: `sessions.cookies`, else its old name
+    /// `realtime.session_cookies`, else the default (`validate` refuses both set differently).
+    pub fn session_cookies(&self) -> Vec<String> {
+        match (&self.sessions.cookies, &self.realtime.session_cookies) {
+            (None, Some(old)) => old.clone(),
+            _ => self.sessions.cookie_names(),
+        }
+    }
+
     /// The server's keys — full and tenant-scoped — with the open-mode decision, the one value
     /// every capability authenticates with.
     pub fn server_keys(&self) -> sessiond_http::ApiKeys {
@@ -325,6 +334,23 @@ impl Config {
             );
         }
         self.sessions.validate().map_err(anyhow::Error::msg)?;
+        match (&self.sessions.cookies, &self.realtime.session_cookies) {
+            (Some(new), Some(old)) if new != old => anyhow::bail!(
+                "sessions.cookies = {new:?} and realtime.session_cookies = {old:?} differ: \
+                 realtime.session_cookies is the old name of sessions.cookies; keep only \
+                 sessions.cookies"
+            ),
+            (None, Some(old)) => {
+                let alias = sessiond_sessions::SessionsConfig {
+                    cookies: Some(old.clone()),
+                    ..self.sessions.clone()
+                };
+                alias
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("realtime.session_cookies (alias): {e}"))?;
+            }
+            _ => {}
+        }
         self.streams.validate().map_err(anyhow::Error::msg)?;
         if let Some(k) = self.streams.keys.iter().find(|k| {
             self.full_keys()

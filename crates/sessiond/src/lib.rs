@@ -27,6 +27,7 @@ pub mod middleware;
 pub mod realtime;
 pub mod startup;
 pub mod users;
+mod stream_sessions;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -194,7 +195,10 @@ pub async fn run(
         subscription_alarms.bind(subs);
     }
 
-    let sessions_config = Arc::new(config.sessions.clone());
+    let sessions_config = Arc::new(sessiond_sessions::SessionsConfig {
+        cookies: Some(config.session_cookies()),
+        ..config.sessions.clone()
+    });
     let session_service = SessionService::new(
         stores.sessions.clone(),
         sessions_config.clone(),
@@ -233,6 +237,14 @@ pub async fn run(
         stores.erasures.clone(),
         (config.engine == EngineKind::Sqlite).then(|| config.data_dir.join(users::ERASURE_FILE)),
     );
+    if let Some(streams) = &streams {
+        stream_sessions::bind(
+            streams,
+            &session_service,
+            realtime.as_ref(),
+            config.streams.read_tokens_bound_to_sessions,
+        );
+    }
     let state = SessionsState::new(
         session_service,
         CacheService::new(stores.cache.clone(), sessions_config.clone()),

@@ -119,6 +119,7 @@ pub fn hub(
     }
     let mut realtime = config.realtime.clone();
     realtime.session_expiry_warning_s = config.sessions.expiry_warning_s;
+    realtime.cookies = config.session_cookies();
     let hub = Hub::new(
         realtime,
         users,

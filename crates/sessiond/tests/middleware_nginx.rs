@@ -13,102 +13,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod nginx_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use common::TestServer;
+use nginx_support::{free_addr, nginx_or_skip, rebind, start_nginx, Nginx};
 use serde_json::{json, Value};
 use sessiond::config::{Config, EngineKind};
 use sessiond_middleware::CookieLayout;
 
 const API_KEY: &str = "nginx-test-key-0123456789";
 const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
-
-fn find_nginx() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates
-        .into_iter()
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir: PathBuf| dir.join("nginx"))
-        .find(|p| p.is_file())
-}
-
-/// A private nginx in a temp dir, killed on drop.
-struct Nginx {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_addr();
-        let d = dir.path().display();
-        let site = SNIPPET
-            .replace("SESSIOND_ADDR", sessiond)
-            .replace("APP_ADDR", app)
-            .replace("LISTEN_ADDR", &addr)
-            .replace("SESSIOND_API_KEY", API_KEY);
-        let conf = format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 128; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             {site}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .args(["-g", "daemon off; master_process off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Nginx { child, addr, dir };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                eprintln!("nginx exited (port taken?), retrying: {log}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nginx did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("nginx did not start after 5 attempts");
-}
 
 /// The upstream: answers every request with the `X-Session-*` headers it received.
 async fn start_upstream() -> String {
@@ -178,7 +97,14 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     })
     .await;
     let upstream = start_upstream().await;
-    let nginx = start_nginx(nginx_bin, &server.addr.to_string(), &upstream).await;
+    let nginx = start_nginx(
+        nginx_bin,
+        SNIPPET,
+        &server.addr.to_string(),
+        &upstream,
+        API_KEY,
+    )
+    .await;
     let http = reqwest::Client::new();
 
     // First visit: cookies set, the upstream sees the new client's ids.
@@ -216,17 +142,6 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     assert_eq!(seen4["x-session-new"], "client,session");
     drop(nginx);
     server.stop().await;
-}
-
-fn nginx_or_skip() -> Option<PathBuf> {
-    let found = find_nginx();
-    if found.is_none() {
-        if std::env::var_os("REQUIRE_NGINX").is_some() {
-            panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
-        }
-        eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
-    }
-    found
 }
 
 #[tokio::test]
@@ -269,21 +184,6 @@ impl Node {
     }
 }
 
-/// Binds `addr` again once its previous owner has let go of it.
-async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => return listener,
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "cannot bind {addr} again: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A page served while sessiond cannot decide: 200, no cookie, no session header, in time.
 async fn served_without_session(http: &reqwest::Client, nginx: &Nginx, within: Duration) {
     let started = std::time::Instant::now();
@@ -306,7 +206,7 @@ async fn the_page_is_served_while_sessiond_is_down() {
     let addr: SocketAddr = free_addr().parse().unwrap();
     let node = Node::start(addr, data.path()).await;
     let upstream = start_upstream().await;
-    let nginx = start_nginx(&nginx_bin, &addr.to_string(), &upstream).await;
+    let nginx = start_nginx(&nginx_bin, SNIPPET, &addr.to_string(), &upstream, API_KEY).await;
     let http = reqwest::Client::new();
     let (seen, set) = visit(&http, &nginx, "").await;
     assert!(!set.is_empty(), "sessiond up: cookies ({seen})");

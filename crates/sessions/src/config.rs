@@ -33,6 +33,13 @@ pub struct SessionsConfig {
     /// deadline (seconds; 0 = never). Sessions whose idle window is not longer than this get
     /// none (they would be "expiring" from birth).
     pub expiry_warning_s: u64,
+    /// Cookies whose value is a session id: the edge check (`GET /v1/sessions/forward-auth`)
+    /// reads the first one present in the forwarded request, and socket upgrades accept them
+    /// too (browsers cannot set `Authorization` on a WebSocket). Unset = the old name
+    /// `realtime.session_cookies` if that is set, else `["sessiond_session"]`; use
+    /// [`SessionsConfig::cookie_names`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<String>>,
     /// How often expired rows are swept (seconds).
     pub sweep_interval_s: u64,
     /// Rows deleted per sweep transaction.
@@ -54,6 +61,7 @@ impl Default for SessionsConfig {
             max_id_bytes: 256,
             max_value_bytes: 256 * 1024,
             expiry_warning_s: 60,
+            cookies: None,
             sweep_interval_s: 30,
             sweep_batch: 1000,
             cache: CacheConfig::default(),
@@ -88,7 +96,17 @@ impl Default for CacheConfig {
     }
 }
 
+/// The session cookie's name when none is configured.
+pub const DEFAULT_SESSION_COOKIE: &str = "sessiond_session";
+
 impl SessionsConfig {
+    /// The session cookie names in force (`cookies`, or the default).
+    pub fn cookie_names(&self) -> Vec<String> {
+        self.cookies
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_SESSION_COOKIE.to_string()])
+    }
+
     /// Checks the values make sense together; the message names the offending key.
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_ttl_s == 0 || self.absolute_ttl_s == 0 {
@@ -110,9 +128,26 @@ impl SessionsConfig {
         if self.sweep_interval_s == 0 || self.sweep_batch == 0 {
             return Err("sessions.sweep_interval_s and sessions.sweep_batch must be > 0".into());
         }
+        if let Some(names) = &self.cookies {
+            if names.is_empty() || names.iter().any(|n| !valid_cookie_name(n)) {
+                return Err(
+                    "sessions.cookies must list at least one cookie name, each a \
+                            non-empty token (no spaces, `=`, `;` or quotes)"
+                        .into(),
+                );
+            }
+        }
         if self.cache.default_ttl_s > self.cache.max_ttl_s {
             return Err("sessions.cache.default_ttl_s must not exceed max_ttl_s".into());
         }
         Ok(())
     }
+}
+
+/// A cookie name as RFC 6265 allows it (an HTTP token).
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

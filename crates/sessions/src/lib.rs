@@ -23,4 +23,4 @@ pub mod user_data;
 pub use cache::CacheService;
 pub use config::{CacheConfig, SessionsConfig};
 pub use routes::SessionsState;
-pub use service::{EndReason, Revocation, SessionService};
+pub use service::{EdgeVerdict, EndReason, Revocation, SessionService};

@@ -24,6 +24,10 @@ use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionReco
 
 use crate::config::SessionsConfig;
 
+pub use edge::{parse_max_age, EdgeVerdict, MAX_AGE_HEADER};
+
+mod edge;
+mod reauth;
 mod rotate;
 mod touch;
 use crate::merge::{merge_patch, shallow_merge};
@@ -211,6 +215,7 @@ impl SessionService {
             absolute_expires_at: now.saturating_add(secs_to_ms(absolute_s)),
             version: 1,
             origin: new.origin,
+            auth_time: now,
         };
         let _user_guard = match &record.user_id {
             Some(user) => {

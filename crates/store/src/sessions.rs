@@ -38,8 +38,15 @@ pub struct SessionRecord {
     pub idle_expires_at: Millis,
     /// Fixed deadline.
     pub absolute_expires_at: Millis,
-    /// Incremented by every change of `data`; exposed as the ETag.
+    /// Incremented by every change of `data` (and by a re-authentication); exposed as the
+    /// ETag.
     pub version: u64,
+    /// When the user last proved who they are (unix ms): set at create, kept by rotation,
+    /// advanced by a re-authentication. An edge check compares it with the route's maximum
+    /// age (RFC 9470's `max_age`). An ordinary field for the engines: written by insert,
+    /// replace and rotate like `data`, never by `touch`; records stored before it existed
+    /// read their `created_at`.
+    pub auth_time: Millis,
     /// How the session was created; set at insert and never changed (engines keep the stored
     /// one on replace, like `user_id`).
     #[serde(default)]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::sessions::{Cas, SessionRecord};
 use crate::{now_ms, Durability, Stores};
 
+mod auth_time;
 mod cache;
 mod erasures;
 mod objects;
@@ -53,6 +54,7 @@ pub async fn run_all(stores: Stores) {
     sessions_concurrent_merges(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
+    auth_time::sessions_auth_time(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;
@@ -91,6 +93,7 @@ pub fn session(id: &str, user: Option<&str>) -> SessionRecord {
         absolute_expires_at: now + 24 * HOUR,
         version: 1,
         origin: crate::SessionOrigin::Service,
+        auth_time: now - 5,
     }
 }
 

@@ -70,6 +70,10 @@ pub struct StreamsConfig {
     pub read_token_secrets: Vec<String>,
     /// Longest read token accepted (bytes); longer is a 401.
     pub max_read_token_bytes: usize,
+    /// The read token's `session_id` claim names a `/v1/sessions` session: a read with the
+    /// token of an unknown or ended session is a 401, and open SSE and long-poll reads made
+    /// with it end when the session ends (or its id is rotated away).
+    pub read_tokens_bound_to_sessions: bool,
     /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
     pub subscriptions: crate::subscriptions::SubscriptionsConfig,
     /// The `aud` claim every read token must carry (a string, or an array containing it), so
@@ -135,6 +139,7 @@ impl Default for StreamsConfig {
             keys: Vec::new(),
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
+            read_tokens_bound_to_sessions: false,
             subscriptions: Default::default(),
             read_token_audience: "sessiond".into(),
             max_list_limit: 1000,

@@ -18,7 +18,8 @@
 //!   anything below the first hot chunk.
 //!
 //! Module map (one file per operation):
-//! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens).
+//! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens);
+//!   [`bound`]: read tokens bound to account sessions.
 //! - [`list`]: `GET /v1/streams`, the operators' paged listing (a sessiond extension).
 //! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
 //! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
@@ -41,6 +42,7 @@
 
 pub mod access;
 pub mod append;
+pub mod bound;
 pub mod cold;
 pub mod config;
 pub mod create;

@@ -68,6 +68,7 @@ pub fn stream_name(path: &str, max: usize) -> StreamResult<&str> {
 
 async fn dispatch(
     State(streams): State<Streams>,
+    access: Option<axum::Extension<crate::access::StreamAccess>>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
@@ -93,7 +94,18 @@ async fn dispatch(
                 crate::create::create(&streams, name, &headers, body()?, &location).await
             }
             Method::POST => crate::append::append(&streams, name, &headers, body()?).await,
-            Method::GET => crate::read::read(&streams, name, &headers, uri.query()).await,
+            Method::GET => {
+                let read = crate::read::read(&streams, name, &headers, uri.query());
+                // A read token bound to an account session reads only while it lives.
+                let session = access.as_ref().and_then(|a| a.session_id());
+                match (streams.sessions.get(), session) {
+                    (Some(binding), Some(id)) => {
+                        let ended = crate::bound::check(binding.clone(), id).await?;
+                        crate::bound::bound_read(read, ended).await
+                    }
+                    _ => read.await,
+                }
+            }
             Method::HEAD => crate::head::head(&streams, name).await,
             Method::DELETE => crate::delete::delete(&streams, name).await,
             _ => Err(StreamError::new(

@@ -51,6 +51,9 @@ pub struct Streams {
     pub(crate) wakes: Arc<WakeHub>,
     /// Cancelled when the server starts draining: live reads end at once with their offset.
     pub(crate) draining: CancellationToken,
+    /// Set when read tokens are bound to account sessions (see [`crate::bound`]); set once,
+    /// after the sessions capability exists, and seen by every clone.
+    pub(crate) sessions: Arc<std::sync::OnceLock<Arc<dyn crate::bound::SessionBinding>>>,
 }
 
 /// What a lookup found.
@@ -99,6 +102,15 @@ impl Streams {
             long_polls: Arc::new(AtomicUsize::new(0)),
             wakes: Arc::default(),
             draining: CancellationToken::new(),
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Binds read tokens to account sessions through `binding` (only when
+    /// `streams.read_tokens_bound_to_sessions` is on; a second call is ignored).
+    pub fn bind_sessions(&self, binding: Arc<dyn crate::bound::SessionBinding>) {
+        if self.config.read_tokens_bound_to_sessions {
+            let _ = self.sessions.set(binding);
         }
     }
 

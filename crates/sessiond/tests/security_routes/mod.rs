@@ -9,6 +9,9 @@ pub enum Class {
     Public,
     /// The API-key guard: a full service key (everyone in open mode).
     Service,
+    /// A full service key, like `Service`; the route itself then answers 401 for a request
+    /// without an account session cookie (its own 401, told apart by its message).
+    Edge,
     /// Realtime's own service check: a service key in `Authorization`; in open mode no
     /// credential (a user's session token is not a service).
     RealtimeService,
@@ -44,6 +47,7 @@ macro_rules! route {
 
 const NATIVE: &str = "sessions/src/routes/native.rs";
 const USERS: &str = "sessiond/src/users.rs";
+const EDGE: &str = "sessions/src/routes/edge.rs";
 const STATE: &str = "sessions/src/routes/state.rs";
 const SSTATE: &str = "sessions/src/routes/session_state.rs";
 const API: &str = "realtime/src/api.rs";
@@ -117,6 +121,18 @@ pub const ROUTES: &[Route] = &[
         "\"/v1/sessions/{id}/touch\"",
         Service,
         [("POST", "/v1/sessions/none/touch", None)]
+    ),
+    route!(
+        NATIVE,
+        "\"/v1/sessions/{id}/reauth\"",
+        Service,
+        [("POST", "/v1/sessions/none/reauth", None)]
+    ),
+    route!(
+        EDGE,
+        "\"/v1/sessions/forward-auth\"",
+        Edge,
+        [("GET", "/v1/sessions/forward-auth", None)]
     ),
     route!(
         NATIVE,

@@ -1,12 +1,14 @@
 //! HTTP routes of the capability: the native API and the two compat surfaces.
 //!
 //! - [`native`]: `/v1/...`, sessiond's own API.
+//! - [`edge`]: `GET /v1/sessions/forward-auth`, the account-session check of proxies.
 //! - [`session_state`]: seed B, the Session State Worker's routes (plain-text bodies).
 //! - [`state`]: seed E, SessionStore + CalendarCache routes.
 //!
 //! The shared header conventions live here: `Sessiond-Durability: unconfirmed` opts a write out
 //! of the durable acknowledgement, `If-Match: "<version>"` makes a change conditional.
 
+pub mod edge;
 pub mod native;
 pub mod session_state;
 pub mod state;

@@ -2,9 +2,12 @@
 //! `POST /v1/sessions/{id}/rotate` (optionally with `{"data": <merge patch>}`) answers the
 //! session under a new id; the old id is dead at once (see `service/rotate.rs`).
 //! `POST /v1/sessions/{id}/touch` extends the idle deadline (204).
+//! `POST /v1/sessions/{id}/reauth` records that the user just proved who they are again
+//! (`auth_time` = now; 200 with the session).
 //!
 //! The session resource is `{id, user_id, data, device, created_at, updated_at, last_seen_at,
-//! expires_at, idle_expires_at, absolute_expires_at, version}` (times in unix milliseconds).
+//! expires_at, idle_expires_at, absolute_expires_at, version, auth_time}` (times in unix
+//! milliseconds).
 //! `PUT` replaces `data` (`{"data": {...}}`); `PATCH` is a JSON Merge Patch of the resource in
 //! which only `data` is writable (`{"data": {"cart": null}}` removes `cart`). `ETag` is the
 //! version; `If-Match` makes PUT/PATCH/DELETE conditional (412 on mismatch). `origin` says
@@ -52,6 +55,7 @@ pub fn service_only_router() -> Router<SessionsState> {
     Router::new()
         .route("/v1/sessions/{id}/rotate", axum::routing::post(rotate))
         .route("/v1/sessions/{id}/touch", axum::routing::post(touch))
+        .route("/v1/sessions/{id}/reauth", axum::routing::post(reauth))
 }
 
 /// The session resource as sent: stored JSON (`data`, `device`) is embedded verbatim, not
@@ -70,6 +74,7 @@ pub struct SessionView<'a> {
     absolute_expires_at: Millis,
     version: u64,
     origin: &'static str,
+    auth_time: Millis,
 }
 
 /// Stored JSON text as a raw value (stored text was produced by serde_json, so a failure means
@@ -97,6 +102,7 @@ impl<'a> SessionView<'a> {
             absolute_expires_at: r.absolute_expires_at,
             version: r.version,
             origin: r.origin.as_str(),
+            auth_time: r.auth_time,
         }
     }
 }
@@ -256,6 +262,20 @@ async fn touch(
 ) -> ApiResult<StatusCode> {
     s.sessions.touch(&id, durability(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/sessions/{id}/reauth`: the app's backend just re-checked the user's credentials
+/// (password, passkey, second factor); 200 with the session, `auth_time` = now.
+async fn reauth(
+    State(s): State<SessionsState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let record = s
+        .sessions
+        .reauth(&id, if_match(&headers)?, durability(&headers)?)
+        .await?;
+    Ok(with_etag(StatusCode::OK, &record))
 }
 
 async fn list_user(
