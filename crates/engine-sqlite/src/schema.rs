@@ -251,6 +251,8 @@ CREATE TABLE IF NOT EXISTS erasures (
     user_hash TEXT    NOT NULL PRIMARY KEY,
     erased_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
 /// When the user last proved who they are (the edge check's `max_age`). Rows from before
 /// read their creation time: the login that created them is the last proof known. Touches
 /// only the `sessions` table, so its place among other migrations does not matter.
