@@ -22,6 +22,7 @@
 
 pub mod backup;
 mod cache;
+mod compaction;
 mod error;
 mod objects;
 mod reader;

@@ -16,6 +16,7 @@ use crate::sessions::{Cas, SessionRecord};
 use crate::{now_ms, Durability, Stores};
 
 mod cache;
+mod compaction;
 mod objects;
 mod origin;
 mod pipeline;
