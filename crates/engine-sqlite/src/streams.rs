@@ -549,8 +549,10 @@ impl StreamStore for SqliteEngine {
 
     async fn drop_chunks(&self, path: &str, offsets: &[u64], d: Durability) -> Result<bool> {
         let (path, offsets) = (path.to_owned(), offsets.to_vec());
-        self.write(d, move |conn| crate::compaction::drop_chunks(conn, &path, &offsets))
-            .await
+        self.write(d, move |conn| {
+            crate::compaction::drop_chunks(conn, &path, &offsets)
+        })
+        .await
     }
 }
 

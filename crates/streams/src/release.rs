@@ -27,7 +27,10 @@ impl Streams {
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
         let released = match parent {
-            Some(parent) => self.delete_releasing(&path, &parent, (point, fork_point)).await?,
+            Some(parent) => {
+                self.delete_releasing(&path, &parent, (point, fork_point))
+                    .await?
+            }
             None => None,
         };
         let cascade = match released {

@@ -23,7 +23,10 @@ async fn drop_is_all_or_nothing(s: &dyn StreamStore) {
     let m = meta(&path, 60, b"compacting");
     assert!(s.create_stream(&m, &all, C).await.expect("store call"));
 
-    assert!(s.drop_chunks(&path, &[10, 30], C).await.expect("store call"));
+    assert!(s
+        .drop_chunks(&path, &[10, 30], C)
+        .await
+        .expect("store call"));
     let left = read_all(s, &path, 0).await;
     let want: Vec<_> = [0, 20, 40, 50].iter().map(|o| chunk(*o, 10)).collect();
     assert_eq!(left, want, "survivors keep offsets and bytes");
@@ -37,7 +40,10 @@ async fn drop_is_all_or_nothing(s: &dyn StreamStore) {
 
     // One offset that is not a chunk (already dropped, or inside one) refuses the batch.
     assert!(!s.drop_chunks(&path, &[0, 10], C).await.expect("store call"));
-    assert!(!s.drop_chunks(&path, &[20, 45], C).await.expect("store call"));
+    assert!(!s
+        .drop_chunks(&path, &[20, 45], C)
+        .await
+        .expect("store call"));
     assert_eq!(read_all(s, &path, 0).await, want, "nothing dropped");
 
     // Appends after a gap land as usual; a sealed chunk is no longer droppable.

@@ -112,9 +112,7 @@ impl CompactionConfig {
             return Err("streams.compaction.key must list at least one non-empty field".into());
         }
         if self.trigger_bytes == 0 || self.batch_chunks == 0 {
-            return Err(
-                "streams.compaction.trigger_bytes and batch_chunks must be > 0".into(),
-            );
+            return Err("streams.compaction.trigger_bytes and batch_chunks must be > 0".into());
         }
         Ok(())
     }

@@ -120,14 +120,17 @@ pub fn plan(chunks: &[Chunk], rules: Rules) -> Plan {
         .map(|(i, c)| {
             c.droppable
                 && c.end <= rules.before
-                && c.events.iter().zip(&stretches[i]).all(|(e, s)| match &e.kind {
-                    Kind::Keyed { key, delete, txid } => {
-                        let latest = groups[&(*s, key.as_str())].1 == e.offset;
-                        let young = *txid && e.offset >= rules.txid_cut;
-                        !young && (!latest || (*delete && e.offset < rules.grace_cut))
-                    }
-                    Kind::Reset | Kind::Other => false,
-                })
+                && c.events
+                    .iter()
+                    .zip(&stretches[i])
+                    .all(|(e, s)| match &e.kind {
+                        Kind::Keyed { key, delete, txid } => {
+                            let latest = groups[&(*s, key.as_str())].1 == e.offset;
+                            let young = *txid && e.offset >= rules.txid_cut;
+                            !young && (!latest || (*delete && e.offset < rules.grace_cut))
+                        }
+                        Kind::Reset | Kind::Other => false,
+                    })
         })
         .collect();
     loop {
@@ -137,7 +140,10 @@ pub fn plan(chunks: &[Chunk], rules: Rules) -> Plan {
                 continue;
             }
             let keeps_key = c.events.iter().zip(&stretches[i]).any(|(e, s)| {
-                let Kind::Keyed { key, delete: true, .. } = &e.kind else {
+                let Kind::Keyed {
+                    key, delete: true, ..
+                } = &e.kind
+                else {
                     return false;
                 };
                 let (holders, latest) = &groups[&(*s, key.as_str())];

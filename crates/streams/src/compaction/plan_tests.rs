@@ -130,7 +130,10 @@ fn compacted_materializes_like_the_whole_history() {
             for e in &c.events {
                 match &e.kind {
                     Kind::Keyed { txid, .. } => {
-                        assert!(!txid || e.offset < rules.txid_cut, "case {case}: young txid")
+                        assert!(
+                            !txid || e.offset < rules.txid_cut,
+                            "case {case}: young txid"
+                        )
                     }
                     other => panic!("case {case}: dropped {other:?}"),
                 }
@@ -180,7 +183,13 @@ fn latest_per_key_and_purged_deletes() {
     assert_eq!(p.drop, vec![0, 10, 30], "a's insert, b entirely");
     assert_eq!(p.purges, vec![0, 0, 31]);
     // Within the grace period the delete stays, and so does nothing else of b.
-    let young = plan(&chunks, Rules { grace_cut: 30, ..all });
+    let young = plan(
+        &chunks,
+        Rules {
+            grace_cut: 30,
+            ..all
+        },
+    );
     assert_eq!(young.drop, vec![0, 10]);
     // The compaction point bounds what goes.
     let low = plan(&chunks, Rules { before: 20, ..all });

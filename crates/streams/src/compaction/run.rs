@@ -104,47 +104,69 @@ async fn check_explicit(streams: &Streams, path: &str, before: u64) -> StreamRes
     Ok((snap.retained, snap.closed))
 }
 
+/// A compaction's decisions, taken under the stream's lock.
+struct Setup {
+    retained: u64,
+    tail: u64,
+    /// The lowest live fork point (`u64::MAX` without forks).
+    ceiling: u64,
+    rules: Rules,
+    key: Vec<String>,
+}
+
 impl Streams {
     /// Compacts `path` below `before` (capped at its lowest live fork point). Nothing happens
     /// on a stream without compaction.
     pub async fn compact(&self, path: &str, before: u64, now: Millis) -> StreamResult<Compacted> {
-        let Some((retained, tail, rules, key)) = self.compaction_rules(path, before, now).await?
-        else {
+        let Some(setup) = self.compaction_rules(path, before, now).await? else {
             return Ok(Compacted::default());
         };
-        let chunks = self.scan(path, retained, &key).await?;
+        let Setup {
+            retained,
+            tail,
+            ceiling,
+            rules,
+            key,
+        } = setup;
+        let tail_or_ceiling = (ceiling < tail).then_some(ceiling);
+        // With live forks, "latest" is decided below the lowest fork point only: a fork sees
+        // the source up to there, and must find there the event that superseded a dropped one.
+        let until = match tail_or_ceiling {
+            Some(ceiling) => ceiling,
+            None => tail,
+        };
+        let chunks = self.scan(path, retained, until, &key).await?;
         let p = plan(&chunks, rules);
         let mut done = Compacted {
             before: rules.before,
             chunks: 0,
         };
         let batch = self.config.compaction.batch_chunks;
-        for (i, (offsets, purges)) in p.drop.chunks(batch).zip(p.purges.chunks(batch)).enumerate()
-        {
+        for (i, (offsets, purges)) in p.drop.chunks(batch).zip(p.purges.chunks(batch)).enumerate() {
             if i > 0 {
                 crate::failpoint::hit("compaction-between-batches").await;
             }
             let purged = purges.iter().copied().max().unwrap_or(0);
-            if !self.drop_batch(path, offsets, purged, None).await? {
+            if !self.drop_batch(path, offsets, purged, until, None).await? {
                 // Trimmed or sealed meanwhile: the next run decides on fresh data.
                 return Ok(done);
             }
             done.chunks += offsets.len();
         }
-        self.drop_batch(path, &[], 0, Some((rules.before, tail)))
+        self.drop_batch(path, &[], 0, until, Some((rules.before, tail)))
             .await?;
         crate::metrics::compacted(done.chunks);
         Ok(done)
     }
 
-    /// The rules of a compaction of `path` up to `before` decided on its current state:
-    /// `(retained start, tail, rules, key fields)`, or `None` without compaction.
+    /// The rules of a compaction of `path` up to `before` decided on its current state, or
+    /// `None` without compaction.
     async fn compaction_rules(
         &self,
         path: &str,
         before: u64,
         now: Millis,
-    ) -> StreamResult<Option<(u64, u64, Rules, Vec<String>)>> {
+    ) -> StreamResult<Option<Setup>> {
         let mut g = self.lock_live(path, now).await?;
         self.settle(&mut g).await?;
         let Some(s) = stream(&g) else {
@@ -155,7 +177,8 @@ impl Streams {
         };
         let config = &self.config.compaction;
         let tail = s.tail;
-        let before = before.min(tail).min(super::fork_ceiling(&s.info));
+        let ceiling = super::fork_ceiling(&s.info);
+        let before = before.min(tail).min(ceiling);
         // Events in cold segments are not seen by the scan: no delete may be purged then.
         let cold = self
             .store
@@ -172,12 +195,25 @@ impl Streams {
             grace_cut,
             txid_cut: super::older_than(&s.info, config.min_age_s, now, tail),
         };
-        Ok(Some((s.retained, tail, rules, compaction.key.clone())))
+        Ok(Some(Setup {
+            retained: s.retained,
+            tail,
+            ceiling,
+            rules,
+            key: compaction.key.clone(),
+        }))
     }
 
-    /// The stream's hot chunks from `retained` to its tail with their classified messages.
-    /// Chunks below a tail never change except by being dropped, so no lock is held.
-    async fn scan(&self, path: &str, retained: u64, key: &[String]) -> StreamResult<Vec<Chunk>> {
+    /// The stream's hot chunks from `retained` up to `until` with their classified messages
+    /// (those in `[retained, until)`). Chunks below a tail never change except by being
+    /// dropped, so no lock is held.
+    async fn scan(
+        &self,
+        path: &str,
+        retained: u64,
+        until: u64,
+        key: &[String],
+    ) -> StreamResult<Vec<Chunk>> {
         let mut out = Vec::new();
         let mut pos = retained;
         loop {
@@ -189,12 +225,15 @@ impl Streams {
                 return Ok(out);
             };
             for c in chunks.into_iter().filter(|c| c.end() > pos) {
+                if c.offset >= until {
+                    return Ok(out);
+                }
                 let mut events = Vec::new();
                 let mut at = 0;
                 while at < c.data.len() {
                     let (end, next) = crate::json::next_message(&c.data, at);
                     let offset = c.offset + at as u64;
-                    if offset >= retained {
+                    if offset >= retained && offset < until {
                         events.push(Event {
                             offset,
                             kind: classify(&c.data[at..end], key),
@@ -209,7 +248,7 @@ impl Streams {
                     droppable: c.offset >= retained,
                 });
             }
-            if last <= pos {
+            if last <= pos || last >= until {
                 return Ok(out);
             }
             pos = last;
@@ -226,6 +265,7 @@ impl Streams {
         path: &str,
         offsets: &[u64],
         purged: u64,
+        until: u64,
         finished: Option<(u64, u64)>,
     ) -> StreamResult<bool> {
         self.retry_stale(|| async {
@@ -235,6 +275,10 @@ impl Streams {
                 return Err(StreamError::not_found());
             };
             let (tail, mut info) = (s.tail, s.info.clone());
+            // A fork made since the scan may read data this run would change.
+            if super::fork_ceiling(&info) < until {
+                return Ok(false);
+            }
             let Some(c) = info.compaction.as_mut() else {
                 return Ok(false);
             };
