@@ -366,3 +366,40 @@ async fn kill_9_between_compaction_batches_leaves_a_consistent_stream() {
     wait_body(&http, &b, p, &json!([events[3]])).await;
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lists_carry_the_compaction_headers() {
+    let key = "compaction-test-key-0123456789";
+    let s = TestServer::start(sessiond::config::EngineKind::Memory, |c| {
+        c.api_keys = vec![key.into()]
+    })
+    .await;
+    let pre = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/v1/stream/state/x"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "stream-compact-before")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    let allowed = header(&pre, "access-control-allow-headers").unwrap();
+    for name in ["Stream-Compaction", "Stream-Compact-Before"] {
+        assert!(allowed.contains(name), "{allowed}");
+    }
+    let put = s
+        .put("/v1/stream/state/x")
+        .bearer_auth(key)
+        .header("origin", "https://app.example")
+        .header("content-type", "application/json")
+        .header("stream-compaction", "key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let exposed = header(&put, "access-control-expose-headers").unwrap();
+    for name in ["Stream-Compaction", "Stream-Compact-Before"] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+}
