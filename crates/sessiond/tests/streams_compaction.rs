@@ -233,7 +233,12 @@ async fn forks_and_resets_are_barriers() {
         let s = TestServer::start(engine, immediate).await;
         let p = "/v1/stream/state/src";
         let tail = create(|p| s.put(p), p).await;
-        let first = [event("a", "insert", 1), event("a", "update", 2)];
+        let first = [
+            event("a", "insert", 1),
+            event("a", "update", 2),
+            event("c", "insert", 7),
+            event("c", "delete", 0),
+        ];
         let (_, point) = append(|p| s.post(p), p, tail, &first).await;
         let fork = s
             .put("/v1/stream/state/fork")
@@ -253,17 +258,18 @@ async fn forks_and_resets_are_barriers() {
         assert_eq!(r.status(), 204);
         assert_eq!(header(&r, "stream-compact-before"), Some(point.clone()));
         let (_, _, _, body) = read(from(&s, "/v1/stream/state/fork", "-1")).await;
+        // While the fork lives no delete goes: c's insert does, its delete stays.
         assert_eq!(
             body,
-            json!([first[1]]),
-            "{engine:?}: the fork still sees a=2"
+            json!([first[1], first[3]]),
+            "{engine:?}: the fork still sees a=2 and c's delete"
         );
         let (_, _, _, body) = read(from(&s, p, "-1")).await;
-        let mut want = vec![first[1].clone()];
+        let mut want = vec![first[1].clone(), first[3].clone()];
         want.extend(rest.iter().cloned());
         assert_eq!(body, json!(want), "{engine:?}");
-        // Without the fork, everything up to the reset barrier compacts; b's insert before the
-        // reset stays (it is the latest of its stretch).
+        // Without the fork, everything up to the reset barrier compacts (c's delete too); b's
+        // insert before the reset stays (it is the latest of its stretch).
         let del = s.delete("/v1/stream/state/fork").send().await.unwrap();
         assert_eq!(del.status(), 204);
         assert_eq!(compact(&s, p, &tail).await.status(), 204);

@@ -35,9 +35,11 @@
 //! any prefix of batches materializes the same. The compaction point itself is recorded after
 //! the last batch; a crashed run is repeated by the next background pass.
 //!
-//! Not compacted: sealed (cold) ranges, the data a live fork reads by reference (compaction
-//! stops at the lowest fork point), and forks themselves (a fork cannot be created with
-//! `Stream-Compaction`). Deletes are not purged while the stream has cold segments, whose
+//! Not compacted: sealed (cold) ranges, the data above the lowest live fork point (a fork
+//! reads its source below its fork point by reference, so "latest" is decided below it too),
+//! and forks themselves (a fork cannot be created with `Stream-Compaction`). While a stream
+//! has live forks no `delete` is dropped: a fork's readers have no purge point of their own
+//! to be refused by. Deletes are not purged while the stream has cold segments, whose
 //! events the planner does not see.
 
 mod plan;

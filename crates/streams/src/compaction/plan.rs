@@ -46,6 +46,9 @@ pub struct Rules {
     pub grace_cut: u64,
     /// An event with a txid at or above this offset is younger than `min_age_s`.
     pub txid_cut: u64,
+    /// No `delete` is dropped at all (the stream has live forks, whose readers have no purge
+    /// point of their own).
+    pub keep_deletes: bool,
 }
 
 /// What to drop.
@@ -127,7 +130,10 @@ pub fn plan(chunks: &[Chunk], rules: Rules) -> Plan {
                         Kind::Keyed { key, delete, txid } => {
                             let latest = groups[&(*s, key.as_str())].1 == e.offset;
                             let young = *txid && e.offset >= rules.txid_cut;
-                            !young && (!latest || (*delete && e.offset < rules.grace_cut))
+                            let kept_delete = *delete && rules.keep_deletes;
+                            !young
+                                && !kept_delete
+                                && (!latest || (*delete && e.offset < rules.grace_cut))
                         }
                         Kind::Reset | Kind::Other => false,
                     })

@@ -113,6 +113,7 @@ fn compacted_materializes_like_the_whole_history() {
             before: below(&mut rng, end + 2),
             grace_cut: below(&mut rng, end + 2),
             txid_cut: below(&mut rng, end + 2),
+            keep_deletes: below(&mut rng, 4) == 0,
         };
         let p = plan(&chunks, rules);
         let dropped = |offset: u64| {
@@ -129,11 +130,12 @@ fn compacted_materializes_like_the_whole_history() {
             assert!(c.droppable && c.end <= rules.before, "case {case}");
             for e in &c.events {
                 match &e.kind {
-                    Kind::Keyed { txid, .. } => {
+                    Kind::Keyed { txid, delete, .. } => {
                         assert!(
                             !txid || e.offset < rules.txid_cut,
                             "case {case}: young txid"
-                        )
+                        );
+                        assert!(!delete || !rules.keep_deletes, "case {case}: a delete");
                     }
                     other => panic!("case {case}: dropped {other:?}"),
                 }
@@ -178,6 +180,7 @@ fn latest_per_key_and_purged_deletes() {
         before: 60,
         grace_cut: 60,
         txid_cut: 60,
+        keep_deletes: false,
     };
     let p = plan(&chunks, all);
     assert_eq!(p.drop, vec![0, 10, 30], "a's insert, b entirely");
@@ -194,6 +197,15 @@ fn latest_per_key_and_purged_deletes() {
     // The compaction point bounds what goes.
     let low = plan(&chunks, Rules { before: 20, ..all });
     assert_eq!(low.drop, vec![0, 10]);
+    // With live forks no delete goes (nor, then, the rest of b: its delete is its latest).
+    let forked = plan(
+        &chunks,
+        Rules {
+            keep_deletes: true,
+            ..all
+        },
+    );
+    assert_eq!(forked.drop, vec![0, 10]);
     assert_eq!(classify(b"[1,2]", &key), Kind::Other);
     assert_eq!(
         classify(br#"{"type":"t","headers":{"operation":"insert"}}"#, &key),

@@ -194,6 +194,7 @@ impl Streams {
             before,
             grace_cut,
             txid_cut: super::older_than(&s.info, config.min_age_s, now, tail),
+            keep_deletes: s.info.forks > 0,
         };
         Ok(Some(Setup {
             retained: s.retained,
@@ -275,8 +276,9 @@ impl Streams {
                 return Err(StreamError::not_found());
             };
             let (tail, mut info) = (s.tail, s.info.clone());
-            // A fork made since the scan may read data this run would change.
-            if super::fork_ceiling(&info) < until {
+            // A fork made since the scan may read data this run would change (and keeps
+            // deletes: see `Rules::keep_deletes`).
+            if super::fork_ceiling(&info) < until || (info.forks > 0 && purged > 0) {
                 return Ok(false);
             }
             let Some(c) = info.compaction.as_mut() else {
