@@ -295,3 +295,19 @@ notify(ARGV[3], ARGV[4], ARGV[5])
 return out
 "
 );
+
+/// Keyed compaction (`StreamStore::drop_chunks`): deletes the chunk entries at the given
+/// offsets if every one exists, else nothing (a chunk trimmed or sealed meanwhile means the
+/// caller decided on stale data). No notification: the metadata does not change here (the
+/// capability's commit that precedes it notifies).
+/// KEYS: meta, chunks. ARGV: offsets. Returns 1 dropped, 0 nothing.
+pub const DROP_CHUNKS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV do
+  if #redis.call('XRANGE', KEYS[2], ARGV[i] .. '-1', ARGV[i] .. '-1') == 0 then return 0 end
+end
+for i = 1, #ARGV do
+  redis.call('XDEL', KEYS[2], ARGV[i] .. '-1')
+end
+return 1
+";

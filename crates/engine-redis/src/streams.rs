@@ -439,6 +439,19 @@ impl StreamStore for RedisEngine {
                 .collect::<Result<_>>()?,
         }))
     }
+    async fn drop_chunks(&self, path: &str, offsets: &[u64], _: Durability) -> Result<bool> {
+        if offsets.is_empty() {
+            return Ok(self.stream_meta(path).await?.is_some());
+        }
+        let [m, c, ..] = self.keys.stream(path);
+        let mut inv = self.scripts.stream_drop_chunks.prepare_invoke();
+        inv.key(m).key(c);
+        for o in offsets {
+            inv.arg(*o);
+        }
+        let dropped: i64 = self.eval("stream_drop_chunks", &inv).await?;
+        Ok(dropped == 1)
+    }
 }
 
 #[async_trait]

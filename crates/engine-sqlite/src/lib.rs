@@ -24,6 +24,7 @@
 pub mod backup;
 mod cache;
 pub mod erasures;
+mod compaction;
 mod error;
 mod objects;
 mod reader;

@@ -27,7 +27,7 @@ use crate::objects::prefix_end;
 use crate::SqliteEngine;
 
 /// A `u64` offset as an SQLite INTEGER (offsets at or above 2^63 are refused).
-fn off(what: &str, value: u64) -> rusqlite::Result<i64> {
+pub(crate) fn off(what: &str, value: u64) -> rusqlite::Result<i64> {
     i64::try_from(value).map_err(|_| out_of_range(what, value))
 }
 
@@ -38,7 +38,7 @@ fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 }
 
 /// The id of the stream at `path`, if it exists.
-fn stream_id(conn: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn stream_id(conn: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT id FROM streams WHERE path = ?1")?
         .query_row([path], |row| row.get(0))
         .optional()
@@ -543,6 +543,14 @@ impl StreamStore for SqliteEngine {
                 more: below.len() > chunks,
                 segments,
             }))
+        })
+        .await
+    }
+
+    async fn drop_chunks(&self, path: &str, offsets: &[u64], d: Durability) -> Result<bool> {
+        let (path, offsets) = (path.to_owned(), offsets.to_vec());
+        self.write(d, move |conn| {
+            crate::compaction::drop_chunks(conn, &path, &offsets)
         })
         .await
     }

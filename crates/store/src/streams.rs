@@ -328,6 +328,19 @@ pub trait StreamStore: Send + Sync {
         max_chunks: usize,
         durability: Durability,
     ) -> Result<Option<Trimmed>>;
+
+    /// Keyed compaction: deletes the hot chunks stored at exactly `offsets`, all of them or
+    /// none, in one transaction. False (nothing deleted) if the stream does not exist or any
+    /// of them is no longer a hot chunk there (trimmed, sealed or dropped meanwhile): the
+    /// caller decided on chunks that changed and must decide again. Other chunks, the tail,
+    /// the start and the metadata are untouched, so the survivors keep their offsets and a
+    /// stream may have gaps between chunks from then on (readers skip them).
+    async fn drop_chunks(
+        &self,
+        path: &str,
+        offsets: &[u64],
+        durability: Durability,
+    ) -> Result<bool>;
 }
 
 /// The cold tier's sealing lease on an engine shared by several processes.

@@ -18,6 +18,7 @@ use crate::{now_ms, Durability, Stores};
 mod auth_time;
 mod cache;
 mod erasures;
+mod compaction;
 mod objects;
 mod origin;
 mod pipeline;

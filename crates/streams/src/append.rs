@@ -120,6 +120,14 @@ async fn append_payload(
         };
         return crate::trim::explicit(streams, path, h, &body).await;
     }
+    if h.contains_key(headers::COMPACT_BEFORE) {
+        let Payload::Body(body) = body else {
+            return Err(StreamError::bad_request(
+                "Stream-Compact-Before needs an empty body",
+            ));
+        };
+        return crate::compaction::explicit(streams, path, h, &body).await;
+    }
     let now = now_ms();
     let close = headers::closed_flag(h);
     let durability = headers::durability(h)?;

@@ -92,6 +92,8 @@ pub struct StreamsConfig {
     pub retention_mark_interval_s: u64,
     /// Streams the sweeper examines for retention per pass (it resumes where it stopped).
     pub retention_sweep_batch: usize,
+    /// Keyed compaction of streams created with `Stream-Compaction: key`.
+    pub compaction: crate::compaction::CompactionConfig,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -147,6 +149,7 @@ impl Default for StreamsConfig {
             retention: Vec::new(),
             retention_mark_interval_s: 60,
             retention_sweep_batch: 256,
+            compaction: Default::default(),
         }
     }
 }
@@ -170,6 +173,7 @@ impl StreamsConfig {
         if self.trim_batch_chunks == 0 {
             return Err("streams.trim_batch_chunks must be > 0".into());
         }
+        self.compaction.validate()?;
         if self.retention_sweep_batch == 0 {
             return Err("streams.retention_sweep_batch must be > 0".into());
         }

@@ -50,6 +50,7 @@ async fn create_once(
         .filter(|c| !c.is_empty());
     let fork_request = fork::parse_request(h, streams.config.max_name_bytes)?;
     let retention = crate::retention::Retention::from_headers(h)?;
+    let compaction = crate::compaction::from_headers(h, &streams.config.compaction)?;
 
     let mut g = streams.lock(path).await?;
     match streams.find(&mut g, now).await? {
@@ -83,6 +84,12 @@ async fn create_once(
             if !retention.is_empty() && retention != info.retention {
                 return Err(StreamError::conflict(
                     "the stream exists with a different retention (change it with PATCH)",
+                ));
+            }
+            // Compaction likewise: only a different mode than the stream's is refused.
+            if compaction.is_some() && info.compaction.is_none() {
+                return Err(StreamError::conflict(
+                    "the stream exists without Stream-Compaction",
                 ));
             }
             return Ok(created(StatusCode::OK, existing, location));
@@ -120,6 +127,11 @@ async fn create_once(
         ),
     };
     let is_json = media_type(&base.content_type) == "application/json";
+    if compaction.is_some() && (!is_json || fork_request.is_some()) {
+        return Err(StreamError::bad_request(
+            "Stream-Compaction needs a JSON stream that is not a fork",
+        ));
+    }
     if is_json && !json_type {
         spans = limits.split_async(&body, true).await?;
     }
@@ -154,6 +166,8 @@ async fn create_once(
         inherited_start: base.retained,
         retention: retention.clone(),
         marks: Vec::new(),
+        compaction,
+        fork_points: Vec::new(),
         soft_deleted: false,
         created_at: now,
     };

@@ -175,6 +175,7 @@ pub async fn prepare(
     let mut info = src.info.clone();
     info.forks += 1;
     info.fork_floors.push(src.retained);
+    info.fork_points.push(point);
     let base = ForkBase {
         content_type: src.info.content_type.clone(),
         ttl_s,

@@ -38,6 +38,9 @@ pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
     if s.info.closed {
         put(CLOSED, "true".into());
     }
+    if s.info.compaction.is_some() {
+        put(crate::headers::COMPACTION, "key".into());
+    }
     put(
         "etag",
         format!(

@@ -27,6 +27,8 @@ pub const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
 pub const SSE_ENCODING: &str = "stream-sse-data-encoding";
 pub const START_OFFSET: &str = "stream-start-offset";
 pub const TRIM_BEFORE: &str = "stream-trim-before";
+pub const COMPACTION: &str = "stream-compaction";
+pub const COMPACT_BEFORE: &str = "stream-compact-before";
 pub const RETENTION_MAX_AGE: &str = "stream-retention-max-age";
 pub const RETENTION_MAX_BYTES: &str = "stream-retention-max-bytes";
 pub const PRODUCER_ID: &str = "producer-id";
@@ -38,11 +40,12 @@ pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
 const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
     Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, ETag, Location, Content-Type, \
     Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, Server-Timing, \
-    Stream-Start-Offset, Stream-Retention-Max-Age, Stream-Retention-Max-Bytes";
+    Stream-Start-Offset, Stream-Retention-Max-Age, Stream-Retention-Max-Bytes, Stream-Compaction, \
+    Stream-Compact-Before";
 const ALLOWED: &str = "Authorization, Content-Type, If-None-Match, Stream-TTL, Stream-Expires-At, \
     Stream-Closed, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, \
     Producer-Id, Producer-Epoch, Producer-Seq, X-Debug-Timing, Stream-Trim-Before, \
-    Stream-Retention-Max-Age, Stream-Retention-Max-Bytes";
+    Stream-Retention-Max-Age, Stream-Retention-Max-Bytes, Stream-Compaction, Stream-Compact-Before";
 const METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS";
 
 /// A header as a string (non-UTF-8 is a 400).

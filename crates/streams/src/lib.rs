@@ -44,6 +44,7 @@ pub mod access;
 pub mod append;
 pub mod bound;
 pub mod cold;
+pub mod compaction;
 pub mod config;
 pub mod create;
 pub mod cursor;

@@ -64,6 +64,11 @@ pub fn trimmed(chunks: usize) {
     ::metrics::counter!("sessiond_streams_trimmed_chunks_total").increment(chunks as u64);
 }
 
+/// Chunks dropped by keyed compaction.
+pub fn compacted(chunks: usize) {
+    ::metrics::counter!("sessiond_streams_compacted_chunks_total").increment(chunks as u64);
+}
+
 /// A commit lost a race with another node and was decided again.
 pub fn commit_retry() {
     ::metrics::counter!("sessiond_streams_commit_retries_total").increment(1);

@@ -101,11 +101,23 @@ impl Streams {
     }
 
     /// 410 `offset_gone` when `pos` of `path` is below its stored retained start (a reader
-    /// whose snapshot predates a trim finds a hole where its data was).
-    async fn refuse_trimmed(&self, path: &str, pos: u64) -> StreamResult<()> {
+    /// whose snapshot predates a trim finds a hole where its data was), or, on a `compacted`
+    /// stream, below its stored purge point (a compaction since the snapshot dropped a delete
+    /// this reader has not seen).
+    async fn refuse_trimmed(&self, path: &str, pos: u64, compacted: bool) -> StreamResult<()> {
         match self.store.stream_meta(path).await? {
             Some(meta) if meta.start > pos => {
                 Err(crate::error::StreamError::offset_gone(meta.start))
+            }
+            Some(meta) if compacted => {
+                let purged = crate::state::Stream::decode(&meta)?
+                    .info
+                    .compaction
+                    .map_or(0, |c| c.purged);
+                if pos > meta.start && pos < purged {
+                    return Err(crate::error::StreamError::offset_gone(meta.start));
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -191,7 +203,7 @@ impl Streams {
         max: usize,
         max_messages: usize,
     ) -> StreamResult<Page> {
-        if from < snap.retained {
+        if from < snap.retained || (from > snap.retained && from < snap.purged) {
             return Err(crate::error::StreamError::offset_gone(snap.retained));
         }
         let ranges = ranges(snap);
@@ -204,7 +216,7 @@ impl Streams {
                 let chunks = self.read_path(path, pos, budget).await?;
                 if chunks.first().is_none_or(|c| c.offset > pos) {
                     // A hole below the snapshot's tail: a trim ran after the snapshot.
-                    self.refuse_trimmed(path, pos).await?;
+                    self.refuse_trimmed(path, pos, snap.compacted).await?;
                 }
                 if chunks.is_empty() {
                     break;

@@ -6,7 +6,9 @@
 //! that reaches the tail, so a client never stops early on a partial page.
 //!
 //! The ETag is `"<incarnation>:<from>:<next>"` plus `:c` once the stream is closed and the
-//! page reaches the end, so a cached "up to date" page is revalidated when closure happens.
+//! page reaches the end, so a cached "up to date" page is revalidated when closure happens,
+//! and `:g<n>` once keyed compaction ran (its generation), so a 304 never confirms a page
+//! from before a compaction.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -120,7 +122,9 @@ pub async fn read(
     let from = match q.offset.unwrap_or(Offset::Start) {
         Offset::Start => snap.retained,
         Offset::Now => snap.tail,
-        Offset::At(p) if p < snap.retained => return Err(StreamError::offset_gone(snap.retained)),
+        Offset::At(p) if p < snap.retained || (p > snap.retained && p < snap.purged) => {
+            return Err(StreamError::offset_gone(snap.retained))
+        }
         Offset::At(p) => p,
     };
     match q.live {
@@ -198,10 +202,17 @@ pub fn page_response(
     }
     if etag {
         let closed = if at_end && snap.closed { ":c" } else { "" };
+        let generation = match snap.generation {
+            0 => String::new(),
+            g => format!(":g{g}"),
+        };
         put(
             h,
             "etag",
-            format!("\"{}:{}:{}{closed}\"", snap.created_at, from, page.next),
+            format!(
+                "\"{}:{}:{}{generation}{closed}\"",
+                snap.created_at, from, page.next
+            ),
         );
     }
     Ok(r)

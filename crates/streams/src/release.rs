@@ -22,11 +22,15 @@ impl Streams {
     pub async fn hard_delete(&self, g: &mut Guard) -> StreamResult<Option<String>> {
         let parent = stream(g).and_then(|s| s.info.lineage.last().map(|a| a.path.clone()));
         let point = stream(g).map_or(0, |s| s.info.inherited_start);
+        let fork_point = stream(g).map_or(0, |s| s.info.start);
         self.settle(g).await?;
         let path = g.key().to_owned();
         self.cold.delete_all(&path).await?;
         let released = match parent {
-            Some(parent) => self.delete_releasing(&path, &parent, point).await?,
+            Some(parent) => {
+                self.delete_releasing(&path, &parent, (point, fork_point))
+                    .await?
+            }
             None => None,
         };
         let cascade = match released {
@@ -56,7 +60,7 @@ impl Streams {
         &self,
         path: &str,
         parent: &str,
-        point: u64,
+        (point, fork_point): (u64, u64),
     ) -> StreamResult<Option<Option<String>>> {
         let mut attempt = 1;
         loop {
@@ -69,6 +73,9 @@ impl Streams {
             info.forks = info.forks.saturating_sub(1);
             if let Some(i) = info.fork_floors.iter().position(|p| *p == point) {
                 info.fork_floors.swap_remove(i);
+            }
+            if let Some(i) = info.fork_points.iter().position(|p| *p == fork_point) {
+                info.fork_points.swap_remove(i);
             }
             let meta = Stream::encode(parent, src.tail, &info)?;
             let link = ForkSource {

@@ -79,6 +79,13 @@ pub struct Snapshot {
     /// The retained start: reads below it are 410 `offset_gone`.
     pub retained: u64,
     pub lineage: Vec<Ancestor>,
+    /// Keyed compaction dropped a delete below this offset: reads above `retained` and below
+    /// it are 410 `offset_gone` (0 without compaction).
+    pub purged: u64,
+    /// The compaction generation (part of ETags).
+    pub generation: u64,
+    /// Whether the stream is compacted (its reads may meet gaps that are not trims).
+    pub compacted: bool,
 }
 
 impl Streams {
@@ -458,6 +465,9 @@ impl Streams {
                 start: s.info.start,
                 retained: s.retained,
                 lineage: s.info.lineage.clone(),
+                purged: s.info.compaction.as_ref().map_or(0, |c| c.purged),
+                generation: s.info.compaction.as_ref().map_or(0, |c| c.generation),
+                compacted: s.info.compaction.is_some(),
             },
             changes,
         ))

@@ -107,6 +107,13 @@ pub struct StreamInfo {
     /// `(time, offset)` marks of appends, for age-based retention (see `retention.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub marks: Vec<(Millis, u64)>,
+    /// Keyed compaction (`Stream-Compaction: key` on the creating PUT) and its progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<crate::compaction::Compaction>,
+    /// The fork point of each live fork counted in `forks` (one entry per fork): compaction
+    /// never passes the lowest (see `compaction::fork_ceiling`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fork_points: Vec<u64>,
     /// Deleted while forks still read its data: 410 to clients.
     pub soft_deleted: bool,
     /// Creation time (unix ms); distinguishes incarnations of one path in ETags.

@@ -1,4 +1,5 @@
-//! Background removal of expired streams, and retention (see `retention.rs`).
+//! Background removal of expired streams, retention (see `retention.rs`) and keyed
+//! compaction (see `compaction`).
 //!
 //! Retention walks every stream a batch per pass (`retention_sweep_batch`, resuming after the
 //! last path it examined), computes its policy's cut and trims there (`trim.rs`: bounded
@@ -120,6 +121,10 @@ impl Sweeper {
                 tracing::warn!(stream = %path, error = ?e.api, "cannot apply retention; skipping it for now");
                 ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
             }
+            if let Err(e) = compact_one(streams, path).await {
+                tracing::warn!(stream = %path, error = ?e.api, "cannot compact; skipping it for now");
+                ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
+            }
         }
         Ok(paths.len())
     }
@@ -150,4 +155,27 @@ async fn retain_one(streams: &Streams, path: &str) -> StreamResult<()> {
     let start = streams.trim_locked(&mut g, cut).await?;
     drop(g);
     streams.trim_rest(path, start).await
+}
+
+/// Compacts `path` up to its tail once `compaction.trigger_bytes` were appended since its last
+/// compaction (streams without compaction are left alone).
+async fn compact_one(streams: &Streams, path: &str) -> StreamResult<()> {
+    let now = now_ms();
+    let tail = {
+        let mut g = streams.lock(path).await?;
+        let Found::Live = streams.find(&mut g, now).await? else {
+            return Ok(());
+        };
+        let Some(s) = crate::service::stream(&g) else {
+            return Ok(());
+        };
+        let Some(c) = &s.info.compaction else {
+            return Ok(());
+        };
+        if s.tail.saturating_sub(c.ran_at_tail) < streams.config.compaction.trigger_bytes {
+            return Ok(());
+        }
+        s.tail
+    };
+    streams.compact(path, tail, now).await.map(|_| ())
 }

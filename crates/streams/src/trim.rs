@@ -28,8 +28,9 @@ use crate::service::{stream, Streams};
 use crate::state::StreamInfo;
 
 /// Headers a trim may not be combined with: it changes no data, no closure, no producer.
-const EXCLUSIVE_WITH: [&str; 5] = [
+const EXCLUSIVE_WITH: [&str; 6] = [
     CLOSED,
+    headers::COMPACT_BEFORE,
     headers::SEQ,
     headers::PRODUCER_ID,
     headers::PRODUCER_EPOCH,

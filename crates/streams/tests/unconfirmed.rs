@@ -118,6 +118,10 @@ impl StreamStore for Gated {
             .trim_stream(path, before, max_chunks, durability)
             .await
     }
+
+    async fn drop_chunks(&self, path: &str, offsets: &[u64], d: Durability) -> Result<bool> {
+        self.inner.drop_chunks(path, offsets, d).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -326,4 +326,19 @@ impl StreamStore for MemoryEngine {
             })
         })
     }
+
+    async fn drop_chunks(&self, path: &str, offsets: &[u64], _: Durability) -> Result<bool> {
+        self.with(|s| {
+            let Some(st) = s.streams.get_mut(path) else {
+                return false;
+            };
+            if !offsets.iter().all(|o| st.chunks.contains_key(o)) {
+                return false;
+            }
+            for o in offsets {
+                st.chunks.remove(o);
+            }
+            true
+        })
+    }
 }

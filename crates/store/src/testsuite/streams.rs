@@ -25,6 +25,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     super::pipeline::run_pipeline(s).await;
     super::stream_links::run_stream_links(s).await;
     super::retention::run_retention(s).await;
+    super::compaction::run_compaction(s).await;
 }
 
 /// Metadata of `path` with `tail` and a recognizable state.

@@ -289,4 +289,8 @@ impl StreamStore for ObservedStore {
             .trim_stream(path, before, max_chunks, durability)
             .await
     }
+
+    async fn drop_chunks(&self, path: &str, offsets: &[u64], d: Durability) -> Result<bool> {
+        self.inner.drop_chunks(path, offsets, d).await
+    }
 }
