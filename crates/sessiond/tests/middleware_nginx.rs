@@ -13,31 +13,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod proxy_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use common::TestServer;
+use proxy_support::{
+    binary_or_skip, free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY,
+};
 use serde_json::{json, Value};
-use sessiond::config::{Config, EngineKind};
+use sessiond::config::EngineKind;
 use sessiond_middleware::CookieLayout;
 
-const API_KEY: &str = "nginx-test-key-0123456789";
 const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
-
-fn find_nginx() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates
-        .into_iter()
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir: PathBuf| dir.join("nginx"))
-        .find(|p| p.is_file())
-}
 
 /// A private nginx in a temp dir, killed on drop.
 struct Nginx {
@@ -51,11 +42,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
@@ -110,69 +96,22 @@ async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
     panic!("nginx did not start after 5 attempts");
 }
 
-/// The upstream: answers every request with the `X-Session-*` headers it received.
-async fn start_upstream() -> String {
-    let echo = |headers: HeaderMap| async move {
-        let seen: serde_json::Map<String, Value> = headers
-            .iter()
-            .filter(|(name, _)| name.as_str().starts_with("x-session-"))
-            .map(|(name, v)| (name.to_string(), json!(v.to_str().unwrap_or(""))))
-            .collect();
-        axum::Json(Value::Object(seen))
-    };
-    let app = axum::Router::new().fallback(echo);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 /// One browser request through nginx: (what the upstream saw, the Set-Cookie values).
 async fn visit(http: &reqwest::Client, nginx: &Nginx, cookie: &str) -> (Value, Vec<String>) {
-    let mut req = http.get(format!("http://{}/page?q=1", nginx.addr));
-    if !cookie.is_empty() {
-        req = req.header("cookie", cookie);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let cookies: Vec<String> = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let body = res.text().await.unwrap();
+    let url = format!("http://{}/page?q=1", nginx.addr);
+    let (status, seen, cookies, body) = request(http, &url, cookie, &[]).await;
     let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
         status, 200,
         "nginx answered {status}: {body}\nerror.log: {log}"
     );
-    (serde_json::from_str(&body).unwrap(), cookies)
-}
-
-/// The browser's cookie jar after storing `set` over `jar`.
-fn store(jar: &str, set: &[String]) -> String {
-    let mut pairs: Vec<(String, String)> = jar
-        .split("; ")
-        .filter_map(|p| p.split_once('='))
-        .map(|(n, v)| (n.into(), v.into()))
-        .collect();
-    for s in set {
-        let (n, v) = s.split(';').next().unwrap().split_once('=').unwrap();
-        pairs.retain(|(name, _)| name != n);
-        pairs.push((n.into(), v.into()));
-    }
-    pairs
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    (seen, cookies)
 }
 
 async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: usize) {
     let server = TestServer::start(EngineKind::Sqlite, |c| {
         c.api_keys = vec![API_KEY.into()];
-        c.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
+        c.middleware.signing_keys = vec![SIGNING_KEY.into()];
         c.middleware.cookies.layout = layout;
         c.middleware.session_timeout_ms = 1000;
     })
@@ -218,15 +157,8 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     server.stop().await;
 }
 
-fn nginx_or_skip() -> Option<PathBuf> {
-    let found = find_nginx();
-    if found.is_none() {
-        if std::env::var_os("REQUIRE_NGINX").is_some() {
-            panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
-        }
-        eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
-    }
-    found
+fn nginx_or_skip() -> Option<std::path::PathBuf> {
+    binary_or_skip("nginx", &["/usr/sbin", "/usr/local/sbin"], "REQUIRE_NGINX")
 }
 
 #[tokio::test]
@@ -236,52 +168,6 @@ async fn nginx_auth_request_in_front_of_an_app() {
     };
     scenario(&nginx, CookieLayout::Compact, 1).await;
     scenario(&nginx, CookieLayout::A, 8).await;
-}
-
-/// sessiond on a fixed address (so nginx's upstream stays valid across a restart).
-struct Node {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Node {
-    async fn start(addr: SocketAddr, data_dir: &Path) -> Node {
-        let mut config = Config {
-            engine: EngineKind::Sqlite,
-            data_dir: data_dir.to_path_buf(),
-            listen: addr,
-            api_keys: vec![API_KEY.into()],
-            ..Config::default()
-        };
-        config.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
-        config.validate().unwrap();
-        let listener = rebind(addr).await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sessiond::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Node { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// Binds `addr` again once its previous owner has let go of it.
-async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => return listener,
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "cannot bind {addr} again: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A page served while sessiond cannot decide: 200, no cookie, no session header, in time.
@@ -317,13 +203,7 @@ async fn the_page_is_served_while_sessiond_is_down() {
     served_without_session(&http, &nginx, Duration::from_secs(3)).await;
 
     // Hung: connections accepted but never answered; nginx gives up after its read timeout.
-    let hung = rebind(addr).await;
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hung.accept().await {
-            held.push(socket);
-        }
-    });
+    let holder = hang(addr).await;
     served_without_session(&http, &nginx, Duration::from_secs(6)).await;
     holder.abort();
     let _ = holder.await;
