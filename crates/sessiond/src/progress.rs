@@ -65,7 +65,7 @@ impl Progress {
             self.drawn = Some(now);
             let end = if last { "\n" } else { "" };
             Some(format!("\r{}{end}", self.render()))
-        } else if self.done % LINE_EVERY == 0 || last {
+        } else if self.done.is_multiple_of(LINE_EVERY) || last {
             Some(format!("{}\n", self.render()))
         } else {
             None
