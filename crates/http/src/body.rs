@@ -110,8 +110,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        if !bytes.is_empty() && !is_json_object(&bytes) {
+            return Err(ApiError::bad_request(NOT_AN_OBJECT));
+        }
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Every JSON API body is one object. serde reads a struct from an array too (`[null, 5]` as
+/// its fields in order), so without this check an array slipped through as positional fields
+/// (found by the schemathesis run: `PUT /v1/cache/n/k` with `[null, null]` stored `null`).
+pub const NOT_AN_OBJECT: &str = "the request body must be a JSON object";
+
+/// Whether JSON text is an object (its first non-whitespace byte is `{`), without parsing it.
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
 }
 
 /// Decodes JSON bytes into `T`, mapping failures to a 400 that says what was wrong.

@@ -181,9 +181,11 @@ struct GrantQuery {
 async fn revoke_grant(
     State(hub): State<Hub>,
     headers: HeaderMap,
-    Query(q): Query<GrantQuery>,
+    q: Result<Query<GrantQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<StatusCode> {
     service(&hub, &headers).await?;
+    // A missing field is the JSON 400 of every API (axum's own rejection is plain text).
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     hub.check_id("user_id", &q.user_id)?;
     hub.check_id("channel", &q.channel)?;
     let (mut guard, mut state) = hub.open(&q.user_id).await?;

@@ -6,8 +6,8 @@
 //! Authentication is applied per route set with `route_layer`, so an unknown path is a 404
 //! for everyone (no 401 that reveals nothing but costs a lookup), and `open_routes` can
 //! exempt whole sets. Durable Streams have their own guard (prefix-scoped keys, read
-//! tokens: `sessiond_streams::access`); every other set wants a full-access key. Health and metrics endpoints are always open: orchestrators and
-//! Prometheus scrape them without credentials, and they reveal no user data.
+//! tokens: `sessiond_streams::access`); every other set wants a full-access key. Health and metrics endpoints (and the OpenAPI document) are always open:
+//! orchestrators and Prometheus scrape them without credentials, and they reveal no user data.
 
 use std::sync::Arc;
 
@@ -180,6 +180,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/v1/openapi.json", get(openapi))
         .with_state(OpsState { stores, metrics });
 
     let mut app = body_limit(app.merge(ops), config.http.max_body_bytes);
@@ -254,6 +255,17 @@ async fn readyz(State(ops): State<OpsState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The OpenAPI 3.1 document of every route, kept by hand in `docs/openapi.json` (the test
+/// `tests/openapi.rs` holds it to the route table). Public like the other ops routes: it
+/// describes the API, it holds no data.
+async fn openapi() -> Response {
+    (
+        [("content-type", "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
 }
 
 async fn render_metrics(State(ops): State<OpsState>) -> Response {

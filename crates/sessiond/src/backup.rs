@@ -28,6 +28,7 @@ use sessiond_streams::tier::ColdBackend;
 
 use crate::config::{Config, EngineKind};
 use crate::users::ERASURE_FILE;
+use crate::progress::Progress;
 
 /// Name of the database file inside a backup.
 const DB_FILE: &str = "sessiond.db";
@@ -90,7 +91,8 @@ fn refuse_engine(config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// Progress goes to stderr, one line per step (stdout stays free for scripts).
+/// Progress goes to stderr, one line per step (stdout stays free for scripts); the segment
+/// copies, the long part, have a bar ([`Progress`]).
 fn progress(line: std::fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
@@ -164,22 +166,22 @@ fn attempt(config: &Config, work: &Path) -> anyhow::Result<Option<Manifest>> {
             ));
             return Ok(Some(manifest(snap, segments)));
         };
-        let total = snap.segment_keys.len();
-        for (i, key) in snap.segment_keys.iter().enumerate() {
+        let mut bar = Progress::new("backup: segments", snap.segment_keys.len() as u64);
+        for key in &snap.segment_keys {
             let rel = key_path(key)?;
             let from = source.join(&rel);
             match copy_synced(&from, &work.join(SEGMENTS).join(&rel)) {
-                Ok(bytes) => segments.push(SegmentEntry {
-                    key: key.clone(),
-                    bytes,
-                }),
+                Ok(bytes) => {
+                    bar.step(bytes);
+                    segments.push(SegmentEntry {
+                        key: key.clone(),
+                        bytes,
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
                     return Ok(None)
                 }
                 Err(e) => return Err(e).with_context(|| format!("cannot copy {}", from.display())),
-            }
-            if (i + 1) % 100 == 0 || i + 1 == total {
-                progress(format_args!("backup: segments {}/{total}", i + 1));
             }
         }
     }
@@ -328,15 +330,14 @@ pub fn restore(config: &Config, from: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let total = manifest.segments.len();
-    for (i, segment) in manifest.segments.iter().enumerate() {
+    let mut bar = Progress::new("restore: segments", total as u64);
+    for segment in &manifest.segments {
         let rel = key_path(&segment.key)?;
         let dir = segments_dir.as_deref().unwrap_or(&config.data_dir);
         let to = dir.join(&rel);
         copy_synced(&from.join(SEGMENTS).join(&rel), &to)
             .with_context(|| format!("cannot write {}", to.display()))?;
-        if (i + 1) % 100 == 0 || i + 1 == total {
-            progress(format_args!("restore: segments {}/{total}", i + 1));
-        }
+        bar.step(segment.bytes);
     }
     if let Some(dir) = segments_dir.filter(|d| d.exists()) {
         sync_tree(&dir)?;

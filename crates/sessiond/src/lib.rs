@@ -24,6 +24,7 @@ pub mod engine;
 pub mod listen;
 pub mod listener;
 pub mod middleware;
+mod progress;
 pub mod realtime;
 pub mod startup;
 pub mod users;

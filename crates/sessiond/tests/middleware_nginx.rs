@@ -13,98 +13,111 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod nginx_support;
+mod proxy_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use common::TestServer;
-use nginx_support::{free_addr, nginx_or_skip, rebind, start_nginx, Nginx};
+use proxy_support::{
+    binary_or_skip, free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY,
+};
 use serde_json::{json, Value};
-use sessiond::config::{Config, EngineKind};
+use sessiond::config::EngineKind;
 use sessiond_middleware::CookieLayout;
 
-const API_KEY: &str = "nginx-test-key-0123456789";
 const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
 
-/// The upstream: answers every request with the `X-Session-*` headers it received.
-async fn start_upstream() -> String {
-    let echo = |headers: HeaderMap| async move {
-        let seen: serde_json::Map<String, Value> = headers
-            .iter()
-            .filter(|(name, _)| name.as_str().starts_with("x-session-"))
-            .map(|(name, v)| (name.to_string(), json!(v.to_str().unwrap_or(""))))
-            .collect();
-        axum::Json(Value::Object(seen))
-    };
-    let app = axum::Router::new().fallback(echo);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+/// A private nginx in a temp dir, killed on drop.
+struct Nginx {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let d = dir.path().display();
+        let site = SNIPPET
+            .replace("SESSIOND_ADDR", sessiond)
+            .replace("APP_ADDR", app)
+            .replace("LISTEN_ADDR", &addr)
+            .replace("SESSIOND_API_KEY", API_KEY);
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 128; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             {site}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nginx");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Nginx { child, addr, dir };
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                eprintln!("nginx exited (port taken?), retrying: {log}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx did not listen on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("nginx did not start after 5 attempts");
 }
 
 /// One browser request through nginx: (what the upstream saw, the Set-Cookie values).
 async fn visit(http: &reqwest::Client, nginx: &Nginx, cookie: &str) -> (Value, Vec<String>) {
-    let mut req = http.get(format!("http://{}/page?q=1", nginx.addr));
-    if !cookie.is_empty() {
-        req = req.header("cookie", cookie);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let cookies: Vec<String> = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let body = res.text().await.unwrap();
+    let url = format!("http://{}/page?q=1", nginx.addr);
+    let (status, seen, cookies, body) = request(http, &url, cookie, &[]).await;
     let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
         status, 200,
         "nginx answered {status}: {body}\nerror.log: {log}"
     );
-    (serde_json::from_str(&body).unwrap(), cookies)
-}
-
-/// The browser's cookie jar after storing `set` over `jar`.
-fn store(jar: &str, set: &[String]) -> String {
-    let mut pairs: Vec<(String, String)> = jar
-        .split("; ")
-        .filter_map(|p| p.split_once('='))
-        .map(|(n, v)| (n.into(), v.into()))
-        .collect();
-    for s in set {
-        let (n, v) = s.split(';').next().unwrap().split_once('=').unwrap();
-        pairs.retain(|(name, _)| name != n);
-        pairs.push((n.into(), v.into()));
-    }
-    pairs
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    (seen, cookies)
 }
 
 async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: usize) {
     let server = TestServer::start(EngineKind::Sqlite, |c| {
         c.api_keys = vec![API_KEY.into()];
-        c.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
+        c.middleware.signing_keys = vec![SIGNING_KEY.into()];
         c.middleware.cookies.layout = layout;
         c.middleware.session_timeout_ms = 1000;
     })
     .await;
     let upstream = start_upstream().await;
-    let nginx = start_nginx(
-        nginx_bin,
-        SNIPPET,
-        &server.addr.to_string(),
-        &upstream,
-        API_KEY,
-    )
-    .await;
+    let nginx = start_nginx(nginx_bin, &server.addr.to_string(), &upstream).await;
     let http = reqwest::Client::new();
 
     // First visit: cookies set, the upstream sees the new client's ids.
@@ -144,6 +157,10 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     server.stop().await;
 }
 
+fn nginx_or_skip() -> Option<std::path::PathBuf> {
+    binary_or_skip("nginx", &["/usr/sbin", "/usr/local/sbin"], "REQUIRE_NGINX")
+}
+
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_an_app() {
     let Some(nginx) = nginx_or_skip() else {
@@ -151,37 +168,6 @@ async fn nginx_auth_request_in_front_of_an_app() {
     };
     scenario(&nginx, CookieLayout::Compact, 1).await;
     scenario(&nginx, CookieLayout::A, 8).await;
-}
-
-/// sessiond on a fixed address (so nginx's upstream stays valid across a restart).
-struct Node {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Node {
-    async fn start(addr: SocketAddr, data_dir: &Path) -> Node {
-        let mut config = Config {
-            engine: EngineKind::Sqlite,
-            data_dir: data_dir.to_path_buf(),
-            listen: addr,
-            api_keys: vec![API_KEY.into()],
-            ..Config::default()
-        };
-        config.middleware.signing_keys = vec!["nginx-test-signing-key-of-32-bytes-or-more".into()];
-        config.validate().unwrap();
-        let listener = rebind(addr).await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sessiond::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Node { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 /// A page served while sessiond cannot decide: 200, no cookie, no session header, in time.
@@ -206,7 +192,7 @@ async fn the_page_is_served_while_sessiond_is_down() {
     let addr: SocketAddr = free_addr().parse().unwrap();
     let node = Node::start(addr, data.path()).await;
     let upstream = start_upstream().await;
-    let nginx = start_nginx(&nginx_bin, SNIPPET, &addr.to_string(), &upstream, API_KEY).await;
+    let nginx = start_nginx(&nginx_bin, &addr.to_string(), &upstream).await;
     let http = reqwest::Client::new();
     let (seen, set) = visit(&http, &nginx, "").await;
     assert!(!set.is_empty(), "sessiond up: cookies ({seen})");
@@ -217,13 +203,7 @@ async fn the_page_is_served_while_sessiond_is_down() {
     served_without_session(&http, &nginx, Duration::from_secs(3)).await;
 
     // Hung: connections accepted but never answered; nginx gives up after its read timeout.
-    let hung = rebind(addr).await;
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hung.accept().await {
-            held.push(socket);
-        }
-    });
+    let holder = hang(addr).await;
     served_without_session(&http, &nginx, Duration::from_secs(6)).await;
     holder.abort();
     let _ = holder.await;

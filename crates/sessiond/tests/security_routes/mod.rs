@@ -76,6 +76,12 @@ pub const ROUTES: &[Route] = &[
         [("GET", "/metrics", None)]
     ),
     route!(
+        "sessiond/src/app.rs",
+        "\"/v1/openapi.json\"",
+        Public,
+        [("GET", "/v1/openapi.json", None)]
+    ),
+    route!(
         NATIVE,
         "\"/v1/sessions\"",
         Service,

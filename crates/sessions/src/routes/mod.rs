@@ -112,6 +112,14 @@ pub fn durability(headers: &HeaderMap) -> ApiResult<Durability> {
     }
 }
 
+/// `If-Match` and the durability of a conditional write. A malformed `Sessiond-Durability` is
+/// a 400 even when `If-Match` would not match: a request that is bad without its
+/// preconditions never gets their 412 (RFC 9110 §13.2.1; found by the schemathesis run).
+pub fn write_conditions(headers: &HeaderMap) -> ApiResult<(Option<u64>, Durability)> {
+    let durability = durability(headers)?;
+    Ok((if_match(headers)?, durability))
+}
+
 /// Reads `If-Match` with the strong comparison of RFC 9110 §13.1.1: absent or `*` → None;
 /// `"7"` → Some(7). A weak tag (`W/"7"`) or a quoted tag that is no version never matches
 /// (412); text that is not an entity-tag list at all (`abc`, `7` without quotes) is a 400.

@@ -26,7 +26,7 @@ use sessiond_http::{ApiError, ApiResult, JsonBody, RawBody};
 use sessiond_store::{Millis, SessionRecord};
 
 use crate::cache::Ttl;
-use crate::routes::{durability, if_match, request_origin, RequestOrigin, SessionsState};
+use crate::routes::{durability, request_origin, write_conditions, RequestOrigin, SessionsState};
 use crate::service::{NewSession, Update};
 
 /// Routes of the native API (mount at the root).
@@ -170,14 +170,10 @@ async fn replace(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ReplaceBody>,
 ) -> ApiResult<Response> {
+    let (expected, durability) = write_conditions(&headers)?;
     let record = s
         .sessions
-        .update(
-            &id,
-            Update::Replace(body.data),
-            if_match(&headers)?,
-            durability(&headers)?,
-        )
+        .update(&id, Update::Replace(body.data), expected, durability)
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
@@ -189,14 +185,10 @@ async fn patch(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let data_patch = data_patch(body)?.unwrap_or(Value::Object(Map::new()));
+    let (expected, durability) = write_conditions(&headers)?;
     let record = s
         .sessions
-        .update(
-            &id,
-            Update::MergePatch(data_patch),
-            if_match(&headers)?,
-            durability(&headers)?,
-        )
+        .update(&id, Update::MergePatch(data_patch), expected, durability)
         .await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
@@ -226,10 +218,8 @@ async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    if s.sessions
-        .delete(&id, if_match(&headers)?, durability(&headers)?)
-        .await?
-    {
+    let (expected, durability) = write_conditions(&headers)?;
+    if s.sessions.delete(&id, expected, durability).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("session not found or expired"))
@@ -247,10 +237,8 @@ async fn rotate(
         true => None,
         false => data_patch(parse_json(&body)?)?,
     };
-    let record = s
-        .sessions
-        .rotate(&id, patch, if_match(&headers)?, durability(&headers)?)
-        .await?;
+    let (expected, durability) = write_conditions(&headers)?;
+    let record = s.sessions.rotate(&id, patch, expected, durability).await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
 

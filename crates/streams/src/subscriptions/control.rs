@@ -61,7 +61,7 @@ fn check_path(path: &str, max_depth: usize) -> SubResult<()> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> SubResult<T> {
-    serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("invalid body: {e}")))
+    super::error::parse_body(body)
 }
 
 /// `scheme://host` of the request, for the URLs the server hands out.

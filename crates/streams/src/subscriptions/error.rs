@@ -118,3 +118,11 @@ impl IntoResponse for SubError {
         response
     }
 }
+
+/// A management or worker body: one JSON object (never an array read as positional fields).
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> SubResult<T> {
+    if !sessiond_http::body::is_json_object(body) {
+        return Err(SubError::bad_request(sessiond_http::body::NOT_AN_OBJECT));
+    }
+    serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("invalid body: {e}")))
+}

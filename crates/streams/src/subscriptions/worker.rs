@@ -33,7 +33,7 @@ fn bearer(headers: &HeaderMap) -> SubResult<String> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> SubResult<T> {
-    serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("invalid body: {e}")))
+    super::error::parse_body(body)
 }
 
 impl Subscriptions {
