@@ -259,10 +259,8 @@ async fn reauth(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let record = s
-        .sessions
-        .reauth(&id, if_match(&headers)?, durability(&headers)?)
-        .await?;
+    let (expected, durability) = write_conditions(&headers)?;
+    let record = s.sessions.reauth(&id, expected, durability).await?;
     Ok(with_etag(StatusCode::OK, &record))
 }
 
