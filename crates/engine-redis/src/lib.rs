@@ -58,6 +58,7 @@ mod objects;
 mod presence;
 mod realtime;
 mod scripts;
+mod session_update;
 mod sessions;
 mod slots;
 mod stream_commits;

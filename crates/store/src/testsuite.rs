@@ -16,6 +16,7 @@ use crate::sessions::{Cas, SessionRecord};
 use crate::{now_ms, Durability, Stores};
 
 mod cache;
+mod data_update;
 mod objects;
 mod origin;
 mod pipeline;
@@ -50,6 +51,9 @@ pub async fn run_all(stores: Stores) {
     sessions_per_user_index(&stores).await;
     sessions_sweep(&stores).await;
     sessions_concurrent_merges(&stores).await;
+    data_update::sessions_data_update_semantics(&stores).await;
+    data_update::sessions_data_update_refusals(&stores).await;
+    data_update::sessions_data_update_concurrent(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
     cache_values_and_expiry(&stores).await;
