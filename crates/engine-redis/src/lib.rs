@@ -59,6 +59,7 @@ mod objects;
 mod presence;
 mod realtime;
 mod scripts;
+mod session_update;
 mod sessions;
 mod slots;
 mod stream_commits;

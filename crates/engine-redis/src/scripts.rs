@@ -242,6 +242,7 @@ return 1
 pub struct Scripts {
     pub session_insert: Script,
     pub session_replace: Script,
+    pub session_update: Script,
     pub session_touch: Script,
     pub session_rotate: Script,
     pub session_delete: Script,
@@ -286,6 +287,7 @@ impl Scripts {
         Scripts {
             session_insert: with_helpers(SESSION_INSERT),
             session_replace: with_helpers(SESSION_REPLACE),
+            session_update: Script::new(crate::session_update::SESSION_UPDATE),
             session_touch: with_helpers(SESSION_TOUCH),
             session_rotate: with_helpers(SESSION_ROTATE),
             session_delete: with_helpers(SESSION_DELETE),

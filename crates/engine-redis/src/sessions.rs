@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, Durability, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
-    StoreError,
+    Cas, DataChange, DataUpdate, Durability, Millis, Result, Rotation, SessionOrigin,
+    SessionRecord, SessionStore, StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -42,7 +42,7 @@ fn record_fields(r: &SessionRecord) -> Vec<(&'static str, String)> {
 }
 
 /// Decodes a session hash (`HGETALL` reply); `None` when the hash does not exist.
-fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRecord>> {
+pub(crate) fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRecord>> {
     if h.is_empty() {
         return Ok(None);
     }
@@ -187,6 +187,19 @@ impl SessionStore for RedisEngine {
             1 => Cas::VersionMismatch,
             _ => Cas::Missing,
         })
+    }
+
+    async fn update_session_data(
+        &self,
+        id: &str,
+        change: &DataChange,
+        if_match: Option<u64>,
+        now: Millis,
+        max_data_bytes: usize,
+        _: Durability,
+    ) -> Result<DataUpdate> {
+        self.update_data(id, change, if_match, now, max_data_bytes)
+            .await
     }
 
     async fn rotate_session(

@@ -37,8 +37,11 @@ pub(crate) struct Pending {
     chunks: Vec<StreamChunk>,
     meta: StreamMeta,
     producers: ProducerUpdate,
-    reply: oneshot::Sender<Result<Commit>>,
+    reply: oneshot::Sender<Result<Outcome>>,
 }
+
+/// A commit's outcome and, when it lost, the metadata that won (if the script could say).
+type Outcome = (Commit, Option<StreamMeta>);
 
 /// The commit queue's sending side.
 pub(crate) type CommitQueue = mpsc::UnboundedSender<Pending>;
@@ -131,7 +134,7 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
         pipe.add_command(commit_cmd(keys, node, p));
     }
     let start = Instant::now();
-    let out: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut con).await;
+    let out: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut con).await;
     crate::round_trip("stream_commit", start);
     let outcomes = match out {
         Ok(codes) if codes.len() == batch.len() => codes,
@@ -149,17 +152,18 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
     };
     let mut index = redis::pipe();
     let mut reindex = false;
-    for (p, code) in batch.into_iter().zip(outcomes) {
-        if code == 2 {
-            index_expiry(&mut index, keys, &p.path, p.meta.expires_at);
-            reindex = true;
-        }
-        let outcome = if code == 0 {
-            Commit::Conflict
-        } else {
-            Commit::Written
+    for (p, reply) in batch.into_iter().zip(outcomes) {
+        let outcome = match reply {
+            redis::Value::Int(code) => {
+                if code == 2 {
+                    index_expiry(&mut index, keys, &p.path, p.meta.expires_at);
+                    reindex = true;
+                }
+                Ok((Commit::Written, None))
+            }
+            lost => conflict_meta(&p.path, lost).map(|meta| (Commit::Conflict, meta)),
         };
-        let _ = p.reply.send(Ok(outcome));
+        let _ = p.reply.send(outcome);
     }
     if reindex {
         // Not part of the commit's outcome: a lagging index is repaired by the next scan.
@@ -167,6 +171,38 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
         let _: redis::RedisResult<()> = index.query_async(&mut con).await;
         crate::round_trip("stream_index", start);
     }
+}
+
+/// The metadata a lost commit's script returned: `None` when there is no stream, or a fork
+/// operation is pending on it (Redis Cluster: `stream_meta` resolves it).
+fn conflict_meta(path: &str, reply: redis::Value) -> Result<Option<StreamMeta>> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("stream {path}: commit reply {what}"));
+    type Fields = (
+        i64,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    let (code, tail, exp, state, pend, start): Fields =
+        redis::FromRedisValue::from_redis_value(reply).map_err(|e| corrupt(&e.to_string()))?;
+    if code != 0 {
+        return Err(corrupt("has an unknown code"));
+    }
+    let (Some(tail), None) = (tail, pend) else {
+        return Ok(None);
+    };
+    Ok(Some(StreamMeta {
+        path: path.to_owned(),
+        tail: crate::parse_num("tail", &tail)?,
+        expires_at: exp.map(|e| crate::parse_num("exp", &e)).transpose()?,
+        state: state.unwrap_or_default(),
+        start: start
+            .map(|s| crate::parse_num("start", &s))
+            .transpose()?
+            .unwrap_or(0),
+    }))
 }
 
 fn fail_all(batch: Vec<Pending>, err: impl Fn() -> StoreError) {
@@ -186,6 +222,22 @@ impl RedisEngine {
         meta: StreamMeta,
         producers: ProducerUpdate,
     ) -> Result<CommitTicket> {
+        let outcome =
+            self.enqueue_commit_full(path, expected_tail, expected_state, chunks, meta, producers)?;
+        Ok(Box::pin(async move { Ok(outcome.await?.0) }))
+    }
+
+    /// [`enqueue_commit`](Self::enqueue_commit), resolving with the metadata that won when
+    /// the commit lost.
+    pub(crate) fn enqueue_commit_full(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: Option<Vec<u8>>,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+        producers: ProducerUpdate,
+    ) -> Result<impl std::future::Future<Output = Result<Outcome>> + Send + 'static> {
         self.con()?;
         let mut at = expected_tail;
         for c in &chunks {
@@ -209,11 +261,11 @@ impl RedisEngine {
         self.commits
             .send(pending)
             .map_err(|_| StoreError::Unavailable("redis commit queue stopped".into()))?;
-        Ok(Box::pin(async move {
+        Ok(async move {
             outcome
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("redis commit lost".into())))
-        }))
+        })
     }
 }
 

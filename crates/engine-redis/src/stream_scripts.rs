@@ -69,12 +69,17 @@ pub(crate) use lua_helpers;
 /// '', state, channel, notification prefix (`<node id> `), path, check-state flag ('1'),
 /// expected state, max producers (0 = no cap), upsert count n, then n triples (id, used_at,
 /// row value), then offset/data pairs.
-/// Returns 0 conflict (or no stream), 1 written, 2 written and `exp` changed.
+/// Returns 1 written, 2 written and `exp` changed, or on a conflict (or no stream)
+/// {0, tail, exp, state, pend, start} as stored (each nil when absent).
 pub const COMMIT: &str = concat!(
     lua_helpers!(),
     r"
 local m, c, p, pu = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if not meta_is(m, ARGV[1], ARGV[8], ARGV[9]) then return 0 end
+if not meta_is(m, ARGV[1], ARGV[8], ARGV[9]) then
+  -- What won, so the writer decides its retry without reading it again.
+  local cur = redis.call('HMGET', m, 'tail', 'exp', 'state', 'pend', 'start')
+  return {0, cur[1], cur[2], cur[3], cur[4], cur[5]}
+end
 local n = tonumber(ARGV[11])
 add_chunks(c, 12 + 3 * n)
 local changed = set_meta(m, ARGV[2], ARGV[3], ARGV[4])

@@ -20,8 +20,9 @@
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta, StreamStore, Trimmed,
+    CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
+    ProducerUpdate, Result, SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta,
+    StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -180,6 +181,27 @@ impl StreamStore for RedisEngine {
         let (chunks, meta) = (chunks.to_vec(), meta.clone());
         self.enqueue_commit(path, expected_tail, state, chunks, meta, producers)?
             .await
+    }
+
+    async fn commit_checked_or_current(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        _: Durability,
+    ) -> Result<CheckedCommit> {
+        let state = Some(expected_state.to_vec());
+        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+        let outcome = self
+            .enqueue_commit_full(path, expected_tail, state, chunks, meta, producers)?
+            .await?;
+        Ok(match outcome {
+            (Commit::Written, _) => CheckedCommit::Written,
+            (Commit::Conflict, current) => CheckedCommit::Conflict(current),
+        })
     }
 
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {

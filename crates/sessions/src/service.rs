@@ -3,7 +3,9 @@
 //! Why this shape:
 //! - Every change of one session runs under the object runtime's lock for that session id, so a
 //!   read-modify-write (merge patch) is atomic on this node without retries; the store's
-//!   compare-and-set on `version` keeps it atomic across nodes too (a lost race retries).
+//!   compare-and-set on `version` keeps it atomic across nodes too (a lost race retries). On a
+//!   shared engine the store applies the change itself (`update_session_data`: one Redis
+//!   round trip, however many nodes write the session).
 //! - Creates for one user run under that user's lock, so the per-user limit (evict the oldest)
 //!   cannot be overshot by parallel logins.
 //! - Reads slide the idle deadline but only write it when it moved by `touch_fraction` of the
@@ -29,6 +31,7 @@ pub use edge::{parse_max_age, EdgeVerdict, MAX_AGE_HEADER};
 mod edge;
 mod reauth;
 mod rotate;
+mod store_update;
 mod touch;
 use crate::merge::{merge_patch, shallow_merge};
 
@@ -365,6 +368,11 @@ impl SessionService {
     ) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
+        if !self.resident {
+            return self
+                .update_in_store(id, &update, if_match, durability)
+                .await;
+        }
         for _ in 0..MAX_CAS_RETRIES {
             let now = now_ms();
             let current = self.current(&mut guard, id, now).await?;
@@ -421,9 +429,7 @@ impl SessionService {
                 let mut merged = Value::Object(old);
                 merge_patch(&mut merged, patch);
                 if !merged.is_object() {
-                    return Err(ApiError::bad_request(
-                        "the patch must leave session data a JSON object",
-                    ));
+                    return Err(not_an_object());
                 }
                 merged
             }
@@ -556,7 +562,11 @@ impl SessionService {
     }
 }
 
-fn not_found() -> ApiError {
+pub(super) fn not_an_object() -> ApiError {
+    ApiError::bad_request("the patch must leave session data a JSON object")
+}
+
+pub(super) fn not_found() -> ApiError {
     ApiError::not_found("session not found or expired")
 }
 

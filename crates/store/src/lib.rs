@@ -23,6 +23,7 @@
 pub mod cache;
 pub mod erasures;
 pub mod memory;
+pub mod merge;
 pub mod objects;
 pub mod presence;
 pub mod realtime;
@@ -38,10 +39,12 @@ pub use erasures::{erasure_hash, ErasureStore};
 pub use objects::{AlarmRecord, ObjectStore};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
-pub use sessions::{Cas, Rotation, SessionOrigin, SessionRecord, SessionStore};
+pub use sessions::{
+    Cas, DataChange, DataUpdate, Rotation, SessionOrigin, SessionRecord, SessionStore,
+};
 pub use streams::{
-    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
-    StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,
+    CheckedCommit, Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease,
+    SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,
 };
 
 /// Unix time in milliseconds.

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Durability, Millis, Result};
 
+mod update;
+pub use update::apply as apply_data_change;
+
 /// One stored session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -112,6 +115,37 @@ pub enum Cas {
     Missing,
 }
 
+/// How [`SessionStore::update_session_data`] changes a session's data. Each carries a JSON
+/// object as compact text, as `serde_json::to_string` writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataChange {
+    /// The new data, whole.
+    Replace(String),
+    /// An RFC 7396 merge patch (an object: objects merge recursively, `null` deletes).
+    MergePatch(String),
+    /// Top-level members copied over the stored ones (`{...old, ...new}`).
+    Shallow(String),
+}
+
+/// Outcome of [`SessionStore::update_session_data`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataUpdate {
+    /// The change is stored; the record as it now is.
+    Written(SessionRecord),
+    /// `if_match` was given and the stored version is `current`. Nothing was written.
+    VersionMismatch {
+        /// The stored version.
+        current: u64,
+    },
+    /// No live record with that id.
+    Missing,
+    /// The data would be `bytes` long, above the limit. Nothing was written.
+    TooLarge {
+        /// Length of the data the change would have stored.
+        bytes: usize,
+    },
+}
+
 /// Outcome of [`SessionStore::rotate_session`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rotation {
@@ -146,6 +180,26 @@ pub trait SessionStore: Send + Sync {
         now: Millis,
         durability: Durability,
     ) -> Result<Cas>;
+
+    /// Changes the data of the live session `id` at `now` in one atomic step: applies
+    /// `change` to the stored data (never to a copy the caller read earlier, so concurrent
+    /// merges from any number of nodes lose nothing), refuses data longer than
+    /// `max_data_bytes`, and, like a data change through `replace_session`, sets `updated_at`
+    /// and `last_seen_at` to `now`, slides the idle deadline to `now + idle_ttl_ms` (never
+    /// backward) and increments the version. With `if_match` the stored version must equal
+    /// it. The default reads, applies and compare-and-sets until no other writer came
+    /// between; an engine whose read is a network round trip should do it in one.
+    async fn update_session_data(
+        &self,
+        id: &str,
+        change: &DataChange,
+        if_match: Option<u64>,
+        now: Millis,
+        max_data_bytes: usize,
+        durability: Durability,
+    ) -> Result<DataUpdate> {
+        update::read_apply_swap(self, id, change, if_match, now, max_data_bytes, durability).await
+    }
 
     /// Moves the live record `old_id` to the id `record.id` in one atomic step: if `old_id`
     /// is live at `now` with `expected_version`, `record` (new id, new version) is stored and

@@ -168,6 +168,15 @@ pub enum Commit {
     Conflict,
 }
 
+/// Outcome of [`StreamStore::commit_checked_or_current`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckedCommit {
+    /// Chunks and metadata written.
+    Written,
+    /// Nothing written; the metadata that won, when known.
+    Conflict(Option<StreamMeta>),
+}
+
 /// The second phase of a commit: resolves with the commit's outcome once it was applied and,
 /// for `Durability::Confirmed`, durable. Commits enqueued earlier are applied (and made
 /// durable) no later than this one.
@@ -245,6 +254,40 @@ pub trait StreamStore: Send + Sync {
         producers: ProducerUpdate,
         durability: Durability,
     ) -> Result<Commit>;
+
+    /// [`commit_checked`](Self::commit_checked) that, when it loses, also says what won: the
+    /// stream's metadata as stored when the commit was refused (`None`: no stream, or the
+    /// engine cannot tell in the same step; read it with [`stream_meta`](Self::stream_meta)).
+    /// A writer racing other nodes decides its retry on that without reading again. The
+    /// default reads it after the refusal; engines whose read is a network round trip return
+    /// it with the refusal.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_checked_or_current(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        durability: Durability,
+    ) -> Result<CheckedCommit> {
+        let outcome = self
+            .commit_checked(
+                path,
+                expected_tail,
+                expected_state,
+                chunks,
+                meta,
+                producers,
+                durability,
+            )
+            .await?;
+        Ok(match outcome {
+            Commit::Written => CheckedCommit::Written,
+            Commit::Conflict => CheckedCommit::Conflict(self.stream_meta(path).await?),
+        })
+    }
 
     /// The producer `id` of the stream at `path`, if it has a row.
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>>;

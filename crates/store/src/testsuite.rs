@@ -19,6 +19,7 @@ mod auth_time;
 mod cache;
 mod erasures;
 mod compaction;
+mod data_update;
 mod objects;
 mod origin;
 mod pipeline;
@@ -53,6 +54,9 @@ pub async fn run_all(stores: Stores) {
     sessions_per_user_index(&stores).await;
     sessions_sweep(&stores).await;
     sessions_concurrent_merges(&stores).await;
+    data_update::sessions_data_update_semantics(&stores).await;
+    data_update::sessions_data_update_refusals(&stores).await;
+    data_update::sessions_data_update_concurrent(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
     auth_time::sessions_auth_time(&stores).await;

@@ -154,6 +154,9 @@ async fn append_payload(
     // another node, or an answer that wrote nothing (a refusal, a duplicate) decided on the
     // cache, is decided again on the stream as it now is: the client sees one consistent
     // outcome, never the race or a stale cache.
+    // A commit that lost a race brings back the metadata that won (see `commit_with`), so
+    // the retry decides on that without reading it again.
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     let mut use_cache = true;
     loop {
@@ -163,17 +166,18 @@ async fn append_payload(
             path,
             &request,
             body.clone(),
-            use_cache,
+            use_cache.then_some(started),
             &mut trusted,
         )
         .await;
-        use_cache = false;
         match result {
             Err(e) if e.is_stale() && attempt < streams.config.max_commit_attempts => {
                 crate::metrics::commit_retry();
                 attempt += 1;
+                streams.commit_backoff(attempt).await;
+                use_cache = true;
             }
-            _ if !trusted => {}
+            _ if !trusted => use_cache = false,
             other => return other,
         }
     }
@@ -197,7 +201,7 @@ async fn decide_and_commit(
     path: &str,
     r: &Request<'_>,
     body: Payload,
-    use_cache: bool,
+    use_cache: Option<std::time::Instant>,
     trusted: &mut bool,
 ) -> StreamResult<Response> {
     let Request {
@@ -208,8 +212,8 @@ async fn decide_and_commit(
         ref seq,
         content_type,
     } = *r;
-    let mut g = if use_cache {
-        let (g, fresh) = streams.lock_live_cached(path, now).await?;
+    let mut g = if let Some(started) = use_cache {
+        let (g, fresh) = streams.lock_live_cached(path, now, started).await?;
         *trusted = fresh;
         g
     } else {

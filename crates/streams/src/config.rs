@@ -46,6 +46,10 @@ pub struct StreamsConfig {
     /// Several nodes on one engine: how many times an append is decided again after its
     /// commit lost a race with another node, before answering 503 + `Retry-After`.
     pub max_commit_attempts: u32,
+    /// Between those attempts a writer waits a random time (full jitter) up to this many
+    /// milliseconds times 2^(attempt - 2), at most 64 times this, so writers racing on one
+    /// stream from several nodes spread out instead of colliding again. 0 = no wait.
+    pub commit_retry_backoff_ms: u64,
     /// Subscriptions: allow `http://` webhooks to loopback targets (development and the
     /// conformance suite). Off by default: webhooks must be `https://` to public addresses.
     pub allow_insecure_webhooks: bool,
@@ -131,6 +135,7 @@ impl Default for StreamsConfig {
             sse_reconnect_s: 60,
             sweep_interval_s: 30,
             max_commit_attempts: 16,
+            commit_retry_backoff_ms: 2,
             allow_insecure_webhooks: false,
             webhook_allowed_networks: Vec::new(),
             max_streams_per_prefix: 0,

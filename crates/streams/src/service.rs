@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{
-    now_ms, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk, StreamStore,
-    StreamWakes,
+    now_ms, CheckedCommit, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk,
+    StreamStore, StreamWakes,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -260,12 +260,19 @@ impl Streams {
     /// is fresh (just read, or the engine is exclusive). A writer on cached metadata must let
     /// its commit check that state (`commit_with` does, via `commit_checked`) and must decide
     /// again on fresh metadata before answering anything that wrote nothing.
-    pub async fn lock_live_cached(&self, path: &str, now: Millis) -> StreamResult<(Guard, bool)> {
+    /// Metadata a lost commit of this node brought back after `started` counts as fresh.
+    pub async fn lock_live_cached(
+        &self,
+        path: &str,
+        now: Millis,
+        started: std::time::Instant,
+    ) -> StreamResult<(Guard, bool)> {
         if !self.exclusive {
             let g = self.objects.lock(path).await;
             let live = stream(&g).is_some_and(|s| !s.info.soft_deleted && !s.info.expired(now));
-            if live && !g.state().is_some_and(|o| o.flight.borrow().failed) {
-                return Ok((g, false));
+            if let Some(object) = g.state().filter(|o| live && !o.flight.borrow().failed) {
+                let fresh = object.refreshed_at.is_some_and(|at| at >= started);
+                return Ok((g, fresh));
             }
         }
         Ok((self.lock_live(path, now).await?, true))
@@ -326,8 +333,10 @@ impl Streams {
             .map(|s| s.stored_state.clone());
         let result = match decided_on {
             Some(state) => {
-                self.store
-                    .commit_checked(
+                let seen = g.state().map(|o| *o.changed.borrow());
+                let outcome = self
+                    .store
+                    .commit_checked_or_current(
                         g.key(),
                         expected_tail,
                         &state,
@@ -336,7 +345,13 @@ impl Streams {
                         producers,
                         durability,
                     )
-                    .await?
+                    .await?;
+                match outcome {
+                    CheckedCommit::Written => Commit::Written,
+                    CheckedCommit::Conflict(current) => {
+                        return Err(refresh_after_conflict(g, current, seen));
+                    }
+                }
             }
             None => {
                 self.store
@@ -437,10 +452,28 @@ impl Streams {
                 Err(e) if e.is_stale() && attempt < self.config.max_commit_attempts => {
                     crate::metrics::commit_retry();
                     attempt += 1;
+                    self.commit_backoff(attempt).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Waits before attempt `attempt` (2 or more) of a commit that lost races with other
+    /// nodes: a random time up to `commit_retry_backoff_ms` × 2^(attempt − 2), capped at 64×.
+    pub async fn commit_backoff(&self, attempt: u32) {
+        let base = self.config.commit_retry_backoff_ms;
+        if base == 0 {
+            return;
+        }
+        let cap = base.saturating_mul(1 << attempt.saturating_sub(2).min(6));
+        let mut r = [0u8; 8];
+        if getrandom::fill(&mut r).is_err() {
+            // No randomness: the full window still spreads attempts out in time.
+            r = [u8::MAX; 8];
+        }
+        let wait = u64::from_le_bytes(r) % (cap + 1);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     }
 
     /// The locked stream's snapshot and a receiver for its changes.
@@ -472,6 +505,24 @@ impl Streams {
             changes,
         ))
     }
+}
+
+/// After a lost commit on a shared engine: caches the metadata that won (when the engine
+/// returned it; else forgets the stream so the next lock reads it) and returns the `stale`
+/// error that makes the writer decide again.
+fn refresh_after_conflict(
+    g: &mut Guard,
+    current: Option<sessiond_store::StreamMeta>,
+    seen: Option<u64>,
+) -> StreamError {
+    let stream = current.and_then(|meta| Stream::decode(&meta).ok());
+    if let Some(object) = g.state_mut() {
+        object.refreshed_at = stream.is_some().then(std::time::Instant::now);
+        object.loaded_at = seen;
+        object.producers.clear();
+        object.stream = stream;
+    }
+    StreamError::stale()
 }
 
 /// The live stream in a guard, if any.

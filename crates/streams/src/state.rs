@@ -263,6 +263,9 @@ pub struct StreamObject {
     /// store may not have yet) and recently read or written ones. Cleared when nothing is in
     /// flight and it grew past a few entries, so it stays small (see `Streams::lock`).
     pub(crate) producers: std::collections::HashMap<String, ProducerState>,
+    /// When `stream` was last replaced by the metadata a lost commit returned (shared engines):
+    /// as fresh as a read made then, so a writer that started before may decide on it.
+    pub(crate) refreshed_at: Option<std::time::Instant>,
 }
 
 impl StreamObject {
@@ -272,6 +275,7 @@ impl StreamObject {
             stream,
             changed,
             loaded_at: None,
+            refreshed_at: None,
             flight: watch::Sender::new(Flight::default()),
             last_done: None,
             producers: Default::default(),

@@ -4,12 +4,15 @@
 
 use super::streams::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamStore};
+use crate::streams::{
+    CheckedCommit, Commit, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamStore,
+};
 
 /// Runs the checks against one engine.
 pub async fn run_stream_cas(s: &dyn StreamStore) {
     commit_checked_compares_the_state(s).await;
     commit_checked_writes_producers(s).await;
+    a_lost_commit_says_what_won(s).await;
     forks_compare_the_source_state(s).await;
     seals_compare_the_sealed_end(s).await;
 }
@@ -73,6 +76,55 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
         Commit::Conflict,
         "a missing stream is a conflict"
     );
+    s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// `commit_checked_or_current`: a lost commit writes nothing and returns the stored
+/// metadata as `stream_meta` reads it (what a writer decides its retry on); a winning one
+/// writes like `commit_checked`; a missing stream has nothing to return.
+async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
+    let path = unique("st-current");
+    s.create_stream(&meta(&path, 0, b"v0"), &[], C)
+        .await
+        .expect("store call");
+    let winner = meta(&path, 3, b"v1");
+    let won = s
+        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 3)], &winner, none(), C)
+        .await
+        .expect("store call");
+    assert_eq!(won, CheckedCommit::Written);
+    let loser = meta(&path, 2, b"v1'");
+    let lost = s
+        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 2)], &loser, none(), C)
+        .await
+        .expect("store call");
+    let stored = s.stream_meta(&path).await.expect("store call");
+    assert!(stored.is_some());
+    assert_eq!(
+        lost,
+        CheckedCommit::Conflict(stored),
+        "the winner's metadata"
+    );
+    // Deciding again on what came back wins without another read.
+    let retry = meta(&path, 5, b"v2");
+    let again = s
+        .commit_checked_or_current(&path, 3, b"v1", &[chunk(3, 2)], &retry, none(), C)
+        .await
+        .expect("store call");
+    assert_eq!(again, CheckedCommit::Written);
+    assert_eq!(
+        s.read_chunks(&path, 0, usize::MAX)
+            .await
+            .expect("store call"),
+        vec![chunk(0, 3), chunk(3, 2)],
+        "the lost commit wrote nothing"
+    );
+    let ghost = unique("st-current-ghost");
+    let missing = s
+        .commit_checked_or_current(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
+        .await
+        .expect("store call");
+    assert_eq!(missing, CheckedCommit::Conflict(None));
     s.delete_stream(&path, C).await.expect("store call");
 }
 

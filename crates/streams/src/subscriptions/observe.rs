@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
+    ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -224,6 +224,38 @@ impl StreamStore for ObservedStore {
             )
             .await?;
         if result == Commit::Written && !chunks.is_empty() {
+            self.observer.send(|| Change::Appended {
+                path: path.to_owned(),
+                before: expected_tail,
+                tail: meta.tail,
+            });
+        }
+        Ok(result)
+    }
+
+    async fn commit_checked_or_current(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        durability: Durability,
+    ) -> Result<CheckedCommit> {
+        let result = self
+            .inner
+            .commit_checked_or_current(
+                path,
+                expected_tail,
+                expected_state,
+                chunks,
+                meta,
+                producers,
+                durability,
+            )
+            .await?;
+        if result == CheckedCommit::Written && !chunks.is_empty() {
             self.observer.send(|| Change::Appended {
                 path: path.to_owned(),
                 before: expected_tail,
