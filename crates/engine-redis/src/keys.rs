@@ -168,6 +168,11 @@ impl Keys {
         format!("{}:{{s:{}}}", self.prefix, escape(id))
     }
 
+    /// The outbox (`sessiond_store::outbox`).
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.prefix)
+    }
+
     /// Per-user session index.
     pub fn user_sessions(&self, user: &str) -> String {
         format!("{}:{{u:{}}}:sessions", self.prefix, escape(user))

@@ -55,6 +55,7 @@ pub mod keys;
 mod cache;
 mod conn;
 mod objects;
+mod outbox;
 mod presence;
 mod realtime;
 mod scripts;

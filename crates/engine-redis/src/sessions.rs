@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, Durability, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
-    StoreError,
+    Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord,
+    SessionStore, StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -121,7 +121,12 @@ impl RedisEngine {
 
 #[async_trait]
 impl SessionStore for RedisEngine {
-    async fn insert_session(&self, record: &SessionRecord, _: Durability) -> Result<bool> {
+    async fn insert_session_with(
+        &self,
+        record: &SessionRecord,
+        event: Option<Vec<u8>>,
+        _: Durability,
+    ) -> Result<bool> {
         let mut inv = self
             .scripts
             .session_insert
@@ -139,6 +144,7 @@ impl SessionStore for RedisEngine {
         if written != 1 {
             return Ok(false);
         }
+        self.queue_event(event).await?;
         if let Some(user) = &record.user_id {
             let zadd = redis::cmd("ZADD")
                 .arg(self.keys.user_sessions(user))
@@ -156,11 +162,12 @@ impl SessionStore for RedisEngine {
         Ok(decode(id, h)?.filter(|r| !r.is_expired(now)))
     }
 
-    async fn replace_session(
+    async fn replace_session_with(
         &self,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Cas> {
         let mut inv = self
@@ -176,18 +183,22 @@ impl SessionStore for RedisEngine {
         }
         let outcome: i64 = self.eval("session_replace", &inv).await?;
         Ok(match outcome {
-            2 => Cas::Written,
+            2 => {
+                self.queue_event(event).await?;
+                Cas::Written
+            }
             1 => Cas::VersionMismatch,
             _ => Cas::Missing,
         })
     }
 
-    async fn rotate_session(
+    async fn rotate_session_with(
         &self,
         old_id: &str,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Rotation> {
         let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
@@ -205,6 +216,7 @@ impl SessionStore for RedisEngine {
             3 => return Ok(Rotation::IdTaken),
             _ => return Ok(Rotation::Missing),
         }
+        self.queue_event(event).await?;
         if !user.is_empty() {
             // The index lives in the user's slot: add the new member before dropping the old
             // (listing skips and lazily removes members whose hash is gone).
@@ -241,8 +253,18 @@ impl SessionStore for RedisEngine {
         Ok(touched == 1)
     }
 
-    async fn delete_session(&self, id: &str, now: Millis, _: Durability) -> Result<bool> {
-        self.delete_one(id, None, now).await
+    async fn delete_session_with(
+        &self,
+        id: &str,
+        now: Millis,
+        event: Option<Vec<u8>>,
+        _: Durability,
+    ) -> Result<bool> {
+        let live = self.delete_one(id, None, now).await?;
+        if live {
+            self.queue_event(event).await?;
+        }
+        Ok(live)
     }
 
     async fn list_user_sessions(
@@ -290,11 +312,12 @@ impl SessionStore for RedisEngine {
         Ok(out)
     }
 
-    async fn delete_user_sessions(
+    async fn delete_user_sessions_with(
         &self,
         user_id: &str,
         except: Option<&str>,
         now: Millis,
+        events: Option<EventFor>,
         _: Durability,
     ) -> Result<Vec<String>> {
         let index = self.keys.user_sessions(user_id);
@@ -306,8 +329,15 @@ impl SessionStore for RedisEngine {
             .collect();
         let mut deleted = Vec::new();
         for id in &doomed {
+            // The record as it is before the delete, for its event.
+            let before = match &events {
+                Some(_) => self.get_session(id, now).await?,
+                None => None,
+            };
             if self.delete_one(id, Some(user_id), now).await? {
                 deleted.push(id.to_string());
+                let event = before.and_then(|r| events.as_ref().and_then(|f| f(&r)));
+                self.queue_event(event).await?;
             }
         }
         // Members whose hash was already gone (or owned by another user) go too.
@@ -319,7 +349,13 @@ impl SessionStore for RedisEngine {
         Ok(deleted)
     }
 
-    async fn sweep_sessions(&self, _now: Millis, batch: usize) -> Result<usize> {
+    async fn sweep_sessions_with(
+        &self,
+        _now: Millis,
+        batch: usize,
+        // Hashes expire natively: the sweep never sees an expired record to report.
+        _: Option<EventFor>,
+    ) -> Result<usize> {
         // Redis expires the hashes natively; what is left are index members pointing at them.
         // Walk the per-user indexes with SCAN, resuming where the last sweep stopped. SCAN
         // walks one server's keys, so on a cluster the sweep walks the masters in turn.

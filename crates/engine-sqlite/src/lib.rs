@@ -24,6 +24,7 @@ pub mod backup;
 mod cache;
 mod error;
 mod objects;
+mod outbox;
 mod reader;
 pub mod schema;
 mod sessions;

@@ -136,6 +136,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_OUTBOX,
 ];
 
 /// Version 1: sessions, cache, objects and alarms.
@@ -236,6 +237,16 @@ ALTER TABLE sessions ADD COLUMN origin INTEGER NOT NULL DEFAULT 0 CHECK (origin 
 /// streams keep everything: start 0.
 const MIGRATION_5: &str = "
 ALTER TABLE streams ADD COLUMN start INTEGER NOT NULL DEFAULT 0 CHECK (start >= 0);
+";
+
+/// The outbox (`sessiond_store::outbox`): events written in the same transaction as the
+/// session change they record, deleted once relayed. `seq` orders them (never reused, so a
+/// relay's delete can never hit a newer event). Independent of every other migration.
+const MIGRATION_OUTBOX: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB    NOT NULL
+);
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -10,6 +10,7 @@
 //! - [`sessions`]: session records with idle + absolute expiry, per-user index, compare-and-set.
 //! - [`cache`]: namespaced TTL cache entries.
 //! - [`objects`]: the object runtime's persisted object state and alarms.
+//! - [`outbox`]: events recorded atomically with session changes, relayed at least once.
 //! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
 //! - [`realtime`]: the realtime hub's cluster-wide channel log and node fan-out.
 //! - [`presence`]: the realtime hub's cluster-wide presence (leased set membership).
@@ -22,6 +23,7 @@
 pub mod cache;
 pub mod memory;
 pub mod objects;
+pub mod outbox;
 pub mod presence;
 pub mod realtime;
 pub mod sessions;
@@ -33,9 +35,10 @@ use std::sync::Arc;
 
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use objects::{AlarmRecord, ObjectStore};
+pub use outbox::{Outbox, OutboxItem};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
-pub use sessions::{Cas, Rotation, SessionOrigin, SessionRecord, SessionStore};
+pub use sessions::{Cas, EventFor, Rotation, SessionOrigin, SessionRecord, SessionStore};
 pub use streams::{
     Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease, SegmentRef,
     StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,
@@ -108,6 +111,8 @@ pub struct Stores {
     pub cache: Arc<dyn CacheStore>,
     /// Object runtime state and alarms.
     pub objects: Arc<dyn ObjectStore>,
+    /// Events recorded with session changes, waiting for their relay.
+    pub outbox: Arc<dyn Outbox>,
     /// Durable Streams logs; `None` on engines that do not store streams.
     pub streams: Option<Arc<dyn StreamStore>>,
     /// Tail notifications from other processes sharing the engine (`None`: there are none).
@@ -128,12 +133,13 @@ impl Stores {
     /// Builds the handle set from one engine value that implements every trait.
     pub fn from_engine<E>(engine: Arc<E>) -> Self
     where
-        E: SessionStore + CacheStore + ObjectStore + EngineAdmin + 'static,
+        E: SessionStore + CacheStore + ObjectStore + Outbox + EngineAdmin + 'static,
     {
         Stores {
             sessions: engine.clone(),
             cache: engine.clone(),
             objects: engine.clone(),
+            outbox: engine.clone(),
             streams: None,
             stream_wakes: None,
             seal_lease: None,

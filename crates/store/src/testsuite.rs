@@ -18,6 +18,7 @@ use crate::{now_ms, Durability, Stores};
 mod cache;
 mod objects;
 mod origin;
+mod outbox;
 mod pipeline;
 mod realtime;
 mod retention;
@@ -52,6 +53,7 @@ pub async fn run_all(stores: Stores) {
     sessions_concurrent_merges(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
+    outbox::sessions_outbox(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;
