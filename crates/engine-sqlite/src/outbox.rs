@@ -47,7 +47,8 @@ impl Outbox for SqliteEngine {
         }
         self.write(Durability::Confirmed, move |conn| {
             let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-            seqs.iter().try_for_each(|seq| stmt.execute(params![seq]).map(|_| ()))
+            seqs.iter()
+                .try_for_each(|seq| stmt.execute(params![seq]).map(|_| ()))
         })
         .await
     }

@@ -9,8 +9,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sessiond_store::{
-    Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord,
-    SessionStore,
+    Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
 };
 
 use crate::error::{limit, out_of_range};

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod user_data;
 pub mod webhook;
 
 pub use auth::ApiKeys;

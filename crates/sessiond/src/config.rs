@@ -104,6 +104,8 @@ pub struct Config {
     pub middleware: sessiond_middleware::MiddlewareConfig,
     /// Realtime hub (seed C's user sessions over WebSocket).
     pub realtime: sessiond_realtime::RealtimeConfig,
+    /// Security event streams (`__security/...`).
+    pub security: sessiond_sessions::security::SecurityConfig,
 }
 
 impl Default for Config {
@@ -124,6 +126,7 @@ impl Default for Config {
             streams: sessiond_streams::StreamsConfig::default(),
             middleware: sessiond_middleware::MiddlewareConfig::default(),
             realtime: sessiond_realtime::RealtimeConfig::default(),
+            security: sessiond_sessions::security::SecurityConfig::default(),
         }
     }
 }

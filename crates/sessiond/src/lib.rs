@@ -24,6 +24,7 @@ pub mod listen;
 pub mod listener;
 pub mod middleware;
 pub mod realtime;
+pub mod security;
 pub mod startup;
 
 use std::future::Future;
@@ -193,13 +194,21 @@ pub async fn run(
     }
 
     let sessions_config = Arc::new(config.sessions.clone());
-    let session_service = SessionService::new(
+    let mut session_service = SessionService::new(
         stores.sessions.clone(),
         sessions_config.clone(),
         session_objects,
         user_locks,
         stores.admin.exclusive(),
     );
+    // Security events need the streams they are relayed to.
+    let security = streams
+        .clone()
+        .filter(|_| config.security.enabled)
+        .map(|streams| security::wire(&config, &stores, streams));
+    if let Some(wired) = &security {
+        session_service = session_service.with_security(wired.events.clone());
+    }
     let realtime = config.realtime.enabled.then(|| {
         realtime::hub(
             &config,
@@ -262,8 +271,12 @@ pub async fn run(
         stores.sessions.clone(),
         stores.cache.clone(),
         sessions_config,
+        security.as_ref().map(|w| w.events.clone()),
         stopped(),
     ));
+    let relay_task = security
+        .as_ref()
+        .map(|w| tokio::spawn(w.relay.clone().run(stopped())));
 
     let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
         // On a shared engine one node at a time compacts (the engine's sealing lease).
@@ -324,7 +337,7 @@ pub async fn run(
     if let Some(subscription_task) = subscription_task {
         let _ = subscription_task.await;
     }
-    for task in [compactor, metrics_stream, analytics_task]
+    for task in [compactor, metrics_stream, analytics_task, relay_task]
         .into_iter()
         .flatten()
     {

@@ -7,6 +7,7 @@
 //! - [`merge`]: JSON Merge Patch (RFC 7396) and the seeds' shallow merge.
 //! - [`routes`]: the native `/v1` API and the two wire-compatible seed surfaces.
 //! - [`sweeper`]: background deletion of expired rows.
+//! - [`security`]: security events, queued with the changes they record.
 //!
 //! The capability talks to storage only through `sessiond_store::{SessionStore, CacheStore}`
 //! and to the object runtime for per-key serialization; it never names an engine.
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod merge;
 pub mod routes;
+pub mod security;
 pub mod service;
 pub mod sweeper;
 

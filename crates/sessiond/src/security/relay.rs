@@ -1,0 +1,238 @@
+//! Moves queued security events from the engine's outbox into the security streams.
+//!
+//! One pass: read a batch, append each event to its user's stream (when it has one) and a
+//! derived copy to the global stream, then remove the batch from the outbox. The relay wakes
+//! when the session service queued something (`SecurityEvents::queued`) and every second
+//! anyway (events queued by another node, or left by a crash).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{Map, Value};
+use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
+use sessiond_store::Outbox;
+use sessiond_streams::Streams;
+
+use super::Secrets;
+
+/// How often the relay looks at the outbox when nothing woke it.
+const POLL: Duration = Duration::from_secs(1);
+/// Stream names remembered as created before the memory starts over.
+const REMEMBERED: usize = 100_000;
+
+/// The relay. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    outbox: Arc<dyn Outbox>,
+    streams: Streams,
+    secrets: Secrets,
+    events: SecurityEvents,
+    /// Streams known to exist (created by this process).
+    created: Arc<Mutex<HashSet<String>>>,
+    /// One pass at a time (the background loop and an erasure's flush).
+    pass: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Relay {
+    /// A relay from `outbox` into `streams`.
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        streams: Streams,
+        secrets: Secrets,
+        events: SecurityEvents,
+    ) -> Self {
+        Relay {
+            outbox,
+            streams,
+            secrets,
+            events,
+            created: Arc::default(),
+            pass: Arc::default(),
+        }
+    }
+
+    fn config(&self) -> &SecurityConfig {
+        self.events.config()
+    }
+
+    /// The streams capability the events go to.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// The per-user secrets.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Relays until `stop` resolves (then once more, so nothing acknowledged waits for the
+    /// next start).
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let queued = self.events.queued();
+        loop {
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "cannot relay security events; will retry");
+            }
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = queued.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "cannot relay security events at shutdown; they stay queued");
+        }
+    }
+
+    /// Relays everything queued now.
+    pub async fn flush(&self) -> Result<(), String> {
+        let _pass = self.pass.lock().await;
+        loop {
+            let batch = self
+                .outbox
+                .outbox_read(self.config().relay_batch.max(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut per_stream: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            let mut keys = Vec::with_capacity(batch.len());
+            for item in batch {
+                keys.push(item.key);
+                let envelope: Envelope = match serde_json::from_slice(&item.data) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "dropping an undecodable security event");
+                        continue;
+                    }
+                };
+                let global = self.global_copy(&envelope).await?;
+                if let Some(stream) = envelope.stream {
+                    per_stream
+                        .entry(stream)
+                        .or_default()
+                        .push(encode(&envelope.event));
+                }
+                per_stream
+                    .entry(GLOBAL_STREAM.to_string())
+                    .or_default()
+                    .push(encode(&global));
+            }
+            for (stream, values) in per_stream {
+                self.append(&stream, values).await?;
+            }
+            self.outbox
+                .outbox_remove(&keys)
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics::counter!("sessiond_security_events_relayed_total")
+                .increment(keys.len() as u64);
+        }
+    }
+
+    /// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
+    async fn global_copy(&self, envelope: &Envelope) -> Result<Map<String, Value>, String> {
+        let user_ref = match &envelope.user_id {
+            Some(user) => Value::from(
+                self.secrets
+                    .user_ref(user)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => Value::Null,
+        };
+        let mut global = Map::new();
+        for (key, value) in &envelope.event {
+            match key.as_str() {
+                "user_id" => {
+                    global.insert("user_ref".into(), user_ref.clone());
+                }
+                "device" => {
+                    let mut device = value.clone();
+                    if let Some(fields) = device.as_object_mut() {
+                        fields.remove("ip");
+                    }
+                    global.insert(key.clone(), device);
+                }
+                _ => {
+                    global.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        global.entry("user_ref").or_insert(user_ref);
+        Ok(global)
+    }
+
+    /// Appends `values` to the JSON stream `name`, creating it first if needed.
+    async fn append(&self, name: &str, values: Vec<Vec<u8>>) -> Result<(), String> {
+        let h = self.headers();
+        for attempt in 0..2 {
+            if !self.is_created(name) {
+                sessiond_streams::create::create(&self.streams, name, &h, Bytes::new(), "/")
+                    .await
+                    .map_err(|e| format!("cannot create {name}: {:?}", e.api))?;
+                self.remember(name);
+            }
+            match sessiond_streams::append::append_json_values(
+                &self.streams,
+                name,
+                &h,
+                values.clone(),
+            )
+            .await
+            {
+                Ok(_) => return Ok(()),
+                // Deleted meanwhile (an erasure, a sweep): create it again once.
+                Err(e) if e.api.status == StatusCode::NOT_FOUND && attempt == 0 => {
+                    self.forget(name);
+                }
+                Err(e) => return Err(format!("cannot append to {name}: {:?}", e.api)),
+            }
+        }
+        Err(format!("cannot append to {name}"))
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        if self.config().retention_s > 0 {
+            if let Ok(age) = HeaderValue::from_str(&self.config().retention_s.to_string()) {
+                h.insert(sessiond_streams::headers::RETENTION_MAX_AGE, age);
+            }
+        }
+        h
+    }
+
+    fn is_created(&self, name: &str) -> bool {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    fn remember(&self, name: &str) {
+        let mut created = self.created.lock().unwrap_or_else(PoisonError::into_inner);
+        if created.len() >= REMEMBERED {
+            created.clear();
+        }
+        created.insert(name.to_string());
+    }
+
+    /// Forgets that `name` exists (it was deleted).
+    pub fn forget(&self, name: &str) {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+}
+
+fn encode(event: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(event).unwrap_or_default()
+}
