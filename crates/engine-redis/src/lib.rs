@@ -124,6 +124,8 @@ pub struct RedisEngine {
     /// `SCAN` position of the session-index sweeper (resumes where the last sweep stopped):
     /// the rank of the master it walks (always 0 on a standalone server) and its cursor there.
     session_sweep_cursor: Mutex<(usize, u64)>,
+    /// Whether this handle looked for outbox streams missing from the outbox index.
+    outbox_rediscovered: std::sync::atomic::AtomicBool,
     /// Rank in the namespace registry where the cache sweeper resumes.
     cache_sweep_cursor: Mutex<usize>,
     /// The same for the registry of reserved namespaces.
@@ -217,6 +219,7 @@ impl RedisEngine {
             scripts: Scripts::new(),
             closed: AtomicBool::new(false),
             session_sweep_cursor: Mutex::new((0, 0)),
+            outbox_rediscovered: std::sync::atomic::AtomicBool::new(false),
             cache_sweep_cursor: Mutex::new(0),
             cache_sweep_cursor_reserved: Mutex::new(0),
         });

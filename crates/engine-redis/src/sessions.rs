@@ -93,12 +93,24 @@ fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<SessionRec
 impl RedisEngine {
     /// Deletes one session (optionally only if owned by `owner`) and its index entry.
     /// Returns whether a live record was deleted.
-    async fn delete_one(&self, id: &str, owner: Option<&str>, now: Millis) -> Result<bool> {
+    async fn delete_one(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: Millis,
+        event: Option<Vec<u8>>,
+    ) -> Result<bool> {
+        let outbox = self.keys.outbox_of_session(id);
         let mut inv = self.scripts.session_delete.key(self.keys.session(id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(if owner.is_some() { "1" } else { "0" })
-            .arg(owner.unwrap_or(""));
+            .arg(owner.unwrap_or(""))
+            .arg(event.as_deref().unwrap_or_default());
         let (live, has_user, user): (i64, i64, String) = self.eval("session_delete", &inv).await?;
+        if live == 1 && event.is_some() {
+            self.index_outbox(&outbox).await?;
+        }
         if has_user == 1 {
             let zrem = redis::cmd("ZREM")
                 .arg(self.keys.user_sessions(&user))
@@ -127,10 +139,12 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<bool> {
+        let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
             .session_insert
             .key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(record.created_at).arg(record.expires_at());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
@@ -140,11 +154,14 @@ impl SessionStore for RedisEngine {
         }
         // Written at insert only (like `user_id`): a replace never changes how a session began.
         inv.arg("origin").arg(record.origin.as_str());
+        inv.arg(event.as_deref().unwrap_or_default());
         let written: i64 = self.eval("session_insert", &inv).await?;
         if written != 1 {
             return Ok(false);
         }
-        self.queue_event(event).await?;
+        if event.is_some() {
+            self.index_outbox(&outbox).await?;
+        }
         if let Some(user) = &record.user_id {
             let zadd = redis::cmd("ZADD")
                 .arg(self.keys.user_sessions(user))
@@ -170,10 +187,12 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Cas> {
+        let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
             .session_replace
             .key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(expected_version.to_string())
             .arg(record.expires_at())
@@ -181,10 +200,13 @@ impl SessionStore for RedisEngine {
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
+        inv.arg(event.as_deref().unwrap_or_default());
         let outcome: i64 = self.eval("session_replace", &inv).await?;
         Ok(match outcome {
             2 => {
-                self.queue_event(event).await?;
+                if event.is_some() {
+                    self.index_outbox(&outbox).await?;
+                }
                 Cas::Written
             }
             1 => Cas::VersionMismatch,
@@ -201,14 +223,17 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Rotation> {
+        let outbox = self.keys.outbox_of_session(old_id);
         let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
         inv.key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(expected_version.to_string())
             .arg(record.expires_at());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
+        inv.arg(event.as_deref().unwrap_or_default());
         let (outcome, user): (i64, String) = self.eval("session_rotate", &inv).await?;
         match outcome {
             2 => {}
@@ -216,7 +241,9 @@ impl SessionStore for RedisEngine {
             3 => return Ok(Rotation::IdTaken),
             _ => return Ok(Rotation::Missing),
         }
-        self.queue_event(event).await?;
+        if event.is_some() {
+            self.index_outbox(&outbox).await?;
+        }
         if !user.is_empty() {
             // The index lives in the user's slot: add the new member before dropping the old
             // (listing skips and lazily removes members whose hash is gone).
@@ -260,11 +287,7 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<bool> {
-        let live = self.delete_one(id, None, now).await?;
-        if live {
-            self.queue_event(event).await?;
-        }
-        Ok(live)
+        self.delete_one(id, None, now, event).await
     }
 
     async fn list_user_sessions(
@@ -334,10 +357,9 @@ impl SessionStore for RedisEngine {
                 Some(_) => self.get_session(id, now).await?,
                 None => None,
             };
-            if self.delete_one(id, Some(user_id), now).await? {
+            let event = before.and_then(|r| events.as_ref().and_then(|f| f(&r)));
+            if self.delete_one(id, Some(user_id), now, event).await? {
                 deleted.push(id.to_string());
-                let event = before.and_then(|r| events.as_ref().and_then(|f| f(&r)));
-                self.queue_event(event).await?;
             }
         }
         // Members whose hash was already gone (or owned by another user) go too.

@@ -41,14 +41,22 @@ async fn messages(s: &TestServer, path: &str) -> Vec<Value> {
 }
 
 /// Polls `path` until `done` holds for its messages (a deadline, never a fixed sleep).
-async fn wait_for(s: &TestServer, path: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn wait_for(
+    s: &TestServer,
+    path: &str,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let items = messages(s, path).await;
         if done(&items) {
             return items;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {items:?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {items:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -92,7 +100,11 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, rotated) = json(s.post(&format!("/v1/sessions/{id}/rotate")).bearer_auth(KEY)).await;
+    let (status, rotated) = json(
+        s.post(&format!("/v1/sessions/{id}/rotate"))
+            .bearer_auth(KEY),
+    )
+    .await;
     assert_eq!(status, 200);
     let rotated_id = rotated["id"].as_str().unwrap().to_string();
     let other_net = json!({"ip": "198.51.100.4", "user_agent": CHROME_MAC});
@@ -107,7 +119,11 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
         .unwrap()
         .status();
     assert_eq!(status, 204);
-    let (status, _) = json(s.delete(&format!("/v1/users/{user}/sessions")).bearer_auth(KEY)).await;
+    let (status, _) = json(
+        s.delete(&format!("/v1/users/{user}/sessions"))
+            .bearer_auth(KEY),
+    )
+    .await;
     assert_eq!(status, 200);
 
     let want = [
@@ -120,7 +136,10 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
         "session.revoked",
         "session.revoked",
     ];
-    let mine = wait_for(&s, &user_stream(&user), "the user's events", |items| items.len() >= want.len()).await;
+    let mine = wait_for(&s, &user_stream(&user), "the user's events", |items| {
+        items.len() >= want.len()
+    })
+    .await;
     assert_eq!(types(&mine), want, "{mine:?}");
     for e in &mine {
         assert_eq!(e["user_id"], user.as_str(), "{e}");
@@ -128,7 +147,10 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
         assert!(e["at"].as_i64().is_some(), "{e}");
         assert!(e["session_id"].is_string(), "{e}");
     }
-    assert_eq!(mine[0]["device"], json!({"ip": "203.0.113.0/24", "user_agent": CHROME_MAC}));
+    assert_eq!(
+        mine[0]["device"],
+        json!({"ip": "203.0.113.0/24", "user_agent": CHROME_MAC})
+    );
     assert_eq!(mine[0]["new_device"], true);
     assert_eq!(mine[1]["new_device"], false);
     assert_eq!(mine[2]["changed"], json!(["role"]));
@@ -136,13 +158,22 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
     assert_eq!(mine[3]["previous_session_id"], id.as_str());
     assert_eq!(mine[4]["reason"], "cap");
     assert_eq!(mine[6]["session_id"], third_id.as_str());
-    assert_eq!((mine[6]["reason"].as_str(), mine[6]["by"].as_str()), (Some("revoked"), Some("service")));
+    assert_eq!(
+        (mine[6]["reason"].as_str(), mine[6]["by"].as_str()),
+        (Some("revoked"), Some("service"))
+    );
     assert_eq!(mine[7]["reason"], "logout_all");
 
     // The global stream: the same events by id, no user id, no address.
-    let global = wait_for(&s, "/v1/stream/__security/all", "the global events", |items| {
-        mine.iter().all(|m| items.iter().any(|g| g["id"] == m["id"]))
-    })
+    let global = wait_for(
+        &s,
+        "/v1/stream/__security/all",
+        "the global events",
+        |items| {
+            mine.iter()
+                .all(|m| items.iter().any(|g| g["id"] == m["id"]))
+        },
+    )
     .await;
     let refs: Vec<&Value> = global
         .iter()
@@ -150,10 +181,16 @@ async fn lifecycle_is_recorded(engine: EngineKind) {
         .map(|g| &g["user_ref"])
         .collect();
     assert!(refs[0].as_str().is_some_and(|r| r.len() == 43), "{refs:?}");
-    assert!(refs.iter().all(|r| *r == refs[0]), "one user, one reference");
+    assert!(
+        refs.iter().all(|r| *r == refs[0]),
+        "one user, one reference"
+    );
     let text = serde_json::to_string(&global).unwrap();
     assert!(!text.contains(&user), "no user id in the global stream");
-    assert!(!text.contains("203.0.113") && !text.contains("198.51.100"), "no address");
+    assert!(
+        !text.contains("203.0.113") && !text.contains("198.51.100"),
+        "no address"
+    );
     assert!(!text.contains("\"user_id\""), "no user_id field");
     s.stop().await;
 }
@@ -172,7 +209,10 @@ async fn lifecycle_events_on_redis() {
 async fn idle_expiry_is_recorded_by_the_sweep() {
     let s = server(EngineKind::Sqlite).await;
     let created = create(&s, json!({"user_id": "grace", "idle_ttl_s": 1})).await;
-    let items = wait_for(&s, &user_stream("grace"), "the expiry", |items| items.len() >= 2).await;
+    let items = wait_for(&s, &user_stream("grace"), "the expiry", |items| {
+        items.len() >= 2
+    })
+    .await;
     assert_eq!(types(&items), ["session.created", "session.expired"]);
     assert_eq!(items[1]["session_id"], created["id"]);
     assert_eq!(items[1]["reason"], "idle");
@@ -186,25 +226,53 @@ async fn security_streams_belong_to_the_server() {
     let path = user_stream("hopper");
     wait_for(&s, &path, "the create", |items| !items.is_empty()).await;
     for target in [path.as_str(), "/v1/stream/__security/all"] {
-        let write = s.post(target).bearer_auth(KEY).header("content-type", "application/json").body("[{}]");
-        assert_eq!(write.send().await.unwrap().status(), 403, "full key cannot write {target}");
-        let anonymous = s.get(&format!("{target}?offset=-1")).send().await.unwrap().status();
-        assert!(anonymous == 401 || anonymous == 403, "{target} anonymous read: {anonymous}");
-        let delete = s.delete(target).bearer_auth(KEY).send().await.unwrap().status();
+        let write = s
+            .post(target)
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body("[{}]");
+        assert_eq!(
+            write.send().await.unwrap().status(),
+            403,
+            "full key cannot write {target}"
+        );
+        let anonymous = s
+            .get(&format!("{target}?offset=-1"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            anonymous == 401 || anonymous == 403,
+            "{target} anonymous read: {anonymous}"
+        );
+        let delete = s
+            .delete(target)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(delete, 403, "full key cannot delete {target}");
     }
     // An open-route session (no credential on an open route) proves no identity: no user
     // stream, no new-device signal; the global stream still records it.
-    let (status, open) = json(
-        s.post("/v1/sessions")
-            .json(&json!({"user_id": "mallory", "device": {"ip": "192.0.2.1", "user_agent": CHROME_MAC}})),
-    )
+    let (status, open) = json(s.post("/v1/sessions").json(
+        &json!({"user_id": "mallory", "device": {"ip": "192.0.2.1", "user_agent": CHROME_MAC}}),
+    ))
     .await;
     assert_eq!(status, 201);
     assert!(open.get("new_device").is_none(), "{open}");
-    wait_for(&s, "/v1/stream/__security/all", "the open-route create", |items| {
-        items.iter().any(|g| g["session_id"] == open["id"] && g["origin"] == "open_route")
-    })
+    wait_for(
+        &s,
+        "/v1/stream/__security/all",
+        "the open-route create",
+        |items| {
+            items
+                .iter()
+                .any(|g| g["session_id"] == open["id"] && g["origin"] == "open_route")
+        },
+    )
     .await;
     assert!(messages(&s, &user_stream("mallory")).await.is_empty());
     s.stop().await;

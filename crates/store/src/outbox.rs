@@ -32,8 +32,10 @@ pub trait Outbox: Send + Sync {
     /// Queues `events`, in order.
     async fn outbox_push(&self, events: Vec<Vec<u8>>, durability: Durability) -> Result<()>;
 
-    /// Up to `limit` queued events, oldest first (per queue on engines with several queues:
-    /// events queued by one caller one after the other are read in that order).
+    /// Up to `limit` queued events, oldest first within a queue. Engines may keep several
+    /// queues (Redis: one per cluster slot, next to the sessions): the events of one session
+    /// are always in one queue, in order; events of different sessions may be read in any
+    /// order.
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>>;
 
     /// Removes delivered events by their keys (unknown keys are ignored).

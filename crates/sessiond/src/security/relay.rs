@@ -103,15 +103,18 @@ impl Relay {
             }
             let mut per_stream: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
             let mut keys = Vec::with_capacity(batch.len());
+            let mut envelopes = Vec::with_capacity(batch.len());
             for item in batch {
                 keys.push(item.key);
-                let envelope: Envelope = match serde_json::from_slice(&item.data) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "dropping an undecodable security event");
-                        continue;
-                    }
-                };
+                match serde_json::from_slice::<Envelope>(&item.data) {
+                    Ok(e) => envelopes.push(e),
+                    Err(e) => tracing::error!(error = %e, "dropping an undecodable security event"),
+                }
+            }
+            // Engines with several queues (one per shard) return them shard by shard: a
+            // batch goes out in time order.
+            envelopes.sort_by_key(|e| e.event.get("at").and_then(serde_json::Value::as_i64));
+            for envelope in envelopes {
                 let global = self.global_copy(&envelope).await?;
                 if let Some(stream) = envelope.stream {
                     per_stream
