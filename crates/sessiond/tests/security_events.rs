@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod realtime_support;
 
 use std::time::{Duration, Instant};
 
@@ -275,5 +276,113 @@ async fn security_streams_belong_to_the_server() {
     )
     .await;
     assert!(messages(&s, &user_stream("mallory")).await.is_empty());
+    s.stop().await;
+}
+
+/// Sockets and grants: a socket closed by an ending, a refused socket (global only, counted),
+/// a grant issued and revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_and_grants_are_recorded() {
+    let s = server(EngineKind::Sqlite).await;
+    let token = realtime_support::session(&s, "turing", Some(KEY)).await;
+    let mut ws = realtime_support::connect(&s, &format!("/v1/realtime?token={token}"), &[])
+        .await
+        .open();
+    ws.expect("connected").await;
+    let status = s
+        .delete(&format!("/v1/sessions/{token}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    ws.closed().await;
+    let (status, _) = realtime_support::connect(&s, "/v1/realtime?token=not-a-session", &[])
+        .await
+        .refused();
+    assert_eq!(status, 401);
+    for (method, status) in [("POST", 201), ("DELETE", 204)] {
+        let req = match method {
+            "POST" => s
+                .post("/v1/realtime/grants")
+                .json(&json!({"user_id": "turing", "channel": "room:lab", "publish": true})),
+            _ => s.delete("/v1/realtime/grants?user_id=turing&channel=room:lab"),
+        };
+        assert_eq!(req.bearer_auth(KEY).send().await.unwrap().status(), status);
+    }
+    let mine = wait_for(
+        &s,
+        &user_stream("turing"),
+        "the socket and grant events",
+        |items| {
+            ["socket.closed", "grant.issued", "grant.revoked"]
+                .iter()
+                .all(|k| types(items).contains(k))
+        },
+    )
+    .await;
+    let closed = mine.iter().find(|e| e["type"] == "socket.closed").unwrap();
+    assert_eq!(closed["session_id"], token.as_str());
+    assert_eq!(
+        (closed["reason"].as_str(), closed["protocol"].as_str()),
+        (Some("revoked"), Some("v1"))
+    );
+    let issued = mine.iter().find(|e| e["type"] == "grant.issued").unwrap();
+    assert_eq!(issued["channel"], "room:lab");
+    let global = wait_for(&s, "/v1/stream/__security/all", "the refusal", |items| {
+        items.iter().any(|e| e["type"] == "socket.refused")
+    })
+    .await;
+    let refusal = global
+        .iter()
+        .find(|e| e["type"] == "socket.refused")
+        .unwrap();
+    assert_eq!(refusal["status"], 401);
+    assert!(
+        refusal["user_ref"].is_null() && refusal["session_id"].is_null(),
+        "{refusal}"
+    );
+    assert!(common::counter(&s, "sessiond_security_refused_total{what=\"socket\"}").await >= 1.0);
+    s.stop().await;
+}
+
+/// Refusals beyond `max_refused_events_per_minute` are counted, not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_socket_events_are_rate_limited() {
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        c.api_keys = vec![KEY.into()];
+        c.security.max_refused_events_per_minute = 2;
+    })
+    .await;
+    for _ in 0..5 {
+        let (status, _) = realtime_support::connect(&s, "/v1/realtime?token=nope", &[])
+            .await
+            .refused();
+        assert_eq!(status, 401);
+    }
+    assert!(common::counter(&s, "sessiond_security_refused_total{what=\"socket\"}").await >= 5.0);
+    common::wait_for_counter(
+        &s,
+        "sessiond_security_refused_events_dropped_total",
+        3.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let refusals = wait_for(&s, "/v1/stream/__security/all", "two refusals", |items| {
+        items
+            .iter()
+            .filter(|e| e["type"] == "socket.refused")
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(
+        refusals
+            .iter()
+            .filter(|e| e["type"] == "socket.refused")
+            .count(),
+        2
+    );
     s.stop().await;
 }

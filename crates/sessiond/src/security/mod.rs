@@ -41,7 +41,8 @@ pub fn wire(
     let events = sessiond_sessions::security::SecurityEvents::new(
         config.security.clone(),
         stores.objects.clone(),
-    );
+    )
+    .with_outbox(stores.outbox.clone());
     let secrets = Secrets::new(stores.objects.clone());
     let relay = Relay::new(stores.outbox.clone(), streams, secrets, events.clone());
     let user_data = SecurityUserData::new(relay.clone(), events.clone(), stores.outbox.clone());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sessiond_store::{EventFor, Millis, ObjectStore, SessionOrigin, SessionRecord};
+use sessiond_store::{EventFor, Millis, ObjectStore, Outbox, SessionOrigin, SessionRecord};
 use sha2::{Digest, Sha256};
 
 pub use device::DeviceSignal;
@@ -92,6 +92,10 @@ pub struct SecurityEvents {
     config: Arc<SecurityConfig>,
     objects: Arc<dyn ObjectStore>,
     queued: Arc<tokio::sync::Notify>,
+    /// Where events that record no session change go (sockets, grants, erasures).
+    outbox: Option<Arc<dyn Outbox>>,
+    /// `socket.refused` events written in the current minute: (minute, count).
+    refused: Arc<std::sync::Mutex<(Millis, u32)>>,
 }
 
 impl SecurityEvents {
@@ -101,7 +105,75 @@ impl SecurityEvents {
             config: Arc::new(config),
             objects,
             queued: Arc::default(),
+            outbox: None,
+            refused: Arc::default(),
         }
+    }
+
+    /// Also records events that go with no session change, through `outbox`.
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Queues an event that records no session change (a socket closed by an ending, a
+    /// grant): to `user_id`'s stream and the global one, or the global one only without a
+    /// user. Written in the background (the caller is a socket or a request that must not
+    /// wait); a failed write is logged. `socket.refused` is rate-limited to
+    /// `max_refused_events_per_minute` (every refusal is counted in `/metrics` by the caller).
+    pub fn record(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        more: Map<String, Value>,
+    ) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        if kind == "socket.refused" && !self.admit_refusal() {
+            return;
+        }
+        let mut event = Map::new();
+        event.insert("id".into(), sessiond_http::ids::random_id().into());
+        event.insert("type".into(), kind.into());
+        event.insert("at".into(), sessiond_store::now_ms().into());
+        event.insert("user_id".into(), user_id.into());
+        event.insert("session_id".into(), session_id.into());
+        event.extend(more);
+        let entry = encode(Envelope {
+            stream: user_id.map(user_stream),
+            user_id: user_id.map(str::to_string),
+            event,
+        });
+        let queued = self.queued.clone();
+        tokio::spawn(async move {
+            match outbox
+                .outbox_push(vec![entry], sessiond_store::Durability::Confirmed)
+                .await
+            {
+                Ok(()) => queued.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "cannot queue a security event"),
+            }
+        });
+    }
+
+    /// Whether one more `socket.refused` event fits this minute's budget.
+    fn admit_refusal(&self) -> bool {
+        let minute = sessiond_store::now_ms() / 60_000;
+        let mut window = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0 != minute {
+            *window = (minute, 0);
+        }
+        if window.1 >= self.config.max_refused_events_per_minute {
+            metrics::counter!("sessiond_security_refused_events_dropped_total").increment(1);
+            return false;
+        }
+        window.1 += 1;
+        true
     }
 
     /// Signalled after events were queued (the relay waits on it).
