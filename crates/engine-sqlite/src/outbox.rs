@@ -45,7 +45,8 @@ impl Outbox for SqliteEngine {
         if seqs.is_empty() {
             return Ok(());
         }
-        self.write(Durability::Confirmed, move |conn| {
+        // A lost removal only delivers again (the outbox is at least once): no fsync wait.
+        self.write(Durability::Unconfirmed, move |conn| {
             let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
             seqs.iter()
                 .try_for_each(|seq| stmt.execute(params![seq]).map(|_| ()))

@@ -80,7 +80,15 @@ impl Relay {
             }
             tokio::select! {
                 _ = &mut stop => break,
-                _ = queued.notified() => {}
+                _ = queued.notified() => {
+                    // Let a burst gather: one pass (one engine commit) for all of it, instead
+                    // of one per change competing with the changes' own commits.
+                    let linger = Duration::from_millis(self.config().relay_linger_ms);
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(linger) => {}
+                    }
+                }
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
@@ -114,8 +122,13 @@ impl Relay {
             // Engines with several queues (one per shard) return them shard by shard: a
             // batch goes out in time order.
             envelopes.sort_by_key(|e| e.event.get("at").and_then(serde_json::Value::as_i64));
+            let refs = self.user_refs(&envelopes).await?;
             for envelope in envelopes {
-                let global = self.global_copy(&envelope).await?;
+                let user_ref = match &envelope.user_id {
+                    Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
+                    None => Value::Null,
+                };
+                let global = global_copy(&envelope, user_ref);
                 if let Some(stream) = envelope.stream {
                     per_stream
                         .entry(stream)
@@ -127,8 +140,14 @@ impl Relay {
                     .or_default()
                     .push(encode(&global));
             }
+            // Concurrently, so the engine commits them together (one SQLite transaction).
+            let mut appends = tokio::task::JoinSet::new();
             for (stream, values) in per_stream {
-                self.append(&stream, values).await?;
+                let relay = self.clone();
+                appends.spawn(async move { relay.append(&stream, values).await });
+            }
+            while let Some(done) = appends.join_next().await {
+                done.map_err(|e| e.to_string())??;
             }
             self.outbox
                 .outbox_remove(&keys)
@@ -139,37 +158,30 @@ impl Relay {
         }
     }
 
-    /// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
-    async fn global_copy(&self, envelope: &Envelope) -> Result<Map<String, Value>, String> {
-        let user_ref = match &envelope.user_id {
-            Some(user) => Value::from(
-                self.secrets
-                    .user_ref(user)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => Value::Null,
-        };
-        let mut global = Map::new();
-        for (key, value) in &envelope.event {
-            match key.as_str() {
-                "user_id" => {
-                    global.insert("user_ref".into(), user_ref.clone());
-                }
-                "device" => {
-                    let mut device = value.clone();
-                    if let Some(fields) = device.as_object_mut() {
-                        fields.remove("ip");
-                    }
-                    global.insert(key.clone(), device);
-                }
-                _ => {
-                    global.insert(key.clone(), value.clone());
-                }
-            }
+    /// The `user_ref` of every user of `envelopes`, looked up concurrently (a new user's
+    /// secret is a write: many of them share one engine commit).
+    async fn user_refs(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<std::collections::HashMap<String, String>, String> {
+        let users: HashSet<&String> = envelopes
+            .iter()
+            .filter_map(|e| e.user_id.as_ref())
+            .collect();
+        let mut lookups = tokio::task::JoinSet::new();
+        for user in users {
+            let (secrets, user) = (self.secrets.clone(), user.clone());
+            lookups.spawn(async move {
+                let user_ref = secrets.user_ref(&user).await;
+                (user, user_ref)
+            });
         }
-        global.entry("user_ref").or_insert(user_ref);
-        Ok(global)
+        let mut refs = std::collections::HashMap::new();
+        while let Some(done) = lookups.join_next().await {
+            let (user, user_ref) = done.map_err(|e| e.to_string())?;
+            refs.insert(user, user_ref.map_err(|e| e.to_string())?);
+        }
+        Ok(refs)
     }
 
     /// Appends `values` to the JSON stream `name`, creating it first if needed.
@@ -234,6 +246,30 @@ impl Relay {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
     }
+}
+
+/// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
+fn global_copy(envelope: &Envelope, user_ref: Value) -> Map<String, Value> {
+    let mut global = Map::new();
+    for (key, value) in &envelope.event {
+        match key.as_str() {
+            "user_id" => {
+                global.insert("user_ref".into(), user_ref.clone());
+            }
+            "device" => {
+                let mut device = value.clone();
+                if let Some(fields) = device.as_object_mut() {
+                    fields.remove("ip");
+                }
+                global.insert(key.clone(), device);
+            }
+            _ => {
+                global.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    global.entry("user_ref").or_insert(user_ref);
+    global
 }
 
 fn encode(event: &Map<String, Value>) -> Vec<u8> {

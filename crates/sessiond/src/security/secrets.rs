@@ -61,7 +61,9 @@ impl Secrets {
             getrandom_fill(&mut fresh);
             if self
                 .objects
-                .swap_object(KIND, &key, None, Some(&fresh), Durability::Confirmed)
+                // Unconfirmed: committed before any append that uses it (one writer, commits
+                // in order), so no event outlives its secret in a crash.
+                .swap_object(KIND, &key, None, Some(&fresh), Durability::Unconfirmed)
                 .await?
             {
                 break fresh;

@@ -49,6 +49,9 @@ pub struct SecurityConfig {
     pub max_refused_events_per_minute: u32,
     /// Most events the relay moves from the outbox to the streams per batch.
     pub relay_batch: usize,
+    /// After a change queued an event, the relay waits this long for more before its pass
+    /// (milliseconds): the delay of an event in the streams, traded for fewer engine commits.
+    pub relay_linger_ms: u64,
 }
 
 impl Default for SecurityConfig {
@@ -60,6 +63,7 @@ impl Default for SecurityConfig {
             known_device_days: 30,
             max_refused_events_per_minute: 60,
             relay_batch: 256,
+            relay_linger_ms: 100,
         }
     }
 }
