@@ -344,6 +344,15 @@ async fn sockets_and_grants_are_recorded() {
         "{refusal}"
     );
     assert!(common::counter(&s, "sessiond_security_refused_total{what=\"socket\"}").await >= 1.0);
+    // A refused request is counted too.
+    let refused = s
+        .post("/v1/sessions/x/rotate")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(refused, 401);
+    assert!(common::counter(&s, "sessiond_security_refused_total{what=\"request\"}").await >= 1.0);
     s.stop().await;
 }
 

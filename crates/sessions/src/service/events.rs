@@ -19,6 +19,24 @@ impl SessionService {
         self.security.as_ref()
     }
 
+    /// The outbox event of `kind` about `record` for a store `*_with` call (`None` when
+    /// security events are off), for session operations defined outside this module (e.g.
+    /// `session.reauth`); call [`SessionService::events_queued`] after the write.
+    pub fn security_event(
+        &self,
+        kind: &str,
+        record: &SessionRecord,
+        more: Map<String, Value>,
+    ) -> Option<Vec<u8>> {
+        self.event(kind, record, more)
+    }
+
+    /// Wakes the relay after a write that queued an event built by
+    /// [`security_event`](Self::security_event).
+    pub fn events_queued(&self) {
+        self.queued();
+    }
+
     /// Wakes the relay after a write that queued events.
     pub(super) fn queued(&self) {
         if let Some(security) = &self.security {
