@@ -6,6 +6,8 @@
 --       patch PATCH /v1/sessions/<id>    {"data":{"k<i mod 64>":n}} (i = per-thread request
 --             number, n unique), ids round-robin; data stays <= 64 small keys per session
 --       post  POST /v1/sessions          {"user_id":"bench-<t>-<i>","data":{"n":n}}
+--       churn create/revoke pairs: POST /v1/sessions, then DELETE /v1/sessions/<the new id>
+--             (each thread revokes what it created, as soon as the create answered)
 -- With API_KEY every request carries `Authorization: Bearer API_KEY` (servers not in open mode).
 -- Each thread starts at a different offset in the id list (half the list apart with -t2), so
 -- concurrent requests spread over the sessions instead of queueing on one session's lock.
@@ -35,7 +37,7 @@ function init(args)
       end
    end
    n_ids = #ids
-   if mode ~= "post" and n_ids == 0 then
+   if mode ~= "post" and mode ~= "churn" and n_ids == 0 then
       error("no ids in " .. tostring(file))
    end
    -- With -t2 the two threads start half the list apart (more threads wrap around).
@@ -61,11 +63,27 @@ function request()
    elseif mode == "patch" then
       local body = string.format('{"data":{"k%d":%d}}', counter % 64, n)
       return wrk.format("PATCH", "/v1/sessions/" .. next_id(), headers, body)
+   elseif mode == "churn" then
+      local id = table.remove(created)
+      if id then
+         return wrk.format("DELETE", "/v1/sessions/" .. id, get_headers, nil)
+      end
+      local body = string.format('{"user_id":"churn-%d-%d","data":{"n":%d}}', tid, counter, n)
+      return wrk.format("POST", "/v1/sessions", headers, body)
    elseif mode == "post" then
       local body = string.format('{"user_id":"bench-%d-%d","data":{"n":%d}}', tid, counter, n)
       return wrk.format("POST", "/v1/sessions", headers, body)
    else
       error("unknown mode " .. tostring(mode))
+   end
+end
+
+-- churn: remember each created id for the thread's next request.
+created = {}
+function response(status, headers, body)
+   if mode == "churn" and status == 201 then
+      local id = body:match('"id":"([^"]+)"')
+      if id then table.insert(created, id) end
    end
 end
 

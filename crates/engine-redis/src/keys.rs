@@ -169,6 +169,31 @@ impl Keys {
         format!("{}:{{s:{}}}", self.prefix, escape(id))
     }
 
+    /// The outbox stream (`sessiond_store::outbox`) in the slot of session `id`'s hash.
+    pub fn outbox_of_session(&self, id: &str) -> String {
+        let slot = crate::slots::key_slot(&self.session(id));
+        self.outbox_in_slot(slot)
+    }
+
+    /// The outbox stream of one slot.
+    pub fn outbox_in_slot(&self, slot: u16) -> String {
+        format!(
+            "{}:{{o:{}}}:outbox",
+            self.prefix,
+            crate::slots::outbox_tag(slot)
+        )
+    }
+
+    /// `SCAN MATCH` pattern for every outbox stream.
+    pub fn outbox_pattern(&self) -> String {
+        format!("{}:{{o:*}}:outbox", glob_escape(&self.prefix))
+    }
+
+    /// The set of outbox streams that may hold events.
+    pub fn outbox_index(&self) -> String {
+        format!("{}:outbox:index", self.prefix)
+    }
+
     /// Per-user session index.
     pub fn user_sessions(&self, user: &str) -> String {
         format!("{}:{{u:{}}}:sessions", self.prefix, escape(user))

@@ -56,6 +56,7 @@ mod cache;
 mod conn;
 mod erasures;
 mod objects;
+mod outbox;
 mod presence;
 mod realtime;
 mod scripts;
@@ -125,6 +126,8 @@ pub struct RedisEngine {
     /// `SCAN` position of the session-index sweeper (resumes where the last sweep stopped):
     /// the rank of the master it walks (always 0 on a standalone server) and its cursor there.
     session_sweep_cursor: Mutex<(usize, u64)>,
+    /// Whether this handle looked for outbox streams missing from the outbox index.
+    outbox_rediscovered: std::sync::atomic::AtomicBool,
     /// Rank in the namespace registry where the cache sweeper resumes.
     cache_sweep_cursor: Mutex<usize>,
     /// The same for the registry of reserved namespaces.
@@ -218,6 +221,7 @@ impl RedisEngine {
             scripts: Scripts::new(),
             closed: AtomicBool::new(false),
             session_sweep_cursor: Mutex::new((0, 0)),
+            outbox_rediscovered: std::sync::atomic::AtomicBool::new(false),
             cache_sweep_cursor: Mutex::new(0),
             cache_sweep_cursor_reserved: Mutex::new(0),
         });

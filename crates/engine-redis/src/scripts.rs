@@ -20,22 +20,34 @@ local function num(s)
 end
 ";
 
+/// Shared Lua helper of the session scripts: queues the caller's outbox event (the last ARGV,
+/// empty for none) in the outbox stream (the last KEYS, in the session's slot), so the event
+/// is written by the same script as the change (`sessiond_store::outbox`).
+const OUTBOX: &str = r"
+local function outbox()
+  local e = ARGV[#ARGV]
+  if e ~= '' then redis.call('XADD', KEYS[#KEYS], '*', 'd', e) end
+end
+";
+
 /// Inserts a session unless a live one (at `ARGV[1]`, the record's `created_at`) exists.
-/// KEYS: session hash. ARGV: created_at, expires_at, field/value pairs. Returns 1 or 0.
+/// KEYS: session hash, outbox. ARGV: created_at, expires_at, field/value pairs, event.
+/// Returns 1 or 0.
 const SESSION_INSERT: &str = r"
 local k = KEYS[1]
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at')
 local idle, abs = num(d[1]), num(d[2])
 if idle and abs and num(ARGV[1]) < math.min(idle, abs) then return 0 end
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 3))
+redis.call('HSET', k, unpack(ARGV, 3, #ARGV - 1))
 redis.call('PEXPIREAT', k, ARGV[2])
+outbox()
 return 1
 ";
 
 /// Compare-and-set of a live session's version; keeps the stored `user_id`.
-/// KEYS: session hash. ARGV: now, expected version, new expires_at, has-device flag,
-/// field/value pairs. Returns 0 missing, 1 version mismatch, 2 written.
+/// KEYS: session hash, outbox. ARGV: now, expected version, new expires_at, has-device flag,
+/// field/value pairs, event. Returns 0 missing, 1 version mismatch, 2 written.
 const SESSION_REPLACE: &str = r"
 local k = KEYS[1]
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version')
@@ -44,14 +56,16 @@ if not (idle and abs and d[3]) then return 0 end
 if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
 if d[3] ~= ARGV[2] then return 1 end
 if ARGV[4] == '0' then redis.call('HDEL', k, 'device') end
-redis.call('HSET', k, unpack(ARGV, 5))
+redis.call('HSET', k, unpack(ARGV, 5, #ARGV - 1))
 redis.call('PEXPIREAT', k, ARGV[3])
+outbox()
 return 2
 ";
 
 /// Rotation: moves a live session at the expected version to a new id, keeping `user_id` and
 /// `origin`. Both hashes share a slot (the new id is chosen so, see `slots.rs`).
-/// KEYS: old hash, new hash. ARGV: now, expected version, new expires_at, field/value pairs.
+/// KEYS: old hash, new hash, outbox. ARGV: now, expected version, new expires_at,
+/// field/value pairs, event.
 /// Returns {outcome, user}: 0 missing, 1 version mismatch, 2 rotated, 3 new id taken (live).
 const SESSION_ROTATE: &str = r"
 local o, n = KEYS[1], KEYS[2]
@@ -65,11 +79,12 @@ local e = redis.call('HMGET', n, 'idle_expires_at', 'absolute_expires_at')
 local ni, na = num(e[1]), num(e[2])
 if ni and na and num(ARGV[1]) < math.min(ni, na) then return {3, ''} end
 redis.call('DEL', n)
-redis.call('HSET', n, unpack(ARGV, 4))
+redis.call('HSET', n, unpack(ARGV, 4, #ARGV - 1))
 if d[4] then redis.call('HSET', n, 'user_id', d[4]) end
 if d[5] then redis.call('HSET', n, 'origin', d[5]) end
 redis.call('PEXPIREAT', n, ARGV[3])
 redis.call('DEL', o)
+outbox()
 return {2, d[4] or ''}
 ";
 
@@ -95,8 +110,8 @@ return 1
 ";
 
 /// Deletes a session, optionally only if it belongs to `ARGV[3]` (when `ARGV[2]` is `1`).
-/// KEYS: session hash. ARGV: now, owner-check flag, owner.
-/// Returns {live, has_user, user}: live is 1 if a live record was deleted, 0 if none/expired,
+/// KEYS: session hash, outbox. ARGV: now, owner-check flag, owner, event (queued only when a
+/// live record was deleted). Returns {live, has_user, user}: live is 1 if a live record was deleted, 0 if none/expired,
 /// -1 if it belongs to another user (kept).
 const SESSION_DELETE: &str = r"
 local k = KEYS[1]
@@ -107,6 +122,7 @@ redis.call('DEL', k)
 local live = 0
 local idle, abs = num(d[1]), num(d[2])
 if idle and abs and num(ARGV[1]) < math.min(idle, abs) then live = 1 end
+if live == 1 then outbox() end
 if d[3] then return {live, 1, d[3]} end
 return {live, 0, ''}
 ";
@@ -275,6 +291,11 @@ fn with_helpers(body: &str) -> Script {
     Script::new(&format!("{NUM}{body}"))
 }
 
+/// A session script: the helpers and the outbox helper.
+fn session_script(body: &str) -> Script {
+    Script::new(&format!("{NUM}{OUTBOX}{body}"))
+}
+
 impl Default for Scripts {
     fn default() -> Self {
         Self::new()
@@ -285,12 +306,12 @@ impl Scripts {
     /// Compiles every script (hashing only; loading happens on first use).
     pub fn new() -> Self {
         Scripts {
-            session_insert: with_helpers(SESSION_INSERT),
-            session_replace: with_helpers(SESSION_REPLACE),
+            session_insert: session_script(SESSION_INSERT),
+            session_replace: session_script(SESSION_REPLACE),
             session_update: Script::new(crate::session_update::SESSION_UPDATE),
             session_touch: with_helpers(SESSION_TOUCH),
-            session_rotate: with_helpers(SESSION_ROTATE),
-            session_delete: with_helpers(SESSION_DELETE),
+            session_rotate: session_script(SESSION_ROTATE),
+            session_delete: session_script(SESSION_DELETE),
             cache_reserve: with_helpers(CACHE_RESERVE),
             cache_put: with_helpers(CACHE_PUT),
             cache_delete: with_helpers(CACHE_DELETE),

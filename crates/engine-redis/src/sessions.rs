@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, DataChange, DataUpdate, Durability, Millis, Result, Rotation, SessionOrigin,
+    Cas, DataChange, DataUpdate, Durability, EventFor, Millis, Result, Rotation, SessionOrigin,
     SessionRecord, SessionStore, StoreError,
 };
 
@@ -100,12 +100,24 @@ pub(crate) fn decode(id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option
 impl RedisEngine {
     /// Deletes one session (optionally only if owned by `owner`) and its index entry.
     /// Returns whether a live record was deleted.
-    async fn delete_one(&self, id: &str, owner: Option<&str>, now: Millis) -> Result<bool> {
+    async fn delete_one(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: Millis,
+        event: Option<Vec<u8>>,
+    ) -> Result<bool> {
+        let outbox = self.keys.outbox_of_session(id);
         let mut inv = self.scripts.session_delete.key(self.keys.session(id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(if owner.is_some() { "1" } else { "0" })
-            .arg(owner.unwrap_or(""));
+            .arg(owner.unwrap_or(""))
+            .arg(event.as_deref().unwrap_or_default());
         let (live, has_user, user): (i64, i64, String) = self.eval("session_delete", &inv).await?;
+        if live == 1 && event.is_some() {
+            self.index_outbox(&outbox).await?;
+        }
         if has_user == 1 {
             let zrem = redis::cmd("ZREM")
                 .arg(self.keys.user_sessions(&user))
@@ -128,11 +140,18 @@ impl RedisEngine {
 
 #[async_trait]
 impl SessionStore for RedisEngine {
-    async fn insert_session(&self, record: &SessionRecord, _: Durability) -> Result<bool> {
+    async fn insert_session_with(
+        &self,
+        record: &SessionRecord,
+        event: Option<Vec<u8>>,
+        _: Durability,
+    ) -> Result<bool> {
+        let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
             .session_insert
             .key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(record.created_at).arg(record.expires_at());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
@@ -142,9 +161,13 @@ impl SessionStore for RedisEngine {
         }
         // Written at insert only (like `user_id`): a replace never changes how a session began.
         inv.arg("origin").arg(record.origin.as_str());
+        inv.arg(event.as_deref().unwrap_or_default());
         let written: i64 = self.eval("session_insert", &inv).await?;
         if written != 1 {
             return Ok(false);
+        }
+        if event.is_some() {
+            self.index_outbox(&outbox).await?;
         }
         if let Some(user) = &record.user_id {
             let zadd = redis::cmd("ZADD")
@@ -163,17 +186,20 @@ impl SessionStore for RedisEngine {
         Ok(decode(id, h)?.filter(|r| !r.is_expired(now)))
     }
 
-    async fn replace_session(
+    async fn replace_session_with(
         &self,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Cas> {
+        let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
             .session_replace
             .key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(expected_version.to_string())
             .arg(record.expires_at())
@@ -181,9 +207,15 @@ impl SessionStore for RedisEngine {
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
+        inv.arg(event.as_deref().unwrap_or_default());
         let outcome: i64 = self.eval("session_replace", &inv).await?;
         Ok(match outcome {
-            2 => Cas::Written,
+            2 => {
+                if event.is_some() {
+                    self.index_outbox(&outbox).await?;
+                }
+                Cas::Written
+            }
             1 => Cas::VersionMismatch,
             _ => Cas::Missing,
         })
@@ -202,28 +234,35 @@ impl SessionStore for RedisEngine {
             .await
     }
 
-    async fn rotate_session(
+    async fn rotate_session_with(
         &self,
         old_id: &str,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Rotation> {
+        let outbox = self.keys.outbox_of_session(old_id);
         let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
         inv.key(self.keys.session(&record.id));
+        inv.key(&outbox);
         inv.arg(now)
             .arg(expected_version.to_string())
             .arg(record.expires_at());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
+        inv.arg(event.as_deref().unwrap_or_default());
         let (outcome, user): (i64, String) = self.eval("session_rotate", &inv).await?;
         match outcome {
             2 => {}
             1 => return Ok(Rotation::VersionMismatch),
             3 => return Ok(Rotation::IdTaken),
             _ => return Ok(Rotation::Missing),
+        }
+        if event.is_some() {
+            self.index_outbox(&outbox).await?;
         }
         if !user.is_empty() {
             // The index lives in the user's slot: add the new member before dropping the old
@@ -261,8 +300,14 @@ impl SessionStore for RedisEngine {
         Ok(touched == 1)
     }
 
-    async fn delete_session(&self, id: &str, now: Millis, _: Durability) -> Result<bool> {
-        self.delete_one(id, None, now).await
+    async fn delete_session_with(
+        &self,
+        id: &str,
+        now: Millis,
+        event: Option<Vec<u8>>,
+        _: Durability,
+    ) -> Result<bool> {
+        self.delete_one(id, None, now, event).await
     }
 
     async fn list_user_sessions(
@@ -310,11 +355,12 @@ impl SessionStore for RedisEngine {
         Ok(out)
     }
 
-    async fn delete_user_sessions(
+    async fn delete_user_sessions_with(
         &self,
         user_id: &str,
         except: Option<&str>,
         now: Millis,
+        events: Option<EventFor>,
         _: Durability,
     ) -> Result<Vec<String>> {
         let index = self.keys.user_sessions(user_id);
@@ -326,7 +372,13 @@ impl SessionStore for RedisEngine {
             .collect();
         let mut deleted = Vec::new();
         for id in &doomed {
-            if self.delete_one(id, Some(user_id), now).await? {
+            // The record as it is before the delete, for its event.
+            let before = match &events {
+                Some(_) => self.get_session(id, now).await?,
+                None => None,
+            };
+            let event = before.and_then(|r| events.as_ref().and_then(|f| f(&r)));
+            if self.delete_one(id, Some(user_id), now, event).await? {
                 deleted.push(id.to_string());
             }
         }
@@ -339,7 +391,13 @@ impl SessionStore for RedisEngine {
         Ok(deleted)
     }
 
-    async fn sweep_sessions(&self, _now: Millis, batch: usize) -> Result<usize> {
+    async fn sweep_sessions_with(
+        &self,
+        _now: Millis,
+        batch: usize,
+        // Hashes expire natively: the sweep never sees an expired record to report.
+        _: Option<EventFor>,
+    ) -> Result<usize> {
         // Redis expires the hashes natively; what is left are index members pointing at them.
         // Walk the per-user indexes with SCAN, resuming where the last sweep stopped. SCAN
         // walks one server's keys, so on a cluster the sweep walks the masters in turn.

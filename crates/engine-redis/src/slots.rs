@@ -46,6 +46,28 @@ pub fn key_slot(key: &str) -> u16 {
     crc16(0, tagged.unwrap_or(bytes)) % SLOTS
 }
 
+/// For each slot, a number `n` whose tag `o:<n>` hashes to that slot: the outbox of the
+/// sessions of a slot is `{o:<n>}`, so a session script can write its event next to the
+/// session (a script may touch one slot only). Computed once (about 10^5 CRCs).
+pub fn outbox_tag(slot: u16) -> u32 {
+    static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = vec![u32::MAX; usize::from(SLOTS)];
+        let mut missing = table.len();
+        let mut n = 0u32;
+        while missing > 0 {
+            let slot = usize::from(crc16(0, format!("o:{n}").as_bytes()) % SLOTS);
+            if table[slot] == u32::MAX {
+                table[slot] = n;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        table
+    });
+    table[usize::from(slot % SLOTS)]
+}
+
 /// `fresh` (a base64url CSPRNG id) plus a suffix, such that the session hash of the result
 /// shares the slot of `old_id`'s session hash.
 pub fn session_id_in_slot_of(old_id: &str, fresh: &str) -> String {
@@ -65,6 +87,19 @@ pub fn session_id_in_slot_of(old_id: &str, fresh: &str) -> String {
     let mut id = fresh.to_string();
     id.extend(suffix.iter().map(|&b| char::from(b)));
     id
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_has_an_outbox_tag_in_it() {
+        for slot in [0u16, 1, 777, 16383] {
+            let tag = outbox_tag(slot);
+            assert_eq!(key_slot(&format!("x:{{o:{tag}}}:outbox")), slot);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod erasures;
 mod compaction;
 mod error;
 mod objects;
+mod outbox;
 mod reader;
 pub mod schema;
 mod sessions;

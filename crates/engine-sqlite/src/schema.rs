@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     MIGRATION_ERASURES,
     MIGRATION_AUTH_TIME,
+    MIGRATION_OUTBOX,
 ];
 
 /// Version 1: sessions, cache, objects and alarms.
@@ -259,6 +260,16 @@ CREATE TABLE IF NOT EXISTS erasures (
 const MIGRATION_AUTH_TIME: &str = "
 ALTER TABLE sessions ADD COLUMN auth_time INTEGER;
 UPDATE sessions SET auth_time = created_at;
+";
+
+/// The outbox (`sessiond_store::outbox`): events written in the same transaction as the
+/// session change they record, deleted once relayed. `seq` orders them (never reused, so a
+/// relay's delete can never hit a newer event). Independent of every other migration.
+const MIGRATION_OUTBOX: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB    NOT NULL
+);
 ";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL

@@ -9,10 +9,11 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sessiond_store::{
-    Cas, Durability, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
+    Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
 };
 
 use crate::error::{limit, out_of_range};
+use crate::outbox::queue;
 use crate::SqliteEngine;
 
 const COLUMNS: &str = "id, user_id, data, device, created_at, updated_at, last_seen_at, \
@@ -186,12 +187,38 @@ fn rotate(
     Ok(Rotation::Rotated)
 }
 
+/// Queues `events(record)` for each record, in order.
+fn queue_each(
+    conn: &Connection,
+    events: Option<&EventFor>,
+    records: &[SessionRecord],
+) -> rusqlite::Result<()> {
+    let Some(events) = events else {
+        return Ok(());
+    };
+    for r in records {
+        queue(conn, events(r).as_deref())?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SessionStore for SqliteEngine {
-    async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool> {
+    async fn insert_session_with(
+        &self,
+        record: &SessionRecord,
+        event: Option<Vec<u8>>,
+        durability: Durability,
+    ) -> Result<bool> {
         let record = record.clone();
-        self.write(durability, move |conn| insert(conn, &record))
-            .await
+        self.write(durability, move |conn| {
+            let written = insert(conn, &record)?;
+            if written {
+                queue(conn, event.as_deref())?;
+            }
+            Ok(written)
+        })
+        .await
     }
 
     async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>> {
@@ -204,32 +231,42 @@ impl SessionStore for SqliteEngine {
         .await
     }
 
-    async fn replace_session(
+    async fn replace_session_with(
         &self,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         durability: Durability,
     ) -> Result<Cas> {
         let record = record.clone();
         self.write(durability, move |conn| {
-            replace(conn, &record, expected_version, now)
+            let outcome = replace(conn, &record, expected_version, now)?;
+            if outcome == Cas::Written {
+                queue(conn, event.as_deref())?;
+            }
+            Ok(outcome)
         })
         .await
     }
 
-    async fn rotate_session(
+    async fn rotate_session_with(
         &self,
         old_id: &str,
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        event: Option<Vec<u8>>,
         durability: Durability,
     ) -> Result<Rotation> {
         let old_id = old_id.to_owned();
         let record = record.clone();
         self.write(durability, move |conn| {
-            rotate(conn, &old_id, &record, expected_version, now)
+            let outcome = rotate(conn, &old_id, &record, expected_version, now)?;
+            if outcome == Rotation::Rotated {
+                queue(conn, event.as_deref())?;
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -259,7 +296,13 @@ impl SessionStore for SqliteEngine {
         .await
     }
 
-    async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool> {
+    async fn delete_session_with(
+        &self,
+        id: &str,
+        now: Millis,
+        event: Option<Vec<u8>>,
+        durability: Durability,
+    ) -> Result<bool> {
         let id = id.to_owned();
         self.write(durability, move |conn| {
             // The row goes either way; only a live one counts as deleted.
@@ -267,7 +310,11 @@ impl SessionStore for SqliteEngine {
                 .prepare_cached("DELETE FROM sessions WHERE id = ?1 RETURNING expires_at")?
                 .query_row(params![id], |row| row.get(0))
                 .optional()?;
-            Ok(expires_at.is_some_and(|at| at > now))
+            let live = expires_at.is_some_and(|at| at > now);
+            if live {
+                queue(conn, event.as_deref())?;
+            }
+            Ok(live)
         })
         .await
     }
@@ -289,44 +336,59 @@ impl SessionStore for SqliteEngine {
         .await
     }
 
-    async fn delete_user_sessions(
+    async fn delete_user_sessions_with(
         &self,
         user_id: &str,
         except: Option<&str>,
         now: Millis,
+        events: Option<EventFor>,
         durability: Durability,
     ) -> Result<Vec<String>> {
         let user_id = user_id.to_owned();
         let except = except.map(str::to_owned);
         self.write(durability, move |conn| {
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(&format!(
                 "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR id <> ?2)
-                 RETURNING id, expires_at",
-            )?;
-            let rows = stmt.query_map(params![user_id, except], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Millis>(1)?))
-            })?;
-            let mut deleted = Vec::new();
-            for row in rows {
-                let (id, expires_at) = row?;
-                if expires_at > now {
-                    deleted.push(id);
-                }
-            }
-            deleted.sort();
-            Ok(deleted)
+                 RETURNING {COLUMNS}"
+            ))?;
+            let mut gone: Vec<SessionRecord> = stmt
+                .query_map(params![user_id, except], record)?
+                .filter(|r| r.as_ref().map_or(true, |r| !r.is_expired(now)))
+                .collect::<rusqlite::Result<_>>()?;
+            gone.sort_by(|a, b| a.id.cmp(&b.id));
+            queue_each(conn, events.as_ref(), &gone)?;
+            Ok(gone.into_iter().map(|r| r.id).collect())
         })
         .await
     }
 
-    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize> {
-        // A lost sweep is redone by the next one: no need to wait for the fsync.
+    async fn sweep_sessions_with(
+        &self,
+        now: Millis,
+        batch: usize,
+        events: Option<EventFor>,
+    ) -> Result<usize> {
+        // A lost sweep is redone by the next one: no need to wait for the fsync (its events
+        // are lost with it, and queued again by that next sweep).
         self.write(Durability::Unconfirmed, move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM sessions WHERE rowid IN
-                     (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
-            )?
-            .execute(params![now, limit(batch)])
+            let Some(events) = events else {
+                return conn
+                    .prepare_cached(
+                        "DELETE FROM sessions WHERE rowid IN
+                             (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![now, limit(batch)]);
+            };
+            let gone: Vec<SessionRecord> = conn
+                .prepare_cached(&format!(
+                    "DELETE FROM sessions WHERE rowid IN
+                         (SELECT rowid FROM sessions WHERE expires_at <= ?1 LIMIT ?2)
+                     RETURNING {COLUMNS}"
+                ))?
+                .query_map(params![now, limit(batch)], record)?
+                .collect::<rusqlite::Result<_>>()?;
+            queue_each(conn, Some(&events), &gone)?;
+            Ok(gone.len())
         })
         .await
     }

@@ -230,8 +230,10 @@ impl ApiKeys {
     }
 }
 
-/// A 401 with `WWW-Authenticate: Bearer`, or any other error as is.
+/// A 401 with `WWW-Authenticate: Bearer`, or any other error as is. Every refusal is counted
+/// (`sessiond_security_refused_total{what="request"}`; never per key or per client).
 pub fn auth_failure(err: ApiError) -> Response {
+    metrics::counter!("sessiond_security_refused_total", "what" => "request").increment(1);
     let challenge = err.status == axum::http::StatusCode::UNAUTHORIZED;
     let mut response = err.into_response();
     if challenge {

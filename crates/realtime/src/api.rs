@@ -165,6 +165,13 @@ async fn grant(
         channel: body.channel.clone(),
         grant: Some((body.publish, expires_at)),
     });
+    grant_event(
+        &hub,
+        "grant.issued",
+        &body.user_id,
+        &body.channel,
+        Some(expires_at),
+    );
     let reply = json!({
         "user_id": body.user_id, "channel": body.channel, "publish": body.publish,
         "expires_at": expires_at,
@@ -202,7 +209,31 @@ async fn revoke_grant(
         channel: q.channel.clone(),
         grant: None,
     });
+    grant_event(&hub, "grant.revoked", &q.user_id, &q.channel, None);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a grant change as a security event of the user.
+fn grant_event(
+    hub: &Hub,
+    kind: &'static str,
+    user: &str,
+    channel: &str,
+    expires: Option<Option<i64>>,
+) {
+    let mut details = serde_json::Map::new();
+    details.insert("channel".into(), channel.into());
+    if let Some(expires_at) = expires {
+        details.insert("expires_at".into(), expires_at.into());
+    }
+    hub.inner
+        .authority
+        .security_event(crate::auth::SecurityNote {
+            kind,
+            user_id: Some(user.to_string()),
+            session_id: None,
+            details,
+        });
 }
 
 async fn grant_token(

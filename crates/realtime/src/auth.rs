@@ -74,6 +74,22 @@ pub trait SessionAuthority: Send + Sync + 'static {
     async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {
         None
     }
+    /// Records a security event (`socket.refused`, `socket.closed`, `grant.issued`,
+    /// `grant.revoked`; see docs/sessions.md). Must not block; the default records nothing.
+    fn security_event(&self, _note: SecurityNote) {}
+}
+
+/// A security event the hub observed, for [`SessionAuthority::security_event`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecurityNote {
+    /// Event type.
+    pub kind: &'static str,
+    /// Whose (none for a refused socket: the global stream only, no user).
+    pub user_id: Option<String>,
+    /// The session concerned, if any.
+    pub session_id: Option<String>,
+    /// Further fields.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Whom a request acts for.
@@ -173,6 +189,37 @@ fn cookie_origin(headers: &HeaderMap, accept: Accept<'_>) -> Result<(), ApiError
 ///   → [`Caller::User`] `client:<cID>` without a session.
 /// - Anything else → 401.
 pub async fn identify(
+    keys: &ApiKeys,
+    authority: &dyn SessionAuthority,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    cookies: &[String],
+    accept: Accept<'_>,
+) -> Result<Caller, ApiError> {
+    let socket = matches!(accept, Accept::Socket { .. });
+    let result = identify_caller(keys, authority, headers, query_token, cookies, accept).await;
+    match &result {
+        Err(e) if socket && e.status.is_client_error() => refused(authority, e.status.as_u16()),
+        _ => {}
+    }
+    result
+}
+
+/// A socket refused before it opened: counted, and noted for the global security stream
+/// (rate-limited by the recorder).
+pub(crate) fn refused(authority: &dyn SessionAuthority, status: u16) {
+    metrics::counter!("sessiond_security_refused_total", "what" => "socket").increment(1);
+    let mut details = serde_json::Map::new();
+    details.insert("status".into(), status.into());
+    authority.security_event(SecurityNote {
+        kind: "socket.refused",
+        user_id: None,
+        session_id: None,
+        details,
+    });
+}
+
+async fn identify_caller(
     keys: &ApiKeys,
     authority: &dyn SessionAuthority,
     headers: &HeaderMap,

@@ -137,6 +137,19 @@ impl Hub {
             if !(ended.all || ours) {
                 continue;
             }
+            if ended.reason != EndReason::Rotated {
+                let mut details = serde_json::Map::new();
+                details.insert("reason".into(), ended.reason.frame_reason().into());
+                details.insert("protocol".into(), conn.protocol.into());
+                self.inner
+                    .authority
+                    .security_event(crate::auth::SecurityNote {
+                        kind: "socket.closed",
+                        user_id: Some(ended.user_id.clone()),
+                        session_id: conn.session_id.as_deref().map(str::to_string),
+                        details,
+                    });
+            }
             if ended.reason == EndReason::Rotated {
                 conn.close(ROTATED_CLOSE.0, ROTATED_CLOSE.1);
             } else if conn.protocol == "seed" {

@@ -250,6 +250,7 @@ impl Hub {
             };
             metrics::counter!("sessiond_realtime_connections_refused_total", "cap" => label)
                 .increment(1);
+            crate::auth::refused(self.inner.authority.as_ref(), 429);
             ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 CAP_ERROR,

@@ -55,7 +55,7 @@ pub mod webhook;
 
 use axum::Router;
 
-pub use auth::{SessionAuthority, SessionDeadlines, SessionUser};
+pub use auth::{SecurityNote, SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
 pub use ending::{EndReason, SessionEnded, ROTATED_CLOSE};
 pub use events::{EventSink, UserEvent};

@@ -93,6 +93,7 @@ pub fn router(
         .server_owned([
             config.realtime.events.stream.clone(),
             config.middleware.analytics.stream.clone(),
+            sessiond_sessions::security::PREFIX.to_string(),
         ]);
 
     // Sessions remember whether their create carried a service credential (an open route's

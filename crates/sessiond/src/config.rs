@@ -106,6 +106,8 @@ pub struct Config {
     pub realtime: sessiond_realtime::RealtimeConfig,
     /// The admin console at `/admin` (off by default).
     pub admin: sessiond_admin::AdminConfig,
+    /// Security event streams (`__security/...`).
+    pub security: sessiond_sessions::security::SecurityConfig,
 }
 
 impl Default for Config {
@@ -127,6 +129,7 @@ impl Default for Config {
             middleware: sessiond_middleware::MiddlewareConfig::default(),
             realtime: sessiond_realtime::RealtimeConfig::default(),
             admin: sessiond_admin::AdminConfig::default(),
+            security: sessiond_sessions::security::SecurityConfig::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod listener;
 pub mod middleware;
 mod progress;
 pub mod realtime;
+pub mod security;
 pub mod startup;
 pub mod users;
 mod stream_sessions;
@@ -200,13 +201,21 @@ pub async fn run(
         cookies: Some(config.session_cookies()),
         ..config.sessions.clone()
     });
-    let session_service = SessionService::new(
+    let mut session_service = SessionService::new(
         stores.sessions.clone(),
         sessions_config.clone(),
         session_objects,
         user_locks,
         stores.admin.exclusive(),
     );
+    // Security events need the streams they are relayed to.
+    let security = streams
+        .clone()
+        .filter(|_| config.security.enabled)
+        .map(|streams| security::wire(&config, &stores, streams));
+    if let Some(wired) = &security {
+        session_service = session_service.with_security(wired.events.clone());
+    }
     let realtime = config.realtime.enabled.then(|| {
         realtime::hub(
             &config,
@@ -288,8 +297,12 @@ pub async fn run(
         stores.sessions.clone(),
         stores.cache.clone(),
         sessions_config,
+        security.as_ref().map(|w| w.events.clone()),
         stopped(),
     ));
+    let relay_task = security
+        .as_ref()
+        .map(|w| tokio::spawn(w.relay.clone().run(stopped())));
 
     let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
         // On a shared engine one node at a time compacts (the engine's sealing lease).
@@ -350,7 +363,7 @@ pub async fn run(
     if let Some(subscription_task) = subscription_task {
         let _ = subscription_task.await;
     }
-    for task in [compactor, metrics_stream, analytics_task]
+    for task in [compactor, metrics_stream, analytics_task, relay_task]
         .into_iter()
         .flatten()
     {

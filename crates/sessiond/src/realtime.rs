@@ -53,6 +53,17 @@ impl SessionAuthority for SessionsAuthority {
             .map_err(|e| e.message)
     }
 
+    fn security_event(&self, note: sessiond_realtime::SecurityNote) {
+        if let Some(security) = self.sessions.security() {
+            security.record(
+                note.kind,
+                note.user_id.as_deref(),
+                note.session_id.as_deref(),
+                note.details,
+            );
+        }
+    }
+
     async fn session_deadlines(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
         match self.sessions.peek(id).await {
             Ok(record) => Ok(record.as_ref().map(deadlines)),

@@ -8,6 +8,7 @@
 //! - [`routes`]: the native `/v1` API and the two wire-compatible seed surfaces.
 //! - [`sweeper`]: background deletion of expired rows.
 //! - [`user_data`]: a user's sessions for the export and erasure of `/v1/users/{u}`.
+//! - [`security`]: security events, queued with the changes they record.
 //!
 //! The capability talks to storage only through `sessiond_store::{SessionStore, CacheStore}`
 //! and to the object runtime for per-key serialization; it never names an engine.
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod merge;
 pub mod routes;
+pub mod security;
 pub mod service;
 pub mod sweeper;
 pub mod user_data;

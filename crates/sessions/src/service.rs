@@ -25,15 +25,19 @@ use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionRecord, SessionStore};
 
 use crate::config::SessionsConfig;
+use crate::security::{details, SecurityEvents};
 
 pub use edge::{parse_max_age, EdgeVerdict, MAX_AGE_HEADER};
 
 mod edge;
+mod events;
 mod reauth;
+mod revoke;
 mod rotate;
 mod store_update;
 mod touch;
 use crate::merge::{merge_patch, shallow_merge};
+use events::changed_keys;
 
 /// A session to create.
 #[derive(Debug, Default)]
@@ -112,6 +116,18 @@ pub struct SessionService {
     /// Keep used sessions in memory (only when the engine is exclusive to this process).
     resident: bool,
     revocations: tokio::sync::broadcast::Sender<Revocation>,
+    /// Security events, when recorded.
+    security: Option<SecurityEvents>,
+}
+
+/// A created session and whether its device is new for its user (`None`: not computed,
+/// security events are off or the session proves no identity).
+#[derive(Debug)]
+pub struct Created {
+    /// The stored session.
+    pub record: SessionRecord,
+    /// The new-device signal.
+    pub new_device: Option<bool>,
 }
 
 const MAX_CAS_RETRIES: usize = 64;
@@ -134,6 +150,7 @@ impl SessionService {
             users,
             resident,
             revocations: tokio::sync::broadcast::channel(REVOCATION_BUFFER).0,
+            security: None,
         }
     }
 
@@ -180,6 +197,15 @@ impl SessionService {
         new: NewSession,
         durability: Durability,
     ) -> ApiResult<SessionRecord> {
+        Ok(self.create_signalled(new, durability).await?.record)
+    }
+
+    /// [`create`](Self::create), also answering the new-device signal.
+    pub async fn create_signalled(
+        &self,
+        new: NewSession,
+        durability: Durability,
+    ) -> ApiResult<Created> {
         if let Some(user) = &new.user_id {
             self.check_id("user_id", user)?;
         }
@@ -229,13 +255,19 @@ impl SessionService {
             }
             None => None,
         };
-        if !self.store.insert_session(&record, durability).await? {
+        let (event, new_device) = self.created_event(&record, new.device.as_ref()).await;
+        if !self
+            .store
+            .insert_session_with(&record, event, durability)
+            .await?
+        {
             return Err(ApiError::internal(
                 "random session id collided with a live session",
             ));
         }
+        self.queued();
         metrics::counter!("sessiond_sessions_created_total").increment(1);
-        Ok(record)
+        Ok(Created { record, new_device })
     }
 
     /// The per-user cap of sessions of `origin`: keyed and open-route sessions have separate
@@ -271,13 +303,19 @@ impl SessionService {
         let mut evicted = Vec::new();
         for old in &live[..=live.len() - max] {
             let mut guard = self.sessions.lock(&old.id).await;
-            if self.store.delete_session(&old.id, now, durability).await? {
+            let event = self.event("session.evicted", old, details([("reason", "cap".into())]));
+            if self
+                .store
+                .delete_session_with(&old.id, now, event, durability)
+                .await?
+            {
                 evicted.push(old.id.clone());
             }
             guard.take();
             metrics::counter!("sessiond_sessions_evicted_total").increment(1);
         }
         if !evicted.is_empty() {
+            self.queued();
             let _ = self.revocations.send(Revocation {
                 user_id: user.to_string(),
                 session_ids: evicted,
@@ -368,7 +406,9 @@ impl SessionService {
     ) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
-        if !self.resident {
+        // The store applies the change itself only when no security event must be written
+        // with it (the event names the keys that changed, which only a read can tell).
+        if !self.resident && self.security.is_none() {
             return self
                 .update_in_store(id, &update, if_match, durability)
                 .await;
@@ -385,13 +425,21 @@ impl SessionService {
                 }
             }
             let next = self.apply(&current, &update, now)?;
+            let event = self.security.as_ref().map(|s| {
+                let more = details([
+                    ("version", next.version.into()),
+                    ("changed", changed_keys(&current.data, &next.data).into()),
+                ]);
+                s.about("session.context_changed", &next, more)
+            });
             match self
                 .store
-                .replace_session(&next, current.version, now, durability)
+                .replace_session_with(&next, current.version, now, event, durability)
                 .await?
             {
                 Cas::Written => {
                     self.remember(&mut guard, &next);
+                    self.queued();
                     return Ok(next);
                 }
                 Cas::Missing => {
@@ -445,120 +493,11 @@ impl SessionService {
         Ok(next)
     }
 
-    /// Deletes a session; false if there was none. `if_match` as for updates.
-    pub async fn delete(
-        &self,
-        id: &str,
-        if_match: Option<u64>,
-        durability: Durability,
-    ) -> ApiResult<bool> {
-        self.check_id("session id", id)?;
-        let mut guard = self.sessions.lock(id).await;
-        let now = now_ms();
-        // The owner is read first only when someone listens for revocations (closing what
-        // the session opened needs its user); otherwise a delete stays one store call.
-        let mut owner = None;
-        if if_match.is_some() || self.revocations.receiver_count() > 0 {
-            match self.current(&mut guard, id, now).await {
-                Ok(current) => {
-                    if let Some(expected) = if_match.filter(|v| *v != current.version) {
-                        return Err(ApiError::precondition_failed(format!(
-                            "session is at version {}, not {expected}",
-                            current.version
-                        )));
-                    }
-                    owner = current.user_id;
-                }
-                Err(e) if if_match.is_some() || e.status != axum::http::StatusCode::NOT_FOUND => {
-                    return Err(e)
-                }
-                Err(_) => {}
-            }
-        }
-        let deleted = self.store.delete_session(id, now, durability).await?;
-        guard.take();
-        if let Some(user_id) = owner.filter(|_| deleted) {
-            let _ = self.revocations.send(Revocation {
-                user_id,
-                session_ids: vec![id.to_string()],
-                all: false,
-                reason: EndReason::Revoked,
-            });
-        }
-        Ok(deleted)
-    }
-
     /// The user's live sessions, oldest first.
     pub async fn list_user(&self, user: &str) -> ApiResult<Vec<SessionRecord>> {
         self.check_id("user id", user)?;
         let all = self.config.max_sessions_per_user + self.config.max_open_route_sessions_per_user;
         Ok(self.store.list_user_sessions(user, now_ms(), all).await?)
-    }
-
-    /// Revokes the user's sessions except `except`; returns the revoked ids.
-    pub async fn revoke_user(
-        &self,
-        user: &str,
-        except: Option<&str>,
-        durability: Durability,
-    ) -> ApiResult<Vec<String>> {
-        let reason = match except {
-            None => EndReason::LoggedOut,
-            Some(_) => EndReason::Revoked,
-        };
-        self.end_user_sessions(user, except, durability, reason)
-            .await
-    }
-
-    /// Deletes every session of the user, announced as [`EndReason::Erased`]; returns the ids.
-    pub async fn erase_user(&self, user: &str) -> ApiResult<Vec<String>> {
-        self.end_user_sessions(user, None, Durability::Confirmed, EndReason::Erased)
-            .await
-    }
-
-    async fn end_user_sessions(
-        &self,
-        user: &str,
-        except: Option<&str>,
-        durability: Durability,
-        reason: EndReason,
-    ) -> ApiResult<Vec<String>> {
-        self.check_id("user id", user)?;
-        let _user = self.users.lock(user).await;
-        let now = now_ms();
-        // Hold the lock of every session about to go, so no read is answered from memory
-        // between the store's delete and the eviction of the in-memory copy.
-        let mut held = Vec::new();
-        if self.resident {
-            let listed = self.store.list_user_sessions(user, now, usize::MAX).await?;
-            for record in listed.iter().filter(|r| Some(r.id.as_str()) != except) {
-                held.push(self.sessions.lock(&record.id).await);
-            }
-        }
-        let revoked = self
-            .store
-            .delete_user_sessions(user, except, now, durability)
-            .await?;
-        for guard in &mut held {
-            guard.take();
-        }
-        drop(held);
-        if self.resident {
-            // Sessions created after the listing (none can be: creates take the user lock),
-            // or beyond it: drop their copies too.
-            for id in &revoked {
-                self.sessions.lock(id).await.take();
-            }
-        }
-        metrics::counter!("sessiond_sessions_revoked_total").increment(revoked.len() as u64);
-        // Nobody listening is fine (no realtime hub): the send error is ignored.
-        let _ = self.revocations.send(Revocation {
-            user_id: user.to_string(),
-            session_ids: revoked.clone(),
-            all: except.is_none(),
-            reason,
-        });
-        Ok(revoked)
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`cache`]: namespaced TTL cache entries.
 //! - [`erasures`]: the erasure list (hashed ids of erased users).
 //! - [`objects`]: the object runtime's persisted object state and alarms.
+//! - [`outbox`]: events recorded atomically with session changes, relayed at least once.
 //! - [`streams`]: Durable Streams logs and metadata, with the cold-segment index.
 //! - [`realtime`]: the realtime hub's cluster-wide channel log and node fan-out.
 //! - [`presence`]: the realtime hub's cluster-wide presence (leased set membership).
@@ -25,6 +26,7 @@ pub mod erasures;
 pub mod memory;
 pub mod merge;
 pub mod objects;
+pub mod outbox;
 pub mod presence;
 pub mod realtime;
 pub mod sessions;
@@ -37,10 +39,11 @@ use std::sync::Arc;
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use erasures::{erasure_hash, ErasureStore};
 pub use objects::{AlarmRecord, ObjectStore};
+pub use outbox::{Outbox, OutboxItem};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{
-    Cas, DataChange, DataUpdate, Rotation, SessionOrigin, SessionRecord, SessionStore,
+    Cas, DataChange, DataUpdate, EventFor, Rotation, SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{
     CheckedCommit, Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease,
@@ -116,6 +119,8 @@ pub struct Stores {
     pub objects: Arc<dyn ObjectStore>,
     /// The erasure list.
     pub erasures: Arc<dyn ErasureStore>,
+    /// Events recorded with session changes, waiting for their relay.
+    pub outbox: Arc<dyn Outbox>,
     /// Durable Streams logs; `None` on engines that do not store streams.
     pub streams: Option<Arc<dyn StreamStore>>,
     /// Tail notifications from other processes sharing the engine (`None`: there are none).
@@ -136,13 +141,14 @@ impl Stores {
     /// Builds the handle set from one engine value that implements every trait.
     pub fn from_engine<E>(engine: Arc<E>) -> Self
     where
-        E: SessionStore + CacheStore + ObjectStore + ErasureStore + EngineAdmin + 'static,
+        E: SessionStore + CacheStore + ObjectStore + ErasureStore + Outbox + EngineAdmin + 'static,
     {
         Stores {
             sessions: engine.clone(),
             cache: engine.clone(),
             objects: engine.clone(),
             erasures: engine.clone(),
+            outbox: engine.clone(),
             streams: None,
             stream_wakes: None,
             seal_lease: None,

@@ -10,6 +10,8 @@
 //! `touch` is the exception: it moves only the idle deadline and `last_seen_at` and keeps the
 //! version, because a read must not invalidate a client's `If-Match`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -160,12 +162,32 @@ pub enum Rotation {
     IdTaken,
 }
 
+/// Builds the outbox event (see [`crate::outbox`]) for a record a bulk operation removed
+/// (`None`: no event for this one). Engines call it inside their atomic step, so it must be
+/// quick and must not block.
+pub type EventFor = Arc<dyn Fn(&SessionRecord) -> Option<Vec<u8>> + Send + Sync>;
+
 /// Storage for sessions.
+///
+/// The `*_with` operations take an optional outbox event (see [`crate::outbox`]): when the
+/// operation changes a record (insert written, `Cas::Written`, `Rotation::Rotated`, a live
+/// record deleted) the engine queues the event in the same atomic step, and queues nothing
+/// otherwise. The plain operations are the same without an event.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new record. Ids are random 128-bit+ values, so an existing live id is an engine
     /// invariant violation; engines overwrite nothing and report `Ok(false)` in that case.
-    async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool>;
+    async fn insert_session(&self, record: &SessionRecord, durability: Durability) -> Result<bool> {
+        self.insert_session_with(record, None, durability).await
+    }
+
+    /// [`insert_session`](Self::insert_session), queueing `event` with the write.
+    async fn insert_session_with(
+        &self,
+        record: &SessionRecord,
+        event: Option<Vec<u8>>,
+        durability: Durability,
+    ) -> Result<bool>;
 
     /// The live record with this id, or `None` if absent or expired at `now`.
     async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>>;
@@ -178,6 +200,19 @@ pub trait SessionStore: Send + Sync {
         record: &SessionRecord,
         expected_version: u64,
         now: Millis,
+        durability: Durability,
+    ) -> Result<Cas> {
+        self.replace_session_with(record, expected_version, now, None, durability)
+            .await
+    }
+
+    /// [`replace_session`](Self::replace_session), queueing `event` with the write.
+    async fn replace_session_with(
+        &self,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        event: Option<Vec<u8>>,
         durability: Durability,
     ) -> Result<Cas>;
 
@@ -213,6 +248,20 @@ pub trait SessionStore: Send + Sync {
         expected_version: u64,
         now: Millis,
         durability: Durability,
+    ) -> Result<Rotation> {
+        self.rotate_session_with(old_id, record, expected_version, now, None, durability)
+            .await
+    }
+
+    /// [`rotate_session`](Self::rotate_session), queueing `event` with the move.
+    async fn rotate_session_with(
+        &self,
+        old_id: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+        event: Option<Vec<u8>>,
+        durability: Durability,
     ) -> Result<Rotation>;
 
     /// The id to rotate `old_id` to, given `fresh`, a new CSPRNG id. Engines whose atomic
@@ -235,7 +284,18 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<bool>;
 
     /// Deletes a record; true if a live one existed.
-    async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool>;
+    async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool> {
+        self.delete_session_with(id, now, None, durability).await
+    }
+
+    /// [`delete_session`](Self::delete_session), queueing `event` if a live record went.
+    async fn delete_session_with(
+        &self,
+        id: &str,
+        now: Millis,
+        event: Option<Vec<u8>>,
+        durability: Durability,
+    ) -> Result<bool>;
 
     /// Live sessions of a user, oldest first (by `created_at`, then id), at most `limit`.
     async fn list_user_sessions(
@@ -252,9 +312,35 @@ pub trait SessionStore: Send + Sync {
         except: Option<&str>,
         now: Millis,
         durability: Durability,
+    ) -> Result<Vec<String>> {
+        self.delete_user_sessions_with(user_id, except, now, None, durability)
+            .await
+    }
+
+    /// [`delete_user_sessions`](Self::delete_user_sessions), queueing `events(record)` for
+    /// every live record deleted, in the same step.
+    async fn delete_user_sessions_with(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        now: Millis,
+        events: Option<EventFor>,
+        durability: Durability,
     ) -> Result<Vec<String>>;
 
     /// Deletes up to `batch` records expired at `now`; returns how many were deleted. Engines
     /// with native expiry may return 0.
-    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize>;
+    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize> {
+        self.sweep_sessions_with(now, batch, None).await
+    }
+
+    /// [`sweep_sessions`](Self::sweep_sessions), queueing `events(record)` for every expired
+    /// record deleted, in the same step. Engines whose records expire natively (deleted by
+    /// the engine itself, so never seen by a sweep) cannot report them and queue nothing.
+    async fn sweep_sessions_with(
+        &self,
+        now: Millis,
+        batch: usize,
+        events: Option<EventFor>,
+    ) -> Result<usize>;
 }

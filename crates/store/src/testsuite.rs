@@ -22,6 +22,7 @@ mod compaction;
 mod data_update;
 mod objects;
 mod origin;
+mod outbox;
 mod pipeline;
 mod realtime;
 mod retention;
@@ -60,6 +61,7 @@ pub async fn run_all(stores: Stores) {
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
     auth_time::sessions_auth_time(&stores).await;
+    outbox::sessions_outbox(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;

@@ -121,6 +121,15 @@ fn with_etag(status: StatusCode, r: &SessionRecord) -> Response {
     response
 }
 
+/// A create's answer with the new-device signal (`[security]`): the session resource plus
+/// `new_device`.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(flatten)]
+    session: SessionView<'a>,
+    new_device: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -146,8 +155,25 @@ async fn create(
         device: body.device,
         origin: request_origin(marked),
     };
-    let record = s.sessions.create(new, durability(&headers)?).await?;
-    let mut response = with_etag(StatusCode::CREATED, &record);
+    let created = s
+        .sessions
+        .create_signalled(new, durability(&headers)?)
+        .await?;
+    let record = created.record;
+    let mut response = match created.new_device {
+        None => with_etag(StatusCode::CREATED, &record),
+        Some(new_device) => {
+            let view = Created {
+                session: SessionView::of(&record),
+                new_device,
+            };
+            let mut response = (StatusCode::CREATED, Json(view)).into_response();
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
+                response.headers_mut().insert("etag", etag);
+            }
+            response
+        }
+    };
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", record.id)) {
         response.headers_mut().insert("location", location);
     }
@@ -216,10 +242,12 @@ fn data_patch(body: Value) -> ApiResult<Option<Value>> {
 async fn remove(
     State(s): State<SessionsState>,
     Path(id): Path<String>,
+    marked: Option<Extension<RequestOrigin>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (expected, durability) = write_conditions(&headers)?;
-    if s.sessions.delete(&id, expected, durability).await? {
+    let by = Some(request_origin(marked));
+    if s.sessions.delete_by(&id, expected, durability, by).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("session not found or expired"))
@@ -296,6 +324,7 @@ struct RevokeQuery {
 async fn revoke_user(
     State(s): State<SessionsState>,
     Path(user): Path<String>,
+    marked: Option<Extension<RequestOrigin>>,
     query: Result<Query<RevokeQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
@@ -314,7 +343,12 @@ async fn revoke_user(
     }
     let revoked = s
         .sessions
-        .revoke_user(&user, query.except.as_deref(), durability(&headers)?)
+        .revoke_user_by(
+            &user,
+            query.except.as_deref(),
+            durability(&headers)?,
+            Some(request_origin(marked)),
+        )
         .await?;
     Ok(Json(
         json!({ "user_id": user, "revoked": revoked.len(), "ids": revoked }),

@@ -43,12 +43,18 @@ impl SessionService {
                 next.updated_at = current.updated_at;
             }
             next.id = self.store.rotation_id(id, random_id());
+            let event = self.event(
+                "session.rotated",
+                &next,
+                crate::security::details([("previous_session_id", id.into())]),
+            );
             match self
                 .store
-                .rotate_session(id, &next, current.version, now, durability)
+                .rotate_session_with(id, &next, current.version, now, event, durability)
                 .await?
             {
                 Rotation::Rotated => {
+                    self.queued();
                     guard.take();
                     drop(guard);
                     let mut fresh = self.sessions.lock(&next.id).await;

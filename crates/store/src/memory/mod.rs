@@ -7,6 +7,7 @@
 mod bus;
 mod erasures;
 mod presence;
+mod sessions;
 mod streams;
 
 pub use bus::MemoryBus;
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 
 use crate::cache::{CacheEntry, CachePut, CacheStore};
 use crate::objects::{AlarmRecord, ObjectStore};
-use crate::sessions::{Cas, Rotation, SessionRecord, SessionStore};
+use crate::sessions::SessionRecord;
 use crate::{Durability, EngineAdmin, Millis, Result, StoreError};
 
 #[derive(Default)]
@@ -40,6 +41,10 @@ struct State {
     streams: BTreeMap<String, streams::MemoryStream>,
     /// user hash -> erased at
     erasures: HashMap<String, Millis>,
+    /// Queued outbox events by their sequence number.
+    outbox: BTreeMap<u64, Vec<u8>>,
+    /// The last outbox sequence number handed out.
+    outbox_seq: u64,
 }
 
 /// In-memory engine.
@@ -104,159 +109,8 @@ impl State {
     }
 }
 
-fn live_session<'a>(s: &'a State, id: &str, now: Millis) -> Option<&'a SessionRecord> {
-    s.sessions.get(id).filter(|r| !r.is_expired(now))
-}
-
 fn live_entries(ns: &BTreeMap<String, CacheEntry>, now: Millis) -> usize {
     ns.values().filter(|e| !e.is_expired(now)).count()
-}
-
-#[async_trait]
-impl SessionStore for MemoryEngine {
-    async fn insert_session(&self, record: &SessionRecord, _: Durability) -> Result<bool> {
-        self.with(|s| {
-            if live_session(s, &record.id, record.created_at).is_some() {
-                return false;
-            }
-            s.sessions.insert(record.id.clone(), record.clone());
-            true
-        })
-    }
-
-    async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>> {
-        self.with(|s| live_session(s, id, now).cloned())
-    }
-
-    async fn replace_session(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        _: Durability,
-    ) -> Result<Cas> {
-        self.with(|s| match live_session(s, &record.id, now) {
-            None => Cas::Missing,
-            Some(old) if old.version != expected_version => Cas::VersionMismatch,
-            Some(old) => {
-                let mut new = record.clone();
-                new.user_id = old.user_id.clone();
-                new.origin = old.origin;
-                s.sessions.insert(new.id.clone(), new);
-                Cas::Written
-            }
-        })
-    }
-
-    async fn rotate_session(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        _: Durability,
-    ) -> Result<Rotation> {
-        self.with(|s| {
-            let (user_id, origin) = match live_session(s, old_id, now) {
-                None => return Rotation::Missing,
-                Some(old) if old.version != expected_version => return Rotation::VersionMismatch,
-                Some(old) => (old.user_id.clone(), old.origin),
-            };
-            if live_session(s, &record.id, now).is_some() {
-                return Rotation::IdTaken;
-            }
-            s.sessions.remove(old_id);
-            let mut new = record.clone();
-            new.user_id = user_id;
-            new.origin = origin;
-            s.sessions.insert(new.id.clone(), new);
-            Rotation::Rotated
-        })
-    }
-
-    async fn touch_session(
-        &self,
-        id: &str,
-        idle_expires_at: Millis,
-        last_seen_at: Millis,
-        now: Millis,
-        _: Durability,
-    ) -> Result<bool> {
-        self.with(
-            |s| match s.sessions.get_mut(id).filter(|r| !r.is_expired(now)) {
-                None => false,
-                Some(r) => {
-                    r.idle_expires_at = r.idle_expires_at.max(idle_expires_at);
-                    r.last_seen_at = r.last_seen_at.max(last_seen_at);
-                    true
-                }
-            },
-        )
-    }
-
-    async fn delete_session(&self, id: &str, now: Millis, _: Durability) -> Result<bool> {
-        self.with(|s| s.sessions.remove(id).is_some_and(|r| !r.is_expired(now)))
-    }
-
-    async fn list_user_sessions(
-        &self,
-        user_id: &str,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>> {
-        self.with(|s| {
-            let mut list: Vec<SessionRecord> = s
-                .sessions
-                .values()
-                .filter(|r| r.user_id.as_deref() == Some(user_id) && !r.is_expired(now))
-                .cloned()
-                .collect();
-            list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-            list.truncate(limit);
-            list
-        })
-    }
-
-    async fn delete_user_sessions(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-        now: Millis,
-        _: Durability,
-    ) -> Result<Vec<String>> {
-        self.with(|s| {
-            let doomed: Vec<String> = s
-                .sessions
-                .values()
-                .filter(|r| r.user_id.as_deref() == Some(user_id) && Some(r.id.as_str()) != except)
-                .map(|r| r.id.clone())
-                .collect();
-            let mut deleted = Vec::new();
-            for id in doomed {
-                if s.sessions.remove(&id).is_some_and(|r| !r.is_expired(now)) {
-                    deleted.push(id);
-                }
-            }
-            deleted.sort();
-            deleted
-        })
-    }
-
-    async fn sweep_sessions(&self, now: Millis, batch: usize) -> Result<usize> {
-        self.with(|s| {
-            let doomed: Vec<String> = s
-                .sessions
-                .values()
-                .filter(|r| r.is_expired(now))
-                .take(batch)
-                .map(|r| r.id.clone())
-                .collect();
-            for id in &doomed {
-                s.sessions.remove(id);
-            }
-            doomed.len()
-        })
-    }
 }
 
 #[async_trait]

@@ -1,0 +1,138 @@
+//! `Outbox` on Redis: one Redis stream per slot (`{o:<n>}:outbox`, see `slots::outbox_tag`),
+//! written by the session scripts themselves, so an event is queued in the same script as
+//! the change it records, even on Redis Cluster (a script touches one slot).
+//!
+//! Readers find the streams through an index set (`outbox:index`, another slot), which a
+//! session operation updates right after its script. A process killed between the two leaves
+//! a stream the index does not name; each handle therefore scans for outbox streams once,
+//! at its first read, and indexes what it finds. Entry ids are stable handles, so relays on
+//! several nodes remove exactly what they delivered (`<stream key>\n<entry id>`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use sessiond_store::{Durability, Outbox, OutboxItem, Result, StoreError};
+
+use crate::RedisEngine;
+
+impl RedisEngine {
+    /// Names `outbox` in the index (after a script queued an event in it).
+    pub(crate) async fn index_outbox(&self, outbox: &str) -> Result<()> {
+        let cmd = redis::cmd("SADD")
+            .arg(self.keys.outbox_index())
+            .arg(outbox)
+            .clone();
+        self.query::<i64>("outbox_index", &cmd).await?;
+        Ok(())
+    }
+
+    /// Indexes every outbox stream that exists (once per handle).
+    async fn rediscover_outboxes(&self) -> Result<()> {
+        if self.outbox_rediscovered.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let con = self.con()?;
+        let masters = self.timed("outbox_nodes", con.masters()).await?;
+        for node in &masters {
+            let mut cursor = 0u64;
+            loop {
+                let scan = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(self.keys.outbox_pattern())
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("TYPE")
+                    .arg("stream")
+                    .clone();
+                let (next, keys): (u64, Vec<String>) =
+                    self.timed("outbox_scan", con.query_on(node, &scan)).await?;
+                for key in keys {
+                    self.index_outbox(&key).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for RedisEngine {
+    async fn outbox_push(&self, events: Vec<Vec<u8>>, _: Durability) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // Not tied to a session: any one stream keeps them in order.
+        let key = self.keys.outbox_in_slot(0);
+        let mut pipe = redis::pipe();
+        for event in events {
+            pipe.cmd("XADD").arg(&key).arg("*").arg("d").arg(event);
+        }
+        self.query_pipe::<Vec<String>>("outbox_push", &pipe).await?;
+        self.index_outbox(&key).await
+    }
+
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>> {
+        self.rediscover_outboxes().await?;
+        let cmd = redis::cmd("SMEMBERS").arg(self.keys.outbox_index()).clone();
+        let mut streams: Vec<String> = self.query("outbox_list", &cmd).await?;
+        streams.sort();
+        let mut items = Vec::new();
+        for stream in streams {
+            if items.len() >= limit {
+                break;
+            }
+            let cmd = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit - items.len())
+                .clone();
+            // Each entry is [id, [field, value]] with the one field `d`.
+            let entries: Vec<(String, Vec<Vec<u8>>)> = self.query("outbox_read", &cmd).await?;
+            for (id, mut fields) in entries {
+                if fields.len() != 2 {
+                    return Err(StoreError::Corrupt("outbox entry without data".into()));
+                }
+                items.push(OutboxItem {
+                    key: format!("{stream}\n{id}"),
+                    data: fields.swap_remove(1),
+                });
+            }
+        }
+        Ok(items)
+    }
+
+    async fn outbox_remove(&self, keys: &[String]) -> Result<()> {
+        let mut per_stream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for key in keys {
+            if let Some((stream, id)) = key.split_once('\n') {
+                per_stream.entry(stream).or_default().push(id);
+            }
+        }
+        for (stream, ids) in per_stream {
+            let cmd = redis::cmd("XDEL").arg(stream).arg(&ids).clone();
+            self.query::<i64>("outbox_remove", &cmd).await?;
+            // An empty stream leaves the index; a script that queued meanwhile re-adds it
+            // (its SADD comes after its XADD), and so does this re-check.
+            let len = redis::cmd("XLEN").arg(stream).clone();
+            if self.query::<i64>("outbox_len", &len).await? == 0 {
+                let srem = redis::cmd("SREM")
+                    .arg(self.keys.outbox_index())
+                    .arg(stream)
+                    .clone();
+                self.query::<i64>("outbox_unindex", &srem).await?;
+                if self.query::<i64>("outbox_len", &len).await? > 0 {
+                    self.index_outbox(stream).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

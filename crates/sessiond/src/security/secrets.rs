@@ -1,0 +1,95 @@
+//! Per-user secrets: the keys of the global stream's `user_ref`.
+//!
+//! One random 256-bit secret per user, created on first use and kept as object state (never
+//! served over HTTP). Creation is a compare-and-set on "absent", so two nodes racing for the
+//! same user agree on one secret. Erasure deletes it: the `user_ref`s already in the global
+//! stream then point at nobody.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sessiond_sessions::security::user_hash;
+use sessiond_store::{Durability, ObjectStore, Result};
+use sha2::Sha256;
+
+/// Object kind of the secrets (key: the user's hash).
+const KIND: &str = "security-secret";
+/// Secrets kept in memory before the cache starts over.
+const CACHED: usize = 10_000;
+
+/// The secrets, cached. Cheap to clone.
+#[derive(Clone)]
+pub struct Secrets {
+    objects: Arc<dyn ObjectStore>,
+    cache: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl Secrets {
+    /// Secrets kept in `objects`.
+    pub fn new(objects: Arc<dyn ObjectStore>) -> Self {
+        Secrets {
+            objects,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `user_ref` of `user_id`: base64url(HMAC-SHA256(secret, user_id)), no padding.
+    pub async fn user_ref(&self, user_id: &str) -> Result<String> {
+        let secret = self.secret(user_id).await?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
+            .map_err(|e| sessiond_store::StoreError::Corrupt(e.to_string()))?;
+        mac.update(user_id.as_bytes());
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    async fn secret(&self, user_id: &str) -> Result<Vec<u8>> {
+        let key = user_hash(user_id);
+        if let Some(secret) = self.cached().get(&key) {
+            return Ok(secret.clone());
+        }
+        let secret = loop {
+            if let Some(secret) = self.objects.load_object(KIND, &key).await? {
+                break secret;
+            }
+            let mut fresh = vec![0u8; 32];
+            getrandom_fill(&mut fresh);
+            if self
+                .objects
+                // Unconfirmed: committed before any append that uses it (one writer, commits
+                // in order), so no event outlives its secret in a crash.
+                .swap_object(KIND, &key, None, Some(&fresh), Durability::Unconfirmed)
+                .await?
+            {
+                break fresh;
+            }
+        };
+        let mut cache = self.cached();
+        if cache.len() >= CACHED {
+            cache.clear();
+        }
+        cache.insert(key, secret.clone());
+        Ok(secret)
+    }
+
+    /// Deletes the secret of `user_id`.
+    pub async fn forget(&self, user_id: &str) -> Result<()> {
+        let key = user_hash(user_id);
+        self.cached().remove(&key);
+        self.objects
+            .delete_object(KIND, &key, Durability::Confirmed)
+            .await?;
+        Ok(())
+    }
+}
+
+fn getrandom_fill(bytes: &mut [u8]) {
+    // Without the OS CSPRNG no secret is safe to mint: abort loudly (as for every id).
+    #[allow(clippy::expect_used)]
+    getrandom::fill(bytes).expect("OS random number generator unavailable");
+}

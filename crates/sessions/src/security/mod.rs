@@ -1,0 +1,330 @@
+//! Security events: what happened to a user's sessions, as JSON messages for the user's own
+//! stream (`__security/users/<base64url(sha256(user_id))>`) and the global one
+//! (`__security/all`).
+//!
+//! Why here and why encoded this way: the session service knows what changed and why, and
+//! the store writes the event in the same atomic step as the change (its outbox, see
+//! `sessiond_store::outbox`), so an acknowledged change always has its event. This module only
+//! builds the outbox entry, an [`Envelope`]: the event with the user's id and the name of the
+//! user's stream. The relay that delivers it (in the server, which owns the streams) derives
+//! the global copy, replacing the user id with a keyed hash and dropping the address, so
+//! nothing identifying is ever written to the global stream.
+
+mod device;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sessiond_store::{EventFor, Millis, ObjectStore, Outbox, SessionOrigin, SessionRecord};
+use sha2::{Digest, Sha256};
+
+pub use device::DeviceSignal;
+
+/// The user streams' prefix (under it, one stream per user).
+pub const USER_STREAMS: &str = "__security/users/";
+/// The global stream.
+pub const GLOBAL_STREAM: &str = "__security/all";
+/// Every security stream is under this server-owned prefix.
+pub const PREFIX: &str = "__security";
+
+/// `[security]`: security event streams.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Record security events (needs the streams capability).
+    pub enabled: bool,
+    /// Messages older than this are trimmed from the security streams (seconds; 0 = kept
+    /// until the user's erasure). Applied as a `[[streams.retention]]` rule for `__security/`.
+    pub retention_s: u64,
+    /// Store only the network prefix of a device's IP in events (`/24` for IPv4, `/48` for
+    /// IPv6); false keeps the whole address in the user's own stream (never in the global one).
+    pub truncate_ip: bool,
+    /// A device (user-agent family and OS, IP prefix) unseen for this many days is new
+    /// (`new_device: true` on create).
+    pub known_device_days: u64,
+    /// Most `socket.refused` events written to the global stream per minute (refusals beyond
+    /// it are only counted in `/metrics`).
+    pub max_refused_events_per_minute: u32,
+    /// Most events the relay moves from the outbox to the streams per batch.
+    pub relay_batch: usize,
+    /// After a change queued an event, the relay waits this long for more before its pass
+    /// (milliseconds): the delay of an event in the streams, traded for fewer engine commits.
+    pub relay_linger_ms: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            enabled: true,
+            retention_s: 90 * 24 * 3600,
+            truncate_ip: true,
+            known_device_days: 30,
+            max_refused_events_per_minute: 60,
+            relay_batch: 256,
+            relay_linger_ms: 100,
+        }
+    }
+}
+
+/// The outbox entry of one event: where it goes and what it says.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The user's stream (`None`: the global stream only, e.g. for sessions created on an
+    /// open route, which prove no identity).
+    pub stream: Option<String>,
+    /// The user the event is about (the relay turns it into `user_ref` for the global copy).
+    pub user_id: Option<String>,
+    /// The event as the user's stream shows it.
+    pub event: Map<String, Value>,
+}
+
+/// The name of `user_id`'s security stream.
+pub fn user_stream(user_id: &str) -> String {
+    format!("{USER_STREAMS}{}", user_hash(user_id))
+}
+
+/// base64url(sha256(user_id)), no padding: the user's key in names (not a secret).
+pub fn user_hash(user_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(user_id.as_bytes()))
+}
+
+/// Builds security events. Cheap to clone.
+#[derive(Clone)]
+pub struct SecurityEvents {
+    config: Arc<SecurityConfig>,
+    objects: Arc<dyn ObjectStore>,
+    queued: Arc<tokio::sync::Notify>,
+    /// Where events that record no session change go (sockets, grants, erasures).
+    outbox: Option<Arc<dyn Outbox>>,
+    /// `socket.refused` events written in the current minute: (minute, count).
+    refused: Arc<std::sync::Mutex<(Millis, u32)>>,
+}
+
+impl SecurityEvents {
+    /// Events per `config`; `objects` remembers each user's known devices.
+    pub fn new(config: SecurityConfig, objects: Arc<dyn ObjectStore>) -> Self {
+        SecurityEvents {
+            config: Arc::new(config),
+            objects,
+            queued: Arc::default(),
+            outbox: None,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Also records events that go with no session change, through `outbox`.
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Queues an event that records no session change (a socket closed by an ending, a
+    /// grant): to `user_id`'s stream and the global one, or the global one only without a
+    /// user. Written in the background (the caller is a socket or a request that must not
+    /// wait); a failed write is logged. `socket.refused` is rate-limited to
+    /// `max_refused_events_per_minute` (every refusal is counted in `/metrics` by the caller).
+    pub fn record(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        session_id: Option<&str>,
+        more: Map<String, Value>,
+    ) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        if kind == "socket.refused" && !self.admit_refusal() {
+            return;
+        }
+        let mut event = Map::new();
+        event.insert("id".into(), sessiond_http::ids::random_id().into());
+        event.insert("type".into(), kind.into());
+        event.insert("at".into(), sessiond_store::now_ms().into());
+        event.insert("user_id".into(), user_id.into());
+        event.insert("session_id".into(), session_id.into());
+        event.extend(more);
+        let entry = encode(Envelope {
+            stream: user_id.map(user_stream),
+            user_id: user_id.map(str::to_string),
+            event,
+        });
+        let queued = self.queued.clone();
+        tokio::spawn(async move {
+            match outbox
+                .outbox_push(vec![entry], sessiond_store::Durability::Confirmed)
+                .await
+            {
+                Ok(()) => queued.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "cannot queue a security event"),
+            }
+        });
+    }
+
+    /// Whether one more `socket.refused` event fits this minute's budget.
+    fn admit_refusal(&self) -> bool {
+        let minute = sessiond_store::now_ms() / 60_000;
+        let mut window = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0 != minute {
+            *window = (minute, 0);
+        }
+        if window.1 >= self.config.max_refused_events_per_minute {
+            metrics::counter!("sessiond_security_refused_events_dropped_total").increment(1);
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    /// Signalled after events were queued (the relay waits on it).
+    pub fn queued(&self) -> Arc<tokio::sync::Notify> {
+        self.queued.clone()
+    }
+
+    /// Wakes the relay: events were queued.
+    pub fn notify(&self) {
+        self.queued.notify_one();
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SecurityConfig {
+        &self.config
+    }
+
+    /// The outbox entry of a `kind` event about `record` (fields of `details` added).
+    pub fn about(
+        &self,
+        kind: &str,
+        record: &SessionRecord,
+        details: Map<String, Value>,
+    ) -> Vec<u8> {
+        let mut event = Map::new();
+        event.insert("id".into(), sessiond_http::ids::random_id().into());
+        event.insert("type".into(), kind.into());
+        event.insert("at".into(), sessiond_store::now_ms().into());
+        event.insert("user_id".into(), record.user_id.clone().into());
+        event.insert("session_id".into(), record.id.clone().into());
+        event.extend(details);
+        encode(Envelope {
+            stream: match (&record.user_id, record.origin) {
+                (Some(user), SessionOrigin::Service) => Some(user_stream(user)),
+                _ => None,
+            },
+            user_id: record.user_id.clone(),
+            event,
+        })
+    }
+
+    /// The outbox entry of `user.erased`: global only, no user at all, a random erasure id
+    /// the operator can quote (the erasure list keeps it with the hashed user id).
+    pub fn erased(&self, erasure_id: &str) -> Vec<u8> {
+        let mut event = Map::new();
+        event.insert("id".into(), sessiond_http::ids::random_id().into());
+        event.insert("type".into(), "user.erased".into());
+        event.insert("at".into(), sessiond_store::now_ms().into());
+        event.insert("erasure_id".into(), erasure_id.into());
+        encode(Envelope {
+            stream: None,
+            user_id: None,
+            event,
+        })
+    }
+
+    /// [`about`](Self::about) for every record a bulk operation removes.
+    pub fn for_each(
+        &self,
+        kind: &'static str,
+        details: impl Fn(&SessionRecord) -> Map<String, Value> + Send + Sync + 'static,
+    ) -> EventFor {
+        let me = self.clone();
+        Arc::new(move |r| Some(me.about(kind, r, details(r))))
+    }
+
+    /// The `device` of a created session as events show it: its IP (truncated when
+    /// configured) and user agent, nothing else the app put there.
+    pub fn device_view(&self, device: &Value) -> Value {
+        let mut view = Map::new();
+        if let Some(ip) = device.get("ip").and_then(Value::as_str) {
+            let shown = match self.config.truncate_ip {
+                true => device::ip_prefix(ip).unwrap_or_default(),
+                false => ip.to_string(),
+            };
+            view.insert("ip".into(), shown.into());
+        }
+        if let Some(ua) = device.get("user_agent").and_then(Value::as_str) {
+            view.insert("user_agent".into(), ua.into());
+        }
+        Value::Object(view)
+    }
+
+    /// Whether `device` (from a create body) is new for `user`, remembering it as seen now.
+    /// Devices without an IP or user agent are never new (nothing to compare).
+    pub async fn new_device(&self, user: &str, device: &Value, now: Millis) -> bool {
+        let Some(signal) = DeviceSignal::of(device) else {
+            return false;
+        };
+        let key = format!("{}/{}", user_hash(user), signal.key());
+        let window = (self.config.known_device_days as Millis).saturating_mul(86_400_000);
+        let seen = match self.objects.load_object(DEVICES, &key).await {
+            Ok(Some(bytes)) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse::<Millis>().ok()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read known devices; treating the device as known");
+                return false;
+            }
+        };
+        let known = seen.is_some_and(|at| now.saturating_sub(at) < window);
+        let stored = now.to_string();
+        if let Err(e) = self
+            .objects
+            .save_object(
+                DEVICES,
+                &key,
+                stored.as_bytes(),
+                sessiond_store::Durability::Unconfirmed,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remember a device");
+        }
+        !known
+    }
+
+    /// Forgets every known device of `user` (erasure).
+    pub async fn forget_devices(&self, user: &str) -> sessiond_store::Result<()> {
+        let prefix = format!("{}/", user_hash(user));
+        loop {
+            let keys = self
+                .objects
+                .list_objects(DEVICES, &prefix, None, 256)
+                .await?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            for key in keys {
+                self.objects
+                    .delete_object(DEVICES, &key, sessiond_store::Durability::Confirmed)
+                    .await?;
+            }
+        }
+    }
+}
+
+/// Object kind of the known-devices memory (`<user hash>/<device key>` → last seen, ms).
+const DEVICES: &str = "security-device";
+
+fn encode(envelope: Envelope) -> Vec<u8> {
+    // A map of strings and numbers always serializes.
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// `{"key": value, ...}` from pairs, for event details.
+pub fn details<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}

@@ -1,0 +1,43 @@
+//! The outbox: events a capability records atomically with the change they describe.
+//!
+//! Why: a security event ("session revoked") must never be lost for a change that was
+//! acknowledged, yet the session store and the streams the events end up in are different
+//! tables (SQLite) or different hash slots (Redis Cluster), which no single atomic step spans.
+//! So the session operations take an optional event, opaque bytes, and the engine writes it
+//! into its outbox in the same transaction (SQLite) or script (Redis) as the change; a relay
+//! in the capability that owns the destination reads the outbox, delivers, then removes what
+//! it delivered. Delivery is at least once: a crash between delivery and removal delivers
+//! again, so every event carries its own id for de-duplication.
+//!
+//! Events that record no storage change (a socket closed, a grant issued) are pushed with
+//! [`Outbox::outbox_push`] so that they reach their destination by the same path and in order
+//! with the others.
+
+use async_trait::async_trait;
+
+use crate::{Durability, Result};
+
+/// One queued event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Engine-defined handle, passed back to [`Outbox::outbox_remove`].
+    pub key: String,
+    /// The event as the capability encoded it.
+    pub data: Vec<u8>,
+}
+
+/// Storage for queued events.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Queues `events`, in order.
+    async fn outbox_push(&self, events: Vec<Vec<u8>>, durability: Durability) -> Result<()>;
+
+    /// Up to `limit` queued events, oldest first within a queue. Engines may keep several
+    /// queues (Redis: one per cluster slot, next to the sessions): the events of one session
+    /// are always in one queue, in order; events of different sessions may be read in any
+    /// order.
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>>;
+
+    /// Removes delivered events by their keys (unknown keys are ignored).
+    async fn outbox_remove(&self, keys: &[String]) -> Result<()>;
+}
