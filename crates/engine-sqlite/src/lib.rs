@@ -23,8 +23,8 @@
 
 pub mod backup;
 mod cache;
-pub mod erasures;
 mod compaction;
+pub mod erasures;
 mod error;
 mod objects;
 mod outbox;

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use sessiond_streams::tier::ColdBackend;
 
 use crate::config::{Config, EngineKind};
-use crate::users::ERASURE_FILE;
 use crate::progress::Progress;
+use crate::users::ERASURE_FILE;
 
 /// Name of the database file inside a backup.
 const DB_FILE: &str = "sessiond.db";

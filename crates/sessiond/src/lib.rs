@@ -28,8 +28,8 @@ mod progress;
 pub mod realtime;
 pub mod security;
 pub mod startup;
-pub mod users;
 mod stream_sessions;
+pub mod users;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -240,6 +240,11 @@ pub async fn run(
     // Export and erasure ask every capability holding data keyed by a user, in this order.
     let mut user_sources = vec![session_service.user_data()];
     user_sources.extend(realtime.as_ref().map(sessiond_realtime::Hub::user_data));
+    // Last: the sessions' endings above write no events for an erasure, so nothing recreates
+    // the user's security stream after this source deleted it.
+    user_sources.extend(security.as_ref().map(|w| {
+        Arc::new(w.user_data.clone()) as Arc<dyn sessiond_http::user_data::UserDataSource>
+    }));
     let users = users::Users::new(
         session_service.clone(),
         realtime.clone(),

@@ -17,9 +17,9 @@ use crate::{now_ms, Durability, Stores};
 
 mod auth_time;
 mod cache;
-mod erasures;
 mod compaction;
 mod data_update;
+mod erasures;
 mod objects;
 mod origin;
 mod outbox;

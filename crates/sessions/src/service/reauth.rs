@@ -39,13 +39,15 @@ impl SessionService {
                 .saturating_add(current.idle_ttl_ms)
                 .max(current.idle_expires_at);
             next.version = current.version + 1;
+            let event = self.event("session.reauth", &next, serde_json::Map::new());
             match self
                 .store
-                .replace_session(&next, current.version, now, durability)
+                .replace_session_with(&next, current.version, now, event, durability)
                 .await?
             {
                 Cas::Written => {
                     self.remember(&mut guard, &next);
+                    self.queued();
                     metrics::counter!("sessiond_sessions_reauth_total").increment(1);
                     return Ok(next);
                 }

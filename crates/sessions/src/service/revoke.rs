@@ -128,7 +128,13 @@ impl SessionService {
                 held.push(self.sessions.lock(&record.id).await);
             }
         }
-        let events = self.security.as_ref().map(|s| {
+        // An erasure records no per-session events: the security source erases the user's
+        // stream right after and appends one `user.erased` instead.
+        let recorded = self
+            .security
+            .as_ref()
+            .filter(|_| reason != EndReason::Erased);
+        let events = recorded.map(|s| {
             let why = match (reason, except) {
                 (EndReason::Erased, _) => "erased",
                 (_, None) => "logout_all",
