@@ -53,8 +53,14 @@ fn harness() -> Harness {
             trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
             ..MiddlewareConfig::default()
         };
-        let decider = Decider::new(config, &mut builder, Arc::new(MemoryEngine::new()), true, Arc::new(NoSink))
-            .expect("decider");
+        let decider = Decider::new(
+            config,
+            &mut builder,
+            Arc::new(MemoryEngine::new()),
+            true,
+            Arc::new(NoSink),
+        )
+        .expect("decider");
         (decider, builder.start())
     });
     Harness {

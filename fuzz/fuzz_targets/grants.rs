@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let payload = URL_SAFE_NO_PAD.encode(data);
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).expect("any key");
     mac.update(payload.as_bytes());
-    let token = format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    let token = format!(
+        "{payload}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    );
     if let Some(claims) = grants::verify(&keys, &token, NOW) {
         assert!(claims.exp > NOW);
         // What the server signs, it verifies.

@@ -21,12 +21,22 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&br#"{"alg":"HS256"}"#[..], data),
     };
-    let signed = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY).expect("any key length");
     mac.update(signed.as_bytes());
-    let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    let token = format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    );
     if let Ok(verified) = verifier.verify(&token, NOW) {
         let exp = verified.get("exp").and_then(serde_json::Value::as_f64);
-        assert!(exp.is_some_and(|e| e > NOW), "accepted without a future exp");
+        assert!(
+            exp.is_some_and(|e| e > NOW),
+            "accepted without a future exp"
+        );
     }
 });

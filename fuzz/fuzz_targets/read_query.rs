@@ -11,11 +11,15 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(q) = parse_query(Some(raw)) {
         if q.offset.is_none() {
-            assert!(!raw.split('&').any(|p| p == "offset" || p.starts_with("offset=")));
+            assert!(!raw
+                .split('&')
+                .any(|p| p == "offset" || p.starts_with("offset=")));
         }
     }
     // A server-formatted offset next to the fuzzed parameters.
-    let position = data.iter().fold(0u64, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(*b)));
+    let position = data.iter().fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(*b))
+    });
     let token = offset::format(position);
     let with = format!("offset={token}&live=sse&{}", raw.replace("offset", "o"));
     if let Ok(q) = parse_query(Some(&with)) {

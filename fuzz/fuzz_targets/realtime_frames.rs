@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let wire = if selector % 2 == 0 { Wire::Seed } else { Wire::V1 };
+    let wire = if selector % 2 == 0 {
+        Wire::Seed
+    } else {
+        Wire::V1
+    };
     let frames: Vec<&str> = text.split('\n').take(16).collect();
     let harness = FRAMES.get_or_init(|| std::sync::Mutex::new(Frames::new()));
     let harness = harness.lock().unwrap_or_else(|e| e.into_inner());

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     // is a stricter reading only where the stream's own limits say so.
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         if value.as_array().is_none_or(|a| !a.is_empty()) {
-            assert!(split.is_ok(), "serde_json accepts, split refuses: {:?}", split.err());
+            assert!(
+                split.is_ok(),
+                "serde_json accepts, split refuses: {:?}",
+                split.err()
+            );
         }
     }
     let Ok(spans) = split else { return };
@@ -24,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let messages: Vec<&[u8]> = spans.iter().map(|s| &data[s.clone()]).collect();
     let owned: Vec<Vec<u8>> = messages.iter().map(|m| m.to_vec()).collect();
-    assert!(limits.check_values(&owned).is_ok(), "a split message is not one value");
+    assert!(
+        limits.check_values(&owned).is_ok(),
+        "a split message is not one value"
+    );
 
     // Stored layout: the boundary scan finds exactly the messages that were packed.
     let start = 1000;
@@ -47,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
     // A page (chunks joined into one array) reads back as the same messages.
     let datas: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
     let page = json::join(&datas);
-    let again = limits.split(&page, false).expect("a page of stored messages is valid JSON");
+    let again = limits
+        .split(&page, false)
+        .expect("a page of stored messages is valid JSON");
     let reread: Vec<&[u8]> = again.iter().map(|s| &page[s.clone()]).collect();
     assert_eq!(reread, messages);
 });

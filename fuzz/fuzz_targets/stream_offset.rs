@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
         None => {}
     }
     if let Some(position) = offset::parse_token(text) {
-        assert_eq!(offset::parse_token(&offset::format(position)), Some(position));
+        assert_eq!(
+            offset::parse_token(&offset::format(position)),
+            Some(position)
+        );
     }
 });

@@ -67,7 +67,13 @@ impl Frames {
                 grant_keys: vec!["fuzz-grant-key-0123456789abcdef".into()],
                 ..RealtimeConfig::default()
             };
-            let hub = Hub::new(config, users, Arc::new(NoSessions), ApiKeys::new([""; 0]), vec![]);
+            let hub = Hub::new(
+                config,
+                users,
+                Arc::new(NoSessions),
+                ApiKeys::new([""; 0]),
+                vec![],
+            );
             (hub, runtime)
         });
         Frames {
@@ -98,7 +104,11 @@ impl Frames {
             for text in frames {
                 let text = Utf8Bytes::from(text.to_string());
                 match wire {
-                    Wire::Seed => crate::seed::SeedProtocol.on_text(&self.hub, &conn, text).await,
+                    Wire::Seed => {
+                        crate::seed::SeedProtocol
+                            .on_text(&self.hub, &conn, text)
+                            .await
+                    }
                     Wire::V1 => crate::v1::V1Protocol.on_text(&self.hub, &conn, text).await,
                 }
                 if !drain(&mut rx, &mut out).await {
