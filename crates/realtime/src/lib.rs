@@ -40,6 +40,8 @@ pub mod config;
 pub mod conn;
 pub mod ending;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod hub;
 pub mod listing;

@@ -36,7 +36,7 @@ pub fn router() -> Router<Hub> {
     Router::new().route("/v1/realtime/sse", get(open))
 }
 
-fn decode_positions(text: &str) -> Option<Positions> {
+pub(crate) fn decode_positions(text: &str) -> Option<Positions> {
     let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
     serde_json::from_slice(&bytes).ok()
 }

@@ -248,11 +248,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let config: Config = figment
-            .merge(Env::prefixed("SESSIOND_").split("__").ignore(&["api_keys"]))
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(|e| anyhow::anyhow!("{}", crate::config_error::describe(e)))?;
+        let config = Config::extract(
+            figment
+                .merge(Env::prefixed("SESSIOND_").split("__").ignore(&["api_keys"]))
+                .merge(Serialized::defaults(overrides)),
+        )?;
         // Cross-field checks name the key; the file is named here, once.
         config.validate().map_err(|e| match file {
             Some(path) => e.context(format!(
@@ -262,6 +262,22 @@ impl Config {
             None => e.context("invalid configuration"),
         })?;
         Ok(config)
+    }
+
+    /// A configuration file's text over the defaults, validated, without the environment or
+    /// flags: what [`Config::load`] does with a file (the config fuzz target's entry point).
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        let config = Config::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn extract(figment: Figment) -> anyhow::Result<Config> {
+        figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}", crate::config_error::describe(e)))
     }
 
     /// Open development mode: no credential of any kind (no `api_keys`, no `[[streams.keys]]`,

@@ -1,4 +1,4 @@
-//! Regression tests of the server bugs the schemathesis run (`scripts/fuzz/run`) found, one
+//! Regression tests of the server bugs the schemathesis run (`scripts/fuzz-api/run`) found, one
 //! per finding; the findings that were mismatches of the OpenAPI document, not of the server,
 //! are listed in docs/api.md#openapi.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

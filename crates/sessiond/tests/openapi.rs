@@ -6,7 +6,7 @@
 //! How to add a route: register it, add its entry (auth class and calls) to
 //! `tests/security_routes/mod.rs`, then add its path and method to `docs/openapi.json` with
 //! its parameters, request body, answers (the 4xx ones as `#/components/responses/...`) and
-//! `security`; `./scripts/test`'s schemathesis run (`scripts/fuzz`) then fuzzes it.
+//! `security`; `./scripts/test`'s schemathesis run (`scripts/fuzz-api/run`) then fuzzes it.
 //!
 //! The admin console (`/admin`, HTML and assets) is not part of the document: its actions go
 //! through the documented `/v1` APIs.

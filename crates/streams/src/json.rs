@@ -138,13 +138,13 @@ impl Limits {
         let total: usize = values.iter().map(Vec::len).sum();
         self.check_count(total, values.len())?;
         for v in values {
-            let single = Limits {
-                max_messages: 1,
-                max_bytes: usize::MAX,
-                ..*self
-            };
-            let spans = single.split(v, false)?;
-            if spans.len() != 1 || spans[0] != (0..v.len()) {
+            if let Err(e) = std::str::from_utf8(v) {
+                return Err(invalid(v, e.valid_up_to(), "invalid UTF-8"));
+            }
+            // Read as one value, not as a body: an array is one message here, not a batch.
+            let mut p = Parser { b: v, i: 0 };
+            let blank = matches!(p.peek(), Some(b' ' | b'\t' | b'\n' | b'\r'));
+            if blank || p.value(self.max_depth).is_err() || p.i != v.len() {
                 return Err(StreamError::bad_request(
                     "each value must be exactly one JSON value",
                 ));
