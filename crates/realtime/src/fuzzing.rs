@@ -95,6 +95,7 @@ impl Frames {
                 ip: None,
                 connected_at: sessiond_store::now_ms(),
                 protocol: "fuzz",
+                user_agent: None,
                 deadlines: None,
             };
             let Ok((conn, mut rx)) = self.hub.connect(info, |_, _| None).await else {
