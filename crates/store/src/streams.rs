@@ -292,6 +292,16 @@ pub trait StreamStore: Send + Sync {
     /// The producer `id` of the stream at `path`, if it has a row.
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>>;
 
+    /// Up to `limit` producer rows of the stream at `path` with an id greater than `after`,
+    /// ordered by id (empty if the stream does not exist). The per-stream cap
+    /// ([`ProducerUpdate::max_producers`]) bounds how many rows there are to page through.
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>>;
+
     /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
     /// replaces the metadata of `source.path` with `source.meta`. False (nothing written) if
     /// `meta.path` exists, or if the source does not exist, its tail is not
