@@ -63,6 +63,7 @@ pub mod offset;
 pub mod pages;
 pub mod pipeline;
 pub mod producer;
+pub mod producer_list;
 pub mod read;
 mod release;
 pub mod retention;
