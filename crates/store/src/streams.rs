@@ -22,7 +22,8 @@
 //!
 //! Idempotent producers: each producer's state is its own row ([`ProducerRecord`], keyed by
 //! stream and producer id), written by the same commit as the data it admits
-//! ([`ProducerUpdate`]) and read one at a time ([`StreamStore::stream_producer`]). Keeping
+//! ([`ProducerUpdate`]) and read one at a time ([`StreamStore::stream_producer`], the append
+//! path) or page by page in id order ([`StreamStore::list_stream_producers`], operators). Keeping
 //! them out of [`StreamMeta::state`] makes an append write O(1) bytes however many producers
 //! a stream has; the per-commit cap ([`ProducerUpdate::max_producers`]) bounds their number,
 //! the engine evicting the least recently used.

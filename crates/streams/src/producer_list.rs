@@ -90,7 +90,7 @@ async fn page(streams: &Streams, path: &str, query: ProducersQuery) -> StreamRes
     }
     let held = g.state().map(|o| o.producers.iter());
     for (id, state) in held.into_iter().flatten().chain(s.info.producers.iter()) {
-        if after.map_or(true, |a| id.as_str() > a) {
+        if after.is_none_or(|a| id.as_str() > a) {
             let used_at = page.get(id).and_then(|(_, at)| *at);
             page.insert(id.clone(), (state.clone(), used_at));
         }
