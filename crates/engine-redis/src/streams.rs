@@ -28,6 +28,8 @@ use sessiond_store::{
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
 use crate::stream_commits::decode_producer;
 use crate::{parse_num, redis_count, RedisEngine};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// `expires_at` as a script argument ('' = never).
 pub(crate) fn expiry_arg(at: Option<Millis>) -> String {
@@ -209,6 +211,24 @@ impl StreamStore for RedisEngine {
         let cmd = redis::cmd("HGET").arg(p).arg(id).clone();
         let raw: Option<Vec<u8>> = self.query("stream_producer", &cmd).await?;
         raw.map(|raw| decode_producer(id, &raw)).transpose()
+    }
+
+    /// The rows are one hash, capped per stream by the capability, so one `HGETALL` and a
+    /// sort here is cheaper than keeping a second, ordered index in step with every commit.
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>> {
+        let [_, _, _, p, _] = self.keys.stream(path);
+        let cmd = redis::cmd("HGETALL").arg(p).clone();
+        let rows: BTreeMap<String, Vec<u8>> = self.query("list_stream_producers", &cmd).await?;
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        rows.range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, raw)| decode_producer(id, raw))
+            .collect()
     }
 
     async fn create_fork(

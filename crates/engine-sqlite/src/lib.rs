@@ -28,6 +28,7 @@ pub mod erasures;
 mod error;
 mod objects;
 mod outbox;
+mod producers;
 mod reader;
 pub mod schema;
 mod sessions;

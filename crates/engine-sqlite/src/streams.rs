@@ -24,6 +24,7 @@ use sessiond_store::{
 
 use crate::error::{limit, out_of_range};
 use crate::objects::prefix_end;
+use crate::producers::apply_producers;
 use crate::SqliteEngine;
 
 /// A `u64` offset as an SQLite INTEGER (offsets at or above 2^63 are refused).
@@ -118,56 +119,6 @@ fn update_stream(conn: &Connection, id: i64, meta: &StreamMeta) -> rusqlite::Res
     Ok(())
 }
 
-/// Writes a commit's producer rows, then evicts the least recently used beyond the cap (only
-/// counted when a row was inserted: an update cannot grow the table).
-fn apply_producers(conn: &Connection, id: i64, update: &ProducerUpdate) -> rusqlite::Result<()> {
-    let mut inserted = false;
-    for r in &update.upsert {
-        let updated = conn
-            .prepare_cached(
-                "UPDATE stream_producers SET state = ?3, used_at = ?4 WHERE stream = ?1 AND id = ?2",
-            )?
-            .execute(params![id, r.id, r.state, r.used_at])?;
-        if updated == 0 {
-            conn.prepare_cached(
-                "INSERT INTO stream_producers (stream, id, state, used_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![id, r.id, r.state, r.used_at])?;
-            inserted = true;
-        }
-    }
-    if !inserted || update.max_producers == 0 {
-        return Ok(());
-    }
-    let count: i64 = conn
-        .prepare_cached("SELECT count(*) FROM stream_producers WHERE stream = ?1")?
-        .query_row([id], |row| row.get(0))?;
-    let surplus = usize::try_from(count)
-        .unwrap_or(0)
-        .saturating_sub(update.max_producers);
-    if surplus == 0 {
-        return Ok(());
-    }
-    let victims: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM stream_producers WHERE stream = ?1 ORDER BY used_at, id LIMIT ?2",
-        )?
-        .query_map(params![id, limit(surplus + update.upsert.len())], |row| {
-            row.get(0)
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut delete =
-        conn.prepare_cached("DELETE FROM stream_producers WHERE stream = ?1 AND id = ?2")?;
-    for victim in victims
-        .iter()
-        .filter(|v| !update.upsert.iter().any(|r| &r.id == *v))
-        .take(surplus)
-    {
-        delete.execute(params![id, victim])?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl StreamStore for SqliteEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -251,23 +202,16 @@ impl StreamStore for SqliteEngine {
     }
 
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
-        let (path, id) = (path.to_owned(), id.to_owned());
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT p.state, p.used_at FROM streams s
-                 JOIN stream_producers p ON p.stream = s.id
-                 WHERE s.path = ?1 AND p.id = ?2",
-            )?
-            .query_row(params![path, id], |row| {
-                Ok(ProducerRecord {
-                    id: id.clone(),
-                    state: row.get(0)?,
-                    used_at: row.get(1)?,
-                })
-            })
-            .optional()
-        })
-        .await
+        self.producer(path, id).await
+    }
+
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>> {
+        self.producers_page(path, after, limit).await
     }
 
     async fn commit_enqueue(

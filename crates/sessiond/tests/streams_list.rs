@@ -1,6 +1,7 @@
-//! `GET /v1/streams` through a real listener on the memory and SQLite engines: paging with an
-//! opaque cursor, prefix filters, tenant-key scoping, server-owned and deleted streams left
-//! out, and the refusals (bad cursor or limit, missing key, read tokens, foreign prefixes).
+//! `GET /v1/streams` and `GET /v1/stream-producers/<name>` through a real listener on the
+//! memory, SQLite and Redis engines: paging with an opaque cursor (or the last producer id),
+//! prefix filters, tenant-key scoping, server-owned and deleted streams left out, and the
+//! refusals (bad cursor or limit, missing key, read tokens, foreign prefixes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -330,4 +331,106 @@ async fn skipped_names_bound_the_work_of_a_page() {
     let (_, second) = page(&s, Some(FULL), &query).await;
     assert_eq!(paths(second["streams"].as_array().unwrap()), ["old/live"]);
     assert_eq!(second["next_cursor"], Value::Null);
+}
+
+/// Appends `body` to `name` as producer `id` with `epoch`/`seq`; asserts it is accepted.
+async fn produce(s: &TestServer, name: &str, id: &str, epoch: u64, seq: u64) {
+    let res = s
+        .post(&format!("/v1/stream/{name}"))
+        .bearer_auth(FULL)
+        .header("content-type", "text/plain")
+        .header("producer-id", id)
+        .header("producer-epoch", epoch.to_string())
+        .header("producer-seq", seq.to_string())
+        .body(format!("{id}-{epoch}-{seq}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "append {id} {epoch}/{seq}");
+}
+
+async fn producers(s: &TestServer, key: Option<&str>, name: &str, query: &str) -> (u16, Value) {
+    let mut req = s.get(&format!("/v1/stream-producers/{name}?{query}"));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    json(req).await
+}
+
+/// (id, epoch, seq) of a page; every listed producer carries when it last wrote.
+fn producer_ids(body: &Value) -> Vec<(String, u64, u64)> {
+    let list = body["producers"].as_array().unwrap();
+    list.iter()
+        .map(|p| {
+            assert!(p["last_seen_at"].is_string(), "{p}");
+            let n = |k: &str| p[k].as_u64().unwrap();
+            (p["id"].as_str().unwrap().to_owned(), n("epoch"), n("seq"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn producers_of_a_stream_are_listed_and_paged() {
+    for engine in [EngineKind::Memory, EngineKind::Sqlite, EngineKind::Redis] {
+        let s = TestServer::start(engine, configure).await;
+        let name = "tenant-a/deep/produced";
+        put(&s, name, "", &[]).await;
+        put(&s, "tenant-a/quiet", "", &[]).await;
+        let (status, body) = producers(&s, Some(FULL), "tenant-a/quiet", "").await;
+        assert_eq!(
+            (status, body),
+            (200, json!({"producers": [], "next_after": null}))
+        );
+        produce(&s, name, "w2", 0, 0).await;
+        produce(&s, name, "w1", 0, 0).await;
+        produce(&s, name, "w1", 0, 1).await;
+        produce(&s, name, "w2", 3, 0).await;
+        let want = vec![("w1".to_owned(), 0, 1), ("w2".to_owned(), 3, 0)];
+        let (status, body) = producers(&s, Some(FULL), name, "").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(producer_ids(&body), want);
+        assert_eq!(body["next_after"], Value::Null);
+        // The read-only tenant key sees its own streams' producers too.
+        let (status, tenant) = producers(&s, Some(TENANT), name, "").await;
+        assert_eq!((status, producer_ids(&tenant)), (200, want.clone()));
+        // Pages of one.
+        let (_, first) = producers(&s, Some(FULL), name, "limit=1").await;
+        assert_eq!(producer_ids(&first), want[..1]);
+        assert_eq!(first["next_after"], "w1");
+        let (_, second) = producers(&s, Some(FULL), name, "limit=1&after=w1").await;
+        assert_eq!(producer_ids(&second), want[1..]);
+        let (_, end) = producers(&s, Some(FULL), name, "limit=1&after=w2").await;
+        assert_eq!(end, json!({"producers": [], "next_after": null}));
+    }
+}
+
+#[tokio::test]
+async fn producer_listing_refusals() {
+    for engine in [EngineKind::Memory, EngineKind::Sqlite] {
+        let s = TestServer::start(engine, configure).await;
+        put(&s, "tenant-a/p", "", &[]).await;
+        put(&s, "tenant-b/p", "", &[]).await;
+        let (status, body) = producers(&s, Some(FULL), "tenant-a/missing", "").await;
+        common::assert_error(status, &body, 404, "unknown stream");
+        let res = s
+            .delete("/v1/stream/tenant-a/p")
+            .bearer_auth(FULL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        let (status, body) = producers(&s, Some(FULL), "tenant-a/p", "").await;
+        common::assert_error(status, &body, 404, "deleted stream");
+        for query in ["limit=0", "limit=51", "limit=x"] {
+            let (status, body) = producers(&s, Some(FULL), "tenant-b/p", query).await;
+            common::assert_error(status, &body, 400, query);
+        }
+        let (status, body) = producers(&s, Some(FULL), "a//b", "").await;
+        common::assert_error(status, &body, 400, "empty segment");
+        assert_eq!(producers(&s, None, "tenant-b/p", "").await.0, 401);
+        assert_eq!(producers(&s, Some(TENANT), "tenant-b/p", "").await.0, 403);
+        let token = read_token();
+        let (status, _) = producers(&s, Some(&token), "tenant-b/p", "").await;
+        assert_eq!(status, 403, "read tokens do not list producers");
+    }
 }

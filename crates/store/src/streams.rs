@@ -22,7 +22,8 @@
 //!
 //! Idempotent producers: each producer's state is its own row ([`ProducerRecord`], keyed by
 //! stream and producer id), written by the same commit as the data it admits
-//! ([`ProducerUpdate`]) and read one at a time ([`StreamStore::stream_producer`]). Keeping
+//! ([`ProducerUpdate`]) and read one at a time ([`StreamStore::stream_producer`], the append
+//! path) or page by page in id order ([`StreamStore::list_stream_producers`], operators). Keeping
 //! them out of [`StreamMeta::state`] makes an append write O(1) bytes however many producers
 //! a stream has; the per-commit cap ([`ProducerUpdate::max_producers`]) bounds their number,
 //! the engine evicting the least recently used.
@@ -291,6 +292,16 @@ pub trait StreamStore: Send + Sync {
 
     /// The producer `id` of the stream at `path`, if it has a row.
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>>;
+
+    /// Up to `limit` producer rows of the stream at `path` with an id greater than `after`,
+    /// ordered by id (empty if the stream does not exist). The per-stream cap
+    /// ([`ProducerUpdate::max_producers`]) bounds how many rows there are to page through.
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>>;
 
     /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
     /// replaces the metadata of `source.path` with `source.meta`. False (nothing written) if

@@ -317,7 +317,14 @@ pub async fn require_stream_access(
         return next.run(request).await;
     }
     // `PATCH /v1/streams/<name>` (retention) acts on the stream `<name>`: same decision.
-    let path = match path.strip_prefix(crate::retention::PATCH_PREFIX) {
+    // `GET /v1/stream-producers/<name>` reads about `<name>`, but not with a read token.
+    let producers = path.strip_prefix(crate::producer_list::PRODUCERS_PREFIX);
+    if producers.is_some() && token {
+        failure("forbidden");
+        let refusal = ApiError::forbidden("read tokens cannot list producers");
+        return no_store(refusal.into_response());
+    }
+    let path = match producers.or_else(|| path.strip_prefix(crate::retention::PATCH_PREFIX)) {
         Some(name) => format!("{}{name}", crate::routes::STREAM_PREFIX),
         None => path.to_owned(),
     };

@@ -20,7 +20,8 @@
 //! Module map (one file per operation):
 //! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens);
 //!   [`bound`]: read tokens bound to account sessions.
-//! - [`list`]: `GET /v1/streams`, the operators' paged listing (a sessiond extension).
+//! - [`list`]: `GET /v1/streams`, the operators' paged listing (a sessiond extension);
+//!   [`producer_list`]: `GET /v1/stream-producers/<path>`, one stream's producers.
 //! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
 //! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
 //!   [`delete`]: the operations.
@@ -63,6 +64,7 @@ pub mod offset;
 pub mod pages;
 pub mod pipeline;
 pub mod producer;
+pub mod producer_list;
 pub mod read;
 mod release;
 pub mod retention;

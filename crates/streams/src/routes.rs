@@ -28,6 +28,10 @@ pub fn router(streams: Streams) -> Router {
         .route("/v1/stream/{*path}", any(dispatch))
         .route("/v1/streams", get(crate::list::list))
         .route("/v1/streams/{*path}", patch(crate::retention::patch))
+        .route(
+            "/v1/stream-producers/{*path}",
+            get(crate::producer_list::list),
+        )
         .with_state(streams);
     sessiond_http::body::body_limit(routes, limit)
         .layer(from_fn(crate::headers::common_headers))

@@ -76,6 +76,15 @@ impl StreamStore for Gated {
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
         self.inner.stream_producer(path, id).await
     }
+
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>> {
+        self.inner.list_stream_producers(path, after, limit).await
+    }
     async fn create_fork(
         &self,
         m: &StreamMeta,

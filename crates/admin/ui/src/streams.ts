@@ -1,9 +1,10 @@
-// Durable Streams: list by prefix, page by page; one stream's metadata (HEAD), a live tail,
-// delete (after confirmation).
+// Durable Streams: list by prefix, page by page; one stream's metadata (HEAD), its producers,
+// a live tail, delete (after confirmation).
 
 import { call, describe } from "./api";
 import { bytes, h, replace, table } from "./dom";
 import type { Page } from "./page";
+import { producersOf } from "./producers";
 import { tail } from "./tail";
 
 interface Listed {
@@ -121,7 +122,7 @@ export const streams: Page = {
         await load(current);
         message.textContent = done.ok ? `Deleted ${path}` : `Delete failed: ${describe(done)}`;
       });
-      replace(detail, h("h3", {}, path), dl, h("div", { class: "toolbar" }, toggle, state, remove), events);
+      replace(detail, h("h3", {}, path), dl, producersOf(path), h("div", { class: "toolbar" }, toggle, state, remove), events);
     };
 
     const form = h(

@@ -130,7 +130,7 @@ test("realtime: a connected WebSocket is listed; disconnect closes it", async ()
   await phone.close();
 });
 
-test("streams: list by prefix, HEAD details, a live tail shows an append, delete", async () => {
+test("streams: list by prefix, HEAD details, producers, a live tail shows an append, delete", async () => {
   const prefix = `admin-${randomBytes(3).toString("hex")}`;
   const path = `${prefix}/events`;
   const put = await fetch(`${sessiond.url}/v1/stream/${path}`, {
@@ -144,6 +144,7 @@ test("streams: list by prefix, HEAD details, a live tail shows an append, delete
   await page.click(`[data-testid="stream-${path}"]`);
   await waitForText(page, "head-content-type", (t) => t === "application/json", "HEAD content type");
   assert.equal(await testText(page, "head-stream-closed"), "false");
+  await waitFor(async () => (await page.$('[data-testid="producers-none"]')) !== null, { what: "no producers yet" });
 
   await page.click('[data-testid="tail-toggle"]');
   // The tail is a live SSE reader on the server before anything is appended.
@@ -161,7 +162,26 @@ test("streams: list by prefix, HEAD details, a live tail shows an append, delete
   });
   assert.ok(append.ok, String(append.status));
   await waitForText(page, "tail-events", (t) => t.includes("from the test"), "the append in the tail");
+  // An idempotent producer's append: reopening the stream lists it with its epoch and seq.
+  const produced = await fetch(`${sessiond.url}/v1/stream/${path}`, {
+    method: "POST",
+    headers: {
+      Authorization: `Bearer ${sessiond.apiKey}`,
+      "Content-Type": "application/json",
+      "Producer-Id": "writer-1",
+      "Producer-Epoch": "2",
+      "Producer-Seq": "0",
+    },
+    body: JSON.stringify({ from: "a producer" }),
+  });
+  assert.equal(produced.status, 200);
   await shot("streams");
+  await page.click(`[data-testid="stream-${path}"]`);
+  await waitFor(async () => (await page.$('[data-testid="producer-writer-1"]')) !== null, { what: "the producer listed" });
+  const cells = await page.$$eval('[data-testid="producers-table"] tbody td', (tds) => tds.map((td) => td.textContent));
+  assert.deepEqual(cells.slice(0, 3), ["writer-1", "2", "0"]);
+  assert.notEqual(cells[3], "—", "last write time");
+  await shot("streams-producers");
   await page.click('[data-testid="stream-delete"]');
   await waitForText(page, "streams-message", (t) => t.startsWith("Deleted"), "delete");
   const head = await fetch(`${sessiond.url}/v1/stream/${path}`, {

@@ -347,6 +347,12 @@ pub const ROUTES: &[Route] = &[
     ),
     route!(
         "streams/src/routes.rs",
+        "\"/v1/stream-producers/{*path}\"",
+        Stream,
+        [("GET", "/v1/stream-producers/tenant-a/m", None)]
+    ),
+    route!(
+        "streams/src/routes.rs",
         "\"/v1/streams\"",
         Stream,
         [("GET", "/v1/streams?prefix=tenant-a%2F", None)]

@@ -162,6 +162,25 @@ impl StreamStore for MemoryEngine {
         })
     }
 
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>> {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        self.with(|s| {
+            s.streams.get(path).map_or_else(Vec::new, |st| {
+                st.producers
+                    .range((lower, Bound::Unbounded))
+                    .take(limit)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+        })
+    }
+
     async fn commit_enqueue(
         &self,
         path: &str,

@@ -11,6 +11,7 @@ use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamS
 pub async fn run_stream_links(s: &dyn StreamStore) {
     producers_ride_on_commits(s).await;
     producers_are_capped_least_recently_used_first(s).await;
+    producers_are_listed_by_id(s).await;
     fork_and_source_commit_together(s).await;
 }
 
@@ -90,6 +91,81 @@ async fn producers_ride_on_commits(s: &dyn StreamStore) {
         .expect("create"));
     assert_eq!(producer(s, &path, "p").await, None);
     assert_eq!(producer(s, "st-prod-never-created", "p").await, None);
+}
+
+/// Listing pages through a stream's rows in id (byte) order, after the given id; rows of
+/// other streams never show, and an unknown stream lists nothing.
+async fn producers_are_listed_by_id(s: &dyn StreamStore) {
+    let path = unique("st-prod-list");
+    let other = unique("st-prod-list-other");
+    for p in [&path, &other] {
+        assert!(s
+            .create_stream(&meta(p, 0, b"m"), &[], C)
+            .await
+            .expect("create"));
+    }
+    assert!(s
+        .list_stream_producers(&path, None, 10)
+        .await
+        .expect("list")
+        .is_empty());
+    // Written out of order, in two commits; "B" sorts before "a" byte-wise.
+    let rows = [
+        record("c", b"3", 30),
+        record("a", b"1", 10),
+        record("B", b"0", 5),
+    ];
+    let tail = commit(
+        s,
+        &path,
+        0,
+        ProducerUpdate {
+            upsert: rows[..2].to_vec(),
+            max_producers: 0,
+        },
+    )
+    .await;
+    commit(
+        s,
+        &path,
+        tail,
+        ProducerUpdate {
+            upsert: vec![rows[2].clone(), record("a", b"1b", 40)],
+            max_producers: 0,
+        },
+    )
+    .await;
+    let upd = ProducerUpdate {
+        upsert: vec![record("b-other", b"x", 1)],
+        max_producers: 0,
+    };
+    commit(s, &other, 0, upd).await;
+    let path = path.as_str();
+    let list = |after: Option<&'static str>, limit| async move {
+        s.list_stream_producers(path, after, limit)
+            .await
+            .expect("list")
+    };
+    let all = vec![
+        record("B", b"0", 5),
+        record("a", b"1b", 40),
+        record("c", b"3", 30),
+    ];
+    assert_eq!(list(None, 10).await, all);
+    assert_eq!(list(None, 2).await, all[..2].to_vec(), "first page");
+    assert_eq!(list(Some("a"), 2).await, all[2..].to_vec(), "after an id");
+    assert_eq!(
+        list(Some("b"), 2).await,
+        all[2..].to_vec(),
+        "after a missing id"
+    );
+    assert!(list(Some("c"), 2).await.is_empty(), "past the end");
+    assert!(list(None, 0).await.is_empty(), "limit 0");
+    assert!(s
+        .list_stream_producers("st-prod-list-never-created", None, 10)
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 async fn producers_are_capped_least_recently_used_first(s: &dyn StreamStore) {

@@ -173,6 +173,15 @@ impl StreamStore for ObservedStore {
         self.inner.stream_producer(path, id).await
     }
 
+    async fn list_stream_producers(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProducerRecord>> {
+        self.inner.list_stream_producers(path, after, limit).await
+    }
+
     async fn commit_enqueue(
         &self,
         path: &str,
