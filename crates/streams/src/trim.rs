@@ -27,15 +27,45 @@ use crate::offset::{self, Offset};
 use crate::service::{stream, Streams};
 use crate::state::StreamInfo;
 
-/// Headers a trim may not be combined with: it changes no data, no closure, no producer.
-const EXCLUSIVE_WITH: [&str; 6] = [
+/// Headers of the appending kind, which a maintenance request (trim, compaction) may not carry:
+/// it changes no data, no closure, no producer, and one request does one thing.
+const WRITE_HEADERS: [&str; 7] = [
     CLOSED,
+    headers::TRIM_BEFORE,
     headers::COMPACT_BEFORE,
     headers::SEQ,
     headers::PRODUCER_ID,
     headers::PRODUCER_EPOCH,
     headers::PRODUCER_SEQ,
 ];
+
+/// The offset of a maintenance `POST` (empty body, only the header `name`, shown as `shown` in
+/// messages): `Stream-Trim-Before` and `Stream-Compact-Before` are validated alike.
+pub(crate) fn maintenance_offset(
+    h: &HeaderMap,
+    body: &Bytes,
+    name: &str,
+    shown: &str,
+) -> StreamResult<u64> {
+    if !body.is_empty() {
+        return Err(StreamError::bad_request(format!(
+            "{shown} needs an empty body"
+        )));
+    }
+    let mut exclusive = WRITE_HEADERS.iter().filter(|other| **other != name);
+    if let Some(other) = exclusive.find(|other| h.contains_key(**other)) {
+        return Err(StreamError::bad_request(format!(
+            "{shown} cannot be combined with {other}"
+        )));
+    }
+    let raw = headers::get(h, name)?.unwrap_or_default().trim();
+    match offset::parse(raw) {
+        Some(Offset::At(before)) => Ok(before),
+        _ => Err(StreamError::bad_request(format!(
+            "{shown} must be an offset this server returned"
+        ))),
+    }
+}
 
 /// The highest offset the stream's live forks allow trimming to: the lowest start they
 /// inherited from.
@@ -54,22 +84,7 @@ pub async fn explicit(
     h: &HeaderMap,
     body: &Bytes,
 ) -> StreamResult<Response> {
-    if !body.is_empty() {
-        return Err(StreamError::bad_request(
-            "Stream-Trim-Before needs an empty body",
-        ));
-    }
-    if let Some(other) = EXCLUSIVE_WITH.iter().find(|name| h.contains_key(**name)) {
-        return Err(StreamError::bad_request(format!(
-            "Stream-Trim-Before cannot be combined with {other}"
-        )));
-    }
-    let raw = headers::get(h, TRIM_BEFORE)?.unwrap_or_default().trim();
-    let Some(Offset::At(before)) = offset::parse(raw) else {
-        return Err(StreamError::bad_request(
-            "Stream-Trim-Before must be an offset this server returned",
-        ));
-    };
+    let before = maintenance_offset(h, body, TRIM_BEFORE, "Stream-Trim-Before")?;
     let (start, closed) = streams
         .retry_stale(|| trim_checked(streams, path, before, now_ms()))
         .await?;

@@ -10,19 +10,10 @@ use sessiond_store::{now_ms, Durability, Millis};
 
 use super::plan::{classify, plan, Chunk, Event, Rules};
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, CLOSED, COMPACT_BEFORE, START_OFFSET};
-use crate::offset::{self, Offset};
+use crate::headers::{CLOSED, COMPACT_BEFORE, START_OFFSET};
+use crate::offset;
 use crate::service::{stream, Streams};
-
-/// Headers an explicit compaction may not be combined with: it appends nothing.
-const EXCLUSIVE_WITH: [&str; 6] = [
-    CLOSED,
-    headers::SEQ,
-    headers::PRODUCER_ID,
-    headers::PRODUCER_EPOCH,
-    headers::PRODUCER_SEQ,
-    headers::TRIM_BEFORE,
-];
+use crate::trim::maintenance_offset;
 
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,22 +32,7 @@ pub async fn explicit(
     h: &HeaderMap,
     body: &Bytes,
 ) -> StreamResult<Response> {
-    if !body.is_empty() {
-        return Err(StreamError::bad_request(
-            "Stream-Compact-Before needs an empty body",
-        ));
-    }
-    if let Some(other) = EXCLUSIVE_WITH.iter().find(|name| h.contains_key(**name)) {
-        return Err(StreamError::bad_request(format!(
-            "Stream-Compact-Before cannot be combined with {other}"
-        )));
-    }
-    let raw = headers::get(h, COMPACT_BEFORE)?.unwrap_or_default().trim();
-    let Some(Offset::At(before)) = offset::parse(raw) else {
-        return Err(StreamError::bad_request(
-            "Stream-Compact-Before must be an offset this server returned",
-        ));
-    };
+    let before = maintenance_offset(h, body, COMPACT_BEFORE, "Stream-Compact-Before")?;
     let (retained, closed) = streams
         .retry_stale(|| check_explicit(streams, path, before))
         .await?;
