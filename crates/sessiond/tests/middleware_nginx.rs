@@ -13,14 +13,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod nginx_support;
 mod proxy_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
+use nginx_support::Nginx;
 use proxy_support::{
     binary_or_skip, free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY,
 };
@@ -30,70 +31,9 @@ use sessiond_middleware::CookieLayout;
 
 const SNIPPET: &str = include_str!("../../../docs/examples/nginx-forward-auth.conf");
 
-/// A private nginx in a temp dir, killed on drop.
-struct Nginx {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// nginx with the shipped forward-auth recipe in front of `app`, asking `sessiond`.
 async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_addr();
-        let d = dir.path().display();
-        let site = SNIPPET
-            .replace("SESSIOND_ADDR", sessiond)
-            .replace("APP_ADDR", app)
-            .replace("LISTEN_ADDR", &addr)
-            .replace("SESSIOND_API_KEY", API_KEY);
-        let conf = format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 128; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             {site}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .args(["-g", "daemon off; master_process off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Nginx { child, addr, dir };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                eprintln!("nginx exited (port taken?), retrying: {log}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nginx did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("nginx did not start after 5 attempts");
+    nginx_support::start_nginx(binary, SNIPPET, sessiond, app, API_KEY).await
 }
 
 /// One browser request through nginx: (what the upstream saw, the Set-Cookie values).
