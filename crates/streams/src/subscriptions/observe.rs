@@ -116,6 +116,17 @@ impl ObservedStore {
             },
         });
     }
+
+    /// Reports a written compare-and-set commit that appended `chunks` after `before`.
+    fn committed(&self, written: bool, path: &str, before: u64, chunks: &[StreamChunk], tail: u64) {
+        if written && !chunks.is_empty() {
+            self.observer.send(|| Change::Appended {
+                path: path.to_owned(),
+                before,
+                tail,
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -232,13 +243,8 @@ impl StreamStore for ObservedStore {
                 durability,
             )
             .await?;
-        if result == Commit::Written && !chunks.is_empty() {
-            self.observer.send(|| Change::Appended {
-                path: path.to_owned(),
-                before: expected_tail,
-                tail: meta.tail,
-            });
-        }
+        let written = result == Commit::Written;
+        self.committed(written, path, expected_tail, chunks, meta.tail);
         Ok(result)
     }
 
@@ -264,13 +270,8 @@ impl StreamStore for ObservedStore {
                 durability,
             )
             .await?;
-        if result == CheckedCommit::Written && !chunks.is_empty() {
-            self.observer.send(|| Change::Appended {
-                path: path.to_owned(),
-                before: expected_tail,
-                tail: meta.tail,
-            });
-        }
+        let written = result == CheckedCommit::Written;
+        self.committed(written, path, expected_tail, chunks, meta.tail);
         Ok(result)
     }
 
