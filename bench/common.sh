@@ -124,3 +124,17 @@ git_rev_of() {
     [[ -z $(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null) ]] || rev+=" (+ uncommitted changes)"
     echo "$rev"
 }
+
+# CPU time (user + system, all threads) the given processes have used, in clock ticks
+# ($CLK_TCK a second); a process that is gone counts 0. CPU per operation is the figure that
+# survives a loaded machine: other work slows every process but does not change what one
+# request costs.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        total=$((total + $(awk '{print $12 + $13}' <<<"${fields:-0 0 0 0 0 0 0 0 0 0 0 0 0}")))
+    done
+    echo "$total"
+}

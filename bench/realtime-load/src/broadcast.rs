@@ -21,7 +21,38 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::wire::{self, Endpoint, Flavor, Identity, Target, Ws};
-use crate::{cpu_pair, now_us, quantile, Args, Res};
+use clap::Args;
+use sessiond_bench_kit::latency::{now_us, Latency};
+use sessiond_bench_kit::process::CpuPair;
+
+use crate::{Res, Server};
+
+#[derive(Args)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub server: Server,
+    /// Subscribed sockets (K)
+    #[arg(long, default_value_t = 1000)]
+    subscribers: u32,
+    /// Measured seconds
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Messages not yet received by every subscriber, at most
+    #[arg(long, default_value_t = 32)]
+    inflight: u64,
+    /// Message body bytes
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    /// Messages before the measured window
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Handshakes in flight at once
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Channel (room) name
+    #[arg(long, default_value = "room:bench")]
+    channel: String,
+}
 
 /// Receipt counters, indexed by sequence number modulo this (≫ the in-flight bound).
 const RING: usize = 1 << 16;
@@ -59,8 +90,8 @@ fn payload(seq: u64, body: usize) -> String {
 }
 
 /// Runs one receiver after it subscribed: records latencies until the end message.
-async fn receive(mut ws: Ws, shared: Arc<Shared>) -> Res<Vec<u32>> {
-    let mut latencies = Vec::new();
+async fn receive(mut ws: Ws, shared: Arc<Shared>) -> Res<Latency> {
+    let mut latencies = Latency::new();
     loop {
         let text = match ws.next().await {
             Some(Ok(Message::Text(text))) => text,
@@ -81,7 +112,7 @@ async fn receive(mut ws: Ws, shared: Arc<Shared>) -> Res<Vec<u32>> {
         }
         if seq >= shared.measured_from {
             let sent = wire::number_after(text, "\"t\":").unwrap_or(0);
-            latencies.push(now_us().saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            latencies.record_us(now_us().saturating_sub(sent));
         }
         shared.received(seq);
     }
@@ -162,14 +193,13 @@ async fn drain(ws: &mut Ws, shared: &Shared, inflight: u32, limit: Duration) -> 
     }
 }
 
-pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
-    let receivers = args.num("subscribers", 1000)? as u32;
-    let duration = Duration::from_secs(args.num("duration", 10)?);
-    let inflight = args.num("inflight", 32)?.clamp(1, (RING / 2) as u64) as u32;
-    let body = args.num("body", 100)? as usize;
-    let warmup = args.num("warmup", 200)?;
-    let concurrency = args.num("connect-concurrency", 128)? as usize;
-    let channel = args.str("channel", "room:bench");
+pub async fn run(args: &BroadcastArgs, ep: &Endpoint) -> Res<String> {
+    let receivers = args.subscribers;
+    let duration = Duration::from_secs(args.duration);
+    let inflight = args.inflight.clamp(1, (RING / 2) as u64) as u32;
+    let (body, warmup) = (args.body, args.warmup);
+    let concurrency = args.connect_concurrency;
+    let channel = args.channel.clone();
     let shared = Arc::new(Shared {
         receivers,
         counts: (0..RING).map(|_| AtomicU32::new(0)).collect(),
@@ -242,11 +272,11 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     .await?;
     drain(&mut publisher, &shared, inflight, limit).await?;
 
-    let pid = args.num("pid", 0)? as u32;
+    let pid = args.server.pid;
     // Markers on stderr let a script take its own readings (e.g. Redis counters) around exactly
     // the measured window.
     eprintln!("MEASURE start");
-    let cpu_before = cpu_pair(pid);
+    let cpu_before = CpuPair::read(pid);
     let started_us = now_us();
     let until_us = started_us + duration.as_micros() as u64;
     let stop = |_: u64| now_us() >= until_us;
@@ -261,7 +291,7 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     )
     .await?;
     drain(&mut publisher, &shared, inflight, limit).await?;
-    let cpu_after = cpu_pair(pid);
+    let cpu = CpuPair::read(pid).since(&cpu_before);
     eprintln!("MEASURE end");
     let measured = seq - warmup;
     let elapsed_us = shared
@@ -273,8 +303,8 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     wire::send(&mut publisher, end).await?;
 
     let started = Instant::now();
-    let mut latencies = Vec::with_capacity((measured * u64::from(receivers)) as usize);
-    let mut remote = Vec::new();
+    let mut latencies = Latency::new();
+    let mut remote = Latency::new();
     for (i, handle) in handles.into_iter().enumerate() {
         let left = Duration::from_secs(30).saturating_sub(started.elapsed());
         let part = tokio::time::timeout(left, handle)
@@ -282,27 +312,25 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
             .map_err(|_| "receivers did not get the end message within 30 s".to_string())?
             .map_err(|e| format!("receiver task: {e}"))??;
         if i % nodes != 0 {
-            remote.extend_from_slice(&part);
+            remote.merge(&part);
         }
-        latencies.extend(part);
+        latencies.merge(&part);
     }
-    latencies.sort_unstable();
-    remote.sort_unstable();
     let deliveries = measured * u64::from(receivers);
     Ok(format!(
         "subscribers={receivers} messages={measured} deliveries={deliveries} \
          recorded={} seconds={:.3} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={} \
          inflight={inflight} body={body} server_cpu_s={:.2} client_cpu_s={:.2} nodes={nodes} \
          remote_p50_us={} remote_p99_us={}",
-        latencies.len(),
+        latencies.count(),
         elapsed_us as f64 / 1e6,
         deliveries as f64 / (elapsed_us as f64 / 1e6),
-        quantile(&latencies, 0.50),
-        quantile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or(0),
-        cpu_after.0 - cpu_before.0,
-        cpu_after.1 - cpu_before.1,
-        quantile(&remote, 0.50),
-        quantile(&remote, 0.99),
+        latencies.quantile_us(0.50),
+        latencies.quantile_us(0.99),
+        latencies.max_us(),
+        cpu.server,
+        cpu.load,
+        remote.quantile_us(0.50),
+        remote.quantile_us(0.99),
     ))
 }

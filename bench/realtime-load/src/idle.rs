@@ -12,13 +12,30 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::wire::{self, Endpoint, Flavor, Identity};
-use crate::{rss_bytes, settled_rss, Args, Res};
+use clap::Args;
+use sessiond_bench_kit::process::{rss_bytes, settled_rss};
 
-pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
-    let n = args.num("conns", 10_000)?;
-    let concurrency = args.num("connect-concurrency", 256)? as usize;
-    let prefix = args.str("prefix", "idle");
-    let pid = args.num("pid", 0)? as u32;
+use crate::{Res, Server};
+
+#[derive(Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub server: Server,
+    /// Sockets to open
+    #[arg(long, default_value_t = 10_000)]
+    conns: u64,
+    /// Handshakes in flight at once
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// User id prefix
+    #[arg(long, default_value = "idle")]
+    prefix: String,
+}
+
+pub async fn run(args: &IdleArgs, ep: &Endpoint) -> Res<String> {
+    let (n, concurrency) = (args.conns, args.connect_concurrency);
+    let prefix = args.prefix.clone();
+    let pid = args.server.pid;
     if pid == 0 {
         return Err("idle needs --pid SERVER_PID".into());
     }

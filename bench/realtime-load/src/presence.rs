@@ -12,7 +12,29 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 
 use crate::wire::{self, Endpoint, Flavor, Identity, Ws};
-use crate::{cpu_pair, now_us, quantile, Args, Res};
+use clap::Args;
+use sessiond_bench_kit::latency::{now_us, Latency};
+use sessiond_bench_kit::process::CpuPair;
+
+use crate::{Res, Server};
+
+#[derive(Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub server: Server,
+    /// Users (U)
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Devices per user (D)
+    #[arg(long, default_value_t = 3)]
+    devices: usize,
+    /// Measured seconds
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// sessiond: a file with one session id per line, user i's device d uses line i*D+d
+    #[arg(long)]
+    tokens: Option<String>,
+}
 
 /// Rounds per user before measuring.
 const WARMUP_ROUNDS: u64 = 5;
@@ -24,8 +46,8 @@ async fn user_loop(
     ep: Endpoint,
     rounds: u64,
     until_us: u64,
-) -> Res<(Vec<Ws>, u64, Vec<u32>)> {
-    let mut latencies = Vec::new();
+) -> Res<(Vec<Ws>, u64, Latency)> {
+    let mut latencies = Latency::new();
     let devices = sockets.len() as u64;
     let mut round = 0u64;
     while round < rounds && now_us() < until_us {
@@ -41,7 +63,7 @@ async fn user_loop(
             .iter_mut()
             .map(|ws| wire::wait_for(ws, wire::is_presence_updated));
         try_join_all(waits).await?;
-        latencies.push((now_us() - started).min(u64::from(u32::MAX)) as u32);
+        latencies.record_us(now_us() - started);
         round += 1;
     }
     Ok((sockets, round, latencies))
@@ -53,12 +75,12 @@ async fn all_users(
     ep: &Endpoint,
     rounds: u64,
     until_us: u64,
-) -> Res<(Vec<Vec<Ws>>, u64, Vec<u32>)> {
+) -> Res<(Vec<Vec<Ws>>, u64, Latency)> {
     let tasks: Vec<_> = per_user
         .into_iter()
         .map(|sockets| tokio::spawn(user_loop(sockets, ep.clone(), rounds, until_us)))
         .collect();
-    let (mut sockets, mut total, mut latencies) = (Vec::new(), 0, Vec::new());
+    let (mut sockets, mut total, mut latencies) = (Vec::new(), 0, Latency::new());
     for task in tasks {
         let (ws, n, part) = tokio::time::timeout(Duration::from_secs(120), task)
             .await
@@ -66,16 +88,15 @@ async fn all_users(
             .map_err(|e| format!("user task: {e}"))??;
         sockets.push(ws);
         total += n;
-        latencies.extend(part);
+        latencies.merge(&part);
     }
     Ok((sockets, total, latencies))
 }
 
-pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
-    let users = args.num("users", 100)? as usize;
-    let devices = args.num("devices", 3)?.max(1) as usize;
-    let duration = Duration::from_secs(args.num("duration", 10)?);
-    let tokens: Vec<String> = match args.opt("tokens") {
+pub async fn run(args: &PresenceArgs, ep: &Endpoint) -> Res<String> {
+    let (users, devices) = (args.users, args.devices.max(1));
+    let duration = Duration::from_secs(args.duration);
+    let tokens: Vec<String> = match args.tokens.clone() {
         Some(path) => std::fs::read_to_string(&path)
             .map_err(|e| format!("read {path}: {e}"))?
             .lines()
@@ -111,23 +132,22 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     }
 
     let (per_user, _, _) = all_users(per_user, ep, WARMUP_ROUNDS, u64::MAX).await?;
-    let cpu_before = cpu_pair(args.num("pid", 0)? as u32);
+    let cpu_before = CpuPair::read(args.server.pid);
     let started_us = now_us();
     let until_us = started_us + duration.as_micros() as u64;
-    let (per_user, rounds, mut latencies) = all_users(per_user, ep, u64::MAX, until_us).await?;
+    let (per_user, rounds, latencies) = all_users(per_user, ep, u64::MAX, until_us).await?;
     let elapsed_s = (now_us() - started_us) as f64 / 1e6;
-    let cpu_after = cpu_pair(args.num("pid", 0)? as u32);
+    let cpu = CpuPair::read(args.server.pid).since(&cpu_before);
     drop(per_user);
-    latencies.sort_unstable();
     Ok(format!(
         "users={users} devices={devices} round_trips={rounds} seconds={elapsed_s:.3} \
          round_trips_per_s={:.0} deliveries_per_s={:.0} p50_us={} p99_us={} max_us={} server_cpu_s={:.2} client_cpu_s={:.2}",
         rounds as f64 / elapsed_s,
         (rounds * devices as u64) as f64 / elapsed_s,
-        quantile(&latencies, 0.50),
-        quantile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or(0),
-        cpu_after.0 - cpu_before.0,
-        cpu_after.1 - cpu_before.1,
+        latencies.quantile_us(0.50),
+        latencies.quantile_us(0.99),
+        latencies.max_us(),
+        cpu.server,
+        cpu.load,
     ))
 }

@@ -17,125 +17,124 @@
 //!   deliveries/s, delivery latency p50/p99, server RSS (VmRSS of `--pid`) before/with
 //!   subscribers/peak.
 //!
-//! Arguments are `--key value` pairs; see `usage()`.
+//! Arguments: `--help` of each mode.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use sessiond_bench_kit::latency::Latency;
+use sessiond_bench_kit::process::CpuPair;
+use sessiond_bench_kit::report::{exit_on_error, print_result};
 use tokio::net::TcpStream;
 
 type Sender = SendRequest<Full<Bytes>>;
 type Res<T> = Result<T, String>;
 
-fn usage() -> &'static str {
-    "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT[,HOST:PORT…] [options]
-  common:  --base /v1/stream  --duration SECS (5)  --prefix NAME (bench)
-  append:  --writers C (1) --streams N (1) --body BYTES (256) --json M (0: octet-stream)
-  catchup: --mb MEGABYTES (200) --chunk BYTES (65536) --fill-writers W (4)
-  sse:     --subscribers K (1000) --body BYTES (256) --pid SERVER_PID --drain-timeout SECS (20)"
+#[derive(Parser)]
+#[command(
+    name = "sessiond-bench-streams-load",
+    about = "Closed-loop load for Durable Streams servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
 }
 
-struct Args {
-    mode: String,
-    kv: HashMap<String, String>,
+/// Options of every mode.
+#[derive(Args)]
+struct Common {
+    /// The server, or several nodes of one cluster: HOST:PORT[,HOST:PORT…]
+    #[arg(long, required = true, value_delimiter = ',')]
+    addr: Vec<String>,
+    /// Path prefix of the streams
+    #[arg(long, default_value = "/v1/stream")]
+    base: String,
+    /// Measured seconds
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stream name prefix
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// The server's pid: its CPU µs per operation (and its RSS in `sse`) are reported
+    #[arg(long, default_value_t = 0)]
+    pid: u32,
 }
 
-impl Args {
-    fn parse() -> Res<Args> {
-        let mut it = std::env::args().skip(1);
-        let mode = it.next().ok_or_else(|| usage().to_string())?;
-        let mut kv = HashMap::new();
-        while let Some(k) = it.next() {
-            let key = k
-                .strip_prefix("--")
-                .ok_or_else(|| format!("unexpected argument {k}\n{}", usage()))?;
-            let v = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-            kv.insert(key.to_string(), v);
-        }
-        Ok(Args { mode, kv })
-    }
-    fn str(&self, key: &str, default: &str) -> String {
-        self.kv
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
-    }
-    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Res<T> {
-        match self.kv.get(key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("--{key}: bad number {v}")),
-        }
-    }
+#[derive(Subcommand)]
+enum Mode {
+    /// C writers append over N streams
+    Append(AppendArgs),
+    /// Fill one stream, then read it from the start page by page, repeatedly
+    Catchup(CatchupArgs),
+    /// K SSE subscribers on one stream while one writer appends
+    Sse(SseArgs),
 }
 
-/// Log-linear latency histogram (µs): 32 sub-buckets per power of two, ≈3 % resolution.
-#[derive(Clone)]
-struct Hist {
-    counts: Vec<u64>,
+#[derive(Args)]
+struct AppendArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent writers (C)
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
+    /// Streams (N)
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Body bytes per append (per JSON message with --json)
+    #[arg(long, default_value_t = 256)]
+    body: usize,
+    /// JSON messages per append (0: application/octet-stream)
+    #[arg(long, default_value_t = 0)]
+    json: usize,
+    /// Create the streams first (1) or use existing ones (0)
+    #[arg(long, default_value_t = 1)]
+    create: u8,
 }
 
-const SUB: u32 = 32;
+#[derive(Args)]
+struct CatchupArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Stream size in MB
+    #[arg(long, default_value_t = 200.0)]
+    mb: f64,
+    /// Bytes per append while filling
+    #[arg(long, default_value_t = 65536)]
+    chunk: usize,
+    /// Concurrent writers while filling
+    #[arg(long, default_value_t = 4)]
+    fill_writers: usize,
+}
 
-impl Hist {
-    fn new() -> Hist {
-        Hist {
-            counts: vec![0; (64 * SUB) as usize],
-        }
+#[derive(Args)]
+pub(crate) struct SseArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Subscribers (K)
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Body bytes per append
+    #[arg(long, default_value_t = 256)]
+    body: usize,
+    /// Longest wait for every subscriber to receive every append, in seconds
+    #[arg(long, default_value_t = 20.0)]
+    drain_timeout: f64,
+}
+
+/// Server CPU µs per operation since `before` (`n/a` without a pid).
+fn cpu_us_per_op(pid: u32, before: &CpuPair, ops: u64) -> String {
+    let used = CpuPair::read(pid).since(before);
+    if pid == 0 || ops == 0 {
+        return "n/a".into();
     }
-    fn index(us: u64) -> usize {
-        if us < u64::from(SUB) {
-            return us as usize;
-        }
-        let exp = 63 - us.leading_zeros(); // ≥ 5
-        let mant = (us >> (exp - 5)) & u64::from(SUB - 1);
-        ((exp - 4) * SUB) as usize + mant as usize
-    }
-    fn lower(idx: usize) -> u64 {
-        let idx = idx as u64;
-        let sub = u64::from(SUB);
-        if idx < sub {
-            return idx;
-        }
-        let exp = idx / sub + 4;
-        let mant = idx % sub;
-        (sub + mant) << (exp - 5)
-    }
-    fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = Hist::index(us).min(self.counts.len() - 1);
-        self.counts[i] += 1;
-    }
-    fn merge(&mut self, other: &Hist) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-    }
-    fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-    /// Percentile in µs (lower edge of the bucket; 0 when empty).
-    fn pct(&self, p: f64) -> u64 {
-        let total = self.total();
-        if total == 0 {
-            return 0;
-        }
-        let want = ((total as f64) * p / 100.0).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return Hist::lower(i);
-            }
-        }
-        0
-    }
+    format!("{:.1}", used.server * 1e6 / ops as f64)
 }
 
 async fn connect(addr: &str) -> Res<Sender> {
@@ -292,11 +291,6 @@ async fn create_streams(
     Ok(())
 }
 
-fn print_result(pairs: &[(&str, String)]) {
-    let line: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("RESULT {}", line.join(" "));
-}
-
 // ------------------------------------------------------------------------------------ append
 
 /// One JSON object of `len` bytes (at least its fixed part): a state-protocol-like event.
@@ -306,19 +300,17 @@ fn json_body(len: usize) -> Bytes {
     Bytes::from(format!("{head}{}\"}}", "x".repeat(pad)))
 }
 
-async fn run_append(a: &Args) -> Res<()> {
+async fn run_append(a: &AppendArgs) -> Res<()> {
     // Several nodes (`--addr a,b,c`): streams are created through the first, and writer w
     // appends through node w mod n.
-    let addrs: Vec<String> = a.str("addr", "").split(',').map(str::to_string).collect();
+    let addrs = &a.common.addr;
     let addr = addrs[0].clone();
-    let base = a.str("base", "/v1/stream");
-    let prefix = a.str("prefix", "bench");
-    let writers: usize = a.num("writers", 1)?;
-    let streams: usize = a.num("streams", 1)?;
-    let secs: f64 = a.num("duration", 5.0)?;
-    let body_len: usize = a.num("body", 256)?;
-    let create = a.str("create", "1") == "1";
-    let json_messages: usize = a.num("json", 0)?;
+    let base = a.common.base.clone();
+    let prefix = &a.common.prefix;
+    let (writers, streams, body_len) = (a.writers.max(1), a.streams.max(1), a.body);
+    let secs = a.common.duration;
+    let create = a.create == 1;
+    let json_messages = a.json;
     let json = json_messages > 0;
     let content_type = if json {
         "application/json"
@@ -344,13 +336,14 @@ async fn run_append(a: &Args) -> Res<()> {
     } else {
         Bytes::from(vec![b'x'; body_len])
     };
+    let cpu_before = CpuPair::read(a.common.pid);
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for w in 0..writers {
         let (paths, addr, body) = (paths.clone(), addrs[w % addrs.len()].clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist = Hist::new();
+            let mut hist = Latency::new();
             let (mut ok, mut errors, mut first_err) = (0u64, 0u64, String::new());
             let mut conn = None;
             let mut k = 0usize;
@@ -382,7 +375,7 @@ async fn run_append(a: &Args) -> Res<()> {
             (hist, ok, errors, first_err)
         }));
     }
-    let mut hist = Hist::new();
+    let mut hist = Latency::new();
     let (mut ok, mut errors, mut first_err) = (0, 0, String::new());
     for t in tasks {
         let (h, o, e, f) = t.await.map_err(|e| format!("writer task: {e}"))?;
@@ -398,24 +391,26 @@ async fn run_append(a: &Args) -> Res<()> {
         ("ops", ok.to_string()),
         ("secs", format!("{elapsed:.3}")),
         ("rate", format!("{:.1}", ok as f64 / elapsed)),
-        ("p50_us", hist.pct(50.0).to_string()),
-        ("p99_us", hist.pct(99.0).to_string()),
+        ("p50_us", hist.quantile_us(0.50).to_string()),
+        ("p99_us", hist.quantile_us(0.99).to_string()),
+        (
+            "server_cpu_us_per_op",
+            cpu_us_per_op(a.common.pid, &cpu_before, ok),
+        ),
         ("errors", errors.to_string()),
-        ("first_error", first_err.replace(' ', "_")),
+        ("first_error", first_err),
     ]);
     Ok(())
 }
 
 // ------------------------------------------------------------------------------------ catchup
 
-async fn run_catchup(a: &Args) -> Res<()> {
-    let addr = a.str("addr", "");
-    let base = a.str("base", "/v1/stream");
-    let name = a.str("prefix", "bench") + "-catchup";
-    let mb: f64 = a.num("mb", 200.0)?;
-    let chunk: usize = a.num("chunk", 65536)?;
-    let fill_writers: usize = a.num("fill-writers", 4)?;
-    let secs: f64 = a.num("duration", 5.0)?;
+async fn run_catchup(a: &CatchupArgs) -> Res<()> {
+    let addr = a.common.addr[0].clone();
+    let base = a.common.base.clone();
+    let name = format!("{}-catchup", a.common.prefix);
+    let (mb, chunk, fill_writers) = (a.mb, a.chunk.max(1), a.fill_writers);
+    let secs = a.common.duration;
     let path = stream_path(&base, &name);
     let total_bytes = (mb * 1e6) as usize;
     let chunks = total_bytes.div_ceil(chunk);
@@ -467,7 +462,7 @@ async fn run_catchup(a: &Args) -> Res<()> {
     eprintln!("filled {name}: {size} bytes in {chunks} appends, {fill_secs:.1} s");
 
     let mut conn = None;
-    let mut hist = Hist::new();
+    let mut hist = Latency::new();
     let (mut bytes, mut passes, mut pages, mut short_passes) = (0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     loop {
@@ -523,8 +518,8 @@ async fn run_catchup(a: &Args) -> Res<()> {
         ("pages", pages.to_string()),
         ("secs", format!("{elapsed:.3}")),
         ("rate", format!("{:.1}", bytes as f64 / 1e6 / elapsed)),
-        ("p50_us", hist.pct(50.0).to_string()),
-        ("p99_us", hist.pct(99.0).to_string()),
+        ("p50_us", hist.quantile_us(0.50).to_string()),
+        ("p99_us", hist.quantile_us(0.99).to_string()),
         ("stream_bytes", size.to_string()),
         ("fill_secs", format!("{fill_secs:.2}")),
         ("errors", short_passes.to_string()),
@@ -537,21 +532,11 @@ use sse::run_sse;
 
 #[tokio::main]
 async fn main() {
-    let res = async {
-        let a = Args::parse()?;
-        if a.str("addr", "").is_empty() {
-            return Err(format!("--addr is required\n{}", usage()));
-        }
-        match a.mode.as_str() {
-            "append" => run_append(&a).await,
-            "catchup" => run_catchup(&a).await,
-            "sse" => run_sse(&a).await,
-            m => Err(format!("unknown mode {m}\n{}", usage())),
-        }
-    }
-    .await;
-    if let Err(e) = res {
-        eprintln!("sessiond-bench-streams-load: {e}");
-        std::process::exit(1);
-    }
+    let cli = Cli::parse();
+    let result = match &cli.mode {
+        Mode::Append(a) => run_append(a).await,
+        Mode::Catchup(a) => run_catchup(a).await,
+        Mode::Sse(a) => run_sse(a).await,
+    };
+    exit_on_error("sessiond-bench-streams-load", result);
 }

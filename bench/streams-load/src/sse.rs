@@ -9,17 +9,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Method;
 
+use sessiond_bench_kit::process::rss_bytes;
+
 use crate::*;
 
+/// VmRSS of `pid` in kB (0 when unreadable: the RSS columns then read 0).
 fn rss_kb(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rss_bytes(pid).map(|b| b / 1024).unwrap_or(0)
 }
 
 /// Per-subscriber SSE parser state: whole records are `body` bytes whose first 16 are the send
@@ -38,7 +34,7 @@ impl SseParser {
         chunk: &[u8],
         body: usize,
         epoch: Instant,
-        hist: &mut Hist,
+        hist: &mut Latency,
         got: &AtomicU64,
     ) {
         let now = Instant::now();
@@ -66,7 +62,7 @@ impl SseParser {
         body: usize,
         epoch: Instant,
         now: Instant,
-        hist: &mut Hist,
+        hist: &mut Latency,
         got: &AtomicU64,
     ) {
         let data = std::mem::take(&mut self.data);
@@ -102,15 +98,13 @@ impl SseParser {
     }
 }
 
-pub(crate) async fn run_sse(a: &Args) -> Res<()> {
-    let addr = a.str("addr", "");
-    let base = a.str("base", "/v1/stream");
-    let name = a.str("prefix", "bench") + "-sse";
-    let subs: usize = a.num("subscribers", 1000)?;
-    let secs: f64 = a.num("duration", 5.0)?;
-    let body_len: usize = a.num("body", 256)?;
-    let pid: u32 = a.num("pid", 0)?;
-    let drain_timeout: f64 = a.num("drain-timeout", 20.0)?;
+pub(crate) async fn run_sse(a: &SseArgs) -> Res<()> {
+    let addr = a.common.addr[0].clone();
+    let base = a.common.base.clone();
+    let name = format!("{}-sse", a.common.prefix);
+    let (subs, secs, body_len) = (a.subscribers, a.common.duration, a.body);
+    let pid = a.common.pid;
+    let drain_timeout = a.drain_timeout;
     if body_len < 17 {
         return Err("--body must be ≥ 17".into());
     }
@@ -138,7 +132,7 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
             first_err.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut hist = Hist::new();
+            let mut hist = Latency::new();
             let mut parser = SseParser {
                 line: Vec::new(),
                 event: Vec::new(),
@@ -294,7 +288,7 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
     let _ = sampler.await;
     let rss_peak = peak.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    let mut hist = Hist::new();
+    let mut hist = Latency::new();
     // Subscribers notice `stop` within 200 ms; one that never connected (a server that stopped
     // accepting) is abandoned when the shared deadline passes.
     let join_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -315,8 +309,8 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
         ("expected", expected.to_string()),
         ("secs", format!("{elapsed:.3}")),
         ("rate", format!("{:.1}", got as f64 / elapsed)),
-        ("p50_us", hist.pct(50.0).to_string()),
-        ("p99_us", hist.pct(99.0).to_string()),
+        ("p50_us", hist.quantile_us(0.50).to_string()),
+        ("p99_us", hist.quantile_us(0.99).to_string()),
         ("rss_before_kb", rss_before.to_string()),
         ("rss_subs_kb", rss_subs.to_string()),
         ("rss_peak_kb", rss_peak.to_string()),
