@@ -10,6 +10,11 @@
 //! `serde_json` (the stored data, and the change the node re-serialized), whose escaping is
 //! canonical, so two keys are equal exactly when their texts are. Merged keys keep the stored
 //! order and new ones follow; readers decode the data, so the order is not observable.
+//!
+//! The change's outbox event (`sessiond_store::DataEvent`) is written by the same script, so
+//! that security events cost no read either: the script fills in the keys the change altered
+//! (by JSON value, so an object merged to what it was, or written with its members in another
+//! order, is no change), the version it wrote and the stored owner and origin.
 
 use std::collections::HashMap;
 
