@@ -30,16 +30,10 @@ fn user_stream(user: &str) -> String {
 
 /// Round trips so far, by `op`.
 async fn round_trips(s: &TestServer) -> BTreeMap<String, u64> {
-    let text = s
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let prefix = format!("{TRIPS}{{op=\"");
-    text.lines()
+    common::metrics_text(s)
+        .await
+        .lines()
         .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (op, value) = rest.split_once("\"} ")?;

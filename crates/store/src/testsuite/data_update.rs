@@ -247,6 +247,9 @@ pub(super) async fn sessions_data_update_concurrent(s: &Stores) {
 /// step, its holes filled with what the change did (keys changed by JSON value, sorted by
 /// bytes; the new version; the stored owner and origin); a refused change queues nothing.
 pub(super) async fn sessions_data_update_events(s: &Stores) {
+    // A first read, so that what this check reads later is found the way a relay finds it
+    // (on Redis: through the outbox index, which the first read of a handle rebuilds by scan).
+    s.outbox.outbox_read(1).await.expect("outbox read");
     let tag = unique("data-event");
     let head = format!(r#"{{"tag":"{tag}","u":"#);
     let event = DataEvent(vec![
