@@ -10,18 +10,27 @@
 //! `serde_json` (the stored data, and the change the node re-serialized), whose escaping is
 //! canonical, so two keys are equal exactly when their texts are. Merged keys keep the stored
 //! order and new ones follow; readers decode the data, so the order is not observable.
+//!
+//! The change's outbox event (`sessiond_store::DataEvent`) is written by the same script, so
+//! that security events cost no read either: the script fills in the keys the change altered
+//! (by JSON value, so an object merged to what it was, or written with its members in another
+//! order, is no change), the version it wrote and the stored owner and origin.
 
 use std::collections::HashMap;
 
-use sessiond_store::{DataChange, DataUpdate, Millis, Result, StoreError};
+use sessiond_store::{DataChange, DataEvent, DataUpdate, EventPart, Millis, Result, StoreError};
 
 use crate::RedisEngine;
 
-/// Text-level RFC 7396 merge and top-level merge of JSON objects, then the update itself.
-/// KEYS: session hash. ARGV: now, mode (`replace`, `merge`, `shallow`), change (JSON object
-/// text), expected version or '', max data bytes.
+/// Text-level RFC 7396 merge and top-level merge of JSON objects, then the update itself and,
+/// when the caller passed an event template, the event (see `queue` below).
+/// KEYS: session hash, outbox stream, outbox index (on a standalone server only).
+/// ARGV: now, mode (`replace`, `merge`, `shallow`), change (JSON object text), expected
+/// version or '', max data bytes, then the event's parts: `t<text>`, or one letter for a hole
+/// (`c` changed keys, `v` version, `u` user id, `o` origin); none for no event.
 /// Returns {'0'} missing, {'1', stored version} version mismatch, {'3', data length} too
-/// large, {'2', '', field, value, ...} written, with every field of the hash as it now is.
+/// large, {'2', index, field, value, ...} written, with every field of the hash as it now is;
+/// index is '1' when the caller must name the outbox in the index.
 pub const SESSION_UPDATE: &str = r#"
 local function str_end(s, i)
   local j = i + 1
@@ -131,9 +140,123 @@ local function incr(s)
   return '1' .. tail
 end
 
+-- The elements of array text `s`, in order.
+local function elements(s)
+  local out = {}
+  local i = skip(s, skip(s, 1) + 1)
+  if string.sub(s, i, i) == ']' then return out end
+  while true do
+    local e = val_end(s, i)
+    out[#out + 1] = string.sub(s, i, e)
+    i = skip(s, e + 1)
+    if string.sub(s, i, i) == ']' then return out end
+    i = skip(s, i + 1)
+  end
+end
+
+-- Whether two value texts are the same JSON value. Every text was written by serde_json, so
+-- scalars are equal exactly when their texts are; objects are equal in any member order.
+local function same(a, b)
+  if a == b then return true end
+  local ca, cb = string.sub(a, skip(a, 1), skip(a, 1)), string.sub(b, skip(b, 1), skip(b, 1))
+  if ca ~= cb then return false end
+  if ca == '{' then
+    local ka, va = members(a)
+    local kb, vb = members(b)
+    if #ka ~= #kb then return false end
+    for _, key in ipairs(ka) do
+      if vb[key] == nil or not same(va[key], vb[key]) then return false end
+    end
+    return true
+  end
+  if ca == '[' then
+    local ea, eb = elements(a), elements(b)
+    if #ea ~= #eb then return false end
+    for n = 1, #ea do
+      if not same(ea[n], eb[n]) then return false end
+    end
+    return true
+  end
+  return false
+end
+
+-- Byte order (string `<` follows the server's collation locale).
+local function bytes_less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- The top-level keys whose values differ between object texts `old` and `new`, as a JSON
+-- array sorted by the keys' bytes (`sessiond_store::changed_keys`).
+local function changed(old, new)
+  local okeys, ovals = members(old)
+  local nkeys, nvals = members(new)
+  local found, seen = {}, {}
+  for _, list in ipairs({okeys, nkeys}) do
+    for _, key in ipairs(list) do
+      if not seen[key] then
+        seen[key] = true
+        local a, b = ovals[key], nvals[key]
+        if a == nil or b == nil or not same(a, b) then
+          found[#found + 1] = {cjson.decode(key), key}
+        end
+      end
+    end
+  end
+  table.sort(found, function(x, y) return bytes_less(x[1], y[1]) end)
+  local texts = {}
+  for n, pair in ipairs(found) do texts[n] = pair[2] end
+  return '[' .. table.concat(texts, ',') .. ']'
+end
+
+-- The event of ARGV[6..] with its holes filled, or nil without one.
+local function render(old, new, version, user, origin)
+  if #ARGV < 6 then return nil end
+  local out = {}
+  for n = 6, #ARGV do
+    local p = ARGV[n]
+    local tag = string.sub(p, 1, 1)
+    if tag == 't' then
+      out[#out + 1] = string.sub(p, 2)
+    elseif tag == 'c' then
+      out[#out + 1] = changed(old, new)
+    elseif tag == 'v' then
+      out[#out + 1] = version
+    elseif tag == 'u' then
+      out[#out + 1] = user and cjson.encode(user) or 'null'
+    elseif tag == 'o' then
+      out[#out + 1] = cjson.encode(origin or 'service')
+    else
+      return error('unknown event part')
+    end
+  end
+  return table.concat(out)
+end
+
+-- Queues `event` in the outbox KEYS[2] and names the outbox in the index: here when the
+-- index is reachable (KEYS[3], a standalone server), else by the caller after the script
+-- (a cluster: the index lives in another slot) when the index may not name it: the outbox was
+-- empty (a relay may have dropped it from the index), or its oldest event waited longer than
+-- a relay takes (the writer that should have indexed it died first).
+local function queue(event)
+  local id = redis.call('XADD', KEYS[2], '*', 'd', event)
+  if KEYS[3] then
+    redis.call('SADD', KEYS[3], KEYS[2])
+    return ''
+  end
+  if redis.call('XLEN', KEYS[2]) == 1 then return '1' end
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
+  local ms = function(x) return tonumber(string.match(x, '^(%d+)')) end
+  if ms(id) - ms(oldest) > 5000 then return '1' end
+  return ''
+end
+
 local k = KEYS[1]
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version',
-  'idle_ttl_ms', 'data')
+  'idle_ttl_ms', 'data', 'user_id', 'origin')
 local idle, abs = tonumber(d[1]), tonumber(d[2])
 if not (idle and abs and d[3] and d[5]) then return {'0'} end
 local now = tonumber(ARGV[1])
@@ -151,20 +274,25 @@ if #data > tonumber(ARGV[5]) then return {'3', tostring(#data)} end
 local new_idle = d[1]
 local slid = now + (tonumber(d[4]) or 0)
 if slid > idle then new_idle = string.format('%.0f', slid) end
+local version = incr(d[3])
 redis.call('HSET', k, 'data', data, 'updated_at', ARGV[1], 'last_seen_at', ARGV[1],
-  'idle_expires_at', new_idle, 'version', incr(d[3]))
+  'idle_expires_at', new_idle, 'version', version)
 if tonumber(new_idle) < abs then
   redis.call('PEXPIREAT', k, new_idle)
 else
   redis.call('PEXPIREAT', k, d[2])
 end
-local out = {'2', ''}
+local index = ''
+local event = render(d[5], data, version, d[6], d[7])
+if event then index = queue(event) end
+local out = {'2', index}
 for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
 return out
 "#;
 
 impl RedisEngine {
-    /// [`sessiond_store::SessionStore::update_session_data`] as one script.
+    /// [`sessiond_store::SessionStore::update_session_data_with`] as one script.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn update_data(
         &self,
         id: &str,
@@ -172,18 +300,33 @@ impl RedisEngine {
         if_match: Option<u64>,
         now: Millis,
         max_data_bytes: usize,
+        event: Option<&DataEvent>,
     ) -> Result<DataUpdate> {
         let (mode, text) = match change {
             DataChange::Replace(t) => ("replace", t),
             DataChange::MergePatch(t) => ("merge", t),
             DataChange::Shallow(t) => ("shallow", t),
         };
+        let outbox = self.keys.outbox_of_session(id);
         let mut inv = self.scripts.session_update.key(self.keys.session(id));
+        inv.key(&outbox);
+        if !self.is_cluster() {
+            inv.key(self.keys.outbox_index());
+        }
         inv.arg(now)
             .arg(mode)
             .arg(text.as_str())
             .arg(if_match.map(|v| v.to_string()).unwrap_or_default())
             .arg(max_data_bytes);
+        for part in event.map(|e| e.0.as_slice()).unwrap_or_default() {
+            inv.arg(match part {
+                EventPart::Text(text) => [&b"t"[..], text].concat(),
+                EventPart::ChangedKeys => b"c".to_vec(),
+                EventPart::Version => b"v".to_vec(),
+                EventPart::UserId => b"u".to_vec(),
+                EventPart::Origin => b"o".to_vec(),
+            });
+        }
         let reply: Vec<Vec<u8>> = self.eval("session_update", &inv).await?;
         let mut parts = reply.into_iter();
         let code = parts.next().unwrap_or_default();
@@ -201,6 +344,9 @@ impl RedisEngine {
                 })
             }
             _ => return Ok(DataUpdate::Missing),
+        }
+        if extra == b"1" {
+            self.index_outbox(&outbox).await?;
         }
         let mut hash = HashMap::new();
         while let (Some(name), Some(value)) = (parts.next(), parts.next()) {

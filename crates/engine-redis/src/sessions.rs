@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, DataChange, DataUpdate, Durability, EventFor, Millis, Result, Rotation, SessionOrigin,
-    SessionRecord, SessionStore, StoreError,
+    Cas, DataChange, DataEvent, DataUpdate, Durability, EventFor, Millis, Result, Rotation,
+    SessionOrigin, SessionRecord, SessionStore, StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -221,16 +221,17 @@ impl SessionStore for RedisEngine {
         })
     }
 
-    async fn update_session_data(
+    async fn update_session_data_with(
         &self,
         id: &str,
         change: &DataChange,
         if_match: Option<u64>,
         now: Millis,
         max_data_bytes: usize,
+        event: Option<&DataEvent>,
         _: Durability,
     ) -> Result<DataUpdate> {
-        self.update_data(id, change, if_match, now, max_data_bytes)
+        self.update_data(id, change, if_match, now, max_data_bytes, event)
             .await
     }
 

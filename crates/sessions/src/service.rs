@@ -4,8 +4,8 @@
 //! - Every change of one session runs under the object runtime's lock for that session id, so a
 //!   read-modify-write (merge patch) is atomic on this node without retries; the store's
 //!   compare-and-set on `version` keeps it atomic across nodes too (a lost race retries). On a
-//!   shared engine the store applies the change itself (`update_session_data`: one Redis
-//!   round trip, however many nodes write the session).
+//!   shared engine the store applies the change itself, security event included
+//!   (`update_session_data_with`: one Redis round trip, however many nodes write the session).
 //! - Creates for one user run under that user's lock, so the per-user limit (evict the oldest)
 //!   cannot be overshot by parallel logins.
 //! - Reads slide the idle deadline but only write it when it moved by `touch_fraction` of the
@@ -37,7 +37,7 @@ mod rotate;
 mod store_update;
 mod touch;
 use crate::merge::{merge_patch, shallow_merge};
-use events::changed_keys;
+use sessiond_store::changed_keys;
 
 /// A session to create.
 #[derive(Debug, Default)]
@@ -406,9 +406,9 @@ impl SessionService {
     ) -> ApiResult<SessionRecord> {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
-        // The store applies the change itself only when no security event must be written
-        // with it (the event names the keys that changed, which only a read can tell).
-        if !self.resident && self.security.is_none() {
+        // On a shared engine the store applies the change itself, and fills in its security
+        // event (the keys that changed, the version) in the same step.
+        if !self.resident {
             return self
                 .update_in_store(id, &update, if_match, durability)
                 .await;

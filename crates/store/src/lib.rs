@@ -43,7 +43,8 @@ pub use outbox::{Outbox, OutboxItem};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{
-    Cas, DataChange, DataUpdate, EventFor, Rotation, SessionOrigin, SessionRecord, SessionStore,
+    changed_keys, Cas, DataChange, DataEvent, DataUpdate, EventFor, EventPart, Rotation,
+    SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{
     CheckedCommit, Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease,

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Durability, Millis, Result};
 
+mod event;
 mod update;
+pub use event::{changed_keys, DataEvent, EventPart};
 pub use update::apply as apply_data_change;
 
 /// One stored session.
@@ -233,7 +235,30 @@ pub trait SessionStore: Send + Sync {
         max_data_bytes: usize,
         durability: Durability,
     ) -> Result<DataUpdate> {
-        update::read_apply_swap(self, id, change, if_match, now, max_data_bytes, durability).await
+        self.update_session_data_with(id, change, if_match, now, max_data_bytes, None, durability)
+            .await
+    }
+
+    /// [`update_session_data`](Self::update_session_data), queueing `event` with the write,
+    /// its holes filled with the facts of this change ([`DataEvent`]); nothing is queued when
+    /// the change is refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_session_data_with(
+        &self,
+        id: &str,
+        change: &DataChange,
+        if_match: Option<u64>,
+        now: Millis,
+        max_data_bytes: usize,
+        event: Option<&DataEvent>,
+        durability: Durability,
+    ) -> Result<DataUpdate> {
+        let limits = update::Limits {
+            if_match,
+            now,
+            max_data_bytes,
+        };
+        update::read_apply_swap(self, id, change, limits, event, durability).await
     }
 
     /// Moves the live record `old_id` to the id `record.id` in one atomic step: if `old_id`

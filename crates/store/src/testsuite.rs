@@ -58,6 +58,7 @@ pub async fn run_all(stores: Stores) {
     data_update::sessions_data_update_semantics(&stores).await;
     data_update::sessions_data_update_refusals(&stores).await;
     data_update::sessions_data_update_concurrent(&stores).await;
+    data_update::sessions_data_update_events(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
     auth_time::sessions_auth_time(&stores).await;

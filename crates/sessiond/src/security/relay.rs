@@ -129,7 +129,7 @@ impl Relay {
                     None => Value::Null,
                 };
                 let global = global_copy(&envelope, user_ref);
-                if let Some(stream) = envelope.stream {
+                if let Some(stream) = envelope.destination() {
                     per_stream
                         .entry(stream)
                         .or_default()

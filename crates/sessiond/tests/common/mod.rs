@@ -148,17 +148,17 @@ pub async fn wait_for_counter(
     }
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &TestServer) -> String {
+    let res = server.get("/metrics").send().await.unwrap();
+    res.text().await.unwrap()
+}
+
 /// The value of the counter `name` (no labels) on `/metrics`; 0 when absent.
 pub async fn counter(server: &TestServer, name: &str) -> f64 {
-    let text = server
-        .get("/metrics")
-        .send()
+    metrics_text(server)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sessiond_store::{EventFor, Millis, ObjectStore, Outbox, SessionOrigin, SessionRecord};
+use sessiond_store::{
+    DataEvent, EventFor, EventPart, Millis, ObjectStore, Outbox, SessionOrigin, SessionRecord,
+};
 use sha2::{Digest, Sha256};
 
 pub use device::DeviceSignal;
@@ -76,8 +78,29 @@ pub struct Envelope {
     pub stream: Option<String>,
     /// The user the event is about (the relay turns it into `user_ref` for the global copy).
     pub user_id: Option<String>,
+    /// The session's origin, when `stream` was left to the relay: the writer did not know the
+    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<SessionOrigin>,
     /// The event as the user's stream shows it.
     pub event: Map<String, Value>,
+}
+
+impl Envelope {
+    /// The user's stream the event goes to, if any (every event also goes to the global one).
+    pub fn destination(&self) -> Option<String> {
+        match (&self.stream, &self.user_id, self.origin) {
+            (Some(stream), _, _) => Some(stream.clone()),
+            (None, Some(user), Some(origin)) => user_destination(user, origin),
+            _ => None,
+        }
+    }
+}
+
+/// The stream of a session's events about `user`: keyed sessions only (an open-route session
+/// proves no identity, so its events go to the global stream only).
+fn user_destination(user: &str, origin: SessionOrigin) -> Option<String> {
+    (origin == SessionOrigin::Service).then(|| user_stream(user))
 }
 
 /// The name of `user_id`'s security stream.
@@ -148,6 +171,7 @@ impl SecurityEvents {
         let entry = encode(Envelope {
             stream: user_id.map(user_stream),
             user_id: user_id.map(str::to_string),
+            origin: None,
             event,
         });
         let queued = self.queued.clone();
@@ -202,21 +226,43 @@ impl SecurityEvents {
         record: &SessionRecord,
         details: Map<String, Value>,
     ) -> Vec<u8> {
-        let mut event = Map::new();
-        event.insert("id".into(), sessiond_http::ids::random_id().into());
-        event.insert("type".into(), kind.into());
-        event.insert("at".into(), sessiond_store::now_ms().into());
+        let mut event = new_event(kind, &record.id);
         event.insert("user_id".into(), record.user_id.clone().into());
-        event.insert("session_id".into(), record.id.clone().into());
         event.extend(details);
         encode(Envelope {
-            stream: match (&record.user_id, record.origin) {
-                (Some(user), SessionOrigin::Service) => Some(user_stream(user)),
-                _ => None,
+            stream: match &record.user_id {
+                Some(user) => user_destination(user, record.origin),
+                None => None,
             },
             user_id: record.user_id.clone(),
+            origin: None,
             event,
         })
+    }
+
+    /// The outbox entry of `session.context_changed` for a change of session `session_id`'s
+    /// data that the store applies itself, without a read first: the store fills in what only
+    /// the change knows (the changed keys, the new version) and the session's owner and
+    /// origin; the result reads like [`about`](Self::about)'s, the user's stream named by
+    /// [`Envelope::destination`].
+    pub fn data_changed(&self, session_id: &str) -> DataEvent {
+        let fixed = encode_map(&new_event("session.context_changed", session_id));
+        // `fixed` is a non-empty JSON object: the filled fields continue it.
+        let open = fixed.strip_suffix(b"}").unwrap_or(&fixed);
+        let text = |t: &[u8]| EventPart::Text(t.to_vec());
+        DataEvent(vec![
+            text(br#"{"stream":null,"user_id":"#),
+            EventPart::UserId,
+            text(br#","origin":"#),
+            EventPart::Origin,
+            text(&[&br#","event":"#[..], open, br#","user_id":"#].concat()),
+            EventPart::UserId,
+            text(br#","version":"#),
+            EventPart::Version,
+            text(br#","changed":"#),
+            EventPart::ChangedKeys,
+            text(b"}}"),
+        ])
     }
 
     /// The outbox entry of `user.erased`: global only, no user at all, a random erasure id
@@ -230,6 +276,7 @@ impl SecurityEvents {
         encode(Envelope {
             stream: None,
             user_id: None,
+            origin: None,
             event,
         })
     }
@@ -324,7 +371,69 @@ fn encode(envelope: Envelope) -> Vec<u8> {
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
+fn encode_map(map: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(map).unwrap_or_default()
+}
+
+/// The fields every session event starts with: a random id, its type, the time, the session.
+fn new_event(kind: &str, session_id: &str) -> Map<String, Value> {
+    let mut event = Map::new();
+    event.insert("id".into(), sessiond_http::ids::random_id().into());
+    event.insert("type".into(), kind.into());
+    event.insert("at".into(), sessiond_store::now_ms().into());
+    event.insert("session_id".into(), session_id.into());
+    event
+}
+
 /// `{"key": value, ...}` from pairs, for event details.
 pub fn details<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond_store::memory::MemoryEngine;
+    use sessiond_store::testsuite::session;
+
+    fn decoded(bytes: &[u8]) -> (Envelope, Option<String>) {
+        let mut envelope: Envelope = serde_json::from_slice(bytes).expect("an envelope");
+        envelope.event.remove("id");
+        envelope.event.remove("at");
+        let destination = envelope.destination();
+        (envelope, destination)
+    }
+
+    /// What the store writes from the template reads like the event the service builds when
+    /// it knows the record (SQLite): same fields, same user stream.
+    #[test]
+    fn a_filled_data_change_event_reads_like_one_built_from_the_record() {
+        let events = SecurityEvents::new(SecurityConfig::default(), Arc::new(MemoryEngine::new()));
+        let mut keyed = session("s-1", Some("ada \"/é"));
+        keyed.data = r#"{"role":"admin","b":1}"#.into();
+        keyed.version = 5;
+        let mut open = keyed.clone();
+        open.origin = SessionOrigin::OpenRoute;
+        let anonymous = session("s-2", None);
+        for record in [&keyed, &open, &anonymous] {
+            let before = r#"{"b":1}"#;
+            let filled = events.data_changed(&record.id).render(before, record);
+            let more = details([
+                ("version", record.version.into()),
+                (
+                    "changed",
+                    sessiond_store::changed_keys(before, &record.data).into(),
+                ),
+            ]);
+            let built = events.about("session.context_changed", record, more);
+            let ((filled, to), (built, want)) = (decoded(&filled), decoded(&built));
+            assert_eq!(filled.event, built.event, "{record:?}");
+            assert_eq!(filled.user_id, built.user_id);
+            assert_eq!(to, want, "the same user stream");
+        }
+        assert_eq!(
+            decoded(&events.data_changed("s-1").render("{}", &keyed)).1,
+            Some(user_stream("ada \"/é"))
+        );
+    }
 }

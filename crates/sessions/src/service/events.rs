@@ -83,19 +83,3 @@ impl SessionService {
         )
     }
 }
-
-/// The top-level keys of session data whose values differ between two stored texts (added,
-/// removed or changed), sorted: which part of the context changed, never the values.
-pub(super) fn changed_keys(old: &str, new: &str) -> Vec<String> {
-    let parse = |text: &str| serde_json::from_str::<Map<String, Value>>(text).unwrap_or_default();
-    let (old, new) = (parse(old), parse(new));
-    let mut keys: Vec<String> = old
-        .keys()
-        .chain(new.keys())
-        .filter(|k| old.get(*k) != new.get(*k))
-        .cloned()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
-}

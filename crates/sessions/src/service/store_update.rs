@@ -3,8 +3,11 @@
 //! On a shared engine nothing is kept in memory (another node may have changed the record),
 //! so reading the record before writing it would be a round trip of its own, and with several
 //! nodes writing one session a lost compare-and-set would cost more. The store applies the
-//! change to what it holds instead (`SessionStore::update_session_data`: one Redis round
-//! trip, however many nodes write the session).
+//! change to what it holds instead (`SessionStore::update_session_data_with`: one Redis round
+//! trip, however many nodes write the session), and writes the `session.context_changed`
+//! event in the same step: the service cannot name the changed keys or the new version
+//! without that read, so it hands the store the event with those holes
+//! (`SecurityEvents::data_changed`) and the store fills them.
 
 use serde_json::Value;
 use sessiond_http::{ApiError, ApiResult};
@@ -37,12 +40,24 @@ impl SessionService {
             }
         };
         let limit = self.config.max_value_bytes;
+        let event = self.security.as_ref().map(|s| s.data_changed(id));
         match self
             .store
-            .update_session_data(id, &change, if_match, now_ms(), limit, durability)
+            .update_session_data_with(
+                id,
+                &change,
+                if_match,
+                now_ms(),
+                limit,
+                event.as_ref(),
+                durability,
+            )
             .await?
         {
-            DataUpdate::Written(record) => Ok(record),
+            DataUpdate::Written(record) => {
+                self.queued();
+                Ok(record)
+            }
             DataUpdate::Missing => Err(not_found()),
             DataUpdate::VersionMismatch { current } => Err(ApiError::precondition_failed(format!(
                 "session is at version {current}, not {}",

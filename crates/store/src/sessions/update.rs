@@ -5,34 +5,41 @@
 
 use serde_json::{Map, Value};
 
-use super::{Cas, DataChange, DataUpdate, SessionStore};
+use super::{Cas, DataChange, DataEvent, DataUpdate, SessionStore};
 use crate::merge::{merge_patch, shallow_merge};
 use crate::{Durability, Millis, Result, StoreError};
 
 /// Lost races after which the default gives up (each one means another writer succeeded).
 const MAX_ATTEMPTS: usize = 64;
 
-/// The default of [`SessionStore::update_session_data`].
+/// The conditions of one data change.
+pub(super) struct Limits {
+    pub if_match: Option<u64>,
+    pub now: Millis,
+    pub max_data_bytes: usize,
+}
+
+/// The default of [`SessionStore::update_session_data_with`].
 pub(super) async fn read_apply_swap<S: SessionStore + ?Sized>(
     store: &S,
     id: &str,
     change: &DataChange,
-    if_match: Option<u64>,
-    now: Millis,
-    max_data_bytes: usize,
+    limits: Limits,
+    event: Option<&DataEvent>,
     durability: Durability,
 ) -> Result<DataUpdate> {
+    let now = limits.now;
     for _ in 0..MAX_ATTEMPTS {
         let Some(current) = store.get_session(id, now).await? else {
             return Ok(DataUpdate::Missing);
         };
-        if if_match.is_some_and(|v| v != current.version) {
+        if limits.if_match.is_some_and(|v| v != current.version) {
             return Ok(DataUpdate::VersionMismatch {
                 current: current.version,
             });
         }
         let data = apply(&current.data, change)?;
-        if data.len() > max_data_bytes {
+        if data.len() > limits.max_data_bytes {
             return Ok(DataUpdate::TooLarge { bytes: data.len() });
         }
         let mut next = current.clone();
@@ -43,8 +50,9 @@ pub(super) async fn read_apply_swap<S: SessionStore + ?Sized>(
             .saturating_add(current.idle_ttl_ms)
             .max(current.idle_expires_at);
         next.version = current.version + 1;
+        let queued = event.map(|e| e.render(&current.data, &next));
         match store
-            .replace_session(&next, current.version, now, durability)
+            .replace_session_with(&next, current.version, now, queued, durability)
             .await?
         {
             Cas::Written => return Ok(DataUpdate::Written(next)),

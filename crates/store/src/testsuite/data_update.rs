@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{session, unique, C};
 use crate::merge::{merge_patch, shallow_merge};
-use crate::{now_ms, DataChange, DataUpdate, SessionRecord, Stores};
+use crate::{now_ms, DataChange, DataEvent, DataUpdate, EventPart, SessionRecord, Stores};
 
 const MAX: usize = 64 * 1024;
 
@@ -241,4 +241,116 @@ pub(super) async fn sessions_data_update_concurrent(s: &Stores) {
     let data: serde_json::Map<String, Value> = serde_json::from_str(&got.data).expect("json");
     assert_eq!(data.len(), 50, "no lost merge");
     assert_eq!(got.version, rec.version + 50);
+}
+
+/// `update_session_data_with`: the event of an acknowledged change is queued in the same
+/// step, its holes filled with what the change did (keys changed by JSON value, sorted by
+/// bytes; the new version; the stored owner and origin); a refused change queues nothing.
+pub(super) async fn sessions_data_update_events(s: &Stores) {
+    // A first read, so that what this check reads later is found the way a relay finds it
+    // (on Redis: through the outbox index, which the first read of a handle rebuilds by scan).
+    s.outbox.outbox_read(1).await.expect("outbox read");
+    let tag = unique("data-event");
+    let head = format!(r#"{{"tag":"{tag}","u":"#);
+    let event = DataEvent(vec![
+        EventPart::Text(head.clone().into_bytes()),
+        EventPart::UserId,
+        EventPart::Text(br#","o":"#.to_vec()),
+        EventPart::Origin,
+        EventPart::Text(br#","v":"#.to_vec()),
+        EventPart::Version,
+        EventPart::Text(br#","c":"#.to_vec()),
+        EventPart::ChangedKeys,
+        EventPart::Text(b"}".to_vec()),
+    ]);
+    let user = unique("data-event-user");
+    let mut rec = session(&unique("data-ev"), Some(&user));
+    rec.data = r#"{"a":1,"b":{"x":1,"y":2},"c":[1,{"z":[]}]}"#.into();
+    assert!(s.sessions.insert_session(&rec, C).await.expect("insert"));
+    let changes = [
+        // `d` was absent: deleting it changes nothing; `b` is merged to what it was.
+        DataChange::MergePatch(r#"{"a":2,"b":{"y":2},"d":null,"e":[]}"#.into()),
+        // The same object with its members in another order is the same value.
+        DataChange::Shallow(r#"{"b":{"y":2,"x":1},"c":[1,{"z":[]}]}"#.into()),
+        DataChange::Replace(r#"{"a":2,"é":1,"q\"":true}"#.into()),
+    ];
+    let mut limit = None;
+    for change in &changes {
+        let out = s
+            .sessions
+            .update_session_data_with(&rec.id, change, limit, now_ms(), MAX, Some(&event), C)
+            .await
+            .expect("store call");
+        let DataUpdate::Written(next) = out else {
+            panic!("{change:?}: {out:?}");
+        };
+        limit = Some(next.version);
+    }
+    let refused = [
+        (rec.id.clone(), Some(1), MAX, now_ms()),
+        (rec.id.clone(), None, 5, now_ms()),
+        (unique("data-ev-none"), None, MAX, now_ms()),
+        (rec.id.clone(), None, MAX, rec.absolute_expires_at),
+    ];
+    for (id, if_match, max, now) in refused {
+        let patch = DataChange::MergePatch(r#"{"z":1}"#.into());
+        let out = s
+            .sessions
+            .update_session_data_with(&id, &patch, if_match, now, max, Some(&event), C)
+            .await
+            .expect("store call");
+        assert!(!matches!(out, DataUpdate::Written(_)), "refused: {out:?}");
+    }
+    let mut anonymous = session(&unique("data-ev-anon"), None);
+    anonymous.origin = crate::SessionOrigin::OpenRoute;
+    assert!(s
+        .sessions
+        .insert_session(&anonymous, C)
+        .await
+        .expect("insert"));
+    let patch = DataChange::MergePatch(r#"{"a":null}"#.into());
+    let out = s
+        .sessions
+        .update_session_data_with(&anonymous.id, &patch, None, now_ms(), MAX, Some(&event), C)
+        .await
+        .expect("store call");
+    assert!(matches!(out, DataUpdate::Written(_)), "{out:?}");
+
+    let queued: Vec<(String, Value)> = s
+        .outbox
+        .outbox_read(100_000)
+        .await
+        .expect("outbox read")
+        .into_iter()
+        .filter(|item| item.data.starts_with(head.as_bytes()))
+        .map(|item| {
+            let event = serde_json::from_slice(&item.data).expect("the event is JSON");
+            (item.key, event)
+        })
+        .collect();
+    let events: Vec<&Value> = queued.iter().map(|(_, e)| e).collect();
+    let owned = |v: u64, c: Value| json!({"tag": tag, "u": user, "o": "service", "v": v, "c": c});
+    let want = [
+        owned(2, json!(["a", "e"])),
+        owned(3, json!([])),
+        owned(4, json!(["b", "c", "e", "q\"", "é"])),
+        json!({"tag": tag, "u": null, "o": "open_route", "v": 2, "c": ["a"]}),
+    ];
+    let mut got: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    let mut wanted: Vec<String> = want.iter().map(Value::to_string).collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(got, wanted, "exactly the acknowledged changes' events");
+    let one_session: Vec<&Value> = events
+        .iter()
+        .copied()
+        .filter(|e| e["u"] == user.as_str())
+        .collect();
+    assert_eq!(
+        one_session,
+        want[..3].iter().collect::<Vec<_>>(),
+        "in order"
+    );
+    let keys: Vec<String> = queued.into_iter().map(|(k, _)| k).collect();
+    s.outbox.outbox_remove(&keys).await.expect("remove");
 }

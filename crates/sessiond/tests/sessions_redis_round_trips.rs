@@ -1,0 +1,198 @@
+//! A session data change on Redis with security events on costs one Redis round trip (issue
+//! 10's target): the update script applies the change and queues its
+//! `session.context_changed` event, whose changed keys and version it fills in itself. Counted
+//! with the node's own `sessiond_engine_redis_round_trips_total{op}`, and every change's event
+//! is checked in the user's security stream.
+//!
+//! One test in this binary: the metrics recorder is the process's, so nothing else may run
+//! Redis calls meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{json, TestServer};
+use serde_json::{json, Value};
+use sessiond_engine_redis::testing::RedisServer;
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "redis-round-trips-test-key-0123456789";
+const PATCHES: u64 = 20;
+const TRIPS: &str = "sessiond_engine_redis_round_trips_total";
+
+fn user_stream(user: &str) -> String {
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(user));
+    format!("/v1/stream/__security/users/{hash}")
+}
+
+/// Round trips so far, by `op`.
+async fn round_trips(s: &TestServer) -> BTreeMap<String, u64> {
+    let prefix = format!("{TRIPS}{{op=\"");
+    common::metrics_text(s)
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (op, value) = rest.split_once("\"} ")?;
+            Some((op.to_string(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// The round trips a session change may make (not the relay's, the sweepers' or the
+/// subscribers' background work, which runs meanwhile).
+fn session_path(op: &str) -> bool {
+    (op.starts_with("session_") && !op.starts_with("session_sweep")) || op == "outbox_index"
+}
+
+/// The `session.context_changed` events of the user's stream, once there are `n`.
+async fn changes(s: &TestServer, user: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let res = s
+            .get(&format!("{}?offset=-1", user_stream(user)))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        let items: Vec<Value> = match res.status().as_u16() {
+            404 => Vec::new(),
+            200 => serde_json::from_value(res.json().await.unwrap()).unwrap(),
+            other => panic!("reading the user's stream: {other}"),
+        };
+        let changed: Vec<Value> = items
+            .into_iter()
+            .filter(|e| e["type"] == "session.context_changed")
+            .collect();
+        if changed.len() >= n {
+            return changed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} change events: {changed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_with_security_events_is_one_redis_round_trip() {
+    let redis = RedisServer::start();
+    let s = TestServer::start_node(&redis, |c| {
+        c.api_keys = vec![KEY.into()];
+        assert!(c.security.enabled, "security events are on by default");
+    })
+    .await;
+    let user = "round-trip-user";
+    let (status, created) = json(
+        s.post("/v1/sessions")
+            .bearer_auth(KEY)
+            .json(&json!({"user_id": user, "data": {"keep": 1}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/sessions/{id}");
+
+    // Warm up (scripts loaded, the relay has read the outbox once), then count.
+    let (status, _) = json(
+        s.patch(&path)
+            .bearer_auth(KEY)
+            .json(&json!({"data": {"warm": true}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    changes(&s, user, 1).await;
+    let before = round_trips(&s).await;
+    // The data as the client expects it after each change, and the keys each change changed.
+    let mut model = BTreeMap::from([("keep".to_string(), json!(1)), ("warm".into(), json!(true))]);
+    let mut expected = Vec::new();
+    for i in 0..PATCHES {
+        let data = json!({format!("k{i}"): i, "keep": 1});
+        let mut next = if i % 2 == 0 {
+            model.clone()
+        } else {
+            BTreeMap::new()
+        };
+        next.extend(serde_json::from_value::<BTreeMap<String, Value>>(data.clone()).unwrap());
+        let keys: Vec<&String> = model.keys().chain(next.keys()).collect();
+        let mut changed: Vec<String> = keys
+            .into_iter()
+            .filter(|k| model.get(*k) != next.get(*k))
+            .cloned()
+            .collect();
+        changed.sort();
+        changed.dedup();
+        expected.push(changed);
+        model = next;
+        // PATCH (merge) and PUT (replace) of the data, alternately.
+        let req = if i % 2 == 0 {
+            s.patch(&path)
+        } else {
+            s.put(&path)
+        };
+        let (status, body) = json(req.bearer_auth(KEY).json(&json!({ "data": data }))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["version"], json!(i + 3), "{body}");
+        assert_eq!(body["data"], json!(model), "{body}");
+    }
+    let after = round_trips(&s).await;
+    let delta: BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(op, n)| (op.as_str(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(op, n)| *n > 0 && session_path(op))
+        .collect();
+    assert_eq!(
+        delta,
+        BTreeMap::from([("session_update", PATCHES)]),
+        "one round trip per change, the update script"
+    );
+
+    // A stale If-Match is refused (412) with no event; a matching one is written.
+    let stale = s
+        .patch(&path)
+        .bearer_auth(KEY)
+        .header("if-match", "\"2\"")
+        .json(&json!({"data": {"stale": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let last = PATCHES + 2;
+    let (status, body) = json(
+        s.patch(&path)
+            .bearer_auth(KEY)
+            .header("if-match", format!("\"{last}\""))
+            .json(&json!({"data": {"keep": null}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every change's event, in order: the keys it changed and the version it made.
+    let events = changes(&s, user, PATCHES as usize + 2).await;
+    assert_eq!(
+        events.len(),
+        PATCHES as usize + 2,
+        "no event for the refusal"
+    );
+    assert_eq!(events[0]["changed"], json!(["warm"]));
+    for i in 0..PATCHES {
+        let e = &events[i as usize + 1];
+        let changed = json!(expected[i as usize]);
+        assert_eq!(e["changed"], changed, "change {i}: {e}");
+        assert_eq!(e["version"], json!(i + 3), "{e}");
+        assert_eq!(e["session_id"], id.as_str());
+        assert_eq!(e["user_id"], user);
+        assert!(e["id"].as_str().is_some_and(|v| v.len() >= 22), "{e}");
+        assert!(e["at"].as_i64().is_some(), "{e}");
+    }
+    let e = &events[PATCHES as usize + 1];
+    assert_eq!(
+        (&e["changed"], &e["version"]),
+        (&json!(["keep"]), &json!(last + 1))
+    );
+    s.stop().await;
+}
