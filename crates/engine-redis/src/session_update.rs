@@ -22,6 +22,7 @@ use crate::RedisEngine;
 /// text), expected version or '', max data bytes.
 /// Returns {'0'} missing, {'1', stored version} version mismatch, {'3', data length} too
 /// large, {'2', '', field, value, ...} written, with every field of the hash as it now is.
+/// Compiled behind the native-TTL helper `expire_at` (`scripts::EXPIRE_AT`).
 pub const SESSION_UPDATE: &str = r#"
 local function str_end(s, i)
   local j = i + 1
@@ -153,11 +154,7 @@ local slid = now + (tonumber(d[4]) or 0)
 if slid > idle then new_idle = string.format('%.0f', slid) end
 redis.call('HSET', k, 'data', data, 'updated_at', ARGV[1], 'last_seen_at', ARGV[1],
   'idle_expires_at', new_idle, 'version', incr(d[3]))
-if tonumber(new_idle) < abs then
-  redis.call('PEXPIREAT', k, new_idle)
-else
-  redis.call('PEXPIREAT', k, d[2])
-end
+if tonumber(new_idle) < abs then expire_at(k, new_idle) else expire_at(k, d[2]) end
 local out = {'2', ''}
 for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
 return out

@@ -38,6 +38,11 @@ pub struct RedisConfig {
     /// Seed nodes of the cluster (any of its nodes; the client discovers the rest). Only
     /// with `cluster = true`.
     pub urls: Vec<String>,
+    /// How long a session hash stays in Redis past its deadline (seconds) before Redis drops
+    /// it by itself. The session sweep normally ends it at the deadline with its
+    /// `session.expired` event; this TTL only catches sessions no node swept in that time
+    /// (every node down), which then end without an event.
+    pub session_expiry_grace_s: u64,
 }
 
 impl Default for RedisConfig {
@@ -47,6 +52,7 @@ impl Default for RedisConfig {
             key_prefix: "sessiond".into(),
             cluster: false,
             urls: Vec::new(),
+            session_expiry_grace_s: 86_400,
         }
     }
 }
