@@ -148,7 +148,7 @@ impl RedisEngine {
                     .arg(self.keys.outbox_of_session(&r.id));
             }
         }
-        if settle.len() > 0 {
+        if !settle.is_empty() {
             self.query_pipe::<redis::Value>("session_expiry_settle", &settle)
                 .await?;
         }

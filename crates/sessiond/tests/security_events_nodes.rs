@@ -8,15 +8,16 @@
 
 mod common;
 mod realtime_support;
+#[path = "common/security_changes.rs"]
+mod security_changes;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::{json, TestServer};
 use realtime_support::{connect, Ws};
+use security_changes::user_stream;
 use serde_json::{json, Value};
 use sessiond_engine_redis::testing::RedisServer;
-use sha2::{Digest, Sha256};
 
 const KEY: &str = "security-nodes-test-key-0123456789ab";
 
@@ -28,36 +29,17 @@ async fn node(redis: &RedisServer) -> TestServer {
     .await
 }
 
-fn user_stream(user: &str) -> String {
-    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(user));
-    format!("/v1/stream/__security/users/{hash}")
-}
-
 const GLOBAL: &str = "/v1/stream/__security/all";
 
 /// The stream's events, each id once in order of first appearance (the relay delivers at
-/// least once; a second copy carries the same `id`), and how many copies each id has.
+/// least once; a second copy carries the same `id`).
 async fn events(s: &TestServer, path: &str) -> Vec<Value> {
-    let res = s
-        .get(&format!("{path}?offset=-1"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    if res.status() == 404 {
-        return Vec::new();
-    }
-    assert_eq!(res.status(), 200, "read {path}");
     let mut seen = std::collections::HashSet::new();
-    let items: Vec<Value> = res.json().await.unwrap();
-    items
+    security_changes::events(&s.http, &s.url(path), KEY)
+        .await
         .into_iter()
         .filter(|e| seen.insert(e["id"].as_str().unwrap_or_default().to_string()))
         .collect()
-}
-
-fn is(e: &Value, kind: &str, session: &str) -> bool {
-    e["type"] == kind && e["session_id"] == session
 }
 
 /// Polls `path` on `s` until an event `kind` of `session` is there (a deadline, no fixed
@@ -66,7 +48,7 @@ async fn wait_event(s: &TestServer, path: &str, kind: &str, session: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = events(s, path).await;
-        if got.iter().any(|e| is(e, kind, session)) {
+        if security_changes::has(&got, kind, session) {
             return;
         }
         assert!(
@@ -217,7 +199,7 @@ async fn a_session_spread_over_two_nodes_leaves_each_event_once_in_order() {
         );
         let expired = got
             .iter()
-            .find(|e| is(e, "session.expired", &idle))
+            .find(|e| e["type"] == "session.expired" && e["session_id"] == idle.as_str())
             .unwrap();
         assert_eq!(expired["reason"], "idle", "{expired}");
         let closes: Vec<(&str, &str)> = got
