@@ -24,6 +24,10 @@ impl Default for SqliteConfig {
     }
 }
 
+/// Largest `redis.session_expiry_grace_s`: one year (a native TTL far beyond any session's
+/// life only keeps forgotten sessions around).
+pub const MAX_SESSION_EXPIRY_GRACE_S: u64 = 365 * 86_400;
+
 /// Redis engine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,7 +45,8 @@ pub struct RedisConfig {
     /// How long a session hash stays in Redis past its deadline (seconds) before Redis drops
     /// it by itself. The session sweep normally ends it at the deadline with its
     /// `session.expired` event; this TTL only catches sessions no node swept in that time
-    /// (every node down), which then end without an event.
+    /// (every node down), which then end without an event. 0: Redis drops sessions at their
+    /// deadline, before any sweep, so Redis records no `session.expired`.
     pub session_expiry_grace_s: u64,
 }
 
