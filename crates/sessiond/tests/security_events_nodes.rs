@@ -144,10 +144,11 @@ async fn a_session_spread_over_two_nodes_leaves_each_event_once_in_order() {
     wait_event(&a, &stream, "session.revoked", &second).await;
 
     // Idle expiry: both nodes sweep every second; the socket lives on the other node.
+    // (The socket opens at once: the session lives one second.)
     let idle = create(&a, json!({"user_id": user, "idle_ttl_s": 1})).await;
-    wait_event(&b, &stream, "session.created", &idle).await;
     let on_b = socket(&b, &idle).await;
     ended(on_b, "expired_idle", "Session expired (idle)").await;
+    wait_event(&b, &stream, "session.created", &idle).await;
     wait_event(&a, &stream, "session.expired", &idle).await;
     wait_event(&b, &stream, "socket.closed", &idle).await;
     wait_event(&b, &stream, "socket.closed", &second).await;
