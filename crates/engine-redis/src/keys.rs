@@ -13,7 +13,8 @@
 //!
 //! | Key | Type | Contents |
 //! |-----|------|----------|
-//! | `P:{s:esc(id)}` | HASH | one session: one field per `SessionRecord` field (`user_id` and `device` absent when `None`; `origin` absent on hashes written before it existed = `service`); `PEXPIREAT` = min(idle, absolute) deadline |
+//! | `P:{s:esc(id)}` | HASH | one session: one field per `SessionRecord` field (`user_id` and `device` absent when `None`; `origin` absent on hashes written before it existed = `service`); `PEXPIREAT` = min(idle, absolute) deadline + `session_expiry_grace_ms` (the sweep deletes it at the deadline and queues its `session.expired` event; the native TTL only catches what no sweep reached) |
+//! | `P:{sx:NN}:exp` | ZSET | session expiry index partition `NN` (00..15, by a hash of the id): member = session id, score = a lower bound of its earliest deadline (written before the session, re-scored by the sweep when the session was used) |
 //! | `P:{u:esc(user)}:sessions` | ZSET | per-user index: member = session id, score = `created_at`; no TTL, stale members are removed lazily by listing and by the sweeper |
 //! | `P:{c:esc(ns)}:e:esc(key)` | HASH | one cache entry: `v` value, `s` stored_at, `e` expires_at (absent = never); `PEXPIREAT` = expires_at |
 //! | `P:{c:esc(ns)}:idx` | ZSET | namespace index: member = raw cache key, score = expires_at (`+inf` = never); expires with its longest-lived entry |
@@ -194,6 +195,16 @@ impl Keys {
         format!("{}:outbox:index", self.prefix)
     }
 
+    /// The session expiry-index partition of session `id`.
+    pub fn session_expiry(&self, id: &str) -> String {
+        self.session_expiry_partition(stream_partition(id))
+    }
+
+    /// Session expiry-index partition `n` (`0..STREAM_EXPIRY_PARTITIONS`).
+    pub fn session_expiry_partition(&self, n: usize) -> String {
+        format!("{}:{{sx:{n:02}}}:exp", self.prefix)
+    }
+
     /// Per-user session index.
     pub fn user_sessions(&self, user: &str) -> String {
         format!("{}:{{u:{}}}:sessions", self.prefix, escape(user))
@@ -336,10 +347,11 @@ impl Keys {
     }
 }
 
-/// How many expiry-index partitions there are.
+/// How many expiry-index partitions there are (of streams, and of sessions).
 pub const STREAM_EXPIRY_PARTITIONS: usize = 16;
 
-/// The expiry-index partition of a path (FNV-1a, stable across builds and nodes).
+/// The expiry-index partition of a path or session id (FNV-1a, stable across builds and
+/// nodes).
 pub fn stream_partition(path: &str) -> usize {
     let mut h: u32 = 0x811c_9dc5;
     for b in path.bytes() {
@@ -416,6 +428,10 @@ mod tests {
             same(&[k.rt_meta(part), k.rt_log(part)]);
         }
         same(&[k.alarms_due(), k.alarms_lex(), k.alarms_records()]);
+        // The expiry claim: a session and the outbox of its slot.
+        for id in ["a", "{x}", "ü:%"] {
+            same(&[k.session(id), k.outbox_of_session(id)]);
+        }
         same(&k.seal_lease());
     }
 

@@ -19,7 +19,9 @@
 //!   (`stream_forks`).
 //! - **Native TTLs plus caller time.** Session hashes and cache entries carry `PEXPIREAT`, so
 //!   Redis drops them by itself; reads still compare stored deadlines with the caller's `now`,
-//!   so an expired record is never returned. The sweepers only tidy index entries.
+//!   so an expired record is never returned. Session hashes outlive their deadline by a grace
+//!   (`session_expiry`): the session sweep deletes them with their expiry event, exactly
+//!   once on any number of nodes. The other sweepers only tidy index entries.
 //!
 //! Durability: a `Durability::Confirmed` write returns once Redis replied, i.e. the write is
 //! in the server's memory. Whether it is on disk depends on the server's AOF: with
@@ -32,7 +34,8 @@
 //! - `conn`: the command connection (standalone or cluster; pipelines split by slot).
 //! - [`keys`]: the key scheme (table) and escaping of user-controlled parts.
 //! - `scripts`: the Lua scripts (one per atomic operation).
-//! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index).
+//! - `sessions`: [`sessiond_store::SessionStore`] (session hash + per-user index);
+//!   `session_expiry`: the expiry index and the sweep that ends sessions with their event.
 //! - `cache`: [`sessiond_store::CacheStore`] (namespaced entries, namespace registry for the limit).
 //! - `objects`: [`sessiond_store::ObjectStore`] (object state, per-kind index, alarms).
 //! - `streams`, `stream_commits`, `stream_scripts`: [`sessiond_store::StreamStore`] (one hash
@@ -60,6 +63,7 @@ mod outbox;
 mod presence;
 mod realtime;
 mod scripts;
+mod session_expiry;
 mod session_update;
 mod sessions;
 mod slots;
@@ -94,12 +98,21 @@ pub struct RedisOptions {
     /// Prefix of every key (default `sessiond`); lets several deployments share one server.
     /// Must not contain `{` or `}` (they would break Cluster hash tags).
     pub key_prefix: String,
+    /// How long Redis keeps a session hash past its deadline (ms) before forgetting it
+    /// natively. Normally the expiry sweep deletes it at the deadline, with its
+    /// `session.expired` event; the native TTL is the safety net for when no node sweeps (all
+    /// down longer than this: such sessions end without an event).
+    pub session_expiry_grace_ms: u64,
 }
+
+/// Default of [`RedisOptions::session_expiry_grace_ms`]: one day.
+pub const DEFAULT_SESSION_EXPIRY_GRACE_MS: u64 = 86_400_000;
 
 impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
             key_prefix: "sessiond".to_string(),
+            session_expiry_grace_ms: DEFAULT_SESSION_EXPIRY_GRACE_MS,
         }
     }
 }
@@ -218,7 +231,7 @@ impl RedisEngine {
             wake_sinks: Arc::default(),
             seal_token: std::sync::atomic::AtomicU64::new(0),
             keys,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(options.session_expiry_grace_ms),
             closed: AtomicBool::new(false),
             session_sweep_cursor: Mutex::new((0, 0)),
             outbox_rediscovered: std::sync::atomic::AtomicBool::new(false),

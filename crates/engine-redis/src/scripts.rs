@@ -20,6 +20,16 @@ local function num(s)
 end
 ";
 
+/// Shared Lua helper of the session scripts (and the update script): arms a session hash's
+/// native TTL at its deadline `at` (a decimal string) plus `GRACE` ms, which the script text
+/// defines (see [`Scripts::new`]). Redis forgets a session only that long after it ended:
+/// until then the expiry sweep finds it, deletes it and queues its event in one script.
+pub(crate) const EXPIRE_AT: &str = r"
+local function expire_at(k, at)
+  redis.call('PEXPIREAT', k, string.format('%.0f', tonumber(at) + GRACE))
+end
+";
+
 /// Shared Lua helper of the session scripts: queues the caller's outbox event (the last ARGV,
 /// empty for none) in the outbox stream (the last KEYS, in the session's slot), so the event
 /// is written by the same script as the change (`sessiond_store::outbox`).
@@ -40,7 +50,7 @@ local idle, abs = num(d[1]), num(d[2])
 if idle and abs and num(ARGV[1]) < math.min(idle, abs) then return 0 end
 redis.call('DEL', k)
 redis.call('HSET', k, unpack(ARGV, 3, #ARGV - 1))
-redis.call('PEXPIREAT', k, ARGV[2])
+expire_at(k, ARGV[2])
 outbox()
 return 1
 ";
@@ -57,7 +67,7 @@ if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
 if d[3] ~= ARGV[2] then return 1 end
 if ARGV[4] == '0' then redis.call('HDEL', k, 'device') end
 redis.call('HSET', k, unpack(ARGV, 5, #ARGV - 1))
-redis.call('PEXPIREAT', k, ARGV[3])
+expire_at(k, ARGV[3])
 outbox()
 return 2
 ";
@@ -82,7 +92,7 @@ redis.call('DEL', n)
 redis.call('HSET', n, unpack(ARGV, 4, #ARGV - 1))
 if d[4] then redis.call('HSET', n, 'user_id', d[4]) end
 if d[5] then redis.call('HSET', n, 'origin', d[5]) end
-redis.call('PEXPIREAT', n, ARGV[3])
+expire_at(n, ARGV[3])
 redis.call('DEL', o)
 outbox()
 return {2, d[4] or ''}
@@ -101,11 +111,7 @@ if num(ARGV[2]) > idle then new_idle = ARGV[2] end
 local new_seen = d[3]
 if not new_seen or num(ARGV[3]) > (num(new_seen) or 0) then new_seen = ARGV[3] end
 redis.call('HSET', k, 'idle_expires_at', new_idle, 'last_seen_at', new_seen)
-if num(new_idle) < abs then
-  redis.call('PEXPIREAT', k, new_idle)
-else
-  redis.call('PEXPIREAT', k, d[2])
-end
+if num(new_idle) < abs then expire_at(k, new_idle) else expire_at(k, d[2]) end
 return 1
 ";
 
@@ -262,6 +268,7 @@ pub struct Scripts {
     pub session_touch: Script,
     pub session_rotate: Script,
     pub session_delete: Script,
+    pub session_claim_expired: Script,
     pub cache_reserve: Script,
     pub cache_put: Script,
     pub cache_delete: Script,
@@ -291,27 +298,30 @@ fn with_helpers(body: &str) -> Script {
     Script::new(&format!("{NUM}{body}"))
 }
 
-/// A session script: the helpers and the outbox helper.
-fn session_script(body: &str) -> Script {
-    Script::new(&format!("{NUM}{OUTBOX}{body}"))
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The `GRACE` constant of the session scripts: `grace_ms` as a Lua number.
+fn grace(grace_ms: u64) -> String {
+    format!("local GRACE = {grace_ms}\n")
 }
 
 impl Scripts {
-    /// Compiles every script (hashing only; loading happens on first use).
-    pub fn new() -> Self {
+    /// Compiles every script (hashing only; loading happens on first use). Session hashes
+    /// live `session_grace_ms` past their deadline (see [`EXPIRE_AT`]).
+    pub fn new(session_grace_ms: u64) -> Self {
+        let grace = grace(session_grace_ms);
+        // A session script: the helpers, the native-TTL helper and the outbox helper.
+        let session_script =
+            |body: &str| Script::new(&format!("{grace}{NUM}{EXPIRE_AT}{OUTBOX}{body}"));
         Scripts {
             session_insert: session_script(SESSION_INSERT),
             session_replace: session_script(SESSION_REPLACE),
-            session_update: Script::new(crate::session_update::SESSION_UPDATE),
-            session_touch: with_helpers(SESSION_TOUCH),
+            session_update: Script::new(&format!(
+                "{grace}{EXPIRE_AT}{}",
+                crate::session_update::SESSION_UPDATE
+            )),
+            session_touch: session_script(SESSION_TOUCH),
             session_rotate: session_script(SESSION_ROTATE),
             session_delete: session_script(SESSION_DELETE),
+            session_claim_expired: session_script(crate::session_expiry::CLAIM),
             cache_reserve: with_helpers(CACHE_RESERVE),
             cache_put: with_helpers(CACHE_PUT),
             cache_delete: with_helpers(CACHE_DELETE),

@@ -31,6 +31,7 @@ use crate::RedisEngine;
 /// Returns {'0'} missing, {'1', stored version} version mismatch, {'3', data length} too
 /// large, {'2', index, field, value, ...} written, with every field of the hash as it now is;
 /// index is '1' when the caller must name the outbox in the index.
+/// Compiled behind the native-TTL helper `expire_at` (`scripts::EXPIRE_AT`).
 pub const SESSION_UPDATE: &str = r#"
 local function str_end(s, i)
   local j = i + 1
@@ -277,11 +278,7 @@ if slid > idle then new_idle = string.format('%.0f', slid) end
 local version = incr(d[3])
 redis.call('HSET', k, 'data', data, 'updated_at', ARGV[1], 'last_seen_at', ARGV[1],
   'idle_expires_at', new_idle, 'version', version)
-if tonumber(new_idle) < abs then
-  redis.call('PEXPIREAT', k, new_idle)
-else
-  redis.call('PEXPIREAT', k, d[2])
-end
+if tonumber(new_idle) < abs then expire_at(k, new_idle) else expire_at(k, d[2]) end
 local index = ''
 local event = render(d[5], data, version, d[6], d[7])
 if event then index = queue(event) end

@@ -1,7 +1,8 @@
 //! [`SessionStore`] on Redis: one HASH per session plus a per-user ZSET index.
 //!
-//! Why this shape: the hash carries a native `PEXPIREAT` at the record's earliest deadline, so
-//! Redis forgets expired sessions by itself; every change of one session is one Lua script on
+//! Why this shape: the hash carries a native `PEXPIREAT` a grace after the record's earliest
+//! deadline (the expiry sweep, `session_expiry`, normally ends it first, with its event);
+//! every change of one session is one Lua script on
 //! that one key (atomic compare-and-set). The per-user index lives under the user's hash tag,
 //! a different slot, so it is maintained by separate calls: insert writes the hash first, then
 //! the index; deletes remove the hash first, then the index entry. Readers of the index check
@@ -129,7 +130,10 @@ impl RedisEngine {
     }
 
     /// Fetches the hashes of `ids` in one round trip.
-    async fn fetch_sessions(&self, ids: &[String]) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+    pub(crate) async fn fetch_sessions(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<HashMap<String, Vec<u8>>>> {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HGETALL").arg(self.keys.session(id));
@@ -146,6 +150,7 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<bool> {
+        self.index_expiry(&record.id, record.expires_at()).await?;
         let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
@@ -244,6 +249,7 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Rotation> {
+        self.index_expiry(&record.id, record.expires_at()).await?;
         let outbox = self.keys.outbox_of_session(old_id);
         let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
         inv.key(self.keys.session(&record.id));
@@ -394,21 +400,22 @@ impl SessionStore for RedisEngine {
 
     async fn sweep_sessions_with(
         &self,
-        _now: Millis,
+        now: Millis,
         batch: usize,
-        // Hashes expire natively: the sweep never sees an expired record to report.
-        _: Option<EventFor>,
+        events: Option<EventFor>,
     ) -> Result<usize> {
-        // Redis expires the hashes natively; what is left are index members pointing at them.
-        // Walk the per-user indexes with SCAN, resuming where the last sweep stopped. SCAN
-        // walks one server's keys, so on a cluster the sweep walks the masters in turn.
         let batch = batch.clamp(1, crate::MAX_SWEEP_BATCH);
+        // Expired sessions end here, with their events (see `session_expiry`).
+        let ended = self.sweep_expired(now, batch, events.as_ref()).await?;
+        // What is left are per-user index members pointing at hashes that are gone. Walk the
+        // per-user indexes with SCAN, resuming where the last sweep stopped. SCAN walks one
+        // server's keys, so on a cluster the sweep walks the masters in turn.
         let (rank, cursor) = *lock(&self.session_sweep_cursor);
         let con = self.con()?;
         let masters = self.timed("session_sweep_nodes", con.masters()).await?;
         let rank = rank % masters.len().max(1);
         let Some(node) = masters.get(rank) else {
-            return Ok(0);
+            return Ok(ended);
         };
         let scan = redis::cmd("SCAN")
             .arg(cursor)
@@ -460,6 +467,6 @@ impl SessionStore for RedisEngine {
                 removed += n;
             }
         }
-        Ok(removed)
+        Ok(ended + removed)
     }
 }

@@ -32,6 +32,7 @@ async fn braces_in_the_key_prefix_are_refused() {
     let server = RedisServer::start();
     let options = RedisOptions {
         key_prefix: "a{b}".into(),
+        ..RedisOptions::default()
     };
     assert!(RedisEngine::connect(&server.url(), options).await.is_err());
 }

@@ -335,6 +335,12 @@ impl Config {
                  or use redis.url for a standalone server"
             );
         }
+        if self.redis.session_expiry_grace_s > engines::MAX_SESSION_EXPIRY_GRACE_S {
+            anyhow::bail!(
+                "redis.session_expiry_grace_s must be at most {} (one year)",
+                engines::MAX_SESSION_EXPIRY_GRACE_S
+            );
+        }
         if !self.listen.ip().is_loopback()
             && self.full_keys().is_empty()
             && self.streams.keys.is_empty()

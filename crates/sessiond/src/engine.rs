@@ -33,6 +33,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
         EngineKind::Redis => {
             let options = RedisOptions {
                 key_prefix: config.redis.key_prefix.clone(),
+                session_expiry_grace_ms: config.redis.session_expiry_grace_s.saturating_mul(1000),
             };
             let engine = if config.redis.cluster {
                 let seeds = config.redis.seeds();

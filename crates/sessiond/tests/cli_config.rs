@@ -98,6 +98,8 @@ fn config_errors_name_the_file_and_the_key() {
     // A cross-field check names its key, and the file too.
     let text = check_config("api_keys = [\"short\"]\n");
     assert!(text.contains("api_keys"), "{text}");
+    let text = check_config("[redis]\nsession_expiry_grace_s = 999999999999\n");
+    assert!(text.contains("redis.session_expiry_grace_s"), "{text}");
 }
 
 #[test]

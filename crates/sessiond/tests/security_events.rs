@@ -206,18 +206,40 @@ async fn lifecycle_events_on_redis() {
     lifecycle_is_recorded(EngineKind::Redis).await;
 }
 
+/// Idle and absolute expiry are recorded by the sweep, with their reason (on Redis too: the
+/// session hash outlives its deadline until the sweep ends it with its event).
+async fn expiry_is_recorded_by_the_sweep(engine: EngineKind) {
+    let s = server(engine).await;
+    for (user, lifetimes, reason) in [
+        ("grace", json!({"idle_ttl_s": 1}), "idle"),
+        (
+            "grace-abs",
+            json!({"idle_ttl_s": 3600, "absolute_ttl_s": 1}),
+            "absolute",
+        ),
+    ] {
+        let mut body = lifetimes;
+        body["user_id"] = user.into();
+        let created = create(&s, body).await;
+        let items = wait_for(&s, &user_stream(user), "the expiry", |items| {
+            items.len() >= 2
+        })
+        .await;
+        assert_eq!(types(&items), ["session.created", "session.expired"]);
+        assert_eq!(items[1]["session_id"], created["id"]);
+        assert_eq!(items[1]["reason"], reason);
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_expiry_is_recorded_by_the_sweep() {
-    let s = server(EngineKind::Sqlite).await;
-    let created = create(&s, json!({"user_id": "grace", "idle_ttl_s": 1})).await;
-    let items = wait_for(&s, &user_stream("grace"), "the expiry", |items| {
-        items.len() >= 2
-    })
-    .await;
-    assert_eq!(types(&items), ["session.created", "session.expired"]);
-    assert_eq!(items[1]["session_id"], created["id"]);
-    assert_eq!(items[1]["reason"], "idle");
-    s.stop().await;
+    expiry_is_recorded_by_the_sweep(EngineKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_recorded_by_the_sweep_on_redis() {
+    expiry_is_recorded_by_the_sweep(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,8 +14,8 @@ use crate::config::SessionsConfig;
 use crate::security::{details, SecurityEvents};
 
 /// Runs until `shutdown` resolves. With `security`, each swept session's `session.expired`
-/// event is queued in the sweep's own transaction (engines that expire records natively
-/// never see them here: see `SessionStore::sweep_sessions_with`).
+/// event is queued in the sweep's own transaction or script, on every engine (see
+/// `SessionStore::sweep_sessions_with`): at most `sweep_interval_s` after the deadline.
 pub async fn run(
     sessions: Arc<dyn SessionStore>,
     cache: Arc<dyn CacheStore>,

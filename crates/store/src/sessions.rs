@@ -360,8 +360,11 @@ pub trait SessionStore: Send + Sync {
     }
 
     /// [`sweep_sessions`](Self::sweep_sessions), queueing `events(record)` for every expired
-    /// record deleted, in the same step. Engines whose records expire natively (deleted by
-    /// the engine itself, so never seen by a sweep) cannot report them and queue nothing.
+    /// record deleted, in the same step. Every engine reports each expired record exactly
+    /// once, with the record as it ended, however many sweeps run at once (one per node),
+    /// and never one that was touched, deleted or rotated away before its deadline: an engine
+    /// with native expiry keeps records past their deadline long enough for its sweep to
+    /// delete them (the Redis engine: `session_expiry_grace_ms`).
     async fn sweep_sessions_with(
         &self,
         now: Millis,

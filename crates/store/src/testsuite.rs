@@ -20,6 +20,7 @@ mod cache;
 mod compaction;
 mod data_update;
 mod erasures;
+mod expiry_events;
 mod objects;
 mod origin;
 mod outbox;
@@ -63,6 +64,7 @@ pub async fn run_all(stores: Stores) {
     rotation::sessions_rotation(&stores).await;
     auth_time::sessions_auth_time(&stores).await;
     outbox::sessions_outbox(&stores).await;
+    expiry_events::sessions_expiry_events(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;
     cache_namespace_limit(&stores).await;

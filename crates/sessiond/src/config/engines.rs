@@ -24,6 +24,10 @@ impl Default for SqliteConfig {
     }
 }
 
+/// Largest `redis.session_expiry_grace_s`: one year (a native TTL far beyond any session's
+/// life only keeps forgotten sessions around).
+pub const MAX_SESSION_EXPIRY_GRACE_S: u64 = 365 * 86_400;
+
 /// Redis engine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +42,12 @@ pub struct RedisConfig {
     /// Seed nodes of the cluster (any of its nodes; the client discovers the rest). Only
     /// with `cluster = true`.
     pub urls: Vec<String>,
+    /// How long a session hash stays in Redis past its deadline (seconds) before Redis drops
+    /// it by itself. The session sweep normally ends it at the deadline with its
+    /// `session.expired` event; this TTL only catches sessions no node swept in that time
+    /// (every node down), which then end without an event. 0: Redis drops sessions at their
+    /// deadline, before any sweep, so Redis records no `session.expired`.
+    pub session_expiry_grace_s: u64,
 }
 
 impl Default for RedisConfig {
@@ -47,6 +57,7 @@ impl Default for RedisConfig {
             key_prefix: "sessiond".into(),
             cluster: false,
             urls: Vec::new(),
+            session_expiry_grace_s: 86_400,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::sessions::{Cas, EventFor, Rotation};
 use crate::{now_ms, Stores};
 
 /// This run's queued events (others may share the engine), oldest first.
-async fn ours(s: &Stores, tag: &str) -> Vec<(String, String)> {
+pub(super) async fn ours(s: &Stores, tag: &str) -> Vec<(String, String)> {
     s.outbox
         .outbox_read(100_000)
         .await
