@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::wire::{self, Endpoint, Flavor, Identity, Target, Ws};
-use crate::{cpu_pair, now_us, quantile, Args, Res};
+use crate::{cpu_pair, now_us, quantile, Args, Error, Res};
 
 /// Receipt counters, indexed by sequence number modulo this (≫ the in-flight bound).
 const RING: usize = 1 << 16;
@@ -64,9 +64,11 @@ async fn receive(mut ws: Ws, shared: Arc<Shared>) -> Res<Vec<u32>> {
     loop {
         let text = match ws.next().await {
             Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => return Err(format!("closed by server: {frame:?}")),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed by server: {frame:?}").into())
+            }
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(format!("read: {e}")),
+            Some(Err(e)) => return Err(format!("read: {e}").into()),
             None => return Err("connection ended".into()),
         };
         let text = text.as_str();
@@ -135,9 +137,11 @@ async fn drain_one(
         Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
             wire::send(ws, "3".to_string()).await
         }
-        Some(Ok(Message::Close(frame))) => Err(format!("publisher closed by server: {frame:?}")),
+        Some(Ok(Message::Close(frame))) => {
+            Err(format!("publisher closed by server: {frame:?}").into())
+        }
         Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(format!("publisher read: {e}")),
+        Some(Err(e)) => Err(format!("publisher read: {e}").into()),
         None => Err("publisher connection ended".into()),
     }
 }
@@ -156,7 +160,7 @@ async fn drain(ws: &mut Ws, shared: &Shared, inflight: u32, limit: Duration) -> 
                 return Err(format!(
                     "messages still not delivered to every receiver after {} s",
                     limit.as_secs()
-                ));
+                ).into());
             }
         }
     }
@@ -206,7 +210,7 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
             let ws = match subscribed(&ep, &format!("bench-r{i}"), &channel).await {
                 Ok(ws) => ws,
                 Err(e) => {
-                    let _ = ready.send(Err(format!("receiver {i}: {e}")));
+                    let _ = ready.send(Err(format!("receiver {i}: {e}").into()));
                     return Err(e);
                 }
             };
@@ -214,7 +218,7 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
             let _ = ready.send(Ok(()));
             receive(ws, shared)
                 .await
-                .map_err(|e| format!("receiver {i}: {e}"))
+                .map_err(|e| Error::from(format!("receiver {i}: {e}")))
         }));
     }
     drop(ready_tx);

@@ -61,20 +61,21 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
     let deadline = started + Duration::from_secs(300);
     while established.load(Ordering::Relaxed) < n {
         if let Ok(e) = failed_rx.try_recv() {
-            return Err(e);
+            return Err(e.into());
         }
         if Instant::now() > deadline {
             return Err(format!(
                 "only {} of {n} sockets established after 300 s",
                 established.load(Ordering::Relaxed)
-            ));
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_s = started.elapsed().as_secs_f64();
     let rss_after = settled_rss(pid, Duration::from_secs(15)).await?;
     if let Ok(e) = failed_rx.try_recv() {
-        return Err(e);
+        return Err(e.into());
     }
     let per_conn = rss_after.saturating_sub(rss_before) / n.max(1);
     Ok(format!(

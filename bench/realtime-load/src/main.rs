@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use wire::{Endpoint, Target};
 
-/// Errors are messages for the operator.
-pub type Res<T> = Result<T, String>;
+/// A failure, for the operator: whatever failed underneath, printed as a message.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result alias.
+pub type Res<T> = Result<T, Error>;
 
 fn usage() -> &'static str {
     "usage: sessiond-bench-realtime-load <idle|broadcast|presence> --target sessiond|socketio --addr HOST:PORT [options]
@@ -78,7 +81,7 @@ impl Args {
             None => Ok(default),
             Some(v) => v
                 .parse()
-                .map_err(|_| format!("--{key} must be a number, not {v}")),
+                .map_err(|_| format!("--{key} must be a number, not {v}").into()),
         }
     }
 
@@ -108,7 +111,7 @@ pub fn rss_bytes(pid: u32) -> Res<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status").into())
 }
 
 /// CPU time (user + system, seconds) `pid` has used so far, from `/proc/<pid>/stat`; `None`
@@ -162,7 +165,7 @@ async fn run(args: Args) -> Res<String> {
         "idle" => idle::run(&args, &ep).await,
         "broadcast" => broadcast::run(&args, &ep).await,
         "presence" => presence::run(&args, &ep).await,
-        other => Err(format!("unknown mode {other}\n{}", usage())),
+        other => Err(format!("unknown mode {other}\n{}", usage()).into()),
     }
 }
 

@@ -88,7 +88,8 @@ pub async fn run(args: &Args, ep: &Endpoint) -> Res<String> {
             "sessiond presence needs --tokens with {} session ids (one per device), got {}",
             users * devices,
             tokens.len()
-        ));
+        )
+        .into());
     }
 
     let mut per_user = Vec::with_capacity(users);

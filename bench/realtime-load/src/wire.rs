@@ -41,9 +41,7 @@ impl Target {
         match s {
             "sessiond" => Ok(Target::Sessiond),
             "socketio" => Ok(Target::SocketIo),
-            other => Err(format!(
-                "--target must be sessiond or socketio, not {other}"
-            )),
+            other => Err(format!("--target must be sessiond or socketio, not {other}").into()),
         }
     }
 }
@@ -137,13 +135,13 @@ pub async fn open(ep: &Endpoint, flavor: Flavor, who: &Identity<'_>) -> Res<Ws> 
                 Flavor::Seed => "\"initial_state\"",
             };
             if !first.contains(want) {
-                return Err(format!("unexpected first frame on {path}: {first}"));
+                return Err(format!("unexpected first frame on {path}: {first}").into());
             }
         }
         Target::SocketIo => {
             let open = next_text(&mut ws).await?;
             if !open.starts_with("0{") {
-                return Err(format!("expected an Engine.IO open packet, got {open}"));
+                return Err(format!("expected an Engine.IO open packet, got {open}").into());
             }
             send(&mut ws, "40".to_string()).await?;
             wait_for(&mut ws, |t| t.starts_with("40")).await?;
@@ -159,7 +157,7 @@ pub async fn open(ep: &Endpoint, flavor: Flavor, who: &Identity<'_>) -> Res<Ws> 
 pub async fn send(ws: &mut Ws, text: String) -> Res<()> {
     ws.send(Message::text(text))
         .await
-        .map_err(|e| format!("send: {e}"))
+        .map_err(|e| format!("send: {e}").into())
 }
 
 /// The next text frame (control frames are handled by tungstenite; a Socket.IO ping is
@@ -177,9 +175,11 @@ pub async fn next_text(ws: &mut Ws) -> Res<String> {
                 }
                 return Ok(text.as_str().to_string());
             }
-            Some(Ok(Message::Close(frame))) => return Err(format!("closed by server: {frame:?}")),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed by server: {frame:?}").into())
+            }
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(format!("read: {e}")),
+            Some(Err(e)) => return Err(format!("read: {e}").into()),
             None => return Err("connection ended".into()),
         }
     }
@@ -192,7 +192,7 @@ pub async fn hold(ws: &mut Ws) -> String {
         match ws.next().await {
             Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
                 if let Err(e) = send(ws, "3".to_string()).await {
-                    return e;
+                    return e.to_string();
                 }
             }
             Some(Ok(Message::Close(frame))) => return format!("closed by server: {frame:?}"),

@@ -32,7 +32,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 type Sender = SendRequest<Full<Bytes>>;
-type Res<T> = Result<T, String>;
+/// A failure, for the operator: whatever failed underneath, printed as a message.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, Error>;
 
 fn usage() -> &'static str {
     "usage: sessiond-bench-streams-load <append|catchup|sse> --addr HOST:PORT[,HOST:PORT…] [options]
@@ -70,7 +72,9 @@ impl Args {
     fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Res<T> {
         match self.kv.get(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("--{key}: bad number {v}")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{key}: bad number {v}").into()),
         }
     }
 }
@@ -183,7 +187,7 @@ async fn send(
         Ok(result) => result,
         Err(_) => {
             *conn = None;
-            Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+            Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()).into())
         }
     }
 }
@@ -211,7 +215,7 @@ async fn send_once(
         Ok(r) => r,
         Err(e) => {
             *conn = None;
-            return Err(format!("request: {e}"));
+            return Err(format!("request: {e}").into());
         }
     };
     let status = resp.status().as_u16();
@@ -226,7 +230,7 @@ async fn send_once(
             }
             Err(e) => {
                 *conn = None;
-                return Err(format!("body: {e}"));
+                return Err(format!("body: {e}").into());
             }
         }
     }
@@ -271,7 +275,7 @@ async fn create_streams(
                     Err(_) => None,
                 };
                 let Some(name) = name else {
-                    return Ok::<(), String>(());
+                    return Ok::<(), Error>(());
                 };
                 let path = stream_path(&base, &name);
                 let (st, _, _) = send(
@@ -281,7 +285,7 @@ async fn create_streams(
                 )
                 .await?;
                 if !(200..300).contains(&st) {
-                    return Err(format!("PUT {path}: status {st}"));
+                    return Err(format!("PUT {path}: status {st}").into());
                 }
             }
         }));
@@ -373,7 +377,7 @@ async fn run_append(a: &Args) -> Res<()> {
                     Err(e) => {
                         errors += 1;
                         if first_err.is_empty() {
-                            first_err = e;
+                            first_err = e.to_string();
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -454,10 +458,10 @@ async fn run_catchup(a: &Args) -> Res<()> {
                 );
                 let (st, _, _) = send(&mut conn, &addr, req).await?;
                 if !(200..300).contains(&st) {
-                    return Err(format!("fill POST: status {st}"));
+                    return Err(format!("fill POST: status {st}").into());
                 }
             }
-            Ok::<(), String>(())
+            Ok::<(), Error>(())
         }));
     }
     for t in tasks {
@@ -483,7 +487,7 @@ async fn run_catchup(a: &Args) -> Res<()> {
             )
             .await?;
             if st != 200 && st != 204 {
-                return Err(format!("GET {p}: status {st}"));
+                return Err(format!("GET {p}: status {st}").into());
             }
             hist.record(t0.elapsed());
             pages += 1;
@@ -501,9 +505,9 @@ async fn run_catchup(a: &Args) -> Res<()> {
             match next {
                 Some(nx) if nx != offset && n > 0 => offset = nx,
                 _ => {
-                    return Err(format!(
-                        "GET {p}: no progress (next offset {next:?}, {n} bytes)"
-                    ))
+                    return Err(
+                        format!("GET {p}: no progress (next offset {next:?}, {n} bytes)").into(),
+                    )
                 }
             }
         }
@@ -540,13 +544,13 @@ async fn main() {
     let res = async {
         let a = Args::parse()?;
         if a.str("addr", "").is_empty() {
-            return Err(format!("--addr is required\n{}", usage()));
+            return Err(format!("--addr is required\n{}", usage()).into());
         }
         match a.mode.as_str() {
             "append" => run_append(&a).await,
             "catchup" => run_catchup(&a).await,
             "sse" => run_sse(&a).await,
-            m => Err(format!("unknown mode {m}\n{}", usage())),
+            m => Err(format!("unknown mode {m}\n{}", usage()).into()),
         }
     }
     .await;

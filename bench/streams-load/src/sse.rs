@@ -161,7 +161,7 @@ pub(crate) async fn run_sse(a: &Args) -> Res<()> {
                 let mut conn = match connect(&addr).await {
                     Ok(c) => c,
                     Err(e) => {
-                        note(e);
+                        note(e.to_string());
                         if first {
                             failed.fetch_add(1, Ordering::Relaxed);
                             return hist;
