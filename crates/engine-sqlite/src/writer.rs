@@ -216,9 +216,11 @@ fn run(
             }
             continue;
         }
-        if let Err(reason) = commit_batch(&mut conn, &mut batch, wal, counters) {
-            tracing::error!(%reason, "sqlite writer stops accepting writes");
-            failed = Some(reason);
+        if let Err(error) = commit_batch(&mut conn, &mut batch, wal, counters) {
+            tracing::error!(%error, "sqlite writer stops accepting writes");
+            failed = Some(match error {
+                StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
+            });
         }
     }
     // Every sender is gone and the queue is empty: fold the WAL into the database file.
@@ -241,7 +243,7 @@ fn commit_batch(
     batch: &mut Vec<Queued>,
     wal: &Path,
     counters: &Counters,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     let size = batch.len();
     let committed = run_transaction(conn, batch);
     let commit_started = match committed {
@@ -281,7 +283,7 @@ fn commit_batch(
             for command in confirmed {
                 command.answer(Err(StoreError::Unavailable(reason.clone())));
             }
-            Err(reason)
+            Err(StoreError::Unavailable(reason))
         }
     }
 }

@@ -1,7 +1,9 @@
 //! HTTP plumbing every sessiond capability shares, so each capability's router only describes
 //! its own routes.
 //!
-//! - [`error`]: `ApiError`, the one JSON error shape, and its status discipline.
+//! - [`error`]: `ApiError`, the one JSON error shape, its status discipline and the one
+//!   mapping of engine failures to HTTP.
+//! - [`config`]: `ConfigError`, what every capability's configuration check reports.
 //! - [`body`]: body extractors with size limits (413) and JSON decoding (400).
 //! - [`auth`]: API keys with rotation and constant-time comparison.
 //! - [`metrics`]: per-route request counters and latency histograms.
@@ -17,6 +19,7 @@
 pub mod access;
 pub mod auth;
 pub mod body;
+pub mod config;
 pub mod error;
 pub mod forwarded;
 pub mod ids;
@@ -28,4 +31,5 @@ pub mod webhook;
 
 pub use auth::ApiKeys;
 pub use body::{JsonBody, RawBody};
+pub use config::ConfigError;
 pub use error::{ApiError, ApiResult};

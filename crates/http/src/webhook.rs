@@ -29,8 +29,59 @@ use std::time::Duration;
 use ipnet::IpNet;
 pub use reqwest::{Client, RequestBuilder, StatusCode, Url};
 
-/// Why a URL or address was refused.
-pub type Rejection = String;
+/// Why a URL or address was refused; the message is safe to show to whoever wrote the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(String);
+
+impl From<String> for Rejection {
+    fn from(reason: String) -> Self {
+        Rejection(reason)
+    }
+}
+
+impl From<&str> for Rejection {
+    fn from(reason: &str) -> Self {
+        Rejection(reason.to_owned())
+    }
+}
+
+/// Why a webhook was not delivered (for the log and the retry decision; never a client's).
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The target may not be reached.
+    #[error(transparent)]
+    Refused(#[from] Rejection),
+    /// The body could not be encoded.
+    #[error("cannot encode the webhook body: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Connecting, sending or reading failed.
+    #[error("{0} ({cause:?})", cause = std::error::Error::source(.0))]
+    Request(#[source] reqwest::Error),
+    /// No whole answer within the delivery's time bound.
+    #[error("receiver did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The receiver answered, but not with a 2xx.
+    #[error("receiver answered {status}{excerpt}")]
+    Status {
+        /// Its status.
+        status: StatusCode,
+        /// The start of its body (`: …`), or nothing.
+        excerpt: String,
+    },
+    /// The receiver's answer went on past the byte cap.
+    #[error("receiver answered more than {0} bytes")]
+    TooLong(usize),
+    /// Every attempt failed; the last failure.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's failure.
+        #[source]
+        last: Box<WebhookError>,
+    },
+}
 
 /// Where webhooks may go.
 #[derive(Clone, Debug, Default)]
@@ -42,14 +93,21 @@ pub struct WebhookPolicy {
 impl WebhookPolicy {
     /// Public `https://` targets, plus `allowed_networks` (CIDRs such as `127.0.0.0/8` or
     /// `10.1.0.0/16`); `allow_http` also accepts plain `http://`.
-    pub fn new(allow_http: bool, allowed_networks: &[String]) -> Result<WebhookPolicy, String> {
+    pub fn new(
+        allow_http: bool,
+        allowed_networks: &[String],
+    ) -> Result<WebhookPolicy, crate::ConfigError> {
         let allowed = allowed_networks
             .iter()
             .map(|n| {
                 n.trim()
                     .parse::<IpNet>()
                     .or_else(|_| n.trim().parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("`{n}` is not a network (CIDR) or an IP address"))
+                    .map_err(|_| {
+                        crate::ConfigError::new(format!(
+                            "`{n}` is not a network (CIDR) or an IP address"
+                        ))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WebhookPolicy {
@@ -82,7 +140,7 @@ impl WebhookPolicy {
 
     /// Parses and checks a webhook URL.
     pub fn validate(&self, raw: &str) -> Result<Url, Rejection> {
-        let url = Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+        let url = Url::parse(raw).map_err(|e| Rejection(format!("not a valid URL: {e}")))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err("webhook URLs may not carry credentials".into());
         }
@@ -103,7 +161,7 @@ impl WebhookPolicy {
                         .into(),
                 )
             }
-            other => return Err(format!("unsupported webhook URL scheme {other}")),
+            other => return Err(format!("unsupported webhook URL scheme {other}").into()),
         }
         if is_loopback_name(host) {
             return if self.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
@@ -114,9 +172,7 @@ impl WebhookPolicy {
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !self.allows(ip) {
-                return Err(format!(
-                    "webhook target {ip} is a private or reserved address"
-                ));
+                return Err(format!("webhook target {ip} is a private or reserved address").into());
             }
             return Ok(url);
         }
@@ -134,17 +190,14 @@ impl WebhookPolicy {
             Ok(ip) => vec![SocketAddr::new(ip, 0)],
             Err(_) => tokio::net::lookup_host((bare, 0))
                 .await
-                .map_err(|e| format!("cannot resolve {bare}: {e}"))?
+                .map_err(|e| Rejection(format!("cannot resolve {bare}: {e}")))?
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(format!("{bare} resolves to no address"));
+            return Err(format!("{bare} resolves to no address").into());
         }
         if let Some(bad) = addrs.iter().find(|a| !self.allows(a.ip())) {
-            return Err(format!(
-                "{bare} resolves to the non-public address {}",
-                bad.ip()
-            ));
+            return Err(format!("{bare} resolves to the non-public address {}", bad.ip()).into());
         }
         Ok(addrs)
     }
@@ -192,15 +245,12 @@ pub async fn exchange(
     request: RequestBuilder,
     max_bytes: usize,
     within: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, WebhookError> {
     let exchange = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| format!("{e} ({:?})", std::error::Error::source(&e)))?;
+        let mut response = request.send().await.map_err(WebhookError::Request)?;
         let status = response.status();
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = response.chunk().await.map_err(WebhookError::Request)? {
             let room = max_bytes - body.len();
             if chunk.len() > room {
                 body.extend_from_slice(&chunk[..room]);
@@ -220,7 +270,7 @@ pub async fn exchange(
     };
     tokio::time::timeout(within, exchange)
         .await
-        .map_err(|_| format!("receiver did not answer within {within:?}"))?
+        .map_err(|_| WebhookError::Timeout(within))?
 }
 
 fn is_loopback_name(host: &str) -> bool {

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use sessiond_http::ConfigError;
 use sessiond_middleware::{
     AnalyticsSink, AnalyticsTarget, Decider, FileSink, MiddlewareConfig, NoSink,
 };
@@ -29,24 +30,23 @@ impl Embedded {
     /// Starts the runtime and the decider over `stores` (call inside a tokio runtime).
     /// Client states stay cached in memory between requests when the engine is exclusive to
     /// this process (`EngineAdmin::exclusive`).
-    pub fn start(config: MiddlewareConfig, stores: &Stores) -> Result<Self, String> {
-        let sink: Arc<dyn AnalyticsSink> =
-            match config.analytics.sink {
-                AnalyticsTarget::Off => Arc::new(NoSink),
-                AnalyticsTarget::File => {
-                    let file = &config.analytics.file;
-                    Arc::new(FileSink::open(file, config.analytics.buffer).map_err(|e| {
-                        format!("cannot open middleware.analytics.file {file}: {e}")
-                    })?)
-                }
-                AnalyticsTarget::Stream => {
-                    tracing::warn!(
+    pub fn start(config: MiddlewareConfig, stores: &Stores) -> Result<Self, ConfigError> {
+        let sink: Arc<dyn AnalyticsSink> = match config.analytics.sink {
+            AnalyticsTarget::Off => Arc::new(NoSink),
+            AnalyticsTarget::File => {
+                let file = &config.analytics.file;
+                Arc::new(FileSink::open(file, config.analytics.buffer).map_err(|e| {
+                    ConfigError::new(format!("cannot open middleware.analytics.file {file}: {e}"))
+                })?)
+            }
+            AnalyticsTarget::Stream => {
+                tracing::warn!(
                     "middleware.analytics.sink = \"stream\" needs a sessiond server; in-process \
                      analytics are off (set it to \"file\" or \"off\")"
                 );
-                    Arc::new(NoSink)
-                }
-            };
+                Arc::new(NoSink)
+            }
+        };
         let mut builder = Runtime::builder(stores.objects.clone(), RuntimeConfig::default());
         let decider = Decider::new(
             config,

@@ -23,12 +23,20 @@ const DECIDE_PATH: &str = "/v1/middleware/decide";
 /// Default deadline of one decision.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Why the base URL given to [`RemoteBackend::new`] cannot be used.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("sessiond URL {base:?} is unusable: {reason}")]
+pub struct UnusableUrl {
+    base: String,
+    reason: String,
+}
+
 /// A sessiond reached over HTTP.
 #[derive(Clone, Debug)]
 pub struct RemoteBackend {
     client: reqwest::Client,
     /// The decide endpoint, or why the base URL was unusable (then every call falls back).
-    endpoint: Result<Url, String>,
+    endpoint: Result<Url, UnusableUrl>,
     api_key: Option<String>,
     timeout: Duration,
     max_field_bytes: usize,
@@ -43,7 +51,10 @@ impl RemoteBackend {
     pub fn new(base_url: &str, api_key: &str) -> Self {
         let endpoint = Url::parse(base_url)
             .and_then(|base| base.join(DECIDE_PATH))
-            .map_err(|e| format!("sessiond URL {base_url:?} is unusable: {e}"));
+            .map_err(|e| UnusableUrl {
+                base: base_url.to_owned(),
+                reason: e.to_string(),
+            });
         if let Err(e) = &endpoint {
             tracing::error!("{e}; every session decision will be a fallback");
         }
@@ -81,7 +92,7 @@ impl DecisionBackend for RemoteBackend {
     async fn decide(&self, input: DecisionInput) -> Outcome {
         let endpoint = match &self.endpoint {
             Ok(url) => url.clone(),
-            Err(e) => return Outcome::Unavailable(e.clone()),
+            Err(e) => return Outcome::Unavailable(e.to_string()),
         };
         let mut request = self
             .client

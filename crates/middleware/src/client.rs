@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sessiond_runtime::{AlarmHandler, Alarms, ObjectGuard, ObjectKind};
+use sessiond_runtime::{AlarmError, AlarmHandler, Alarms, ObjectGuard, ObjectKind};
 use sessiond_store::{now_ms, Durability, Millis, ObjectStore, StoreError};
 
 use crate::ids::id_time;
@@ -201,18 +201,18 @@ pub(crate) struct TtlHandler {
 
 #[async_trait]
 impl AlarmHandler for TtlHandler {
-    async fn fire(&self, key: &str, _name: &str, _payload: &str) -> Result<(), String> {
+    async fn fire(&self, key: &str, _name: &str, _payload: &str) -> Result<(), AlarmError> {
         let clients = &self.clients;
         let mut guard = clients.objects.lock(key).await;
         // Activity kept only in memory (write-behind) first; then read the store, because the
         // cached copy may be stale on a shared engine.
         if clients.resident {
-            clients.flush(&mut guard).await.map_err(|e| e.to_string())?;
+            clients.flush(&mut guard).await?;
         }
         if let Some(slot) = guard.as_mut() {
             slot.stored = None;
         }
-        let state = clients.load(&mut guard).await.map_err(|e| e.to_string())?;
+        let state = clients.load(&mut guard).await?;
         let Some(state) = state else {
             return Ok(());
         };
@@ -227,13 +227,12 @@ impl AlarmHandler for TtlHandler {
                 .alarms
                 .set_in(KIND, key, TTL_ALARM, delay, "")
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(AlarmError::from);
         }
         clients
             .store
             .delete_object(KIND, key, Durability::Confirmed)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if let Some(slot) = guard.as_mut() {
             slot.stored = None;
             slot.persisted = None;

@@ -237,7 +237,7 @@ pub const MIN_KEY_BYTES: usize = 32;
 
 impl MiddlewareConfig {
     /// Checks the values make sense together; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
         if self.session_timeout_ms == 0 || self.client_ttl_s == 0 {
             return Err("middleware.session_timeout_ms and client_ttl_s must be > 0".into());
         }
@@ -249,7 +249,7 @@ impl MiddlewareConfig {
             return Err(format!(
                 "middleware.signing_keys: a key of {} bytes is too short (at least {MIN_KEY_BYTES})",
                 short.trim().len()
-            ));
+            ).into());
         }
         let c = &self.cookies;
         if c.server_prefix == c.client_prefix {
@@ -334,14 +334,26 @@ mod tests {
         assert!(MiddlewareConfig::default().validate().is_ok());
         let mut c = MiddlewareConfig::default();
         c.cookies.client_prefix = c.cookies.server_prefix.clone();
-        assert!(c.validate().unwrap_err().contains("client_prefix"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("client_prefix"));
         let mut c = MiddlewareConfig::default();
         c.signing_keys = vec!["short".into()];
-        assert!(c.validate().unwrap_err().contains("signing_keys"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("signing_keys"));
         let mut c = MiddlewareConfig::default();
         c.cookies.host_prefix = true;
         c.cookies.domain = "example.com".into();
-        assert!(c.validate().unwrap_err().contains("host_prefix"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("host_prefix"));
         let mut c = MiddlewareConfig::default();
         c.cookies.eid_name = "cID".into();
         assert!(c.validate().is_err());

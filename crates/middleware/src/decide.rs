@@ -85,7 +85,7 @@ impl Decider {
         store: Arc<dyn ObjectStore>,
         resident: bool,
         sink: Arc<dyn AnalyticsSink>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, sessiond_http::ConfigError> {
         config.validate()?;
         if config.signing_keys.is_empty() {
             tracing::warn!(

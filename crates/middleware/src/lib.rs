@@ -23,7 +23,7 @@
 //! before starting its runtime and calls it per request:
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn sessiond_store::ObjectStore>) -> Result<(), String> {
+//! # async fn demo(store: std::sync::Arc<dyn sessiond_store::ObjectStore>) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use sessiond_middleware::{Decider, DecisionInput, MiddlewareConfig, NoSink};
 //! use sessiond_runtime::{Runtime, RuntimeConfig};
@@ -32,7 +32,7 @@
 //! let decider = Decider::new(MiddlewareConfig::default(), &mut builder, store, true, Arc::new(NoSink))?;
 //! let _runtime = builder.start();
 //! let input = DecisionInput { cookie: Some("_ss_cID=…".into()), ..DecisionInput::default() };
-//! let decision = decider.decide(&input).await.map_err(|e| e.to_string())?;
+//! let decision = decider.decide(&input).await?;
 //! // decision.session: the context; decision.set_cookies: append each as `Set-Cookie`.
 //! # Ok(()) }
 //! ```

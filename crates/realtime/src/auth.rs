@@ -58,17 +58,20 @@ pub const CLIENT_USER_PREFIX: &str = "client:";
 #[async_trait::async_trait]
 pub trait SessionAuthority: Send + Sync + 'static {
     /// The user a session token belongs to; `Ok(None)` when the token is unknown, expired or
-    /// names no user. `Err` only when the answer cannot be known now (storage down).
-    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String>;
+    /// names no user. `Err` only when the answer cannot be known now (storage down): the
+    /// sessions capability's own error, answered as it is (`sessiond_http::error`'s mapping).
+    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, ApiError>;
     /// Revokes every session of `user_id` (logout on all devices); returns how many.
-    async fn revoke_user(&self, user_id: &str) -> Result<usize, String>;
+    async fn revoke_user(&self, user_id: &str) -> Result<usize, ApiError>;
     /// The deadlines of a live session, **without** sliding them (a watcher must not keep a
     /// session alive); `Ok(None)` when it is gone or expired.
-    async fn session_deadlines(&self, session_id: &str)
-        -> Result<Option<SessionDeadlines>, String>;
+    async fn session_deadlines(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<SessionDeadlines>, ApiError>;
     /// Extends the idle deadline of a live session (the client answered `session_expiring`)
     /// and returns its new deadlines; `Ok(None)` when it is gone or expired.
-    async fn extend_session(&self, session_id: &str) -> Result<Option<SessionDeadlines>, String>;
+    async fn extend_session(&self, session_id: &str) -> Result<Option<SessionDeadlines>, ApiError>;
     /// The client id (cID) the session middleware's signed cookie in `cookie_header` proves,
     /// or `None` (no middleware, no cookie, or not validly signed).
     async fn middleware_client(&self, _cookie_header: &str) -> Option<String> {
@@ -273,14 +276,7 @@ async fn identify_caller(
         )),
         Ok(Some(user)) => Ok(Caller::User(user)),
         Ok(None) => Err(ApiError::unauthorized("invalid or expired session token")),
-        Err(detail) => {
-            tracing::error!(%detail, "session authority unavailable");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "cannot check the session now, retry later",
-            ))
-        }
+        Err(e) => Err(e),
     }
 }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sessiond_http::ConfigError;
 
 /// Realtime hub settings (`[realtime]` in the server's config).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,7 +142,7 @@ pub struct EventsConfig {
 
 impl EventsConfig {
     /// Where the webhook may go (`sessiond_http::webhook`).
-    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, String> {
+    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, ConfigError> {
         sessiond_http::webhook::WebhookPolicy::new(
             self.webhook_allow_http,
             &self.webhook_allowed_networks,
@@ -208,7 +209,7 @@ impl Default for RealtimeConfig {
 
 impl RealtimeConfig {
     /// Cross-field checks; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.seed_path.starts_with('/')
             || self.seed_path.len() < 2
             || self.seed_path.ends_with('/')
@@ -256,7 +257,7 @@ impl RealtimeConfig {
             ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("realtime.{name} must be > 0"));
+            return Err(format!("realtime.{name} must be > 0").into());
         }
         if self.recovery_messages > self.recovery_max_messages {
             return Err("realtime.recovery_messages must not exceed recovery_max_messages".into());
@@ -264,11 +265,11 @@ impl RealtimeConfig {
         let policy = self
             .events
             .webhook_policy()
-            .map_err(|e| format!("realtime.events.webhook_allowed_networks: {e}"))?;
+            .map_err(|e| e.context("realtime.events.webhook_allowed_networks"))?;
         if !self.events.webhook_url.is_empty() {
             policy
                 .validate(&self.events.webhook_url)
-                .map_err(|e| format!("realtime.events.webhook_url: {e}"))?;
+                .map_err(|e| ConfigError::new(format!("realtime.events.webhook_url: {e}")))?;
         }
         if !self.events.webhook_url.is_empty()
             && self.events.webhook_keys.iter().all(String::is_empty)

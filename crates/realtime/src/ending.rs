@@ -191,7 +191,7 @@ impl Hub {
                 Ok(deadlines)
             }
             Ok(None) => Err(ApiError::not_found("session not found or expired")),
-            Err(e) => Err(ApiError::internal(e)),
+            Err(e) => Err(e),
         }
     }
 }

@@ -48,13 +48,17 @@ pub struct UserEvent {
     pub at: Millis,
 }
 
+/// Why a sink could not deliver an event: whatever its transport reports (a webhook's
+/// `WebhookError`, a stream's error), logged and counted, never shown to a client.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where events go.
 #[async_trait::async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// A name for logs.
     fn name(&self) -> &str;
     /// Delivers one event; `Err` when it could not (the sink does its own retries).
-    async fn deliver(&self, event: &UserEvent) -> Result<(), String>;
+    async fn deliver(&self, event: &UserEvent) -> Result<(), SinkError>;
 }
 
 /// A transition reported by the hub.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use sessiond_http::ApiKeys;
+use sessiond_http::{ApiError, ApiKeys};
 use sessiond_runtime::{JsonCodec, Runtime, RuntimeConfig};
 use sessiond_store::memory::MemoryEngine;
 
@@ -21,16 +21,16 @@ struct NoSessions;
 
 #[async_trait::async_trait]
 impl SessionAuthority for NoSessions {
-    async fn authenticate(&self, _token: &str) -> Result<Option<SessionUser>, String> {
+    async fn authenticate(&self, _token: &str) -> Result<Option<SessionUser>, ApiError> {
         Ok(None)
     }
-    async fn revoke_user(&self, _user_id: &str) -> Result<usize, String> {
+    async fn revoke_user(&self, _user_id: &str) -> Result<usize, ApiError> {
         Ok(0)
     }
-    async fn session_deadlines(&self, _id: &str) -> Result<Option<SessionDeadlines>, String> {
+    async fn session_deadlines(&self, _id: &str) -> Result<Option<SessionDeadlines>, ApiError> {
         Ok(None)
     }
-    async fn extend_session(&self, _id: &str) -> Result<Option<SessionDeadlines>, String> {
+    async fn extend_session(&self, _id: &str) -> Result<Option<SessionDeadlines>, ApiError> {
         Ok(None)
     }
 }

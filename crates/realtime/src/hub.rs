@@ -85,10 +85,7 @@ pub fn error_frame(message: &str) -> Utf8Bytes {
 }
 
 pub(crate) fn storage_error(e: RuntimeError) -> ApiError {
-    match e {
-        RuntimeError::Store(e) => ApiError::from(e),
-        other => ApiError::internal(other),
-    }
+    ApiError::from(e)
 }
 
 impl Hub {

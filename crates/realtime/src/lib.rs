@@ -60,7 +60,7 @@ use axum::Router;
 pub use auth::{SecurityNote, SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
 pub use ending::{EndReason, SessionEnded, ROTATED_CLOSE};
-pub use events::{EventSink, UserEvent};
+pub use events::{EventSink, SinkError, UserEvent};
 pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
 pub use state::{Presence, UserState};
 

@@ -14,10 +14,10 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use sessiond_http::webhook::{exchange, Client, Url};
+use sessiond_http::webhook::{exchange, Client, Url, WebhookError};
 
 use crate::config::EventsConfig;
-use crate::events::{EventSink, UserEvent};
+use crate::events::{EventSink, SinkError, UserEvent};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "sessiond-signature";
@@ -57,13 +57,7 @@ impl WebhookSink {
             return None;
         }
         // The configuration was validated at start-up; a refusal here only logs.
-        let built = config.webhook_policy().and_then(|policy| {
-            let url = policy.validate(&config.webhook_url)?;
-            let timeout = Duration::from_millis(config.webhook_timeout_ms);
-            let client = policy.client(timeout).map_err(|e| e.to_string())?;
-            Ok((client, url))
-        });
-        let (client, url) = match built {
+        let (client, url) = match Self::client(config) {
             Ok(built) => built,
             Err(error) => {
                 tracing::error!(%error, "realtime.events.webhook_url refused; no webhook events");
@@ -81,7 +75,14 @@ impl WebhookSink {
         })
     }
 
-    async fn try_once(&self, body: &[u8]) -> Result<(), String> {
+    fn client(config: &EventsConfig) -> Result<(Client, Url), SinkError> {
+        let policy = config.webhook_policy()?;
+        let url = policy.validate(&config.webhook_url)?;
+        let client = policy.client(Duration::from_millis(config.webhook_timeout_ms))?;
+        Ok((client, url))
+    }
+
+    async fn try_once(&self, body: &[u8]) -> Result<(), WebhookError> {
         let t = sessiond_store::now_ms() / 1000;
         let request = self
             .client
@@ -97,7 +98,10 @@ impl WebhookSink {
             Ok(())
         } else {
             let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
-            Err(format!("webhook answered {}: {text}", answer.status))
+            Err(WebhookError::Status {
+                status: answer.status,
+                excerpt: format!(": {text}"),
+            })
         }
     }
 }
@@ -108,23 +112,23 @@ impl EventSink for WebhookSink {
         "webhook"
     }
 
-    async fn deliver(&self, event: &UserEvent) -> Result<(), String> {
-        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-        let mut last = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                let exp = (attempt - 1).min(16);
-                tokio::time::sleep(self.backoff.saturating_mul(1 << exp)).await;
+    async fn deliver(&self, event: &UserEvent) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(event).map_err(WebhookError::Encode)?;
+        let mut attempt = 0;
+        loop {
+            let Err(e) = self.try_once(&body).await else {
+                return Ok(());
+            };
+            metrics::counter!("sessiond_realtime_webhook_retries_total").increment(1);
+            attempt += 1;
+            if attempt >= self.attempts {
+                let last = Box::new(e);
+                let attempts = self.attempts;
+                return Err(WebhookError::GaveUp { attempts, last }.into());
             }
-            match self.try_once(&body).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    metrics::counter!("sessiond_realtime_webhook_retries_total").increment(1);
-                    last = e;
-                }
-            }
+            let exp = (attempt - 1).min(16);
+            tokio::time::sleep(self.backoff.saturating_mul(1 << exp)).await;
         }
-        Err(format!("gave up after {} attempts: {last}", self.attempts))
     }
 }
 

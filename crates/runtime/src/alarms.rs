@@ -22,17 +22,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sessiond_store::{now_ms, AlarmRecord, Durability, Millis, ObjectStore};
+use sessiond_store::{now_ms, AlarmRecord, Durability, Millis, ObjectStore, StoreError};
 use tokio::sync::Notify;
 
 use crate::{ObjectGuard, ObjectKind, RuntimeError};
+
+/// Why an alarm did not run to the end. Any of them means "retry later" (with backoff, up to
+/// `alarm_max_attempts`); the error is logged with the alarm, never shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum AlarmError {
+    /// The handler's storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The handler's object could not be loaded or saved.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// No handler is registered for the alarm's kind.
+    #[error("no alarm handler registered for kind {0:?}")]
+    NoHandler(String),
+    /// The handler panicked.
+    #[error("alarm handler panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+    /// Anything else the handler reports.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AlarmError {
+    /// A handler's own failure: any error, or a message (`AlarmError::other("not ready")`).
+    pub fn other(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        AlarmError::Other(source.into())
+    }
+}
 
 /// Runs fired alarms of one kind. `Err` means "retry later" (with backoff, up to the
 /// configured number of attempts). Delivery is at least once: make handlers idempotent.
 #[async_trait]
 pub trait AlarmHandler: Send + Sync {
     /// Handles the alarm `name` of object `key`.
-    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), String>;
+    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), AlarmError>;
 }
 
 /// Runs fired alarms of one kind while holding the object's lock.
@@ -44,7 +72,7 @@ pub trait ObjectAlarmHandler<S: Send + 'static>: Send + Sync {
         object: &mut ObjectGuard<S>,
         name: &str,
         payload: &str,
-    ) -> Result<(), String>;
+    ) -> Result<(), AlarmError>;
 }
 
 /// Adapts an [`ObjectAlarmHandler`] into an [`AlarmHandler`] by locking the object first.
@@ -59,7 +87,7 @@ where
     S: Send + 'static,
     H: ObjectAlarmHandler<S>,
 {
-    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), String> {
+    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), AlarmError> {
         let mut object = self.kind.lock(key).await;
         self.handler.fire(&mut object, name, payload).await
     }
@@ -72,9 +100,9 @@ pub struct FnHandler<F>(pub F);
 impl<F, Fut> AlarmHandler for FnHandler<F>
 where
     F: Fn(String, String, String) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<(), String>> + Send,
+    Fut: Future<Output = Result<(), AlarmError>> + Send,
 {
-    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), String> {
+    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), AlarmError> {
         (self.0)(key.to_string(), name.to_string(), payload.to_string()).await
     }
 }

@@ -11,13 +11,32 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Encodes and decodes one kind's state. Errors are plain strings: they end up in a
-/// [`RuntimeError::Codec`](crate::RuntimeError::Codec) and a log line, nowhere else.
+/// Why a codec could not encode or decode: the underlying error, kept as the source of a
+/// [`RuntimeError::Codec`](crate::RuntimeError::Codec) for the log line (it never reaches a
+/// client).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CodecError(Box<dyn std::error::Error + Send + Sync>);
+
+impl CodecError {
+    /// Wraps any error, or a message (`CodecError::new("bad length")`).
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        CodecError(source.into())
+    }
+}
+
+impl From<serde_json::Error> for CodecError {
+    fn from(e: serde_json::Error) -> Self {
+        CodecError::new(e)
+    }
+}
+
+/// Encodes and decodes one kind's state.
 pub trait StateCodec<S>: Send + Sync + 'static {
     /// State to bytes.
-    fn encode(&self, state: &S) -> Result<Vec<u8>, String>;
+    fn encode(&self, state: &S) -> Result<Vec<u8>, CodecError>;
     /// Bytes to state.
-    fn decode(&self, bytes: &[u8]) -> Result<S, String>;
+    fn decode(&self, bytes: &[u8]) -> Result<S, CodecError>;
 }
 
 /// JSON through serde: readable in the store, easy to evolve with `#[serde(default)]`.
@@ -25,12 +44,12 @@ pub trait StateCodec<S>: Send + Sync + 'static {
 pub struct JsonCodec;
 
 impl<S: Serialize + DeserializeOwned> StateCodec<S> for JsonCodec {
-    fn encode(&self, state: &S) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(state).map_err(|e| e.to_string())
+    fn encode(&self, state: &S) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(state)?)
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<S, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    fn decode(&self, bytes: &[u8]) -> Result<S, CodecError> {
+        Ok(serde_json::from_slice(bytes)?)
     }
 }
 
@@ -43,8 +62,8 @@ pub struct FnCodec<S, E, D> {
 
 impl<S, E, D> FnCodec<S, E, D>
 where
-    E: Fn(&S) -> Result<Vec<u8>, String> + Send + Sync + 'static,
-    D: Fn(&[u8]) -> Result<S, String> + Send + Sync + 'static,
+    E: Fn(&S) -> Result<Vec<u8>, CodecError> + Send + Sync + 'static,
+    D: Fn(&[u8]) -> Result<S, CodecError> + Send + Sync + 'static,
 {
     /// A codec from an encode and a decode closure.
     pub fn new(encode: E, decode: D) -> Self {
@@ -59,14 +78,14 @@ where
 impl<S, E, D> StateCodec<S> for FnCodec<S, E, D>
 where
     S: 'static,
-    E: Fn(&S) -> Result<Vec<u8>, String> + Send + Sync + 'static,
-    D: Fn(&[u8]) -> Result<S, String> + Send + Sync + 'static,
+    E: Fn(&S) -> Result<Vec<u8>, CodecError> + Send + Sync + 'static,
+    D: Fn(&[u8]) -> Result<S, CodecError> + Send + Sync + 'static,
 {
-    fn encode(&self, state: &S) -> Result<Vec<u8>, String> {
+    fn encode(&self, state: &S) -> Result<Vec<u8>, CodecError> {
         (self.encode)(state)
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<S, String> {
+    fn decode(&self, bytes: &[u8]) -> Result<S, CodecError> {
         (self.decode)(bytes)
     }
 }
@@ -88,7 +107,7 @@ mod tests {
         let codec = FnCodec::new(
             |n: &u64| Ok(n.to_be_bytes().to_vec()),
             |b: &[u8]| {
-                let arr: [u8; 8] = b.try_into().map_err(|_| "bad length".to_string())?;
+                let arr: [u8; 8] = b.try_into().map_err(|_| CodecError::new("bad length"))?;
                 Ok(u64::from_be_bytes(arr))
             },
         );

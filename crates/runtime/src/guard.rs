@@ -92,11 +92,11 @@ impl<S: Send + 'static> ObjectGuard<S> {
             .ok_or_else(|| RuntimeError::NotPersistent(self.kind.name.clone()))
     }
 
-    fn codec_error(&self, message: String) -> RuntimeError {
+    fn codec_error(&self, source: crate::CodecError) -> RuntimeError {
         RuntimeError::Codec {
             kind: self.kind.name.clone(),
             key: self.key.clone(),
-            message,
+            source,
         }
     }
 

@@ -52,8 +52,8 @@ pub mod kind;
 pub mod runtime;
 pub mod scheduler;
 
-pub use alarms::{AlarmHandler, Alarms, FnHandler, ObjectAlarmHandler};
-pub use codec::{FnCodec, JsonCodec, StateCodec};
+pub use alarms::{AlarmError, AlarmHandler, Alarms, FnHandler, ObjectAlarmHandler};
+pub use codec::{CodecError, FnCodec, JsonCodec, StateCodec};
 pub use config::RuntimeConfig;
 pub use guard::ObjectGuard;
 pub use kind::ObjectKind;
@@ -70,14 +70,15 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The kind's codec could not encode or decode the object's state.
-    #[error("cannot encode or decode state of {kind}/{key}: {message}")]
+    #[error("cannot encode or decode state of {kind}/{key}: {source}")]
     Codec {
         /// Object kind.
         kind: String,
         /// Object key.
         key: String,
-        /// Codec message.
-        message: String,
+        /// What the codec reported.
+        #[source]
+        source: codec::CodecError,
     },
     /// A persistence helper was used on a kind built without a store and codec.
     #[error("object kind {0:?} has no persistence configured")]

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alarms::AlarmHandler;
+use crate::alarms::{AlarmError, AlarmHandler};
 use crate::config::RuntimeConfig;
 
 /// Handlers by kind name.
@@ -130,7 +130,7 @@ impl Scheduler {
     async fn fire(self: Arc<Self>, mut alarm: AlarmRecord) {
         let kind = alarm.kind.clone();
         let result = match self.handlers.get(&alarm.kind) {
-            None => Err(format!("no alarm handler registered for kind {kind:?}")),
+            None => Err(AlarmError::NoHandler(kind.clone())),
             Some(handler) => {
                 metrics::counter!("sessiond_alarm_fires_total", "kind" => kind.clone())
                     .increment(1);
@@ -143,7 +143,7 @@ impl Scheduler {
                     let renew_at = Instant::now()
                         + (self.config.alarm_claim_lease / 3).max(Duration::from_millis(1));
                     tokio::select! {
-                        r = &mut task => break r.unwrap_or_else(|e| Err(format!("alarm handler panicked: {e}"))),
+                        r = &mut task => break r.unwrap_or_else(|e| Err(AlarmError::Panicked(e))),
                         _ = self.abort.cancelled() => {
                             task.abort();
                             tracing::info!(kind, key = %alarm.key, name = %alarm.name,
@@ -195,7 +195,7 @@ impl Scheduler {
     async fn settle(
         &self,
         alarm: &AlarmRecord,
-        result: Result<(), String>,
+        result: Result<(), AlarmError>,
     ) -> Result<(), StoreError> {
         let (kind, key, name) = (&alarm.kind, &alarm.key, &alarm.name);
         let error = match result {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sessiond_runtime::{
-    AlarmHandler, Alarms, FnHandler, ObjectAlarmHandler, ObjectGuard, Runtime, RuntimeConfig,
+    AlarmError, AlarmHandler, Alarms, FnHandler, ObjectAlarmHandler, ObjectGuard, Runtime,
+    RuntimeConfig,
 };
 use sessiond_store::memory::MemoryEngine;
 use sessiond_store::{now_ms, ObjectStore};
@@ -52,12 +53,12 @@ fn recorder(fail_first: u32) -> (Recorder, UnboundedReceiver<Fired>) {
 
 #[async_trait]
 impl AlarmHandler for Recorder {
-    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), String> {
+    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), AlarmError> {
         let _ = self
             .tx
             .send((key.to_string(), name.to_string(), payload.to_string()));
         if self.tries.fetch_add(1, Ordering::SeqCst) < self.fail_first {
-            return Err("boom".into());
+            return Err(AlarmError::other("boom"));
         }
         Ok(())
     }
@@ -214,8 +215,7 @@ async fn handler_that_rearms_keeps_its_new_alarm() {
                 if payload == "first" {
                     alarms
                         .set("k", &key, &name, now_ms() + 20, "second")
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 }
                 let _ = tx.send((key, name, payload));
                 Ok(())
@@ -277,7 +277,7 @@ struct Blocking {
 
 #[async_trait]
 impl AlarmHandler for Blocking {
-    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), String> {
+    async fn fire(&self, key: &str, name: &str, payload: &str) -> Result<(), AlarmError> {
         let _ = self
             .started
             .send((key.to_string(), name.to_string(), payload.to_string()));
@@ -401,7 +401,12 @@ struct Count(UnboundedSender<Fired>);
 
 #[async_trait]
 impl ObjectAlarmHandler<u32> for Count {
-    async fn fire(&self, object: &mut ObjectGuard<u32>, name: &str, _: &str) -> Result<(), String> {
+    async fn fire(
+        &self,
+        object: &mut ObjectGuard<u32>,
+        name: &str,
+        _: &str,
+    ) -> Result<(), AlarmError> {
         *object.get_or_insert_with(|| 0) += 1;
         let _ = self
             .0

@@ -57,7 +57,7 @@ async fn node(
                     Some(d) => tokio::time::sleep(d).await,
                     None => std::future::pending::<()>().await,
                 }
-                Ok::<(), String>(())
+                Ok::<(), sessiond_runtime::AlarmError>(())
             }
         }),
     );

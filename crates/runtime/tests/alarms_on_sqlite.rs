@@ -47,7 +47,7 @@ async fn alarms_survive_closing_and_reopening_sqlite() {
             let tx = tx.clone();
             async move {
                 let _ = tx.send((key, name, payload));
-                Ok::<(), String>(())
+                Ok::<(), sessiond_runtime::AlarmError>(())
             }
         }),
     );

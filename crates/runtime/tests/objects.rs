@@ -191,7 +191,7 @@ async fn list_objects_with_prefix_and_paging() {
     let store = store();
     let codec = FnCodec::new(
         |s: &String| Ok(s.as_bytes().to_vec()),
-        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|e| e.to_string()),
+        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(sessiond_runtime::CodecError::new),
     );
     let kind = ObjectKind::<String>::persistent("user", store.clone(), codec);
     for key in ["u:1", "u:2", "u:3", "u:4", "u:5", "v:1"] {

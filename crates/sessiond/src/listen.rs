@@ -9,32 +9,49 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+/// Why a listen address was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Not `host:port`.
+    #[error("`{0}` is not an address: write host:port, e.g. 127.0.0.1:7700 or localhost:7700")]
+    Syntax(String),
+    /// The name could not be resolved.
+    #[error("cannot resolve `{host}`: {source}")]
+    Resolve {
+        /// The name.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The name resolved to nothing.
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+}
+
 /// Parses `ip:port`, `[v6]:port` or `name:port` (resolved).
-pub fn parse(text: &str) -> Result<SocketAddr, String> {
+pub fn parse(text: &str) -> Result<SocketAddr, ListenError> {
     let text = text.trim();
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!(
-            "`{text}` is not an address: write host:port, e.g. 127.0.0.1:7700 or localhost:7700"
-        ));
-    };
+    let syntax = || ListenError::Syntax(text.to_owned());
+    let (host, port) = text.rsplit_once(':').ok_or_else(syntax)?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!(
-            "`{text}` is not an address: write host:port, e.g. 127.0.0.1:7700 or localhost:7700"
-        ));
+        return Err(syntax());
     }
     let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .map_err(|source| ListenError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("`{host}` resolves to no address"))
+        .ok_or_else(|| ListenError::NoAddress(host.to_owned()))
 }
 
 /// `#[serde(with = "crate::listen")]`: written as text, read through [`parse`].
@@ -62,8 +79,17 @@ mod tests {
         assert_eq!(parse("[::1]:7700").unwrap().to_string(), "[::1]:7700");
         let local = parse("localhost:7704").unwrap();
         assert!(local.ip().is_loopback() && local.port() == 7704, "{local}");
-        assert!(parse("localhost").unwrap_err().contains("host:port"));
-        assert!(parse("localhost:http").unwrap_err().contains("host:port"));
-        assert!(parse(":7700").unwrap_err().contains("host:port"));
+        assert!(parse("localhost")
+            .unwrap_err()
+            .to_string()
+            .contains("host:port"));
+        assert!(parse("localhost:http")
+            .unwrap_err()
+            .to_string()
+            .contains("host:port"));
+        assert!(parse(":7700")
+            .unwrap_err()
+            .to_string()
+            .contains("host:port"));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use sessiond_http::ApiKeys;
+use sessiond_http::{ApiError, ApiKeys};
 use sessiond_middleware::Decider;
 use sessiond_realtime::{
     EndReason, Hub, SessionAuthority, SessionDeadlines, SessionEnded, SessionUser, UserState,
@@ -29,7 +29,7 @@ struct SessionsAuthority {
 
 #[async_trait::async_trait]
 impl SessionAuthority for SessionsAuthority {
-    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, String> {
+    async fn authenticate(&self, token: &str) -> Result<Option<SessionUser>, ApiError> {
         if self.sessions.check_id("session id", token).is_err() {
             return Ok(None);
         }
@@ -41,16 +41,15 @@ impl SessionAuthority for SessionsAuthority {
                 session_id: Some(record.id),
             })),
             Err(e) if e.status.is_client_error() => Ok(None),
-            Err(e) => Err(e.message),
+            Err(e) => Err(e),
         }
     }
 
-    async fn revoke_user(&self, user_id: &str) -> Result<usize, String> {
+    async fn revoke_user(&self, user_id: &str) -> Result<usize, ApiError> {
         self.sessions
             .revoke_user(user_id, None, Durability::Confirmed)
             .await
             .map(|ids| ids.len())
-            .map_err(|e| e.message)
     }
 
     fn security_event(&self, note: sessiond_realtime::SecurityNote) {
@@ -64,19 +63,19 @@ impl SessionAuthority for SessionsAuthority {
         }
     }
 
-    async fn session_deadlines(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
+    async fn session_deadlines(&self, id: &str) -> Result<Option<SessionDeadlines>, ApiError> {
         match self.sessions.peek(id).await {
             Ok(record) => Ok(record.as_ref().map(deadlines)),
             Err(e) if e.status.is_client_error() => Ok(None),
-            Err(e) => Err(e.message),
+            Err(e) => Err(e),
         }
     }
 
-    async fn extend_session(&self, id: &str) -> Result<Option<SessionDeadlines>, String> {
+    async fn extend_session(&self, id: &str) -> Result<Option<SessionDeadlines>, ApiError> {
         match self.sessions.touch(id, Durability::Confirmed).await {
             Ok(record) => Ok(Some(deadlines(&record))),
             Err(e) if e.status.is_client_error() => Ok(None),
-            Err(e) => Err(e.message),
+            Err(e) => Err(e),
         }
     }
 
@@ -171,18 +170,17 @@ impl sessiond_realtime::EventSink for StreamSink {
         "stream"
     }
 
-    async fn deliver(&self, event: &sessiond_realtime::UserEvent) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        event: &sessiond_realtime::UserEvent,
+    ) -> Result<(), sessiond_realtime::SinkError> {
         use axum::http::{HeaderMap, HeaderValue};
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(event)?;
         let empty = axum::body::Bytes::new();
-        sessiond_streams::create::create(&self.streams, &self.path, &headers, empty, "/")
-            .await
-            .map_err(|e| format!("{:?}", e.api))?;
-        sessiond_streams::append::append(&self.streams, &self.path, &headers, body.into())
-            .await
-            .map_err(|e| format!("{:?}", e.api))?;
+        sessiond_streams::create::create(&self.streams, &self.path, &headers, empty, "/").await?;
+        sessiond_streams::append::append(&self.streams, &self.path, &headers, body.into()).await?;
         Ok(())
     }
 }

@@ -20,12 +20,12 @@ struct BoundSessions {
 
 #[async_trait::async_trait]
 impl SessionBinding for BoundSessions {
-    async fn live_until(&self, id: &str) -> Result<Option<Millis>, String> {
+    async fn live_until(&self, id: &str) -> Result<Option<Millis>, sessiond_http::ApiError> {
         match self.sessions.peek(id).await {
             Ok(record) => Ok(record.map(|r| r.expires_at())),
             // An id no session could have (too long): not live.
             Err(e) if e.status.is_client_error() => Ok(None),
-            Err(e) => Err(e.message),
+            Err(e) => Err(e),
         }
     }
 

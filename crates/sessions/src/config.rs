@@ -108,7 +108,7 @@ impl SessionsConfig {
     }
 
     /// Checks the values make sense together; the message names the offending key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
         if self.idle_ttl_s == 0 || self.absolute_ttl_s == 0 {
             return Err("sessions.idle_ttl_s and sessions.absolute_ttl_s must be > 0".into());
         }

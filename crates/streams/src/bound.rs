@@ -28,7 +28,9 @@ use crate::error::{StreamError, StreamResult};
 pub trait SessionBinding: Send + Sync + 'static {
     /// When the live session `id` expires unless used (unix ms); `None` when it is not live
     /// (unknown, ended, rotated away). Must not slide the session.
-    async fn live_until(&self, id: &str) -> Result<Option<Millis>, String>;
+    /// `Err` when that cannot be known now: the sessions capability's error, answered as it
+    /// is (`sessiond_http::error`'s mapping).
+    async fn live_until(&self, id: &str) -> Result<Option<Millis>, sessiond_http::ApiError>;
 
     /// Announcements of session ids that ended or were rotated away.
     fn endings(&self) -> Receiver<Arc<[String]>>;
@@ -54,14 +56,7 @@ pub(crate) async fn check(
     let until = match binding.live_until(session_id).await {
         Ok(Some(until)) => until,
         Ok(None) => return Err(ended_error()),
-        Err(e) => {
-            tracing::warn!(error = %e, "session check of a bound read token failed");
-            return Err(StreamError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the read token's session cannot be checked",
-            ));
-        }
+        Err(e) => return Err(e.into()),
     };
     Ok(ended(binding, session_id.to_string(), until, endings))
 }

@@ -4,6 +4,7 @@
 //! than degrading silently: a client that hits one learns which knob to ask for.
 
 use serde::{Deserialize, Serialize};
+use sessiond_http::ConfigError;
 
 /// Streams settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,7 +163,7 @@ impl Default for StreamsConfig {
 impl StreamsConfig {
     /// Where subscription webhooks may go: public `https://` targets, the allow-listed
     /// networks, and with `allow_insecure_webhooks` also `http://` and loopback.
-    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, String> {
+    pub fn webhook_policy(&self) -> Result<sessiond_http::webhook::WebhookPolicy, ConfigError> {
         let policy =
             sessiond_http::webhook::WebhookPolicy::new(false, &self.webhook_allowed_networks)?;
         Ok(match self.allow_insecure_webhooks {
@@ -172,9 +173,9 @@ impl StreamsConfig {
     }
 
     /// Checks the values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.webhook_policy()
-            .map_err(|e| format!("streams.webhook_allowed_networks: {e}"))?;
+            .map_err(|e| e.context("streams.webhook_allowed_networks"))?;
         if self.trim_batch_chunks == 0 {
             return Err("streams.trim_batch_chunks must be > 0".into());
         }
@@ -190,7 +191,8 @@ impl StreamsConfig {
             return Err(format!(
                 "streams.retention (prefix {:?}): set max_age_s and/or max_bytes, each > 0",
                 d.prefix
-            ));
+            )
+            .into());
         }
         if self.long_poll_timeout_ms == 0 {
             return Err("streams.long_poll_timeout_ms must be > 0".into());
@@ -241,21 +243,22 @@ impl StreamsConfig {
         self.cold.validate()
     }
 
-    fn validate_auth(&self) -> Result<(), String> {
+    fn validate_auth(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
             if entry.key.trim().is_empty() || !seen.insert(entry.key.trim()) {
-                return Err(format!("streams.keys[{i}].key is empty or repeated"));
+                return Err(format!("streams.keys[{i}].key is empty or repeated").into());
             }
             if entry.stream_prefixes.is_empty() {
-                return Err(format!("streams.keys[{i}].stream_prefixes is empty"));
+                return Err(format!("streams.keys[{i}].stream_prefixes is empty").into());
             }
             for prefix in &entry.stream_prefixes {
                 if prefix.is_empty() || prefix.starts_with('/') || prefix.starts_with("__ds") {
                     return Err(format!(
                         "streams.keys[{i}].stream_prefixes: `{prefix}` must be non-empty, \
                          relative to /v1/stream/ (no leading `/`) and not under __ds"
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -267,7 +270,8 @@ impl StreamsConfig {
             return Err(format!(
                 "streams.read_token_secrets: every secret needs at least \
                  {MIN_READ_TOKEN_SECRET_BYTES} bytes"
-            ));
+            )
+            .into());
         }
         if self.max_read_token_bytes == 0 {
             return Err("streams.max_read_token_bytes must be > 0".into());

@@ -1,14 +1,20 @@
 //! Failures of stream requests: the shared `ApiError` body plus the protocol headers some
 //! failures must carry (`Stream-Closed` + `Stream-Next-Offset` on a 409 for a closed stream,
 //! `Producer-Epoch` on a 403, `Producer-Expected-Seq` on a sequence gap).
+//!
+//! Engine failures are not decided here: they go through `sessiond_http::error`'s one mapping
+//! (the table there and in docs/api.md#errors), so a stream route answers a broken or
+//! unreachable store exactly as every other route does.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_http::ApiError;
+use sessiond_runtime::RuntimeError;
 use sessiond_store::StoreError;
 
 /// An error response with optional extra headers (boxed: errors are rare, results are hot).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{api}")]
 pub struct StreamError {
     /// The JSON error.
     pub api: Box<ApiError>,
@@ -94,19 +100,15 @@ impl From<StoreError> for StreamError {
     }
 }
 
+impl From<RuntimeError> for StreamError {
+    fn from(err: RuntimeError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
-        let busy = self.api.status == StatusCode::SERVICE_UNAVAILABLE;
-        let mut response = (*self.api).into_response();
-        if let Some(headers) = self.headers {
-            response.headers_mut().extend(*headers);
-        }
-        if busy {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
+        (*self.api).respond(serde_json::Map::new(), self.headers.map(|h| *h))
     }
 }
 

@@ -134,7 +134,7 @@ impl Default for ColdConfig {
 
 impl ColdConfig {
     /// Checks the values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
         if !self.enabled {
             return Ok(());
         }

@@ -19,6 +19,38 @@ use sessiond_streams::Streams;
 
 use super::Secrets;
 
+/// Why a relay pass stopped; what it had not relayed stays queued for the next pass.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The outbox or the user secrets could not be read or written.
+    #[error(transparent)]
+    Store(#[from] sessiond_store::StoreError),
+    /// A security stream refused the events.
+    #[error("cannot write the security stream {stream}: {source}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// Its answer.
+        #[source]
+        source: sessiond_streams::error::StreamError,
+    },
+    /// A task of the pass panicked or was cancelled.
+    #[error("a relay task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A pass that a request waits for (export, erasure) fails as the storage failure behind it
+/// would on any route (`sessiond_http::error`).
+impl From<RelayError> for sessiond_http::ApiError {
+    fn from(e: RelayError) -> Self {
+        match e {
+            RelayError::Store(e) => e.into(),
+            RelayError::Stream { source, .. } => *source.api,
+            other => sessiond_http::ApiError::internal(other),
+        }
+    }
+}
+
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
 /// Stream names remembered as created before the memory starts over.
@@ -98,14 +130,13 @@ impl Relay {
     }
 
     /// Relays everything queued now.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), RelayError> {
         let _pass = self.pass.lock().await;
         loop {
             let batch = self
                 .outbox
                 .outbox_read(self.config().relay_batch.max(1))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -147,12 +178,9 @@ impl Relay {
                 appends.spawn(async move { relay.append(&stream, values).await });
             }
             while let Some(done) = appends.join_next().await {
-                done.map_err(|e| e.to_string())??;
+                done??;
             }
-            self.outbox
-                .outbox_remove(&keys)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.outbox.outbox_remove(&keys).await?;
             metrics::counter!("sessiond_security_events_relayed_total")
                 .increment(keys.len() as u64);
         }
@@ -163,7 +191,7 @@ impl Relay {
     async fn user_refs(
         &self,
         envelopes: &[Envelope],
-    ) -> Result<std::collections::HashMap<String, String>, String> {
+    ) -> Result<std::collections::HashMap<String, String>, RelayError> {
         let users: HashSet<&String> = envelopes
             .iter()
             .filter_map(|e| e.user_id.as_ref())
@@ -178,20 +206,25 @@ impl Relay {
         }
         let mut refs = std::collections::HashMap::new();
         while let Some(done) = lookups.join_next().await {
-            let (user, user_ref) = done.map_err(|e| e.to_string())?;
-            refs.insert(user, user_ref.map_err(|e| e.to_string())?);
+            let (user, user_ref) = done?;
+            refs.insert(user, user_ref?);
         }
         Ok(refs)
     }
 
     /// Appends `values` to the JSON stream `name`, creating it first if needed.
-    async fn append(&self, name: &str, values: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn append(&self, name: &str, values: Vec<Vec<u8>>) -> Result<(), RelayError> {
         let h = self.headers();
-        for attempt in 0..2 {
+        let failed = |source| RelayError::Stream {
+            stream: name.to_owned(),
+            source,
+        };
+        let mut attempt = 0;
+        loop {
             if !self.is_created(name) {
                 sessiond_streams::create::create(&self.streams, name, &h, Bytes::new(), "/")
                     .await
-                    .map_err(|e| format!("cannot create {name}: {:?}", e.api))?;
+                    .map_err(failed)?;
                 self.remember(name);
             }
             match sessiond_streams::append::append_json_values(
@@ -206,11 +239,11 @@ impl Relay {
                 // Deleted meanwhile (an erasure, a sweep): create it again once.
                 Err(e) if e.api.status == StatusCode::NOT_FOUND && attempt == 0 => {
                     self.forget(name);
+                    attempt += 1;
                 }
-                Err(e) => return Err(format!("cannot append to {name}: {:?}", e.api)),
+                Err(e) => return Err(failed(e)),
             }
         }
-        Err(format!("cannot append to {name}"))
     }
 
     fn headers(&self) -> HeaderMap {

@@ -82,12 +82,12 @@ impl UserDataSource for SecurityUserData {
     }
 
     async fn export(&self, user_id: &str) -> Result<Value, ApiError> {
-        self.relay.flush().await.map_err(ApiError::internal)?;
+        self.relay.flush().await?;
         Ok(Value::Array(self.read_all(&user_stream(user_id)).await?))
     }
 
     async fn erase(&self, user_id: &str) -> Result<(), ApiError> {
-        self.relay.flush().await.map_err(ApiError::internal)?;
+        self.relay.flush().await?;
         let name = user_stream(user_id);
         match sessiond_streams::delete::delete(self.relay.streams(), &name).await {
             Ok(_) => {}

@@ -109,7 +109,7 @@ impl Default for CompactionConfig {
 
 impl CompactionConfig {
     /// Checks the values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
         if self.key.is_empty() || self.key.iter().any(|k| k.is_empty()) {
             return Err("streams.compaction.key must list at least one non-empty field".into());
         }

@@ -50,7 +50,7 @@ impl Default for SubscriptionsConfig {
 
 impl SubscriptionsConfig {
     /// Checks the values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
         let zero = [
             ("max_pattern_segments", self.max_pattern_segments),
             ("max_path_segments", self.max_path_segments),
@@ -67,7 +67,7 @@ impl SubscriptionsConfig {
         .map(|(k, _)| k)
         .or((self.webhook_timeout_ms == 0).then_some("webhook_timeout_ms"));
         match zero {
-            Some(key) => Err(format!("streams.subscriptions.{key} must be > 0")),
+            Some(key) => Err(format!("streams.subscriptions.{key} must be > 0").into()),
             None => Ok(()),
         }
     }

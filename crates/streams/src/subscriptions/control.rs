@@ -93,7 +93,8 @@ impl Subscriptions {
         let limits = &self.inner.config;
         let pattern = body.pattern.filter(|p| !p.is_empty());
         if let Some(p) = &pattern {
-            glob::validate(p, limits.max_pattern_segments).map_err(SubError::bad_request)?;
+            glob::validate(p, limits.max_pattern_segments)
+                .map_err(|e| SubError::bad_request(e.to_string()))?;
         }
         let streams: BTreeSet<String> = body.streams.unwrap_or_default().into_iter().collect();
         if streams.len() > limits.max_links {
@@ -118,7 +119,11 @@ impl Subscriptions {
                     .ok_or_else(|| SubError::bad_request("webhook subscriptions need webhook.url"))?
                     .url;
                 self.inner.webhooks.validate(&url).map_err(|reason| {
-                    SubError::new(StatusCode::BAD_REQUEST, "WEBHOOK_URL_REJECTED", reason)
+                    SubError::new(
+                        StatusCode::BAD_REQUEST,
+                        "WEBHOOK_URL_REJECTED",
+                        reason.to_string(),
+                    )
                 })?;
                 (Some(url), None)
             }

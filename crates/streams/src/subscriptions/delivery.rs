@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sessiond_http::webhook::WebhookError;
 use sessiond_store::{now_ms, Millis, StreamChunk};
 
 use super::error::{SubError, SubResult};
@@ -83,7 +84,7 @@ impl Subscriptions {
         id: &str,
         generation: u64,
         wake_id: &str,
-        outcome: &Result<Value, String>,
+        outcome: &Result<Value, WebhookError>,
     ) -> SubResult<()> {
         let mut g = self.inner.objects.lock(id).await;
         let Some(sub) = self.load(&mut g).await? else {
@@ -111,10 +112,10 @@ impl Subscriptions {
     }
 
     /// POSTs `body` signed; the receiver's JSON answer (`{}` if none) on a 2xx.
-    async fn post(&self, url: &str, body: &Value) -> Result<Value, String> {
+    async fn post(&self, url: &str, body: &Value) -> Result<Value, WebhookError> {
         let limits = &self.inner.config;
         let parsed = self.inner.webhooks.validate(url)?;
-        let raw = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let raw = serde_json::to_vec(body)?;
         let signature = self.inner.signer.signature_header(now_ms() / 1000, &raw);
         let request = self
             .inner
@@ -127,10 +128,13 @@ impl Subscriptions {
         let bound = Duration::from_millis(limits.webhook_timeout_ms);
         let answer = sessiond_http::webhook::exchange(request, max, bound).await?;
         if !answer.status.is_success() {
-            return Err(format!("receiver answered {}", answer.status));
+            return Err(WebhookError::Status {
+                status: answer.status,
+                excerpt: String::new(),
+            });
         }
         if answer.truncated {
-            return Err(format!("receiver answered more than {max} bytes"));
+            return Err(WebhookError::TooLong(max));
         }
         let bytes = answer.body;
         Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))

@@ -1,20 +1,25 @@
 //! Errors of the `__ds` control APIs: `{"error": {"code": "...", "message": "...", …}}` with
 //! the protocol's upper-case codes (`FENCED`, `ALREADY_CLAIMED`, `WEBHOOK_URL_REJECTED`) and,
 //! for a busy claim, the current holder and generation next to the code.
+//!
+//! A `SubError` is the shared `ApiError` plus those fields and any protocol headers of a
+//! stream failure met on the way, answered through `ApiError::respond`: engine failures map
+//! exactly as on every other route (`sessiond_http::error`, docs/api.md#errors), and a
+//! stream error keeps its `Stream-*` headers.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use sessiond_http::ApiError;
 use sessiond_store::StoreError;
 
-/// A control-API failure.
-#[derive(Debug)]
+/// A control-API failure (boxed: errors are rare, results are hot).
+#[derive(Debug, thiserror::Error)]
+#[error("{api}")]
 pub struct SubError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    api: Box<ApiError>,
     extra: Map<String, Value>,
+    headers: Option<Box<HeaderMap>>,
 }
 
 /// Result alias.
@@ -23,12 +28,7 @@ pub type SubResult<T> = Result<T, SubError>;
 impl SubError {
     /// Any failure.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        SubError {
-            status,
-            code,
-            message: message.into(),
-            extra: Map::new(),
-        }
+        ApiError::new(status, code, message).into()
     }
     /// 400 `BAD_REQUEST`.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,7 +66,7 @@ impl SubError {
     }
     /// Whether this is [`raced`](Self::raced).
     pub fn is_raced(&self) -> bool {
-        self.code == "CONTENDED"
+        self.api.code == "CONTENDED"
     }
     /// Adds a field next to `code`.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -75,47 +75,41 @@ impl SubError {
     }
 }
 
+impl From<ApiError> for SubError {
+    fn from(api: ApiError) -> Self {
+        SubError {
+            api: Box::new(api),
+            extra: Map::new(),
+            headers: None,
+        }
+    }
+}
+
 impl From<StoreError> for SubError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "subscription storage failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "storage unavailable",
-        )
+        ApiError::from(e).into()
     }
 }
 
 impl From<sessiond_runtime::RuntimeError> for SubError {
     fn from(e: sessiond_runtime::RuntimeError) -> Self {
-        tracing::error!(error = %e, "subscription storage failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "storage unavailable",
-        )
+        ApiError::from(e).into()
     }
 }
 
 impl From<crate::error::StreamError> for SubError {
     fn from(e: crate::error::StreamError) -> Self {
-        Self::new(e.api.status, e.api.code, e.api.message.clone())
+        SubError {
+            api: e.api,
+            extra: Map::new(),
+            headers: e.headers,
+        }
     }
 }
 
 impl IntoResponse for SubError {
     fn into_response(self) -> Response {
-        let mut error = self.extra;
-        error.insert("code".into(), json!(self.code));
-        error.insert("message".into(), json!(self.message));
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        response
+        (*self.api).respond(self.extra, self.headers.map(|h| *h))
     }
 }
 
@@ -125,4 +119,89 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> SubResult<T> {
         return Err(SubError::bad_request(sessiond_http::body::NOT_AN_OBJECT));
     }
     serde_json::from_slice(body).map_err(|e| SubError::bad_request(format!("invalid body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StreamError;
+
+    /// Status, `Retry-After` and the exact body bytes.
+    async fn wire(response: Response) -> (StatusCode, Option<String>, String) {
+        let status = response.status();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn failures() -> [fn() -> StoreError; 2] {
+        [
+            || StoreError::Unavailable("connection refused".into()),
+            || StoreError::Corrupt("stream s: bad metadata".into()),
+        ]
+    }
+
+    /// A sessions route answers `ApiError`, a streams route `StreamError`, a subscriptions
+    /// route `SubError`: one storage failure must look the same through each.
+    #[tokio::test]
+    async fn a_store_failure_answers_alike_on_every_route() {
+        for failure in failures() {
+            let sessions = wire(ApiError::from(failure()).into_response()).await;
+            let streams = wire(StreamError::from(failure()).into_response()).await;
+            let subscriptions = wire(SubError::from(failure()).into_response()).await;
+            let via_runtime = sessiond_runtime::RuntimeError::Store(failure());
+            let objects = wire(SubError::from(via_runtime).into_response()).await;
+            assert_eq!(sessions, streams);
+            assert_eq!(sessions, subscriptions);
+            assert_eq!(sessions, objects);
+        }
+        let unavailable = wire(SubError::from(failures()[0]()).into_response()).await;
+        assert_eq!(
+            unavailable,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1".to_owned()),
+                r#"{"error":{"code":"unavailable","message":"storage engine unavailable, retry later"}}"#
+                    .to_owned()
+            )
+        );
+        let corrupt = wire(SubError::from(failures()[1]()).into_response()).await;
+        assert_eq!(
+            corrupt,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                r#"{"error":{"code":"internal","message":"internal server error"}}"#.to_owned()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_keeps_its_protocol_headers_on_a_subscription_route() {
+        let closed = StreamError::conflict("stream is closed")
+            .with(crate::headers::NEXT_OFFSET, "0000_0005")
+            .with(crate::headers::CLOSED, "true");
+        let response = SubError::from(closed).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[crate::headers::NEXT_OFFSET], "0000_0005");
+        assert_eq!(response.headers()[crate::headers::CLOSED], "true");
+    }
+
+    #[tokio::test]
+    async fn extra_fields_sit_beside_the_code() {
+        let busy = SubError::new(StatusCode::CONFLICT, "ALREADY_CLAIMED", "claimed")
+            .with("holder", "w1")
+            .with("generation", 4);
+        let (status, retry, body) = wire(busy.into_response()).await;
+        assert_eq!((status, retry), (StatusCode::CONFLICT, None));
+        assert_eq!(
+            body,
+            r#"{"error":{"code":"ALREADY_CLAIMED","generation":4,"holder":"w1","message":"claimed"}}"#
+        );
+    }
 }

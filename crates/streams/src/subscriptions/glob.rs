@@ -11,19 +11,41 @@
 //! costs at most pattern segments × path segments steps; both counts are capped by
 //! configuration (`max_pattern_segments`, `max_path_segments`).
 
+/// Why a pattern is refused (a 400 with this message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// No pattern at all.
+    #[error("pattern is empty")]
+    Empty,
+    /// `a//b`, a leading or a trailing `/`.
+    #[error("pattern has an empty segment")]
+    EmptySegment,
+    /// More segments than `max_pattern_segments`.
+    #[error(
+        "pattern has {segments} segments, more than {max} (streams.subscriptions.max_pattern_segments)"
+    )]
+    TooDeep {
+        /// Segments of the pattern.
+        segments: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
 /// Checks a pattern before it is stored (400 otherwise).
-pub fn validate(pattern: &str, max_segments: usize) -> Result<(), String> {
+pub fn validate(pattern: &str, max_segments: usize) -> Result<(), PatternError> {
     if pattern.is_empty() {
-        return Err("pattern is empty".into());
+        return Err(PatternError::Empty);
     }
     if pattern.split('/').any(str::is_empty) {
-        return Err("pattern has an empty segment".into());
+        return Err(PatternError::EmptySegment);
     }
     let segments = pattern.split('/').count();
     if segments > max_segments {
-        return Err(format!(
-            "pattern has {segments} segments, more than {max_segments} (streams.subscriptions.max_pattern_segments)"
-        ));
+        return Err(PatternError::TooDeep {
+            segments,
+            max: max_segments,
+        });
     }
     Ok(())
 }

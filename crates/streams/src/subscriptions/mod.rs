@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_http::webhook::WebhookPolicy;
-use sessiond_runtime::{AlarmHandler, Alarms, ObjectGuard, ObjectKind, RuntimeError};
+use sessiond_runtime::{AlarmError, AlarmHandler, Alarms, ObjectGuard, ObjectKind, RuntimeError};
 use sessiond_store::ObjectStore;
 use tokio::sync::mpsc;
 
@@ -131,9 +131,12 @@ impl AlarmTarget {
 
 #[async_trait::async_trait]
 impl AlarmHandler for AlarmTarget {
-    async fn fire(&self, key: &str, _name: &str, _payload: &str) -> Result<(), String> {
-        let subs = self.0.get().ok_or("subscriptions are not open yet")?;
-        subs.on_timer(key).await.map_err(|e| format!("{e:?}"))
+    async fn fire(&self, key: &str, _name: &str, _payload: &str) -> Result<(), AlarmError> {
+        let subs = self
+            .0
+            .get()
+            .ok_or_else(|| AlarmError::other("subscriptions are not open yet"))?;
+        subs.on_timer(key).await.map_err(AlarmError::other)
     }
 }
 
