@@ -307,4 +307,27 @@ mod tests {
         assert_eq!(small.verify(&token, NOW), Err(TokenError::TooLong));
         assert!(Hs256Verifier::new(Vec::<Vec<u8>>::new(), 16).is_none());
     }
+
+    /// Tokens signed before the signing code moved to `crate::signing` (pinned from the old code):
+    /// what applications and tests mint must keep verifying, byte for byte.
+    #[test]
+    fn pinned_vectors() {
+        const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJleHAiOjE5MDAwMDAwMDAsInNlc3Npb25faWQiOiJzMSJ9.\
+            KBwQolemplE8hmkWP7bp2zXRnIK763I-mMKBgLKOyW8";
+        let claims = json!({"session_id": "s1", "exp": 1_900_000_000});
+        assert_eq!(sign_hs256(&claims, SECRET), TOKEN);
+        let verifier = Hs256Verifier::new(
+            [
+                b"new-secret-0123456789abcdef01234".to_vec(),
+                SECRET.to_vec(),
+            ],
+            4096,
+        )
+        .expect("secrets");
+        assert_eq!(
+            verifier.verify(TOKEN, NOW).expect("valid")["session_id"],
+            "s1"
+        );
+    }
 }

@@ -123,4 +123,20 @@ mod tests {
         };
         assert_ne!(a.fingerprint(&shifted).stable_key, fp.stable_key);
     }
+
+    /// Fingerprints computed before the hashing moved to `sessiond_http::signing` (pinned
+    /// from the old code): a doID or fpID stays the same across an upgrade.
+    #[test]
+    fn pinned_vectors() {
+        let input = DecisionInput {
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("ua".into()),
+            accept_language: Some("en".into()),
+            region: Some("fra".into()),
+            ..DecisionInput::default()
+        };
+        let fp = Fingerprinter::new(&[7u8; 32]).fingerprint(&input);
+        assert_eq!(fp.fp_id, "idd95FrGusFyY_ecOds5BA");
+        assert_eq!(fp.stable_key, "T28WCLQqmjiC2epHSYe90g");
+    }
 }

@@ -185,4 +185,34 @@ mod tests {
         assert!(new_only.verify("cID", &by_rotated, NOW, AGE).is_some());
         assert!(old.verify("cID", &by_rotated, NOW, AGE).is_none());
     }
+
+    /// Values signed before the signing code moved to `sessiond_http::signing` (pinned from
+    /// the old code): cookies in browsers must keep verifying after an upgrade.
+    #[test]
+    fn pinned_vectors() {
+        let s = Signer::new(&["k".repeat(32)]);
+        assert_eq!(
+            s.sign("_ss_\0cID", "abc", NOW),
+            "abc.1700000000000.deUwq-Hfn-IO_CaTnjVljQ0j9nI3xIzR1X0O9AUwaRA"
+        );
+        let rotated = Signer::new(&["n".repeat(32), "k".repeat(32)]);
+        let ok = rotated
+            .verify(
+                "_ss_\0cID",
+                "abc.1700000000000.deUwq-Hfn-IO_CaTnjVljQ0j9nI3xIzR1X0O9AUwaRA",
+                NOW,
+                AGE,
+            )
+            .expect("valid");
+        assert_eq!((ok.payload.as_str(), ok.issued), ("abc", NOW));
+        let derived: String = s
+            .derive("fingerprint")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            derived,
+            "bf7d0d331bceec529c3f3e18d3597094c4073f46477fbf84c37561f37b6bd721"
+        );
+    }
 }

@@ -105,4 +105,23 @@ mod tests {
         assert_eq!(verify(&keys, payload, 0), None);
         assert_eq!(verify(&[], &token, 0), None);
     }
+
+    /// A grant signed before the signing code moved to `sessiond_http::signing` (pinned from
+    /// the old code): app backends keep minting exactly this.
+    #[test]
+    fn pinned_vectors() {
+        const TOKEN: &str = "eyJzdWIiOiJhbGljZSIsImNoIjoicm9vbTpsb2JieSIsInB1YiI6dHJ1ZSwiaWF0Ijox\
+            NzAwMDAwMDAwLCJleHAiOjE5MDAwMDAwMDB9.sCvSqwAX0XGestLp-0Zi5GzYyTAoo6DmNFVwGdlA_9I";
+        let key = "grant-key-0123456789abcdef012345";
+        let claims = GrantClaims {
+            iat: 1_700_000_000,
+            ..claims(1_900_000_000)
+        };
+        assert_eq!(sign(key.as_bytes(), &claims), TOKEN);
+        let keys = vec![
+            "new-key-0123456789abcdef01234567".to_string(),
+            key.to_string(),
+        ];
+        assert_eq!(verify(&keys, TOKEN, 1_800_000_000), Some(claims));
+    }
 }

@@ -161,4 +161,16 @@ mod tests {
         assert_ne!(parts[1], parts[2]);
         assert_eq!(sig, signature(&["a".into(), "b".into()], 1700000000, b"{}"));
     }
+
+    /// The header computed before the signing code moved to `sessiond_http::signing` (pinned
+    /// from the old code): receivers verify exactly this layout.
+    #[test]
+    fn pinned_vector() {
+        let keys = vec!["a".repeat(32), String::new(), "b".repeat(32)];
+        assert_eq!(
+            signature(&keys, 1_700_000_000, br#"{"type":"join"}"#),
+            "t=1700000000,v1=dfdd193f762fd55821177645c63453e2ae1cd4d23aa37a5602ead3c4627dc58a,\
+             v1=55ec8a48e9d0d2ede9f450931dbbdfa8b33e80c2b1e5de3de9451ab2a57fa44b"
+        );
+    }
 }

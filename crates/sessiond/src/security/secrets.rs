@@ -93,3 +93,26 @@ fn getrandom_fill(bytes: &mut [u8]) {
     #[allow(clippy::expect_used)]
     getrandom::fill(bytes).expect("OS random number generator unavailable");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `user_ref` computed before the hashing moved to `sessiond_http::signing` (pinned from
+    /// the old code): references already in the global stream keep naming their user.
+    #[tokio::test]
+    async fn pinned_user_ref() {
+        let objects: Arc<dyn ObjectStore> = Arc::new(sessiond_store::memory::MemoryEngine::new());
+        let key = user_hash("alice");
+        let stored = objects
+            .swap_object(KIND, &key, None, Some(&[9u8; 32]), Durability::Confirmed)
+            .await
+            .expect("store");
+        assert!(stored);
+        let secrets = Secrets::new(objects);
+        assert_eq!(
+            secrets.user_ref("alice").await.expect("ref"),
+            "j5N_UOKeDpowZ0dplHqnkXGkeqR1f_6dt_B3lH7johk"
+        );
+    }
+}
