@@ -8,12 +8,9 @@
 //! target must pass the shared SSRF rules (`sessiond_http::webhook`) at start-up and at
 //! every connection: public addresses only, unless `webhook_allowed_networks` lists them.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
+use sessiond_http::signing::{signature_header, Keys};
 use sessiond_http::webhook::{exchange, Client, Url};
 
 use crate::config::EventsConfig;
@@ -33,21 +30,13 @@ pub struct WebhookSink {
     timeout: Duration,
 }
 
-/// The signature header value for `body` at unix second `t`.
+/// The signature header value for `body` at unix second `t` (`t=<t>` alone without a key;
+/// empty keys are skipped).
 pub fn signature(keys: &[String], t: i64, body: &[u8]) -> String {
-    let mut value = format!("t={t}");
-    for key in keys.iter().filter(|k| !k.is_empty()) {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
-            continue;
-        };
-        mac.update(format!("{t}.").as_bytes());
-        mac.update(body);
-        value.push_str(",v1=");
-        for byte in mac.finalize().into_bytes() {
-            let _ = write!(value, "{byte:02x}");
-        }
+    match Keys::new(keys) {
+        Some(keys) => signature_header(&keys, t, body),
+        None => format!("t={t}"),
     }
-    value
 }
 
 impl WebhookSink {

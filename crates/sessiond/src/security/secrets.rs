@@ -8,11 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
+use sessiond_http::signing::{self, Key};
 use sessiond_sessions::security::user_hash;
 use sessiond_store::{Durability, ObjectStore, Result};
-use sha2::Sha256;
 
 /// Object kind of the secrets (key: the user's hash).
 const KIND: &str = "security-secret";
@@ -42,10 +40,9 @@ impl Secrets {
     /// `user_ref` of `user_id`: base64url(HMAC-SHA256(secret, user_id)), no padding.
     pub async fn user_ref(&self, user_id: &str) -> Result<String> {
         let secret = self.secret(user_id).await?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
-            .map_err(|e| sessiond_store::StoreError::Corrupt(e.to_string()))?;
-        mac.update(user_id.as_bytes());
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        Ok(signing::encode(
+            Key::new(&secret).mac(&[user_id.as_bytes()]),
+        ))
     }
 
     async fn secret(&self, user_id: &str) -> Result<Vec<u8>> {
