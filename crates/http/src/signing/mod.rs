@@ -167,7 +167,7 @@ pub fn seal(key: &Key, body: &str) -> String {
 
 /// Splits a sealed token at its last `.`: the body and the decoded MAC; `None` when there is
 /// no `.` or the MAC is not base64url. Nothing is verified yet.
-pub fn split_sealed(token: &str) -> Option<(&str, Vec<u8>)> {
+fn split_sealed(token: &str) -> Option<(&str, Vec<u8>)> {
     let (body, mac) = token.rsplit_once('.')?;
     Some((body, decode(mac)?))
 }
