@@ -2,11 +2,9 @@
 //! bytes as header and claims of a token signed with the verifier's key, so the claim
 //! checks behind the signature are reached too.
 #![no_main]
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
 use sessiond_http::jwt::Hs256Verifier;
+use sessiond_http::signing::{encode, seal, Key};
 
 const KEY: &[u8] = b"fuzz-jwt-key-0123456789abcdef012";
 const NOW: f64 = 1_700_000_000.0;
@@ -21,17 +19,8 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&br#"{"alg":"HS256"}"#[..], data),
     };
-    let signed = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY).expect("any key length");
-    mac.update(signed.as_bytes());
-    let token = format!(
-        "{signed}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    );
+    let signed = format!("{}.{}", encode(header), encode(claims));
+    let token = seal(&Key::new(KEY), &signed);
     if let Ok(verified) = verifier.verify(&token, NOW) {
         let exp = verified.get("exp").and_then(serde_json::Value::as_f64);
         assert!(

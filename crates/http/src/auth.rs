@@ -87,18 +87,27 @@ fn normalize(key: &str) -> Option<Digest> {
     (!key.is_empty()).then(|| digest(key.as_bytes()))
 }
 
-/// The first non-empty value of a cookie named in `names` (quotes around it dropped), over
-/// every `Cookie` header line: the session id a browser presents to a socket upgrade or, via a
-/// proxy, to the edge check (one list of names, `sessions.cookies`, for both).
+/// The first non-empty value of a cookie named in `names` (one pair of quotes around it
+/// dropped), over every `Cookie` header line: the session id a browser presents to a socket
+/// upgrade or, via a proxy, to the edge check (one list of names, `sessions.cookies`, for
+/// both). The `cookie` crate splits the header: pairs without a name or `=` are skipped, and
+/// names and values are taken as sent (no percent-decoding: session ids never need it).
 pub fn cookie_value<'a>(headers: &'a HeaderMap, names: &[String]) -> Option<&'a str> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| !value.is_empty() && names.iter().any(|n| n == name))
-        .map(|(_, value)| value.trim_matches('"'))
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| names.iter().any(|n| n == c.name()))
+        .filter_map(|c| c.value_raw())
+        .map(|value| {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
+        .find(|value| !value.is_empty())
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any.
@@ -269,6 +278,35 @@ pub async fn require_api_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_values_from_every_header_line() {
+        let names = vec!["sid".to_string(), "session".to_string()];
+        let mut headers = HeaderMap::new();
+        assert_eq!(cookie_value(&headers, &names), None);
+        for line in [
+            "a=1; =nameless; junk; sid=",
+            "  other=x ;session=\"tok-1\" ; sid=tok-2",
+        ] {
+            headers.append(
+                axum::http::header::COOKIE,
+                line.parse().expect("header value"),
+            );
+        }
+        // The empty `sid=` is skipped; the first non-empty match wins, quotes dropped.
+        assert_eq!(cookie_value(&headers, &names), Some("tok-1"));
+        assert_eq!(cookie_value(&headers, &["sid".to_string()]), Some("tok-2"));
+        assert_eq!(cookie_value(&headers, &["a".to_string()]), Some("1"));
+        assert_eq!(cookie_value(&headers, &["junk".to_string()]), None);
+        assert_eq!(cookie_value(&headers, &[]), None);
+        // Not percent-decoded: the value is what the browser sent.
+        let mut encoded = HeaderMap::new();
+        encoded.insert(
+            axum::http::header::COOKIE,
+            "sid=a%20b".parse().expect("value"),
+        );
+        assert_eq!(cookie_value(&encoded, &names), Some("a%20b"));
+    }
     use axum::body::Body;
     use axum::http::{Method, StatusCode};
     use axum::middleware::from_fn_with_state;

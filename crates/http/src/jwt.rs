@@ -7,20 +7,16 @@
 //! - the header's `alg` is exactly `HS256` (`none` and every other algorithm are refused, so a
 //!   token cannot choose how it is checked), and a `crit` header is refused (we understand no
 //!   extension);
-//! - the signature is compared in constant time against every configured secret, all of them
-//!   on every call, so secrets rotate (add the new one, mint with it, drop the old one) and
-//!   timing reveals neither which secret matched nor how close a forgery came;
+//! - the signature is checked by `crate::signing` (a JWT is a sealed token whose body is
+//!   `<header>.<claims>`): against every configured secret, in constant time, so secrets
+//!   rotate (add the new one, mint with it, drop the old one) and timing reveals neither
+//!   which secret matched nor how close a forgery came;
 //! - only then are the claims read: a numeric `exp` (seconds) is required and must be in the
 //!   future, a numeric `nbf`, if any, must be past.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::signing::{self, Key, Keys};
 
 /// Why a token was refused. The `Display` text is safe to show to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,36 +54,22 @@ impl std::fmt::Display for TokenError {
 impl std::error::Error for TokenError {}
 
 /// Verifies HS256 tokens against one or more secrets (cheap to clone).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Hs256Verifier {
-    /// One HMAC state per secret, already keyed: cloned per check instead of re-keyed.
-    keyed: std::sync::Arc<Vec<HmacSha256>>,
+    keys: Keys,
     max_token_bytes: usize,
-}
-
-impl std::fmt::Debug for Hs256Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hs256Verifier")
-            .field("secrets", &self.keyed.len())
-            .field("max_token_bytes", &self.max_token_bytes)
-            .finish()
-    }
 }
 
 impl Hs256Verifier {
     /// A verifier accepting tokens signed with any of `secrets` (their UTF-8 bytes), refusing
-    /// tokens longer than `max_token_bytes`. `None` when no secret is given.
+    /// tokens longer than `max_token_bytes`. `None` when no (non-empty) secret is given.
     pub fn new<I, S>(secrets: I, max_token_bytes: usize) -> Option<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let keyed: Vec<HmacSha256> = secrets
-            .into_iter()
-            .filter_map(|s| HmacSha256::new_from_slice(s.as_ref()).ok())
-            .collect();
-        (!keyed.is_empty()).then(|| Hs256Verifier {
-            keyed: std::sync::Arc::new(keyed),
+        Some(Hs256Verifier {
+            keys: Keys::new(secrets)?,
             max_token_bytes,
         })
     }
@@ -108,12 +90,10 @@ impl Hs256Verifier {
         {
             return Err(TokenError::Algorithm);
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TokenError::Malformed)?;
+        let signature = signing::decode(signature).ok_or(TokenError::Malformed)?;
         // Header and payload exactly as sent: the signature covers the encoded form.
         let signed = &token[..header.len() + payload.len() + 1];
-        if !self.signed_by_any(signed.as_bytes(), &signature) {
+        if !self.keys.verify(&[signed.as_bytes()], &signature) {
             return Err(TokenError::Signature);
         }
         let claims = decode_object(payload)?;
@@ -134,23 +114,10 @@ impl Hs256Verifier {
         }
         Ok(claims)
     }
-
-    /// Whether any secret signs `signed` as `signature`, comparing against all of them.
-    fn signed_by_any(&self, signed: &[u8], signature: &[u8]) -> bool {
-        let mut matched = subtle::Choice::from(0u8);
-        for keyed in self.keyed.iter() {
-            let mut mac = keyed.clone();
-            mac.update(signed);
-            matched |= mac.finalize().into_bytes().as_slice().ct_eq(signature);
-        }
-        matched.into()
-    }
 }
 
 fn decode_object(part: &str) -> Result<Map<String, Value>, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes = signing::decode(part).ok_or(TokenError::Malformed)?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(TokenError::Malformed),
@@ -169,19 +136,12 @@ pub fn sign_hs256(claims: &Value, secret: &[u8]) -> String {
 
 /// Signs with an arbitrary header (tests use it to forge `alg` values).
 pub fn sign_with_header(header: &Value, claims: &Value, secret: &[u8]) -> String {
-    let signed = format!(
+    let body = format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
+        signing::encode(header.to_string()),
+        signing::encode(claims.to_string())
     );
-    let signature = match HmacSha256::new_from_slice(secret) {
-        Ok(mut mac) => {
-            mac.update(signed.as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    };
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    signing::seal(&Key::new(secret), &body)
 }
 
 #[cfg(test)]
@@ -264,11 +224,8 @@ mod tests {
     #[test]
     fn refuses_other_algorithms() {
         let none_header = json!({"alg": "none", "typ": "JWT"});
-        let payload = URL_SAFE_NO_PAD.encode(claims(NOW + 60.0).to_string());
-        let unsigned = format!(
-            "{}.{payload}.",
-            URL_SAFE_NO_PAD.encode(none_header.to_string())
-        );
+        let payload = signing::encode(claims(NOW + 60.0).to_string());
+        let unsigned = format!("{}.{payload}.", signing::encode(none_header.to_string()));
         assert_eq!(
             verifier().verify(&unsigned, NOW),
             Err(TokenError::Algorithm)
@@ -306,5 +263,28 @@ mod tests {
         let token = sign_hs256(&claims(NOW + 60.0), SECRET);
         assert_eq!(small.verify(&token, NOW), Err(TokenError::TooLong));
         assert!(Hs256Verifier::new(Vec::<Vec<u8>>::new(), 16).is_none());
+    }
+
+    /// Tokens signed before the signing code moved to `crate::signing` (pinned from the old code):
+    /// what applications and tests mint must keep verifying, byte for byte.
+    #[test]
+    fn pinned_vectors() {
+        const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJleHAiOjE5MDAwMDAwMDAsInNlc3Npb25faWQiOiJzMSJ9.\
+            KBwQolemplE8hmkWP7bp2zXRnIK763I-mMKBgLKOyW8";
+        let claims = json!({"session_id": "s1", "exp": 1_900_000_000});
+        assert_eq!(sign_hs256(&claims, SECRET), TOKEN);
+        let verifier = Hs256Verifier::new(
+            [
+                b"new-secret-0123456789abcdef01234".to_vec(),
+                SECRET.to_vec(),
+            ],
+            4096,
+        )
+        .expect("secrets");
+        assert_eq!(
+            verifier.verify(TOKEN, NOW).expect("valid")["session_id"],
+            "s1"
+        );
     }
 }

@@ -8,7 +8,10 @@
 //! - [`auth`]: API keys with rotation and constant-time comparison.
 //! - [`metrics`]: per-route request counters and latency histograms.
 //! - [`ids`]: random URL-safe identifiers.
-//! - [`jwt`]: HS256 token verification with secret rotation.
+//! - [`signing`]: every HMAC-SHA-256 of the server (keys in rotation, constant-time checks,
+//!   base64url) and the signed formats: sealed tokens, stamped cookie values, webhook
+//!   signature headers.
+//! - [`jwt`]: HS256 token verification (sealed tokens with a JOSE header and claims).
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
 //! - [`access`]: the access log and `X-Request-Id`.
 //! - [`forwarded`]: the client address behind trusted proxies.
@@ -26,6 +29,7 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod signing;
 pub mod user_data;
 pub mod webhook;
 

@@ -221,3 +221,50 @@ fn credential_checks_read_only_the_http_only_copy() {
         Some(cid)
     );
 }
+
+/// Set-Cookie values of both layouts issued before the signing code moved to
+/// `sessiond_http::signing` (pinned from the old code): names, layout and signatures of the
+/// cookies browsers hold must not change with an upgrade, and they must read back.
+#[test]
+fn pinned_set_cookies_of_both_layouts() {
+    use base64::Engine as _;
+    const ATTRIBUTES: &str =
+        "SameSite=Strict; Secure; Path=/; Max-Age=31536000; Expires=Wed, 13 Nov 2024 22:13:20 GMT";
+    const ID: &str = "AYvP5WgABwcHBwcHBwcHBwcHBwcHBw";
+    let mut raw = NOW.to_be_bytes()[2..].to_vec();
+    raw.extend([7u8; 16]);
+    let cid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+    assert_eq!(cid, ID);
+    let issue = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &cid,
+        fpid: Some("fingerprint"),
+    };
+    let mut layout_a = Vec::new();
+    for (name, value) in [
+        ("cID", "AYvP5WgABwcHBwcHBwcHBwcHBwcHBw.1700000000000.-50BtZoxsLEV_EWGml5pTo6vcbtdq7EC20udsDwZ4tQ"),
+        ("sID", "AYvP5WgABwcHBwcHBwcHBwcHBwcHBw.1700000000000.Rnb2jmf9ZI_Nmfj6tVn-QItSO47I6qxyHMPU83vXixE"),
+        ("eID", "AYvP5WgABwcHBwcHBwcHBwcHBwcHBw.1700000000000.MxriXECNjkHTI6rU8ojtxldUjv4oBrc80yGHlZMJ0Yw"),
+        ("fpID", "fingerprint.1700000000000.n2rQ5MKc009lQB0-uIdxqBx8blMtzuvOTZejD5o46rs"),
+    ] {
+        layout_a.push(format!("_ss_{name}={value}; HttpOnly; {ATTRIBUTES}"));
+        layout_a.push(format!("_cs_{name}={value}; {ATTRIBUTES}"));
+    }
+    let compact = vec![format!(
+        "sessiond={ID}~{ID}~fingerprint.1700000000000.1AoWIHSA4JOxcdKTK-HL1TecohZNbKxVnqGkvKf7Y58; \
+         HttpOnly; {ATTRIBUTES}"
+    )];
+    for (layout, expected) in [
+        (CookieLayout::A, layout_a),
+        (CookieLayout::Compact, compact),
+    ] {
+        let codec = codec(layout);
+        let set = codec.set_cookies(&Presented::default(), &issue, NOW);
+        assert_eq!(set, expected, "{layout:?}");
+        let pairs = parse_header(&as_header(&set), &LimitsConfig::default());
+        let back = codec.read(&pairs, NOW + 1000);
+        assert_eq!(back.cid.as_deref(), Some(cid.as_str()), "{layout:?}");
+        assert_eq!(back.fpid.as_deref(), Some("fingerprint"), "{layout:?}");
+    }
+}

@@ -8,12 +8,10 @@
 //! first visitor behind a NAT to everyone after them); the fingerprint only describes the
 //! request (`fpID`, `isNewFpID`) and names the bootstrap object (`doID`).
 //!
-//! Fields are length-prefixed before hashing, so no two field lists hash the same input.
+//! Fields are length-prefixed before hashing, so no two field lists hash the same input. The
+//! HMAC is `sessiond_http::signing`'s, like every other MAC of the server.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sessiond_http::signing::{self, Key};
 
 use crate::input::DecisionInput;
 
@@ -21,15 +19,9 @@ use crate::input::DecisionInput;
 const FP_BYTES: usize = 16;
 
 /// Computes fingerprints under one secret.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Fingerprinter {
-    mac: Hmac<Sha256>,
-}
-
-impl std::fmt::Debug for Fingerprinter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fingerprinter").finish_non_exhaustive()
-    }
+    key: Key,
 }
 
 /// A request's fingerprint.
@@ -44,20 +36,23 @@ pub struct Fingerprint {
 impl Fingerprinter {
     /// A fingerprinter keyed with `secret`.
     pub fn new(secret: &[u8]) -> Self {
-        #[allow(clippy::expect_used)]
-        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
-        Fingerprinter { mac }
+        Fingerprinter {
+            key: Key::new(secret),
+        }
     }
 
     fn hash(&self, fields: &[&Option<String>]) -> String {
-        let mut mac = self.mac.clone();
-        for field in fields {
-            let value = field.as_deref().unwrap_or("");
-            mac.update(&(value.len() as u64).to_be_bytes());
-            mac.update(value.as_bytes());
-        }
-        let tag = mac.finalize().into_bytes();
-        URL_SAFE_NO_PAD.encode(&tag[..FP_BYTES])
+        let values: Vec<&str> = fields.iter().map(|f| f.as_deref().unwrap_or("")).collect();
+        let lengths: Vec<[u8; 8]> = values
+            .iter()
+            .map(|v| (v.len() as u64).to_be_bytes())
+            .collect();
+        let parts: Vec<&[u8]> = lengths
+            .iter()
+            .zip(&values)
+            .flat_map(|(len, value)| [&len[..], value.as_bytes()])
+            .collect();
+        signing::encode(&self.key.mac(&parts)[..FP_BYTES])
     }
 
     /// The six fields of the stable key, and the region (the seventh field of the fpID).
@@ -122,5 +117,21 @@ mod tests {
             ..DecisionInput::default()
         };
         assert_ne!(a.fingerprint(&shifted).stable_key, fp.stable_key);
+    }
+
+    /// Fingerprints computed before the hashing moved to `sessiond_http::signing` (pinned
+    /// from the old code): a doID or fpID stays the same across an upgrade.
+    #[test]
+    fn pinned_vectors() {
+        let input = DecisionInput {
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("ua".into()),
+            accept_language: Some("en".into()),
+            region: Some("fra".into()),
+            ..DecisionInput::default()
+        };
+        let fp = Fingerprinter::new(&[7u8; 32]).fingerprint(&input);
+        assert_eq!(fp.fp_id, "idd95FrGusFyY_ecOds5BA");
+        assert_eq!(fp.stable_key, "T28WCLQqmjiC2epHSYe90g");
     }
 }

@@ -6,7 +6,9 @@
 //! - [`config`]: `[middleware]` settings: timeout, cookie layout and attributes, signing keys,
 //!   fingerprint, TTL, limits, analytics, trusted proxies.
 //! - [`ids`]: time-stamped CSPRNG ids; [`signing`]: HMAC-SHA-256 cookie values with key
-//!   rotation; [`cookies`]: lenient parsing, both layouts, minimal `Set-Cookie` emission;
+//!   rotation (the server's one signing module, `sessiond_http::signing::stamped`, under the
+//!   path embedders know); [`cookies`]: lenient parsing, both layouts, minimal `Set-Cookie`
+//!   emission;
 //!   [`fingerprint`]: the keyed request hash.
 //! - [`input`] and [`context`]: what a decision takes and answers.
 //! - [`decide`]: the [`Decider`] and its rules; [`client`]: the per-client object, its store
@@ -52,7 +54,7 @@ pub mod ids;
 pub mod input;
 pub mod metrics;
 pub mod routes;
-pub mod signing;
+pub use sessiond_http::signing::stamped as signing;
 
 pub use analytics::{AnalyticsSink, ChannelSink, DataPoint, Dataset, FileSink, NoSink};
 pub use config::{AnalyticsTarget, CookieLayout, MiddlewareConfig};

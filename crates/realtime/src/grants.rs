@@ -2,21 +2,17 @@
 //!
 //! An app backend that already decides who may enter a room should not need a round trip to
 //! sessiond per join: it signs `{"sub","ch","pub","iat","exp"}` with a shared key and hands the token
-//! to its client, which presents it on `subscribe`. Several keys are accepted at once (the
-//! first signs), so keys rotate without a flag day; verification uses the MAC's constant-time
-//! comparison. The format is in docs/realtime.md §2.3.
+//! to its client, which presents it on `subscribe`. A grant is a sealed token of
+//! `sessiond_http::signing` (its body the base64url JSON claims): several keys are accepted at
+//! once (the first signs), so keys rotate without a flag day, and the MAC is compared in
+//! constant time. The format is in docs/realtime.md §2.3.
 //!
 //! `iat` (issued at, unix seconds) lets a revocation outlive the grants it revokes: revoking a
 //! user's grant of a channel records the time in the user's object, and a signed grant issued
 //! at or before it is refused from then on (see [`revoked`]).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
+use sessiond_http::signing::{self, Key, Keys};
 
 /// What a grant allows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,38 +38,17 @@ pub fn revoked(iat: i64, revoked_at: Option<i64>) -> bool {
     revoked_at.is_some_and(|at| iat <= at)
 }
 
-fn mac(key: &[u8], payload: &str) -> HmacSha256 {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(payload.as_bytes());
-    mac
-}
-
 /// Signs `claims` with `key`.
 pub fn sign(key: &[u8], claims: &GrantClaims) -> String {
     let json = serde_json::to_vec(claims).unwrap_or_default();
-    let payload = URL_SAFE_NO_PAD.encode(json);
-    let signature = URL_SAFE_NO_PAD.encode(mac(key, &payload).finalize().into_bytes());
-    format!("{payload}.{signature}")
+    signing::seal(&Key::new(key), &signing::encode(json))
 }
 
-/// The claims of `token` if one of `keys` signed it and it has not expired at `now_s`.
+/// The claims of `token` if one of `keys` (empty ones skipped) signed it and it has not
+/// expired at `now_s`.
 pub fn verify(keys: &[String], token: &str, now_s: i64) -> Option<GrantClaims> {
-    let (payload, signature) = token.split_once('.')?;
-    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-    let valid = keys.iter().filter(|k| !k.is_empty()).any(|key| {
-        mac(key.as_bytes(), payload)
-            .verify_slice(&signature)
-            .is_ok()
-    });
-    if !valid {
-        return None;
-    }
-    let claims: GrantClaims =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let payload = signing::open(&Keys::new(keys)?, token)?;
+    let claims: GrantClaims = serde_json::from_slice(&signing::decode(payload)?).ok()?;
     (claims.exp > now_s).then_some(claims)
 }
 
@@ -104,5 +79,24 @@ mod tests {
         assert_eq!(verify(&keys, &format!("{forged_payload}.{sig}"), 0), None);
         assert_eq!(verify(&keys, payload, 0), None);
         assert_eq!(verify(&[], &token, 0), None);
+    }
+
+    /// A grant signed before the signing code moved to `sessiond_http::signing` (pinned from
+    /// the old code): app backends keep minting exactly this.
+    #[test]
+    fn pinned_vectors() {
+        const TOKEN: &str = "eyJzdWIiOiJhbGljZSIsImNoIjoicm9vbTpsb2JieSIsInB1YiI6dHJ1ZSwiaWF0Ijox\
+            NzAwMDAwMDAwLCJleHAiOjE5MDAwMDAwMDB9.sCvSqwAX0XGestLp-0Zi5GzYyTAoo6DmNFVwGdlA_9I";
+        let key = "grant-key-0123456789abcdef012345";
+        let claims = GrantClaims {
+            iat: 1_700_000_000,
+            ..claims(1_900_000_000)
+        };
+        assert_eq!(sign(key.as_bytes(), &claims), TOKEN);
+        let keys = vec![
+            "new-key-0123456789abcdef01234567".to_string(),
+            key.to_string(),
+        ];
+        assert_eq!(verify(&keys, TOKEN, 1_800_000_000), Some(claims));
     }
 }

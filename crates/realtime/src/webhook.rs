@@ -8,12 +8,9 @@
 //! target must pass the shared SSRF rules (`sessiond_http::webhook`) at start-up and at
 //! every connection: public addresses only, unless `webhook_allowed_networks` lists them.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
+use sessiond_http::signing::{signature_header, Keys};
 use sessiond_http::webhook::{exchange, Client, Url, WebhookError};
 
 use crate::config::EventsConfig;
@@ -33,21 +30,13 @@ pub struct WebhookSink {
     timeout: Duration,
 }
 
-/// The signature header value for `body` at unix second `t`.
+/// The signature header value for `body` at unix second `t` (`t=<t>` alone without a key;
+/// empty keys are skipped).
 pub fn signature(keys: &[String], t: i64, body: &[u8]) -> String {
-    let mut value = format!("t={t}");
-    for key in keys.iter().filter(|k| !k.is_empty()) {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
-            continue;
-        };
-        mac.update(format!("{t}.").as_bytes());
-        mac.update(body);
-        value.push_str(",v1=");
-        for byte in mac.finalize().into_bytes() {
-            let _ = write!(value, "{byte:02x}");
-        }
+    match Keys::new(keys) {
+        Some(keys) => signature_header(&keys, t, body),
+        None => format!("t={t}"),
     }
-    value
 }
 
 impl WebhookSink {
@@ -164,5 +153,17 @@ mod tests {
         assert!(parts[1].starts_with("v1=") && parts[1].len() == 3 + 64);
         assert_ne!(parts[1], parts[2]);
         assert_eq!(sig, signature(&["a".into(), "b".into()], 1700000000, b"{}"));
+    }
+
+    /// The header computed before the signing code moved to `sessiond_http::signing` (pinned
+    /// from the old code): receivers verify exactly this layout.
+    #[test]
+    fn pinned_vector() {
+        let keys = vec!["a".repeat(32), String::new(), "b".repeat(32)];
+        assert_eq!(
+            signature(&keys, 1_700_000_000, br#"{"type":"join"}"#),
+            "t=1700000000,v1=dfdd193f762fd55821177645c63453e2ae1cd4d23aa37a5602ead3c4627dc58a,\
+             v1=55ec8a48e9d0d2ede9f450931dbbdfa8b33e80c2b1e5de3de9451ab2a57fa44b"
+        );
     }
 }

@@ -39,31 +39,24 @@ pub struct ReadQuery {
     pub cursor: Option<String>,
 }
 
+/// A query value: `+` is a space and `%XY` a byte (decoded by `percent-encoding`), and the
+/// result must be UTF-8. Stricter than the crate, which keeps a `%` that does not start an
+/// escape as a literal: here every `%` must be followed by exactly two hex digits (a sign is
+/// no digit: `%+1` is malformed), so a client's encoding bug is a 400, not a different cursor.
 fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                // Two hex digits exactly: `from_str_radix` alone would take a sign (`%+1`).
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let escapes = s.match_indices('%').all(|(i, _)| {
+        s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let spaced = s.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned())
 }
 
 /// Parses the raw query string strictly for `offset` (once, well-formed) and `live`.

@@ -209,8 +209,15 @@ fn data_event(payload: &[u8], base64: bool) -> Vec<u8> {
     } else {
         String::from_utf8_lossy(payload).into_owned()
     };
-    let mut out = b"event: data\n".to_vec();
-    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
+    // Most pages hold no CR: no copy of the page for them (measured in docs/architecture.md).
+    let normalized = if text.contains('\r') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text.as_str())
+    };
+    // The event, a `data:` per line and room for the control event that follows.
+    let mut out = Vec::with_capacity(normalized.len() + 256);
+    out.extend(b"event: data\n");
     for line in normalized.split('\n') {
         // `data:` then the line; a line that starts with a space gets one extra space, which
         // the client's parser strips (it removes exactly one), so the payload is preserved.

@@ -8,11 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
+use sessiond_http::signing::{self, Key};
 use sessiond_sessions::security::user_hash;
 use sessiond_store::{Durability, ObjectStore, Result};
-use sha2::Sha256;
 
 /// Object kind of the secrets (key: the user's hash).
 const KIND: &str = "security-secret";
@@ -42,10 +40,9 @@ impl Secrets {
     /// `user_ref` of `user_id`: base64url(HMAC-SHA256(secret, user_id)), no padding.
     pub async fn user_ref(&self, user_id: &str) -> Result<String> {
         let secret = self.secret(user_id).await?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret)
-            .map_err(|e| sessiond_store::StoreError::Corrupt(e.to_string()))?;
-        mac.update(user_id.as_bytes());
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        Ok(signing::encode(
+            Key::new(&secret).mac(&[user_id.as_bytes()]),
+        ))
     }
 
     async fn secret(&self, user_id: &str) -> Result<Vec<u8>> {
@@ -92,4 +89,27 @@ fn getrandom_fill(bytes: &mut [u8]) {
     // Without the OS CSPRNG no secret is safe to mint: abort loudly (as for every id).
     #[allow(clippy::expect_used)]
     getrandom::fill(bytes).expect("OS random number generator unavailable");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `user_ref` computed before the hashing moved to `sessiond_http::signing` (pinned from
+    /// the old code): references already in the global stream keep naming their user.
+    #[tokio::test]
+    async fn pinned_user_ref() {
+        let objects: Arc<dyn ObjectStore> = Arc::new(sessiond_store::memory::MemoryEngine::new());
+        let key = user_hash("alice");
+        let stored = objects
+            .swap_object(KIND, &key, None, Some(&[9u8; 32]), Durability::Confirmed)
+            .await
+            .expect("store");
+        assert!(stored);
+        let secrets = Secrets::new(objects);
+        assert_eq!(
+            secrets.user_ref("alice").await.expect("ref"),
+            "j5N_UOKeDpowZ0dplHqnkXGkeqR1f_6dt_B3lH7johk"
+        );
+    }
 }
