@@ -296,7 +296,7 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
             &path,
             0,
             b"s",
-            &[stale.clone()],
+            std::slice::from_ref(&stale),
             &meta(&path, 2, b"s"),
             none(),
             &[],
