@@ -5,7 +5,9 @@
 //! producer's new (epoch, seq) and the new `Stream-Seq`. The reply is sent only after that
 //! commit is durable, and waiting readers are woken only then. A plain append (data, no close)
 //! is pipelined: enqueued under the lock, awaited after it (`pipeline.rs`), so checks run
-//! against the assigned state, which includes appends still in flight.
+//! against the assigned state, which includes appends still in flight. On an engine shared by
+//! several nodes it is instead sent so that the engine may move it to the stored tail
+//! (`shared_append.rs`): its offsets are the engine's answer, not the cached tail.
 //!
 //! Precedence of refusals follows the protocol: a closed stream (409 + `Stream-Closed`) wins
 //! over a content-type mismatch, which wins over a `Stream-Seq` regression; a retry of the
