@@ -5,7 +5,9 @@
 //! put on this engine's queue (that fixes its order) and one writer task sends whatever is
 //! queued as one pipeline of `EVAL`s, which Redis applies in queue order. Each script checks
 //! the expected tail, so a commit queued behind a failed one fails too, and commits from
-//! several nodes to one stream are totally ordered with no gap or duplicate. `EVAL` (not
+//! several nodes to one stream are totally ordered with no gap or duplicate. The exception is
+//! an `append_checked`, which the script may move to the stored tail (see `COMMIT`): the
+//! streams capability sends those one at a time per stream, under the stream's lock. `EVAL` (not
 //! `EVALSHA`) inside the pipeline: a restarted Redis has no script cache, and a `NOSCRIPT` in
 //! the middle of a pipeline would fail commits the queue already ordered. On Redis Cluster a
 //! batch is one pipeline per slot, sent concurrently (commits of one stream share a slot, so
@@ -14,8 +16,8 @@
 use std::time::Instant;
 
 use sessiond_store::{
-    Commit, CommitTicket, ProducerRecord, ProducerUpdate, Result, StoreError, StreamChunk,
-    StreamMeta,
+    Appended, Commit, CommitTicket, ProducerBefore, ProducerRecord, ProducerUpdate, Result,
+    StoreError, StreamChunk, StreamMeta,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,11 +39,10 @@ pub(crate) struct Pending {
     chunks: Vec<StreamChunk>,
     meta: StreamMeta,
     producers: ProducerUpdate,
-    reply: oneshot::Sender<Result<Outcome>>,
+    /// `StreamStore::append_checked`: the producer rows required, and leave to move.
+    append: Option<Vec<ProducerBefore>>,
+    reply: oneshot::Sender<Result<Appended>>,
 }
-
-/// A commit's outcome and, when it lost, the metadata that won (if the script could say).
-type Outcome = (Commit, Option<StreamMeta>);
 
 /// The commit queue's sending side.
 pub(crate) type CommitQueue = mpsc::UnboundedSender<Pending>;
@@ -76,6 +77,14 @@ fn commit_cmd(keys: &Keys, node: &str, p: &Pending) -> redis::Cmd {
     };
     cmd.arg(p.producers.max_producers)
         .arg(p.producers.upsert.len());
+    let before = p.append.as_deref().unwrap_or_default();
+    cmd.arg(if p.append.is_some() { "1" } else { "0" })
+        .arg(before.len());
+    for b in before {
+        // '=' + state for a row, '' for none: the two can never be equal.
+        let want = b.state.as_ref().map(|s| [b"=".as_slice(), s].concat());
+        cmd.arg(&b.id).arg(want.unwrap_or_default());
+    }
     for r in &p.producers.upsert {
         cmd.arg(&r.id).arg(r.used_at).arg(producer_row(r));
     }
@@ -153,23 +162,40 @@ async fn send_group(mut con: crate::conn::Con, keys: &Keys, node: &str, batch: V
     let mut index = redis::pipe();
     let mut reindex = false;
     for (p, reply) in batch.into_iter().zip(outcomes) {
-        let outcome = match reply {
-            redis::Value::Int(code) => {
-                if code == 2 {
-                    index_expiry(&mut index, keys, &p.path, p.meta.expires_at);
-                    reindex = true;
-                }
-                Ok((Commit::Written, None))
-            }
-            lost => conflict_meta(&p.path, lost).map(|meta| (Commit::Conflict, meta)),
-        };
-        let _ = p.reply.send(outcome);
+        let outcome = commit_outcome(&p, reply);
+        if let Ok((_, true)) = outcome {
+            index_expiry(&mut index, keys, &p.path, p.meta.expires_at);
+            reindex = true;
+        }
+        let _ = p.reply.send(outcome.map(|(appended, _)| appended));
     }
     if reindex {
         // Not part of the commit's outcome: a lagging index is repaired by the next scan.
         let start = Instant::now();
         let _: redis::RedisResult<()> = index.query_async(&mut con).await;
         crate::round_trip("stream_index", start);
+    }
+}
+
+/// A commit script's reply: where its chunks landed (or what won), and whether `exp` changed.
+fn commit_outcome(p: &Pending, reply: redis::Value) -> Result<(Appended, bool)> {
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("stream {}: commit reply {what}", p.path));
+    match reply {
+        redis::Value::Int(code) => Ok((Appended::Written { start: p.expected }, code == 2)),
+        redis::Value::Array(items) if items.len() == 2 => {
+            // Moved to the stored tail: `{code, new tail}`.
+            let (code, tail): (i64, Vec<u8>) =
+                redis::FromRedisValue::from_redis_value(redis::Value::Array(items))
+                    .map_err(|e| corrupt(&e.to_string()))?;
+            let tail: u64 = crate::parse_num("tail", &tail)?;
+            let len = p.meta.tail.saturating_sub(p.expected);
+            let start = tail
+                .checked_sub(len)
+                .ok_or_else(|| corrupt("moved below 0"))?;
+            Ok((Appended::Written { start }, code == 2))
+        }
+        lost => Ok((Appended::Conflict(conflict_meta(&p.path, lost)?), false)),
     }
 }
 
@@ -222,13 +248,26 @@ impl RedisEngine {
         meta: StreamMeta,
         producers: ProducerUpdate,
     ) -> Result<CommitTicket> {
-        let outcome =
-            self.enqueue_commit_full(path, expected_tail, expected_state, chunks, meta, producers)?;
-        Ok(Box::pin(async move { Ok(outcome.await?.0) }))
+        let outcome = self.enqueue_commit_full(
+            path,
+            expected_tail,
+            expected_state,
+            chunks,
+            meta,
+            producers,
+            None,
+        )?;
+        Ok(Box::pin(async move {
+            Ok(match outcome.await? {
+                Appended::Written { .. } => Commit::Written,
+                Appended::Conflict(_) => Commit::Conflict,
+            })
+        }))
     }
 
-    /// [`enqueue_commit`](Self::enqueue_commit), resolving with the metadata that won when
-    /// the commit lost.
+    /// [`enqueue_commit`](Self::enqueue_commit), resolving with where the chunks landed, or
+    /// the metadata that won when the commit lost. `append`: see [`Pending::append`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn enqueue_commit_full(
         &self,
         path: &str,
@@ -237,7 +276,8 @@ impl RedisEngine {
         chunks: Vec<StreamChunk>,
         meta: StreamMeta,
         producers: ProducerUpdate,
-    ) -> Result<impl std::future::Future<Output = Result<Outcome>> + Send + 'static> {
+        append: Option<Vec<ProducerBefore>>,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
         self.con()?;
         let mut at = expected_tail;
         for c in &chunks {
@@ -256,6 +296,7 @@ impl RedisEngine {
             chunks,
             meta,
             producers,
+            append,
             reply,
         };
         self.commits

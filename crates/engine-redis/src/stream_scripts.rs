@@ -51,10 +51,13 @@ local function notify(channel, head, path)
   redis.call('PUBLISH', channel, head .. ms .. ' ' .. path)
 end
 
--- Appends the offset/data pairs of ARGV from index `at` to chunk stream `c`.
-local function add_chunks(c, at)
+-- Appends the offset/data pairs of ARGV from index `at` to chunk stream `c`, each offset
+-- moved by `shift` when given (offsets below 2^53 then, which Lua numbers hold exactly).
+local function add_chunks(c, at, shift)
   for i = at, #ARGV, 2 do
-    redis.call('XADD', c, ARGV[i] .. '-1', 'd', ARGV[i + 1])
+    local off = ARGV[i]
+    if shift and shift ~= 0 then off = string.format('%d', tonumber(off) + shift) end
+    redis.call('XADD', c, off .. '-1', 'd', ARGV[i + 1])
   end
 end
 "
@@ -65,26 +68,53 @@ pub(crate) use lua_helpers;
 
 /// Commits a change if the stored tail (and, when asked, the stored state) is the expected
 /// one, writes its producer rows, then notifies other nodes.
+///
+/// An append (`StreamStore::append_checked`, move flag '1') also requires each listed
+/// producer row to hold the listed state, and when only the tail differs and the append
+/// leaves the state as it is (new state = expected state), it is **moved** to the stored
+/// tail: the caller decided nothing on the tail, so the outcome is the one it would have
+/// decided on the stored metadata, without the lost compare and the retry.
 /// KEYS: meta, chunks, producers, producer use. ARGV: expected tail, new tail, expires_at or
 /// '', state, channel, notification prefix (`<node id> `), path, check-state flag ('1'),
-/// expected state, max producers (0 = no cap), upsert count n, then n triples (id, used_at,
-/// row value), then offset/data pairs.
-/// Returns 1 written, 2 written and `exp` changed, or on a conflict (or no stream)
-/// {0, tail, exp, state, pend, start} as stored (each nil when absent).
+/// expected state, max producers (0 = no cap), upsert count n, move flag ('1'), required
+/// row count k, then k pairs (id, '=' .. state, or '' for no row), then n triples (id,
+/// used_at, row value), then offset/data pairs.
+/// Returns 1 written, 2 written and `exp` changed, {1 or 2, new tail} written moved, or on a
+/// conflict (or no stream) {0, tail, exp, state, pend, start} as stored (each nil when
+/// absent).
 pub const COMMIT: &str = concat!(
     lua_helpers!(),
     r"
 local m, c, p, pu = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if not meta_is(m, ARGV[1], ARGV[8], ARGV[9]) then
+local cur = redis.call('HMGET', m, 'tail', 'state')
+local won = cur[1] and (ARGV[8] ~= '1' or cur[2] == ARGV[9])
+local shift = 0
+if won and cur[1] ~= ARGV[1] then
+  won = ARGV[12] == '1' and ARGV[4] == ARGV[9]
+    and tonumber(cur[1]) < 2^53 and tonumber(ARGV[2]) < 2^53
+  if won then shift = tonumber(cur[1]) - tonumber(ARGV[1]) end
+end
+local k = tonumber(ARGV[13])
+if won then
+  for i = 14, 13 + 2 * k, 2 do
+    local row, have = redis.call('HGET', p, ARGV[i]), ''
+    if row then have = '=' .. string.sub(row, string.find(row, ' ', 1, true) + 1) end
+    if have ~= ARGV[i + 1] then won = false; break end
+  end
+end
+if not won then
   -- What won, so the writer decides its retry without reading it again.
-  local cur = redis.call('HMGET', m, 'tail', 'exp', 'state', 'pend', 'start')
+  cur = redis.call('HMGET', m, 'tail', 'exp', 'state', 'pend', 'start')
   return {0, cur[1], cur[2], cur[3], cur[4], cur[5]}
 end
+local tail = ARGV[2]
+if shift ~= 0 then tail = string.format('%d', tonumber(tail) + shift) end
+local at = 14 + 2 * k
 local n = tonumber(ARGV[11])
-add_chunks(c, 12 + 3 * n)
-local changed = set_meta(m, ARGV[2], ARGV[3], ARGV[4])
+add_chunks(c, at + 3 * n, shift)
+local changed = set_meta(m, tail, ARGV[3], ARGV[4])
 local mine = {}
-for i = 12, 11 + 3 * n, 3 do
+for i = at, at - 1 + 3 * n, 3 do
   redis.call('HSET', p, ARGV[i], ARGV[i + 2])
   redis.call('ZADD', pu, ARGV[i + 1], ARGV[i])
   mine[ARGV[i]] = true
@@ -104,7 +134,8 @@ if n > 0 and max > 0 then
     end
   end
 end
-notify(ARGV[5], ARGV[6] .. ARGV[2] .. ' ', ARGV[7])
+notify(ARGV[5], ARGV[6] .. tail .. ' ', ARGV[7])
+if shift ~= 0 then return {changed, tail} end
 return changed
 "
 );

@@ -20,9 +20,9 @@
 
 use async_trait::async_trait;
 use sessiond_store::{
-    CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
-    ProducerUpdate, Result, SealLease, SegmentRef, StoreError, StreamChunk, StreamMeta,
-    StreamStore, Trimmed,
+    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
+    ProducerRecord, ProducerUpdate, Result, SealLease, SegmentRef, StoreError, StreamChunk,
+    StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -198,12 +198,32 @@ impl StreamStore for RedisEngine {
         let state = Some(expected_state.to_vec());
         let (chunks, meta) = (chunks.to_vec(), meta.clone());
         let outcome = self
-            .enqueue_commit_full(path, expected_tail, state, chunks, meta, producers)?
+            .enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, None)?
             .await?;
         Ok(match outcome {
-            (Commit::Written, _) => CheckedCommit::Written,
-            (Commit::Conflict, current) => CheckedCommit::Conflict(current),
+            Appended::Written { .. } => CheckedCommit::Written,
+            Appended::Conflict(current) => CheckedCommit::Conflict(current),
         })
+    }
+
+    /// Moves the append in the commit script itself (see `stream_scripts::COMMIT`): one
+    /// round trip whatever the other nodes appended meanwhile.
+    async fn append_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        before: &[ProducerBefore],
+        _: Durability,
+    ) -> Result<Appended> {
+        let state = Some(expected_state.to_vec());
+        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+        let append = Some(before.to_vec());
+        self.enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, append)?
+            .await
     }
 
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {

@@ -47,8 +47,9 @@ pub use sessions::{
     SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{
-    CheckedCommit, Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SealLease,
-    SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake, StreamWakes, Trimmed, WakeSink,
+    Appended, CheckedCommit, Commit, CommitTicket, ForkSource, ProducerBefore, ProducerRecord,
+    ProducerUpdate, SealLease, SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake,
+    StreamWakes, Trimmed, WakeSink,
 };
 
 /// Unix time in milliseconds.

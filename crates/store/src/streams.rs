@@ -178,6 +178,29 @@ pub enum CheckedCommit {
     Conflict(Option<StreamMeta>),
 }
 
+/// Outcome of [`StreamStore::append_checked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Chunks, metadata and producer rows written; the chunks start at `start` (the expected
+    /// tail, or the stored tail when the engine moved the append there).
+    Written {
+        /// Offset of the first appended byte.
+        start: u64,
+    },
+    /// Nothing written; the metadata that won, when known.
+    Conflict(Option<StreamMeta>),
+}
+
+/// A producer row an [`StreamStore::append_checked`] requires: the row of `id` must hold
+/// exactly `state` (`None`: the stream has no row for `id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerBefore {
+    /// The producer's id.
+    pub id: String,
+    /// The state its row must hold, byte for byte.
+    pub state: Option<Vec<u8>>,
+}
+
 /// The second phase of a commit: resolves with the commit's outcome once it was applied and,
 /// for `Durability::Confirmed`, durable. Commits enqueued earlier are applied (and made
 /// durable) no later than this one.
@@ -287,6 +310,55 @@ pub trait StreamStore: Send + Sync {
         Ok(match outcome {
             Commit::Written => CheckedCommit::Written,
             Commit::Conflict => CheckedCommit::Conflict(self.stream_meta(path).await?),
+        })
+    }
+
+    /// A plain append on an engine shared by several processes, decided on what the caller
+    /// last knew of the stream: like
+    /// [`commit_checked_or_current`](Self::commit_checked_or_current), and it also requires
+    /// each producer row of `before` to hold the given state. When the stored tail is not
+    /// `expected_tail` but everything else holds, and the append leaves the state as it is
+    /// (`meta.state == expected_state`, so nothing it decided depends on the tail), an engine
+    /// may **move** it to the stored tail instead of refusing it: every chunk offset and
+    /// `meta.tail` shift by the difference, and the answer says where the chunks start. Why:
+    /// several nodes appending to one stream otherwise lose most compares to each other
+    /// (each one's cached tail is stale), and every lost compare is a round trip and a retry.
+    /// The default never moves (checks the rows, then commits); engines whose writes are
+    /// network round trips move, in the same atomic step as the checks.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        before: &[ProducerBefore],
+        durability: Durability,
+    ) -> Result<Appended> {
+        for b in before {
+            let row = self.stream_producer(path, &b.id).await?;
+            if row.map(|r| r.state) != b.state {
+                return Ok(Appended::Conflict(self.stream_meta(path).await?));
+            }
+        }
+        let outcome = self
+            .commit_checked_or_current(
+                path,
+                expected_tail,
+                expected_state,
+                chunks,
+                meta,
+                producers,
+                durability,
+            )
+            .await?;
+        Ok(match outcome {
+            CheckedCommit::Written => Appended::Written {
+                start: expected_tail,
+            },
+            CheckedCommit::Conflict(current) => Appended::Conflict(current),
         })
     }
 

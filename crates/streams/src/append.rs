@@ -5,7 +5,9 @@
 //! producer's new (epoch, seq) and the new `Stream-Seq`. The reply is sent only after that
 //! commit is durable, and waiting readers are woken only then. A plain append (data, no close)
 //! is pipelined: enqueued under the lock, awaited after it (`pipeline.rs`), so checks run
-//! against the assigned state, which includes appends still in flight.
+//! against the assigned state, which includes appends still in flight. On an engine shared by
+//! several nodes it is instead sent so that the engine may move it to the stored tail
+//! (`shared_append.rs`): its offsets are the engine's answer, not the cached tail.
 //!
 //! Precedence of refusals follows the protocol: a closed stream (409 + `Stream-Closed`) wins
 //! over a content-type mismatch, which wins over a `Stream-Seq` regression; a retry of the
@@ -257,8 +259,34 @@ async fn decide_and_commit(
     }
     let mut info = current.info.clone();
     let mut accepted = None;
+    // A plain append on a shared engine may move to the stored tail (`shared_append.rs`);
+    // not while producers from before producer rows are still in the state.
+    let shared = !streams.exclusive && !close && !body.is_empty() && info.producers.is_empty();
+    let mut before = Vec::new();
     if let Some(p) = producer {
-        match producer::check(streams.producer(&mut g, &p.id).await?.as_ref(), p)? {
+        let seen = streams.producer(&mut g, &p.id).await?;
+        let verdict = match producer::check(seen.as_ref(), p) {
+            // Decided on this node's cache, whose copy of the row may lag appends made through
+            // other nodes: accept the next seq optimistically, the commit requires the row to
+            // hold the one before (if not, the request is decided again on the stored row).
+            Err(_)
+                if shared
+                    && !*trusted
+                    && seen
+                        .as_ref()
+                        .is_some_and(|s| s.epoch == p.epoch && p.seq > s.seq) =>
+            {
+                Verdict::Accept(crate::state::ProducerState {
+                    epoch: p.epoch,
+                    seq: p.seq,
+                })
+            }
+            other => other?,
+        };
+        if shared {
+            before.push(crate::shared_append::producer_before(p, seen.as_ref()));
+        }
+        match verdict {
             Verdict::Duplicate(state) => {
                 // The original may still be in flight: answer only once it is durable.
                 streams.settle(&mut g).await?;
@@ -299,10 +327,18 @@ async fn decide_and_commit(
         info.closed = true;
         info.closed_by = producer.clone();
     }
-    info.last_access = now;
+    if info.ttl_s.is_some() {
+        // Only a sliding TTL reads it; left alone otherwise, so plain appends keep the state.
+        info.last_access = now;
+    }
     let has_data = !chunks.is_empty();
     *trusted = true;
-    if close || !has_data || !streams.pipelines() {
+    let mut pos = pos;
+    if shared {
+        pos = streams
+            .append_shared(&mut g, current.tail, &chunks, info, before, now)
+            .await?;
+    } else if close || !has_data || !streams.pipelines() {
         streams
             .commit_with(&mut g, current.tail, &chunks, info, true, durability)
             .await?;

@@ -70,6 +70,7 @@ mod release;
 pub mod retention;
 pub mod routes;
 pub mod service;
+mod shared_append;
 pub mod sse;
 pub mod state;
 pub mod subscriptions;

@@ -510,7 +510,7 @@ impl Streams {
 /// After a lost commit on a shared engine: caches the metadata that won (when the engine
 /// returned it; else forgets the stream so the next lock reads it) and returns the `stale`
 /// error that makes the writer decide again.
-fn refresh_after_conflict(
+pub(crate) fn refresh_after_conflict(
     g: &mut Guard,
     current: Option<sessiond_store::StreamMeta>,
     seen: Option<u64>,

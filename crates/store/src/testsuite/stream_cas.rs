@@ -5,7 +5,8 @@
 use super::streams::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{
-    CheckedCommit, Commit, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamStore,
+    Appended, CheckedCommit, Commit, ForkSource, ProducerBefore, ProducerRecord, ProducerUpdate,
+    SegmentRef, StreamChunk, StreamStore,
 };
 
 /// Runs the checks against one engine.
@@ -13,6 +14,8 @@ pub async fn run_stream_cas(s: &dyn StreamStore) {
     commit_checked_compares_the_state(s).await;
     commit_checked_writes_producers(s).await;
     a_lost_commit_says_what_won(s).await;
+    a_stale_append_moves_or_loses(s).await;
+    an_append_requires_its_producer_rows(s).await;
     forks_compare_the_source_state(s).await;
     seals_compare_the_sealed_end(s).await;
 }
@@ -262,4 +265,164 @@ async fn seals_compare_the_sealed_end(s: &dyn StreamStore) {
         vec![chunk(20, 10)]
     );
     s.delete_stream(path, C).await.expect("store call");
+}
+
+/// `append_checked` with a stale tail: an append that leaves the state alone is moved to the
+/// stored tail (data intact, answer says where) or, on an engine that does not move, loses
+/// with the stored metadata; one that changes the state always loses.
+async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
+    let path = unique("st-move");
+    s.create_stream(&meta(&path, 0, b"s"), &[], C)
+        .await
+        .expect("store call");
+    let first = s
+        .append_checked(
+            &path,
+            0,
+            b"s",
+            &[chunk(0, 3)],
+            &meta(&path, 3, b"s"),
+            none(),
+            &[],
+            C,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(first, Appended::Written { start: 0 });
+    // Decided on tail 0, which another writer moved to 3.
+    let stale = chunk(0, 2);
+    let second = s
+        .append_checked(
+            &path,
+            0,
+            b"s",
+            std::slice::from_ref(&stale),
+            &meta(&path, 2, b"s"),
+            none(),
+            &[],
+            C,
+        )
+        .await
+        .expect("store call");
+    let mut expected = vec![chunk(0, 3)];
+    match second {
+        Appended::Written { start } => {
+            assert_eq!(start, 3, "moved to the stored tail");
+            expected.push(StreamChunk {
+                offset: 3,
+                data: stale.data,
+            });
+        }
+        Appended::Conflict(current) => {
+            assert_eq!(current.map(|m| m.tail), Some(3), "the stored metadata");
+        }
+    }
+    let tail = expected.last().map_or(0, StreamChunk::end);
+    let stored = s.stream_meta(&path).await.expect("store call");
+    assert_eq!(
+        stored.as_ref().map(|m| (m.tail, m.state.as_slice())),
+        Some((tail, &b"s"[..]))
+    );
+    // A state change decided on a stale tail never moves.
+    let changing = s
+        .append_checked(
+            &path,
+            0,
+            b"s",
+            &[chunk(0, 1)],
+            &meta(&path, 1, b"s2"),
+            none(),
+            &[],
+            C,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(changing, Appended::Conflict(stored));
+    assert_eq!(
+        s.read_chunks(&path, 0, usize::MAX)
+            .await
+            .expect("store call"),
+        expected
+    );
+    let ghost = unique("st-move-ghost");
+    let missing = s
+        .append_checked(
+            &ghost,
+            0,
+            b"s",
+            &[chunk(0, 1)],
+            &meta(&ghost, 1, b"s"),
+            none(),
+            &[],
+            C,
+        )
+        .await
+        .expect("store call");
+    assert_eq!(missing, Appended::Conflict(None));
+    s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// `append_checked` writes only when each required producer row holds the required state
+/// (`None`: no row), whatever the tail; a refused append writes no chunk and no row.
+async fn an_append_requires_its_producer_rows(s: &dyn StreamStore) {
+    let path = unique("st-move-prod");
+    s.create_stream(&meta(&path, 0, b"s"), &[], C)
+        .await
+        .expect("store call");
+    let row = |state: &[u8]| ProducerUpdate {
+        upsert: vec![ProducerRecord {
+            id: "p".into(),
+            state: state.to_vec(),
+            used_at: 1,
+        }],
+        max_producers: 0,
+    };
+    let before = |state: Option<&[u8]>| {
+        vec![ProducerBefore {
+            id: "p".into(),
+            state: state.map(<[u8]>::to_vec),
+        }]
+    };
+    let append = |at: u64, state: &'static [u8], need: Option<&'static [u8]>| {
+        let path = path.clone();
+        async move {
+            s.append_checked(
+                &path,
+                at,
+                b"s",
+                &[chunk(at, 1)],
+                &meta(&path, at + 1, b"s"),
+                row(state),
+                &before(need),
+                C,
+            )
+            .await
+            .expect("store call")
+        }
+    };
+    assert_eq!(
+        append(0, b"e0s0", None).await,
+        Appended::Written { start: 0 }
+    );
+    // The row exists now, and does not hold what these require: refused.
+    for need in [None, Some(&b"e0s5"[..])] {
+        assert!(matches!(
+            append(1, b"e0s1", need).await,
+            Appended::Conflict(Some(_))
+        ));
+    }
+    assert_eq!(
+        append(1, b"e0s1", Some(b"e0s0")).await,
+        Appended::Written { start: 1 }
+    );
+    let stored = s.stream_producer(&path, "p").await.expect("store call");
+    assert_eq!(stored.map(|r| r.state), Some(b"e0s1".to_vec()));
+    assert_eq!(
+        s.read_chunks(&path, 0, usize::MAX)
+            .await
+            .expect("store call"),
+        vec![chunk(0, 1), chunk(1, 1)],
+        "refused appends wrote nothing"
+    );
+    s.delete_stream(&path, C).await.expect("store call");
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
-    ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
+    ProducerRecord, ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -272,6 +272,41 @@ impl StreamStore for ObservedStore {
             .await?;
         let written = result == CheckedCommit::Written;
         self.committed(written, path, expected_tail, chunks, meta.tail);
+        Ok(result)
+    }
+
+    async fn append_checked(
+        &self,
+        path: &str,
+        expected_tail: u64,
+        expected_state: &[u8],
+        chunks: &[StreamChunk],
+        meta: &StreamMeta,
+        producers: ProducerUpdate,
+        before: &[ProducerBefore],
+        durability: Durability,
+    ) -> Result<Appended> {
+        let result = self
+            .inner
+            .append_checked(
+                path,
+                expected_tail,
+                expected_state,
+                chunks,
+                meta,
+                producers,
+                before,
+                durability,
+            )
+            .await?;
+        if let Appended::Written { start } = result {
+            // A moved append lands where the engine says, its length unchanged.
+            let tail = meta
+                .tail
+                .saturating_sub(expected_tail)
+                .saturating_add(start);
+            self.committed(true, path, start, chunks, tail);
+        }
         Ok(result)
     }
 
