@@ -3,16 +3,16 @@
 #![no_main]
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sessiond_streams::headers;
+use sessiond_streams::{headers, protocol};
 
 const NAMES: [&str; 8] = [
-    headers::SEQ,
-    headers::PRODUCER_ID,
-    headers::PRODUCER_EPOCH,
-    headers::PRODUCER_SEQ,
-    headers::TTL,
-    headers::EXPIRES_AT,
-    headers::CLOSED,
+    protocol::SEQ,
+    protocol::PRODUCER_ID,
+    protocol::PRODUCER_EPOCH,
+    protocol::PRODUCER_SEQ,
+    protocol::TTL,
+    protocol::EXPIRES_AT,
+    protocol::CLOSED,
     "sessiond-durability",
 ];
 

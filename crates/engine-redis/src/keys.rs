@@ -65,6 +65,8 @@
 //! correct: the record is written before its index entry and readers verify every index entry
 //! against the record it points to.
 
+use crate::slots::{crc16, key_slot, SLOTS};
+
 /// Escapes a user-controlled key part: `%`, `{`, `}` and `:` become `%25`, `%7B`, `%7D`, `%3A`.
 pub fn escape(part: &str) -> String {
     let mut out = String::with_capacity(part.len());
@@ -78,6 +80,42 @@ pub fn escape(part: &str) -> String {
         }
     }
     out
+}
+
+/// The digits of a suffix: base64url, like the ids themselves (and free of `{`, `}`, `:`,
+/// `%`, so escaping leaves it as is).
+const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Suffix length: 64^4 candidates cover the 16,384 slots with certainty in practice (the
+/// search expects ~16k steps of four CRC table lookups each).
+const SUFFIX: usize = 4;
+
+/// A rotated session id: `fresh` (a base64url CSPRNG id) plus a suffix, such that the session
+/// hash of the result shares the slot of `old_id`'s session hash.
+///
+/// Rotation moves a session from its old hash to a new one in one script, and Redis Cluster
+/// runs a script only over keys of one slot. A session's slot is fixed by its hash tag
+/// (`{s:esc(id)}`), so the new id is chosen to land in the old id's slot: a fresh CSPRNG id
+/// followed by a short suffix found by search. The suffix is a function of the random part and
+/// the old slot, so the id keeps every random bit of the fresh id (an attacker who knows the
+/// old id learns only the 14 bits of the slot, which the key layout shares anyway).
+pub fn session_id_in_slot_of(old_id: &str, fresh: &str) -> String {
+    let target = key_slot(&format!("{{s:{}}}", escape(old_id)));
+    let base = crc16(0, format!("s:{}", escape(fresh)).as_bytes());
+    let mut suffix = [0u8; SUFFIX];
+    for n in 0..64usize.pow(SUFFIX as u32) {
+        let mut rest = n;
+        for digit in suffix.iter_mut() {
+            *digit = DIGITS[rest % 64];
+            rest /= 64;
+        }
+        if crc16(base, &suffix) % SLOTS == target {
+            break;
+        }
+    }
+    let mut id = fresh.to_string();
+    id.extend(suffix.iter().map(|&b| char::from(b)));
+    id
 }
 
 /// Escapes the glob metacharacters of `SCAN ... MATCH` patterns.
@@ -172,7 +210,7 @@ impl Keys {
 
     /// The outbox stream (`sessiond_store::outbox`) in the slot of session `id`'s hash.
     pub fn outbox_of_session(&self, id: &str) -> String {
-        let slot = crate::slots::key_slot(&self.session(id));
+        let slot = key_slot(&self.session(id));
         self.outbox_in_slot(slot)
     }
 
@@ -444,5 +482,17 @@ mod tests {
             (b"[a\xff".to_vec(), b"(b".to_vec())
         );
         assert_eq!(lex_prefix_range(b"\xff").1, b"+".to_vec());
+    }
+
+    #[test]
+    fn rotated_ids_share_the_old_slot_and_keep_the_fresh_part() {
+        let keys = crate::keys::Keys::new("p");
+        for old in ["a", "{x}", "ü:%", "AAAAAAAAAAAAAAAAAAAAAAAA"] {
+            for fresh in ["0123456789abcdefABCDEF-_", "zzzzzzzzzzzzzzzzzzzzzzzz"] {
+                let id = session_id_in_slot_of(old, fresh);
+                assert!(id.starts_with(fresh) && id.len() == fresh.len() + SUFFIX);
+                assert_eq!(key_slot(&keys.session(&id)), key_slot(&keys.session(old)));
+            }
+        }
     }
 }

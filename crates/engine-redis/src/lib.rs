@@ -47,6 +47,13 @@
 //!   change).
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 //!
+//! Layering, bottom → top: `slots` (Cluster slot arithmetic) → [`keys`] (the key scheme, and
+//! the choice of a rotated session id in its old slot, which needs both) → `conn` and the
+//! script sources (`scripts`, `stream_scripts` with the producer row format its scripts
+//! store) → the engine handle ([`RedisEngine`], here) → one store implementation per file,
+//! where the stream reader (`streams`) sits below the commit queue (`stream_commits`) and the
+//! Cluster fork protocol (`stream_forks`), which reuse its argument helpers.
+//!
 //! Metrics: every call records `sessiond_engine_command_seconds{engine="redis",op=...}` (its
 //! count is the round trips per operation); stream commits also record
 //! `sessiond_engine_commit_batch_size{engine="redis"}` (commits per pipeline), the subscriber

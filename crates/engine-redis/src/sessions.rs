@@ -290,7 +290,7 @@ impl SessionStore for RedisEngine {
     }
 
     fn rotation_id(&self, old_id: &str, fresh: String) -> String {
-        crate::slots::session_id_in_slot_of(old_id, &fresh)
+        crate::keys::session_id_in_slot_of(old_id, &fresh)
     }
 
     async fn touch_session(

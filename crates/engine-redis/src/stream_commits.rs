@@ -16,13 +16,13 @@
 use std::time::Instant;
 
 use sessiond_store::{
-    Appended, Commit, CommitTicket, ProducerBefore, ProducerRecord, ProducerUpdate, Result,
-    StoreError, StreamChunk, StreamMeta,
+    Appended, Commit, CommitTicket, ProducerBefore, ProducerUpdate, Result, StoreError,
+    StreamChunk, StreamMeta,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::keys::Keys;
-use crate::stream_scripts::COMMIT;
+use crate::stream_scripts::{producer_row, COMMIT};
 use crate::streams::{expiry_arg, index_expiry, push_chunks};
 use crate::RedisEngine;
 
@@ -307,43 +307,5 @@ impl RedisEngine {
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("redis commit lost".into())))
         })
-    }
-}
-
-/// A producer row as stored: `<used_at> <state bytes>`.
-fn producer_row(r: &ProducerRecord) -> Vec<u8> {
-    let mut out = format!("{} ", r.used_at).into_bytes();
-    out.extend_from_slice(&r.state);
-    out
-}
-
-/// Decodes a stored producer row of `id`.
-pub(crate) fn decode_producer(id: &str, raw: &[u8]) -> Result<ProducerRecord> {
-    let corrupt = || StoreError::Corrupt(format!("stream producer {id}: malformed row"));
-    let space = raw.iter().position(|b| *b == b' ').ok_or_else(corrupt)?;
-    let used_at = std::str::from_utf8(&raw[..space])
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(corrupt)?;
-    Ok(ProducerRecord {
-        id: id.to_owned(),
-        state: raw[space + 1..].to_vec(),
-        used_at,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn producer_rows_round_trip_any_bytes() {
-        let r = ProducerRecord {
-            id: "p 1".into(),
-            state: b"a b\x00c".to_vec(),
-            used_at: -5,
-        };
-        assert_eq!(decode_producer("p 1", &producer_row(&r)).ok(), Some(r));
-        assert!(decode_producer("p", b"12").is_err());
     }
 }

@@ -15,10 +15,36 @@
 //!
 //! Producer rows: the hash `p` maps a producer id to `<used_at> <state bytes>`, and the sorted
 //! set `pu` scores each id by `used_at`, so the eviction order `(used_at, id)` is the set's own
-//! order (equal scores sort by member bytes).
+//! order (equal scores sort by member bytes). A row is written ([`producer_row`]) and read
+//! back ([`decode_producer`]) here, beside the scripts that store it, so the commit queue and
+//! the readers both depend on this file and not on each other.
 //!
 //! Notifications are `<node id> <tail or -> <Redis time in ms> <path>`: the time lets each
 //! subscriber measure the pub/sub lag (same clock as its own only on one host, or with NTP).
+
+use sessiond_store::{ProducerRecord, Result, StoreError};
+
+/// A producer row as stored: `<used_at> <state bytes>`.
+pub(crate) fn producer_row(r: &ProducerRecord) -> Vec<u8> {
+    let mut out = format!("{} ", r.used_at).into_bytes();
+    out.extend_from_slice(&r.state);
+    out
+}
+
+/// Decodes a stored producer row of `id`.
+pub(crate) fn decode_producer(id: &str, raw: &[u8]) -> Result<ProducerRecord> {
+    let corrupt = || StoreError::Corrupt(format!("stream producer {id}: malformed row"));
+    let space = raw.iter().position(|b| *b == b' ').ok_or_else(corrupt)?;
+    let used_at = std::str::from_utf8(&raw[..space])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(corrupt)?;
+    Ok(ProducerRecord {
+        id: id.to_owned(),
+        state: raw[space + 1..].to_vec(),
+        used_at,
+    })
+}
 
 /// Lua helpers shared by the scripts (each script is one self-contained source).
 macro_rules! lua_helpers {
@@ -347,3 +373,19 @@ for i = 1, #ARGV do
 end
 return 1
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_rows_round_trip_any_bytes() {
+        let r = ProducerRecord {
+            id: "p 1".into(),
+            state: b"a b\x00c".to_vec(),
+            used_at: -5,
+        };
+        assert_eq!(decode_producer("p 1", &producer_row(&r)).ok(), Some(r));
+        assert!(decode_producer("p", b"12").is_err());
+    }
+}

@@ -26,7 +26,7 @@ use sessiond_store::{
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
-use crate::stream_commits::decode_producer;
+use crate::stream_scripts::decode_producer;
 use crate::{parse_num, redis_count, RedisEngine};
 use std::collections::BTreeMap;
 use std::ops::Bound;

@@ -8,7 +8,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::streams::{off, stream_id};
+use crate::stream_rows::{off, stream_id};
 
 /// Deletes the chunks of `path` at `offsets` if every one exists; false otherwise.
 pub(crate) fn drop_chunks(

@@ -13,6 +13,13 @@
 //! - [`erasures`]: the erasure list, and its re-application after a restore.
 //! - `error`: mapping of SQLite errors onto `StoreError`.
 //!
+//! Layering, bottom → top: `error` → `schema`, `writer`, `reader` → the engine handle
+//! ([`SqliteEngine`], here) → helpers that several tables' statements share (`stream_rows`,
+//! `producers`, `compaction`) → one trait implementation per file (`sessions`, `cache`,
+//! `objects`, `outbox`, `streams`, [`erasures`], [`backup`]). Where one implementation uses
+//! another's statements (`sessions` queues outbox events, `streams` lists by prefix like
+//! `objects`), the import runs one way only; what runs both ways moves into a helper below.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), sessiond_store::StoreError> {
 //! use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
@@ -32,6 +39,7 @@ mod producers;
 mod reader;
 pub mod schema;
 mod sessions;
+mod stream_rows;
 mod streams;
 mod writer;
 

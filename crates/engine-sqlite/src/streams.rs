@@ -22,27 +22,16 @@ use sessiond_store::{
     SegmentRef, StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
-use crate::error::{limit, out_of_range};
+use crate::error::limit;
 use crate::objects::prefix_end;
 use crate::producers::apply_producers;
+use crate::stream_rows::{off, stream_id};
 use crate::SqliteEngine;
-
-/// A `u64` offset as an SQLite INTEGER (offsets at or above 2^63 are refused).
-pub(crate) fn off(what: &str, value: u64) -> rusqlite::Result<i64> {
-    i64::try_from(value).map_err(|_| out_of_range(what, value))
-}
 
 /// Reads a stored offset back (a negative one would be a corrupt file: the CHECKs forbid it).
 fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let v: i64 = row.get(i)?;
     u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
-}
-
-/// The id of the stream at `path`, if it exists.
-pub(crate) fn stream_id(conn: &Connection, path: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT id FROM streams WHERE path = ?1")?
-        .query_row([path], |row| row.get(0))
-        .optional()
 }
 
 /// Inserts `chunks` for stream `id`.

@@ -24,6 +24,9 @@ use crate::channels::Channel;
 /// Close code for a socket whose outbound queue overflowed (RFC 6455 "try again later").
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
+/// Close code: going away (liveness timeout, server shutdown).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
 /// One open socket, as the rest of the hub sees it.
 pub struct Conn {
     /// Connection id: random (CSPRNG), so unique across the nodes of a cluster too.

@@ -199,7 +199,7 @@ async fn debounce_loop(
                 if let Some(cluster) = state.cluster {
                     let (Some(store), sinks) = (settler.get().cloned(), sinks.clone()) else { continue };
                     tokio::spawn(async move {
-                        match store.settle(&crate::presence::user_set(&user), cluster, state.online).await {
+                        match store.settle(&crate::presence_sets::user_set(&user), cluster, state.online).await {
                             Ok(true) => emit(&sinks, event(user, state.online, state.at)),
                             Ok(false) => {}
                             Err(e) => tracing::warn!(error = %e, user = %user, "user event not settled"),

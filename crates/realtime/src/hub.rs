@@ -454,7 +454,7 @@ impl Hub {
         let n = self
             .inner
             .conns
-            .close_all(crate::socket::CLOSE_GOING_AWAY, SHUTDOWN_REASON);
+            .close_all(crate::conn::CLOSE_GOING_AWAY, SHUTDOWN_REASON);
         tracing::info!(
             connections = n,
             "realtime: closing every connection (server shutdown)"

@@ -28,6 +28,15 @@
 //! - [`listing`]: this node's connected users and channels, paged (service key).
 //! - [`user_data`]: a user's connections and state for the devices view, export and erasure.
 //!
+//! Layering, bottom → top: `config`, `state`, [`auth`], [`grants`] → [`conn`] and
+//! [`channels`] → [`events`], [`webhook`], `presence_sets` → [`hub`] with the files that
+//! extend it ([`bus`], [`ending`], [`presence`]) → [`socket`], [`upgrade`] → the protocols
+//! ([`seed`], [`v1`], [`sse`]) → [`api`], [`listing`], [`user_data`] → [`router`]. Two circles
+//! are left: a socket lists its channels and a channel its sockets (`conn` ↔ `channels`), and
+//! the hub's state holds the cluster, presence and session-watch types that `bus`,
+//! `presence` and `ending` define beside the hub methods they add (the way out: those types
+//! into a module below the hub, the hub's constructor and entry points above the three).
+//!
 //! The capability never names a storage engine or the sessions capability: the server hands
 //! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
 //! [`SessionAuthority`] for tokens and revocation.
@@ -46,6 +55,7 @@ pub mod grants;
 pub mod hub;
 pub mod listing;
 pub mod presence;
+mod presence_sets;
 pub mod seed;
 pub mod socket;
 pub mod sse;

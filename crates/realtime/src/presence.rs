@@ -35,22 +35,10 @@ use crate::bus::Action;
 use crate::channels::remote::PresenceOp;
 use crate::conn::{lock, Conn};
 use crate::hub::{Hub, HubInner};
-
-/// Set of every socket (info = its user).
-const ALL: &str = "*";
+use crate::presence_sets::{channel_set, user_set, ALL};
 
 /// Most sets one sweep looks at.
 const SWEEP_SETS: usize = 1_000;
-
-/// The presence set of `user`'s sockets.
-pub(crate) fn user_set(user: &str) -> String {
-    format!("u:{user}")
-}
-
-/// The presence set of `channel`'s subscribers.
-pub(crate) fn channel_set(channel: &str) -> String {
-    format!("c:{channel}")
-}
 
 /// The hub's side of the presence store.
 pub(crate) struct ClusterPresence {

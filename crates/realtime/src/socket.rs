@@ -17,15 +17,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::conn::{Conn, ConnReceiver, Outbound};
+use crate::conn::{Conn, ConnReceiver, Outbound, CLOSE_GOING_AWAY};
 use crate::hub::Hub;
 
 /// Close code: policy violation (rate limit).
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: going away (liveness timeout, server shutdown).
-pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: try again later (a connection cap, a slow consumer).
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::kind::{lock_shard, KindInner};
+use crate::table::{lock_shard, KindInner};
 
 /// A kind the sweep can evict from, whatever its state type.
 pub(crate) trait Evictable: Send + Sync {

@@ -25,7 +25,7 @@ use sessiond_store::Durability;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::kind::{KindInner, Persistence, Slot};
+use crate::table::{KindInner, Persistence, Slot};
 use crate::RuntimeError;
 
 /// Exclusive access to the object `(kind, key)` until dropped.

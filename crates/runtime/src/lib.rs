@@ -16,13 +16,19 @@
 //!
 //! Module map:
 //! - [`config`]: [`RuntimeConfig`] and its defaults.
-//! - [`kind`]: [`ObjectKind`], the sharded per-key lock table.
+//! - [`kind`]: [`ObjectKind`], the public face of a kind; `table`: its sharded per-key lock
+//!   table.
 //! - [`guard`]: [`ObjectGuard`], exclusive access plus load/save/delete.
 //! - [`codec`]: [`StateCodec`], [`JsonCodec`], [`FnCodec`].
 //! - [`eviction`]: the idle sweep.
 //! - [`alarms`]: [`Alarms`] service and handler traits.
 //! - [`scheduler`]: the alarm loop (claim, fire, retry).
 //! - [`runtime`]: [`RuntimeBuilder`] and [`Runtime`] (start, shutdown).
+//!
+//! Layering, bottom → top: `config`, `codec` → `table` (the slots every other part works on)
+//! → `guard` and `eviction` → `kind` (hands out guards, runs the sweep) → `alarms`,
+//! `scheduler` → `runtime` (wiring). The table sits lowest because the guard, the sweep and
+//! the kind all need its slots, and none of them may need another to reach it.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn sessiond_store::ObjectStore>) -> Result<(), sessiond_runtime::RuntimeError> {
@@ -51,6 +57,7 @@ pub mod guard;
 pub mod kind;
 pub mod runtime;
 pub mod scheduler;
+mod table;
 
 pub use alarms::{AlarmError, AlarmHandler, Alarms, FnHandler, ObjectAlarmHandler};
 pub use codec::{CodecError, FnCodec, JsonCodec, StateCodec};

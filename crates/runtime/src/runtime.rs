@@ -21,8 +21,8 @@ use crate::alarms::{AlarmHandler, Alarms, Locked, ObjectAlarmHandler};
 use crate::codec::StateCodec;
 use crate::config::RuntimeConfig;
 use crate::eviction::{run_sweeper, Evictable};
-use crate::kind::lock_shard;
 use crate::scheduler::{Handlers, Scheduler};
+use crate::table::lock_shard;
 use crate::ObjectKind;
 
 /// Registers kinds and alarm handlers, then [`start`](Self::start)s the runtime.

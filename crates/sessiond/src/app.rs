@@ -143,7 +143,7 @@ pub fn router(
     // tenants, and subscription ids are one global namespace); callback, ack and release carry
     // the wake's own bearer token instead of an API key, and the JWKS is public.
     if let Some(subs) = subscriptions {
-        use sessiond_streams::subscriptions::{control_router, token_router};
+        use sessiond_streams::subscriptions::routes::{control_router, token_router};
         let control = json_only(JsonMedia::Strict, control_router(subs.clone()));
         app = app
             .merge(guard(RouteSet::Streams, control))

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
-use sessiond_streams::tier::ColdBackend;
+use sessiond_streams::config::ColdBackend;
 
 use crate::config::{Config, EngineKind};
 use crate::progress::Progress;

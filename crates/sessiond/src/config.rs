@@ -391,11 +391,11 @@ impl Config {
         self.validate_cluster_secrets()?;
         let analytics_stream = format!(
             "{}{}",
-            sessiond_streams::routes::STREAM_PREFIX,
+            sessiond_streams::protocol::STREAM_PREFIX,
             self.middleware.analytics.stream
         );
         if let Err(e) =
-            sessiond_streams::routes::stream_name(&analytics_stream, self.streams.max_name_bytes)
+            sessiond_streams::headers::stream_name(&analytics_stream, self.streams.max_name_bytes)
         {
             anyhow::bail!(
                 "middleware.analytics.stream is not a valid stream name: {}",

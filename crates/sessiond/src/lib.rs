@@ -325,7 +325,7 @@ pub async fn run(
     });
     let subscription_task = subscriptions.map(|subs| tokio::spawn(subs.run(changes, stopped())));
     let metrics_stream = streams.clone().map(|streams| {
-        tokio::spawn(sessiond_streams::metrics::run_system_stream(
+        tokio::spawn(sessiond_streams::metrics_stream::run_system_stream(
             streams,
             stopped(),
         ))

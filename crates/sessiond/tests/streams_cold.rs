@@ -15,8 +15,8 @@ use common::TestServer;
 use sessiond::config::{Config, EngineKind};
 use sessiond_engine_redis::testing::RedisServer;
 use sessiond_segments::testing::Moto;
+use sessiond_streams::config::ColdBackend;
 use sessiond_streams::offset;
-use sessiond_streams::tier::ColdBackend;
 
 fn tiny_policy(c: &mut Config) {
     let cold = &mut c.streams.cold;

@@ -385,7 +385,7 @@ async fn the_sweeper_enforces_retention_set_on_put_or_by_prefix() {
         let s = TestServer::start(engine, |c| {
             c.streams.sweep_interval_s = 1;
             c.streams.retention_mark_interval_s = 1;
-            c.streams.retention = vec![sessiond_streams::retention::RetentionDefault {
+            c.streams.retention = vec![sessiond_streams::config::RetentionDefault {
                 prefix: "logs/".into(),
                 max_age_s: None,
                 max_bytes: Some(4),

@@ -18,6 +18,11 @@
 //! - [`memory`]: the in-memory engine (tests, `--engine memory`).
 //! - [`testsuite`]: the shared engine suite.
 //!
+//! Layering, bottom → top: the trait modules (their records and traits) → [`memory`] (an
+//! engine over them) → [`testsuite`], whose per-trait files share fixtures from files below
+//! them (`testsuite/stream_fixtures.rs` for the stream checks) rather than from the stream
+//! suite that runs them.
+//!
 //! Time is always passed in by the caller as unix milliseconds ([`Millis`]), so engines never
 //! read a clock: expiry decisions are deterministic and testable.
 

@@ -29,12 +29,14 @@ mod realtime;
 mod retention;
 mod rotation;
 mod stream_cas;
+mod stream_fixtures;
 mod stream_links;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing, objects_swap};
 pub use realtime::{run_presence, run_realtime_bus};
-pub use streams::{chunk as stream_chunk, meta as stream_meta, run_streams};
+pub use stream_fixtures::{chunk as stream_chunk, meta as stream_meta};
+pub use streams::run_streams;
 
 const C: Durability = Durability::Confirmed;
 const HOUR: i64 = 3_600_000;

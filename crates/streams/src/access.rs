@@ -304,7 +304,7 @@ pub async fn require_stream_access(
     };
     let token = matches!(access, StreamAccess::Read(_));
     let path = request.uri().path();
-    if path == crate::list::LIST_PATH {
+    if path == crate::protocol::LIST_PATH {
         // Listing: which prefixes the caller may see is the handler's (it needs the query);
         // a read token is for one user's reads and never lists.
         if token {
@@ -318,18 +318,18 @@ pub async fn require_stream_access(
     }
     // `PATCH /v1/streams/<name>` (retention) acts on the stream `<name>`: same decision.
     // `GET /v1/stream-producers/<name>` reads about `<name>`, but not with a read token.
-    let producers = path.strip_prefix(crate::producer_list::PRODUCERS_PREFIX);
+    let producers = path.strip_prefix(crate::protocol::PRODUCERS_PREFIX);
     if producers.is_some() && token {
         failure("forbidden");
         let refusal = ApiError::forbidden("read tokens cannot list producers");
         return no_store(refusal.into_response());
     }
-    let path = match producers.or_else(|| path.strip_prefix(crate::retention::PATCH_PREFIX)) {
-        Some(name) => format!("{}{name}", crate::routes::STREAM_PREFIX),
+    let path = match producers.or_else(|| path.strip_prefix(crate::protocol::PATCH_PREFIX)) {
+        Some(name) => format!("{}{name}", crate::protocol::STREAM_PREFIX),
         None => path.to_owned(),
     };
     // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
-    if let Ok(name) = crate::routes::stream_name(&path, guard.max_name_bytes) {
+    if let Ok(name) = crate::headers::stream_name(&path, guard.max_name_bytes) {
         let decision = guard.authorize(&access, request.method(), name, request.headers());
         if let Err(err) = decision {
             let response = err.into_response();

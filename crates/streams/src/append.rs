@@ -19,9 +19,10 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::{now_ms, StreamChunk};
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, CLOSED, NEXT_OFFSET};
+use crate::headers;
 use crate::offset;
 use crate::producer::{self, Verdict};
+use crate::protocol::{self, CLOSED, NEXT_OFFSET};
 use crate::service::{stream, Streams};
 use crate::state::media_type;
 
@@ -114,7 +115,7 @@ async fn append_payload(
     h: &HeaderMap,
     body: Payload,
 ) -> StreamResult<Response> {
-    if h.contains_key(headers::TRIM_BEFORE) {
+    if h.contains_key(protocol::TRIM_BEFORE) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Trim-Before needs an empty body",
@@ -122,7 +123,7 @@ async fn append_payload(
         };
         return crate::trim::explicit(streams, path, h, &body).await;
     }
-    if h.contains_key(headers::COMPACT_BEFORE) {
+    if h.contains_key(protocol::COMPACT_BEFORE) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Compact-Before needs an empty body",

@@ -5,11 +5,39 @@
 //! [`ColdReader`] for any range below the first hot chunk. Segments are a separate crate
 //! (`sessiond-segments`) that plugs in through this trait, so the protocol code neither knows
 //! nor cares where bytes live; without it, [`NoCold`] reports nothing sealed.
+//!
+//! [`SharedChunk`] is the trait's vocabulary, so it lives here, below both the service that
+//! holds a reader and the page reader that cuts what it returns.
 
 use async_trait::async_trait;
-use sessiond_store::StoreError;
+use axum::body::Bytes;
+use sessiond_store::{StoreError, StreamChunk};
 
-use crate::pages::SharedChunk;
+/// A stored chunk as the read path sees it: its offset and shared bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedChunk {
+    /// Offset of its first byte.
+    pub offset: u64,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+impl SharedChunk {
+    /// Offset after its last byte.
+    pub fn end(&self) -> u64 {
+        // Checked by the read path (`pages::check_chunks`) before any arithmetic relies on it.
+        self.offset.saturating_add(self.data.len() as u64)
+    }
+}
+
+impl From<StreamChunk> for SharedChunk {
+    fn from(chunk: StreamChunk) -> SharedChunk {
+        SharedChunk {
+            offset: chunk.offset,
+            data: Bytes::from(chunk.data),
+        }
+    }
+}
 
 /// A source of sealed stream ranges.
 #[async_trait]

@@ -2,9 +2,20 @@
 //!
 //! Every limit answers with a clear 4xx (or 503 with `Retry-After` for connection caps) rather
 //! than degrading silently: a client that hits one learns which knob to ask for.
+//!
+//! Every subsection of `[streams]` is defined here too (cold tier, subscriptions, retention
+//! defaults, compaction), even those of parts that sit high in the crate: settings are plain
+//! data, and keeping them at the bottom lets the service hold one `StreamsConfig` without
+//! importing the operations that read it.
+
+mod cold;
+mod subscriptions;
 
 use serde::{Deserialize, Serialize};
 use sessiond_http::ConfigError;
+
+pub use cold::{ColdBackend, ColdConfig, S3Settings};
+pub use subscriptions::SubscriptionsConfig;
 
 /// Streams settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,7 +78,7 @@ pub struct StreamsConfig {
     /// Seconds between metrics snapshots.
     pub metrics_interval_s: u64,
     /// Cold segments in object storage (`[streams.cold]`).
-    pub cold: crate::tier::ColdConfig,
+    pub cold: ColdConfig,
     /// API keys limited to stream path prefixes (`[[streams.keys]]`), for tenants.
     pub keys: Vec<ScopedKeyConfig>,
     /// HS256 secrets of read tokens (GET/HEAD without an API key); any one verifies, so they
@@ -80,7 +91,7 @@ pub struct StreamsConfig {
     /// with it end when the session ends (or its id is rotated away).
     pub read_tokens_bound_to_sessions: bool,
     /// Limits of the `__ds` subscriptions (`[streams.subscriptions]`).
-    pub subscriptions: crate::subscriptions::SubscriptionsConfig,
+    pub subscriptions: SubscriptionsConfig,
     /// The `aud` claim every read token must carry (a string, or an array containing it), so
     /// a token minted with a shared secret for another service is refused.
     pub read_token_audience: String,
@@ -91,14 +102,14 @@ pub struct StreamsConfig {
     /// transactions, so appends to the stream never wait behind one big delete.
     pub trim_batch_chunks: usize,
     /// Retention of streams created without their own, by path prefix (the longest match).
-    pub retention: Vec<crate::retention::RetentionDefault>,
+    pub retention: Vec<RetentionDefault>,
     /// Resolution of age-based retention: a stream records at most one append time mark per
     /// this many seconds, and an age cut drops data up to this much later than exact.
     pub retention_mark_interval_s: u64,
     /// Streams the sweeper examines for retention per pass (it resumes where it stopped).
     pub retention_sweep_batch: usize,
     /// Keyed compaction of streams created with `Stream-Compaction: key`.
-    pub compaction: crate::compaction::CompactionConfig,
+    pub compaction: CompactionConfig,
 }
 
 /// One `[[streams.keys]]` entry: a key that may only act on streams under its prefixes.
@@ -113,6 +124,65 @@ pub struct ScopedKeyConfig {
     /// Only GET and HEAD.
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// One `[[streams.retention]]` entry: the policy of streams under `prefix` that were created
+/// without their own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDefault {
+    /// A plain string prefix of the stream path (after `/v1/stream/`); `""` matches all.
+    pub prefix: String,
+    /// As `Stream-Retention-Max-Age`.
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
+    /// As `Stream-Retention-Max-Bytes`.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+/// `[streams.compaction]`: limits and timings of keyed compaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// The fields that key an event (dotted paths into the JSON message), for streams created
+    /// from now on.
+    pub key: Vec<String>,
+    /// The sweeper compacts a stream once this many bytes were appended since its last
+    /// compaction point.
+    pub trigger_bytes: u64,
+    /// A `delete` that is its key's latest event is kept this long, so readers that are behind
+    /// still see it; then the key disappears from the compacted range.
+    pub tombstone_grace_s: u64,
+    /// Events carrying `headers.txid` are kept at least this long (StreamDB's `awaitTxId`).
+    pub min_age_s: u64,
+    /// Most chunks one compaction transaction drops (appends never wait behind a long one).
+    pub batch_chunks: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            key: vec!["type".into(), "key".into()],
+            trigger_bytes: 4 * 1024 * 1024,
+            tombstone_grace_s: 86_400,
+            min_age_s: 300,
+            batch_chunks: 256,
+        }
+    }
+}
+
+impl CompactionConfig {
+    /// Checks the values; the message names the key to fix.
+    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
+        if self.key.is_empty() || self.key.iter().any(|k| k.is_empty()) {
+            return Err("streams.compaction.key must list at least one non-empty field".into());
+        }
+        if self.trigger_bytes == 0 || self.batch_chunks == 0 {
+            return Err("streams.compaction.trigger_bytes and batch_chunks must be > 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// Shortest read-token secret (bytes): HS256 keys shorter than the hash output are weak.
@@ -143,7 +213,7 @@ impl Default for StreamsConfig {
             quota_prefix_segments: 1,
             metrics_stream: None,
             metrics_interval_s: 10,
-            cold: crate::tier::ColdConfig::default(),
+            cold: ColdConfig::default(),
             keys: Vec::new(),
             read_token_secrets: Vec::new(),
             max_read_token_bytes: 4096,
@@ -222,8 +292,8 @@ impl StreamsConfig {
             );
         }
         if let Some(name) = &self.metrics_stream {
-            let path = format!("{}{name}", crate::routes::STREAM_PREFIX);
-            crate::routes::stream_name(&path, self.max_name_bytes).map_err(|e| {
+            let path = format!("{}{name}", crate::protocol::STREAM_PREFIX);
+            crate::headers::stream_name(&path, self.max_name_bytes).map_err(|e| {
                 format!(
                     "streams.metrics_stream `{name}` is not a valid stream name: {}",
                     e.api.message

@@ -13,8 +13,9 @@ use sessiond_store::{now_ms, Durability, ForkSource, StreamChunk, StreamMeta};
 
 use crate::error::{StreamError, StreamResult};
 use crate::fork::{self, ForkBase, LockedSource};
-use crate::headers::{self, CLOSED, NEXT_OFFSET};
+use crate::headers;
 use crate::offset;
+use crate::protocol::{CLOSED, NEXT_OFFSET};
 use crate::service::{stream, Found, Streams};
 use crate::state::{media_type, Stream, StreamInfo, StreamObject};
 
@@ -49,7 +50,7 @@ async fn create_once(
         .map(str::trim)
         .filter(|c| !c.is_empty());
     let fork_request = fork::parse_request(h, streams.config.max_name_bytes)?;
-    let retention = crate::retention::Retention::from_headers(h)?;
+    let retention = crate::state::Retention::from_headers(h)?;
     let compaction = crate::compaction::from_headers(h, &streams.config.compaction)?;
 
     let mut g = streams.lock(path).await?;

@@ -48,7 +48,7 @@ impl StreamError {
             "offset_gone",
             format!("data before offset {start} was removed by retention; the earliest retained offset is {start}"),
         )
-        .with(crate::headers::START_OFFSET, start)
+        .with(crate::protocol::START_OFFSET, start)
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {

@@ -20,9 +20,10 @@ use axum::http::HeaderMap;
 use sessiond_store::Millis;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, FORKED_FROM, FORK_OFFSET, FORK_SUB_OFFSET};
+use crate::headers;
 use crate::offset::{self, Offset};
-use crate::routes::STREAM_PREFIX;
+use crate::protocol::STREAM_PREFIX;
+use crate::protocol::{FORKED_FROM, FORK_OFFSET, FORK_SUB_OFFSET};
 use crate::service::{stream, Found, Guard, Streams};
 use crate::state::{media_type, Ancestor, ForkRequest, StreamInfo};
 
@@ -100,7 +101,7 @@ pub fn parse_request(h: &HeaderMap, max_name_bytes: usize) -> StreamResult<Optio
         ));
     }
     // The same rules as a stream name in a request path.
-    crate::routes::stream_name(&format!("{STREAM_PREFIX}{path}"), max_name_bytes)
+    crate::headers::stream_name(&format!("{STREAM_PREFIX}{path}"), max_name_bytes)
         .map_err(|e| StreamError::bad_request(format!("Stream-Forked-From: {}", e.api.message)))?;
     Ok(Some(ForkRequest {
         source: path.to_owned(),
@@ -170,7 +171,7 @@ pub async fn prepare(
         return Err(StreamError::bad_request(format!(
             "the fork point is below the source's retained start {start} (Stream-Start-Offset)"
         ))
-        .with(crate::headers::START_OFFSET, start));
+        .with(crate::protocol::START_OFFSET, start));
     }
     let mut info = src.info.clone();
     info.forks += 1;

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, EXPIRES_AT, NEXT_OFFSET, START_OFFSET, TTL};
 use crate::offset;
+use crate::protocol::{CLOSED, EXPIRES_AT, NEXT_OFFSET, START_OFFSET, TTL};
 use crate::service::{stream, Streams};
 
 /// Handles a HEAD.
@@ -39,7 +39,7 @@ pub async fn head(streams: &Streams, path: &str) -> StreamResult<Response> {
         put(CLOSED, "true".into());
     }
     if s.info.compaction.is_some() {
-        put(crate::headers::COMPACTION, "key".into());
+        put(crate::protocol::COMPACTION, "key".into());
     }
     put(
         "etag",

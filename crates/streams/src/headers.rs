@@ -1,4 +1,5 @@
-//! Protocol header names, request-header parsing, and the headers every response carries.
+//! Reading a request: its protocol headers and the stream name in its path; and the headers
+//! every response carries. (The names themselves are [`crate::protocol`]'s.)
 //!
 //! Parsing is strict where the protocol says MUST (TTL digits without leading zeros, producer
 //! numbers as plain digits ≤ 2^53−1) and lenient where it says to ignore (`Stream-Closed` is
@@ -6,36 +7,16 @@
 //! error).
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use sessiond_store::Millis;
 
 use crate::error::{StreamError, StreamResult};
+use crate::protocol::{
+    CLOSED, EXPIRES_AT, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQ, SEQ, STREAM_PREFIX, TTL,
+};
 use crate::state::ProducerTuple;
-
-pub const NEXT_OFFSET: &str = "stream-next-offset";
-pub const UP_TO_DATE: &str = "stream-up-to-date";
-pub const CLOSED: &str = "stream-closed";
-pub const CURSOR: &str = "stream-cursor";
-pub const TTL: &str = "stream-ttl";
-pub const EXPIRES_AT: &str = "stream-expires-at";
-pub const SEQ: &str = "stream-seq";
-pub const FORKED_FROM: &str = "stream-forked-from";
-pub const FORK_OFFSET: &str = "stream-fork-offset";
-pub const FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
-pub const SSE_ENCODING: &str = "stream-sse-data-encoding";
-pub const START_OFFSET: &str = "stream-start-offset";
-pub const TRIM_BEFORE: &str = "stream-trim-before";
-pub const COMPACTION: &str = "stream-compaction";
-pub const COMPACT_BEFORE: &str = "stream-compact-before";
-pub const RETENTION_MAX_AGE: &str = "stream-retention-max-age";
-pub const RETENTION_MAX_BYTES: &str = "stream-retention-max-bytes";
-pub const PRODUCER_ID: &str = "producer-id";
-pub const PRODUCER_EPOCH: &str = "producer-epoch";
-pub const PRODUCER_SEQ: &str = "producer-seq";
-pub const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
-pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
 
 const EXPOSED: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, \
     Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, ETag, Location, Content-Type, \
@@ -162,6 +143,38 @@ pub fn producer(headers: &HeaderMap, max_id_bytes: usize) -> StreamResult<Option
         epoch: number("Producer-Epoch", epoch)?,
         seq: number("Producer-Seq", seq)?,
     }))
+}
+
+/// Validates the stream name in a request path.
+pub fn stream_name(path: &str, max: usize) -> StreamResult<&str> {
+    let name = path
+        .strip_prefix(STREAM_PREFIX)
+        .ok_or_else(StreamError::not_found)?;
+    if name.is_empty() {
+        return Err(StreamError::bad_request("stream name is empty"));
+    }
+    if name.len() > max {
+        return Err(StreamError::bad_request(format!(
+            "stream name longer than {max} bytes"
+        )));
+    }
+    if name.bytes().any(|b| b.is_ascii_control())
+        || name
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(StreamError::bad_request(
+            "stream name has an empty, `.` or `..` segment or a control character",
+        ));
+    }
+    if name == "__ds" || name.starts_with("__ds/") {
+        return Err(StreamError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "the reserved __ds control APIs are not served yet",
+        ));
+    }
+    Ok(name)
 }
 
 /// Middleware: security and CORS headers on every stream response (errors, SSE included),

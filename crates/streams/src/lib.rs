@@ -17,23 +17,25 @@
 //! - **Cold ranges** come from a pluggable [`ColdReader`] (the segments crate), consulted for
 //!   anything below the first hot chunk.
 //!
-//! Module map (one file per operation):
-//! - [`access`]: who may act on which stream (full keys, prefix-scoped keys, read tokens);
-//!   [`bound`]: read tokens bound to account sessions.
-//! - [`list`]: `GET /v1/streams`, the operators' paged listing (a sessiond extension);
-//!   [`producer_list`]: `GET /v1/stream-producers/<path>`, one stream's producers.
-//! - [`routes`]: the router and dispatch; [`headers`]: parsing and common response headers.
-//! - [`create`], [`fork`], [`append`], [`producer`], [`read`], [`live`], [`sse`], [`head`],
-//!   [`delete`]: the operations.
-//! - [`service`]: locking, lazy expiry, commits, the fork-aware page reader; `release`: hard
-//!   deletes and the release of fork references.
-//! - [`state`]: what is stored per stream; [`offset`], [`cursor`], [`json`], [`time`]: formats.
-//! - [`cold`]: the cold-tier trait; [`tier`]: the segments cold tier, its `[streams.cold]`
-//!   config and compaction under the stream lock; [`sweeper`]: background expiry;
-//!   [`config`]: limits; [`limits`]: the per-prefix stream quota; [`metrics`]: Prometheus
-//!   metrics, the system metrics stream, `Server-Timing`.
-//! - [`subscriptions`]: the reserved `__ds` subscription APIs (webhooks, pull-wake).
-//! - [`wakes`]: the per-path wake channels, fed by local commits and by other nodes.
+//! Layering, bottom → top (a module imports only from the layers below it, never upward):
+//! 1. **Vocabulary and formats**: [`protocol`] (paths and header names), [`offset`],
+//!    [`cursor`], [`time`], and the [`metrics`] counters every layer records into.
+//! 2. **Protocol types**: [`error`]; [`wakes`] and [`state`] (what is stored per stream,
+//!    retention and compaction settings included); [`headers`] (reading a request);
+//!    [`cold`] (the cold-tier trait); [`bound`]; [`producer`] (the idempotence check);
+//!    [`config`] (every `[streams.*]` section, plain data); [`json`] (JSON mode).
+//! 3. **Service**: [`service`] (locking, lazy expiry, commits), [`pages`] (the fork-aware
+//!    page reader and how a page is answered), `pipeline`, `release`, [`limits`].
+//! 4. **Operations**, each on the service: [`create`], [`fork`], [`append`], [`trim`],
+//!    [`compaction`], [`retention`], [`read`], [`live`], [`sse`], [`head`], [`delete`],
+//!    [`list`], [`producer_list`], [`access`] (who may act on which stream), background work
+//!    ([`sweeper`], [`tier`], [`metrics_stream`]) and the [`subscriptions`] sub-capability.
+//! 5. **HTTP surface**: [`routes`], the router and dispatch; nothing imports it.
+//!
+//! Why this order: the service must hold the config and read the stored types, so both sit
+//! below it even where an operation high up owns the knob (a setting is data, not the code
+//! that acts on it); names that several layers share (header names, paths, the chunk the cold
+//! tier returns) live in the lowest module that needs them, so no module reaches up for one.
 //!
 //! On a shared engine (several nodes on one Redis, `EngineAdmin::exclusive` false) nothing
 //! cached is trusted: every lock re-reads the stream's metadata, so a reader never reports
@@ -60,11 +62,13 @@ pub mod limits;
 pub mod list;
 pub mod live;
 pub mod metrics;
+pub mod metrics_stream;
 pub mod offset;
 pub mod pages;
 pub mod pipeline;
 pub mod producer;
 pub mod producer_list;
+pub mod protocol;
 pub mod read;
 mod release;
 pub mod retention;
@@ -82,8 +86,8 @@ pub mod wakes;
 
 pub use access::{StreamAccess, StreamGuard};
 pub use cold::{ColdReader, NoCold};
-pub use config::{ScopedKeyConfig, StreamsConfig};
+pub use config::{ColdConfig, ScopedKeyConfig, StreamsConfig};
 pub use routes::router;
 pub use service::Streams;
 pub use state::StreamObject;
-pub use tier::{ColdConfig, SegmentsCold};
+pub use tier::SegmentsCold;

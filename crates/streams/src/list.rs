@@ -39,9 +39,6 @@ use crate::error::{StreamError, StreamResult};
 use crate::service::{stream, Streams};
 use crate::{offset, time};
 
-/// The route of the listing.
-pub const LIST_PATH: &str = "/v1/streams";
-
 /// Entries per page when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
 

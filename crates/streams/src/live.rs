@@ -17,9 +17,9 @@ use sessiond_store::now_ms;
 use tokio::sync::watch;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, CURSOR, NEXT_OFFSET, UP_TO_DATE};
 use crate::offset;
-use crate::read::{page_response, with_cursor};
+use crate::pages::{page_response, with_cursor};
+use crate::protocol::{CLOSED, CURSOR, NEXT_OFFSET, UP_TO_DATE};
 use crate::service::{Found, Snapshot, Streams};
 
 /// A slot in a bounded pool of connections (`mode` = `sse` | `long_poll`, for metrics),

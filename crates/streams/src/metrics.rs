@@ -19,19 +19,17 @@
 //!
 //! The system stream (`streams.metrics_stream`, off by default) receives one JSON object per
 //! `streams.metrics_interval_s` with the process-wide totals, so the figures can be tailed
-//! with the protocol itself (`GET /v1/stream/<name>?offset=-1&live=sse`).
+//! with the protocol itself (`GET /v1/stream/<name>?offset=-1&live=sse`); its writer is
+//! [`crate::metrics_stream`], which appends through the operations. The counters here import
+//! nothing of the crate: every layer, down to the wake channels, records into them.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-
-use crate::service::Streams;
 
 static APPENDS: AtomicU64 = AtomicU64::new(0);
 static APPEND_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -119,7 +117,7 @@ pub async fn debug_timing(request: Request, next: Next) -> Response {
 }
 
 /// The snapshot appended to the system stream.
-fn snapshot() -> serde_json::Value {
+pub(crate) fn snapshot() -> serde_json::Value {
     serde_json::json!({
         "ts": sessiond_store::now_ms(),
         "appends": APPENDS.load(Ordering::Relaxed),
@@ -129,32 +127,4 @@ fn snapshot() -> serde_json::Value {
         "subscribes": SUBSCRIBES.load(Ordering::Relaxed),
         "rejected": REJECTED.load(Ordering::Relaxed),
     })
-}
-
-/// Appends a snapshot to `streams.metrics_stream` every `metrics_interval_s` until `stop`
-/// (nothing when no stream is configured). The stream is created as a JSON stream when
-/// missing (its own appends count as appends: one per interval).
-pub async fn run_system_stream(streams: Streams, stop: impl Future<Output = ()>) {
-    let Some(path) = streams.config.metrics_stream.clone() else {
-        return;
-    };
-    let interval = Duration::from_secs(streams.config.metrics_interval_s.max(1));
-    let mut h = HeaderMap::new();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let body = Bytes::from(snapshot().to_string());
-        let exists = crate::create::create(&streams, &path, &h, Bytes::new(), "/").await;
-        let result = match exists {
-            Ok(_) => crate::append::append(&streams, &path, &h, body).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::warn!(stream = %path, error = ?e.api, "cannot append to the metrics stream");
-        }
-    }
 }

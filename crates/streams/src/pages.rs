@@ -22,36 +22,15 @@
 use std::ops::Range;
 
 use axum::body::Bytes;
-use sessiond_store::{StoreError, StreamChunk};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sessiond_store::StoreError;
 
+use crate::cold::SharedChunk;
 use crate::error::{StreamError, StreamResult};
+use crate::offset;
+use crate::protocol::{CLOSED, CURSOR, NEXT_OFFSET, START_OFFSET, UP_TO_DATE};
 use crate::service::{Snapshot, Streams};
-
-/// A stored chunk as the read path sees it: its offset and shared bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SharedChunk {
-    /// Offset of its first byte.
-    pub offset: u64,
-    /// Its bytes.
-    pub data: Bytes,
-}
-
-impl SharedChunk {
-    /// Offset after its last byte.
-    pub fn end(&self) -> u64 {
-        // Checked by `check_chunks` before any arithmetic relies on it.
-        self.offset.saturating_add(self.data.len() as u64)
-    }
-}
-
-impl From<StreamChunk> for SharedChunk {
-    fn from(chunk: StreamChunk) -> SharedChunk {
-        SharedChunk {
-            offset: chunk.offset,
-            data: Bytes::from(chunk.data),
-        }
-    }
-}
 
 /// One page of a read: the values (JSON) or byte pieces (binary) and where the next read starts.
 pub struct Page {
@@ -403,4 +382,66 @@ fn ranges(snap: &Snapshot) -> Vec<(&str, u64, u64)> {
     }
     out.push((&snap.path, snap.start, snap.tail));
     out
+}
+
+/// The body of a page: JSON values as one array, other types as the bytes (a page that is one
+/// piece, e.g. a page inside one stored chunk, is sent without a copy).
+pub fn body(snap: &Snapshot, page: &Page) -> Bytes {
+    if snap.json {
+        Bytes::from(crate::json::join(&page.pieces))
+    } else if let [piece] = page.pieces.as_slice() {
+        piece.clone()
+    } else {
+        Bytes::from(page.pieces.concat())
+    }
+}
+
+/// A 200 carrying `page`, with the protocol headers (`cursor` for live reads).
+pub fn page_response(
+    snap: &Snapshot,
+    from: u64,
+    page: &Page,
+    etag: bool,
+) -> StreamResult<Response> {
+    let at_end = page.next >= snap.tail;
+    let mut r = (StatusCode::OK, body(snap, page)).into_response();
+    let h = r.headers_mut();
+    let put = |h: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put(h, "content-type", snap.content_type.clone());
+    put(h, NEXT_OFFSET, offset::format(page.next));
+    put(h, START_OFFSET, offset::format(snap.retained));
+    if at_end {
+        h.insert(UP_TO_DATE, HeaderValue::from_static("true"));
+        if snap.closed {
+            h.insert(CLOSED, HeaderValue::from_static("true"));
+        }
+    }
+    if etag {
+        let closed = if at_end && snap.closed { ":c" } else { "" };
+        let generation = match snap.generation {
+            0 => String::new(),
+            g => format!(":g{g}"),
+        };
+        put(
+            h,
+            "etag",
+            format!(
+                "\"{}:{}:{}{generation}{closed}\"",
+                snap.created_at, from, page.next
+            ),
+        );
+    }
+    Ok(r)
+}
+
+/// Adds `Stream-Cursor`.
+pub fn with_cursor(mut r: Response, cursor: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cursor) {
+        r.headers_mut().insert(CURSOR, v);
+    }
+    r
 }

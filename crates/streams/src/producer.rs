@@ -16,7 +16,7 @@
 //! duplicate (a seq-0 retry is appended again).
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, PRODUCER_SEQ};
+use crate::protocol::{PRODUCER_EPOCH, PRODUCER_EXPECTED_SEQ, PRODUCER_RECEIVED_SEQ, PRODUCER_SEQ};
 use crate::state::{ProducerState, ProducerTuple};
 
 /// What to do with a producer request.

@@ -26,11 +26,9 @@ use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
 use crate::list::DEFAULT_LIMIT;
+use crate::protocol::PRODUCERS_PREFIX;
 use crate::service::{stream, Streams};
 use crate::state::ProducerState;
-
-/// Where a stream's producers are listed: `/v1/stream-producers/<name>`.
-pub const PRODUCERS_PREFIX: &str = "/v1/stream-producers/";
 
 /// The query string.
 #[derive(Debug, Default, Deserialize)]
@@ -58,8 +56,8 @@ pub async fn list(
 
 async fn page(streams: &Streams, path: &str, query: ProducersQuery) -> StreamResult<Value> {
     let rest = path.strip_prefix(PRODUCERS_PREFIX).unwrap_or_default();
-    let full = format!("{}{rest}", crate::routes::STREAM_PREFIX);
-    let name = crate::routes::stream_name(&full, streams.config.max_name_bytes)?;
+    let full = format!("{}{rest}", crate::protocol::STREAM_PREFIX);
+    let name = crate::headers::stream_name(&full, streams.config.max_name_bytes)?;
     let max = streams.config.max_list_limit;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIMIT.min(max),

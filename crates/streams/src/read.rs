@@ -10,16 +10,14 @@
 //! and `:g<n>` once keyed compaction ran (its generation), so a 304 never confirms a page
 //! from before a compaction.
 
-use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, CURSOR, NEXT_OFFSET, START_OFFSET, UP_TO_DATE};
 use crate::offset::{self, Offset};
-use crate::pages::Page;
-use crate::service::{Snapshot, Streams};
+use crate::pages::{page_response, Page};
+use crate::service::Streams;
 
 /// How the client wants to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,66 +156,4 @@ pub async fn read(
             Ok(r)
         }
     }
-}
-
-/// The body of a page: JSON values as one array, other types as the bytes (a page that is one
-/// piece, e.g. a page inside one stored chunk, is sent without a copy).
-pub fn body(snap: &Snapshot, page: &Page) -> Bytes {
-    if snap.json {
-        Bytes::from(crate::json::join(&page.pieces))
-    } else if let [piece] = page.pieces.as_slice() {
-        piece.clone()
-    } else {
-        Bytes::from(page.pieces.concat())
-    }
-}
-
-/// A 200 carrying `page`, with the protocol headers (`cursor` for live reads).
-pub fn page_response(
-    snap: &Snapshot,
-    from: u64,
-    page: &Page,
-    etag: bool,
-) -> StreamResult<Response> {
-    let at_end = page.next >= snap.tail;
-    let mut r = (StatusCode::OK, body(snap, page)).into_response();
-    let h = r.headers_mut();
-    let put = |h: &mut HeaderMap, name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    put(h, "content-type", snap.content_type.clone());
-    put(h, NEXT_OFFSET, offset::format(page.next));
-    put(h, START_OFFSET, offset::format(snap.retained));
-    if at_end {
-        h.insert(UP_TO_DATE, HeaderValue::from_static("true"));
-        if snap.closed {
-            h.insert(CLOSED, HeaderValue::from_static("true"));
-        }
-    }
-    if etag {
-        let closed = if at_end && snap.closed { ":c" } else { "" };
-        let generation = match snap.generation {
-            0 => String::new(),
-            g => format!(":g{g}"),
-        };
-        put(
-            h,
-            "etag",
-            format!(
-                "\"{}:{}:{}{generation}{closed}\"",
-                snap.created_at, from, page.next
-            ),
-        );
-    }
-    Ok(r)
-}
-
-/// Adds `Stream-Cursor`.
-pub fn with_cursor(mut r: Response, cursor: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(cursor) {
-        r.headers_mut().insert(CURSOR, v);
-    }
-    r
 }

@@ -12,40 +12,28 @@
 //! mark's offset was appended before its time, so an age cut may drop up to the newest mark
 //! older than the cut — at most one interval later than exact, never earlier. The list is
 //! bounded ([`MAX_MARKS`]: when full, every other mark goes, halving its resolution).
+//!
+//! The policy itself ([`Retention`]) is part of what a stream stores, so it is defined in
+//! `state.rs`, and the configured defaults in `config.rs`; reading, choosing and enforcing a
+//! policy, which needs the service, is here.
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use sessiond_store::Millis;
 
+use crate::config::RetentionDefault;
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, RETENTION_MAX_AGE, RETENTION_MAX_BYTES};
+use crate::headers;
+use crate::protocol::{PATCH_PREFIX, RETENTION_MAX_AGE, RETENTION_MAX_BYTES};
 use crate::service::{Snapshot, Streams};
-use crate::state::StreamInfo;
+use crate::state::{Retention, StreamInfo};
 
 /// Most time marks a stream keeps.
 pub const MAX_MARKS: usize = 256;
 
-/// How much history a stream keeps (`None` = no limit of that kind).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Drop data appended more than this many seconds ago.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_age_s: Option<u64>,
-    /// Keep at most about this many bytes (whole messages: the cut rounds up to the next one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<u64>,
-}
-
 impl Retention {
-    /// True when it limits nothing.
-    pub fn is_empty(&self) -> bool {
-        self.max_age_s.is_none() && self.max_bytes.is_none()
-    }
-
     /// The retention headers of a PUT (positive integers, plain digits).
     pub fn from_headers(h: &HeaderMap) -> StreamResult<Retention> {
         let number = |name: &str| -> StreamResult<Option<u64>> {
@@ -66,21 +54,6 @@ impl Retention {
             max_bytes: number(RETENTION_MAX_BYTES)?,
         })
     }
-}
-
-/// One `[[streams.retention]]` entry: the policy of streams under `prefix` that were created
-/// without their own.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionDefault {
-    /// A plain string prefix of the stream path (after `/v1/stream/`); `""` matches all.
-    pub prefix: String,
-    /// As `Stream-Retention-Max-Age`.
-    #[serde(default)]
-    pub max_age_s: Option<u64>,
-    /// As `Stream-Retention-Max-Bytes`.
-    #[serde(default)]
-    pub max_bytes: Option<u64>,
 }
 
 /// The policy that applies to `path`: its own, else the longest matching configured default.
@@ -143,9 +116,6 @@ pub async fn target(
     Ok(cut.min(snap.tail))
 }
 
-/// Where `PATCH` addresses a stream's retention: `/v1/streams/<name>`.
-pub const PATCH_PREFIX: &str = "/v1/streams/";
-
 /// `PATCH /v1/streams/<name>` with a JSON object: `max_age_s` / `max_bytes` set to a positive
 /// integer, or `null` to remove that limit (the configured default then applies when both are
 /// gone); an absent field is unchanged. 200 with the stream's own policy. Needs a write
@@ -162,8 +132,8 @@ pub async fn patch(
 
 async fn patch_policy(streams: &Streams, path: &str, body: &[u8]) -> StreamResult<Response> {
     let rest = path.strip_prefix(PATCH_PREFIX).unwrap_or_default();
-    let full = format!("{}{rest}", crate::routes::STREAM_PREFIX);
-    let name = crate::routes::stream_name(&full, streams.config.max_name_bytes)?;
+    let full = format!("{}{rest}", crate::protocol::STREAM_PREFIX);
+    let name = crate::headers::stream_name(&full, streams.config.max_name_bytes)?;
     let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| StreamError::bad_request(format!("body must be a JSON object: {e}")))?;
     let field = |key: &str| -> StreamResult<Option<Option<u64>>> {

@@ -5,7 +5,9 @@
 //! from the request path (still percent-encoded): `Stream-Forked-From` carries the same raw
 //! path, so the two always name the same stream. Names are limited in length and may not
 //! contain control characters or empty/dot segments; `__ds` as the first segment is reserved
-//! by the protocol for control APIs and is not a stream.
+//! by the protocol for control APIs and is not a stream ([`crate::headers::stream_name`]).
+//!
+//! The top of the crate: the router names every operation, and nothing below names it.
 
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -16,10 +18,8 @@ use axum::Router;
 use sessiond_http::RawBody;
 
 use crate::error::{StreamError, StreamResult};
+use crate::headers::stream_name;
 use crate::service::Streams;
-
-/// Where streams live.
-pub const STREAM_PREFIX: &str = "/v1/stream/";
 
 /// The streams router (mount at the root).
 pub fn router(streams: Streams) -> Router {
@@ -36,38 +36,6 @@ pub fn router(streams: Streams) -> Router {
     sessiond_http::body::body_limit(routes, limit)
         .layer(from_fn(crate::headers::common_headers))
         .layer(from_fn(crate::metrics::debug_timing))
-}
-
-/// Validates the stream name in a request path.
-pub fn stream_name(path: &str, max: usize) -> StreamResult<&str> {
-    let name = path
-        .strip_prefix(STREAM_PREFIX)
-        .ok_or_else(StreamError::not_found)?;
-    if name.is_empty() {
-        return Err(StreamError::bad_request("stream name is empty"));
-    }
-    if name.len() > max {
-        return Err(StreamError::bad_request(format!(
-            "stream name longer than {max} bytes"
-        )));
-    }
-    if name.bytes().any(|b| b.is_ascii_control())
-        || name
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return Err(StreamError::bad_request(
-            "stream name has an empty, `.` or `..` segment or a control character",
-        ));
-    }
-    if name == "__ds" || name.starts_with("__ds/") {
-        return Err(StreamError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "the reserved __ds control APIs are not served yet",
-        ));
-    }
-    Ok(name)
 }
 
 async fn dispatch(

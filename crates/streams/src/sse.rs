@@ -25,9 +25,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{SSE_ENCODING, START_OFFSET};
 use crate::live::{refresh, Slot};
 use crate::offset;
+use crate::protocol::{SSE_ENCODING, START_OFFSET};
 use crate::service::{Snapshot, Streams};
 
 struct Session {
@@ -119,7 +119,7 @@ impl Session {
                 if page.next <= self.pos {
                     return None;
                 }
-                let mut payload = crate::read::body(&self.snap, &page);
+                let mut payload = crate::pages::body(&self.snap, &page);
                 let mut next = page.next;
                 if !self.base64 && !self.snap.json {
                     // A page cut by size may end inside a UTF-8 character: send the complete

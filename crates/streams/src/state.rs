@@ -58,6 +58,45 @@ pub struct ForkRequest {
     pub sub_offset: u64,
 }
 
+/// How much history a stream keeps (`None` = no limit of that kind).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Drop data appended more than this many seconds ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+    /// Keep at most about this many bytes (whole messages: the cut rounds up to the next one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// True when it limits nothing.
+    pub fn is_empty(&self) -> bool {
+        self.max_age_s.is_none() && self.max_bytes.is_none()
+    }
+}
+
+/// A stream's compaction setting and progress (in its metadata).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// The fields whose values together are an event's key (dotted paths), fixed at creation.
+    pub key: Vec<String>,
+    /// Data below this offset has been compacted.
+    #[serde(default)]
+    pub compacted_to: u64,
+    /// A dropped `delete` lies below this offset: reads above the retained start and below it
+    /// are 410 `offset_gone`.
+    #[serde(default)]
+    pub purged: u64,
+    /// Bumped by every compaction batch (part of the ETag).
+    #[serde(default)]
+    pub generation: u64,
+    /// The tail when the last compaction finished: the background trigger counts from it.
+    #[serde(default)]
+    pub ran_at_tail: u64,
+}
+
 /// Everything the protocol keeps per stream besides its bytes (stored in `StreamMeta::state`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
@@ -102,14 +141,14 @@ pub struct StreamInfo {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub inherited_start: u64,
     /// Retention as requested on PUT (empty: the configured default applies).
-    #[serde(default, skip_serializing_if = "crate::retention::Retention::is_empty")]
-    pub retention: crate::retention::Retention,
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
     /// `(time, offset)` marks of appends, for age-based retention (see `retention.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub marks: Vec<(Millis, u64)>,
     /// Keyed compaction (`Stream-Compaction: key` on the creating PUT) and its progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compaction: Option<crate::compaction::Compaction>,
+    pub compaction: Option<Compaction>,
     /// The fork point of each live fork counted in `forks` (one entry per fork): compaction
     /// never passes the lowest (see `compaction::fork_ceiling`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

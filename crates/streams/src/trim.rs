@@ -22,8 +22,9 @@ use axum::response::{IntoResponse, Response};
 use sessiond_store::{now_ms, Durability, Millis};
 
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, CLOSED, START_OFFSET, TRIM_BEFORE};
+use crate::headers;
 use crate::offset::{self, Offset};
+use crate::protocol::{self, CLOSED, START_OFFSET, TRIM_BEFORE};
 use crate::service::{stream, Streams};
 use crate::state::StreamInfo;
 
@@ -31,12 +32,12 @@ use crate::state::StreamInfo;
 /// it changes no data, no closure, no producer, and one request does one thing.
 const WRITE_HEADERS: [&str; 7] = [
     CLOSED,
-    headers::TRIM_BEFORE,
-    headers::COMPACT_BEFORE,
-    headers::SEQ,
-    headers::PRODUCER_ID,
-    headers::PRODUCER_EPOCH,
-    headers::PRODUCER_SEQ,
+    protocol::TRIM_BEFORE,
+    protocol::COMPACT_BEFORE,
+    protocol::SEQ,
+    protocol::PRODUCER_ID,
+    protocol::PRODUCER_EPOCH,
+    protocol::PRODUCER_SEQ,
 ];
 
 /// The offset of a maintenance `POST` (empty body, only the header `name`, shown as `shown` in

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use sessiond_runtime::ObjectKind;
 use sessiond_store::memory::MemoryEngine;
 use sessiond_store::StoreError;
-use sessiond_streams::pages::SharedChunk;
+use sessiond_streams::cold::SharedChunk;
 use sessiond_streams::{create::create, read, ColdReader, Streams, StreamsConfig};
 
 /// A cold tier that claims everything is sealed and returns fixed chunks.

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sessiond_runtime::ObjectKind;
 use sessiond_store::memory::MemoryEngine;
 use sessiond_streams::json::Limits;
-use sessiond_streams::{append, create, headers, offset, read, NoCold, Streams, StreamsConfig};
+use sessiond_streams::{append, create, offset, protocol, read, NoCold, Streams, StreamsConfig};
 
 /// One append: raw bytes (binary stream) or JSON message texts (JSON stream).
 #[derive(Clone, Debug)]
@@ -87,8 +87,8 @@ async fn read_all(streams: &Streams, json: bool, from: &str, limit: usize) -> Ve
         let r = read::read(streams, "s", &HeaderMap::new(), Some(&query))
             .await
             .expect("read");
-        let next = header(&r, headers::NEXT_OFFSET).expect("next offset");
-        let done = header(&r, headers::UP_TO_DATE).is_some();
+        let next = header(&r, protocol::NEXT_OFFSET).expect("next offset");
+        let done = header(&r, protocol::UP_TO_DATE).is_some();
         let body = axum::body::to_bytes(r.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -144,7 +144,7 @@ proptest! {
                     Append::Json(v) => format!("[{}]", v.join(" , ")).into_bytes(),
                 };
                 let r = append::append(&streams, "s", &h, Bytes::from(body)).await.expect("append");
-                resume.push(header(&r, headers::NEXT_OFFSET).expect("next offset"));
+                resume.push(header(&r, protocol::NEXT_OFFSET).expect("next offset"));
             }
             let all = expected(&appends);
             let limit = all.len() + 2;

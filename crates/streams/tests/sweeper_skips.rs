@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use sessiond_runtime::ObjectKind;
 use sessiond_store::memory::MemoryEngine;
 use sessiond_store::{StoreError, StreamStore};
-use sessiond_streams::pages::SharedChunk;
+use sessiond_streams::cold::SharedChunk;
 use sessiond_streams::sweeper::Sweeper;
 use sessiond_streams::{create::create, ColdReader, Streams, StreamsConfig};
 

@@ -251,7 +251,7 @@ impl Relay {
         h.insert("content-type", HeaderValue::from_static("application/json"));
         if self.config().retention_s > 0 {
             if let Ok(age) = HeaderValue::from_str(&self.config().retention_s.to_string()) {
-                h.insert(sessiond_streams::headers::RETENTION_MAX_AGE, age);
+                h.insert(sessiond_streams::protocol::RETENTION_MAX_AGE, age);
             }
         }
         h

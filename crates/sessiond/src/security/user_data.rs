@@ -61,8 +61,8 @@ impl SecurityUserData {
             if let Ok(Value::Array(page)) = serde_json::from_slice::<Value>(&body) {
                 events.extend(page);
             }
-            let next = header(&headers, sessiond_streams::headers::NEXT_OFFSET);
-            let done = headers.contains_key(sessiond_streams::headers::UP_TO_DATE);
+            let next = header(&headers, sessiond_streams::protocol::NEXT_OFFSET);
+            let done = headers.contains_key(sessiond_streams::protocol::UP_TO_DATE);
             match next {
                 Some(next) if !done && next != offset => offset = next,
                 _ => return Ok(events),

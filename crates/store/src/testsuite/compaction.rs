@@ -2,7 +2,7 @@
 //! offsets go, all or none; survivors keep their offsets and bytes; reads skip the gaps; the
 //! tail, start and metadata stay.
 
-use super::streams::{chunk, meta};
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{Commit, SegmentRef, StreamChunk, StreamStore};
 

@@ -3,7 +3,7 @@
 //! not cancel its commit, and the tail check makes a failure cascade to the commits queued
 //! after it (the guarantee pipelined appends rely on).
 
-use super::streams::{chunk, meta};
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{Commit, CommitTicket, StreamChunk, StreamStore};
 

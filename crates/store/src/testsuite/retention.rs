@@ -2,7 +2,7 @@
 //! whole chunks and segments below it go in bounded batches, a straddling chunk stays, commits
 //! never lower the start, and offsets of retained data never change.
 
-use super::streams::{chunk, meta};
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{Commit, SegmentRef, StreamMeta, StreamStore, Trimmed};
 

@@ -2,7 +2,7 @@
 //! the sealed-end check of `seal_segment`: the compare-and-sets that shared engines need
 //! because the tail alone does not version a stream and two nodes may seal at once.
 
-use super::streams::{chunk, meta};
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{
     Appended, CheckedCommit, Commit, ForkSource, ProducerBefore, ProducerRecord, ProducerUpdate,

@@ -3,7 +3,7 @@
 //! and fork creation and deletion, which rewrite the source's metadata in the same
 //! transaction.
 
-use super::streams::{chunk, meta};
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamStore};
 

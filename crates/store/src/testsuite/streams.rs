@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::stream_fixtures::{chunk, meta};
 use super::{unique, C, HOUR};
 use crate::streams::{Commit, SegmentRef, StreamChunk, StreamMeta, StreamStore};
 use crate::{now_ms, Durability};
@@ -26,26 +27,6 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     super::stream_links::run_stream_links(s).await;
     super::retention::run_retention(s).await;
     super::compaction::run_compaction(s).await;
-}
-
-/// Metadata of `path` with `tail` and a recognizable state.
-pub fn meta(path: &str, tail: u64, state: &[u8]) -> StreamMeta {
-    StreamMeta {
-        path: path.to_string(),
-        tail,
-        expires_at: None,
-        state: state.to_vec(),
-        start: 0,
-    }
-}
-
-/// A chunk of `len` bytes at `offset`, filled with a pattern that depends on the offset (so a
-/// chunk returned at the wrong offset is caught).
-pub fn chunk(offset: u64, len: usize) -> StreamChunk {
-    StreamChunk {
-        offset,
-        data: (0..len).map(|i| (offset as usize + i * 7) as u8).collect(),
-    }
 }
 
 /// Appends `lens` after the stored tail, checking the commit is written; returns the chunks.

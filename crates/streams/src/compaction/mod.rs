@@ -49,76 +49,12 @@ pub use plan::{classify, plan, Chunk, Event, Kind, Plan, Rules};
 pub use run::{explicit, Compacted};
 
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
-use sessiond_store::Millis;
 
+use crate::config::CompactionConfig;
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{self, COMPACTION};
-use crate::state::StreamInfo;
-
-/// A stream's compaction setting and progress (in its metadata).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compaction {
-    /// The fields whose values together are an event's key (dotted paths), fixed at creation.
-    pub key: Vec<String>,
-    /// Data below this offset has been compacted.
-    #[serde(default)]
-    pub compacted_to: u64,
-    /// A dropped `delete` lies below this offset: reads above the retained start and below it
-    /// are 410 `offset_gone`.
-    #[serde(default)]
-    pub purged: u64,
-    /// Bumped by every compaction batch (part of the ETag).
-    #[serde(default)]
-    pub generation: u64,
-    /// The tail when the last compaction finished: the background trigger counts from it.
-    #[serde(default)]
-    pub ran_at_tail: u64,
-}
-
-/// `[streams.compaction]`: limits and timings of keyed compaction.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CompactionConfig {
-    /// The fields that key an event (dotted paths into the JSON message), for streams created
-    /// from now on.
-    pub key: Vec<String>,
-    /// The sweeper compacts a stream once this many bytes were appended since its last
-    /// compaction point.
-    pub trigger_bytes: u64,
-    /// A `delete` that is its key's latest event is kept this long, so readers that are behind
-    /// still see it; then the key disappears from the compacted range.
-    pub tombstone_grace_s: u64,
-    /// Events carrying `headers.txid` are kept at least this long (StreamDB's `awaitTxId`).
-    pub min_age_s: u64,
-    /// Most chunks one compaction transaction drops (appends never wait behind a long one).
-    pub batch_chunks: usize,
-}
-
-impl Default for CompactionConfig {
-    fn default() -> Self {
-        CompactionConfig {
-            key: vec!["type".into(), "key".into()],
-            trigger_bytes: 4 * 1024 * 1024,
-            tombstone_grace_s: 86_400,
-            min_age_s: 300,
-            batch_chunks: 256,
-        }
-    }
-}
-
-impl CompactionConfig {
-    /// Checks the values; the message names the key to fix.
-    pub fn validate(&self) -> Result<(), sessiond_http::ConfigError> {
-        if self.key.is_empty() || self.key.iter().any(|k| k.is_empty()) {
-            return Err("streams.compaction.key must list at least one non-empty field".into());
-        }
-        if self.trigger_bytes == 0 || self.batch_chunks == 0 {
-            return Err("streams.compaction.trigger_bytes and batch_chunks must be > 0".into());
-        }
-        Ok(())
-    }
-}
+use crate::headers;
+use crate::protocol::COMPACTION;
+use crate::state::Compaction;
 
 /// The `Stream-Compaction` header of a PUT: `key` (any case) turns compaction on.
 pub fn from_headers(h: &HeaderMap, config: &CompactionConfig) -> StreamResult<Option<Compaction>> {
@@ -134,28 +70,4 @@ pub fn from_headers(h: &HeaderMap, config: &CompactionConfig) -> StreamResult<Op
         key: config.key.clone(),
         ..Compaction::default()
     }))
-}
-
-/// The highest offset compaction may reach given the stream's live forks: the lowest fork
-/// point (forks read the data below it by reference). Forks counted before fork points were
-/// recorded have unknown points: nothing may be compacted then.
-pub fn fork_ceiling(info: &StreamInfo) -> u64 {
-    if (info.fork_points.len() as u64) < info.forks {
-        return 0;
-    }
-    info.fork_points.iter().copied().min().unwrap_or(u64::MAX)
-}
-
-/// The offset below which everything was appended more than `age_s` seconds before `now`,
-/// from the stream's time marks (see `retention.rs`); `tail` when `age_s` is 0.
-pub fn older_than(info: &StreamInfo, age_s: u64, now: Millis, tail: u64) -> u64 {
-    if age_s == 0 {
-        return tail;
-    }
-    let oldest = now.saturating_sub((age_s as i64).saturating_mul(1000));
-    info.marks
-        .iter()
-        .rev()
-        .find(|(at, _)| *at <= oldest)
-        .map_or(0, |(_, offset)| *offset)
 }

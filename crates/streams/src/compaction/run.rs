@@ -10,9 +10,10 @@ use sessiond_store::{now_ms, Durability, Millis};
 
 use super::plan::{classify, plan, Chunk, Event, Rules};
 use crate::error::{StreamError, StreamResult};
-use crate::headers::{CLOSED, COMPACT_BEFORE, START_OFFSET};
 use crate::offset;
+use crate::protocol::{CLOSED, COMPACT_BEFORE, START_OFFSET};
 use crate::service::{stream, Streams};
+use crate::state::StreamInfo;
 use crate::trim::maintenance_offset;
 
 /// What a compaction did.
@@ -153,7 +154,7 @@ impl Streams {
         };
         let config = &self.config.compaction;
         let tail = s.tail;
-        let ceiling = super::fork_ceiling(&s.info);
+        let ceiling = fork_ceiling(&s.info);
         let before = before.min(tail).min(ceiling);
         // Events in cold segments are not seen by the scan: no delete may be purged then.
         let cold = self
@@ -164,12 +165,12 @@ impl Streams {
             .any(|seg| seg.end > s.retained);
         let grace_cut = match cold {
             true => 0,
-            false => super::older_than(&s.info, config.tombstone_grace_s, now, tail),
+            false => older_than(&s.info, config.tombstone_grace_s, now, tail),
         };
         let rules = Rules {
             before,
             grace_cut,
-            txid_cut: super::older_than(&s.info, config.min_age_s, now, tail),
+            txid_cut: older_than(&s.info, config.min_age_s, now, tail),
             keep_deletes: s.info.forks > 0,
         };
         Ok(Some(Setup {
@@ -254,7 +255,7 @@ impl Streams {
             let (tail, mut info) = (s.tail, s.info.clone());
             // A fork made since the scan may read data this run would change (and keeps
             // deletes: see `Rules::keep_deletes`).
-            if super::fork_ceiling(&info) < until || (info.forks > 0 && purged > 0) {
+            if fork_ceiling(&info) < until || (info.forks > 0 && purged > 0) {
                 return Ok(false);
             }
             let Some(c) = info.compaction.as_mut() else {
@@ -283,4 +284,28 @@ impl Streams {
         })
         .await
     }
+}
+
+/// The highest offset compaction may reach given the stream's live forks: the lowest fork
+/// point (forks read the data below it by reference). Forks counted before fork points were
+/// recorded have unknown points: nothing may be compacted then.
+pub fn fork_ceiling(info: &StreamInfo) -> u64 {
+    if (info.fork_points.len() as u64) < info.forks {
+        return 0;
+    }
+    info.fork_points.iter().copied().min().unwrap_or(u64::MAX)
+}
+
+/// The offset below which everything was appended more than `age_s` seconds before `now`,
+/// from the stream's time marks (see `retention.rs`); `tail` when `age_s` is 0.
+pub fn older_than(info: &StreamInfo, age_s: u64, now: Millis, tail: u64) -> u64 {
+    if age_s == 0 {
+        return tail;
+    }
+    let oldest = now.saturating_sub((age_s as i64).saturating_mul(1000));
+    info.marks
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= oldest)
+        .map_or(0, |(_, offset)| *offset)
 }

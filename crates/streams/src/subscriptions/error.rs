@@ -184,12 +184,15 @@ mod tests {
     #[tokio::test]
     async fn a_stream_error_keeps_its_protocol_headers_on_a_subscription_route() {
         let closed = StreamError::conflict("stream is closed")
-            .with(crate::headers::NEXT_OFFSET, "0000_0005")
-            .with(crate::headers::CLOSED, "true");
+            .with(crate::protocol::NEXT_OFFSET, "0000_0005")
+            .with(crate::protocol::CLOSED, "true");
         let response = SubError::from(closed).into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
-        assert_eq!(response.headers()[crate::headers::NEXT_OFFSET], "0000_0005");
-        assert_eq!(response.headers()[crate::headers::CLOSED], "true");
+        assert_eq!(
+            response.headers()[crate::protocol::NEXT_OFFSET],
+            "0000_0005"
+        );
+        assert_eq!(response.headers()[crate::protocol::CLOSED], "true");
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@
 //!   and handled by one background task: the append path only does a non-blocking send on a
 //!   bounded queue, and only while a subscription exists; when the queue is full the task
 //!   rescans instead ([`Subscriptions::resync`]).
-//! - **Every per-request cost is capped** ([`config`]): pattern and path depth (matching is
+//! - **Every per-request cost is capped** ([`SubscriptionsConfig`]): pattern and path depth (matching is
 //!   linear, [`glob`]), links per subscription, streams per wake, webhook answer size and
 //!   time.
 //! - **Network I/O never runs under a lock**: a wake is recorded first, then delivered by a
@@ -45,7 +45,6 @@
 //! [`observe`] (the store wrapper), [`signing`] (Ed25519 key, JWKS), [`wake`] (issuing, acking, leases, backoff), [`delivery`] (webhook POST, wake
 //! stream), [`control`] and [`worker`] (HTTP handlers), [`routes`], [`error`].
 
-pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod error;
@@ -68,12 +67,11 @@ use sessiond_runtime::{AlarmError, AlarmHandler, Alarms, ObjectGuard, ObjectKind
 use sessiond_store::ObjectStore;
 use tokio::sync::mpsc;
 
-pub use config::SubscriptionsConfig;
 pub use model::Subscription;
 pub use observe::{observer, Change, Observer};
-pub use routes::{control_router, token_router};
 pub use signing::WebhookSigner;
 
+use crate::config::SubscriptionsConfig;
 use crate::service::Streams;
 
 /// Object kind of subscription records.

@@ -122,7 +122,7 @@ pub struct Subscription {
 
 /// The stream root URL for `base` (`http://host:port`).
 pub fn stream_root(base: &str) -> String {
-    format!("{base}{}", crate::routes::STREAM_PREFIX)
+    format!("{base}{}", crate::protocol::STREAM_PREFIX)
 }
 
 impl Subscription {
