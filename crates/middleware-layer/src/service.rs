@@ -1,17 +1,10 @@
-//! [`SessionLayer`] and the [`SessionService`] it wraps around an app.
-//!
-//! The service is generic over request and response bodies, so it fits axum routers and any
-//! other tower service whose response body can be built from bytes (for the 429 it answers
-//! itself). It clones the inner service per call and uses the clone that `poll_ready`
-//! readied (tower's usual rule for services that call their inner service in a future).
+//! [`SessionLayer`] and the [`SessionService`] it wraps around an app (the tower plumbing is
+//! [`crate::wrap`]'s; the 429 it answers itself is in sessiond's error shape).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use sessiond_middleware::{Decider, Refusal};
 use tower::{Layer, Service};
@@ -19,6 +12,7 @@ use tower::{Layer, Service};
 use crate::backend::{fallback, DecisionBackend, Outcome};
 use crate::remote::RemoteBackend;
 use crate::request::{decision_input, ClientIp};
+use crate::wrap::{json_error, Answer, Around, Wrapped};
 
 /// Adds a session context to every request and the session cookies to every response.
 #[derive(Clone)]
@@ -66,41 +60,27 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService {
-            inner,
-            layer: self.clone(),
-        }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
 /// The service [`SessionLayer`] produces.
-#[derive(Clone, Debug)]
-pub struct SessionService<S> {
-    inner: S,
-    layer: SessionLayer,
-}
+pub type SessionService<S> = Wrapped<SessionLayer, S>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let backend = self.layer.backend.clone();
-        let input = decision_input(&request, &self.layer.client_ip, backend.max_field_bytes());
-        // The readied service handles this call; a fresh clone waits for the next poll_ready.
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
+impl Around for SessionLayer {
+    fn around<S, ReqBody, ResBody>(
+        &self,
+        mut request: Request<ReqBody>,
+        mut inner: S,
+    ) -> Answer<ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: From<Bytes> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        let input = decision_input(&request, &self.client_ip, backend.max_field_bytes());
         Box::pin(async move {
             let decision = match backend.decide(input).await {
                 Outcome::Decided(decision) => *decision,
@@ -128,13 +108,12 @@ where
 
 /// The 429 of a rate-refused client, in sessiond's error shape.
 fn refused<B: From<Bytes>>(refusal: Refusal) -> Response<B> {
-    let body = serde_json::json!({
-        "error": { "code": "limit_reached", "message": refusal.to_string() }
-    });
-    let mut response = Response::new(B::from(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let mut response = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "limit_reached",
+        &refusal.to_string(),
+    );
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
