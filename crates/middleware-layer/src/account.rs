@@ -18,14 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::http::header::WWW_AUTHENTICATE;
-use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use sessiond_http::auth::cookie_value;
 use sessiond_sessions::routes::edge::{AUTH_TIME_HEADER, SESSION_ID_HEADER, USER_ID_HEADER};
 use sessiond_sessions::service::{EdgeVerdict, MAX_AGE_HEADER};
 use sessiond_sessions::SessionService;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::wrap::{json_error, Answer, Around, Wrapped};
+use crate::wrap::{json_error, Around, Judging, Verdict, Wrapped};
 
 /// The verified account of a request (in its extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,32 +238,22 @@ impl<S> Layer<S> for AccountLayer {
 pub type AccountService<S> = Wrapped<AccountLayer, S>;
 
 impl Around for AccountLayer {
-    fn around<S, ReqBody, ResBody>(
-        &self,
-        mut request: Request<ReqBody>,
-        mut inner: S,
-    ) -> Answer<ResBody, S::Error>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
-        S::Future: Send + 'static,
-        ReqBody: Send + 'static,
-        ResBody: From<Bytes> + Send + 'static,
-    {
+    type Found = AccountSession;
+    type After = ();
+
+    fn judge<B>(&self, request: &Request<B>) -> Judging<AccountSession, ()> {
         let layer = self.clone();
         let id = cookie_value(request.headers(), &layer.cookies).map(str::to_string);
         Box::pin(async move {
             match layer.backend.check(id.as_deref(), layer.max_age_s).await {
-                AccountOutcome::Allowed(account) => {
-                    request.extensions_mut().insert(account);
-                    inner.call(request).await
-                }
-                AccountOutcome::Denied => Ok(error(
+                AccountOutcome::Allowed(account) => Verdict::Pass(account, ()),
+                AccountOutcome::Denied => Verdict::Answer(error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "no live account session",
                     None,
                 )),
-                AccountOutcome::TooOld(max_age) => Ok(error(
+                AccountOutcome::TooOld(max_age) => Verdict::Answer(error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "the login is too old: re-authenticate",
@@ -273,7 +263,7 @@ impl Around for AccountLayer {
                 )),
                 AccountOutcome::Unavailable(reason) => {
                     tracing::warn!(%reason, "account check unavailable; request denied");
-                    Ok(error(
+                    Verdict::Answer(error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
                         "the session service cannot check this request",
@@ -283,15 +273,17 @@ impl Around for AccountLayer {
             }
         })
     }
+
+    fn after((): (), _: &mut HeaderMap) {}
 }
 
 /// An answer of the layer itself, in sessiond's error shape.
-fn error<B: From<Bytes>>(
+fn error(
     status: StatusCode,
     code: &str,
     message: &str,
     challenge: Option<String>,
-) -> Response<B> {
+) -> Response<Bytes> {
     let mut response = json_error(status, code, message);
     if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::header::{RETRY_AFTER, SET_COOKIE};
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use sessiond_middleware::{Decider, Refusal};
-use tower::{Layer, Service};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use sessiond_middleware::{Decider, Refusal, SessionContext};
+use tower::Layer;
 
 use crate::backend::{fallback, DecisionBackend, Outcome};
 use crate::remote::RemoteBackend;
 use crate::request::{decision_input, ClientIp};
-use crate::wrap::{json_error, Answer, Around, Wrapped};
+use crate::wrap::{json_error, Around, Judging, Verdict, Wrapped};
 
 /// Adds a session context to every request and the session cookies to every response.
 #[derive(Clone)]
@@ -68,46 +68,39 @@ impl<S> Layer<S> for SessionLayer {
 pub type SessionService<S> = Wrapped<SessionLayer, S>;
 
 impl Around for SessionLayer {
-    fn around<S, ReqBody, ResBody>(
-        &self,
-        mut request: Request<ReqBody>,
-        mut inner: S,
-    ) -> Answer<ResBody, S::Error>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
-        S::Future: Send + 'static,
-        ReqBody: Send + 'static,
-        ResBody: From<Bytes> + Send + 'static,
-    {
+    type Found = SessionContext;
+    type After = Vec<String>;
+
+    fn judge<B>(&self, request: &Request<B>) -> Judging<SessionContext, Vec<String>> {
         let backend = self.backend.clone();
-        let input = decision_input(&request, &self.client_ip, backend.max_field_bytes());
+        let input = decision_input(request, &self.client_ip, backend.max_field_bytes());
         Box::pin(async move {
             let decision = match backend.decide(input).await {
                 Outcome::Decided(decision) => *decision,
-                Outcome::Refused(refusal) => return Ok(refused(refusal)),
+                Outcome::Refused(refusal) => return Verdict::Answer(refused(refusal)),
                 Outcome::Unavailable(reason) => {
                     tracing::warn!(%reason, "session decision falls back");
                     fallback()
                 }
             };
-            request.extensions_mut().insert(decision.session);
-            let mut response = inner.call(request).await?;
-            let headers = response.headers_mut();
-            for cookie in &decision.set_cookies {
-                match HeaderValue::from_str(cookie) {
-                    Ok(value) => {
-                        headers.append(SET_COOKIE, value);
-                    }
-                    Err(_) => tracing::warn!("session cookie is not a valid header value"),
-                }
-            }
-            Ok(response)
+            Verdict::Pass(decision.session, decision.set_cookies)
         })
+    }
+
+    fn after(set_cookies: Vec<String>, headers: &mut HeaderMap) {
+        for cookie in &set_cookies {
+            match HeaderValue::from_str(cookie) {
+                Ok(value) => {
+                    headers.append(SET_COOKIE, value);
+                }
+                Err(_) => tracing::warn!("session cookie is not a valid header value"),
+            }
+        }
     }
 }
 
 /// The 429 of a rate-refused client, in sessiond's error shape.
-fn refused<B: From<Bytes>>(refusal: Refusal) -> Response<B> {
+fn refused(refusal: Refusal) -> Response<Bytes> {
     let mut response = json_error(
         StatusCode::TOO_MANY_REQUESTS,
         "limit_reached",
