@@ -134,10 +134,7 @@ impl Supervisor {
         let stop = self.stop.clone();
         self.tracker.spawn(async move {
             tokio::select! {
-                () = signal => {
-                    tracing::info!("shutting down");
-                    stop.cancel();
-                }
+                () = signal => stop.cancel(),
                 () = stop.cancelled() => {}
             }
         });
