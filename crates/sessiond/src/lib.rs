@@ -109,7 +109,7 @@ pub struct Wiring<'a> {
 }
 
 /// A server wired from its configuration: every capability built, nothing running but the
-/// engine and the object runtime until [`serve`](Self::serve).
+/// engine until [`serve`](Self::serve).
 pub struct Server {
     config: Config,
     stores: Stores,
@@ -119,7 +119,7 @@ pub struct Server {
 
 /// What the wiring steps build over the engine.
 struct Built {
-    /// The started object runtime (stopped last, before the engine).
+    /// The object runtime (its loops are among `tasks`; stopped last, before the engine).
     runtime: Runtime,
     /// The realtime hub, whose sockets the drain waits for.
     hub: Option<sessiond_realtime::Hub>,
@@ -233,9 +233,9 @@ pub async fn run(
 }
 
 /// The wiring steps, in order: streams first (sessions relay their security events into
-/// them, the middleware writes analytics to them, the hub announces presence in them), then
-/// the middleware (the hub asks its decider about cookies), sessions, realtime, the views
-/// across them; the runtime starts once every kind and alarm handler is registered.
+/// them, the middleware writes analytics to them, the hub its user events), then the
+/// middleware (the hub asks its decider about cookies), sessions, realtime, the views across
+/// them; the runtime's loops are made once every kind and alarm handler is registered.
 async fn wire(
     config: &Config,
     stores: &Stores,
@@ -283,7 +283,8 @@ async fn wire(
             supervisor,
         )
     });
-    let runtime = runtime.start();
+    // The runtime's own loops (alarm scheduler, eviction sweep) run under the supervisor too.
+    let (runtime, loops) = runtime.start_loops();
 
     let mut served = vec!["sessions", "cache"];
     if streams.is_some() {
@@ -300,7 +301,11 @@ async fn wire(
     );
     served.extend(config.compat.state.enabled.then_some("compat-state"));
 
-    let mut tasks = sessions.tasks;
+    let mut tasks: Vec<Task> = loops
+        .into_iter()
+        .map(|(name, run)| Task::new(name, run))
+        .collect();
+    tasks.extend(sessions.tasks);
     tasks.extend(bound);
     let (streams, subscriptions) = match streams {
         Some(wired) => {

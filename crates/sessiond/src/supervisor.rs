@@ -4,7 +4,7 @@
 //! requests while expired sessions pile up or events stop flowing, with nothing but a lost
 //! `JoinHandle` to tell. So every background task of the server is started here, by name, on
 //! one [`TaskTracker`] and observes one [`CancellationToken`] (the same token stops the
-//! listener and the object runtime). A task that panics or returns an error is logged at
+//! listener), the object runtime's alarm scheduler and eviction sweep included. A task that panics or returns an error is logged at
 //! ERROR with its name and cancels that token: the server then shuts down in its usual order
 //! and [`crate::Server::serve`] returns the failure, so the binary exits non-zero and the
 //! orchestrator restarts it. A task that returns `Ok` has simply finished (nothing to do).
