@@ -11,27 +11,15 @@
 -- Threads start at different offsets in the cookie list, so concurrent requests are spread
 -- over clients (each client has its own lock and a per-second decision limit).
 --
--- done() prints one machine-readable line:
---   WRK_RESULT requests=N duration_us=D rps=R p50_us=A p90_us=B p99_us=C max_us=M
---              non2xx=S connect_err=.. read_err=.. write_err=.. timeouts=..
+-- setup() and done() (the WRK_RESULT line) are bench/wrk_common.lua's.
 
-local next_tid = 0
-
-function setup(thread)
-   thread:set("tid", next_tid)
-   next_tid = next_tid + 1
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../wrk_common.lua")
 
 local mode, cookies, n_cookies, counter, offset
 
 function init(args)
    mode = args[1] or "plain"
-   cookies = {}
-   if args[2] then
-      for line in io.lines(args[2]) do
-         if #line > 0 then table.insert(cookies, line) end
-      end
-   end
+   cookies = read_lines(args[2])
    n_cookies = #cookies
    if (mode == "returning" or mode == "decide") and n_cookies == 0 then
       error("no cookies in " .. tostring(args[2]))
@@ -67,15 +55,4 @@ function request()
    else
       error("unknown mode " .. tostring(mode))
    end
-end
-
-function done(summary, latency, requests)
-   local e = summary.errors
-   local secs = summary.duration / 1e6
-   io.write(string.format(
-      "WRK_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d connect_err=%d read_err=%d write_err=%d timeouts=%d\n",
-      summary.requests, summary.duration, summary.requests / secs,
-      math.floor(latency:percentile(50)), math.floor(latency:percentile(90)),
-      math.floor(latency:percentile(99)), math.floor(latency.max),
-      e.status, e.connect, e.read, e.write, e.timeout))
 end

@@ -7,7 +7,7 @@
 //! writer commands, i.e. inside the writer's transaction, so no other write can interleave.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
 use sessiond_store::{
     Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
 };
@@ -53,40 +53,70 @@ fn version_sql(version: u64) -> rusqlite::Result<i64> {
     i64::try_from(version).map_err(|_| out_of_range("session version", version))
 }
 
+/// The columns every write sets from a record (all but `id`, `user_id` and `origin`), as
+/// `SET` assignments of the parameters `?1`..`?11` that [`Fields::and`] binds.
+macro_rules! set_fields {
+    () => {
+        "data = ?1, device = ?2, created_at = ?3, updated_at = ?4, last_seen_at = ?5,
+         idle_ttl_ms = ?6, idle_expires_at = ?7, absolute_expires_at = ?8, version = ?9,
+         expires_at = ?10, auth_time = ?11"
+    };
+}
+
+/// A record's fields bound as `?1`..`?11` (the order of [`set_fields!`]); each statement's
+/// own parameters follow from `?12`.
+struct Fields<'a> {
+    r: &'a SessionRecord,
+    version: i64,
+    expires_at: Millis,
+}
+
+impl<'a> Fields<'a> {
+    fn of(r: &'a SessionRecord) -> rusqlite::Result<Self> {
+        Ok(Fields {
+            r,
+            version: version_sql(r.version)?,
+            expires_at: r.expires_at(),
+        })
+    }
+
+    /// The fields, then `more` (`?12` onwards).
+    fn and<'b>(&'b self, more: &[&'b dyn ToSql]) -> Vec<&'b dyn ToSql> {
+        let r = self.r;
+        let mut all: Vec<&dyn ToSql> = vec![
+            &r.data,
+            &r.device,
+            &r.created_at,
+            &r.updated_at,
+            &r.last_seen_at,
+            &r.idle_ttl_ms,
+            &r.idle_expires_at,
+            &r.absolute_expires_at,
+            &self.version,
+            &self.expires_at,
+            &r.auth_time,
+        ];
+        all.extend_from_slice(more);
+        all
+    }
+}
+
 /// Stores `r` unless a record with its id is live at `r.created_at` (an expired one is
 /// replaced). True if written.
 fn insert(conn: &Connection, r: &SessionRecord) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO sessions (id, user_id, data, device, created_at, updated_at, last_seen_at,
-                               idle_ttl_ms, idle_expires_at, absolute_expires_at, version,
-                               expires_at, origin, auth_time)
+    let mut stmt = conn.prepare_cached(concat!(
+        "INSERT INTO sessions (data, device, created_at, updated_at, last_seen_at, idle_ttl_ms,
+                               idle_expires_at, absolute_expires_at, version, expires_at,
+                               auth_time, id, user_id, origin)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (id) DO UPDATE SET
-             user_id = excluded.user_id, data = excluded.data, device = excluded.device,
-             created_at = excluded.created_at, updated_at = excluded.updated_at,
-             last_seen_at = excluded.last_seen_at, idle_ttl_ms = excluded.idle_ttl_ms,
-             idle_expires_at = excluded.idle_expires_at,
-             absolute_expires_at = excluded.absolute_expires_at,
-             version = excluded.version, expires_at = excluded.expires_at,
-             origin = excluded.origin, auth_time = excluded.auth_time
-         WHERE sessions.expires_at <= excluded.created_at",
-    )?;
-    let changed = stmt.execute(params![
-        r.id,
-        r.user_id,
-        r.data,
-        r.device,
-        r.created_at,
-        r.updated_at,
-        r.last_seen_at,
-        r.idle_ttl_ms,
-        r.idle_expires_at,
-        r.absolute_expires_at,
-        version_sql(r.version)?,
-        r.expires_at(),
-        i64::from(r.origin == SessionOrigin::OpenRoute),
-        r.auth_time,
-    ])?;
+         ON CONFLICT (id) DO UPDATE SET user_id = ?13, origin = ?14, ",
+        set_fields!(),
+        " WHERE sessions.expires_at <= ?3"
+    ))?;
+    let origin = i64::from(r.origin == SessionOrigin::OpenRoute);
+    let changed = stmt.execute(params_from_iter(
+        Fields::of(r)?.and(&[&r.id, &r.user_id, &origin]),
+    ))?;
     Ok(changed == 1)
 }
 
@@ -100,30 +130,16 @@ fn replace(
 ) -> rusqlite::Result<Cas> {
     // A version that does not fit the column cannot be stored, so cannot match.
     let expected = i64::try_from(expected).ok();
-    let mut update = conn.prepare_cached(
-        "UPDATE sessions SET data = ?2, device = ?3, created_at = ?4, updated_at = ?5,
-             last_seen_at = ?6, idle_ttl_ms = ?7, idle_expires_at = ?8,
-             absolute_expires_at = ?9, version = ?10, expires_at = ?11, auth_time = ?14
-         WHERE id = ?1 AND expires_at > ?12 AND version = ?13",
-    )?;
+    let mut update = conn.prepare_cached(concat!(
+        "UPDATE sessions SET ",
+        set_fields!(),
+        " WHERE id = ?12 AND expires_at > ?13 AND version = ?14"
+    ))?;
     let changed = match expected {
         None => 0,
-        Some(expected) => update.execute(params![
-            r.id,
-            r.data,
-            r.device,
-            r.created_at,
-            r.updated_at,
-            r.last_seen_at,
-            r.idle_ttl_ms,
-            r.idle_expires_at,
-            r.absolute_expires_at,
-            version_sql(r.version)?,
-            r.expires_at(),
-            now,
-            expected,
-            r.auth_time,
-        ])?,
+        Some(expected) => update.execute(params_from_iter(
+            Fields::of(r)?.and(&[&r.id, &now, &expected]),
+        ))?,
     };
     if changed == 1 {
         return Ok(Cas::Written);
@@ -163,27 +179,12 @@ fn rotate(
     // An expired row under the new id is gone for readers already; make room for the key.
     conn.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
         .execute(params![r.id])?;
-    conn.prepare_cached(
-        "UPDATE sessions SET id = ?2, data = ?3, device = ?4, created_at = ?5, updated_at = ?6,
-             last_seen_at = ?7, idle_ttl_ms = ?8, idle_expires_at = ?9,
-             absolute_expires_at = ?10, version = ?11, expires_at = ?12, auth_time = ?13
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        old,
-        r.id,
-        r.data,
-        r.device,
-        r.created_at,
-        r.updated_at,
-        r.last_seen_at,
-        r.idle_ttl_ms,
-        r.idle_expires_at,
-        r.absolute_expires_at,
-        version_sql(r.version)?,
-        r.expires_at(),
-        r.auth_time,
-    ])?;
+    conn.prepare_cached(concat!(
+        "UPDATE sessions SET id = ?12, ",
+        set_fields!(),
+        " WHERE id = ?13"
+    ))?
+    .execute(params_from_iter(Fields::of(r)?.and(&[&r.id, &old])))?;
     Ok(Rotation::Rotated)
 }
 

@@ -12,21 +12,20 @@
 //! ([`sessiond_sessions::SessionService::edge_check`]), in-process on the app's engine
 //! ([`AccountLayer::in_process`]) or over HTTP ([`AccountLayer::remote`]).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use sessiond_http::auth::cookie_value;
 use sessiond_sessions::routes::edge::{AUTH_TIME_HEADER, SESSION_ID_HEADER, USER_ID_HEADER};
 use sessiond_sessions::service::{EdgeVerdict, MAX_AGE_HEADER};
 use sessiond_sessions::SessionService;
-use tower::{Layer, Service};
+use tower::Layer;
+
+use crate::wrap::{json_error, Around, Judging, Verdict, Wrapped};
 
 /// The verified account of a request (in its extensions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,53 +230,30 @@ impl<S> Layer<S> for AccountLayer {
     type Service = AccountService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccountService {
-            inner,
-            layer: self.clone(),
-        }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
 /// The service [`AccountLayer`] produces.
-#[derive(Clone, Debug)]
-pub struct AccountService<S> {
-    inner: S,
-    layer: AccountLayer,
-}
+pub type AccountService<S> = Wrapped<AccountLayer, S>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AccountService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+impl Around for AccountLayer {
+    type Found = AccountSession;
+    type After = ();
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let layer = self.layer.clone();
+    fn judge<B>(&self, request: &Request<B>) -> Judging<AccountSession, ()> {
+        let layer = self.clone();
         let id = cookie_value(request.headers(), &layer.cookies).map(str::to_string);
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
         Box::pin(async move {
             match layer.backend.check(id.as_deref(), layer.max_age_s).await {
-                AccountOutcome::Allowed(account) => {
-                    request.extensions_mut().insert(account);
-                    inner.call(request).await
-                }
-                AccountOutcome::Denied => Ok(error(
+                AccountOutcome::Allowed(account) => Verdict::Pass(account, ()),
+                AccountOutcome::Denied => Verdict::Answer(error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "no live account session",
                     None,
                 )),
-                AccountOutcome::TooOld(max_age) => Ok(error(
+                AccountOutcome::TooOld(max_age) => Verdict::Answer(error(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "the login is too old: re-authenticate",
@@ -287,7 +263,7 @@ where
                 )),
                 AccountOutcome::Unavailable(reason) => {
                     tracing::warn!(%reason, "account check unavailable; request denied");
-                    Ok(error(
+                    Verdict::Answer(error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
                         "the session service cannot check this request",
@@ -297,22 +273,20 @@ where
             }
         })
     }
+
+    fn after((): (), _: &mut HeaderMap) {}
 }
 
 /// An answer of the layer itself, in sessiond's error shape.
-fn error<B: From<Bytes>>(
+fn error(
     status: StatusCode,
     code: &str,
     message: &str,
     challenge: Option<String>,
-) -> Response<B> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    let mut response = Response::new(B::from(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+) -> Response<Bytes> {
+    let mut response = json_error(status, code, message);
     if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert(WWW_AUTHENTICATE, value);
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
     response
 }

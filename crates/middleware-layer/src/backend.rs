@@ -6,8 +6,7 @@
 //! limit, the engine fallback) are the server's, not a copy of them.
 
 use async_trait::async_trait;
-use sessiond_middleware::ids::new_id;
-use sessiond_middleware::{Decider, Decision, DecisionInput, IdState, Refusal, SessionContext};
+use sessiond_middleware::{Decider, Decision, DecisionInput, Refusal};
 use sessiond_store::now_ms;
 
 /// How a backend answered.
@@ -50,25 +49,5 @@ impl DecisionBackend for Decider {
 /// `is_fallback: true`. Same shape as the server's own engine fallback, minus the fingerprint
 /// (its key lives on the server).
 pub fn fallback() -> Decision {
-    let now = now_ms();
-    let id = new_id(now);
-    Decision {
-        session: SessionContext {
-            cid: id.clone(),
-            sid: id.clone(),
-            eid: id.clone(),
-            client_time: now,
-            session_time: now,
-            event_time: now,
-            old_state: IdState::default(),
-            is_new_client: true,
-            is_new_session: true,
-            is_new_do_id: true,
-            is_new_fp_id: false,
-            do_id: id,
-            fp_id: None,
-            is_fallback: true,
-        },
-        set_cookies: Vec::new(),
-    }
+    Decision::fallback(now_ms(), None, None)
 }

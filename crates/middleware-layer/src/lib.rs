@@ -31,6 +31,7 @@
 //! - [`embedded`]: [`Embedded`], a decider and its object runtime on handles the app opened.
 //! - [`request`]: from an `http::Request` to the decision input (cookie, client IP, …).
 //! - [`service`]: [`SessionLayer`] and [`SessionService`].
+//! - `wrap`: the tower `Service` plumbing both layers share.
 //!
 //! The crate never names a storage engine: the app opens one (see
 //! `examples/axum_app.rs`) and hands its store handles to [`Embedded::start`].
@@ -41,6 +42,7 @@ pub mod embedded;
 pub mod remote;
 pub mod request;
 pub mod service;
+mod wrap;
 
 pub use account::{AccountLayer, AccountOutcome, AccountSession, RemoteAccounts};
 pub use backend::{DecisionBackend, Outcome};

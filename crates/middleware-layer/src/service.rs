@@ -1,24 +1,18 @@
-//! [`SessionLayer`] and the [`SessionService`] it wraps around an app.
-//!
-//! The service is generic over request and response bodies, so it fits axum routers and any
-//! other tower service whose response body can be built from bytes (for the 429 it answers
-//! itself). It clones the inner service per call and uses the clone that `poll_ready`
-//! readied (tower's usual rule for services that call their inner service in a future).
+//! [`SessionLayer`] and the [`SessionService`] it wraps around an app (the tower plumbing is
+//! [`crate::wrap`]'s; the 429 it answers itself is in sessiond's error shape).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use sessiond_middleware::{Decider, Refusal};
-use tower::{Layer, Service};
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use sessiond_middleware::{Decider, Refusal, SessionContext};
+use tower::Layer;
 
 use crate::backend::{fallback, DecisionBackend, Outcome};
 use crate::remote::RemoteBackend;
 use crate::request::{decision_input, ClientIp};
+use crate::wrap::{json_error, Around, Judging, Verdict, Wrapped};
 
 /// Adds a session context to every request and the session cookies to every response.
 #[derive(Clone)]
@@ -66,75 +60,53 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService {
-            inner,
-            layer: self.clone(),
-        }
+        Wrapped::new(self.clone(), inner)
     }
 }
 
 /// The service [`SessionLayer`] produces.
-#[derive(Clone, Debug)]
-pub struct SessionService<S> {
-    inner: S,
-    layer: SessionLayer,
-}
+pub type SessionService<S> = Wrapped<SessionLayer, S>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+impl Around for SessionLayer {
+    type Found = SessionContext;
+    type After = Vec<String>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let backend = self.layer.backend.clone();
-        let input = decision_input(&request, &self.layer.client_ip, backend.max_field_bytes());
-        // The readied service handles this call; a fresh clone waits for the next poll_ready.
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
+    fn judge<B>(&self, request: &Request<B>) -> Judging<SessionContext, Vec<String>> {
+        let backend = self.backend.clone();
+        let input = decision_input(request, &self.client_ip, backend.max_field_bytes());
         Box::pin(async move {
             let decision = match backend.decide(input).await {
                 Outcome::Decided(decision) => *decision,
-                Outcome::Refused(refusal) => return Ok(refused(refusal)),
+                Outcome::Refused(refusal) => return Verdict::Answer(refused(refusal)),
                 Outcome::Unavailable(reason) => {
                     tracing::warn!(%reason, "session decision falls back");
                     fallback()
                 }
             };
-            request.extensions_mut().insert(decision.session);
-            let mut response = inner.call(request).await?;
-            let headers = response.headers_mut();
-            for cookie in &decision.set_cookies {
-                match HeaderValue::from_str(cookie) {
-                    Ok(value) => {
-                        headers.append(SET_COOKIE, value);
-                    }
-                    Err(_) => tracing::warn!("session cookie is not a valid header value"),
-                }
-            }
-            Ok(response)
+            Verdict::Pass(decision.session, decision.set_cookies)
         })
+    }
+
+    fn after(set_cookies: Vec<String>, headers: &mut HeaderMap) {
+        for cookie in &set_cookies {
+            match HeaderValue::from_str(cookie) {
+                Ok(value) => {
+                    headers.append(SET_COOKIE, value);
+                }
+                Err(_) => tracing::warn!("session cookie is not a valid header value"),
+            }
+        }
     }
 }
 
 /// The 429 of a rate-refused client, in sessiond's error shape.
-fn refused<B: From<Bytes>>(refusal: Refusal) -> Response<B> {
-    let body = serde_json::json!({
-        "error": { "code": "limit_reached", "message": refusal.to_string() }
-    });
-    let mut response = Response::new(B::from(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+fn refused(refusal: Refusal) -> Response<Bytes> {
+    let mut response = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "limit_reached",
+        &refusal.to_string(),
+    );
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }

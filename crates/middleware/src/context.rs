@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use sessiond_store::Millis;
 
-use crate::ids::id_time;
+use crate::ids::{id_time, new_id};
 
 /// A set of ids with their embedded times; `oldState` of the context.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,34 @@ pub struct Decision {
     pub session: SessionContext,
     /// `Set-Cookie` header values, in order.
     pub set_cookies: Vec<String>,
+}
+
+impl Decision {
+    /// The answer when no client state could be had: fresh ids made at `now`, no cookies
+    /// (nothing would back them), `isFallback`. `stable` is the device id a fingerprint
+    /// vouches for (else the fresh id) and `fp_id` the request's fingerprint, when known.
+    pub fn fallback(now: Millis, stable: Option<String>, fp_id: Option<String>) -> Decision {
+        let id = new_id(now);
+        Decision {
+            session: SessionContext {
+                cid: id.clone(),
+                sid: id.clone(),
+                eid: id.clone(),
+                client_time: now,
+                session_time: now,
+                event_time: now,
+                old_state: IdState::default(),
+                is_new_client: true,
+                is_new_session: true,
+                is_new_do_id: true,
+                is_new_fp_id: fp_id.is_some(),
+                do_id: stable.unwrap_or(id),
+                fp_id,
+                is_fallback: true,
+            },
+            set_cookies: Vec::new(),
+        }
+    }
 }
 
 /// Why a decision was refused.

@@ -335,31 +335,12 @@ impl Decider {
     /// The answer when the engine is unavailable: fresh ids, no cookies (nothing would back
     /// them), `isFallback`. The fingerprint is still this request's own (A bug 4).
     fn fallback(&self, fp_id: Option<String>, input: &DecisionInput, now: Millis) -> Decision {
-        let id = new_id(now);
         let stable_key = self
             .inner
             .fingerprinter
             .as_ref()
             .map(|f| f.stable_key(input));
-        Decision {
-            session: SessionContext {
-                cid: id.clone(),
-                sid: id.clone(),
-                eid: id.clone(),
-                client_time: now,
-                session_time: now,
-                event_time: now,
-                old_state: IdState::default(),
-                is_new_client: true,
-                is_new_session: true,
-                is_new_do_id: true,
-                is_new_fp_id: fp_id.is_some(),
-                do_id: stable_key.unwrap_or(id),
-                fp_id,
-                is_fallback: true,
-            },
-            set_cookies: Vec::new(),
-        }
+        Decision::fallback(now, stable_key, fp_id)
     }
 
     fn count_and_record(&self, decision: &Decision, input: &DecisionInput, now: Millis) {

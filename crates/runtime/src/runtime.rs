@@ -1,5 +1,6 @@
 //! Wiring: the builder that registers kinds and handlers, and the running [`Runtime`] that
-//! owns the background tasks (alarm scheduler, eviction sweep) and stops them.
+//! owns the background tasks (alarm scheduler, eviction sweep) and stops them — or hands them
+//! to a server that supervises all its tasks in one place ([`RuntimeBuilder::start_loops`]).
 //!
 //! Shutdown uses a `tokio_util` [`CancellationToken`]: the server can pass its own (the
 //! runtime takes a child of it) so one signal stops everything. [`Runtime::shutdown`] stops the
@@ -8,6 +9,8 @@
 //! on this node after a restart or on another one).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,6 +114,20 @@ impl RuntimeBuilder {
 
     /// Spawns the alarm scheduler and the eviction sweep. Must be called inside a Tokio runtime.
     pub fn start(self) -> Runtime {
+        let (runtime, loops) = self.start_loops();
+        let tasks = loops
+            .into_iter()
+            .map(|(_, run)| tokio::spawn(run))
+            .collect();
+        *lock_shard(&runtime.tasks) = tasks;
+        runtime
+    }
+
+    /// Like [`start`](Self::start), but hands the two loops (named `alarm-scheduler` and
+    /// `eviction-sweep`) to the caller to run with its own background tasks, so that one
+    /// supervisor sees a loop that panics. They end when the runtime's token is cancelled;
+    /// [`Runtime::shutdown`] then waits only for the alarm handlers in flight.
+    pub fn start_loops(self) -> (Runtime, Vec<(&'static str, Loop)>) {
         let cancel = match &self.parent {
             Some(parent) => parent.child_token(),
             None => CancellationToken::new(),
@@ -126,25 +143,32 @@ impl RuntimeBuilder {
             abort: abort.clone(),
             tracker: tracker.clone(),
         });
-        let tasks = vec![
-            tokio::spawn(scheduler.run()),
-            tokio::spawn(run_sweeper(
-                self.kinds.clone(),
-                self.config.eviction_interval,
-                cancel.clone(),
-            )),
+        let loops: Vec<(&'static str, Loop)> = vec![
+            ("alarm-scheduler", Box::pin(scheduler.run())),
+            (
+                "eviction-sweep",
+                Box::pin(run_sweeper(
+                    self.kinds.clone(),
+                    self.config.eviction_interval,
+                    cancel.clone(),
+                )),
+            ),
         ];
-        Runtime {
+        let runtime = Runtime {
             config: self.config,
             alarms: self.alarms,
             kinds: self.kinds,
             cancel,
             abort,
             tracker,
-            tasks: Mutex::new(tasks),
-        }
+            tasks: Mutex::new(Vec::new()),
+        };
+        (runtime, loops)
     }
 }
+
+/// One of the runtime's background loops, not started yet.
+pub type Loop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The running object runtime. Dropping it stops the background loops (without waiting);
 /// call [`shutdown`](Self::shutdown) to also wait for running alarm handlers.

@@ -121,6 +121,37 @@ async fn alarms_fire_several_per_object() {
     assert!(alarms.list("room", "r2").await.expect("list").is_empty());
 }
 
+/// A server that supervises its own tasks runs the loops itself: alarms fire, and cancelling
+/// the token it gave the runtime ends both loops.
+#[tokio::test]
+async fn loops_handed_to_the_caller_fire_alarms_and_end_with_the_token() {
+    let token = sessiond_runtime::CancellationToken::new();
+    let mut b = Runtime::builder(store(), fast());
+    let (handler, mut rx) = recorder(0);
+    b.alarm_handler("room", handler);
+    b.cancellation_token(token.clone());
+    let (rt, loops) = b.start_loops();
+    let names: Vec<&str> = loops.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["alarm-scheduler", "eviction-sweep"]);
+    let running: Vec<_> = loops
+        .into_iter()
+        .map(|(_, run)| tokio::spawn(run))
+        .collect();
+    rt.alarms()
+        .set("room", "r1", "a", now_ms() + 20, "p1")
+        .await
+        .expect("set");
+    assert_eq!(recv(&mut rx).await.2, "p1");
+    token.cancel();
+    for run in running {
+        timeout(LONG, run)
+            .await
+            .expect("loop ended with the token")
+            .expect("loop did not panic");
+    }
+    rt.shutdown().await;
+}
+
 #[tokio::test]
 async fn cancelled_alarm_does_not_fire() {
     let mut b = Runtime::builder(store(), fast());

@@ -2,18 +2,24 @@
 //!
 //! - [`config`]: the configuration tree and its layered loading.
 //! - [`engine`]: opens the configured engine (the only module naming engine crates).
+//! - One wiring step per capability, each returning what it serves and its background
+//!   tasks: [`streams`], [`middleware`], [`sessions`] (with [`security`] events),
+//!   [`realtime`], and [`users`] (a user's devices, export and erasure across them).
 //! - [`app`]: the HTTP router assembled from the capabilities' routers.
-//! - [`middleware`]: the session middleware's analytics sink and its system-stream writer.
-//! - [`users`]: a user's devices, export and erasure (views across capabilities).
+//! - [`supervisor`]: runs the background tasks under the one shutdown signal.
 //! - [`startup`]: the start-up summary (data directory, capabilities, defaults chosen).
-//! - [`run`]: starts everything on a bound listener and shuts it down in order.
+//! - [`Server`] / [`run`]: wires everything, serves a bound listener and shuts down in order.
 //!
-//! Shutdown suits rolling restarts and keeps durability: one [`CancellationToken`] is
-//! cancelled on the signal and every capability observes it. The listener stops accepting,
-//! long-polls answer at once with their offset, SSE responses end with a last control event,
-//! sockets get 1001 with a reason, background tasks stop; in-flight requests (writes) finish,
-//! bounded by `http.shutdown_grace_s`; then the engine closes, which flushes the SQLite
-//! writer. Every acknowledged write is durable before the process exits.
+//! Shutdown suits rolling restarts and keeps durability: one [`CancellationToken`] (the
+//! supervisor's) is cancelled on the signal, or when a background task fails, and the
+//! listener, every capability, every background task and the object runtime observe it. The
+//! listener stops accepting, long-polls answer at once with their offset, SSE responses end
+//! with a last control event, sockets get 1001 with a reason, background tasks stop;
+//! in-flight requests (writes) finish, bounded by `http.shutdown_grace_s`; then the engine
+//! closes, which flushes the SQLite writer. Every acknowledged write is durable before the
+//! process exits, and a failed task makes [`run`] return its error (the binary exits 1).
+//!
+//! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
 pub mod app;
 pub mod backup;
@@ -27,23 +33,24 @@ pub mod middleware;
 mod progress;
 pub mod realtime;
 pub mod security;
+pub mod sessions;
 pub mod startup;
 mod stream_sessions;
+pub mod streams;
+pub mod supervisor;
 pub mod users;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sessiond_runtime::{ObjectKind, Runtime, RuntimeConfig};
-use sessiond_sessions::{CacheService, SessionService, SessionsState};
-use sessiond_store::SessionRecord;
+use sessiond_runtime::{Runtime, RuntimeConfig};
+use sessiond_store::Stores;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-use config::EngineKind;
+use supervisor::{Supervisor, Task};
 
 /// The process-wide Prometheus recorder (installed once, shared by servers in one process).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -90,20 +97,156 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
+/// What every capability's wiring step reads.
+#[derive(Clone, Copy)]
+pub struct Wiring<'a> {
+    /// The configuration.
+    pub config: &'a Config,
+    /// The engine's stores.
+    pub stores: &'a Stores,
+    /// The background tasks' supervisor (its token is the shutdown signal).
+    pub supervisor: &'a Supervisor,
+}
+
+/// A server wired from its configuration: every capability built, nothing running but the
+/// engine until [`serve`](Self::serve).
+pub struct Server {
+    config: Config,
+    stores: Stores,
+    supervisor: Supervisor,
+    built: Built,
+}
+
+/// What the wiring steps build over the engine.
+struct Built {
+    /// The object runtime (its loops are among `tasks`; stopped last, before the engine).
+    runtime: Runtime,
+    /// The realtime hub, whose sockets the drain waits for.
+    hub: Option<sessiond_realtime::Hub>,
+    app: axum::Router,
+    /// The capabilities served (the start-up line lists them).
+    served: Vec<&'static str>,
+    /// Every background task, started by [`Server::serve`].
+    tasks: Vec<Task>,
+}
+
+impl Server {
+    /// Opens the engine and wires each capability in turn, streams first (the others write
+    /// into them). When a step fails nothing has started but the engine, which is dropped.
+    pub async fn wire(config: Config) -> anyhow::Result<Server> {
+        let metrics = metrics_handle();
+        let stores = engine::open(&config).await?;
+        let supervisor = Supervisor::new();
+        let built = wire(&config, &stores, &supervisor, metrics).await;
+        if built.is_err() {
+            // Stops what the wiring attached to the token (wake listeners, hub drain).
+            supervisor.token().cancel();
+        }
+        Ok(Server {
+            built: built?,
+            config,
+            stores,
+            supervisor,
+        })
+    }
+
+    /// Adds a background task to start with the server's own (an embedding application's
+    /// work): supervised like them, so its panic or error stops the server.
+    pub fn add_task(&mut self, task: Task) {
+        self.built.tasks.push(task);
+    }
+
+    /// Serves on `listener` until `shutdown` resolves or a background task fails, then shuts
+    /// down in order: stop accepting and end live reads, close realtime connections, let
+    /// in-flight requests finish (bounded by `http.shutdown_grace_s`), stop the background
+    /// tasks and the object runtime, close the engine. A failed task is the error returned.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            config,
+            stores,
+            supervisor,
+            built:
+                Built {
+                    runtime,
+                    hub,
+                    app,
+                    served,
+                    tasks,
+                },
+        } = self;
+        let addr = listener.local_addr()?;
+        for task in tasks {
+            supervisor.spawn(task);
+        }
+        supervisor.stop_on(shutdown);
+        startup::announce(&config, addr, stores.admin.name(), &served);
+        // The listener hands handlers the peer address (the realtime connection list shows
+        // it) and enforces the connection caps and timeouts of `[http]`.
+        let serve = listener::serve(
+            listener,
+            app,
+            listener::Limits::from_config(&config.http),
+            supervisor.token(),
+        );
+        let grace = Duration::from_secs(config.http.shutdown_grace_s);
+        tokio::select! {
+            () = serve => {}
+            () = async { supervisor.stopped().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
+            }
+        }
+        tracing::info!("draining background work");
+        if let Some(hub) = &hub {
+            hub.shutdown(grace).await;
+        }
+        supervisor.wait().await;
+        runtime.shutdown().await;
+        let closed = stores.admin.close().await;
+        if let Some(failure) = supervisor.failure() {
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "closing the engine failed");
+            }
+            tracing::error!(
+                task = failure.task,
+                "sessiond stopped because a background task failed"
+            );
+            return Err(failure.into());
+        }
+        closed?;
+        tracing::info!("sessiond stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves (or a background task fails),
+/// then shuts down in order.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let metrics = metrics_handle();
-    let stores = engine::open(&config).await?;
-    // The one shutdown signal: cancelled when `shutdown` resolves, observed by everything.
-    let stop = CancellationToken::new();
-    let addr = listener.local_addr()?;
-    // Open mode is decided once, here, and handed to every capability with the keys.
-    let keys = config.server_keys();
+    Server::wire(config).await?.serve(listener, shutdown).await
+}
 
+/// The wiring steps, in order: streams first (sessions relay their security events into
+/// them, the middleware writes analytics to them, the hub its user events), then the
+/// middleware (the hub asks its decider about cookies), sessions, realtime, the views across
+/// them; the runtime's loops are made once every kind and alarm handler is registered.
+async fn wire(
+    config: &Config,
+    stores: &Stores,
+    supervisor: &Supervisor,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Built> {
+    let wiring = Wiring {
+        config,
+        stores,
+        supervisor,
+    };
     let mut runtime = Runtime::builder(
         stores.objects.clone(),
         RuntimeConfig {
@@ -114,160 +257,40 @@ pub async fn run(
             ..RuntimeConfig::default()
         },
     );
-    let session_objects: ObjectKind<SessionRecord> = runtime.kind("session");
-    let realtime_users =
-        runtime.persistent_kind(sessiond_realtime::USER_KIND, sessiond_runtime::JsonCodec);
-    let user_locks: ObjectKind<()> = runtime.kind("user");
-    // Durable Streams: one in-memory object per stream path (metadata cache + wake-ups), and
-    // the cold tier (sealed segments in object storage) unless disabled.
-    let cold_tier = match &stores.streams {
-        Some(_) => config
-            .streams
-            .cold
-            .open(&config.data_dir, config.engine == EngineKind::Memory)
-            .map_err(|e| anyhow::anyhow!("cannot open the streams cold tier: {e}"))?,
-        None => None,
-    };
-    // Subscriptions (`__ds`) see every stream write through an observing store wrapper and
-    // keep their records in the object runtime.
-    let (observer, changes) =
-        sessiond_streams::subscriptions::observer(config.streams.subscriptions.observer_queue);
-    let subscription_kind = runtime.persistent_kind(
-        sessiond_streams::subscriptions::KIND,
-        sessiond_runtime::JsonCodec,
+    runtime.cancellation_token(supervisor.token());
+    // Open mode is decided once, here, and handed to every capability with the keys.
+    let keys = config.server_keys();
+    let streams = streams::wire(&wiring, &mut runtime).await?;
+    let stream_service = streams.as_ref().map(|w| &w.streams);
+    let middleware = middleware::wire(&wiring, &mut runtime, stream_service)?;
+    let sessions = sessions::wire(&wiring, &mut runtime, stream_service);
+    let realtime = realtime::wire(
+        &wiring,
+        keys.clone(),
+        &mut runtime,
+        &sessions.state.sessions,
+        stream_service,
+        middleware.decider.clone(),
     );
-    // Lease and retry timers are runtime alarms, so any node takes over a dead node's.
-    let subscription_alarms = sessiond_streams::subscriptions::AlarmTarget::default();
-    runtime.alarm_handler(
-        sessiond_streams::subscriptions::KIND,
-        subscription_alarms.clone(),
-    );
-    let streams = stores.streams.clone().map(|store| {
-        let cold: Arc<dyn sessiond_streams::ColdReader> = match &cold_tier {
-            Some(tier) => Arc::new(sessiond_streams::SegmentsCold::new(
-                tier.clone(),
-                store.clone(),
-            )),
-            None => Arc::new(sessiond_streams::NoCold),
-        };
-        sessiond_streams::Streams::new(
-            observer.wrap(store),
-            cold,
-            runtime.kind("stream"),
-            config.streams.clone(),
-            stores.admin.exclusive(),
-        )
-        .with_shutdown(stop.clone())
-    });
-    // On a shared engine, readers also wake for appends made by other nodes.
-    if let (Some(streams), Some(wakes)) = (&streams, &stores.stream_wakes) {
-        streams.listen(wakes.as_ref());
-    }
-    // Session middleware: one object per client, a TTL alarm each, analytics to a sink.
-    let (analytics_sink, analytics_rx) = middleware::sink(&config, streams.is_some())?;
-    let decider = match config.middleware.enabled {
-        true => Some(
-            sessiond_middleware::Decider::new(
-                config.middleware.clone(),
-                &mut runtime,
-                stores.objects.clone(),
-                stores.admin.exclusive(),
-                analytics_sink,
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
-        false => None,
-    };
-    let runtime = runtime.start();
-    let subscriptions = match &streams {
-        Some(streams) => Some(
-            sessiond_streams::subscriptions::Subscriptions::open(
-                streams.clone(),
-                subscription_kind,
-                stores.objects.clone(),
-                observer,
-                runtime.alarms().clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open stream subscriptions: {e}"))?,
-        ),
-        None => None,
-    };
-    if let Some(subs) = &subscriptions {
-        subscription_alarms.bind(subs);
-    }
-
-    let sessions_config = Arc::new(sessiond_sessions::SessionsConfig {
-        cookies: Some(config.session_cookies()),
-        ..config.sessions.clone()
-    });
-    let mut session_service = SessionService::new(
-        stores.sessions.clone(),
-        sessions_config.clone(),
-        session_objects,
-        user_locks,
-        stores.admin.exclusive(),
-    );
-    // Security events need the streams they are relayed to.
-    let security = streams
-        .clone()
-        .filter(|_| config.security.enabled)
-        .map(|streams| security::wire(&config, &stores, streams));
-    if let Some(wired) = &security {
-        session_service = session_service.with_security(wired.events.clone());
-    }
-    let realtime = config.realtime.enabled.then(|| {
-        realtime::hub(
-            &config,
-            keys.clone(),
-            realtime_users,
-            &session_service,
-            streams.clone(),
-            decider.clone(),
-        )
-    });
-    // On a shared engine the hub's channels and user-directed actions span every node.
-    if let (Some(hub), Some(bus)) = (&realtime, stores.realtime.clone()) {
-        hub.attach_bus(bus);
-    }
-    // … and so does presence (users' online state, channel metas, socket limits).
-    if let (Some(hub), Some(presence)) = (&realtime, stores.presence.clone()) {
-        hub.attach_presence(presence);
-    }
-    if let Some(hub) = &realtime {
-        hub.drain_on(stop.clone());
-    }
-    // Export and erasure ask every capability holding data keyed by a user, in this order.
-    let mut user_sources = vec![session_service.user_data()];
-    user_sources.extend(realtime.as_ref().map(sessiond_realtime::Hub::user_data));
-    // Last: the sessions' endings above write no events for an erasure, so nothing recreates
-    // the user's security stream after this source deleted it.
-    user_sources.extend(security.as_ref().map(|w| {
-        Arc::new(w.user_data.clone()) as Arc<dyn sessiond_http::user_data::UserDataSource>
-    }));
-    let users = users::Users::new(
-        session_service.clone(),
-        realtime.clone(),
-        user_sources,
-        stores.erasures.clone(),
-        (config.engine == EngineKind::Sqlite).then(|| config.data_dir.join(users::ERASURE_FILE)),
-    );
-    if let Some(streams) = &streams {
+    let hub = realtime.as_ref().map(|r| &r.hub);
+    let users = users::wire(&wiring, &sessions, hub);
+    let bound = stream_service.and_then(|streams| {
         stream_sessions::bind(
             streams,
-            &session_service,
-            realtime.as_ref(),
+            &sessions.state.sessions,
+            hub,
             config.streams.read_tokens_bound_to_sessions,
-        );
-    }
-    let state = SessionsState::new(
-        session_service,
-        CacheService::new(stores.cache.clone(), sessions_config.clone()),
-    );
+            supervisor,
+        )
+    });
+    // The runtime's own loops (alarm scheduler, eviction sweep) run under the supervisor too.
+    let (runtime, loops) = runtime.start_loops();
+
     let mut served = vec!["sessions", "cache"];
-    served.extend(streams.as_ref().map(|_| "streams"));
-    served.extend(subscriptions.as_ref().map(|_| "stream-subscriptions"));
-    served.extend(decider.as_ref().map(|_| "middleware"));
+    if streams.is_some() {
+        served.extend(["streams", "stream-subscriptions"]);
+    }
+    served.extend(middleware.decider.as_ref().map(|_| "middleware"));
     served.extend(realtime.as_ref().map(|_| "realtime"));
     served.extend(
         config
@@ -277,105 +300,51 @@ pub async fn run(
             .then_some("compat-session-state"),
     );
     served.extend(config.compat.state.enabled.then_some("compat-state"));
+
+    let mut tasks: Vec<Task> = loops
+        .into_iter()
+        .map(|(name, run)| Task::new(name, run))
+        .collect();
+    tasks.extend(sessions.tasks);
+    tasks.extend(bound);
+    let (streams, subscriptions) = match streams {
+        Some(wired) => {
+            tasks.extend(wired.tasks);
+            (Some(wired.streams), Some(wired.subscriptions))
+        }
+        None => (None, None),
+    };
+    tasks.extend(middleware.tasks);
+    let (hub, realtime_router) = match realtime {
+        Some(wired) => {
+            tasks.extend(wired.tasks);
+            (Some(wired.hub), Some(wired.router))
+        }
+        None => (None, None),
+    };
     let app = app::router(
-        &config,
+        config,
         &keys,
         stores.clone(),
         app::Capabilities {
-            sessions: state,
-            streams: streams.clone(),
-            subscriptions: subscriptions.clone(),
-            decider,
-            realtime: realtime.clone().map(sessiond_realtime::router),
+            sessions: sessions.state,
+            streams,
+            subscriptions,
+            decider: middleware.decider,
+            realtime: realtime_router,
             users,
         },
         metrics,
     );
-
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        signal.cancel();
-    });
-    let stopped = || stop.clone().cancelled_owned();
-    let sweeper = tokio::spawn(sessiond_sessions::sweeper::run(
-        stores.sessions.clone(),
-        stores.cache.clone(),
-        sessions_config,
-        security.as_ref().map(|w| w.events.clone()),
-        stopped(),
-    ));
-    let relay_task = security
-        .as_ref()
-        .map(|w| tokio::spawn(w.relay.clone().run(stopped())));
-
-    let compactor = streams.clone().zip(cold_tier).map(|(streams, tier)| {
-        // On a shared engine one node at a time compacts (the engine's sealing lease).
-        let hold = stores.seal_lease.clone().map(|lease| {
-            let ttl = Duration::from_millis(config.streams.cold.lease_ms);
-            sessiond_streams::tier::SealHold::new(lease, ttl)
-        });
-        tokio::spawn(sessiond_streams::tier::run_compactor(
-            streams,
-            tier,
-            config.streams.cold.policy(),
-            hold,
-            stopped(),
-        ))
-    });
-    let subscription_task = subscriptions.map(|subs| tokio::spawn(subs.run(changes, stopped())));
-    let metrics_stream = streams.clone().map(|streams| {
-        tokio::spawn(sessiond_streams::metrics_stream::run_system_stream(
-            streams,
-            stopped(),
-        ))
-    });
-    let analytics_task = streams.clone().zip(analytics_rx).map(|(streams, rx)| {
-        tokio::spawn(middleware::run_stream_sink(
-            streams,
-            config.middleware.analytics.stream.clone(),
-            rx,
-            stopped(),
-        ))
-    });
-    let stream_sweeper =
-        streams.map(|streams| tokio::spawn(sessiond_streams::sweeper::run(streams, stopped())));
-
-    startup::announce(&config, addr, stores.admin.name(), &served);
-    // The listener hands handlers the peer address (the realtime connection list shows it)
-    // and enforces the connection caps and timeouts of `[http]`.
-    let serve = listener::serve(
-        listener,
+    Ok(Built {
+        runtime,
+        hub,
         app,
-        listener::Limits::from_config(&config.http),
-        stop.clone(),
-    );
-    let grace = Duration::from_secs(config.http.shutdown_grace_s);
-    tokio::select! {
-        () = serve => {}
-        _ = async { stopped().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_s = grace.as_secs(), "in-flight requests still running after the grace period; closing them");
-        }
-    }
-    tracing::info!("draining background work");
-    if let Some(hub) = &realtime {
-        hub.shutdown(grace).await;
-    }
-    let _ = sweeper.await;
-    if let Some(stream_sweeper) = stream_sweeper {
-        let _ = stream_sweeper.await;
-    }
-    if let Some(subscription_task) = subscription_task {
-        let _ = subscription_task.await;
-    }
-    for task in [compactor, metrics_stream, analytics_task, relay_task]
-        .into_iter()
-        .flatten()
-    {
-        let _ = task.await;
-    }
-    runtime.shutdown().await;
-    stores.admin.close().await?;
-    tracing::info!("sessiond stopped cleanly");
-    Ok(())
+        served,
+        tasks,
+    })
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -1,5 +1,5 @@
-//! Wiring of the middleware capability: which analytics sink it gets, and the task that
-//! drains the channel sink into the system Durable Stream.
+//! Wiring of the middleware capability: its decider, which analytics sink it gets, and the
+//! task that drains the channel sink into the system Durable Stream.
 //!
 //! The capability does not depend on the streams capability; the server, which owns both,
 //! connects them here. Data points are appended in batches, so a burst of decisions costs one
@@ -12,11 +12,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 use sessiond_middleware::{
-    AnalyticsSink, AnalyticsTarget, ChannelSink, DataPoint, FileSink, NoSink,
+    AnalyticsSink, AnalyticsTarget, ChannelSink, DataPoint, Decider, FileSink, NoSink,
 };
+use sessiond_runtime::RuntimeBuilder;
+use sessiond_streams::Streams;
 use tokio::sync::mpsc::Receiver;
 
 use crate::config::Config;
+use crate::supervisor::Task;
+use crate::Wiring;
 
 /// Most data points appended in one batch.
 const BATCH: usize = 512;
@@ -54,6 +58,59 @@ pub fn sink(config: &Config, streams_available: bool) -> anyhow::Result<SinkPart
             Ok((Arc::new(sink), Some(rx)))
         }
     }
+}
+
+/// The session middleware as the server serves it.
+pub struct Wired {
+    /// The decider behind its routes (also the realtime hub's cookie check).
+    pub decider: Option<Decider>,
+    /// The analytics stream writer, when data points go to a stream.
+    pub tasks: Vec<Task>,
+}
+
+/// Builds the middleware when enabled: one object per client with a TTL alarm each, and
+/// analytics to the configured sink.
+pub fn wire(
+    wiring: &Wiring<'_>,
+    runtime: &mut RuntimeBuilder,
+    streams: Option<&Streams>,
+) -> anyhow::Result<Wired> {
+    let config = wiring.config;
+    if !config.middleware.enabled {
+        return Ok(Wired {
+            decider: None,
+            tasks: Vec::new(),
+        });
+    }
+    let (analytics_sink, analytics_rx) = sink(config, streams.is_some())?;
+    let decider = Decider::new(
+        config.middleware.clone(),
+        runtime,
+        wiring.stores.objects.clone(),
+        wiring.stores.admin.exclusive(),
+        analytics_sink,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let tasks = streams
+        .cloned()
+        .zip(analytics_rx)
+        .map(|(streams, rx)| {
+            Task::new(
+                "middleware-analytics-stream",
+                run_stream_sink(
+                    streams,
+                    config.middleware.analytics.stream.clone(),
+                    rx,
+                    wiring.supervisor.stopped(),
+                ),
+            )
+        })
+        .into_iter()
+        .collect();
+    Ok(Wired {
+        decider: Some(decider),
+        tasks,
+    })
 }
 
 /// Appends data points from `rx` to the JSON stream `name` until `stop` (then drains what is

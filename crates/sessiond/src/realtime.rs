@@ -5,19 +5,23 @@
 //! `/v1/sessions` id", "the middleware's signed cookie proves a browser" and "revoking a
 //! user's sessions closes their sockets" are decided, so no capability depends on another.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use axum::Router;
 use sessiond_http::{ApiError, ApiKeys};
 use sessiond_middleware::Decider;
 use sessiond_realtime::{
-    EndReason, Hub, SessionAuthority, SessionDeadlines, SessionEnded, SessionUser, UserState,
+    EndReason, Hub, SessionAuthority, SessionDeadlines, SessionEnded, SessionUser,
 };
-use sessiond_runtime::ObjectKind;
+use sessiond_runtime::{JsonCodec, RuntimeBuilder};
 use sessiond_sessions::{Revocation, SessionService};
 use sessiond_store::{Durability, SessionOrigin, SessionRecord};
-use tokio::sync::broadcast::error::RecvError;
+use sessiond_streams::Streams;
+use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::config::Config;
+use crate::supervisor::Task;
+use crate::Wiring;
 
 /// Session tokens are `/v1/sessions` ids; revoking is the sessions service's revoke-all; a
 /// browser without a token is identified by the session middleware's signed cookie, verified
@@ -108,22 +112,42 @@ fn ended(r: Revocation) -> SessionEnded {
     }
 }
 
-/// Builds the hub and starts forwarding session revocations to it (until the sessions
-/// service is dropped). User online/offline events also go to the configured Durable Stream
-/// when the engine stores streams. `middleware` (when enabled) vouches for browsers by cookie.
-pub fn hub(
-    config: &Config,
+/// The realtime capability as the server serves it.
+pub struct Wired {
+    /// The hub (export and erasure ask it; the drain waits for it).
+    pub hub: Hub,
+    /// Its routes.
+    pub router: Router,
+    /// Forwards the sessions capability's revocations to live sockets.
+    pub tasks: Vec<Task>,
+}
+
+/// Builds the hub when realtime is enabled. On a shared engine its channels, user-directed
+/// actions and presence span every node. User online/offline events also go to the
+/// configured Durable Stream when the engine stores streams. `middleware` (when enabled)
+/// vouches for browsers by cookie.
+pub fn wire(
+    wiring: &Wiring<'_>,
     keys: ApiKeys,
-    users: ObjectKind<UserState>,
+    runtime: &mut RuntimeBuilder,
     sessions: &SessionService,
-    streams: Option<sessiond_streams::Streams>,
+    streams: Option<&Streams>,
     middleware: Option<Decider>,
-) -> Hub {
+) -> Option<Wired> {
+    let Wiring {
+        config,
+        stores,
+        supervisor,
+    } = *wiring;
+    if !config.realtime.enabled {
+        return None;
+    }
+    let users = runtime.persistent_kind(sessiond_realtime::USER_KIND, JsonCodec);
     let mut sinks: Vec<Arc<dyn sessiond_realtime::EventSink>> = Vec::new();
     let path = &config.realtime.events.stream;
     if let Some(streams) = streams.filter(|_| !path.is_empty()) {
         sinks.push(Arc::new(StreamSink {
-            streams,
+            streams: streams.clone(),
             path: path.clone(),
         }));
     }
@@ -140,27 +164,55 @@ pub fn hub(
         keys,
         sinks,
     );
-    let mut revocations = sessions.subscribe_revocations();
-    let forward = hub.clone();
-    tokio::spawn(async move {
-        loop {
-            match revocations.recv().await {
-                Ok(r) => {
-                    forward.session_ended(&ended(r));
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "realtime hub missed session revocations");
-                }
-                Err(RecvError::Closed) => break,
+    if let Some(bus) = stores.realtime.clone() {
+        hub.attach_bus(bus);
+    }
+    if let Some(presence) = stores.presence.clone() {
+        hub.attach_presence(presence);
+    }
+    hub.drain_on(supervisor.token());
+    let forward = forward_endings(
+        sessions.subscribe_revocations(),
+        supervisor.stopped(),
+        "realtime hub missed session revocations",
+        {
+            let hub = hub.clone();
+            move |r| {
+                hub.session_ended(&ended(r));
             }
+        },
+    );
+    Some(Wired {
+        router: sessiond_realtime::router(hub.clone()),
+        hub,
+        tasks: vec![Task::new("realtime-session-endings", forward)],
+    })
+}
+
+/// Hands each message of `from` to `deliver` until `stop` (or the sender is gone); a
+/// receiver that fell behind logs `lagged` with how many it missed and goes on.
+pub(crate) async fn forward_endings<T: Clone>(
+    mut from: broadcast::Receiver<T>,
+    stop: impl Future<Output = ()>,
+    lagged: &'static str,
+    mut deliver: impl FnMut(T),
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            message = from.recv() => match message {
+                Ok(message) => deliver(message),
+                Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "{lagged}"),
+                Err(RecvError::Closed) => return,
+            },
         }
-    });
-    hub
+    }
 }
 
 /// Appends each user event to a Durable Stream (JSON mode), created on first use.
 struct StreamSink {
-    streams: sessiond_streams::Streams,
+    streams: Streams,
     path: String,
 }
 

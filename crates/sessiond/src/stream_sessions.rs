@@ -11,7 +11,10 @@ use sessiond_sessions::SessionService;
 use sessiond_store::Millis;
 use sessiond_streams::bound::SessionBinding;
 use sessiond_streams::Streams;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast;
+
+use crate::realtime::forward_endings;
+use crate::supervisor::{Supervisor, Task};
 
 struct BoundSessions {
     sessions: SessionService,
@@ -34,49 +37,48 @@ impl SessionBinding for BoundSessions {
     }
 }
 
-/// Binds `streams`' read tokens to `sessions` (a no-op unless the switch is on).
-pub fn bind(streams: &Streams, sessions: &SessionService, hub: Option<&Hub>, on: bool) {
+/// Binds `streams`' read tokens to `sessions` (nothing unless the switch is on); the task
+/// forwards session endings to the stream reads.
+pub fn bind(
+    streams: &Streams,
+    sessions: &SessionService,
+    hub: Option<&Hub>,
+    on: bool,
+    supervisor: &Supervisor,
+) -> Option<Task> {
     if !on {
-        return;
+        return None;
     }
     let (endings, _) = broadcast::channel(1024);
     let forward = endings.clone();
-    match hub {
-        Some(hub) => {
-            let mut from_hub = hub.subscribe_endings();
-            tokio::spawn(async move {
-                loop {
-                    match from_hub.recv().await {
-                        Ok(ended) => {
-                            let _ = forward.send(ended.session_ids.into());
-                        }
-                        Err(RecvError::Lagged(missed)) => {
-                            tracing::warn!(missed, "stream reads missed session endings");
-                        }
-                        Err(RecvError::Closed) => break,
-                    }
-                }
-            });
-        }
-        None => {
-            let mut revocations = sessions.subscribe_revocations();
-            tokio::spawn(async move {
-                loop {
-                    match revocations.recv().await {
-                        Ok(r) => {
-                            let _ = forward.send(r.session_ids.into());
-                        }
-                        Err(RecvError::Lagged(missed)) => {
-                            tracing::warn!(missed, "stream reads missed session endings");
-                        }
-                        Err(RecvError::Closed) => break,
-                    }
-                }
-            });
-        }
-    }
+    let send = move |ids: Vec<String>| {
+        // No stream read listening is nothing to tell.
+        let _ = forward.send(ids.into());
+    };
+    let lagged = "stream reads missed session endings";
+    let task = match hub {
+        Some(hub) => Task::new(
+            "stream-read-session-endings",
+            forward_endings(
+                hub.subscribe_endings(),
+                supervisor.stopped(),
+                lagged,
+                move |ended| send(ended.session_ids),
+            ),
+        ),
+        None => Task::new(
+            "stream-read-session-endings",
+            forward_endings(
+                sessions.subscribe_revocations(),
+                supervisor.stopped(),
+                lagged,
+                move |revoked| send(revoked.session_ids),
+            ),
+        ),
+    };
     streams.bind_sessions(Arc::new(BoundSessions {
         sessions: sessions.clone(),
         endings,
     }));
+    Some(task)
 }

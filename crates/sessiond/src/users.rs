@@ -62,6 +62,35 @@ impl Users {
     }
 }
 
+/// The users' views over the wired capabilities. Export and erasure ask every capability
+/// holding data keyed by a user, in this order; security events last: the sessions' endings
+/// before them write no events for an erasure, so nothing recreates the user's security
+/// stream after that source deleted it.
+pub fn wire(
+    wiring: &crate::Wiring<'_>,
+    sessions: &crate::sessions::Wired,
+    hub: Option<&Hub>,
+) -> Users {
+    let mut sources = vec![sessions.state.sessions.user_data()];
+    sources.extend(hub.map(Hub::user_data));
+    sources.extend(
+        sessions
+            .security
+            .as_ref()
+            .map(|w| Arc::new(w.user_data.clone()) as Arc<dyn UserDataSource>),
+    );
+    let config = wiring.config;
+    let mirror = (config.engine == crate::config::EngineKind::Sqlite)
+        .then(|| config.data_dir.join(ERASURE_FILE));
+    Users::new(
+        sessions.state.sessions.clone(),
+        hub.cloned(),
+        sources,
+        wiring.stores.erasures.clone(),
+        mirror,
+    )
+}
+
 /// The routes (the server mounts them behind the full-key guard, whatever `open_routes`).
 pub fn router(users: Users) -> Router {
     Router::new()

@@ -17,12 +17,13 @@ mod proxy_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
 use proxy_support::{
-    binary_or_skip, free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY,
+    binary_or_skip, free_addr, hang, request, start_proxy, start_upstream, store, Node, Proxy,
+    API_KEY, SIGNING_KEY,
 };
 use serde_json::{json, Value};
 use sessiond::config::EngineKind;
@@ -46,69 +47,40 @@ fn snippet() -> &'static str {
     block
 }
 
-/// A private Caddy in a temp dir (no admin endpoint, no HTTPS), killed on drop.
-struct Caddy {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Caddy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
-    }
-}
+/// A private Caddy in a temp dir (no admin endpoint, no HTTPS; its log is
+/// [`Proxy::log`]), killed on drop.
+type Caddy = Proxy;
 
 async fn start_caddy(binary: &Path, sessiond: &str, app: &str) -> Caddy {
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_addr();
-        let site = snippet()
-            .replace("app.example.com", &format!("http://{addr}"))
-            .replace("127.0.0.1:7700", sessiond)
-            .replace("127.0.0.1:3000", app);
-        // Global options only: no admin endpoint (its fixed port would collide), no HTTPS.
-        let conf = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
-        let conf_path = dir.path().join("Caddyfile");
-        std::fs::write(&conf_path, conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        let mut child = Command::new(binary)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&conf_path)
-            .env("HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path())
-            .env("SESSIOND_API_KEY", API_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn caddy");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Caddy { child, addr, dir };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("caddy.log")).unwrap_or_default();
-                eprintln!("caddy exited (port taken?), retrying: {log}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "caddy did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("caddy did not start after 5 attempts");
+    start_proxy(
+        "caddy",
+        "caddy.log",
+        Duration::from_secs(15),
+        |dir, addr| {
+            let site = snippet()
+                .replace("app.example.com", &format!("http://{addr}"))
+                .replace("127.0.0.1:7700", sessiond)
+                .replace("127.0.0.1:3000", app);
+            // Global options only: no admin endpoint (its fixed port would collide), no HTTPS.
+            let conf = format!("{{\n\tadmin off\n\tauto_https off\n}}\n{site}");
+            let conf_path = dir.join("Caddyfile");
+            std::fs::write(&conf_path, conf).unwrap();
+            let log = std::fs::File::create(dir.join("caddy.log")).unwrap();
+            let mut command = Command::new(binary);
+            command
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(&conf_path)
+                .env("HOME", dir)
+                .env("XDG_CONFIG_HOME", dir)
+                .env("XDG_DATA_HOME", dir)
+                .env("SESSIOND_API_KEY", API_KEY)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            command
+        },
+    )
+    .await
 }
 
 /// One browser request through Caddy: (what the upstream saw, the Set-Cookie values).

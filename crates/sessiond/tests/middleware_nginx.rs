@@ -21,10 +21,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::TestServer;
-use nginx_support::Nginx;
-use proxy_support::{
-    binary_or_skip, free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY,
-};
+use nginx_support::{nginx_or_skip, Nginx};
+use proxy_support::{free_addr, hang, request, start_upstream, store, Node, API_KEY, SIGNING_KEY};
 use serde_json::{json, Value};
 use sessiond::config::EngineKind;
 use sessiond_middleware::CookieLayout;
@@ -40,10 +38,11 @@ async fn start_nginx(binary: &Path, sessiond: &str, app: &str) -> Nginx {
 async fn visit(http: &reqwest::Client, nginx: &Nginx, cookie: &str) -> (Value, Vec<String>) {
     let url = format!("http://{}/page?q=1", nginx.addr);
     let (status, seen, cookies, body) = request(http, &url, cookie, &[]).await;
-    let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
     assert_eq!(
-        status, 200,
-        "nginx answered {status}: {body}\nerror.log: {log}"
+        status,
+        200,
+        "nginx answered {status}: {body}\nerror.log: {}",
+        nginx.log()
     );
     (seen, cookies)
 }
@@ -95,10 +94,6 @@ async fn scenario(nginx_bin: &Path, layout: CookieLayout, first_visit_cookies: u
     assert_eq!(seen4["x-session-new"], "client,session");
     drop(nginx);
     server.stop().await;
-}
-
-fn nginx_or_skip() -> Option<std::path::PathBuf> {
-    binary_or_skip("nginx", &["/usr/sbin", "/usr/local/sbin"], "REQUIRE_NGINX")
 }
 
 #[tokio::test]

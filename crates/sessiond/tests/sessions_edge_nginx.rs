@@ -13,6 +13,7 @@
 
 mod common;
 mod nginx_support;
+mod proxy_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use common::TestServer;
-use nginx_support::{nginx_or_skip, rebind, start_nginx, Nginx};
+use nginx_support::{nginx_or_skip, start_nginx, Nginx};
+use proxy_support::rebind;
 use serde_json::{json, Value};
 use sessiond::config::EngineKind;
 
@@ -117,7 +119,7 @@ async fn nginx_lets_only_live_account_sessions_through_and_fails_closed() {
     )
     .await;
     let browser = Browser::new(&nginx);
-    let log = || std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
+    let log = || nginx.log();
 
     // A live session: the app sees sessiond's identity, not the browser's spoofed one.
     let id = create_session(&server, "ada").await;

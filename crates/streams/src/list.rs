@@ -42,6 +42,23 @@ use crate::{offset, time};
 /// Entries per page when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
 
+/// A listing's page size: `limit` from the query string ([`DEFAULT_LIMIT`] when absent),
+/// from 1 to `max` (`streams.max_list_limit`).
+pub(crate) fn page_limit(limit: Option<&str>, max: usize) -> StreamResult<usize> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT.min(max)),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                StreamError::bad_request(format!(
+                    "limit must be an integer from 1 to {max} (streams.max_list_limit)"
+                ))
+            }),
+    }
+}
+
 /// The query string.
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -79,18 +96,7 @@ async fn page(
     query: ListQuery,
 ) -> StreamResult<Value> {
     let max = streams.config.max_list_limit;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_LIMIT.min(max),
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                StreamError::bad_request(format!(
-                    "limit must be an integer from 1 to {max} (streams.max_list_limit)"
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), max)?;
     let mut after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let prefix = query.prefix.unwrap_or_default();
     let ranges = ranges(access, &prefix)?;

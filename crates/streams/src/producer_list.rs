@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use sessiond_store::now_ms;
 
 use crate::error::{StreamError, StreamResult};
-use crate::list::DEFAULT_LIMIT;
+use crate::list::page_limit;
 use crate::protocol::PRODUCERS_PREFIX;
 use crate::service::{stream, Streams};
 use crate::state::ProducerState;
@@ -58,19 +58,7 @@ async fn page(streams: &Streams, path: &str, query: ProducersQuery) -> StreamRes
     let rest = path.strip_prefix(PRODUCERS_PREFIX).unwrap_or_default();
     let full = format!("{}{rest}", crate::protocol::STREAM_PREFIX);
     let name = crate::headers::stream_name(&full, streams.config.max_name_bytes)?;
-    let max = streams.config.max_list_limit;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_LIMIT.min(max),
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| {
-                StreamError::bad_request(format!(
-                    "limit must be an integer from 1 to {max} (streams.max_list_limit)"
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), streams.config.max_list_limit)?;
     let after = query.after.as_deref();
     let g = streams.lock(name).await?;
     let Some(s) = stream(&g).filter(|s| !s.info.soft_deleted && !s.info.expired(now_ms())) else {

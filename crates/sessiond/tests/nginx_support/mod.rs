@@ -1,45 +1,21 @@
 //! A private nginx for the end-to-end tests of the shipped nginx recipes
-//! (`docs/examples/*.conf`): started with the recipe as written, placeholders replaced.
+//! (`docs/examples/*.conf`): started with the recipe as written, placeholders replaced. The
+//! process handling is the proxies' shared one (`proxy_support`, which a test including this
+//! module includes too).
 //!
 //! nginx comes from Debian's `nginx` package (`./scripts/test` installs it and sets
 //! `REQUIRE_NGINX=1`, so CI never skips); without nginx and without that variable the tests
 //! say they skip.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub fn find_nginx() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates
-        .into_iter()
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir: PathBuf| dir.join("nginx"))
-        .find(|p| p.is_file())
-}
+use crate::proxy_support::{binary_or_skip, start_proxy, Proxy};
 
-/// A private nginx in a temp dir, killed on drop.
-pub struct Nginx {
-    child: Child,
-    pub addr: String,
-    pub dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
+/// A private nginx in a temp dir (its `error.log` is [`Proxy::log`]), killed on drop.
+pub type Nginx = Proxy;
 
 /// Starts nginx with `snippet` (a shipped recipe) inside `http {}`, its placeholders
 /// replaced.
@@ -50,14 +26,12 @@ pub async fn start_nginx(
     app: &str,
     api_key: &str,
 ) -> Nginx {
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = free_addr();
-        let d = dir.path().display();
+    start_proxy("nginx", "error.log", Duration::from_secs(10), |dir, addr| {
+        let d = dir.display();
         let site = snippet
             .replace("SESSIOND_ADDR", sessiond)
             .replace("APP_ADDR", app)
-            .replace("LISTEN_ADDR", &addr)
+            .replace("LISTEN_ADDR", addr)
             .replace("SESSIOND_API_KEY", api_key);
         let conf = format!(
             "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -66,64 +40,26 @@ pub async fn start_nginx(
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              {site}\n}}\n"
         );
-        let conf_path = dir.path().join("nginx.conf");
+        let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-p")
-            .arg(dir.path())
+            .arg(dir)
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg(dir.path().join("error.log"))
+            .arg(dir.join("error.log"))
             .args(["-g", "daemon off; master_process off;"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Nginx { child, addr, dir };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-                eprintln!("nginx exited (port taken?), retrying: {log}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nginx did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("nginx did not start after 5 attempts");
+            .stderr(Stdio::null());
+        command
+    })
+    .await
 }
 
 /// nginx, or `None` (the test then skips) when it is not installed and not required.
 pub fn nginx_or_skip() -> Option<PathBuf> {
-    let found = find_nginx();
-    if found.is_none() {
-        if std::env::var_os("REQUIRE_NGINX").is_some() {
-            panic!("nginx is required (REQUIRE_NGINX is set) but not installed");
-        }
-        eprintln!("SKIPPED: nginx not installed (./scripts/test installs it)");
-    }
-    found
-}
-
-/// Binds `addr` again once its previous owner has let go of it.
-pub async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => return listener,
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "cannot bind {addr} again: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    binary_or_skip("nginx", &["/usr/sbin", "/usr/local/sbin"], "REQUIRE_NGINX")
 }

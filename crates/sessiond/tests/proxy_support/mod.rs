@@ -1,10 +1,12 @@
-//! What the forward-auth end-to-end tests share, whatever the proxy (nginx, Caddy): an
-//! upstream app that echoes the `X-Session-*` headers it received, a browser's request and
-//! cookie jar, and a sessiond node on a fixed address that can stop and come back.
+//! What the forward-auth end-to-end tests share, whatever the proxy (nginx, Caddy): the
+//! proxy process itself, an upstream app that echoes the `X-Session-*` headers it received,
+//! a browser's request and cookie jar, and a sessiond node on a fixed address that can stop
+//! and come back.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -43,6 +45,70 @@ pub fn binary_or_skip(name: &str, extra: &[&str], require_var: &str) -> Option<P
         eprintln!("SKIPPED: {name} not installed (./scripts/test installs it)");
     }
     found
+}
+
+/// A private proxy process in a temp dir, listening on `addr`, killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    log_file: &'static str,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// What the proxy wrote to its log file so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(self.log_file)).unwrap_or_default()
+    }
+}
+
+/// Starts the proxy `name`: `command(dir, addr)` writes its configuration into the fresh
+/// temp dir `dir` and returns the command that serves on `addr` and logs to `log_file` in
+/// `dir`. Tried again on a new address when the process exits before listening (the free
+/// address was taken meanwhile).
+pub async fn start_proxy(
+    name: &str,
+    log_file: &'static str,
+    within: Duration,
+    mut command: impl FnMut(&Path, &str) -> Command,
+) -> Proxy {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let child = command(dir.path(), &addr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut proxy = Proxy {
+            child,
+            addr,
+            dir,
+            log_file,
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if tokio::net::TcpStream::connect(&proxy.addr).await.is_ok() {
+                return proxy;
+            }
+            if let Ok(Some(_)) = proxy.child.try_wait() {
+                eprintln!("{name} exited (port taken?), retrying: {}", proxy.log());
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not listen on {}",
+                proxy.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("{name} did not start after 5 attempts");
 }
 
 /// The upstream: answers every request with the `X-Session-*` headers it received.

@@ -69,10 +69,7 @@ fn family(ua: &str) -> &'static str {
         ("curl/", "curl"),
         ("okhttp", "okhttp"),
     ];
-    FAMILIES
-        .iter()
-        .find(|(needle, _)| ua.contains(needle))
-        .map_or("other", |(_, name)| name)
+    first_named(ua, &FAMILIES)
 }
 
 /// The operating system. iOS and Android before macOS and Linux (their agents mention both).
@@ -86,7 +83,12 @@ fn os(ua: &str) -> &'static str {
         ("Mac OS X", "macOS"),
         ("Linux", "Linux"),
     ];
-    SYSTEMS
+    first_named(ua, &SYSTEMS)
+}
+
+/// The name of the first `(needle, name)` whose needle `ua` contains, else "other".
+fn first_named(ua: &str, table: &[(&str, &'static str)]) -> &'static str {
+    table
         .iter()
         .find(|(needle, _)| ua.contains(needle))
         .map_or("other", |(_, name)| name)
