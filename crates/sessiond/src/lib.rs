@@ -288,6 +288,7 @@ pub async fn run(
             decider,
             realtime: realtime.clone().map(sessiond_realtime::router),
             users,
+            security: security.as_ref().map(|w| w.events.clone()),
         },
         metrics,
     );
