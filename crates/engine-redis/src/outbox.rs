@@ -61,6 +61,28 @@ impl RedisEngine {
     }
 }
 
+/// The queue's short name: the hash tag of its stream key (`o:<n>`), the part that differs
+/// between the queues of one deployment.
+fn queue_name(stream: &str) -> String {
+    match (stream.find('{'), stream.rfind('}')) {
+        (Some(open), Some(close)) if open < close => stream[open + 1..close].to_string(),
+        _ => stream.to_string(),
+    }
+}
+
+/// An entry id `<ms>-<n>` as one number that orders like the id (`ms * 1000 + n`, below
+/// 2^53 for the next two centuries): Redis hands out increasing ids per stream, also after
+/// deletions, so the position is never reused. `None` for a thousandth entry within one
+/// millisecond of one stream, which the number has no room for.
+fn position(id: &str) -> Option<u64> {
+    let (ms, n) = id.split_once('-')?;
+    let (ms, n): (u64, u64) = (ms.parse().ok()?, n.parse().ok()?);
+    if n >= 1000 {
+        return None;
+    }
+    ms.checked_mul(1000)?.checked_add(n)
+}
+
 #[async_trait]
 impl Outbox for RedisEngine {
     async fn outbox_push(&self, events: Vec<Vec<u8>>, _: Durability) -> Result<()> {
@@ -103,6 +125,8 @@ impl Outbox for RedisEngine {
                 items.push(OutboxItem {
                     key: format!("{stream}\n{id}"),
                     data: fields.swap_remove(1),
+                    queue: queue_name(&stream),
+                    position: position(&id),
                 });
             }
         }

@@ -30,9 +30,14 @@ impl Outbox for SqliteEngine {
         self.read(move |conn| {
             conn.prepare_cached("SELECT seq, data FROM outbox ORDER BY seq LIMIT ?1")?
                 .query_map(params![limit(max)], |row| {
+                    let seq = row.get::<_, i64>(0)?;
                     Ok(OutboxItem {
-                        key: row.get::<_, i64>(0)?.to_string(),
+                        key: seq.to_string(),
                         data: row.get(1)?,
+                        // AUTOINCREMENT: a seq is never handed out twice, even after the
+                        // rows above it were deleted.
+                        queue: "sqlite".into(),
+                        position: u64::try_from(seq).ok(),
                     })
                 })?
                 .collect()

@@ -56,6 +56,8 @@ pub struct Capabilities {
     pub realtime: Option<Router>,
     /// A user's devices, export and erasure.
     pub users: crate::users::Users,
+    /// Security events (refused requests are counted for their summaries).
+    pub security: Option<sessiond_sessions::security::SecurityEvents>,
 }
 
 /// Builds the whole router. `keys` carries the server's open-mode decision.
@@ -73,6 +75,7 @@ pub fn router(
         decider,
         realtime,
         users,
+        security,
     } = capabilities;
     let is_open = |set: RouteSet| keys.is_open() || config.open_routes.contains(&set);
     // Route sets that need a full-access key (a scoped key is a 403 there).
@@ -193,6 +196,9 @@ pub fn router(
             allowed_origins: config.http.allowed_origins.clone(),
         };
         app = app.layer(from_fn_with_state(Arc::new(policy), require_local));
+    }
+    if let Some(events) = security {
+        app = app.layer(from_fn_with_state(events, crate::security::count_refused));
     }
     let access = AccessLog {
         enabled: config.log.access,

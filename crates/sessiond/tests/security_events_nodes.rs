@@ -31,15 +31,19 @@ async fn node(redis: &RedisServer) -> TestServer {
 
 const GLOBAL: &str = "/v1/stream/__security/all";
 
-/// The stream's events, each id once in order of first appearance (the relay delivers at
-/// least once; a second copy carries the same `id`).
+/// The stream's events, in order, and each exactly once (the relay's appends are idempotent
+/// producer requests, so a second copy of an event would be a bug).
 async fn events(s: &TestServer, path: &str) -> Vec<Value> {
+    let events = security_changes::events(&s.http, &s.url(path), KEY).await;
     let mut seen = std::collections::HashSet::new();
-    security_changes::events(&s.http, &s.url(path), KEY)
-        .await
-        .into_iter()
-        .filter(|e| seen.insert(e["id"].as_str().unwrap_or_default().to_string()))
-        .collect()
+    for e in &events {
+        let id = e["id"].as_str().unwrap_or_default().to_string();
+        assert!(
+            seen.insert(id.clone()),
+            "event {id} twice in {path}: {events:?}"
+        );
+    }
+    events
 }
 
 /// Polls `path` on `s` until an event `kind` of `session` is there (a deadline, no fixed

@@ -6,8 +6,9 @@
 //! So the session operations take an optional event, opaque bytes, and the engine writes it
 //! into its outbox in the same transaction (SQLite) or script (Redis) as the change; a relay
 //! in the capability that owns the destination reads the outbox, delivers, then removes what
-//! it delivered. Delivery is at least once: a crash between delivery and removal delivers
-//! again, so every event carries its own id for de-duplication.
+//! it delivered. A crash between delivery and removal delivers again, so every queued event
+//! has a permanent place (`OutboxItem::queue`, `OutboxItem::position`) by which the
+//! destination can refuse the second copy.
 //!
 //! Events that record no storage change (a socket closed, a grant issued) are pushed with
 //! [`Outbox::outbox_push`] so that they reach their destination by the same path and in order
@@ -24,6 +25,15 @@ pub struct OutboxItem {
     pub key: String,
     /// The event as the capability encoded it.
     pub data: Vec<u8>,
+    /// The queue the event is in: a short stable name (engines with one queue name it
+    /// once; Redis names the slot's queue).
+    pub queue: String,
+    /// The event's place in its queue: strictly increasing in queue order and never reused,
+    /// not after removals and not after a restart, and below 2^53 (a JSON-safe integer).
+    /// `(queue, position)` names the event for good, so a relay can make its delivery
+    /// idempotent by it (the security relay uses it as a Durable Streams producer's epoch).
+    /// `None` where the engine cannot name it (delivery of that event is then at least once).
+    pub position: Option<u64>,
 }
 
 /// Storage for queued events.

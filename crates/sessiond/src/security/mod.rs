@@ -7,16 +7,20 @@
 //! streams are another capability with its own locks, caches and readers, so the server moves
 //! queued events into them here, through the streams capability like any other producer, and
 //! removes them from the outbox only once appended. A crash in between appends them again on
-//! restart: delivery is at least once, and every event has an `id` to de-duplicate by.
+//! restart, and relays on several nodes may append the same event concurrently: each append
+//! is an idempotent producer request keyed by the event's place in the outbox, so the stream
+//! refuses the second copy and each event is in its streams exactly once.
 //!
 //! The global copy of an event carries no user id and no address: `user_ref` is
 //! HMAC-SHA256(per-user secret, user_id), so references to one user can be correlated while
 //! the secret exists and never after the user's erasure deletes it.
 
+mod refused;
 mod relay;
 mod secrets;
 mod user_data;
 
+pub use refused::count_refused;
 pub use relay::Relay;
 pub use secrets::Secrets;
 pub use user_data::SecurityUserData;

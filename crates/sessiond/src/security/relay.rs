@@ -1,11 +1,14 @@
 //! Moves queued security events from the engine's outbox into the security streams.
 //!
 //! One pass: read a batch, append each event to its user's stream (when it has one) and a
-//! derived copy to the global stream, then remove the batch from the outbox. The relay wakes
+//! derived copy to the global stream, then remove the batch from the outbox. A crash (or
+//! another node's relay) between the appends and the removal makes the next pass append the
+//! same events again; the streams refuse those copies (`Relay::deliver`), so each event is in
+//! each of its streams exactly once. The relay wakes
 //! when the session service queued something (`SecurityEvents::queued`) and every second
 //! anyway (events queued by another node, or left by a crash).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,7 +17,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
-use sessiond_store::Outbox;
+use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
 use super::Secrets;
@@ -53,6 +56,10 @@ impl From<RelayError> for sessiond_http::ApiError {
 
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
+/// The producer id of the relay's appends, before the outbox queue's name: every relay (on
+/// every node) of one queue is the same producer, so the stream refuses what any of them
+/// appended before.
+const PRODUCER: &str = "sessiond-security-outbox:";
 /// Stream names remembered as created before the memory starts over.
 const REMEMBERED: usize = 100_000;
 
@@ -106,6 +113,9 @@ impl Relay {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let queued = self.events.queued();
+        let every = Duration::from_millis(self.config().refused_summary_ms.max(1));
+        let mut summaries = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Err(e) = self.flush().await {
                 tracing::warn!(error = %e, "cannot relay security events; will retry");
@@ -122,8 +132,11 @@ impl Relay {
                     }
                 }
                 _ = tokio::time::sleep(POLL) => {}
+                // Queued like any event; the pass it wakes writes it.
+                _ = summaries.tick() => self.events.summarize_refused_requests().await,
             }
         }
+        self.events.summarize_refused_requests().await;
         if let Err(e) = self.flush().await {
             tracing::warn!(error = %e, "cannot relay security events at shutdown; they stay queued");
         }
@@ -140,42 +153,40 @@ impl Relay {
             if batch.is_empty() {
                 return Ok(());
             }
-            let mut per_stream: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-            let mut keys = Vec::with_capacity(batch.len());
-            let mut envelopes = Vec::with_capacity(batch.len());
-            for item in batch {
-                keys.push(item.key);
-                match serde_json::from_slice::<Envelope>(&item.data) {
-                    Ok(e) => envelopes.push(e),
-                    Err(e) => tracing::error!(error = %e, "dropping an undecodable security event"),
-                }
-            }
-            // Engines with several queues (one per shard) return them shard by shard: a
-            // batch goes out in time order.
-            envelopes.sort_by_key(|e| e.event.get("at").and_then(serde_json::Value::as_i64));
+            let keys: Vec<String> = batch.iter().map(|item| item.key.clone()).collect();
+            let queued = in_delivery_order(batch);
+            let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
             let refs = self.user_refs(&envelopes).await?;
-            for envelope in envelopes {
-                let user_ref = match &envelope.user_id {
+            let mut per_stream: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+            for q in queued {
+                let producer = format!("{PRODUCER}{}", q.queue);
+                let user_ref = match &q.envelope.user_id {
                     Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
                     None => Value::Null,
                 };
-                let global = global_copy(&envelope, user_ref);
-                if let Some(stream) = envelope.destination() {
-                    per_stream
-                        .entry(stream)
-                        .or_default()
-                        .push(encode(&envelope.event));
+                let global = global_copy(&q.envelope, user_ref);
+                if let Some(stream) = q.envelope.destination() {
+                    per_stream.entry(stream).or_default().push(Delivery {
+                        producer: producer.clone(),
+                        epoch: q.position,
+                        body: encode(&q.envelope.event),
+                    });
                 }
                 per_stream
                     .entry(GLOBAL_STREAM.to_string())
                     .or_default()
-                    .push(encode(&global));
+                    .push(Delivery {
+                        producer,
+                        epoch: q.position,
+                        body: encode(&global),
+                    });
             }
-            // Concurrently, so the engine commits them together (one SQLite transaction).
+            // Streams concurrently, so the engine commits them together (one SQLite
+            // transaction); one stream's events in order (see `deliver`).
             let mut appends = tokio::task::JoinSet::new();
-            for (stream, values) in per_stream {
+            for (stream, deliveries) in per_stream {
                 let relay = self.clone();
-                appends.spawn(async move { relay.append(&stream, values).await });
+                appends.spawn(async move { relay.deliver(&stream, deliveries).await });
             }
             while let Some(done) = appends.join_next().await {
                 done??;
@@ -186,12 +197,31 @@ impl Relay {
         }
     }
 
+    /// Appends `deliveries` to `stream` one by one, in order, each as its own idempotent
+    /// producer request: producer `PRODUCER<queue>`, epoch = the event's outbox position,
+    /// seq 0. The stream admits an epoch only above the producer's current one, in the same
+    /// commit as the data (`sessiond_streams::producer`), so an event appended before is
+    /// refused: 204 when it was the last one of its queue, 403 `stale_epoch` when a later one
+    /// followed. Both mean "already there": a queue's events reach a stream only in position
+    /// order (every relay appends them in that order and waits for each answer), so the first
+    /// append of any later event came after this event's own append was decided.
+    /// All but the last append are answered once queued (`Sessiond-Durability: unconfirmed`);
+    /// the last is confirmed, and one stream's commits land in order, so its answer means
+    /// every one of them is durable before the outbox forgets them.
+    async fn deliver(&self, stream: &str, deliveries: Vec<Delivery>) -> Result<(), String> {
+        let last = deliveries.len().saturating_sub(1);
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            self.append(stream, &delivery, i == last).await?;
+        }
+        Ok(())
+    }
+
     /// The `user_ref` of every user of `envelopes`, looked up concurrently (a new user's
     /// secret is a write: many of them share one engine commit).
     async fn user_refs(
         &self,
-        envelopes: &[Envelope],
-    ) -> Result<std::collections::HashMap<String, String>, RelayError> {
+        envelopes: &[&Envelope],
+    ) -> Result<std::collections::HashMap<String, String>, String> {
         let users: HashSet<&String> = envelopes
             .iter()
             .filter_map(|e| e.user_id.as_ref())
@@ -212,15 +242,23 @@ impl Relay {
         Ok(refs)
     }
 
-    /// Appends `values` to the JSON stream `name`, creating it first if needed.
-    async fn append(&self, name: &str, values: Vec<Vec<u8>>) -> Result<(), RelayError> {
+    /// Appends one event to the JSON stream `name`, creating it first if needed.
+    async fn append(&self, name: &str, d: &Delivery, confirmed: bool) -> Result<(), String> {
         let h = self.headers();
-        let failed = |source| RelayError::Stream {
-            stream: name.to_owned(),
-            source,
-        };
-        let mut attempt = 0;
-        loop {
+        let mut request = h.clone();
+        if let Some(epoch) = d.epoch {
+            let producer = HeaderValue::from_str(&d.producer).map_err(|e| e.to_string())?;
+            request.insert(sessiond_streams::headers::PRODUCER_ID, producer);
+            request.insert(sessiond_streams::headers::PRODUCER_EPOCH, epoch.into());
+            request.insert(sessiond_streams::headers::PRODUCER_SEQ, 0.into());
+        }
+        if !confirmed {
+            request.insert(
+                "sessiond-durability",
+                HeaderValue::from_static("unconfirmed"),
+            );
+        }
+        for attempt in 0..2 {
             if !self.is_created(name) {
                 sessiond_streams::create::create(&self.streams, name, &h, Bytes::new(), "/")
                     .await
@@ -230,12 +268,22 @@ impl Relay {
             match sessiond_streams::append::append_json_values(
                 &self.streams,
                 name,
-                &h,
-                values.clone(),
+                &request,
+                vec![d.body.clone()],
             )
             .await
             {
-                Ok(_) => return Ok(()),
+                Ok(answer) => {
+                    if answer.status() == StatusCode::NO_CONTENT {
+                        deduplicated();
+                    }
+                    return Ok(());
+                }
+                // A later event of the same queue is in the stream, hence this one too.
+                Err(e) if e.api.status == StatusCode::FORBIDDEN && e.api.code == "stale_epoch" => {
+                    deduplicated();
+                    return Ok(());
+                }
                 // Deleted meanwhile (an erasure, a sweep): create it again once.
                 Err(e) if e.api.status == StatusCode::NOT_FOUND && attempt == 0 => {
                     self.forget(name);
@@ -303,6 +351,58 @@ fn global_copy(envelope: &Envelope, user_ref: Value) -> Map<String, Value> {
     }
     global.entry("user_ref").or_insert(user_ref);
     global
+}
+
+/// One queued event: where in the outbox, and what.
+struct Queued {
+    queue: String,
+    position: Option<u64>,
+    envelope: Envelope,
+}
+
+/// One event on its way to one stream.
+struct Delivery {
+    producer: String,
+    /// `None`: the engine did not name the event's place (appended without producer).
+    epoch: Option<u64>,
+    body: Vec<u8>,
+}
+
+/// `batch` decoded, each queue's events in queue order as the outbox returns them (what makes
+/// delivery idempotent, see `Relay::deliver`), the queues interleaved by event time (engines with several
+/// queues, one per shard, return them shard by shard).
+fn in_delivery_order(batch: Vec<OutboxItem>) -> Vec<Queued> {
+    let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
+    for item in batch {
+        match serde_json::from_slice::<Envelope>(&item.data) {
+            Ok(envelope) => queues
+                .entry(item.queue.clone())
+                .or_default()
+                .push_back(Queued {
+                    queue: item.queue,
+                    position: item.position,
+                    envelope,
+                }),
+            Err(e) => tracing::error!(error = %e, "dropping an undecodable security event"),
+        }
+    }
+    let at = |q: &Queued| q.envelope.event.get("at").and_then(Value::as_i64);
+    let mut ordered = Vec::new();
+    loop {
+        let next = queues
+            .values_mut()
+            .filter(|q| !q.is_empty())
+            .min_by_key(|q| q.front().map(at));
+        match next.and_then(VecDeque::pop_front) {
+            Some(q) => ordered.push(q),
+            None => return ordered,
+        }
+    }
+}
+
+/// A copy the stream refused: it had the event already.
+fn deduplicated() {
+    metrics::counter!("sessiond_security_events_deduplicated_total").increment(1);
 }
 
 fn encode(event: &Map<String, Value>) -> Vec<u8> {

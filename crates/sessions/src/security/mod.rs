@@ -11,6 +11,7 @@
 //! nothing identifying is ever written to the global stream.
 
 mod device;
+mod refusals;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use sessiond_store::{
 use sha2::{Digest, Sha256};
 
 pub use device::DeviceSignal;
+pub use refusals::{route_class, CLASSES as REFUSAL_CLASSES};
 
 /// The user streams' prefix (under it, one stream per user).
 pub const USER_STREAMS: &str = "__security/users/";
@@ -46,9 +48,13 @@ pub struct SecurityConfig {
     /// A device (user-agent family and OS, IP prefix) unseen for this many days is new
     /// (`new_device: true` on create).
     pub known_device_days: u64,
-    /// Most `socket.refused` events written to the global stream per minute (refusals beyond
-    /// it are only counted in `/metrics`).
+    /// Most refusal events (`socket.refused`, `request.refused`) written to the global stream
+    /// per minute. Socket refusals beyond it are only counted in `/metrics`; a request summary
+    /// beyond it is merged into the next one.
     pub max_refused_events_per_minute: u32,
+    /// Refused requests (401/403) are counted in memory and written as one `request.refused`
+    /// summary per this interval at most (milliseconds; never one write per request).
+    pub refused_summary_ms: u64,
     /// Most events the relay moves from the outbox to the streams per batch.
     pub relay_batch: usize,
     /// After a change queued an event, the relay waits this long for more before its pass
@@ -64,6 +70,7 @@ impl Default for SecurityConfig {
             truncate_ip: true,
             known_device_days: 30,
             max_refused_events_per_minute: 60,
+            refused_summary_ms: 10_000,
             relay_batch: 256,
             relay_linger_ms: 100,
         }
@@ -121,8 +128,10 @@ pub struct SecurityEvents {
     queued: Arc<tokio::sync::Notify>,
     /// Where events that record no session change go (sockets, grants, erasures).
     outbox: Option<Arc<dyn Outbox>>,
-    /// `socket.refused` events written in the current minute: (minute, count).
+    /// Refusal events written in the current minute: (minute, count).
     refused: Arc<std::sync::Mutex<(Millis, u32)>>,
+    /// Refused requests since the last `request.refused` summary.
+    requests: Arc<refusals::Tally>,
 }
 
 impl SecurityEvents {
@@ -134,6 +143,7 @@ impl SecurityEvents {
             queued: Arc::default(),
             outbox: None,
             refused: Arc::default(),
+            requests: Arc::default(),
         }
     }
 
@@ -159,21 +169,10 @@ impl SecurityEvents {
             return;
         };
         if kind == "socket.refused" && !self.admit_refusal() {
+            metrics::counter!("sessiond_security_refused_events_dropped_total").increment(1);
             return;
         }
-        let mut event = Map::new();
-        event.insert("id".into(), sessiond_http::ids::random_id().into());
-        event.insert("type".into(), kind.into());
-        event.insert("at".into(), sessiond_store::now_ms().into());
-        event.insert("user_id".into(), user_id.into());
-        event.insert("session_id".into(), session_id.into());
-        event.extend(more);
-        let entry = encode(Envelope {
-            stream: user_id.map(user_stream),
-            user_id: user_id.map(str::to_string),
-            origin: None,
-            event,
-        });
+        let entry = unattached(kind, user_id, session_id, more);
         let queued = self.queued.clone();
         tokio::spawn(async move {
             match outbox
@@ -186,7 +185,40 @@ impl SecurityEvents {
         });
     }
 
-    /// Whether one more `socket.refused` event fits this minute's budget.
+    /// Counts a refused request (401/403) of route class `class` (see [`route_class`]) for
+    /// the next `request.refused` summary: memory only.
+    pub fn note_refused_request(&self, class: &'static str, status: u16) {
+        self.requests.note(class, status, sessiond_store::now_ms());
+    }
+
+    /// Writes the `request.refused` summary of the requests refused since the last one, if
+    /// any and if the refusal budget allows (otherwise they go out with the next summary).
+    /// The relay calls it every `refused_summary_ms`.
+    pub async fn summarize_refused_requests(&self) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let Some(details) = self.requests.take(sessiond_store::now_ms()) else {
+            return;
+        };
+        if !self.admit_refusal() {
+            self.requests.restore(&details);
+            return;
+        }
+        let entry = unattached("request.refused", None, None, details.clone());
+        match outbox
+            .outbox_push(vec![entry], sessiond_store::Durability::Confirmed)
+            .await
+        {
+            Ok(()) => self.queued.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue a refusal summary; kept for the next");
+                self.requests.restore(&details);
+            }
+        }
+    }
+
+    /// Whether one more refusal event fits this minute's budget.
     fn admit_refusal(&self) -> bool {
         let minute = sessiond_store::now_ms() / 60_000;
         let mut window = self
@@ -197,7 +229,6 @@ impl SecurityEvents {
             *window = (minute, 0);
         }
         if window.1 >= self.config.max_refused_events_per_minute {
-            metrics::counter!("sessiond_security_refused_events_dropped_total").increment(1);
             return false;
         }
         window.1 += 1;
@@ -365,6 +396,28 @@ impl SecurityEvents {
 
 /// Object kind of the known-devices memory (`<user hash>/<device key>` → last seen, ms).
 const DEVICES: &str = "security-device";
+
+/// The outbox entry of an event that records no session change.
+fn unattached(
+    kind: &str,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    more: Map<String, Value>,
+) -> Vec<u8> {
+    let mut event = Map::new();
+    event.insert("id".into(), sessiond_http::ids::random_id().into());
+    event.insert("type".into(), kind.into());
+    event.insert("at".into(), sessiond_store::now_ms().into());
+    event.insert("user_id".into(), user_id.into());
+    event.insert("session_id".into(), session_id.into());
+    event.extend(more);
+    encode(Envelope {
+        stream: user_id.map(user_stream),
+        user_id: user_id.map(str::to_string),
+        origin: None,
+        event,
+    })
+}
 
 fn encode(envelope: Envelope) -> Vec<u8> {
     // A map of strings and numbers always serializes.

@@ -220,6 +220,8 @@ impl Outbox for MemoryEngine {
                 .map(|(seq, data)| OutboxItem {
                     key: seq.to_string(),
                     data: data.clone(),
+                    queue: "memory".into(),
+                    position: Some(*seq),
                 })
                 .collect()
         })

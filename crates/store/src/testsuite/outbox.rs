@@ -9,13 +9,21 @@ use crate::{now_ms, Stores};
 
 /// This run's queued events (others may share the engine), oldest first.
 pub(super) async fn ours(s: &Stores, tag: &str) -> Vec<(String, String)> {
+    places(s, tag)
+        .await
+        .into_iter()
+        .map(|item| (item.key, String::from_utf8_lossy(&item.data).into_owned()))
+        .collect()
+}
+
+/// This run's queued items.
+async fn places(s: &Stores, tag: &str) -> Vec<crate::OutboxItem> {
     s.outbox
         .outbox_read(100_000)
         .await
         .expect("outbox read")
         .into_iter()
-        .map(|item| (item.key, String::from_utf8_lossy(&item.data).into_owned()))
-        .filter(|(_, data)| data.starts_with(tag))
+        .filter(|item| item.data.starts_with(tag.as_bytes()))
         .collect()
 }
 
@@ -85,6 +93,7 @@ pub(super) async fn sessions_outbox(s: &Stores) {
         .await
         .expect("push");
 
+    let items = places(s, &tag).await;
     let queued = ours(s, &tag).await;
     let texts: Vec<&str> = queued.iter().map(|(_, d)| d.as_str()).collect();
     let want = [
@@ -112,6 +121,17 @@ pub(super) async fn sessions_outbox(s: &Stores) {
         want[..4].to_vec(),
         "one session's events in order"
     );
+    // One session's events have increasing positions in one queue.
+    let session_items: Vec<&crate::OutboxItem> = items
+        .iter()
+        .filter(|i| want[..4].iter().any(|w| w.as_bytes() == i.data.as_slice()))
+        .collect();
+    assert!(
+        session_items.windows(2).all(|w| w[0].queue == w[1].queue
+            && w[0].position.is_some()
+            && w[0].position < w[1].position),
+        "one session's events: one queue, increasing positions"
+    );
     // Removing by key removes exactly those.
     let first: Vec<String> = queued.iter().take(2).map(|(k, _)| k.clone()).collect();
     s.outbox.outbox_remove(&first).await.expect("remove");
@@ -127,4 +147,27 @@ pub(super) async fn sessions_outbox(s: &Stores) {
         .outbox_remove(&rest)
         .await
         .expect("removing twice is harmless");
+    // A position is never handed out again, not even once its queue is empty.
+    // (The id of an earlier event's session: the same queue on engines with several.)
+    let mut again = moved.clone();
+    again.version = 1;
+    assert!(sessions
+        .insert_session_with(&again, ev(&tag, "again"), C)
+        .await
+        .expect("insert"));
+    let later = places(s, &tag).await;
+    assert_eq!(later.len(), 1, "the new event");
+    let highest = items
+        .iter()
+        .filter(|i| i.queue == later[0].queue)
+        .filter_map(|i| i.position)
+        .max()
+        .expect("an earlier event in the same queue");
+    assert!(
+        later[0].position.is_some_and(|p| p > highest),
+        "position reused: {:?} after {highest}",
+        later[0].position
+    );
+    let keys: Vec<String> = later.into_iter().map(|i| i.key).collect();
+    s.outbox.outbox_remove(&keys).await.expect("remove");
 }

@@ -1,0 +1,39 @@
+//! Counts refused requests (401, 403) for the global stream's `request.refused` summaries.
+//!
+//! Why a layer on every route: refusals come from many places (API keys, stream tokens,
+//! scoped keys, the edge check), and what the client sees is the one thing they share.
+//! Socket and SSE attempts are left out: the realtime hub records those as `socket.refused`.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use sessiond_sessions::security::{route_class, SecurityEvents};
+
+/// Middleware (`from_fn_with_state`): notes a 401/403 answer in the summary's counts.
+pub async fn count_refused(
+    State(events): State<SecurityEvents>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let class = route_class(request.uri().path());
+    let socket = is_socket_attempt(request.headers());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !socket && (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN) {
+        events.note_refused_request(class, status.as_u16());
+    }
+    response
+}
+
+/// A WebSocket upgrade or an SSE (`EventSource`) request.
+fn is_socket_attempt(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(token))
+    };
+    has(header::UPGRADE, "websocket") || has(header::ACCEPT, "text/event-stream")
+}
