@@ -333,7 +333,7 @@ async fn wire(
             decider: middleware.decider,
             realtime: realtime_router,
             users,
-            security: security.as_ref().map(|w| w.events.clone()),
+            security: sessions.security.as_ref().map(|w| w.events.clone()),
         },
         metrics,
     );

@@ -37,6 +37,9 @@ pub enum RelayError {
         #[source]
         source: sessiond_streams::error::StreamError,
     },
+    /// An outbox queue name that cannot be a `Producer-Id` header (an engine bug).
+    #[error("outbox queue {0:?} is not a valid Producer-Id")]
+    QueueName(String),
     /// A task of the pass panicked or was cancelled.
     #[error("a relay task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -208,7 +211,7 @@ impl Relay {
     /// All but the last append are answered once queued (`Sessiond-Durability: unconfirmed`);
     /// the last is confirmed, and one stream's commits land in order, so its answer means
     /// every one of them is durable before the outbox forgets them.
-    async fn deliver(&self, stream: &str, deliveries: Vec<Delivery>) -> Result<(), String> {
+    async fn deliver(&self, stream: &str, deliveries: Vec<Delivery>) -> Result<(), RelayError> {
         let last = deliveries.len().saturating_sub(1);
         for (i, delivery) in deliveries.into_iter().enumerate() {
             self.append(stream, &delivery, i == last).await?;
@@ -221,7 +224,7 @@ impl Relay {
     async fn user_refs(
         &self,
         envelopes: &[&Envelope],
-    ) -> Result<std::collections::HashMap<String, String>, String> {
+    ) -> Result<std::collections::HashMap<String, String>, RelayError> {
         let users: HashSet<&String> = envelopes
             .iter()
             .filter_map(|e| e.user_id.as_ref())
@@ -243,14 +246,19 @@ impl Relay {
     }
 
     /// Appends one event to the JSON stream `name`, creating it first if needed.
-    async fn append(&self, name: &str, d: &Delivery, confirmed: bool) -> Result<(), String> {
+    async fn append(&self, name: &str, d: &Delivery, confirmed: bool) -> Result<(), RelayError> {
         let h = self.headers();
+        let failed = |source| RelayError::Stream {
+            stream: name.to_owned(),
+            source,
+        };
         let mut request = h.clone();
         if let Some(epoch) = d.epoch {
-            let producer = HeaderValue::from_str(&d.producer).map_err(|e| e.to_string())?;
-            request.insert(sessiond_streams::headers::PRODUCER_ID, producer);
-            request.insert(sessiond_streams::headers::PRODUCER_EPOCH, epoch.into());
-            request.insert(sessiond_streams::headers::PRODUCER_SEQ, 0.into());
+            let producer = HeaderValue::from_str(&d.producer)
+                .map_err(|_| RelayError::QueueName(d.producer.clone()))?;
+            request.insert(sessiond_streams::protocol::PRODUCER_ID, producer);
+            request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
+            request.insert(sessiond_streams::protocol::PRODUCER_SEQ, 0.into());
         }
         if !confirmed {
             request.insert(
@@ -258,7 +266,8 @@ impl Relay {
                 HeaderValue::from_static("unconfirmed"),
             );
         }
-        for attempt in 0..2 {
+        let mut attempt = 0;
+        loop {
             if !self.is_created(name) {
                 sessiond_streams::create::create(&self.streams, name, &h, Bytes::new(), "/")
                     .await
