@@ -8,15 +8,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 use sessiond_engine_redis::testing::RedisServer;
-use sha2::{Digest, Sha256};
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/security_changes.rs"]
+mod security_changes;
 
 use binary::Binary;
+use security_changes::user_stream;
 
 const KEY: &str = "relay-once-key-0123456789abcdef0123";
 const USERS: usize = 3;
@@ -33,24 +34,9 @@ fn leak(s: &str) -> &'static str {
     Box::leak(s.to_string().into_boxed_str())
 }
 
-fn user_stream(user: &str) -> String {
-    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(user));
-    format!("/v1/stream/__security/users/{hash}")
-}
-
-/// Every message of stream `path` (empty if it does not exist).
+/// Every message of stream `path` on `base` (empty if it does not exist).
 async fn read(http: &reqwest::Client, base: &str, path: &str) -> Vec<Value> {
-    let res = http
-        .get(format!("{base}{path}?offset=-1"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    if res.status() == 404 {
-        return Vec::new();
-    }
-    assert_eq!(res.status(), 200, "{path}");
-    res.json::<Vec<Value>>().await.unwrap()
+    security_changes::events(http, &format!("{base}{path}"), KEY).await
 }
 
 /// How often each event id occurs in `events`.
