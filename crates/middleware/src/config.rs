@@ -141,6 +141,9 @@ pub struct AnalyticsConfig {
     /// Records buffered for the sink; beyond it records are dropped (and counted), never
     /// slowing a decision.
     pub buffer: usize,
+    /// How long the `stream` sink gathers records after the first one before appending them
+    /// as one batch (one durable commit per batch instead of per handful of records).
+    pub flush_ms: u64,
 }
 
 impl Default for AnalyticsConfig {
@@ -151,6 +154,7 @@ impl Default for AnalyticsConfig {
             file: "middleware-analytics.jsonl".into(),
             sample_rate: 1.0,
             buffer: 10_000,
+            flush_ms: 100,
         }
     }
 }
@@ -295,6 +299,9 @@ impl MiddlewareConfig {
             return Err("middleware.cookies lifetimes must be > 0".into());
         }
         let a = &self.analytics;
+        if a.flush_ms > 60_000 {
+            return Err("middleware.analytics.flush_ms must be at most 60000".into());
+        }
         if !(0.0..=1.0).contains(&a.sample_rate) {
             return Err("middleware.analytics.sample_rate must be within 0.0..=1.0".into());
         }

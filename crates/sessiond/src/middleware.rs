@@ -100,6 +100,7 @@ pub fn wire(
                 run_stream_sink(
                     streams,
                     config.middleware.analytics.stream.clone(),
+                    std::time::Duration::from_millis(config.middleware.analytics.flush_ms),
                     rx,
                     wiring.supervisor.stopped(),
                 ),
@@ -114,10 +115,13 @@ pub fn wire(
 }
 
 /// Appends data points from `rx` to the JSON stream `name` until `stop` (then drains what is
-/// queued). The stream is created when missing.
+/// queued). The stream is created when missing. After the first point of a batch it gathers
+/// more for up to `flush` (or until `BATCH`), so a busy server makes one durable append per
+/// interval, not one per handful of decisions.
 pub async fn run_stream_sink(
     streams: sessiond_streams::Streams,
     name: String,
+    flush: std::time::Duration,
     mut rx: Receiver<DataPoint>,
     stop: impl Future<Output = ()>,
 ) {
@@ -139,10 +143,18 @@ pub async fn run_stream_sink(
             }
         };
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + flush;
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
-                Err(_) => break,
+                Err(_) if stopping || flush.is_zero() => break,
+                Err(_) => {
+                    tokio::select! {
+                        p = rx.recv() => match p { Some(p) => batch.push(p), None => break },
+                        () = tokio::time::sleep_until(until) => break,
+                        _ = &mut stop => { stopping = true; break; }
+                    }
+                }
             }
         }
         let values: Vec<Vec<u8>> = batch
