@@ -257,7 +257,7 @@ impl SecurityEvents {
         record: &SessionRecord,
         details: Map<String, Value>,
     ) -> Vec<u8> {
-        let mut event = new_event(kind, &record.id);
+        let mut event = new_event(kind, record.id.as_str());
         event.insert("user_id".into(), record.user_id.clone().into());
         event.extend(details);
         encode(Envelope {
@@ -404,12 +404,8 @@ fn unattached(
     session_id: Option<&str>,
     more: Map<String, Value>,
 ) -> Vec<u8> {
-    let mut event = Map::new();
-    event.insert("id".into(), sessiond_http::ids::random_id().into());
-    event.insert("type".into(), kind.into());
-    event.insert("at".into(), sessiond_store::now_ms().into());
+    let mut event = new_event(kind, session_id);
     event.insert("user_id".into(), user_id.into());
-    event.insert("session_id".into(), session_id.into());
     event.extend(more);
     encode(Envelope {
         stream: user_id.map(user_stream),
@@ -428,8 +424,9 @@ fn encode_map(map: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(map).unwrap_or_default()
 }
 
-/// The fields every session event starts with: a random id, its type, the time, the session.
-fn new_event(kind: &str, session_id: &str) -> Map<String, Value> {
+/// The fields every event starts with: a random id, its type, the time, the session (null for
+/// an event about no session).
+fn new_event(kind: &str, session_id: impl Into<Value>) -> Map<String, Value> {
     let mut event = Map::new();
     event.insert("id".into(), sessiond_http::ids::random_id().into());
     event.insert("type".into(), kind.into());
