@@ -58,7 +58,8 @@ free_port() {
 }
 
 # Waits until URL answers with any HTTP status (ANY=1) or a 2xx (default); fails early when
-# the process exits. Usage: wait_http NAME URL PID [LOG]
+# the process exits. SOFT=1: say so and return 1 instead of ending the script (a peer that does
+# not start costs its rows, not the run). Usage: wait_http NAME URL PID [LOG]
 wait_http() {
     local log=${4:-$WORK/$1.log} code
     for _ in $(seq 150); do
@@ -68,11 +69,15 @@ wait_http() {
         else
             curl -sf -o /dev/null --max-time 1 "$2" && return 0
         fi
-        kill -0 "$3" 2>/dev/null || die "$1 exited during start; log: $log ($(tail -3 "$log" 2>/dev/null))"
+        if ! kill -0 "$3" 2>/dev/null; then
+            not_started "$1 exited during start; log: $log ($(tail -3 "$log" 2>/dev/null))"
+            return 1
+        fi
         sleep 0.1
     done
-    die "$1 not ready at $2 after 15 s"
+    not_started "$1 not ready at $2 after 15 s"
 }
+not_started() { if [[ ${SOFT:-0} == 1 ]]; then say "   $1"; return 1; else die "$1"; fi; }
 
 # Starts a private redis-server without persistence on 127.0.0.1:PORT (its files under
 # $WORK/redis) and waits for PING; appends its pid to `pids` and sets REDIS_PID.
