@@ -20,9 +20,9 @@
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
-    ProducerRecord, ProducerUpdate, Result, SealLease, SegmentRef, StoreError, StreamChunk,
-    StreamMeta, StreamStore, Trimmed,
+    Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis,
+    ProducerBefore, ProducerRecord, ProducerUpdate, Result, SealLease, SegmentRef, StoreError,
+    StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -169,36 +169,19 @@ impl StreamStore for RedisEngine {
         self.enqueue_commit(path, expected_tail, None, chunks, meta, producers)
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        _: Durability,
-    ) -> Result<Commit> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
-        self.enqueue_commit(path, expected_tail, state, chunks, meta, producers)?
+    async fn commit_checked(&self, w: CheckedWrite<'_>) -> Result<Commit> {
+        let state = Some(w.expected_state.to_vec());
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
+        self.enqueue_commit(w.path, w.expected_tail, state, chunks, meta, w.producers)?
             .await
     }
 
-    async fn commit_checked_or_current(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        _: Durability,
-    ) -> Result<CheckedCommit> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+    async fn commit_checked_or_current(&self, w: CheckedWrite<'_>) -> Result<CheckedCommit> {
+        let state = Some(w.expected_state.to_vec());
+        let (path, tail, producers) = (w.path, w.expected_tail, w.producers);
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
         let outcome = self
-            .enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, None)?
+            .enqueue_commit_full(path, tail, state, chunks, meta, producers, None)?
             .await?;
         Ok(match outcome {
             Appended::Written { .. } => CheckedCommit::Written,
@@ -210,19 +193,14 @@ impl StreamStore for RedisEngine {
     /// round trip whatever the other nodes appended meanwhile.
     async fn append_checked(
         &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
+        w: CheckedWrite<'_>,
         before: &[ProducerBefore],
-        _: Durability,
     ) -> Result<Appended> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+        let state = Some(w.expected_state.to_vec());
+        let (path, tail, producers) = (w.path, w.expected_tail, w.producers);
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
         let append = Some(before.to_vec());
-        self.enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, append)?
+        self.enqueue_commit_full(path, tail, state, chunks, meta, producers, append)?
             .await
     }
 

@@ -5,8 +5,8 @@
 use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{
-    Appended, CheckedCommit, Commit, ForkSource, ProducerBefore, ProducerRecord, ProducerUpdate,
-    SegmentRef, StreamChunk, StreamStore,
+    Appended, CheckedCommit, CheckedWrite, Commit, ForkSource, ProducerBefore, ProducerRecord,
+    ProducerUpdate, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 
 /// Runs the checks against one engine.
@@ -29,7 +29,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
         .expect("store call");
     let closed = meta(&path, 0, b"closed");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[], &closed, none(), C)
+        s.commit_checked(cw(&path, 0, b"open", &[], &closed, none()))
             .await
             .expect("store call"),
         Commit::Written
@@ -37,7 +37,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // Same tail, older state: refused, nothing written.
     let late = meta(&path, 3, b"open+data");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[chunk(0, 3)], &late, none(), C)
+        s.commit_checked(cw(&path, 0, b"open", &[chunk(0, 3)], &late, none()))
             .await
             .expect("store call"),
         Commit::Conflict
@@ -54,13 +54,13 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // The right state but a stale tail loses too; both right wins.
     let data = meta(&path, 4, b"closed+data");
     assert_eq!(
-        s.commit_checked(&path, 1, b"closed", &[chunk(1, 3)], &data, none(), C)
+        s.commit_checked(cw(&path, 1, b"closed", &[chunk(1, 3)], &data, none()))
             .await
             .expect("store call"),
         Commit::Conflict
     );
     assert_eq!(
-        s.commit_checked(&path, 0, b"closed", &[chunk(0, 4)], &data, none(), C)
+        s.commit_checked(cw(&path, 0, b"closed", &[chunk(0, 4)], &data, none()))
             .await
             .expect("store call"),
         Commit::Written
@@ -73,7 +73,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     );
     let ghost = unique("st-checked-ghost");
     assert_eq!(
-        s.commit_checked(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
+        s.commit_checked(cw(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none()))
             .await
             .expect("store call"),
         Commit::Conflict,
@@ -92,13 +92,13 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
         .expect("store call");
     let winner = meta(&path, 3, b"v1");
     let won = s
-        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 3)], &winner, none(), C)
+        .commit_checked_or_current(cw(&path, 0, b"v0", &[chunk(0, 3)], &winner, none()))
         .await
         .expect("store call");
     assert_eq!(won, CheckedCommit::Written);
     let loser = meta(&path, 2, b"v1'");
     let lost = s
-        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 2)], &loser, none(), C)
+        .commit_checked_or_current(cw(&path, 0, b"v0", &[chunk(0, 2)], &loser, none()))
         .await
         .expect("store call");
     let stored = s.stream_meta(&path).await.expect("store call");
@@ -111,7 +111,7 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
     // Deciding again on what came back wins without another read.
     let retry = meta(&path, 5, b"v2");
     let again = s
-        .commit_checked_or_current(&path, 3, b"v1", &[chunk(3, 2)], &retry, none(), C)
+        .commit_checked_or_current(cw(&path, 3, b"v1", &[chunk(3, 2)], &retry, none()))
         .await
         .expect("store call");
     assert_eq!(again, CheckedCommit::Written);
@@ -124,7 +124,7 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
     );
     let ghost = unique("st-current-ghost");
     let missing = s
-        .commit_checked_or_current(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
+        .commit_checked_or_current(cw(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none()))
         .await
         .expect("store call");
     assert_eq!(missing, CheckedCommit::Conflict(None));
@@ -133,6 +133,26 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
 
 fn none() -> ProducerUpdate {
     ProducerUpdate::default()
+}
+
+/// The checked write of `chunks` and `meta` decided on `tail` and `state`.
+fn cw<'a>(
+    path: &'a str,
+    tail: u64,
+    state: &'a [u8],
+    chunks: &'a [StreamChunk],
+    meta: &'a StreamMeta,
+    producers: ProducerUpdate,
+) -> CheckedWrite<'a> {
+    CheckedWrite {
+        path,
+        expected_tail: tail,
+        expected_state: state,
+        chunks,
+        meta,
+        producers,
+        durability: C,
+    }
 }
 
 /// The producer rows of a checked commit are written with it, and not at all when it loses.
@@ -150,15 +170,14 @@ async fn commit_checked_writes_producers(s: &dyn StreamStore) {
         max_producers: 1,
     };
     let lost = s
-        .commit_checked(
+        .commit_checked(cw(
             &path,
             0,
             b"other",
             &[chunk(0, 2)],
             &meta(&path, 2, b"a"),
             row(b"lost"),
-            C,
-        )
+        ))
         .await
         .expect("store call");
     assert_eq!(lost, Commit::Conflict);
@@ -167,15 +186,14 @@ async fn commit_checked_writes_producers(s: &dyn StreamStore) {
         None
     );
     let won = s
-        .commit_checked(
+        .commit_checked(cw(
             &path,
             0,
             b"open",
             &[chunk(0, 2)],
             &meta(&path, 2, b"a"),
             row(b"1"),
-            C,
-        )
+        ))
         .await
         .expect("store call");
     assert_eq!(won, Commit::Written);
@@ -277,14 +295,15 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
         .expect("store call");
     let first = s
         .append_checked(
-            &path,
-            0,
-            b"s",
-            &[chunk(0, 3)],
-            &meta(&path, 3, b"s"),
-            none(),
+            cw(
+                &path,
+                0,
+                b"s",
+                &[chunk(0, 3)],
+                &meta(&path, 3, b"s"),
+                none(),
+            ),
             &[],
-            C,
         )
         .await
         .expect("store call");
@@ -293,14 +312,15 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
     let stale = chunk(0, 2);
     let second = s
         .append_checked(
-            &path,
-            0,
-            b"s",
-            std::slice::from_ref(&stale),
-            &meta(&path, 2, b"s"),
-            none(),
+            cw(
+                &path,
+                0,
+                b"s",
+                std::slice::from_ref(&stale),
+                &meta(&path, 2, b"s"),
+                none(),
+            ),
             &[],
-            C,
         )
         .await
         .expect("store call");
@@ -326,14 +346,15 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
     // A state change decided on a stale tail never moves.
     let changing = s
         .append_checked(
-            &path,
-            0,
-            b"s",
-            &[chunk(0, 1)],
-            &meta(&path, 1, b"s2"),
-            none(),
+            cw(
+                &path,
+                0,
+                b"s",
+                &[chunk(0, 1)],
+                &meta(&path, 1, b"s2"),
+                none(),
+            ),
             &[],
-            C,
         )
         .await
         .expect("store call");
@@ -347,14 +368,15 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
     let ghost = unique("st-move-ghost");
     let missing = s
         .append_checked(
-            &ghost,
-            0,
-            b"s",
-            &[chunk(0, 1)],
-            &meta(&ghost, 1, b"s"),
-            none(),
+            cw(
+                &ghost,
+                0,
+                b"s",
+                &[chunk(0, 1)],
+                &meta(&ghost, 1, b"s"),
+                none(),
+            ),
             &[],
-            C,
         )
         .await
         .expect("store call");
@@ -387,14 +409,15 @@ async fn an_append_requires_its_producer_rows(s: &dyn StreamStore) {
         let path = path.clone();
         async move {
             s.append_checked(
-                &path,
-                at,
-                b"s",
-                &[chunk(at, 1)],
-                &meta(&path, at + 1, b"s"),
-                row(state),
+                cw(
+                    &path,
+                    at,
+                    b"s",
+                    &[chunk(at, 1)],
+                    &meta(&path, at + 1, b"s"),
+                    row(state),
+                ),
                 &before(need),
-                C,
             )
             .await
             .expect("store call")

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
-    ProducerRecord, ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis,
+    ProducerBefore, ProducerRecord, ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -221,90 +222,47 @@ impl StreamStore for ObservedStore {
         }))
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<Commit> {
-        let result = self
-            .inner
-            .commit_checked(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
+    async fn commit_checked(&self, write: CheckedWrite<'_>) -> Result<Commit> {
+        let (path, expected_tail, chunks, tail) = (
+            write.path,
+            write.expected_tail,
+            write.chunks,
+            write.meta.tail,
+        );
+        let result = self.inner.commit_checked(write).await?;
         let written = result == Commit::Written;
-        self.committed(written, path, expected_tail, chunks, meta.tail);
+        self.committed(written, path, expected_tail, chunks, tail);
         Ok(result)
     }
 
-    async fn commit_checked_or_current(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<CheckedCommit> {
-        let result = self
-            .inner
-            .commit_checked_or_current(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
+    async fn commit_checked_or_current(&self, write: CheckedWrite<'_>) -> Result<CheckedCommit> {
+        let (path, expected_tail, chunks, tail) = (
+            write.path,
+            write.expected_tail,
+            write.chunks,
+            write.meta.tail,
+        );
+        let result = self.inner.commit_checked_or_current(write).await?;
         let written = result == CheckedCommit::Written;
-        self.committed(written, path, expected_tail, chunks, meta.tail);
+        self.committed(written, path, expected_tail, chunks, tail);
         Ok(result)
     }
 
     async fn append_checked(
         &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
+        write: CheckedWrite<'_>,
         before: &[ProducerBefore],
-        durability: Durability,
     ) -> Result<Appended> {
-        let result = self
-            .inner
-            .append_checked(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                before,
-                durability,
-            )
-            .await?;
+        let (path, expected_tail, chunks, tail) = (
+            write.path,
+            write.expected_tail,
+            write.chunks,
+            write.meta.tail,
+        );
+        let result = self.inner.append_checked(write, before).await?;
         if let Appended::Written { start } = result {
             // A moved append lands where the engine says, its length unchanged.
-            let tail = meta
-                .tail
-                .saturating_sub(expected_tail)
-                .saturating_add(start);
+            let tail = tail.saturating_sub(expected_tail).saturating_add(start);
             self.committed(true, path, start, chunks, tail);
         }
         Ok(result)
