@@ -293,37 +293,11 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
     s.create_stream(&meta(&path, 0, b"s"), &[], C)
         .await
         .expect("store call");
-    let first = s
-        .append_checked(
-            cw(
-                &path,
-                0,
-                b"s",
-                &[chunk(0, 3)],
-                &meta(&path, 3, b"s"),
-                none(),
-            ),
-            &[],
-        )
-        .await
-        .expect("store call");
+    let first = append_from_zero(s, &path, &chunk(0, 3), b"s").await;
     assert_eq!(first, Appended::Written { start: 0 });
     // Decided on tail 0, which another writer moved to 3.
     let stale = chunk(0, 2);
-    let second = s
-        .append_checked(
-            cw(
-                &path,
-                0,
-                b"s",
-                std::slice::from_ref(&stale),
-                &meta(&path, 2, b"s"),
-                none(),
-            ),
-            &[],
-        )
-        .await
-        .expect("store call");
+    let second = append_from_zero(s, &path, &stale, b"s").await;
     let mut expected = vec![chunk(0, 3)];
     match second {
         Appended::Written { start } => {
@@ -344,20 +318,7 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
         Some((tail, &b"s"[..]))
     );
     // A state change decided on a stale tail never moves.
-    let changing = s
-        .append_checked(
-            cw(
-                &path,
-                0,
-                b"s",
-                &[chunk(0, 1)],
-                &meta(&path, 1, b"s2"),
-                none(),
-            ),
-            &[],
-        )
-        .await
-        .expect("store call");
+    let changing = append_from_zero(s, &path, &chunk(0, 1), b"s2").await;
     assert_eq!(changing, Appended::Conflict(stored));
     assert_eq!(
         s.read_chunks(&path, 0, usize::MAX)
@@ -366,22 +327,24 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
         expected
     );
     let ghost = unique("st-move-ghost");
-    let missing = s
-        .append_checked(
-            cw(
-                &ghost,
-                0,
-                b"s",
-                &[chunk(0, 1)],
-                &meta(&ghost, 1, b"s"),
-                none(),
-            ),
-            &[],
-        )
-        .await
-        .expect("store call");
+    let missing = append_from_zero(s, &ghost, &chunk(0, 1), b"s").await;
     assert_eq!(missing, Appended::Conflict(None));
     s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// `append_checked` of `data` decided on tail 0 and state `s`, leaving the state `state`, with
+/// no producer rows.
+async fn append_from_zero(
+    s: &dyn StreamStore,
+    path: &str,
+    data: &StreamChunk,
+    state: &[u8],
+) -> Appended {
+    let m = meta(path, data.end(), state);
+    let chunks = std::slice::from_ref(data);
+    s.append_checked(cw(path, 0, b"s", chunks, &m, none()), &[])
+        .await
+        .expect("store call")
 }
 
 /// `append_checked` writes only when each required producer row holds the required state
