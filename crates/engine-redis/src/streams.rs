@@ -43,6 +43,24 @@ pub(crate) fn push_chunks(cmd: &mut redis::Cmd, chunks: &[StreamChunk]) {
     }
 }
 
+/// [`push_chunks`] for a script's arguments.
+pub(crate) fn chunk_args(inv: &mut redis::ScriptInvocation<'_>, chunks: &[StreamChunk]) {
+    for c in chunks.iter().filter(|c| !c.data.is_empty()) {
+        inv.arg(c.offset).arg(&c.data);
+    }
+}
+
+/// The index updates of a stream just created: its name, and its expiry when it has one.
+fn created_index(keys: &Keys, meta: &StreamMeta) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.zadd(keys.stream_names(), &meta.path, 0).ignore();
+    if meta.expires_at.is_some() {
+        index_expiry(&mut pipe, keys, &meta.path, meta.expires_at);
+        pipe.ignore();
+    }
+    pipe
+}
+
 /// Adds the expiry-index update of `path` to `pipe`.
 pub(crate) fn index_expiry(
     pipe: &mut redis::Pipeline,
@@ -140,19 +158,12 @@ impl StreamStore for RedisEngine {
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state)
             .arg(meta.start);
-        for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
-            inv.arg(ch.offset).arg(&ch.data);
-        }
+        chunk_args(&mut inv, chunks);
         let created: i64 = self.eval("stream_create", &inv).await?;
         if created == 0 {
             return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.stream_names(), &meta.path, 0).ignore();
-        if meta.expires_at.is_some() {
-            index_expiry(&mut pipe, &self.keys, &meta.path, meta.expires_at);
-            pipe.ignore();
-        }
+        let pipe = created_index(&self.keys, meta);
         self.query_pipe::<()>("stream_index", &pipe).await?;
         Ok(true)
     }
@@ -248,19 +259,12 @@ impl StreamStore for RedisEngine {
             .arg(&meta.state);
         source_args(&mut inv, source);
         inv.arg(meta.start);
-        for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
-            inv.arg(ch.offset).arg(&ch.data);
-        }
+        chunk_args(&mut inv, chunks);
         let made: i64 = self.eval("stream_fork_create", &inv).await?;
         if made == 0 {
             return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.stream_names(), &meta.path, 0).ignore();
-        if meta.expires_at.is_some() {
-            index_expiry(&mut pipe, &self.keys, &meta.path, meta.expires_at);
-            pipe.ignore();
-        }
+        let mut pipe = created_index(&self.keys, meta);
         index_expiry(&mut pipe, &self.keys, &source.path, source.meta.expires_at);
         pipe.ignore();
         self.query_pipe::<()>("stream_index", &pipe).await?;
