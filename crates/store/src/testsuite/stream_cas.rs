@@ -8,6 +8,7 @@ use crate::streams::{
     Appended, CheckedCommit, CheckedWrite, Commit, ForkSource, ProducerBefore, ProducerRecord,
     ProducerUpdate, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
+use crate::Millis;
 
 /// Runs the checks against one engine.
 pub async fn run_stream_cas(s: &dyn StreamStore) {
@@ -135,6 +136,19 @@ fn none() -> ProducerUpdate {
     ProducerUpdate::default()
 }
 
+/// An update writing the row of producer `p` with `state`, used at `used_at`, keeping at
+/// most `max_producers` rows.
+fn row_p(state: &[u8], used_at: Millis, max_producers: usize) -> ProducerUpdate {
+    ProducerUpdate {
+        upsert: vec![ProducerRecord {
+            id: "p".into(),
+            state: state.to_vec(),
+            used_at,
+        }],
+        max_producers,
+    }
+}
+
 /// The checked write of `chunks` and `meta` decided on `tail` and `state`.
 fn cw<'a>(
     path: &'a str,
@@ -161,41 +175,18 @@ async fn commit_checked_writes_producers(s: &dyn StreamStore) {
     s.create_stream(&meta(&path, 0, b"open"), &[], C)
         .await
         .expect("store call");
-    let row = |state: &[u8]| ProducerUpdate {
-        upsert: vec![ProducerRecord {
-            id: "p".into(),
-            state: state.to_vec(),
-            used_at: 7,
-        }],
-        max_producers: 1,
+    let data = [chunk(0, 2)];
+    let m = meta(&path, 2, b"a");
+    let commit = |decided_on: &'static [u8], state: &'static [u8]| {
+        s.commit_checked(cw(&path, 0, decided_on, &data, &m, row_p(state, 7, 1)))
     };
-    let lost = s
-        .commit_checked(cw(
-            &path,
-            0,
-            b"other",
-            &[chunk(0, 2)],
-            &meta(&path, 2, b"a"),
-            row(b"lost"),
-        ))
-        .await
-        .expect("store call");
+    let lost = commit(b"other", b"lost").await.expect("store call");
     assert_eq!(lost, Commit::Conflict);
     assert_eq!(
         s.stream_producer(&path, "p").await.expect("store call"),
         None
     );
-    let won = s
-        .commit_checked(cw(
-            &path,
-            0,
-            b"open",
-            &[chunk(0, 2)],
-            &meta(&path, 2, b"a"),
-            row(b"1"),
-        ))
-        .await
-        .expect("store call");
+    let won = commit(b"open", b"1").await.expect("store call");
     assert_eq!(won, Commit::Written);
     let stored = s.stream_producer(&path, "p").await.expect("store call");
     assert_eq!(
@@ -354,14 +345,7 @@ async fn an_append_requires_its_producer_rows(s: &dyn StreamStore) {
     s.create_stream(&meta(&path, 0, b"s"), &[], C)
         .await
         .expect("store call");
-    let row = |state: &[u8]| ProducerUpdate {
-        upsert: vec![ProducerRecord {
-            id: "p".into(),
-            state: state.to_vec(),
-            used_at: 1,
-        }],
-        max_producers: 0,
-    };
+    let row = |state: &[u8]| row_p(state, 1, 0);
     let before = |state: Option<&[u8]>| {
         vec![ProducerBefore {
             id: "p".into(),
