@@ -8,8 +8,9 @@
 //! one small route the page needs for itself: the login check, which also tells the page what
 //! no `/v1` API does (engine, version, uptime).
 //!
-//! `assets/` is generated (`ui/build.mjs`) and committed; `ui/test/bundle.test.mjs` fails when
-//! it no longer matches `ui/src`.
+//! `assets/app.js` is generated (`ui/build.mjs`) and committed; `ui/test/admin.test.mjs` fails
+//! when it no longer matches `ui/src`. The page and its stylesheet need no build step, so they
+//! are embedded from `ui/` as written (one copy, nothing to keep in step).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,9 +36,9 @@ pub struct AdminConfig {
     pub key: String,
 }
 
-const INDEX: &str = include_str!("../assets/index.html");
+const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
-const APP_CSS: &str = include_str!("../assets/app.css");
+const APP_CSS: &str = include_str!("../ui/app.css");
 
 /// The page may load only its own files and talk only to this server; nothing may frame it.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -1,5 +1,6 @@
-// Builds the admin console into ../assets (committed, embedded by the crate with
-// include_str!): src/main.ts bundled by esbuild, plus index.html and app.css as they are.
+// Builds the admin console's script into ../assets (committed, embedded by the crate with
+// include_str!): src/main.ts bundled by esbuild. index.html and app.css need no build: the
+// crate embeds them from here as they are.
 // `node build.mjs --check` builds in memory and fails when the committed files differ (the
 // sources changed without a rebuild). Tools come from clients/js/node_modules (npm ci there).
 import { readFile, writeFile } from "node:fs/promises";
@@ -22,11 +23,7 @@ export async function build() {
     outfile: "app.js",
     logLevel: "warning",
   });
-  return {
-    "app.js": result.outputFiles[0].text,
-    "index.html": await readFile(here("index.html"), "utf8"),
-    "app.css": await readFile(here("app.css"), "utf8"),
-  };
+  return { "app.js": result.outputFiles[0].text };
 }
 
 /** Names of the committed assets that differ from a fresh build. */

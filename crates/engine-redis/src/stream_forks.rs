@@ -32,7 +32,7 @@
 use sessiond_store::{now_ms, Result, StoreError, StreamChunk, StreamMeta};
 
 use crate::stream_scripts::lua_helpers;
-use crate::streams::{expiry_arg, index_expiry, source_args};
+use crate::streams::{chunk_args, expiry_arg, index_expiry, source_args};
 use crate::{parse_num, RedisEngine};
 
 /// How long a fork creation or deletion may take between its first and last step before
@@ -167,9 +167,7 @@ impl RedisEngine {
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state)
             .arg(meta.start);
-        for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
-            inv.arg(ch.offset).arg(&ch.data);
-        }
+        chunk_args(&mut inv, chunks);
         let prepared: i64 = self.eval("stream_fork_prepare", &inv).await?;
         if prepared == 0 {
             return Ok(false);

@@ -20,9 +20,9 @@
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
-    ProducerRecord, ProducerUpdate, Result, SealLease, SegmentRef, StoreError, StreamChunk,
-    StreamMeta, StreamStore, Trimmed,
+    Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis,
+    ProducerBefore, ProducerRecord, ProducerUpdate, Result, SealLease, SegmentRef, StoreError,
+    StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
@@ -41,6 +41,24 @@ pub(crate) fn push_chunks(cmd: &mut redis::Cmd, chunks: &[StreamChunk]) {
     for c in chunks.iter().filter(|c| !c.data.is_empty()) {
         cmd.arg(c.offset).arg(&c.data);
     }
+}
+
+/// [`push_chunks`] for a script's arguments.
+pub(crate) fn chunk_args(inv: &mut redis::ScriptInvocation<'_>, chunks: &[StreamChunk]) {
+    for c in chunks.iter().filter(|c| !c.data.is_empty()) {
+        inv.arg(c.offset).arg(&c.data);
+    }
+}
+
+/// The index updates of a stream just created: its name, and its expiry when it has one.
+fn created_index(keys: &Keys, meta: &StreamMeta) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.zadd(keys.stream_names(), &meta.path, 0).ignore();
+    if meta.expires_at.is_some() {
+        index_expiry(&mut pipe, keys, &meta.path, meta.expires_at);
+        pipe.ignore();
+    }
+    pipe
 }
 
 /// Adds the expiry-index update of `path` to `pipe`.
@@ -140,19 +158,12 @@ impl StreamStore for RedisEngine {
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state)
             .arg(meta.start);
-        for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
-            inv.arg(ch.offset).arg(&ch.data);
-        }
+        chunk_args(&mut inv, chunks);
         let created: i64 = self.eval("stream_create", &inv).await?;
         if created == 0 {
             return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.stream_names(), &meta.path, 0).ignore();
-        if meta.expires_at.is_some() {
-            index_expiry(&mut pipe, &self.keys, &meta.path, meta.expires_at);
-            pipe.ignore();
-        }
+        let pipe = created_index(&self.keys, meta);
         self.query_pipe::<()>("stream_index", &pipe).await?;
         Ok(true)
     }
@@ -169,36 +180,19 @@ impl StreamStore for RedisEngine {
         self.enqueue_commit(path, expected_tail, None, chunks, meta, producers)
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        _: Durability,
-    ) -> Result<Commit> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
-        self.enqueue_commit(path, expected_tail, state, chunks, meta, producers)?
+    async fn commit_checked(&self, w: CheckedWrite<'_>) -> Result<Commit> {
+        let state = Some(w.expected_state.to_vec());
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
+        self.enqueue_commit(w.path, w.expected_tail, state, chunks, meta, w.producers)?
             .await
     }
 
-    async fn commit_checked_or_current(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        _: Durability,
-    ) -> Result<CheckedCommit> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+    async fn commit_checked_or_current(&self, w: CheckedWrite<'_>) -> Result<CheckedCommit> {
+        let state = Some(w.expected_state.to_vec());
+        let (path, tail, producers) = (w.path, w.expected_tail, w.producers);
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
         let outcome = self
-            .enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, None)?
+            .enqueue_commit_full(path, tail, state, chunks, meta, producers, None)?
             .await?;
         Ok(match outcome {
             Appended::Written { .. } => CheckedCommit::Written,
@@ -210,19 +204,14 @@ impl StreamStore for RedisEngine {
     /// round trip whatever the other nodes appended meanwhile.
     async fn append_checked(
         &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
+        w: CheckedWrite<'_>,
         before: &[ProducerBefore],
-        _: Durability,
     ) -> Result<Appended> {
-        let state = Some(expected_state.to_vec());
-        let (chunks, meta) = (chunks.to_vec(), meta.clone());
+        let state = Some(w.expected_state.to_vec());
+        let (path, tail, producers) = (w.path, w.expected_tail, w.producers);
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
         let append = Some(before.to_vec());
-        self.enqueue_commit_full(path, expected_tail, state, chunks, meta, producers, append)?
+        self.enqueue_commit_full(path, tail, state, chunks, meta, producers, append)?
             .await
     }
 
@@ -270,19 +259,12 @@ impl StreamStore for RedisEngine {
             .arg(&meta.state);
         source_args(&mut inv, source);
         inv.arg(meta.start);
-        for ch in chunks.iter().filter(|c| !c.data.is_empty()) {
-            inv.arg(ch.offset).arg(&ch.data);
-        }
+        chunk_args(&mut inv, chunks);
         let made: i64 = self.eval("stream_fork_create", &inv).await?;
         if made == 0 {
             return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.stream_names(), &meta.path, 0).ignore();
-        if meta.expires_at.is_some() {
-            index_expiry(&mut pipe, &self.keys, &meta.path, meta.expires_at);
-            pipe.ignore();
-        }
+        let mut pipe = created_index(&self.keys, meta);
         index_expiry(&mut pipe, &self.keys, &source.path, source.meta.expires_at);
         pipe.ignore();
         self.query_pipe::<()>("stream_index", &pipe).await?;

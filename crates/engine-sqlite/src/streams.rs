@@ -18,8 +18,8 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SegmentRef, StreamChunk, StreamMeta, StreamStore, Trimmed,
+    CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
+    ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 
 use crate::error::limit;
@@ -226,25 +226,17 @@ impl StreamStore for SqliteEngine {
         Ok(Box::pin(ticket))
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<Commit> {
-        let expected_state = Some(expected_state.to_vec());
+    async fn commit_checked(&self, w: CheckedWrite<'_>) -> Result<Commit> {
+        let state = Some(w.expected_state.to_vec());
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
         self.enqueue_commit(
-            path,
-            expected_tail,
-            expected_state,
-            chunks.to_vec(),
-            meta.clone(),
-            producers,
-            durability,
+            w.path,
+            w.expected_tail,
+            state,
+            chunks,
+            meta,
+            w.producers,
+            w.durability,
         )
         .await?
         .await

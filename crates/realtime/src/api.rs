@@ -16,7 +16,7 @@ use sessiond_http::{ApiError, ApiResult, JsonBody};
 use sessiond_store::now_ms;
 
 use crate::auth::{identify, require_service, Accept};
-use crate::bus::Action;
+use crate::cluster::Action;
 use crate::grants::{self, GrantClaims};
 use crate::hub::Hub;
 use crate::state::Grant;

@@ -21,23 +21,21 @@
 //! Presence (channel metas, seed C online/offline, the user events, the per-user socket
 //! limit) is cluster-wide through the engine's presence store: see `crate::presence`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sessiond_http::ids::random_id;
 use sessiond_http::{ApiError, ApiResult};
 use sessiond_store::now_ms;
 use sessiond_store::realtime::{BusEvent, BusListener, BusMessage, HistoryLimits, RealtimeBus};
-use tokio::sync::{mpsc, Notify};
 
 use crate::channels::mirror::Applied;
+use crate::cluster::{Action, Cluster, Envelope, Mirror};
 use crate::conn::lock;
-use crate::ending::{EndReason, SessionEnded};
 use crate::hub::{Hub, HubInner};
+use crate::session_end::{EndReason, SessionEnded};
 
 /// Every [`EndReason`], to read one back from its wire name.
 const END_REASONS: [EndReason; 7] = [
@@ -53,131 +51,31 @@ const END_REASONS: [EndReason; 7] = [
 /// Close code when a node lost track of a channel's log (clients reconnect and recover).
 pub const RESYNC_CLOSE: (u16, &str) = (1013, "Realtime bus resync");
 
+/// How long a channel's cluster-wide log outlives its last publish or read (at least the
+/// recovery window): a quiet channel keeps its epoch this long.
+const LOG_TTL_MS: sessiond_store::Millis = 24 * 3_600_000;
+
 /// How long a publish waits for its own delivery on this node.
 const OWN_DELIVERY_WAIT: Duration = Duration::from_secs(2);
 
-/// A user-directed action, signalled to the other nodes.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "snake_case")]
-pub(crate) enum Action {
-    /// A text frame to every socket of `user` (`seed_only`: seed-protocol sockets only).
-    Frame {
-        user: String,
-        frame: String,
-        seed_only: bool,
-    },
-    /// Close every socket of `user` with `code`/`reason`.
-    Close {
-        user: String,
-        code: u16,
-        reason: String,
-    },
-    /// The app set (`Some((publish, expires_at))`) or revoked (`None`) `user`'s grant of
-    /// `channel`: live subscriptions of the user's non-service sockets follow it.
-    Grant {
-        user: String,
-        channel: String,
-        grant: Option<(bool, Option<sessiond_store::Millis>)>,
-    },
-    /// Another node's subscriber `id` of `channel` joined or changed its meta (`Some((user,
-    /// meta))`) or left (`None`).
-    Presence {
-        channel: String,
-        id: String,
-        change: Option<(String, Value)>,
-    },
-    /// Close the socket `id` (wherever it is) with `code`/`reason`.
-    CloseConn {
-        id: String,
-        code: u16,
-        reason: String,
-    },
-    /// Sessions of `user` ended (see [`SessionEnded`]; `reason` is its wire name).
-    Ended {
-        user: String,
-        sessions: Vec<String>,
-        all: bool,
-        reason: String,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    node: String,
-    action: Action,
-}
-
-/// How far a node's mirror of one channel is.
-enum Mirror {
-    /// Loading from history; deliveries meanwhile are kept here.
-    Loading(Vec<BusMessage>),
-    /// Loaded and extended by every delivery.
-    Live,
-}
-
-/// The hub's side of the bus.
-pub(crate) struct Cluster {
-    bus: Arc<dyn RealtimeBus>,
-    node: String,
-    limits: HistoryLimits,
-    mirrors: Mutex<HashMap<String, Mirror>>,
-    applied: Notify,
-    /// The bus has delivered its first `Resync` (this node receives deliveries).
-    ready: AtomicBool,
-    signals: mpsc::UnboundedSender<String>,
-}
-
-impl Cluster {
-    /// Starts the signal queue of this node.
-    pub(crate) fn new(bus: Arc<dyn RealtimeBus>, limits: HistoryLimits) -> Cluster {
-        let (signals, mut rx) = mpsc::unbounded_channel::<String>();
-        let out = bus.clone();
-        tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
-                if let Err(e) = out.signal(&payload).await {
-                    metrics::counter!("sessiond_realtime_bus_signal_failures_total").increment(1);
-                    tracing::warn!(error = %e, "realtime signal not sent to the other nodes");
-                }
-            }
-        });
-        Cluster {
-            bus,
-            node: random_id(),
-            limits,
-            mirrors: Mutex::new(HashMap::new()),
-            applied: Notify::new(),
-            ready: AtomicBool::new(false),
-            signals,
-        }
-    }
-
-    /// Registers `hub` as this node's listener.
-    pub(crate) fn listen(&self, hub: Weak<HubInner>) {
-        self.bus.listen(Arc::new(Listener(hub)));
-    }
-
-    /// Tells the other nodes to do `action` (already done on this one).
-    pub(crate) fn signal(&self, action: Action) {
-        if let Some(payload) = self.envelope(action) {
-            let _ = self.signals.send(payload);
-        }
-    }
-
-    /// Like [`signal`](Self::signal), but sent now, outside the queue: returns once the
-    /// engine has it (for callers that order their own signals).
-    pub(crate) async fn signal_now(&self, action: Action) -> sessiond_store::Result<()> {
-        match self.envelope(action) {
-            Some(payload) => self.bus.signal(&payload).await,
-            None => Ok(()),
-        }
-    }
-
-    fn envelope(&self, action: Action) -> Option<String> {
-        let envelope = Envelope {
-            node: self.node.clone(),
-            action,
+impl Hub {
+    /// Runs the hub on several nodes: channel messages and user-directed actions go through
+    /// `bus`, shared by every node (see [`crate::bus`]). Call once, before serving.
+    pub fn attach_bus(&self, bus: Arc<dyn RealtimeBus>) {
+        let c = &self.inner.config;
+        let window_ms = (c.recovery_window_s as sessiond_store::Millis).saturating_mul(1000);
+        let limits = HistoryLimits {
+            keep: c.recovery_messages,
+            window_ms,
+            max: c.recovery_max_messages,
+            ttl_ms: window_ms.max(LOG_TTL_MS),
         };
-        serde_json::to_string(&envelope).ok()
+        if self.inner.cluster.set(Cluster::new(bus, limits)).is_ok() {
+            if let Some(cluster) = self.inner.cluster.get() {
+                let hub = Arc::downgrade(&self.inner);
+                cluster.bus.listen(Arc::new(Listener(hub)));
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use sessiond_http::ids::random_id;
 use sessiond_http::{ApiError, ApiResult};
 use sessiond_store::{now_ms, Millis};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, JoinedChannel};
 
 // A channel mirroring a cluster-wide log (child module: it works on the channel's state).
 #[path = "channels_mirror.rs"]
@@ -121,6 +121,16 @@ impl Drop for Channel {
         let st = lock(&self.state);
         self.usage.sub_history(st.history_bytes);
         self.usage.sub_presence(st.presence_bytes);
+    }
+}
+
+impl JoinedChannel for Channel {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn unsubscribe(&self, conn: &Arc<Conn>) -> bool {
+        Channel::unsubscribe(self, conn)
     }
 }
 

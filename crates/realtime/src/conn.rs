@@ -19,8 +19,6 @@ use axum::extract::ws::Utf8Bytes;
 use sessiond_store::{now_ms, Millis};
 use tokio::sync::Notify;
 
-use crate::channels::Channel;
-
 /// Close code for a socket whose outbound queue overflowed (RFC 6455 "try again later").
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
@@ -63,10 +61,21 @@ pub struct Conn {
     active_at: AtomicI64,
 }
 
+/// What a socket holds of a channel it is subscribed to: its name, and the way to leave it.
+/// A trait so that sockets sit below channels (a channel lists its sockets; `channels`
+/// implements this for its `Channel`).
+pub trait JoinedChannel: Send + Sync {
+    /// The channel's name.
+    fn name(&self) -> &Arc<str>;
+    /// Removes `conn` from the channel (the others see the presence leave); false when it
+    /// was not subscribed.
+    fn unsubscribe(&self, conn: &Arc<Conn>) -> bool;
+}
+
 /// One channel a socket is subscribed to, and the rights it was granted there.
 pub struct Subscription {
     /// The channel.
-    pub channel: Arc<Channel>,
+    pub channel: Arc<dyn JoinedChannel>,
     /// May publish from this socket.
     pub publish: bool,
     /// When the grant that allowed it runs out (unix ms); `None` = never. The socket task
@@ -261,7 +270,7 @@ impl Conn {
     pub fn channel_names(&self) -> Vec<String> {
         lock(&self.subscriptions)
             .iter()
-            .map(|s| s.channel.name.to_string())
+            .map(|s| s.channel.name().to_string())
             .collect()
     }
 
@@ -269,7 +278,7 @@ impl Conn {
     pub fn subscription(&self, name: &str) -> Option<(bool, Option<Millis>)> {
         lock(&self.subscriptions)
             .iter()
-            .find(|s| &*s.channel.name == name)
+            .find(|s| &**s.channel.name() == name)
             .map(|s| (s.publish, s.expires_at))
     }
 
@@ -277,12 +286,12 @@ impl Conn {
     /// socket task so it re-arms its expiry deadline.
     pub fn record_subscription(
         &self,
-        channel: Arc<Channel>,
+        channel: Arc<dyn JoinedChannel>,
         publish: bool,
         expires_at: Option<Millis>,
     ) {
         let mut subs = lock(&self.subscriptions);
-        match subs.iter_mut().find(|s| s.channel.name == channel.name) {
+        match subs.iter_mut().find(|s| s.channel.name() == channel.name()) {
             Some(existing) => {
                 existing.publish = publish;
                 existing.expires_at = expires_at;
@@ -301,7 +310,7 @@ impl Conn {
     /// `publish`, until `expires_at`.
     pub fn renew_subscription(&self, name: &str, publish: bool, expires_at: Option<Millis>) {
         let mut subs = lock(&self.subscriptions);
-        if let Some(sub) = subs.iter_mut().find(|s| &*s.channel.name == name) {
+        if let Some(sub) = subs.iter_mut().find(|s| &**s.channel.name() == name) {
             sub.publish = publish;
             sub.expires_at = expires_at;
         }
@@ -310,9 +319,9 @@ impl Conn {
     }
 
     /// Forgets the subscription to `name`; returns its channel if there was one.
-    pub fn forget_subscription(&self, name: &str) -> Option<Arc<Channel>> {
+    pub fn forget_subscription(&self, name: &str) -> Option<Arc<dyn JoinedChannel>> {
         let mut subs = lock(&self.subscriptions);
-        let pos = subs.iter().position(|s| &*s.channel.name == name)?;
+        let pos = subs.iter().position(|s| &**s.channel.name() == name)?;
         Some(subs.swap_remove(pos).channel)
     }
 
@@ -344,7 +353,7 @@ impl Conn {
         let expired: Vec<Arc<str>> = lock(&self.subscriptions)
             .iter()
             .filter(|s| s.expires_at.is_some_and(|at| at <= now))
-            .map(|s| s.channel.name.clone())
+            .map(|s| s.channel.name().clone())
             .collect();
         for name in expired {
             self.end_subscription(&name, "grant_expired");

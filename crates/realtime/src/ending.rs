@@ -21,94 +21,21 @@
 //! the window before the deadline when there is no warning) is also where socket activity is
 //! written behind: application frames only stamp their connection, and if any came since the
 //! session's last slide, the check extends the session once — no store write per frame.
+//!
+//! The reasons and events are `session_end`'s and the watch's map is `session_watch`'s (both
+//! below the hub, whose state holds them); the task that checks due sessions is here.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::json;
 use sessiond_store::{now_ms, Millis};
-use tokio::sync::Notify;
 
 use crate::auth::SessionDeadlines;
-use crate::conn::lock;
-use crate::hub::{frame, Hub, HubInner, LOGOUT_REASON};
-
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndReason {
-    /// Revoked one by one, or all but one.
-    Revoked,
-    /// Every session of the user revoked: log out everywhere.
-    LoggedOut,
-    /// Evicted to make room under the per-user session cap.
-    Evicted,
-    /// The idle deadline passed.
-    ExpiredIdle,
-    /// The absolute deadline passed.
-    ExpiredAbsolute,
-    /// The user was erased (`DELETE /v1/users/{u}`): every session and socket of the user.
-    Erased,
-    /// Not an ending: the session continues under a new id. What the old id opened closes
-    /// with [`ROTATED_CLOSE`] (reconnect with the current credential), without a
-    /// `session_ended` frame.
-    Rotated,
-}
-
-/// The close of sockets opened with a session id that was rotated away, on every protocol.
-pub const ROTATED_CLOSE: (u16, &str) = (4004, "Session rotated");
-
-impl EndReason {
-    /// The `reason` of the v1 `session_ended` frame: every revoke is `revoked` (log out
-    /// everywhere is told apart by its close reason).
-    pub fn frame_reason(self) -> &'static str {
-        match self {
-            EndReason::LoggedOut => "revoked",
-            other => other.wire(),
-        }
-    }
-
-    /// The name that tells reasons apart (bus signals between nodes, metrics labels).
-    pub fn wire(self) -> &'static str {
-        match self {
-            EndReason::Revoked => "revoked",
-            EndReason::LoggedOut => "logged_out",
-            EndReason::Evicted => "evicted",
-            EndReason::ExpiredIdle => "expired_idle",
-            EndReason::ExpiredAbsolute => "expired_absolute",
-            EndReason::Erased => "erased",
-            EndReason::Rotated => "rotated",
-        }
-    }
-
-    /// The close frame's reason text on v1 and SSE connections (seed C's sockets always get
-    /// [`LOGOUT_REASON`], which its React hook compares).
-    pub fn close_reason(self) -> &'static str {
-        match self {
-            EndReason::Revoked => "Session revoked",
-            EndReason::LoggedOut => LOGOUT_REASON,
-            EndReason::Evicted => "Session evicted",
-            EndReason::ExpiredIdle => "Session expired (idle)",
-            EndReason::ExpiredAbsolute => "Session expired (absolute)",
-            EndReason::Erased => "User erased",
-            EndReason::Rotated => ROTATED_CLOSE.1,
-        }
-    }
-}
-
-/// Sessions of one user that ended (or whose ids were rotated away).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionEnded {
-    /// Whose sessions.
-    pub user_id: String,
-    /// The ended session ids.
-    pub session_ids: Vec<String>,
-    /// Every session of the user ended (log out everywhere): close every socket of the user,
-    /// whatever authenticated it.
-    pub all: bool,
-    /// Why.
-    pub reason: EndReason,
-}
+use crate::hub::{frame, Hub, HubInner};
+use crate::session_end::LOGOUT_REASON;
+pub use crate::session_end::{EndReason, SessionEnded, ROTATED_CLOSE};
+use crate::session_watch::{SessionWatch, Watched};
 
 impl Hub {
     /// Every session ending (and rotation) this node acts on — announced here, by another
@@ -196,145 +123,22 @@ impl Hub {
     }
 }
 
-/// A watched session.
-struct Watched {
-    user: Arc<str>,
-    deadlines: SessionDeadlines,
-    check_at: Millis,
-    /// The idle deadline its sockets were already warned of (`session_expiring`).
-    warned: Option<Millis>,
-}
-
-#[derive(Default)]
-struct WatchState {
-    /// (check at, session id), earliest first.
-    queue: BTreeSet<(Millis, Arc<str>)>,
-    sessions: HashMap<Arc<str>, Watched>,
-}
-
-/// The deadlines of sessions that have live sockets (see the module docs).
-#[derive(Default)]
-pub(crate) struct SessionWatch {
-    state: Mutex<WatchState>,
-    wake: Notify,
-    /// `session_expiring` lead time (ms; 0 = no warnings).
-    warning_ms: Millis,
-}
-
 /// After an authority error, ask again this much later.
 const RETRY_MS: Millis = 1000;
 /// The watch task wakes at least this often, so it ends soon after its hub is dropped.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-impl SessionWatch {
-    /// A watch warning `warning_s` before idle deadlines (0 = never).
-    pub(crate) fn new(warning_s: u64) -> SessionWatch {
-        SessionWatch {
-            warning_ms: Millis::try_from(warning_s.saturating_mul(1000)).unwrap_or(Millis::MAX),
-            ..SessionWatch::default()
-        }
-    }
-
-    /// When to warn of the idle deadline of `d`: `None` when warnings are off, when the
-    /// absolute deadline comes first, or when the whole idle window is not longer than the
-    /// lead time (the session would be "expiring" from its first use).
-    fn warn_at(&self, d: &SessionDeadlines) -> Option<Millis> {
-        (self.warning_ms > 0 && d.idle_window > self.warning_ms && d.idle < d.absolute)
-            .then(|| d.idle - self.warning_ms)
-    }
-
-    /// The check before an idle deadline (`None` when the absolute deadline comes first):
-    /// the warning time, or a tenth of the window before the deadline when there is no
-    /// warning. There, socket activity since the last slide extends the session.
-    fn pre_check_at(&self, d: &SessionDeadlines) -> Option<Millis> {
-        (d.idle < d.absolute).then(|| {
-            self.warn_at(d)
-                .unwrap_or_else(|| d.idle - (d.idle_window / 10).max(1))
-        })
-    }
-
-    /// The next check of a session: its pre-deadline check (unless done for this idle
-    /// deadline already), else its end.
-    fn next_check(&self, d: &SessionDeadlines, warned: Option<Millis>) -> Millis {
-        let end = d.idle.min(d.absolute);
-        match self.pre_check_at(d) {
-            Some(at) if warned != Some(d.idle) => at.min(end),
-            _ => end,
-        }
-    }
-
-    /// Watches `session` of `user` until its earliest deadline, warning before it (an
-    /// earlier check already armed for it stays).
-    pub(crate) fn watch(&self, session: &str, user: &str, deadlines: SessionDeadlines) {
-        let warned = lock(&self.state)
-            .sessions
-            .get(session)
-            .and_then(|w| w.warned.filter(|idle| *idle == deadlines.idle));
-        let at = self.next_check(&deadlines, warned);
-        self.arm(session, user, deadlines, at, warned);
-    }
-
-    fn arm(
-        &self,
-        session: &str,
-        user: &str,
-        deadlines: SessionDeadlines,
-        check_at: Millis,
-        warned: Option<Millis>,
-    ) {
-        let mut st = lock(&self.state);
-        let earliest = st.queue.first().map(|(at, _)| *at);
-        if let Some(old) = st.sessions.get(session) {
-            if old.check_at <= check_at {
-                return;
-            }
-            let key = (old.check_at, Arc::<str>::from(session));
-            st.queue.remove(&key);
-        }
-        let id: Arc<str> = Arc::from(session);
-        st.queue.insert((check_at, id.clone()));
-        st.sessions.insert(
-            id,
-            Watched {
-                user: Arc::from(user),
-                deadlines,
-                check_at,
-                warned,
-            },
-        );
-        metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
-        drop(st);
-        if earliest.is_none_or(|at| check_at < at) {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Removes and returns the sessions due at `now`.
-    fn due(&self, now: Millis) -> Vec<(Arc<str>, Watched)> {
-        let mut st = lock(&self.state);
-        let mut out = Vec::new();
-        while let Some((at, _)) = st.queue.first() {
-            if *at > now {
-                break;
-            }
-            let Some((_, id)) = st.queue.pop_first() else {
-                break;
-            };
-            if let Some(watched) = st.sessions.remove(&id) {
-                out.push((id, watched));
-            }
-        }
-        metrics::gauge!("sessiond_realtime_watched_sessions").set(st.sessions.len() as f64);
-        out
-    }
-
-    fn first_due(&self) -> Option<Millis> {
-        lock(&self.state).queue.first().map(|(at, _)| *at)
+impl Hub {
+    /// Starts the task that checks watched sessions at their deadlines (see the module
+    /// docs); it ends when the hub is dropped.
+    pub(crate) fn start_session_watch(&self) {
+        let watch = self.inner.watch.clone();
+        tokio::spawn(run_watch(watch, Arc::downgrade(&self.inner)));
     }
 }
 
 /// Runs the watch of `watch` for the hub behind `hub` until the hub is dropped.
-pub(crate) async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
+async fn run_watch(watch: Arc<SessionWatch>, hub: Weak<HubInner>) {
     loop {
         let notified = watch.wake.notified();
         tokio::pin!(notified);

@@ -19,24 +19,20 @@ use sessiond_store::{now_ms, Durability};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SessionAuthority;
-use crate::bus::Action;
 use crate::channels::Channels;
+use crate::cluster::{Action, Cluster};
 use crate::config::RealtimeConfig;
 use crate::conn::{Cap, Conn, ConnInfo, ConnReceiver, Connections};
-use crate::ending::{EndReason, SessionEnded, SessionWatch};
 use crate::events::{EventSink, Events};
+use crate::presence_sets::ClusterPresence;
+pub use crate::session_end::LOGOUT_REASON;
+use crate::session_end::{EndReason, SessionEnded};
+use crate::session_watch::SessionWatch;
 use crate::state::{Presence, UserState};
 use crate::webhook::WebhookSink;
 
 /// Object kind of the persisted per-user state.
 pub const USER_KIND: &str = "rt_user";
-
-/// How long a channel's cluster-wide log outlives its last publish or read (at least the
-/// recovery window): a quiet channel keeps its epoch this long.
-const LOG_TTL_MS: sessiond_store::Millis = 24 * 3_600_000;
-
-/// The reason of every logout close frame (seed C's hook matches on it).
-pub const LOGOUT_REASON: &str = "Logged out from all devices";
 
 /// Close code and reason when the state is cleared through the HTTP API.
 pub const CLEARED_CLOSE: (u16, &str) = (4002, "User state cleared");
@@ -57,9 +53,9 @@ pub(crate) struct HubInner {
     pub(crate) events: Events,
     pub(crate) watch: Arc<SessionWatch>,
     /// The engine's bus when the hub runs on several nodes ([`Hub::attach_bus`]).
-    pub(crate) cluster: std::sync::OnceLock<crate::bus::Cluster>,
+    pub(crate) cluster: std::sync::OnceLock<Cluster>,
     /// The engine's presence store when presence is cluster-wide ([`Hub::attach_presence`]).
-    pub(crate) presence: std::sync::OnceLock<crate::presence::ClusterPresence>,
+    pub(crate) presence: std::sync::OnceLock<ClusterPresence>,
     /// Cancelled when the server starts draining: sockets are closed and new ones refused.
     pub(crate) draining: CancellationToken,
     /// Every ending this node acts on (its own and other nodes'), for other capabilities
@@ -120,10 +116,7 @@ impl Hub {
                 endings: tokio::sync::broadcast::channel(1024).0,
             }),
         };
-        tokio::spawn(crate::ending::run_watch(
-            hub.inner.watch.clone(),
-            Arc::downgrade(&hub.inner),
-        ));
+        hub.start_session_watch();
         // Drop unused channels periodically; the task ends when the hub is dropped.
         let weak = Arc::downgrade(&hub.inner);
         let every = std::time::Duration::from_secs(hub.inner.config.recovery_window_s.clamp(1, 30));
@@ -137,29 +130,6 @@ impl Hub {
             }
         });
         hub
-    }
-
-    /// Runs the hub on several nodes: channel messages and user-directed actions go through
-    /// `bus`, shared by every node (see [`crate::bus`]). Call once, before serving.
-    pub fn attach_bus(&self, bus: std::sync::Arc<dyn sessiond_store::RealtimeBus>) {
-        let c = &self.inner.config;
-        let window_ms = (c.recovery_window_s as sessiond_store::Millis).saturating_mul(1000);
-        let limits = sessiond_store::HistoryLimits {
-            keep: c.recovery_messages,
-            window_ms,
-            max: c.recovery_max_messages,
-            ttl_ms: window_ms.max(LOG_TTL_MS),
-        };
-        if self
-            .inner
-            .cluster
-            .set(crate::bus::Cluster::new(bus, limits))
-            .is_ok()
-        {
-            if let Some(cluster) = self.inner.cluster.get() {
-                cluster.listen(Arc::downgrade(&self.inner));
-            }
-        }
     }
 
     /// The channel registry.

@@ -28,14 +28,15 @@
 //! - [`listing`]: this node's connected users and channels, paged (service key).
 //! - [`user_data`]: a user's connections and state for the devices view, export and erasure.
 //!
-//! Layering, bottom → top: `config`, `state`, [`auth`], [`grants`] → [`conn`] and
-//! [`channels`] → [`events`], [`webhook`], `presence_sets` → [`hub`] with the files that
-//! extend it ([`bus`], [`ending`], [`presence`]) → [`socket`], [`upgrade`] → the protocols
-//! ([`seed`], [`v1`], [`sse`]) → [`api`], [`listing`], [`user_data`] → [`router`]. Two circles
-//! are left: a socket lists its channels and a channel its sockets (`conn` ↔ `channels`), and
-//! the hub's state holds the cluster, presence and session-watch types that `bus`,
-//! `presence` and `ending` define beside the hub methods they add (the way out: those types
-//! into a module below the hub, the hub's constructor and entry points above the three).
+//! Layering, bottom → top: `config`, `state`, [`auth`], [`grants`] → [`conn`] (a socket
+//! holds its channels as a [`conn::JoinedChannel`]) → [`channels`] → [`events`], [`webhook`],
+//! and what the hub's state holds of the other files: `session_end` (why sessions end),
+//! `session_watch` (their deadlines), `cluster` (the bus's actions, signal queue and mirrors),
+//! `presence_sets` (the presence sets and store) → [`hub`] → the files that extend it
+//! ([`bus`], [`ending`], [`presence`]) → [`socket`], [`upgrade`] → the protocols ([`seed`],
+//! [`v1`], [`sse`]) → [`api`], [`listing`], [`user_data`] → [`router`]. No module imports
+//! one above it; the hub's entry points reach the extensions only through the methods those
+//! add to [`Hub`].
 //!
 //! The capability never names a storage engine or the sessions capability: the server hands
 //! it an [`ObjectKind`](sessiond_runtime::ObjectKind) for the state and a
@@ -45,6 +46,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod channels;
+mod cluster;
 pub mod config;
 pub mod conn;
 pub mod ending;
@@ -57,6 +59,8 @@ pub mod listing;
 pub mod presence;
 mod presence_sets;
 pub mod seed;
+mod session_end;
+mod session_watch;
 pub mod socket;
 pub mod sse;
 pub mod state;
@@ -69,9 +73,10 @@ use axum::Router;
 
 pub use auth::{SecurityNote, SessionAuthority, SessionDeadlines, SessionUser};
 pub use config::{EventsConfig, RealtimeConfig};
-pub use ending::{EndReason, SessionEnded, ROTATED_CLOSE};
 pub use events::{EventSink, SinkError, UserEvent};
-pub use hub::{Hub, LOGOUT_REASON, USER_KIND};
+pub use hub::{Hub, USER_KIND};
+pub use session_end::LOGOUT_REASON;
+pub use session_end::{EndReason, SessionEnded, ROTATED_CLOSE};
 pub use state::{Presence, UserState};
 
 /// Every realtime route, ready to merge into the server's router. Routes do their own

@@ -31,27 +31,14 @@ use sessiond_http::{ApiError, ApiResult};
 use sessiond_store::{now_ms, Millis, PresenceMember, PresenceStore};
 use tokio::sync::mpsc;
 
-use crate::bus::Action;
 use crate::channels::remote::PresenceOp;
+use crate::cluster::Action;
 use crate::conn::{lock, Conn};
 use crate::hub::{Hub, HubInner};
-use crate::presence_sets::{channel_set, user_set, ALL};
+use crate::presence_sets::{channel_set, user_set, ClusterPresence, ALL};
 
 /// Most sets one sweep looks at.
 const SWEEP_SETS: usize = 1_000;
-
-/// The hub's side of the presence store.
-pub(crate) struct ClusterPresence {
-    pub(crate) store: Arc<dyn PresenceStore>,
-    pub(crate) ttl_ms: Millis,
-    /// Remote channel changes that arrived while the channel was loading.
-    pending: std::sync::Mutex<HashMap<String, Vec<RemoteChange>>>,
-    /// Local channel changes written and signalled so far.
-    done: tokio::sync::watch::Sender<u64>,
-}
-
-/// Another node's change to a channel's presence.
-type RemoteChange = (String, Option<(String, Value)>);
 
 /// How a socket is described (connections API, the devices view, and its info in
 /// `u:<user>`, where `last_frame_at` is as of the latest lease renewal).

@@ -52,9 +52,9 @@ pub use sessions::{
     SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{
-    Appended, CheckedCommit, Commit, CommitTicket, ForkSource, ProducerBefore, ProducerRecord,
-    ProducerUpdate, SealLease, SegmentRef, StreamChunk, StreamMeta, StreamStore, StreamWake,
-    StreamWakes, Trimmed, WakeSink,
+    Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, ForkSource, ProducerBefore,
+    ProducerRecord, ProducerUpdate, SealLease, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    StreamWake, StreamWakes, Trimmed, WakeSink,
 };
 
 /// Unix time in milliseconds.

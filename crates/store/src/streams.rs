@@ -169,6 +169,27 @@ pub enum Commit {
     Conflict,
 }
 
+/// A commit decided on a known stored state (see [`StreamStore::commit_checked`]): what it
+/// checks and what it writes, as one value the layers between the capability and the engine
+/// (wrappers, trait defaults) pass on unchanged.
+#[derive(Clone, Debug)]
+pub struct CheckedWrite<'a> {
+    /// The stream's path.
+    pub path: &'a str,
+    /// The stored tail the commit was decided on.
+    pub expected_tail: u64,
+    /// The stored [`StreamMeta::state`] the commit was decided on.
+    pub expected_state: &'a [u8],
+    /// Chunks to append (possibly none), from `expected_tail` on.
+    pub chunks: &'a [StreamChunk],
+    /// The new metadata (`meta.tail` is the end of the last chunk, or `expected_tail`).
+    pub meta: &'a StreamMeta,
+    /// Producer rows written in the same step.
+    pub producers: ProducerUpdate,
+    /// How durable the write must be before the call returns.
+    pub durability: Durability,
+}
+
 /// Outcome of [`StreamStore::commit_checked_or_current`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckedCommit {
@@ -260,24 +281,13 @@ pub trait StreamStore: Send + Sync {
     }
 
     /// [`commit`](Self::commit) that also requires the stored [`StreamMeta::state`] to equal
-    /// `expected_state` (the state the caller decided on), for engines shared by several
+    /// `write.expected_state` (the state the caller decided on), for engines shared by several
     /// processes. The tail alone does not version a stream: a close, a TTL refresh or a fork
     /// count changes the metadata but not the tail, and a writer on another node that decided
     /// on the older metadata must lose (`Conflict`) instead of overwriting it (say, appending
     /// after the close, or re-opening the stream). Equal states are equal inputs, so an A-B-A
-    /// change of the state is harmless. `producers` is written in the same step.
-    // The arguments of `commit` plus the expected state: a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<Commit>;
+    /// change of the state is harmless. `write.producers` is written in the same step.
+    async fn commit_checked(&self, write: CheckedWrite<'_>) -> Result<Commit>;
 
     /// [`commit_checked`](Self::commit_checked) that, when it loses, also says what won: the
     /// stream's metadata as stored when the commit was refused (`None`: no stream, or the
@@ -285,29 +295,9 @@ pub trait StreamStore: Send + Sync {
     /// A writer racing other nodes decides its retry on that without reading again. The
     /// default reads it after the refusal; engines whose read is a network round trip return
     /// it with the refusal.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_checked_or_current(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<CheckedCommit> {
-        let outcome = self
-            .commit_checked(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
-        Ok(match outcome {
+    async fn commit_checked_or_current(&self, write: CheckedWrite<'_>) -> Result<CheckedCommit> {
+        let path = write.path;
+        Ok(match self.commit_checked(write).await? {
             Commit::Written => CheckedCommit::Written,
             Commit::Conflict => CheckedCommit::Conflict(self.stream_meta(path).await?),
         })
@@ -317,47 +307,28 @@ pub trait StreamStore: Send + Sync {
     /// last knew of the stream: like
     /// [`commit_checked_or_current`](Self::commit_checked_or_current), and it also requires
     /// each producer row of `before` to hold the given state. When the stored tail is not
-    /// `expected_tail` but everything else holds, and the append leaves the state as it is
-    /// (`meta.state == expected_state`, so nothing it decided depends on the tail), an engine
-    /// may **move** it to the stored tail instead of refusing it: every chunk offset and
+    /// `write.expected_tail` but everything else holds, and the append leaves the state as it
+    /// is (`meta.state == expected_state`, so nothing it decided depends on the tail), an
+    /// engine may **move** it to the stored tail instead of refusing it: every chunk offset and
     /// `meta.tail` shift by the difference, and the answer says where the chunks start. Why:
     /// several nodes appending to one stream otherwise lose most compares to each other
     /// (each one's cached tail is stale), and every lost compare is a round trip and a retry.
     /// The default never moves (checks the rows, then commits); engines whose writes are
     /// network round trips move, in the same atomic step as the checks.
-    #[allow(clippy::too_many_arguments)]
     async fn append_checked(
         &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
+        write: CheckedWrite<'_>,
         before: &[ProducerBefore],
-        durability: Durability,
     ) -> Result<Appended> {
+        let (path, start) = (write.path, write.expected_tail);
         for b in before {
             let row = self.stream_producer(path, &b.id).await?;
             if row.map(|r| r.state) != b.state {
                 return Ok(Appended::Conflict(self.stream_meta(path).await?));
             }
         }
-        let outcome = self
-            .commit_checked_or_current(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
-        Ok(match outcome {
-            CheckedCommit::Written => Appended::Written {
-                start: expected_tail,
-            },
+        Ok(match self.commit_checked_or_current(write).await? {
+            CheckedCommit::Written => Appended::Written { start },
             CheckedCommit::Conflict(current) => Appended::Conflict(current),
         })
     }

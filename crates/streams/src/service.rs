@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use sessiond_runtime::{ObjectGuard, ObjectKind};
 use sessiond_store::{
-    now_ms, CheckedCommit, Commit, Durability, Millis, ProducerRecord, ProducerUpdate, StreamChunk,
-    StreamStore, StreamWakes,
+    now_ms, CheckedCommit, CheckedWrite, Commit, Durability, Millis, ProducerRecord,
+    ProducerUpdate, StreamChunk, StreamStore, StreamWakes,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -336,15 +336,15 @@ impl Streams {
                 let seen = g.state().map(|o| *o.changed.borrow());
                 let outcome = self
                     .store
-                    .commit_checked_or_current(
-                        g.key(),
+                    .commit_checked_or_current(CheckedWrite {
+                        path: g.key(),
                         expected_tail,
-                        &state,
+                        expected_state: &state,
                         chunks,
-                        &meta,
+                        meta: &meta,
                         producers,
                         durability,
-                    )
+                    })
                     .await?;
                 match outcome {
                     CheckedCommit::Written => Commit::Written,

@@ -18,7 +18,7 @@
 //! retention mark or sets `Stream-Seq` changes the state and is decided on the exact tail (a
 //! lost compare brings the winner's metadata back and the append is decided again).
 
-use sessiond_store::{Appended, Durability, Millis, ProducerBefore, StreamChunk};
+use sessiond_store::{Appended, CheckedWrite, Durability, Millis, ProducerBefore, StreamChunk};
 
 use crate::error::{StreamError, StreamResult};
 use crate::service::{refresh_after_conflict, stream, Guard, Streams};
@@ -71,14 +71,16 @@ impl Streams {
         let outcome = self
             .store
             .append_checked(
-                g.key(),
-                expected_tail,
-                &decided_on,
-                chunks,
-                &meta,
-                producers,
+                CheckedWrite {
+                    path: g.key(),
+                    expected_tail,
+                    expected_state: &decided_on,
+                    chunks,
+                    meta: &meta,
+                    producers,
+                    durability: Durability::Confirmed,
+                },
                 &before,
-                Durability::Confirmed,
             )
             .await?;
         let start = match outcome {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use sessiond_runtime::ObjectKind;
 use sessiond_store::memory::MemoryEngine;
 use sessiond_store::{
-    Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord, ProducerUpdate, Result,
-    SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerRecord,
+    ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
 use sessiond_streams::{NoCold, Streams, StreamsConfig};
 use tokio::sync::watch;
@@ -57,21 +57,9 @@ impl StreamStore for Gated {
             Ok::<Commit, _>(applied)
         }))
     }
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<Commit> {
+    async fn commit_checked(&self, write: CheckedWrite<'_>) -> Result<Commit> {
         // Only shared engines are asked for this (the test's service is exclusive).
-        let (tail, state) = (expected_tail, expected_state);
-        self.inner
-            .commit_checked(path, tail, state, chunks, meta, producers, durability)
-            .await
+        self.inner.commit_checked(write).await
     }
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
         self.inner.stream_producer(path, id).await

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use super::MemoryEngine;
 use crate::streams::{
-    Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef, StreamChunk,
-    StreamMeta, StreamStore, Trimmed,
+    CheckedWrite, Commit, CommitTicket, ForkSource, ProducerRecord, ProducerUpdate, SegmentRef,
+    StreamChunk, StreamMeta, StreamStore, Trimmed,
 };
 use crate::{Durability, Millis, Result};
 
@@ -195,24 +195,10 @@ impl StreamStore for MemoryEngine {
         Ok(Box::pin(std::future::ready(Ok(outcome))))
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        _: Durability,
-    ) -> Result<Commit> {
-        self.apply_commit(
-            path,
-            expected_tail,
-            Some(expected_state),
-            chunks.to_vec(),
-            meta.clone(),
-            producers,
-        )
+    async fn commit_checked(&self, w: CheckedWrite<'_>) -> Result<Commit> {
+        let (chunks, meta) = (w.chunks.to_vec(), w.meta.clone());
+        let state = Some(w.expected_state);
+        self.apply_commit(w.path, w.expected_tail, state, chunks, meta, w.producers)
     }
 
     async fn read_chunks(

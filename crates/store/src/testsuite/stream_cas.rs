@@ -5,9 +5,10 @@
 use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
 use crate::streams::{
-    Appended, CheckedCommit, Commit, ForkSource, ProducerBefore, ProducerRecord, ProducerUpdate,
-    SegmentRef, StreamChunk, StreamStore,
+    Appended, CheckedCommit, CheckedWrite, Commit, ForkSource, ProducerBefore, ProducerRecord,
+    ProducerUpdate, SegmentRef, StreamChunk, StreamMeta, StreamStore,
 };
+use crate::Millis;
 
 /// Runs the checks against one engine.
 pub async fn run_stream_cas(s: &dyn StreamStore) {
@@ -29,7 +30,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
         .expect("store call");
     let closed = meta(&path, 0, b"closed");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[], &closed, none(), C)
+        s.commit_checked(cw(&path, 0, b"open", &[], &closed, none()))
             .await
             .expect("store call"),
         Commit::Written
@@ -37,7 +38,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // Same tail, older state: refused, nothing written.
     let late = meta(&path, 3, b"open+data");
     assert_eq!(
-        s.commit_checked(&path, 0, b"open", &[chunk(0, 3)], &late, none(), C)
+        s.commit_checked(cw(&path, 0, b"open", &[chunk(0, 3)], &late, none()))
             .await
             .expect("store call"),
         Commit::Conflict
@@ -54,13 +55,13 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     // The right state but a stale tail loses too; both right wins.
     let data = meta(&path, 4, b"closed+data");
     assert_eq!(
-        s.commit_checked(&path, 1, b"closed", &[chunk(1, 3)], &data, none(), C)
+        s.commit_checked(cw(&path, 1, b"closed", &[chunk(1, 3)], &data, none()))
             .await
             .expect("store call"),
         Commit::Conflict
     );
     assert_eq!(
-        s.commit_checked(&path, 0, b"closed", &[chunk(0, 4)], &data, none(), C)
+        s.commit_checked(cw(&path, 0, b"closed", &[chunk(0, 4)], &data, none()))
             .await
             .expect("store call"),
         Commit::Written
@@ -73,7 +74,7 @@ async fn commit_checked_compares_the_state(s: &dyn StreamStore) {
     );
     let ghost = unique("st-checked-ghost");
     assert_eq!(
-        s.commit_checked(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
+        s.commit_checked(cw(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none()))
             .await
             .expect("store call"),
         Commit::Conflict,
@@ -92,13 +93,13 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
         .expect("store call");
     let winner = meta(&path, 3, b"v1");
     let won = s
-        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 3)], &winner, none(), C)
+        .commit_checked_or_current(cw(&path, 0, b"v0", &[chunk(0, 3)], &winner, none()))
         .await
         .expect("store call");
     assert_eq!(won, CheckedCommit::Written);
     let loser = meta(&path, 2, b"v1'");
     let lost = s
-        .commit_checked_or_current(&path, 0, b"v0", &[chunk(0, 2)], &loser, none(), C)
+        .commit_checked_or_current(cw(&path, 0, b"v0", &[chunk(0, 2)], &loser, none()))
         .await
         .expect("store call");
     let stored = s.stream_meta(&path).await.expect("store call");
@@ -111,7 +112,7 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
     // Deciding again on what came back wins without another read.
     let retry = meta(&path, 5, b"v2");
     let again = s
-        .commit_checked_or_current(&path, 3, b"v1", &[chunk(3, 2)], &retry, none(), C)
+        .commit_checked_or_current(cw(&path, 3, b"v1", &[chunk(3, 2)], &retry, none()))
         .await
         .expect("store call");
     assert_eq!(again, CheckedCommit::Written);
@@ -124,7 +125,7 @@ async fn a_lost_commit_says_what_won(s: &dyn StreamStore) {
     );
     let ghost = unique("st-current-ghost");
     let missing = s
-        .commit_checked_or_current(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none(), C)
+        .commit_checked_or_current(cw(&ghost, 0, b"", &[], &meta(&ghost, 0, b"x"), none()))
         .await
         .expect("store call");
     assert_eq!(missing, CheckedCommit::Conflict(None));
@@ -135,49 +136,57 @@ fn none() -> ProducerUpdate {
     ProducerUpdate::default()
 }
 
+/// An update writing the row of producer `p` with `state`, used at `used_at`, keeping at
+/// most `max_producers` rows.
+fn row_p(state: &[u8], used_at: Millis, max_producers: usize) -> ProducerUpdate {
+    ProducerUpdate {
+        upsert: vec![ProducerRecord {
+            id: "p".into(),
+            state: state.to_vec(),
+            used_at,
+        }],
+        max_producers,
+    }
+}
+
+/// The checked write of `chunks` and `meta` decided on `tail` and `state`.
+fn cw<'a>(
+    path: &'a str,
+    tail: u64,
+    state: &'a [u8],
+    chunks: &'a [StreamChunk],
+    meta: &'a StreamMeta,
+    producers: ProducerUpdate,
+) -> CheckedWrite<'a> {
+    CheckedWrite {
+        path,
+        expected_tail: tail,
+        expected_state: state,
+        chunks,
+        meta,
+        producers,
+        durability: C,
+    }
+}
+
 /// The producer rows of a checked commit are written with it, and not at all when it loses.
 async fn commit_checked_writes_producers(s: &dyn StreamStore) {
     let path = unique("st-checked-prod");
     s.create_stream(&meta(&path, 0, b"open"), &[], C)
         .await
         .expect("store call");
-    let row = |state: &[u8]| ProducerUpdate {
-        upsert: vec![ProducerRecord {
-            id: "p".into(),
-            state: state.to_vec(),
-            used_at: 7,
-        }],
-        max_producers: 1,
+    let data = [chunk(0, 2)];
+    let m = meta(&path, 2, b"a");
+    let commit = |decided_on: &'static [u8], state: &'static [u8]| {
+        s.commit_checked(cw(&path, 0, decided_on, &data, &m, row_p(state, 7, 1)))
     };
-    let lost = s
-        .commit_checked(
-            &path,
-            0,
-            b"other",
-            &[chunk(0, 2)],
-            &meta(&path, 2, b"a"),
-            row(b"lost"),
-            C,
-        )
-        .await
-        .expect("store call");
+    let lost = commit(b"other", b"lost").await.expect("store call");
     assert_eq!(lost, Commit::Conflict);
     assert_eq!(
         s.stream_producer(&path, "p").await.expect("store call"),
         None
     );
-    let won = s
-        .commit_checked(
-            &path,
-            0,
-            b"open",
-            &[chunk(0, 2)],
-            &meta(&path, 2, b"a"),
-            row(b"1"),
-            C,
-        )
-        .await
-        .expect("store call");
+    let won = commit(b"open", b"1").await.expect("store call");
     assert_eq!(won, Commit::Written);
     let stored = s.stream_producer(&path, "p").await.expect("store call");
     assert_eq!(
@@ -275,35 +284,11 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
     s.create_stream(&meta(&path, 0, b"s"), &[], C)
         .await
         .expect("store call");
-    let first = s
-        .append_checked(
-            &path,
-            0,
-            b"s",
-            &[chunk(0, 3)],
-            &meta(&path, 3, b"s"),
-            none(),
-            &[],
-            C,
-        )
-        .await
-        .expect("store call");
+    let first = append_from_zero(s, &path, &chunk(0, 3), b"s").await;
     assert_eq!(first, Appended::Written { start: 0 });
     // Decided on tail 0, which another writer moved to 3.
     let stale = chunk(0, 2);
-    let second = s
-        .append_checked(
-            &path,
-            0,
-            b"s",
-            std::slice::from_ref(&stale),
-            &meta(&path, 2, b"s"),
-            none(),
-            &[],
-            C,
-        )
-        .await
-        .expect("store call");
+    let second = append_from_zero(s, &path, &stale, b"s").await;
     let mut expected = vec![chunk(0, 3)];
     match second {
         Appended::Written { start } => {
@@ -324,19 +309,7 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
         Some((tail, &b"s"[..]))
     );
     // A state change decided on a stale tail never moves.
-    let changing = s
-        .append_checked(
-            &path,
-            0,
-            b"s",
-            &[chunk(0, 1)],
-            &meta(&path, 1, b"s2"),
-            none(),
-            &[],
-            C,
-        )
-        .await
-        .expect("store call");
+    let changing = append_from_zero(s, &path, &chunk(0, 1), b"s2").await;
     assert_eq!(changing, Appended::Conflict(stored));
     assert_eq!(
         s.read_chunks(&path, 0, usize::MAX)
@@ -345,21 +318,24 @@ async fn a_stale_append_moves_or_loses(s: &dyn StreamStore) {
         expected
     );
     let ghost = unique("st-move-ghost");
-    let missing = s
-        .append_checked(
-            &ghost,
-            0,
-            b"s",
-            &[chunk(0, 1)],
-            &meta(&ghost, 1, b"s"),
-            none(),
-            &[],
-            C,
-        )
-        .await
-        .expect("store call");
+    let missing = append_from_zero(s, &ghost, &chunk(0, 1), b"s").await;
     assert_eq!(missing, Appended::Conflict(None));
     s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// `append_checked` of `data` decided on tail 0 and state `s`, leaving the state `state`, with
+/// no producer rows.
+async fn append_from_zero(
+    s: &dyn StreamStore,
+    path: &str,
+    data: &StreamChunk,
+    state: &[u8],
+) -> Appended {
+    let m = meta(path, data.end(), state);
+    let chunks = std::slice::from_ref(data);
+    s.append_checked(cw(path, 0, b"s", chunks, &m, none()), &[])
+        .await
+        .expect("store call")
 }
 
 /// `append_checked` writes only when each required producer row holds the required state
@@ -369,14 +345,7 @@ async fn an_append_requires_its_producer_rows(s: &dyn StreamStore) {
     s.create_stream(&meta(&path, 0, b"s"), &[], C)
         .await
         .expect("store call");
-    let row = |state: &[u8]| ProducerUpdate {
-        upsert: vec![ProducerRecord {
-            id: "p".into(),
-            state: state.to_vec(),
-            used_at: 1,
-        }],
-        max_producers: 0,
-    };
+    let row = |state: &[u8]| row_p(state, 1, 0);
     let before = |state: Option<&[u8]>| {
         vec![ProducerBefore {
             id: "p".into(),
@@ -387,14 +356,15 @@ async fn an_append_requires_its_producer_rows(s: &dyn StreamStore) {
         let path = path.clone();
         async move {
             s.append_checked(
-                &path,
-                at,
-                b"s",
-                &[chunk(at, 1)],
-                &meta(&path, at + 1, b"s"),
-                row(state),
+                cw(
+                    &path,
+                    at,
+                    b"s",
+                    &[chunk(at, 1)],
+                    &meta(&path, at + 1, b"s"),
+                    row(state),
+                ),
                 &before(need),
-                C,
             )
             .await
             .expect("store call")

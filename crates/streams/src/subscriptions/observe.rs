@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Appended, CheckedCommit, Commit, CommitTicket, Durability, ForkSource, Millis, ProducerBefore,
-    ProducerRecord, ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta, StreamStore,
+    Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, Durability, ForkSource, Millis,
+    ProducerBefore, ProducerRecord, ProducerUpdate, Result, SegmentRef, StreamChunk, StreamMeta,
+    StreamStore,
 };
 use tokio::sync::mpsc;
 
@@ -117,14 +118,35 @@ impl ObservedStore {
         });
     }
 
-    /// Reports a written compare-and-set commit that appended `chunks` after `before`.
-    fn committed(&self, written: bool, path: &str, before: u64, chunks: &[StreamChunk], tail: u64) {
-        if written && !chunks.is_empty() {
+    /// Reports a written compare-and-set commit that appended `seen.chunks` after
+    /// `seen.before`.
+    fn committed(&self, written: bool, seen: Seen<'_>) {
+        if written && !seen.chunks.is_empty() {
             self.observer.send(|| Change::Appended {
-                path: path.to_owned(),
-                before,
-                tail,
+                path: seen.path.to_owned(),
+                before: seen.before,
+                tail: seen.tail,
             });
+        }
+    }
+}
+
+/// What the observer reports of a checked write, kept before the write goes to the engine.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    path: &'a str,
+    before: u64,
+    chunks: &'a [StreamChunk],
+    tail: u64,
+}
+
+impl<'a> Seen<'a> {
+    fn of(write: &CheckedWrite<'a>) -> Self {
+        Seen {
+            path: write.path,
+            before: write.expected_tail,
+            chunks: write.chunks,
+            tail: write.meta.tail,
         }
     }
 }
@@ -221,91 +243,36 @@ impl StreamStore for ObservedStore {
         }))
     }
 
-    async fn commit_checked(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<Commit> {
-        let result = self
-            .inner
-            .commit_checked(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
-        let written = result == Commit::Written;
-        self.committed(written, path, expected_tail, chunks, meta.tail);
+    async fn commit_checked(&self, write: CheckedWrite<'_>) -> Result<Commit> {
+        let seen = Seen::of(&write);
+        let result = self.inner.commit_checked(write).await?;
+        self.committed(result == Commit::Written, seen);
         Ok(result)
     }
 
-    async fn commit_checked_or_current(
-        &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
-        durability: Durability,
-    ) -> Result<CheckedCommit> {
-        let result = self
-            .inner
-            .commit_checked_or_current(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                durability,
-            )
-            .await?;
-        let written = result == CheckedCommit::Written;
-        self.committed(written, path, expected_tail, chunks, meta.tail);
+    async fn commit_checked_or_current(&self, write: CheckedWrite<'_>) -> Result<CheckedCommit> {
+        let seen = Seen::of(&write);
+        let result = self.inner.commit_checked_or_current(write).await?;
+        self.committed(result == CheckedCommit::Written, seen);
         Ok(result)
     }
 
     async fn append_checked(
         &self,
-        path: &str,
-        expected_tail: u64,
-        expected_state: &[u8],
-        chunks: &[StreamChunk],
-        meta: &StreamMeta,
-        producers: ProducerUpdate,
+        write: CheckedWrite<'_>,
         before: &[ProducerBefore],
-        durability: Durability,
     ) -> Result<Appended> {
-        let result = self
-            .inner
-            .append_checked(
-                path,
-                expected_tail,
-                expected_state,
-                chunks,
-                meta,
-                producers,
-                before,
-                durability,
-            )
-            .await?;
+        let seen = Seen::of(&write);
+        let result = self.inner.append_checked(write, before).await?;
         if let Appended::Written { start } = result {
             // A moved append lands where the engine says, its length unchanged.
-            let tail = meta
-                .tail
-                .saturating_sub(expected_tail)
-                .saturating_add(start);
-            self.committed(true, path, start, chunks, tail);
+            let tail = seen.tail.saturating_sub(seen.before).saturating_add(start);
+            let moved = Seen {
+                before: start,
+                tail,
+                ..seen
+            };
+            self.committed(true, moved);
         }
         Ok(result)
     }
