@@ -342,7 +342,10 @@ impl RedisEngine {
         event: Option<&DataEvent>,
     ) -> Result<Deletion> {
         let outbox = self.keys.outbox_of_session(id);
-        let mut inv = self.scripts.session_delete_checked.key(self.keys.session(id));
+        let mut inv = self
+            .scripts
+            .session_delete_checked
+            .key(self.keys.session(id));
         inv.key(&outbox);
         if !self.is_cluster() {
             inv.key(self.keys.outbox_index());
@@ -364,7 +367,9 @@ impl RedisEngine {
             _ => return Ok(Deletion::Missing),
         }
         let record = record_of(id, parts)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("session {id}: the delete script returned no record"))
+            StoreError::Corrupt(format!(
+                "session {id}: the delete script returned no record"
+            ))
         })?;
         if extra == b"1" {
             // A follow-up is sent anyway (Redis Cluster): it drops the index member too.
@@ -374,7 +379,10 @@ impl RedisEngine {
                 .arg(self.keys.outbox_index())
                 .arg(&outbox);
             if let Some(user) = &record.user_id {
-                follow.cmd("ZREM").arg(self.keys.user_sessions(user)).arg(id);
+                follow
+                    .cmd("ZREM")
+                    .arg(self.keys.user_sessions(user))
+                    .arg(id);
             }
             self.query_pipe::<redis::Value>("session_unindex", &follow)
                 .await?;

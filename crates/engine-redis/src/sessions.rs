@@ -130,7 +130,10 @@ impl RedisEngine {
         let mut follow = redis::pipe();
         self.index_outbox_if(&mut follow, &flag, &outbox);
         if has_user == 1 && unindexed == 0 {
-            follow.cmd("ZREM").arg(self.keys.user_sessions(&user)).arg(id);
+            follow
+                .cmd("ZREM")
+                .arg(self.keys.user_sessions(&user))
+                .arg(id);
         }
         self.follow_up("session_unindex", &follow).await?;
         Ok(live == 1)

@@ -112,7 +112,7 @@ async fn changes(s: &TestServer, user: &str, n: usize) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patch_with_security_events_is_one_redis_round_trip() {
+async fn session_writes_with_security_events_are_one_redis_round_trip() {
     let redis = RedisServer::start();
     let s = TestServer::start_node(&redis, |c| {
         c.api_keys = vec![KEY.into()];
@@ -288,11 +288,17 @@ async fn lifecycle_round_trips(s: &TestServer) {
     .await;
     assert_eq!(revoked, trips(&[("session_delete", 1)]), "revoke");
     // A stale If-Match is refused by the same script, without an event.
-    let others = s.get(&format!("/v1/users/{user}/sessions")).bearer_auth(KEY);
+    let others = s
+        .get(&format!("/v1/users/{user}/sessions"))
+        .bearer_auth(KEY);
     let (status, listed) = json(others).await;
     assert_eq!(status, 200, "{listed}");
     let listed = listed["sessions"].as_array().cloned().unwrap_or_default();
-    assert_eq!(listed.len(), 2, "the revoked session is not listed: {listed:?}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the revoked session is not listed: {listed:?}"
+    );
     assert!(listed.iter().all(|r| r["id"] != rotated_id.as_str()));
     let other = listed[0]["id"].as_str().unwrap();
     let stale = s

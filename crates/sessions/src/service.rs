@@ -250,12 +250,14 @@ impl SessionService {
             Some(user) => Some(self.users.lock(user).await),
             None => None,
         };
-        let (event, new_device) = self.created_event(&record, new.device.as_ref()).await;
+        let device = new.device.as_ref();
+        let new_device = self.new_device_signal(&record, device).await;
         // Where the engine can tell at once that the user is below the cap, the insert is one
         // step with that check (no listing first); else list, evict, insert.
         let quick = match &record.user_id {
             Some(_) => {
                 let cap = self.user_cap(record.origin);
+                let event = self.created_event(&record, device, new_device);
                 self.store
                     .insert_session_if_room(&record, cap, event.as_deref(), durability)
                     .await?
@@ -269,6 +271,8 @@ impl SessionService {
                     self.evict_beyond_limit(user, record.origin, now, durability)
                         .await?;
                 }
+                // Built after the evictions, so it follows their events.
+                let event = self.created_event(&record, device, new_device);
                 self.store
                     .insert_session_with(&record, event, durability)
                     .await?

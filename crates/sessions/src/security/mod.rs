@@ -301,7 +301,9 @@ impl SecurityEvents {
     ) -> DataEvent {
         let fields = encode_map(&details);
         // `{...}` without its braces: the fields continue the event's.
-        let inner = fields.get(1..fields.len().saturating_sub(1)).unwrap_or_default();
+        let inner = fields
+            .get(1..fields.len().saturating_sub(1))
+            .unwrap_or_default();
         let tail = match inner.is_empty() {
             true => Vec::new(),
             false => vec![EventPart::Text([&b","[..], inner].concat())],

@@ -43,7 +43,10 @@ pub(super) async fn sessions_touch_now(s: &Stores) {
     // Never backward: an earlier touch changes nothing.
     let early = sessions.touch_session_now(&rec.id, now, C).await;
     let early = early.expect("touch").expect("live");
-    assert_eq!((early.idle_expires_at, early.last_seen_at), (at + 2 * HOUR, at));
+    assert_eq!(
+        (early.idle_expires_at, early.last_seen_at),
+        (at + 2 * HOUR, at)
+    );
     let gone = sessions.touch_session_now(&unique("tn-none"), now, C).await;
     assert!(gone.expect("touch").is_none());
     let mut short = session(&unique("tn-exp"), None);
@@ -52,7 +55,10 @@ pub(super) async fn sessions_touch_now(s: &Stores) {
     let late = sessions.touch_session_now(&short.id, now + 60, C).await;
     assert!(late.expect("touch").is_none(), "expired: not revived");
     // Gone now, so no later expiry sweep of this engine meets it.
-    sessions.delete_session(&short.id, now + 60, C).await.expect("delete");
+    sessions
+        .delete_session(&short.id, now + 60, C)
+        .await
+        .expect("delete");
 }
 
 /// A checked delete refuses a stale version, reports the record it deleted and queues the
@@ -70,13 +76,24 @@ pub(super) async fn sessions_delete_checked(s: &Stores) {
     let stale = sessions
         .delete_session_checked(&rec.id, Some(3), now, Some(&event), C)
         .await;
-    assert_eq!(stale.expect("delete"), Deletion::VersionMismatch { current: 4 });
-    assert!(sessions.get_session(&rec.id, now).await.expect("get").is_some());
+    assert_eq!(
+        stale.expect("delete"),
+        Deletion::VersionMismatch { current: 4 }
+    );
+    assert!(sessions
+        .get_session(&rec.id, now)
+        .await
+        .expect("get")
+        .is_some());
     let done = sessions
         .delete_session_checked(&rec.id, Some(4), now, Some(&event), C)
         .await;
     assert_eq!(done.expect("delete"), Deletion::Deleted(rec.clone()));
-    assert!(sessions.get_session(&rec.id, now).await.expect("get").is_none());
+    assert!(sessions
+        .get_session(&rec.id, now)
+        .await
+        .expect("get")
+        .is_none());
     let again = sessions
         .delete_session_checked(&rec.id, None, now, Some(&event), C)
         .await;
@@ -129,7 +146,11 @@ pub(super) async fn sessions_insert_if_room(s: &Stores) {
         .insert_session_if_room(&third, 2, Some(format!("{tag}:third").as_bytes()), C)
         .await;
     assert_eq!(full.expect("insert"), None);
-    assert!(sessions.get_session(&third.id, now).await.expect("get").is_none());
+    assert!(sessions
+        .get_session(&third.id, now)
+        .await
+        .expect("get")
+        .is_none());
     let listed = sessions.list_user_sessions(&user, now, 10).await;
     assert_eq!(listed.expect("list").len(), 2);
     let queued: Vec<String> = ours(s, &tag).await.into_iter().map(|(_, e)| e).collect();
