@@ -318,6 +318,14 @@ fn event_args(inv: &mut redis::ScriptInvocation<'_>, event: Option<&DataEvent>) 
     }
 }
 
+/// A script reply `{code, extra, field, value, ...}`: its code, its extra, the rest.
+fn split_reply(reply: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, std::vec::IntoIter<Vec<u8>>) {
+    let mut parts = reply.into_iter();
+    let code = parts.next().unwrap_or_default();
+    let extra = parts.next().unwrap_or_default();
+    (code, extra, parts)
+}
+
 /// A script's reply of fields and values as the session record it describes.
 fn record_of(id: &str, parts: impl Iterator<Item = Vec<u8>>) -> Result<Option<SessionRecord>> {
     let mut hash = HashMap::new();
@@ -353,10 +361,7 @@ impl RedisEngine {
         inv.arg(now)
             .arg(if_match.map(|v| v.to_string()).unwrap_or_default());
         event_args(&mut inv, event);
-        let reply: Vec<Vec<u8>> = self.eval("session_delete", &inv).await?;
-        let mut parts = reply.into_iter();
-        let code = parts.next().unwrap_or_default();
-        let extra = parts.next().unwrap_or_default();
+        let (code, extra, parts) = split_reply(self.eval("session_delete", &inv).await?);
         match code.as_slice() {
             b"2" => {}
             b"1" => {
@@ -418,10 +423,7 @@ impl RedisEngine {
             .arg(if_match.map(|v| v.to_string()).unwrap_or_default())
             .arg(max_data_bytes);
         event_args(&mut inv, event);
-        let reply: Vec<Vec<u8>> = self.eval("session_update", &inv).await?;
-        let mut parts = reply.into_iter();
-        let code = parts.next().unwrap_or_default();
-        let extra = parts.next().unwrap_or_default();
+        let (code, extra, parts) = split_reply(self.eval("session_update", &inv).await?);
         match code.as_slice() {
             b"2" => {}
             b"1" => {

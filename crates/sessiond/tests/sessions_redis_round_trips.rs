@@ -226,6 +226,11 @@ async fn session_writes_with_security_events_are_one_redis_round_trip() {
     s.stop().await;
 }
 
+/// The status of `req`, sent with the key.
+async fn status_of(req: reqwest::RequestBuilder) -> u16 {
+    req.bearer_auth(KEY).send().await.unwrap().status().as_u16()
+}
+
 /// Create, touch, rotate and revoke, each counted: one round trip each, two for a rotation;
 /// every one's event reaches the user's stream.
 async fn lifecycle_round_trips(s: &TestServer) {
@@ -249,13 +254,8 @@ async fn lifecycle_round_trips(s: &TestServer) {
         assert_eq!(created, trips(&[("session_insert", 1)]), "create {round}");
     }
     let touched = counted(s, async {
-        let res = s
-            .post(&format!("/v1/sessions/{id}/touch"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 204);
+        let touch = s.post(&format!("/v1/sessions/{id}/touch"));
+        assert_eq!(status_of(touch).await, 204);
     })
     .await;
     assert_eq!(touched, trips(&[("session_touch", 1)]), "touch");
@@ -277,13 +277,8 @@ async fn lifecycle_round_trips(s: &TestServer) {
         "rotate: a read for the user's index key, then one script"
     );
     let revoked = counted(s, async {
-        let res = s
-            .delete(&format!("/v1/sessions/{rotated_id}"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 204);
+        let revoke = s.delete(&format!("/v1/sessions/{rotated_id}"));
+        assert_eq!(status_of(revoke).await, 204);
     })
     .await;
     assert_eq!(revoked, trips(&[("session_delete", 1)]), "revoke");
@@ -301,14 +296,8 @@ async fn lifecycle_round_trips(s: &TestServer) {
     );
     assert!(listed.iter().all(|r| r["id"] != rotated_id.as_str()));
     let other = listed[0]["id"].as_str().unwrap();
-    let stale = s
-        .delete(&format!("/v1/sessions/{other}"))
-        .bearer_auth(KEY)
-        .header("if-match", "\"9\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), 412);
+    let stale = s.delete(&format!("/v1/sessions/{other}"));
+    assert_eq!(status_of(stale.header("if-match", "\"9\"")).await, 412);
 
     // The events, each once, with the facts the scripts filled in.
     assert_eq!(events_of(s, user, "session.created", 3).await.len(), 3);
