@@ -80,20 +80,24 @@ wait_http() {
 not_started() { if [[ ${SOFT:-0} == 1 ]]; then say "   $1"; return 1; else die "$1"; fi; }
 
 # Starts a private redis-server without persistence on 127.0.0.1:PORT (its files under
-# $WORK/redis) and waits for PING; appends its pid to `pids` and sets REDIS_PID.
-# Usage: start_private_redis PORT
+# $WORK/NAME, default `redis`) and waits for PING; appends its pid to `pids` and sets REDIS_PID.
+# Further arguments are redis-server options that override the defaults (e.g. persistence:
+# `--appendonly yes --appendfsync always`).
+# Usage: start_private_redis PORT [NAME [OPTION...]]
 start_private_redis() {
-    mkdir -p "$WORK/redis"
-    redis-server --bind 127.0.0.1 --port "$1" --dir "$WORK/redis" --save "" --appendonly no \
-        --daemonize no --logfile "$WORK/redis.log" &
+    local port=$1 name=${2:-redis}
+    shift $(($# > 1 ? 2 : 1))
+    mkdir -p "$WORK/$name"
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$name" --save "" --appendonly no \
+        --daemonize no --logfile "$WORK/$name.log" "$@" &
     REDIS_PID=$!
     pids+=("$REDIS_PID")
     local _
     for _ in $(seq 100); do
-        [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]] && return 0
+        [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] && return 0
         sleep 0.1
     done
-    die "redis-server not ready on port $1"
+    die "redis-server not ready on port $port"
 }
 
 # Creates N sessions (users seed-0..N-1, small data) through one curl process and writes their

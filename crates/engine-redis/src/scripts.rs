@@ -1,8 +1,11 @@
 //! The Lua scripts: every compare-and-set and every multi-key update of one object.
 //!
 //! Why Lua: Redis runs a script atomically, so "read the version, compare, write" cannot
-//! interleave with another client, on one node or many. Each script touches only keys of one
-//! hash tag (see [`crate::keys`]), so it stays valid on Redis Cluster. Scripts are sent with
+//! interleave with another client, on one node or many. On Redis Cluster each script touches
+//! only keys of one hash tag (see [`crate::keys`]); on a standalone server the session
+//! scripts also write the indexes of other tags (outbox index, expiry index, the user's
+//! index), so a session write is one round trip there. Either way every key a script touches
+//! is passed in `KEYS`: the caller names the optional ones only when not on a cluster. Scripts are sent with
 //! `EVALSHA` by [`redis::Script`], which loads them on `NOSCRIPT` (after a restart/failover).
 //!
 //! Conventions: numbers arrive as decimal strings and are compared with `tonumber` (unix
@@ -30,107 +33,153 @@ local function expire_at(k, at)
 end
 ";
 
-/// Shared Lua helper of the session scripts: queues the caller's outbox event (the last ARGV,
-/// empty for none) in the outbox stream (the last KEYS, in the session's slot), so the event
-/// is written by the same script as the change (`sessiond_store::outbox`).
+/// Shared Lua helper of the session scripts: queues event `e` (nothing when empty) in the
+/// outbox stream `ob` (in the session's slot), so the event is written by the same script as
+/// the change (`sessiond_store::outbox`), and names the outbox in the index `ix`. On a
+/// standalone server the caller passes `ix` and the script adds it itself; on Redis Cluster
+/// the index lives in another slot, so the script returns `'1'` when the caller must add it
+/// after the script, which is only when the index may not name the outbox: it was empty (a
+/// relay may have dropped it from the index), or its oldest event waited longer than a relay
+/// takes (the writer that should have indexed it died first). Returns `''` otherwise.
 const OUTBOX: &str = r"
-local function outbox()
-  local e = ARGV[#ARGV]
-  if e ~= '' then redis.call('XADD', KEYS[#KEYS], '*', 'd', e) end
+local function outbox(e, ob, ix)
+  if e == nil or e == '' then return '' end
+  local id = redis.call('XADD', ob, '*', 'd', e)
+  if ix then
+    redis.call('SADD', ix, ob)
+    return ''
+  end
+  if redis.call('XLEN', ob) == 1 then return '1' end
+  local oldest = redis.call('XRANGE', ob, '-', '+', 'COUNT', 1)[1][1]
+  local ms = function(x) return tonumber(string.match(x, '^(%d+)')) end
+  if ms(id) - ms(oldest) > 5000 then return '1' end
+  return ''
 end
 ";
 
 /// Inserts a session unless a live one (at `ARGV[1]`, the record's `created_at`) exists.
-/// KEYS: session hash, outbox. ARGV: created_at, expires_at, field/value pairs, event.
-/// Returns 1 or 0.
+/// KEYS: session hash, outbox, then on a standalone server (`Keys` of other slots): outbox
+/// index, expiry-index partition, and the user's index when the session has a user.
+/// ARGV: created_at, expires_at, event, session id, room ('' none: see
+/// `SessionStore::insert_session_if_room`; needs the user's index), field/value pairs.
+/// Returns {written (1, 0 a live id, 2 no room), outbox flag (see `outbox`)}.
 const SESSION_INSERT: &str = r"
 local k = KEYS[1]
+if ARGV[5] ~= '' and redis.call('ZCARD', KEYS[5]) >= num(ARGV[5]) then return {2, ''} end
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at')
 local idle, abs = num(d[1]), num(d[2])
-if idle and abs and num(ARGV[1]) < math.min(idle, abs) then return 0 end
+if idle and abs and num(ARGV[1]) < math.min(idle, abs) then return {0, ''} end
+if KEYS[4] then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4]) end
 redis.call('DEL', k)
-redis.call('HSET', k, unpack(ARGV, 3, #ARGV - 1))
+redis.call('HSET', k, unpack(ARGV, 6, #ARGV))
 expire_at(k, ARGV[2])
-outbox()
-return 1
+if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[1], ARGV[4]) end
+return {1, outbox(ARGV[3], KEYS[2], KEYS[3])}
 ";
 
 /// Compare-and-set of a live session's version; keeps the stored `user_id`.
-/// KEYS: session hash, outbox. ARGV: now, expected version, new expires_at, has-device flag,
-/// field/value pairs, event. Returns 0 missing, 1 version mismatch, 2 written.
+/// KEYS: session hash, outbox, outbox index (standalone only). ARGV: now, expected version,
+/// new expires_at, has-device flag, event, field/value pairs.
+/// Returns {0} missing, {1} version mismatch, {2, outbox flag} written.
 const SESSION_REPLACE: &str = r"
 local k = KEYS[1]
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version')
 local idle, abs = num(d[1]), num(d[2])
-if not (idle and abs and d[3]) then return 0 end
-if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
-if d[3] ~= ARGV[2] then return 1 end
+if not (idle and abs and d[3]) then return {0, ''} end
+if num(ARGV[1]) >= math.min(idle, abs) then return {0, ''} end
+if d[3] ~= ARGV[2] then return {1, ''} end
 if ARGV[4] == '0' then redis.call('HDEL', k, 'device') end
-redis.call('HSET', k, unpack(ARGV, 5, #ARGV - 1))
+redis.call('HSET', k, unpack(ARGV, 6, #ARGV))
 expire_at(k, ARGV[3])
-outbox()
-return 2
+return {2, outbox(ARGV[5], KEYS[2], KEYS[3])}
 ";
 
 /// Rotation: moves a live session at the expected version to a new id, keeping `user_id` and
 /// `origin`. Both hashes share a slot (the new id is chosen so, see `slots.rs`).
-/// KEYS: old hash, new hash, outbox. ARGV: now, expected version, new expires_at,
-/// field/value pairs, event.
-/// Returns {outcome, user}: 0 missing, 1 version mismatch, 2 rotated, 3 new id taken (live).
+/// KEYS: old hash, new hash, outbox, then on a standalone server: outbox index, the new id's
+/// expiry-index partition, and the index of the user the caller read (when it has one).
+/// ARGV: now, expected version, new expires_at, event, old id, new id, the user the caller
+/// read ('' none), created_at, field/value pairs.
+/// Returns {outcome, user, outbox flag, reindexed}: outcome 0 missing, 1 version mismatch,
+/// 2 rotated, 3 new id taken (live); reindexed is 1 when the script moved the user's index
+/// member (the stored user is the one the caller named), else the caller moves it.
 const SESSION_ROTATE: &str = r"
 local o, n = KEYS[1], KEYS[2]
 local d = redis.call('HMGET', o, 'idle_expires_at', 'absolute_expires_at', 'version',
   'user_id', 'origin')
 local idle, abs = num(d[1]), num(d[2])
-if not (idle and abs and d[3]) then return {0, ''} end
-if num(ARGV[1]) >= math.min(idle, abs) then return {0, ''} end
-if d[3] ~= ARGV[2] then return {1, ''} end
+if not (idle and abs and d[3]) then return {0, '', '', 0} end
+if num(ARGV[1]) >= math.min(idle, abs) then return {0, '', '', 0} end
+if d[3] ~= ARGV[2] then return {1, '', '', 0} end
 local e = redis.call('HMGET', n, 'idle_expires_at', 'absolute_expires_at')
 local ni, na = num(e[1]), num(e[2])
-if ni and na and num(ARGV[1]) < math.min(ni, na) then return {3, ''} end
+if ni and na and num(ARGV[1]) < math.min(ni, na) then return {3, '', '', 0} end
+if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[6]) end
 redis.call('DEL', n)
-redis.call('HSET', n, unpack(ARGV, 4, #ARGV - 1))
+redis.call('HSET', n, unpack(ARGV, 9, #ARGV))
 if d[4] then redis.call('HSET', n, 'user_id', d[4]) end
 if d[5] then redis.call('HSET', n, 'origin', d[5]) end
 expire_at(n, ARGV[3])
 redis.call('DEL', o)
-outbox()
-return {2, d[4] or ''}
+local flag = outbox(ARGV[4], KEYS[3], KEYS[4])
+local reindexed = 0
+if d[4] and KEYS[6] and d[4] == ARGV[7] then
+  redis.call('ZADD', KEYS[6], ARGV[8], ARGV[6])
+  redis.call('ZREM', KEYS[6], ARGV[5])
+  reindexed = 1
+end
+return {2, d[4] or '', flag, reindexed}
 ";
 
 /// Moves the idle deadline and `last_seen_at` forward only, re-arming the native TTL.
-/// KEYS: session hash. ARGV: now, idle_expires_at, last_seen_at. Returns 1 or 0 (not live).
+/// KEYS: session hash. ARGV: now, idle_expires_at ('' for now + the stored idle window),
+/// last_seen_at, reply ('1' for the record). Returns 1 or 0 (not live); with reply '1' the
+/// hash's fields and values as they now are, none when not live.
 const SESSION_TOUCH: &str = r"
 local k = KEYS[1]
-local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'last_seen_at')
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'last_seen_at',
+  'idle_ttl_ms')
 local idle, abs = num(d[1]), num(d[2])
-if not (idle and abs) then return 0 end
-if num(ARGV[1]) >= math.min(idle, abs) then return 0 end
+local gone = 0
+if ARGV[4] == '1' then gone = {} end
+if not (idle and abs) then return gone end
+if num(ARGV[1]) >= math.min(idle, abs) then return gone end
+local target = ARGV[2]
+if target == '' then target = string.format('%.0f', num(ARGV[1]) + (num(d[4]) or 0)) end
 local new_idle = d[1]
-if num(ARGV[2]) > idle then new_idle = ARGV[2] end
+if num(target) > idle then new_idle = target end
 local new_seen = d[3]
 if not new_seen or num(ARGV[3]) > (num(new_seen) or 0) then new_seen = ARGV[3] end
 redis.call('HSET', k, 'idle_expires_at', new_idle, 'last_seen_at', new_seen)
 if num(new_idle) < abs then expire_at(k, new_idle) else expire_at(k, d[2]) end
+if ARGV[4] == '1' then return redis.call('HGETALL', k) end
 return 1
 ";
 
 /// Deletes a session, optionally only if it belongs to `ARGV[3]` (when `ARGV[2]` is `1`).
-/// KEYS: session hash, outbox. ARGV: now, owner-check flag, owner, event (queued only when a
-/// live record was deleted). Returns {live, has_user, user}: live is 1 if a live record was deleted, 0 if none/expired,
-/// -1 if it belongs to another user (kept).
+/// KEYS: session hash, outbox, then on a standalone server: outbox index, and the index of
+/// the user the caller names (`ARGV[3]`, when it knows one). ARGV: now, owner-check flag,
+/// owner, event (queued only when a live record was deleted), session id.
+/// Returns {live, has_user, user, outbox flag, unindexed}: live is 1 if a live record was
+/// deleted, 0 if none/expired, -1 if it belongs to another user (kept); unindexed is 1 when
+/// the script removed the member from the user's index, else the caller removes it.
 const SESSION_DELETE: &str = r"
 local k = KEYS[1]
-if redis.call('EXISTS', k) == 0 then return {0, 0, ''} end
+if redis.call('EXISTS', k) == 0 then return {0, 0, '', '', 0} end
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'user_id')
-if ARGV[2] == '1' and d[3] ~= ARGV[3] then return {-1, 0, ''} end
+if ARGV[2] == '1' and d[3] ~= ARGV[3] then return {-1, 0, '', '', 0} end
 redis.call('DEL', k)
-local live = 0
+local live, flag = 0, ''
 local idle, abs = num(d[1]), num(d[2])
 if idle and abs and num(ARGV[1]) < math.min(idle, abs) then live = 1 end
-if live == 1 then outbox() end
-if d[3] then return {live, 1, d[3]} end
-return {live, 0, ''}
+if live == 1 then flag = outbox(ARGV[4], KEYS[2], KEYS[3]) end
+if not d[3] then return {live, 0, '', flag, 0} end
+local unindexed = 0
+if KEYS[4] and d[3] == ARGV[3] then
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  unindexed = 1
+end
+return {live, 1, d[3], flag, unindexed}
 ";
 
 /// Admits a namespace under the namespace-count limit, atomically on the registry.
@@ -268,6 +317,7 @@ pub struct Scripts {
     pub session_touch: Script,
     pub session_rotate: Script,
     pub session_delete: Script,
+    pub session_delete_checked: Script,
     pub session_claim_expired: Script,
     pub cache_reserve: Script,
     pub cache_put: Script,
@@ -311,13 +361,16 @@ impl Scripts {
         // A session script: the helpers, the native-TTL helper and the outbox helper.
         let session_script =
             |body: &str| Script::new(&format!("{grace}{NUM}{EXPIRE_AT}{OUTBOX}{body}"));
+        // A session script that fills in an event template (`session_update`).
+        let json_script = |body: &str| {
+            let json = crate::session_update::JSON_TEXT;
+            Script::new(&format!("{grace}{EXPIRE_AT}{OUTBOX}{json}{body}"))
+        };
         Scripts {
             session_insert: session_script(SESSION_INSERT),
             session_replace: session_script(SESSION_REPLACE),
-            session_update: Script::new(&format!(
-                "{grace}{EXPIRE_AT}{}",
-                crate::session_update::SESSION_UPDATE
-            )),
+            session_update: json_script(crate::session_update::SESSION_UPDATE),
+            session_delete_checked: json_script(crate::session_update::SESSION_DELETE_CHECKED),
             session_touch: session_script(SESSION_TOUCH),
             session_rotate: session_script(SESSION_ROTATE),
             session_delete: session_script(SESSION_DELETE),

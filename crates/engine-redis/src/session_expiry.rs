@@ -44,7 +44,7 @@ if not (idle and abs and d[3]) then return 0 end
 if idle ~= num(ARGV[2]) or abs ~= num(ARGV[3]) or d[3] ~= ARGV[4] then return 1 end
 if num(ARGV[1]) < math.min(idle, abs) then return 1 end
 redis.call('DEL', k)
-outbox()
+outbox(ARGV[5], KEYS[2])
 return 2
 ";
 

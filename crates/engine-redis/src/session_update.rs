@@ -18,21 +18,17 @@
 
 use std::collections::HashMap;
 
-use sessiond_store::{DataChange, DataEvent, DataUpdate, EventPart, Millis, Result, StoreError};
+use sessiond_store::{
+    DataChange, DataEvent, DataUpdate, Deletion, EventPart, Millis, Result, SessionRecord,
+    StoreError,
+};
 
 use crate::RedisEngine;
 
-/// Text-level RFC 7396 merge and top-level merge of JSON objects, then the update itself and,
-/// when the caller passed an event template, the event (see `queue` below).
-/// KEYS: session hash, outbox stream, outbox index (on a standalone server only).
-/// ARGV: now, mode (`replace`, `merge`, `shallow`), change (JSON object text), expected
-/// version or '', max data bytes, then the event's parts: `t<text>`, or one letter for a hole
-/// (`c` changed keys, `v` version, `u` user id, `o` origin); none for no event.
-/// Returns {'0'} missing, {'1', stored version} version mismatch, {'3', data length} too
-/// large, {'2', index, field, value, ...} written, with every field of the hash as it now is;
-/// index is '1' when the caller must name the outbox in the index.
-/// Compiled behind the native-TTL helper `expire_at` (`scripts::EXPIRE_AT`).
-pub const SESSION_UPDATE: &str = r#"
+/// The JSON-text helpers of the scripts that fill in a [`DataEvent`] (this update and the
+/// checked delete): member splitting, RFC 7396 merge, top-level merge, value equality, the
+/// changed keys, and `render`, which fills the holes of the event parts in `ARGV[first..]`.
+pub const JSON_TEXT: &str = r#"
 local function str_end(s, i)
   local j = i + 1
   while true do
@@ -213,11 +209,11 @@ local function changed(old, new)
   return '[' .. table.concat(texts, ',') .. ']'
 end
 
--- The event of ARGV[6..] with its holes filled, or nil without one.
-local function render(old, new, version, user, origin)
-  if #ARGV < 6 then return nil end
+-- The event of ARGV[first..] with its holes filled, or nil without one.
+local function render(first, old, new, version, user, origin)
+  if #ARGV < first then return nil end
   local out = {}
-  for n = 6, #ARGV do
+  for n = first, #ARGV do
     local p = ARGV[n]
     local tag = string.sub(p, 1, 1)
     if tag == 't' then
@@ -237,24 +233,20 @@ local function render(old, new, version, user, origin)
   return table.concat(out)
 end
 
--- Queues `event` in the outbox KEYS[2] and names the outbox in the index: here when the
--- index is reachable (KEYS[3], a standalone server), else by the caller after the script
--- (a cluster: the index lives in another slot) when the index may not name it: the outbox was
--- empty (a relay may have dropped it from the index), or its oldest event waited longer than
--- a relay takes (the writer that should have indexed it died first).
-local function queue(event)
-  local id = redis.call('XADD', KEYS[2], '*', 'd', event)
-  if KEYS[3] then
-    redis.call('SADD', KEYS[3], KEYS[2])
-    return ''
-  end
-  if redis.call('XLEN', KEYS[2]) == 1 then return '1' end
-  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
-  local ms = function(x) return tonumber(string.match(x, '^(%d+)')) end
-  if ms(id) - ms(oldest) > 5000 then return '1' end
-  return ''
-end
+"#;
 
+/// The update itself (merging with the helpers of [`JSON_TEXT`]) and, when the caller passed
+/// an event template, the event (see `scripts::OUTBOX`).
+/// KEYS: session hash, outbox stream, outbox index (on a standalone server only).
+/// ARGV: now, mode (`replace`, `merge`, `shallow`), change (JSON object text), expected
+/// version or '', max data bytes, then the event's parts: `t<text>`, or one letter for a hole
+/// (`c` changed keys, `v` version, `u` user id, `o` origin); none for no event.
+/// Returns {'0'} missing, {'1', stored version} version mismatch, {'3', data length} too
+/// large, {'2', index, field, value, ...} written, with every field of the hash as it now is;
+/// index is '1' when the caller must name the outbox in the index.
+/// Compiled behind [`JSON_TEXT`], the native-TTL helper `expire_at` (`scripts::EXPIRE_AT`)
+/// and the outbox helper `outbox` (`scripts::OUTBOX`).
+pub const SESSION_UPDATE: &str = r#"
 local k = KEYS[1]
 local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version',
   'idle_ttl_ms', 'data', 'user_id', 'origin')
@@ -280,14 +272,129 @@ redis.call('HSET', k, 'data', data, 'updated_at', ARGV[1], 'last_seen_at', ARGV[
   'idle_expires_at', new_idle, 'version', version)
 if tonumber(new_idle) < abs then expire_at(k, new_idle) else expire_at(k, d[2]) end
 local index = ''
-local event = render(d[5], data, version, d[6], d[7])
-if event then index = queue(event) end
+local event = render(6, d[5], data, version, d[6], d[7])
+if event then index = outbox(event, KEYS[2], KEYS[3]) end
 local out = {'2', index}
 for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
 return out
 "#;
 
+/// Deletes a live session at the expected version and queues its event, filled in from the
+/// record deleted (`SessionStore::delete_session_checked`). Compiled like [`SESSION_UPDATE`].
+/// KEYS: session hash, outbox stream, outbox index (on a standalone server only).
+/// ARGV: now, expected version or '', then the event's parts (as for the update).
+/// Returns {'0'} missing (an expired hash is deleted, without event), {'1', stored version}
+/// version mismatch, {'2', index, field, value, ...} deleted, with every field it had.
+pub const SESSION_DELETE_CHECKED: &str = r#"
+local k = KEYS[1]
+local d = redis.call('HMGET', k, 'idle_expires_at', 'absolute_expires_at', 'version', 'data',
+  'user_id', 'origin')
+local idle, abs = tonumber(d[1]), tonumber(d[2])
+if not (idle and abs and d[3] and d[4]) or tonumber(ARGV[1]) >= math.min(idle, abs) then
+  redis.call('DEL', k)
+  return {'0'}
+end
+if ARGV[2] ~= '' and d[3] ~= ARGV[2] then return {'1', d[3]} end
+local fields = redis.call('HGETALL', k)
+redis.call('DEL', k)
+local index = ''
+local event = render(3, d[4], d[4], d[3], d[5], d[6])
+if event then index = outbox(event, KEYS[2], KEYS[3]) end
+local out = {'2', index}
+for _, v in ipairs(fields) do out[#out + 1] = v end
+return out
+"#;
+
+/// The event parts of `event` as script arguments (`t<text>` or a hole's letter).
+fn event_args(inv: &mut redis::ScriptInvocation<'_>, event: Option<&DataEvent>) {
+    for part in event.map(|e| e.0.as_slice()).unwrap_or_default() {
+        inv.arg(match part {
+            EventPart::Text(text) => [&b"t"[..], text].concat(),
+            EventPart::ChangedKeys => b"c".to_vec(),
+            EventPart::Version => b"v".to_vec(),
+            EventPart::UserId => b"u".to_vec(),
+            EventPart::Origin => b"o".to_vec(),
+        });
+    }
+}
+
+/// A script reply `{code, extra, field, value, ...}`: its code, its extra, the rest.
+fn split_reply(reply: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, std::vec::IntoIter<Vec<u8>>) {
+    let mut parts = reply.into_iter();
+    let code = parts.next().unwrap_or_default();
+    let extra = parts.next().unwrap_or_default();
+    (code, extra, parts)
+}
+
+/// A script's reply of fields and values as the session record it describes.
+fn record_of(id: &str, parts: impl Iterator<Item = Vec<u8>>) -> Result<Option<SessionRecord>> {
+    let mut hash = HashMap::new();
+    let mut parts = parts;
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        let name = String::from_utf8(name)
+            .map_err(|_| StoreError::Corrupt("session field name is not UTF-8".into()))?;
+        hash.insert(name, value);
+    }
+    crate::sessions::decode(id, hash)
+}
+
 impl RedisEngine {
+    /// [`sessiond_store::SessionStore::delete_session_checked`] as one script. The user's
+    /// index keeps the member (its key is not known before the script): listing and the index
+    /// sweep drop members whose hash is gone, as after a crash between two calls.
+    pub(crate) async fn delete_checked(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        now: Millis,
+        event: Option<&DataEvent>,
+    ) -> Result<Deletion> {
+        let outbox = self.keys.outbox_of_session(id);
+        let mut inv = self
+            .scripts
+            .session_delete_checked
+            .key(self.keys.session(id));
+        inv.key(&outbox);
+        if !self.is_cluster() {
+            inv.key(self.keys.outbox_index());
+        }
+        inv.arg(now)
+            .arg(if_match.map(|v| v.to_string()).unwrap_or_default());
+        event_args(&mut inv, event);
+        let (code, extra, parts) = split_reply(self.eval("session_delete", &inv).await?);
+        match code.as_slice() {
+            b"2" => {}
+            b"1" => {
+                return Ok(Deletion::VersionMismatch {
+                    current: crate::parse_num("version", &extra)?,
+                })
+            }
+            _ => return Ok(Deletion::Missing),
+        }
+        let record = record_of(id, parts)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "session {id}: the delete script returned no record"
+            ))
+        })?;
+        if extra == b"1" {
+            // A follow-up is sent anyway (Redis Cluster): it drops the index member too.
+            let mut follow = redis::pipe();
+            follow
+                .cmd("SADD")
+                .arg(self.keys.outbox_index())
+                .arg(&outbox);
+            if let Some(user) = &record.user_id {
+                follow
+                    .cmd("ZREM")
+                    .arg(self.keys.user_sessions(user))
+                    .arg(id);
+            }
+            self.query_pipe::<redis::Value>("session_unindex", &follow)
+                .await?;
+        }
+        Ok(Deletion::Deleted(record))
+    }
+
     /// [`sessiond_store::SessionStore::update_session_data_with`] as one script.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn update_data(
@@ -315,19 +422,8 @@ impl RedisEngine {
             .arg(text.as_str())
             .arg(if_match.map(|v| v.to_string()).unwrap_or_default())
             .arg(max_data_bytes);
-        for part in event.map(|e| e.0.as_slice()).unwrap_or_default() {
-            inv.arg(match part {
-                EventPart::Text(text) => [&b"t"[..], text].concat(),
-                EventPart::ChangedKeys => b"c".to_vec(),
-                EventPart::Version => b"v".to_vec(),
-                EventPart::UserId => b"u".to_vec(),
-                EventPart::Origin => b"o".to_vec(),
-            });
-        }
-        let reply: Vec<Vec<u8>> = self.eval("session_update", &inv).await?;
-        let mut parts = reply.into_iter();
-        let code = parts.next().unwrap_or_default();
-        let extra = parts.next().unwrap_or_default();
+        event_args(&mut inv, event);
+        let (code, extra, parts) = split_reply(self.eval("session_update", &inv).await?);
         match code.as_slice() {
             b"2" => {}
             b"1" => {
@@ -345,13 +441,7 @@ impl RedisEngine {
         if extra == b"1" {
             self.index_outbox(&outbox).await?;
         }
-        let mut hash = HashMap::new();
-        while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-            let name = String::from_utf8(name)
-                .map_err(|_| StoreError::Corrupt("session field name is not UTF-8".into()))?;
-            hash.insert(name, value);
-        }
-        match crate::sessions::decode(id, hash)? {
+        match record_of(id, parts)? {
             Some(record) => Ok(DataUpdate::Written(record)),
             None => Err(StoreError::Corrupt(format!(
                 "session {id}: the update script returned no record"

@@ -2,20 +2,22 @@
 //!
 //! Why this shape: the hash carries a native `PEXPIREAT` a grace after the record's earliest
 //! deadline (the expiry sweep, `session_expiry`, normally ends it first, with its event);
-//! every change of one session is one Lua script on
-//! that one key (atomic compare-and-set). The per-user index lives under the user's hash tag,
-//! a different slot, so it is maintained by separate calls: insert writes the hash first, then
-//! the index; deletes remove the hash first, then the index entry. Readers of the index check
-//! every member against its hash (gone, expired or owned by someone else = not listed) and
-//! lazily `ZREM` members whose hash is gone, so a crash between two calls never shows a
-//! session that does not exist.
+//! every change of one session is one Lua script on that key (atomic compare-and-set). The
+//! per-user index, the expiry index and the outbox index live under other hash tags. On a
+//! standalone server the session script writes them too (every key passed in `KEYS`), so a
+//! session write is one round trip. On Redis Cluster a script cannot reach other slots, so
+//! they are separate calls, ordered so readers stay correct: insert writes the expiry entry
+//! first, then the hash, then the user's index; deletes remove the hash first, then the index
+//! entry. Readers of the index check every member against its hash (gone, expired or owned by
+//! someone else = not listed) and lazily `ZREM` members whose hash is gone, so a crash between
+//! two calls never shows a session that does not exist.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, DataChange, DataEvent, DataUpdate, Durability, EventFor, Millis, Result, Rotation,
-    SessionOrigin, SessionRecord, SessionStore, StoreError,
+    Cas, DataChange, DataEvent, DataUpdate, Deletion, Durability, EventFor, Millis, Result,
+    Rotation, SessionOrigin, SessionRecord, SessionStore, StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -108,25 +110,111 @@ impl RedisEngine {
         now: Millis,
         event: Option<Vec<u8>>,
     ) -> Result<bool> {
+        let cluster = self.is_cluster();
         let outbox = self.keys.outbox_of_session(id);
         let mut inv = self.scripts.session_delete.key(self.keys.session(id));
         inv.key(&outbox);
+        if !cluster {
+            inv.key(self.keys.outbox_index());
+            if let Some(owner) = owner {
+                inv.key(self.keys.user_sessions(owner));
+            }
+        }
         inv.arg(now)
             .arg(if owner.is_some() { "1" } else { "0" })
             .arg(owner.unwrap_or(""))
-            .arg(event.as_deref().unwrap_or_default());
-        let (live, has_user, user): (i64, i64, String) = self.eval("session_delete", &inv).await?;
-        if live == 1 && event.is_some() {
-            self.index_outbox(&outbox).await?;
-        }
-        if has_user == 1 {
-            let zrem = redis::cmd("ZREM")
+            .arg(event.as_deref().unwrap_or_default())
+            .arg(id);
+        let (live, has_user, user, flag, unindexed): (i64, i64, String, String, i64) =
+            self.eval("session_delete", &inv).await?;
+        let mut follow = redis::pipe();
+        self.index_outbox_if(&mut follow, &flag, &outbox);
+        if has_user == 1 && unindexed == 0 {
+            follow
+                .cmd("ZREM")
                 .arg(self.keys.user_sessions(&user))
-                .arg(id)
-                .clone();
-            self.query::<i64>("session_unindex", &zrem).await?;
+                .arg(id);
         }
+        self.follow_up("session_unindex", &follow).await?;
         Ok(live == 1)
+    }
+
+    /// Adds "name `outbox` in the outbox index" to `pipe` when a session script asked for it
+    /// (its outbox flag is `1`: on Redis Cluster, where the index lives in another slot).
+    fn index_outbox_if(&self, pipe: &mut redis::Pipeline, flag: &str, outbox: &str) {
+        if flag == "1" {
+            pipe.cmd("SADD").arg(self.keys.outbox_index()).arg(outbox);
+        }
+    }
+
+    /// Sends what a session script left to do in other slots (Redis Cluster, or a user index
+    /// the caller could not name), as one pipeline; nothing when there is nothing.
+    async fn follow_up(&self, op: &'static str, pipe: &redis::Pipeline) -> Result<()> {
+        if !pipe.is_empty() {
+            self.query_pipe::<redis::Value>(op, pipe).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts `record` (see [`SessionStore::insert_session_with`]); with `room`, only when
+    /// its user's index names fewer sessions (`None`, nothing written, otherwise).
+    async fn insert(
+        &self,
+        record: &SessionRecord,
+        room: Option<usize>,
+        event: Option<&[u8]>,
+    ) -> Result<Option<bool>> {
+        // On a standalone server the script writes every index itself (one round trip); on a
+        // cluster the expiry entry goes first and the user's index after (other slots).
+        let cluster = self.is_cluster();
+        if cluster {
+            self.index_expiry(&record.id, record.expires_at()).await?;
+        }
+        let outbox = self.keys.outbox_of_session(&record.id);
+        let mut inv = self
+            .scripts
+            .session_insert
+            .key(self.keys.session(&record.id));
+        inv.key(&outbox);
+        if !cluster {
+            inv.key(self.keys.outbox_index());
+            inv.key(self.keys.session_expiry(&record.id));
+            if let Some(user) = &record.user_id {
+                inv.key(self.keys.user_sessions(user));
+            }
+        }
+        inv.arg(record.created_at)
+            .arg(record.expires_at())
+            .arg(event.unwrap_or_default())
+            .arg(&record.id)
+            .arg(room.map(|n| n.to_string()).unwrap_or_default());
+        for (name, value) in record_fields(record) {
+            inv.arg(name).arg(value);
+        }
+        if let Some(user) = &record.user_id {
+            inv.arg("user_id").arg(user);
+        }
+        // Written at insert only (like `user_id`): a replace never changes how a session began.
+        inv.arg("origin").arg(record.origin.as_str());
+        let (written, flag): (i64, String) = self.eval("session_insert", &inv).await?;
+        match written {
+            1 => {}
+            2 => return Ok(None),
+            _ => return Ok(Some(false)),
+        }
+        if cluster {
+            let mut follow = redis::pipe();
+            self.index_outbox_if(&mut follow, &flag, &outbox);
+            if let Some(user) = &record.user_id {
+                follow
+                    .cmd("ZADD")
+                    .arg(self.keys.user_sessions(user))
+                    .arg(record.created_at)
+                    .arg(&record.id);
+            }
+            self.follow_up("session_index", &follow).await?;
+        }
+        Ok(Some(true))
     }
 
     /// Fetches the hashes of `ids` in one round trip.
@@ -150,39 +238,7 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<bool> {
-        self.index_expiry(&record.id, record.expires_at()).await?;
-        let outbox = self.keys.outbox_of_session(&record.id);
-        let mut inv = self
-            .scripts
-            .session_insert
-            .key(self.keys.session(&record.id));
-        inv.key(&outbox);
-        inv.arg(record.created_at).arg(record.expires_at());
-        for (name, value) in record_fields(record) {
-            inv.arg(name).arg(value);
-        }
-        if let Some(user) = &record.user_id {
-            inv.arg("user_id").arg(user);
-        }
-        // Written at insert only (like `user_id`): a replace never changes how a session began.
-        inv.arg("origin").arg(record.origin.as_str());
-        inv.arg(event.as_deref().unwrap_or_default());
-        let written: i64 = self.eval("session_insert", &inv).await?;
-        if written != 1 {
-            return Ok(false);
-        }
-        if event.is_some() {
-            self.index_outbox(&outbox).await?;
-        }
-        if let Some(user) = &record.user_id {
-            let zadd = redis::cmd("ZADD")
-                .arg(self.keys.user_sessions(user))
-                .arg(record.created_at)
-                .arg(&record.id)
-                .clone();
-            self.query::<i64>("session_index", &zadd).await?;
-        }
-        Ok(true)
+        Ok(self.insert(record, None, event.as_deref()).await? == Some(true))
     }
 
     async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>> {
@@ -205,20 +261,23 @@ impl SessionStore for RedisEngine {
             .session_replace
             .key(self.keys.session(&record.id));
         inv.key(&outbox);
+        if !self.is_cluster() {
+            inv.key(self.keys.outbox_index());
+        }
         inv.arg(now)
             .arg(expected_version.to_string())
             .arg(record.expires_at())
-            .arg(if record.device.is_some() { "1" } else { "0" });
+            .arg(if record.device.is_some() { "1" } else { "0" })
+            .arg(event.as_deref().unwrap_or_default());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
-        inv.arg(event.as_deref().unwrap_or_default());
-        let outcome: i64 = self.eval("session_replace", &inv).await?;
+        let (outcome, flag): (i64, String) = self.eval("session_replace", &inv).await?;
         Ok(match outcome {
             2 => {
-                if event.is_some() {
-                    self.index_outbox(&outbox).await?;
-                }
+                let mut follow = redis::pipe();
+                self.index_outbox_if(&mut follow, &flag, &outbox);
+                self.follow_up("outbox_index", &follow).await?;
                 Cas::Written
             }
             1 => Cas::VersionMismatch,
@@ -249,43 +308,56 @@ impl SessionStore for RedisEngine {
         event: Option<Vec<u8>>,
         _: Durability,
     ) -> Result<Rotation> {
-        self.index_expiry(&record.id, record.expires_at()).await?;
+        let cluster = self.is_cluster();
+        if cluster {
+            self.index_expiry(&record.id, record.expires_at()).await?;
+        }
         let outbox = self.keys.outbox_of_session(old_id);
         let mut inv = self.scripts.session_rotate.key(self.keys.session(old_id));
         inv.key(self.keys.session(&record.id));
         inv.key(&outbox);
+        if !cluster {
+            inv.key(self.keys.outbox_index());
+            inv.key(self.keys.session_expiry(&record.id));
+            if let Some(user) = &record.user_id {
+                inv.key(self.keys.user_sessions(user));
+            }
+        }
         inv.arg(now)
             .arg(expected_version.to_string())
-            .arg(record.expires_at());
+            .arg(record.expires_at())
+            .arg(event.as_deref().unwrap_or_default())
+            .arg(old_id)
+            .arg(&record.id)
+            .arg(record.user_id.as_deref().unwrap_or(""))
+            .arg(record.created_at);
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
-        inv.arg(event.as_deref().unwrap_or_default());
-        let (outcome, user): (i64, String) = self.eval("session_rotate", &inv).await?;
+        let (outcome, user, flag, reindexed): (i64, String, String, i64) =
+            self.eval("session_rotate", &inv).await?;
         match outcome {
             2 => {}
             1 => return Ok(Rotation::VersionMismatch),
             3 => return Ok(Rotation::IdTaken),
             _ => return Ok(Rotation::Missing),
         }
-        if event.is_some() {
-            self.index_outbox(&outbox).await?;
-        }
-        if !user.is_empty() {
+        let mut follow = redis::pipe();
+        self.index_outbox_if(&mut follow, &flag, &outbox);
+        if !user.is_empty() && reindexed == 0 {
             // The index lives in the user's slot: add the new member before dropping the old
             // (listing skips and lazily removes members whose hash is gone).
-            let mut pipe = redis::pipe();
             let index = self.keys.user_sessions(&user);
-            pipe.cmd("ZADD")
+            follow
+                .cmd("ZADD")
                 .arg(&index)
                 .arg(record.created_at)
                 .arg(&record.id)
                 .cmd("ZREM")
                 .arg(&index)
                 .arg(old_id);
-            self.query_pipe::<(i64, i64)>("session_reindex", &pipe)
-                .await?;
         }
+        self.follow_up("session_reindex", &follow).await?;
         Ok(Rotation::Rotated)
     }
 
@@ -302,9 +374,46 @@ impl SessionStore for RedisEngine {
         _: Durability,
     ) -> Result<bool> {
         let mut inv = self.scripts.session_touch.key(self.keys.session(id));
-        inv.arg(now).arg(idle_expires_at).arg(last_seen_at);
+        inv.arg(now).arg(idle_expires_at).arg(last_seen_at).arg("0");
         let touched: i64 = self.eval("session_touch", &inv).await?;
         Ok(touched == 1)
+    }
+
+    async fn touch_session_now(
+        &self,
+        id: &str,
+        now: Millis,
+        _: Durability,
+    ) -> Result<Option<SessionRecord>> {
+        let mut inv = self.scripts.session_touch.key(self.keys.session(id));
+        inv.arg(now).arg("").arg(now).arg("1");
+        let hash: HashMap<String, Vec<u8>> = self.eval("session_touch", &inv).await?;
+        decode(id, hash)
+    }
+
+    async fn delete_session_checked(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        now: Millis,
+        event: Option<&DataEvent>,
+        _: Durability,
+    ) -> Result<Deletion> {
+        self.delete_checked(id, if_match, now, event).await
+    }
+
+    async fn insert_session_if_room(
+        &self,
+        record: &SessionRecord,
+        room: usize,
+        event: Option<&[u8]>,
+        _: Durability,
+    ) -> Result<Option<bool>> {
+        // The user's index is in another slot on a cluster: no count in the insert's script.
+        if self.is_cluster() || record.user_id.is_none() {
+            return Ok(None);
+        }
+        self.insert(record, Some(room), event).await
     }
 
     async fn delete_session_with(

@@ -247,20 +247,38 @@ impl SessionService {
             auth_time: now,
         };
         let _user_guard = match &record.user_id {
-            Some(user) => {
-                let guard = self.users.lock(user).await;
-                self.evict_beyond_limit(user, record.origin, now, durability)
-                    .await?;
-                Some(guard)
+            Some(user) => Some(self.users.lock(user).await),
+            None => None,
+        };
+        let device = new.device.as_ref();
+        let new_device = self.new_device_signal(&record, device).await;
+        // Where the engine can tell at once that the user is below the cap, the insert is one
+        // step with that check (no listing first); else list, evict, insert.
+        let quick = match &record.user_id {
+            Some(_) => {
+                let cap = self.user_cap(record.origin);
+                let event = self.created_event(&record, device, new_device);
+                self.store
+                    .insert_session_if_room(&record, cap, event.as_deref(), durability)
+                    .await?
             }
             None => None,
         };
-        let (event, new_device) = self.created_event(&record, new.device.as_ref()).await;
-        if !self
-            .store
-            .insert_session_with(&record, event, durability)
-            .await?
-        {
+        let inserted = match quick {
+            Some(inserted) => inserted,
+            None => {
+                if let Some(user) = &record.user_id {
+                    self.evict_beyond_limit(user, record.origin, now, durability)
+                        .await?;
+                }
+                // Built after the evictions, so it follows their events.
+                let event = self.created_event(&record, device, new_device);
+                self.store
+                    .insert_session_with(&record, event, durability)
+                    .await?
+            }
+        };
+        if !inserted {
             return Err(ApiError::internal(
                 "random session id collided with a live session",
             ));

@@ -48,7 +48,7 @@ pub use outbox::{Outbox, OutboxItem};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{
-    changed_keys, Cas, DataChange, DataEvent, DataUpdate, EventFor, EventPart, Rotation,
+    changed_keys, Cas, DataChange, DataEvent, DataUpdate, Deletion, EventFor, EventPart, Rotation,
     SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Durability, Millis, Result};
 
 mod event;
+mod steps;
 mod update;
 pub use event::{changed_keys, DataEvent, EventPart};
+pub use steps::Deletion;
 pub use update::apply as apply_data_change;
 
 /// One stored session.
@@ -307,6 +309,54 @@ pub trait SessionStore: Send + Sync {
         now: Millis,
         durability: Durability,
     ) -> Result<bool>;
+
+    /// Slides the idle deadline of the live session `id` to `now` + its idle window and sets
+    /// `last_seen_at` to `now` (neither backward), keeping the version, as one step; returns
+    /// the record as it now is, `None` when no live record exists. The default reads, then
+    /// touches; an engine whose read is a network round trip should do it in one.
+    async fn touch_session_now(
+        &self,
+        id: &str,
+        now: Millis,
+        durability: Durability,
+    ) -> Result<Option<SessionRecord>> {
+        steps::read_then_touch(self, id, now, durability).await
+    }
+
+    /// Deletes the live session `id` at `now` (with `if_match`, only at that version) and
+    /// queues `event` with its holes filled from the record deleted (its version, owner and
+    /// origin; no keys changed), for a caller that has not read the record. A record that is
+    /// present but expired is deleted without event and reported [`Deletion::Missing`]. The
+    /// default reads, then deletes; an engine whose read is a network round trip should do it
+    /// in one.
+    async fn delete_session_checked(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        now: Millis,
+        event: Option<&DataEvent>,
+        durability: Durability,
+    ) -> Result<Deletion> {
+        steps::read_then_delete(self, id, if_match, now, event, durability).await
+    }
+
+    /// [`insert_session_with`](Self::insert_session_with) in one step with the per-user cap,
+    /// for an engine where listing the user's sessions first is a round trip of its own: the
+    /// record is inserted only when the engine can tell at once that its user has fewer than
+    /// `room` sessions (of any origin; counting ones not yet cleaned up is allowed), so no
+    /// eviction is due. `Ok(None)`: nothing was written (the user may be at the cap, or the
+    /// engine cannot tell), and the caller lists, evicts and inserts as usual. The default
+    /// always answers `None`.
+    async fn insert_session_if_room(
+        &self,
+        record: &SessionRecord,
+        room: usize,
+        event: Option<&[u8]>,
+        durability: Durability,
+    ) -> Result<Option<bool>> {
+        let _ = (record, room, event, durability);
+        Ok(None)
+    }
 
     /// Deletes a record; true if a live one existed.
     async fn delete_session(&self, id: &str, now: Millis, durability: Durability) -> Result<bool> {

@@ -28,6 +28,7 @@ mod pipeline;
 mod realtime;
 mod retention;
 mod rotation;
+mod session_steps;
 mod stream_cas;
 mod stream_fixtures;
 mod stream_links;
@@ -64,6 +65,9 @@ pub async fn run_all(stores: Stores) {
     data_update::sessions_data_update_events(&stores).await;
     origin::sessions_origin(&stores).await;
     rotation::sessions_rotation(&stores).await;
+    session_steps::sessions_touch_now(&stores).await;
+    session_steps::sessions_delete_checked(&stores).await;
+    session_steps::sessions_insert_if_room(&stores).await;
     auth_time::sessions_auth_time(&stores).await;
     outbox::sessions_outbox(&stores).await;
     expiry_events::sessions_expiry_events(&stores).await;

@@ -277,23 +277,38 @@ impl SecurityEvents {
     /// origin; the result reads like [`about`](Self::about)'s, the user's stream named by
     /// [`Envelope::destination`].
     pub fn data_changed(&self, session_id: &str) -> DataEvent {
-        let fixed = encode_map(&new_event("session.context_changed", session_id));
-        // `fixed` is a non-empty JSON object: the filled fields continue it.
-        let open = fixed.strip_suffix(b"}").unwrap_or(&fixed);
-        let text = |t: &[u8]| EventPart::Text(t.to_vec());
-        DataEvent(vec![
-            text(br#"{"stream":null,"user_id":"#),
-            EventPart::UserId,
-            text(br#","origin":"#),
-            EventPart::Origin,
-            text(&[&br#","event":"#[..], open, br#","user_id":"#].concat()),
-            EventPart::UserId,
-            text(br#","version":"#),
-            EventPart::Version,
-            text(br#","changed":"#),
-            EventPart::ChangedKeys,
-            text(b"}}"),
-        ])
+        template(
+            "session.context_changed",
+            session_id,
+            vec![
+                EventPart::Text(br#","version":"#.to_vec()),
+                EventPart::Version,
+                EventPart::Text(br#","changed":"#.to_vec()),
+                EventPart::ChangedKeys,
+            ],
+        )
+    }
+
+    /// The outbox entry of a `kind` event about session `session_id` (fields of `details`
+    /// added) for a store step that reads the session itself, e.g. a delete without a read
+    /// first: the store fills in the owner and origin; the result reads like
+    /// [`about`](Self::about)'s.
+    pub fn about_unread(
+        &self,
+        kind: &str,
+        session_id: &str,
+        details: Map<String, Value>,
+    ) -> DataEvent {
+        let fields = encode_map(&details);
+        // `{...}` without its braces: the fields continue the event's.
+        let inner = fields
+            .get(1..fields.len().saturating_sub(1))
+            .unwrap_or_default();
+        let tail = match inner.is_empty() {
+            true => Vec::new(),
+            false => vec![EventPart::Text([&b","[..], inner].concat())],
+        };
+        template(kind, session_id, tail)
     }
 
     /// The outbox entry of `user.erased`: global only, no user at all, a random erasure id
@@ -433,6 +448,26 @@ fn new_event(kind: &str, session_id: impl Into<Value>) -> Map<String, Value> {
     event.insert("at".into(), sessiond_store::now_ms().into());
     event.insert("session_id".into(), session_id.into());
     event
+}
+
+/// An event about session `session_id` with holes for its owner and origin (filled by the
+/// store, [`DataEvent`]), then the event fields of `tail`.
+fn template(kind: &str, session_id: &str, tail: Vec<EventPart>) -> DataEvent {
+    let fixed = encode_map(&new_event(kind, session_id));
+    // `fixed` is a non-empty JSON object: the filled fields continue it.
+    let open = fixed.strip_suffix(b"}").unwrap_or(&fixed);
+    let text = |t: &[u8]| EventPart::Text(t.to_vec());
+    let mut parts = vec![
+        text(br#"{"stream":null,"user_id":"#),
+        EventPart::UserId,
+        text(br#","origin":"#),
+        EventPart::Origin,
+        text(&[&br#","event":"#[..], open, br#","user_id":"#].concat()),
+        EventPart::UserId,
+    ];
+    parts.extend(tail);
+    parts.push(text(b"}}"));
+    DataEvent(parts)
 }
 
 /// `{"key": value, ...}` from pairs, for event details.

@@ -54,22 +54,31 @@ impl SessionService {
         self.security.as_ref().map(|s| s.about(kind, record, more))
     }
 
-    /// The `session.created` event and the new-device signal (keyed sessions of a user with
-    /// a device only: an open-route session proves no identity).
-    pub(super) async fn created_event(
+    /// The new-device signal of a created session (keyed sessions of a user with a device
+    /// only: an open-route session proves no identity); `None` when events are off.
+    pub(super) async fn new_device_signal(
         &self,
         record: &SessionRecord,
         device: Option<&Value>,
-    ) -> (Option<Vec<u8>>, Option<bool>) {
-        let Some(security) = &self.security else {
-            return (None, None);
-        };
-        let new_device = match (&record.user_id, device, record.origin) {
+    ) -> Option<bool> {
+        let security = self.security.as_ref()?;
+        match (&record.user_id, device, record.origin) {
             (Some(user), Some(device), SessionOrigin::Service) => {
                 Some(security.new_device(user, device, record.created_at).await)
             }
             _ => None,
-        };
+        }
+    }
+
+    /// The `session.created` event (with the signal of
+    /// [`new_device_signal`](Self::new_device_signal)), when events are recorded.
+    pub(super) fn created_event(
+        &self,
+        record: &SessionRecord,
+        device: Option<&Value>,
+        new_device: Option<bool>,
+    ) -> Option<Vec<u8>> {
+        let security = self.security.as_ref()?;
         let mut more = details([("origin", record.origin.as_str().into())]);
         if let Some(device) = device {
             more.insert("device".into(), security.device_view(device));
@@ -77,9 +86,6 @@ impl SessionService {
         if let Some(new_device) = new_device {
             more.insert("new_device".into(), new_device.into());
         }
-        (
-            Some(security.about("session.created", record, more)),
-            new_device,
-        )
+        Some(security.about("session.created", record, more))
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use sessiond_http::ApiError;
 use sessiond_http::ApiResult;
-use sessiond_store::{now_ms, Durability, SessionOrigin};
+use sessiond_store::{now_ms, Deletion, Durability, Millis, SessionOrigin};
 
 use super::{EndReason, Revocation, SessionService};
 use crate::security::details;
@@ -32,6 +32,10 @@ impl SessionService {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
+        if !self.resident {
+            // A shared engine reads, checks and deletes in one step (one round trip).
+            return self.delete_unread(id, if_match, now, durability, by).await;
+        }
         // The owner is read first only when someone listens for revocations (closing what
         // the session opened needs its user) or an event records it; otherwise a delete
         // stays one store call.
@@ -72,6 +76,47 @@ impl SessionService {
             });
         }
         Ok(deleted)
+    }
+
+    /// [`delete_by`](Self::delete_by) on a shared engine: the store checks `if_match`, fills
+    /// in the event and reports the owner (for the announcement) in the step that deletes.
+    async fn delete_unread(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        now: Millis,
+        durability: Durability,
+        by: Option<SessionOrigin>,
+    ) -> ApiResult<bool> {
+        let event = self
+            .security
+            .as_ref()
+            .map(|s| s.about_unread("session.revoked", id, revoked("revoked", by)));
+        let record = match self
+            .store
+            .delete_session_checked(id, if_match, now, event.as_ref(), durability)
+            .await?
+        {
+            Deletion::Deleted(record) => record,
+            Deletion::VersionMismatch { current } => {
+                return Err(ApiError::precondition_failed(format!(
+                    "session is at version {current}, not {}",
+                    if_match.unwrap_or_default()
+                )))
+            }
+            Deletion::Missing if if_match.is_some() => return Err(super::not_found()),
+            Deletion::Missing => return Ok(false),
+        };
+        self.queued();
+        if let Some(user_id) = record.user_id {
+            let _ = self.revocations.send(Revocation {
+                user_id,
+                session_ids: vec![id.to_string()],
+                all: false,
+                reason: EndReason::Revoked,
+            });
+        }
+        Ok(true)
     }
 
     /// Revokes the user's sessions except `except`; returns the revoked ids.

@@ -19,6 +19,14 @@ impl SessionService {
         self.check_id("session id", id)?;
         let mut guard = self.sessions.lock(id).await;
         let now = now_ms();
+        if !self.resident {
+            // A shared engine reads and slides in one step (one round trip).
+            return self
+                .store
+                .touch_session_now(id, now, durability)
+                .await?
+                .ok_or_else(not_found);
+        }
         let mut record = self.current(&mut guard, id, now).await?;
         let slid = now.saturating_add(record.idle_ttl_ms);
         if !self
