@@ -276,10 +276,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 /// recovery make readers and the writer wait for each other, and never for long.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Prepared statements a connection keeps. The engine has about 70 distinct `prepare_cached`
+/// statements; rusqlite's default of 16 made a mixed workload (sessions, streams, the
+/// middleware's analytics) evict and re-parse them all the time.
+const STATEMENT_CACHE: usize = 128;
+
 /// Settings of the one write connection: WAL, `synchronous=NORMAL` (the writer fsyncs the WAL
 /// itself, see the module docs), foreign keys off (none are declared).
 pub(crate) fn configure_writer(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(sql)?;
@@ -296,6 +302,7 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<()> {
 /// Settings of a read-only connection.
 pub(crate) fn configure_reader(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Memory-mapped reads of the database file avoid a pread syscall per page on hot data.
     conn.execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 268435456;")
         .map_err(sql)

@@ -499,13 +499,21 @@ impl SqliteEngine {
         // order is fixed once the command is queued.
         self.enqueue(durability, move |conn| {
             // The compare and the set are one command of the writer: nothing runs between.
-            let current: Option<(i64, i64, Vec<u8>)> = conn
-                .prepare_cached("SELECT id, tail, state FROM streams WHERE path = ?1")?
+            // The state blob is read only when it is compared.
+            let current: Option<(i64, i64, Option<Vec<u8>>)> = conn
+                .prepare_cached(if expected_state.is_some() {
+                    "SELECT id, tail, state FROM streams WHERE path = ?1"
+                } else {
+                    "SELECT id, tail, NULL FROM streams WHERE path = ?1"
+                })?
                 .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()?;
             let expected = off("expected tail", expected_tail)?;
             let Some((id, _, _)) = current.filter(|(_, tail, state)| {
-                *tail == expected && expected_state.as_ref().is_none_or(|e| e == state)
+                *tail == expected
+                    && expected_state
+                        .as_ref()
+                        .is_none_or(|e| Some(e) == state.as_ref())
             }) else {
                 return Ok(Commit::Conflict);
             };

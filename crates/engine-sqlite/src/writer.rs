@@ -294,10 +294,16 @@ fn run_transaction(conn: &mut Connection, batch: &mut [Queued]) -> Result<Instan
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
+    // Two statements per command: cached, so they are parsed once per connection, not per
+    // write (`execute_batch` prepares its SQL every time).
     for command in batch.iter_mut() {
-        tx.execute_batch("SAVEPOINT command").map_err(sql)?;
+        tx.prepare_cached("SAVEPOINT command")
+            .and_then(|mut s| s.execute([]))
+            .map_err(sql)?;
         if command.run(&tx) {
-            tx.execute_batch("RELEASE command").map_err(sql)?;
+            tx.prepare_cached("RELEASE command")
+                .and_then(|mut s| s.execute([]))
+                .map_err(sql)?;
         } else {
             tx.execute_batch("ROLLBACK TO command; RELEASE command")
                 .map_err(sql)?;

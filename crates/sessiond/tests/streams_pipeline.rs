@@ -225,7 +225,11 @@ async fn concurrent_appends_share_engine_commits() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let commits = "sessiond_engine_commits_total{engine=\"sqlite\"}";
+    // Engine commands (the sum of the commit batch sizes): appends staged behind the stream's
+    // commit in the engine go as one command, so there are fewer commands than appends too.
+    let commands = "sessiond_engine_commit_batch_size_sum";
     let before = binary::metric(&http, &server.base, commits).await;
+    let commands_before = binary::metric(&http, &server.base, commands).await;
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let url = url.clone();
@@ -252,4 +256,26 @@ async fn concurrent_appends_share_engine_commits() {
         "{used} commits for {} appends",
         WRITERS * PER_WRITER
     );
+    let sent = binary::metric(&http, &server.base, commands).await - commands_before;
+    assert!(
+        sent > 0.0 && sent < (WRITERS * PER_WRITER) as f64,
+        "{sent} engine commands for {} appends",
+        WRITERS * PER_WRITER
+    );
+    // Each append landed once, its bytes whole (batched chunks keep their order and size).
+    let log = http
+        .get(format!("{url}?offset=-1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut tokens: Vec<&str> = (0..log.len() / TOKEN_LEN)
+        .map(|k| &log[k * TOKEN_LEN..(k + 1) * TOKEN_LEN])
+        .collect();
+    assert_eq!(log.len(), WRITERS * PER_WRITER * TOKEN_LEN);
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), WRITERS * PER_WRITER);
 }

@@ -186,6 +186,12 @@ async fn append_payload(
     }
 }
 
+/// What an append decides on: the locked stream's tail and metadata.
+struct Current {
+    tail: u64,
+    info: crate::state::StreamInfo,
+}
+
 /// The parsed headers of an append.
 struct Request<'a> {
     now: sessiond_store::Millis,
@@ -222,7 +228,12 @@ async fn decide_and_commit(
     } else {
         streams.lock_live(path, now).await?
     };
-    let Some(current) = stream(&g).cloned() else {
+    // Only the tail and the metadata are needed (one copy of the metadata, which the append
+    // then changes), not the whole cached stream.
+    let Some(current) = stream(&g).map(|s| Current {
+        tail: s.tail,
+        info: s.info.clone(),
+    }) else {
         return Err(StreamError::not_found());
     };
     let tail_header = offset::format(current.tail);
@@ -258,7 +269,7 @@ async fn decide_and_commit(
             return Err(StreamError::conflict(mismatch_message(&stream_type)));
         }
     }
-    let mut info = current.info.clone();
+    let mut info = current.info;
     let mut accepted = None;
     // A plain append on a shared engine may move to the stored tail (`shared_append.rs`);
     // not while producers from before producer rows are still in the state.

@@ -12,10 +12,14 @@
 //! each commit's completion, which also wakes waiting readers. A reply is sent only after its
 //! own commit is durable.
 //!
-//! The completion runs in a spawned task, so a client that disconnects cannot leave a commit
-//! in flight forever. Completions of one stream publish in enqueue order (each waits for its
-//! predecessor's), so the durable tail and the store's observers (subscriptions) see appends
-//! in log order. If a commit fails, its successors fail their tail check too; the object
+//! One commit of a stream is in the engine at a time. Appends decided while it is there are
+//! **staged** ([`Staged`]) and sent together as the next commit when it lands: a busy stream
+//! then costs one tail check, one metadata write, one engine command and one reader wake-up
+//! per batch, not per append (the engine's group commit already shared the fsync; this shares
+//! the rest). A driver task lands the commits (so a client that disconnects cannot leave one
+//! in flight forever), one after the other, publishing each outcome before answering its
+//! appends, so the durable tail and the store's observers (subscriptions) see appends in log
+//! order. If a commit fails, its successors fail their tail check too; the object
 //! is marked [`Flight::failed`], every one of them answers 503, and the next lock waits for the
 //! flight to land and reloads the stream from the engine.
 //!
@@ -30,8 +34,13 @@
 //! nothing is in flight, so it is ordered after every pending append and sees only durable
 //! state.
 
-use sessiond_store::{Commit, Durability, StreamChunk};
-use tokio::sync::oneshot;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sessiond_store::{
+    Commit, CommitTicket, Durability, ProducerUpdate, StoreError, StreamChunk, StreamMeta,
+    StreamStore,
+};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{StreamError, StreamResult};
 use crate::service::{Guard, Streams};
@@ -75,10 +84,11 @@ impl Streams {
         self.exclusive
     }
 
-    /// Enqueues the append `chunks` + `info` after `expected_tail` under the lock, releases the
-    /// lock, and returns once the commit is durable, or at once for `Durability::Unconfirmed`
-    /// (readers see it only once durable either way). `chunks` must not be empty; the caller
-    /// made every check against the assigned state.
+    /// Enqueues the append `chunks` + `info` after `expected_tail` under the lock (or stages
+    /// it behind the stream's commit in the engine), releases the lock, and returns once the
+    /// commit is durable, or at once for `Durability::Unconfirmed` (readers see it only once
+    /// durable either way). `chunks` must not be empty; the caller made every check against
+    /// the assigned state.
     pub async fn commit_pipelined(
         &self,
         mut g: Guard,
@@ -89,30 +99,81 @@ impl Streams {
     ) -> StreamResult<()> {
         let (producers, written) = self.producer_update(&mut info);
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
-        let meta = Stream::encode(g.key(), tail, &info)?;
+        // Most appends change only the tail: keep the stored encoding of the rest.
+        let unchanged = crate::service::stream(&g)
+            .filter(|s| s.info == info)
+            .map(|s| s.stored_state.clone());
+        let (meta, stored_state) = match unchanged {
+            Some(state) => (Stream::meta(g.key(), tail, &info, state.to_vec()), state),
+            None => {
+                let meta = Stream::encode(g.key(), tail, &info)?;
+                let state = meta.state.as_slice().into();
+                (meta, state)
+            }
+        };
         let expires_at = meta.expires_at;
-        let stored_state = meta.state.as_slice().into();
-        let ticket = self
-            .store
-            .commit_enqueue(
-                g.key(),
-                expected_tail,
-                chunks,
-                meta,
-                producers,
-                Durability::Confirmed,
-            )
-            .await?;
-        let Some(object) = g.state_mut() else {
+        let Some(object) = g.state() else {
             return Err(StreamError::busy("stream object vanished"));
         };
-        object.flight.send_if_modified(|f| {
+        let (flight, changed, staged) = (
+            object.flight.clone(),
+            object.changed.clone(),
+            Arc::clone(&object.staged),
+        );
+        // Counted before it can be staged: the driver may land it as soon as it is.
+        flight.send_if_modified(|f| {
             if f.in_flight == 0 {
                 f.durable_tail = expected_tail;
             }
             f.in_flight += 1;
             false // nobody waits for more to be in flight
         });
+        let (reply, outcome) = oneshot::channel();
+        let direct = {
+            let mut s = staged.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.active {
+                s.stage(expected_tail, chunks, meta, producers, reply);
+                None
+            } else {
+                s.active = true;
+                Some((chunks, meta, producers, reply))
+            }
+        };
+        if let Some((chunks, meta, producers, reply)) = direct {
+            let enqueued = self
+                .store
+                .commit_enqueue(
+                    g.key(),
+                    expected_tail,
+                    chunks,
+                    meta,
+                    producers,
+                    Durability::Confirmed,
+                )
+                .await;
+            let ticket = match enqueued {
+                Ok(ticket) => ticket,
+                Err(e) => {
+                    // Nothing was staged meanwhile (staging needs the lock we hold).
+                    staged.lock().unwrap_or_else(PoisonError::into_inner).active = false;
+                    flight.send_modify(|f| f.in_flight -= 1);
+                    return Err(e.into());
+                }
+            };
+            tokio::spawn(drive(Driver {
+                store: Arc::clone(&self.store),
+                path: g.key().to_owned(),
+                staged,
+                flight,
+                changed,
+                ticket,
+                replies: vec![reply],
+                tail,
+            }));
+        }
+        let Some(object) = g.state_mut() else {
+            return Err(StreamError::busy("stream object vanished"));
+        };
         object.producers.extend(written);
         let retained = object.stream.as_ref().map_or(0, |s| s.retained);
         object.stream = Some(Stream {
@@ -122,33 +183,8 @@ impl Streams {
             persisted_expiry: expires_at,
             stored_state,
         });
-        let (flight, changed) = (object.flight.clone(), object.changed.clone());
-        let (done, next_done) = oneshot::channel();
-        let previous = object.last_done.replace(next_done);
         drop(g);
 
-        let (reply, outcome) = oneshot::channel();
-        tokio::spawn(async move {
-            // In enqueue order (costs nothing: the engine answers in that order anyway).
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            let result = ticket.await;
-            let written = matches!(result, Ok(Commit::Written));
-            flight.send_modify(|f| {
-                f.in_flight -= 1;
-                if written {
-                    f.durable_tail = f.durable_tail.max(tail);
-                } else {
-                    f.failed = true;
-                }
-            });
-            if written {
-                changed.send_modify(|v| *v = v.wrapping_add(1));
-            }
-            let _ = done.send(());
-            let _ = reply.send(result);
-        });
         if durability == Durability::Unconfirmed {
             // Its place in the log is fixed; a failure or a crash may still lose it.
             return Ok(());
@@ -159,6 +195,136 @@ impl Streams {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(StreamError::busy("the append's completion was lost; retry")),
         }
+    }
+}
+
+/// The answer each append of a commit gets.
+type Reply = oneshot::Sender<sessiond_store::Result<Commit>>;
+
+/// Appends of one stream decided while a commit of it is in the engine: they wait here and
+/// go to the engine as ONE commit when it lands, so a busy stream costs one tail check,
+/// one metadata write, one engine command and one wake-up per batch instead of per append.
+#[derive(Default)]
+pub struct Staged {
+    /// A commit of this stream is in the engine; its driver takes what is staged.
+    active: bool,
+    /// Where the first staged chunk starts.
+    from: u64,
+    chunks: Vec<StreamChunk>,
+    /// The metadata after the last staged append.
+    meta: Option<StreamMeta>,
+    producers: ProducerUpdate,
+    replies: Vec<Reply>,
+    /// The tail after the last staged append.
+    tail: u64,
+}
+
+impl Staged {
+    fn stage(
+        &mut self,
+        expected_tail: u64,
+        chunks: Vec<StreamChunk>,
+        meta: StreamMeta,
+        producers: ProducerUpdate,
+        reply: Reply,
+    ) {
+        if self.replies.is_empty() {
+            self.from = expected_tail;
+        }
+        self.tail = meta.tail;
+        self.meta = Some(meta);
+        self.chunks.extend(chunks);
+        // A later state of a producer replaces an earlier one of the same batch.
+        for record in producers.upsert {
+            match self.producers.upsert.iter_mut().find(|r| r.id == record.id) {
+                Some(r) => *r = record,
+                None => self.producers.upsert.push(record),
+            }
+        }
+        self.producers.max_producers = producers.max_producers;
+        self.replies.push(reply);
+    }
+}
+
+/// What a driver task owns: the stream's commit in the engine and who waits for it.
+struct Driver {
+    store: Arc<dyn StreamStore>,
+    path: String,
+    staged: Arc<Mutex<Staged>>,
+    flight: watch::Sender<Flight>,
+    changed: crate::wakes::WakeSender,
+    ticket: CommitTicket,
+    replies: Vec<Reply>,
+    tail: u64,
+}
+
+/// Lands the stream's commits one after the other until nothing is staged: publishes each
+/// outcome (durable tail, wake-up) before answering its appends, then sends what was staged
+/// meanwhile as the next commit. Runs in its own task, so a client that disconnects cannot
+/// leave a commit in flight forever; one driver per stream at a time keeps outcomes in log
+/// order.
+async fn drive(mut d: Driver) {
+    loop {
+        let result = d.ticket.await;
+        let written = matches!(result, Ok(Commit::Written));
+        let landed = d.replies.len() as u64;
+        let tail = d.tail;
+        d.flight.send_modify(|f| {
+            f.in_flight -= landed;
+            if written {
+                f.durable_tail = f.durable_tail.max(tail);
+            } else {
+                f.failed = true;
+            }
+        });
+        if written {
+            d.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        for reply in d.replies.drain(..) {
+            let _ = reply.send(copy(&result));
+        }
+        let next = {
+            let mut s = d.staged.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.replies.is_empty() {
+                s.active = false;
+                return;
+            }
+            // Still active: the next commit is this driver's to send.
+            let next = std::mem::take(&mut *s);
+            s.active = true;
+            next
+        };
+        let Some(meta) = next.meta else {
+            return; // unreachable: every staged append set it
+        };
+        // Even after a failure: the engine's tail check refuses what followed it, and what
+        // was staged after the stream was reloaded is checked against the stored tail.
+        d.ticket = match d
+            .store
+            .commit_enqueue(
+                &d.path,
+                next.from,
+                next.chunks,
+                meta,
+                next.producers,
+                Durability::Confirmed,
+            )
+            .await
+        {
+            Ok(ticket) => ticket,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        d.replies = next.replies;
+        d.tail = next.tail;
+    }
+}
+
+/// `StoreError` is not `Clone`; every append of a failed commit gets the same error.
+fn copy(result: &sessiond_store::Result<Commit>) -> sessiond_store::Result<Commit> {
+    match result {
+        Ok(c) => Ok(*c),
+        Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
+        Err(StoreError::Corrupt(m)) => Err(StoreError::Corrupt(m.clone())),
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sessiond_store::{Millis, StoreError, StreamMeta};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// An idempotent producer's position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +248,14 @@ impl Stream {
     pub fn encode(path: &str, tail: u64, info: &StreamInfo) -> Result<StreamMeta, StoreError> {
         let state = serde_json::to_vec(info)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode stream {path}: {e}")))?;
-        Ok(StreamMeta {
+        Ok(Stream::meta(path, tail, info, state))
+    }
+
+    /// The metadata to store for `path` with `tail`, `state` being the encoding of `info`
+    /// (already at hand: a plain append that changed nothing but the tail keeps the stored
+    /// bytes instead of encoding the same JSON again).
+    pub fn meta(path: &str, tail: u64, info: &StreamInfo, state: Vec<u8>) -> StreamMeta {
+        StreamMeta {
             path: path.to_owned(),
             tail,
             // Engine-managed (raised by trims only); commits leave the stored value alone.
@@ -262,7 +269,7 @@ impl Stream {
                 (true, _) => None,
             },
             state,
-        })
+        }
     }
 }
 
@@ -295,9 +302,9 @@ pub struct StreamObject {
     pub loaded_at: Option<u64>,
     /// Pipelined appends of this stream (see `pipeline.rs`).
     pub flight: watch::Sender<Flight>,
-    /// Fires when the last pipelined append's completion has published its outcome; the next
-    /// one publishes only after it, so outcomes (and store observers) are seen in order.
-    pub(crate) last_done: Option<oneshot::Receiver<()>>,
+    /// Appends waiting for the stream's commit in the engine to land (see `pipeline.rs`);
+    /// shared with the task that lands it.
+    pub(crate) staged: std::sync::Arc<std::sync::Mutex<crate::pipeline::Staged>>,
     /// Producer states known to this object: the assigned ones of appends in flight (which the
     /// store may not have yet) and recently read or written ones. Cleared when nothing is in
     /// flight and it grew past a few entries, so it stays small (see `Streams::lock`).
@@ -316,7 +323,7 @@ impl StreamObject {
             loaded_at: None,
             refreshed_at: None,
             flight: watch::Sender::new(Flight::default()),
-            last_done: None,
+            staged: Default::default(),
             producers: Default::default(),
         }
     }
