@@ -89,6 +89,13 @@ impl Streams {
     ) -> StreamResult<()> {
         let (producers, written) = self.producer_update(&mut info);
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
+        // For the readers waiting at the tail (`recent.rs`): only while there are some.
+        let budget = self.config.fanout_cache_bytes;
+        let kept = g
+            .state()
+            .filter(|o| o.changed.receiver_count() > 0)
+            .and_then(|_| crate::recent::keep(&chunks, budget));
+        let created_at = info.created_at;
         let meta = Stream::encode(g.key(), tail, &info)?;
         let expires_at = meta.expires_at;
         let stored_state = meta.state.as_slice().into();
@@ -123,6 +130,7 @@ impl Streams {
             stored_state,
         });
         let (flight, changed) = (object.flight.clone(), object.changed.clone());
+        let recent = object.recent.clone();
         let (done, next_done) = oneshot::channel();
         let previous = object.last_done.replace(next_done);
         drop(g);
@@ -144,6 +152,7 @@ impl Streams {
                 }
             });
             if written {
+                recent.publish(created_at, tail, kept, budget);
                 changed.send_modify(|v| *v = v.wrapping_add(1));
             }
             let _ = done.send(());
