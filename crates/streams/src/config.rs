@@ -48,6 +48,11 @@ pub struct StreamsConfig {
     pub max_producers_per_stream: usize,
     /// Most concurrently open SSE connections; beyond it new ones get 503 + `Retry-After`.
     pub max_sse_connections: usize,
+    /// Bytes of a stream's latest appends kept in memory while readers wait at its tail, so
+    /// an append fanned out to many SSE / long-poll readers is read from the store once, not
+    /// once per reader. Per stream with waiting readers; an append larger than this is not
+    /// kept. 0 = off.
+    pub fanout_cache_bytes: usize,
     /// Most concurrently waiting long-poll requests; beyond it new ones get 503.
     pub max_long_polls: usize,
     /// An SSE connection is closed after this long (seconds) so CDNs can collapse
@@ -202,6 +207,7 @@ impl Default for StreamsConfig {
             max_stream_seq_bytes: 256,
             max_producers_per_stream: 1000,
             max_sse_connections: 10_000,
+            fanout_cache_bytes: 64 * 1024,
             max_long_polls: 10_000,
             sse_reconnect_s: 60,
             sweep_interval_s: 30,

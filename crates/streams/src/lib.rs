@@ -70,6 +70,7 @@ pub mod producer;
 pub mod producer_list;
 pub mod protocol;
 pub mod read;
+pub mod recent;
 mod release;
 pub mod retention;
 pub mod routes;

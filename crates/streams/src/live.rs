@@ -100,7 +100,10 @@ pub async fn long_poll(
             let c = crate::cursor::next(now_ms(), cursor.as_deref());
             return Ok(at_tail(&snap, false, Some(&c)));
         }
-        (snap, changes) = refresh(streams, &snap.path).await?;
+        // A plain append published its tail: no lock needed (see `recent.rs`).
+        if !snap.advance() {
+            (snap, changes) = refresh(streams, &snap.path).await?;
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 //! a hot chunk is the engine's buffer moved in, and cutting a chunk to the page budget is a
 //! slice, so a page of a large stream is assembled without copying its bytes.
 //!
+//! Readers woken at the tail of a stream first look at the chunks its last appends left in
+//! memory (`recent.rs`): one engine read per append instead of one per reader.
+//!
 //! Which tier first: the hot log holds the tail, the cold tier everything below the first hot
 //! chunk. Asking the hot log first for an offset that is sealed reads up to a page of hot
 //! chunks only to discard them, so offsets below the cold tier's [`ColdReader::sealed_end_hint`]
@@ -192,7 +195,13 @@ impl Streams {
         let mut messages = 0usize;
         'ranges: for (path, _start, end) in ranges {
             while pos < end {
-                let chunks = self.read_path(path, pos, budget).await?;
+                let in_memory = (path == snap.path)
+                    .then(|| snap.recent.chunks_from(snap.created_at, snap.epoch, pos))
+                    .flatten();
+                let chunks = match in_memory {
+                    Some(chunks) => chunks,
+                    None => self.read_path(path, pos, budget).await?,
+                };
                 if chunks.first().is_none_or(|c| c.offset > pos) {
                     // A hole below the snapshot's tail: a trim ran after the snapshot.
                     self.refuse_trimmed(path, pos, snap.compacted).await?;

@@ -37,12 +37,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sessiond_store::{
-    Commit, CommitTicket, Durability, ProducerUpdate, StoreError, StreamChunk, StreamMeta,
-    StreamStore,
+    Commit, CommitTicket, Durability, Millis, ProducerUpdate, StoreError, StreamChunk,
+    StreamMeta, StreamStore,
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::cold::SharedChunk;
 use crate::error::{StreamError, StreamResult};
+use crate::recent::Recent;
 use crate::service::{Guard, Streams};
 use crate::state::{Flight, Stream, StreamInfo, StreamObject};
 
@@ -99,6 +101,13 @@ impl Streams {
     ) -> StreamResult<()> {
         let (producers, written) = self.producer_update(&mut info);
         let tail = chunks.last().map_or(expected_tail, StreamChunk::end);
+        // For the readers waiting at the tail (`recent.rs`): only while there are some.
+        let budget = self.config.fanout_cache_bytes;
+        let kept = g
+            .state()
+            .filter(|o| o.changed.receiver_count() > 0)
+            .and_then(|_| crate::recent::keep(&chunks, budget));
+        let created_at = info.created_at;
         // Most appends change only the tail: keep the stored encoding of the rest.
         let unchanged = crate::service::stream(&g)
             .filter(|s| s.info == info)
@@ -115,10 +124,11 @@ impl Streams {
         let Some(object) = g.state() else {
             return Err(StreamError::busy("stream object vanished"));
         };
-        let (flight, changed, staged) = (
+        let (flight, changed, staged, recent) = (
             object.flight.clone(),
             object.changed.clone(),
             Arc::clone(&object.staged),
+            Arc::clone(&object.recent),
         );
         // Counted before it can be staged: the driver may land it as soon as it is.
         flight.send_if_modified(|f| {
@@ -132,14 +142,14 @@ impl Streams {
         let direct = {
             let mut s = staged.lock().unwrap_or_else(PoisonError::into_inner);
             if s.active {
-                s.stage(expected_tail, chunks, meta, producers, reply);
+                s.stage(expected_tail, chunks, meta, producers, reply, kept);
                 None
             } else {
                 s.active = true;
-                Some((chunks, meta, producers, reply))
+                Some((chunks, meta, producers, reply, kept))
             }
         };
-        if let Some((chunks, meta, producers, reply)) = direct {
+        if let Some((chunks, meta, producers, reply, kept)) = direct {
             let enqueued = self
                 .store
                 .commit_enqueue(
@@ -169,6 +179,12 @@ impl Streams {
                 ticket,
                 replies: vec![reply],
                 tail,
+                fanout: Fanout {
+                    recent,
+                    created_at,
+                    budget,
+                    kept,
+                },
             }));
         }
         let Some(object) = g.state_mut() else {
@@ -217,6 +233,9 @@ pub struct Staged {
     replies: Vec<Reply>,
     /// The tail after the last staged append.
     tail: u64,
+    /// Copies of the staged chunks for the readers (`recent.rs`); `None` once one of them
+    /// was not kept.
+    kept: Option<Vec<SharedChunk>>,
 }
 
 impl Staged {
@@ -227,10 +246,19 @@ impl Staged {
         meta: StreamMeta,
         producers: ProducerUpdate,
         reply: Reply,
+        kept: Option<Vec<SharedChunk>>,
     ) {
         if self.replies.is_empty() {
             self.from = expected_tail;
+            self.kept = Some(Vec::new());
         }
+        self.kept = match (self.kept.take(), kept) {
+            (Some(mut all), Some(more)) => {
+                all.extend(more);
+                Some(all)
+            }
+            _ => None,
+        };
         self.tail = meta.tail;
         self.meta = Some(meta);
         self.chunks.extend(chunks);
@@ -256,6 +284,18 @@ struct Driver {
     ticket: CommitTicket,
     replies: Vec<Reply>,
     tail: u64,
+    fanout: Fanout,
+}
+
+/// What the readers waiting at the tail learn when a commit lands (`recent.rs`).
+struct Fanout {
+    recent: Arc<Recent>,
+    /// The stream's incarnation (a delete settles first, so every commit of one driver
+    /// belongs to it).
+    created_at: Millis,
+    budget: usize,
+    /// Copies of the landing commit's chunks, if kept.
+    kept: Option<Vec<SharedChunk>>,
 }
 
 /// Lands the stream's commits one after the other until nothing is staged: publishes each
@@ -277,7 +317,10 @@ async fn drive(mut d: Driver) {
                 f.failed = true;
             }
         });
+        let kept = d.fanout.kept.take();
         if written {
+            let f = &d.fanout;
+            f.recent.publish(f.created_at, tail, kept, f.budget);
             d.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
         for reply in d.replies.drain(..) {
@@ -316,6 +359,7 @@ async fn drive(mut d: Driver) {
         };
         d.replies = next.replies;
         d.tail = next.tail;
+        d.fanout.kept = next.kept;
     }
 }
 

@@ -86,6 +86,23 @@ pub struct Snapshot {
     pub generation: u64,
     /// Whether the stream is compacted (its reads may meet gaps that are not trims).
     pub compacted: bool,
+    /// What appends published since (see `recent.rs`), valid while its epoch is `epoch`.
+    pub recent: Arc<crate::recent::Recent>,
+    pub epoch: u64,
+}
+
+impl Snapshot {
+    /// After a wake: takes the tail a plain append published, if nothing else changed since
+    /// the snapshot. False when the reader must refresh under the lock.
+    pub fn advance(&mut self) -> bool {
+        match self.recent.published(self.created_at, self.epoch) {
+            Some(p) if p.tail > self.tail => {
+                self.tail = p.tail;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Streams {
@@ -501,6 +518,8 @@ impl Streams {
                 purged: s.info.compaction.as_ref().map_or(0, |c| c.purged),
                 generation: s.info.compaction.as_ref().map_or(0, |c| c.generation),
                 compacted: s.info.compaction.is_some(),
+                recent: object.recent.clone(),
+                epoch: object.recent.epoch(),
             },
             changes,
         ))

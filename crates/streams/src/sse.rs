@@ -154,6 +154,8 @@ impl Session {
             match changed {
                 Err(_) if Instant::now() >= self.deadline => return None,
                 Err(_) => return Some(self.control()),
+                // A plain append published its tail: no lock needed (see `recent.rs`).
+                Ok(_) if self.snap.advance() => {}
                 Ok(_) => match refresh(&self.streams, &self.snap.path).await {
                     Ok((snap, changes)) => (self.snap, self.changes) = (snap, changes),
                     Err(_) => return None,

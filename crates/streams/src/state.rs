@@ -312,6 +312,8 @@ pub struct StreamObject {
     /// When `stream` was last replaced by the metadata a lost commit returned (shared engines):
     /// as fresh as a read made then, so a writer that started before may decide on it.
     pub(crate) refreshed_at: Option<std::time::Instant>,
+    /// The tail and chunks of the last durable appends, for woken readers (see `recent.rs`).
+    pub recent: std::sync::Arc<crate::recent::Recent>,
 }
 
 impl StreamObject {
@@ -325,6 +327,7 @@ impl StreamObject {
             flight: watch::Sender::new(Flight::default()),
             staged: Default::default(),
             producers: Default::default(),
+            recent: Default::default(),
         }
     }
 
@@ -337,8 +340,10 @@ impl StreamObject {
             && self.flight.borrow().in_flight == 0
     }
 
-    /// Wakes every waiting reader (call only after the change is durable).
+    /// Wakes every waiting reader (call only after the change is durable). Not for plain
+    /// appends: this also drops what they published (`recent.rs`), so woken readers refresh.
     pub fn notify(&self) {
+        self.recent.invalidate();
         crate::wakes::bump(&self.changed);
     }
 
