@@ -71,7 +71,7 @@ async fn member(s: &TestServer, i: usize) -> (Ws, String) {
     let auth = format!("Bearer {KEY}");
     let path = format!("/v1/realtime?userId=m{i}&deviceId=d{i}");
     let headers = [("Authorization", auth.as_str())];
-    let mut ws = if i % SLOW_EVERY == 0 {
+    let mut ws = if i.is_multiple_of(SLOW_EVERY) {
         connect_slow(s, &path, &headers, 4096).await
     } else {
         connect(s, &path, &headers).await.open()
@@ -98,7 +98,7 @@ async fn mass_join(nodes: &[&TestServer], members: usize) {
     for (i, mut ws) in sockets.into_iter().enumerate() {
         ws.send(json!({"type": "subscribe", "channel": CHANNEL, "meta": {"pad": pad}}))
             .await;
-        if i % SLOW_EVERY == 0 {
+        if i.is_multiple_of(SLOW_EVERY) {
             slow.push(ws);
         } else {
             let expected = expected.clone();
