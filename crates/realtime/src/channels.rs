@@ -176,16 +176,24 @@ impl ChannelState {
         Value::Object(map)
     }
 
-    fn diff(&self, channel: &str, joins: Value, leaves: Value, except: Option<u64>) {
+    fn state_frame(&self, channel: &str) -> Utf8Bytes {
+        frame(&json!({
+            "type": "presence_state", "channel": channel, "presence": self.presence(),
+        }))
+    }
+
+    /// Queues a `presence_diff` to the subscribers (but `except`); a lagging one gets a fresh
+    /// `presence_state` later instead ([`Conn::send_presence`]).
+    fn diff(&self, channel: &Arc<str>, joins: Value, leaves: Value, except: Option<u64>) {
         let diff = frame(&json!({
-            "type": "presence_diff", "channel": channel, "joins": joins, "leaves": leaves,
+            "type": "presence_diff", "channel": &**channel, "joins": joins, "leaves": leaves,
         }));
         for sub in self
             .subscribers
             .iter()
             .filter(|s| Some(s.conn.id) != except)
         {
-            sub.conn.send(diff.clone());
+            sub.conn.send_presence(channel, diff.clone(), false);
         }
     }
 
@@ -337,9 +345,7 @@ impl Channel {
             meta: meta.clone(),
             meta_bytes,
         });
-        conn.send(frame(&json!({
-            "type": "presence_state", "channel": &*self.name, "presence": st.presence(),
-        })));
+        conn.send_presence(&self.name, st.state_frame(&self.name), true);
         st.diff(
             &self.name,
             one_meta(&conn.user_id, &meta),
@@ -407,6 +413,17 @@ impl Channel {
             None,
         );
         Ok(true)
+    }
+
+    /// Queues a fresh `presence_state` to `conn`, which dropped diffs of this channel while
+    /// it lagged. False when it is not subscribed (any more).
+    pub(crate) fn resend_presence(&self, conn: &Arc<Conn>) -> bool {
+        let st = lock(&self.state);
+        if !st.subscribers.iter().any(|s| Arc::ptr_eq(&s.conn, conn)) {
+            return false;
+        }
+        conn.send_presence(&self.name, st.state_frame(&self.name), true);
+        true
     }
 
     /// Whether `conn` is subscribed.

@@ -61,7 +61,8 @@ pub struct RealtimeConfig {
     /// `GET /v1/realtime/channels`) returns; `limit` above it is lowered to it.
     pub max_list_page: usize,
     /// Outbound messages queued per socket; a socket that falls further behind is closed
-    /// (1013) instead of buffering without bound.
+    /// (1013) instead of buffering without bound. Presence diffs stop at half of it: a
+    /// lagging socket gets a fresh `presence_state` once drained instead (never a close).
     pub outbound_queue: usize,
     /// Server WebSocket ping interval (seconds).
     pub ping_interval_s: u64,

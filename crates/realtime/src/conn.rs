@@ -8,6 +8,14 @@
 //! (a socket that falls behind is closed rather than buffered without bound) and a close
 //! request, which jumps the queue so a logout is never stuck behind a backlog. The
 //! socket's own task owns the WebSocket and drains both.
+//!
+//! Presence frames are the exception to "fall behind and be closed": a mass join sends every
+//! member one diff per joiner (N² frames for N members), so a reader that is merely slower
+//! than the burst would overflow on frames that the next `presence_state` makes obsolete. A
+//! lagging socket (queue half full) gets no presence diffs of a channel; the channel is marked
+//! instead, and once the queue has drained the socket task asks the channel for one fresh
+//! `presence_state` (queued under the channel's lock, so later diffs apply on top of it).
+//! Messages keep the hard limit: they cannot be rebuilt, only recovered by offset.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -89,6 +97,9 @@ struct Outbox {
     close: Option<(u16, Box<str>)>,
     /// Sent just before the close frame (why the connection ends).
     last_words: Option<Utf8Bytes>,
+    /// Channels whose presence frames were dropped while the socket lagged: each gets a fresh
+    /// `presence_state` once the queue drains. Empty (no allocation) on a socket keeping up.
+    behind: Vec<Arc<str>>,
 }
 
 /// What the socket task must do next.
@@ -127,6 +138,12 @@ impl ConnReceiver {
                 }
                 if let Some(frame) = outbox.frames.pop_front() {
                     return Outbound::Frame(frame);
+                }
+                if !outbox.behind.is_empty() {
+                    let behind = outbox.behind.clone();
+                    drop(outbox);
+                    self.conn.catch_up(&behind);
+                    continue;
                 }
             }
             match self.conn.next_expiry() {
@@ -237,6 +254,49 @@ impl Conn {
         drop(outbox);
         self.wake.notify_one();
         true
+    }
+
+    /// Queues a presence frame of `channel` (`state`: a full `presence_state`, else a
+    /// `presence_diff`). A lagging socket (queue at least half full), or one already behind
+    /// on this channel, does not get it: the channel is marked and gets a fresh
+    /// `presence_state` once the queue drains ([`ConnReceiver::next`]). Never closes the
+    /// socket. Call under the channel's lock, so frames of one channel keep their order.
+    pub(crate) fn send_presence(&self, channel: &Arc<str>, frame: Utf8Bytes, state: bool) -> bool {
+        let mut outbox = lock(&self.outbox);
+        if outbox.close.is_some() {
+            return false;
+        }
+        let marked = outbox.behind.iter().position(|c| c == channel);
+        let lagging = outbox.frames.len() >= (self.capacity / 2).max(1);
+        if lagging || (marked.is_some() && !state) {
+            if marked.is_none() {
+                outbox.behind.push(channel.clone());
+                metrics::counter!("sessiond_realtime_presence_resyncs_total").increment(1);
+            }
+            return false;
+        }
+        if let Some(i) = marked {
+            outbox.behind.swap_remove(i);
+        }
+        outbox.frames.push_back(frame);
+        drop(outbox);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues a fresh `presence_state` for every channel in `behind` (the queue drained); a
+    /// channel the socket left meanwhile is just unmarked (one it is still in unmarks itself
+    /// when the state is queued).
+    fn catch_up(self: &Arc<Self>, behind: &[Arc<str>]) {
+        for name in behind {
+            let channel = lock(&self.subscriptions)
+                .iter()
+                .find(|s| s.channel.name == *name)
+                .map(|s| s.channel.clone());
+            if !channel.is_some_and(|c| c.resend_presence(self)) {
+                lock(&self.outbox).behind.retain(|c| c != name);
+            }
+        }
     }
 
     /// Asks the socket task to send a close frame and stop. The first request wins.

@@ -59,12 +59,7 @@ pub async fn connect_at(
 ) -> Connect {
     let url = format!("ws://{host_port}{path_and_query}");
     let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
+    add_headers(&mut request, headers);
     match tokio_tungstenite::connect_async(request).await {
         Ok((inner, _)) => Connect::Open(Box::new(Ws { inner })),
         Err(Error::Http(response)) => {
@@ -78,6 +73,40 @@ pub async fn connect_at(
         }
         Err(e) => panic!("connect failed: {e}"),
     }
+}
+
+fn add_headers(
+    request: &mut tokio_tungstenite::tungstenite::handshake::client::Request,
+    headers: &[(&str, &str)],
+) {
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+}
+
+/// Opens `path_and_query` over a TCP socket whose receive buffer is `rcvbuf` bytes: a client
+/// that does not read fills it (and the server's small send buffer) within a few frames, so
+/// the server's writes block — a slow reader for real, whatever the machine's speed.
+pub async fn connect_slow(
+    s: &TestServer,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    rcvbuf: u32,
+) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    let stream = socket.connect(s.addr).await.unwrap();
+    let mut request = format!("ws://{}{path_and_query}", s.addr)
+        .into_client_request()
+        .unwrap();
+    add_headers(&mut request, headers);
+    let (inner, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    Ws { inner }
 }
 
 /// Creates a session for `user` and returns its id (the session token).
