@@ -135,7 +135,7 @@ impl AnalyticsSink for ChannelSink {
             return;
         }
         let queued = self.tx.max_capacity() - self.tx.capacity();
-        if queued % self.batch == 0 {
+        if queued.is_multiple_of(self.batch) {
             self.full.notify_one();
         }
     }
