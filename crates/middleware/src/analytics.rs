@@ -14,9 +14,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 
 use serde::Serialize;
 use sessiond_store::Millis;
+use tokio::sync::Notify;
 
 /// The three datasets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,16 +94,37 @@ fn dropped() {
 }
 
 /// A bounded channel of data points; the receiver is drained by whoever owns the destination.
+///
+/// The drain does not wake per point: it waits for its flush interval, or for the signal
+/// that a whole batch is queued ([`ChannelReceiver::batch_queued`]), and then takes what is
+/// there. A wake-up per point (a task scheduled, a timer armed and dropped, often another
+/// worker thread unparked) cost more CPU than the point itself.
 #[derive(Clone, Debug)]
 pub struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<DataPoint>,
+    full: Arc<Notify>,
+    batch: usize,
+}
+
+/// The receiving end of a [`ChannelSink`].
+#[derive(Debug)]
+pub struct ChannelReceiver {
+    rx: tokio::sync::mpsc::Receiver<DataPoint>,
+    full: Arc<Notify>,
 }
 
 impl ChannelSink {
-    /// A sink holding up to `buffer` points, and its receiver.
-    pub fn new(buffer: usize) -> (Self, tokio::sync::mpsc::Receiver<DataPoint>) {
+    /// A sink holding up to `buffer` points, and its receiver, which is told each time
+    /// another `batch` points are queued.
+    pub fn new(buffer: usize, batch: usize) -> (Self, ChannelReceiver) {
         let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
-        (ChannelSink { tx }, rx)
+        let full = Arc::new(Notify::new());
+        let sink = ChannelSink {
+            tx,
+            full: full.clone(),
+            batch: batch.max(1),
+        };
+        (sink, ChannelReceiver { rx, full })
     }
 }
 
@@ -109,7 +132,35 @@ impl AnalyticsSink for ChannelSink {
     fn record(&self, point: DataPoint) {
         if self.tx.try_send(point).is_err() {
             dropped();
+            return;
         }
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        if queued.is_multiple_of(self.batch) {
+            self.full.notify_one();
+        }
+    }
+}
+
+impl ChannelReceiver {
+    /// The next point; `None` once every sink is dropped and the queue is empty.
+    pub async fn recv(&mut self) -> Option<DataPoint> {
+        self.rx.recv().await
+    }
+
+    /// Moves queued points into `into` until it holds `limit`, without waiting.
+    pub fn drain(&mut self, into: &mut Vec<DataPoint>, limit: usize) {
+        while into.len() < limit {
+            match self.rx.try_recv() {
+                Ok(point) => into.push(point),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Resolves when a batch has been queued since the last call returned (at once if that
+    /// happened while nobody waited).
+    pub async fn batch_queued(&self) {
+        self.full.notified().await;
     }
 }
 
@@ -225,6 +276,32 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[tokio::test]
+    async fn channel_sink_signals_each_full_batch_and_drains_without_waiting() {
+        let (sink, mut rx) = ChannelSink::new(16, 3);
+        let signalled = |rx: &ChannelReceiver| ready_now(rx.batch_queued());
+        sink.record(point(Dataset::Events));
+        sink.record(point(Dataset::Events));
+        assert!(!signalled(&rx), "two of three queued: no signal yet");
+        sink.record(point(Dataset::Sessions));
+        assert!(signalled(&rx), "a full batch is signalled");
+        let mut batch = Vec::new();
+        rx.drain(&mut batch, 2);
+        assert_eq!(batch.len(), 2, "drain stops at its limit");
+        rx.drain(&mut batch, 10);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[2].dataset, Dataset::Sessions, "in order");
+        assert!(!signalled(&rx), "the signal was used up");
+    }
+
+    /// Whether `future` is ready at its first poll.
+    fn ready_now(future: impl std::future::Future<Output = ()>) -> bool {
+        let mut future = std::pin::pin!(future);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        future.as_mut().poll(&mut cx).is_ready()
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub mod metrics;
 pub mod routes;
 pub use sessiond_http::signing::stamped as signing;
 
-pub use analytics::{AnalyticsSink, ChannelSink, DataPoint, Dataset, FileSink, NoSink};
+pub use analytics::{
+    AnalyticsSink, ChannelReceiver, ChannelSink, DataPoint, Dataset, FileSink, NoSink,
+};
 pub use config::{AnalyticsTarget, CookieLayout, MiddlewareConfig};
 pub use context::{Decision, IdState, Refusal, SessionContext};
 pub use decide::Decider;

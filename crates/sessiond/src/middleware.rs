@@ -12,11 +12,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 use sessiond_middleware::{
-    AnalyticsSink, AnalyticsTarget, ChannelSink, DataPoint, Decider, FileSink, NoSink,
+    AnalyticsSink, AnalyticsTarget, ChannelReceiver, ChannelSink, Decider, FileSink, NoSink,
 };
 use sessiond_runtime::RuntimeBuilder;
 use sessiond_streams::Streams;
-use tokio::sync::mpsc::Receiver;
 
 use crate::config::Config;
 use crate::supervisor::Task;
@@ -26,7 +25,7 @@ use crate::Wiring;
 const BATCH: usize = 512;
 
 /// A sink, and the receiver to drain into the system stream when it is the stream sink.
-pub type SinkParts = (Arc<dyn AnalyticsSink>, Option<Receiver<DataPoint>>);
+pub type SinkParts = (Arc<dyn AnalyticsSink>, Option<ChannelReceiver>);
 
 /// The sink the configuration asks for.
 pub fn sink(config: &Config, streams_available: bool) -> anyhow::Result<SinkParts> {
@@ -54,7 +53,7 @@ pub fn sink(config: &Config, streams_available: bool) -> anyhow::Result<SinkPart
             Ok((Arc::new(NoSink), None))
         }
         AnalyticsTarget::Stream => {
-            let (sink, rx) = ChannelSink::new(analytics.buffer);
+            let (sink, rx) = ChannelSink::new(analytics.buffer, BATCH);
             Ok((Arc::new(sink), Some(rx)))
         }
     }
@@ -115,14 +114,15 @@ pub fn wire(
 }
 
 /// Appends data points from `rx` to the JSON stream `name` until `stop` (then drains what is
-/// queued). The stream is created when missing. After the first point of a batch it gathers
-/// more for up to `flush` (or until `BATCH`), so a busy server makes one durable append per
-/// interval, not one per handful of decisions.
+/// queued). The stream is created when missing. After the first point of a batch it waits
+/// for `flush` or until `BATCH` points are queued, whichever comes first, and then takes
+/// what is queued: a busy server makes one durable append per interval (or per full batch)
+/// and wakes this task once per batch, not once per point.
 pub async fn run_stream_sink(
     streams: sessiond_streams::Streams,
     name: String,
     flush: std::time::Duration,
-    mut rx: Receiver<DataPoint>,
+    mut rx: ChannelReceiver,
     stop: impl Future<Output = ()>,
 ) {
     let mut h = HeaderMap::new();
@@ -130,31 +130,28 @@ pub async fn run_stream_sink(
     let mut created = false;
     tokio::pin!(stop);
     let mut stopping = false;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let first = if stopping {
-            match rx.try_recv() {
-                Ok(p) => p,
-                Err(_) => return,
+        batch.clear();
+        if stopping {
+            rx.drain(&mut batch, BATCH);
+            if batch.is_empty() {
+                return;
             }
         } else {
             tokio::select! {
-                p = rx.recv() => match p { Some(p) => p, None => return },
+                p = rx.recv() => match p { Some(p) => batch.push(p), None => return },
                 _ = &mut stop => { stopping = true; continue; }
             }
-        };
-        let mut batch = vec![first];
-        let until = tokio::time::Instant::now() + flush;
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) if stopping || flush.is_zero() => break,
-                Err(_) => {
-                    tokio::select! {
-                        p = rx.recv() => match p { Some(p) => batch.push(p), None => break },
-                        () = tokio::time::sleep_until(until) => break,
-                        _ = &mut stop => { stopping = true; break; }
-                    }
+            rx.drain(&mut batch, BATCH);
+            if batch.len() < BATCH && !flush.is_zero() {
+                let until = tokio::time::Instant::now() + flush;
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = rx.batch_queued() => {}
+                    _ = &mut stop => stopping = true,
                 }
+                rx.drain(&mut batch, BATCH);
             }
         }
         let values: Vec<Vec<u8>> = batch
