@@ -132,6 +132,10 @@ impl JoinedChannel for Channel {
     fn unsubscribe(&self, conn: &Arc<Conn>) -> bool {
         Channel::unsubscribe(self, conn)
     }
+
+    fn resend_presence(&self, conn: &Arc<Conn>) -> bool {
+        Channel::resend_presence(self, conn)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -78,6 +78,9 @@ pub trait JoinedChannel: Send + Sync {
     /// Removes `conn` from the channel (the others see the presence leave); false when it
     /// was not subscribed.
     fn unsubscribe(&self, conn: &Arc<Conn>) -> bool;
+    /// Queues a fresh `presence_state` to `conn`, which dropped diffs of this channel while
+    /// it lagged; false when it is not subscribed (any more).
+    fn resend_presence(&self, conn: &Arc<Conn>) -> bool;
 }
 
 /// One channel a socket is subscribed to, and the rights it was granted there.
@@ -291,7 +294,7 @@ impl Conn {
         for name in behind {
             let channel = lock(&self.subscriptions)
                 .iter()
-                .find(|s| s.channel.name == *name)
+                .find(|s| s.channel.name() == name)
                 .map(|s| s.channel.clone());
             if !channel.is_some_and(|c| c.resend_presence(self)) {
                 lock(&self.outbox).behind.retain(|c| c != name);
