@@ -68,10 +68,13 @@ pub(super) fn push(runs: &mut Vec<Run>, queue: &str, event: Event) {
 /// each of its producers as last seen (`None`: no row). A stream in the map exists (as far
 /// as this process knows).
 #[derive(Clone, Default)]
-pub(super) struct Known(Arc<Mutex<HashMap<String, HashMap<String, Option<u64>>>>>);
+pub(super) struct Known(Arc<Mutex<HashMap<String, Epochs>>>);
+
+/// One stream's producers and their epochs (`None`: no row).
+type Epochs = HashMap<String, Option<u64>>;
 
 impl Known {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Option<u64>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Epochs>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
