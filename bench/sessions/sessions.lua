@@ -7,7 +7,8 @@
 --             number, n unique), ids round-robin; data stays <= 64 small keys per session
 --       post  POST /v1/sessions          {"user_id":"bench-<t>-<i>","data":{"n":n}}
 --       churn create/revoke pairs: POST /v1/sessions, then DELETE /v1/sessions/<the new id>
---             (each thread revokes what it created, as soon as the create answered)
+--             (each thread revokes what it created, as soon as the create answered); a new
+--             user per pair, or with a 4th argument U > 0 one of U returning users
 -- With API_KEY every request carries `Authorization: Bearer API_KEY` (servers not in open mode).
 -- Each thread starts at a different offset in the id list (half the list apart with -t2), so
 -- concurrent requests spread over the sessions instead of queueing on one session's lock.
@@ -18,11 +19,12 @@
 
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../wrk_common.lua")
 
-local mode, ids, n_ids, counter, offset, headers, get_headers
+local mode, ids, n_ids, counter, offset, headers, get_headers, users
 
 function init(args)
    mode = args[1] or "get"
    local file = args[2]
+   if file == "" then file = nil end
    ids = read_lines(file)
    n_ids = #ids
    if mode ~= "post" and mode ~= "churn" and n_ids == 0 then
@@ -31,6 +33,7 @@ function init(args)
    -- With -t2 the two threads start half the list apart (more threads wrap around).
    offset = (tid * math.floor(n_ids / 2)) % math.max(n_ids, 1)
    counter = 0
+   users = tonumber(args[4] or "0") or 0
    headers = { ["Content-Type"] = "application/json" }
    get_headers = {}
    if args[3] and #args[3] > 0 then
@@ -56,7 +59,11 @@ function request()
       if id then
          return wrk.format("DELETE", "/v1/sessions/" .. id, get_headers, nil)
       end
-      local body = string.format('{"user_id":"churn-%d-%d","data":{"n":%d}}', tid, counter, n)
+      local user = string.format("churn-%d-%d", tid, counter)
+      if users > 0 then
+         user = string.format("churn-%d", n % users)
+      end
+      local body = string.format('{"user_id":"%s","data":{"n":%d}}', user, n)
       return wrk.format("POST", "/v1/sessions", headers, body)
    elseif mode == "post" then
       local body = string.format('{"user_id":"bench-%d-%d","data":{"n":%d}}', tid, counter, n)

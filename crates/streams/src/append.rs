@@ -93,7 +93,7 @@ pub async fn append(
     h: &HeaderMap,
     body: Bytes,
 ) -> StreamResult<Response> {
-    append_payload(streams, path, h, Payload::Body(body)).await
+    append_payload(streams, path, h, Payload::Body(body), None).await
 }
 
 /// Appends `values`, each one JSON value serialized by an in-process producer (the server's
@@ -106,7 +106,21 @@ pub async fn append_json_values(
     h: &HeaderMap,
     values: Vec<Vec<u8>>,
 ) -> StreamResult<Response> {
-    append_payload(streams, path, h, Payload::JsonValues(values)).await
+    append_payload(streams, path, h, Payload::JsonValues(values), None).await
+}
+
+/// [`append_json_values`] decided only if the request's producer (`Producer-Id` in `h`) has
+/// the epoch `expected` on the stream when the request is decided (412 `producer_epoch_moved`
+/// otherwise, see `producer::ExpectedEpoch`).
+pub async fn append_json_values_expecting(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    values: Vec<Vec<u8>>,
+    expected: producer::ExpectedEpoch,
+) -> StreamResult<Response> {
+    let payload = Payload::JsonValues(values);
+    append_payload(streams, path, h, payload, Some(expected)).await
 }
 
 async fn append_payload(
@@ -114,6 +128,7 @@ async fn append_payload(
     path: &str,
     h: &HeaderMap,
     body: Payload,
+    expected: Option<producer::ExpectedEpoch>,
 ) -> StreamResult<Response> {
     if h.contains_key(protocol::TRIM_BEFORE) {
         let Payload::Body(body) = body else {
@@ -135,6 +150,11 @@ async fn append_payload(
     let close = headers::closed_flag(h);
     let durability = headers::durability(h)?;
     let producer = headers::producer(h, streams.config.max_producer_id_bytes)?;
+    if expected.is_some() && producer.is_none() {
+        return Err(StreamError::bad_request(
+            "an expected producer epoch needs Producer-Id",
+        ));
+    }
     let seq = headers::stream_seq(h, streams.config.max_stream_seq_bytes)?;
     let content_type = headers::get(h, "content-type")?
         .map(str::trim)
@@ -151,6 +171,7 @@ async fn append_payload(
         producer,
         seq,
         content_type,
+        expected,
     };
     // On a shared engine the first attempt decides on the node's cached metadata (no round
     // trip; its commit checks the cached state in the store). A commit that lost a race with
@@ -200,6 +221,8 @@ struct Request<'a> {
     producer: Option<crate::state::ProducerTuple>,
     seq: Option<String>,
     content_type: Option<&'a str>,
+    /// The in-process producer's condition on its row (`producer::ExpectedEpoch`).
+    expected: Option<producer::ExpectedEpoch>,
 }
 
 /// One attempt: lock, check, commit. `trusted` ends false when the outcome was decided on
@@ -220,6 +243,7 @@ async fn decide_and_commit(
         ref producer,
         ref seq,
         content_type,
+        expected,
     } = *r;
     let mut g = if let Some(started) = use_cache {
         let (g, fresh) = streams.lock_live_cached(path, now, started).await?;
@@ -277,6 +301,10 @@ async fn decide_and_commit(
     let mut before = Vec::new();
     if let Some(p) = producer {
         let seen = streams.producer(&mut g, &p.id).await?;
+        if let Some(expected) = expected {
+            // On cached metadata a failure is decided again on the stored row (`trusted`).
+            producer::expect(expected, seen.as_ref())?;
+        }
         let verdict = match producer::check(seen.as_ref(), p) {
             // Decided on this node's cache, whose copy of the row may lag appends made through
             // other nodes: accept the next seq optimistically, the commit requires the row to

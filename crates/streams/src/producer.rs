@@ -65,6 +65,55 @@ pub fn check(current: Option<&ProducerState>, p: &ProducerTuple) -> StreamResult
     Err(gap(current.seq + 1, p.seq))
 }
 
+/// An in-process producer's condition on its own row: decide the request only if the
+/// producer's current epoch on the stream is the one
+/// given (`None`: the stream has no row for it).
+///
+/// Why: a producer that sends several messages under one epoch (the security relay: one
+/// request per run of outbox events, epoch = the run's last position) must not append a
+/// message twice when another writer of the same producer got ahead of what it read. The
+/// condition is checked under the stream's lock where the producer row is read, and the
+/// commit requires that row as it was read (on a shared engine, `shared_append.rs`), so it
+/// holds at the commit. A Rust parameter only (`append::append_json_values_expecting`): no
+/// request header can set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedEpoch(pub Option<u64>);
+
+/// What [`ExpectedEpoch`] requires of the producer row `current`: `Err` (412, with the
+/// current epoch in `Producer-Epoch` when there is a row) if it does not hold.
+pub fn expect(expected: ExpectedEpoch, current: Option<&ProducerState>) -> StreamResult<()> {
+    let epoch = current.map(|s| s.epoch);
+    if epoch == expected.0 {
+        return Ok(());
+    }
+    let e = StreamError::new(
+        axum::http::StatusCode::PRECONDITION_FAILED,
+        MOVED,
+        "the producer's epoch is not the expected one",
+    );
+    Err(match epoch {
+        Some(epoch) => e.with(PRODUCER_EPOCH, epoch),
+        None => e,
+    })
+}
+
+const MOVED: &str = "producer_epoch_moved";
+
+/// For an error of [`expect`]: the producer's epoch at the time (`Some(None)`: no row);
+/// `None` for any other error.
+pub fn moved_to(e: &StreamError) -> Option<Option<u64>> {
+    if e.api.code != MOVED {
+        return None;
+    }
+    let epoch = e
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(PRODUCER_EPOCH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Some(epoch)
+}
+
 /// 403: the producer was fenced by a newer epoch.
 pub fn stale(current_epoch: u64) -> StreamError {
     StreamError::new(
@@ -131,5 +180,19 @@ mod tests {
             check(None, &t(5, 1)).err().map(|e| e.api.status.as_u16()),
             Some(409)
         );
+    }
+
+    #[test]
+    fn expected_epochs() {
+        let state = ProducerState { epoch: 7, seq: 0 };
+        assert!(expect(ExpectedEpoch(Some(7)), Some(&state)).is_ok());
+        assert!(expect(ExpectedEpoch(None), None).is_ok());
+        let moved = expect(ExpectedEpoch(Some(3)), Some(&state)).err();
+        assert_eq!(moved.as_ref().and_then(moved_to), Some(Some(7)));
+        let gone = expect(ExpectedEpoch(Some(3)), None).err();
+        assert_eq!(gone.as_ref().and_then(moved_to), Some(None));
+        let fresh = expect(ExpectedEpoch(None), Some(&state)).err();
+        assert_eq!(fresh.as_ref().map(|e| e.api.status.as_u16()), Some(412));
+        assert_eq!(moved_to(&stale(1)), None);
     }
 }

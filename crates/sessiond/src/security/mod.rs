@@ -6,15 +6,17 @@
 //! as the session change it records, into the engine's outbox (`sessiond_store::outbox`);
 //! streams are another capability with its own locks, caches and readers, so the server moves
 //! queued events into them here, through the streams capability like any other producer, and
-//! removes them from the outbox only once appended. A crash in between appends them again on
-//! restart, and relays on several nodes may append the same event concurrently: each append
-//! is an idempotent producer request keyed by the event's place in the outbox, so the stream
-//! refuses the second copy and each event is in its streams exactly once.
+//! removes them from the outbox only once appended. A crash in between shows them to the next
+//! pass again, and relays on several nodes may read the same events concurrently: each
+//! append is an idempotent producer request keyed by the events' places in the outbox and
+//! conditioned on the producer's state the relay read (`delivery.rs`), so no copy is appended
+//! twice and each event is in its streams exactly once.
 //!
 //! The global copy of an event carries no user id and no address: `user_ref` is
 //! HMAC-SHA256(per-user secret, user_id), so references to one user can be correlated while
 //! the secret exists and never after the user's erasure deletes it.
 
+mod delivery;
 mod refused;
 mod relay;
 mod secrets;

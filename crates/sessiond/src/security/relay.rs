@@ -1,25 +1,26 @@
 //! Moves queued security events from the engine's outbox into the security streams.
 //!
-//! One pass: read a batch, append each event to its user's stream (when it has one) and a
-//! derived copy to the global stream, then remove the batch from the outbox. A crash (or
-//! another node's relay) between the appends and the removal makes the next pass append the
-//! same events again; the streams refuse those copies (`Relay::deliver`), so each event is in
-//! each of its streams exactly once. The relay wakes
-//! when the session service queued something (`SecurityEvents::queued`) and every second
-//! anyway (events queued by another node, or left by a crash).
+//! One pass: read a batch, append each stream's events (the user's stream when it has one, a
+//! derived copy to the global stream) as one request per outbox queue (`delivery.rs`), then
+//! remove the batch from the outbox. A crash (or another node's relay) between the appends and
+//! the removal makes the next pass see the same events again; it skips those the stream has
+//! (by the producer's epoch, see `delivery.rs`), so each event is in each of its streams
+//! exactly once. The relay wakes when the session service queued something
+//! (`SecurityEvents::queued`) and every second anyway (events queued by another node, or
+//! left by a crash).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
+use super::delivery::{self, Event, Known, Run};
 use super::Secrets;
 
 /// Why a relay pass stopped; what it had not relayed stays queued for the next pass.
@@ -59,13 +60,6 @@ impl From<RelayError> for sessiond_http::ApiError {
 
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
-/// The producer id of the relay's appends, before the outbox queue's name: every relay (on
-/// every node) of one queue is the same producer, so the stream refuses what any of them
-/// appended before.
-const PRODUCER: &str = "sessiond-security-outbox:";
-/// Stream names remembered as created before the memory starts over.
-const REMEMBERED: usize = 100_000;
-
 /// The relay. Cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
@@ -73,8 +67,8 @@ pub struct Relay {
     streams: Streams,
     secrets: Secrets,
     events: SecurityEvents,
-    /// Streams known to exist (created by this process).
-    created: Arc<Mutex<HashSet<String>>>,
+    /// Streams known to exist and their producers' epochs (`delivery.rs`).
+    known: Known,
     /// One pass at a time (the background loop and an erasure's flush).
     pass: Arc<tokio::sync::Mutex<()>>,
 }
@@ -92,7 +86,7 @@ impl Relay {
             streams,
             secrets,
             events,
-            created: Arc::default(),
+            known: Known::default(),
             pass: Arc::default(),
         }
     }
@@ -160,36 +154,33 @@ impl Relay {
             let queued = in_delivery_order(batch);
             let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
             let refs = self.user_refs(&envelopes).await?;
-            let mut per_stream: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+            let mut per_stream: BTreeMap<String, Vec<Run>> = BTreeMap::new();
             for q in queued {
-                let producer = format!("{PRODUCER}{}", q.queue);
                 let user_ref = match &q.envelope.user_id {
                     Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
                     None => Value::Null,
                 };
                 let global = global_copy(&q.envelope, user_ref);
                 if let Some(stream) = q.envelope.destination() {
-                    per_stream.entry(stream).or_default().push(Delivery {
-                        producer: producer.clone(),
-                        epoch: q.position,
+                    let event = Event {
+                        position: q.position,
                         body: encode(&q.envelope.event),
-                    });
+                    };
+                    delivery::push(per_stream.entry(stream).or_default(), &q.queue, event);
                 }
-                per_stream
-                    .entry(GLOBAL_STREAM.to_string())
-                    .or_default()
-                    .push(Delivery {
-                        producer,
-                        epoch: q.position,
-                        body: encode(&global),
-                    });
+                let event = Event {
+                    position: q.position,
+                    body: encode(&global),
+                };
+                let runs = per_stream.entry(GLOBAL_STREAM.to_string()).or_default();
+                delivery::push(runs, &q.queue, event);
             }
             // Streams concurrently, so the engine commits them together (one SQLite
             // transaction); one stream's events in order (see `deliver`).
             let mut appends = tokio::task::JoinSet::new();
-            for (stream, deliveries) in per_stream {
+            for (stream, runs) in per_stream {
                 let relay = self.clone();
-                appends.spawn(async move { relay.deliver(&stream, deliveries).await });
+                appends.spawn(async move { relay.deliver(&stream, runs).await });
             }
             while let Some(done) = appends.join_next().await {
                 done??;
@@ -198,25 +189,6 @@ impl Relay {
             metrics::counter!("sessiond_security_events_relayed_total")
                 .increment(keys.len() as u64);
         }
-    }
-
-    /// Appends `deliveries` to `stream` one by one, in order, each as its own idempotent
-    /// producer request: producer `PRODUCER<queue>`, epoch = the event's outbox position,
-    /// seq 0. The stream admits an epoch only above the producer's current one, in the same
-    /// commit as the data (`sessiond_streams::producer`), so an event appended before is
-    /// refused: 204 when it was the last one of its queue, 403 `stale_epoch` when a later one
-    /// followed. Both mean "already there": a queue's events reach a stream only in position
-    /// order (every relay appends them in that order and waits for each answer), so the first
-    /// append of any later event came after this event's own append was decided.
-    /// All but the last append are answered once queued (`Sessiond-Durability: unconfirmed`);
-    /// the last is confirmed, and one stream's commits land in order, so its answer means
-    /// every one of them is durable before the outbox forgets them.
-    async fn deliver(&self, stream: &str, deliveries: Vec<Delivery>) -> Result<(), RelayError> {
-        let last = deliveries.len().saturating_sub(1);
-        for (i, delivery) in deliveries.into_iter().enumerate() {
-            self.append(stream, &delivery, i == last).await?;
-        }
-        Ok(())
     }
 
     /// The `user_ref` of every user of `envelopes`, looked up concurrently (a new user's
@@ -245,65 +217,13 @@ impl Relay {
         Ok(refs)
     }
 
-    /// Appends one event to the JSON stream `name`, creating it first if needed.
-    async fn append(&self, name: &str, d: &Delivery, confirmed: bool) -> Result<(), RelayError> {
-        let h = self.headers();
-        let failed = |source| RelayError::Stream {
-            stream: name.to_owned(),
-            source,
-        };
-        let mut request = h.clone();
-        if let Some(epoch) = d.epoch {
-            let producer = HeaderValue::from_str(&d.producer)
-                .map_err(|_| RelayError::QueueName(d.producer.clone()))?;
-            request.insert(sessiond_streams::protocol::PRODUCER_ID, producer);
-            request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
-            request.insert(sessiond_streams::protocol::PRODUCER_SEQ, 0.into());
-        }
-        if !confirmed {
-            request.insert(
-                "sessiond-durability",
-                HeaderValue::from_static("unconfirmed"),
-            );
-        }
-        let mut attempt = 0;
-        loop {
-            if !self.is_created(name) {
-                sessiond_streams::create::create(&self.streams, name, &h, Bytes::new(), "/")
-                    .await
-                    .map_err(failed)?;
-                self.remember(name);
-            }
-            match sessiond_streams::append::append_json_values(
-                &self.streams,
-                name,
-                &request,
-                vec![d.body.clone()],
-            )
-            .await
-            {
-                Ok(answer) => {
-                    if answer.status() == StatusCode::NO_CONTENT {
-                        deduplicated();
-                    }
-                    return Ok(());
-                }
-                // A later event of the same queue is in the stream, hence this one too.
-                Err(e) if e.api.status == StatusCode::FORBIDDEN && e.api.code == "stale_epoch" => {
-                    deduplicated();
-                    return Ok(());
-                }
-                // Deleted meanwhile (an erasure, a sweep): create it again once.
-                Err(e) if e.api.status == StatusCode::NOT_FOUND && attempt == 0 => {
-                    self.forget(name);
-                    attempt += 1;
-                }
-                Err(e) => return Err(failed(e)),
-            }
-        }
+    /// What the relay knows of the streams it wrote.
+    pub(super) fn known(&self) -> &Known {
+        &self.known
     }
 
-    fn headers(&self) -> HeaderMap {
+    /// The headers of the relay's creates and appends.
+    pub(super) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("application/json"));
         if self.config().retention_s > 0 {
@@ -314,27 +234,9 @@ impl Relay {
         h
     }
 
-    fn is_created(&self, name: &str) -> bool {
-        self.created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
-    }
-
-    fn remember(&self, name: &str) {
-        let mut created = self.created.lock().unwrap_or_else(PoisonError::into_inner);
-        if created.len() >= REMEMBERED {
-            created.clear();
-        }
-        created.insert(name.to_string());
-    }
-
     /// Forgets that `name` exists (it was deleted).
     pub fn forget(&self, name: &str) {
-        self.created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
+        self.known.forget(name);
     }
 }
 
@@ -369,16 +271,8 @@ struct Queued {
     envelope: Envelope,
 }
 
-/// One event on its way to one stream.
-struct Delivery {
-    producer: String,
-    /// `None`: the engine did not name the event's place (appended without producer).
-    epoch: Option<u64>,
-    body: Vec<u8>,
-}
-
 /// `batch` decoded, each queue's events in queue order as the outbox returns them (what makes
-/// delivery idempotent, see `Relay::deliver`), the queues interleaved by event time (engines with several
+/// delivery idempotent, see `delivery.rs`), the queues interleaved by event time (engines with several
 /// queues, one per shard, return them shard by shard).
 fn in_delivery_order(batch: Vec<OutboxItem>) -> Vec<Queued> {
     let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
@@ -407,11 +301,6 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> Vec<Queued> {
             None => return ordered,
         }
     }
-}
-
-/// A copy the stream refused: it had the event already.
-fn deduplicated() {
-    metrics::counter!("sessiond_security_events_deduplicated_total").increment(1);
 }
 
 fn encode(event: &Map<String, Value>) -> Vec<u8> {

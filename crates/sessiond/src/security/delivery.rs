@@ -1,0 +1,226 @@
+//! One security stream's share of a relay pass: its events, cut into runs (consecutive events
+//! of one outbox queue), each run appended as ONE idempotent producer request.
+//!
+//! Why runs and an expected epoch: a request per event and stream made the relay cost about as
+//! much as the session changes it records. A run is appended with producer
+//! `sessiond-security-outbox:<queue>`, `Producer-Epoch` = the run's last outbox position and
+//! `Producer-Seq: 0`, so the producer's epoch on a stream is always the position of the last
+//! event of that queue the stream holds. Batch boundaries differ between passes, relays and
+//! nodes, so "epoch above the current one" alone would let a run that starts below another
+//! relay's last append through with events the stream has. Hence: skip every event at or below
+//! the epoch the relay believes the stream holds, and append the rest only if the stream's
+//! epoch is still that one (`ExpectedEpoch`, checked by the streams service under the
+//! stream's lock and required by its commit). When another relay got ahead the refusal says
+//! where it is; the relay skips what that covers and sends the rest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode};
+use sessiond_streams::append::{append_json_values, append_json_values_expecting};
+use sessiond_streams::producer::{self, ExpectedEpoch};
+
+use super::relay::{Relay, RelayError};
+
+/// The producer id of the relay's appends, before the outbox queue's name: every relay (on
+/// every node) of one queue is the same producer, so the stream refuses what any of them
+/// appended before.
+const PRODUCER: &str = "sessiond-security-outbox:";
+/// Streams remembered before the memory starts over.
+const REMEMBERED: usize = 100_000;
+/// Refusals of one run by relays getting ahead of it before the pass gives up (and retries).
+const MAX_MOVES: usize = 32;
+
+/// One queued event on its way to one stream.
+pub(super) struct Event {
+    /// `None`: the engine did not name the event's place (appended alone, without producer:
+    /// at least once).
+    pub position: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+/// Consecutive events of one queue for one stream, in queue order.
+pub(super) struct Run {
+    pub queue: String,
+    pub events: Vec<Event>,
+}
+
+/// Adds `event` of `queue` to a stream's runs: to the last run when it is of the same queue,
+/// so the stream keeps the pass's order (`at` across queues) and gets one request per stretch
+/// of one queue's events (on one queue, SQLite: one per pass). An event without a position is
+/// a run of its own.
+pub(super) fn push(runs: &mut Vec<Run>, queue: &str, event: Event) {
+    if let Some(run) = runs.last_mut() {
+        let named = |e: &Event| e.position.is_some();
+        if run.queue == queue && named(&event) && run.events.iter().all(named) {
+            run.events.push(event);
+            return;
+        }
+    }
+    runs.push(Run {
+        queue: queue.to_string(),
+        events: vec![event],
+    });
+}
+
+/// What the relay knows of the streams it created or appended to: per stream, the epoch of
+/// each of its producers as last seen (`None`: no row). A stream in the map exists (as far
+/// as this process knows).
+#[derive(Clone, Default)]
+pub(super) struct Known(Arc<Mutex<HashMap<String, Epochs>>>);
+
+/// One stream's producers and their epochs (`None`: no row).
+type Epochs = HashMap<String, Option<u64>>;
+
+impl Known {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Epochs>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn exists(&self, stream: &str) -> bool {
+        self.map().contains_key(stream)
+    }
+
+    /// Remembers that `stream` exists (just created: no producer rows).
+    fn created(&self, stream: &str) {
+        let mut map = self.map();
+        if map.len() >= REMEMBERED {
+            map.clear();
+        }
+        map.entry(stream.to_string()).or_default();
+    }
+
+    /// The epoch `producer` has on `stream`, as far as this relay knows. Unknown counts as no
+    /// row: if the stream has one, the refusal names it.
+    fn epoch(&self, stream: &str, producer: &str) -> Option<u64> {
+        self.map()
+            .get(stream)
+            .and_then(|p| p.get(producer).copied())
+            .flatten()
+    }
+
+    fn set_epoch(&self, stream: &str, producer: &str, epoch: Option<u64>) {
+        let mut map = self.map();
+        if map.len() >= REMEMBERED {
+            map.clear();
+        }
+        map.entry(stream.to_string())
+            .or_default()
+            .insert(producer.to_string(), epoch);
+    }
+
+    pub(super) fn forget(&self, stream: &str) {
+        self.map().remove(stream);
+    }
+}
+
+impl Relay {
+    /// Appends `runs` to `stream`, in order. All but the last request are answered once
+    /// queued (`Sessiond-Durability: unconfirmed`); the last is confirmed, and one stream's
+    /// commits land in order, so its answer means every one of them is durable before the
+    /// outbox forgets them.
+    pub(super) async fn deliver(&self, stream: &str, runs: Vec<Run>) -> Result<(), RelayError> {
+        let last = runs.len().saturating_sub(1);
+        for (i, run) in runs.into_iter().enumerate() {
+            self.append_run(stream, run, i == last).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the events of `run` that `stream` does not have, as one request.
+    async fn append_run(&self, stream: &str, run: Run, confirmed: bool) -> Result<(), RelayError> {
+        let failed = |source| RelayError::Stream {
+            stream: stream.to_owned(),
+            source,
+        };
+        let producer = format!("{PRODUCER}{}", run.queue);
+        let named = run.events.iter().all(|e| e.position.is_some());
+        let mut request = self.headers();
+        if named {
+            let id = HeaderValue::from_str(&producer)
+                .map_err(|_| RelayError::QueueName(producer.clone()))?;
+            request.insert(sessiond_streams::protocol::PRODUCER_ID, id);
+            request.insert(sessiond_streams::protocol::PRODUCER_SEQ, 0.into());
+        }
+        if !confirmed {
+            request.insert(
+                "sessiond-durability",
+                HeaderValue::from_static("unconfirmed"),
+            );
+        }
+        let (mut recreated, mut moves) = (false, 0);
+        loop {
+            if !self.known().exists(stream) {
+                let create = self.headers();
+                sessiond_streams::create::create(
+                    self.streams(),
+                    stream,
+                    &create,
+                    Bytes::new(),
+                    "/",
+                )
+                .await
+                .map_err(failed)?;
+                self.known().created(stream);
+            }
+            let held = named
+                .then(|| self.known().epoch(stream, &producer))
+                .flatten();
+            let fresh: Vec<&Event> = run
+                .events
+                .iter()
+                .filter(|e| match (held, e.position) {
+                    (Some(held), Some(position)) => position > held,
+                    _ => true,
+                })
+                .collect();
+            let Some(last) = fresh.last() else {
+                deduplicated(run.events.len());
+                return Ok(());
+            };
+            let values: Vec<Vec<u8>> = fresh.iter().map(|e| e.body.clone()).collect();
+            let streams = self.streams();
+            let answer = match last.position.filter(|_| named) {
+                Some(epoch) => {
+                    request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
+                    let expected = ExpectedEpoch(held);
+                    append_json_values_expecting(streams, stream, &request, values, expected)
+                        .await
+                        .map(|_| Some(epoch))
+                }
+                None => append_json_values(streams, stream, &request, values)
+                    .await
+                    .map(|_| None),
+            };
+            match answer {
+                Ok(epoch) => {
+                    if epoch.is_some() {
+                        self.known().set_epoch(stream, &producer, epoch);
+                    }
+                    deduplicated(run.events.len() - fresh.len());
+                    return Ok(());
+                }
+                // Another relay (or a pass before a crash) got ahead: skip what it covers.
+                Err(e) if moves < MAX_MOVES && producer::moved_to(&e).is_some() => {
+                    moves += 1;
+                    self.known()
+                        .set_epoch(stream, &producer, producer::moved_to(&e).flatten());
+                }
+                // Deleted meanwhile (an erasure, a sweep): create it again once.
+                Err(e) if e.api.status == StatusCode::NOT_FOUND && !recreated => {
+                    self.known().forget(stream);
+                    recreated = true;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+}
+
+/// Copies the streams had already: not appended again.
+fn deduplicated(copies: usize) {
+    if copies > 0 {
+        metrics::counter!("sessiond_security_events_deduplicated_total").increment(copies as u64);
+    }
+}

@@ -1,0 +1,249 @@
+//! The security relay appends one request per stream and outbox queue (a run of events), yet
+//! each event is in each of its streams once, whatever batch boundaries other passes used:
+//! relays with different batch sizes racing over one outbox, and a pass that replays what a
+//! relay with other boundaries appended before dying ahead of its outbox removal. Real
+//! engines (a SQLite file, a private redis-server with two "nodes": two engine handles and two
+//! streams services), the server's own relay (`sessiond::security::Relay`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use sessiond::security::{Relay, Secrets};
+use sessiond_engine_redis::testing::RedisServer;
+use sessiond_engine_redis::{RedisEngine, RedisOptions};
+use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
+use sessiond_runtime::ObjectKind;
+use sessiond_sessions::security::{user_stream, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
+use sessiond_store::{
+    Durability, ObjectStore, Outbox, OutboxItem, Result, StoreError, StreamStore,
+};
+use sessiond_streams::{NoCold, Streams, StreamsConfig};
+
+const USERS: usize = 3;
+
+/// One process's view of the engine: its outbox, objects and streams service.
+#[derive(Clone)]
+struct Node {
+    outbox: Arc<dyn Outbox>,
+    objects: Arc<dyn ObjectStore>,
+    streams: Streams,
+}
+
+impl Node {
+    fn new<E>(engine: Arc<E>, exclusive: bool) -> Node
+    where
+        E: Outbox + ObjectStore + StreamStore + 'static,
+    {
+        let streams = Streams::new(
+            engine.clone(),
+            Arc::new(NoCold),
+            ObjectKind::in_memory("stream"),
+            StreamsConfig::default(),
+            exclusive,
+        );
+        Node {
+            outbox: engine.clone(),
+            objects: engine,
+            streams,
+        }
+    }
+
+    /// A relay of this node reading `batch` events per pass from `outbox`.
+    fn relay(&self, batch: usize, outbox: Arc<dyn Outbox>) -> Relay {
+        let config = SecurityConfig {
+            relay_batch: batch,
+            ..SecurityConfig::default()
+        };
+        let events = SecurityEvents::new(config, self.objects.clone()).with_outbox(outbox.clone());
+        Relay::new(
+            outbox,
+            self.streams.clone(),
+            Secrets::new(self.objects.clone()),
+            events,
+        )
+    }
+}
+
+/// An outbox whose removal fails: the relay appended, then "died" before forgetting.
+struct DiesBeforeRemoval(Arc<dyn Outbox>);
+
+#[async_trait]
+impl Outbox for DiesBeforeRemoval {
+    async fn outbox_push(&self, events: Vec<Vec<u8>>, durability: Durability) -> Result<()> {
+        self.0.outbox_push(events, durability).await
+    }
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>> {
+        self.0.outbox_read(limit).await
+    }
+    async fn outbox_remove(&self, _: &[String]) -> Result<()> {
+        Err(StoreError::Unavailable("killed before the removal".into()))
+    }
+}
+
+fn user(i: usize) -> String {
+    format!("batch-user-{}", i % USERS)
+}
+
+/// Queues events `from..to` (a session created for user `i % USERS` each).
+async fn queue(outbox: &dyn Outbox, from: usize, to: usize) {
+    let events = (from..to)
+        .map(|i| {
+            let user = user(i);
+            serde_json::to_vec(&json!({
+                "stream": user_stream(&user),
+                "user_id": user,
+                "event": {
+                    "id": format!("event-{i}"),
+                    "type": "session.created",
+                    "at": i,
+                    "user_id": user,
+                    "session_id": format!("session-{i}"),
+                },
+            }))
+            .unwrap()
+        })
+        .collect();
+    outbox
+        .outbox_push(events, Durability::Confirmed)
+        .await
+        .unwrap();
+}
+
+async fn read(streams: &Streams, path: &str) -> Vec<Value> {
+    let res = sessiond_streams::read::read(streams, path, &HeaderMap::new(), Some("offset=-1"))
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Asserts that the global stream holds events `0..n` once each, in order within the
+/// queue, and each user's stream that user's events once each.
+async fn assert_each_once(streams: &Streams, n: usize) {
+    let ids = |events: &[Value]| -> Vec<usize> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap()["event-".len()..].parse().unwrap())
+            .collect()
+    };
+    let global = ids(&read(streams, GLOBAL_STREAM).await);
+    assert_eq!(global, (0..n).collect::<Vec<_>>(), "global stream");
+    for u in 0..USERS {
+        let got = ids(&read(streams, &user_stream(&user(u))).await);
+        let want: Vec<usize> = (0..n).filter(|i| i % USERS == u).collect();
+        assert_eq!(got, want, "stream of {}", user(u));
+    }
+}
+
+/// Relay `b` (5 events a pass) delivers a first part; relay `a` (3 a pass) appends the next 3
+/// and dies before its removal; `b`, whose memory of the streams is now behind, replays from
+/// there with its own boundaries (5..9, then 10..11). Without the expected-epoch guard its
+/// first run (epoch = position of event 9, above the stream's) would append 5..7 again.
+async fn replay_with_other_boundaries(a: &Node, b: &Node) {
+    let relay_b = b.relay(5, b.outbox.clone());
+    queue(b.outbox.as_ref(), 0, 4).await;
+    relay_b.flush().await.unwrap();
+    queue(b.outbox.as_ref(), 4, 12).await;
+    let dying = a.relay(3, Arc::new(DiesBeforeRemoval(a.outbox.clone())));
+    assert!(dying.flush().await.is_err(), "the removal fails");
+    assert_eq!(
+        read(&a.streams, GLOBAL_STREAM).await.len(),
+        7,
+        "4 + 3 appended"
+    );
+    relay_b.flush().await.unwrap();
+    assert!(b.outbox.outbox_read(1).await.unwrap().is_empty());
+    assert_each_once(&b.streams, 12).await;
+    assert_each_once(&a.streams, 12).await;
+}
+
+/// Relays of 2, 3 and 7 events a pass run passes over one outbox while events are queued:
+/// each pass starts where its memory of the streams says, often behind the others.
+async fn racing_relays(nodes: &[Node; 2]) {
+    const EVENTS: usize = 150;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut relays = Vec::new();
+    for (i, batch) in [2, 3, 7].into_iter().enumerate() {
+        let node = nodes[i % 2].clone();
+        let relay = node.relay(batch, node.outbox.clone());
+        let done = done.clone();
+        relays.push(tokio::spawn(async move {
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                relay.flush().await.unwrap();
+                if finished {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for from in (0..EVENTS).step_by(5) {
+        queue(nodes[0].outbox.as_ref(), from, from + 5).await;
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in relays {
+        r.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes[0].outbox.outbox_read(1).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox drains");
+        nodes[0]
+            .relay(16, nodes[0].outbox.clone())
+            .flush()
+            .await
+            .unwrap();
+    }
+    assert_each_once(&nodes[0].streams, EVENTS).await;
+    assert_each_once(&nodes[1].streams, EVENTS).await;
+}
+
+fn sqlite() -> (tempfile::TempDir, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    (dir, Node::new(engine, true))
+}
+
+async fn redis_nodes(redis: &RedisServer) -> [Node; 2] {
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let engine = RedisEngine::connect(&redis.url(), RedisOptions::default())
+            .await
+            .unwrap();
+        nodes.push(Node::new(engine, false));
+    }
+    nodes.try_into().ok().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_other_batch_boundaries_appends_each_event_once_on_sqlite() {
+    let (_dir, node) = sqlite();
+    replay_with_other_boundaries(&node, &node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_other_batch_boundaries_appends_each_event_once_on_redis() {
+    let redis = RedisServer::start();
+    let [a, b] = redis_nodes(&redis).await;
+    replay_with_other_boundaries(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_racing_with_different_batch_sizes_append_each_event_once_on_sqlite() {
+    let (_dir, node) = sqlite();
+    racing_relays(&[node.clone(), node]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_racing_with_different_batch_sizes_append_each_event_once_on_redis() {
+    let redis = RedisServer::start();
+    racing_relays(&redis_nodes(&redis).await).await;
+}
