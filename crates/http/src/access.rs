@@ -68,10 +68,7 @@ pub async fn access_log(
     let id = incoming_id(request.headers()).unwrap_or_else(random_id);
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -96,7 +93,7 @@ pub async fn access_log(
     tracing::info!(
         target: "sessiond::access",
         method = %method,
-        route = route.as_deref().unwrap_or("unmatched"),
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         bytes = response.body().size_hint().exact(),

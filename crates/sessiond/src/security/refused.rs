@@ -12,7 +12,7 @@ use sessiond_sessions::security::{route_class, SecurityEvents};
 
 /// Middleware (`from_fn_with_state`): notes a 401/403 answer in the summary's counts.
 pub async fn count_refused(
-    State(events): State<SecurityEvents>,
+    State(events): State<std::sync::Arc<SecurityEvents>>,
     request: Request,
     next: Next,
 ) -> Response {
