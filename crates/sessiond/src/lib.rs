@@ -203,8 +203,19 @@ impl Server {
         if let Some(hub) = &hub {
             hub.shutdown(grace).await;
         }
-        supervisor.wait().await;
-        runtime.shutdown().await;
+        // Bounded like the requests: a task stuck on an engine that does not answer (each call
+        // waiting for its reply timeout) must not hold the exit; stopping it there is no worse
+        // than a crash, which every engine survives (what it had not written stays queued).
+        let drained = tokio::time::timeout(grace, async {
+            supervisor.wait().await;
+            runtime.shutdown().await;
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "background work still running after the grace period; stopping without it"
+            );
+        }
         let closed = stores.admin.close().await;
         if let Some(failure) = supervisor.failure() {
             if let Err(e) = closed {

@@ -37,8 +37,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sessiond_store::{
-    Commit, CommitTicket, Durability, Millis, ProducerUpdate, StoreError, StreamChunk,
-    StreamMeta, StreamStore,
+    Commit, CommitTicket, Durability, Millis, ProducerUpdate, StoreError, StreamChunk, StreamMeta,
+    StreamStore,
 };
 use tokio::sync::{oneshot, watch};
 

@@ -50,11 +50,21 @@ pub async fn run(streams: Streams, stop: impl Future<Output = ()>) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(e) = sweeper.pass(&streams).await {
-            tracing::warn!(error = ?e.api, "stream sweep failed; retrying next interval");
-        }
-        if let Err(e) = sweeper.retention_pass(&streams).await {
-            tracing::warn!(error = ?e.api, "retention pass failed; retrying next interval");
+        // A pass stops at shutdown between (or inside) its steps: each step is one engine
+        // commit or none, so stopping there is no worse than a crash, and a pass over many
+        // streams against an unreachable engine (each step waiting for its connection
+        // attempt) would otherwise hold the shutdown for minutes.
+        let passes = async {
+            if let Err(e) = sweeper.pass(&streams).await {
+                tracing::warn!(error = ?e.api, "stream sweep failed; retrying next interval");
+            }
+            if let Err(e) = sweeper.retention_pass(&streams).await {
+                tracing::warn!(error = ?e.api, "retention pass failed; retrying next interval");
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = passes => {}
         }
     }
 }

@@ -118,6 +118,8 @@ impl Relay {
                 tracing::warn!(error = %e, "cannot relay security events; will retry");
             }
             tokio::select! {
+                // Stopping wins over a due summary or a wake-up that is ready too.
+                biased;
                 _ = &mut stop => break,
                 _ = queued.notified() => {
                     // Let a burst gather: one pass (one engine commit) for all of it, instead

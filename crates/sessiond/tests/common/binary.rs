@@ -45,7 +45,17 @@ impl Logs {
 
     /// Waits (at most 10 s) until an event matches `f`, and returns it.
     pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_within(what, Duration::from_secs(10), f)
+    }
+
+    /// [`wait_for`](Self::wait_for) with another deadline.
+    pub fn wait_for_within(
+        &self,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(event) = self.events().into_iter().find(|e| f(e)) {
                 return event;
