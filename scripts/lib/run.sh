@@ -46,7 +46,7 @@ start_redis_cluster() {
     port=$(free_port); bus=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/node$i" --save "" --appendonly no \
       --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "$dir/node$i/nodes.conf" \
-      --cluster-node-timeout 2000 >"$dir/node$i/redis.log" 2>&1 &
+      --cluster-node-timeout 2000 --cluster-require-full-coverage no >"$dir/node$i/redis.log" 2>&1 &
     REDIS_CLUSTER_PIDS="$REDIS_CLUSTER_PIDS $!"
     for _ in $(seq 1 100); do
       redis-cli -p "$port" ping >/dev/null 2>&1 && break

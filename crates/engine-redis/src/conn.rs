@@ -4,7 +4,8 @@
 //! both, so the difference is confined here. A standalone server is reached through a
 //! [`ConnectionManager`] (one multiplexed socket, reconnecting by itself); a cluster through
 //! the client's [`ClusterConnection`], which routes each command by its key's slot, follows
-//! `MOVED`/`ASK` redirections and refreshes its slot map on its own.
+//! `MOVED`/`ASK` redirections and refreshes its slot map on its own (and which
+//! [`ClusterCon`] rebuilds when it stalls).
 //!
 //! Pipelines: the cluster client sends a pipeline to one node only and refuses one whose keys
 //! span slots. The engine's pipelines do span slots (a batch of commits to many streams, an
@@ -19,15 +20,16 @@ use std::collections::HashMap;
 use futures_util::future::try_join_all;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+pub(crate) use crate::cluster_con::ClusterCon;
 
 /// A command connection to a standalone server or to a cluster (cheap to clone).
 #[derive(Clone)]
 pub(crate) enum Con {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterCon),
 }
 
 /// The slot of a command's first key; `None` for commands without a key (`PUBLISH`, `TIME`,
@@ -72,18 +74,19 @@ fn split_by_slot(pipeline: &Pipeline) -> Vec<(Vec<usize>, Pipeline)> {
     parts
 }
 
+/// Sends `pipeline` (of one slot) to the cluster in one round trip.
+async fn send_pipeline(con: &ClusterCon, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+    con.run(|mut con| async move { con.req_packed_commands(pipeline, 0, pipeline.len()).await })
+        .await
+}
+
 /// Sends `pipeline` to the cluster, split by slot, and returns the replies in its order.
-async fn cluster_pipeline(con: &ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+async fn cluster_pipeline(con: &ClusterCon, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
     let parts = split_by_slot(pipeline);
     if parts.len() <= 1 {
-        let mut con = con.clone();
-        return con.req_packed_commands(pipeline, 0, pipeline.len()).await;
+        return send_pipeline(con, pipeline).await;
     }
-    let replies = try_join_all(parts.iter().map(|(_, part)| {
-        let mut con = con.clone();
-        async move { con.req_packed_commands(part, 0, part.len()).await }
-    }))
-    .await?;
+    let replies = try_join_all(parts.iter().map(|(_, part)| send_pipeline(con, part))).await?;
     let mut out = vec![Value::Nil; pipeline.len()];
     for ((indexes, _), values) in parts.iter().zip(replies) {
         if values.len() != indexes.len() {
@@ -130,10 +133,13 @@ impl Con {
         let Con::Cluster(con) = self else {
             return Ok(vec![None]);
         };
-        let mut con = con.clone();
-        let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query_async(&mut con)
+        let slots: Vec<Vec<Value>> = con
+            .run(|mut con| async move {
+                redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut con)
+                    .await
+            })
             .await?;
         let mut out: Vec<Option<(String, u16)>> = Vec::new();
         for range in slots {
@@ -167,7 +173,9 @@ impl Con {
                     host: host.clone(),
                     port: *port,
                 });
-                let value = con.clone().route_command(cmd.clone(), routing).await?;
+                let value = con
+                    .run(|mut con| async move { con.route_command(cmd.clone(), routing).await })
+                    .await?;
                 Ok(redis::from_redis_value(value)?)
             }
             (con, _) => cmd.query_async(&mut con.clone()).await,
@@ -179,7 +187,14 @@ impl ConnectionLike for Con {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Con::Single(con) => con.req_packed_command(cmd),
-            Con::Cluster(con) => con.req_packed_command(cmd),
+            Con::Cluster(con) => {
+                let con = con.clone();
+                async move {
+                    con.run(|mut con| async move { con.req_packed_command(cmd).await })
+                        .await
+                }
+                .boxed()
+            }
         }
     }
 
@@ -193,7 +208,14 @@ impl ConnectionLike for Con {
             Con::Single(con) => con.req_packed_commands(pipeline, offset, count),
             Con::Cluster(con) => {
                 if pipeline.is_transaction() {
-                    con.req_packed_commands(pipeline, offset, count)
+                    let con = con.clone();
+                    async move {
+                        con.run(|mut con| async move {
+                            con.req_packed_commands(pipeline, offset, count).await
+                        })
+                        .await
+                    }
+                    .boxed()
                 } else {
                     cluster_pipeline(con, pipeline).boxed()
                 }
@@ -204,7 +226,7 @@ impl ConnectionLike for Con {
     fn get_db(&self) -> i64 {
         match self {
             Con::Single(con) => con.get_db(),
-            Con::Cluster(con) => con.get_db(),
+            Con::Cluster(con) => con.get().1.get_db(),
         }
     }
 }

@@ -63,6 +63,7 @@
 pub mod keys;
 
 mod cache;
+mod cluster_con;
 mod conn;
 mod erasures;
 mod objects;
@@ -208,7 +209,7 @@ impl RedisEngine {
             .retries(3)
             .build()
             .map_err(map_err)?;
-        let con = cluster.get_async_connection().await.map_err(map_err)?;
+        let con = conn::ClusterCon::connect(cluster).await.map_err(map_err)?;
         let seeds = urls
             .iter()
             .map(|u| redis::Client::open(u.as_str()))

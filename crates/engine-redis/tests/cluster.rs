@@ -111,7 +111,7 @@ async fn the_subscriber_moves_to_another_seed_when_its_node_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_master_fails_only_the_commits_of_its_slots() {
     use sessiond_store::testsuite::{stream_chunk, stream_meta};
-    use sessiond_store::{Commit, Durability, ProducerUpdate, StreamStore};
+    use sessiond_store::{Commit, Durability, ProducerUpdate, StoreError, StreamStore};
 
     let mut cluster = RedisCluster::start();
     let engine = RedisEngine::connect_cluster(&cluster.urls(), RedisOptions::default())
@@ -176,11 +176,37 @@ async fn a_dead_master_fails_only_the_commits_of_its_slots() {
             .unwrap();
         tickets.push(ticket);
     }
+    let mut live = Vec::new();
     for ((p, ticket), dead) in paths.iter().zip(tickets).zip(on_dead) {
         match ticket.await {
             Ok(Commit::Written) => assert!(!dead, "{p} committed on a dead master"),
-            Err(_) => assert!(dead, "{p} failed although its master is up"),
+            Err(_) if dead => {}
+            // The one way a live master's commit may fail: the client stalled (see
+            // `cluster_con`) and the commit timed out, its fate unknown.
+            Err(StoreError::Unavailable(e)) if e.contains("timed out") => {}
+            Err(e) => panic!("{p} failed although its master is up: {e}"),
             Ok(other) => panic!("{p}: {other:?}"),
         }
+        if !dead {
+            live.push(p);
+        }
+    }
+    // Whatever happened above, the engine is not left wedged: every live stream takes its
+    // next commit (a stalled connection was rebuilt after its first timeout).
+    for p in live {
+        let tail = engine.stream_meta(p).await.unwrap().unwrap().tail;
+        let commit = engine
+            .commit_enqueue(
+                p,
+                tail,
+                vec![stream_chunk(tail, 1)],
+                stream_meta(p, tail + 1, b"s"),
+                ProducerUpdate::default(),
+                Durability::Confirmed,
+            )
+            .await
+            .unwrap()
+            .await;
+        assert!(matches!(commit, Ok(Commit::Written)), "{p}: {commit:?}");
     }
 }
