@@ -3,7 +3,9 @@
 //! relays with different batch sizes racing over one outbox, and a pass that replays what a
 //! relay with other boundaries appended before dying ahead of its outbox removal. Real
 //! engines (a SQLite file, a private redis-server with two "nodes": two engine handles and two
-//! streams services), the server's own relay (`sessiond::security::Relay`).
+//! streams services), the server's own relay (`sessiond::security::Relay`). On Redis, with
+//! events in several outbox queues (one per slot), the global stream gets one request per
+//! queue and pass, counted by the relay's metric.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
 use sessiond_runtime::ObjectKind;
 use sessiond_sessions::security::{user_stream, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
 use sessiond_store::{
-    Durability, ObjectStore, Outbox, OutboxItem, Result, StoreError, StreamStore,
+    Durability, ObjectStore, Outbox, OutboxItem, Result, SessionStore, StoreError, StreamStore,
 };
 use sessiond_streams::{NoCold, Streams, StreamsConfig};
 
@@ -31,13 +33,14 @@ const USERS: usize = 3;
 struct Node {
     outbox: Arc<dyn Outbox>,
     objects: Arc<dyn ObjectStore>,
+    sessions: Arc<dyn SessionStore>,
     streams: Streams,
 }
 
 impl Node {
     fn new<E>(engine: Arc<E>, exclusive: bool) -> Node
     where
-        E: Outbox + ObjectStore + StreamStore + 'static,
+        E: Outbox + ObjectStore + SessionStore + StreamStore + 'static,
     {
         let streams = Streams::new(
             engine.clone(),
@@ -48,7 +51,8 @@ impl Node {
         );
         Node {
             outbox: engine.clone(),
-            objects: engine,
+            objects: engine.clone(),
+            sessions: engine,
             streams,
         }
     }
@@ -246,4 +250,200 @@ async fn relays_racing_with_different_batch_sizes_append_each_event_once_on_sqli
 async fn relays_racing_with_different_batch_sizes_append_each_event_once_on_redis() {
     let redis = RedisServer::start();
     racing_relays(&redis_nodes(&redis).await).await;
+}
+
+/// Sessions whose events the next tests queue: on Redis each session's events go to the
+/// outbox queue of its slot, so these fixed ids spread them over several queues.
+const SESSIONS: usize = 4;
+
+fn session_user(s: usize) -> String {
+    format!("queues-user-{s}")
+}
+
+/// Queues events `from..to` the way the session service does, with the session change they
+/// record: event `i` is a write of session `i % SESSIONS` (its first one creates it), `at = i`,
+/// so the queues alternate in `at` order and a stream ordered by `at` changes queue at every
+/// event.
+async fn queue_in_sessions(sessions: &dyn SessionStore, from: usize, to: usize) {
+    let now = sessiond_store::now_ms();
+    for i in from..to {
+        let s = i % SESSIONS;
+        let user = session_user(s);
+        let event = serde_json::to_vec(&json!({
+            "stream": user_stream(&user),
+            "user_id": user,
+            "event": {
+                "id": format!("event-{i}"),
+                "type": "session.context_changed",
+                "at": i,
+                "user_id": user,
+                "session_id": format!("queues-session-{s}"),
+            },
+        }))
+        .unwrap();
+        let version = (i / SESSIONS) as u64 + 1;
+        let record = sessiond_store::SessionRecord {
+            id: format!("queues-session-{s}"),
+            user_id: Some(user),
+            data: format!(r#"{{"n":{i}}}"#),
+            device: None,
+            created_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            idle_ttl_ms: 3_600_000,
+            idle_expires_at: now + 3_600_000,
+            absolute_expires_at: now + 7_200_000,
+            version,
+            auth_time: now,
+            origin: sessiond_store::SessionOrigin::Service,
+        };
+        let c = Durability::Confirmed;
+        if version == 1 {
+            assert!(sessions
+                .insert_session_with(&record, Some(event), c)
+                .await
+                .unwrap());
+        } else {
+            let written = sessions
+                .replace_session_with(&record, version - 1, now, Some(event), c)
+                .await
+                .unwrap();
+            assert_eq!(written, sessiond_store::Cas::Written, "write {i}");
+        }
+    }
+}
+
+/// Asserts that the global stream holds events `0..n` once each, each session's (each
+/// queue's) in order, and each session's user stream exactly its events in order.
+async fn assert_each_once_per_queue(streams: &Streams, n: usize) {
+    let ids = |events: Vec<Value>| -> Vec<usize> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap()["event-".len()..].parse().unwrap())
+            .collect()
+    };
+    let global = ids(read(streams, GLOBAL_STREAM).await);
+    let mut sorted = global.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..n).collect::<Vec<_>>(),
+        "global stream: {global:?}"
+    );
+    for s in 0..SESSIONS {
+        let want: Vec<usize> = (0..n).filter(|i| i % SESSIONS == s).collect();
+        let in_global: Vec<usize> = global
+            .iter()
+            .copied()
+            .filter(|i| i % SESSIONS == s)
+            .collect();
+        assert_eq!(
+            in_global, want,
+            "queue order of session {s} in the global stream"
+        );
+        let got = ids(read(streams, &user_stream(&session_user(s))).await);
+        assert_eq!(got, want, "stream of {}", session_user(s));
+    }
+}
+
+/// `sessiond_security_relay_requests_total{stream="global"}` as `recorder` holds it.
+fn global_requests(handle: &metrics_exporter_prometheus::PrometheusHandle) -> usize {
+    handle
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sessiond_security_relay_requests_total{stream="global"} "#))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The distinct outbox queues holding events now.
+async fn queues(outbox: &dyn Outbox) -> usize {
+    let items = outbox.outbox_read(10_000).await.unwrap();
+    items
+        .iter()
+        .map(|item| item.queue.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// Events of several queues, alternating in `at` order: a pass appends them to the global
+/// stream with at most one request per queue (one per event before the global stream was
+/// grouped by queue), also when it replays what a relay that died mid-pass appended, and
+/// relays racing on two nodes append each event once. The requests are counted by the relay's
+/// own metric, on a recorder local to this test's thread (a current-thread runtime: the relay's
+/// tasks run here too).
+#[tokio::test]
+async fn global_stream_takes_one_request_per_queue_and_each_event_once_on_redis() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let redis = RedisServer::start();
+    let [a, b] = redis_nodes(&redis).await;
+    const BATCH: usize = 4 * SESSIONS;
+
+    // A clean pass: at most one global request per queue, not one per event.
+    queue_in_sessions(a.sessions.as_ref(), 0, BATCH).await;
+    let q = queues(a.outbox.as_ref()).await;
+    assert!(q >= 3, "the sessions' events are in {q} queues");
+    let relay_b = b.relay(1000, b.outbox.clone());
+    let before = global_requests(&handle);
+    relay_b.flush().await.unwrap();
+    let requests = global_requests(&handle) - before;
+    assert!(
+        requests <= q,
+        "{requests} global requests for {BATCH} events in {q} queues"
+    );
+    assert_each_once_per_queue(&b.streams, BATCH).await;
+
+    // A relay on node a dies after appending part of a pass (its batch ends inside the second
+    // queue); node b's relay, which did not see that, replays the whole pass: the queues a
+    // appended are refused once and skipped, each once more for the rest at most.
+    queue_in_sessions(a.sessions.as_ref(), BATCH, 2 * BATCH).await;
+    let dying = a.relay(
+        BATCH / SESSIONS + 2,
+        Arc::new(DiesBeforeRemoval(a.outbox.clone())),
+    );
+    assert!(dying.flush().await.is_err(), "the removal fails");
+    let before = global_requests(&handle);
+    relay_b.flush().await.unwrap();
+    let requests = global_requests(&handle) - before;
+    assert!(
+        requests <= 2 * q,
+        "{requests} global requests for a replay over {q} queues"
+    );
+    assert!(b.outbox.outbox_read(1).await.unwrap().is_empty());
+    assert_each_once_per_queue(&a.streams, 2 * BATCH).await;
+
+    // Relays on both nodes, with different batch sizes, race while sessions change.
+    let done = Arc::new(AtomicBool::new(false));
+    let mut relays = Vec::new();
+    for (node, batch) in [(&a, 3), (&b, 7), (&a, 1000)] {
+        let relay = node.relay(batch, node.outbox.clone());
+        let done = done.clone();
+        relays.push(tokio::spawn(async move {
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                relay.flush().await.unwrap();
+                if finished {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    const END: usize = 2 * BATCH + 60;
+    for from in (2 * BATCH..END).step_by(3) {
+        queue_in_sessions(b.sessions.as_ref(), from, from + 3).await;
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in relays {
+        r.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.outbox.outbox_read(1).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox drains");
+        a.relay(1000, a.outbox.clone()).flush().await.unwrap();
+    }
+    assert_each_once_per_queue(&a.streams, END).await;
+    assert_each_once_per_queue(&b.streams, END).await;
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode};
+use sessiond_sessions::security::GLOBAL_STREAM;
 use sessiond_streams::append::{append_json_values, append_json_values_expecting};
 use sessiond_streams::producer::{self, ExpectedEpoch};
 
@@ -51,9 +52,29 @@ pub(super) struct Run {
 /// of one queue's events (on one queue, SQLite: one per pass). An event without a position is
 /// a run of its own.
 pub(super) fn push(runs: &mut Vec<Run>, queue: &str, event: Event) {
-    if let Some(run) = runs.last_mut() {
-        let named = |e: &Event| e.position.is_some();
-        if run.queue == queue && named(&event) && run.events.iter().all(named) {
+    let last = (runs.last().map(|run| run.queue.as_str()) == Some(queue)).then(|| runs.len() - 1);
+    add(runs, last, queue, event);
+}
+
+/// Adds `event` of `queue` to the latest run of `queue` wherever it is among `runs`: one
+/// request per queue and pass instead of one per stretch. For a stream fed by many queues
+/// (the global stream on Redis, one queue per slot) stretches are mostly single events, so
+/// this is what keeps the relay ahead of the writes; the price is that the stream is ordered
+/// by queue within a pass, not by `at` (each event carries its `at`). Each run still holds
+/// its queue's events in queue order, and a queue's later run (after an event without a
+/// position) comes after its earlier ones, so the epochs and the exactly-once argument above
+/// are those of `push`.
+pub(super) fn push_per_queue(runs: &mut Vec<Run>, queue: &str, event: Event) {
+    let latest = runs.iter().rposition(|run| run.queue == queue);
+    add(runs, latest, queue, event);
+}
+
+/// Adds `event` to `runs[into]` when both are named (positions: an idempotent request), else
+/// as a run of its own at the end.
+fn add(runs: &mut Vec<Run>, into: Option<usize>, queue: &str, event: Event) {
+    let named = |e: &Event| e.position.is_some();
+    if let Some(run) = into.and_then(|i| runs.get_mut(i)) {
+        if named(&event) && run.events.iter().all(named) {
             run.events.push(event);
             return;
         }
@@ -181,6 +202,7 @@ impl Relay {
             };
             let values: Vec<Vec<u8>> = fresh.iter().map(|e| e.body.clone()).collect();
             let streams = self.streams();
+            requested(stream);
             let answer = match last.position.filter(|_| named) {
                 Some(epoch) => {
                     request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
@@ -216,6 +238,16 @@ impl Relay {
             }
         }
     }
+}
+
+/// One append request sent (refused ones included): the relay's cost per pass, by stream kind.
+fn requested(stream: &str) {
+    let kind = if stream == GLOBAL_STREAM {
+        "global"
+    } else {
+        "user"
+    };
+    metrics::counter!("sessiond_security_relay_requests_total", "stream" => kind).increment(1);
 }
 
 /// Copies the streams had already: not appended again.

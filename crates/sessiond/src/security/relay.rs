@@ -1,8 +1,9 @@
 //! Moves queued security events from the engine's outbox into the security streams.
 //!
 //! One pass: read a batch, append each stream's events (the user's stream when it has one, a
-//! derived copy to the global stream) as one request per outbox queue (`delivery.rs`), then
-//! remove the batch from the outbox. A crash (or another node's relay) between the appends and
+//! derived copy to the global stream) as one request per stretch of one outbox queue's events
+//! (the user's stream, in `at` order) or per outbox queue (the global stream, which many
+//! queues feed on Redis; see `delivery.rs`), then remove the batch from the outbox. A crash (or another node's relay) between the appends and
 //! the removal makes the next pass see the same events again; it skips those the stream has
 //! (by the producer's epoch, see `delivery.rs`), so each event is in each of its streams
 //! exactly once. The relay wakes when the session service queued something
@@ -174,8 +175,9 @@ impl Relay {
                     position: q.position,
                     body: encode(&global),
                 };
+                // By queue, not by `at`: one request per queue (`push_per_queue`).
                 let runs = per_stream.entry(GLOBAL_STREAM.to_string()).or_default();
-                delivery::push(runs, &q.queue, event);
+                delivery::push_per_queue(runs, &q.queue, event);
             }
             // Streams concurrently, so the engine commits them together (one SQLite
             // transaction); one stream's events in order (see `deliver`).
