@@ -93,24 +93,26 @@ fn user(i: usize) -> String {
     format!("batch-user-{}", i % USERS)
 }
 
+/// The queued form of event `i` (`at = i`) of `user`'s session `session`.
+fn envelope(i: usize, kind: &str, user: &str, session: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "stream": user_stream(user),
+        "user_id": user,
+        "event": {
+            "id": format!("event-{i}"),
+            "type": kind,
+            "at": i,
+            "user_id": user,
+            "session_id": session,
+        },
+    }))
+    .unwrap()
+}
+
 /// Queues events `from..to` (a session created for user `i % USERS` each).
 async fn queue(outbox: &dyn Outbox, from: usize, to: usize) {
     let events = (from..to)
-        .map(|i| {
-            let user = user(i);
-            serde_json::to_vec(&json!({
-                "stream": user_stream(&user),
-                "user_id": user,
-                "event": {
-                    "id": format!("event-{i}"),
-                    "type": "session.created",
-                    "at": i,
-                    "user_id": user,
-                    "session_id": format!("session-{i}"),
-                },
-            }))
-            .unwrap()
-        })
+        .map(|i| envelope(i, "session.created", &user(i), &format!("session-{i}")))
         .collect();
     outbox
         .outbox_push(events, Durability::Confirmed)
@@ -168,44 +170,62 @@ async fn replay_with_other_boundaries(a: &Node, b: &Node) {
     assert_each_once(&a.streams, 12).await;
 }
 
+/// Relays passing over their outboxes in a loop, racing each other, until `finish`.
+struct Racing {
+    done: Arc<AtomicBool>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Racing {
+    fn start(relays: impl IntoIterator<Item = Relay>) -> Racing {
+        let done = Arc::new(AtomicBool::new(false));
+        let relays = relays
+            .into_iter()
+            .map(|relay| {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let finished = done.load(Ordering::SeqCst);
+                        relay.flush().await.unwrap();
+                        if finished {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        Racing { done, relays }
+    }
+
+    /// Stops the relays after one more pass each, then relays what is left through `node`.
+    async fn finish(self, node: &Node) {
+        self.done.store(true, Ordering::SeqCst);
+        for r in self.relays {
+            r.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.outbox.outbox_read(1).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the outbox drains");
+            node.relay(16, node.outbox.clone()).flush().await.unwrap();
+        }
+    }
+}
+
 /// Relays of 2, 3 and 7 events a pass run passes over one outbox while events are queued:
 /// each pass starts where its memory of the streams says, often behind the others.
 async fn racing_relays(nodes: &[Node; 2]) {
     const EVENTS: usize = 150;
-    let done = Arc::new(AtomicBool::new(false));
-    let mut relays = Vec::new();
-    for (i, batch) in [2, 3, 7].into_iter().enumerate() {
-        let node = nodes[i % 2].clone();
-        let relay = node.relay(batch, node.outbox.clone());
-        let done = done.clone();
-        relays.push(tokio::spawn(async move {
-            loop {
-                let finished = done.load(Ordering::SeqCst);
-                relay.flush().await.unwrap();
-                if finished {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
+    let relays = [2, 3, 7].into_iter().enumerate().map(|(i, batch)| {
+        let node = &nodes[i % 2];
+        node.relay(batch, node.outbox.clone())
+    });
+    let racing = Racing::start(relays);
     for from in (0..EVENTS).step_by(5) {
         queue(nodes[0].outbox.as_ref(), from, from + 5).await;
         tokio::task::yield_now().await;
     }
-    done.store(true, Ordering::SeqCst);
-    for r in relays {
-        r.await.unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes[0].outbox.outbox_read(1).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the outbox drains");
-        nodes[0]
-            .relay(16, nodes[0].outbox.clone())
-            .flush()
-            .await
-            .unwrap();
-    }
+    racing.finish(&nodes[0]).await;
     assert_each_once(&nodes[0].streams, EVENTS).await;
     assert_each_once(&nodes[1].streams, EVENTS).await;
 }
@@ -267,23 +287,12 @@ fn session_user(s: usize) -> String {
 async fn queue_in_sessions(sessions: &dyn SessionStore, from: usize, to: usize) {
     let now = sessiond_store::now_ms();
     for i in from..to {
-        let s = i % SESSIONS;
+        let (s, id) = (i % SESSIONS, format!("queues-session-{}", i % SESSIONS));
         let user = session_user(s);
-        let event = serde_json::to_vec(&json!({
-            "stream": user_stream(&user),
-            "user_id": user,
-            "event": {
-                "id": format!("event-{i}"),
-                "type": "session.context_changed",
-                "at": i,
-                "user_id": user,
-                "session_id": format!("queues-session-{s}"),
-            },
-        }))
-        .unwrap();
+        let event = envelope(i, "session.context_changed", &user, &id);
         let version = (i / SESSIONS) as u64 + 1;
         let record = sessiond_store::SessionRecord {
-            id: format!("queues-session-{s}"),
+            id,
             user_id: Some(user),
             data: format!(r#"{{"n":{i}}}"#),
             device: None,
@@ -414,36 +423,15 @@ async fn global_stream_takes_one_request_per_queue_and_each_event_once_on_redis(
     assert_each_once_per_queue(&a.streams, 2 * BATCH).await;
 
     // Relays on both nodes, with different batch sizes, race while sessions change.
-    let done = Arc::new(AtomicBool::new(false));
-    let mut relays = Vec::new();
-    for (node, batch) in [(&a, 3), (&b, 7), (&a, 1000)] {
-        let relay = node.relay(batch, node.outbox.clone());
-        let done = done.clone();
-        relays.push(tokio::spawn(async move {
-            loop {
-                let finished = done.load(Ordering::SeqCst);
-                relay.flush().await.unwrap();
-                if finished {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
+    let racing = Racing::start(
+        [(&a, 3), (&b, 7), (&a, 1000)].map(|(n, batch)| n.relay(batch, n.outbox.clone())),
+    );
     const END: usize = 2 * BATCH + 60;
     for from in (2 * BATCH..END).step_by(3) {
         queue_in_sessions(b.sessions.as_ref(), from, from + 3).await;
         tokio::task::yield_now().await;
     }
-    done.store(true, Ordering::SeqCst);
-    for r in relays {
-        r.await.unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.outbox.outbox_read(1).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the outbox drains");
-        a.relay(1000, a.outbox.clone()).flush().await.unwrap();
-    }
+    racing.finish(&a).await;
     assert_each_once_per_queue(&a.streams, END).await;
     assert_each_once_per_queue(&b.streams, END).await;
 }
