@@ -256,3 +256,57 @@ fn deduplicated(copies: usize) {
         metrics::counter!("sessiond_security_events_deduplicated_total").increment(copies as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: Option<u64>) -> Event {
+        Event {
+            position,
+            body: Vec::new(),
+        }
+    }
+
+    /// Each run as (queue, positions).
+    fn shape(runs: &[Run]) -> Vec<(&str, Vec<Option<u64>>)> {
+        runs.iter()
+            .map(|r| {
+                (
+                    r.queue.as_str(),
+                    r.events.iter().map(|e| e.position).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Interleaved queues: `push` cuts a run at every change of queue, `push_per_queue` makes
+    /// one run per queue; an event without a position stays alone and a queue's later events
+    /// go after it, so each queue keeps its order in both.
+    #[test]
+    fn runs_per_stretch_and_per_queue() {
+        let pass = [
+            ("a", Some(1)),
+            ("b", Some(1)),
+            ("a", Some(2)),
+            ("a", None),
+            ("b", Some(2)),
+            ("a", Some(4)),
+        ];
+        let (mut stretches, mut queues) = (Vec::new(), Vec::new());
+        for (queue, position) in pass {
+            push(&mut stretches, queue, event(position));
+            push_per_queue(&mut queues, queue, event(position));
+        }
+        assert_eq!(shape(&stretches).len(), 6);
+        assert_eq!(
+            shape(&queues),
+            vec![
+                ("a", vec![Some(1), Some(2)]),
+                ("b", vec![Some(1), Some(2)]),
+                ("a", vec![None]),
+                ("a", vec![Some(4)]),
+            ]
+        );
+    }
+}
