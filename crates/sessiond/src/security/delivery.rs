@@ -1,5 +1,6 @@
-//! One security stream's share of a relay pass: its events, cut into runs (consecutive events
-//! of one outbox queue), each run appended as ONE idempotent producer request.
+//! One security stream's share of a relay pass: its events, cut into runs of one outbox
+//! queue's events (consecutive ones for a user's stream; all of the pass's for the global
+//! stream, see `push_per_queue`), each run appended as ONE idempotent producer request.
 //!
 //! Why runs and an expected epoch: a request per event and stream made the relay cost about as
 //! much as the session changes it records. A run is appended with producer

@@ -3,12 +3,12 @@
 //! One pass: read a batch, append each stream's events (the user's stream when it has one, a
 //! derived copy to the global stream) as one request per stretch of one outbox queue's events
 //! (the user's stream, in `at` order) or per outbox queue (the global stream, which many
-//! queues feed on Redis; see `delivery.rs`), then remove the batch from the outbox. A crash (or another node's relay) between the appends and
-//! the removal makes the next pass see the same events again; it skips those the stream has
-//! (by the producer's epoch, see `delivery.rs`), so each event is in each of its streams
-//! exactly once. The relay wakes when the session service queued something
-//! (`SecurityEvents::queued`) and every second anyway (events queued by another node, or
-//! left by a crash).
+//! queues feed on Redis; see `delivery.rs`), then remove the batch from the outbox. A crash
+//! (or another node's relay) between the appends and the removal makes the next pass see the
+//! same events again; it skips those the stream has (by the producer's epoch, see
+//! `delivery.rs`), so each event is in each of its streams exactly once. The relay wakes when
+//! the session service queued something (`SecurityEvents::queued`) and every second anyway
+//! (events queued by another node, or left by a crash).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
