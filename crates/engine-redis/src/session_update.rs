@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 
 use sessiond_store::{
-    DataChange, DataEvent, DataUpdate, Deletion, EventPart, Millis, Result, SessionRecord,
-    StoreError,
+    DataChange, DataEvent, DataUpdate, DataWrite, Deletion, EventPart, Millis, Result,
+    SessionRecord, StoreError,
 };
 
 use crate::RedisEngine;
@@ -395,18 +395,10 @@ impl RedisEngine {
         Ok(Deletion::Deleted(record))
     }
 
-    /// [`sessiond_store::SessionStore::update_session_data_with`] as one script.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn update_data(
-        &self,
-        id: &str,
-        change: &DataChange,
-        if_match: Option<u64>,
-        now: Millis,
-        max_data_bytes: usize,
-        event: Option<&DataEvent>,
-    ) -> Result<DataUpdate> {
-        let (mode, text) = match change {
+    /// [`sessiond_store::SessionStore::update_session_data`] as one script.
+    pub(crate) async fn update_data(&self, w: DataWrite<'_>) -> Result<DataUpdate> {
+        let id = w.id;
+        let (mode, text) = match w.change {
             DataChange::Replace(t) => ("replace", t),
             DataChange::MergePatch(t) => ("merge", t),
             DataChange::Shallow(t) => ("shallow", t),
@@ -417,12 +409,12 @@ impl RedisEngine {
         if !self.is_cluster() {
             inv.key(self.keys.outbox_index());
         }
-        inv.arg(now)
+        inv.arg(w.now)
             .arg(mode)
             .arg(text.as_str())
-            .arg(if_match.map(|v| v.to_string()).unwrap_or_default())
-            .arg(max_data_bytes);
-        event_args(&mut inv, event);
+            .arg(w.if_match.map(|v| v.to_string()).unwrap_or_default())
+            .arg(w.max_data_bytes);
+        event_args(&mut inv, w.event);
         let (code, extra, parts) = split_reply(self.eval("session_update", &inv).await?);
         match code.as_slice() {
             b"2" => {}

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sessiond_store::{
-    Cas, DataChange, DataEvent, DataUpdate, Deletion, Durability, EventFor, Millis, Result,
-    Rotation, SessionOrigin, SessionRecord, SessionStore, StoreError,
+    Cas, DataEvent, DataUpdate, DataWrite, Deletion, Durability, EventFor, Millis, RecordWrite,
+    Result, Rotation, SessionOrigin, SessionRecord, SessionStore, StoreError,
 };
 
 use crate::{lock, parse_num, parse_text, RedisEngine};
@@ -247,14 +247,8 @@ impl SessionStore for RedisEngine {
         Ok(decode(id, h)?.filter(|r| !r.is_expired(now)))
     }
 
-    async fn replace_session_with(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        _: Durability,
-    ) -> Result<Cas> {
+    async fn replace_session(&self, w: RecordWrite<'_>) -> Result<Cas> {
+        let record = w.record;
         let outbox = self.keys.outbox_of_session(&record.id);
         let mut inv = self
             .scripts
@@ -264,11 +258,11 @@ impl SessionStore for RedisEngine {
         if !self.is_cluster() {
             inv.key(self.keys.outbox_index());
         }
-        inv.arg(now)
-            .arg(expected_version.to_string())
+        inv.arg(w.now)
+            .arg(w.expected_version.to_string())
             .arg(record.expires_at())
             .arg(if record.device.is_some() { "1" } else { "0" })
-            .arg(event.as_deref().unwrap_or_default());
+            .arg(w.event.as_deref().unwrap_or_default());
         for (name, value) in record_fields(record) {
             inv.arg(name).arg(value);
         }
@@ -285,29 +279,12 @@ impl SessionStore for RedisEngine {
         })
     }
 
-    async fn update_session_data_with(
-        &self,
-        id: &str,
-        change: &DataChange,
-        if_match: Option<u64>,
-        now: Millis,
-        max_data_bytes: usize,
-        event: Option<&DataEvent>,
-        _: Durability,
-    ) -> Result<DataUpdate> {
-        self.update_data(id, change, if_match, now, max_data_bytes, event)
-            .await
+    async fn update_session_data(&self, w: DataWrite<'_>) -> Result<DataUpdate> {
+        self.update_data(w).await
     }
 
-    async fn rotate_session_with(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        _: Durability,
-    ) -> Result<Rotation> {
+    async fn rotate_session(&self, old_id: &str, w: RecordWrite<'_>) -> Result<Rotation> {
+        let record = w.record;
         let cluster = self.is_cluster();
         if cluster {
             self.index_expiry(&record.id, record.expires_at()).await?;
@@ -323,10 +300,10 @@ impl SessionStore for RedisEngine {
                 inv.key(self.keys.user_sessions(user));
             }
         }
-        inv.arg(now)
-            .arg(expected_version.to_string())
+        inv.arg(w.now)
+            .arg(w.expected_version.to_string())
             .arg(record.expires_at())
-            .arg(event.as_deref().unwrap_or_default())
+            .arg(w.event.as_deref().unwrap_or_default())
             .arg(old_id)
             .arg(&record.id)
             .arg(record.user_id.as_deref().unwrap_or(""))

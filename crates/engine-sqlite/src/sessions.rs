@@ -9,7 +9,8 @@
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql};
 use sessiond_store::{
-    Cas, Durability, EventFor, Millis, Result, Rotation, SessionOrigin, SessionRecord, SessionStore,
+    Cas, Durability, EventFor, Millis, RecordWrite, Result, Rotation, SessionOrigin, SessionRecord,
+    SessionStore,
 };
 
 use crate::error::{limit, out_of_range};
@@ -203,6 +204,28 @@ fn queue_each(
     Ok(())
 }
 
+impl SqliteEngine {
+    /// A compare-and-set of a whole record in the writer: `step` writes `w.record` if the
+    /// stored version is `w.expected_version`, and `w.event` is queued in the same
+    /// transaction when the outcome is `written`.
+    async fn record_write<T, F>(&self, w: RecordWrite<'_>, written: T, step: F) -> Result<T>
+    where
+        T: PartialEq + Send + 'static,
+        F: FnOnce(&Connection, &SessionRecord, u64, Millis) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let record = w.record.clone();
+        let (expected, now, event) = (w.expected_version, w.now, w.event);
+        self.write(w.durability, move |conn| {
+            let outcome = step(conn, &record, expected, now)?;
+            if outcome == written {
+                queue(conn, event.as_deref())?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteEngine {
     async fn insert_session_with(
@@ -232,42 +255,14 @@ impl SessionStore for SqliteEngine {
         .await
     }
 
-    async fn replace_session_with(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        durability: Durability,
-    ) -> Result<Cas> {
-        let record = record.clone();
-        self.write(durability, move |conn| {
-            let outcome = replace(conn, &record, expected_version, now)?;
-            if outcome == Cas::Written {
-                queue(conn, event.as_deref())?;
-            }
-            Ok(outcome)
-        })
-        .await
+    async fn replace_session(&self, w: RecordWrite<'_>) -> Result<Cas> {
+        self.record_write(w, Cas::Written, replace).await
     }
 
-    async fn rotate_session_with(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        durability: Durability,
-    ) -> Result<Rotation> {
+    async fn rotate_session(&self, old_id: &str, w: RecordWrite<'_>) -> Result<Rotation> {
         let old_id = old_id.to_owned();
-        let record = record.clone();
-        self.write(durability, move |conn| {
-            let outcome = rotate(conn, &old_id, &record, expected_version, now)?;
-            if outcome == Rotation::Rotated {
-                queue(conn, event.as_deref())?;
-            }
-            Ok(outcome)
+        self.record_write(w, Rotation::Rotated, move |conn, r, expected, now| {
+            rotate(conn, &old_id, r, expected, now)
         })
         .await
     }

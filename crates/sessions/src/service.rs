@@ -5,7 +5,7 @@
 //!   read-modify-write (merge patch) is atomic on this node without retries; the store's
 //!   compare-and-set on `version` keeps it atomic across nodes too (a lost race retries). On a
 //!   shared engine the store applies the change itself, security event included
-//!   (`update_session_data_with`: one Redis round trip, however many nodes write the session).
+//!   (`update_session_data`: one Redis round trip, however many nodes write the session).
 //! - Creates for one user run under that user's lock, so the per-user limit (evict the oldest)
 //!   cannot be overshot by parallel logins.
 //! - Reads slide the idle deadline but only write it when it moved by `touch_fraction` of the
@@ -22,7 +22,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sessiond_http::{ids::random_id, ApiError, ApiResult};
 use sessiond_runtime::{ObjectGuard, ObjectKind};
-use sessiond_store::{now_ms, Cas, Durability, Millis, SessionOrigin, SessionRecord, SessionStore};
+use sessiond_store::{
+    now_ms, Cas, Durability, Millis, RecordWrite, SessionOrigin, SessionRecord, SessionStore,
+};
 
 use crate::config::SessionsConfig;
 use crate::security::{details, SecurityEvents};
@@ -450,11 +452,10 @@ impl SessionService {
                 ]);
                 s.about("session.context_changed", &next, more)
             });
-            match self
-                .store
-                .replace_session_with(&next, current.version, now, event, durability)
-                .await?
-            {
+            let write = RecordWrite::new(&next, current.version, now)
+                .event(event)
+                .durability(durability);
+            match self.store.replace_session(write).await? {
                 Cas::Written => {
                     self.remember(&mut guard, &next);
                     self.queued();

@@ -48,8 +48,8 @@ pub use outbox::{Outbox, OutboxItem};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{
-    changed_keys, Cas, DataChange, DataEvent, DataUpdate, Deletion, EventFor, EventPart, Rotation,
-    SessionOrigin, SessionRecord, SessionStore,
+    changed_keys, Cas, DataChange, DataEvent, DataUpdate, DataWrite, Deletion, EventFor, EventPart,
+    RecordWrite, Rotation, SessionOrigin, SessionRecord, SessionStore,
 };
 pub use streams::{
     Appended, CheckedCommit, CheckedWrite, Commit, CommitTicket, ForkSource, ProducerBefore,

@@ -166,6 +166,99 @@ pub enum Rotation {
     IdTaken,
 }
 
+/// A compare-and-set of a whole record ([`SessionStore::replace_session`],
+/// [`SessionStore::rotate_session`]): what is written, the version it was decided on and
+/// the outbox event that goes with it, as one value the layers between the capability and
+/// the engine (trait defaults) pass on unchanged.
+#[derive(Clone, Debug)]
+pub struct RecordWrite<'a> {
+    /// The record to store; `record.version` is its new version.
+    pub record: &'a SessionRecord,
+    /// The stored version the write was decided on.
+    pub expected_version: u64,
+    /// The time liveness is judged at.
+    pub now: Millis,
+    /// Queued with the write, only when it happens (`None`: no event).
+    pub event: Option<Vec<u8>>,
+    /// How durable the write must be before the call returns.
+    pub durability: Durability,
+}
+
+/// One change of a session's data ([`SessionStore::update_session_data`]): what to apply,
+/// the conditions it is refused under and the outbox event that goes with it, as one value.
+#[derive(Clone, Copy, Debug)]
+pub struct DataWrite<'a> {
+    /// The session.
+    pub id: &'a str,
+    /// What to apply to the stored data.
+    pub change: &'a DataChange,
+    /// The version the stored one must equal, if any.
+    pub if_match: Option<u64>,
+    /// The time of the change.
+    pub now: Millis,
+    /// Data longer than this is refused.
+    pub max_data_bytes: usize,
+    /// Queued with the write, its holes filled with the facts of this change; nothing is
+    /// queued when the change is refused (`None`: no event).
+    pub event: Option<&'a DataEvent>,
+    /// How durable the write must be before the call returns.
+    pub durability: Durability,
+}
+
+impl<'a> RecordWrite<'a> {
+    /// A write of `record` decided on `expected_version` at `now`: no event, confirmed.
+    pub fn new(record: &'a SessionRecord, expected_version: u64, now: Millis) -> Self {
+        RecordWrite {
+            record,
+            expected_version,
+            now,
+            event: None,
+            durability: Durability::Confirmed,
+        }
+    }
+
+    /// The same write, queueing `event` with it.
+    pub fn event(self, event: Option<Vec<u8>>) -> Self {
+        RecordWrite { event, ..self }
+    }
+
+    /// The same write, returning at `durability`.
+    pub fn durability(self, durability: Durability) -> Self {
+        RecordWrite { durability, ..self }
+    }
+}
+
+impl<'a> DataWrite<'a> {
+    /// `change` of the session `id` at `now`, refused past `max_data_bytes`: whatever the
+    /// stored version, no event, confirmed.
+    pub fn new(id: &'a str, change: &'a DataChange, now: Millis, max_data_bytes: usize) -> Self {
+        DataWrite {
+            id,
+            change,
+            if_match: None,
+            now,
+            max_data_bytes,
+            event: None,
+            durability: Durability::Confirmed,
+        }
+    }
+
+    /// The same change, only if the stored version is `if_match` (when given).
+    pub fn if_match(self, if_match: Option<u64>) -> Self {
+        DataWrite { if_match, ..self }
+    }
+
+    /// The same change, queueing `event` with it.
+    pub fn event(self, event: Option<&'a DataEvent>) -> Self {
+        DataWrite { event, ..self }
+    }
+
+    /// The same change, returning at `durability`.
+    pub fn durability(self, durability: Durability) -> Self {
+        DataWrite { durability, ..self }
+    }
+}
+
 /// Builds the outbox event (see [`crate::outbox`]) for a record a bulk operation removed
 /// (`None`: no event for this one). Engines call it inside their atomic step, so it must be
 /// quick and must not block.
@@ -173,10 +266,11 @@ pub type EventFor = Arc<dyn Fn(&SessionRecord) -> Option<Vec<u8>> + Send + Sync>
 
 /// Storage for sessions.
 ///
-/// The `*_with` operations take an optional outbox event (see [`crate::outbox`]): when the
-/// operation changes a record (insert written, `Cas::Written`, `Rotation::Rotated`, a live
-/// record deleted) the engine queues the event in the same atomic step, and queues nothing
-/// otherwise. The plain operations are the same without an event.
+/// The `*_with` operations and the writes ([`RecordWrite`], [`DataWrite`]) take an optional
+/// outbox event (see [`crate::outbox`]): when the operation changes a record (insert
+/// written, `Cas::Written`, `Rotation::Rotated`, a live record deleted) the engine queues
+/// the event in the same atomic step, and queues nothing otherwise. The plain operations are
+/// the same without an event.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new record. Ids are random 128-bit+ values, so an existing live id is an engine
@@ -196,29 +290,11 @@ pub trait SessionStore: Send + Sync {
     /// The live record with this id, or `None` if absent or expired at `now`.
     async fn get_session(&self, id: &str, now: Millis) -> Result<Option<SessionRecord>>;
 
-    /// Replaces the record `record.id` if it is live at `now` and its stored version equals
-    /// `expected_version`. `record.version` is the new version to store. The user id of a
-    /// session never changes; engines keep the stored one.
-    async fn replace_session(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        durability: Durability,
-    ) -> Result<Cas> {
-        self.replace_session_with(record, expected_version, now, None, durability)
-            .await
-    }
-
-    /// [`replace_session`](Self::replace_session), queueing `event` with the write.
-    async fn replace_session_with(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        durability: Durability,
-    ) -> Result<Cas>;
+    /// Replaces the record `write.record.id` if it is live at `now` and its stored version
+    /// equals `expected_version`, queueing the event with the write. `record.version` is the
+    /// new version to store. The user id of a session never changes; engines keep the stored
+    /// one.
+    async fn replace_session(&self, write: RecordWrite<'_>) -> Result<Cas>;
 
     /// Changes the data of the live session `id` at `now` in one atomic step: applies
     /// `change` to the stored data (never to a copy the caller read earlier, so concurrent
@@ -226,70 +302,20 @@ pub trait SessionStore: Send + Sync {
     /// `max_data_bytes`, and, like a data change through `replace_session`, sets `updated_at`
     /// and `last_seen_at` to `now`, slides the idle deadline to `now + idle_ttl_ms` (never
     /// backward) and increments the version. With `if_match` the stored version must equal
-    /// it. The default reads, applies and compare-and-sets until no other writer came
-    /// between; an engine whose read is a network round trip should do it in one.
-    async fn update_session_data(
-        &self,
-        id: &str,
-        change: &DataChange,
-        if_match: Option<u64>,
-        now: Millis,
-        max_data_bytes: usize,
-        durability: Durability,
-    ) -> Result<DataUpdate> {
-        self.update_session_data_with(id, change, if_match, now, max_data_bytes, None, durability)
-            .await
+    /// it. The event ([`DataEvent`]) is queued with the write. The default reads, applies and
+    /// compare-and-sets until no other writer came between; an engine whose read is a network
+    /// round trip should do it in one.
+    async fn update_session_data(&self, write: DataWrite<'_>) -> Result<DataUpdate> {
+        update::read_apply_swap(self, write).await
     }
 
-    /// [`update_session_data`](Self::update_session_data), queueing `event` with the write,
-    /// its holes filled with the facts of this change ([`DataEvent`]); nothing is queued when
-    /// the change is refused.
-    #[allow(clippy::too_many_arguments)]
-    async fn update_session_data_with(
-        &self,
-        id: &str,
-        change: &DataChange,
-        if_match: Option<u64>,
-        now: Millis,
-        max_data_bytes: usize,
-        event: Option<&DataEvent>,
-        durability: Durability,
-    ) -> Result<DataUpdate> {
-        let limits = update::Limits {
-            if_match,
-            now,
-            max_data_bytes,
-        };
-        update::read_apply_swap(self, id, change, limits, event, durability).await
-    }
-
-    /// Moves the live record `old_id` to the id `record.id` in one atomic step: if `old_id`
-    /// is live at `now` with `expected_version`, `record` (new id, new version) is stored and
-    /// `old_id` is deleted, so no reader ever sees both ids or neither. The stored `user_id`
-    /// and `origin` of the old record are kept (as by `replace_session`); the per-user index
-    /// follows (it may lag the records briefly where it lives apart, as after inserts).
-    async fn rotate_session(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        durability: Durability,
-    ) -> Result<Rotation> {
-        self.rotate_session_with(old_id, record, expected_version, now, None, durability)
-            .await
-    }
-
-    /// [`rotate_session`](Self::rotate_session), queueing `event` with the move.
-    async fn rotate_session_with(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        durability: Durability,
-    ) -> Result<Rotation>;
+    /// Moves the live record `old_id` to the id `write.record.id` in one atomic step: if
+    /// `old_id` is live at `now` with `expected_version`, the record (new id, new version) is
+    /// stored, `old_id` is deleted and the event queued, so no reader ever sees both ids or
+    /// neither. The stored `user_id` and `origin` of the old record are kept (as by
+    /// `replace_session`); the per-user index follows (it may lag the records briefly where
+    /// it lives apart, as after inserts).
+    async fn rotate_session(&self, old_id: &str, write: RecordWrite<'_>) -> Result<Rotation>;
 
     /// The id to rotate `old_id` to, given `fresh`, a new CSPRNG id. Engines whose atomic
     /// step needs both ids in one place (a Redis Cluster slot) derive one from `fresh` that

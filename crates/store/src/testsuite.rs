@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::sessions::{Cas, SessionRecord};
+use crate::sessions::{Cas, RecordWrite, SessionRecord};
 use crate::{now_ms, Durability, Stores};
 
 mod auth_time;
@@ -235,14 +235,14 @@ async fn sessions_compare_and_set(s: &Stores) {
     let now = now_ms();
     assert_eq!(
         s.sessions
-            .replace_session(&next, 7, now, C)
+            .replace_session(RecordWrite::new(&next, 7, now))
             .await
             .expect("store call"),
         Cas::VersionMismatch
     );
     assert_eq!(
         s.sessions
-            .replace_session(&next, 1, now, C)
+            .replace_session(RecordWrite::new(&next, 1, now))
             .await
             .expect("store call"),
         Cas::Written
@@ -262,7 +262,7 @@ async fn sessions_compare_and_set(s: &Stores) {
     );
     assert_eq!(
         s.sessions
-            .replace_session(&next, 1, now, C)
+            .replace_session(RecordWrite::new(&next, 1, now))
             .await
             .expect("store call"),
         Cas::VersionMismatch
@@ -271,7 +271,7 @@ async fn sessions_compare_and_set(s: &Stores) {
     ghost.id = unique("ghost");
     assert_eq!(
         s.sessions
-            .replace_session(&ghost, 1, now, C)
+            .replace_session(RecordWrite::new(&ghost, 1, now))
             .await
             .expect("store call"),
         Cas::Missing,
@@ -279,7 +279,7 @@ async fn sessions_compare_and_set(s: &Stores) {
     );
     assert_eq!(
         s.sessions
-            .replace_session(&next, 2, got.expires_at(), C)
+            .replace_session(RecordWrite::new(&next, 2, got.expires_at()))
             .await
             .expect("store call"),
         Cas::Missing,
@@ -508,7 +508,7 @@ async fn sessions_concurrent_merges(s: &Stores) {
                 next.data = serde_json::to_string(&data).expect("store call");
                 next.version = cur.version + 1;
                 match store
-                    .replace_session(&next, cur.version, now, C)
+                    .replace_session(RecordWrite::new(&next, cur.version, now))
                     .await
                     .expect("store call")
                 {

@@ -8,7 +8,7 @@
 //! old value. It is also a use: the idle deadline slides.
 
 use sessiond_http::{ApiError, ApiResult};
-use sessiond_store::{now_ms, Cas, Durability, SessionRecord};
+use sessiond_store::{now_ms, Cas, Durability, RecordWrite, SessionRecord};
 
 use super::{not_found, SessionService, MAX_CAS_RETRIES};
 
@@ -40,11 +40,10 @@ impl SessionService {
                 .max(current.idle_expires_at);
             next.version = current.version + 1;
             let event = self.event("session.reauth", &next, serde_json::Map::new());
-            match self
-                .store
-                .replace_session_with(&next, current.version, now, event, durability)
-                .await?
-            {
+            let write = RecordWrite::new(&next, current.version, now)
+                .event(event)
+                .durability(durability);
+            match self.store.replace_session(write).await? {
                 Cas::Written => {
                     self.remember(&mut guard, &next);
                     self.queued();

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 use sessiond_http::{ids::random_id, ApiError, ApiResult};
-use sessiond_store::{now_ms, Durability, Rotation, SessionRecord};
+use sessiond_store::{now_ms, Durability, RecordWrite, Rotation, SessionRecord};
 
 use super::{not_found, EndReason, Revocation, SessionService, Update, MAX_CAS_RETRIES};
 
@@ -48,11 +48,10 @@ impl SessionService {
                 &next,
                 crate::security::details([("previous_session_id", id.into())]),
             );
-            match self
-                .store
-                .rotate_session_with(id, &next, current.version, now, event, durability)
-                .await?
-            {
+            let write = RecordWrite::new(&next, current.version, now)
+                .event(event)
+                .durability(durability);
+            match self.store.rotate_session(id, write).await? {
                 Rotation::Rotated => {
                     self.queued();
                     guard.take();

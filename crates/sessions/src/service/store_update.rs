@@ -3,7 +3,7 @@
 //! On a shared engine nothing is kept in memory (another node may have changed the record),
 //! so reading the record before writing it would be a round trip of its own, and with several
 //! nodes writing one session a lost compare-and-set would cost more. The store applies the
-//! change to what it holds instead (`SessionStore::update_session_data_with`: one Redis round
+//! change to what it holds instead (`SessionStore::update_session_data`: one Redis round
 //! trip, however many nodes write the session), and writes the `session.context_changed`
 //! event in the same step: the service cannot name the changed keys or the new version
 //! without that read, so it hands the store the event with those holes
@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 use sessiond_http::{ApiError, ApiResult};
-use sessiond_store::{now_ms, DataChange, DataUpdate, Durability, SessionRecord};
+use sessiond_store::{now_ms, DataChange, DataUpdate, DataWrite, Durability, SessionRecord};
 
 use super::{not_an_object, not_found, SessionService, Update};
 
@@ -43,14 +43,11 @@ impl SessionService {
         let event = self.security.as_ref().map(|s| s.data_changed(id));
         match self
             .store
-            .update_session_data_with(
-                id,
-                &change,
-                if_match,
-                now_ms(),
-                limit,
-                event.as_ref(),
-                durability,
+            .update_session_data(
+                DataWrite::new(id, &change, now_ms(), limit)
+                    .if_match(if_match)
+                    .event(event.as_ref())
+                    .durability(durability),
             )
             .await?
         {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{MemoryEngine, State};
 use crate::outbox::{Outbox, OutboxItem};
-use crate::sessions::{Cas, EventFor, Rotation, SessionRecord, SessionStore};
+use crate::sessions::{Cas, EventFor, RecordWrite, Rotation, SessionRecord, SessionStore};
 use crate::{Durability, Millis, Result};
 
 fn live_session<'a>(s: &'a State, id: &str, now: Millis) -> Option<&'a SessionRecord> {
@@ -48,52 +48,37 @@ impl SessionStore for MemoryEngine {
         self.with(|s| live_session(s, id, now).cloned())
     }
 
-    async fn replace_session_with(
-        &self,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        _: Durability,
-    ) -> Result<Cas> {
-        self.with(|s| match live_session(s, &record.id, now) {
+    async fn replace_session(&self, w: RecordWrite<'_>) -> Result<Cas> {
+        self.with(|s| match live_session(s, &w.record.id, w.now) {
             None => Cas::Missing,
-            Some(old) if old.version != expected_version => Cas::VersionMismatch,
+            Some(old) if old.version != w.expected_version => Cas::VersionMismatch,
             Some(old) => {
-                let mut new = record.clone();
+                let mut new = w.record.clone();
                 new.user_id = old.user_id.clone();
                 new.origin = old.origin;
                 s.sessions.insert(new.id.clone(), new);
-                s.queue(event);
+                s.queue(w.event);
                 Cas::Written
             }
         })
     }
 
-    async fn rotate_session_with(
-        &self,
-        old_id: &str,
-        record: &SessionRecord,
-        expected_version: u64,
-        now: Millis,
-        event: Option<Vec<u8>>,
-        _: Durability,
-    ) -> Result<Rotation> {
+    async fn rotate_session(&self, old_id: &str, w: RecordWrite<'_>) -> Result<Rotation> {
         self.with(|s| {
-            let (user_id, origin) = match live_session(s, old_id, now) {
+            let (user_id, origin) = match live_session(s, old_id, w.now) {
                 None => return Rotation::Missing,
-                Some(old) if old.version != expected_version => return Rotation::VersionMismatch,
+                Some(old) if old.version != w.expected_version => return Rotation::VersionMismatch,
                 Some(old) => (old.user_id.clone(), old.origin),
             };
-            if live_session(s, &record.id, now).is_some() {
+            if live_session(s, &w.record.id, w.now).is_some() {
                 return Rotation::IdTaken;
             }
             s.sessions.remove(old_id);
-            let mut new = record.clone();
+            let mut new = w.record.clone();
             new.user_id = user_id;
             new.origin = origin;
             s.sessions.insert(new.id.clone(), new);
-            s.queue(event);
+            s.queue(w.event);
             Rotation::Rotated
         })
     }

@@ -1,6 +1,6 @@
 //! The outbox event of a data change, for a store that applies the change itself.
 //!
-//! Why a template: the caller of [`SessionStore::update_session_data_with`] does not read the
+//! Why a template: the caller of [`SessionStore::update_session_data`] does not read the
 //! record first (on a shared engine that read is a round trip of its own), so it cannot know
 //! what the event must say about the change: which top-level keys it altered, the version it
 //! made, and whose session it is. It hands the engine the event with those facts left as
@@ -8,7 +8,7 @@
 //! change always has its event and a refused one has none. The event stays opaque: the engine
 //! only concatenates text pieces and the JSON of the facts it holds.
 //!
-//! [`SessionStore::update_session_data_with`]: super::SessionStore::update_session_data_with
+//! [`SessionStore::update_session_data`]: super::SessionStore::update_session_data
 
 use serde_json::{Map, Value};
 

@@ -5,63 +5,53 @@
 
 use serde_json::{Map, Value};
 
-use super::{Cas, DataChange, DataEvent, DataUpdate, SessionStore};
+use super::{Cas, DataChange, DataUpdate, DataWrite, RecordWrite, SessionStore};
 use crate::merge::{merge_patch, shallow_merge};
-use crate::{Durability, Millis, Result, StoreError};
+use crate::{Result, StoreError};
 
 /// Lost races after which the default gives up (each one means another writer succeeded).
 const MAX_ATTEMPTS: usize = 64;
 
-/// The conditions of one data change.
-pub(super) struct Limits {
-    pub if_match: Option<u64>,
-    pub now: Millis,
-    pub max_data_bytes: usize,
-}
-
-/// The default of [`SessionStore::update_session_data_with`].
+/// The default of [`SessionStore::update_session_data`].
 pub(super) async fn read_apply_swap<S: SessionStore + ?Sized>(
     store: &S,
-    id: &str,
-    change: &DataChange,
-    limits: Limits,
-    event: Option<&DataEvent>,
-    durability: Durability,
+    w: DataWrite<'_>,
 ) -> Result<DataUpdate> {
-    let now = limits.now;
     for _ in 0..MAX_ATTEMPTS {
-        let Some(current) = store.get_session(id, now).await? else {
+        let Some(current) = store.get_session(w.id, w.now).await? else {
             return Ok(DataUpdate::Missing);
         };
-        if limits.if_match.is_some_and(|v| v != current.version) {
+        if w.if_match.is_some_and(|v| v != current.version) {
             return Ok(DataUpdate::VersionMismatch {
                 current: current.version,
             });
         }
-        let data = apply(&current.data, change)?;
-        if data.len() > limits.max_data_bytes {
+        let data = apply(&current.data, w.change)?;
+        if data.len() > w.max_data_bytes {
             return Ok(DataUpdate::TooLarge { bytes: data.len() });
         }
         let mut next = current.clone();
         next.data = data;
-        next.updated_at = now;
-        next.last_seen_at = now;
-        next.idle_expires_at = now
+        next.updated_at = w.now;
+        next.last_seen_at = w.now;
+        next.idle_expires_at = w
+            .now
             .saturating_add(current.idle_ttl_ms)
             .max(current.idle_expires_at);
         next.version = current.version + 1;
-        let queued = event.map(|e| e.render(&current.data, &next));
-        match store
-            .replace_session_with(&next, current.version, now, queued, durability)
-            .await?
-        {
+        let queued = w.event.map(|e| e.render(&current.data, &next));
+        let swap = RecordWrite::new(&next, current.version, w.now)
+            .event(queued)
+            .durability(w.durability);
+        match store.replace_session(swap).await? {
             Cas::Written => return Ok(DataUpdate::Written(next)),
             Cas::Missing => return Ok(DataUpdate::Missing),
             Cas::VersionMismatch => {}
         }
     }
     Err(StoreError::Unavailable(format!(
-        "session {id} lost {MAX_ATTEMPTS} races in a row"
+        "session {} lost {MAX_ATTEMPTS} races in a row",
+        w.id
     )))
 }
 

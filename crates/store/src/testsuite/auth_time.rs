@@ -3,7 +3,7 @@
 //! carried by rotation and listed with the user's sessions.
 
 use super::{session, unique, C, HOUR};
-use crate::{now_ms, Cas, Rotation, Stores};
+use crate::{now_ms, Cas, RecordWrite, Rotation, Stores};
 
 pub(super) async fn sessions_auth_time(s: &Stores) {
     let user = unique("auth-user");
@@ -45,7 +45,7 @@ pub(super) async fn sessions_auth_time(s: &Stores) {
     reauth.version += 1;
     assert_eq!(
         s.sessions
-            .replace_session(&reauth, rec.version, now, C)
+            .replace_session(RecordWrite::new(&reauth, rec.version, now))
             .await
             .expect("store call"),
         Cas::Written
@@ -61,7 +61,7 @@ pub(super) async fn sessions_auth_time(s: &Stores) {
     stale.version += 1;
     assert_eq!(
         s.sessions
-            .replace_session(&stale, rec.version, now, C)
+            .replace_session(RecordWrite::new(&stale, rec.version, now))
             .await
             .expect("store call"),
         Cas::VersionMismatch
@@ -73,7 +73,7 @@ pub(super) async fn sessions_auth_time(s: &Stores) {
     rotated.version += 1;
     assert_eq!(
         s.sessions
-            .rotate_session(&rec.id, &rotated, reauth.version, now, C)
+            .rotate_session(&rec.id, RecordWrite::new(&rotated, reauth.version, now))
             .await
             .expect("store call"),
         Rotation::Rotated

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::{session, unique, C};
 use crate::merge::{merge_patch, shallow_merge};
-use crate::{now_ms, DataChange, DataEvent, DataUpdate, EventPart, SessionRecord, Stores};
+use crate::{
+    now_ms, DataChange, DataEvent, DataUpdate, DataWrite, EventPart, SessionRecord, Stores,
+};
 
 const MAX: usize = 64 * 1024;
 
@@ -27,7 +29,7 @@ async fn written(s: &Stores, rec: &SessionRecord, change: DataChange) -> Session
     let now = now_ms();
     let out = s
         .sessions
-        .update_session_data(&rec.id, &change, None, now, MAX, C)
+        .update_session_data(DataWrite::new(&rec.id, &change, now, MAX))
         .await
         .expect("store call");
     let DataUpdate::Written(next) = out else {
@@ -163,7 +165,9 @@ pub(super) async fn sessions_data_update_refusals(s: &Stores) {
     let now = now_ms();
     let stale = s
         .sessions
-        .update_session_data(&rec.id, &patch, Some(rec.version + 1), now, MAX, C)
+        .update_session_data(
+            DataWrite::new(&rec.id, &patch, now, MAX).if_match(Some(rec.version + 1)),
+        )
         .await
         .expect("store call");
     assert_eq!(
@@ -175,7 +179,7 @@ pub(super) async fn sessions_data_update_refusals(s: &Stores) {
     let big = DataChange::MergePatch(text(&json!({"b": "x".repeat(100)})));
     let too_large = s
         .sessions
-        .update_session_data(&rec.id, &big, None, now, 50, C)
+        .update_session_data(DataWrite::new(&rec.id, &big, now, 50))
         .await
         .expect("store call");
     assert!(
@@ -190,20 +194,25 @@ pub(super) async fn sessions_data_update_refusals(s: &Stores) {
     assert_eq!(stored.as_ref(), Some(&rec), "refusals write nothing");
     let matching = s
         .sessions
-        .update_session_data(&rec.id, &patch, Some(rec.version), now, MAX, C)
+        .update_session_data(DataWrite::new(&rec.id, &patch, now, MAX).if_match(Some(rec.version)))
         .await
         .expect("store call");
     assert!(matches!(matching, DataUpdate::Written(ref r) if r.version == rec.version + 1));
 
     let missing = s
         .sessions
-        .update_session_data(&unique("data-none"), &patch, None, now, MAX, C)
+        .update_session_data(DataWrite::new(&unique("data-none"), &patch, now, MAX))
         .await
         .expect("store call");
     assert_eq!(missing, DataUpdate::Missing);
     let expired = s
         .sessions
-        .update_session_data(&rec.id, &patch, None, rec.absolute_expires_at, MAX, C)
+        .update_session_data(DataWrite::new(
+            &rec.id,
+            &patch,
+            rec.absolute_expires_at,
+            MAX,
+        ))
         .await
         .expect("store call");
     assert_eq!(
@@ -224,7 +233,7 @@ pub(super) async fn sessions_data_update_concurrent(s: &Stores) {
         tasks.push(tokio::spawn(async move {
             let patch = DataChange::MergePatch(format!(r#"{{"k{i}":{{"n":{i}}}}}"#));
             store
-                .update_session_data(&id, &patch, None, now_ms(), MAX, C)
+                .update_session_data(DataWrite::new(&id, &patch, now_ms(), MAX))
                 .await
                 .expect("store call")
         }));
@@ -278,7 +287,11 @@ pub(super) async fn sessions_data_update_events(s: &Stores) {
     for change in &changes {
         let out = s
             .sessions
-            .update_session_data_with(&rec.id, change, limit, now_ms(), MAX, Some(&event), C)
+            .update_session_data(
+                DataWrite::new(&rec.id, change, now_ms(), MAX)
+                    .if_match(limit)
+                    .event(Some(&event)),
+            )
             .await
             .expect("store call");
         let DataUpdate::Written(next) = out else {
@@ -296,7 +309,11 @@ pub(super) async fn sessions_data_update_events(s: &Stores) {
         let patch = DataChange::MergePatch(r#"{"z":1}"#.into());
         let out = s
             .sessions
-            .update_session_data_with(&id, &patch, if_match, now, max, Some(&event), C)
+            .update_session_data(
+                DataWrite::new(&id, &patch, now, max)
+                    .if_match(if_match)
+                    .event(Some(&event)),
+            )
             .await
             .expect("store call");
         assert!(!matches!(out, DataUpdate::Written(_)), "refused: {out:?}");
@@ -311,7 +328,9 @@ pub(super) async fn sessions_data_update_events(s: &Stores) {
     let patch = DataChange::MergePatch(r#"{"a":null}"#.into());
     let out = s
         .sessions
-        .update_session_data_with(&anonymous.id, &patch, None, now_ms(), MAX, Some(&event), C)
+        .update_session_data(
+            DataWrite::new(&anonymous.id, &patch, now_ms(), MAX).event(Some(&event)),
+        )
         .await
         .expect("store call");
     assert!(matches!(out, DataUpdate::Written(_)), "{out:?}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::outbox::ours;
 use super::{session, unique, C};
-use crate::sessions::{EventFor, Rotation};
+use crate::sessions::{EventFor, RecordWrite, Rotation};
 use crate::{now_ms, Millis, Stores};
 
 const MINUTE: Millis = 60_000;
@@ -51,7 +51,7 @@ pub(super) async fn sessions_expiry_events(s: &Stores) {
     moved.version = 2;
     assert_eq!(
         s.sessions
-            .rotate_session(&rotated.id, &moved, 1, now, C)
+            .rotate_session(&rotated.id, RecordWrite::new(&moved, 1, now))
             .await
             .expect("rotate"),
         Rotation::Rotated

@@ -1,7 +1,7 @@
 //! How a session was created is stored with it, on every engine, and never changes.
 
 use super::{session, unique, C};
-use crate::{now_ms, SessionOrigin, Stores};
+use crate::{now_ms, RecordWrite, SessionOrigin, Stores};
 
 /// Insert, get, list and replace keep the origin; a replace cannot launder an open-route
 /// session into a service one.
@@ -56,7 +56,7 @@ pub(super) async fn sessions_origin(s: &Stores) {
     next.data = r#"{"b":2}"#.into();
     assert_eq!(
         s.sessions
-            .replace_session(&next, 1, now, C)
+            .replace_session(RecordWrite::new(&next, 1, now))
             .await
             .expect("store call"),
         crate::Cas::Written

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{session, unique, C};
-use crate::sessions::{Cas, EventFor, Rotation};
+use crate::sessions::{Cas, EventFor, RecordWrite, Rotation};
 use crate::{now_ms, Stores};
 
 /// This run's queued events (others may share the engine), oldest first.
@@ -49,18 +49,21 @@ pub(super) async fn sessions_outbox(s: &Stores) {
     let mut next = rec.clone();
     next.version = 2;
     let cas = sessions
-        .replace_session_with(&next, 7, now, ev(&tag, "stale"), C)
+        .replace_session(RecordWrite::new(&next, 7, now).event(ev(&tag, "stale")))
         .await;
     assert_eq!(cas.expect("replace"), Cas::VersionMismatch);
     let cas = sessions
-        .replace_session_with(&next, 1, now, ev(&tag, "replace"), C)
+        .replace_session(RecordWrite::new(&next, 1, now).event(ev(&tag, "replace")))
         .await;
     assert_eq!(cas.expect("replace"), Cas::Written);
     let mut moved = next.clone();
     moved.id = sessions.rotation_id(&rec.id, unique("ob-rot"));
     moved.version = 3;
     let rot = sessions
-        .rotate_session_with(&rec.id, &moved, 2, now, ev(&tag, "rotate"), C)
+        .rotate_session(
+            &rec.id,
+            RecordWrite::new(&moved, 2, now).event(ev(&tag, "rotate")),
+        )
         .await;
     assert_eq!(rot.expect("rotate"), Rotation::Rotated);
     let gone = sessions

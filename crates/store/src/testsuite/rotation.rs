@@ -1,7 +1,7 @@
 //! Rotation: a session moves to a new id in one step; the old id is dead at once.
 
 use super::{session, unique, C, HOUR};
-use crate::{now_ms, Rotation, SessionOrigin, Stores};
+use crate::{now_ms, RecordWrite, Rotation, SessionOrigin, Stores};
 
 /// Rotate keeps the user, origin and fields given, kills the old id, moves the user index,
 /// and refuses a stale version, a dead old id and a taken new id without writing anything.
@@ -27,7 +27,7 @@ pub(super) async fn sessions_rotation(s: &Stores) {
 
     let stale = s
         .sessions
-        .rotate_session(&old.id, &next, 7, now, C)
+        .rotate_session(&old.id, RecordWrite::new(&next, 7, now))
         .await
         .expect("store call");
     assert_eq!(stale, Rotation::VersionMismatch, "stale version");
@@ -52,7 +52,7 @@ pub(super) async fn sessions_rotation(s: &Stores) {
     onto.id = other.id.clone();
     assert_eq!(
         s.sessions
-            .rotate_session(&old.id, &onto, 1, now, C)
+            .rotate_session(&old.id, RecordWrite::new(&onto, 1, now))
             .await
             .expect("store call"),
         Rotation::IdTaken,
@@ -67,7 +67,7 @@ pub(super) async fn sessions_rotation(s: &Stores) {
 
     assert_eq!(
         s.sessions
-            .rotate_session(&old.id, &next, 1, now, C)
+            .rotate_session(&old.id, RecordWrite::new(&next, 1, now))
             .await
             .expect("store call"),
         Rotation::Rotated
@@ -126,14 +126,14 @@ pub(super) async fn sessions_rotation(s: &Stores) {
     again.id = s.sessions.rotation_id(&old.id, unique("rot-again"));
     assert_eq!(
         s.sessions
-            .rotate_session(&old.id, &again, 2, now, C)
+            .rotate_session(&old.id, RecordWrite::new(&again, 2, now))
             .await
             .expect("store call"),
         Rotation::Missing
     );
     assert_eq!(
         s.sessions
-            .rotate_session(&new_id, &again, 2, now + 2 * HOUR, C)
+            .rotate_session(&new_id, RecordWrite::new(&again, 2, now + 2 * HOUR))
             .await
             .expect("store call"),
         Rotation::Missing,
