@@ -314,7 +314,11 @@ async fn queue_in_sessions(sessions: &dyn SessionStore, from: usize, to: usize) 
                 .unwrap());
         } else {
             let written = sessions
-                .replace_session_with(&record, version - 1, now, Some(event), c)
+                .replace_session(
+                    sessiond_store::RecordWrite::new(&record, version - 1, now)
+                        .event(Some(event))
+                        .durability(c),
+                )
                 .await
                 .unwrap();
             assert_eq!(written, sessiond_store::Cas::Written, "write {i}");
