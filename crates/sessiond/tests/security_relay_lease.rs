@@ -120,7 +120,7 @@ async fn a_killed_holder_is_replaced_after_the_lease_and_nothing_is_lost_or_doub
     let survivor = nodes.remove(1 - first);
     let killed = Instant::now();
     nodes.pop().unwrap().kill(); // SIGKILL: the lease is not released, it must run out.
-    // Events queued after the death wait in the outbox until the survivor takes over.
+                                 // Events queued after the death wait in the outbox until the survivor takes over.
     let after = changes(&http, &survivor.base, KEY, 20, true).await;
     let refs = [&survivor];
     holder(&http, &refs, Duration::from_secs(20)).await;
