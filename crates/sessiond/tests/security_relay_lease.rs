@@ -118,6 +118,8 @@ async fn a_killed_holder_is_replaced_after_the_lease_and_nothing_is_lost_or_doub
     wait_for_all(&http, &nodes[1 - first].base, KEY, &before).await;
     let mut nodes = nodes;
     let survivor = nodes.remove(1 - first);
+    let idle = metric(&http, &survivor.base, REQUESTS).await;
+    assert_eq!(idle, 0.0, "the node without the lease relayed nothing");
     let killed = Instant::now();
     nodes.pop().unwrap().kill(); // SIGKILL: the lease is not released, it must run out.
                                  // Events queued after the death wait in the outbox until the survivor takes over.
