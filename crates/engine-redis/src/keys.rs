@@ -228,6 +228,12 @@ impl Keys {
         format!("{}:{{o:*}}:outbox", glob_escape(&self.prefix))
     }
 
+    /// The outbox relay lease (STRING: the holder; PEXPIRE = the lease). One key, so one
+    /// slot on Redis Cluster.
+    pub fn relay_lease(&self) -> String {
+        format!("{}:{{relay}}:lease", self.prefix)
+    }
+
     /// The set of outbox streams that may hold events.
     pub fn outbox_index(&self) -> String {
         format!("{}:outbox:index", self.prefix)

@@ -7,6 +7,10 @@
 //! a stream the index does not name; each handle therefore scans for outbox streams once,
 //! at its first read, and indexes what it finds. Entry ids are stable handles, so relays on
 //! several nodes remove exactly what they delivered (`<stream key>\n<entry id>`).
+//!
+//! The relay lease is one key (`{relay}:lease`, one slot on Redis Cluster) holding the
+//! holder's name with a PEXPIRE; one script takes it when it is free and renews it for its
+//! holder, so a pass costs one round trip for the lease whether it holds it or not.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -157,6 +161,22 @@ impl Outbox for RedisEngine {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn outbox_lease(&self, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let mut inv = self.scripts.relay_lease.prepare_invoke();
+        inv.key(self.keys.relay_lease())
+            .arg(holder)
+            .arg(ttl_ms.max(1));
+        let held: i64 = self.eval("relay_lease", &inv).await?;
+        Ok(held == 1)
+    }
+
+    async fn outbox_lease_release(&self, holder: &str) -> Result<()> {
+        let mut inv = self.scripts.relay_release.prepare_invoke();
+        inv.key(self.keys.relay_lease()).arg(holder);
+        self.eval::<i64>("relay_release", &inv).await?;
         Ok(())
     }
 }

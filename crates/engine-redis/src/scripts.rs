@@ -309,6 +309,25 @@ if ARGV[3] == '1' then redis.call('SET', KEYS[1], ARGV[4]) else redis.call('DEL'
 return 1
 ";
 
+/// Takes the outbox relay lease if free, or renews it for its holder (`Outbox::outbox_lease`).
+/// KEYS: lease. ARGV: holder, TTL (ms). Returns 1 held, 0 another holder's lease runs.
+const RELAY_LEASE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Deletes the outbox relay lease if `holder` holds it. KEYS: lease. ARGV: holder.
+const RELAY_RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The compiled scripts (each holds its SHA1 for `EVALSHA`).
 pub struct Scripts {
     pub session_insert: Script,
@@ -337,6 +356,8 @@ pub struct Scripts {
     pub stream_trim: Script,
     pub stream_drop_chunks: Script,
     pub seal_lease: Script,
+    pub relay_lease: Script,
+    pub relay_release: Script,
     pub fork_prepare_create: Script,
     pub fork_prepare_delete: Script,
     pub fork_link: Script,
@@ -393,6 +414,8 @@ impl Scripts {
             stream_trim: Script::new(crate::stream_scripts::TRIM),
             stream_drop_chunks: Script::new(crate::stream_scripts::DROP_CHUNKS),
             seal_lease: Script::new(crate::stream_scripts::SEAL_LEASE),
+            relay_lease: Script::new(RELAY_LEASE),
+            relay_release: Script::new(RELAY_RELEASE),
             fork_prepare_create: Script::new(crate::stream_forks::PREPARE_CREATE),
             fork_prepare_delete: Script::new(crate::stream_forks::PREPARE_DELETE),
             fork_link: Script::new(crate::stream_forks::LINK),

@@ -13,6 +13,14 @@
 //! Events that record no storage change (a socket closed, a grant issued) are pushed with
 //! [`Outbox::outbox_push`] so that they reach their destination by the same path and in order
 //! with the others.
+//!
+//! The relay lease: on an engine several processes share (Redis), every node runs a relay over
+//! the one outbox. Relays that read the same events and write the same streams stay correct
+//! (the destination refuses second copies) but keep refusing each other, which costs every
+//! node round trips per event. So a relay moves events only while it holds the engine's
+//! relay lease ([`Outbox::outbox_lease`]): one holder at a time, renewed by each of its
+//! passes, expiring after its TTL when the holder dies (another node then takes it over).
+//! Engines one process owns (SQLite, memory) have one relay and always grant it.
 
 use async_trait::async_trait;
 
@@ -50,4 +58,19 @@ pub trait Outbox: Send + Sync {
 
     /// Removes delivered events by their keys (unknown keys are ignored).
     async fn outbox_remove(&self, keys: &[String]) -> Result<()>;
+
+    /// Takes the relay lease for `holder`, or renews it if `holder` holds it, for `ttl_ms`
+    /// from now: true while `holder` holds it, false while another holder's lease runs.
+    /// The default, for engines one process owns, always grants it.
+    async fn outbox_lease(&self, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let _ = (holder, ttl_ms);
+        Ok(true)
+    }
+
+    /// Gives the relay lease up if `holder` holds it (another holder's lease is left alone),
+    /// so that another node takes it over at once instead of after the TTL.
+    async fn outbox_lease_release(&self, holder: &str) -> Result<()> {
+        let _ = holder;
+        Ok(())
+    }
 }

@@ -7,7 +7,8 @@
 //! streams are another capability with its own locks, caches and readers, so the server moves
 //! queued events into them here, through the streams capability like any other producer, and
 //! removes them from the outbox only once appended. A crash in between shows them to the next
-//! pass again, and relays on several nodes may read the same events concurrently: each
+//! pass again, and relays on several nodes may read the same events concurrently (one node
+//! holds the relay lease at a time, but a handover or a flush may overlap, see `relay.rs`): each
 //! append is an idempotent producer request keyed by the events' places in the outbox and
 //! conditioned on the producer's state the relay read (`delivery.rs`), so no copy is appended
 //! twice and each event is in its streams exactly once.

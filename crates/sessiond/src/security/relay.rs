@@ -9,6 +9,18 @@
 //! `delivery.rs`), so each event is in each of its streams exactly once. The relay wakes when
 //! the session service queued something (`SecurityEvents::queued`) and every second anyway
 //! (events queued by another node, or left by a crash).
+//!
+//! Why a lease: on an engine several nodes share, every node's relay would read the whole
+//! outbox and append to the same streams; they would keep refusing each other's copies and
+//! reloading the streams' producer state, round trips on every node for every event. So a
+//! background pass moves events only while this node holds the engine's relay lease
+//! (`Outbox::outbox_lease`, TTL `security.relay_lease_ms`), taken or renewed before each
+//! batch; the other nodes' relays only try to take it as they wake. A holder that dies is
+//! replaced once its lease ran out: events queued meanwhile wait in the outbox (late by about
+//! the TTL, never lost). The lease is for cost, not for correctness: a holder paused past its
+//! TTL may still be appending when the next one starts, and an export's or erasure's
+//! [`Relay::flush`] runs on whatever node serves it, lease or not; such overlapping relays are
+//! safe because the epoch guard above refuses every second copy.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
@@ -72,6 +84,8 @@ pub struct Relay {
     known: Known,
     /// One pass at a time (the background loop and an erasure's flush).
     pass: Arc<tokio::sync::Mutex<()>>,
+    /// This relay's name as a relay lease holder (unique per process start).
+    holder: Arc<str>,
 }
 
 impl Relay {
@@ -89,6 +103,7 @@ impl Relay {
             events,
             known: Known::default(),
             pass: Arc::default(),
+            holder: holder_name().into(),
         }
     }
 
@@ -115,7 +130,7 @@ impl Relay {
         let mut summaries = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.flush().await {
+            if let Err(e) = self.relay(true).await {
                 tracing::warn!(error = %e, "cannot relay security events; will retry");
             }
             tokio::select! {
@@ -137,15 +152,37 @@ impl Relay {
             }
         }
         self.events.summarize_refused_requests().await;
-        if let Err(e) = self.flush().await {
+        if let Err(e) = self.relay(true).await {
             tracing::warn!(error = %e, "cannot relay security events at shutdown; they stay queued");
         }
+        // Another node takes over now rather than after the TTL.
+        if let Err(e) = self.outbox.outbox_lease_release(&self.holder).await {
+            tracing::warn!(error = %e, "cannot release the relay lease; it expires by itself");
+        }
+        metrics::gauge!("sessiond_security_relay_lease_held").set(0.0);
     }
 
-    /// Relays everything queued now.
+    /// Relays everything queued now (lease or not: see the module docs).
     pub async fn flush(&self) -> Result<(), RelayError> {
+        self.relay(false).await
+    }
+
+    /// Takes or renews the relay lease: true while this node holds it.
+    async fn lease(&self) -> Result<bool, RelayError> {
+        let ttl_ms = self.config().relay_lease_ms.max(1);
+        let held = self.outbox.outbox_lease(&self.holder, ttl_ms).await?;
+        metrics::gauge!("sessiond_security_relay_lease_held").set(f64::from(u8::from(held)));
+        Ok(held)
+    }
+
+    /// Relays everything queued now; with `leased`, batch by batch while this node holds
+    /// the relay lease.
+    async fn relay(&self, leased: bool) -> Result<(), RelayError> {
         let _pass = self.pass.lock().await;
         loop {
+            if leased && !self.lease().await? {
+                return Ok(());
+            }
             let batch = self
                 .outbox
                 .outbox_read(self.config().relay_batch.max(1))
@@ -242,6 +279,15 @@ impl Relay {
     pub fn forget(&self, name: &str) {
         self.known.forget(name);
     }
+}
+
+/// A relay lease holder's name: the process id (for an operator reading the lease key) and
+/// random bits (unique across hosts and restarts).
+fn holder_name() -> String {
+    let mut bytes = [0u8; 8];
+    super::secrets::getrandom_fill(&mut bytes);
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{random}", std::process::id())
 }
 
 /// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.

@@ -85,7 +85,7 @@ impl Secrets {
     }
 }
 
-fn getrandom_fill(bytes: &mut [u8]) {
+pub(super) fn getrandom_fill(bytes: &mut [u8]) {
     // Without the OS CSPRNG no secret is safe to mint: abort loudly (as for every id).
     #[allow(clippy::expect_used)]
     getrandom::fill(bytes).expect("OS random number generator unavailable");

@@ -60,6 +60,11 @@ pub struct SecurityConfig {
     /// After a change queued an event, the relay waits this long for more before its pass
     /// (milliseconds): the delay of an event in the streams, traded for fewer engine commits.
     pub relay_linger_ms: u64,
+    /// The relay lease's TTL on an engine several nodes share (milliseconds): one node's
+    /// relay moves the events at a time and renews the lease on each pass (at least every
+    /// second); when it dies, another node takes over once this ran out, so events are late
+    /// by about this much, never lost. Keep it several times the one-second pass.
+    pub relay_lease_ms: u64,
 }
 
 impl Default for SecurityConfig {
@@ -73,6 +78,7 @@ impl Default for SecurityConfig {
             refused_summary_ms: 10_000,
             relay_batch: 256,
             relay_linger_ms: 100,
+            relay_lease_ms: 5_000,
         }
     }
 }

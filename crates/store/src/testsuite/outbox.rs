@@ -174,3 +174,52 @@ pub(super) async fn sessions_outbox(s: &Stores) {
     let keys: Vec<String> = later.into_iter().map(|i| i.key).collect();
     s.outbox.outbox_remove(&keys).await.expect("remove");
 }
+
+/// The relay lease: one holder at a time on engines several processes share, renewed by its
+/// holder, taken over once released or expired; engines one process owns always grant it.
+pub(super) async fn outbox_relay_lease(s: &Stores) {
+    let (a, b) = (unique("relay-a"), unique("relay-b"));
+    let lease = |holder: String, ttl_ms: u64| {
+        let outbox = s.outbox.clone();
+        async move { outbox.outbox_lease(&holder, ttl_ms).await.expect("lease") }
+    };
+    assert!(lease(a.clone(), 60_000).await, "a free lease is granted");
+    assert!(lease(a.clone(), 60_000).await, "its holder renews it");
+    let shared = !s.admin.exclusive();
+    // Another holder: refused while the lease runs on a shared engine, granted on the others.
+    assert_eq!(lease(b.clone(), 60_000).await, !shared, "a second holder");
+    // Releasing someone else's lease changes nothing.
+    s.outbox.outbox_lease_release(&b).await.expect("release");
+    assert_eq!(
+        lease(b.clone(), 60_000).await,
+        !shared,
+        "released by a non-holder"
+    );
+    s.outbox.outbox_lease_release(&a).await.expect("release");
+    assert!(
+        lease(b.clone(), 60_000).await,
+        "released: another holder takes it"
+    );
+    assert_eq!(
+        lease(a.clone(), 60_000).await,
+        !shared,
+        "the old holder is refused"
+    );
+    // A lease that is not renewed expires and is taken over.
+    assert!(lease(b.clone(), 100).await, "renewed with a short TTL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lease(a.clone(), 60_000).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an expired lease was not taken over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        lease(b.clone(), 60_000).await,
+        !shared,
+        "expired: b lost it"
+    );
+    s.outbox.outbox_lease_release(&a).await.expect("release");
+    s.outbox.outbox_lease_release(&b).await.expect("release");
+}
