@@ -100,7 +100,12 @@ async fn create_once(
     let retention = crate::state::Retention::from_headers(h)?;
     let compaction = crate::compaction::from_headers(h, &streams.config.compaction)?;
 
-    let mut g = streams.lock(path).await?;
+    let mut g = match initial {
+        // A server-side producer creates streams it has not written yet, mostly new ones: no
+        // read first, the engine's create refuses an existing path itself (`None` below).
+        Initial::Values(..) => streams.objects.lock(path).await,
+        Initial::Body(_) => streams.lock(path).await?,
+    };
     match streams.find(&mut g, now).await? {
         Found::Gone => {
             return Err(StreamError::conflict(
@@ -262,6 +267,10 @@ async fn create_once(
         }
         Some(source) => create_fork(streams, &meta, &chunks, source, durability).await?,
     };
+    if !made && values.is_some() {
+        // The path exists (not loaded above) or another node created it: append instead.
+        return Ok(None);
+    }
     if !made {
         // On a shared engine another node created the path or wrote the source meanwhile:
         // decided again on fresh state (see `create`), which then confirms or refuses.
