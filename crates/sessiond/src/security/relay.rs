@@ -114,7 +114,7 @@ impl Relay {
         let mut summaries = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.flush().await {
+            if let Err(e) = self.relay(true).await {
                 tracing::warn!(error = %e, "cannot relay security events; will retry");
             }
             tokio::select! {
@@ -143,15 +143,23 @@ impl Relay {
 
     /// Relays everything queued now.
     pub async fn flush(&self) -> Result<(), RelayError> {
+        self.relay(false).await
+    }
+
+    /// Relays batch after batch until the outbox is empty or, with `until_short`, until a
+    /// read returns less than a full batch. Why the background loop stops there: what a short
+    /// read left is what arrived during the pass, a trickle at low load; relayed at once it
+    /// made a pass (a global append, an outbox removal and their commits) per change or two
+    /// instead of one per `relay_linger_ms`, which the wake-up after the linger provides.
+    async fn relay(&self, until_short: bool) -> Result<(), RelayError> {
         let _pass = self.pass.lock().await;
+        let limit = self.config().relay_batch.max(1);
         loop {
-            let batch = self
-                .outbox
-                .outbox_read(self.config().relay_batch.max(1))
-                .await?;
+            let batch = self.outbox.outbox_read(limit).await?;
             if batch.is_empty() {
                 return Ok(());
             }
+            let full = batch.len() >= limit;
             let keys: Vec<String> = batch.iter().map(|item| item.key.clone()).collect();
             let queued = in_delivery_order(batch);
             let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
@@ -190,6 +198,9 @@ impl Relay {
             self.outbox.outbox_remove(&keys).await?;
             metrics::counter!("sessiond_security_events_relayed_total")
                 .increment(keys.len() as u64);
+            if until_short && !full {
+                return Ok(());
+            }
         }
     }
 
