@@ -166,9 +166,10 @@ return changed
 "
 );
 
-/// Creates a stream unless its metadata exists.
+/// Creates a stream unless its metadata exists, with its first chunks and producer rows.
 /// KEYS: meta, chunks, segments, producers, producer use. ARGV: tail, expires_at or '',
-/// state, then offset/data pairs. Returns 1 created, 0 exists.
+/// state, start, producer row count n, then n triples (id, used_at, row value), then
+/// offset/data pairs. Returns 1 created, 0 exists.
 pub const CREATE: &str = concat!(
     lua_helpers!(),
     r"
@@ -176,7 +177,12 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'start', ARGV[4])
-add_chunks(KEYS[2], 5)
+local rows = 6 + 3 * tonumber(ARGV[5])
+for i = 6, rows - 1, 3 do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', KEYS[5], ARGV[i + 1], ARGV[i])
+end
+add_chunks(KEYS[2], rows)
 return 1
 "
 );

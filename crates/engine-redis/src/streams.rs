@@ -26,7 +26,7 @@ use sessiond_store::{
 };
 
 use crate::keys::{lex_prefix_range, Keys, STREAM_EXPIRY_PARTITIONS};
-use crate::stream_scripts::decode_producer;
+use crate::stream_scripts::{decode_producer, producer_row};
 use crate::{parse_num, redis_count, RedisEngine};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -149,6 +149,18 @@ impl StreamStore for RedisEngine {
         &self,
         meta: &StreamMeta,
         chunks: &[StreamChunk],
+        durability: Durability,
+    ) -> Result<bool> {
+        let none = ProducerUpdate::default();
+        self.create_stream_with_producers(meta, chunks, none, durability)
+            .await
+    }
+
+    async fn create_stream_with_producers(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        producers: ProducerUpdate,
         _: Durability,
     ) -> Result<bool> {
         let [m, c, g, p, pu] = self.keys.stream(&meta.path);
@@ -157,7 +169,11 @@ impl StreamStore for RedisEngine {
         inv.arg(meta.tail)
             .arg(expiry_arg(meta.expires_at))
             .arg(&meta.state)
-            .arg(meta.start);
+            .arg(meta.start)
+            .arg(producers.upsert.len());
+        for r in &producers.upsert {
+            inv.arg(&r.id).arg(r.used_at).arg(producer_row(r));
+        }
         chunk_args(&mut inv, chunks);
         let created: i64 = self.eval("stream_create", &inv).await?;
         if created == 0 {

@@ -136,12 +136,25 @@ impl StreamStore for SqliteEngine {
         chunks: &[StreamChunk],
         durability: Durability,
     ) -> Result<bool> {
+        let none = ProducerUpdate::default();
+        self.create_stream_with_producers(meta, chunks, none, durability)
+            .await
+    }
+
+    async fn create_stream_with_producers(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        producers: ProducerUpdate,
+        durability: Durability,
+    ) -> Result<bool> {
         let (meta, chunks) = (meta.clone(), chunks.to_vec());
         self.write(durability, move |conn| {
             let Some(id) = insert_stream(conn, &meta)? else {
                 return Ok(false);
             };
             insert_chunks(conn, id, &chunks)?;
+            apply_producers(conn, id, &producers)?;
             Ok(true)
         })
         .await

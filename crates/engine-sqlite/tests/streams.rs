@@ -9,6 +9,13 @@ use sessiond_store::{Commit, Durability, EngineAdmin, SegmentRef, StreamMeta, St
 
 const C: Durability = Durability::Confirmed;
 
+/// The in-memory engine (the reference double every capability's unit tests use) against the
+/// same stream checks.
+#[tokio::test]
+async fn memory_streams_pass_the_shared_suite() {
+    run_streams(Arc::new(sessiond_store::memory::MemoryEngine::new())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_streams_pass_the_shared_suite() {
     let dir = tempfile::tempdir().unwrap();

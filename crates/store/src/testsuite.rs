@@ -30,6 +30,7 @@ mod retention;
 mod rotation;
 mod session_steps;
 mod stream_cas;
+mod stream_create;
 mod stream_fixtures;
 mod stream_links;
 mod streams;

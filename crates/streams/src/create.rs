@@ -15,11 +15,22 @@ use crate::error::{StreamError, StreamResult};
 use crate::fork::{self, ForkBase, LockedSource};
 use crate::headers;
 use crate::offset;
+use crate::producer::ExpectedEpoch;
 use crate::protocol::{CLOSED, NEXT_OFFSET};
 use crate::service::{stream, Found, Streams};
-use crate::state::{media_type, Stream, StreamInfo, StreamObject};
+use crate::state::{media_type, ProducerState, Stream, StreamInfo, StreamObject};
 
 const DEFAULT_TYPE: &str = "application/octet-stream";
+
+/// What a new stream starts with.
+#[derive(Clone)]
+enum Initial {
+    /// A PUT's body.
+    Body(Bytes),
+    /// JSON values an in-process producer serialized one by one (see
+    /// [`create_with_json_values`]), admitted under the producer of the request's headers.
+    Values(Vec<Vec<u8>>, ExpectedEpoch),
+}
 
 /// Handles a PUT. `location` is the absolute URL of the stream.
 pub async fn create(
@@ -29,9 +40,45 @@ pub async fn create(
     body: Bytes,
     location: &str,
 ) -> StreamResult<Response> {
+    let initial = Initial::Body(body);
+    match create_retrying(streams, path, h, initial, location).await? {
+        Some(response) => Ok(response),
+        // A PUT always answers for an existing stream (200 or 409).
+        None => Err(StreamError::conflict("the stream exists")),
+    }
+}
+
+/// Creates the JSON stream `path` holding `values` (each one JSON value, validated and stored
+/// byte for byte as by `append::append_json_values`), with the headers `h` of a PUT plus, when
+/// it has `Producer-Id`, `Producer-Epoch` and `Producer-Seq: 0`, that producer's row, all in
+/// one engine write; `expected` is required of the (absent) row as by
+/// `append::append_json_values_expecting`. `None` when the stream exists: nothing was written,
+/// append instead.
+///
+/// Why: a server-side producer whose first append creates the stream (the security relay, a
+/// stream per user) otherwise pays a create and an append, two engine writes and a producer
+/// read, per new stream.
+pub async fn create_with_json_values(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    values: Vec<Vec<u8>>,
+    expected: ExpectedEpoch,
+) -> StreamResult<Option<Response>> {
+    let initial = Initial::Values(values, expected);
+    create_retrying(streams, path, h, initial, "/").await
+}
+
+async fn create_retrying(
+    streams: &Streams,
+    path: &str,
+    h: &HeaderMap,
+    initial: Initial,
+    location: &str,
+) -> StreamResult<Option<Response>> {
     // On a shared engine a creation that lost a race with another node wrote nothing.
     streams
-        .retry_stale(|| create_once(streams, path, h, body.clone(), location))
+        .retry_stale(|| create_once(streams, path, h, initial.clone(), location))
         .await
 }
 
@@ -39,9 +86,9 @@ async fn create_once(
     streams: &Streams,
     path: &str,
     h: &HeaderMap,
-    body: Bytes,
+    initial: Initial,
     location: &str,
-) -> StreamResult<Response> {
+) -> StreamResult<Option<Response>> {
     let now = now_ms();
     let closed = headers::closed_flag(h);
     let durability = headers::durability(h)?;
@@ -53,13 +100,19 @@ async fn create_once(
     let retention = crate::state::Retention::from_headers(h)?;
     let compaction = crate::compaction::from_headers(h, &streams.config.compaction)?;
 
-    let mut g = streams.lock(path).await?;
+    let mut g = match initial {
+        // A server-side producer creates streams it has not written yet, mostly new ones: no
+        // read first, the engine's create refuses an existing path itself (`None` below).
+        Initial::Values(..) => streams.objects.lock(path).await,
+        Initial::Body(_) => streams.lock(path).await?,
+    };
     match streams.find(&mut g, now).await? {
         Found::Gone => {
             return Err(StreamError::conflict(
                 "the stream was deleted while forks still use it",
             ))
         }
+        Found::Live if matches!(initial, Initial::Values(..)) => return Ok(None),
         Found::Live => {
             streams.settle(&mut g).await?;
             let Some(existing) = stream(&g) else {
@@ -93,7 +146,7 @@ async fn create_once(
                     "the stream exists without Stream-Compaction",
                 ));
             }
-            return Ok(created(StatusCode::OK, existing, location));
+            return Ok(Some(created(StatusCode::OK, existing, location)));
         }
         Found::Missing => {}
     }
@@ -103,6 +156,18 @@ async fn create_once(
 
     let json_type = content_type.is_some_and(|ct| media_type(ct) == "application/json");
     let limits = crate::json::Limits::of(&streams.config);
+    let (body, values) = match initial {
+        Initial::Body(body) => (body, None),
+        Initial::Values(values, expected) => {
+            if !json_type || fork_request.is_some() {
+                return Err(StreamError::bad_request(
+                    "JSON values start a JSON stream that is not a fork",
+                ));
+            }
+            limits.check_values(&values)?;
+            (Bytes::new(), Some((values, expected)))
+        }
+    };
     // Validate the body before locking a fork source.
     let mut spans = if json_type {
         limits.split_async(&body, true).await?
@@ -136,7 +201,9 @@ async fn create_once(
     if is_json && !json_type {
         spans = limits.split_async(&body, true).await?;
     }
-    let (chunks, pos) = if is_json {
+    let (chunks, pos) = if let Some((values, _)) = &values {
+        crate::json::pack(values.iter().map(Vec::as_slice), base.start)
+    } else if is_json {
         crate::json::pack(spans.iter().map(|r| &body[r.clone()]), base.start)
     } else if body.is_empty() {
         (Vec::new(), base.start)
@@ -148,7 +215,7 @@ async fn create_once(
         let end = chunk.end();
         (vec![chunk], end)
     };
-    let info = StreamInfo {
+    let mut info = StreamInfo {
         content_type: base.content_type,
         ttl_s: base.ttl_s,
         expires_at: base.expires_at,
@@ -172,6 +239,14 @@ async fn create_once(
         soft_deleted: false,
         created_at: now,
     };
+    let admitted = match &values {
+        Some((_, expected)) => admit(streams, h, *expected)?,
+        None => None,
+    };
+    if let Some((id, state)) = &admitted {
+        info.producers.insert(id.clone(), state.clone());
+    }
+    let (producers, written) = streams.producer_update(&mut info);
     // The prefix quota's lock (taken last: after the fork source's) is held until the stream
     // is written.
     let _quota = crate::limits::reserve(streams, path).await?;
@@ -187,11 +262,15 @@ async fn create_once(
         None => {
             streams
                 .store
-                .create_stream(&meta, &chunks, durability)
+                .create_stream_with_producers(&meta, &chunks, producers, durability)
                 .await?
         }
         Some(source) => create_fork(streams, &meta, &chunks, source, durability).await?,
     };
+    if !made && values.is_some() {
+        // The path exists (not loaded above) or another node created it: append instead.
+        return Ok(None);
+    }
     if !made {
         // On a shared engine another node created the path or wrote the source meanwhile:
         // decided again on fresh state (see `create`), which then confirms or refuses.
@@ -209,11 +288,39 @@ async fn create_once(
         info,
         stored_state: meta.state.as_slice().into(),
     };
-    let response = created(StatusCode::CREATED, &new, location);
+    let mut response = created(StatusCode::CREATED, &new, location);
+    if let Some((_, state)) = &admitted {
+        for (name, value) in crate::producer::echo(state) {
+            if let Ok(v) = value.parse() {
+                response.headers_mut().insert(name, v);
+            }
+        }
+    }
     let object = g.get_or_insert_with(|| StreamObject::new(None, streams.wakes.sender(path)));
     object.stream = Some(new);
+    object.producers.extend(written);
     object.notify();
-    Ok(response)
+    Ok(Some(response))
+}
+
+/// The producer of a create's headers, as a first request admits it: the stream has no row
+/// yet, so `expected` must say so and the request must be its `Producer-Seq: 0`.
+fn admit(
+    streams: &Streams,
+    h: &HeaderMap,
+    expected: ExpectedEpoch,
+) -> StreamResult<Option<(String, ProducerState)>> {
+    let Some(p) = headers::producer(h, streams.config.max_producer_id_bytes)? else {
+        return Ok(None);
+    };
+    crate::producer::expect(expected, None)?;
+    // Producer-Seq 0, or the refusal any first request of a producer gets.
+    crate::producer::check(None, &p)?;
+    let state = ProducerState {
+        epoch: p.epoch,
+        seq: 0,
+    };
+    Ok(Some((p.id, state)))
 }
 
 /// Writes the fork and its source's new reference count in one engine transaction, then

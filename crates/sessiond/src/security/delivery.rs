@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode};
 use sessiond_sessions::security::GLOBAL_STREAM;
 use sessiond_streams::append::{append_json_values, append_json_values_expecting};
+use sessiond_streams::create::create_with_json_values;
 use sessiond_streams::producer::{self, ExpectedEpoch};
 
 use super::relay::{Relay, RelayError};
@@ -150,7 +150,8 @@ impl Relay {
         Ok(())
     }
 
-    /// Appends the events of `run` that `stream` does not have, as one request.
+    /// Appends the events of `run` that `stream` does not have, as one request (which creates
+    /// the stream with them when this relay has not written to it yet).
     async fn append_run(&self, stream: &str, run: Run, confirmed: bool) -> Result<(), RelayError> {
         let failed = |source| RelayError::Stream {
             stream: stream.to_owned(),
@@ -173,19 +174,6 @@ impl Relay {
         }
         let (mut recreated, mut moves) = (false, 0);
         loop {
-            if !self.known().exists(stream) {
-                let create = self.headers();
-                sessiond_streams::create::create(
-                    self.streams(),
-                    stream,
-                    &create,
-                    Bytes::new(),
-                    "/",
-                )
-                .await
-                .map_err(failed)?;
-                self.known().created(stream);
-            }
             let held = named
                 .then(|| self.known().epoch(stream, &producer))
                 .flatten();
@@ -204,17 +192,33 @@ impl Relay {
             let values: Vec<Vec<u8>> = fresh.iter().map(|e| e.body.clone()).collect();
             let streams = self.streams();
             requested(stream);
-            let answer = match last.position.filter(|_| named) {
-                Some(epoch) => {
-                    request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
-                    let expected = ExpectedEpoch(held);
-                    append_json_values_expecting(streams, stream, &request, values, expected)
-                        .await
-                        .map(|_| Some(epoch))
+            let (epoch, expected) = (last.position.filter(|_| named), ExpectedEpoch(held));
+            if let Some(epoch) = epoch {
+                request.insert(sessiond_streams::protocol::PRODUCER_EPOCH, epoch.into());
+            }
+            let answer = if !self.known().exists(stream) {
+                // Not written by this relay yet: created with the run and its producer row in
+                // one engine write; if it exists, appended to on the next turn.
+                let made = create_with_json_values(streams, stream, &request, values, expected);
+                match made.await {
+                    Ok(None) => {
+                        self.known().created(stream);
+                        continue;
+                    }
+                    Ok(Some(_)) => {
+                        self.known().created(stream);
+                        Ok(epoch)
+                    }
+                    Err(e) => Err(e),
                 }
-                None => append_json_values(streams, stream, &request, values)
+            } else if epoch.is_some() {
+                append_json_values_expecting(streams, stream, &request, values, expected)
                     .await
-                    .map(|_| None),
+                    .map(|_| epoch)
+            } else {
+                append_json_values(streams, stream, &request, values)
+                    .await
+                    .map(|_| None)
             };
             match answer {
                 Ok(epoch) => {

@@ -88,6 +88,17 @@ pub struct Relay {
     holder: Arc<str>,
 }
 
+/// Which pass [`Relay::relay`] makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The background loop's: with the lease, up to a short read.
+    Background,
+    /// The last one at shutdown: with the lease, until the outbox is empty.
+    Final,
+    /// [`Relay::flush`]'s (export, erasure): until the outbox is empty, lease or not.
+    Flush,
+}
+
 impl Relay {
     /// A relay from `outbox` into `streams`.
     pub fn new(
@@ -130,7 +141,7 @@ impl Relay {
         let mut summaries = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.relay(true).await {
+            if let Err(e) = self.relay(Pass::Background).await {
                 tracing::warn!(error = %e, "cannot relay security events; will retry");
             }
             tokio::select! {
@@ -152,7 +163,7 @@ impl Relay {
             }
         }
         self.events.summarize_refused_requests().await;
-        if let Err(e) = self.relay(true).await {
+        if let Err(e) = self.relay(Pass::Final).await {
             tracing::warn!(error = %e, "cannot relay security events at shutdown; they stay queued");
         }
         // Another node takes over now rather than after the TTL.
@@ -164,7 +175,7 @@ impl Relay {
 
     /// Relays everything queued now (lease or not: see the module docs).
     pub async fn flush(&self) -> Result<(), RelayError> {
-        self.relay(false).await
+        self.relay(Pass::Flush).await
     }
 
     /// Takes or renews the relay lease: true while this node holds it.
@@ -175,21 +186,24 @@ impl Relay {
         Ok(held)
     }
 
-    /// Relays everything queued now; with `leased`, batch by batch while this node holds
-    /// the relay lease.
-    async fn relay(&self, leased: bool) -> Result<(), RelayError> {
+    /// Relays batch after batch until the outbox is empty; a background or final pass only
+    /// while this node holds the relay lease, and a background pass also stops at a read that
+    /// returns less than a full batch. Why the background loop stops there: what a short read
+    /// left is what arrived during the pass, a trickle at low load; relayed at once it made a
+    /// pass (a global append, an outbox removal and their commits) per change or two instead
+    /// of one per `relay_linger_ms`, which the wake-up after the linger provides.
+    async fn relay(&self, pass: Pass) -> Result<(), RelayError> {
         let _pass = self.pass.lock().await;
+        let limit = self.config().relay_batch.max(1);
         loop {
-            if leased && !self.lease().await? {
+            if pass != Pass::Flush && !self.lease().await? {
                 return Ok(());
             }
-            let batch = self
-                .outbox
-                .outbox_read(self.config().relay_batch.max(1))
-                .await?;
+            let batch = self.outbox.outbox_read(limit).await?;
             if batch.is_empty() {
                 return Ok(());
             }
+            let full = batch.len() >= limit;
             let keys: Vec<String> = batch.iter().map(|item| item.key.clone()).collect();
             let queued = in_delivery_order(batch);
             let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
@@ -229,6 +243,9 @@ impl Relay {
             self.outbox.outbox_remove(&keys).await?;
             metrics::counter!("sessiond_security_events_relayed_total")
                 .increment(keys.len() as u64);
+            if pass == Pass::Background && !full {
+                return Ok(());
+            }
         }
     }
 

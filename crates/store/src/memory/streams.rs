@@ -95,14 +95,27 @@ impl StreamStore for MemoryEngine {
         &self,
         meta: &StreamMeta,
         chunks: &[StreamChunk],
+        durability: Durability,
+    ) -> Result<bool> {
+        let none = ProducerUpdate::default();
+        self.create_stream_with_producers(meta, chunks, none, durability)
+            .await
+    }
+
+    async fn create_stream_with_producers(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        producers: ProducerUpdate,
         _: Durability,
     ) -> Result<bool> {
         self.with(|s| {
             if s.streams.contains_key(&meta.path) {
                 return false;
             }
-            s.streams
-                .insert(meta.path.clone(), MemoryStream::new(meta, chunks));
+            let mut stream = MemoryStream::new(meta, chunks);
+            stream.apply(producers);
+            s.streams.insert(meta.path.clone(), stream);
             true
         })
     }

@@ -17,6 +17,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     create_refuses_existing(s).await;
     commit_compare_and_set(s).await;
     super::stream_cas::run_stream_cas(s).await;
+    super::stream_create::run_stream_create(s).await;
     read_paging(s).await;
     delete_and_recreate(s).await;
     listing(s).await;

@@ -170,6 +170,23 @@ impl StreamStore for ObservedStore {
         Ok(made)
     }
 
+    async fn create_stream_with_producers(
+        &self,
+        meta: &StreamMeta,
+        chunks: &[StreamChunk],
+        producers: ProducerUpdate,
+        durability: Durability,
+    ) -> Result<bool> {
+        let made = self
+            .inner
+            .create_stream_with_producers(meta, chunks, producers, durability)
+            .await?;
+        if made {
+            self.created(meta, chunks);
+        }
+        Ok(made)
+    }
+
     async fn create_fork(
         &self,
         meta: &StreamMeta,
