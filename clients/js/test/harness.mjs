@@ -107,7 +107,7 @@ export async function startSessiond({ config = {} } = {}) {
   env.RUST_LOG = "info";
   // Settings a test asks for, as SESSIOND_* overrides (e.g. SESSIONS__EXPIRY_WARNING_S).
   for (const [name, value] of Object.entries(config)) env[`SESSIOND_${name}`] = String(value);
-  const args = (listen) => ["serve", "--listen", listen, "--data-dir", join(dir, "data"), "--api-key", apiKey];
+  const args = (listen) => ["serve", "--listen", listen, "--data-dir", join(dir, "data"), `--api-key=${apiKey}`];
   let server = await launchSessiond(bin, args("127.0.0.1:0"), env);
   const url = `http://${server.addr}`;
 
