@@ -49,7 +49,7 @@ impl Default for SubscriptionsConfig {
             max_links: 10_000,
             max_streams_per_wake: 256,
             observer_queue: 65_536,
-            index_check_ms: 5,
+            index_check_ms: 20,
             webhook_timeout_ms: 10_000,
             webhook_max_response_bytes: 64 * 1024,
         }
