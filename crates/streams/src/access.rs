@@ -1,8 +1,8 @@
 //! Who may do what on which stream: full API keys, tenant keys scoped to path prefixes,
 //! HS256 read tokens for GET/HEAD, and open mode.
 //!
-//! [`require_stream_access`] is the one decision point, a `route_layer` that runs on the
-//! request's headers before the handler's body extractor reads anything: it finds out *who*
+//! [`StreamGuard`]'s middleware step is the one decision point, a `route_layer` that runs on
+//! the request's headers before the handler's body extractor reads anything: it finds out *who*
 //! is calling, validates the stream name from the path and decides whether that caller may
 //! touch that stream (and a fork's source) — so an out-of-scope caller gets its 403 without
 //! the server buffering up to `max_append_bytes` of body, and learns nothing about another
