@@ -24,10 +24,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest caller-supplied request id kept (longer ones are replaced).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// The request's id (a request extension, for handlers that log).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 /// The message of an error response, attached by [`crate::ApiError`] for the access log.
 #[derive(Clone, Debug)]
 pub struct ErrorMessage(pub String);

@@ -9,11 +9,13 @@
 //! here is decided from headers only, before any body is read.
 
 use axum::extract::Request;
-use axum::http::header::{HOST, ORIGIN, VARY};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::header::{FORWARDED, HOST, ORIGIN, VARY};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 
 use crate::error::ApiError;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Host names that are this machine whatever DNS says.
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -146,7 +148,7 @@ impl OpenModePolicy {
     /// Decides from the headers whether an open-mode request is local; the 403 says why not.
     pub fn check(&self, request: &Request) -> Result<(), ApiError> {
         let headers = request.headers();
-        if headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for") {
+        if headers.contains_key(FORWARDED) || headers.contains_key(X_FORWARDED_FOR) {
             return Err(ApiError::forbidden(
                 "open mode (no API key) serves only local clients, and this request came \
                  through a proxy (Forwarded / X-Forwarded-For): configure api_keys",

@@ -71,9 +71,6 @@ impl Step for ServerStack {
     fn before(&self, request: &mut Request) -> (Seen, Option<Response>) {
         let started = Instant::now();
         let id = request_id(request.headers());
-        request
-            .extensions_mut()
-            .insert(crate::access::RequestId(id.clone()));
         let route = request.extensions().get::<MatchedPath>().cloned();
         let peer = request
             .extensions()
@@ -129,7 +126,7 @@ impl Step for ServerStack {
                 method: seen.method.as_str(),
                 route,
                 status,
-                duration_ms: seen.started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms: elapsed * 1000.0,
                 bytes: response.body().size_hint().exact(),
                 request_id: &seen.id,
                 peer: seen.peer,
