@@ -53,13 +53,14 @@ pub(crate) fn emit(fields: &AccessFields<'_>) {
     match DIRECT.get() {
         Some(format) => {
             if tracing::enabled!(target: "sessiond::access", tracing::Level::INFO) {
-                LINE.with(|line| {
+                // Not during a thread's teardown (no buffer then): the line is dropped, as a
+                // failed write to stderr is, like the subscriber does.
+                let _ = LINE.try_with(|line| {
                     let Ok(mut line) = line.try_borrow_mut() else {
                         return;
                     };
                     line.clear();
                     format_line(&mut line, *format, SystemTime::now(), fields);
-                    // Like the subscriber: a failed write to stderr is dropped.
                     let _ = std::io::stderr().lock().write_all(&line);
                 });
             }
@@ -240,13 +241,14 @@ fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 
 /// RFC 3339 UTC with microseconds, as the subscriber's default timer writes it.
 fn timestamp(out: &mut Vec<u8>, secs: u64, micros: u32) {
-    SECOND.with(|cell| {
+    let cached = SECOND.try_with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
             *cached = (secs, date_time(secs));
         }
-        out.extend_from_slice(&cached.1);
+        cached.1
     });
+    out.extend_from_slice(&cached.unwrap_or_else(|_| date_time(secs)));
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(micros.min(999_999)).as_bytes();
     out.extend(std::iter::repeat_n(b'0', 6 - digits.len()));
