@@ -67,8 +67,19 @@ impl ColdTier {
             self.forget(path);
             return Ok(None);
         };
-        let sealed_end = store.segments(path).await?.last().map_or(0, |s| s.end);
+        // Nothing below the kept tail, nothing to seal: decided before the stream's segments
+        // and chunks are read, as a pass visits every stream (most of them small, e.g. one
+        // security stream per user) every interval.
         let limit = meta.tail.saturating_sub(policy.keep_hot_bytes);
+        if limit == 0 {
+            self.forget(path);
+            return Ok(None);
+        }
+        let sealed_end = store.segments(path).await?.last().map_or(0, |s| s.end);
+        if limit <= sealed_end {
+            self.forget(path);
+            return Ok(None);
+        }
         let hot = store
             .read_chunks(path, sealed_end, policy.max_segment_bytes)
             .await?;

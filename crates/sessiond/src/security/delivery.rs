@@ -23,14 +23,16 @@ use sessiond_streams::append::{append_json_values, append_json_values_expecting}
 use sessiond_streams::create::create_with_json_values;
 use sessiond_streams::producer::{self, ExpectedEpoch};
 
+use super::recent::Recent;
 use super::relay::{Relay, RelayError};
 
 /// The producer id of the relay's appends, before the outbox queue's name: every relay (on
 /// every node) of one queue is the same producer, so the stream refuses what any of them
 /// appended before.
 const PRODUCER: &str = "sessiond-security-outbox:";
-/// Streams remembered before the memory starts over.
-const REMEMBERED: usize = 100_000;
+/// Streams remembered: between this many and twice as many, the most recently written (see
+/// `recent.rs`).
+const REMEMBERED: usize = 50_000;
 /// Refusals of one run by relays getting ahead of it before the pass gives up (and retries).
 const MAX_MOVES: usize = 32;
 
@@ -89,28 +91,30 @@ fn add(runs: &mut Vec<Run>, into: Option<usize>, queue: &str, event: Event) {
 /// What the relay knows of the streams it created or appended to: per stream, the epoch of
 /// each of its producers as last seen (`None`: no row). A stream in the map exists (as far
 /// as this process knows).
-#[derive(Clone, Default)]
-pub(super) struct Known(Arc<Mutex<HashMap<String, Epochs>>>);
+#[derive(Clone)]
+pub(super) struct Known(Arc<Mutex<Recent<String, Epochs>>>);
+
+impl Default for Known {
+    fn default() -> Self {
+        Known(Arc::new(Mutex::new(Recent::new(REMEMBERED))))
+    }
+}
 
 /// One stream's producers and their epochs (`None`: no row).
 type Epochs = HashMap<String, Option<u64>>;
 
 impl Known {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Epochs>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, Recent<String, Epochs>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn exists(&self, stream: &str) -> bool {
-        self.map().contains_key(stream)
+        self.map().contains(stream)
     }
 
     /// Remembers that `stream` exists (just created: no producer rows).
     fn created(&self, stream: &str) {
-        let mut map = self.map();
-        if map.len() >= REMEMBERED {
-            map.clear();
-        }
-        map.entry(stream.to_string()).or_default();
+        self.map().entry(stream, Epochs::default);
     }
 
     /// The epoch `producer` has on `stream`, as far as this relay knows. Unknown counts as no
@@ -123,12 +127,8 @@ impl Known {
     }
 
     fn set_epoch(&self, stream: &str, producer: &str, epoch: Option<u64>) {
-        let mut map = self.map();
-        if map.len() >= REMEMBERED {
-            map.clear();
-        }
-        map.entry(stream.to_string())
-            .or_default()
+        self.map()
+            .entry(stream, Epochs::default)
             .insert(producer.to_string(), epoch);
     }
 

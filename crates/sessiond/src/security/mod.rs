@@ -18,6 +18,7 @@
 //! the secret exists and never after the user's erasure deletes it.
 
 mod delivery;
+mod recent;
 mod refused;
 mod relay;
 mod secrets;

@@ -30,12 +30,33 @@ fn is_socket_attempt(headers: &HeaderMap) -> bool {
         headers
             .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.as_bytes()
-                    .windows(token.len())
-                    .any(|w| w.eq_ignore_ascii_case(token.as_bytes()))
-            })
+            .any(|v| contains_ignoring_case(v.as_bytes(), token.as_bytes()))
     };
     has(header::UPGRADE, "websocket") || has(header::ACCEPT, "text/event-stream")
+}
+
+/// Whether `lowercase` occurs in `text`, ASCII case ignored (no lowercased copy of every
+/// `Accept` header a browser sends).
+fn contains_ignoring_case(text: &[u8], lowercase: &[u8]) -> bool {
+    text.windows(lowercase.len())
+        .any(|w| w.eq_ignore_ascii_case(lowercase))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_attempts_are_recognised_in_any_case() {
+        let attempt = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().expect("header"));
+            is_socket_attempt(&h)
+        };
+        assert!(attempt("upgrade", "WebSocket"));
+        assert!(attempt("accept", "text/html, Text/Event-Stream;q=0.9"));
+        assert!(!attempt("accept", "application/json"));
+        assert!(!attempt("upgrade", "h2c"));
+        assert!(!is_socket_attempt(&HeaderMap::new()));
+    }
 }

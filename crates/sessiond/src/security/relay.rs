@@ -214,7 +214,6 @@ impl Relay {
                     Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
                     None => Value::Null,
                 };
-                let global = global_copy(&q.envelope, user_ref);
                 if let Some(stream) = q.envelope.destination() {
                     let event = Event {
                         position: q.position,
@@ -224,7 +223,7 @@ impl Relay {
                 }
                 let event = Event {
                     position: q.position,
-                    body: encode(&global),
+                    body: encode(&global_copy(q.envelope.event, user_ref)),
                 };
                 // By queue, not by `at`: one request per queue (`push_per_queue`).
                 let runs = per_stream.entry(GLOBAL_STREAM.to_string()).or_default();
@@ -259,15 +258,20 @@ impl Relay {
             .iter()
             .filter_map(|e| e.user_id.as_ref())
             .collect();
+        let mut refs = std::collections::HashMap::new();
         let mut lookups = tokio::task::JoinSet::new();
         for user in users {
+            // Most users' refs are in memory: no task for them.
+            if let Some(user_ref) = self.secrets.cached_user_ref(user) {
+                refs.insert(user.clone(), user_ref);
+                continue;
+            }
             let (secrets, user) = (self.secrets.clone(), user.clone());
             lookups.spawn(async move {
                 let user_ref = secrets.user_ref(&user).await;
                 (user, user_ref)
             });
         }
-        let mut refs = std::collections::HashMap::new();
         while let Some(done) = lookups.join_next().await {
             let (user, user_ref) = done?;
             refs.insert(user, user_ref?);
@@ -308,27 +312,14 @@ fn holder_name() -> String {
 }
 
 /// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
-fn global_copy(envelope: &Envelope, user_ref: Value) -> Map<String, Value> {
-    let mut global = Map::new();
-    for (key, value) in &envelope.event {
-        match key.as_str() {
-            "user_id" => {
-                global.insert("user_ref".into(), user_ref.clone());
-            }
-            "device" => {
-                let mut device = value.clone();
-                if let Some(fields) = device.as_object_mut() {
-                    fields.remove("ip");
-                }
-                global.insert(key.clone(), device);
-            }
-            _ => {
-                global.insert(key.clone(), value.clone());
-            }
-        }
+/// (Takes the event: the user's copy is encoded before, and the global one moves its values.)
+fn global_copy(mut event: Map<String, Value>, user_ref: Value) -> Map<String, Value> {
+    event.remove("user_id");
+    if let Some(fields) = event.get_mut("device").and_then(Value::as_object_mut) {
+        fields.remove("ip");
     }
-    global.entry("user_ref").or_insert(user_ref);
-    global
+    event.insert("user_ref".into(), user_ref);
+    event
 }
 
 /// One queued event: where in the outbox, and what.
