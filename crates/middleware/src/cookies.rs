@@ -258,24 +258,22 @@ impl CookieCodec {
             let label = self.label(slot, &cid);
             let max_age = self.max_age(slot);
             // The HttpOnly server copy wins; the client copy is signed too, so it may stand in.
-            let mut value = None;
-            for index in Self::slot_names(slot) {
-                let Some(raw) = found[index].as_deref() else {
-                    continue;
-                };
-                let Some(v) = self.signer.verify(&label, raw, now, max_age) else {
-                    continue;
-                };
-                let valid = match slot {
-                    Slot::Fpid => !v.payload.is_empty(),
-                    _ => ids::id_time(&v.payload)
-                        .is_some_and(|t| t <= now + crate::signing::MAX_SKEW_MS),
-                };
-                if valid {
-                    value.get_or_insert_with(|| v.payload.clone());
-                    p.verified[index] = Some(v);
-                }
-            }
+            let [server, client] = Self::slot_names(slot);
+            let checked = self.check(slot, &label, found[server].as_deref(), now, max_age);
+            // Both copies are issued as one string: when the client copy is that same string,
+            // the server copy's check is its check too (a pure function of the string, the
+            // label and `now`), and its MAC is not computed twice. Neither string is a secret
+            // (the client sent both), so a plain comparison reveals nothing.
+            let client_checked = match (found[server].as_deref(), found[client].as_deref()) {
+                (Some(s), Some(c)) if s == c => checked.clone(),
+                (_, raw) => self.check(slot, &label, raw, now, max_age),
+            };
+            let value = checked
+                .as_ref()
+                .or(client_checked.as_ref())
+                .map(|v| v.payload.clone());
+            p.verified[server] = checked;
+            p.verified[client] = client_checked;
             match slot {
                 Slot::Cid => p.cid = value,
                 Slot::Sid => p.sid = value,
@@ -288,6 +286,23 @@ impl CookieCodec {
             .flatten()
             .find_map(|id| ids::id_time(id));
         p
+    }
+
+    /// A layout-A value for `slot` if `raw` is present, verified and its payload valid.
+    fn check(
+        &self,
+        slot: Slot,
+        label: &str,
+        raw: Option<&str>,
+        now: Millis,
+        max_age: Millis,
+    ) -> Option<Verified> {
+        let v = self.signer.verify(label, raw?, now, max_age)?;
+        let valid = match slot {
+            Slot::Fpid => !v.payload.is_empty(),
+            _ => ids::id_time(&v.payload).is_some_and(|t| t <= now + crate::signing::MAX_SKEW_MS),
+        };
+        valid.then_some(v)
     }
 
     fn read_compact(&self, found: &Found, now: Millis) -> Presented {
@@ -338,13 +353,17 @@ impl CookieCodec {
                 }
                 for (slot, value, lifetime_s) in slots {
                     let label = self.label(slot, issue.cid);
+                    let refresh = lifetime_ms(lifetime_s) / 2;
+                    // Both copies get the same label, payload and issue time, so one MAC (the
+                    // signing key's, deterministic) serves both.
+                    let mut signed = None;
                     for (copy, index) in Self::slot_names(slot).into_iter().enumerate() {
-                        let refresh = lifetime_ms(lifetime_s) / 2;
                         if is_current(presented, index, value, refresh, now) {
                             continue;
                         }
-                        let signed = self.signer.sign(&label, value, now);
-                        out.push(self.render(index, &signed, lifetime_s, copy == 0, now));
+                        let signed =
+                            signed.get_or_insert_with(|| self.signer.sign(&label, value, now));
+                        out.push(self.render(index, signed, lifetime_s, copy == 0, now));
                     }
                 }
             }

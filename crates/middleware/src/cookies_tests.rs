@@ -268,3 +268,117 @@ fn pinned_set_cookies_of_both_layouts() {
         assert_eq!(back.fpid.as_deref(), Some("fingerprint"), "{layout:?}");
     }
 }
+
+/// `header` with the value of cookie `name` replaced by `f` of it.
+fn edit_cookie(header: &str, name: &str, f: impl Fn(&str) -> String) -> String {
+    header
+        .split("; ")
+        .map(|pair| match pair.split_once('=') {
+            Some((n, v)) if n == name => format!("{n}={}", f(v)),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `value` with the first character of its MAC changed.
+fn forge(value: &str) -> String {
+    let (rest, tag) = value.rsplit_once('.').unwrap_or_default();
+    let first = if tag.starts_with('A') { 'B' } else { 'A' };
+    format!("{rest}.{first}{}", &tag[1..])
+}
+
+/// Both copies of a value are one string, checked once when they arrive equal; a copy that
+/// differs from its twin is checked on its own, so forging either copy (or both alike) still
+/// voids exactly what it voided before.
+#[test]
+fn each_copy_is_checked_unless_it_equals_its_twin() {
+    let codec = codec(CookieLayout::A);
+    let limits = LimitsConfig::default();
+    let (cid, header) = first_visit(&codec, NOW);
+    let value = |h: &str, name: &str| {
+        h.split("; ")
+            .find_map(|p| p.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    for slot in ["cID", "sID", "eID", "fpID"] {
+        assert_eq!(
+            value(&header, &format!("_ss_{slot}")),
+            value(&header, &format!("_cs_{slot}"))
+        );
+    }
+    let eid = new_id(NOW + 1000);
+    let next = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &eid,
+        fpid: Some("fp"),
+    };
+    let current = codec.read_header(&header, &limits, NOW + 1000);
+    let renewed = codec.set_cookies(&current, &next, NOW + 1000);
+    assert_eq!(renewed.len(), 2, "{renewed:?}");
+    let renewed = as_header(&renewed);
+    assert_eq!(value(&renewed, "_ss_eID"), value(&renewed, "_cs_eID"));
+    // Earlier pairs win: the renewed eID copies, then the rest of the first visit's.
+    let back = codec.read_header(&format!("{renewed}; {header}"), &limits, NOW + 1000);
+    assert_eq!(back.eid.as_deref(), Some(eid.as_str()));
+    assert!(back.verified[4].is_some() && back.verified[5].is_some());
+
+    for (forged, valid) in [("_cs_cID", "_ss_cID"), ("_ss_cID", "_cs_cID")] {
+        let h = edit_cookie(&header, forged, forge);
+        let p = codec.read_header(&h, &limits, NOW + 1000);
+        assert_eq!(p.cid.as_deref(), Some(cid.as_str()), "{forged} forged");
+        // Only the forged copy is written again (with the eID's pair).
+        let set = codec.set_cookies(&p, &next, NOW + 1000);
+        assert_eq!(set.len(), 3, "{set:?}");
+        assert!(set.iter().any(|c| c.starts_with(&format!("{forged}="))));
+        assert!(!set.iter().any(|c| c.starts_with(&format!("{valid}="))));
+    }
+    let both = edit_cookie(&edit_cookie(&header, "_ss_cID", forge), "_cs_cID", forge);
+    let p = codec.read_header(&both, &limits, NOW);
+    assert_eq!((p.cid, p.sid, p.eid), (None, None, None));
+    assert_eq!(
+        p.fpid.as_deref(),
+        Some("fp"),
+        "the fpID is bound to no client"
+    );
+    let both = edit_cookie(&edit_cookie(&header, "_ss_eID", forge), "_cs_eID", forge);
+    let p = codec.read_header(&both, &limits, NOW);
+    assert_eq!((p.sid.as_deref(), p.eid), (Some(cid.as_str()), None));
+}
+
+/// A value signed under an old key still reads after a rotation (both copies checked under
+/// every key), and what the rotated codec writes is signed with the new first key only.
+#[test]
+fn rotation_reads_old_copies_and_signs_with_the_new_key() {
+    let limits = LimitsConfig::default();
+    let config = MiddlewareConfig::default().cookies;
+    let with = |keys: &[&str]| CookieCodec::new(config.clone(), Signer::new(keys), 30 * 60 * 1000);
+    let (old, new) = ("o".repeat(32), "n".repeat(32));
+    let (cid, header) = first_visit(&with(&[&old]), NOW);
+    let rotated = with(&[&new, &old]);
+    let p = rotated.read_header(&header, &limits, NOW + 1000);
+    assert_eq!(p.cid.as_deref(), Some(cid.as_str()));
+    assert_eq!(p.eid.as_deref(), Some(cid.as_str()));
+    let eid = new_id(NOW + 1000);
+    let next = Issue {
+        cid: &cid,
+        sid: &cid,
+        eid: &eid,
+        fpid: Some("fp"),
+    };
+    let renewed = rotated.set_cookies(&p, &next, NOW + 1000);
+    assert_eq!(renewed.len(), 2, "{renewed:?}");
+    let label = rotated.label(Slot::Eid, &cid);
+    let max_age = rotated.max_age(Slot::Eid);
+    for cookie in &renewed {
+        let value = cookie
+            .split(';')
+            .next()
+            .and_then(|p| p.split_once('='))
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let under = |key: &str| Signer::new(&[key]).verify(&label, value, NOW + 1000, max_age);
+        assert_eq!(under(&new).map(|v| v.payload), Some(eid.clone()));
+        assert_eq!(under(&old), None);
+    }
+}
