@@ -18,6 +18,7 @@
 //! `HttpOnly` copy proves a browser to a socket.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use cookie::time::{Duration as CookieDuration, OffsetDateTime};
 use cookie::Cookie;
@@ -50,7 +51,14 @@ fn for_each_pair(header: &str, limits: &LimitsConfig, mut f: impl FnMut(&str, &s
     if header.len() > limits.max_cookie_header_bytes {
         return;
     }
-    let parsed = Cookie::split_parse_encoded(header).take(limits.max_cookies);
+    // Without a `%` there is nothing to decode: the plain parse gives the same pairs without
+    // running every name and value through the percent decoder (signed values never hold one).
+    let parsed = if header.contains('%') {
+        Cookie::split_parse_encoded(header)
+    } else {
+        Cookie::split_parse(header)
+    };
+    let parsed = parsed.take(limits.max_cookies);
     for c in parsed.flatten() {
         f(c.name(), c.value());
     }
@@ -387,7 +395,10 @@ impl CookieCodec {
     }
 
     /// The `Set-Cookie` value of the cookie at name index `index`; `Expires` is `now` plus the
-    /// lifetime (the caller's clock, not another clock read).
+    /// lifetime (the caller's clock, not another clock read). Written directly rather than
+    /// through `cookie::Cookie`'s builder and `Display` (a quarter of a returning decision's
+    /// cookie work went to its generic date formatting); the text is the same byte for byte,
+    /// which `set_cookie_text_is_the_cookie_crates` checks against that crate.
     fn render(
         &self,
         index: usize,
@@ -401,24 +412,50 @@ impl CookieCodec {
         let max_age = CookieDuration::seconds(i64::try_from(lifetime_s).unwrap_or(i64::MAX / 2));
         let issued = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let mut cookie = Cookie::build((name, value))
-            .path(c.path.as_str())
-            .secure(c.secure)
-            .http_only(http_only)
-            .same_site(match c.same_site {
-                SameSite::Strict => cookie::SameSite::Strict,
-                SameSite::Lax => cookie::SameSite::Lax,
-                SameSite::None => cookie::SameSite::None,
-            })
-            .max_age(max_age)
-            .expires(issued.saturating_add(max_age));
-        if !c.domain.is_empty() {
-            cookie = cookie.domain(c.domain.as_str());
-        }
+        let expires = issued.saturating_add(max_age);
+        let mut out = String::with_capacity(128 + name.len() + value.len() + c.domain.len());
         // Ids, issue times and tags are all cookie-safe characters: no encoding needed.
-        cookie.build().to_string()
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+        if http_only {
+            out.push_str("; HttpOnly");
+        }
+        out.push_str(match c.same_site {
+            SameSite::Strict => "; SameSite=Strict",
+            SameSite::Lax => "; SameSite=Lax",
+            SameSite::None => "; SameSite=None",
+        });
+        if c.secure {
+            out.push_str("; Secure");
+        }
+        out.push_str("; Path=");
+        out.push_str(&c.path);
+        if !c.domain.is_empty() {
+            out.push_str("; Domain=");
+            out.push_str(c.domain.strip_prefix('.').unwrap_or(&c.domain));
+        }
+        let _ = write!(out, "; Max-Age={}", max_age.whole_seconds());
+        let _ = write!(
+            out,
+            "; Expires={}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+            WEEKDAYS[usize::from(expires.weekday().number_days_from_monday())],
+            expires.day(),
+            MONTHS[usize::from(u8::from(expires.month()) - 1)],
+            expires.year(),
+            expires.hour(),
+            expires.minute(),
+            expires.second(),
+        );
+        out
     }
 }
+
+/// `Expires` names (RFC 9110's IMF-fixdate).
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Whether the browser already holds `value` under the cookie at name index `index`, issued
 /// less than `refresh_ms` ago.

@@ -382,3 +382,68 @@ fn rotation_reads_old_copies_and_signs_with_the_new_key() {
         assert_eq!(under(&old), None);
     }
 }
+
+/// What the `cookie` crate writes for the same attributes (the text `render` must keep).
+fn crate_text(
+    config: &CookieConfig,
+    name: &str,
+    value: &str,
+    lifetime_s: u64,
+    http_only: bool,
+    now: Millis,
+) -> String {
+    let max_age = CookieDuration::seconds(i64::try_from(lifetime_s).unwrap_or(i64::MAX / 2));
+    let issued = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut cookie = Cookie::build((name, value))
+        .path(config.path.as_str())
+        .secure(config.secure)
+        .http_only(http_only)
+        .same_site(match config.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        })
+        .max_age(max_age)
+        .expires(issued.saturating_add(max_age));
+    if !config.domain.is_empty() {
+        cookie = cookie.domain(config.domain.as_str());
+    }
+    cookie.build().to_string()
+}
+
+#[test]
+fn set_cookie_text_is_the_cookie_crates() {
+    let base = MiddlewareConfig::default().cookies;
+    let mut configs = vec![base.clone()];
+    for (same_site, secure, domain, path) in [
+        (SameSite::Lax, false, ".example.com", "/app"),
+        (SameSite::None, true, "example.com", ""),
+        (SameSite::None, false, "", "/"),
+    ] {
+        configs.push(CookieConfig {
+            same_site,
+            secure,
+            domain: domain.into(),
+            path: path.into(),
+            ..base.clone()
+        });
+    }
+    // Every weekday and month, a leap day, the epoch and a lifetime past year 9999.
+    let mut times: Vec<Millis> = (0..400)
+        .map(|d| NOW + d * 86_400_000 + d * 3_601_000)
+        .collect();
+    times.extend([0, 951_782_400_000, 4_107_542_399_000]);
+    for config in &configs {
+        let codec = CookieCodec::new(config.clone(), Signer::new(&["k".repeat(32)]), 1_800_000);
+        for &now in &times {
+            for (lifetime_s, http_only) in [(31_536_000, true), (0, false), (u64::MAX, true)] {
+                assert_eq!(
+                    codec.render(3, "v.1.t", lifetime_s, http_only, now),
+                    crate_text(config, &codec.names[3], "v.1.t", lifetime_s, http_only, now),
+                    "{config:?} {now} {lifetime_s}"
+                );
+            }
+        }
+    }
+}
