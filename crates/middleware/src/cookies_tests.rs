@@ -269,6 +269,16 @@ fn pinned_set_cookies_of_both_layouts() {
     }
 }
 
+/// What a request after [`first_visit`] issues: the same client, session and fpID, event `eid`.
+fn next_request<'a>(cid: &'a str, eid: &'a str) -> Issue<'a> {
+    Issue {
+        cid,
+        sid: cid,
+        eid,
+        fpid: Some("fp"),
+    }
+}
+
 /// `header` with the value of cookie `name` replaced by `f` of it.
 fn edit_cookie(header: &str, name: &str, f: impl Fn(&str) -> String) -> String {
     header
@@ -307,12 +317,7 @@ fn each_copy_is_checked_unless_it_equals_its_twin() {
         );
     }
     let eid = new_id(NOW + 1000);
-    let next = Issue {
-        cid: &cid,
-        sid: &cid,
-        eid: &eid,
-        fpid: Some("fp"),
-    };
+    let next = next_request(&cid, &eid);
     let current = codec.read_header(&header, &limits, NOW + 1000);
     let renewed = codec.set_cookies(&current, &next, NOW + 1000);
     assert_eq!(renewed.len(), 2, "{renewed:?}");
@@ -360,12 +365,7 @@ fn rotation_reads_old_copies_and_signs_with_the_new_key() {
     assert_eq!(p.cid.as_deref(), Some(cid.as_str()));
     assert_eq!(p.eid.as_deref(), Some(cid.as_str()));
     let eid = new_id(NOW + 1000);
-    let next = Issue {
-        cid: &cid,
-        sid: &cid,
-        eid: &eid,
-        fpid: Some("fp"),
-    };
+    let next = next_request(&cid, &eid);
     let renewed = rotated.set_cookies(&p, &next, NOW + 1000);
     assert_eq!(renewed.len(), 2, "{renewed:?}");
     let label = rotated.label(Slot::Eid, &cid);
