@@ -103,6 +103,7 @@ async fn send_close(ws: &mut WebSocket, code: u16, reason: &str) {
 /// A plain `fn` returning an `async move` block, not an `async fn`: an async fn's future keeps
 /// each argument twice (as passed, and moved into the body), which for the `WebSocket` alone
 /// is ~370 B more in every parked idle socket.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn run<P: Protocol>(
     hub: Hub,
     conn: Arc<Conn>,

@@ -153,6 +153,7 @@ fn is_per_connection(error: &std::io::Error) -> bool {
 
 /// One connection, from accept to close. Not an `async fn`, whose future would keep every
 /// argument twice (as passed and as moved into the body) for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
