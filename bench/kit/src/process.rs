@@ -72,6 +72,32 @@ pub async fn settled_rss(pid: u32, limit: Duration) -> Result<u64, String> {
     }
 }
 
+/// Waits until `pid` has been idle — at most `busy` of a core (e.g. 0.05) in every 500 ms
+/// window — for `idle_for` in a row, or `limit` passed; returns how long it waited. Used
+/// between a fill and a measured read, so the read is not charged with the server's
+/// background work after the writes (a cold tier sealing what was just written, on a timer):
+/// `idle_for` longer than such a timer's period means its pass ran. A server with no
+/// background work waits `idle_for`.
+pub async fn settled_cpu(pid: u32, busy: f64, idle_for: Duration, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let window = Duration::from_millis(500);
+    let Some(mut last) = cpu_seconds(pid) else {
+        return Duration::ZERO;
+    };
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < idle_for && start.elapsed() < limit {
+        tokio::time::sleep(window).await;
+        let Some(now) = cpu_seconds(pid) else {
+            break;
+        };
+        if now - last > busy * window.as_secs_f64() {
+            idle_since = Instant::now();
+        }
+        last = now;
+    }
+    start.elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,14 @@ struct CatchupArgs {
     /// Concurrent writers while filling
     #[arg(long, default_value_t = 4)]
     fill_writers: usize,
+    /// After the fill, read only once the server (`--pid`) was idle (≤ 5 % of a core) this
+    /// many seconds in a row, so the reads are not charged with background work the fill
+    /// caused, such as sealing on a timer (0: read at once)
+    #[arg(long, default_value_t = 0)]
+    settle_idle_secs: u64,
+    /// Longest wait for that idle stretch
+    #[arg(long, default_value_t = 120)]
+    settle_max_secs: u64,
 }
 
 #[derive(Args)]
@@ -460,6 +468,16 @@ async fn run_catchup(a: &CatchupArgs) -> Res<()> {
     }
     let fill_secs = t.elapsed().as_secs_f64();
     eprintln!("filled {name}: {size} bytes in {chunks} appends, {fill_secs:.1} s");
+    let (idle, limit) = (a.settle_idle_secs, a.settle_max_secs);
+    let settled = match a.common.pid {
+        0 => Duration::ZERO,
+        _ if idle == 0 => Duration::ZERO,
+        pid => {
+            let (idle, limit) = (Duration::from_secs(idle), Duration::from_secs(limit));
+            sessiond_bench_kit::process::settled_cpu(pid, 0.05, idle, limit).await
+        }
+    };
+    eprintln!("server idle after {:.1} s", settled.as_secs_f64());
 
     let mut conn = None;
     let mut hist = Latency::new();
@@ -522,6 +540,7 @@ async fn run_catchup(a: &CatchupArgs) -> Res<()> {
         ("p99_us", hist.quantile_us(0.99).to_string()),
         ("stream_bytes", size.to_string()),
         ("fill_secs", format!("{fill_secs:.2}")),
+        ("settle_secs", format!("{:.1}", settled.as_secs_f64())),
         ("errors", short_passes.to_string()),
     ]);
     Ok(())

@@ -130,17 +130,6 @@ impl StreamStore for SqliteEngine {
         .await
     }
 
-    async fn create_stream(
-        &self,
-        meta: &StreamMeta,
-        chunks: &[StreamChunk],
-        durability: Durability,
-    ) -> Result<bool> {
-        let none = ProducerUpdate::default();
-        self.create_stream_with_producers(meta, chunks, none, durability)
-            .await
-    }
-
     async fn create_stream_with_producers(
         &self,
         meta: &StreamMeta,

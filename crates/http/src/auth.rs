@@ -15,16 +15,15 @@
 //! Two kinds of key: **full** keys reach every guarded route set; **scoped** keys carry a
 //! [`KeyScope`] (path prefixes, optionally read-only) and are meant for one tenant of a
 //! capability that names its resources by path (Durable Streams). A scoped key is refused
-//! with 403 by [`require_api_key`], the guard of every route set that does not understand
+//! with 403 by [`FullKey`], the guard of every route set that does not understand
 //! scopes; a capability that does (streams) calls [`ApiKeys::identify`] and enforces the
 //! scope itself.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -254,24 +253,28 @@ pub fn auth_failure(err: ApiError) -> Response {
     response
 }
 
-/// Middleware: reject requests without a valid full-access key (use with
-/// `from_fn_with_state`); a scoped key is a 403.
+/// A route set that wants a full-access key, as a middleware step
+/// (`step::layer(FullKey(keys))`, with `route_layer`): requests without a valid full-access
+/// key are refused; a scoped key is a 403.
 ///
 /// CORS preflights (`OPTIONS`) pass without a key: browsers never attach credentials to a
 /// preflight, so rejecting it would make every cross-origin call fail before the real,
 /// authenticated request is even sent. The preflight reveals nothing and changes nothing; the
 /// route's own handling (or the CORS layer) answers it.
-pub async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.method() == axum::http::Method::OPTIONS {
-        return next.run(request).await;
-    }
-    match keys.check_full(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(err) => auth_failure(err),
+#[derive(Clone)]
+pub struct FullKey(pub ApiKeys);
+
+impl crate::step::Step for FullKey {
+    type Seen = ();
+
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+        if request.method() == axum::http::Method::OPTIONS {
+            return ((), None);
+        }
+        (
+            (),
+            self.0.check_full(request.headers()).err().map(auth_failure),
+        )
     }
 }
 
@@ -309,7 +312,6 @@ mod tests {
     }
     use axum::body::Body;
     use axum::http::{Method, StatusCode};
-    use axum::middleware::from_fn_with_state;
     use axum::routing::any;
     use tower::ServiceExt;
 
@@ -324,7 +326,7 @@ mod tests {
         let keys = ApiKeys::new(["secret"]).with_scoped([("scoped", tenant_scope())]);
         let app = axum::Router::new()
             .route("/x", any(|| async { "ok" }))
-            .route_layer(from_fn_with_state(keys, require_api_key));
+            .route_layer(crate::step::layer(FullKey(keys)));
         let mut request = Request::builder().method(method).uri("/x");
         if let Some(auth) = auth {
             request = request.header("authorization", auth);

@@ -9,7 +9,7 @@
 //! without a length (chunked) is refused once the limit is crossed. Either way the rest is
 //! left unread; the listener's lingering close lets the client read the 413 anyway.
 //!
-//! The media type is checked once for the whole server by [`require_json_media`], from the
+//! The media type is checked once for the whole server by [`JsonMedia`]'s middleware step, from the
 //! headers, before any body is read: a JSON API that accepted `text/plain` or a form would
 //! process a cross-site `<form>` or preflight-free `fetch` from any page (CSRF). Only the seed
 //! compatibility surfaces, whose original clients did not always label their JSON, accept an
@@ -20,7 +20,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -37,9 +36,18 @@ pub fn body_limit<S: Clone + Send + Sync + 'static>(
     router: axum::Router<S>,
     limit: usize,
 ) -> axum::Router<S> {
-    router
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::Extension(BodyLimit(limit)))
+    router.layer(crate::step::layer(BodyLimit(limit)))
+}
+
+/// Sets the limit on each request (both extensions in one step, not a layer each).
+impl crate::step::Step for BodyLimit {
+    type Seen = ();
+
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+        DefaultBodyLimit::max(self.0).apply(request);
+        request.extensions_mut().insert(*self);
+        ((), None)
+    }
 }
 
 /// The error of a request body that did not arrive in time (set by the server's listener).
@@ -102,7 +110,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
-/// A JSON body decoded into `T` (its media type is checked by [`require_json_media`]).
+/// A JSON body decoded into `T` (its media type is checked by [`JsonMedia`]'s middleware step).
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -204,17 +212,15 @@ pub fn check_json_media(headers: &HeaderMap, media: JsonMedia) -> Option<ApiErro
     ))
 }
 
-/// Middleware (with `from_fn_with_state`): a request whose body is not labelled JSON gets a
-/// 415 before the body is read. Requests without a body pass (the handler says what it
+/// As a middleware step (`step::layer(JsonMedia::Strict)`): a request whose body is not
+/// labelled JSON gets a 415 before the body is read. Requests without a body pass (the handler says what it
 /// needs).
-pub async fn require_json_media(
-    axum::extract::State(media): axum::extract::State<JsonMedia>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match check_json_media(request.headers(), media) {
-        Some(err) => err.into_response(),
-        None => next.run(request).await,
+impl crate::step::Step for JsonMedia {
+    type Seen = ();
+
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+        let refusal = check_json_media(request.headers(), *self).map(IntoResponse::into_response);
+        ((), refusal)
     }
 }
 

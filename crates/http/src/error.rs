@@ -173,16 +173,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware (`axum::middleware::from_fn`) for the whole application: the router answers a
-/// known path called with the wrong method by a bare 405 (with `Allow`); this gives it the
-/// same JSON body as every other error, keeping `Allow`. Applied once, outermost, so every
-/// route set — nested compat prefixes included — answers alike.
-pub async fn json_method_not_allowed(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let method = request.method().clone();
-    let response = next.run(request).await;
+/// The JSON form of the router's 405. The router answers a known path called with the wrong
+/// method by a bare 405 (with `Allow`); this gives it the same JSON body as every other error,
+/// keeping `Allow`. Applied once for the whole application ([`crate::server_layer`]), so
+/// every route set — nested compat prefixes included — answers alike; any other response is
+/// returned as it is.
+pub fn method_not_allowed_as_json(method: &axum::http::Method, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED
         || response
             .headers()

@@ -13,13 +13,17 @@
 //!   signature headers.
 //! - [`jwt`]: HS256 token verification (sealed tokens with a JOSE header and claims).
 //! - [`origin`]: open-mode locality (Host, Origin, proxies) and the cookie same-origin rule.
-//! - [`access`]: the access log and `X-Request-Id`.
+//! - [`access`]: the access log and `X-Request-Id`; [`access_line`] writes its lines.
+//! - [`server_layer`]: the one server-wide request layer (access log, metrics, the JSON 405,
+//!   refused-request counting, open-mode locality, the body limit), a [`step::Step`]: a
+//!   synchronous middleware step run without boxing.
 //! - [`forwarded`]: the client address behind trusted proxies.
 //! - [`user_data`]: what each capability holds about a user (export and erasure).
 //! - [`webhook`]: where outbound webhooks may connect (SSRF rules, checked DNS) and how much
 //!   of an answer is read.
 
 pub mod access;
+pub mod access_line;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -29,7 +33,9 @@ pub mod ids;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+pub mod server_layer;
 pub mod signing;
+pub mod step;
 pub mod user_data;
 pub mod webhook;
 

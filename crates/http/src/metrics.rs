@@ -8,15 +8,10 @@
 //! the sessions benchmark), while a cached handle is one read lock, a hash lookup by `&str` and
 //! an atomic add.
 
+use axum::http::Method;
+use metrics::{Counter, Histogram};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
-use metrics::{Counter, Histogram};
 
 /// Handles of one route: a latency histogram per method, a counter per (method, status).
 #[derive(Default)]
@@ -25,7 +20,7 @@ struct RouteHandles {
     requests: Vec<(&'static str, u16, Counter)>,
 }
 
-/// The cache of metric handles (state of [`record_request`]).
+/// The cache of metric handles.
 #[derive(Clone, Default)]
 pub struct RequestMetrics {
     routes: Arc<RwLock<HashMap<String, RouteHandles>>>,
@@ -46,6 +41,18 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 impl RequestMetrics {
+    /// Records one request in `sessiond_http_requests_total{route,method,status}` and
+    /// `sessiond_http_request_duration_seconds{route,method}` (called by
+    /// [`crate::server_layer`] with the route template, never the raw path).
+    pub fn observe(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+        let method = method_label(method);
+        if !self.record(route, method, status, seconds) {
+            let (latency, counter) = self.register(route, method, status);
+            latency.record(seconds);
+            counter.increment(1);
+        }
+    }
+
     /// Records with cached handles; false when they are not cached yet.
     fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) -> bool {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
@@ -94,26 +101,4 @@ impl RequestMetrics {
         };
         (latency, counter)
     }
-}
-
-/// Middleware recording `sessiond_http_requests_total{route,method,status}` and
-/// `sessiond_http_request_duration_seconds{route,method}` (use with `from_fn_with_state`).
-pub async fn record_request(
-    State(cache): State<RequestMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let status = response.status().as_u16();
-    let seconds = started.elapsed().as_secs_f64();
-    if !cache.record(route, method, status, seconds) {
-        let (latency, counter) = cache.register(route, method, status);
-        latency.record(seconds);
-        counter.increment(1);
-    }
-    response
 }

@@ -8,35 +8,38 @@
 //! keys and tokens are not: a page cannot make a victim's browser send them. Every check
 //! here is decided from headers only, before any body is read.
 
-use axum::extract::{Request, State};
-use axum::http::header::{HOST, ORIGIN, VARY};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::http::header::{FORWARDED, HOST, ORIGIN, VARY};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
 
 use crate::error::ApiError;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Host names that are this machine whatever DNS says.
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
-/// The host of a `host[:port]` authority, lowercased (`[::1]` keeps its brackets).
-fn authority_host(authority: &str) -> String {
-    let authority = authority.trim().to_ascii_lowercase();
+/// The host of a `host[:port]` authority as written (`[::1]` keeps its brackets); compared
+/// case-insensitively by the callers, without a lowercased copy per request.
+fn authority_host(authority: &str) -> &str {
+    let authority = authority.trim();
     if authority.starts_with('[') {
         return match authority.find(']') {
-            Some(end) => authority[..=end].to_string(),
+            Some(end) => &authority[..=end],
             None => authority,
         };
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     }
 }
 
 /// Whether a `Host` header value (`host[:port]`) names the loopback interface.
 pub fn is_loopback_host(host: &str) -> bool {
-    LOOPBACK_HOSTS.contains(&authority_host(host).as_str())
+    let host = authority_host(host);
+    LOOPBACK_HOSTS.iter().any(|l| l.eq_ignore_ascii_case(host))
 }
 
 /// Splits an `Origin` (`scheme://host[:port]`) into scheme and authority; `None` for `null`
@@ -88,13 +91,12 @@ fn listed(origin: &str, allowed: &[String]) -> bool {
 }
 
 /// The request's `Host` (HTTP/1.1 header, or the URI authority of HTTP/2).
-fn request_host(request: &Request) -> Option<String> {
+fn request_host(request: &Request) -> Option<&str> {
     request
         .headers()
         .get(HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
 }
 
 /// The cross-site rule for a request authenticated by a cookie: a browser sends `Origin` on
@@ -132,7 +134,11 @@ pub struct OpenModePolicy {
 impl OpenModePolicy {
     fn host_allowed(&self, host: &str) -> bool {
         let name = authority_host(host);
-        is_loopback_host(host) || self.allowed_hosts.iter().any(|h| authority_host(h) == name)
+        is_loopback_host(host)
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| authority_host(h).eq_ignore_ascii_case(name))
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -142,14 +148,14 @@ impl OpenModePolicy {
     /// Decides from the headers whether an open-mode request is local; the 403 says why not.
     pub fn check(&self, request: &Request) -> Result<(), ApiError> {
         let headers = request.headers();
-        if headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for") {
+        if headers.contains_key(FORWARDED) || headers.contains_key(X_FORWARDED_FOR) {
             return Err(ApiError::forbidden(
                 "open mode (no API key) serves only local clients, and this request came \
                  through a proxy (Forwarded / X-Forwarded-For): configure api_keys",
             ));
         }
         let host = request_host(request).unwrap_or_default();
-        if !self.host_allowed(&host) {
+        if !self.host_allowed(host) {
             return Err(ApiError::forbidden(format!(
                 "open mode (no API key) answers only Host localhost, 127.0.0.1 or [::1] (DNS \
                  rebinding protection), not `{host}`: add it to http.allowed_hosts or \
@@ -169,28 +175,15 @@ impl OpenModePolicy {
     }
 }
 
-/// Middleware for open mode (with `from_fn_with_state`): refuses requests that are not local
-/// (403), and narrows a wildcard `Access-Control-Allow-Origin` to the calling origin.
-pub async fn require_local(
-    State(policy): State<std::sync::Arc<OpenModePolicy>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(err) = policy.check(&request) {
-        return err.into_response();
+/// After an open-mode request was let through: narrows a wildcard
+/// `Access-Control-Allow-Origin` to the calling `origin` (a browser's cross-origin request
+/// always carries `Origin`; without one nothing needs narrowing).
+pub fn narrow_allow_origin(origin: HeaderValue, response: &mut Response) {
+    let headers = response.headers_mut();
+    if headers.contains_key("access-control-allow-origin") {
+        headers.insert("access-control-allow-origin", origin);
+        headers.append(VARY, HeaderValue::from_static("Origin"));
     }
-    let origin = request.headers().get(ORIGIN).cloned();
-    let mut response = next.run(request).await;
-    // A browser's cross-origin request always carries `Origin`; without one nothing needs
-    // narrowing.
-    if let Some(origin) = origin {
-        let headers = response.headers_mut();
-        if headers.contains_key("access-control-allow-origin") {
-            headers.insert("access-control-allow-origin", origin);
-            headers.append(VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-    response
 }
 
 #[cfg(test)]
@@ -217,6 +210,25 @@ mod tests {
         assert!(!is_loopback_origin("null"));
         assert!(!is_loopback_origin("http://localhost@evil.example"));
         assert!(!is_loopback_origin("file://localhost"));
+    }
+
+    #[test]
+    fn open_mode_hosts_compare_without_case_or_port() {
+        let policy = OpenModePolicy {
+            allowed_hosts: vec!["MyApp.test".to_string(), "[fd00::1]:9".to_string()],
+            allowed_origins: Vec::new(),
+        };
+        for host in [
+            "myapp.TEST:8080",
+            "myapp.test",
+            " localhost ",
+            "[FD00::1]:443",
+        ] {
+            assert!(policy.host_allowed(host), "{host}");
+        }
+        for host in ["other.test", "myapp.test.evil", "[fd00::2]", ""] {
+            assert!(!policy.host_allowed(host), "{host}");
+        }
     }
 
     #[test]

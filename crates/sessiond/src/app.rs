@@ -13,23 +13,22 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use sessiond_http::access::{access_log, AccessLog};
-use sessiond_http::auth::require_api_key;
-use sessiond_http::body::{body_limit, check_json_media, require_json_media, JsonMedia};
-use sessiond_http::error::json_method_not_allowed;
-use sessiond_http::metrics::{record_request, RequestMetrics};
-use sessiond_http::origin::{require_local, OpenModePolicy};
+use sessiond_http::access::AccessLog;
+use sessiond_http::auth::FullKey;
+use sessiond_http::body::{check_json_media, JsonMedia};
+use sessiond_http::metrics::RequestMetrics;
+use sessiond_http::origin::OpenModePolicy;
+use sessiond_http::server_layer::{RefusalCounter, ServerStack};
+use sessiond_http::step;
 use sessiond_http::{ApiError, ApiKeys};
 use sessiond_sessions::routes::{edge, native, session_state, state};
 use sessiond_sessions::SessionsState;
 use sessiond_store::Stores;
-use sessiond_streams::access::require_stream_access;
 use sessiond_streams::StreamGuard;
 
 use crate::config::{Config, RouteSet};
@@ -84,7 +83,7 @@ pub fn router(
         if is_open(set) {
             router
         } else {
-            router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+            router.route_layer(step::layer(FullKey(keys.clone())))
         }
     };
     // The streams themselves: full keys, prefix-scoped keys, read tokens and anonymous
@@ -105,10 +104,7 @@ pub fn router(
         keys: keys.clone(),
         open_mode: keys.is_open(),
     };
-    let mark = |router: Router| {
-        use sessiond_sessions::routes::mark_origin;
-        router.layer(from_fn_with_state(origin.clone(), mark_origin))
-    };
+    let mark = |router: Router| router.layer(step::layer(origin.clone()));
     let native = json_only(
         JsonMedia::Strict,
         mark(native::router().with_state(sessions.clone())),
@@ -119,7 +115,7 @@ pub fn router(
         if keys.is_open() {
             router
         } else {
-            router.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+            router.route_layer(step::layer(FullKey(keys.clone())))
         }
     };
     let strict = json_only(
@@ -138,8 +134,7 @@ pub fn router(
         .fallback(|| async { ApiError::not_found("no such route").into_response() });
     // Durable Streams (only on engines that store streams).
     if let Some(streams) = streams {
-        let routes = sessiond_streams::router(streams)
-            .route_layer(from_fn_with_state(stream_guard, require_stream_access));
+        let routes = sessiond_streams::router(streams).route_layer(step::layer(stream_guard));
         app = app.merge(routes);
     }
     // The reserved `__ds` subscription APIs: management needs a full-access key (patterns span
@@ -153,14 +148,14 @@ pub fn router(
             .merge(json_only(JsonMedia::Strict, token_router(subs)));
     }
     if let Some(decider) = decider {
-        let routes = sessiond_middleware::router(decider).route_layer(from_fn(json_by_path));
+        let routes = sessiond_middleware::router(decider).route_layer(step::layer(JsonByPath));
         app = app.merge(guard(RouteSet::Middleware, routes));
     }
     // Realtime routes authenticate each request themselves (session tokens for sockets,
     // service keys for the HTTP APIs, with the same `keys`), so they sit outside the API-key
     // guard. Its `/v1` APIs take JSON only; seed C's endpoints are a compat surface.
     if let Some(realtime) = realtime {
-        app = app.merge(realtime.route_layer(from_fn(json_by_path)));
+        app = app.merge(realtime.route_layer(step::layer(JsonByPath)));
     }
     if config.compat.session_state.enabled {
         let compat = mark(session_state::router().with_state(sessions.clone()));
@@ -187,56 +182,53 @@ pub fn router(
         .route("/v1/openapi.json", get(openapi))
         .with_state(OpsState { stores, metrics });
 
-    let mut app = body_limit(app.merge(ops), config.http.max_body_bytes);
+    // One server-wide layer (access log, metrics, the JSON 405, refused-request counts, the
+    // open-mode check, the body limit): see `sessiond_http::server_layer` for why one.
     // Open mode answers only local callers: loopback Host names (DNS rebinding), pages served
-    // from this machine, no proxy in between. Decided from headers before anything else runs.
-    if keys.is_open() {
-        let policy = OpenModePolicy {
-            allowed_hosts: config.http.allowed_hosts.clone(),
-            allowed_origins: config.http.allowed_origins.clone(),
-        };
-        app = app.layer(from_fn_with_state(Arc::new(policy), require_local));
-    }
-    if let Some(events) = security {
-        // Behind an `Arc`: the layer clones its state per request, and the events' own clone
-        // is several reference counts (measured on the session GET benchmark).
-        app = app.layer(from_fn_with_state(
-            Arc::new(events),
-            crate::security::count_refused,
-        ));
-    }
-    let access = AccessLog {
-        enabled: config.log.access,
-        trusted_proxies: config.http.trusted_proxies.clone().into(),
-    };
-    app.layer(from_fn(json_method_not_allowed))
-        .layer(from_fn_with_state(
-            RequestMetrics::default(),
-            record_request,
-        ))
-        .layer(from_fn_with_state(Arc::new(access), access_log))
+    // from this machine, no proxy in between, decided from headers before anything else runs.
+    let open_mode = keys.is_open().then(|| OpenModePolicy {
+        allowed_hosts: config.http.allowed_hosts.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
+    });
+    let refusals = security.map(|events| {
+        Arc::new(crate::security::RefusedRequests(events)) as Arc<dyn RefusalCounter>
+    });
+    app.merge(ops).layer(step::layer(ServerStack {
+        access: AccessLog {
+            enabled: config.log.access,
+            trusted_proxies: config.http.trusted_proxies.clone().into(),
+        },
+        metrics: RequestMetrics::default(),
+        open_mode,
+        refusals,
+        max_body_bytes: config.http.max_body_bytes,
+    }))
 }
 
 /// A JSON route set: bodies not labelled JSON are a 415 before they are read.
 fn json_only(media: JsonMedia, router: Router) -> Router {
-    router.route_layer(from_fn_with_state(media, require_json_media))
+    router.route_layer(step::layer(media))
 }
 
 /// The media-type rule of routers mixing `/v1` JSON APIs with a seed surface (realtime) or
 /// a route that reads no body (forward-auth: proxies copy the original request's headers,
 /// `Content-Type` of a form post included, onto a bodiless check).
-async fn json_by_path(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let media = if path == FORWARD_AUTH {
-        return next.run(request).await;
-    } else if path.starts_with("/v1/") {
-        JsonMedia::Strict
-    } else {
-        JsonMedia::Compat
-    };
-    match check_json_media(request.headers(), media) {
-        Some(err) => err.into_response(),
-        None => next.run(request).await,
+struct JsonByPath;
+
+impl step::Step for JsonByPath {
+    type Seen = ();
+
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+        let path = request.uri().path();
+        let media = if path == FORWARD_AUTH {
+            return ((), None);
+        } else if path.starts_with("/v1/") {
+            JsonMedia::Strict
+        } else {
+            JsonMedia::Compat
+        };
+        let refusal = check_json_media(request.headers(), media).map(IntoResponse::into_response);
+        ((), refusal)
     }
 }
 

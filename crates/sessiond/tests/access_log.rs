@@ -164,3 +164,47 @@ async fn with_the_access_log_off_only_refusals_are_logged() {
         .any(|e| access(e) && e["fields"]["request_id"] == "quiet"));
     server.stop();
 }
+
+/// sessiond writes the access line itself, but the log filter still decides: a directive that
+/// puts `sessiond::access` above `info` drops every line (a 401's too), one that names it
+/// keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_decides_over_access_lines() {
+    for (filter, logged) in [
+        ("warn,sessiond=info,sessiond::access=warn", false),
+        ("warn,sessiond::startup=info,sessiond::access=info", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Binary::spawn(
+            dir.path(),
+            &[
+                ("SESSIOND_API_KEYS", KEY.to_string()),
+                ("RUST_LOG", filter.to_string()),
+            ],
+        );
+        let res = reqwest::Client::new()
+            .get(server.url("/v1/sessions/abc"))
+            .header("x-request-id", "filtered")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["x-request-id"], "filtered");
+        if logged {
+            let line = server.logs.wait_for("the 401 line", |e| {
+                access(e) && e["fields"]["request_id"] == "filtered"
+            });
+            assert_eq!(line["fields"]["status"], 401, "{filter}");
+            server.stop();
+        } else {
+            // The clean-stop line comes after the request: every earlier line is in by then.
+            server.stop_checked(|lines| {
+                let access_lines: Vec<_> = lines
+                    .iter()
+                    .filter(|l| l.contains("sessiond::access"))
+                    .collect();
+                assert!(access_lines.is_empty(), "{filter}: {access_lines:?}");
+            });
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! round-robin load balancer uses them: a subscription created through one node is matched by
 //! appends made through the other, each wake is issued and delivered by exactly one node,
 //! callbacks, claims and acks work through either node, and when the node holding a wake dies
-//! (`kill -9`) the other one redelivers after the lease.
+//! (`kill -9`) the other one redelivers after the lease. A node checks for other nodes'
+//! subscription changes at most once per `index_check_ms`, not once per append.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -313,6 +314,10 @@ impl Drop for Node {
 }
 
 fn spawn_node(redis: &RedisServer) -> Node {
+    spawn_node_with(redis, &[])
+}
+
+fn spawn_node_with(redis: &RedisServer, extra: &[(&'static str, String)]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let redis_url = redis.url();
     let args = ["--engine", "redis", "--redis-url", &redis_url, "--data-dir"];
@@ -324,6 +329,7 @@ fn spawn_node(redis: &RedisServer) -> Node {
         ),
         binary::shared_signing_key(),
     ];
+    let env: Vec<_> = env.into_iter().chain(extra.iter().cloned()).collect();
     let (child, base) = binary::serve(args.chain([dir.path().as_os_str()]), &env);
     Node {
         child,
@@ -390,4 +396,94 @@ async fn a_dead_nodes_wake_is_redelivered_by_another_after_the_lease() {
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["next_wake"], false);
+}
+
+/// `object_load` round trips of a node so far (the index-version reads are among them).
+async fn object_loads(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = "sessiond_engine_redis_round_trips_total{op=\"object_load\"} ";
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_checks_are_spaced_and_a_new_subscription_still_matches_the_next_append() {
+    const CHECK_MS: u64 = 250;
+    const APPENDS: u64 = 400;
+    let redis = RedisServer::start();
+    let env = [(
+        "SESSIOND_STREAMS__SUBSCRIPTIONS__INDEX_CHECK_MS",
+        CHECK_MS.to_string(),
+    )];
+    let a = spawn_node_with(&redis, &env);
+    let b = spawn_node_with(&redis, &env);
+    let http = reqwest::Client::new();
+    let stream = format!("{}/v1/stream/busy/one", b.base);
+    let res = http
+        .put(&stream)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // Appends through B (16 at a time): observed, as another node may subscribe any time.
+    let before = object_loads(&http, &b.base).await;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (http, stream) = (http.clone(), stream.clone());
+        tasks.spawn(async move {
+            for i in 0..APPENDS / 16 {
+                let res = http
+                    .post(&stream)
+                    .header("content-type", "text/plain")
+                    .body(format!("{w}.{i};"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 204);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed().as_millis() as u64;
+    let loads = object_loads(&http, &b.base).await - before;
+    // One check when the first append is seen, then at most one per interval (plus the one
+    // that may run while the metrics are read).
+    assert!(
+        loads <= 2 + elapsed / CHECK_MS,
+        "{loads} object reads for {APPENDS} appends in {elapsed} ms"
+    );
+
+    // Right after those checks: a subscription created through A matches B's next append
+    // (the append waits for B's next check instead of being missed).
+    let (hook, received) = receiver().await;
+    let sub = "/v1/stream/__ds/subscriptions/spaced";
+    let (status, _) = json(
+        http.put(format!("{}{sub}", a.base))
+            .json(&webhook_sub(&hook, 30_000)),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let res = http
+        .put(format!("{}/v1/stream/jobs/after", b.base))
+        .header("content-type", "text/plain")
+        .body("late;")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let wake = deliveries(&received, 1, Duration::from_secs(10)).await[0].clone();
+    assert_eq!(wake["streams"][0]["path"], "jobs/after");
 }

@@ -235,31 +235,31 @@ pub trait StreamStore: Send + Sync {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>>;
 
     /// Creates a stream with its initial chunks. False (nothing written) if the path exists.
+    /// Provided: [`create_stream_with_producers`](Self::create_stream_with_producers) without
+    /// producer rows.
     async fn create_stream(
         &self,
         meta: &StreamMeta,
         chunks: &[StreamChunk],
         durability: Durability,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let none = ProducerUpdate::default();
+        self.create_stream_with_producers(meta, chunks, none, durability)
+            .await
+    }
 
-    /// [`create_stream`](Self::create_stream) that also writes `producers` (see
-    /// [`ProducerUpdate`]): the stream, its first chunks and the producer rows that admitted
-    /// them, in one step. Why: an idempotent producer whose first append creates the stream
-    /// (the security relay's per-user streams) otherwise pays a create and an append, two
-    /// engine writes, per new stream. True when this call wrote the chunks and rows; false
-    /// (nothing of them written) if the path exists.
-    ///
-    /// The default is [`create_then_commit`] (two steps, each atomic): engines override it
-    /// with one step, and wrappers forward it.
+    /// Creates a stream with its first chunks and the producer rows (see [`ProducerUpdate`])
+    /// that admitted them, in one atomic step. Why one step: an idempotent producer whose
+    /// first append creates the stream (the security relay's per-user streams) would
+    /// otherwise pay a create and an append, two engine writes, per new stream. True when
+    /// this call wrote the chunks and rows; false (nothing written) if the path exists.
     async fn create_stream_with_producers(
         &self,
         meta: &StreamMeta,
         chunks: &[StreamChunk],
         producers: ProducerUpdate,
         durability: Durability,
-    ) -> Result<bool> {
-        create_then_commit(self, meta, chunks, producers, durability).await
-    }
+    ) -> Result<bool>;
 
     /// Enqueues a commit: append `chunks` (possibly none) and replace the metadata with
     /// `meta`, atomically, if the stored tail equals `expected_tail` when the commit is
@@ -457,44 +457,6 @@ pub trait StreamStore: Send + Sync {
         offsets: &[u64],
         durability: Durability,
     ) -> Result<bool>;
-}
-
-/// [`StreamStore::create_stream_with_producers`] in two atomic steps: creates the stream
-/// without chunks (its tail at the first chunk's offset), then commits the chunks, `meta`
-/// and the rows after that tail. A crash between the steps leaves an empty stream without
-/// rows, which a retrying producer appends to like to any stream (nothing of its request was
-/// written, so it is not taken for a duplicate). False if the path existed, or if another
-/// writer committed to the new stream between the steps (the caller decides again on the
-/// stored stream, as after any lost race).
-pub async fn create_then_commit<S: StreamStore + ?Sized>(
-    store: &S,
-    meta: &StreamMeta,
-    chunks: &[StreamChunk],
-    producers: ProducerUpdate,
-    durability: Durability,
-) -> Result<bool> {
-    if producers.upsert.is_empty() {
-        return store.create_stream(meta, chunks, durability).await;
-    }
-    let start = chunks.first().map_or(meta.tail, |c| c.offset);
-    let empty = StreamMeta {
-        tail: start,
-        ..meta.clone()
-    };
-    if !store.create_stream(&empty, &[], durability).await? {
-        return Ok(false);
-    }
-    let ticket = store
-        .commit_enqueue(
-            &meta.path,
-            start,
-            chunks.to_vec(),
-            meta.clone(),
-            producers,
-            durability,
-        )
-        .await?;
-    Ok(ticket.await? == Commit::Written)
 }
 
 /// The cold tier's sealing lease on an engine shared by several processes.

@@ -1,8 +1,8 @@
 //! Who may do what on which stream: full API keys, tenant keys scoped to path prefixes,
 //! HS256 read tokens for GET/HEAD, and open mode.
 //!
-//! [`require_stream_access`] is the one decision point, a `route_layer` that runs on the
-//! request's headers before the handler's body extractor reads anything: it finds out *who*
+//! [`StreamGuard`]'s middleware step is the one decision point, a `route_layer` that runs on
+//! the request's headers before the handler's body extractor reads anything: it finds out *who*
 //! is calling, validates the stream name from the path and decides whether that caller may
 //! touch that stream (and a fork's source) — so an out-of-scope caller gets its 403 without
 //! the server buffering up to `max_append_bytes` of body, and learns nothing about another
@@ -23,9 +23,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sessiond_http::auth::{
@@ -284,64 +283,81 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-/// Middleware (with `from_fn_with_state`, as a `route_layer`): authenticates a stream
-/// request and authorizes it on the stream its path names, before the body is read; stores
-/// the [`StreamAccess`]. API keys first (any method, `Authorization` only); then anonymous
-/// access where streams are open; then, for GET/HEAD when read-token secrets are
-/// configured, a bearer or `?token=` read token. Preflights pass (browsers send them without
-/// credentials).
-pub async fn require_stream_access(
-    State(guard): State<StreamGuard>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if request.method() == Method::OPTIONS {
-        return next.run(request).await;
+/// The stream guard as a middleware step (`step::layer(guard)`, as a `route_layer`):
+/// authenticates a stream request and authorizes it on the stream its path names, before the
+/// body is read; stores the [`StreamAccess`]. API keys first (any method, `Authorization`
+/// only); then anonymous access where streams are open; then, for GET/HEAD when read-token
+/// secrets are configured, a bearer or `?token=` read token. Preflights pass (browsers send
+/// them without credentials). What a read token may read is not cached (`no-store`).
+impl sessiond_http::step::Step for StreamGuard {
+    /// Whether the answer gets `Cache-Control: no-store` (a read token's).
+    type Seen = bool;
+
+    fn before(&self, request: &mut Request) -> (bool, Option<Response>) {
+        self.decide(request)
     }
-    let access = match guard.identify(&request) {
-        Ok(access) => access,
-        Err(response) => return *response,
-    };
-    let token = matches!(access, StreamAccess::Read(_));
-    let path = request.uri().path();
-    if path == crate::protocol::LIST_PATH {
-        // Listing: which prefixes the caller may see is the handler's (it needs the query);
-        // a read token is for one user's reads and never lists.
+
+    fn after(&self, token: bool, response: Response) -> Response {
         if token {
+            no_store(response)
+        } else {
+            response
+        }
+    }
+}
+
+impl StreamGuard {
+    /// Whether the caller holds a read token, and the refusal when it may not go on.
+    fn decide(&self, request: &mut Request) -> (bool, Option<Response>) {
+        let guard = self;
+        if request.method() == Method::OPTIONS {
+            return (false, None);
+        }
+        let access = match guard.identify(request) {
+            Ok(access) => access,
+            Err(response) => return (false, Some(*response)),
+        };
+        let token = matches!(access, StreamAccess::Read(_));
+        let path = request.uri().path();
+        if path == crate::protocol::LIST_PATH {
+            // Listing: which prefixes the caller may see is the handler's (it needs the
+            // query); a read token is for one user's reads and never lists.
+            if token {
+                failure("forbidden");
+                let refusal = ApiError::forbidden("read tokens cannot list streams");
+                return (false, Some(no_store(refusal.into_response())));
+            }
+            request.extensions_mut().insert(guard.clone());
+            request.extensions_mut().insert(access);
+            return (false, None);
+        }
+        // `PATCH /v1/streams/<name>` (retention) acts on the stream `<name>`: same decision.
+        // `GET /v1/stream-producers/<name>` reads about `<name>`, but not with a read token.
+        let producers = path.strip_prefix(crate::protocol::PRODUCERS_PREFIX);
+        if producers.is_some() && token {
             failure("forbidden");
-            let refusal = ApiError::forbidden("read tokens cannot list streams");
-            return no_store(refusal.into_response());
+            let refusal = ApiError::forbidden("read tokens cannot list producers");
+            return (false, Some(no_store(refusal.into_response())));
         }
-        request.extensions_mut().insert(guard.clone());
+        let path = match producers.or_else(|| path.strip_prefix(crate::protocol::PATCH_PREFIX)) {
+            Some(name) => {
+                std::borrow::Cow::Owned(format!("{}{name}", crate::protocol::STREAM_PREFIX))
+            }
+            None => std::borrow::Cow::Borrowed(path),
+        };
+        // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
+        if let Ok(name) = crate::headers::stream_name(&path, guard.max_name_bytes) {
+            let decision = guard.authorize(&access, request.method(), name, request.headers());
+            if let Err(err) = decision {
+                let response = err.into_response();
+                return (
+                    false,
+                    Some(if token { no_store(response) } else { response }),
+                );
+            }
+        }
         request.extensions_mut().insert(access);
-        return next.run(request).await;
-    }
-    // `PATCH /v1/streams/<name>` (retention) acts on the stream `<name>`: same decision.
-    // `GET /v1/stream-producers/<name>` reads about `<name>`, but not with a read token.
-    let producers = path.strip_prefix(crate::protocol::PRODUCERS_PREFIX);
-    if producers.is_some() && token {
-        failure("forbidden");
-        let refusal = ApiError::forbidden("read tokens cannot list producers");
-        return no_store(refusal.into_response());
-    }
-    let path = match producers.or_else(|| path.strip_prefix(crate::protocol::PATCH_PREFIX)) {
-        Some(name) => format!("{}{name}", crate::protocol::STREAM_PREFIX),
-        None => path.to_owned(),
-    };
-    // An invalid name is the handler's to report (400/404/501), with nothing to authorize.
-    if let Ok(name) = crate::headers::stream_name(&path, guard.max_name_bytes) {
-        let decision = guard.authorize(&access, request.method(), name, request.headers());
-        if let Err(err) = decision {
-            let response = err.into_response();
-            return if token { no_store(response) } else { response };
-        }
-    }
-    request.extensions_mut().insert(access);
-    let response = next.run(request).await;
-    if token {
-        no_store(response)
-    } else {
-        response
+        (token, None)
     }
 }
 

@@ -7,8 +7,7 @@
 //! error).
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use sessiond_store::Millis;
 
@@ -177,47 +176,60 @@ pub fn stream_name(path: &str, max: usize) -> StreamResult<&str> {
     Ok(name)
 }
 
-/// Middleware: security and CORS headers on every stream response (errors, SSE included),
-/// and the answer to CORS preflights.
-pub async fn common_headers(request: Request, next: Next) -> Response {
-    let preflight = request.method() == Method::OPTIONS;
-    let is_head = request.method() == Method::HEAD;
-    let mut response = if preflight {
-        let mut r = Response::new(axum::body::Body::empty());
-        *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
-        r
-    } else {
-        next.run(request).await
-    };
-    let h = response.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("cross-origin"),
-    );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static(EXPOSED),
-    );
-    if preflight {
+/// Security and CORS headers on every stream response (errors, SSE included), and the answer
+/// to CORS preflights: a middleware step (`step::layer(CommonHeaders)`).
+pub struct CommonHeaders;
+
+const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
+const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+
+impl sessiond_http::step::Step for CommonHeaders {
+    /// (a preflight, a HEAD)
+    type Seen = (bool, bool);
+
+    fn before(&self, request: &mut Request) -> ((bool, bool), Option<Response>) {
+        let preflight = request.method() == Method::OPTIONS;
+        let is_head = request.method() == Method::HEAD;
+        let answer = preflight.then(|| {
+            let mut r = Response::new(axum::body::Body::empty());
+            *r.status_mut() = axum::http::StatusCode::NO_CONTENT;
+            r
+        });
+        ((preflight, is_head), answer)
+    }
+
+    fn after(&self, (preflight, is_head): (bool, bool), mut response: Response) -> Response {
+        use axum::http::header;
+        let h = response.headers_mut();
+        h.insert(NOSNIFF, HeaderValue::from_static("nosniff"));
+        h.insert(CORP, HeaderValue::from_static("cross-origin"));
         h.insert(
-            "access-control-allow-methods",
-            HeaderValue::from_static(METHODS),
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
         );
         h.insert(
-            "access-control-allow-headers",
-            HeaderValue::from_static(ALLOWED),
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
         );
-        h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(METHODS),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOWED),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+        if is_head {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        response
     }
-    if is_head {
-        h.insert("cache-control", HeaderValue::from_static("no-store"));
-    }
-    response
 }
 
 #[cfg(test)]

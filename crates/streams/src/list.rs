@@ -2,8 +2,8 @@
 //! sessiond extension, not part of the Durable Streams protocol).
 //!
 //! Why it is shaped this way:
-//! - **Same guard as the protocol.** The route sits behind [`require_stream_access`], which
-//!   authenticates and refuses read tokens here (a token is minted for one user's reads, not
+//! - **Same guard as the protocol.** The route sits behind the stream guard ([`StreamGuard`]'s
+//!   middleware step), which authenticates and refuses read tokens here (a token is minted for one user's reads, not
 //!   to enumerate a tenant). What a caller sees is then the intersection of the requested
 //!   prefix with its scope: a full key sees everything, a tenant key only the subtrees of its
 //!   prefixes (a prefix disjoint from all of them is a 403, like an out-of-scope stream), and
@@ -20,7 +20,7 @@
 //!   expiry is current. No per-stream message count is stored and counting would read every
 //!   chunk, so entries carry no `messages` field rather than a guess.
 //!
-//! [`require_stream_access`]: crate::access::require_stream_access
+//! [`StreamGuard`]: crate::access::StreamGuard
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -28,7 +28,6 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 static APPENDS: AtomicU64 = AtomicU64::new(0);
@@ -97,23 +96,32 @@ pub fn rejected(reason: &'static str) {
     ::metrics::counter!("sessiond_streams_rejected_total", "reason" => reason).increment(1);
 }
 
-/// Middleware: with `X-Debug-Timing: 1`, adds `Server-Timing: app;dur=<ms>` (time spent in
-/// the streams handler; for SSE, until the response headers).
-pub async fn debug_timing(request: Request, next: Next) -> Response {
-    let wanted = request
-        .headers()
-        .get("x-debug-timing")
-        .is_some_and(|v| v.as_bytes() == b"1");
-    if !wanted {
-        return next.run(request).await;
+/// With `X-Debug-Timing: 1`, adds `Server-Timing: app;dur=<ms>` (time spent in the streams
+/// handler; for SSE, until the response headers): a middleware step
+/// (`step::layer(DebugTiming)`).
+pub struct DebugTiming;
+
+impl sessiond_http::step::Step for DebugTiming {
+    type Seen = Option<Instant>;
+
+    fn before(&self, request: &mut Request) -> (Option<Instant>, Option<Response>) {
+        let wanted = request
+            .headers()
+            .get("x-debug-timing")
+            .is_some_and(|v| v.as_bytes() == b"1");
+        (wanted.then(Instant::now), None)
     }
-    let started = Instant::now();
-    let mut response = next.run(request).await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Ok(v) = HeaderValue::from_str(&format!("app;desc=\"sessiond\";dur={ms:.3}")) {
-        response.headers_mut().append("server-timing", v);
+
+    fn after(&self, started: Option<Instant>, mut response: Response) -> Response {
+        let Some(started) = started else {
+            return response;
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(v) = HeaderValue::from_str(&format!("app;desc=\"sessiond\";dur={ms:.3}")) {
+            response.headers_mut().append("server-timing", v);
+        }
+        response
     }
-    response
 }
 
 /// The snapshot appended to the system stream.

@@ -405,6 +405,55 @@ pub fn body(snap: &Snapshot, page: &Page) -> Bytes {
     }
 }
 
+/// A binary page of several pieces, sent piece by piece: each piece is a slice of a stored
+/// chunk or of a cold segment, so the page is never copied into one buffer (a 4 MiB page of
+/// 64 KiB chunks was a 4 MiB copy per response, about a tenth of a catch-up's CPU). The
+/// exact length makes the response carry `Content-Length`, as the one-buffer body did.
+struct Pieces {
+    pieces: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.pieces.pop_front().map(|piece| {
+            self.left -= piece.len() as u64;
+            Ok(http_body::Frame::data(piece))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// The response body of a page: binary pages of several pieces without a copy ([`Pieces`]),
+/// anything else as [`body`].
+fn response_body(snap: &Snapshot, page: &Page) -> axum::body::Body {
+    if snap.json || page.pieces.len() < 2 {
+        return axum::body::Body::from(body(snap, page));
+    }
+    let pieces: std::collections::VecDeque<Bytes> = page
+        .pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect();
+    let left = pieces.iter().map(|p| p.len() as u64).sum();
+    axum::body::Body::new(Pieces { pieces, left })
+}
+
 /// A 200 carrying `page`, with the protocol headers (`cursor` for live reads).
 pub fn page_response(
     snap: &Snapshot,
@@ -413,7 +462,7 @@ pub fn page_response(
     etag: bool,
 ) -> StreamResult<Response> {
     let at_end = page.next >= snap.tail;
-    let mut r = (StatusCode::OK, body(snap, page)).into_response();
+    let mut r = (StatusCode::OK, response_body(snap, page)).into_response();
     let h = r.headers_mut();
     let put = |h: &mut HeaderMap, name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -11,10 +11,10 @@
 
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, patch};
 use axum::Router;
+use sessiond_http::step;
 use sessiond_http::RawBody;
 
 use crate::error::{StreamError, StreamResult};
@@ -34,8 +34,8 @@ pub fn router(streams: Streams) -> Router {
         )
         .with_state(streams);
     sessiond_http::body::body_limit(routes, limit)
-        .layer(from_fn(crate::headers::common_headers))
-        .layer(from_fn(crate::metrics::debug_timing))
+        .layer(step::layer(crate::headers::CommonHeaders))
+        .layer(step::layer(crate::metrics::DebugTiming))
 }
 
 async fn dispatch(

@@ -27,13 +27,14 @@ impl StreamStore for Gated {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
         self.inner.stream_meta(path).await
     }
-    async fn create_stream(
+    async fn create_stream_with_producers(
         &self,
         m: &StreamMeta,
         c: &[StreamChunk],
+        p: ProducerUpdate,
         d: Durability,
     ) -> Result<bool> {
-        self.inner.create_stream(m, c, d).await
+        self.inner.create_stream_with_producers(m, c, p, d).await
     }
     async fn commit_enqueue(
         &self,

@@ -23,7 +23,7 @@ mod relay;
 mod secrets;
 mod user_data;
 
-pub use refused::count_refused;
+pub use refused::RefusedRequests;
 pub use relay::Relay;
 pub use secrets::Secrets;
 pub use user_data::SecurityUserData;

@@ -15,9 +15,8 @@ pub mod state;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use sessiond_http::{ApiError, ApiKeys, ApiResult};
@@ -65,7 +64,7 @@ pub fn request_origin(marked: Option<Extension<RequestOrigin>>) -> SessionOrigin
     marked.map_or(SessionOrigin::OpenRoute, |Extension(RequestOrigin(o))| o)
 }
 
-/// What [`mark_origin`] needs: the full-access keys, and whether the server is in open
+/// What the origin mark (its middleware step) needs: the full-access keys, and whether the server is in open
 /// development mode (then every request is the developer's own, i.e. service).
 #[derive(Clone)]
 pub struct OriginCheck {
@@ -75,23 +74,24 @@ pub struct OriginCheck {
     pub open_mode: bool,
 }
 
-/// Middleware marking each request with its [`RequestOrigin`]: service when it carries a
-/// full-access key in `Authorization` (or in open development mode), else open route. It
-/// refuses nothing; the route set's own guard (if any) does that.
-pub async fn mark_origin(
-    State(check): State<OriginCheck>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let service = check.open_mode
-        || sessiond_http::auth::bearer(req.headers())
-            .is_some_and(|token| check.keys.accepts(token.as_bytes()));
-    let origin = match service {
-        true => SessionOrigin::Service,
-        false => SessionOrigin::OpenRoute,
-    };
-    req.extensions_mut().insert(RequestOrigin(origin));
-    next.run(req).await
+/// Marks each request with its [`RequestOrigin`] (a middleware step:
+/// `step::layer(check)`): service when it carries a full-access key in `Authorization` (or in
+/// open development mode), else open route. It refuses nothing; the route set's own guard (if
+/// any) does that.
+impl sessiond_http::step::Step for OriginCheck {
+    type Seen = ();
+
+    fn before(&self, req: &mut Request) -> ((), Option<Response>) {
+        let service = self.open_mode
+            || sessiond_http::auth::bearer(req.headers())
+                .is_some_and(|token| self.keys.accepts(token.as_bytes()));
+        let origin = match service {
+            true => SessionOrigin::Service,
+            false => SessionOrigin::OpenRoute,
+        };
+        req.extensions_mut().insert(RequestOrigin(origin));
+        ((), None)
+    }
 }
 
 /// Header that opts a write into unconfirmed acknowledgement.

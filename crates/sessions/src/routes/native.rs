@@ -115,10 +115,21 @@ pub fn raw_json(text: &str) -> Value {
 
 fn with_etag(status: StatusCode, r: &SessionRecord) -> Response {
     let mut response = (status, Json(SessionView::of(r))).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
-        response.headers_mut().insert("etag", etag);
-    }
+    insert_etag(&mut response, r.version);
     response
+}
+
+/// `ETag: "<version>"`, written without `format!` (every session read answers one).
+fn insert_etag(response: &mut Response, version: u64) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut quoted = [b'"'; 22];
+    quoted[1..=digits.len()].copy_from_slice(digits);
+    if let Ok(etag) = HeaderValue::from_bytes(&quoted[..digits.len() + 2]) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ETAG, etag);
+    }
 }
 
 /// A create's answer with the new-device signal (`[security]`): the session resource plus
@@ -168,9 +179,7 @@ async fn create(
                 new_device,
             };
             let mut response = (StatusCode::CREATED, Json(view)).into_response();
-            if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", record.version)) {
-                response.headers_mut().insert("etag", etag);
-            }
+            insert_etag(&mut response, record.version);
             response
         }
     };

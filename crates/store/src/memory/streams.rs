@@ -91,17 +91,6 @@ impl StreamStore for MemoryEngine {
         self.with(|s| s.streams.get(path).map(|st| st.meta.clone()))
     }
 
-    async fn create_stream(
-        &self,
-        meta: &StreamMeta,
-        chunks: &[StreamChunk],
-        durability: Durability,
-    ) -> Result<bool> {
-        let none = ProducerUpdate::default();
-        self.create_stream_with_producers(meta, chunks, none, durability)
-            .await
-    }
-
     async fn create_stream_with_producers(
         &self,
         meta: &StreamMeta,

@@ -1,37 +1,25 @@
 //! The suite's check of `StreamStore::create_stream_with_producers`: a stream created with
-//! its first chunks and the producer rows that admitted them, and the two-step fallback
-//! (`streams::create_then_commit`) that wrappers inherit, both on every engine.
+//! its first chunks and the producer rows that admitted them, on every engine.
 
 use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{
-    create_then_commit, ProducerRecord, ProducerUpdate, StreamChunk, StreamMeta, StreamStore,
-};
+use crate::streams::{ProducerRecord, ProducerUpdate, StreamChunk, StreamMeta, StreamStore};
 
-/// Runs the checks against one engine: its own method, then the trait's fallback.
+/// Runs the checks against one engine.
 pub async fn run_stream_create(s: &dyn StreamStore) {
-    for fallback in [false, true] {
-        creates_chunks_and_rows(s, fallback).await;
-        rows_without_chunks(s, fallback).await;
-    }
+    creates_chunks_and_rows(s).await;
+    rows_without_chunks(s).await;
 }
 
-/// The engine's method, or the fallback over the engine's other methods.
 async fn create(
     s: &dyn StreamStore,
-    fallback: bool,
     meta: &StreamMeta,
     chunks: &[StreamChunk],
     producers: ProducerUpdate,
 ) -> bool {
-    let made = match fallback {
-        false => {
-            s.create_stream_with_producers(meta, chunks, producers, C)
-                .await
-        }
-        true => create_then_commit(s, meta, chunks, producers, C).await,
-    };
-    made.expect("store call")
+    s.create_stream_with_producers(meta, chunks, producers, C)
+        .await
+        .expect("store call")
 }
 
 fn rows(ids: &[(&str, &[u8], i64)], max_producers: usize) -> ProducerUpdate {
@@ -57,12 +45,12 @@ async fn stored_rows(s: &dyn StreamStore, path: &str) -> Vec<ProducerRecord> {
 /// The chunks, the metadata and every row are written (a cap below the row count evicts none
 /// of the rows the write itself carries); an existing path is refused and left as it was;
 /// the rows go with the stream.
-async fn creates_chunks_and_rows(s: &dyn StreamStore, fallback: bool) {
+async fn creates_chunks_and_rows(s: &dyn StreamStore) {
     let path = unique("st-create-rows");
     let data = [chunk(0, 3), chunk(3, 2)];
     let m = meta(&path, 5, b"made");
     let update = rows(&[("a", b"1", 7), ("b", b"2", 8)], 1);
-    assert!(create(s, fallback, &m, &data, update.clone()).await);
+    assert!(create(s, &m, &data, update.clone()).await);
     assert_eq!(
         s.stream_meta(&path).await.expect("store call"),
         Some(m.clone())
@@ -71,12 +59,12 @@ async fn creates_chunks_and_rows(s: &dyn StreamStore, fallback: bool) {
         .read_chunks(&path, 0, usize::MAX)
         .await
         .expect("store call");
-    assert_eq!(stored, data.to_vec(), "fallback: {fallback}");
+    assert_eq!(stored, data.to_vec());
     assert_eq!(stored_rows(s, &path).await, update.upsert);
 
     let other = meta(&path, 1, b"other");
     let late = [chunk(0, 1)];
-    let refused = create(s, fallback, &other, &late, rows(&[("c", b"9", 9)], 0));
+    let refused = create(s, &other, &late, rows(&[("c", b"9", 9)], 0));
     assert!(!refused.await, "an existing path is refused");
     assert_eq!(s.stream_meta(&path).await.expect("store call"), Some(m));
     let stored = s
@@ -99,11 +87,11 @@ async fn creates_chunks_and_rows(s: &dyn StreamStore, fallback: bool) {
 }
 
 /// Rows without chunks: an empty stream with its rows, its tail where `meta` says.
-async fn rows_without_chunks(s: &dyn StreamStore, fallback: bool) {
+async fn rows_without_chunks(s: &dyn StreamStore) {
     let path = unique("st-create-rows-only");
     let m = meta(&path, 0, b"empty");
     let update = rows(&[("p", b"0", 3)], 0);
-    assert!(create(s, fallback, &m, &[], update.clone()).await);
+    assert!(create(s, &m, &[], update.clone()).await);
     assert_eq!(s.stream_meta(&path).await.expect("store call"), Some(m));
     assert_eq!(stored_rows(s, &path).await, update.upsert);
     let none = s

@@ -28,6 +28,13 @@ pub struct SubscriptionsConfig {
     /// `sessiond_streams_subscription_resyncs_total`), so no wake is lost and memory stays
     /// bounded.
     pub observer_queue: usize,
+    /// Shortest time between two checks of the shared subscription index version on a
+    /// shared engine (ms). Every check is one engine read; appends observed in between wait
+    /// for the next check, so their wakes may leave up to this much later, and a node reads the
+    /// version at most `1000 / index_check_ms` times a second however many appends it makes
+    /// (without it, one read per observed batch: about one per append on a busy stream).
+    /// `0` checks once per batch.
+    pub index_check_ms: u64,
     /// Whole time allowed for one webhook delivery: connect, send, answer (ms).
     pub webhook_timeout_ms: u64,
     /// Largest webhook answer read (bytes); a longer answer counts as a failed delivery.
@@ -42,6 +49,7 @@ impl Default for SubscriptionsConfig {
             max_links: 10_000,
             max_streams_per_wake: 256,
             observer_queue: 65_536,
+            index_check_ms: 20,
             webhook_timeout_ms: 10_000,
             webhook_max_response_bytes: 64 * 1024,
         }

@@ -157,19 +157,6 @@ impl StreamStore for ObservedStore {
         self.inner.stream_meta(path).await
     }
 
-    async fn create_stream(
-        &self,
-        meta: &StreamMeta,
-        chunks: &[StreamChunk],
-        durability: Durability,
-    ) -> Result<bool> {
-        let made = self.inner.create_stream(meta, chunks, durability).await?;
-        if made {
-            self.created(meta, chunks);
-        }
-        Ok(made)
-    }
-
     async fn create_stream_with_producers(
         &self,
         meta: &StreamMeta,

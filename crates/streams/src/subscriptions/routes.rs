@@ -11,10 +11,10 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::Router;
+use sessiond_http::step;
 
 use super::error::SubError;
 use super::Subscriptions;
@@ -33,7 +33,7 @@ pub fn control_router(subs: Subscriptions) -> Router {
         .route(&format!("{SUB}/claim"), post(claim))
         .route("/v1/stream/__ds/{*rest}", any(unknown))
         .with_state(subs)
-        .layer(from_fn(crate::headers::common_headers))
+        .layer(step::layer(crate::headers::CommonHeaders))
 }
 
 /// Callback, ack and release (authenticated by the wake's bearer token) and the public key
@@ -45,7 +45,7 @@ pub fn token_router(subs: Subscriptions) -> Router {
         .route(&format!("{SUB}/ack"), post(ack))
         .route(&format!("{SUB}/release"), post(release))
         .with_state(subs)
-        .layer(from_fn(crate::headers::common_headers))
+        .layer(step::layer(crate::headers::CommonHeaders))
 }
 
 fn respond(result: Result<Response, SubError>) -> Response {
