@@ -151,83 +151,103 @@ fn is_per_connection(error: &std::io::Error) -> bool {
     )
 }
 
-/// One connection, from accept to close.
-async fn connection(
+/// One connection, from accept to close. Not an `async fn`, whose future would keep every
+/// argument twice (as passed and as moved into the body) for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     slot: Slot,
     app: Router,
     limits: Arc<Limits>,
     stop: CancellationToken,
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(ConnIo {
-        tcp: Some(tcp),
-        activity: activity.clone(),
-        limits: limits.clone(),
-        slot: Some(slot),
-    });
-    let service = {
-        let activity = activity.clone();
-        let body_timeout = limits.body_timeout;
-        hyper::service::service_fn(move |request: Request<Incoming>| {
-            let upgrade = request.headers().contains_key(header::UPGRADE);
-            let mut request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let mut guard = activity.begin(upgrade);
-            let app = app.clone();
-            async move {
-                let response = match app.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                guard.switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                Ok::<_, Infallible>(response.map(|body| {
-                    Body::new(Guarded {
-                        body,
-                        _guard: guard,
-                    })
-                }))
-            }
-        })
-    };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .header_read_timeout(None)
-        .max_headers(limits.max_headers)
-        .max_header_size(limits.max_header_bytes);
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    let tick = limits.tick();
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
-            }
-            () = stop.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep(tick) => match activity.verdict(&limits) {
-                Verdict::Keep => {}
-                Verdict::CloseIdle => if !closing {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                },
-                Verdict::Abort(reason) => {
-                    metrics::counter!("sessiond_http_connection_timeouts_total", "phase" => reason)
-                        .increment(1);
-                    tracing::debug!(%peer, phase = reason, "closing a connection that timed out");
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(ConnIo {
+            tcp: Some(tcp),
+            activity: activity.clone(),
+            limits: limits.clone(),
+            slot: Some(slot),
+        });
+        let service = {
+            let activity = activity.clone();
+            let body_timeout = limits.body_timeout;
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                handle(&app, &activity, peer, body_timeout, request)
+            })
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .keep_alive(true)
+            .header_read_timeout(None)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_header_bytes);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        let tick = limits.tick();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
                     return;
                 }
-            },
+                () = stop.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep(tick) => match activity.verdict(&limits) {
+                    Verdict::Keep => {}
+                    Verdict::CloseIdle => if !closing {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    },
+                    Verdict::Abort(reason) => {
+                        metrics::counter!("sessiond_http_connection_timeouts_total", "phase" => reason)
+                            .increment(1);
+                        tracing::debug!(%peer, phase = reason, "closing a connection that timed out");
+                        return;
+                    }
+                },
+            }
         }
     }
+}
+
+/// One request's way through the app, boxed: hyper keeps a box the size of the service's
+/// future for the connection's whole life (it reuses it for each request), so an unboxed
+/// future — the router's whole call state, ~600 B — would be held by every open connection,
+/// idle or streaming an SSE response, instead of only while a request is being answered.
+type Handling = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+
+fn handle(
+    app: &Router,
+    activity: &Arc<Activity>,
+    peer: SocketAddr,
+    body_timeout: Duration,
+    request: Request<Incoming>,
+) -> Handling {
+    let upgrade = request.headers().contains_key(header::UPGRADE);
+    let mut request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let mut guard = activity.begin(upgrade);
+    let app = app.clone();
+    Box::pin(async move {
+        let response = match app.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        guard.switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        Ok::<_, Infallible>(response.map(|body| {
+            Body::new(Guarded {
+                body,
+                _guard: guard,
+            })
+        }))
+    })
 }
 
 /// A client past a connection cap: a 503 it can read, then close.
