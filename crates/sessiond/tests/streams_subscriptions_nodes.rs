@@ -400,18 +400,8 @@ async fn a_dead_nodes_wake_is_redelivered_by_another_after_the_lease() {
 
 /// `object_load` round trips of a node so far (the index-version reads are among them).
 async fn object_loads(http: &reqwest::Client, base: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = "sessiond_engine_redis_round_trips_total{op=\"object_load\"} ";
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    let series = "sessiond_engine_redis_round_trips_total{op=\"object_load\"}";
+    binary::metric(http, base, series).await as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
