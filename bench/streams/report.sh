@@ -107,7 +107,7 @@ write_report() {
         [[ $PEERS == *node-file* ]] && target_row "appends $c vs Node file-backed" "$(ratio "$(value append sessiond "$c" 4)" "$(value append node-file "$c" 4)")" ">=" 20
     done
     [[ $PEERS == *electric* ]] && target_row "catch-up MB/s vs Electric" \
-        "$(ratio "$(value catchup sessiond "$CATCHUP_MB MB" 4)" "$(value catchup electric "$CATCHUP_MB MB" 4)")" ">=" 0.8
+        "$(ratio "$(value catchup sessiond "$CATCHUP_MB MB" 4)" "$(value catchup electric "$CATCHUP_MB MB" 4)")" ">=" 1.0
     [[ $PEERS == *electric* ]] && target_row "SSE peak RSS vs Electric" \
         "$(ratio "$(value sse sessiond "$sse" 14)" "$(value sse electric "$sse" 14)")" "<=" 1.0
     local got expected subs
