@@ -231,3 +231,39 @@ async fn a_session_spread_over_two_nodes_leaves_each_event_once_in_order() {
         }
     }
 }
+
+/// The `user_ref` of `session`'s `session.created` in the global stream, once it is there.
+async fn created_ref(s: &TestServer, session: &str) -> String {
+    wait_event(s, GLOBAL, "session.created", session).await;
+    let all = events(s, GLOBAL).await;
+    let created = all
+        .iter()
+        .find(|e| e["type"] == "session.created" && e["session_id"] == session)
+        .unwrap();
+    created["user_ref"].as_str().unwrap().to_string()
+}
+
+/// An erasure through the node that does not relay still gives the user a new `user_ref`:
+/// the relaying node's cached one is dropped (the erasure mark), so nothing after the erasure
+/// in the global stream points back at the events before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_through_another_node_drops_the_relays_cached_user_ref() {
+    let redis = RedisServer::start();
+    let relaying = node(&redis).await;
+    let user = "nodes-erased";
+    let before = create(&relaying, json!({"user_id": user})).await;
+    // The first node has relayed (so it holds the relay lease) before the second starts.
+    let old_ref = created_ref(&relaying, &before).await;
+    let other = node(&redis).await;
+
+    let (status, _) = json(
+        other
+            .delete(&format!("/v1/users/{user}?confirm={user}"))
+            .bearer_auth(KEY),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let after = create(&other, json!({"user_id": user})).await;
+    let new_ref = created_ref(&other, &after).await;
+    assert_ne!(new_ref, old_ref, "the erased user's old user_ref came back");
+}

@@ -259,6 +259,11 @@ impl Relay {
             .filter_map(|e| e.user_id.as_ref())
             .collect();
         let mut refs = std::collections::HashMap::new();
+        if users.is_empty() {
+            return Ok(refs);
+        }
+        // After the batch was read: an erasure before it empties the cache (secrets docs).
+        self.secrets.revalidate().await?;
         let mut lookups = tokio::task::JoinSet::new();
         for user in users {
             // Most users' refs are in memory: no task for them.

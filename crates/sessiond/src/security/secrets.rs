@@ -4,6 +4,14 @@
 //! served over HTTP). Creation is a compare-and-set on "absent", so two nodes racing for the
 //! same user agree on one secret. Erasure deletes it: the `user_ref`s already in the global
 //! stream then point at nobody.
+//!
+//! The `user_ref`s are cached in each process, so an erasure through one node must also empty
+//! the cache of the node that relays (on a shared engine it is whichever holds the relay
+//! lease): every erasure rewrites a shared erasure mark after deleting the secret, and
+//! [`Secrets::revalidate`], called by the relay after it read a batch and before it looks up
+//! that batch's refs, empties the cache when the mark moved. A batch that holds an event
+//! queued after an erasure returned was read after that mark was written, so it never gets the
+//! erased user's old ref.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,6 +23,8 @@ use super::recent::Recent;
 
 /// Object kind of the secrets (key: the user's hash).
 const KIND: &str = "security-secret";
+/// Object kind (and only key) of the erasure mark (see the module docs).
+const ERASURES: (&str, &str) = ("security-erasures", "mark");
 /// `user_ref`s kept in memory: between this many and twice as many users, the most recently
 /// relayed (a user whose events come at least once per this many other users' is always
 /// held; a hit costs no hash, no HMAC and no engine read).
@@ -24,8 +34,10 @@ const CACHED: usize = 16_384;
 #[derive(Clone)]
 pub struct Secrets {
     objects: Arc<dyn ObjectStore>,
-    /// user id → `user_ref`.
+    /// user id → `user_ref`, valid while the erasure mark is `seen`.
     cache: Arc<Mutex<Recent<String, String>>>,
+    /// The erasure mark the cache was last checked against (`None`: not read yet).
+    seen: Arc<Mutex<Option<Option<Vec<u8>>>>>,
 }
 
 impl Secrets {
@@ -34,7 +46,22 @@ impl Secrets {
         Secrets {
             objects,
             cache: Arc::new(Mutex::new(Recent::new(CACHED))),
+            seen: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Empties the cache if a user was erased (through any node) since the last call: one
+    /// engine read.
+    pub async fn revalidate(&self) -> Result<()> {
+        let mark = self.objects.load_object(ERASURES.0, ERASURES.1).await?;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.as_ref() != Some(&mark) {
+            if seen.is_some() {
+                *self.cached() = Recent::new(CACHED);
+            }
+            *seen = Some(mark);
+        }
+        Ok(())
     }
 
     fn cached(&self) -> std::sync::MutexGuard<'_, Recent<String, String>> {
@@ -82,6 +109,15 @@ impl Secrets {
         self.cached().remove(user_id);
         self.objects
             .delete_object(KIND, &user_hash(user_id), Durability::Confirmed)
+            .await?;
+        let mark = sessiond_http::ids::random_id();
+        self.objects
+            .save_object(
+                ERASURES.0,
+                ERASURES.1,
+                mark.as_bytes(),
+                Durability::Confirmed,
+            )
             .await?;
         Ok(())
     }
