@@ -87,6 +87,65 @@ fn position(id: &str) -> Option<u64> {
     ms.checked_mul(1000)?.checked_add(n)
 }
 
+/// Each queue's share of a read of `limit` events over `queues` queues (at least one each).
+fn per_queue(limit: usize, queues: usize) -> usize {
+    limit.div_ceil(queues.max(1)).max(1)
+}
+
+fn item(stream: &str, id: &str, data: Vec<u8>) -> OutboxItem {
+    OutboxItem {
+        key: format!("{stream}\n{id}"),
+        data,
+        queue: queue_name(stream),
+        position: position(id),
+        more_in_queue: false,
+    }
+}
+
+/// Marks the last item of a queue whose read (`read` events, the last ones of `items`) was
+/// cut by its share.
+fn mark_cut(items: &mut [OutboxItem], read: usize, per_queue: usize) {
+    if read >= per_queue {
+        if let Some(last) = items.last_mut() {
+            last.more_in_queue = true;
+        }
+    }
+}
+
+impl RedisEngine {
+    /// Every queue's oldest events in one script (standalone servers).
+    async fn outbox_snapshot(&self, limit: usize) -> Result<Vec<OutboxItem>> {
+        let mut inv = self.scripts.outbox_read.prepare_invoke();
+        inv.key(self.keys.outbox_index()).arg(limit);
+        let reply: Vec<Vec<u8>> = self.eval("outbox_read", &inv).await?;
+        let mut reply = reply.into_iter();
+        let per_queue: usize = reply
+            .next()
+            .and_then(|n| std::str::from_utf8(&n).ok()?.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("outbox read without its share".into()))?;
+        let text = |bytes: Vec<u8>| {
+            String::from_utf8(bytes)
+                .map_err(|_| StoreError::Corrupt("outbox name not UTF-8".into()))
+        };
+        let mut items: Vec<OutboxItem> = Vec::new();
+        let (mut current, mut read) = (String::new(), 0);
+        while let Some(stream) = reply.next() {
+            let (Some(id), Some(data)) = (reply.next(), reply.next()) else {
+                return Err(StoreError::Corrupt("short outbox read".into()));
+            };
+            let (stream, id) = (text(stream)?, text(id)?);
+            if stream != current {
+                mark_cut(&mut items, read, per_queue);
+                (current, read) = (stream, 0);
+            }
+            items.push(item(&current, &id, data));
+            read += 1;
+        }
+        mark_cut(&mut items, read, per_queue);
+        Ok(items)
+    }
+}
+
 #[async_trait]
 impl Outbox for RedisEngine {
     async fn outbox_push(&self, events: Vec<Vec<u8>>, _: Durability) -> Result<()> {
@@ -105,34 +164,35 @@ impl Outbox for RedisEngine {
 
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>> {
         self.rediscover_outboxes().await?;
+        let limit = limit.max(1);
+        if !self.is_cluster() {
+            return self.outbox_snapshot(limit).await;
+        }
+        // A cluster's queues are on several masters: no one step reads them all, so they are
+        // read one after another (docs/sessions.md, "Order", says what that allows).
         let cmd = redis::cmd("SMEMBERS").arg(self.keys.outbox_index()).clone();
         let mut streams: Vec<String> = self.query("outbox_list", &cmd).await?;
         streams.sort();
+        let per_queue = per_queue(limit, streams.len());
         let mut items = Vec::new();
         for stream in streams {
-            if items.len() >= limit {
-                break;
-            }
             let cmd = redis::cmd("XRANGE")
                 .arg(&stream)
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
-                .arg(limit - items.len())
+                .arg(per_queue)
                 .clone();
             // Each entry is [id, [field, value]] with the one field `d`.
             let entries: Vec<(String, Vec<Vec<u8>>)> = self.query("outbox_read", &cmd).await?;
+            let read = entries.len();
             for (id, mut fields) in entries {
                 if fields.len() != 2 {
                     return Err(StoreError::Corrupt("outbox entry without data".into()));
                 }
-                items.push(OutboxItem {
-                    key: format!("{stream}\n{id}"),
-                    data: fields.swap_remove(1),
-                    queue: queue_name(&stream),
-                    position: position(&id),
-                });
+                items.push(item(&stream, &id, fields.swap_remove(1)));
             }
+            mark_cut(&mut items, read, per_queue);
         }
         Ok(items)
     }

@@ -328,6 +328,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Reads every indexed outbox stream in one step (standalone servers only: it touches keys it
+/// was not given, which a cluster refuses). KEYS: the outbox index. ARGV: the read's limit.
+/// Returns `per_queue` (as text), then `stream, entry id, data` per event: each stream's
+/// oldest `per_queue` events, `per_queue` = the limit shared out over the streams (at least 1).
+/// One script, so the read is a snapshot: see `Outbox::outbox_read`.
+const OUTBOX_READ: &str = r"
+local streams = redis.call('SMEMBERS', KEYS[1])
+table.sort(streams)
+local per_queue = math.max(1, math.ceil(tonumber(ARGV[1]) / math.max(1, #streams)))
+local out = {tostring(per_queue)}
+for _, s in ipairs(streams) do
+  for _, e in ipairs(redis.call('XRANGE', s, '-', '+', 'COUNT', per_queue)) do
+    local f = e[2]
+    if #f ~= 2 then return redis.error_reply('outbox entry without data') end
+    out[#out + 1] = s
+    out[#out + 1] = e[1]
+    out[#out + 1] = f[2]
+  end
+end
+return out
+";
+
 /// The compiled scripts (each holds its SHA1 for `EVALSHA`).
 pub struct Scripts {
     pub session_insert: Script,
@@ -358,6 +380,7 @@ pub struct Scripts {
     pub seal_lease: Script,
     pub relay_lease: Script,
     pub relay_release: Script,
+    pub outbox_read: Script,
     pub fork_prepare_create: Script,
     pub fork_prepare_delete: Script,
     pub fork_link: Script,
@@ -416,6 +439,7 @@ impl Scripts {
             seal_lease: Script::new(crate::stream_scripts::SEAL_LEASE),
             relay_lease: Script::new(RELAY_LEASE),
             relay_release: Script::new(RELAY_RELEASE),
+            outbox_read: Script::new(OUTBOX_READ),
             fork_prepare_create: Script::new(crate::stream_forks::PREPARE_CREATE),
             fork_prepare_delete: Script::new(crate::stream_forks::PREPARE_DELETE),
             fork_link: Script::new(crate::stream_forks::LINK),

@@ -38,9 +38,14 @@ impl Outbox for SqliteEngine {
                         // rows above it were deleted.
                         queue: "sqlite".into(),
                         position: u64::try_from(seq).ok(),
+                        more_in_queue: false,
                     })
                 })?
-                .collect()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(|mut items| {
+                    OutboxItem::mark_limit(&mut items, max);
+                    items
+                })
         })
         .await
     }

@@ -42,6 +42,23 @@ pub struct OutboxItem {
     /// idempotent by it (the security relay uses it as a Durable Streams producer's epoch).
     /// `None` where the engine cannot name it (delivery of that event is then at least once).
     pub position: Option<u64>,
+    /// True on the last event a read returned from its queue when the read stopped there for
+    /// its limit: later events of the queue may exist that this read did not return. A relay
+    /// that merges queues by time must not deliver another queue's later events before it
+    /// has read those (see [`Outbox::outbox_read`]).
+    pub more_in_queue: bool,
+}
+
+impl OutboxItem {
+    /// Marks the last of `items` as cut short by a read `limit` when the read returned that
+    /// many (engines with one queue).
+    pub fn mark_limit(items: &mut [OutboxItem], limit: usize) {
+        if items.len() >= limit {
+            if let Some(last) = items.last_mut() {
+                last.more_in_queue = true;
+            }
+        }
+    }
 }
 
 /// Storage for queued events.
@@ -50,10 +67,14 @@ pub trait Outbox: Send + Sync {
     /// Queues `events`, in order.
     async fn outbox_push(&self, events: Vec<Vec<u8>>, durability: Durability) -> Result<()>;
 
-    /// Up to `limit` queued events, oldest first within a queue. Engines may keep several
+    /// About `limit` queued events, oldest first within a queue. Engines may keep several
     /// queues (Redis: one per cluster slot, next to the sessions): the events of one session
-    /// are always in one queue, in order; events of different sessions may be read in any
-    /// order.
+    /// are always in one queue, in order. A read returns a prefix of every queue it reads
+    /// (the last event of a cut prefix says so: [`OutboxItem::more_in_queue`]); an engine
+    /// with several queues reads every queue that holds events, as one snapshot where it can
+    /// (Redis standalone: an event in the read means every event written before it was
+    /// acknowledged is in it too, or in a cut queue's unread rest), so that two changes one
+    /// after the other, in different queues, are never read as the second without the first.
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxItem>>;
 
     /// Removes delivered events by their keys (unknown keys are ignored).

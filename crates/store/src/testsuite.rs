@@ -72,6 +72,7 @@ pub async fn run_all(stores: Stores) {
     auth_time::sessions_auth_time(&stores).await;
     outbox::sessions_outbox(&stores).await;
     outbox::outbox_relay_lease(&stores).await;
+    outbox::outbox_reads_mark_cut_queues(&stores).await;
     expiry_events::sessions_expiry_events(&stores).await;
     cache_values_and_expiry(&stores).await;
     cache_clear_is_exact(&stores).await;

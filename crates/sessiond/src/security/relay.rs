@@ -204,8 +204,7 @@ impl Relay {
                 return Ok(());
             }
             let full = batch.len() >= limit;
-            let keys: Vec<String> = batch.iter().map(|item| item.key.clone()).collect();
-            let queued = in_delivery_order(batch);
+            let InOrder { queued, keys } = in_delivery_order(batch);
             let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
             let refs = self.user_refs(&envelopes).await?;
             let mut per_stream: BTreeMap<String, Vec<Run>> = BTreeMap::new();
@@ -329,43 +328,140 @@ fn global_copy(mut event: Map<String, Value>, user_ref: Value) -> Map<String, Va
 
 /// One queued event: where in the outbox, and what.
 struct Queued {
+    key: String,
     queue: String,
     position: Option<u64>,
     envelope: Envelope,
 }
 
+/// What a pass relays of the batch it read: the events in delivery order, and the outbox keys
+/// it removes afterwards (theirs and those of undecodable entries, which are dropped).
+struct InOrder {
+    queued: Vec<Queued>,
+    keys: Vec<String>,
+}
+
 /// `batch` decoded, each queue's events in queue order as the outbox returns them (what makes
-/// delivery idempotent, see `delivery.rs`), the queues interleaved by event time (engines with several
-/// queues, one per shard, return them shard by shard).
-fn in_delivery_order(batch: Vec<OutboxItem>) -> Vec<Queued> {
+/// delivery idempotent, see `delivery.rs`), the queues interleaved by event order
+/// ([`Envelope::order`]: engines with several queues, one per shard, return them shard by
+/// shard).
+///
+/// Only up to a horizon: when the read cut a queue short ([`OutboxItem::more_in_queue`]), its
+/// unread events may come before other queues' later events, so events ordered after the
+/// last one read from a cut queue wait for the next pass (they stay queued). The smallest of
+/// those last events is always delivered, so every pass makes progress.
+fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
     let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
+    let mut keys = Vec::with_capacity(batch.len());
+    let mut horizon: Option<(i64, u64)> = None;
     for item in batch {
+        let queue = queues.entry(item.queue.clone()).or_default();
         match serde_json::from_slice::<Envelope>(&item.data) {
-            Ok(envelope) => queues
-                .entry(item.queue.clone())
-                .or_default()
-                .push_back(Queued {
+            Ok(envelope) => {
+                queue.push_back(Queued {
+                    key: item.key,
                     queue: item.queue,
                     position: item.position,
                     envelope,
-                }),
-            Err(e) => tracing::error!(error = %e, "dropping an undecodable security event"),
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dropping an undecodable security event");
+                keys.push(item.key);
+            }
+        }
+        if item.more_in_queue {
+            // The last event read of a cut queue (the one before, if it did not decode).
+            let last = queue.back().map_or((i64::MIN, 0), |q| q.envelope.order());
+            horizon = Some(horizon.map_or(last, |h| h.min(last)));
         }
     }
-    let at = |q: &Queued| q.envelope.event.get("at").and_then(Value::as_i64);
-    let mut ordered = Vec::new();
+    // Each queue's events up to the first one past the horizon (queue order is kept).
+    if let Some(h) = horizon {
+        for queue in queues.values_mut() {
+            if let Some(past) = queue.iter().position(|q| q.envelope.order() > h) {
+                queue.truncate(past);
+            }
+        }
+    }
+    let mut queued = Vec::new();
     loop {
         let next = queues
             .values_mut()
             .filter(|q| !q.is_empty())
-            .min_by_key(|q| q.front().map(at));
+            .min_by_key(|q| q.front().map(|q| q.envelope.order()));
         match next.and_then(VecDeque::pop_front) {
-            Some(q) => ordered.push(q),
-            None => return ordered,
+            Some(q) => {
+                keys.push(q.key.clone());
+                queued.push(q);
+            }
+            None => return InOrder { queued, keys },
         }
     }
 }
 
 fn encode(event: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(event).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(queue: &str, at: i64, ord: u64, more_in_queue: bool) -> OutboxItem {
+        let envelope = serde_json::json!({
+            "stream": null, "user_id": "u", "ord": ord,
+            "event": {"id": format!("{queue}{at}"), "type": "t", "at": at},
+        });
+        OutboxItem {
+            key: format!("{queue}-{at}"),
+            data: serde_json::to_vec(&envelope).expect("json"),
+            queue: queue.into(),
+            position: Some(u64::try_from(at).expect("positive")),
+            more_in_queue,
+        }
+    }
+
+    fn keys(order: &InOrder) -> Vec<&str> {
+        order.queued.iter().map(|q| q.key.as_str()).collect()
+    }
+
+    /// Two events of one millisecond in different queues (an eviction, then the create that
+    /// needed the room) keep the order they were made in, whatever the queues' names.
+    #[test]
+    fn events_of_one_millisecond_keep_the_order_they_were_made_in() {
+        let evicted = item("z", 7, 100, false);
+        let created = OutboxItem {
+            key: "a-created".into(),
+            ..item("a", 7, 101, false)
+        };
+        let order = in_delivery_order(vec![created, evicted]);
+        assert_eq!(keys(&order), ["z-7", "a-created"]);
+        assert_eq!(order.keys, ["z-7", "a-created"]);
+    }
+
+    /// Events after the last one read from a cut queue wait for the next pass (that queue's
+    /// unread events may come before them); the rest go in order, and an undecodable entry
+    /// is removed.
+    #[test]
+    fn a_cut_queue_holds_back_later_events_of_other_queues() {
+        let broken = OutboxItem {
+            key: "broken".into(),
+            data: b"not json".to_vec(),
+            ..item("c", 1, 1, false)
+        };
+        let batch = vec![
+            item("a", 10, 1, false),
+            item("a", 20, 2, true),
+            item("b", 5, 3, false),
+            item("b", 15, 4, false),
+            item("b", 25, 5, false),
+            broken,
+        ];
+        let order = in_delivery_order(batch);
+        assert_eq!(keys(&order), ["b-5", "a-10", "b-15", "a-20"]);
+        let mut removed = order.keys.clone();
+        removed.sort();
+        assert_eq!(removed, ["a-10", "a-20", "b-15", "b-5", "broken"]);
+    }
 }

@@ -11,19 +11,18 @@
 //! nothing identifying is ever written to the global stream.
 
 mod device;
+mod envelope;
 mod refusals;
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sessiond_store::{
-    DataEvent, EventFor, EventPart, Millis, ObjectStore, Outbox, SessionOrigin, SessionRecord,
-};
-use sha2::{Digest, Sha256};
+use sessiond_store::{DataEvent, EventFor, EventPart, Millis, ObjectStore, Outbox, SessionRecord};
 
 pub use device::DeviceSignal;
+use envelope::user_destination;
+pub use envelope::{order_stamp, user_hash, user_stream, Envelope};
 pub use refusals::{route_class, CLASSES as REFUSAL_CLASSES};
 
 /// The user streams' prefix (under it, one stream per user).
@@ -81,49 +80,6 @@ impl Default for SecurityConfig {
             relay_lease_ms: 5_000,
         }
     }
-}
-
-/// The outbox entry of one event: where it goes and what it says.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope {
-    /// The user's stream (`None`: the global stream only, e.g. for sessions created on an
-    /// open route, which prove no identity).
-    pub stream: Option<String>,
-    /// The user the event is about (the relay turns it into `user_ref` for the global copy).
-    pub user_id: Option<String>,
-    /// The session's origin, when `stream` was left to the relay: the writer did not know the
-    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<SessionOrigin>,
-    /// The event as the user's stream shows it.
-    pub event: Map<String, Value>,
-}
-
-impl Envelope {
-    /// The user's stream the event goes to, if any (every event also goes to the global one).
-    pub fn destination(&self) -> Option<String> {
-        match (&self.stream, &self.user_id, self.origin) {
-            (Some(stream), _, _) => Some(stream.clone()),
-            (None, Some(user), Some(origin)) => user_destination(user, origin),
-            _ => None,
-        }
-    }
-}
-
-/// The stream of a session's events about `user`: keyed sessions only (an open-route session
-/// proves no identity, so its events go to the global stream only).
-fn user_destination(user: &str, origin: SessionOrigin) -> Option<String> {
-    (origin == SessionOrigin::Service).then(|| user_stream(user))
-}
-
-/// The name of `user_id`'s security stream.
-pub fn user_stream(user_id: &str) -> String {
-    format!("{USER_STREAMS}{}", user_hash(user_id))
-}
-
-/// base64url(sha256(user_id)), no padding: the user's key in names (not a secret).
-pub fn user_hash(user_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(user_id.as_bytes()))
 }
 
 /// Builds security events. Cheap to clone.
@@ -280,6 +236,7 @@ impl SecurityEvents {
         let mut out = Vec::with_capacity(256);
         field(&mut out, br#"{"stream":"#, &stream);
         field(&mut out, br#","user_id":"#, &record.user_id);
+        field(&mut out, br#","ord":"#, &order_stamp());
         field(
             &mut out,
             br#","event":{"id":"#,
@@ -349,6 +306,7 @@ impl SecurityEvents {
             stream: None,
             user_id: None,
             origin: None,
+            ord: order_stamp(),
             event,
         })
     }
@@ -452,6 +410,7 @@ fn unattached(
         stream: user_id.map(user_stream),
         user_id: user_id.map(str::to_string),
         origin: None,
+        ord: order_stamp(),
         event,
     })
 }
@@ -503,7 +462,16 @@ fn template(kind: &str, session_id: &str, tail: Vec<EventPart>) -> DataEvent {
         EventPart::UserId,
         text(br#","origin":"#),
         EventPart::Origin,
-        text(&[&br#","event":"#[..], open, br#","user_id":"#].concat()),
+        text(
+            &[
+                &br#","ord":"#[..],
+                order_stamp().to_string().as_bytes(),
+                br#","event":"#,
+                open,
+                br#","user_id":"#,
+            ]
+            .concat(),
+        ),
         EventPart::UserId,
     ];
     parts.extend(tail);
@@ -556,6 +524,7 @@ mod tests {
                     .and_then(|u| user_destination(u, record.origin)),
                 user_id: record.user_id.clone(),
                 origin: None,
+                ord: 0,
                 event,
             });
             let (reference, want) = decoded(&reference);
@@ -574,7 +543,7 @@ mod tests {
         keyed.data = r#"{"role":"admin","b":1}"#.into();
         keyed.version = 5;
         let mut open = keyed.clone();
-        open.origin = SessionOrigin::OpenRoute;
+        open.origin = sessiond_store::SessionOrigin::OpenRoute;
         let anonymous = session("s-2", None);
         for record in [&keyed, &open, &anonymous] {
             let before = r#"{"b":1}"#;

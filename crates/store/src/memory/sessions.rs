@@ -207,8 +207,13 @@ impl Outbox for MemoryEngine {
                     data: data.clone(),
                     queue: "memory".into(),
                     position: Some(*seq),
+                    more_in_queue: false,
                 })
-                .collect()
+                .collect::<Vec<_>>()
+        })
+        .map(|mut items| {
+            OutboxItem::mark_limit(&mut items, limit);
+            items
         })
     }
 

@@ -223,3 +223,37 @@ pub(super) async fn outbox_relay_lease(s: &Stores) {
     s.outbox.outbox_lease_release(&a).await.expect("release");
     s.outbox.outbox_lease_release(&b).await.expect("release");
 }
+
+/// A read says where it cut a queue short: a read of one event may leave more in every queue
+/// it read (each item it returns is marked), and a read with room for every event marks none
+/// of ours.
+pub(super) async fn outbox_reads_mark_cut_queues(s: &Stores) {
+    let tag = unique("outbox-cut");
+    let pushed: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .map(|what| ev(&tag, what).unwrap_or_default())
+        .collect();
+    s.outbox.outbox_push(pushed, C).await.expect("push");
+    let one = s.outbox.outbox_read(1).await.expect("read");
+    assert!(!one.is_empty(), "three events are queued");
+    assert!(
+        one.iter().all(|item| item.more_in_queue),
+        "a read of one event cut every queue it read: {one:?}"
+    );
+    let all = places(s, &tag).await;
+    let texts: Vec<String> = all
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.data).into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [format!("{tag}:a"), format!("{tag}:b"), format!("{tag}:c")],
+        "pushed events are one queue, in order"
+    );
+    assert!(
+        all.iter().all(|item| !item.more_in_queue),
+        "a read with room for everything cuts nothing: {all:?}"
+    );
+    let keys: Vec<String> = all.into_iter().map(|i| i.key).collect();
+    s.outbox.outbox_remove(&keys).await.expect("remove");
+}
