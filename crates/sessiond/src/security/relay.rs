@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
+use super::copies::Copies;
 use super::delivery::{self, Event, Known, Run};
 use super::Secrets;
 
@@ -205,24 +206,21 @@ impl Relay {
             }
             let full = batch.len() >= limit;
             let InOrder { queued, keys } = in_delivery_order(batch);
-            let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
-            let refs = self.user_refs(&envelopes).await?;
+            let refs = self.user_refs(&queued).await?;
             let mut per_stream: BTreeMap<String, Vec<Run>> = BTreeMap::new();
             for q in queued {
-                let user_ref = match &q.envelope.user_id {
-                    Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
-                    None => Value::Null,
-                };
-                if let Some(stream) = q.envelope.destination() {
+                let user_ref = q.user_id.as_ref().and_then(|user| refs.get(user));
+                let Copies { user, global, .. } = q.copies;
+                if let Some(stream) = q.destination {
                     let event = Event {
                         position: q.position,
-                        body: encode(&q.envelope.event),
+                        body: user,
                     };
                     delivery::push(per_stream.entry(stream).or_default(), &q.queue, event);
                 }
                 let event = Event {
                     position: q.position,
-                    body: encode(&global_copy(q.envelope.event, user_ref)),
+                    body: global.finish(user_ref.map(String::as_str)),
                 };
                 // By queue, not by `at`: one request per queue (`push_per_queue`).
                 let runs = per_stream.entry(GLOBAL_STREAM.to_string()).or_default();
@@ -247,16 +245,13 @@ impl Relay {
         }
     }
 
-    /// The `user_ref` of every user of `envelopes`, looked up concurrently (a new user's
-    /// secret is a write: many of them share one engine commit).
+    /// The `user_ref` of every user of `queued`, looked up concurrently (a new user's secret
+    /// is a write: many of them share one engine commit).
     async fn user_refs(
         &self,
-        envelopes: &[&Envelope],
+        queued: &[Queued],
     ) -> Result<std::collections::HashMap<String, String>, RelayError> {
-        let users: HashSet<&String> = envelopes
-            .iter()
-            .filter_map(|e| e.user_id.as_ref())
-            .collect();
+        let users: HashSet<&String> = queued.iter().filter_map(|q| q.user_id.as_ref()).collect();
         let mut refs = std::collections::HashMap::new();
         if users.is_empty() {
             return Ok(refs);
@@ -315,23 +310,24 @@ fn holder_name() -> String {
     format!("{}-{random}", std::process::id())
 }
 
-/// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
-/// (Takes the event: the user's copy is encoded before, and the global one moves its values.)
-fn global_copy(mut event: Map<String, Value>, user_ref: Value) -> Map<String, Value> {
-    event.remove("user_id");
-    if let Some(fields) = event.get_mut("device").and_then(Value::as_object_mut) {
-        fields.remove("ip");
-    }
-    event.insert("user_ref".into(), user_ref);
-    event
-}
-
-/// One queued event: where in the outbox, and what.
+/// One queued event: where in the outbox, whose, where it goes, and its copies.
 struct Queued {
     key: String,
     queue: String,
     position: Option<u64>,
-    envelope: Envelope,
+    user_id: Option<String>,
+    /// The user's stream, if any.
+    destination: Option<String>,
+    /// [`Envelope::order`].
+    order: (i64, u64),
+    copies: Copies,
+}
+
+/// `item` decoded: `None` when it is not an envelope of an event object.
+fn decode(item: &OutboxItem) -> Option<(Envelope<Box<RawValue>>, Copies)> {
+    let envelope: Envelope<Box<RawValue>> = serde_json::from_slice(&item.data).ok()?;
+    let copies = Copies::of(&envelope.event)?;
+    Some((envelope, copies))
 }
 
 /// What a pass relays of the batch it read: the events in delivery order, and the outbox keys
@@ -356,30 +352,33 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
     let mut horizon: Option<(i64, u64)> = None;
     for item in batch {
         let queue = queues.entry(item.queue.clone()).or_default();
-        match serde_json::from_slice::<Envelope>(&item.data) {
-            Ok(envelope) => {
+        match decode(&item) {
+            Some((envelope, copies)) => {
                 queue.push_back(Queued {
+                    destination: envelope.destination(),
+                    order: (copies.at, envelope.ord),
+                    user_id: envelope.user_id,
                     key: item.key,
                     queue: item.queue,
                     position: item.position,
-                    envelope,
+                    copies,
                 });
             }
-            Err(e) => {
-                tracing::error!(error = %e, "dropping an undecodable security event");
+            None => {
+                tracing::error!(key = %item.key, "dropping an undecodable security event");
                 keys.push(item.key);
             }
         }
         if item.more_in_queue {
             // The last event read of a cut queue (the one before, if it did not decode).
-            let last = queue.back().map_or((i64::MIN, 0), |q| q.envelope.order());
+            let last = queue.back().map_or((i64::MIN, 0), |q| q.order);
             horizon = Some(horizon.map_or(last, |h| h.min(last)));
         }
     }
     // Each queue's events up to the first one past the horizon (queue order is kept).
     if let Some(h) = horizon {
         for queue in queues.values_mut() {
-            if let Some(past) = queue.iter().position(|q| q.envelope.order() > h) {
+            if let Some(past) = queue.iter().position(|q| q.order > h) {
                 queue.truncate(past);
             }
         }
@@ -389,7 +388,7 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
         let next = queues
             .values_mut()
             .filter(|q| !q.is_empty())
-            .min_by_key(|q| q.front().map(|q| q.envelope.order()));
+            .min_by_key(|q| q.front().map(|q| q.order));
         match next.and_then(VecDeque::pop_front) {
             Some(q) => {
                 keys.push(q.key.clone());
@@ -398,10 +397,6 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
             None => return InOrder { queued, keys },
         }
     }
-}
-
-fn encode(event: &Map<String, Value>) -> Vec<u8> {
-    serde_json::to_vec(event).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ use sha2::{Digest, Sha256};
 
 use super::USER_STREAMS;
 
-/// The outbox entry of one event: where it goes and what it says.
+/// The outbox entry of one event: where it goes and what it says. `E` is how the event is
+/// held: a map where it is built, the JSON text as written where only some of its fields are
+/// read (the relay, see its `copies.rs`).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<E = Map<String, Value>> {
     /// The user's stream (`None`: the global stream only, e.g. for sessions created on an
     /// open route, which prove no identity).
     pub stream: Option<String>,
@@ -27,7 +29,7 @@ pub struct Envelope {
     #[serde(default)]
     pub ord: u64,
     /// The event as the user's stream shows it.
-    pub event: Map<String, Value>,
+    pub event: E,
 }
 
 impl Envelope {
@@ -36,7 +38,9 @@ impl Envelope {
         let at = self.event.get("at").and_then(Value::as_i64).unwrap_or(0);
         (at, self.ord)
     }
+}
 
+impl<E> Envelope<E> {
     /// The user's stream the event goes to, if any (every event also goes to the global one).
     pub fn destination(&self) -> Option<String> {
         match (&self.stream, &self.user_id, self.origin) {
