@@ -24,17 +24,20 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use serde_json::value::RawValue;
-use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
+use sessiond_sessions::security::{
+    user_stream, Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM,
+};
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
 use super::copies::Copies;
 use super::delivery::{self, Event, Known, Run};
+use super::recent::Recent;
 use super::Secrets;
 
 /// Why a relay pass stopped; what it had not relayed stays queued for the next pass.
@@ -72,6 +75,8 @@ impl From<RelayError> for sessiond_http::ApiError {
     }
 }
 
+/// Users whose stream names the relay remembers: between this many and twice as many.
+const USER_STREAMS_KEPT: usize = 16_384;
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
 /// The relay. Cheap to clone.
@@ -83,6 +88,8 @@ pub struct Relay {
     events: SecurityEvents,
     /// Streams known to exist and their producers' epochs (`delivery.rs`).
     known: Known,
+    /// user id → the user's stream name (a hash per event otherwise).
+    user_streams: Arc<std::sync::Mutex<Recent<String, String>>>,
     /// One pass at a time (the background loop and an erasure's flush).
     pass: Arc<tokio::sync::Mutex<()>>,
     /// This relay's name as a relay lease holder (unique per process start).
@@ -114,6 +121,7 @@ impl Relay {
             secrets,
             events,
             known: Known::default(),
+            user_streams: Arc::new(std::sync::Mutex::new(Recent::new(USER_STREAMS_KEPT))),
             pass: Arc::default(),
             holder: holder_name().into(),
         }
@@ -205,7 +213,7 @@ impl Relay {
                 return Ok(());
             }
             let full = batch.len() >= limit;
-            let InOrder { queued, keys } = in_delivery_order(batch);
+            let InOrder { queued, keys } = in_delivery_order(batch, |u| self.user_stream(u));
             let refs = self.user_refs(&queued).await?;
             let mut per_stream: BTreeMap<String, Vec<Run>> = BTreeMap::new();
             for q in queued {
@@ -278,6 +286,15 @@ impl Relay {
         Ok(refs)
     }
 
+    /// The name of `user`'s stream, remembered.
+    fn user_stream(&self, user: &str) -> String {
+        let mut names = self
+            .user_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        names.entry(user, || user_stream(user)).clone()
+    }
+
     /// What the relay knows of the streams it wrote.
     pub(super) fn known(&self) -> &Known {
         &self.known
@@ -346,7 +363,7 @@ struct InOrder {
 /// unread events may come before other queues' later events, so events ordered after the
 /// last one read from a cut queue wait for the next pass (they stay queued). The smallest of
 /// those last events is always delivered, so every pass makes progress.
-fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
+fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> String) -> InOrder {
     let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
     let mut keys = Vec::with_capacity(batch.len());
     let mut horizon: Option<(i64, u64)> = None;
@@ -355,7 +372,7 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
         match decode(&item) {
             Some((envelope, copies)) => {
                 queue.push_back(Queued {
-                    destination: envelope.destination(),
+                    destination: envelope.destination_named_by(&user_stream),
                     order: (copies.at, envelope.ord),
                     user_id: envelope.user_id,
                     key: item.key,
@@ -430,7 +447,7 @@ mod tests {
             key: "a-created".into(),
             ..item("a", 7, 101, false)
         };
-        let order = in_delivery_order(vec![created, evicted]);
+        let order = in_delivery_order(vec![created, evicted], user_stream);
         assert_eq!(keys(&order), ["z-7", "a-created"]);
         assert_eq!(order.keys, ["z-7", "a-created"]);
     }
@@ -453,7 +470,7 @@ mod tests {
             item("b", 25, 5, false),
             broken,
         ];
-        let order = in_delivery_order(batch);
+        let order = in_delivery_order(batch, user_stream);
         assert_eq!(keys(&order), ["b-5", "a-10", "b-15", "a-20"]);
         let mut removed = order.keys.clone();
         removed.sort();

@@ -22,7 +22,8 @@ pub struct Envelope<E = Map<String, Value>> {
     /// The user the event is about (the relay turns it into `user_ref` for the global copy).
     pub user_id: Option<String>,
     /// The session's origin, when `stream` was left to the relay: the writer did not know the
-    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]).
+    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]),
+    /// or left the name's hash to the relay ([`SecurityEvents::about`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<SessionOrigin>,
     /// Orders events of one `at` (see [`order_stamp`]); 0 in entries queued before it existed.
@@ -43,9 +44,17 @@ impl Envelope {
 impl<E> Envelope<E> {
     /// The user's stream the event goes to, if any (every event also goes to the global one).
     pub fn destination(&self) -> Option<String> {
+        self.destination_named_by(user_stream)
+    }
+
+    /// [`destination`](Self::destination), with `name` giving a user's stream name when the
+    /// entry left it to the relay (which remembers names rather than hashing per event). A
+    /// user's stream gets the events of keyed sessions only: an open-route session proves no
+    /// identity, so its events go to the global stream only.
+    pub fn destination_named_by(&self, name: impl FnOnce(&str) -> String) -> Option<String> {
         match (&self.stream, &self.user_id, self.origin) {
             (Some(stream), _, _) => Some(stream.clone()),
-            (None, Some(user), Some(origin)) => user_destination(user, origin),
+            (None, Some(user), Some(SessionOrigin::Service)) => Some(name(user)),
             _ => None,
         }
     }
@@ -69,12 +78,6 @@ pub fn order_stamp() -> u64 {
     }) {
         Ok(last) | Err(last) => next(last),
     }
-}
-
-/// The stream of a session's events about `user`: keyed sessions only (an open-route session
-/// proves no identity, so its events go to the global stream only).
-pub(super) fn user_destination(user: &str, origin: SessionOrigin) -> Option<String> {
-    (origin == SessionOrigin::Service).then(|| user_stream(user))
 }
 
 /// The name of `user_id`'s security stream.
