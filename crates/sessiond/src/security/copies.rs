@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 /// A field name: borrowed from the event's text unless it has escapes.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Key<'a>(Cow<'a, str>);
+pub(super) struct Key<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -39,8 +39,9 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// An object's fields, by name (the later of two with one name).
-type Fields<'a> = BTreeMap<Key<'a>, &'a RawValue>;
+/// An object's fields, by name (the later of two with one name). The relay decodes an outbox
+/// entry's event as this, borrowed from the entry: one pass over its text.
+pub(super) type Fields<'a> = BTreeMap<Key<'a>, &'a RawValue>;
 
 fn fields(json: &str) -> Option<Fields<'_>> {
     serde_json::from_str(json).ok()
@@ -60,18 +61,21 @@ pub(super) struct Copies {
 pub(super) struct Global(Vec<u8>);
 
 impl Copies {
-    /// The copies of `event` (a JSON object's text); `None` when it is not an object.
-    pub fn of(event: &RawValue) -> Option<Copies> {
-        let fields = fields(event.get())?;
+    /// The copies of the event whose fields are `fields`.
+    pub fn of(fields: &Fields<'_>) -> Copies {
         let at = fields
             .get(&Key(Cow::Borrowed("at")))
             .and_then(|v| v.get().parse().ok())
             .unwrap_or(0);
-        let mut user = Vec::with_capacity(event.get().len());
-        let mut global = Vec::with_capacity(event.get().len() + 64);
+        let size: usize = fields
+            .iter()
+            .map(|(k, v)| k.0.len() + v.get().len() + 4)
+            .sum();
+        let mut user = Vec::with_capacity(size + 2);
+        let mut global = Vec::with_capacity(size + 64);
         user.push(b'{');
         global.push(b'{');
-        for (key, value) in &fields {
+        for (key, value) in fields {
             put(&mut user, key, value.get());
             match key.0.as_ref() {
                 // Replaced by `user_ref`; the address stays out of the global stream.
@@ -81,11 +85,11 @@ impl Copies {
             }
         }
         user.push(b'}');
-        Some(Copies {
+        Copies {
             user,
             global: Global(global),
             at,
-        })
+        }
     }
 }
 
@@ -113,8 +117,19 @@ fn put_name(out: &mut Vec<u8>, key: &Key<'_>) {
     if out.last() != Some(&b'{') {
         out.push(b',');
     }
-    // A string always serializes.
-    let _ = serde_json::to_writer(&mut *out, key.0.as_ref());
+    match &key.0 {
+        // Read without escapes, so it needs none (JSON text has no bare quote, backslash or
+        // control character in a string).
+        Cow::Borrowed(name) => {
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+        // A string always serializes.
+        Cow::Owned(name) => {
+            let _ = serde_json::to_writer(&mut *out, name);
+        }
+    }
     out.push(b':');
 }
 
@@ -167,18 +182,15 @@ mod tests {
         ];
         for event in events {
             for user_ref in [Some("r\"1"), None] {
-                let raw = RawValue::from_string(event.into()).expect("raw");
-                let copies = Copies::of(&raw).expect("an object");
+                let copies = Copies::of(&fields(event).expect("an object"));
                 let (user, global) = by_map(event, user_ref);
                 assert_eq!(parsed(&copies.user), user, "{event}");
                 assert_eq!(parsed(&copies.global.finish(user_ref)), global, "{event}");
             }
         }
-        let raw = RawValue::from_string(events[0].into()).expect("raw");
-        assert_eq!(Copies::of(&raw).map(|c| c.at), Some(17));
-        let raw = RawValue::from_string(events[1].into()).expect("raw");
-        assert_eq!(Copies::of(&raw).map(|c| c.at), Some(0));
-        let raw = RawValue::from_string(json!([1]).to_string()).expect("raw");
-        assert!(Copies::of(&raw).is_none(), "not an object");
+        let at = |event: &str| fields(event).map(|f| Copies::of(&f).at);
+        assert_eq!(at(events[0]), Some(17));
+        assert_eq!(at(events[1]), Some(0));
+        assert!(at(&json!([1]).to_string()).is_none(), "not an object");
     }
 }

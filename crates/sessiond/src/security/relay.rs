@@ -28,14 +28,13 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
-use serde_json::value::RawValue;
 use sessiond_sessions::security::{
     user_stream, Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM,
 };
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
-use super::copies::Copies;
+use super::copies::{Copies, Fields};
 use super::delivery::{self, Event, Known, Run};
 use super::recent::Recent;
 use super::Secrets;
@@ -340,10 +339,10 @@ struct Queued {
     copies: Copies,
 }
 
-/// `item` decoded: `None` when it is not an envelope of an event object.
-fn decode(item: &OutboxItem) -> Option<(Envelope<Box<RawValue>>, Copies)> {
-    let envelope: Envelope<Box<RawValue>> = serde_json::from_slice(&item.data).ok()?;
-    let copies = Copies::of(&envelope.event)?;
+/// An outbox entry decoded: `None` when it is not an envelope of an event object.
+fn decode(data: &[u8]) -> Option<(Envelope<Fields<'_>>, Copies)> {
+    let envelope: Envelope<Fields<'_>> = serde_json::from_slice(data).ok()?;
+    let copies = Copies::of(&envelope.event);
     Some((envelope, copies))
 }
 
@@ -369,7 +368,7 @@ fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> Strin
     let mut horizon: Option<(i64, u64)> = None;
     for item in batch {
         let queue = queues.entry(item.queue.clone()).or_default();
-        match decode(&item) {
+        match decode(&item.data) {
             Some((envelope, copies)) => {
                 queue.push_back(Queued {
                     destination: envelope.destination_named_by(&user_stream),
