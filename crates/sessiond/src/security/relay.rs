@@ -24,10 +24,13 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use sessiond_sessions::security::{
     user_stream, Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM,
 };
@@ -60,6 +63,9 @@ pub enum RelayError {
     /// A task of the pass panicked or was cancelled.
     #[error("a relay task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A stream's delivery panicked.
+    #[error("a security stream's delivery panicked")]
+    Panicked,
 }
 
 /// A pass that a request waits for (export, erasure) fails as the storage failure behind it
@@ -234,14 +240,18 @@ impl Relay {
                 delivery::push_per_queue(runs, &q.queue, event);
             }
             // Streams concurrently, so the engine commits them together (one SQLite
-            // transaction); one stream's events in order (see `deliver`).
-            let mut appends = tokio::task::JoinSet::new();
-            for (stream, runs) in per_stream {
-                let relay = self.clone();
-                appends.spawn(async move { relay.deliver(&stream, runs).await });
-            }
-            while let Some(done) = appends.join_next().await {
-                done??;
+            // transaction); one stream's events in order (see `deliver`). In this task, not a
+            // task per stream: spawning one cost about as much as the relay's other per-stream
+            // work. A panic fails the pass (the events stay queued), as a task's did.
+            let mut appends: FuturesUnordered<_> = per_stream
+                .into_iter()
+                .map(|(stream, runs)| {
+                    AssertUnwindSafe(async move { self.deliver(&stream, runs).await })
+                        .catch_unwind()
+                })
+                .collect();
+            while let Some(done) = appends.next().await {
+                done.map_err(|_| RelayError::Panicked)??;
             }
             self.outbox.outbox_remove(&keys).await?;
             metrics::counter!("sessiond_security_events_relayed_total")
