@@ -51,16 +51,46 @@ impl Outbox for SqliteEngine {
     }
 
     async fn outbox_remove(&self, keys: &[String]) -> Result<()> {
-        let seqs: Vec<i64> = keys.iter().filter_map(|k| k.parse().ok()).collect();
-        if seqs.is_empty() {
+        let runs = consecutive_runs(keys.iter().filter_map(|k| k.parse().ok()).collect());
+        if runs.is_empty() {
             return Ok(());
         }
         // A lost removal only delivers again (the outbox is at least once): no fsync wait.
         self.write(Durability::Unconfirmed, move |conn| {
-            let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-            seqs.iter()
-                .try_for_each(|seq| stmt.execute(params![seq]).map(|_| ()))
+            let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2")?;
+            runs.iter()
+                .try_for_each(|(first, last)| stmt.execute(params![first, last]).map(|_| ()))
         })
         .await
+    }
+}
+
+/// `seqs` as ranges of consecutive numbers, `(first, last)`: a relay pass removes what it
+/// read, mostly one unbroken stretch of the table, so one statement per stretch instead of
+/// one per event. A range holds only the given seqs, so nothing else is removed.
+fn consecutive_runs(mut seqs: Vec<i64>) -> Vec<(i64, i64)> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for seq in seqs {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
+            _ => runs.push((seq, seq)),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    /// Stretches of consecutive seqs, whatever the keys' order and repeats.
+    #[test]
+    fn removal_ranges_hold_only_the_given_seqs() {
+        let runs = super::consecutive_runs(vec![7, 3, 4, 5, 9, 4, 10, i64::MAX, 1]);
+        assert_eq!(
+            runs,
+            [(1, 1), (3, 5), (7, 7), (9, 10), (i64::MAX, i64::MAX)]
+        );
+        assert!(super::consecutive_runs(Vec::new()).is_empty());
     }
 }

@@ -8,6 +8,29 @@ use sessiond_store::{ProducerRecord, ProducerUpdate, Result};
 use crate::error::limit;
 use crate::SqliteEngine;
 
+/// A stream's first producer rows, written with the stream itself: it has none yet (a
+/// deleted stream's rows went with it, so a reused id starts empty), so each row is inserted
+/// without the update tried first, and nothing is counted unless the rows alone exceed the
+/// cap. Why: for a stream created with its first append (the security relay's per-user
+/// streams) the update and the count were most of the producer row's cost.
+pub(crate) fn insert_producers(
+    conn: &Connection,
+    id: i64,
+    update: &ProducerUpdate,
+) -> rusqlite::Result<()> {
+    if update.max_producers != 0 && update.upsert.len() > update.max_producers {
+        return apply_producers(conn, id, update);
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO stream_producers (stream, id, state, used_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (stream, id) DO UPDATE SET state = excluded.state, used_at = excluded.used_at",
+    )?;
+    for r in &update.upsert {
+        insert.execute(params![id, r.id, r.state, r.used_at])?;
+    }
+    Ok(())
+}
+
 /// Writes a commit's producer rows, then evicts the least recently used beyond the cap (only
 /// counted when a row was inserted: an update cannot grow the table).
 pub(crate) fn apply_producers(

@@ -24,7 +24,7 @@ use sessiond_store::{
 
 use crate::error::limit;
 use crate::objects::prefix_end;
-use crate::producers::apply_producers;
+use crate::producers::{apply_producers, insert_producers};
 use crate::stream_rows::{off, stream_id};
 use crate::SqliteEngine;
 
@@ -143,7 +143,7 @@ impl StreamStore for SqliteEngine {
                 return Ok(false);
             };
             insert_chunks(conn, id, &chunks)?;
-            apply_producers(conn, id, &producers)?;
+            insert_producers(conn, id, &producers)?;
             Ok(true)
         })
         .await

@@ -17,6 +17,7 @@
 //! HMAC-SHA256(per-user secret, user_id), so references to one user can be correlated while
 //! the secret exists and never after the user's erasure deletes it.
 
+mod copies;
 mod delivery;
 mod recent;
 mod refused;

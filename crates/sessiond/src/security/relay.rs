@@ -24,16 +24,22 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
-use serde_json::{Map, Value};
-use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use sessiond_sessions::security::{
+    user_stream, Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM,
+};
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
+use super::copies::{Copies, Fields};
 use super::delivery::{self, Event, Known, Run};
+use super::recent::Recent;
 use super::Secrets;
 
 /// Why a relay pass stopped; what it had not relayed stays queued for the next pass.
@@ -57,6 +63,9 @@ pub enum RelayError {
     /// A task of the pass panicked or was cancelled.
     #[error("a relay task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A stream's delivery panicked.
+    #[error("a security stream's delivery panicked")]
+    Panicked,
 }
 
 /// A pass that a request waits for (export, erasure) fails as the storage failure behind it
@@ -71,6 +80,8 @@ impl From<RelayError> for sessiond_http::ApiError {
     }
 }
 
+/// Users whose stream names the relay remembers: between this many and twice as many.
+const USER_STREAMS_KEPT: usize = 16_384;
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
 /// The relay. Cheap to clone.
@@ -82,6 +93,8 @@ pub struct Relay {
     events: SecurityEvents,
     /// Streams known to exist and their producers' epochs (`delivery.rs`).
     known: Known,
+    /// user id → the user's stream name (a hash per event otherwise).
+    user_streams: Arc<std::sync::Mutex<Recent<String, String>>>,
     /// One pass at a time (the background loop and an erasure's flush).
     pass: Arc<tokio::sync::Mutex<()>>,
     /// This relay's name as a relay lease holder (unique per process start).
@@ -113,6 +126,7 @@ impl Relay {
             secrets,
             events,
             known: Known::default(),
+            user_streams: Arc::new(std::sync::Mutex::new(Recent::new(USER_STREAMS_KEPT))),
             pass: Arc::default(),
             holder: holder_name().into(),
         }
@@ -204,39 +218,40 @@ impl Relay {
                 return Ok(());
             }
             let full = batch.len() >= limit;
-            let InOrder { queued, keys } = in_delivery_order(batch);
-            let envelopes: Vec<&Envelope> = queued.iter().map(|q| &q.envelope).collect();
-            let refs = self.user_refs(&envelopes).await?;
+            let InOrder { queued, keys } = in_delivery_order(batch, |u| self.user_stream(u));
+            let refs = self.user_refs(&queued).await?;
             let mut per_stream: BTreeMap<String, Vec<Run>> = BTreeMap::new();
             for q in queued {
-                let user_ref = match &q.envelope.user_id {
-                    Some(user) => refs.get(user).cloned().map_or(Value::Null, Value::from),
-                    None => Value::Null,
-                };
-                if let Some(stream) = q.envelope.destination() {
+                let user_ref = q.user_id.as_ref().and_then(|user| refs.get(user));
+                let Copies { user, global, .. } = q.copies;
+                if let Some(stream) = q.destination {
                     let event = Event {
                         position: q.position,
-                        body: encode(&q.envelope.event),
+                        body: user,
                     };
                     delivery::push(per_stream.entry(stream).or_default(), &q.queue, event);
                 }
                 let event = Event {
                     position: q.position,
-                    body: encode(&global_copy(q.envelope.event, user_ref)),
+                    body: global.finish(user_ref.map(String::as_str)),
                 };
                 // By queue, not by `at`: one request per queue (`push_per_queue`).
                 let runs = per_stream.entry(GLOBAL_STREAM.to_string()).or_default();
                 delivery::push_per_queue(runs, &q.queue, event);
             }
             // Streams concurrently, so the engine commits them together (one SQLite
-            // transaction); one stream's events in order (see `deliver`).
-            let mut appends = tokio::task::JoinSet::new();
-            for (stream, runs) in per_stream {
-                let relay = self.clone();
-                appends.spawn(async move { relay.deliver(&stream, runs).await });
-            }
-            while let Some(done) = appends.join_next().await {
-                done??;
+            // transaction); one stream's events in order (see `deliver`). In this task, not a
+            // task per stream: spawning one cost about as much as the relay's other per-stream
+            // work. A panic fails the pass (the events stay queued), as a task's did.
+            let mut appends: FuturesUnordered<_> = per_stream
+                .into_iter()
+                .map(|(stream, runs)| {
+                    AssertUnwindSafe(async move { self.deliver(&stream, runs).await })
+                        .catch_unwind()
+                })
+                .collect();
+            while let Some(done) = appends.next().await {
+                done.map_err(|_| RelayError::Panicked)??;
             }
             self.outbox.outbox_remove(&keys).await?;
             metrics::counter!("sessiond_security_events_relayed_total")
@@ -247,16 +262,13 @@ impl Relay {
         }
     }
 
-    /// The `user_ref` of every user of `envelopes`, looked up concurrently (a new user's
-    /// secret is a write: many of them share one engine commit).
+    /// The `user_ref` of every user of `queued`, looked up concurrently (a new user's secret
+    /// is a write: many of them share one engine commit).
     async fn user_refs(
         &self,
-        envelopes: &[&Envelope],
+        queued: &[Queued],
     ) -> Result<std::collections::HashMap<String, String>, RelayError> {
-        let users: HashSet<&String> = envelopes
-            .iter()
-            .filter_map(|e| e.user_id.as_ref())
-            .collect();
+        let users: HashSet<&String> = queued.iter().filter_map(|q| q.user_id.as_ref()).collect();
         let mut refs = std::collections::HashMap::new();
         if users.is_empty() {
             return Ok(refs);
@@ -281,6 +293,15 @@ impl Relay {
             refs.insert(user, user_ref?);
         }
         Ok(refs)
+    }
+
+    /// The name of `user`'s stream, remembered.
+    fn user_stream(&self, user: &str) -> String {
+        let mut names = self
+            .user_streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        names.entry(user, || user_stream(user)).clone()
     }
 
     /// What the relay knows of the streams it wrote.
@@ -315,23 +336,24 @@ fn holder_name() -> String {
     format!("{}-{random}", std::process::id())
 }
 
-/// The event as the global stream shows it: `user_ref` instead of `user_id`, no address.
-/// (Takes the event: the user's copy is encoded before, and the global one moves its values.)
-fn global_copy(mut event: Map<String, Value>, user_ref: Value) -> Map<String, Value> {
-    event.remove("user_id");
-    if let Some(fields) = event.get_mut("device").and_then(Value::as_object_mut) {
-        fields.remove("ip");
-    }
-    event.insert("user_ref".into(), user_ref);
-    event
-}
-
-/// One queued event: where in the outbox, and what.
+/// One queued event: where in the outbox, whose, where it goes, and its copies.
 struct Queued {
     key: String,
     queue: String,
     position: Option<u64>,
-    envelope: Envelope,
+    user_id: Option<String>,
+    /// The user's stream, if any.
+    destination: Option<String>,
+    /// [`Envelope::order`].
+    order: (i64, u64),
+    copies: Copies,
+}
+
+/// An outbox entry decoded: `None` when it is not an envelope of an event object.
+fn decode(data: &[u8]) -> Option<(Envelope<Fields<'_>>, Copies)> {
+    let envelope: Envelope<Fields<'_>> = serde_json::from_slice(data).ok()?;
+    let copies = Copies::of(&envelope.event);
+    Some((envelope, copies))
 }
 
 /// What a pass relays of the batch it read: the events in delivery order, and the outbox keys
@@ -350,36 +372,39 @@ struct InOrder {
 /// unread events may come before other queues' later events, so events ordered after the
 /// last one read from a cut queue wait for the next pass (they stay queued). The smallest of
 /// those last events is always delivered, so every pass makes progress.
-fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
+fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> String) -> InOrder {
     let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
     let mut keys = Vec::with_capacity(batch.len());
     let mut horizon: Option<(i64, u64)> = None;
     for item in batch {
         let queue = queues.entry(item.queue.clone()).or_default();
-        match serde_json::from_slice::<Envelope>(&item.data) {
-            Ok(envelope) => {
+        match decode(&item.data) {
+            Some((envelope, copies)) => {
                 queue.push_back(Queued {
+                    destination: envelope.destination_named_by(&user_stream),
+                    order: (copies.at, envelope.ord),
+                    user_id: envelope.user_id,
                     key: item.key,
                     queue: item.queue,
                     position: item.position,
-                    envelope,
+                    copies,
                 });
             }
-            Err(e) => {
-                tracing::error!(error = %e, "dropping an undecodable security event");
+            None => {
+                tracing::error!(key = %item.key, "dropping an undecodable security event");
                 keys.push(item.key);
             }
         }
         if item.more_in_queue {
             // The last event read of a cut queue (the one before, if it did not decode).
-            let last = queue.back().map_or((i64::MIN, 0), |q| q.envelope.order());
+            let last = queue.back().map_or((i64::MIN, 0), |q| q.order);
             horizon = Some(horizon.map_or(last, |h| h.min(last)));
         }
     }
     // Each queue's events up to the first one past the horizon (queue order is kept).
     if let Some(h) = horizon {
         for queue in queues.values_mut() {
-            if let Some(past) = queue.iter().position(|q| q.envelope.order() > h) {
+            if let Some(past) = queue.iter().position(|q| q.order > h) {
                 queue.truncate(past);
             }
         }
@@ -389,7 +414,7 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
         let next = queues
             .values_mut()
             .filter(|q| !q.is_empty())
-            .min_by_key(|q| q.front().map(|q| q.envelope.order()));
+            .min_by_key(|q| q.front().map(|q| q.order));
         match next.and_then(VecDeque::pop_front) {
             Some(q) => {
                 keys.push(q.key.clone());
@@ -398,10 +423,6 @@ fn in_delivery_order(batch: Vec<OutboxItem>) -> InOrder {
             None => return InOrder { queued, keys },
         }
     }
-}
-
-fn encode(event: &Map<String, Value>) -> Vec<u8> {
-    serde_json::to_vec(event).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -435,7 +456,7 @@ mod tests {
             key: "a-created".into(),
             ..item("a", 7, 101, false)
         };
-        let order = in_delivery_order(vec![created, evicted]);
+        let order = in_delivery_order(vec![created, evicted], user_stream);
         assert_eq!(keys(&order), ["z-7", "a-created"]);
         assert_eq!(order.keys, ["z-7", "a-created"]);
     }
@@ -458,7 +479,7 @@ mod tests {
             item("b", 25, 5, false),
             broken,
         ];
-        let order = in_delivery_order(batch);
+        let order = in_delivery_order(batch, user_stream);
         assert_eq!(keys(&order), ["b-5", "a-10", "b-15", "a-20"]);
         let mut removed = order.keys.clone();
         removed.sort();

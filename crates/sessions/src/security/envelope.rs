@@ -11,23 +11,26 @@ use sha2::{Digest, Sha256};
 
 use super::USER_STREAMS;
 
-/// The outbox entry of one event: where it goes and what it says.
+/// The outbox entry of one event: where it goes and what it says. `E` is how the event is
+/// held: a map where it is built, the JSON text as written where only some of its fields are
+/// read (the relay, see its `copies.rs`).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<E = Map<String, Value>> {
     /// The user's stream (`None`: the global stream only, e.g. for sessions created on an
     /// open route, which prove no identity).
     pub stream: Option<String>,
     /// The user the event is about (the relay turns it into `user_ref` for the global copy).
     pub user_id: Option<String>,
     /// The session's origin, when `stream` was left to the relay: the writer did not know the
-    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]).
+    /// user (a data change the store applied itself, see [`SecurityEvents::data_changed`]),
+    /// or left the name's hash to the relay ([`SecurityEvents::about`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<SessionOrigin>,
     /// Orders events of one `at` (see [`order_stamp`]); 0 in entries queued before it existed.
     #[serde(default)]
     pub ord: u64,
     /// The event as the user's stream shows it.
-    pub event: Map<String, Value>,
+    pub event: E,
 }
 
 impl Envelope {
@@ -36,12 +39,22 @@ impl Envelope {
         let at = self.event.get("at").and_then(Value::as_i64).unwrap_or(0);
         (at, self.ord)
     }
+}
 
+impl<E> Envelope<E> {
     /// The user's stream the event goes to, if any (every event also goes to the global one).
     pub fn destination(&self) -> Option<String> {
+        self.destination_named_by(user_stream)
+    }
+
+    /// [`destination`](Self::destination), with `name` giving a user's stream name when the
+    /// entry left it to the relay (which remembers names rather than hashing per event). A
+    /// user's stream gets the events of keyed sessions only: an open-route session proves no
+    /// identity, so its events go to the global stream only.
+    pub fn destination_named_by(&self, name: impl FnOnce(&str) -> String) -> Option<String> {
         match (&self.stream, &self.user_id, self.origin) {
             (Some(stream), _, _) => Some(stream.clone()),
-            (None, Some(user), Some(origin)) => user_destination(user, origin),
+            (None, Some(user), Some(SessionOrigin::Service)) => Some(name(user)),
             _ => None,
         }
     }
@@ -65,12 +78,6 @@ pub fn order_stamp() -> u64 {
     }) {
         Ok(last) | Err(last) => next(last),
     }
-}
-
-/// The stream of a session's events about `user`: keyed sessions only (an open-route session
-/// proves no identity, so its events go to the global stream only).
-pub(super) fn user_destination(user: &str, origin: SessionOrigin) -> Option<String> {
-    (origin == SessionOrigin::Service).then(|| user_stream(user))
 }
 
 /// The name of `user_id`'s security stream.

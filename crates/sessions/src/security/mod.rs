@@ -21,7 +21,6 @@ use serde_json::{Map, Value};
 use sessiond_store::{DataEvent, EventFor, EventPart, Millis, ObjectStore, Outbox, SessionRecord};
 
 pub use device::DeviceSignal;
-use envelope::user_destination;
 pub use envelope::{order_stamp, user_hash, user_stream, Envelope};
 pub use refusals::{route_class, CLASSES as REFUSAL_CLASSES};
 
@@ -225,17 +224,16 @@ impl SecurityEvents {
         record: &SessionRecord,
         details: Map<String, Value>,
     ) -> Vec<u8> {
-        let stream = match &record.user_id {
-            Some(user) => user_destination(user, record.origin),
-            None => None,
-        };
         fn field(out: &mut Vec<u8>, prefix: &[u8], value: &dyn erased::Json) {
             out.extend_from_slice(prefix);
             value.write(out);
         }
         let mut out = Vec::with_capacity(256);
-        field(&mut out, br#"{"stream":"#, &stream);
+        // The user's stream is left to the relay (`Envelope::destination`): its name is a
+        // hash of the user id, which the relay remembers across the user's events.
+        out.extend_from_slice(br#"{"stream":null"#);
         field(&mut out, br#","user_id":"#, &record.user_id);
+        field(&mut out, br#","origin":"#, &record.origin);
         field(&mut out, br#","ord":"#, &order_stamp());
         field(
             &mut out,
@@ -521,7 +519,8 @@ mod tests {
             event.extend(more.clone());
             let reference = encode(Envelope {
                 stream: (record.user_id.as_deref())
-                    .and_then(|u| user_destination(u, record.origin)),
+                    .filter(|_| record.origin == sessiond_store::SessionOrigin::Service)
+                    .map(user_stream),
                 user_id: record.user_id.clone(),
                 origin: None,
                 ord: 0,
