@@ -47,27 +47,37 @@ async fn holder(http: &reqwest::Client, nodes: &[&Binary], within: Duration) -> 
 }
 
 /// Every event of `acked` is in its user's stream and in the global stream exactly once
-/// (read through `base`, after `wait_for_all`).
+/// (read through `base`, after `wait_for_all`). The global stream is waited for too: a pass
+/// appends the user streams and the global one concurrently, so the user streams may be
+/// complete while the pass's global append is still on its way.
 async fn exactly_once(http: &reqwest::Client, base: &str, acked: &[Acked]) {
     let ours: HashMap<&str, &Acked> = acked.iter().map(|a| (a.id.as_str(), a)).collect();
     let mut streams: Vec<String> = (0..USERS)
         .map(|n| user_stream(&format!("k9-{n}")))
         .collect();
     streams.push("/v1/stream/__security/all".into());
+    let deadline = Instant::now() + Duration::from_secs(60);
     for path in streams {
-        let got = events(http, &format!("{base}{path}"), KEY).await;
-        let mut seen: HashMap<(String, String), usize> = HashMap::new();
-        for e in &got {
-            let session = e["session_id"].as_str().unwrap_or_default();
-            if ours.contains_key(session) {
-                let kind = e["type"].as_str().unwrap_or_default().to_string();
-                *seen.entry((kind, session.to_string())).or_default() += 1;
+        let global = path.ends_with("/all");
+        let expected = security_changes::event_count(acked);
+        let seen = loop {
+            let got = events(http, &format!("{base}{path}"), KEY).await;
+            let mut seen: HashMap<(String, String), usize> = HashMap::new();
+            for e in &got {
+                let session = e["session_id"].as_str().unwrap_or_default();
+                if ours.contains_key(session) {
+                    let kind = e["type"].as_str().unwrap_or_default().to_string();
+                    *seen.entry((kind, session.to_string())).or_default() += 1;
+                }
             }
-        }
+            if !global || seen.len() >= expected || Instant::now() >= deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
         assert!(twice.is_empty(), "events not once in {path}: {twice:?}");
-        if path.ends_with("/all") {
-            let expected = security_changes::event_count(acked);
+        if global {
             assert_eq!(seen.len(), expected, "every event in the global stream");
         }
     }
