@@ -261,7 +261,7 @@ impl Session {
     fn push_control(&mut self, out: &mut Vec<u8>) {
         let at_end = self.pos >= self.snap.tail;
         out.extend_from_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
-        out.extend_from_slice(offset::format(self.pos).as_bytes());
+        offset::push(self.pos, out);
         out.push(b'"');
         if at_end && self.snap.closed {
             out.extend_from_slice(b",\"streamClosed\":true");
