@@ -35,6 +35,7 @@ pub mod realtime;
 pub mod security;
 pub mod sessions;
 pub mod startup;
+mod stop_signal;
 mod stream_sessions;
 pub mod streams;
 pub mod supervisor;

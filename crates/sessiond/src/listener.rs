@@ -185,6 +185,8 @@ fn connection(
             .max_header_size(limits.max_header_bytes);
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
+        let stop = crate::stop_signal::StopSignal::new(&stop);
+        tokio::pin!(stop);
         let tick = limits.tick();
         let mut closing = false;
         loop {
@@ -195,7 +197,7 @@ fn connection(
                     }
                     return;
                 }
-                () = stop.cancelled(), if !closing => {
+                () = stop.as_mut(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }

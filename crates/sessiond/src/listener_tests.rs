@@ -70,12 +70,14 @@ fn an_upgrade_counts_from_its_first_byte_until_the_socket_is_handed_over() {
 
 /// Every open connection keeps this future parked for its whole life (hyper's connection
 /// state inline, plus the watchdog): 1,312 B in a debug build as an `async fn`, 1,264 B as a
-/// plain `fn` returning its body. The request's handling is boxed apart ([`handle`]).
+/// plain `fn` returning its body, 1,304 B with the stop signal kept across polls (its token
+/// and waker: 40 B per connection for no lock per poll, `stop_signal.rs`). The request's
+/// handling is boxed apart ([`handle`]).
 #[test]
 fn the_connection_future_stays_small() {
     fn future_size<A, B, C, D, E, G, F: Future>(_: fn(A, B, C, D, E, G) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     let size = future_size(connection);
-    assert!(size <= 1300, "the connection future is {size} B");
+    assert!(size <= 1320, "the connection future is {size} B");
 }

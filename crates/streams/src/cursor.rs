@@ -12,14 +12,23 @@ const INTERVAL_MS: Millis = 20_000;
 
 /// The cursor to send, given the client's `cursor` query parameter.
 pub fn next(now: Millis, client: Option<&str>) -> String {
+    next_value(now, client.and_then(parse)).to_string()
+}
+
+/// A cursor as the client sent it, if it is one (anything else counts as none).
+pub fn parse(client: &str) -> Option<u64> {
+    client.trim().parse::<u64>().ok()
+}
+
+/// [`next`] as a number, given the cursor echoed (parsed).
+pub fn next_value(now: Millis, echoed: Option<u64>) -> u64 {
     let current = ((now - EPOCH_MS).max(0) / INTERVAL_MS) as u64;
-    let echoed = client.and_then(|c| c.trim().parse::<u64>().ok());
     match echoed {
         Some(c) if c >= current => {
             let jitter = 1 + (now.unsigned_abs().wrapping_mul(2_654_435_761) >> 7) % 180;
-            c.saturating_add(jitter).to_string()
+            c.saturating_add(jitter)
         }
-        _ => current.to_string(),
+        _ => current,
     }
 }
 

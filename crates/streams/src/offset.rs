@@ -25,16 +25,26 @@ const DIGITS: usize = 16;
 /// Formats a byte position as a token (written by hand: every append and read page answers
 /// one or two, and `format!` with padding was a visible share of an append's CPU).
 pub fn format(position: u64) -> String {
+    let mut token = String::with_capacity(2 * DIGITS + 1);
+    write(position, |part| token.push_str(part));
+    token
+}
+
+/// Appends the token of `position` to `out` (an SSE control event, without a `String` of
+/// its own per event).
+pub fn push(position: u64, out: &mut Vec<u8>) {
+    write(position, |part| out.extend_from_slice(part.as_bytes()));
+}
+
+/// The token in parts: the read sequence and `_`, the zero padding, the digits.
+fn write(position: u64, mut put: impl FnMut(&str)) {
+    const ZEROS: &str = "0000000000000000";
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(position);
-    let mut token = String::with_capacity(2 * DIGITS + 1);
-    token.push_str("0000000000000000_");
+    put("0000000000000000_");
     // Zero-padded to 16 digits; a longer position is written in full.
-    for _ in digits.len()..DIGITS {
-        token.push('0');
-    }
-    token.push_str(digits);
-    token
+    put(&ZEROS[..DIGITS.saturating_sub(digits.len())]);
+    put(digits);
 }
 
 /// Parses a token (not `-1`/`now`).
@@ -90,6 +100,12 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_sort() {
         assert_eq!(format(42), "0000000000000000_0000000000000042");
+        let mut pushed = b"x".to_vec();
+        push(u64::MAX, &mut pushed);
+        assert_eq!(
+            pushed,
+            [b"x".as_slice(), format(u64::MAX).as_bytes()].concat()
+        );
         assert_eq!(parse_token(&format(42)), Some(42));
         assert!(format(9) < format(10));
         for bad in [

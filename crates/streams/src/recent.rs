@@ -26,6 +26,12 @@
 //! Memory: chunks are kept only while the stream has waiting readers, and at most
 //! `streams.fanout_cache_bytes` per stream (oldest dropped first); an append larger than that
 //! is not kept (its readers read the engine).
+//!
+//! The last SSE data event is kept too ([`Recent::event`]): every subscriber woken by the same
+//! append reads the same page from the same offset and would encode the same bytes, so the
+//! first one encodes and the others send its bytes. It is keyed by the page's start and the
+//! reader's tail (a page is cut at the tail) and served only under the epoch it was encoded
+//! in, like the chunks; at most `fanout_cache_bytes` of it.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -58,6 +64,25 @@ struct Inner {
     /// Contiguous chunks ending at `tail`, oldest first.
     chunks: VecDeque<SharedChunk>,
     bytes: usize,
+    /// The last encoded SSE data event of this incarnation and epoch.
+    event: Option<(EventKey, Event)>,
+}
+
+/// What an SSE data event was encoded from: a page of the stream from `from`, cut at `tail`,
+/// and the encoding (base64 or text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventKey {
+    pub created_at: Millis,
+    pub epoch: u64,
+    pub from: u64,
+    pub tail: u64,
+}
+
+/// An encoded SSE data event and the offset after its page.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub next: u64,
+    pub bytes: Bytes,
 }
 
 /// What a woken reader learns from a publication.
@@ -83,6 +108,26 @@ impl Recent {
         inner.tail = 0;
         inner.chunks.clear();
         inner.bytes = 0;
+        inner.event = None;
+    }
+
+    /// The data event encoded for `key`, if it is kept and nothing but appends happened since
+    /// `key`'s epoch.
+    pub fn event(&self, key: &EventKey) -> Option<Event> {
+        let inner = self.inner();
+        match &inner.event {
+            Some((k, e)) if k == key && inner.epoch == key.epoch => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `event` for the readers that follow (when its epoch is still current and it is
+    /// within `budget` bytes).
+    pub fn keep_event(&self, key: EventKey, event: &Event, budget: usize) {
+        let mut inner = self.inner();
+        if inner.epoch == key.epoch && event.bytes.len() <= budget {
+            inner.event = Some((key, event.clone()));
+        }
     }
 
     /// Publishes a durable append of `created_at`'s incarnation ending at `tail`. `chunks` is
@@ -103,8 +148,10 @@ impl Recent {
         }
         inner.tail = inner.tail.max(tail);
         let Some(chunks) = chunks else {
+            // No reader waits (or the append is too large to keep): nothing kept for them.
             inner.chunks.clear();
             inner.bytes = 0;
+            inner.event = None;
             return;
         };
         // Kept chunks stay contiguous: a gap (an append that was not kept) starts afresh.
@@ -144,8 +191,10 @@ impl Recent {
         if inner.epoch != epoch || inner.created_at != created_at {
             return None;
         }
-        let first = inner.chunks.iter().position(|c| c.end() > from)?;
-        if inner.chunks[first].offset > from {
+        // Chunks are in offset order: a binary search (up to `fanout_cache_bytes` of small
+        // appends is thousands of chunks).
+        let first = inner.chunks.partition_point(|c| c.end() <= from);
+        if inner.chunks.get(first)?.offset > from {
             return None;
         }
         Some(inner.chunks.range(first..).cloned().collect())
@@ -204,6 +253,44 @@ mod tests {
         assert_eq!(r.published(7, epoch), None);
         assert!(r.chunks_from(7, epoch, 205).is_none());
         assert_eq!(r.published(7, r.epoch()), None);
+    }
+
+    #[test]
+    fn an_encoded_event_serves_the_same_page_until_anything_but_an_append() {
+        let r = Recent::default();
+        let key = EventKey {
+            created_at: 7,
+            epoch: r.epoch(),
+            from: 10,
+            tail: 15,
+        };
+        let event = Event {
+            next: 15,
+            bytes: Bytes::from_static(b"event: data\ndata:x\n\n"),
+        };
+        r.keep_event(key, &event, 8);
+        assert!(r.event(&key).is_none(), "over the budget: not kept");
+        r.keep_event(key, &event, 100);
+        assert_eq!(r.event(&key).map(|e| e.next), Some(15));
+        // Another page (a reader with another tail or position) is not this event.
+        assert!(r.event(&EventKey { tail: 20, ..key }).is_none());
+        assert!(r.event(&EventKey { from: 11, ..key }).is_none());
+        // Appends keep it; an append nobody waits for, or any other change, drops it.
+        r.publish(7, 20, Some(vec![chunk(15, 5)]), 100);
+        assert!(r.event(&key).is_some());
+        r.publish(7, 25, None, 100);
+        assert!(r.event(&key).is_none());
+        r.keep_event(key, &event, 100);
+        r.invalidate();
+        assert!(r.event(&key).is_none());
+        // A reader of the old epoch cannot put it back.
+        r.keep_event(key, &event, 100);
+        assert!(r
+            .event(&EventKey {
+                epoch: r.epoch(),
+                ..key
+            })
+            .is_none());
     }
 
     #[test]

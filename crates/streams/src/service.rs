@@ -140,9 +140,22 @@ impl Streams {
 
     /// Ends live reads when `token` is cancelled (server shutdown): long-polls answer at once
     /// as on their timeout, SSE responses send a last control event and close, so clients
-    /// resume from that offset on another node or after the restart.
+    /// resume from that offset on another node or after the restart. SSE readers do not wait
+    /// on the token (each delivery would register and drop a waiter): the cancellation wakes
+    /// every reader through its stream's change channel, and a woken reader checks the token.
+    /// Call inside the runtime.
     pub fn with_shutdown(mut self, token: CancellationToken) -> Streams {
-        self.draining = token;
+        self.draining = token.clone();
+        let hub = self.wakes.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                token.cancelled().await;
+                hub.wake_all();
+            })),
+            Err(_) => tracing::error!(
+                "streams: no runtime; SSE readers end at their keep-alive on shutdown"
+            ),
+        }
         self
     }
 

@@ -13,21 +13,22 @@
 //! ends it the same way, at once: one last control event with the offset, then EOF.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
 use sessiond_store::now_ms;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::{StreamError, StreamResult};
 use crate::live::{refresh, Slot};
 use crate::offset;
 use crate::protocol::{SSE_ENCODING, START_OFFSET};
+use crate::recent::{Event, EventKey};
 use crate::service::{Snapshot, Streams};
 
 struct Session {
@@ -35,13 +36,23 @@ struct Session {
     snap: Snapshot,
     changes: watch::Receiver<u64>,
     pos: u64,
-    cursor: Option<String>,
+    /// The last cursor sent (or the client's, parsed, before the first control event).
+    cursor: Option<u64>,
+    /// A control event to send right after the data event just returned (large events only).
+    pending: Option<Bytes>,
     base64: bool,
     sent_any: bool,
     done: bool,
     deadline: Instant,
+    /// The keep-alive timer, kept registered across events: moving a registered timer's
+    /// deadline later is a lock-free update, registering a new one per event was not.
+    keepalive: Pin<Box<Sleep>>,
     _slot: Slot,
 }
+
+/// Data events up to this size are sent with their control event in one body frame (copied
+/// once); larger ones as two frames, so a large page is never copied per subscriber.
+const JOIN_BELOW: usize = 4096;
 
 /// True for content types sent as text.
 fn is_text(snap: &Snapshot) -> bool {
@@ -63,13 +74,16 @@ pub fn open(
     };
     let base64 = !is_text(&snap);
     let start = HeaderValue::from_str(&offset::format(snap.retained));
+    let deadline = Instant::now() + Duration::from_secs(streams.config.sse_reconnect_s);
     let session = Session {
         streams: streams.clone(),
-        deadline: Instant::now() + Duration::from_secs(streams.config.sse_reconnect_s),
+        deadline,
+        keepalive: Box::pin(tokio::time::sleep_until(deadline)),
         snap,
         changes,
         pos: from,
-        cursor,
+        cursor: cursor.as_deref().and_then(crate::cursor::parse),
+        pending: None,
         base64,
         sent_any: false,
         done: false,
@@ -97,13 +111,16 @@ pub fn open(
 fn events(session: Session) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::unfold(session, |mut s| async move {
         let bytes = s.next_events().await?;
-        Some((Ok::<Bytes, Infallible>(Bytes::from(bytes)), s))
+        Some((Ok::<Bytes, Infallible>(bytes), s))
     })
 }
 
 impl Session {
     /// The next batch of event bytes, or `None` to end the response.
-    async fn next_events(&mut self) -> Option<Vec<u8>> {
+    async fn next_events(&mut self) -> Option<Bytes> {
+        if let Some(control) = self.pending.take() {
+            return Some(control);
+        }
         if self.done {
             return None;
         }
@@ -114,35 +131,17 @@ impl Session {
                 return Some(self.last_control());
             }
             if self.pos < self.snap.tail {
-                let max = self.streams.config.max_read_chunk_bytes;
-                // Boxed, like the refresh below: a read's state machine is large and lives
-                // only while it runs; inline, every subscriber parked at the tail would carry it.
-                let page = Box::pin(self.streams.read_page(&self.snap, self.pos, max))
-                    .await
-                    .ok()?;
-                if page.next <= self.pos {
-                    return None;
-                }
-                let mut payload = crate::pages::body(&self.snap, &page);
-                let mut next = page.next;
-                if !self.base64 && !self.snap.json {
-                    // A page cut by size may end inside a UTF-8 character: send the complete
-                    // characters now and the rest with the next page.
-                    let complete = utf8_prefix(&payload);
-                    if complete > 0 && complete < payload.len() {
-                        next -= (payload.len() - complete) as u64;
-                        payload.truncate(complete);
-                    }
-                }
-                self.pos = next;
+                let event = match self.kept_event() {
+                    Some(event) => event,
+                    None => self.encode_page().await?,
+                };
+                self.pos = event.next;
                 self.sent_any = true;
-                let mut out = data_event(&payload, self.base64);
-                out.extend(self.control());
-                return Some(out);
+                return Some(self.with_control(event.bytes));
             }
             if self.snap.closed || !self.sent_any {
                 self.sent_any = true;
-                return Some(self.control());
+                return Some(self.control_event());
             }
             if Instant::now() >= self.deadline {
                 return None;
@@ -150,54 +149,139 @@ impl Session {
             if self.streams.draining.is_cancelled() {
                 return Some(self.last_control());
             }
-            let wake = Instant::now() + keepalive;
-            let changed = tokio::select! {
-                _ = self.streams.draining.cancelled() => return Some(self.last_control()),
-                changed = tokio::time::timeout_at(wake.min(self.deadline), self.changes.changed()) => changed,
-            };
-            match changed {
-                Err(_) if Instant::now() >= self.deadline => return None,
-                Err(_) => return Some(self.control()),
-                // A plain append published its tail: no lock needed (see `recent.rs`).
-                Ok(_) if self.snap.advance() => {}
-                Ok(_) => match Box::pin(refresh(&self.streams, &self.snap.path)).await {
+            // The keep-alive counts from now. Server shutdown wakes every reader through
+            // its change channel (`Streams::with_shutdown`), checked above: no wait on the
+            // shutdown token here, which every delivery would register and drop again.
+            let wake = (Instant::now() + keepalive).min(self.deadline);
+            self.keepalive.as_mut().reset(wake);
+            tokio::select! {
+                biased;
+                // Also when the sender is gone (its object evicted): the refresh re-subscribes.
+                _ = self.changes.changed() => {}
+                () = self.keepalive.as_mut() => {
+                    if Instant::now() >= self.deadline {
+                        return None;
+                    }
+                    return Some(self.control_event());
+                }
+            }
+            // A plain append published its tail: no lock needed (see `recent.rs`).
+            if !self.snap.advance() {
+                match Box::pin(refresh(&self.streams, &self.snap.path)).await {
                     Ok((snap, changes)) => (self.snap, self.changes) = (snap, changes),
                     Err(_) => return None,
-                },
+                }
             }
         }
+    }
+
+    /// What identifies the data event of the page from the current position.
+    fn event_key(&self) -> EventKey {
+        EventKey {
+            created_at: self.snap.created_at,
+            epoch: self.snap.epoch,
+            from: self.pos,
+            tail: self.snap.tail,
+        }
+    }
+
+    /// The data event another subscriber encoded for the same page, if it is kept. Not for
+    /// a position a trim or compaction made unreadable (`read_page` answers those).
+    fn kept_event(&self) -> Option<Event> {
+        let (from, snap) = (self.pos, &self.snap);
+        if from < snap.retained || (from > snap.retained && from < snap.purged) {
+            return None;
+        }
+        snap.recent.event(&self.event_key())
+    }
+
+    /// Reads the page from the current position and encodes its data event (kept for the
+    /// other subscribers woken by the same append); `None` ends the response.
+    async fn encode_page(&self) -> Option<Event> {
+        let max = self.streams.config.max_read_chunk_bytes;
+        // Boxed, like the refresh: a read's state machine is large and lives only while it
+        // runs; inline, every subscriber parked at the tail would carry it.
+        let page = Box::pin(self.streams.read_page(&self.snap, self.pos, max))
+            .await
+            .ok()?;
+        if page.next <= self.pos {
+            return None;
+        }
+        let mut payload = crate::pages::body(&self.snap, &page);
+        let mut next = page.next;
+        if !self.base64 && !self.snap.json {
+            // A page cut by size may end inside a UTF-8 character: send the complete
+            // characters now and the rest with the next page.
+            let complete = utf8_prefix(&payload);
+            if complete > 0 && complete < payload.len() {
+                next -= (payload.len() - complete) as u64;
+                payload.truncate(complete);
+            }
+        }
+        let event = Event {
+            next,
+            bytes: Bytes::from(data_event(&payload, self.base64)),
+        };
+        let budget = self.streams.config.fanout_cache_bytes;
+        self.snap
+            .recent
+            .keep_event(self.event_key(), &event, budget);
+        Some(event)
+    }
+
+    /// `data` followed by the control event for the current position: one frame when small,
+    /// else `data` now and the control event next.
+    fn with_control(&mut self, data: Bytes) -> Bytes {
+        if data.len() >= JOIN_BELOW {
+            self.pending = Some(self.control_event());
+            return data;
+        }
+        let mut out = Vec::with_capacity(data.len() + CONTROL_ROOM);
+        out.extend_from_slice(&data);
+        self.push_control(&mut out);
+        Bytes::from(out)
     }
 
     /// The control event that ends the response at server shutdown: the offset and cursor to
     /// resume from, then EOF.
-    fn last_control(&mut self) -> Vec<u8> {
+    fn last_control(&mut self) -> Bytes {
         self.done = true;
-        self.control()
+        self.control_event()
     }
 
-    /// A control event for the current position; marks the session done after closure.
-    fn control(&mut self) -> Vec<u8> {
+    fn control_event(&mut self) -> Bytes {
+        let mut out = Vec::with_capacity(CONTROL_ROOM);
+        self.push_control(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Appends a control event for the current position; marks the session done after
+    /// closure. Written by hand (every delivery sends one): the offset token and the cursor
+    /// are digits and `_`, nothing to escape.
+    fn push_control(&mut self, out: &mut Vec<u8>) {
         let at_end = self.pos >= self.snap.tail;
-        let mut c = Map::new();
-        c.insert("streamNextOffset".into(), json!(offset::format(self.pos)));
+        out.extend_from_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+        offset::push(self.pos, out);
+        out.push(b'"');
         if at_end && self.snap.closed {
-            c.insert("streamClosed".into(), Value::Bool(true));
-            c.insert("upToDate".into(), Value::Bool(true));
+            out.extend_from_slice(b",\"streamClosed\":true");
             self.done = true;
         } else {
-            let cursor = crate::cursor::next(now_ms(), self.cursor.as_deref());
-            self.cursor = Some(cursor.clone());
-            c.insert("streamCursor".into(), Value::String(cursor));
-            if at_end {
-                c.insert("upToDate".into(), Value::Bool(true));
-            }
+            let cursor = crate::cursor::next_value(now_ms(), self.cursor);
+            self.cursor = Some(cursor);
+            out.extend_from_slice(b",\"streamCursor\":\"");
+            out.extend_from_slice(itoa::Buffer::new().format(cursor).as_bytes());
+            out.push(b'"');
         }
-        let mut out = b"event: control\ndata:".to_vec();
-        out.extend(Value::Object(c).to_string().into_bytes());
-        out.extend(b"\n\n");
-        out
+        if at_end {
+            out.extend_from_slice(b",\"upToDate\":true");
+        }
+        out.extend_from_slice(b"}\n\n");
     }
 }
+
+/// Room for a control event: the fixed text, a 33-character offset and a 20-digit cursor.
+const CONTROL_ROOM: usize = 128;
 
 /// Length of the longest prefix that does not end inside a UTF-8 sequence.
 fn utf8_prefix(bytes: &[u8]) -> usize {
@@ -243,14 +327,15 @@ fn data_event(payload: &[u8], base64: bool) -> Vec<u8> {
 mod tests {
     /// What every open SSE response keeps parked between events (boxed by the body): the
     /// session and the wait at the tail. A page read and a refresh are boxed while they run
-    /// (2,808 B with them inline in a debug build, 720 B without).
+    /// (2,808 B with them inline in a debug build, 720 B without); the keep-alive timer is
+    /// boxed for the response's life and the wait no longer holds a shutdown waiter (576 B).
     #[test]
     fn the_parked_sse_stream_stays_small() {
         fn returned_size<A, R>(_: fn(A) -> R) -> usize {
             std::mem::size_of::<R>()
         }
         let size = returned_size(super::events);
-        assert!(size <= 800, "the SSE stream state is {size} B");
+        assert!(size <= 640, "the SSE stream state is {size} B");
     }
 
     #[test]
