@@ -41,7 +41,7 @@ pub(crate) const TRIM_BEFORE_NAME: HeaderName = HeaderName::from_static(TRIM_BEF
 pub(crate) const COMPACT_BEFORE_NAME: HeaderName = HeaderName::from_static(COMPACT_BEFORE);
 
 /// A header as a string (non-UTF-8 is a 400).
-pub fn get<'a, K>(headers: &'a HeaderMap, name: K) -> StreamResult<Option<&'a str>>
+pub fn get<K>(headers: &HeaderMap, name: K) -> StreamResult<Option<&str>>
 where
     K: axum::http::header::AsHeaderName + std::fmt::Display + Copy,
 {
