@@ -295,18 +295,19 @@ fn run_transaction(conn: &mut Connection, batch: &mut [Queued]) -> Result<Instan
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
     // Two statements per command: cached, so they are parsed once per connection, not per
-    // write (`execute_batch` prepares its SQL every time).
-    for command in batch.iter_mut() {
-        tx.prepare_cached("SAVEPOINT command")
-            .and_then(|mut s| s.execute([]))
-            .map_err(sql)?;
-        if command.run(&tx) {
-            tx.prepare_cached("RELEASE command")
-                .and_then(|mut s| s.execute([]))
-                .map_err(sql)?;
-        } else {
-            tx.execute_batch("ROLLBACK TO command; RELEASE command")
-                .map_err(sql)?;
+    // write (`execute_batch` prepares its SQL every time), and taken from the cache once per
+    // batch, not per command (a cache lookup hashes the SQL text: ~0.5 k instructions each).
+    {
+        let mut savepoint = tx.prepare_cached("SAVEPOINT command").map_err(sql)?;
+        let mut release = tx.prepare_cached("RELEASE command").map_err(sql)?;
+        for command in batch.iter_mut() {
+            savepoint.execute([]).map_err(sql)?;
+            if command.run(&tx) {
+                release.execute([]).map_err(sql)?;
+            } else {
+                tx.execute_batch("ROLLBACK TO command; RELEASE command")
+                    .map_err(sql)?;
+            }
         }
     }
     let started = Instant::now();
