@@ -22,9 +22,9 @@ use crate::error::{StreamError, StreamResult};
 use crate::headers;
 use crate::offset;
 use crate::producer::{self, Verdict};
-use crate::protocol::{self, CLOSED, NEXT_OFFSET};
+use crate::protocol::{CLOSED, NEXT_OFFSET};
 use crate::service::{stream, Streams};
-use crate::state::media_type;
+use crate::state::same_media_type;
 
 /// What an append carries: a request body, or JSON values a server-side producer already
 /// serialized one by one (no parse and re-serialization of a JSON array).
@@ -130,7 +130,7 @@ async fn append_payload(
     body: Payload,
     expected: Option<producer::ExpectedEpoch>,
 ) -> StreamResult<Response> {
-    if h.contains_key(protocol::TRIM_BEFORE) {
+    if h.contains_key(headers::TRIM_BEFORE_NAME) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Trim-Before needs an empty body",
@@ -138,7 +138,7 @@ async fn append_payload(
         };
         return crate::trim::explicit(streams, path, h, &body).await;
     }
-    if h.contains_key(protocol::COMPACT_BEFORE) {
+    if h.contains_key(headers::COMPACT_BEFORE_NAME) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Compact-Before needs an empty body",
@@ -156,7 +156,7 @@ async fn append_payload(
         ));
     }
     let seq = headers::stream_seq(h, streams.config.max_stream_seq_bytes)?;
-    let content_type = headers::get(h, "content-type")?
+    let content_type = headers::get(h, &axum::http::header::CONTENT_TYPE)?
         .map(str::trim)
         .filter(|c| !c.is_empty());
     if body.is_empty() && !close {
@@ -288,8 +288,8 @@ async fn decide_and_commit(
                 "Content-Type is required with a body",
             ));
         };
-        let stream_type = current.info.media_type();
-        if media_type(ct) != stream_type {
+        if !same_media_type(ct, &current.info.content_type) {
+            let stream_type = current.info.media_type();
             return Err(StreamError::conflict(mismatch_message(&stream_type)));
         }
     }

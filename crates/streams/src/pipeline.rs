@@ -16,10 +16,12 @@
 //! **staged** ([`Staged`]) and sent together as the next commit when it lands: a busy stream
 //! then costs one tail check, one metadata write, one engine command and one reader wake-up
 //! per batch, not per append (the engine's group commit already shared the fsync; this shares
-//! the rest). A driver task lands the commits (so a client that disconnects cannot leave one
-//! in flight forever), one after the other, publishing each outcome before answering its
-//! appends, so the durable tail and the store's observers (subscriptions) see appends in log
-//! order. If a commit fails, its successors fail their tail check too; the object
+//! the rest). A driver lands the commits one after the other, publishing each outcome before
+//! answering its appends, so the durable tail and the store's observers (subscriptions) see
+//! appends in log order. The append that sent a stream's commit lands that first one itself
+//! (no task, no extra wake-up: the common case with many streams and few appends each); what
+//! was staged meanwhile, or the commit of a request dropped while waiting (a client that
+//! disconnected), goes on in a driver task, so nothing is left in flight forever. If a commit fails, its successors fail their tail check too; the object
 //! is marked [`Flight::failed`], every one of them answers 503, and the next lock waits for the
 //! flight to land and reloads the stream from the engine.
 //!
@@ -139,6 +141,7 @@ impl Streams {
             false // nobody waits for more to be in flight
         });
         let (reply, outcome) = oneshot::channel();
+        let mut driver = None;
         let direct = {
             let mut s = staged.lock().unwrap_or_else(PoisonError::into_inner);
             if s.active {
@@ -170,7 +173,7 @@ impl Streams {
                     return Err(e.into());
                 }
             };
-            tokio::spawn(drive(Driver {
+            driver = Some(Driver {
                 store: Arc::clone(&self.store),
                 path: g.key().to_owned(),
                 staged,
@@ -185,7 +188,7 @@ impl Streams {
                     budget,
                     kept,
                 },
-            }));
+            });
         }
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
@@ -203,7 +206,13 @@ impl Streams {
 
         if durability == Durability::Unconfirmed {
             // Its place in the log is fixed; a failure or a crash may still lose it.
+            if let Some(driver) = driver {
+                tokio::spawn(drive(driver));
+            }
             return Ok(());
+        }
+        if let Some(driver) = driver {
+            Landing(Some(driver)).land().await;
         }
         match outcome.await {
             Ok(Ok(Commit::Written)) => Ok(()),
@@ -305,11 +314,59 @@ struct Fanout {
 /// order.
 async fn drive(mut d: Driver) {
     loop {
-        let result = d.ticket.await;
+        let result = (&mut d.ticket).await;
+        let Some(next) = d.landed(result) else {
+            return;
+        };
+        d.send(next).await;
+    }
+}
+
+/// The first commit of a driver, landed by the append that sent it: when appends to a stream
+/// do not overlap (many streams, few appends each) that saves a task and a wake-up per
+/// append. Only the landing is awaited here: what was staged meanwhile goes on in a task
+/// (this append's reply does not wait for later commits), and if the request is dropped
+/// while waiting (the client went away) the drop hands the commit to a task, as if it had
+/// been spawned at once.
+struct Landing(Option<Driver>);
+
+impl Landing {
+    async fn land(mut self) {
+        let Some(d) = self.0.as_mut() else {
+            return;
+        };
+        let result = (&mut d.ticket).await;
+        // Landed: from here on nothing awaits, so the drop below spawns nothing.
+        let Some(mut d) = self.0.take() else {
+            return;
+        };
+        if let Some(next) = d.landed(result) {
+            tokio::spawn(async move {
+                d.send(next).await;
+                drive(d).await;
+            });
+        }
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        // Outside a runtime (the process is ending) there is nobody left to answer.
+        if let (Some(d), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(drive(d));
+        }
+    }
+}
+
+impl Driver {
+    /// Publishes the outcome of the commit that landed and answers its appends; what was
+    /// staged meanwhile, which this driver must send next (`None`: nothing, the stream's
+    /// commit slot is free again).
+    fn landed(&mut self, result: sessiond_store::Result<Commit>) -> Option<Staged> {
         let written = matches!(result, Ok(Commit::Written));
-        let landed = d.replies.len() as u64;
-        let tail = d.tail;
-        d.flight.send_modify(|f| {
+        let landed = self.replies.len() as u64;
+        let tail = self.tail;
+        self.flight.send_modify(|f| {
             f.in_flight -= landed;
             if written {
                 f.durable_tail = f.durable_tail.max(tail);
@@ -317,35 +374,40 @@ async fn drive(mut d: Driver) {
                 f.failed = true;
             }
         });
-        let kept = d.fanout.kept.take();
+        let kept = self.fanout.kept.take();
         if written {
-            let f = &d.fanout;
+            let f = &self.fanout;
             f.recent.publish(f.created_at, tail, kept, f.budget);
-            d.changed.send_modify(|v| *v = v.wrapping_add(1));
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
-        for reply in d.replies.drain(..) {
+        for reply in self.replies.drain(..) {
             let _ = reply.send(copy(&result));
         }
-        let next = {
-            let mut s = d.staged.lock().unwrap_or_else(PoisonError::into_inner);
-            if s.replies.is_empty() {
-                s.active = false;
-                return;
-            }
-            // Still active: the next commit is this driver's to send.
-            let next = std::mem::take(&mut *s);
-            s.active = true;
-            next
-        };
+        let mut s = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.replies.is_empty() {
+            s.active = false;
+            return None;
+        }
+        // Still active: the next commit is this driver's to send.
+        let next = std::mem::take(&mut *s);
+        s.active = true;
+        Some(next)
+    }
+
+    /// Sends what was staged as the stream's next commit.
+    async fn send(&mut self, next: Staged) {
         let Some(meta) = next.meta else {
-            return; // unreachable: every staged append set it
+            // Unreachable (every staged append set it); answered as a lost commit.
+            self.ticket = Box::pin(std::future::ready(Ok(Commit::Conflict)));
+            self.replies = next.replies;
+            return;
         };
         // Even after a failure: the engine's tail check refuses what followed it, and what
         // was staged after the stream was reloaded is checked against the stored tail.
-        d.ticket = match d
+        self.ticket = match self
             .store
             .commit_enqueue(
-                &d.path,
+                &self.path,
                 next.from,
                 next.chunks,
                 meta,
@@ -357,9 +419,9 @@ async fn drive(mut d: Driver) {
             Ok(ticket) => ticket,
             Err(e) => Box::pin(std::future::ready(Err(e))),
         };
-        d.replies = next.replies;
-        d.tail = next.tail;
-        d.fanout.kept = next.kept;
+        self.replies = next.replies;
+        self.tail = next.tail;
+        self.fanout.kept = next.kept;
     }
 }
 

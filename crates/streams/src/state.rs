@@ -200,18 +200,25 @@ impl StreamInfo {
 
     /// JSON mode: values are validated, flattened and stored one per chunk.
     pub fn is_json(&self) -> bool {
-        self.media_type() == "application/json"
+        same_media_type(&self.content_type, "application/json")
     }
+}
+
+/// True when two content types name the same media type (parameters and case aside), as
+/// comparing their [`media_type`]s would say, without the lowercased copies: every append
+/// checks its `Content-Type` against the stream's.
+pub fn same_media_type(a: &str, b: &str) -> bool {
+    bare_media_type(a).eq_ignore_ascii_case(bare_media_type(b))
+}
+
+/// `Text/Plain; charset=x` → `Text/Plain`.
+fn bare_media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
 }
 
 /// `Text/Plain; charset=x` → `text/plain`.
 pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    bare_media_type(content_type).to_ascii_lowercase()
 }
 
 /// A live stream as cached in memory.
@@ -357,5 +364,33 @@ impl StreamObject {
         } else {
             flight.durable_tail.min(stream.tail)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{media_type, same_media_type};
+
+    #[test]
+    fn same_media_type_agrees_with_comparing_media_types() {
+        let types = [
+            "text/plain",
+            "Text/Plain; charset=utf-8",
+            " text/plain ;x=1",
+            "application/json",
+            "APPLICATION/JSON",
+            "application/jsonx",
+            "",
+            ";",
+        ];
+        for a in types {
+            for b in types {
+                assert_eq!(
+                    same_media_type(a, b),
+                    media_type(a) == media_type(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 }
