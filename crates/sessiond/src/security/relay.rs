@@ -370,8 +370,10 @@ struct InOrder {
 ///
 /// Only up to a horizon: when the read cut a queue short ([`OutboxItem::more_in_queue`]), its
 /// unread events may come before other queues' later events, so events ordered after the
-/// last one read from a cut queue wait for the next pass (they stay queued). The smallest of
-/// those last events is always delivered, so every pass makes progress.
+/// latest one read from a cut queue wait for the next pass (they stay queued). A cut queue is
+/// bounded by the latest of its events read, not its last one (they differ when nodes' clocks
+/// disagree): so the cut queue with the smallest bound is delivered whole, and every pass
+/// makes progress.
 fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> String) -> InOrder {
     let mut queues: BTreeMap<String, VecDeque<Queued>> = BTreeMap::new();
     let mut keys = Vec::with_capacity(batch.len());
@@ -396,9 +398,9 @@ fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> Strin
             }
         }
         if item.more_in_queue {
-            // The last event read of a cut queue (the one before, if it did not decode).
-            let last = queue.back().map_or((i64::MIN, 0), |q| q.order);
-            horizon = Some(horizon.map_or(last, |h| h.min(last)));
+            // The latest event read of a cut queue (of those that decoded).
+            let latest = queue.iter().map(|q| q.order).max().unwrap_or((i64::MIN, 0));
+            horizon = Some(horizon.map_or(latest, |h| h.min(latest)));
         }
     }
     // Each queue's events up to the first one past the horizon (queue order is kept).
@@ -459,6 +461,15 @@ mod tests {
         let order = in_delivery_order(vec![created, evicted], user_stream);
         assert_eq!(keys(&order), ["z-7", "a-created"]);
         assert_eq!(order.keys, ["z-7", "a-created"]);
+    }
+
+    /// A cut queue whose events are out of time order (nodes' clocks disagree) is still
+    /// delivered whole when it bounds the horizon: a pass always makes progress.
+    #[test]
+    fn a_cut_queue_out_of_time_order_still_makes_progress() {
+        let batch = vec![item("a", 30, 1, false), item("a", 20, 2, true)];
+        let order = in_delivery_order(batch, |u| format!("users/{u}"));
+        assert_eq!(keys(&order), ["a-30", "a-20"]);
     }
 
     /// Events after the last one read from a cut queue wait for the next pass (that queue's
