@@ -141,7 +141,9 @@ impl Streams {
             false // nobody waits for more to be in flight
         });
         let (reply, outcome) = oneshot::channel();
-        let mut driver = None;
+        // Holds the driver of a commit this append sends: dropped unlanded (an early return
+        // below, an unconfirmed append, a dropped request), it hands the commit to a task.
+        let mut landing = Landing(None);
         let direct = {
             let mut s = staged.lock().unwrap_or_else(PoisonError::into_inner);
             if s.active {
@@ -173,7 +175,7 @@ impl Streams {
                     return Err(e.into());
                 }
             };
-            driver = Some(Driver {
+            landing = Landing(Some(Driver {
                 store: Arc::clone(&self.store),
                 path: g.key().to_owned(),
                 staged,
@@ -188,7 +190,7 @@ impl Streams {
                     budget,
                     kept,
                 },
-            });
+            }));
         }
         let Some(object) = g.state_mut() else {
             return Err(StreamError::busy("stream object vanished"));
@@ -205,15 +207,11 @@ impl Streams {
         drop(g);
 
         if durability == Durability::Unconfirmed {
-            // Its place in the log is fixed; a failure or a crash may still lose it.
-            if let Some(driver) = driver {
-                tokio::spawn(drive(driver));
-            }
+            // Its place in the log is fixed; a failure or a crash may still lose it. (The
+            // landing's drop sends its commit on in a task.)
             return Ok(());
         }
-        if let Some(driver) = driver {
-            Landing(Some(driver)).land().await;
-        }
+        landing.land().await;
         match outcome.await {
             Ok(Ok(Commit::Written)) => Ok(()),
             Ok(Ok(Commit::Conflict)) => Err(failed_earlier()),
