@@ -69,7 +69,7 @@ struct Inner {
 }
 
 /// What an SSE data event was encoded from: a page of the stream from `from`, cut at `tail`,
-/// and the encoding (base64 or text).
+/// of one incarnation (`created_at`, whose content type fixes the encoding: base64 or text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventKey {
     pub created_at: Millis,
