@@ -10,6 +10,8 @@ use sessiond::config::{
 use sessiond_http::access_line::{write_lines_directly, LineFormat};
 use tracing_subscriber::EnvFilter;
 
+mod allocator;
+
 #[derive(Parser)]
 #[command(
     name = "sessiond",
@@ -255,8 +257,21 @@ async fn termination() {
     tracing::info!("shutdown signal received");
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    allocator::huge_pages_off();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("sessiond: cannot start the async runtime: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig(args) => args.load().and_then(|config| {
