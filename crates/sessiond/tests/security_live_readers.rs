@@ -1,7 +1,8 @@
-//! Live readers of a user's security stream on SQLite, where the engine appends the user's
-//! events in the changes' own transactions (not through the streams capability): a long-poll
-//! and an SSE reader waiting at the stream's tail are woken by the next change's event, and a
-//! plain read sees it as soon as the change is answered.
+//! A user's security stream on SQLite, where the engine appends the user's events in the
+//! changes' own transactions (not through the streams capability): a long-poll and an SSE
+//! reader waiting at the stream's tail are woken by the next change's event, a plain read sees
+//! it as soon as the change is answered, and `security.retention_s` still trims the stream
+//! (the retention pass writes the time marks those appends do not).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -115,4 +116,43 @@ async fn waiting_readers_of_a_user_stream_wake_for_the_next_event_on_sqlite() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains(&id), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_a_user_stream_the_engine_appends_to_on_sqlite() {
+    let s = TestServer::start(EngineKind::Sqlite, |c| {
+        c.api_keys = vec![KEY.into()];
+        c.security.retention_s = 1;
+        c.streams.sweep_interval_s = 1;
+        c.streams.retention_mark_interval_s = 1;
+    })
+    .await;
+    let path = user_stream("ret");
+    let create = || {
+        s.post("/v1/sessions")
+            .bearer_auth(KEY)
+            .json(&json!({"user_id": "ret"}))
+    };
+    let (status, first) = json(create()).await;
+    assert_eq!(status, 201, "{first}");
+    let events = |s: &TestServer| {
+        let read = s.get(&format!("{path}?offset=-1")).bearer_auth(KEY).send();
+        async move { read.await.unwrap().json::<Vec<Value>>().await.unwrap() }
+    };
+    assert_eq!(events(&s).await.len(), 1);
+    // A pass marks the tail, a pass a retention period later cuts below it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !events(&s).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old event is trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The trimmed stream still takes the next change's event.
+    let (status, second) = json(create()).await;
+    assert_eq!(status, 201, "{second}");
+    let now = events(&s).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["session_id"], second["id"]);
 }
