@@ -78,32 +78,28 @@ fn append_at_tail(
     if a.data.is_empty() {
         return Ok(false);
     }
-    let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
-        .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
+    let len = off("chunk length", a.data.len() as u64)?;
+    // One statement finds the stream and moves its tail past the chunk.
+    let moved: Option<(i64, i64)> = conn
+        .prepare_cached("UPDATE streams SET tail = tail + ?2 WHERE path = ?1 RETURNING id, tail")?
+        .query_row(params![a.path, len], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let (id, tail) = match found {
-        Some(row) => row,
+    let (id, offset) = match moved {
+        Some((id, end)) => (id, end - len),
         None => {
             let meta = route
                 .new_stream(&a.path)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             conn.prepare_cached(
                 "INSERT INTO streams (path, tail, expires_at, state, start)
-                 VALUES (?1, 0, ?2, ?3, 0)",
+                 VALUES (?1, ?2, ?3, ?4, 0)",
             )?
-            .execute(params![a.path, meta.expires_at, meta.state])?;
+            .execute(params![a.path, len, meta.expires_at, meta.state])?;
             (conn.last_insert_rowid(), 0)
         }
     };
-    let len = off("chunk length", a.data.len() as u64)?;
-    let end = tail
-        .checked_add(len)
-        .ok_or_else(|| crate::error::out_of_range("tail", u64::MAX))?;
     conn.prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, tail, a.data])?;
-    conn.prepare_cached("UPDATE streams SET tail = ?2 WHERE id = ?1")?
-        .execute(params![id, end])?;
+        .execute(params![id, offset, a.data])?;
     Ok(true)
 }
 

@@ -69,7 +69,7 @@ fn size(fields: &Fields<'_>) -> usize {
 }
 
 /// The event whose fields are `fields` as the user's stream shows it.
-pub(super) fn user_copy(fields: &Fields<'_>) -> Vec<u8> {
+fn user_copy(fields: &Fields<'_>) -> Vec<u8> {
     let mut user = Vec::with_capacity(size(fields) + 2);
     user.push(b'{');
     for (key, value) in fields {

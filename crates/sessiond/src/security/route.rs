@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sessiond_sessions::security::{user_stream, Envelope, SecurityConfig};
 use sessiond_store::{OutboxRoute, Routed, RoutedAppend, StoreError, StreamMeta};
 
-use super::copies::{user_copy, Fields};
 use super::recent::Recent;
+use serde_json::value::RawValue;
 
 /// Users whose stream names are remembered: between this many and twice as many.
 const NAMES_KEPT: usize = 16_384;
@@ -80,9 +80,14 @@ impl OutboxRoute for UserCopies {
         else {
             return whole();
         };
-        let Ok(envelope) = serde_json::from_slice::<Envelope<Fields<'_>>>(event) else {
+        // The event as written (not re-encoded field by field, as the relay's copies are):
+        // it decodes the same, and only the envelope's few fields are read.
+        let Ok(envelope) = serde_json::from_slice::<Envelope<&RawValue>>(event) else {
             return whole();
         };
+        if !envelope.event.get().starts_with('{') {
+            return whole();
+        }
         let Some(path) = envelope.destination_named_by(|user| self.names.of(user)) else {
             return whole();
         };
@@ -92,7 +97,7 @@ impl OutboxRoute for UserCopies {
         Routed {
             appends: vec![RoutedAppend {
                 path,
-                data: user_copy(&envelope.event),
+                data: envelope.event.get().as_bytes().to_vec(),
             }],
             queue: Some(queued),
         }
