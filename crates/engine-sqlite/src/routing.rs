@@ -78,14 +78,22 @@ fn append_at_tail(
     if a.data.is_empty() {
         return Ok(false);
     }
-    let len = off("chunk length", a.data.len() as u64)?;
-    // One statement finds the stream and moves its tail past the chunk.
-    let moved: Option<(i64, i64)> = conn
-        .prepare_cached("UPDATE streams SET tail = tail + ?2 WHERE path = ?1 RETURNING id, tail")?
-        .query_row(params![a.path, len], |row| Ok((row.get(0)?, row.get(1)?)))
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
+        .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let (id, offset) = match moved {
-        Some((id, end)) => (id, end - len),
+    let len = off("chunk length", a.data.len() as u64)?;
+    let too_long = || crate::error::out_of_range("tail", u64::MAX);
+    // A read, then an update by id: not `UPDATE ... RETURNING` in one statement, which SQLite
+    // runs as a trigger program and which cost more than the read it saved (measured).
+    let (id, offset) = match found {
+        Some((id, tail)) => {
+            let end = tail.checked_add(len).ok_or_else(too_long)?;
+            conn.prepare_cached("UPDATE streams SET tail = ?2 WHERE id = ?1")?
+                .execute(params![id, end])?;
+            (id, tail)
+        }
+        // Created with its tail after the chunk.
         None => {
             let meta = route
                 .new_stream(&a.path)
