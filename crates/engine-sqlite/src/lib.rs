@@ -16,7 +16,8 @@
 //! Layering, bottom → top: `error` → `schema`, `writer`, `reader` → the engine handle
 //! ([`SqliteEngine`], here) → helpers that several tables' statements share (`stream_rows`,
 //! `producers`, `compaction`) → one trait implementation per file (`sessions`, `cache`,
-//! `objects`, `outbox`, `streams`, [`erasures`], [`backup`]). Where one implementation uses
+//! `objects`, `outbox`, `streams`, [`erasures`], [`backup`]; `routing` writes routed events
+//! into the stream tables for `sessions` and `outbox`). Where one implementation uses
 //! another's statements (`sessions` queues outbox events, `streams` lists by prefix like
 //! `objects`), the import runs one way only; what runs both ways moves into a helper below.
 //!
@@ -37,6 +38,7 @@ mod objects;
 mod outbox;
 mod producers;
 mod reader;
+mod routing;
 pub mod schema;
 mod sessions;
 mod stream_rows;
@@ -95,6 +97,8 @@ pub struct SqliteEngine {
     queue: Arc<tokio::sync::Semaphore>,
     /// The exclusive lock on `<dir>/sessiond.lock`, released by `close` (or drop).
     dir_lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// The outbox's route and the listeners of its appends (`routing`).
+    routing: routing::Routing,
 }
 
 /// Name of the lock file that makes one data directory one process's.
@@ -149,6 +153,7 @@ impl SqliteEngine {
             writer,
             readers,
             dir_lock: std::sync::Mutex::new(Some(dir_lock)),
+            routing: routing::Routing::default(),
             queue: Arc::new(tokio::sync::Semaphore::new(
                 options
                     .max_queued_writes

@@ -1,29 +1,25 @@
-//! `Outbox` as the `outbox` table. Session operations queue their event with [`queue`] inside
-//! their own writer command, so the event commits (and is fsynced) with the change.
+//! `Outbox` as the `outbox` table. Session operations queue their event inside their own
+//! writer command (`routing::Queuer`), so the event commits (and is fsynced) with the change;
+//! with a route, the parts it names go into streams in that same command (`routing`).
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use sessiond_store::{Durability, Outbox, OutboxItem, Result};
 
 use crate::error::limit;
 use crate::SqliteEngine;
 
-/// Queues `event` (if any) in the current transaction.
-pub(crate) fn queue(conn: &Connection, event: Option<&[u8]>) -> rusqlite::Result<()> {
-    if let Some(event) = event {
-        conn.prepare_cached("INSERT INTO outbox (data) VALUES (?1)")?
-            .execute(params![event])?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Outbox for SqliteEngine {
     async fn outbox_push(&self, events: Vec<Vec<u8>>, durability: Durability) -> Result<()> {
-        self.write(durability, move |conn| {
-            events.iter().try_for_each(|e| queue(conn, Some(e)))
+        self.write_queuing(durability, move |conn, q| {
+            events.iter().try_for_each(|e| q.queue(conn, Some(e)))
         })
         .await
+    }
+
+    fn outbox_route(&self, route: std::sync::Arc<dyn sessiond_store::OutboxRoute>) -> bool {
+        self.routing.set(route)
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxItem>> {

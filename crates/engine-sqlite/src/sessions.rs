@@ -14,7 +14,7 @@ use sessiond_store::{
 };
 
 use crate::error::{limit, out_of_range};
-use crate::outbox::queue;
+use crate::routing::Queuer;
 use crate::SqliteEngine;
 
 const COLUMNS: &str = "id, user_id, data, device, created_at, updated_at, last_seen_at, \
@@ -192,6 +192,7 @@ fn rotate(
 /// Queues `events(record)` for each record, in order.
 fn queue_each(
     conn: &Connection,
+    q: &mut Queuer<'_>,
     events: Option<&EventFor>,
     records: &[SessionRecord],
 ) -> rusqlite::Result<()> {
@@ -199,7 +200,7 @@ fn queue_each(
         return Ok(());
     };
     for r in records {
-        queue(conn, events(r).as_deref())?;
+        q.queue(conn, events(r).as_deref())?;
     }
     Ok(())
 }
@@ -215,10 +216,10 @@ impl SqliteEngine {
     {
         let record = w.record.clone();
         let (expected, now, event) = (w.expected_version, w.now, w.event);
-        self.write(w.durability, move |conn| {
+        self.write_queuing(w.durability, move |conn, q| {
             let outcome = step(conn, &record, expected, now)?;
             if outcome == written {
-                queue(conn, event.as_deref())?;
+                q.queue(conn, event.as_deref())?;
             }
             Ok(outcome)
         })
@@ -235,10 +236,10 @@ impl SessionStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let record = record.clone();
-        self.write(durability, move |conn| {
+        self.write_queuing(durability, move |conn, q| {
             let written = insert(conn, &record)?;
             if written {
-                queue(conn, event.as_deref())?;
+                q.queue(conn, event.as_deref())?;
             }
             Ok(written)
         })
@@ -300,7 +301,7 @@ impl SessionStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let id = id.to_owned();
-        self.write(durability, move |conn| {
+        self.write_queuing(durability, move |conn, q| {
             // The row goes either way; only a live one counts as deleted.
             let expires_at: Option<Millis> = conn
                 .prepare_cached("DELETE FROM sessions WHERE id = ?1 RETURNING expires_at")?
@@ -308,7 +309,7 @@ impl SessionStore for SqliteEngine {
                 .optional()?;
             let live = expires_at.is_some_and(|at| at > now);
             if live {
-                queue(conn, event.as_deref())?;
+                q.queue(conn, event.as_deref())?;
             }
             Ok(live)
         })
@@ -342,7 +343,7 @@ impl SessionStore for SqliteEngine {
     ) -> Result<Vec<String>> {
         let user_id = user_id.to_owned();
         let except = except.map(str::to_owned);
-        self.write(durability, move |conn| {
+        self.write_queuing(durability, move |conn, q| {
             let mut stmt = conn.prepare_cached(&format!(
                 "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR id <> ?2)
                  RETURNING {COLUMNS}"
@@ -352,7 +353,7 @@ impl SessionStore for SqliteEngine {
                 .filter(|r| r.as_ref().map_or(true, |r| !r.is_expired(now)))
                 .collect::<rusqlite::Result<_>>()?;
             gone.sort_by(|a, b| a.id.cmp(&b.id));
-            queue_each(conn, events.as_ref(), &gone)?;
+            queue_each(conn, q, events.as_ref(), &gone)?;
             Ok(gone.into_iter().map(|r| r.id).collect())
         })
         .await
@@ -366,7 +367,7 @@ impl SessionStore for SqliteEngine {
     ) -> Result<usize> {
         // A lost sweep is redone by the next one: no need to wait for the fsync (its events
         // are lost with it, and queued again by that next sweep).
-        self.write(Durability::Unconfirmed, move |conn| {
+        self.write_queuing(Durability::Unconfirmed, move |conn, q| {
             let Some(events) = events else {
                 return conn
                     .prepare_cached(
@@ -383,7 +384,7 @@ impl SessionStore for SqliteEngine {
                 ))?
                 .query_map(params![now, limit(batch)], record)?
                 .collect::<rusqlite::Result<_>>()?;
-            queue_each(conn, Some(&events), &gone)?;
+            queue_each(conn, q, Some(&events), &gone)?;
             Ok(gone.len())
         })
         .await

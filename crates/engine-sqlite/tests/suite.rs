@@ -13,7 +13,9 @@ use sessiond_store::{Durability, SessionStore, Stores};
 async fn sqlite_engine_passes_the_shared_suite() {
     let dir = tempfile::tempdir().unwrap();
     let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
-    let stores = Stores::from_engine(engine.clone());
+    let stores = Stores::from_engine(engine.clone())
+        .with_streams(engine.clone())
+        .with_stream_wakes(engine.clone());
     assert_eq!(stores.admin.name(), "sqlite");
     run_all(stores.clone()).await;
     stores.admin.close().await.unwrap();

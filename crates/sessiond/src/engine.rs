@@ -28,7 +28,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                         config.data_dir.display()
                     )
                 })?;
-            Ok(Stores::from_engine(engine.clone()).with_streams(engine))
+            // Its only notifications: appends of routed events (`security/route.rs`).
+            Ok(Stores::from_engine(engine.clone())
+                .with_streams(engine.clone())
+                .with_stream_wakes(engine))
         }
         EngineKind::Redis => {
             let options = RedisOptions {

@@ -21,10 +21,52 @@
 //! relay lease ([`Outbox::outbox_lease`]): one holder at a time, renewed by each of its
 //! passes, expiring after its TTL when the holder dies (another node then takes it over).
 //! Engines one process owns (SQLite, memory) have one relay and always grant it.
+//!
+//! Routed events: an engine that also stores streams can write part of an event straight into
+//! its streams, in the transaction of the change it records ([`Outbox::outbox_route`]), and
+//! queue only the rest. Why: the relay's trip (an outbox row, a read, an append request per
+//! stream and pass through the streams capability, a producer row, a second commit) cost about
+//! as much as the change itself; written in the change's own commit, a copy is exactly once
+//! and in the order of the changes by construction. The capability decides what goes where
+//! ([`OutboxRoute`]); the engine only appends the bytes it is given at the stream's stored
+//! tail, creating the stream from the given metadata when it is missing, and tells the
+//! streams' readers through its [`crate::StreamWakes`] once the commit is durable.
 
 use async_trait::async_trait;
 
-use crate::{Durability, Result};
+use std::sync::Arc;
+
+use crate::{Durability, Result, StreamMeta};
+
+/// What an [`OutboxRoute`] makes of one event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Stream appends the engine writes in the event's own transaction, in order.
+    pub appends: Vec<RoutedAppend>,
+    /// What is queued in the outbox for the relay (`None`: nothing).
+    pub queue: Option<Vec<u8>>,
+}
+
+/// One message appended to a stream by the engine, at the stream's stored tail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedAppend {
+    /// The stream's path.
+    pub path: String,
+    /// The bytes appended as one chunk (in the streams capability's chunk format).
+    pub data: Vec<u8>,
+}
+
+/// Decides, per event, what an engine writes into streams in the event's transaction and
+/// what it queues. Called inside the engine's write (keep it cheap and free of I/O).
+pub trait OutboxRoute: Send + Sync {
+    /// The appends and the queued rest of `event`.
+    fn route(&self, event: &[u8]) -> Routed;
+
+    /// The metadata of the stream at `path` when an append finds none (the engine creates it
+    /// first; its `tail` and `start` are ignored: a new stream starts empty at 0). An error
+    /// fails the write the event belongs to.
+    fn new_stream(&self, path: &str) -> Result<StreamMeta>;
+}
 
 /// One queued event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,5 +135,17 @@ pub trait Outbox: Send + Sync {
     async fn outbox_lease_release(&self, holder: &str) -> Result<()> {
         let _ = holder;
         Ok(())
+    }
+
+    /// Routes every later event (of session operations and [`Outbox::outbox_push`]) through
+    /// `route`: its appends are written in the event's transaction (durably before the write
+    /// is answered, whatever durability was asked for) and announced to the engine's
+    /// [`crate::StreamWakes`] listeners after the commit, and only its `queue` goes into the
+    /// outbox. True if the engine routes from now on; false (the default: engines whose
+    /// streams live elsewhere, or whose relay must stay the only writer, as on Redis) when
+    /// every event keeps being queued whole. A second route replaces none: false.
+    fn outbox_route(&self, route: Arc<dyn OutboxRoute>) -> bool {
+        let _ = route;
+        false
     }
 }

@@ -503,7 +503,9 @@ pub type WakeSink = std::sync::Arc<dyn Fn(StreamWake<'_>) + Send + Sync>;
 /// [`StreamWake::Resync`] after a reconnect covers the ones that were lost.
 ///
 /// Changes made through the same handle are not reported (their caller announces them).
-/// Exclusive engines (SQLite, memory) have no other handles and never call the sink.
+/// Exclusive engines have no other handles; the one other writer of their streams is the
+/// engine itself, appending routed events (`crate::Outbox::outbox_route`, SQLite), and those
+/// appends are reported here once durable.
 pub trait StreamWakes: Send + Sync {
     /// Registers `sink` for every later notification.
     fn listen(&self, sink: WakeSink);

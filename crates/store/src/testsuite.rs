@@ -24,6 +24,7 @@ mod expiry_events;
 mod objects;
 mod origin;
 mod outbox;
+mod outbox_route;
 mod pipeline;
 mod realtime;
 mod retention;
@@ -93,6 +94,8 @@ pub async fn run_all(stores: Stores) {
     if let Some(presence) = stores.presence.clone() {
         run_presence(presence).await;
     }
+    // Last: a route stays for the engine's life (it queues other events whole).
+    outbox_route::outbox_route(&stores).await;
     stores.admin.ping().await.expect("store call");
 }
 

@@ -48,6 +48,41 @@ pub async fn create(
     }
 }
 
+/// The metadata of a JSON stream the server creates at `path` at `now` with `retention`
+/// (open, no TTL, no data): what an engine writes when it creates such a stream itself
+/// (routed events, see `Streams::written_outside`).
+pub fn server_json_stream(
+    path: &str,
+    retention: crate::state::Retention,
+    now: sessiond_store::Millis,
+) -> Result<sessiond_store::StreamMeta, sessiond_store::StoreError> {
+    let info = crate::state::StreamInfo {
+        content_type: "application/json".into(),
+        ttl_s: None,
+        expires_at: None,
+        last_access: now,
+        req_ttl_s: None,
+        req_expires_at: None,
+        closed: false,
+        closed_by: None,
+        producers: Default::default(),
+        last_seq: None,
+        start: 0,
+        lineage: Vec::new(),
+        fork: None,
+        forks: 0,
+        fork_floors: Vec::new(),
+        inherited_start: 0,
+        retention,
+        marks: Vec::new(),
+        compaction: None,
+        fork_points: Vec::new(),
+        soft_deleted: false,
+        created_at: now,
+    };
+    crate::state::Stream::encode(path, 0, &info)
+}
+
 /// Creates the JSON stream `path` holding `values` (each one JSON value, validated and stored
 /// byte for byte as by `append::append_json_values`), with the headers `h` of a PUT plus, when
 /// it has `Producer-Id`, `Producer-Epoch` and `Producer-Seq: 0`, that producer's row, all in

@@ -70,6 +70,9 @@ pub struct StreamsShared {
     /// Set when read tokens are bound to account sessions (see [`crate::bound`]); set once,
     /// after the sessions capability exists, and seen by every clone.
     pub(crate) sessions: Arc<std::sync::OnceLock<Arc<dyn crate::bound::SessionBinding>>>,
+    /// Paths under this prefix are also appended to by the engine itself (see
+    /// [`Streams::written_outside`]); set once, seen by every clone.
+    pub(crate) outside: Arc<std::sync::OnceLock<String>>,
 }
 
 /// What a lookup found.
@@ -143,6 +146,7 @@ impl Streams {
             wakes: Arc::default(),
             draining: CancellationToken::new(),
             sessions: Arc::default(),
+            outside: Arc::default(),
         };
         Streams {
             shared: Arc::new(shared),
@@ -196,13 +200,14 @@ impl Streams {
     pub async fn lock(&self, path: &str) -> StreamResult<Guard> {
         let mut g = self.objects.lock(path).await;
         let failed = self.heal(&mut g).await?;
-        if g.state().is_none() || !self.exclusive || failed {
+        let trusted = self.trusts_cache(path);
+        if g.state().is_none() || !trusted || failed {
             let changed = match g.state() {
                 Some(object) => object.changed.clone(),
                 None => self.wakes.sender(path),
             };
             // Read before the load: a change after it moves the value (see `loaded_at`).
-            let seen = (!self.exclusive).then(|| *changed.borrow());
+            let seen = (!trusted).then(|| *changed.borrow());
             let meta = self.store.stream_meta(path).await?;
             let stream = meta.as_ref().map(Stream::decode).transpose()?;
             match g.state_mut() {

@@ -155,6 +155,9 @@ async fn retain_one(streams: &Streams, path: &str) -> StreamResult<()> {
         return Ok(());
     }
     streams.settle(&mut g).await?;
+    if streams.is_written_outside(path) {
+        mark_outside_appends(streams, &mut g, info.clone(), now).await?;
+    }
     let Some((snap, _)) = Streams::snapshot(&g) else {
         return Ok(());
     };
@@ -165,6 +168,32 @@ async fn retain_one(streams: &Streams, path: &str) -> StreamResult<()> {
     let start = streams.trim_locked(&mut g, cut).await?;
     drop(g);
     streams.trim_rest(path, start).await
+}
+
+/// A stream the engine appends to itself (`Streams::written_outside`) gets no time marks from
+/// those appends, so the pass records one when due (at most one per
+/// `retention_mark_interval_s`, as appends do): everything below the tail now was appended
+/// before now, which is what a mark says. An age cut is then late by at most a pass interval
+/// more than on other streams, never early.
+async fn mark_outside_appends(
+    streams: &Streams,
+    g: &mut crate::service::Guard,
+    mut info: crate::state::StreamInfo,
+    now: sessiond_store::Millis,
+) -> StreamResult<()> {
+    let Some(tail) = crate::service::stream(g).map(|s| s.tail) else {
+        return Ok(());
+    };
+    let last = info.marks.last().copied();
+    if last.is_some_and(|(_, offset)| offset >= tail) {
+        return Ok(());
+    }
+    let interval = (streams.config.retention_mark_interval_s as i64).saturating_mul(1000);
+    crate::retention::mark(&mut info, now, tail, interval);
+    if info.marks.last().copied() == last {
+        return Ok(());
+    }
+    streams.commit(g, tail, &[], info, false).await
 }
 
 /// Compacts `path` up to its tail once `compaction.trigger_bytes` were appended since its last

@@ -6,6 +6,10 @@
 //! its object is evicted (readers keep waiting on their receiver). So the `watch` sender of a
 //! path lives here; the object holds a clone. An entry is dropped only when neither an object
 //! nor a reader uses it, so a path never has two channels at once.
+//!
+//! The same notifications come from an exclusive engine for the streams it appends to itself
+//! (`Streams::written_outside`): this process's cache of those is then not the engine's
+//! state, so they are reloaded as on a shared engine.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +85,32 @@ impl WakeHub {
                 StreamWake::Resync => hub.wake_all(),
             }
         }));
+    }
+}
+
+impl crate::Streams {
+    /// Declares that the engine itself appends to the streams under `prefix`, in the
+    /// transactions of changes it records for another capability (routed events,
+    /// `sessiond_store::Outbox::outbox_route`), and announces them through the engine's
+    /// `StreamWakes` (which [`listen`](Self::listen) must be given). Such streams' cached
+    /// metadata is never trusted, even on an exclusive engine: every lock reloads it, as on a
+    /// shared engine, and a reader's snapshot wakes for a change that landed between its load
+    /// and its subscription. The first prefix stays (a second call is ignored).
+    pub fn written_outside(&self, prefix: &str) {
+        let _ = self.outside.set(prefix.to_owned());
+    }
+
+    /// Whether this process's cached metadata of `path` is what the engine holds: on an
+    /// exclusive engine, for streams nobody else appends to.
+    pub(crate) fn trusts_cache(&self, path: &str) -> bool {
+        self.exclusive && !self.is_written_outside(path)
+    }
+
+    /// Whether the engine appends to `path` itself ([`written_outside`](Self::written_outside)).
+    pub(crate) fn is_written_outside(&self, path: &str) -> bool {
+        self.outside
+            .get()
+            .is_some_and(|p| path.starts_with(p.as_str()))
     }
 }
 

@@ -60,23 +60,36 @@ pub(super) struct Copies {
 /// The global copy up to its last field (`user_ref`), without the closing brace.
 pub(super) struct Global(Vec<u8>);
 
+/// The bytes `fields` take written out, about.
+fn size(fields: &Fields<'_>) -> usize {
+    fields
+        .iter()
+        .map(|(k, v)| k.0.len() + v.get().len() + 4)
+        .sum()
+}
+
+/// The event whose fields are `fields` as the user's stream shows it.
+fn user_copy(fields: &Fields<'_>) -> Vec<u8> {
+    let mut user = Vec::with_capacity(size(fields) + 2);
+    user.push(b'{');
+    for (key, value) in fields {
+        put(&mut user, key, value.get());
+    }
+    user.push(b'}');
+    user
+}
+
 impl Copies {
-    /// The copies of the event whose fields are `fields`.
-    pub fn of(fields: &Fields<'_>) -> Copies {
+    /// The copies of the event whose fields are `fields`; the user's one empty unless
+    /// `with_user` (an entry whose user's copy was written already, `route.rs`).
+    pub fn of(fields: &Fields<'_>, with_user: bool) -> Copies {
         let at = fields
             .get(&Key(Cow::Borrowed("at")))
             .and_then(|v| v.get().parse().ok())
             .unwrap_or(0);
-        let size: usize = fields
-            .iter()
-            .map(|(k, v)| k.0.len() + v.get().len() + 4)
-            .sum();
-        let mut user = Vec::with_capacity(size + 2);
-        let mut global = Vec::with_capacity(size + 64);
-        user.push(b'{');
+        let mut global = Vec::with_capacity(size(fields) + 64);
         global.push(b'{');
         for (key, value) in fields {
-            put(&mut user, key, value.get());
             match key.0.as_ref() {
                 // Replaced by `user_ref`; the address stays out of the global stream.
                 "user_id" | "user_ref" => {}
@@ -84,9 +97,12 @@ impl Copies {
                 _ => put(&mut global, key, value.get()),
             }
         }
-        user.push(b'}');
         Copies {
-            user,
+            user: if with_user {
+                user_copy(fields)
+            } else {
+                Vec::new()
+            },
             global: Global(global),
             at,
         }
@@ -182,13 +198,13 @@ mod tests {
         ];
         for event in events {
             for user_ref in [Some("r\"1"), None] {
-                let copies = Copies::of(&fields(event).expect("an object"));
+                let copies = Copies::of(&fields(event).expect("an object"), true);
                 let (user, global) = by_map(event, user_ref);
                 assert_eq!(parsed(&copies.user), user, "{event}");
                 assert_eq!(parsed(&copies.global.finish(user_ref)), global, "{event}");
             }
         }
-        let at = |event: &str| fields(event).map(|f| Copies::of(&f).at);
+        let at = |event: &str| fields(event).map(|f| Copies::of(&f, true).at);
         assert_eq!(at(events[0]), Some(17));
         assert_eq!(at(events[1]), Some(0));
         assert!(at(&json!([1]).to_string()).is_none(), "not an object");

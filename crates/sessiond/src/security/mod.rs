@@ -22,6 +22,7 @@ mod delivery;
 mod recent;
 mod refused;
 mod relay;
+mod route;
 mod secrets;
 mod user_data;
 
@@ -53,7 +54,19 @@ pub fn wire(
     )
     .with_outbox(stores.outbox.clone());
     let secrets = Secrets::new(stores.objects.clone());
-    let relay = Relay::new(stores.outbox.clone(), streams, secrets, events.clone());
+    let relay = Relay::new(
+        stores.outbox.clone(),
+        streams.clone(),
+        secrets,
+        events.clone(),
+    );
+    // Where the engine can, users' copies go into their streams with the changes themselves.
+    if stores
+        .outbox
+        .outbox_route(std::sync::Arc::new(relay.route()))
+    {
+        streams.written_outside(sessiond_sessions::security::USER_STREAMS);
+    }
     let user_data = SecurityUserData::new(relay.clone(), events.clone(), stores.outbox.clone());
     Wired {
         events,

@@ -25,21 +25,19 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use sessiond_sessions::security::{
-    user_stream, Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM,
-};
+use sessiond_sessions::security::{Envelope, SecurityConfig, SecurityEvents, GLOBAL_STREAM};
 use sessiond_store::{Outbox, OutboxItem};
 use sessiond_streams::Streams;
 
 use super::copies::{Copies, Fields};
 use super::delivery::{self, Event, Known, Run};
-use super::recent::Recent;
+use super::route::StreamNames;
 use super::Secrets;
 
 /// Why a relay pass stopped; what it had not relayed stays queued for the next pass.
@@ -80,8 +78,6 @@ impl From<RelayError> for sessiond_http::ApiError {
     }
 }
 
-/// Users whose stream names the relay remembers: between this many and twice as many.
-const USER_STREAMS_KEPT: usize = 16_384;
 /// How often the relay looks at the outbox when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
 /// The relay. Cheap to clone.
@@ -94,7 +90,7 @@ pub struct Relay {
     /// Streams known to exist and their producers' epochs (`delivery.rs`).
     known: Known,
     /// user id → the user's stream name (a hash per event otherwise).
-    user_streams: Arc<std::sync::Mutex<Recent<String, String>>>,
+    user_streams: StreamNames,
     /// One pass at a time (the background loop and an erasure's flush).
     pass: Arc<tokio::sync::Mutex<()>>,
     /// This relay's name as a relay lease holder (unique per process start).
@@ -126,7 +122,7 @@ impl Relay {
             secrets,
             events,
             known: Known::default(),
-            user_streams: Arc::new(std::sync::Mutex::new(Recent::new(USER_STREAMS_KEPT))),
+            user_streams: StreamNames::default(),
             pass: Arc::default(),
             holder: holder_name().into(),
         }
@@ -297,11 +293,13 @@ impl Relay {
 
     /// The name of `user`'s stream, remembered.
     fn user_stream(&self, user: &str) -> String {
-        let mut names = self
-            .user_streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        names.entry(user, || user_stream(user)).clone()
+        self.user_streams.of(user)
+    }
+
+    /// The route that writes users' copies in their changes' transactions (`route.rs`),
+    /// sharing this relay's memory of stream names.
+    pub(super) fn route(&self) -> super::route::UserCopies {
+        super::route::UserCopies::new(self.config(), self.user_streams.clone())
     }
 
     /// What the relay knows of the streams it wrote.
@@ -352,7 +350,7 @@ struct Queued {
 /// An outbox entry decoded: `None` when it is not an envelope of an event object.
 fn decode(data: &[u8]) -> Option<(Envelope<Fields<'_>>, Copies)> {
     let envelope: Envelope<Fields<'_>> = serde_json::from_slice(data).ok()?;
-    let copies = Copies::of(&envelope.event);
+    let copies = Copies::of(&envelope.event, !envelope.routed);
     Some((envelope, copies))
 }
 
@@ -430,6 +428,7 @@ fn in_delivery_order(batch: Vec<OutboxItem>, user_stream: impl Fn(&str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sessiond_sessions::security::user_stream;
 
     fn item(queue: &str, at: i64, ord: u64, more_in_queue: bool) -> OutboxItem {
         let envelope = serde_json::json!({

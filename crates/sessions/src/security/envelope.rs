@@ -29,6 +29,11 @@ pub struct Envelope<E = Map<String, Value>> {
     /// Orders events of one `at` (see [`order_stamp`]); 0 in entries queued before it existed.
     #[serde(default)]
     pub ord: u64,
+    /// True when the user's copy was written already, in the change's own transaction (an
+    /// engine that routes events, `sessiond_store::Outbox::outbox_route`): the entry is
+    /// queued for the global copy only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub routed: bool,
     /// The event as the user's stream shows it.
     pub event: E,
 }
@@ -52,6 +57,9 @@ impl<E> Envelope<E> {
     /// user's stream gets the events of keyed sessions only: an open-route session proves no
     /// identity, so its events go to the global stream only.
     pub fn destination_named_by(&self, name: impl FnOnce(&str) -> String) -> Option<String> {
+        if self.routed {
+            return None;
+        }
         match (&self.stream, &self.user_id, self.origin) {
             (Some(stream), _, _) => Some(stream.clone()),
             (None, Some(user), Some(SessionOrigin::Service)) => Some(name(user)),

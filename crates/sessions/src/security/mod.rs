@@ -305,6 +305,7 @@ impl SecurityEvents {
             user_id: None,
             origin: None,
             ord: order_stamp(),
+            routed: false,
             event,
         })
     }
@@ -409,6 +410,7 @@ fn unattached(
         user_id: user_id.map(str::to_string),
         origin: None,
         ord: order_stamp(),
+        routed: false,
         event,
     })
 }
@@ -524,6 +526,7 @@ mod tests {
                 user_id: record.user_id.clone(),
                 origin: None,
                 ord: 0,
+                routed: false,
                 event,
             });
             let (reference, want) = decoded(&reference);

@@ -1,0 +1,176 @@
+//! Routed events (`Outbox::outbox_route`): the parts of an event that the capability wants in
+//! a stream are appended in the transaction of the change the event records, and only the
+//! rest is queued in the outbox.
+//!
+//! Why here and not through the streams capability: the writer already holds the one
+//! transaction the change commits in, so an append there costs a chunk row and a tail update,
+//! is exactly once and lands in commit order, where the relay's trip cost an outbox row, a
+//! read, an append request through the capability, a producer row and a second commit.
+//!
+//! The capability's objects cache a stream's tail, so the appended paths are announced to the
+//! engine's `StreamWakes` listeners once the write is answered (after the commit, and after
+//! its fsync: a routed write is always confirmed); the capability reloads such streams from
+//! the engine (it knows which: it chose the route).
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sessiond_store::{
+    Durability, OutboxRoute, Result, RoutedAppend, StreamWake, StreamWakes, WakeSink,
+};
+
+use crate::stream_rows::off;
+use crate::SqliteEngine;
+
+/// The engine's route (set once) and the listeners of the streams it appends to.
+#[derive(Default)]
+pub(crate) struct Routing {
+    route: OnceLock<Arc<dyn OutboxRoute>>,
+    sinks: Mutex<Vec<WakeSink>>,
+}
+
+/// What a write command queues: events into the outbox, or through the route.
+pub(crate) struct Queuer<'a> {
+    route: Option<&'a dyn OutboxRoute>,
+    /// Paths appended to by this command.
+    touched: Vec<String>,
+}
+
+impl Queuer<'_> {
+    /// Queues `event` (if any) in the current transaction, or routes it.
+    pub(crate) fn queue(
+        &mut self,
+        conn: &Connection,
+        event: Option<&[u8]>,
+    ) -> rusqlite::Result<()> {
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let Some(route) = self.route else {
+            return insert(conn, event);
+        };
+        let routed = route.route(event);
+        for append in &routed.appends {
+            if append_at_tail(conn, route, append)? {
+                self.touched.push(append.path.clone());
+            }
+        }
+        match routed.queue {
+            Some(rest) => insert(conn, &rest),
+            None => Ok(()),
+        }
+    }
+}
+
+fn insert(conn: &Connection, event: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO outbox (data) VALUES (?1)")?
+        .execute(params![event])?;
+    Ok(())
+}
+
+/// Appends `a.data` as one chunk at the stored tail of `a.path`, creating the stream as
+/// `route` says first when it has no row. False when there was nothing to append.
+fn append_at_tail(
+    conn: &Connection,
+    route: &dyn OutboxRoute,
+    a: &RoutedAppend,
+) -> rusqlite::Result<bool> {
+    if a.data.is_empty() {
+        return Ok(false);
+    }
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
+        .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let len = off("chunk length", a.data.len() as u64)?;
+    let too_long = || crate::error::out_of_range("tail", u64::MAX);
+    // A read, then an update by id: not `UPDATE ... RETURNING` in one statement, which SQLite
+    // runs as a trigger program and which cost more than the read it saved (measured).
+    let (id, offset) = match found {
+        Some((id, tail)) => {
+            let end = tail.checked_add(len).ok_or_else(too_long)?;
+            conn.prepare_cached("UPDATE streams SET tail = ?2 WHERE id = ?1")?
+                .execute(params![id, end])?;
+            (id, tail)
+        }
+        // Created with its tail after the chunk.
+        None => {
+            let meta = route
+                .new_stream(&a.path)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            conn.prepare_cached(
+                "INSERT INTO streams (path, tail, expires_at, state, start)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+            )?
+            .execute(params![a.path, len, meta.expires_at, meta.state])?;
+            (conn.last_insert_rowid(), 0)
+        }
+    };
+    conn.prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, offset, a.data])?;
+    Ok(true)
+}
+
+impl Routing {
+    pub(crate) fn set(&self, route: Arc<dyn OutboxRoute>) -> bool {
+        self.route.set(route).is_ok()
+    }
+
+    fn wake(&self, paths: &[String]) {
+        if paths.is_empty() {
+            return;
+        }
+        let sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for sink in &sinks {
+            for path in paths {
+                sink(StreamWake::Changed(path));
+            }
+        }
+    }
+}
+
+impl SqliteEngine {
+    /// A write command that queues events (through [`Queuer::queue`]). With a route, the
+    /// write is confirmed (its appends are what readers see) and the appended paths are
+    /// announced once it is.
+    pub(crate) async fn write_queuing<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Queuer<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let route = self.routing.route.get().cloned();
+        let durability = if route.is_some() {
+            Durability::Confirmed
+        } else {
+            durability
+        };
+        let (value, touched) = self
+            .write(durability, move |conn| {
+                let mut q = Queuer {
+                    route: route.as_deref(),
+                    touched: Vec::new(),
+                };
+                let value = work(conn, &mut q)?;
+                Ok((value, q.touched))
+            })
+            .await?;
+        self.routing.wake(&touched);
+        Ok(value)
+    }
+}
+
+/// The listeners of routed appends (the engine's only writer of its streams besides the
+/// capability itself).
+impl StreamWakes for SqliteEngine {
+    fn listen(&self, sink: WakeSink) {
+        self.routing
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sink);
+    }
+}
