@@ -8,9 +8,12 @@
 //! read, an append request through the capability, a producer row and a second commit.
 //!
 //! The capability's objects cache a stream's tail, so the appended paths are announced to the
-//! engine's `StreamWakes` listeners once the write is answered (after the commit, and after
-//! its fsync: a routed write is always confirmed); the capability reloads such streams from
-//! the engine (it knows which: it chose the route).
+//! engine's `StreamWakes` listeners once the write is answered (after the commit, so readers
+//! see the rows; a `Confirmed` write also after its fsync); the capability reloads such
+//! streams from the engine (it knows which: it chose the route). A routed event is exactly as
+//! durable as the change it records: they commit together, under the change's durability (an
+//! unconfirmed sweep that a power loss takes back takes its `session.expired` events with it,
+//! and the next sweep records them again).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -134,20 +137,14 @@ impl Routing {
 }
 
 impl SqliteEngine {
-    /// A write command that queues events (through [`Queuer::queue`]). With a route, the
-    /// write is confirmed (its appends are what readers see) and the appended paths are
-    /// announced once it is.
+    /// A write command that queues events (through [`Queuer::queue`]); the paths it appended
+    /// to are announced once it is answered.
     pub(crate) async fn write_queuing<T, F>(&self, durability: Durability, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Queuer<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let route = self.routing.route.get().cloned();
-        let durability = if route.is_some() {
-            Durability::Confirmed
-        } else {
-            durability
-        };
         let (value, touched) = self
             .write(durability, move |conn| {
                 let mut q = Queuer {
