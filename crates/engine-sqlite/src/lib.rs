@@ -41,6 +41,7 @@ pub mod schema;
 mod sessions;
 mod stream_rows;
 mod streams;
+mod tails;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,7 @@ pub use writer::WriterStats;
 
 use crate::error::{closed, io, sql};
 use crate::reader::Readers;
+use crate::tails::StreamTails;
 use crate::writer::Writer;
 
 /// File name of the database inside the engine's directory.
@@ -71,6 +73,9 @@ pub struct SqliteOptions {
     /// Most writes waiting for the writer at once (at least 1). Beyond it, callers wait for a
     /// slot (backpressure) instead of growing the queue without bound.
     pub max_queued_writes: usize,
+    /// Most streams whose row id and tail the writer remembers, so an append's tail check
+    /// need not read the stream's row (0: always read it).
+    pub stream_tails: usize,
 }
 
 impl Default for SqliteOptions {
@@ -79,6 +84,7 @@ impl Default for SqliteOptions {
             max_batch: 1024,
             readers: 4,
             max_queued_writes: 65_536,
+            stream_tails: 100_000,
         }
     }
 }
@@ -141,7 +147,12 @@ impl SqliteEngine {
         // The database and WAL files exist now; make their directory entries durable.
         sync_dir(dir)?;
         let readers = Readers::open(&path, options.readers)?;
-        let writer = Writer::start(conn, wal_path(&path), options.max_batch)?;
+        let writer = Writer::start(
+            conn,
+            wal_path(&path),
+            options.max_batch,
+            options.stream_tails,
+        )?;
         tracing::debug!(path = %path.display(), "sqlite engine open");
         Ok(Arc::new(SqliteEngine {
             path,
@@ -177,7 +188,8 @@ impl SqliteEngine {
     }
 
     /// Queues a write command (waiting for a queue slot if the queue is full) and returns the
-    /// future of its answer: commands are run in the order this returned in.
+    /// future of its answer: commands are run in the order this returned in. It may write any
+    /// row, so the writer forgets the stream tails it remembers (`tails.rs`) before it runs.
     async fn enqueue<T, F>(
         &self,
         durability: Durability,
@@ -186,6 +198,23 @@ impl SqliteEngine {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.enqueue_with_tails(durability, move |conn, tails| {
+            tails.forget_all();
+            work(conn)
+        })
+        .await
+    }
+
+    /// `enqueue` for a command that keeps the writer's stream tails true of what it writes.
+    async fn enqueue_with_tails<T, F>(
+        &self,
+        durability: Durability,
+        work: F,
+    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());

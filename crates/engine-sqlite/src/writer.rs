@@ -16,6 +16,12 @@
 //! Commands are closures over the connection, so read-then-write logic (compare-and-set, the
 //! cache namespace limit, guarded deletes) runs inside the writer's transaction and is atomic
 //! without any locking elsewhere. Results travel back through a tokio oneshot per command.
+//! Stream commits also get the thread's [`StreamTails`] (their rows' ids and tails, so a
+//! compare-and-set need not read the row); every other command makes it forget everything.
+//!
+//! A batch of one command (the common case of one busy stream, whose appends are staged into
+//! one command per commit) runs without a savepoint: if it fails, the transaction itself is
+//! rolled back, which undoes exactly the same thing.
 //!
 //! If an fsync fails, the kernel may already have dropped the dirty pages it could not write,
 //! so a later successful fsync would prove nothing: the writer then refuses every further
@@ -36,6 +42,7 @@ use sessiond_store::{Durability, Result, StoreError};
 use tokio::sync::oneshot;
 
 use crate::error::{closed, io, sql};
+use crate::tails::StreamTails;
 
 /// Counters of the writer since open, for tests and diagnostics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +63,7 @@ struct Counters {
 trait Command: Send {
     fn durability(&self) -> Durability;
     /// Runs the work; true if it succeeded (false: roll back to its savepoint).
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection, tails: &mut StreamTails) -> bool;
     /// Answers the caller. `batch` is the fate of the whole transaction (and, for confirmed
     /// writes, of the fsync); when it is `Ok`, the command's own result is sent.
     fn answer(self: Box<Self>, batch: Result<()>);
@@ -72,17 +79,17 @@ struct Pending<T, F> {
 impl<T, F> Command for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+    F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send,
 {
     fn durability(&self) -> Durability {
         self.durability
     }
 
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection, tails: &mut StreamTails) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = work(conn).map_err(sql);
+        let result = work(conn, tails).map_err(sql);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -110,7 +117,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the thread on an already configured and migrated connection.
-    pub(crate) fn start(conn: Connection, wal: PathBuf, max_batch: usize) -> Result<Writer> {
+    pub(crate) fn start(
+        conn: Connection,
+        wal: PathBuf,
+        max_batch: usize,
+        stream_tails: usize,
+    ) -> Result<Writer> {
         let (sender, receiver) = mpsc::channel::<Queued>();
         let counters = Arc::new(Counters::default());
         let thread = {
@@ -118,7 +130,10 @@ impl Writer {
             let max_batch = max_batch.max(1);
             std::thread::Builder::new()
                 .name("sessiond-sqlite-writer".into())
-                .spawn(move || run(conn, receiver, &wal, max_batch, &counters))
+                .spawn(move || {
+                    let tails = StreamTails::new(stream_tails);
+                    run(conn, receiver, &wal, max_batch, tails, &counters)
+                })
                 .map_err(|e| io("cannot start the sqlite writer thread", e))?
         };
         Ok(Writer {
@@ -130,7 +145,8 @@ impl Writer {
 
     /// Queues `work` for the next batch (commands run in queue order) and returns the future
     /// of its answer, which arrives once the batch committed (`Unconfirmed`) or committed and
-    /// was fsynced (`Confirmed`).
+    /// was fsynced (`Confirmed`). `work` gets the stream tails and must leave them true of
+    /// the rows it wrote (forget them all when unsure).
     pub(crate) fn enqueue<T, F>(
         &self,
         durability: Durability,
@@ -138,7 +154,7 @@ impl Writer {
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let command: Queued = Box::new(Pending {
@@ -198,6 +214,7 @@ fn run(
     receiver: Receiver<Queued>,
     wal: &Path,
     max_batch: usize,
+    mut tails: StreamTails,
     counters: &Counters,
 ) -> Result<()> {
     let mut failed: Option<String> = None;
@@ -216,7 +233,7 @@ fn run(
             }
             continue;
         }
-        if let Err(error) = commit_batch(&mut conn, &mut batch, wal, counters) {
+        if let Err(error) = commit_batch(&mut conn, &mut batch, &mut tails, wal, counters) {
             tracing::error!(%error, "sqlite writer stops accepting writes");
             failed = Some(match error {
                 StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
@@ -241,11 +258,12 @@ fn run(
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Queued>,
+    tails: &mut StreamTails,
     wal: &Path,
     counters: &Counters,
 ) -> Result<()> {
     let size = batch.len();
-    let committed = run_transaction(conn, batch);
+    let committed = run_transaction(conn, batch, tails);
     let commit_started = match committed {
         Ok(started) => started,
         Err(e) => {
@@ -295,35 +313,56 @@ fn commit_batch(
 /// or per write (`execute_batch`, which rusqlite's `Transaction` uses for `BEGIN` and
 /// `COMMIT`, prepares its SQL every time: ~1.7 k instructions each); the savepoint pair is
 /// taken from the cache once per batch, not per command (a lookup hashes the SQL text).
-fn run_transaction(conn: &mut Connection, batch: &mut [Queued]) -> Result<Instant> {
+fn run_transaction(
+    conn: &mut Connection,
+    batch: &mut [Queued],
+    tails: &mut StreamTails,
+) -> Result<Instant> {
     execute_cached(conn, "BEGIN IMMEDIATE")?;
-    let done = run_commands(conn, batch).and_then(|()| {
+    let done = run_commands(conn, batch, tails).and_then(|end| {
         let started = Instant::now();
-        execute_cached(conn, "COMMIT")?;
+        execute_cached(conn, end)?;
         Ok(started)
     });
-    if done.is_err() && !conn.is_autocommit() {
-        // What `Transaction`'s drop did: nothing of the batch may persist. If even the
-        // rollback fails the connection is unusable; the next `BEGIN` reports it.
-        let _ = conn.execute_batch("ROLLBACK");
+    if done.is_err() {
+        tails.forget_all();
+        if !conn.is_autocommit() {
+            // What `Transaction`'s drop did: nothing of the batch may persist. If even the
+            // rollback fails the connection is unusable; the next `BEGIN` reports it.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
     done
 }
 
-/// Runs each command of the open transaction under its own savepoint.
-fn run_commands(conn: &Connection, batch: &mut [Queued]) -> Result<()> {
+/// Runs each command of the open transaction under its own savepoint, or a lone command
+/// without one; the statement that ends the transaction: `COMMIT`, or `ROLLBACK` when a lone
+/// command failed (the transaction was its savepoint).
+fn run_commands(
+    conn: &Connection,
+    batch: &mut [Queued],
+    tails: &mut StreamTails,
+) -> Result<&'static str> {
+    if let [command] = batch {
+        if command.run(conn, tails) {
+            return Ok("COMMIT");
+        }
+        tails.forget_all();
+        return Ok("ROLLBACK");
+    }
     let mut savepoint = conn.prepare_cached("SAVEPOINT command").map_err(sql)?;
     let mut release = conn.prepare_cached("RELEASE command").map_err(sql)?;
     for command in batch.iter_mut() {
         savepoint.execute([]).map_err(sql)?;
-        if command.run(conn) {
+        if command.run(conn, tails) {
             release.execute([]).map_err(sql)?;
         } else {
+            tails.forget_all();
             conn.execute_batch("ROLLBACK TO command; RELEASE command")
                 .map_err(sql)?;
         }
     }
-    Ok(())
+    Ok("COMMIT")
 }
 
 fn execute_cached(conn: &Connection, statement: &str) -> Result<()> {

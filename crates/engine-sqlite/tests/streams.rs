@@ -80,6 +80,61 @@ async fn appends_to_many_streams_share_commits() {
     engine.close().await.unwrap();
 }
 
+/// A commit that fails after its first row (two chunks at one offset: the second insert
+/// violates the key) leaves nothing behind, whether it ran alone in its transaction (rolled
+/// back whole) or beside other commits (rolled back to its savepoint), and the stream's next
+/// commit is checked against the stored tail, not the failed one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_failing_midway_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    for path in ["f/alone", "f/beside", "f/other"] {
+        assert!(engine
+            .create_stream(&stream_meta(path, 0, b""), &[], C)
+            .await
+            .unwrap());
+        let first = stream_chunk(0, 8);
+        let m = stream_meta(path, first.end(), b"");
+        let written = engine.commit(path, 0, std::slice::from_ref(&first), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written);
+    }
+    let clash = [stream_chunk(8, 4), stream_chunk(8, 4)];
+    let after = stream_meta("f/alone", 16, b"");
+    assert!(engine
+        .commit("f/alone", 8, &clash, &after, C)
+        .await
+        .is_err());
+    let beside = stream_meta("f/beside", 16, b"");
+    let other_chunk = stream_chunk(8, 4);
+    let other = stream_meta("f/other", other_chunk.end(), b"");
+    let (failed, written) = tokio::join!(
+        engine.commit("f/beside", 8, &clash, &beside, C),
+        engine.commit("f/other", 8, std::slice::from_ref(&other_chunk), &other, C),
+    );
+    assert!(failed.is_err());
+    assert_eq!(written.unwrap(), Commit::Written);
+    for path in ["f/alone", "f/beside"] {
+        assert_eq!(engine.stream_meta(path).await.unwrap().unwrap().tail, 8);
+        assert_eq!(
+            engine.read_chunks(path, 0, usize::MAX).await.unwrap().len(),
+            1
+        );
+        let stale = stream_meta(path, 20, b"");
+        let late = [stream_chunk(16, 4)];
+        let refused = engine.commit(path, 16, &late, &stale, C).await.unwrap();
+        assert_eq!(
+            refused,
+            Commit::Conflict,
+            "{path}: the failed commit's tail"
+        );
+        let next = stream_chunk(8, 4);
+        let m = stream_meta(path, next.end(), b"");
+        let written = engine.commit(path, 8, std::slice::from_ref(&next), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written, "{path}");
+    }
+    engine.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_survive_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
