@@ -33,6 +33,7 @@ mod cache;
 mod compaction;
 pub mod erasures;
 mod error;
+mod hot;
 mod objects;
 mod outbox;
 mod producers;
@@ -56,8 +57,8 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
 use crate::error::{closed, io, sql};
+use crate::hot::WriterState;
 use crate::reader::Readers;
-use crate::tails::StreamTails;
 use crate::writer::Writer;
 
 /// File name of the database inside the engine's directory.
@@ -199,14 +200,15 @@ impl SqliteEngine {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue_with_tails(durability, move |conn, tails| {
-            tails.forget_all();
+        self.enqueue_with_tails(durability, move |conn, state| {
+            state.tails.forget_all();
             work(conn)
         })
         .await
     }
 
-    /// `enqueue` for a command that keeps the writer's stream tails true of what it writes.
+    /// `enqueue` for a command that keeps the writer's stream tails true of what it writes
+    /// (and may use its prepared statements).
     async fn enqueue_with_tails<T, F>(
         &self,
         durability: Durability,
@@ -214,7 +216,7 @@ impl SqliteEngine {
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());

@@ -96,23 +96,11 @@ fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<
         .map(|(id, _)| id))
 }
 
-/// A stream row's id, tail and (when asked for) state.
-type StoredRow = (i64, i64, Option<Vec<u8>>);
-
-/// The id, tail and (when `with_state`; the blob is read only to be compared) state of the
-/// stream row at `path`.
-fn stored_row(
-    conn: &Connection,
-    path: &str,
-    with_state: bool,
-) -> rusqlite::Result<Option<StoredRow>> {
-    conn.prepare_cached(if with_state {
-        "SELECT id, tail, state FROM streams WHERE path = ?1"
-    } else {
-        "SELECT id, tail, NULL FROM streams WHERE path = ?1"
-    })?
-    .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-    .optional()
+/// The id, tail and state of the stream row at `path`.
+fn stored_row(conn: &Connection, path: &str) -> rusqlite::Result<Option<(i64, i64, Vec<u8>)>> {
+    conn.prepare_cached("SELECT id, tail, state FROM streams WHERE path = ?1")?
+        .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()
 }
 
 /// Replaces the tail, expiry and state of stream `id`.
@@ -518,34 +506,39 @@ impl SqliteEngine {
         let path = path.to_owned();
         // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
         // order is fixed once the command is queued.
-        self.enqueue_with_tails(durability, move |conn, tails| {
+        self.enqueue_with_tails(durability, move |conn, state| {
             // The compare and the set are one command of the writer: nothing runs between.
             let expected = off("expected tail", expected_tail)?;
             let known = match expected_state {
-                None => tails.get(&path),
-                Some(_) => None,
+                None => match state.tails.get(&path) {
+                    Some(known) => Some(known),
+                    None => state
+                        .stream_tail
+                        .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?
+                        .map(|(id, tail)| {
+                            state.tails.set(&path, id, tail);
+                            (id, tail)
+                        }),
+                },
+                // The state blob is read only when it is compared.
+                Some(ref wanted) => stored_row(conn, &path)?
+                    .filter(|(_, _, stored)| stored == wanted)
+                    .map(|(id, tail, _)| (id, tail)),
             };
             let id = match known {
                 Some((id, tail)) if tail == expected => id,
-                Some(_) => return Ok(Commit::Conflict),
-                None => match stored_row(conn, &path, expected_state.is_some())? {
-                    Some((id, tail, state)) => {
-                        tails.set(&path, id, tail);
-                        let same_state = expected_state
-                            .as_ref()
-                            .is_none_or(|e| Some(e) == state.as_ref());
-                        if tail != expected || !same_state {
-                            return Ok(Commit::Conflict);
-                        }
-                        id
-                    }
-                    None => return Ok(Commit::Conflict),
-                },
+                _ => return Ok(Commit::Conflict),
             };
-            insert_chunks(conn, id, &chunks)?;
-            update_stream(conn, id, &meta)?;
+            for c in &chunks {
+                let offset = off("chunk offset", c.offset)?;
+                state.insert_chunk.execute(params![id, offset, c.data])?;
+            }
+            let tail = off("tail", meta.tail)?;
+            let update = params![id, tail, meta.expires_at, meta.state];
+            state.update_stream.execute(update)?;
             apply_producers(conn, id, &producers)?;
-            tails.set(&path, id, off("tail", meta.tail)?);
+            state.tails.set(&path, id, tail);
             Ok(Commit::Written)
         })
         .await

@@ -16,8 +16,9 @@
 //! Commands are closures over the connection, so read-then-write logic (compare-and-set, the
 //! cache namespace limit, guarded deletes) runs inside the writer's transaction and is atomic
 //! without any locking elsewhere. Results travel back through a tokio oneshot per command.
-//! Stream commits also get the thread's [`StreamTails`] (their rows' ids and tails, so a
-//! compare-and-set need not read the row); every other command makes it forget everything.
+//! Stream commits also get the thread's [`WriterState`]: statements prepared once, and the
+//! stream tails (their rows' ids and tails, so a compare-and-set need not read the row), which
+//! every other command makes it forget.
 //!
 //! A batch of one command (the common case of one busy stream, whose appends are staged into
 //! one command per commit) runs without a savepoint: if it fails, the transaction itself is
@@ -42,7 +43,7 @@ use sessiond_store::{Durability, Result, StoreError};
 use tokio::sync::oneshot;
 
 use crate::error::{closed, io, sql};
-use crate::tails::StreamTails;
+use crate::hot::WriterState;
 
 /// Counters of the writer since open, for tests and diagnostics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +64,7 @@ struct Counters {
 trait Command: Send {
     fn durability(&self) -> Durability;
     /// Runs the work; true if it succeeded (false: roll back to its savepoint).
-    fn run(&mut self, conn: &Connection, tails: &mut StreamTails) -> bool;
+    fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool;
     /// Answers the caller. `batch` is the fate of the whole transaction (and, for confirmed
     /// writes, of the fsync); when it is `Ok`, the command's own result is sent.
     fn answer(self: Box<Self>, batch: Result<()>);
@@ -79,17 +80,17 @@ struct Pending<T, F> {
 impl<T, F> Command for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send,
+    F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
 {
     fn durability(&self) -> Durability {
         self.durability
     }
 
-    fn run(&mut self, conn: &Connection, tails: &mut StreamTails) -> bool {
+    fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = work(conn, tails).map_err(sql);
+        let result = work(conn, state).map_err(sql);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -130,10 +131,7 @@ impl Writer {
             let max_batch = max_batch.max(1);
             std::thread::Builder::new()
                 .name("sessiond-sqlite-writer".into())
-                .spawn(move || {
-                    let tails = StreamTails::new(stream_tails);
-                    run(conn, receiver, &wal, max_batch, tails, &counters)
-                })
+                .spawn(move || run(conn, receiver, &wal, max_batch, stream_tails, &counters))
                 .map_err(|e| io("cannot start the sqlite writer thread", e))?
         };
         Ok(Writer {
@@ -145,8 +143,8 @@ impl Writer {
 
     /// Queues `work` for the next batch (commands run in queue order) and returns the future
     /// of its answer, which arrives once the batch committed (`Unconfirmed`) or committed and
-    /// was fsynced (`Confirmed`). `work` gets the stream tails and must leave them true of
-    /// the rows it wrote (forget them all when unsure).
+    /// was fsynced (`Confirmed`). `work` gets the writer's state and must leave its stream
+    /// tails true of the rows it wrote (forget them all when unsure).
     pub(crate) fn enqueue<T, F>(
         &self,
         durability: Durability,
@@ -154,7 +152,7 @@ impl Writer {
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut StreamTails) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let command: Queued = Box::new(Pending {
@@ -210,34 +208,45 @@ impl Writer {
 
 /// The thread body.
 fn run(
-    mut conn: Connection,
+    conn: Connection,
     receiver: Receiver<Queued>,
     wal: &Path,
     max_batch: usize,
-    mut tails: StreamTails,
+    stream_tails: usize,
     counters: &Counters,
 ) -> Result<()> {
-    let mut failed: Option<String> = None;
-    let mut batch: Vec<Queued> = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
+    // Borrows the connection: dropped (end of this block) before it is closed.
+    {
+        let mut state = WriterState::prepare(&conn, stream_tails);
+        let mut failed: Option<String> = state
+            .as_ref()
+            .err()
+            .map(|e| format!("the sqlite writer cannot prepare its statements: {e}"));
+        let mut batch: Vec<Queued> = Vec::new();
+        while let Ok(first) = receiver.recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
             }
-        }
-        if let Some(reason) = &failed {
-            for command in batch.drain(..) {
-                command.answer(Err(StoreError::Unavailable(reason.clone())));
+            let state = match (&failed, state.as_mut()) {
+                (None, Ok(state)) => state,
+                (reason, _) => {
+                    let reason = reason.as_deref().unwrap_or("the sqlite writer failed");
+                    for command in batch.drain(..) {
+                        command.answer(Err(StoreError::Unavailable(reason.to_owned())));
+                    }
+                    continue;
+                }
+            };
+            if let Err(error) = commit_batch(&conn, &mut batch, state, wal, counters) {
+                tracing::error!(%error, "sqlite writer stops accepting writes");
+                failed = Some(match error {
+                    StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
+                });
             }
-            continue;
-        }
-        if let Err(error) = commit_batch(&mut conn, &mut batch, &mut tails, wal, counters) {
-            tracing::error!(%error, "sqlite writer stops accepting writes");
-            failed = Some(match error {
-                StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
-            });
         }
     }
     // Every sender is gone and the queue is empty: fold the WAL into the database file.
@@ -256,14 +265,14 @@ fn run(
 /// Runs one batch in one transaction and answers every command of it. Returns `Err` only when
 /// the writer must stop (the WAL fsync failed).
 fn commit_batch(
-    conn: &mut Connection,
+    conn: &Connection,
     batch: &mut Vec<Queued>,
-    tails: &mut StreamTails,
+    state: &mut WriterState<'_>,
     wal: &Path,
     counters: &Counters,
 ) -> Result<()> {
     let size = batch.len();
-    let committed = run_transaction(conn, batch, tails);
+    let committed = run_transaction(conn, batch, state);
     let commit_started = match committed {
         Ok(started) => started,
         Err(e) => {
@@ -309,23 +318,26 @@ fn commit_batch(
 /// `BEGIN IMMEDIATE`, every command under its own savepoint, `COMMIT`. Returns when the
 /// commit started (for the commit-time histogram). On `Err` nothing of the batch persisted.
 ///
-/// Every statement of the frame is cached, so it is parsed once per connection, not per batch
-/// or per write (`execute_batch`, which rusqlite's `Transaction` uses for `BEGIN` and
-/// `COMMIT`, prepares its SQL every time: ~1.7 k instructions each); the savepoint pair is
-/// taken from the cache once per batch, not per command (a lookup hashes the SQL text).
+/// Every statement of the frame is prepared once for the thread (`hot.rs`); `execute_batch`,
+/// which rusqlite's `Transaction` uses for `BEGIN` and `COMMIT`, parses its SQL every time.
 fn run_transaction(
-    conn: &mut Connection,
+    conn: &Connection,
     batch: &mut [Queued],
-    tails: &mut StreamTails,
+    state: &mut WriterState<'_>,
 ) -> Result<Instant> {
-    execute_cached(conn, "BEGIN IMMEDIATE")?;
-    let done = run_commands(conn, batch, tails).and_then(|end| {
+    state.begin.execute([]).map_err(sql)?;
+    let done = run_commands(conn, batch, state).and_then(|committed| {
         let started = Instant::now();
-        execute_cached(conn, end)?;
+        let end = if committed {
+            &mut state.commit
+        } else {
+            &mut state.rollback
+        };
+        end.execute([]).map_err(sql)?;
         Ok(started)
     });
     if done.is_err() {
-        tails.forget_all();
+        state.tails.forget_all();
         if !conn.is_autocommit() {
             // What `Transaction`'s drop did: nothing of the batch may persist. If even the
             // rollback fails the connection is unusable; the next `BEGIN` reports it.
@@ -336,40 +348,31 @@ fn run_transaction(
 }
 
 /// Runs each command of the open transaction under its own savepoint, or a lone command
-/// without one; the statement that ends the transaction: `COMMIT`, or `ROLLBACK` when a lone
-/// command failed (the transaction was its savepoint).
+/// without one. True: commit; false: roll back (a lone command failed, and the transaction
+/// was its savepoint).
 fn run_commands(
     conn: &Connection,
     batch: &mut [Queued],
-    tails: &mut StreamTails,
-) -> Result<&'static str> {
+    state: &mut WriterState<'_>,
+) -> Result<bool> {
     if let [command] = batch {
-        if command.run(conn, tails) {
-            return Ok("COMMIT");
+        if command.run(conn, state) {
+            return Ok(true);
         }
-        tails.forget_all();
-        return Ok("ROLLBACK");
+        state.tails.forget_all();
+        return Ok(false);
     }
-    let mut savepoint = conn.prepare_cached("SAVEPOINT command").map_err(sql)?;
-    let mut release = conn.prepare_cached("RELEASE command").map_err(sql)?;
     for command in batch.iter_mut() {
-        savepoint.execute([]).map_err(sql)?;
-        if command.run(conn, tails) {
-            release.execute([]).map_err(sql)?;
+        state.savepoint.execute([]).map_err(sql)?;
+        if command.run(conn, state) {
+            state.release.execute([]).map_err(sql)?;
         } else {
-            tails.forget_all();
+            state.tails.forget_all();
             conn.execute_batch("ROLLBACK TO command; RELEASE command")
                 .map_err(sql)?;
         }
     }
-    Ok("COMMIT")
-}
-
-fn execute_cached(conn: &Connection, statement: &str) -> Result<()> {
-    conn.prepare_cached(statement)
-        .and_then(|mut s| s.execute([]))
-        .map(|_| ())
-        .map_err(sql)
+    Ok(true)
 }
 
 /// `StoreError` is not `Clone`; a batch failure is reported to every caller of the batch.
