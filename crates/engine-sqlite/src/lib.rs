@@ -59,7 +59,7 @@ pub use writer::WriterStats;
 use crate::error::{closed, io, sql};
 use crate::hot::WriterState;
 use crate::reader::Readers;
-use crate::writer::Writer;
+use crate::writer::{Once, Work, Writer};
 
 /// File name of the database inside the engine's directory.
 pub const DB_FILE: &str = "sessiond.db";
@@ -200,23 +200,24 @@ impl SqliteEngine {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.enqueue_with_tails(durability, move |conn, state| {
+        let work = move |conn: &Connection, state: &mut WriterState<'_>| {
             state.tails.forget_all();
             work(conn)
-        })
-        .await
+        };
+        self.enqueue_work(durability, Once(Some(work))).await
     }
 
-    /// `enqueue` for a command that keeps the writer's stream tails true of what it writes
-    /// (and may use its prepared statements).
-    async fn enqueue_with_tails<T, F>(
+    /// `enqueue` for a command's work as the writer holds it (`writer::Work`): a stream commit
+    /// keeps the writer's stream tails true of what it writes, uses its prepared statements,
+    /// and can run again.
+    async fn enqueue_work<T, W>(
         &self,
         durability: Durability,
-        work: F,
+        work: W,
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send + 'static,
+        W: Work<T> + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());

@@ -23,9 +23,11 @@ use sessiond_store::{
 };
 
 use crate::error::limit;
+use crate::hot::WriterState;
 use crate::objects::prefix_end;
 use crate::producers::{apply_producers, insert_producers};
 use crate::stream_rows::{off, stream_id};
+use crate::writer::Again;
 use crate::SqliteEngine;
 
 /// Reads a stored offset back (a negative one would be a corrupt file: the CHECKs forbid it).
@@ -506,7 +508,7 @@ impl SqliteEngine {
         let path = path.to_owned();
         // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
         // order is fixed once the command is queued.
-        self.enqueue_with_tails(durability, move |conn, state| {
+        let commit = move |conn: &Connection, state: &mut WriterState<'_>| {
             // The compare and the set are one command of the writer: nothing runs between.
             let expected = off("expected tail", expected_tail)?;
             let known = match expected_state {
@@ -540,7 +542,7 @@ impl SqliteEngine {
             apply_producers(conn, id, &producers)?;
             state.tails.set(&path, id, tail);
             Ok(Commit::Written)
-        })
-        .await
+        };
+        self.enqueue_work(durability, Again(commit)).await
     }
 }

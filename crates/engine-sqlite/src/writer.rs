@@ -22,7 +22,11 @@
 //!
 //! A batch of one command (the common case of one busy stream, whose appends are staged into
 //! one command per commit) runs without a savepoint: if it fails, the transaction itself is
-//! rolled back, which undoes exactly the same thing.
+//! rolled back, which undoes exactly the same thing. So does a batch of [`Again`] commands
+//! only (stream commits, which can run again): in the rare case that one fails, the
+//! transaction is rolled back and the batch runs again with a savepoint per command. A
+//! savepoint costs its two statements and a copy of every page it touches into the statement
+//! journal.
 //!
 //! If an fsync fails, the kernel may already have dropped the dirty pages it could not write,
 //! so a later successful fsync would prove nothing: the writer then refuses every further
@@ -65,35 +69,91 @@ trait Command: Send {
     fn durability(&self) -> Durability;
     /// Runs the work; true if it succeeded (false: roll back to its savepoint).
     fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool;
+    /// Whether `run` may be called again once what it did was rolled back.
+    fn repeatable(&self) -> bool;
     /// Answers the caller. `batch` is the fate of the whole transaction (and, for confirmed
     /// writes, of the fsync); when it is `Ok`, the command's own result is sent.
     fn answer(self: Box<Self>, batch: Result<()>);
 }
 
-struct Pending<T, F> {
+/// A command's work: `None` when it cannot run (again).
+pub(crate) trait Work<T>: Send {
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>>;
+    fn repeatable(&self) -> bool;
+}
+
+/// Work that runs once (it may move what it captured).
+pub(crate) struct Once<F>(pub(crate) Option<F>);
+
+impl<T, F> Work<T> for Once<F>
+where
+    F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>> {
+        self.0.take().map(|work| work(conn, state))
+    }
+
+    fn repeatable(&self) -> bool {
+        false
+    }
+}
+
+/// Work that can run again after what it did was rolled back.
+pub(crate) struct Again<F>(pub(crate) F);
+
+impl<T, F> Work<T> for Again<F>
+where
+    F: FnMut(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>> {
+        Some((self.0)(conn, state))
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+}
+
+struct Pending<T, W> {
     durability: Durability,
-    work: Option<F>,
+    work: W,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Command for Pending<T, F>
+impl<T, W> Command for Pending<T, W>
 where
     T: Send,
-    F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
+    W: Work<T>,
 {
     fn durability(&self) -> Durability {
         self.durability
     }
 
     fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool {
-        let Some(work) = self.work.take() else {
+        let Some(result) = self.work.call(conn, state) else {
             return false;
         };
-        let result = work(conn, state).map_err(sql);
+        let result = result.map_err(sql);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn repeatable(&self) -> bool {
+        self.work.repeatable()
     }
 
     fn answer(self: Box<Self>, batch: Result<()>) {
@@ -145,19 +205,19 @@ impl Writer {
     /// of its answer, which arrives once the batch committed (`Unconfirmed`) or committed and
     /// was fsynced (`Confirmed`). `work` gets the writer's state and must leave its stream
     /// tails true of the rows it wrote (forget them all when unsure).
-    pub(crate) fn enqueue<T, F>(
+    pub(crate) fn enqueue<T, W>(
         &self,
         durability: Durability,
-        work: F,
+        work: W,
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send + 'static,
+        W: Work<T> + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let command: Queued = Box::new(Pending {
             durability,
-            work: Some(work),
+            work,
             result: None,
             reply,
         });
@@ -361,6 +421,15 @@ fn run_commands(
         }
         state.tails.forget_all();
         return Ok(false);
+    }
+    if batch.iter().all(|c| c.repeatable()) {
+        // Stops at the first failure; then all of them run again, each under its savepoint.
+        if batch.iter_mut().all(|c| c.run(conn, state)) {
+            return Ok(true);
+        }
+        state.tails.forget_all();
+        state.rollback.execute([]).map_err(sql)?;
+        state.begin.execute([]).map_err(sql)?;
     }
     for command in batch.iter_mut() {
         state.savepoint.execute([]).map_err(sql)?;
