@@ -34,6 +34,7 @@ mod cache;
 mod compaction;
 pub mod erasures;
 mod error;
+mod hot;
 mod objects;
 mod outbox;
 mod producers;
@@ -43,6 +44,7 @@ pub mod schema;
 mod sessions;
 mod stream_rows;
 mod streams;
+mod tails;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -57,8 +59,9 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
 use crate::error::{closed, io, sql};
+use crate::hot::WriterState;
 use crate::reader::Readers;
-use crate::writer::Writer;
+use crate::writer::{Once, Work, Writer};
 
 /// File name of the database inside the engine's directory.
 pub const DB_FILE: &str = "sessiond.db";
@@ -73,6 +76,9 @@ pub struct SqliteOptions {
     /// Most writes waiting for the writer at once (at least 1). Beyond it, callers wait for a
     /// slot (backpressure) instead of growing the queue without bound.
     pub max_queued_writes: usize,
+    /// Most streams whose row id and tail the writer remembers, so an append's tail check
+    /// need not read the stream's row (0: always read it).
+    pub stream_tails: usize,
 }
 
 impl Default for SqliteOptions {
@@ -81,6 +87,7 @@ impl Default for SqliteOptions {
             max_batch: 1024,
             readers: 4,
             max_queued_writes: 65_536,
+            stream_tails: 100_000,
         }
     }
 }
@@ -145,7 +152,12 @@ impl SqliteEngine {
         // The database and WAL files exist now; make their directory entries durable.
         sync_dir(dir)?;
         let readers = Readers::open(&path, options.readers)?;
-        let writer = Writer::start(conn, wal_path(&path), options.max_batch)?;
+        let writer = Writer::start(
+            conn,
+            wal_path(&path),
+            options.max_batch,
+            options.stream_tails,
+        )?;
         tracing::debug!(path = %path.display(), "sqlite engine open");
         Ok(Arc::new(SqliteEngine {
             path,
@@ -182,7 +194,8 @@ impl SqliteEngine {
     }
 
     /// Queues a write command (waiting for a queue slot if the queue is full) and returns the
-    /// future of its answer: commands are run in the order this returned in.
+    /// future of its answer: commands are run in the order this returned in. It may write any
+    /// row, so the writer forgets the stream tails it remembers (`tails.rs`) before it runs.
     async fn enqueue<T, F>(
         &self,
         durability: Durability,
@@ -191,6 +204,25 @@ impl SqliteEngine {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let work = move |conn: &Connection, state: &mut WriterState<'_>| {
+            state.tails.forget_all();
+            work(conn)
+        };
+        self.enqueue_work(durability, Once(Some(work))).await
+    }
+
+    /// `enqueue` for a command's work as the writer holds it (`writer::Work`): a stream commit
+    /// keeps the writer's stream tails true of what it writes, uses its prepared statements,
+    /// and can run again.
+    async fn enqueue_work<T, W>(
+        &self,
+        durability: Durability,
+        work: W,
+    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        W: Work<T> + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());

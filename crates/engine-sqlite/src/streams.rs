@@ -23,9 +23,11 @@ use sessiond_store::{
 };
 
 use crate::error::limit;
+use crate::hot::WriterState;
 use crate::objects::prefix_end;
 use crate::producers::{apply_producers, insert_producers};
 use crate::stream_rows::{off, stream_id};
+use crate::writer::Again;
 use crate::SqliteEngine;
 
 /// Reads a stored offset back (a negative one would be a corrupt file: the CHECKs forbid it).
@@ -94,6 +96,13 @@ fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<
     Ok(found
         .filter(|(_, stored)| source.matches(stored))
         .map(|(id, _)| id))
+}
+
+/// The id, tail and state of the stream row at `path`.
+fn stored_row(conn: &Connection, path: &str) -> rusqlite::Result<Option<(i64, i64, Vec<u8>)>> {
+    conn.prepare_cached("SELECT id, tail, state FROM streams WHERE path = ?1")?
+        .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()
 }
 
 /// Replaces the tail, expiry and state of stream `id`.
@@ -499,31 +508,41 @@ impl SqliteEngine {
         let path = path.to_owned();
         // The writer's queue is FIFO and the compare-and-set runs inside the writer, so the
         // order is fixed once the command is queued.
-        self.enqueue(durability, move |conn| {
+        let commit = move |conn: &Connection, state: &mut WriterState<'_>| {
             // The compare and the set are one command of the writer: nothing runs between.
-            // The state blob is read only when it is compared.
-            let current: Option<(i64, i64, Option<Vec<u8>>)> = conn
-                .prepare_cached(if expected_state.is_some() {
-                    "SELECT id, tail, state FROM streams WHERE path = ?1"
-                } else {
-                    "SELECT id, tail, NULL FROM streams WHERE path = ?1"
-                })?
-                .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                .optional()?;
             let expected = off("expected tail", expected_tail)?;
-            let Some((id, _, _)) = current.filter(|(_, tail, state)| {
-                *tail == expected
-                    && expected_state
-                        .as_ref()
-                        .is_none_or(|e| Some(e) == state.as_ref())
-            }) else {
-                return Ok(Commit::Conflict);
+            let known = match expected_state {
+                None => match state.tails.get(&path) {
+                    Some(known) => Some(known),
+                    None => state
+                        .stream_tail
+                        .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?
+                        .map(|(id, tail)| {
+                            state.tails.set(&path, id, tail);
+                            (id, tail)
+                        }),
+                },
+                // The state blob is read only when it is compared.
+                Some(ref wanted) => stored_row(conn, &path)?
+                    .filter(|(_, _, stored)| stored == wanted)
+                    .map(|(id, tail, _)| (id, tail)),
             };
-            insert_chunks(conn, id, &chunks)?;
-            update_stream(conn, id, &meta)?;
+            let id = match known {
+                Some((id, tail)) if tail == expected => id,
+                _ => return Ok(Commit::Conflict),
+            };
+            for c in &chunks {
+                let offset = off("chunk offset", c.offset)?;
+                state.insert_chunk.execute(params![id, offset, c.data])?;
+            }
+            let tail = off("tail", meta.tail)?;
+            let update = params![id, tail, meta.expires_at, meta.state];
+            state.update_stream.execute(update)?;
             apply_producers(conn, id, &producers)?;
+            state.tails.set(&path, id, tail);
             Ok(Commit::Written)
-        })
-        .await
+        };
+        self.enqueue_work(durability, Again(commit)).await
     }
 }

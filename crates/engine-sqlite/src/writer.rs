@@ -16,6 +16,17 @@
 //! Commands are closures over the connection, so read-then-write logic (compare-and-set, the
 //! cache namespace limit, guarded deletes) runs inside the writer's transaction and is atomic
 //! without any locking elsewhere. Results travel back through a tokio oneshot per command.
+//! Stream commits also get the thread's [`WriterState`]: statements prepared once, and the
+//! stream tails (their rows' ids and tails, so a compare-and-set need not read the row), which
+//! every other command makes it forget.
+//!
+//! A batch of one command (the common case of one busy stream, whose appends are staged into
+//! one command per commit) runs without a savepoint: if it fails, the transaction itself is
+//! rolled back, which undoes exactly the same thing. So does a batch of [`Again`] commands
+//! only (stream commits, which can run again): in the rare case that one fails, the
+//! transaction is rolled back and the batch runs again with a savepoint per command. A
+//! savepoint costs its two statements and a copy of every page it touches into the statement
+//! journal.
 //!
 //! If an fsync fails, the kernel may already have dropped the dirty pages it could not write,
 //! so a later successful fsync would prove nothing: the writer then refuses every further
@@ -36,6 +47,7 @@ use sessiond_store::{Durability, Result, StoreError};
 use tokio::sync::oneshot;
 
 use crate::error::{closed, io, sql};
+use crate::hot::WriterState;
 
 /// Counters of the writer since open, for tests and diagnostics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,36 +68,92 @@ struct Counters {
 trait Command: Send {
     fn durability(&self) -> Durability;
     /// Runs the work; true if it succeeded (false: roll back to its savepoint).
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool;
+    /// Whether `run` may be called again once what it did was rolled back.
+    fn repeatable(&self) -> bool;
     /// Answers the caller. `batch` is the fate of the whole transaction (and, for confirmed
     /// writes, of the fsync); when it is `Ok`, the command's own result is sent.
     fn answer(self: Box<Self>, batch: Result<()>);
 }
 
-struct Pending<T, F> {
+/// A command's work: `None` when it cannot run (again).
+pub(crate) trait Work<T>: Send {
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>>;
+    fn repeatable(&self) -> bool;
+}
+
+/// Work that runs once (it may move what it captured).
+pub(crate) struct Once<F>(pub(crate) Option<F>);
+
+impl<T, F> Work<T> for Once<F>
+where
+    F: FnOnce(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>> {
+        self.0.take().map(|work| work(conn, state))
+    }
+
+    fn repeatable(&self) -> bool {
+        false
+    }
+}
+
+/// Work that can run again after what it did was rolled back.
+pub(crate) struct Again<F>(pub(crate) F);
+
+impl<T, F> Work<T> for Again<F>
+where
+    F: FnMut(&Connection, &mut WriterState<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn call(
+        &mut self,
+        conn: &Connection,
+        state: &mut WriterState<'_>,
+    ) -> Option<rusqlite::Result<T>> {
+        Some((self.0)(conn, state))
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+}
+
+struct Pending<T, W> {
     durability: Durability,
-    work: Option<F>,
+    work: W,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Command for Pending<T, F>
+impl<T, W> Command for Pending<T, W>
 where
     T: Send,
-    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+    W: Work<T>,
 {
     fn durability(&self) -> Durability {
         self.durability
     }
 
-    fn run(&mut self, conn: &Connection) -> bool {
-        let Some(work) = self.work.take() else {
+    fn run(&mut self, conn: &Connection, state: &mut WriterState<'_>) -> bool {
+        let Some(result) = self.work.call(conn, state) else {
             return false;
         };
-        let result = work(conn).map_err(sql);
+        let result = result.map_err(sql);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn repeatable(&self) -> bool {
+        self.work.repeatable()
     }
 
     fn answer(self: Box<Self>, batch: Result<()>) {
@@ -110,7 +178,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the thread on an already configured and migrated connection.
-    pub(crate) fn start(conn: Connection, wal: PathBuf, max_batch: usize) -> Result<Writer> {
+    pub(crate) fn start(
+        conn: Connection,
+        wal: PathBuf,
+        max_batch: usize,
+        stream_tails: usize,
+    ) -> Result<Writer> {
         let (sender, receiver) = mpsc::channel::<Queued>();
         let counters = Arc::new(Counters::default());
         let thread = {
@@ -118,7 +191,7 @@ impl Writer {
             let max_batch = max_batch.max(1);
             std::thread::Builder::new()
                 .name("sessiond-sqlite-writer".into())
-                .spawn(move || run(conn, receiver, &wal, max_batch, &counters))
+                .spawn(move || run(conn, receiver, &wal, max_batch, stream_tails, &counters))
                 .map_err(|e| io("cannot start the sqlite writer thread", e))?
         };
         Ok(Writer {
@@ -130,20 +203,21 @@ impl Writer {
 
     /// Queues `work` for the next batch (commands run in queue order) and returns the future
     /// of its answer, which arrives once the batch committed (`Unconfirmed`) or committed and
-    /// was fsynced (`Confirmed`).
-    pub(crate) fn enqueue<T, F>(
+    /// was fsynced (`Confirmed`). `work` gets the writer's state and must leave its stream
+    /// tails true of the rows it wrote (forget them all when unsure).
+    pub(crate) fn enqueue<T, W>(
         &self,
         durability: Durability,
-        work: F,
+        work: W,
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        W: Work<T> + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let command: Queued = Box::new(Pending {
             durability,
-            work: Some(work),
+            work,
             result: None,
             reply,
         });
@@ -194,33 +268,45 @@ impl Writer {
 
 /// The thread body.
 fn run(
-    mut conn: Connection,
+    conn: Connection,
     receiver: Receiver<Queued>,
     wal: &Path,
     max_batch: usize,
+    stream_tails: usize,
     counters: &Counters,
 ) -> Result<()> {
-    let mut failed: Option<String> = None;
-    let mut batch: Vec<Queued> = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
+    // Borrows the connection: dropped (end of this block) before it is closed.
+    {
+        let mut state = WriterState::prepare(&conn, stream_tails);
+        let mut failed: Option<String> = state
+            .as_ref()
+            .err()
+            .map(|e| format!("the sqlite writer cannot prepare its statements: {e}"));
+        let mut batch: Vec<Queued> = Vec::new();
+        while let Ok(first) = receiver.recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
             }
-        }
-        if let Some(reason) = &failed {
-            for command in batch.drain(..) {
-                command.answer(Err(StoreError::Unavailable(reason.clone())));
+            let state = match (&failed, state.as_mut()) {
+                (None, Ok(state)) => state,
+                (reason, _) => {
+                    let reason = reason.as_deref().unwrap_or("the sqlite writer failed");
+                    for command in batch.drain(..) {
+                        command.answer(Err(StoreError::Unavailable(reason.to_owned())));
+                    }
+                    continue;
+                }
+            };
+            if let Err(error) = commit_batch(&conn, &mut batch, state, wal, counters) {
+                tracing::error!(%error, "sqlite writer stops accepting writes");
+                failed = Some(match error {
+                    StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
+                });
             }
-            continue;
-        }
-        if let Err(error) = commit_batch(&mut conn, &mut batch, wal, counters) {
-            tracing::error!(%error, "sqlite writer stops accepting writes");
-            failed = Some(match error {
-                StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
-            });
         }
     }
     // Every sender is gone and the queue is empty: fold the WAL into the database file.
@@ -239,13 +325,14 @@ fn run(
 /// Runs one batch in one transaction and answers every command of it. Returns `Err` only when
 /// the writer must stop (the WAL fsync failed).
 fn commit_batch(
-    conn: &mut Connection,
+    conn: &Connection,
     batch: &mut Vec<Queued>,
+    state: &mut WriterState<'_>,
     wal: &Path,
     counters: &Counters,
 ) -> Result<()> {
     let size = batch.len();
-    let committed = run_transaction(conn, batch);
+    let committed = run_transaction(conn, batch, state);
     let commit_started = match committed {
         Ok(started) => started,
         Err(e) => {
@@ -291,46 +378,70 @@ fn commit_batch(
 /// `BEGIN IMMEDIATE`, every command under its own savepoint, `COMMIT`. Returns when the
 /// commit started (for the commit-time histogram). On `Err` nothing of the batch persisted.
 ///
-/// Every statement of the frame is cached, so it is parsed once per connection, not per batch
-/// or per write (`execute_batch`, which rusqlite's `Transaction` uses for `BEGIN` and
-/// `COMMIT`, prepares its SQL every time: ~1.7 k instructions each); the savepoint pair is
-/// taken from the cache once per batch, not per command (a lookup hashes the SQL text).
-fn run_transaction(conn: &mut Connection, batch: &mut [Queued]) -> Result<Instant> {
-    execute_cached(conn, "BEGIN IMMEDIATE")?;
-    let done = run_commands(conn, batch).and_then(|()| {
+/// Every statement of the frame is prepared once for the thread (`hot.rs`); `execute_batch`,
+/// which rusqlite's `Transaction` uses for `BEGIN` and `COMMIT`, parses its SQL every time.
+fn run_transaction(
+    conn: &Connection,
+    batch: &mut [Queued],
+    state: &mut WriterState<'_>,
+) -> Result<Instant> {
+    state.begin.execute([]).map_err(sql)?;
+    let done = run_commands(conn, batch, state).and_then(|committed| {
         let started = Instant::now();
-        execute_cached(conn, "COMMIT")?;
+        let end = if committed {
+            &mut state.commit
+        } else {
+            &mut state.rollback
+        };
+        end.execute([]).map_err(sql)?;
         Ok(started)
     });
-    if done.is_err() && !conn.is_autocommit() {
-        // What `Transaction`'s drop did: nothing of the batch may persist. If even the
-        // rollback fails the connection is unusable; the next `BEGIN` reports it.
-        let _ = conn.execute_batch("ROLLBACK");
+    if done.is_err() {
+        state.tails.forget_all();
+        if !conn.is_autocommit() {
+            // What `Transaction`'s drop did: nothing of the batch may persist. If even the
+            // rollback fails the connection is unusable; the next `BEGIN` reports it.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
     done
 }
 
-/// Runs each command of the open transaction under its own savepoint.
-fn run_commands(conn: &Connection, batch: &mut [Queued]) -> Result<()> {
-    let mut savepoint = conn.prepare_cached("SAVEPOINT command").map_err(sql)?;
-    let mut release = conn.prepare_cached("RELEASE command").map_err(sql)?;
+/// Runs each command of the open transaction under its own savepoint, or a lone command
+/// without one. True: commit; false: roll back (a lone command failed, and the transaction
+/// was its savepoint).
+fn run_commands(
+    conn: &Connection,
+    batch: &mut [Queued],
+    state: &mut WriterState<'_>,
+) -> Result<bool> {
+    if let [command] = batch {
+        if command.run(conn, state) {
+            return Ok(true);
+        }
+        state.tails.forget_all();
+        return Ok(false);
+    }
+    if batch.iter().all(|c| c.repeatable()) {
+        // Stops at the first failure; then all of them run again, each under its savepoint.
+        if batch.iter_mut().all(|c| c.run(conn, state)) {
+            return Ok(true);
+        }
+        state.tails.forget_all();
+        state.rollback.execute([]).map_err(sql)?;
+        state.begin.execute([]).map_err(sql)?;
+    }
     for command in batch.iter_mut() {
-        savepoint.execute([]).map_err(sql)?;
-        if command.run(conn) {
-            release.execute([]).map_err(sql)?;
+        state.savepoint.execute([]).map_err(sql)?;
+        if command.run(conn, state) {
+            state.release.execute([]).map_err(sql)?;
         } else {
+            state.tails.forget_all();
             conn.execute_batch("ROLLBACK TO command; RELEASE command")
                 .map_err(sql)?;
         }
     }
-    Ok(())
-}
-
-fn execute_cached(conn: &Connection, statement: &str) -> Result<()> {
-    conn.prepare_cached(statement)
-        .and_then(|mut s| s.execute([]))
-        .map(|_| ())
-        .map_err(sql)
+    Ok(true)
 }
 
 /// `StoreError` is not `Clone`; a batch failure is reported to every caller of the batch.

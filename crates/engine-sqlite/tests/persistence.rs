@@ -90,6 +90,7 @@ async fn an_older_file_is_migrated() {
             max_batch: 8,
             readers: 1,
             max_queued_writes: 4,
+            ..SqliteOptions::default()
         },
     )
     .unwrap();

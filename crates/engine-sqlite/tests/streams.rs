@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
 use sessiond_store::testsuite::{run_streams, stream_chunk, stream_meta};
-use sessiond_store::{Commit, Durability, EngineAdmin, SegmentRef, StreamMeta, StreamStore};
+use sessiond_store::{
+    Commit, Durability, EngineAdmin, ProducerUpdate, SegmentRef, StreamMeta, StreamStore,
+};
 
 const C: Durability = Durability::Confirmed;
 
@@ -76,6 +78,91 @@ async fn appends_to_many_streams_share_commits() {
             .await
             .unwrap();
         assert_eq!(chunks.len(), APPENDS);
+    }
+    engine.close().await.unwrap();
+}
+
+/// A commit that fails after its first row (two chunks at one offset: the second insert
+/// violates the key) leaves nothing behind, whether it ran alone in its transaction (rolled
+/// back whole) or amid other stream commits (which run without savepoints: the transaction is
+/// rolled back and they all run again, each under its own), and the stream's next commit is
+/// checked against the stored tail, not the failed one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_failing_midway_leaves_nothing() {
+    const OTHERS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    let others: Vec<String> = (0..OTHERS).map(|i| format!("f/other-{i}")).collect();
+    let paths = ["f/alone", "f/amid"].map(String::from);
+    for path in paths.iter().chain(&others) {
+        assert!(engine
+            .create_stream(&stream_meta(path, 0, b""), &[], C)
+            .await
+            .unwrap());
+        let first = stream_chunk(0, 8);
+        let m = stream_meta(path, first.end(), b"");
+        let written = engine.commit(path, 0, std::slice::from_ref(&first), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written);
+    }
+    let clash = vec![stream_chunk(8, 4), stream_chunk(8, 4)];
+    let after = stream_meta("f/alone", 16, b"");
+    assert!(engine
+        .commit("f/alone", 8, &clash, &after, C)
+        .await
+        .is_err());
+
+    // The failing commit queued in the middle of the others, all before any is awaited.
+    let before = engine.stats();
+    let mut tickets = Vec::new();
+    for (i, path) in others.iter().enumerate() {
+        if i == OTHERS / 2 {
+            let m = stream_meta("f/amid", 16, b"");
+            let none = ProducerUpdate::default();
+            let ticket = engine.commit_enqueue("f/amid", 8, clash.clone(), m, none, C);
+            tickets.push(("f/amid", ticket.await.unwrap()));
+        }
+        let c = stream_chunk(8, 4);
+        let m = stream_meta(path, c.end(), b"");
+        let none = ProducerUpdate::default();
+        let ticket = engine.commit_enqueue(path, 8, vec![c], m, none, C);
+        tickets.push((path, ticket.await.unwrap()));
+    }
+    for (path, ticket) in tickets {
+        match path {
+            "f/amid" => assert!(ticket.await.is_err()),
+            _ => assert_eq!(ticket.await.unwrap(), Commit::Written, "{path}"),
+        }
+    }
+    let now = engine.stats();
+    assert!(
+        now.commits - before.commits < now.writes - before.writes,
+        "the commits shared no transaction"
+    );
+    for path in &others {
+        assert_eq!(engine.stream_meta(path).await.unwrap().unwrap().tail, 12);
+        assert_eq!(
+            engine.read_chunks(path, 0, usize::MAX).await.unwrap().len(),
+            2
+        );
+    }
+    for path in &paths {
+        assert_eq!(engine.stream_meta(path).await.unwrap().unwrap().tail, 8);
+        assert_eq!(
+            engine.read_chunks(path, 0, usize::MAX).await.unwrap().len(),
+            1
+        );
+        let stale = stream_meta(path, 20, b"");
+        let late = [stream_chunk(16, 4)];
+        let refused = engine.commit(path, 16, &late, &stale, C).await.unwrap();
+        assert_eq!(
+            refused,
+            Commit::Conflict,
+            "{path}: the failed commit's tail"
+        );
+        let next = stream_chunk(8, 4);
+        let m = stream_meta(path, next.end(), b"");
+        let written = engine.commit(path, 8, std::slice::from_ref(&next), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written, "{path}");
     }
     engine.close().await.unwrap();
 }

@@ -35,6 +35,31 @@ pub trait Step: Send + Sync + 'static {
     }
 }
 
+/// Two steps as one layer: `(outer, inner)` runs exactly as `inner`'s layer inside `outer`'s
+/// (an answer of `outer` skips `inner`; `inner`'s `after` runs first), without the boxed
+/// route `Router::layer` adds per layer, which is cloned, allocated and dropped on every
+/// request (a stream append went through eight of them).
+impl<A: Step, B: Step> Step for (A, B) {
+    type Seen = (A::Seen, Option<B::Seen>);
+
+    fn before(&self, request: &mut Request) -> (Self::Seen, Option<Response>) {
+        let (outer, answer) = self.0.before(request);
+        if answer.is_some() {
+            return ((outer, None), answer);
+        }
+        let (inner, answer) = self.1.before(request);
+        ((outer, Some(inner)), answer)
+    }
+
+    fn after(&self, (outer, inner): Self::Seen, response: Response) -> Response {
+        let response = match inner {
+            Some(inner) => self.1.after(inner, response),
+            None => response,
+        };
+        self.0.after(outer, response)
+    }
+}
+
 /// The layer of `step` (for `Router::layer` and `Router::route_layer`).
 pub fn layer<T: Step>(step: T) -> StepLayer<T> {
     StepLayer(Arc::new(step))
@@ -151,5 +176,81 @@ where
             Some((step, seen)) => Poll::Ready(Ok(step.after(seen, response))),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{HeaderValue, StatusCode};
+
+    use super::*;
+
+    /// Appends its name to the request's and the response's `trace` header.
+    struct Tag(&'static str);
+
+    fn trace(headers: &mut axum::http::HeaderMap, name: &str) {
+        let before = headers
+            .get("trace")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let after = HeaderValue::from_str(&format!("{before}{name};")).expect("header value");
+        headers.insert("trace", after);
+    }
+
+    impl Step for Tag {
+        type Seen = ();
+
+        fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+            trace(request.headers_mut(), self.0);
+            ((), None)
+        }
+
+        fn after(&self, (): (), mut response: Response) -> Response {
+            trace(response.headers_mut(), self.0);
+            response
+        }
+    }
+
+    /// Answers every request itself.
+    struct Refuse;
+
+    impl Step for Refuse {
+        type Seen = ();
+
+        fn before(&self, _: &mut Request) -> ((), Option<Response>) {
+            let mut refusal = Response::new(Body::empty());
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
+            ((), Some(refusal))
+        }
+    }
+
+    fn header(headers: &axum::http::HeaderMap) -> &str {
+        headers
+            .get("trace")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    #[test]
+    fn a_pair_runs_as_the_inner_step_inside_the_outer() {
+        let pair = (Tag("outer"), Tag("inner"));
+        let mut request = Request::new(Body::empty());
+        let (seen, answer) = pair.before(&mut request);
+        assert!(answer.is_none());
+        assert_eq!(header(request.headers()), "outer;inner;");
+        let response = pair.after(seen, Response::new(Body::empty()));
+        assert_eq!(header(response.headers()), "inner;outer;");
+
+        // An answer of the outer step: the inner one sees neither the request nor the answer.
+        let refused = (Tag("outer"), (Refuse, Tag("inner")));
+        let mut request = Request::new(Body::empty());
+        let (seen, answer) = refused.before(&mut request);
+        let answer = answer.expect("the refusal");
+        assert_eq!(header(request.headers()), "outer;");
+        let response = refused.after(seen, answer);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(header(response.headers()), "outer;");
     }
 }

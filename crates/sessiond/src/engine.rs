@@ -19,6 +19,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 max_batch: config.sqlite.max_batch,
                 readers: config.sqlite.readers,
                 max_queued_writes: config.sqlite.max_queued_writes,
+                stream_tails: config.sqlite.stream_tails,
             };
             let engine = tokio::task::spawn_blocking(move || SqliteEngine::open(&dir, options))
                 .await?

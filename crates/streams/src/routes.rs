@@ -33,9 +33,16 @@ pub fn router(streams: Streams) -> Router {
             get(crate::producer_list::list),
         )
         .with_state(streams);
-    sessiond_http::body::body_limit(routes, limit)
-        .layer(step::layer(crate::headers::CommonHeaders))
-        .layer(step::layer(crate::metrics::DebugTiming))
+    // One layer for the three steps (outermost first): a layer each cost a boxed route each,
+    // cloned and dropped per request.
+    let steps = (
+        crate::metrics::DebugTiming,
+        (
+            crate::headers::CommonHeaders,
+            sessiond_http::body::BodyLimit(limit),
+        ),
+    );
+    routes.layer(step::layer(steps))
 }
 
 async fn dispatch(

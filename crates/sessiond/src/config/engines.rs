@@ -12,6 +12,8 @@ pub struct SqliteConfig {
     pub readers: usize,
     /// Most writes queued for the writer at once; beyond it requests wait (backpressure).
     pub max_queued_writes: usize,
+    /// Most streams whose row id and tail the writer keeps in memory (0: none).
+    pub stream_tails: usize,
 }
 
 impl Default for SqliteConfig {
@@ -20,6 +22,7 @@ impl Default for SqliteConfig {
             max_batch: 1024,
             readers: 4,
             max_queued_writes: 65_536,
+            stream_tails: 100_000,
         }
     }
 }
