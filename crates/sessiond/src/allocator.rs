@@ -1,17 +1,20 @@
-//! The process's memory allocator: mimalloc (v2), with transparent huge pages off.
+//! The process's memory allocator: mimalloc (v3, the crate's default), with transparent huge
+//! pages off.
 //!
 //! Why not the system allocator: glibc's malloc/free were a third of a session GET's
 //! instructions and about a quarter of a Durable Streams append's (callgrind, see
-//! docs/benchmarks.md "Allocator"); mimalloc v2 takes 12–18 % off every hot request.
+//! docs/benchmarks.md "Allocator"); mimalloc takes 10–16 % off every hot request.
 //!
-//! Why v2 and not v3, and why huge pages off: both trade memory for speed on Linux machines
-//! with transparent huge pages set to `always` (a common default): mimalloc reserves large,
-//! aligned regions, so a byte touched in one can make a whole 2 MiB huge page resident (v2:
-//! +14 MiB at start; v3, which also commits its arenas eagerly, more per idle socket than
-//! glibc). With huge pages off for this process, v2 starts as small as glibc and holds no more
-//! per idle socket (docs/benchmarks.md "Allocator").
-//! The flag is per process (the kernel checks it on every page fault), so setting it first
-//! thing in `main` covers every later allocation; the handful of allocations the Rust runtime
+//! Why v3 and not v2: v2 gives the memory of a freed large block (a catch-up page of a few MiB)
+//! back to the kernel 10 ms after the free, so back-to-back page reads faulted their buffers in
+//! again (30–65 page faults per MB read, +35 % CPU per MB); v3 keeps it for a second.
+//!
+//! Why huge pages off: on Linux machines with transparent huge pages set to `always` (a common
+//! default) mimalloc's large, aligned regions become resident 2 MiB pages as soon as a byte of
+//! them is touched: +14 MiB at start and more per idle socket than glibc. With huge pages off
+//! for this process, sessiond starts as small as with glibc and holds about as much per idle
+//! socket. The flag is per process (the kernel checks it on every page fault), so setting it
+//! first thing in `main` covers every later allocation; the few allocations the Rust runtime
 //! makes before `main` may keep one huge page.
 
 #[global_allocator]
