@@ -52,7 +52,7 @@ impl Queuer<'_> {
         let Some(route) = self.route else {
             return insert(conn, event);
         };
-        let routed = route.route(event);
+        let routed = route.split(event);
         for append in &routed.appends {
             if append_at_tail(conn, route, append)? {
                 self.touched.push(append.path.clone());

@@ -60,7 +60,7 @@ pub struct RoutedAppend {
 /// what it queues. Called inside the engine's write (keep it cheap and free of I/O).
 pub trait OutboxRoute: Send + Sync {
     /// The appends and the queued rest of `event`.
-    fn route(&self, event: &[u8]) -> Routed;
+    fn split(&self, event: &[u8]) -> Routed;
 
     /// The metadata of the stream at `path` when an append finds none (the engine creates it
     /// first; its `tail` and `start` are ignored: a new stream starts empty at 0). An error

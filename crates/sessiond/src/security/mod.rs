@@ -63,7 +63,7 @@ pub fn wire(
     // Where the engine can, users' copies go into their streams with the changes themselves.
     if stores
         .outbox
-        .outbox_route(std::sync::Arc::new(relay.route()))
+        .outbox_route(std::sync::Arc::new(relay.user_copies()))
     {
         streams.written_outside(sessiond_sessions::security::USER_STREAMS);
     }

@@ -298,7 +298,7 @@ impl Relay {
 
     /// The route that writes users' copies in their changes' transactions (`route.rs`),
     /// sharing this relay's memory of stream names.
-    pub(super) fn route(&self) -> super::route::UserCopies {
+    pub(super) fn user_copies(&self) -> super::route::UserCopies {
         super::route::UserCopies::new(self.config(), self.user_streams.clone())
     }
 

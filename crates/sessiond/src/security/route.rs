@@ -68,7 +68,7 @@ impl UserCopies {
 const ROUTED: &[u8] = br#"{"routed":true,"#;
 
 impl OutboxRoute for UserCopies {
-    fn route(&self, event: &[u8]) -> Routed {
+    fn split(&self, event: &[u8]) -> Routed {
         let whole = || Routed {
             appends: Vec::new(),
             queue: Some(event.to_vec()),
@@ -123,7 +123,7 @@ mod tests {
         let entry = json!({"stream": null, "user_id": "ada", "origin": "service", "ord": 3,
             "event": {"id": "e", "type": "session.created", "at": 5, "user_id": "ada"}});
         let bytes = serde_json::to_vec(&entry).expect("json");
-        let routed = route.route(&bytes);
+        let routed = route.split(&bytes);
         assert_eq!(routed.appends.len(), 1);
         assert_eq!(routed.appends[0].path, user_stream("ada"));
         let copy: Value = serde_json::from_slice(&routed.appends[0].data).expect("copy");
@@ -134,7 +134,7 @@ mod tests {
 
         let global_only = json!({"stream": null, "user_id": null, "ord": 1, "event": {"id": "x"}});
         let bytes = serde_json::to_vec(&global_only).expect("json");
-        let routed = route.route(&bytes);
+        let routed = route.split(&bytes);
         assert!(routed.appends.is_empty());
         assert_eq!(routed.queue, Some(bytes));
     }

@@ -17,7 +17,7 @@ struct Tagged {
 }
 
 impl OutboxRoute for Tagged {
-    fn route(&self, event: &[u8]) -> Routed {
+    fn split(&self, event: &[u8]) -> Routed {
         if !event.starts_with(self.tag.as_bytes()) {
             return Routed {
                 appends: Vec::new(),
