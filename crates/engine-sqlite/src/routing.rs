@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Durability, OutboxRoute, Result, RoutedAppend, StreamWake, StreamWakes, WakeSink,
+    Durability, OutboxRoute, Result, RoutedAppend, StreamMeta, StreamWake, StreamWakes, WakeSink,
 };
 
-use crate::stream_rows::off;
+use crate::error::out_of_range;
+use crate::stream_rows::{insert_chunk, insert_stream, off};
 use crate::SqliteEngine;
 
 /// The engine's route (set once) and the listeners of the streams it appends to.
@@ -85,15 +86,19 @@ fn append_at_tail(
         .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
         .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let len = off("chunk length", a.data.len() as u64)?;
-    let too_long = || crate::error::out_of_range("tail", u64::MAX);
+    let len = a.data.len() as u64;
     // A read, then an update by id: not `UPDATE ... RETURNING` in one statement, which SQLite
     // runs as a trigger program and which cost more than the read it saved (measured).
     let (id, offset) = match found {
         Some((id, tail)) => {
-            let end = tail.checked_add(len).ok_or_else(too_long)?;
+            // A negative tail would be a corrupt file (the CHECKs forbid it).
+            let tail = u64::try_from(tail)
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, tail))?;
+            let end = tail
+                .checked_add(len)
+                .ok_or_else(|| out_of_range("tail", u64::MAX))?;
             conn.prepare_cached("UPDATE streams SET tail = ?2 WHERE id = ?1")?
-                .execute(params![id, end])?;
+                .execute(params![id, off("tail", end)?])?;
             (id, tail)
         }
         // Created with its tail after the chunk.
@@ -101,16 +106,19 @@ fn append_at_tail(
             let meta = route
                 .new_stream(&a.path)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            conn.prepare_cached(
-                "INSERT INTO streams (path, tail, expires_at, state, start)
-                 VALUES (?1, ?2, ?3, ?4, 0)",
-            )?
-            .execute(params![a.path, len, meta.expires_at, meta.state])?;
-            (conn.last_insert_rowid(), 0)
+            let meta = StreamMeta {
+                path: a.path.clone(),
+                tail: len,
+                start: 0,
+                ..meta
+            };
+            // The read above found no row in this same transaction, so the insert cannot
+            // meet one.
+            let id = insert_stream(conn, &meta)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            (id, 0)
         }
     };
-    conn.prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, offset, a.data])?;
+    insert_chunk(conn, id, offset, &a.data)?;
     Ok(true)
 }
 

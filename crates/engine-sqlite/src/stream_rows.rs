@@ -1,9 +1,10 @@
-//! How the stream tables are addressed: a stream's row id by its path, and offsets as SQLite
-//! integers. Shared by the stream log (`streams.rs`) and compaction's one engine step
-//! (`compaction.rs`), which the log calls: kept below both so neither imports the other for
-//! them.
+//! How the stream tables are addressed and their rows written: a stream's row id by its
+//! path, offsets as SQLite integers, a new stream row, chunk rows. Shared by the stream log
+//! (`streams.rs`), compaction's one engine step (`compaction.rs`), which the log calls, and
+//! routed events (`routing.rs`): kept below them so none imports another for them.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
+use sessiond_store::{StreamChunk, StreamMeta};
 
 use crate::error::out_of_range;
 
@@ -17,4 +18,45 @@ pub(crate) fn stream_id(conn: &Connection, path: &str) -> rusqlite::Result<Optio
     conn.prepare_cached("SELECT id FROM streams WHERE path = ?1")?
         .query_row([path], |row| row.get(0))
         .optional()
+}
+
+/// Inserts the stream row of `meta`; its id, or `None` if the path exists.
+pub(crate) fn insert_stream(conn: &Connection, meta: &StreamMeta) -> rusqlite::Result<Option<i64>> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO streams (path, tail, expires_at, state, start)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (path) DO NOTHING",
+        )?
+        .execute(params![
+            meta.path,
+            off("tail", meta.tail)?,
+            meta.expires_at,
+            meta.state,
+            off("start", meta.start)?
+        ])?;
+    Ok((inserted > 0).then(|| conn.last_insert_rowid()))
+}
+
+/// Inserts one chunk of stream `id` at `offset`.
+pub(crate) fn insert_chunk(
+    conn: &Connection,
+    id: i64,
+    offset: u64,
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, off("chunk offset", offset)?, data])?;
+    Ok(())
+}
+
+/// Inserts `chunks` for stream `id`.
+pub(crate) fn insert_chunks(
+    conn: &Connection,
+    id: i64,
+    chunks: &[StreamChunk],
+) -> rusqlite::Result<()> {
+    for c in chunks {
+        insert_chunk(conn, id, c.offset, &c.data)?;
+    }
+    Ok(())
 }

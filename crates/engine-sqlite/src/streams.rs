@@ -26,7 +26,7 @@ use crate::error::limit;
 use crate::hot::WriterState;
 use crate::objects::prefix_end;
 use crate::producers::{apply_producers, insert_producers};
-use crate::stream_rows::{off, stream_id};
+use crate::stream_rows::{insert_chunks, insert_stream, off, stream_id};
 use crate::writer::Again;
 use crate::SqliteEngine;
 
@@ -34,33 +34,6 @@ use crate::SqliteEngine;
 fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let v: i64 = row.get(i)?;
     u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
-}
-
-/// Inserts `chunks` for stream `id`.
-fn insert_chunks(conn: &Connection, id: i64, chunks: &[StreamChunk]) -> rusqlite::Result<()> {
-    let mut stmt = conn
-        .prepare_cached("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?;
-    for c in chunks {
-        stmt.execute(params![id, off("chunk offset", c.offset)?, c.data])?;
-    }
-    Ok(())
-}
-
-/// Inserts the stream row of `meta`; its id, or `None` if the path exists.
-fn insert_stream(conn: &Connection, meta: &StreamMeta) -> rusqlite::Result<Option<i64>> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO streams (path, tail, expires_at, state, start)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (path) DO NOTHING",
-        )?
-        .execute(params![
-            meta.path,
-            off("tail", meta.tail)?,
-            meta.expires_at,
-            meta.state,
-            off("start", meta.start)?
-        ])?;
-    Ok((inserted > 0).then(|| conn.last_insert_rowid()))
 }
 
 /// Deletes stream `id` and every row that belongs to it.
