@@ -56,30 +56,7 @@ pub fn server_json_stream(
     retention: crate::state::Retention,
     now: sessiond_store::Millis,
 ) -> Result<sessiond_store::StreamMeta, sessiond_store::StoreError> {
-    let info = crate::state::StreamInfo {
-        content_type: "application/json".into(),
-        ttl_s: None,
-        expires_at: None,
-        last_access: now,
-        req_ttl_s: None,
-        req_expires_at: None,
-        closed: false,
-        closed_by: None,
-        producers: Default::default(),
-        last_seq: None,
-        start: 0,
-        lineage: Vec::new(),
-        fork: None,
-        forks: 0,
-        fork_floors: Vec::new(),
-        inherited_start: 0,
-        retention,
-        marks: Vec::new(),
-        compaction: None,
-        fork_points: Vec::new(),
-        soft_deleted: false,
-        created_at: now,
-    };
+    let info = crate::state::StreamInfo::new("application/json".into(), now, retention);
     crate::state::Stream::encode(path, 0, &info)
 }
 
@@ -251,28 +228,17 @@ async fn create_once(
         (vec![chunk], end)
     };
     let mut info = StreamInfo {
-        content_type: base.content_type,
         ttl_s: base.ttl_s,
         expires_at: base.expires_at,
-        last_access: now,
         req_ttl_s: ttl,
         req_expires_at: expires_at,
         closed,
-        closed_by: None,
-        producers: Default::default(),
-        last_seq: None,
         start: base.start,
         lineage: base.lineage,
         fork: fork_request.clone(),
-        forks: 0,
-        fork_floors: Vec::new(),
         inherited_start: base.retained,
-        retention: retention.clone(),
-        marks: Vec::new(),
         compaction,
-        fork_points: Vec::new(),
-        soft_deleted: false,
-        created_at: now,
+        ..StreamInfo::new(base.content_type, now, retention.clone())
     };
     let admitted = match &values {
         Some((_, expected)) => admit(streams, h, *expected)?,

@@ -177,6 +177,35 @@ impl ProducerState {
 }
 
 impl StreamInfo {
+    /// A stream created at `now`: open, no TTL, no producers, marks, forks or compaction,
+    /// starting at offset 0. Creators set what their request asked for on top of it.
+    pub fn new(content_type: String, now: Millis, retention: Retention) -> StreamInfo {
+        StreamInfo {
+            content_type,
+            ttl_s: None,
+            expires_at: None,
+            last_access: now,
+            req_ttl_s: None,
+            req_expires_at: None,
+            closed: false,
+            closed_by: None,
+            producers: Default::default(),
+            last_seq: None,
+            start: 0,
+            lineage: Vec::new(),
+            fork: None,
+            forks: 0,
+            fork_floors: Vec::new(),
+            inherited_start: 0,
+            retention,
+            marks: Vec::new(),
+            compaction: None,
+            fork_points: Vec::new(),
+            soft_deleted: false,
+            created_at: now,
+        }
+    }
+
     /// When the stream expires, if ever.
     pub fn expiry(&self) -> Option<Millis> {
         match (self.ttl_s, self.expires_at) {
