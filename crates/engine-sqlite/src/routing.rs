@@ -8,12 +8,13 @@
 //! read, an append request through the capability, a producer row and a second commit.
 //!
 //! The capability's objects cache a stream's tail, so the appended paths are announced to the
-//! engine's `StreamWakes` listeners once the write is answered (after the commit, so readers
-//! see the rows; a `Confirmed` write also after its fsync); the capability reloads such
-//! streams from the engine (it knows which: it chose the route). A routed event is exactly as
-//! durable as the change it records: they commit together, under the change's durability (an
-//! unconfirmed sweep that a power loss takes back takes its `session.expired` events with it,
-//! and the next sweep records them again).
+//! engine's `StreamWakes` listeners once the write is answered; the capability reloads such
+//! streams from the engine (it knows which: it chose the route). With a route, every queuing
+//! write is confirmed (answered after its fsync), whatever durability its caller asked for:
+//! the announcement then comes after the fsync, as a stream's readers are woken only for
+//! durable bytes on every other path (docs/api.md, "durability"). Only a reader that happens
+//! to reload such a stream between the commit and its fsync can see an event before it is
+//! durable (docs/sessions.md, "Atomicity").
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -145,14 +146,20 @@ impl Routing {
 }
 
 impl SqliteEngine {
-    /// A write command that queues events (through [`Queuer::queue`]); the paths it appended
-    /// to are announced once it is answered.
+    /// A write command that queues events (through [`Queuer::queue`]). With a route, the
+    /// write is confirmed (see the module docs) and the paths it appended to are announced
+    /// once it is.
     pub(crate) async fn write_queuing<T, F>(&self, durability: Durability, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Queuer<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
         let route = self.routing.route.get().cloned();
+        let durability = if route.is_some() {
+            Durability::Confirmed
+        } else {
+            durability
+        };
         let (value, touched) = self
             .write(durability, move |conn| {
                 let mut q = Queuer {
