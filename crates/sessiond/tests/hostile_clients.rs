@@ -283,6 +283,26 @@ async fn connection_caps_answer_503_and_free_their_slots() {
     }
 }
 
+/// The default cap (`http.max_headers` = 100) is left to hyper's own default (see listener.rs):
+/// a head of exactly 100 header lines passes, 101 get a 431.
+#[tokio::test]
+async fn default_header_cap_is_100() {
+    let server = TestServer::start(EngineKind::Memory, |_: &mut Config| {}).await;
+    for (lines, status) in [(100, "200"), (101, "431")] {
+        // `Host` and `Connection` are two of the lines.
+        let extra: String = (0..lines - 2).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let mut tcp = connect(&server).await;
+        let request =
+            format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let response = read_all(&mut tcp).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{lines} header lines: {response}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn oversized_heads_get_a_431() {
     let server = TestServer::start(EngineKind::Memory, |c: &mut Config| {
