@@ -28,21 +28,12 @@ async fn tail_outlives_its_chunk(s: &dyn StreamStore, how: Removal) {
     // Three appends that change only the tail.
     let mut tail = 0;
     for len in [10, 10, 5] {
-        let c = chunk(tail, len);
-        let next = StreamMeta {
-            tail: c.end(),
-            ..created.clone()
-        };
-        let outcome = s.commit(&path, tail, &[c], &next, C).await;
-        assert_eq!(outcome.expect("store call"), Commit::Written, "{how:?}");
-        tail = next.tail;
+        let outcome = append(s, &created, tail, len).await;
+        assert_eq!(outcome, Commit::Written, "{how:?}");
+        tail += len as u64;
     }
     let stored = s.stream_meta(&path).await.expect("store call");
-    assert_eq!(
-        stored.map(|m| m.tail),
-        Some(25),
-        "{how:?}: tail after appends"
-    );
+    assert_eq!(stored.map(|m| m.tail), Some(25), "{how:?}: after appends");
     match how {
         Removal::Seal => {
             let all = SegmentRef {
@@ -60,31 +51,31 @@ async fn tail_outlives_its_chunk(s: &dyn StreamStore, how: Removal) {
             assert!(s.drop_chunks(&path, &[20], C).await.expect("store call"));
         }
     }
-    let read = s
-        .read_chunks(&path, 0, usize::MAX)
-        .await
-        .expect("store call");
+    let read = s.read_chunks(&path, 0, usize::MAX).await;
     assert!(
-        read.iter().all(|c| c.end() < 25),
+        read.expect("store call").iter().all(|c| c.end() < 25),
         "{how:?}: the last chunk is gone"
     );
     let stored = s.stream_meta(&path).await.expect("store call");
     assert_eq!(stored.map(|m| m.tail), Some(25), "{how:?}: the tail stays");
     // The next commit is checked against that tail.
-    let behind = chunk(20, 5);
-    let at_20 = StreamMeta {
-        tail: 25,
-        ..created.clone()
-    };
-    let refused = s.commit(&path, 20, &[behind], &at_20, C).await;
-    assert_eq!(refused.expect("store call"), Commit::Conflict, "{how:?}");
-    let next = chunk(25, 3);
-    let after = StreamMeta {
-        tail: 28,
-        ..created.clone()
-    };
-    let written = s.commit(&path, 25, &[next], &after, C).await;
-    assert_eq!(written.expect("store call"), Commit::Written, "{how:?}");
+    let behind = append(s, &created, 20, 5).await;
+    assert_eq!(behind, Commit::Conflict, "{how:?}");
+    let next = append(s, &created, 25, 3).await;
+    assert_eq!(next, Commit::Written, "{how:?}");
     let stored = s.stream_meta(&path).await.expect("store call");
     assert_eq!(stored.map(|m| m.tail), Some(28), "{how:?}");
+}
+
+/// Commits `len` bytes at `at` to the stream `created` describes, its metadata unchanged but
+/// for the tail.
+async fn append(s: &dyn StreamStore, created: &StreamMeta, at: u64, len: usize) -> Commit {
+    let c = chunk(at, len);
+    let next = StreamMeta {
+        tail: c.end(),
+        ..created.clone()
+    };
+    s.commit(&created.path, at, &[c], &next, C)
+        .await
+        .expect("store call")
 }
