@@ -8,7 +8,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::stream_rows::{off, stream_id};
+use crate::stream_rows::{keep_tail, off, stream_id};
 
 /// Deletes the chunks of `path` at `offsets` if every one exists; false otherwise.
 pub(crate) fn drop_chunks(
@@ -29,6 +29,7 @@ pub(crate) fn drop_chunks(
         }
         keys.push(key);
     }
+    keep_tail(conn, id)?;
     let mut delete =
         conn.prepare_cached("DELETE FROM stream_chunks WHERE stream = ?1 AND offset = ?2")?;
     for key in keys {

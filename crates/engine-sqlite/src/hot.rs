@@ -9,6 +9,7 @@
 
 use rusqlite::{Connection, Statement};
 
+use crate::stream_rows::tail_sql;
 use crate::tails::StreamTails;
 
 /// The writer thread's state between batches; stream commits use the statements and tails.
@@ -21,7 +22,8 @@ pub(crate) struct WriterState<'c> {
     pub(crate) release: Statement<'c>,
     /// `(stream, offset, data)`.
     pub(crate) insert_chunk: Statement<'c>,
-    /// `(id, tail, expires_at, state)`.
+    /// `(id, tail, expires_at, state)`: writes the row only if its expiry or state changed
+    /// (the tail alone is the end of the last chunk, see `stream_rows::tail_sql`).
     pub(crate) update_stream: Statement<'c>,
     /// `(path)` → `(id, tail)`.
     pub(crate) stream_tail: Statement<'c>,
@@ -39,9 +41,14 @@ impl<'c> WriterState<'c> {
             insert_chunk: conn
                 .prepare("INSERT INTO stream_chunks (stream, offset, data) VALUES (?1, ?2, ?3)")?,
             update_stream: conn.prepare(
-                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1",
+                "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4
+                 WHERE id = ?1 AND (expires_at IS NOT ?3 OR state IS NOT ?4)",
             )?,
-            stream_tail: conn.prepare("SELECT id, tail FROM streams WHERE path = ?1")?,
+            stream_tail: conn.prepare(concat!(
+                "SELECT id, ",
+                tail_sql!(),
+                " FROM streams WHERE path = ?1"
+            ))?,
         })
     }
 }

@@ -24,7 +24,7 @@ use sessiond_store::{
 };
 
 use crate::error::out_of_range;
-use crate::stream_rows::{insert_chunk, insert_stream, off};
+use crate::stream_rows::{insert_chunk, insert_stream, off, tail_sql};
 use crate::SqliteEngine;
 
 /// The engine's route (set once) and the listeners of the streams it appends to.
@@ -84,7 +84,11 @@ fn append_at_tail(
         return Ok(false);
     }
     let found: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT id, tail FROM streams WHERE path = ?1")?
+        .prepare_cached(concat!(
+            "SELECT id, ",
+            tail_sql!(),
+            " FROM streams WHERE path = ?1"
+        ))?
         .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let len = a.data.len() as u64;

@@ -53,7 +53,7 @@
 //! | --- | --- | --- | --- |
 //! | `streams` | `id` | INTEGER, primary key (the rowid) | this incarnation of the stream |
 //! | | `path` | TEXT, unique | the stream's path |
-//! | | `tail` | INTEGER ≥ 0 | offset after the last byte (a `u64` below 2^63) |
+//! | | `tail` | INTEGER ≥ 0 | offset after the last byte as of the row's last write (a `u64` below 2^63); the stream's tail is the later of it and its last chunk's end (the `lazy tail` migration) |
 //! | | `expires_at` | INTEGER, nullable | unix ms; NULL = never expires |
 //! | | `state` | BLOB | the capability's opaque per-stream state |
 //! | | `start` | INTEGER | retained start: rows below it were trimmed (version 5) |
@@ -101,9 +101,11 @@
 //!   the same transaction. (There is no foreign key: an alarm may be armed before the object
 //!   first saves state.)
 //! - For every stream, `stream_chunks` offsets are strictly increasing with each chunk ending
-//!   where the next starts, and `tail` is the end of the last chunk: `commit` checks the
-//!   expected tail and writes chunks and metadata in one command of the writer, so a lost race
-//!   writes nothing. Every `stream_chunks`/`stream_segments`/`stream_producers` row's
+//!   where the next starts, and the stream's tail, `max(tail, end of the last chunk)`, is the
+//!   end of the last chunk: `commit` checks the expected tail and writes chunks and metadata in
+//!   one command of the writer, so a lost race writes nothing. A commit whose metadata differs
+//!   only in the tail writes no row (`stream_rows::tail_sql`); whatever deletes chunks (trim,
+//!   seal, compaction) first writes the tail into the row. Every `stream_chunks`/`stream_segments`/`stream_producers` row's
 //!   `stream` is a live `streams.id`: `delete_stream` removes them all in one command.
 //! - Text is UTF-8 compared with SQLite's BINARY collation (memcmp), i.e. byte order, which is
 //!   the order `list_objects` promises.
@@ -143,6 +145,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_ERASURES,
     MIGRATION_AUTH_TIME,
     MIGRATION_OUTBOX,
+    MIGRATION_LAZY_TAIL,
 ];
 
 /// Version 1: sessions, cache, objects and alarms.
@@ -272,6 +275,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     data BLOB    NOT NULL
 );
 ";
+
+/// Changes no table, only what `streams.tail` means: since this version a plain append writes
+/// its chunks and not the stream's row, so the row's `tail` may lag the last chunk's end
+/// (`stream_rows::tail_sql`). A build from before reads the column as the tail and would
+/// append over the lagging offset: the version bump makes such a build refuse the file.
+const MIGRATION_LAZY_TAIL: &str = "-- streams.tail: the tail as of the row's last write";
 
 /// How long a connection waits for a lock before reporting busy. Only checkpoints and WAL
 /// recovery make readers and the writer wait for each other, and never for long.

@@ -8,6 +8,33 @@ use sessiond_store::{StreamChunk, StreamMeta};
 
 use crate::error::out_of_range;
 
+/// A stream's tail as SQL over its `streams` row: the later of the row's `tail` and the end of
+/// its last chunk. A commit that changes nothing of the row but the tail (a plain append, the
+/// common case) writes only its chunks (`hot.rs`): rewriting the row cost a second page in
+/// the WAL per append (with many streams, each append's row is on a page of its own), and
+/// that page again at the checkpoint. So `streams.tail` is the tail as of the row's last
+/// write, and anything that deletes chunks first writes the tail into the row
+/// ([`keep_tail`]), since the last chunk is then no longer there to say it.
+macro_rules! tail_sql {
+    () => {
+        "max(streams.tail, coalesce((SELECT c.offset + length(c.data) FROM stream_chunks c
+           WHERE c.stream = streams.id ORDER BY c.offset DESC LIMIT 1), 0))"
+    };
+}
+pub(crate) use tail_sql;
+
+/// Writes the tail of stream `id` into its row: before deleting chunks, which may take the
+/// last one (see [`tail_sql`]).
+pub(crate) fn keep_tail(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(concat!(
+        "UPDATE streams SET tail = ",
+        tail_sql!(),
+        " WHERE id = ?1"
+    ))?
+    .execute([id])?;
+    Ok(())
+}
+
 /// A `u64` offset as an SQLite INTEGER (offsets at or above 2^63 are refused).
 pub(crate) fn off(what: &str, value: u64) -> rusqlite::Result<i64> {
     i64::try_from(value).map_err(|_| out_of_range(what, value))

@@ -26,7 +26,7 @@ use crate::error::limit;
 use crate::hot::WriterState;
 use crate::objects::prefix_end;
 use crate::producers::{apply_producers, insert_producers};
-use crate::stream_rows::{insert_chunks, insert_stream, off, stream_id};
+use crate::stream_rows::{insert_chunks, insert_stream, keep_tail, off, stream_id, tail_sql};
 use crate::writer::Again;
 use crate::SqliteEngine;
 
@@ -52,7 +52,11 @@ fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 /// The id of a fork's source if its stored tail (and state) are the expected ones.
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
     let found: Option<(i64, StreamMeta)> = conn
-        .prepare_cached("SELECT id, tail, expires_at, state, start FROM streams WHERE path = ?1")?
+        .prepare_cached(concat!(
+            "SELECT id, ",
+            tail_sql!(),
+            ", expires_at, state, start FROM streams WHERE path = ?1"
+        ))?
         .query_row([&source.path], |row| {
             Ok((
                 row.get(0)?,
@@ -73,9 +77,13 @@ fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<
 
 /// The id, tail and state of the stream row at `path`.
 fn stored_row(conn: &Connection, path: &str) -> rusqlite::Result<Option<(i64, i64, Vec<u8>)>> {
-    conn.prepare_cached("SELECT id, tail, state FROM streams WHERE path = ?1")?
-        .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()
+    conn.prepare_cached(concat!(
+        "SELECT id, ",
+        tail_sql!(),
+        ", state FROM streams WHERE path = ?1"
+    ))?
+    .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+    .optional()
 }
 
 /// Replaces the tail, expiry and state of stream `id`.
@@ -95,9 +103,11 @@ impl StreamStore for SqliteEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
         let path = path.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT tail, expires_at, state, start FROM streams WHERE path = ?1",
-            )?
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                tail_sql!(),
+                ", expires_at, state, start FROM streams WHERE path = ?1"
+            ))?
             .query_row([&path], |row| {
                 Ok(StreamMeta {
                     path: path.clone(),
@@ -377,6 +387,7 @@ impl StreamStore for SqliteEngine {
                  VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![id, start, end, segment.object_key])?;
+            keep_tail(conn, id)?;
             // The range bounds the scan to the segment's keys; the length test keeps a chunk
             // that straddles `end` (`length()` of a blob reads no overflow pages).
             conn.prepare_cached(
@@ -399,12 +410,16 @@ impl StreamStore for SqliteEngine {
         let path = path.to_owned();
         self.write(durability, move |conn| {
             // The start and the deletions are one savepoint of the writer's transaction, so a
-            // kill -9 keeps both or neither.
+            // kill -9 keeps both or neither. The row keeps the tail: the deletions may take
+            // the last chunk (both expressions see the row and chunks as they were).
             let found: Option<(i64, i64)> = conn
-                .prepare_cached(
-                    "UPDATE streams SET start = max(start, min(?2, tail)) WHERE path = ?1
-                     RETURNING id, start",
-                )?
+                .prepare_cached(concat!(
+                    "UPDATE streams SET tail = ",
+                    tail_sql!(),
+                    ", start = max(start, min(?2, ",
+                    tail_sql!(),
+                    ")) WHERE path = ?1 RETURNING id, start"
+                ))?
                 .query_row(params![path, off("trim offset", before)?], |row| {
                     Ok((row.get(0)?, row.get(1)?))
                 })

@@ -179,6 +179,11 @@ async fn streams_survive_close_and_reopen() {
         expires_at: Some(1_000),
         ..stream_meta("kept", 22, &[0, 1, 2, 0])
     };
+    let last = stream_chunk(22, 3);
+    let after = StreamMeta {
+        tail: 25,
+        ..meta.clone()
+    };
     let segment = SegmentRef {
         start: 0,
         end: 10,
@@ -196,6 +201,12 @@ async fn streams_survive_close_and_reopen() {
             .await
             .unwrap();
         assert_eq!(outcome, Commit::Written);
+        // Only the tail changes: the row is not written, the last chunk tells the tail.
+        let outcome = engine
+            .commit("kept", 22, std::slice::from_ref(&last), &after, C)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Commit::Written);
         assert!(engine.seal_segment("kept", &segment, C).await.unwrap());
         engine
             .create_stream(&stream_meta("gone", 0, b""), &[], C)
@@ -206,10 +217,12 @@ async fn streams_survive_close_and_reopen() {
     }
     let engine: Arc<SqliteEngine> =
         SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
-    assert_eq!(engine.stream_meta("kept").await.unwrap(), Some(meta));
+    assert_eq!(engine.stream_meta("kept").await.unwrap(), Some(after));
+    let mut hot = chunks[1..].to_vec();
+    hot.push(last);
     assert_eq!(
         engine.read_chunks("kept", 0, usize::MAX).await.unwrap(),
-        chunks[1..]
+        hot
     );
     assert_eq!(engine.segments("kept").await.unwrap(), vec![segment]);
     assert!(engine.stream_meta("gone").await.unwrap().is_none());

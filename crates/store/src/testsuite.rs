@@ -34,6 +34,7 @@ mod stream_cas;
 mod stream_create;
 mod stream_fixtures;
 mod stream_links;
+mod stream_tail;
 mod streams;
 use cache::{cache_clear_is_exact, cache_namespace_limit, cache_values_and_expiry};
 use objects::{objects_alarms, objects_state_and_listing, objects_swap};

@@ -28,6 +28,7 @@ pub async fn run_streams(store: Arc<dyn StreamStore>) {
     super::stream_links::run_stream_links(s).await;
     super::retention::run_retention(s).await;
     super::compaction::run_compaction(s).await;
+    super::stream_tail::run_stream_tail(s).await;
 }
 
 /// Appends `lens` after the stored tail, checking the commit is written; returns the chunks.
