@@ -83,7 +83,8 @@ pub struct RoutedAppend {
 }
 
 /// Decides, per event, what an engine writes into streams in the event's transaction and
-/// what it queues. Called inside the engine's write (keep it cheap and free of I/O).
+/// what it queues. Called inside the engine's write (keep it cheap and free of I/O but for
+/// the [`RouteObjects`] it is given).
 pub trait OutboxRoute: Send + Sync {
     /// The appends and the queued rest of `event`; `objects` reads and creates objects in
     /// the event's transaction.
