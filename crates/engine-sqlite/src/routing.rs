@@ -7,6 +7,10 @@
 //! is exactly once and lands in commit order, where the relay's trip cost an outbox row, a
 //! read, an append request through the capability, a producer row and a second commit.
 //!
+//! The route reads and creates objects in that same transaction (`RouteObjects`: the security
+//! route's per-user secrets, so a secret commits with the event that needed it), and what it
+//! remembers of them it remembers through `Routed::committed`, run once the write is answered.
+//!
 //! The capability's objects cache a stream's tail, so the appended paths are announced to the
 //! engine's `StreamWakes` listeners once the write is answered; the capability reloads such
 //! streams from the engine (it knows which: it chose the route). With a route, every queuing
@@ -20,10 +24,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{
-    Durability, OutboxRoute, Result, RoutedAppend, StreamMeta, StreamWake, StreamWakes, WakeSink,
+    Durability, OutboxRoute, Result, RouteObjects, RoutedAppend, StreamMeta, StreamWake,
+    StreamWakes, WakeSink,
 };
 
-use crate::error::out_of_range;
+use crate::error::{out_of_range, sql};
 use crate::stream_rows::{insert_chunk, insert_stream, off, tail_sql};
 use crate::SqliteEngine;
 
@@ -39,6 +44,8 @@ pub(crate) struct Queuer<'a> {
     route: Option<&'a dyn OutboxRoute>,
     /// Paths appended to by this command.
     touched: Vec<String>,
+    /// The route's [`Routed::committed`] of this command's events, in order.
+    committed: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Queuer<'_> {
@@ -54,7 +61,8 @@ impl Queuer<'_> {
         let Some(route) = self.route else {
             return insert(conn, event);
         };
-        let routed = route.split(event);
+        let routed = route.split(event, &mut Objects(conn));
+        self.committed.extend(routed.committed);
         for append in &routed.appends {
             if append_at_tail(conn, route, append)? {
                 self.touched.push(append.path.clone());
@@ -64,6 +72,33 @@ impl Queuer<'_> {
             Some(rest) => insert(conn, &rest),
             None => Ok(()),
         }
+    }
+}
+
+/// The `objects` table in the writer's transaction, for the route.
+struct Objects<'a>(&'a Connection);
+
+impl RouteObjects for Objects<'_> {
+    fn load(&mut self, kind: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0
+            .prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![kind, key], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(sql)
+    }
+
+    fn create(&mut self, kind: &str, key: &str, state: &[u8]) -> Result<bool> {
+        let created = self
+            .0
+            .prepare_cached(
+                "INSERT INTO objects (kind, key, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, key) DO NOTHING",
+            )
+            .and_then(|mut stmt| stmt.execute(params![kind, key, state]))
+            .map_err(sql)?;
+        Ok(created > 0)
     }
 }
 
@@ -164,16 +199,18 @@ impl SqliteEngine {
         } else {
             durability
         };
-        let (value, touched) = self
+        let (value, touched, committed) = self
             .write(durability, move |conn| {
                 let mut q = Queuer {
                     route: route.as_deref(),
                     touched: Vec::new(),
+                    committed: Vec::new(),
                 };
                 let value = work(conn, &mut q)?;
-                Ok((value, q.touched))
+                Ok((value, q.touched, q.committed))
             })
             .await?;
+        committed.into_iter().for_each(|done| done());
         self.routing.wake(&touched);
         Ok(value)
     }

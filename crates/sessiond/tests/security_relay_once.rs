@@ -169,6 +169,19 @@ async fn replayed_outbox_events_are_not_appended_twice_on_sqlite() {
     // lingered may have relayed a few.)
     let queued = outbox_rows(&db);
     assert!(!queued.is_empty(), "the first run left events queued");
+    // Each user's secret committed with the user's first change, not in a relay pass.
+    let secrets: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM objects WHERE kind = 'security-secret'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        secrets, USERS as i64,
+        "one secret per user, with the changes"
+    );
 
     let second = Binary::spawn(dir.path(), &env(&[]));
     until_delivered(&http, &second, 24).await;

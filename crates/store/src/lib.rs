@@ -44,7 +44,7 @@ use std::sync::Arc;
 pub use cache::{reserved_namespace, CacheEntry, CachePut, CacheStore};
 pub use erasures::{erasure_hash, ErasureStore};
 pub use objects::{AlarmRecord, ObjectStore};
-pub use outbox::{Outbox, OutboxItem, OutboxRoute, Routed, RoutedAppend};
+pub use outbox::{Outbox, OutboxItem, OutboxRoute, RouteObjects, Routed, RoutedAppend};
 pub use presence::{Expired, Joined, Left, PresenceMember, PresenceStore};
 pub use realtime::{BusEvent, BusListener, BusMessage, History, HistoryLimits, RealtimeBus};
 pub use sessions::{

@@ -39,12 +39,38 @@ use std::sync::Arc;
 use crate::{Durability, Result, StreamMeta};
 
 /// What an [`OutboxRoute`] makes of one event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Default)]
 pub struct Routed {
     /// Stream appends the engine writes in the event's own transaction, in order.
     pub appends: Vec<RoutedAppend>,
     /// What is queued in the outbox for the relay (`None`: nothing).
     pub queue: Option<Vec<u8>>,
+    /// Run once the event's write is answered (committed, and durable), never if it fails:
+    /// where the route remembers what it read or created through [`RouteObjects`] (a cache
+    /// filled inside the transaction could outlive a rollback).
+    pub committed: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Routed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routed")
+            .field("appends", &self.appends)
+            .field("queue", &self.queue)
+            .field("committed", &self.committed.is_some())
+            .finish()
+    }
+}
+
+/// Object state (as [`crate::ObjectStore`] keeps it) read and created inside the transaction
+/// of the event an [`OutboxRoute`] splits: what the route needs to know to write an event
+/// (the security route's per-user secrets) commits with it, and no other write can come
+/// between the read and the create.
+pub trait RouteObjects {
+    /// The state of object `(kind, key)`, if any.
+    fn load(&mut self, kind: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Creates object `(kind, key)` with `state` unless it exists: false (and the stored
+    /// state kept) when it does.
+    fn create(&mut self, kind: &str, key: &str, state: &[u8]) -> Result<bool>;
 }
 
 /// One message appended to a stream by the engine, at the stream's stored tail.
@@ -57,10 +83,12 @@ pub struct RoutedAppend {
 }
 
 /// Decides, per event, what an engine writes into streams in the event's transaction and
-/// what it queues. Called inside the engine's write (keep it cheap and free of I/O).
+/// what it queues. Called inside the engine's write (keep it cheap and free of I/O but for
+/// the [`RouteObjects`] it is given).
 pub trait OutboxRoute: Send + Sync {
-    /// The appends and the queued rest of `event`.
-    fn split(&self, event: &[u8]) -> Routed;
+    /// The appends and the queued rest of `event`; `objects` reads and creates objects in
+    /// the event's transaction.
+    fn split(&self, event: &[u8], objects: &mut dyn RouteObjects) -> Routed;
 
     /// The metadata of the stream at `path` when an append finds none (the engine creates it
     /// first; its `tail` and `start` are ignored: a new stream starts empty at 0). An error

@@ -11,7 +11,9 @@
 //! holds the relay lease at a time, but a handover or a flush may overlap, see `relay.rs`): each
 //! append is an idempotent producer request keyed by the events' places in the outbox and
 //! conditioned on the producer's state the relay read (`delivery.rs`), so no copy is appended
-//! twice and each event is in its streams exactly once.
+//! twice and each event is in its streams exactly once. On SQLite, whose engine also stores the
+//! streams, the user's copy is written in the change's own transaction instead (`route.rs`),
+//! and the relay only writes the global copy.
 //!
 //! The global copy of an event carries no user id and no address: `user_ref` is
 //! HMAC-SHA256(per-user secret, user_id), so references to one user can be correlated while

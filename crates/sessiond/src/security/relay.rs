@@ -299,7 +299,11 @@ impl Relay {
     /// The route that writes users' copies in their changes' transactions (`route.rs`),
     /// sharing this relay's memory of stream names.
     pub(super) fn user_copies(&self) -> super::route::UserCopies {
-        super::route::UserCopies::new(self.config(), self.user_streams.clone())
+        super::route::UserCopies::new(
+            self.config(),
+            self.user_streams.clone(),
+            self.secrets.clone(),
+        )
     }
 
     /// What the relay knows of the streams it wrote.

@@ -2,8 +2,9 @@
 //!
 //! One random 256-bit secret per user, created on first use and kept as object state (never
 //! served over HTTP). Creation is a compare-and-set on "absent", so two nodes racing for the
-//! same user agree on one secret. Erasure deletes it: the `user_ref`s already in the global
-//! stream then point at nobody.
+//! same user agree on one secret; on SQLite the route creates it in the transaction of the
+//! user's first routed event ([`Secrets::remember_in`]). Erasure deletes it: the `user_ref`s
+//! already in the global stream then point at nobody.
 //!
 //! The `user_ref`s are cached in each process, so an erasure through one node must also empty
 //! the cache of the node that relays (on a shared engine it is whichever holds the relay
@@ -11,13 +12,16 @@
 //! [`Secrets::revalidate`], called by the relay after it read a batch and before it looks up
 //! that batch's refs, empties the cache when the mark moved. A batch that holds an event
 //! queued after an erasure returned was read after that mark was written, so it never gets the
-//! erased user's old ref.
+//! erased user's old ref. In the erasing process, a ref read from the secret while it was
+//! being deleted (by a relay pass, or a routed event's transaction) is not remembered after
+//! the erasure: the cache counts erasures, and a ref is remembered only if none came since its
+//! secret was read.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sessiond_http::signing::{self, Key};
 use sessiond_sessions::security::user_hash;
-use sessiond_store::{Durability, ObjectStore, Result};
+use sessiond_store::{Durability, ObjectStore, Result, RouteObjects};
 
 use super::recent::Recent;
 
@@ -34,10 +38,31 @@ const CACHED: usize = 16_384;
 #[derive(Clone)]
 pub struct Secrets {
     objects: Arc<dyn ObjectStore>,
-    /// user id → `user_ref`, valid while the erasure mark is `seen`.
-    cache: Arc<Mutex<Recent<String, String>>>,
+    cache: Arc<Mutex<Cache>>,
     /// The erasure mark the cache was last checked against (`None`: not read yet).
     seen: Arc<Mutex<Option<Option<Vec<u8>>>>>,
+}
+
+/// user id → `user_ref`, valid while the erasure mark is `seen`.
+struct Cache {
+    refs: Recent<String, String>,
+    /// Moves whenever refs are forgotten for an erasure: a ref read from a secret before
+    /// that is not remembered after it (see [`Secrets::remember_in`]).
+    erasures: u64,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Cache {
+            refs: Recent::new(CACHED),
+            erasures: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.refs = Recent::new(CACHED);
+        self.erasures = self.erasures.wrapping_add(1);
+    }
 }
 
 impl Secrets {
@@ -45,7 +70,7 @@ impl Secrets {
     pub fn new(objects: Arc<dyn ObjectStore>) -> Self {
         Secrets {
             objects,
-            cache: Arc::new(Mutex::new(Recent::new(CACHED))),
+            cache: Arc::new(Mutex::new(Cache::new())),
             seen: Arc::new(Mutex::new(None)),
         }
     }
@@ -57,20 +82,63 @@ impl Secrets {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.as_ref() != Some(&mark) {
             if seen.is_some() {
-                *self.cached() = Recent::new(CACHED);
+                self.cached().clear();
             }
             *seen = Some(mark);
         }
         Ok(())
     }
 
-    fn cached(&self) -> std::sync::MutexGuard<'_, Recent<String, String>> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `user_ref` of `user_id` if it is in memory (no engine call).
     pub fn cached_user_ref(&self, user_id: &str) -> Option<String> {
-        self.cached().get(user_id).cloned()
+        self.cached().refs.get(user_id).cloned()
+    }
+
+    /// Reads or creates the secret of `user_id` inside the transaction of the event that
+    /// needs it (the route, `route.rs`), unless its `user_ref` is in memory, and gives what
+    /// remembers the `user_ref` once that transaction committed. Why: the relay then finds the
+    /// ref in memory, and a new user's secret commits with the user's first event instead of
+    /// costing the relay a read and a write command of its own. Why not remembered at once:
+    /// the transaction may still roll back, and the secret with it. Why the erasure count: a
+    /// secret read before an erasure deleted it must not be remembered after the erasure
+    /// emptied the cache.
+    ///
+    /// `hash` is `user_hash(user_id)` (the route has it from the user's stream name).
+    pub(super) fn remember_in(
+        &self,
+        user_id: &str,
+        hash: &str,
+        objects: &mut dyn RouteObjects,
+    ) -> Result<Option<Remember>> {
+        let erasures = {
+            let mut cache = self.cached();
+            if cache.refs.get(user_id).is_some() {
+                return Ok(None);
+            }
+            cache.erasures
+        };
+        // Created first: a user missing from the cache is most often a new one, whose secret
+        // is one statement then (a returning one's is two).
+        let fresh = fresh_secret();
+        let secret = match objects.create(KIND, hash, &fresh)? {
+            true => fresh,
+            false => objects.load(KIND, hash)?.ok_or_else(|| {
+                // Nothing else writes between the two (one transaction).
+                sessiond_store::StoreError::Corrupt(
+                    "a user secret vanished in its transaction".into(),
+                )
+            })?,
+        };
+        Ok(Some(Remember {
+            secrets: self.clone(),
+            user_id: user_id.to_owned(),
+            user_ref: mac(&secret, user_id),
+            erasures,
+        }))
     }
 
     /// `user_ref` of `user_id`: base64url(HMAC-SHA256(secret, user_id)), no padding.
@@ -78,9 +146,13 @@ impl Secrets {
         if let Some(user_ref) = self.cached_user_ref(user_id) {
             return Ok(user_ref);
         }
+        let erasures = self.cached().erasures;
         let secret = self.secret(user_id).await?;
-        let user_ref = signing::encode(Key::new(&secret).mac(&[user_id.as_bytes()]));
-        self.cached().insert(user_id.to_owned(), user_ref.clone());
+        let user_ref = mac(&secret, user_id);
+        let mut cache = self.cached();
+        if cache.erasures == erasures {
+            cache.refs.insert(user_id.to_owned(), user_ref.clone());
+        }
         Ok(user_ref)
     }
 
@@ -90,8 +162,7 @@ impl Secrets {
             if let Some(secret) = self.objects.load_object(KIND, &key).await? {
                 return Ok(secret);
             }
-            let mut fresh = vec![0u8; 32];
-            getrandom_fill(&mut fresh);
+            let fresh = fresh_secret();
             if self
                 .objects
                 // Unconfirmed: committed before any append that uses it (one writer, commits
@@ -106,10 +177,17 @@ impl Secrets {
 
     /// Deletes the secret of `user_id`.
     pub async fn forget(&self, user_id: &str) -> Result<()> {
-        self.cached().remove(user_id);
+        self.cached().refs.remove(user_id);
         self.objects
             .delete_object(KIND, &user_hash(user_id), Durability::Confirmed)
             .await?;
+        // Again once the secret is gone: a ref read from it meanwhile (by a relay pass or a
+        // routed event's transaction) may have been remembered, and from now on none is.
+        {
+            let mut cache = self.cached();
+            cache.refs.remove(user_id);
+            cache.erasures = cache.erasures.wrapping_add(1);
+        }
         let mark = sessiond_http::ids::random_id();
         self.objects
             .save_object(
@@ -121,6 +199,37 @@ impl Secrets {
             .await?;
         Ok(())
     }
+}
+
+/// A `user_ref` read in a transaction, to remember once it committed
+/// ([`Secrets::remember_in`]).
+pub(super) struct Remember {
+    secrets: Secrets,
+    user_id: String,
+    user_ref: String,
+    /// The cache's erasure count when the secret was read.
+    erasures: u64,
+}
+
+impl Remember {
+    /// Caches the ref, unless an erasure came since its secret was read.
+    pub(super) fn keep(self) {
+        let mut cache = self.secrets.cached();
+        if cache.erasures == self.erasures {
+            cache.refs.insert(self.user_id, self.user_ref);
+        }
+    }
+}
+
+/// base64url(HMAC-SHA256(secret, user_id)), no padding.
+fn mac(secret: &[u8], user_id: &str) -> String {
+    signing::encode(Key::new(secret).mac(&[user_id.as_bytes()]))
+}
+
+fn fresh_secret() -> Vec<u8> {
+    let mut fresh = vec![0u8; 32];
+    getrandom_fill(&mut fresh);
+    fresh
 }
 
 pub(super) fn getrandom_fill(bytes: &mut [u8]) {

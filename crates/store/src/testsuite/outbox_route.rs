@@ -1,35 +1,53 @@
 //! Routed events (`Outbox::outbox_route`): an engine that routes writes the route's appends in
 //! the event's own write, at the stream's stored tail (creating it from the route's metadata),
-//! queues only the rest, announces the appended paths once the write is answered, and keeps
-//! its first route; an engine that does not route keeps queuing events whole.
+//! gives the route the objects of that transaction (`RouteObjects`), queues only the rest,
+//! runs the route's `committed` and announces the appended paths once the write is answered,
+//! and keeps its first route; an engine that does not route keeps queuing events whole.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::outbox::ours;
 use super::{session, unique, C};
 use crate::streams::StreamWake;
-use crate::{OutboxRoute, Result, Routed, RoutedAppend, Stores, StreamMeta};
+use crate::{OutboxRoute, Result, RouteObjects, Routed, RoutedAppend, Stores, StreamMeta};
 
-/// Routes the events that start with `tag`: `"m"` to `<tag>/s`, the rest queued as
-/// `<tag>:rest`; other events are queued whole.
+/// Routes the events that start with `tag`: `"m"` to `<tag>/s` when the route's object
+/// `(route-test, <tag>)` was absent (it creates it in the event's transaction), `"p"` when it
+/// was present, the rest queued as `<tag>:rest`; other events are queued whole. Counts the
+/// routed events' `committed` calls.
 struct Tagged {
     tag: String,
+    committed: Arc<AtomicUsize>,
 }
 
+const KIND: &str = "route-test";
+
 impl OutboxRoute for Tagged {
-    fn split(&self, event: &[u8]) -> Routed {
+    fn split(&self, event: &[u8], objects: &mut dyn RouteObjects) -> Routed {
         if !event.starts_with(self.tag.as_bytes()) {
             return Routed {
-                appends: Vec::new(),
                 queue: Some(event.to_vec()),
+                ..Routed::default()
             };
         }
+        let found = objects
+            .load(KIND, &self.tag)
+            .expect("load in the transaction");
+        let created = objects
+            .create(KIND, &self.tag, b"1")
+            .expect("create in the transaction");
+        assert_eq!(found.is_none(), created, "created only when absent");
+        let committed = self.committed.clone();
         Routed {
             appends: vec![RoutedAppend {
                 path: format!("{}/s", self.tag),
-                data: br#""m""#.to_vec(),
+                data: if created { br#""m""# } else { br#""p""# }.to_vec(),
             }],
             queue: Some(format!("{}:rest", self.tag).into_bytes()),
+            committed: Some(Box::new(move || {
+                committed.fetch_add(1, Ordering::SeqCst);
+            })),
         }
     }
 
@@ -46,7 +64,11 @@ impl OutboxRoute for Tagged {
 
 pub(super) async fn outbox_route(s: &Stores) {
     let tag = unique("route");
-    let route = Arc::new(Tagged { tag: tag.clone() });
+    let committed = Arc::new(AtomicUsize::new(0));
+    let route = Arc::new(Tagged {
+        tag: tag.clone(),
+        committed: committed.clone(),
+    });
     let event = || Some(format!("{tag}:event").into_bytes());
     let rec = session(&unique("route-s"), Some("route-user"));
     if !s.outbox.outbox_route(route) {
@@ -77,6 +99,9 @@ pub(super) async fn outbox_route(s: &Stores) {
         .insert_session_with(&rec, event(), C)
         .await
         .expect("insert"));
+    assert_eq!(committed.load(Ordering::SeqCst), 1, "run before the answer");
+    let object = s.objects.load_object(KIND, &tag).await.expect("load");
+    assert_eq!(object.as_deref(), Some(&b"1"[..]), "created with the event");
     // A refused write routes nothing.
     assert!(!s
         .sessions
@@ -104,7 +129,8 @@ pub(super) async fn outbox_route(s: &Stores) {
     assert_eq!((meta.tail, meta.start, meta.state), (6, 0, b"new".to_vec()));
     let chunks = streams.read_chunks(&path, 0, 100).await.expect("read");
     let chunks: Vec<(u64, &[u8])> = chunks.iter().map(|c| (c.offset, &c.data[..])).collect();
-    assert_eq!(chunks, [(0, &br#""m""#[..]), (3, &br#""m""#[..])]);
+    assert_eq!(chunks, [(0, &br#""m""#[..]), (3, &br#""p""#[..])]);
+    assert_eq!(committed.load(Ordering::SeqCst), 2, "once per routed event");
     if s.stream_wakes.is_some() {
         let woken = woken.lock().unwrap_or_else(PoisonError::into_inner).clone();
         assert_eq!(
@@ -115,6 +141,7 @@ pub(super) async fn outbox_route(s: &Stores) {
     }
     let again = Arc::new(Tagged {
         tag: unique("route"),
+        committed,
     });
     assert!(!s.outbox.outbox_route(again), "the first route stays");
 }
