@@ -127,18 +127,18 @@ fn append_at_tail(
         .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let len = a.data.len() as u64;
-    // A read, then an update by id: not `UPDATE ... RETURNING` in one statement, which SQLite
-    // runs as a trigger program and which cost more than the read it saved (measured).
+    // The row is not written: the chunk's end is the stream's new tail (`tail_sql`), as for a
+    // plain append of the streams capability.
     let (id, offset) = match found {
         Some((id, tail)) => {
             // A negative tail would be a corrupt file (the CHECKs forbid it).
             let tail = u64::try_from(tail)
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, tail))?;
+            // The new tail must be storable, as if it were written.
             let end = tail
                 .checked_add(len)
                 .ok_or_else(|| out_of_range("tail", u64::MAX))?;
-            conn.prepare_cached("UPDATE streams SET tail = ?2 WHERE id = ?1")?
-                .execute(params![id, off("tail", end)?])?;
+            off("tail", end)?;
             (id, tail)
         }
         // Created with its tail after the chunk.
