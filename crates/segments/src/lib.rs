@@ -42,6 +42,7 @@
 pub mod compact;
 pub mod format;
 pub mod indexed;
+mod local;
 mod reader;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -85,6 +86,9 @@ pub struct S3Config {
 /// The cold tier: where sealed segments are written and read.
 pub struct ColdTier {
     objects: Arc<dyn ObjectStore>,
+    /// The same store when it is a local directory: ranged reads of segments go to the files
+    /// directly (`local.rs`).
+    local: Option<local::LocalFiles>,
     /// Prepended to every key (empty or ending with `/`).
     prefix: String,
     /// Per stream: the first hot offset compaction last saw, and since when (for `max_age`).
@@ -107,7 +111,10 @@ impl ColdTier {
             .map_err(|e| unavailable(&format!("cannot open {}", dir.display()), e))?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Ok(Self::with_store(Arc::new(store), ""))
+        let store = Arc::new(store);
+        let mut tier = Self::with_store(store.clone(), "");
+        tier.local = Some(local::LocalFiles::new(store));
+        Ok(tier)
     }
 
     /// A tier in an S3-compatible bucket (path-style requests, which every S3-compatible
@@ -134,6 +141,7 @@ impl ColdTier {
         }
         ColdTier {
             objects,
+            local: None,
             prefix,
             first_seen: Mutex::new(Default::default()),
             recent: reader::Recent::new(DEFAULT_READ_CACHE_BYTES),

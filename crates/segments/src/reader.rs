@@ -137,6 +137,18 @@ impl ColdTier {
             .unwrap_or(0)
     }
 
+    /// Bytes `range` of an object: from the file itself when the tier is a local directory.
+    async fn get_range(
+        &self,
+        location: &object_store::path::Path,
+        range: std::ops::Range<u64>,
+    ) -> object_store::Result<bytes::Bytes> {
+        match &self.local {
+            Some(files) => files.get_range(location, range).await,
+            None => self.objects.get_range(location, range).await,
+        }
+    }
+
     /// One segment's index (format 2) or whole decoded content (format 1), verified, from
     /// the cache when recently read.
     async fn load(&self, segment: &SegmentRef) -> Result<Loaded, StoreError> {
@@ -168,11 +180,7 @@ impl ColdTier {
                     })?;
                     footer.index(bytes)?
                 } else {
-                    let bytes = self
-                        .objects
-                        .get_range(&location, range)
-                        .await
-                        .map_err(failed)?;
+                    let bytes = self.get_range(&location, range).await.map_err(failed)?;
                     footer.index(&bytes)?
                 };
                 let memory = index.memory();
@@ -236,7 +244,6 @@ impl ColdTier {
                 }
                 let key = &segment.object_key;
                 let bytes = self
-                    .objects
                     .get_range(&Self::key(key)?, index.file_range(frames.clone()))
                     .await
                     .map_err(|e| unavailable(&format!("reading {key}"), e))?;
