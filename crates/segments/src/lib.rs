@@ -39,6 +39,7 @@
 //! reads follow the object key stored in the segment index, and [`ColdTier::delete_all`] also
 //! empties the old directory of a stream when its name could have had one.
 
+mod ahead;
 pub mod compact;
 pub mod format;
 pub mod indexed;
@@ -95,6 +96,8 @@ pub struct ColdTier {
     pub(crate) first_seen: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
     /// Recently decoded segments and, per stream, where its sealed range ends.
     pub(crate) recent: reader::Recent,
+    /// The next page of catch-up readers, read while this one is sent (`ahead.rs`).
+    pub(crate) ahead: ahead::ReadAhead,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -145,14 +148,18 @@ impl ColdTier {
             prefix,
             first_seen: Mutex::new(Default::default()),
             recent: reader::Recent::new(DEFAULT_READ_CACHE_BYTES),
+            ahead: ahead::ReadAhead::new(DEFAULT_READ_CACHE_BYTES),
         }
     }
 
-    /// Keeps at most `bytes` of recently decoded segments in memory (0: none). A catch-up
-    /// reader pages through a segment in several requests; the cache lets it fetch and verify
-    /// each segment once instead of once per page.
+    /// Keeps at most `bytes` of recently decoded segments in memory, and at most as much again
+    /// of ranges read ahead for catch-up readers (0: neither). A catch-up reader pages through a
+    /// segment in several requests; the cache lets it fetch and verify each segment's index
+    /// once instead of once per page, the read-ahead fetches its next page while it receives
+    /// this one.
     pub fn with_read_cache_bytes(mut self, bytes: usize) -> ColdTier {
         self.recent = reader::Recent::new(bytes);
+        self.ahead = ahead::ReadAhead::new(bytes);
         self
     }
 
@@ -252,6 +259,7 @@ impl ColdTier {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(path);
         self.recent.forget_stream(path, &self.stream_dir(path));
+        self.ahead.forget_stream(path);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
 /// The local directory a tier writes to, for its direct reads.
+#[derive(Clone)]
 pub(crate) struct LocalFiles {
     store: Arc<LocalFileSystem>,
 }
