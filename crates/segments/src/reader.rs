@@ -45,6 +45,10 @@ pub(crate) enum Loaded {
     Indexed(Arc<Index>),
 }
 
+/// Reads asking for less than this get no read-ahead: the read path's probes of one chunk
+/// (message boundaries, trims) are no pages a reader follows.
+const READ_AHEAD_MIN_PAGE: usize = 4 << 10;
+
 /// Default budget of the decoded-segment cache: two segments of the default maximum size.
 pub const DEFAULT_READ_CACHE_BYTES: usize = 16 << 20;
 
@@ -295,7 +299,7 @@ impl ColdTier {
                 out.push(frame);
             }
         }
-        if bytes >= max_bytes {
+        if bytes >= max_bytes && max_bytes >= READ_AHEAD_MIN_PAGE {
             if let Some(first) = out.first() {
                 let next = from.max(first.offset).saturating_add(max_bytes as u64);
                 self.read_ahead(path, &segments, next, max_bytes)?;
