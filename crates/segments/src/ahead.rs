@@ -13,9 +13,10 @@
 //! forgotten: the request reads itself and gets the error it would have got. A prediction can
 //! miss (JSON pages end between messages, a reader may stop): then the bytes were read for
 //! nothing, and that stream gets no read-ahead for [`UNCLAIMED`] (a JSON stream whose pages
-//! end early costs at most one wasted read a second). Memory: at most the tier's read cache budget of ranges held or in flight;
-//! when that is taken, no new read starts (so many readers never evict each other's ranges
-//! unread), and a range nobody took for [`UNCLAIMED`] is dropped.
+//! end early costs at most one wasted read a second). Memory: at most the tier's read cache
+//! budget of ranges held or in flight; when that is taken, no new read starts (so many readers
+//! never evict each other's ranges unread), and a range nobody took for [`UNCLAIMED`] is
+//! dropped. A request that is dropped while it runs the read itself leaves nothing behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -10,7 +10,9 @@
 //!   by range); [`format`]: format 1 (one CRC over the object), still read.
 //! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
 //!   [`spawn_compactor`].
-//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently used segment indexes.
+//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently used segment indexes;
+//!   `ahead`: the next page of a catch-up reader, read while this one is sent; `local`: ranged
+//!   reads of a local directory's files without `object_store` in between.
 //! - `testing` (feature `testing`): a private `moto_server` for S3 tests.
 //!
 //! # Durability and crash safety
