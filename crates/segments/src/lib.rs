@@ -10,7 +10,9 @@
 //!   by range); [`format`]: format 1 (one CRC over the object), still read.
 //! - [`compact`]: [`CompactionPolicy`], [`ColdTier::compact_stream`] and the background
 //!   [`spawn_compactor`].
-//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently used segment indexes.
+//! - `reader`: [`ColdTier::read_frames`], with a small cache of recently used segment indexes;
+//!   `ahead`: the next page of a catch-up reader, read while this one is sent; `local`: ranged
+//!   reads of a local directory's files without `object_store` in between.
 //! - `testing` (feature `testing`): a private `moto_server` for S3 tests.
 //!
 //! # Durability and crash safety
@@ -39,9 +41,11 @@
 //! reads follow the object key stored in the segment index, and [`ColdTier::delete_all`] also
 //! empties the old directory of a stream when its name could have had one.
 
+mod ahead;
 pub mod compact;
 pub mod format;
 pub mod indexed;
+mod local;
 mod reader;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -85,12 +89,17 @@ pub struct S3Config {
 /// The cold tier: where sealed segments are written and read.
 pub struct ColdTier {
     objects: Arc<dyn ObjectStore>,
+    /// The same store when it is a local directory: ranged reads of segments go to the files
+    /// directly (`local.rs`).
+    local: Option<local::LocalFiles>,
     /// Prepended to every key (empty or ending with `/`).
     prefix: String,
     /// Per stream: the first hot offset compaction last saw, and since when (for `max_age`).
     pub(crate) first_seen: Mutex<std::collections::HashMap<String, (u64, Instant)>>,
     /// Recently decoded segments and, per stream, where its sealed range ends.
     pub(crate) recent: reader::Recent,
+    /// The next page of catch-up readers, read while this one is sent (`ahead.rs`).
+    pub(crate) ahead: ahead::ReadAhead,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -107,7 +116,10 @@ impl ColdTier {
             .map_err(|e| unavailable(&format!("cannot open {}", dir.display()), e))?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        Ok(Self::with_store(Arc::new(store), ""))
+        let store = Arc::new(store);
+        let mut tier = Self::with_store(store.clone(), "");
+        tier.local = Some(local::LocalFiles::new(store));
+        Ok(tier)
     }
 
     /// A tier in an S3-compatible bucket (path-style requests, which every S3-compatible
@@ -134,17 +146,22 @@ impl ColdTier {
         }
         ColdTier {
             objects,
+            local: None,
             prefix,
             first_seen: Mutex::new(Default::default()),
             recent: reader::Recent::new(DEFAULT_READ_CACHE_BYTES),
+            ahead: ahead::ReadAhead::new(DEFAULT_READ_CACHE_BYTES),
         }
     }
 
-    /// Keeps at most `bytes` of recently decoded segments in memory (0: none). A catch-up
-    /// reader pages through a segment in several requests; the cache lets it fetch and verify
-    /// each segment once instead of once per page.
+    /// Keeps at most `bytes` of recently decoded segments in memory, and at most as much again
+    /// of ranges read ahead for catch-up readers (0: neither). A catch-up reader pages through a
+    /// segment in several requests; the cache lets it fetch and verify each segment's index
+    /// once instead of once per page, the read-ahead fetches its next page while it receives
+    /// this one.
     pub fn with_read_cache_bytes(mut self, bytes: usize) -> ColdTier {
         self.recent = reader::Recent::new(bytes);
+        self.ahead = ahead::ReadAhead::new(bytes);
         self
     }
 
@@ -244,6 +261,7 @@ impl ColdTier {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(path);
         self.recent.forget_stream(path, &self.stream_dir(path));
+        self.ahead.forget_stream(path);
         Ok(())
     }
 }

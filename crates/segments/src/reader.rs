@@ -19,7 +19,11 @@
 //! hint: a stale value costs one extra lookup, never wrong bytes.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
 
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use sessiond_store::{SegmentRef, StoreError, StreamChunk, StreamStore};
@@ -40,6 +44,10 @@ pub(crate) enum Loaded {
     /// Format 2: its verified index.
     Indexed(Arc<Index>),
 }
+
+/// Reads asking for less than this get no read-ahead: the read path's probes of one chunk
+/// (message boundaries, trims) are no pages a reader follows.
+const READ_AHEAD_MIN_PAGE: usize = 4 << 10;
 
 /// Default budget of the decoded-segment cache: two segments of the default maximum size.
 pub const DEFAULT_READ_CACHE_BYTES: usize = 16 << 20;
@@ -137,6 +145,21 @@ impl ColdTier {
             .unwrap_or(0)
     }
 
+    /// Bytes `range` of an object: from the file itself when the tier is a local directory.
+    fn get_range(
+        &self,
+        location: object_store::path::Path,
+        range: Range<u64>,
+    ) -> impl Future<Output = object_store::Result<Bytes>> + Send + 'static {
+        let (objects, local) = (self.objects.clone(), self.local.clone());
+        async move {
+            match local {
+                Some(files) => files.get_range(&location, range).await,
+                None => objects.get_range(&location, range).await,
+            }
+        }
+    }
+
     /// One segment's index (format 2) or whole decoded content (format 1), verified, from
     /// the cache when recently read.
     async fn load(&self, segment: &SegmentRef) -> Result<Loaded, StoreError> {
@@ -169,8 +192,7 @@ impl ColdTier {
                     footer.index(bytes)?
                 } else {
                     let bytes = self
-                        .objects
-                        .get_range(&location, range)
+                        .get_range(location.clone(), range)
                         .await
                         .map_err(failed)?;
                     footer.index(&bytes)?
@@ -208,9 +230,11 @@ impl ColdTier {
         Ok(loaded)
     }
 
-    /// Frames of one segment ending after `from`, about `max_bytes` of them (at least one).
+    /// Frames of one segment of `path` ending after `from`, about `max_bytes` of them (at
+    /// least one).
     async fn segment_frames(
         &self,
+        path: &str,
         segment: &SegmentRef,
         from: u64,
         max_bytes: usize,
@@ -235,11 +259,14 @@ impl ColdTier {
                     return Ok(Vec::new());
                 }
                 let key = &segment.object_key;
-                let bytes = self
-                    .objects
-                    .get_range(&Self::key(key)?, index.file_range(frames.clone()))
-                    .await
-                    .map_err(|e| unavailable(&format!("reading {key}"), e))?;
+                let range = index.file_range(frames.clone());
+                let bytes = match self.ahead.take(path, key, &range).await {
+                    Some(bytes) => bytes,
+                    None => self
+                        .get_range(Self::key(key)?, range)
+                        .await
+                        .map_err(|e| unavailable(&format!("reading {key}"), e))?,
+                };
                 index.frames(frames, &bytes)
             }
         }
@@ -267,12 +294,44 @@ impl ColdTier {
                 break;
             }
             let left = max_bytes.saturating_sub(bytes);
-            for frame in self.segment_frames(segment, from, left).await? {
+            for frame in self.segment_frames(path, segment, from, left).await? {
                 bytes = bytes.saturating_add(frame.data.len());
                 out.push(frame);
             }
         }
+        if bytes >= max_bytes && max_bytes >= READ_AHEAD_MIN_PAGE {
+            if let Some(first) = out.first() {
+                let next = from.max(first.offset).saturating_add(max_bytes as u64);
+                self.read_ahead(path, &segments, next, max_bytes)?;
+            }
+        }
         Ok(out)
+    }
+
+    /// Starts reading the frames from `next` (where a full binary page from this read ends),
+    /// about `max_bytes` of them, when the segment holding `next` has its index cached.
+    fn read_ahead(
+        &self,
+        path: &str,
+        segments: &[SegmentRef],
+        next: u64,
+        max_bytes: usize,
+    ) -> Result<(), StoreError> {
+        let Some(segment) = segments.iter().find(|s| s.start <= next && next < s.end) else {
+            return Ok(());
+        };
+        let Some(Loaded::Indexed(index)) = self.recent.get(&segment.object_key) else {
+            return Ok(());
+        };
+        let range = index.file_range(index.covering(next, max_bytes));
+        let fetch = self.get_range(Self::key(&segment.object_key)?, range.clone());
+        self.ahead.start(
+            path,
+            &segment.object_key,
+            range,
+            async move { fetch.await.ok() },
+        );
+        Ok(())
     }
 
     /// [`ColdTier::read_frames`] as owned chunks (one copy each).

@@ -236,3 +236,62 @@ async fn format_1_segments_stay_readable() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Reads of a local tier go to the files directly (`local.rs`): the same bytes as through
+/// `object_store`, and for a segment whose file is gone (its index cached) or cut short, the
+/// same error as through `object_store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_file_reads_match_the_object_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryEngine::new();
+    let direct = ColdTier::local(dir.path()).unwrap();
+    let through_store = ColdTier::with_store(
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
+        "",
+    );
+    let all = common::fill(&store, "f", 300).await;
+    while direct
+        .compact_stream(&store, "f", &common::policy())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let segments = store.segments("f").await.unwrap();
+    assert!(segments.len() >= 3);
+    // 5,000 and 20,000: pages that are read ahead (inside a segment, and into the next one).
+    for max in [1, 999, 5_000, 20_000] {
+        let a = common::read_all(&direct, &store, "f", 0, max).await;
+        assert_eq!(a, all);
+        assert_eq!(
+            common::read_all(&through_store, &store, "f", 0, max).await,
+            a
+        );
+    }
+    // Both tiers have every index cached now: the errors below come from the ranged reads.
+    let file = |s: &sessiond_store::SegmentRef| dir.path().join(&s.object_key);
+    let bytes = std::fs::read(file(&segments[1])).unwrap();
+    std::fs::remove_file(file(&segments[1])).unwrap();
+    let from = segments[1].start;
+    let gone = direct.read(&store, "f", from, 100).await.unwrap_err();
+    assert!(matches!(gone, StoreError::Unavailable(_)), "{gone}");
+    assert!(gone.to_string().contains("not found"), "{gone}");
+    let gone_too = through_store
+        .read(&store, "f", from, 100)
+        .await
+        .unwrap_err();
+    assert_eq!(gone.to_string(), gone_too.to_string());
+    // A file cut short inside the frames asked for: they are incomplete (corrupt); cut
+    // before them: the read fails.
+    for (cut, corrupt) in [(20, true), (4, false)] {
+        std::fs::write(file(&segments[1]), &bytes[..cut]).unwrap();
+        for tier in [&direct, &through_store] {
+            let err = tier.read(&store, "f", from, 100).await.unwrap_err();
+            let kind = matches!(err, StoreError::Corrupt(_));
+            assert_eq!(kind, corrupt, "cut at {cut}: {err}");
+            assert!(kind || matches!(err, StoreError::Unavailable(_)), "{err}");
+        }
+    }
+    // The other segments are still served, and the restored file again.
+    std::fs::write(file(&segments[1]), &bytes).unwrap();
+    assert_eq!(common::read_all(&direct, &store, "f", 0, 4096).await, all);
+}

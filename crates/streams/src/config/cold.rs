@@ -80,7 +80,8 @@ pub struct ColdConfig {
     /// Pause between compaction passes (seconds).
     pub interval_s: u64,
     /// Bytes of recently read segments kept decoded in memory, so a catch-up reader paging
-    /// through a segment fetches and verifies it once; 0 = no cache.
+    /// through a segment fetches and verifies it once, and as much again of ranges read ahead
+    /// for catch-up readers (their next page); 0 = neither.
     pub read_cache_bytes: usize,
     /// On an engine shared by several nodes (Redis): how long the sealing lease lasts unless
     /// renewed (milliseconds). The compacting node renews it during its passes; another node
