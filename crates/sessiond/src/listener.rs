@@ -16,10 +16,7 @@
 //!   first byte until the socket is handed to the WebSocket task). hyper's own
 //!   `header_read_timeout` is not used: it also runs while a keep-alive connection is idle,
 //!   so it could not be told apart from the idle timeout.
-//! - **Header caps**: hyper's `max_headers` and `max_header_size` (a 431 past them). A cap equal
-//!   to hyper's own default (100) is left to hyper: set explicitly, hyper sizes its two
-//!   per-request header tables element by element on every request (≈ 1.7 k instructions, 4 % of
-//!   a session GET), while its default is a constant, inline initialisation.
+//! - **Header caps**: hyper's `max_headers` and `max_header_size` (a 431 past them; `Limits`).
 //! - **Lingering close**: when hyper is done with a socket, its write side is shut down and
 //!   up to `linger_max_bytes` still arriving are read and dropped (for at most
 //!   `linger_timeout_ms`) before it is closed. Closing a socket with unread data makes the
@@ -49,59 +46,6 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-use crate::config::HttpConfig;
-
-/// The listener's limits, from `[http]`.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    header_timeout: Duration,
-    body_timeout: Duration,
-    idle_timeout: Duration,
-    handshake_timeout: Duration,
-    max_connections: usize,
-    max_connections_per_ip: usize,
-    max_headers: usize,
-    max_header_bytes: usize,
-    linger_max_bytes: usize,
-    linger_timeout: Duration,
-}
-
-/// hyper's header cap when none is set (see the module docs; the `hostile_clients` test
-/// `default_header_cap_is_100` notices if a hyper release changes it).
-const HYPER_MAX_HEADERS: usize = 100;
-
-impl Limits {
-    /// The limits configured in `[http]`.
-    pub fn from_config(http: &HttpConfig) -> Limits {
-        Limits {
-            header_timeout: Duration::from_millis(http.header_timeout_ms),
-            body_timeout: Duration::from_millis(http.body_timeout_ms),
-            idle_timeout: Duration::from_millis(http.idle_timeout_ms),
-            handshake_timeout: Duration::from_millis(http.websocket_handshake_timeout_ms),
-            max_connections: http.max_connections,
-            max_connections_per_ip: http.max_connections_per_ip,
-            max_headers: http.max_headers,
-            max_header_bytes: http.max_header_bytes,
-            linger_max_bytes: http.linger_max_bytes,
-            linger_timeout: Duration::from_millis(http.linger_timeout_ms),
-        }
-    }
-
-    /// How often a connection's watchdog looks at its phase: a quarter of the shortest
-    /// timeout, so a timeout is enforced at most 25% late.
-    fn tick(&self) -> Duration {
-        let shortest = [
-            self.header_timeout,
-            self.idle_timeout,
-            self.handshake_timeout,
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or(Duration::from_secs(1));
-        (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
-    }
-}
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish and
 /// returns once every connection is closed (the caller bounds that wait).
@@ -184,15 +128,7 @@ fn connection(
                 handle(&app, &activity, peer, body_timeout, request)
             })
         };
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .keep_alive(true)
-            .header_read_timeout(None)
-            .max_header_size(limits.max_header_bytes);
-        if limits.max_headers != HYPER_MAX_HEADERS {
-            builder.max_headers(limits.max_headers);
-        }
-        let conn = builder.serve_connection(io, service).with_upgrades();
+        let conn = limits.http1().serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         let stop = crate::stop_signal::StopSignal::new(&stop);
         tokio::pin!(stop);
@@ -600,6 +536,10 @@ impl Drop for Slot {
         }
     }
 }
+
+#[path = "listener_limits.rs"]
+mod limits;
+pub use limits::Limits;
 
 #[cfg(test)]
 #[path = "listener_tests.rs"]

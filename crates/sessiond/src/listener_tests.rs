@@ -3,6 +3,7 @@
 //! client, so its rule is tested here).
 
 use super::*;
+use crate::config::HttpConfig;
 
 fn limits() -> Limits {
     let mut limits = Limits::from_config(&HttpConfig::default());
