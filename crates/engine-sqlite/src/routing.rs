@@ -3,9 +3,10 @@
 //! rest is queued in the outbox.
 //!
 //! Why here and not through the streams capability: the writer already holds the one
-//! transaction the change commits in, so an append there costs a chunk row and a tail update,
-//! is exactly once and lands in commit order, where the relay's trip cost an outbox row, a
-//! read, an append request through the capability, a producer row and a second commit.
+//! transaction the change commits in, so an append there costs a chunk row (not the stream's
+//! row: the chunk's end is the tail, `stream_rows::tail_sql`), is exactly once and lands in
+//! commit order, where the relay's trip cost an outbox row, a read, an append request through
+//! the capability, a producer row and a second commit.
 //!
 //! The route reads and creates objects in that same transaction (`RouteObjects`: the security
 //! route's per-user secrets, so a secret commits with the event that needed it), and what it
