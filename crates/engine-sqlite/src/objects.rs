@@ -8,7 +8,7 @@
 //! `WITHOUT ROWID` table's index ends with the primary key).
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use sessiond_store::{AlarmRecord, Durability, Millis, ObjectStore, Result};
 
 use crate::error::limit;
@@ -46,16 +46,22 @@ pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// The stored state of object `(kind, key)`, if any (in whatever transaction `conn` is in).
+pub(crate) fn stored_state(
+    conn: &Connection,
+    kind: &str,
+    key: &str,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")?
+        .query_row(params![kind, key], |row| row.get(0))
+        .optional()
+}
+
 #[async_trait]
 impl ObjectStore for SqliteEngine {
     async fn load_object(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")?
-                .query_row(params![kind, key], |row| row.get(0))
-                .optional()
-        })
-        .await
+        self.read(move |conn| stored_state(conn, &kind, &key)).await
     }
 
     async fn save_object(
@@ -89,11 +95,7 @@ impl ObjectStore for SqliteEngine {
         let (expected, state) = (expected.map(<[u8]>::to_vec), state.map(<[u8]>::to_vec));
         // The single writer runs this closure alone, so read-compare-write is atomic.
         self.write(durability, move |conn| {
-            let stored: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")?
-                .query_row(params![kind, key], |row| row.get(0))
-                .optional()?;
-            if stored != expected {
+            if stored_state(conn, &kind, &key)? != expected {
                 return Ok(false);
             }
             match state {

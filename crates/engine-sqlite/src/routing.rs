@@ -30,6 +30,7 @@ use sessiond_store::{
 };
 
 use crate::error::{out_of_range, sql};
+use crate::objects::stored_state;
 use crate::stream_rows::{insert_chunk, insert_stream, off, tail_sql};
 use crate::SqliteEngine;
 
@@ -81,13 +82,7 @@ struct Objects<'a>(&'a Connection);
 
 impl RouteObjects for Objects<'_> {
     fn load(&mut self, kind: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        self.0
-            .prepare_cached("SELECT state FROM objects WHERE kind = ?1 AND key = ?2")
-            .and_then(|mut stmt| {
-                stmt.query_row(params![kind, key], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(sql)
+        stored_state(self.0, kind, key).map_err(sql)
     }
 
     fn create(&mut self, kind: &str, key: &str, state: &[u8]) -> Result<bool> {
