@@ -63,6 +63,20 @@ impl Cache {
         self.refs = Recent::new(CACHED);
         self.erasures = self.erasures.wrapping_add(1);
     }
+
+    /// Forgets `user_id`'s ref for its erasure: refs read before are not remembered after.
+    fn erase(&mut self, user_id: &str) {
+        self.refs.remove(user_id);
+        self.erasures = self.erasures.wrapping_add(1);
+    }
+
+    /// Remembers a ref read when the erasure count was `erasures`, unless an erasure came
+    /// since.
+    fn remember(&mut self, erasures: u64, user_id: String, user_ref: String) {
+        if self.erasures == erasures {
+            self.refs.insert(user_id, user_ref);
+        }
+    }
 }
 
 impl Secrets {
@@ -149,10 +163,8 @@ impl Secrets {
         let erasures = self.cached().erasures;
         let secret = self.secret(user_id).await?;
         let user_ref = mac(&secret, user_id);
-        let mut cache = self.cached();
-        if cache.erasures == erasures {
-            cache.refs.insert(user_id.to_owned(), user_ref.clone());
-        }
+        self.cached()
+            .remember(erasures, user_id.to_owned(), user_ref.clone());
         Ok(user_ref)
     }
 
@@ -183,11 +195,7 @@ impl Secrets {
             .await?;
         // Again once the secret is gone: a ref read from it meanwhile (by a relay pass or a
         // routed event's transaction) may have been remembered, and from now on none is.
-        {
-            let mut cache = self.cached();
-            cache.refs.remove(user_id);
-            cache.erasures = cache.erasures.wrapping_add(1);
-        }
+        self.cached().erase(user_id);
         let mark = sessiond_http::ids::random_id();
         self.objects
             .save_object(
@@ -214,10 +222,9 @@ pub(super) struct Remember {
 impl Remember {
     /// Caches the ref, unless an erasure came since its secret was read.
     pub(super) fn keep(self) {
-        let mut cache = self.secrets.cached();
-        if cache.erasures == self.erasures {
-            cache.refs.insert(self.user_id, self.user_ref);
-        }
+        self.secrets
+            .cached()
+            .remember(self.erasures, self.user_id, self.user_ref);
     }
 }
 
