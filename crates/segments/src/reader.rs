@@ -302,36 +302,34 @@ impl ColdTier {
         if bytes >= max_bytes && max_bytes >= READ_AHEAD_MIN_PAGE {
             if let Some(first) = out.first() {
                 let next = from.max(first.offset).saturating_add(max_bytes as u64);
-                self.read_ahead(path, &segments, next, max_bytes)?;
+                self.read_ahead(path, &segments, next, max_bytes);
             }
         }
         Ok(out)
     }
 
     /// Starts reading the frames from `next` (where a full binary page from this read ends),
-    /// about `max_bytes` of them, when the segment holding `next` has its index cached.
-    fn read_ahead(
-        &self,
-        path: &str,
-        segments: &[SegmentRef],
-        next: u64,
-        max_bytes: usize,
-    ) -> Result<(), StoreError> {
+    /// about `max_bytes` of them, when the segment holding `next` has its index cached. Never
+    /// fails the read that asked for it: a key it cannot use only means no read-ahead (the
+    /// next request reads, and reports, itself).
+    fn read_ahead(&self, path: &str, segments: &[SegmentRef], next: u64, max_bytes: usize) {
         let Some(segment) = segments.iter().find(|s| s.start <= next && next < s.end) else {
-            return Ok(());
+            return;
         };
         let Some(Loaded::Indexed(index)) = self.recent.get(&segment.object_key) else {
-            return Ok(());
+            return;
+        };
+        let Ok(location) = Self::key(&segment.object_key) else {
+            return;
         };
         let range = index.file_range(index.covering(next, max_bytes));
-        let fetch = self.get_range(Self::key(&segment.object_key)?, range.clone());
+        let fetch = self.get_range(location, range.clone());
         self.ahead.start(
             path,
             &segment.object_key,
             range,
             async move { fetch.await.ok() },
         );
-        Ok(())
     }
 
     /// [`ColdTier::read_frames`] as owned chunks (one copy each).
