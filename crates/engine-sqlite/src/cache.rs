@@ -88,7 +88,7 @@ impl CacheStore for SqliteEngine {
         durability: Durability,
     ) -> Result<CachePut> {
         let (ns, key, entry) = (ns.to_owned(), key.to_owned(), entry.clone());
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             if !within_limit(conn, &ns, max_namespaces, now)? {
                 return Ok(CachePut::NamespaceLimit);
             }
@@ -118,7 +118,7 @@ impl CacheStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let (ns, key) = (ns.to_owned(), key.to_owned());
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             // The row goes either way; only a live one counts as deleted.
             let expires_at: Option<Option<Millis>> = conn
                 .prepare_cached(
@@ -133,7 +133,7 @@ impl CacheStore for SqliteEngine {
 
     async fn cache_clear(&self, ns: &str, now: Millis, durability: Durability) -> Result<u64> {
         let ns = ns.to_owned();
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             // `namespace = ?` is an exact match: `a` never clears `ab`.
             let live: i64 = conn
                 .prepare_cached(concat!(
@@ -150,7 +150,7 @@ impl CacheStore for SqliteEngine {
 
     async fn sweep_cache(&self, now: Millis, batch: usize) -> Result<usize> {
         // A lost sweep is redone by the next one: no need to wait for the fsync.
-        self.write(Durability::Unconfirmed, move |conn| {
+        self.write_beside_streams(Durability::Unconfirmed, move |conn| {
             conn.prepare_cached(
                 "DELETE FROM cache WHERE rowid IN
                      (SELECT rowid FROM cache WHERE expires_at <= ?1 LIMIT ?2)",

@@ -23,10 +23,11 @@ pub(crate) struct WriterState<'c> {
     /// `(stream, offset, data)`.
     pub(crate) insert_chunk: Statement<'c>,
     /// `(id, tail, expires_at, state)`: writes the row only if its expiry or state changed
-    /// (the tail alone is the end of the last chunk, see `stream_rows::tail_sql`).
+    /// (the tail alone is the end of the last chunk, see `stream_rows::tail_sql`). Not run at
+    /// all when the stream tails know both are unchanged.
     pub(crate) update_stream: Statement<'c>,
-    /// `(path)` → `(id, tail)`.
-    pub(crate) stream_tail: Statement<'c>,
+    /// `(path)` → `(id, tail, expires_at, state)`, a `tails::Row`.
+    pub(crate) stream_row: Statement<'c>,
 }
 
 impl<'c> WriterState<'c> {
@@ -44,10 +45,10 @@ impl<'c> WriterState<'c> {
                 "UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4
                  WHERE id = ?1 AND (expires_at IS NOT ?3 OR state IS NOT ?4)",
             )?,
-            stream_tail: conn.prepare(concat!(
+            stream_row: conn.prepare(concat!(
                 "SELECT id, ",
                 tail_sql!(),
-                " FROM streams WHERE path = ?1"
+                ", expires_at, state FROM streams WHERE path = ?1"
             ))?,
         })
     }

@@ -184,23 +184,9 @@ impl SqliteEngine {
         self.writer.stats()
     }
 
-    /// Runs a write command in the writer's next batch.
+    /// Runs a write command in the writer's next batch. It may write any row, so the writer
+    /// forgets the stream rows it remembers (`tails.rs`) before it runs.
     async fn write<T, F>(&self, durability: Durability, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.enqueue(durability, work).await?.await
-    }
-
-    /// Queues a write command (waiting for a queue slot if the queue is full) and returns the
-    /// future of its answer: commands are run in the order this returned in. It may write any
-    /// row, so the writer forgets the stream tails it remembers (`tails.rs`) before it runs.
-    async fn enqueue<T, F>(
-        &self,
-        durability: Durability,
-        work: F,
-    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -209,12 +195,26 @@ impl SqliteEngine {
             state.tails.forget_all();
             work(conn)
         };
-        self.enqueue_work(durability, Once(Some(work))).await
+        self.enqueue_work(durability, Once(Some(work))).await?.await
     }
 
-    /// `enqueue` for a command's work as the writer holds it (`writer::Work`): a stream commit
-    /// keeps the writer's stream tails true of what it writes, uses its prepared statements,
-    /// and can run again.
+    /// [`write`](Self::write) for a command that writes no stream table (`streams`,
+    /// `stream_chunks`; sessions, cache entries, objects, the outbox), so the writer keeps the
+    /// stream rows it remembers: with the forgetting, every session touch or cache write made
+    /// the next append of each stream read its row again.
+    async fn write_beside_streams<T, F>(&self, durability: Durability, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let work = move |conn: &Connection, _: &mut WriterState<'_>| work(conn);
+        self.enqueue_work(durability, Once(Some(work))).await?.await
+    }
+
+    /// Queues a write command (waiting for a queue slot if the queue is full) and returns the
+    /// future of its answer: commands are run in the order this returned in. The work gets the
+    /// writer's state (`writer::Work`) and keeps its stream tails true of what it writes: a
+    /// stream commit updates them, uses the prepared statements, and can run again.
     async fn enqueue_work<T, W>(
         &self,
         durability: Durability,

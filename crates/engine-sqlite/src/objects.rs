@@ -72,7 +72,7 @@ impl ObjectStore for SqliteEngine {
         durability: Durability,
     ) -> Result<()> {
         let (kind, key, state) = (kind.to_owned(), key.to_owned(), state.to_vec());
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             conn.prepare_cached(
                 "INSERT INTO objects (kind, key, state) VALUES (?1, ?2, ?3)
                  ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state",
@@ -94,7 +94,7 @@ impl ObjectStore for SqliteEngine {
         let (kind, key) = (kind.to_owned(), key.to_owned());
         let (expected, state) = (expected.map(<[u8]>::to_vec), state.map(<[u8]>::to_vec));
         // The single writer runs this closure alone, so read-compare-write is atomic.
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             if stored_state(conn, &kind, &key)? != expected {
                 return Ok(false);
             }
@@ -116,7 +116,7 @@ impl ObjectStore for SqliteEngine {
 
     async fn delete_object(&self, kind: &str, key: &str, durability: Durability) -> Result<bool> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             conn.prepare_cached("DELETE FROM alarms WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind, key])?;
             let deleted = conn
@@ -161,7 +161,7 @@ impl ObjectStore for SqliteEngine {
 
     async fn put_alarm(&self, alarm: &AlarmRecord, durability: Durability) -> Result<()> {
         let a = alarm.clone();
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             conn.prepare_cached(
                 "INSERT INTO alarms (kind, key, name, due_at, attempt, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -185,7 +185,7 @@ impl ObjectStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let (kind, key, name) = (kind.to_owned(), key.to_owned(), name.to_owned());
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             // With `due_at`, only the alarm still armed for that time goes: a handler that
             // re-armed it meanwhile keeps its new alarm.
             let deleted = conn
@@ -206,7 +206,7 @@ impl ObjectStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let a = alarm.clone();
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE alarms SET due_at = ?4, attempt = ?5, payload = ?6

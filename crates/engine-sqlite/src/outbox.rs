@@ -52,7 +52,7 @@ impl Outbox for SqliteEngine {
             return Ok(());
         }
         // A lost removal only delivers again (the outbox is at least once): no fsync wait.
-        self.write(Durability::Unconfirmed, move |conn| {
+        self.write_beside_streams(Durability::Unconfirmed, move |conn| {
             let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2")?;
             runs.iter()
                 .try_for_each(|(first, last)| stmt.execute(params![first, last]).map(|_| ()))

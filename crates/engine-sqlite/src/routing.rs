@@ -30,8 +30,10 @@ use sessiond_store::{
 };
 
 use crate::error::{out_of_range, sql};
+use crate::hot::WriterState;
 use crate::objects::stored_state;
 use crate::stream_rows::{insert_chunk, insert_stream, off, tail_sql};
+use crate::writer::Once;
 use crate::SqliteEngine;
 
 /// The engine's route (set once) and the listeners of the streams it appends to.
@@ -195,16 +197,22 @@ impl SqliteEngine {
         } else {
             durability
         };
+        // It writes no stream table but for the routed appends, whose paths the writer
+        // forgets (their tails moved); it keeps every other stream it remembers (`tails.rs`).
+        let work = move |conn: &Connection, state: &mut WriterState<'_>| {
+            let mut q = Queuer {
+                route: route.as_deref(),
+                touched: Vec::new(),
+                committed: Vec::new(),
+            };
+            let value = work(conn, &mut q);
+            // Failed: the writer forgets every stream when it rolls the command back.
+            q.touched.iter().for_each(|path| state.tails.forget(path));
+            Ok((value?, q.touched, q.committed))
+        };
         let (value, touched, committed) = self
-            .write(durability, move |conn| {
-                let mut q = Queuer {
-                    route: route.as_deref(),
-                    touched: Vec::new(),
-                    committed: Vec::new(),
-                };
-                let value = work(conn, &mut q)?;
-                Ok((value, q.touched, q.committed))
-            })
+            .enqueue_work(durability, Once(Some(work)))
+            .await?
             .await?;
         committed.into_iter().for_each(|done| done());
         self.routing.wake(&touched);

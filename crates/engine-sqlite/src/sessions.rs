@@ -277,7 +277,7 @@ impl SessionStore for SqliteEngine {
         durability: Durability,
     ) -> Result<bool> {
         let id = id.to_owned();
-        self.write(durability, move |conn| {
+        self.write_beside_streams(durability, move |conn| {
             // Right-hand sides see the old row, so both deadlines move forward only.
             let changed = conn
                 .prepare_cached(

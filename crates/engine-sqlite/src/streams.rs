@@ -27,6 +27,7 @@ use crate::hot::WriterState;
 use crate::objects::prefix_end;
 use crate::producers::{apply_producers, insert_producers};
 use crate::stream_rows::{insert_chunks, insert_stream, keep_tail, off, stream_id, tail_sql};
+use crate::tails::Row;
 use crate::writer::Again;
 use crate::SqliteEngine;
 
@@ -84,6 +85,36 @@ fn stored_row(conn: &Connection, path: &str) -> rusqlite::Result<Option<(i64, i6
     ))?
     .query_row([path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
     .optional()
+}
+
+/// The id and stored tail of the stream at `path`, from the writer's stream tails (else read
+/// and remembered), and whether its stored expiry and state are already `meta`'s, so that the
+/// row's `UPDATE` would write nothing.
+fn remembered_row(
+    state: &mut WriterState<'_>,
+    path: &str,
+    meta: &StreamMeta,
+) -> rusqlite::Result<Option<(i64, i64, bool)>> {
+    let unchanged = |row: &Row| row.expires_at == meta.expires_at && row.state == meta.state;
+    if let Some(row) = state.tails.get_mut(path) {
+        return Ok(Some((row.id, row.tail, unchanged(row))));
+    }
+    let read = state
+        .stream_row
+        .query_row([path], |row| {
+            Ok(Row {
+                id: row.get(0)?,
+                tail: row.get(1)?,
+                expires_at: row.get(2)?,
+                state: row.get(3)?,
+            })
+        })
+        .optional()?;
+    Ok(read.map(|row| {
+        let known = (row.id, row.tail, unchanged(&row));
+        state.tails.set(path, row);
+        known
+    }))
 }
 
 /// Replaces the tail, expiry and state of stream `id`.
@@ -500,24 +531,14 @@ impl SqliteEngine {
             // The compare and the set are one command of the writer: nothing runs between.
             let expected = off("expected tail", expected_tail)?;
             let known = match expected_state {
-                None => match state.tails.get(&path) {
-                    Some(known) => Some(known),
-                    None => state
-                        .stream_tail
-                        .query_row([&path], |row| Ok((row.get(0)?, row.get(1)?)))
-                        .optional()?
-                        .map(|(id, tail)| {
-                            state.tails.set(&path, id, tail);
-                            (id, tail)
-                        }),
-                },
+                None => remembered_row(state, &path, &meta)?,
                 // The state blob is read only when it is compared.
                 Some(ref wanted) => stored_row(conn, &path)?
                     .filter(|(_, _, stored)| stored == wanted)
-                    .map(|(id, tail, _)| (id, tail)),
+                    .map(|(id, tail, _)| (id, tail, false)),
             };
-            let id = match known {
-                Some((id, tail)) if tail == expected => id,
+            let (id, unchanged) = match known {
+                Some((id, stored, unchanged)) if stored == expected => (id, unchanged),
                 _ => return Ok(Commit::Conflict),
             };
             for c in &chunks {
@@ -525,10 +546,30 @@ impl SqliteEngine {
                 state.insert_chunk.execute(params![id, offset, c.data])?;
             }
             let tail = off("tail", meta.tail)?;
-            let update = params![id, tail, meta.expires_at, meta.state];
-            state.update_stream.execute(update)?;
+            if !unchanged {
+                let update = params![id, tail, meta.expires_at, meta.state];
+                state.update_stream.execute(update)?;
+            }
             apply_producers(conn, id, &producers)?;
-            state.tails.set(&path, id, tail);
+            // The row holds the commit's expiry and state now (written, or already equal).
+            match state.tails.get_mut(&path).filter(|row| row.id == id) {
+                Some(row) => {
+                    row.tail = tail;
+                    if !unchanged {
+                        row.expires_at = meta.expires_at;
+                        row.state.clone_from(&meta.state);
+                    }
+                }
+                None => state.tails.set(
+                    &path,
+                    Row {
+                        id,
+                        tail,
+                        expires_at: meta.expires_at,
+                        state: meta.state.clone(),
+                    },
+                ),
+            }
             Ok(Commit::Written)
         };
         self.enqueue_work(durability, Again(commit)).await

@@ -1,19 +1,35 @@
-//! The writer thread's memory of streams' `(id, tail)` by path, so an append's compare-and-set
-//! does not look its stream's row up: with many streams that `SELECT` (an index seek by path,
-//! then the row) was a fifth of the writer's work per append.
+//! The writer thread's memory of stream rows by path (`id`, tail, `expires_at`, `state`), so an
+//! append's compare-and-set does not look its stream's row up, and a plain append (neither
+//! expiry nor state changed) does not run the row's `UPDATE` either: with many streams the
+//! `SELECT` (an index seek by path, then the row) was a fifth of the writer's work per append,
+//! and the `UPDATE` that then wrote nothing (a seek by id, a compare, the statement's frame)
+//! over a third of what was left (9.8 k → 6.0 k instructions per append command,
+//! `bench/profile/callgrind append-many`).
 //!
 //! It is only ever right because the writer thread is the only writer of the file while the
 //! engine is open (the data directory's lock): an entry is what the last commit of that stream
-//! in this thread wrote or read. Whatever else could change a `streams` row forgets every
-//! entry at once: any other write command (they are closures the writer cannot see into:
-//! create, delete, fork, trim, seal, compaction, ... and every non-stream write too, which is
-//! conservative), a batch rolled back, a command rolled back to its savepoint. Forgetting is a
-//! generation bump, O(1) whatever the size; entries of an old generation are dead and are
-//! replaced in place or dropped when the map is full.
+//! in this thread wrote or read. Whatever else could change a `streams` row, or a stream's
+//! last chunk (which tells its tail), forgets: a write command of the other stream operations
+//! (create, delete, fork, trim, seal, compaction, ...: closures the writer cannot see into)
+//! and the erasures forget every entry, as do a batch rolled back and a command rolled back to
+//! its savepoint; a queuing write (sessions, the outbox) forgets the paths its routed events
+//! appended to; writes of the other tables only (`SqliteEngine::write_beside_streams`: cache
+//! entries, objects, a session's touch) forget nothing. Forgetting everything is a generation
+//! bump, O(1) whatever the size; entries of an old generation are dead and are replaced in
+//! place or dropped when the map is full.
 
 use std::collections::HashMap;
 
-/// `(streams.id, streams.tail)` of recently committed streams, bounded by `capacity` entries.
+/// What a stream's row holds (its `tail` as `stream_rows::tail_sql` reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) id: i64,
+    pub(crate) tail: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) state: Vec<u8>,
+}
+
+/// The rows of recently committed streams, bounded by `capacity` entries.
 pub(crate) struct StreamTails {
     entries: HashMap<String, Entry>,
     generation: u64,
@@ -22,8 +38,7 @@ pub(crate) struct StreamTails {
 
 struct Entry {
     generation: u64,
-    id: i64,
-    tail: i64,
+    row: Row,
 }
 
 impl StreamTails {
@@ -36,23 +51,21 @@ impl StreamTails {
         }
     }
 
-    /// The id and stored tail of the stream at `path`, if known.
-    pub(crate) fn get(&self, path: &str) -> Option<(i64, i64)> {
+    /// The row of the stream at `path`, if known; a caller that changes the row in the open
+    /// transaction updates it to match.
+    pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut Row> {
+        let generation = self.generation;
         self.entries
-            .get(path)
-            .filter(|e| e.generation == self.generation)
-            .map(|e| (e.id, e.tail))
+            .get_mut(path)
+            .filter(|e| e.generation == generation)
+            .map(|e| &mut e.row)
     }
 
     /// Remembers what the stream row at `path` holds now (in the open transaction).
-    pub(crate) fn set(&mut self, path: &str, id: i64, tail: i64) {
+    pub(crate) fn set(&mut self, path: &str, row: Row) {
         let generation = self.generation;
         if let Some(e) = self.entries.get_mut(path) {
-            *e = Entry {
-                generation,
-                id,
-                tail,
-            };
+            *e = Entry { generation, row };
             return;
         }
         if self.entries.len() >= self.capacity {
@@ -63,14 +76,13 @@ impl StreamTails {
                 return;
             }
         }
-        self.entries.insert(
-            path.to_owned(),
-            Entry {
-                generation,
-                id,
-                tail,
-            },
-        );
+        self.entries
+            .insert(path.to_owned(), Entry { generation, row });
+    }
+
+    /// Forgets the entry of `path`: its stream's rows changed behind this cache.
+    pub(crate) fn forget(&mut self, path: &str) {
+        self.entries.remove(path);
     }
 
     /// Forgets every entry: something may have changed stream rows behind this cache.
@@ -83,26 +95,43 @@ impl StreamTails {
 mod tests {
     use super::*;
 
+    fn row(id: i64, tail: i64) -> Row {
+        Row {
+            id,
+            tail,
+            expires_at: None,
+            state: vec![1],
+        }
+    }
+
     #[test]
     fn remembers_until_forgotten_and_stays_within_capacity() {
         let mut tails = StreamTails::new(2);
-        tails.set("a", 1, 10);
-        tails.set("b", 2, 20);
-        assert_eq!(tails.get("a"), Some((1, 10)));
-        tails.set("a", 1, 11);
-        assert_eq!(tails.get("a"), Some((1, 11)));
+        tails.set("a", row(1, 10));
+        tails.set("b", row(2, 20));
+        assert_eq!(tails.get_mut("a"), Some(&mut row(1, 10)));
+        tails.set("a", row(1, 11));
+        assert_eq!(tails.get_mut("a"), Some(&mut row(1, 11)));
+        if let Some(a) = tails.get_mut("a") {
+            a.tail = 12;
+        }
+        assert_eq!(tails.get_mut("a"), Some(&mut row(1, 12)));
+        tails.forget("b");
+        assert_eq!(tails.get_mut("b"), None);
+        assert_eq!(tails.get_mut("a"), Some(&mut row(1, 12)));
+        tails.set("b", row(2, 20));
         tails.forget_all();
-        assert_eq!(tails.get("a"), None);
-        assert_eq!(tails.get("b"), None);
-        tails.set("b", 3, 0);
-        assert_eq!(tails.get("b"), Some((3, 0)));
+        assert_eq!(tails.get_mut("a"), None);
+        assert_eq!(tails.get_mut("b"), None);
+        tails.set("b", row(3, 0));
+        assert_eq!(tails.get_mut("b"), Some(&mut row(3, 0)));
         // A third path: the map was full (of two entries), so it starts over.
-        tails.set("c", 4, 5);
-        assert_eq!(tails.get("c"), Some((4, 5)));
-        assert_eq!(tails.get("b"), None);
+        tails.set("c", row(4, 5));
+        assert_eq!(tails.get_mut("c"), Some(&mut row(4, 5)));
+        assert_eq!(tails.get_mut("b"), None);
         assert!(tails.entries.len() <= 2);
         let mut none = StreamTails::new(0);
-        none.set("a", 1, 1);
-        assert_eq!(none.get("a"), None);
+        none.set("a", row(1, 1));
+        assert_eq!(none.get_mut("a"), None);
     }
 }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use sessiond_engine_sqlite::{SqliteEngine, SqliteOptions};
-use sessiond_store::testsuite::{run_streams, stream_chunk, stream_meta};
+use sessiond_store::testsuite::{run_streams, session, stream_chunk, stream_meta};
 use sessiond_store::{
-    Commit, Durability, EngineAdmin, ProducerUpdate, SegmentRef, StreamMeta, StreamStore,
+    CacheStore, Commit, Durability, EngineAdmin, ForkSource, Outbox, OutboxRoute, ProducerUpdate,
+    RouteObjects, Routed, RoutedAppend, SegmentRef, SessionStore, StreamMeta, StreamStore,
 };
 
 const C: Durability = Durability::Confirmed;
@@ -163,6 +164,117 @@ async fn a_commit_failing_midway_leaves_nothing() {
         let m = stream_meta(path, next.end(), b"");
         let written = engine.commit(path, 8, std::slice::from_ref(&next), &m, C);
         assert_eq!(written.await.unwrap(), Commit::Written, "{path}");
+    }
+    engine.close().await.unwrap();
+}
+
+/// The writer remembers each committed stream's row (id, tail, expiry, state) so a plain
+/// append neither reads nor rewrites it. Writes that change a row behind that memory (here a
+/// fork, which rewrites its source's state, and a delete-and-recreate, which gives the path a
+/// new row) must make the next commit see the stored row: a remembered state would skip the
+/// row's update and keep the fork's state; a remembered id or tail would refuse the commit on
+/// the new row (or write chunks for the deleted one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_after_other_writes_see_the_stored_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    let path = "t/remembered";
+    let mine = stream_meta(path, 0, b"mine");
+    assert!(engine.create_stream(&mine, &[], C).await.unwrap());
+    let first = stream_chunk(0, 8);
+    let after_first = stream_meta(path, 8, b"mine");
+    let written = engine.commit(path, 0, std::slice::from_ref(&first), &after_first, C);
+    assert_eq!(written.await.unwrap(), Commit::Written);
+
+    // A fork rewrites its source's state (same tail) behind the remembered row.
+    let source = ForkSource {
+        path: path.into(),
+        expected_tail: 8,
+        meta: stream_meta(path, 8, b"forked"),
+        expected_state: None,
+    };
+    let fork = stream_meta("t/fork", 8, b"");
+    assert!(engine.create_fork(&fork, &[], &source, C).await.unwrap());
+    let second = stream_chunk(8, 4);
+    let after_second = stream_meta(path, 12, b"mine");
+    let written = engine.commit(path, 8, std::slice::from_ref(&second), &after_second, C);
+    assert_eq!(written.await.unwrap(), Commit::Written);
+    assert_eq!(
+        engine.stream_meta(path).await.unwrap(),
+        Some(after_second.clone()),
+        "the commit's state, not the fork's"
+    );
+
+    // Deleted and created again: a new row, empty.
+    assert!(engine.delete_stream(path, C).await.unwrap());
+    assert!(engine.create_stream(&mine, &[], C).await.unwrap());
+    let again = stream_chunk(0, 5);
+    let after_again = stream_meta(path, 5, b"mine");
+    let written = engine.commit(path, 0, std::slice::from_ref(&again), &after_again, C);
+    assert_eq!(
+        written.await.unwrap(),
+        Commit::Written,
+        "the new row's tail"
+    );
+    assert_eq!(engine.stream_meta(path).await.unwrap(), Some(after_again));
+    assert_eq!(
+        engine.read_chunks(path, 0, usize::MAX).await.unwrap(),
+        vec![again]
+    );
+    engine.close().await.unwrap();
+}
+
+/// Routes every event as a 3-byte append to `routed/s`.
+struct ToStream;
+
+impl OutboxRoute for ToStream {
+    fn split(&self, _event: &[u8], _objects: &mut dyn RouteObjects) -> Routed {
+        Routed {
+            appends: vec![RoutedAppend {
+                path: "routed/s".into(),
+                data: b"abc".to_vec(),
+            }],
+            ..Routed::default()
+        }
+    }
+
+    fn new_stream(&self, path: &str) -> sessiond_store::Result<StreamMeta> {
+        Ok(stream_meta(path, 0, b""))
+    }
+}
+
+/// Writes beside the streams (a session's, a cache entry's) keep what the writer remembers of
+/// stream rows, but not of a stream a routed event appended to in the same write: its next
+/// commit must see the routed chunk's tail, and another stream's commit still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_append_moves_the_remembered_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = SqliteEngine::open(dir.path(), SqliteOptions::default()).unwrap();
+    assert!(engine.outbox_route(Arc::new(ToStream)));
+    let paths = ["routed/s", "other/s"];
+    for path in paths {
+        assert!(engine
+            .create_stream(&stream_meta(path, 0, b""), &[], C)
+            .await
+            .unwrap());
+    }
+    // Remembered by these commits (a create forgets every stream).
+    for path in paths {
+        let c = stream_chunk(0, 4);
+        let m = stream_meta(path, 4, b"");
+        let written = engine.commit(path, 0, std::slice::from_ref(&c), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written, "{path}");
+    }
+    let event = Some(b"event".to_vec());
+    let rec = session("routed-session", Some("user"));
+    assert!(engine.insert_session_with(&rec, event, C).await.unwrap());
+    engine.sweep_cache(0, 10).await.unwrap();
+    for (path, tail) in [("routed/s", 7), ("other/s", 4)] {
+        let c = stream_chunk(tail, 2);
+        let m = stream_meta(path, tail + 2, b"");
+        let written = engine.commit(path, tail, std::slice::from_ref(&c), &m, C);
+        assert_eq!(written.await.unwrap(), Commit::Written, "{path} at {tail}");
+        assert_eq!(engine.stream_meta(path).await.unwrap(), Some(m));
     }
     engine.close().await.unwrap();
 }
