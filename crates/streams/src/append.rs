@@ -260,11 +260,10 @@ async fn decide_and_commit(
     }) else {
         return Err(StreamError::not_found());
     };
-    let tail_header = offset::format(current.tail);
     if current.info.closed {
         if let (Some(p), Some(by)) = (producer, &current.info.closed_by) {
             if p == by {
-                return Ok(reply(StatusCode::NO_CONTENT, &tail_header, true, None));
+                return Ok(reply(StatusCode::NO_CONTENT, current.tail, true, None));
             }
         }
         if let Some(p) = producer {
@@ -276,11 +275,11 @@ async fn decide_and_commit(
         }
         if body.is_empty() && producer.is_none() {
             streams.touch(&mut g, now).await?;
-            return Ok(reply(StatusCode::NO_CONTENT, &tail_header, true, None));
+            return Ok(reply(StatusCode::NO_CONTENT, current.tail, true, None));
         }
         return Err(StreamError::conflict("the stream is closed")
             .with(CLOSED, "true")
-            .with(NEXT_OFFSET, &tail_header));
+            .with(NEXT_OFFSET, offset::format(current.tail)));
     }
     if !body.is_empty() {
         let Some(ct) = content_type else {
@@ -333,7 +332,7 @@ async fn decide_and_commit(
                 streams.touch(&mut g, now).await?;
                 return Ok(reply(
                     StatusCode::NO_CONTENT,
-                    &tail_header,
+                    current.tail,
                     false,
                     Some(&state),
                 ));
@@ -396,24 +395,22 @@ async fn decide_and_commit(
     } else {
         StatusCode::NO_CONTENT
     };
-    Ok(reply(
-        status,
-        &offset::format(pos),
-        close,
-        accepted.as_ref(),
-    ))
+    Ok(reply(status, pos, close, accepted.as_ref()))
 }
 
+/// The answer of an append whose stream's tail is now `next`. (Every append answers one:
+/// the offset's `String` becomes the header's bytes without a copy, and the name is not
+/// parsed again, as a `&str` name would be on each insert.)
 fn reply(
     status: StatusCode,
-    next: &str,
+    next: u64,
     closed: bool,
     producer: Option<&crate::state::ProducerState>,
 ) -> Response {
     let mut r = status.into_response();
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(next) {
-        h.insert(NEXT_OFFSET, v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(offset::format(next))) {
+        h.insert(headers::NEXT_OFFSET_NAME, v);
     }
     if closed {
         h.insert(CLOSED, HeaderValue::from_static("true"));

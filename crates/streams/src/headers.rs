@@ -13,8 +13,8 @@ use sessiond_store::Millis;
 
 use crate::error::{StreamError, StreamResult};
 use crate::protocol::{
-    CLOSED, COMPACT_BEFORE, EXPIRES_AT, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQ, SEQ,
-    STREAM_PREFIX, TRIM_BEFORE, TTL,
+    CLOSED, COMPACT_BEFORE, EXPIRES_AT, NEXT_OFFSET, PRODUCER_EPOCH, PRODUCER_ID, PRODUCER_SEQ,
+    SEQ, STREAM_PREFIX, TRIM_BEFORE, TTL,
 };
 use crate::state::ProducerTuple;
 
@@ -32,6 +32,8 @@ const METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS";
 /// The request headers every append reads, as names: a lookup by `&str` parses and checks
 /// the name each time (nine lookups per append).
 pub(crate) const CLOSED_NAME: HeaderName = HeaderName::from_static(CLOSED);
+/// `Stream-Next-Offset`, which every append answers.
+pub(crate) const NEXT_OFFSET_NAME: HeaderName = HeaderName::from_static(NEXT_OFFSET);
 const DURABILITY_NAME: HeaderName = HeaderName::from_static("sessiond-durability");
 const SEQ_NAME: HeaderName = HeaderName::from_static(SEQ);
 const PRODUCER_ID_NAME: HeaderName = HeaderName::from_static(PRODUCER_ID);
