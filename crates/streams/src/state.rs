@@ -243,10 +243,12 @@ pub fn same_media_type(a: &str, b: &str) -> bool {
 
 /// `Text/Plain; charset=x` → `Text/Plain`.
 fn bare_media_type(content_type: &str) -> &str {
-    // Not `split(';')`: its searcher cost more than the rest of a comparison (`is_json` runs
-    // one per append).
-    let end = content_type.find(';').unwrap_or(content_type.len());
-    content_type[..end].trim()
+    // A byte scan, not `split(';')`: its char searcher made a comparison ~40 % dearer
+    // (`is_json` runs one per append). `;` is ASCII, so `end` is a char boundary.
+    let end = content_type.bytes().position(|b| b == b';');
+    end.and_then(|end| content_type.get(..end))
+        .unwrap_or(content_type)
+        .trim()
 }
 
 /// `Text/Plain; charset=x` → `text/plain`.
