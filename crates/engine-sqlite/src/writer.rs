@@ -65,7 +65,7 @@ struct Counters {
 }
 
 /// The commit series, looked up in the metrics recorder once per writer thread: each
-/// `counter!`/`histogram!` looks its key up (hashing name and label), about 1.4 k instructions
+/// `counter!`/`histogram!` looks its key up (hashing name and label), about 1.0 k instructions
 /// a commit for these three, which is per append when each append is its own commit. The
 /// server installs its recorder before it opens the engine (`sessiond::Server::wire`).
 struct CommitMetrics {
