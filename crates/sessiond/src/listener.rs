@@ -85,7 +85,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
             slot,
             app.clone(),
             limits.clone(),
-            stop.clone(),
+            // Its own node of the token: a connection checks it on every poll (`stop_signal`).
+            stop.child_token(),
         ));
     }
     drop(listener);

@@ -127,7 +127,7 @@ impl Session {
         let keepalive = Duration::from_millis(self.streams.config.long_poll_timeout_ms);
         loop {
             // Draining: stop between pages too (a long catch-up must not hold the shutdown).
-            if self.sent_any && self.streams.draining.is_cancelled() {
+            if self.sent_any && self.streams.draining.is_draining() {
                 return Some(self.last_control());
             }
             if self.pos < self.snap.tail {
@@ -146,30 +146,53 @@ impl Session {
             if Instant::now() >= self.deadline {
                 return None;
             }
-            if self.streams.draining.is_cancelled() {
+            if self.streams.draining.is_draining() {
                 return Some(self.last_control());
             }
-            // The keep-alive counts from now. Server shutdown wakes every reader through
-            // its change channel (`Streams::with_shutdown`), checked above: no wait on the
-            // shutdown token here, which every delivery would register and drop again.
-            let wake = (Instant::now() + keepalive).min(self.deadline);
-            self.keepalive.as_mut().reset(wake);
-            tokio::select! {
-                biased;
-                // Also when the sender is gone (its object evicted): the refresh re-subscribes.
-                _ = self.changes.changed() => {}
-                () = self.keepalive.as_mut() => {
-                    if Instant::now() >= self.deadline {
-                        return None;
-                    }
-                    return Some(self.control_event());
-                }
+            // Server shutdown wakes every reader through its change channel
+            // (`Streams::with_shutdown`), checked above: no wait on the shutdown token here,
+            // which every delivery would register and drop again.
+            if let Some(control) = self.wait_for_change(keepalive).await {
+                return control;
             }
             // A plain append published its tail: no lock needed (see `recent.rs`).
             if !self.snap.advance() {
                 match Box::pin(refresh(&self.streams, &self.snap.path)).await {
                     Ok((snap, changes)) => (self.snap, self.changes) = (snap, changes),
                     Err(_) => return None,
+                }
+            }
+        }
+    }
+
+    /// Waits at the tail for the stream to change (`None`). `Some` ends the wait without a
+    /// change: a keep-alive control event after `keepalive` without one, or the end of the
+    /// response at its reconnect deadline.
+    ///
+    /// The keep-alive counts from now, but the timer is not moved to now + `keepalive` on
+    /// every wait (a timer-wheel update per delivery, 2 % of the server's CPU with 1,000
+    /// subscribers): a timer that is still pending is left as it is, and when it fires
+    /// before a whole `keepalive` of quiet it is moved once to where the quiet ends.
+    async fn wait_for_change(&mut self, keepalive: Duration) -> Option<Option<Bytes>> {
+        let quiet_until = (Instant::now() + keepalive).min(self.deadline);
+        if self.keepalive.is_elapsed() || self.keepalive.deadline() > quiet_until {
+            self.keepalive.as_mut().reset(quiet_until);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                // Also when the sender is gone (its object evicted): the refresh re-subscribes.
+                _ = self.changes.changed() => return None,
+                () = self.keepalive.as_mut() => {
+                    let now = Instant::now();
+                    if now >= self.deadline {
+                        return Some(None);
+                    }
+                    if now < quiet_until {
+                        self.keepalive.as_mut().reset(quiet_until);
+                        continue;
+                    }
+                    return Some(Some(self.control_event()));
                 }
             }
         }
