@@ -65,6 +65,11 @@ pub struct HttpConfig {
     pub linger_max_bytes: usize,
     /// The longest such a lingering close waits for the client (ms).
     pub linger_timeout_ms: u64,
+    /// Threads that serve Durable Streams live reads (`live=sse`, `live=long-poll`), apart
+    /// from the threads that serve writes, so that a fan-out to many readers never holds an
+    /// append back. Unset: half the cores, at least one; 0: live reads share the other threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_read_threads: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -85,6 +90,7 @@ impl Default for HttpConfig {
             max_header_bytes: 64 * 1024,
             linger_max_bytes: 16 * 1024 * 1024,
             linger_timeout_ms: 5_000,
+            live_read_threads: None,
         }
     }
 }
