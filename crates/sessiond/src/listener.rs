@@ -52,7 +52,7 @@ use placement::LiveRuntime;
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish and
 /// returns once every connection is closed (the caller bounds that wait).
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
-    let live = LiveRuntime::start(limits.live_read_threads).unwrap_or_else(|error| {
+    let live = LiveRuntime::start(limits.live_read_threads, limits.live_read_nice).unwrap_or_else(|error| {
         tracing::error!(%error, "cannot start the live-read threads; live reads share the others");
         LiveRuntime::none()
     });

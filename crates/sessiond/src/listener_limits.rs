@@ -21,6 +21,7 @@ pub struct Limits {
     pub(super) linger_max_bytes: usize,
     pub(super) linger_timeout: Duration,
     pub(super) live_read_threads: usize,
+    pub(super) live_read_nice: u8,
 }
 
 /// hyper's header cap when none is set (the `hostile_clients` test `default_header_cap_is_100`
@@ -44,6 +45,7 @@ impl Limits {
             live_read_threads: http
                 .live_read_threads
                 .unwrap_or_else(super::placement::default_threads),
+            live_read_nice: http.live_read_nice,
         }
     }
 

@@ -39,14 +39,16 @@ pub(crate) struct LiveRuntime {
 }
 
 impl LiveRuntime {
-    /// `threads` workers for live reads (0: none; live reads are served with everything else).
-    pub(crate) fn start(threads: usize) -> std::io::Result<LiveRuntime> {
+    /// `threads` workers for live reads (0: none; live reads are served with everything else),
+    /// `nice` steps below the rest of the server (see [`lower_priority`]).
+    pub(crate) fn start(threads: usize, nice: u8) -> std::io::Result<LiveRuntime> {
         if threads == 0 {
             return Ok(LiveRuntime::none());
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sessiond-live")
+            .on_thread_start(move || lower_priority(nice))
             .enable_all()
             .build()?;
         Ok(LiveRuntime {
@@ -70,6 +72,30 @@ impl Drop for LiveRuntime {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` steps (Linux: the nice value is per
+/// thread; elsewhere nothing changes).
+///
+/// Why: on a busy machine every thread competes for the cores, and an append's way through the
+/// server is several hand-offs between threads (request, writer, answer), each waiting for a
+/// core. With the fan-out threads at the same priority, each hand-off waited behind a fan-out
+/// round and no append could land while a round ran; a lower priority lets the hand-offs run
+/// first, so appends keep coming and the readers behind send several in one event. Measured
+/// in docs/benchmarks.md ("SSE fan-out: live reads on their own threads"). Lowering needs no
+/// privilege; a reader's delivery waits longer when the cores are saturated.
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        let tid = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        let lowered = current.saturating_add(i32::from(nice)).min(19);
+        if let Err(error) = rustix::process::setpriority_process(Some(tid), lowered) {
+            tracing::warn!(%error, "cannot lower the priority of a live-read thread");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// The default number of live-read threads: half the machine's cores, at least one.
