@@ -47,6 +47,9 @@ struct Session {
     /// The keep-alive timer, kept registered across events: moving a registered timer's
     /// deadline later is a lock-free update, registering a new one per event was not.
     keepalive: Pin<Box<Sleep>>,
+    /// When the keep-alive timer fires (`None` once it has fired), kept here so that a wait
+    /// does not read the boxed timer (`wait_for_change`).
+    keepalive_at: Option<Instant>,
     _slot: Slot,
 }
 
@@ -79,6 +82,7 @@ pub fn open(
         streams: streams.clone(),
         deadline,
         keepalive: Box::pin(tokio::time::sleep_until(deadline)),
+        keepalive_at: Some(deadline),
         snap,
         changes,
         pos: from,
@@ -175,8 +179,9 @@ impl Session {
     /// before a whole `keepalive` of quiet it is moved once to where the quiet ends.
     async fn wait_for_change(&mut self, keepalive: Duration) -> Option<Option<Bytes>> {
         let quiet_until = (Instant::now() + keepalive).min(self.deadline);
-        if self.keepalive.is_elapsed() || self.keepalive.deadline() > quiet_until {
+        if self.keepalive_at.is_none_or(|at| at > quiet_until) {
             self.keepalive.as_mut().reset(quiet_until);
+            self.keepalive_at = Some(quiet_until);
         }
         loop {
             tokio::select! {
@@ -184,12 +189,14 @@ impl Session {
                 // Also when the sender is gone (its object evicted): the refresh re-subscribes.
                 _ = self.changes.changed() => return None,
                 () = self.keepalive.as_mut() => {
+                    self.keepalive_at = None;
                     let now = Instant::now();
                     if now >= self.deadline {
                         return Some(None);
                     }
                     if now < quiet_until {
                         self.keepalive.as_mut().reset(quiet_until);
+                        self.keepalive_at = Some(quiet_until);
                         continue;
                     }
                     return Some(Some(self.control_event()));
