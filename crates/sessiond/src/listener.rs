@@ -47,9 +47,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use placement::LiveRuntime;
+
 /// Serves `app` on `listener` until `stop` is cancelled, then lets open requests finish and
 /// returns once every connection is closed (the caller bounds that wait).
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
+    let live = LiveRuntime::start(limits.live_read_threads, limits.live_read_nice).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot start the live-read threads; live reads share the others");
+        LiveRuntime::none()
+    });
     let limits = Arc::new(limits);
     let slots = Slots::new(&limits);
     let tracker = TaskTracker::new();
@@ -79,18 +85,62 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
             tokio::spawn(refuse(tcp, limits.clone()));
             continue;
         };
-        tracker.spawn(connection(
-            tcp,
-            peer,
-            slot,
-            app.clone(),
-            limits.clone(),
-            stop.clone(),
-        ));
+        let app = app.clone();
+        // Its own node of the token: a connection checks it on every poll (`stop_signal`).
+        let (limits, stop) = (limits.clone(), stop.child_token());
+        match live.handle() {
+            None => tracker.spawn(connection(tcp, peer, slot, app, limits, stop)),
+            Some(live) => tracker.spawn(place(
+                tcp,
+                peer,
+                slot,
+                (app, limits, stop),
+                live.clone(),
+                tracker.clone(),
+            )),
+        };
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    drop(live);
+}
+
+/// Starts a connection's task on the live runtime if it opens with a live read, else on this
+/// one (`listener_placement`). A task of its own rather than a wrapper around the connection,
+/// so that a connection's future is the same size wherever it runs.
+async fn place(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    (app, limits, stop): (Router, Arc<Limits>, CancellationToken),
+    live: tokio::runtime::Handle,
+    tracker: TaskTracker,
+) {
+    if !placement::opens_live_read(&tcp).await {
+        tracker.spawn(connection(tcp, peer, slot, app, limits, stop));
+        return;
+    }
+    // A socket is registered with one runtime's reactor: it moves as a plain socket and is
+    // registered again on the live runtime.
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "cannot move a live-read connection");
+            return;
+        }
+    };
+    let registered = {
+        let _live = live.enter();
+        TcpStream::from_std(tcp)
+    };
+    match registered {
+        Ok(tcp) => {
+            metrics::counter!("sessiond_http_live_read_connections_total").increment(1);
+            live.spawn(tracker.track_future(connection(tcp, peer, slot, app, limits, stop)));
+        }
+        Err(error) => tracing::debug!(%peer, %error, "cannot register a moved live-read connection"),
+    }
 }
 
 /// Accept errors that concern one connection only (the listener is fine).
@@ -540,6 +590,9 @@ impl Drop for Slot {
 #[path = "listener_limits.rs"]
 mod limits;
 pub use limits::Limits;
+
+#[path = "listener_placement.rs"]
+mod placement;
 
 #[cfg(test)]
 #[path = "listener_tests.rs"]

@@ -20,6 +20,8 @@ pub struct Limits {
     pub(super) max_header_bytes: usize,
     pub(super) linger_max_bytes: usize,
     pub(super) linger_timeout: Duration,
+    pub(super) live_read_threads: usize,
+    pub(super) live_read_nice: u8,
 }
 
 /// hyper's header cap when none is set (the `hostile_clients` test `default_header_cap_is_100`
@@ -40,6 +42,10 @@ impl Limits {
             max_header_bytes: http.max_header_bytes,
             linger_max_bytes: http.linger_max_bytes,
             linger_timeout: Duration::from_millis(http.linger_timeout_ms),
+            live_read_threads: http
+                .live_read_threads
+                .unwrap_or_else(super::placement::default_threads),
+            live_read_nice: http.live_read_nice,
         }
     }
 

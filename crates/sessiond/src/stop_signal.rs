@@ -5,7 +5,11 @@
 //! every event it writes. With 1,000 SSE subscribers that is 1,000 acquisitions of one
 //! server-wide lock per append, from every worker thread. Once registered, the waiter stays in
 //! the token's list with this task's waker; polling it again is only needed when the waker
-//! changed or the token was cancelled (an atomic read).
+//! changed or the token was cancelled. That check (`is_cancelled`) locks the token's own
+//! mutex, so each connection waits on a child token of the server's (`child_token`, cancelled
+//! with it): one uncontended lock per poll instead of one server-wide lock that every worker
+//! thread takes for every event it writes (3.4 % of the CPU with 1,000 SSE subscribers, with
+//! the streams' drain check, before both were changed).
 
 use std::future::Future;
 use std::pin::Pin;

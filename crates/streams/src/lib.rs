@@ -52,6 +52,7 @@ pub mod config;
 pub mod create;
 pub mod cursor;
 pub mod delete;
+mod draining;
 pub mod error;
 mod failpoint;
 pub mod fork;

@@ -65,8 +65,8 @@ pub struct StreamsShared {
     pub(crate) sse_open: Arc<AtomicUsize>,
     pub(crate) long_polls: Arc<AtomicUsize>,
     pub(crate) wakes: Arc<WakeHub>,
-    /// Cancelled when the server starts draining: live reads end at once with their offset.
-    pub(crate) draining: CancellationToken,
+    /// Set when the server starts draining: live reads end at once with their offset.
+    pub(crate) draining: crate::draining::Draining,
     /// Set when read tokens are bound to account sessions (see [`crate::bound`]); set once,
     /// after the sessions capability exists, and seen by every clone.
     pub(crate) sessions: Arc<std::sync::OnceLock<Arc<dyn crate::bound::SessionBinding>>>,
@@ -144,7 +144,7 @@ impl Streams {
             sse_open: Arc::new(AtomicUsize::new(0)),
             long_polls: Arc::new(AtomicUsize::new(0)),
             wakes: Arc::default(),
-            draining: CancellationToken::new(),
+            draining: crate::draining::Draining::default(),
             sessions: Arc::default(),
             outside: Arc::default(),
         };
@@ -168,11 +168,12 @@ impl Streams {
     /// every reader through its stream's change channel, and a woken reader checks the token.
     /// Call inside the runtime.
     pub fn with_shutdown(mut self, token: CancellationToken) -> Streams {
-        Arc::make_mut(&mut self.shared).draining = token.clone();
+        let draining = crate::draining::Draining::new(token);
+        Arc::make_mut(&mut self.shared).draining = draining.clone();
         let hub = self.wakes.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(async move {
-                token.cancelled().await;
+                draining.mark().await;
                 hub.wake_all();
             })),
             Err(_) => tracing::error!(

@@ -65,6 +65,15 @@ pub struct HttpConfig {
     pub linger_max_bytes: usize,
     /// The longest such a lingering close waits for the client (ms).
     pub linger_timeout_ms: u64,
+    /// Threads that serve Durable Streams live reads (`live=sse`, `live=long-poll`), apart
+    /// from the threads that serve writes, so that a fan-out to many readers never holds an
+    /// append back. Unset: half the cores, at least one; 0: live reads share the other threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_read_threads: Option<usize>,
+    /// How many nice steps (0–19) the live-read threads run below the rest of the server
+    /// (Linux), so that on saturated cores requests and appends go first and live readers
+    /// catch up with several appends per event. 0: the same priority.
+    pub live_read_nice: u8,
 }
 
 impl Default for HttpConfig {
@@ -85,6 +94,8 @@ impl Default for HttpConfig {
             max_header_bytes: 64 * 1024,
             linger_max_bytes: 16 * 1024 * 1024,
             linger_timeout_ms: 5_000,
+            live_read_threads: None,
+            live_read_nice: 10,
         }
     }
 }
@@ -105,6 +116,9 @@ impl HttpConfig {
             if value == 0 {
                 anyhow::bail!("http.{key} must be > 0");
             }
+        }
+        if self.live_read_nice > 19 {
+            anyhow::bail!("http.live_read_nice must be 0–19");
         }
         if self.max_header_bytes < 1024 {
             anyhow::bail!("http.max_header_bytes must be at least 1024");
