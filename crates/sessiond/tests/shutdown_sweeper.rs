@@ -8,6 +8,7 @@
 //! bounded by `http.shutdown_grace_s` (here 2 s; other tasks may each be inside one engine
 //! call that waits for its 10 s reply timeout).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::{Duration, Instant};
 
 use sessiond_engine_redis::testing::RedisServer;
