@@ -152,14 +152,7 @@ async fn sigterm_drains_every_live_client_within_3_s_and_they_resume_after_resta
     let base = server.base.clone();
     let http = reqwest::Client::new();
     for path in [STREAM, WRITES] {
-        let res = http
-            .put(format!("{base}{path}"))
-            .bearer_auth(KEY)
-            .header("content-type", "text/plain")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+        binary::create_text_stream(&http, &format!("{base}{path}"), KEY).await;
     }
     let res = http
         .post(format!("{base}{STREAM}"))

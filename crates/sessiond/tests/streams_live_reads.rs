@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[path = "common/binary.rs"]
 mod binary;
-use binary::{metric, Binary};
+use binary::{create_text_stream, metric, Binary};
 
 const KEY: &str = "live-reads-test-key-0123456789";
 const STREAM: &str = "/v1/stream/live/s";
@@ -57,14 +57,7 @@ async fn read_sse(mut res: reqwest::Response, want: usize) -> String {
 /// `READERS` SSE readers and one long-poll reader get all of `APPENDS` appends, in order.
 async fn readers_get_every_append(server: &Binary) {
     let http = fresh_connections();
-    let res = http
-        .put(server.url(STREAM))
-        .bearer_auth(KEY)
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    create_text_stream(&http, &server.url(STREAM), KEY).await;
     let mut readers = Vec::new();
     for _ in 0..READERS {
         let res = http

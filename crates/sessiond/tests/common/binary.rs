@@ -248,6 +248,18 @@ impl Drop for Binary {
     }
 }
 
+/// Creates a `text/plain` stream at `url` with `key`, expecting 201.
+pub async fn create_text_stream(http: &reqwest::Client, url: &str, key: &str) {
+    let res = http
+        .put(url)
+        .bearer_auth(key)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "creating {url}");
+}
+
 /// The sum of the samples of metric `name` (any labels) on `base`'s `/metrics`; 0 if absent.
 pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
     let text = http
