@@ -139,7 +139,9 @@ async fn place(
             metrics::counter!("sessiond_http_live_read_connections_total").increment(1);
             live.spawn(tracker.track_future(connection(tcp, peer, slot, app, limits, stop)));
         }
-        Err(error) => tracing::debug!(%peer, %error, "cannot register a moved live-read connection"),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "cannot register a moved live-read connection")
+        }
     }
 }
 

@@ -113,7 +113,10 @@ async fn live_reads_are_placed_on_their_threads_and_get_every_append() {
     assert_eq!(metric(&http, &server.base, PLACED).await, 0.0);
     readers_get_every_append(&server).await;
     // The SSE readers and the long-poll; not the create, the appends or the /metrics reads.
-    assert_eq!(metric(&http, &server.base, PLACED).await, (READERS + 1) as f64);
+    assert_eq!(
+        metric(&http, &server.base, PLACED).await,
+        (READERS + 1) as f64
+    );
     server.stop();
 }
 

@@ -165,7 +165,8 @@ impl Streams {
     /// as on their timeout, SSE responses send a last control event and close, so clients
     /// resume from that offset on another node or after the restart. SSE readers do not wait
     /// on the token (each delivery would register and drop a waiter): the cancellation wakes
-    /// every reader through its stream's change channel, and a woken reader checks the token.
+    /// every reader through its stream's change channel, and a woken reader checks the drain
+    /// flag (set before the wake-up, `draining.rs`).
     /// Call inside the runtime.
     pub fn with_shutdown(mut self, token: CancellationToken) -> Streams {
         let draining = crate::draining::Draining::new(token);
