@@ -123,24 +123,17 @@ async fn place(
     }
     // A socket is registered with one runtime's reactor: it moves as a plain socket and is
     // registered again on the live runtime.
-    let tcp = match tcp.into_std() {
-        Ok(tcp) => tcp,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "cannot move a live-read connection");
-            return;
-        }
-    };
-    let registered = {
+    let registered = tcp.into_std().and_then(|tcp| {
         let _live = live.enter();
         TcpStream::from_std(tcp)
-    };
+    });
     match registered {
         Ok(tcp) => {
             metrics::counter!("sessiond_http_live_read_connections_total").increment(1);
             live.spawn(tracker.track_future(connection(tcp, peer, slot, app, limits, stop)));
         }
         Err(error) => {
-            tracing::debug!(%peer, %error, "cannot register a moved live-read connection")
+            tracing::debug!(%peer, %error, "cannot move a live-read connection")
         }
     }
 }
