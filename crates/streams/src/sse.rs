@@ -53,6 +53,16 @@ struct Session {
     _slot: Slot,
 }
 
+/// How a wait at the tail ended (`Session::wait_for_change`).
+enum Waited {
+    /// The stream changed (or its sender is gone): look again.
+    Changed,
+    /// A keep-alive of quiet: this control event goes out.
+    KeepAlive(Bytes),
+    /// The reconnect deadline: the response ends.
+    Deadline,
+}
+
 /// Data events up to this size are sent with their control event in one body frame (copied
 /// once); larger ones as two frames, so a large page is never copied per subscriber.
 const JOIN_BELOW: usize = 4096;
@@ -156,8 +166,10 @@ impl Session {
             // Server shutdown wakes every reader through its change channel
             // (`Streams::with_shutdown`), checked above: no wait on the shutdown token here,
             // which every delivery would register and drop again.
-            if let Some(control) = self.wait_for_change(keepalive).await {
-                return control;
+            match self.wait_for_change(keepalive).await {
+                Waited::Changed => {}
+                Waited::KeepAlive(control) => return Some(control),
+                Waited::Deadline => return None,
             }
             // A plain append published its tail: no lock needed (see `recent.rs`).
             if !self.snap.advance() {
@@ -169,15 +181,14 @@ impl Session {
         }
     }
 
-    /// Waits at the tail for the stream to change (`None`). `Some` ends the wait without a
-    /// change: a keep-alive control event after `keepalive` without one, or the end of the
-    /// response at its reconnect deadline.
+    /// Waits at the tail for the stream to change, for `keepalive` without one (a keep-alive
+    /// control event to send), or for the response's reconnect deadline.
     ///
     /// The keep-alive counts from now, but the timer is not moved to now + `keepalive` on
     /// every wait (a timer-wheel update per delivery, 2 % of the server's CPU with 1,000
     /// subscribers): a timer that is still pending is left as it is, and when it fires
     /// before a whole `keepalive` of quiet it is moved once to where the quiet ends.
-    async fn wait_for_change(&mut self, keepalive: Duration) -> Option<Option<Bytes>> {
+    async fn wait_for_change(&mut self, keepalive: Duration) -> Waited {
         let quiet_until = (Instant::now() + keepalive).min(self.deadline);
         if self.keepalive_at.is_none_or(|at| at > quiet_until) {
             self.keepalive.as_mut().reset(quiet_until);
@@ -187,19 +198,19 @@ impl Session {
             tokio::select! {
                 biased;
                 // Also when the sender is gone (its object evicted): the refresh re-subscribes.
-                _ = self.changes.changed() => return None,
+                _ = self.changes.changed() => return Waited::Changed,
                 () = self.keepalive.as_mut() => {
                     self.keepalive_at = None;
                     let now = Instant::now();
                     if now >= self.deadline {
-                        return Some(None);
+                        return Waited::Deadline;
                     }
                     if now < quiet_until {
                         self.keepalive.as_mut().reset(quiet_until);
                         self.keepalive_at = Some(quiet_until);
                         continue;
                     }
-                    return Some(Some(self.control_event()));
+                    return Waited::KeepAlive(self.control_event());
                 }
             }
         }
