@@ -335,6 +335,12 @@ impl Config {
                  or use redis.url for a standalone server"
             );
         }
+        if self.log.access_flush_ms > http::MAX_ACCESS_FLUSH_MS {
+            anyhow::bail!(
+                "log.access_flush_ms must be at most {} (10 s)",
+                http::MAX_ACCESS_FLUSH_MS
+            );
+        }
         if self.redis.session_expiry_grace_s > engines::MAX_SESSION_EXPIRY_GRACE_S {
             anyhow::bail!(
                 "redis.session_expiry_grace_s must be at most {} (one year)",

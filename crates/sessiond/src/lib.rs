@@ -229,6 +229,7 @@ impl Server {
             return Err(failure.into());
         }
         closed?;
+        sessiond_http::access_line::flush();
         tracing::info!("sessiond stopped cleanly");
         Ok(())
     }

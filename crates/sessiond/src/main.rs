@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use sessiond::config::{
     Config, EngineKind, LogFormat, Overrides, RedisUrlOverride, StreamsOverride,
 };
-use sessiond_http::access_line::{write_lines_directly, LineFormat};
+use sessiond_http::access_line::{buffer_lines, write_lines_directly, LineFormat};
 use tracing_subscriber::EnvFilter;
 
 mod allocator;
@@ -229,6 +229,10 @@ fn init_logging(config: &Config) {
     // terminal) it goes through the subscriber.
     if !ansi {
         write_lines_directly(line);
+        let every = std::time::Duration::from_millis(config.log.access_flush_ms);
+        if let Err(e) = buffer_lines(every) {
+            tracing::warn!(error = %e, "cannot start the access log's writer thread; writing each line at once");
+        }
     }
 }
 
@@ -322,6 +326,7 @@ async fn run() -> std::process::ExitCode {
             }
         },
     };
+    sessiond_http::access_line::flush();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -165,6 +165,44 @@ async fn with_the_access_log_off_only_refusals_are_logged() {
     server.stop();
 }
 
+/// Access lines are written together (`log.access_flush_ms`): with a long interval a line is
+/// held, and a clean stop writes it before its last line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_access_lines_are_written_by_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::spawn(
+        dir.path(),
+        &[
+            ("SESSIOND_API_KEYS", KEY.to_string()),
+            ("SESSIOND_LOG__ACCESS_FLUSH_MS", "10000".to_string()),
+        ],
+    );
+    let ok = reqwest::Client::new()
+        .get(server.url("/healthz"))
+        .header("x-request-id", "held")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let held = |e: &Value| access(e) && e["fields"]["request_id"] == "held";
+    assert!(
+        !server.logs.events().iter().any(held),
+        "the line waits for the flush"
+    );
+    server.stop_checked(|lines| {
+        let events: Vec<Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let line = events.iter().position(held).expect("the held line");
+        let last = events
+            .iter()
+            .position(|e| e["fields"]["message"] == "sessiond stopped cleanly")
+            .unwrap();
+        assert!(line < last, "written before the last line");
+    });
+}
+
 /// sessiond writes the access line itself, but the log filter still decides: a directive that
 /// puts `sessiond::access` above `info` drops every line (a 401's too), one that names it
 /// keeps them.

@@ -12,7 +12,14 @@ pub struct LogConfig {
     pub level: String,
     /// One line per request (target `sessiond::access`, info). Off: only 401/403 are logged.
     pub access: bool,
+    /// Access lines written to stderr together every this many milliseconds (at most 10,000;
+    /// 0: one write per line). A `kill -9` loses at most this window's lines; a clean stop
+    /// writes them.
+    pub access_flush_ms: u64,
 }
+
+/// Longest `log.access_flush_ms` (10 s): beyond it a tail of the log lags too far behind.
+pub const MAX_ACCESS_FLUSH_MS: u64 = 10_000;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -20,6 +27,7 @@ impl Default for LogConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
             access: true,
+            access_flush_ms: 100,
         }
     }
 }
