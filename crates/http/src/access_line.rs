@@ -16,15 +16,15 @@
 //! One `write` per request was the next cost (4 % of a forward-auth decision's CPU, in the
 //! kernel, which instruction counts do not show). With [`buffer_lines`] (the server's
 //! `log.access_flush_ms`, like nginx's `access_log … buffer= flush=`), lines gather in one
-//! buffer that a thread of its own writes out at that interval, or at once when it holds
-//! [`BUFFER_BYTES`]. What that trades: an access line reaches stderr up to one interval late
+//! buffer that a thread of its own writes out one interval after its first line, or at once
+//! when it holds [`BUFFER_BYTES`]. What that trades: an access line reaches stderr up to one interval late
 //! (it carries its own timestamp), and a process killed with `kill -9` loses at most that
 //! interval's lines; a clean stop writes them ([`flush`]) before its last line.
 
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The log subscriber's line format, for [`write_lines_directly`].
@@ -49,24 +49,64 @@ pub fn write_lines_directly(format: LineFormat) {
 pub const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Lines waiting for the flushing thread, once [`buffer_lines`] was called.
-static BUFFERED: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+static BUFFERED: OnceLock<Buffered> = OnceLock::new();
+
+/// The buffer, and the flushing thread's wake-up: it sleeps until a line arrives in an empty
+/// buffer (an idle server has no timer ticking for its log), then waits one interval so the
+/// lines of that interval go out in one write.
+struct Buffered {
+    lines: Mutex<Vec<u8>>,
+    arrived: Condvar,
+}
+
+impl Buffered {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds one line; writes everything out when the buffer is full.
+    fn push(&self, line: &[u8]) {
+        let mut lines = self.lock();
+        if lines.is_empty() {
+            self.arrived.notify_one();
+        }
+        lines.extend_from_slice(line);
+        if lines.len() >= BUFFER_BYTES {
+            write_out(&mut lines);
+        }
+    }
+
+    /// The flushing thread's loop.
+    fn run(&self, flush_every: Duration) {
+        loop {
+            drop(
+                self.arrived
+                    .wait_while(self.lock(), |lines| lines.is_empty())
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            std::thread::sleep(flush_every);
+            write_out(&mut self.lock());
+        }
+    }
+}
 
 /// From now on, directly written access lines (see [`write_lines_directly`]) are buffered and
-/// written every `flush_every` by a thread of their own (once per process; zero: a write per
-/// line, as without this call).
+/// written `flush_every` after the first line of a batch by a thread of their own (once per
+/// process; zero: a write per line, as without this call).
 pub fn buffer_lines(flush_every: Duration) -> std::io::Result<()> {
-    if flush_every.is_zero()
-        || BUFFERED
-            .set(Mutex::new(Vec::with_capacity(BUFFER_BYTES)))
-            .is_err()
-    {
+    let buffered = Buffered {
+        lines: Mutex::new(Vec::with_capacity(BUFFER_BYTES)),
+        arrived: Condvar::new(),
+    };
+    if flush_every.is_zero() || BUFFERED.set(buffered).is_err() {
         return Ok(());
     }
     std::thread::Builder::new()
         .name("sessiond-access-log".into())
-        .spawn(move || loop {
-            std::thread::sleep(flush_every);
-            flush();
+        .spawn(move || {
+            if let Some(buffered) = BUFFERED.get() {
+                buffered.run(flush_every);
+            }
         })
         .map(drop)
 }
@@ -74,8 +114,7 @@ pub fn buffer_lines(flush_every: Duration) -> std::io::Result<()> {
 /// Writes out the buffered access lines now (a clean stop calls it before its last line).
 pub fn flush() {
     if let Some(buffered) = BUFFERED.get() {
-        let mut lines = buffered.lock().unwrap_or_else(PoisonError::into_inner);
-        write_out(&mut lines);
+        write_out(&mut buffered.lock());
     }
 }
 
@@ -115,13 +154,7 @@ pub(crate) fn emit(fields: &AccessFields<'_>) {
                     line.clear();
                     format_line(&mut line, *format, SystemTime::now(), fields);
                     match BUFFERED.get() {
-                        Some(buffered) => {
-                            let mut lines = buffered.lock().unwrap_or_else(PoisonError::into_inner);
-                            lines.extend_from_slice(&line);
-                            if lines.len() >= BUFFER_BYTES {
-                                write_out(&mut lines);
-                            }
-                        }
+                        Some(buffered) => buffered.push(&line),
                         None => {
                             let _ = std::io::stderr().lock().write_all(&line);
                         }
