@@ -189,3 +189,33 @@ fn packed_chunks_split_back_into_the_messages() {
     assert_eq!(chunks.len(), 3, "a large message gets its own chunk");
     assert_eq!(join(&[b"1,2".to_vec(), b"3".to_vec()]), b"[1,2,3]");
 }
+
+/// The word-at-a-time scan stops exactly where a byte-by-byte one does, at every position of
+/// every stop byte and next to bytes that look like them (0x20, 0x21, 0x23, 0x5b, 0x5d, 0x80+).
+#[test]
+fn plain_runs_stop_where_a_byte_loop_does() {
+    let naive = |s: &[u8]| {
+        s.iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(s.len())
+    };
+    let fillers = [b'a', 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xc3, 0xff];
+    let stops = [b'"', b'\\', 0x00, 0x01, b'\n', 0x1f];
+    for len in 0..40 {
+        for &fill in &fillers {
+            let plain = vec![fill; len];
+            assert_eq!(plain_run(&plain), naive(&plain));
+            for at in 0..len {
+                for &stop in &stops {
+                    let mut s = plain.clone();
+                    s[at] = stop;
+                    // a second stop later must not move the first
+                    if at + 3 < len {
+                        s[at + 3] = b'"';
+                    }
+                    assert_eq!(plain_run(&s), naive(&s), "{s:?}");
+                }
+            }
+        }
+    }
+}
