@@ -210,8 +210,9 @@ fn invalid(body: &[u8], at: usize, what: &str) -> StreamError {
 /// or a control character. Eight bytes are tested at once (a string's text was a byte-by-byte
 /// loop, the JSON append's largest cost of its own): for each word `x`, the classic test
 /// `(x - n·0x0101…) & !x & 0x8080…` marks the bytes below `n`: with `n` = 0x20 the control
-/// characters, with `n` = 1 on `x` XOR-ed with `"` or `\` repeated those two. Each test's lowest set bit is exact (a false hit can only
-/// follow a true one in the same word), so the lowest bit of their union is the first stop.
+/// characters, with `n` = 1 on `x` XOR-ed with `"` or `\` repeated those two. Each test's
+/// lowest set bit is exact (a false hit can only follow a true one in the same word), so the
+/// lowest bit of their union is the first stop.
 /// Bytes from 0x80 (UTF-8, already checked) have their top bit set in `x` and never match.
 fn plain_run(s: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
