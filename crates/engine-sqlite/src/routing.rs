@@ -12,6 +12,12 @@
 //! route's per-user secrets, so a secret commits with the event that needed it), and what it
 //! remembers of them it remembers through `Routed::committed`, run once the write is answered.
 //!
+//! A routed append uses the writer thread's memory of stream rows (`tails.rs`) as the
+//! capability's own appends do: the stream's id and tail from memory when the writer knows
+//! them (a returning user's stream, or the one the change before appended to), else one read
+//! of the row, remembered; the tail it leaves is remembered. Why: the row's read was a fifth of
+//! an append's work in the change's transaction, on the writer thread every change waits for.
+//!
 //! The capability's objects cache a stream's tail, so the appended paths are announced to the
 //! engine's `StreamWakes` listeners once the write is answered; the capability reloads such
 //! streams from the engine (it knows which: it chose the route). With a route, every queuing
@@ -23,7 +29,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use sessiond_store::{
     Durability, OutboxRoute, Result, RouteObjects, RoutedAppend, StreamMeta, StreamWake,
     StreamWakes, WakeSink,
@@ -32,7 +38,9 @@ use sessiond_store::{
 use crate::error::{out_of_range, sql};
 use crate::hot::WriterState;
 use crate::objects::stored_state;
-use crate::stream_rows::{insert_chunk, insert_stream, off, tail_sql};
+use crate::stream_rows::{insert_chunk, insert_stream, off};
+use crate::streams::read_row;
+use crate::tails::Row;
 use crate::writer::Once;
 use crate::SqliteEngine;
 
@@ -46,6 +54,8 @@ pub(crate) struct Routing {
 /// What a write command queues: events into the outbox, or through the route.
 pub(crate) struct Queuer<'a> {
     route: Option<&'a dyn OutboxRoute>,
+    /// The writer's stream rows and statements.
+    rows: &'a mut (dyn Rows + 'a),
     /// Paths appended to by this command.
     touched: Vec<String>,
     /// The route's [`Routed::committed`] of this command's events, in order.
@@ -68,7 +78,7 @@ impl Queuer<'_> {
         let routed = route.split(event, &mut Objects(conn));
         self.committed.extend(routed.committed);
         for append in &routed.appends {
-            if append_at_tail(conn, route, append)? {
+            if append_at_tail(conn, &mut *self.rows, route, append)? {
                 self.touched.push(append.path.clone());
             }
         }
@@ -106,28 +116,62 @@ fn insert(conn: &Connection, event: &[u8]) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// What a routed append uses of the writer thread's state (`WriterState`): its memory of
+/// stream rows and its prepared statements. A trait so that [`Queuer`] borrows the state
+/// without naming the connection's lifetime.
+trait Rows {
+    /// The id and tail of the stream at `path`: remembered, else read (and remembered).
+    fn id_and_tail(&mut self, path: &str) -> rusqlite::Result<Option<(i64, i64)>>;
+    /// Inserts a chunk of stream `id` at `offset`.
+    fn insert_chunk(&mut self, id: i64, offset: i64, data: &[u8]) -> rusqlite::Result<()>;
+    /// The stream at `path` (id `id`) ends at `tail` now, in the open transaction.
+    fn moved(&mut self, path: &str, id: i64, tail: i64);
+    /// The stream at `path` was created with `row` in the open transaction.
+    fn created(&mut self, path: &str, row: Row);
+}
+
+impl Rows for WriterState<'_> {
+    fn id_and_tail(&mut self, path: &str) -> rusqlite::Result<Option<(i64, i64)>> {
+        if let Some(row) = self.tails.get_mut(path) {
+            return Ok(Some((row.id, row.tail)));
+        }
+        read_row(self, path, |row| (row.id, row.tail))
+    }
+
+    fn insert_chunk(&mut self, id: i64, offset: i64, data: &[u8]) -> rusqlite::Result<()> {
+        self.insert_chunk
+            .execute(params![id, offset, data])
+            .map(|_| ())
+    }
+
+    fn moved(&mut self, path: &str, id: i64, tail: i64) {
+        // Only the tail moved (the row itself is not written, see `append_at_tail`).
+        match self.tails.get_mut(path) {
+            Some(row) if row.id == id => row.tail = tail,
+            _ => self.tails.forget(path),
+        }
+    }
+
+    fn created(&mut self, path: &str, row: Row) {
+        self.tails.set(path, row);
+    }
+}
+
 /// Appends `a.data` as one chunk at the stored tail of `a.path`, creating the stream as
 /// `route` says first when it has no row. False when there was nothing to append.
 fn append_at_tail(
     conn: &Connection,
+    rows: &mut dyn Rows,
     route: &dyn OutboxRoute,
     a: &RoutedAppend,
 ) -> rusqlite::Result<bool> {
     if a.data.is_empty() {
         return Ok(false);
     }
-    let found: Option<(i64, i64)> = conn
-        .prepare_cached(concat!(
-            "SELECT id, ",
-            tail_sql!(),
-            " FROM streams WHERE path = ?1"
-        ))?
-        .query_row([&a.path], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
     let len = a.data.len() as u64;
     // The row is not written: the chunk's end is the stream's new tail (`tail_sql`), as for a
     // plain append of the streams capability.
-    let (id, offset) = match found {
+    match rows.id_and_tail(&a.path)? {
         Some((id, tail)) => {
             // A negative tail would be a corrupt file (the CHECKs forbid it).
             let tail = u64::try_from(tail)
@@ -136,8 +180,9 @@ fn append_at_tail(
             let end = tail
                 .checked_add(len)
                 .ok_or_else(|| out_of_range("tail", u64::MAX))?;
-            off("tail", end)?;
-            (id, tail)
+            let (offset, end) = (off("chunk offset", tail)?, off("tail", end)?);
+            rows.insert_chunk(id, offset, &a.data)?;
+            rows.moved(&a.path, id, end);
         }
         // Created with its tail after the chunk.
         None => {
@@ -153,10 +198,20 @@ fn append_at_tail(
             // The read above found no row in this same transaction, so the insert cannot
             // meet one.
             let id = insert_stream(conn, &meta)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            (id, 0)
+            insert_chunk(conn, id, 0, &a.data)?;
+            let tail = off("tail", len)?;
+            let (expires_at, state) = (meta.expires_at, meta.state);
+            rows.created(
+                &a.path,
+                Row {
+                    id,
+                    tail,
+                    expires_at,
+                    state,
+                },
+            );
         }
-    };
-    insert_chunk(conn, id, offset, &a.data)?;
+    }
     Ok(true)
 }
 
@@ -197,17 +252,17 @@ impl SqliteEngine {
         } else {
             durability
         };
-        // It writes no stream table but for the routed appends, whose paths the writer
-        // forgets (their tails moved); it keeps every other stream it remembers (`tails.rs`).
+        // It writes no stream table but for the routed appends, which keep the writer's
+        // memory of their streams' rows true (`Rows`); every other stream it remembers stays
+        // (`tails.rs`). A failed command is rolled back and the writer then forgets them all.
         let work = move |conn: &Connection, state: &mut WriterState<'_>| {
             let mut q = Queuer {
                 route: route.as_deref(),
+                rows: state,
                 touched: Vec::new(),
                 committed: Vec::new(),
             };
             let value = work(conn, &mut q);
-            // Failed: the writer forgets every stream when it rolls the command back.
-            q.touched.iter().for_each(|path| state.tails.forget(path));
             Ok((value?, q.touched, q.committed))
         };
         let (value, touched, committed) = self

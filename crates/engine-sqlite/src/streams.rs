@@ -99,6 +99,16 @@ fn remembered_row(
     if let Some(row) = state.tails.get_mut(path) {
         return Ok(Some((row.id, row.tail, unchanged(row))));
     }
+    read_row(state, path, |row| (row.id, row.tail, unchanged(row)))
+}
+
+/// Reads the row of the stream at `path` (with the writer's statement), remembers it in the
+/// writer's stream tails and answers `seen` of it (`None`: no such stream).
+pub(crate) fn read_row<T>(
+    state: &mut WriterState<'_>,
+    path: &str,
+    seen: impl FnOnce(&Row) -> T,
+) -> rusqlite::Result<Option<T>> {
     let read = state
         .stream_row
         .query_row([path], |row| {
@@ -111,9 +121,9 @@ fn remembered_row(
         })
         .optional()?;
     Ok(read.map(|row| {
-        let known = (row.id, row.tail, unchanged(&row));
+        let answer = seen(&row);
         state.tails.set(path, row);
-        known
+        answer
     }))
 }
 

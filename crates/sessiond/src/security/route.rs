@@ -4,12 +4,13 @@
 //! Why: through the relay, a user's copy cost an outbox row, a read, an append request per
 //! user stream and pass through the streams capability (headers, the values parsed again, the
 //! producer check), a producer row and a second commit: together about as much as the change
-//! it records. Written by the change's own engine step it costs a read of the stream's row and
-//! a chunk row, is in the user's stream exactly once with the change (kill -9 cannot separate
-//! them) and in the order the changes were applied. The entry queued for the relay is then marked
-//! `routed` and only feeds the global stream, whose copy the relay writes: one request per
-//! pass for all the pass's events, which per event is cheaper than a chunk row and a tail
-//! update in each change's transaction (measured: docs/benchmarks.md, session 12).
+//! it records. Written by the change's own engine step it costs a chunk row (and a read of the
+//! stream's row when the writer does not remember it), is in the user's stream exactly once
+//! with the change (kill -9 cannot separate them) and in the order the changes were applied.
+//! The entry queued for the relay is then marked `routed` and only feeds the global stream,
+//! whose copy the relay writes: one request per pass for all the pass's events, which per
+//! event is cheaper than a chunk row and a tail update in each change's transaction
+//! (measured: docs/benchmarks.md, session 12).
 //!
 //! The global copy needs the user's `user_ref`: the user's secret is read, or created, here in
 //! the change's transaction (`RouteObjects`) when its ref is not in memory, and the ref is

@@ -147,10 +147,12 @@ impl Secrets {
                 )
             })?,
         };
+        // The ref itself (an HMAC) is computed once committed, by `Remember::keep`: not on
+        // the writer thread, which every change waits for.
         Ok(Some(Remember {
             secrets: self.clone(),
             user_id: user_id.to_owned(),
-            user_ref: mac(&secret, user_id),
+            secret,
             erasures,
         }))
     }
@@ -214,7 +216,8 @@ impl Secrets {
 pub(super) struct Remember {
     secrets: Secrets,
     user_id: String,
-    user_ref: String,
+    /// The user's secret as the transaction read or created it.
+    secret: Vec<u8>,
     /// The cache's erasure count when the secret was read.
     erasures: u64,
 }
@@ -222,9 +225,10 @@ pub(super) struct Remember {
 impl Remember {
     /// Caches the ref, unless an erasure came since its secret was read.
     pub(super) fn keep(self) {
+        let user_ref = mac(&self.secret, &self.user_id);
         self.secrets
             .cached()
-            .remember(self.erasures, self.user_id, self.user_ref);
+            .remember(self.erasures, self.user_id, user_ref);
     }
 }
 

@@ -126,7 +126,10 @@ pub(super) async fn outbox_route(s: &Stores) {
         .await
         .expect("meta")
         .expect("created");
-    assert_eq!((meta.tail, meta.start, meta.state), (6, 0, b"new".to_vec()));
+    assert_eq!(
+        (meta.tail, meta.start, &meta.state[..]),
+        (6, 0, &b"new"[..])
+    );
     let chunks = streams.read_chunks(&path, 0, 100).await.expect("read");
     let chunks: Vec<(u64, &[u8])> = chunks.iter().map(|c| (c.offset, &c.data[..])).collect();
     assert_eq!(chunks, [(0, &br#""m""#[..]), (3, &br#""p""#[..])]);
@@ -135,13 +138,58 @@ pub(super) async fn outbox_route(s: &Stores) {
         let woken = woken.lock().unwrap_or_else(PoisonError::into_inner).clone();
         assert_eq!(
             woken,
-            [path.clone(), path],
+            [path.clone(), path.clone()],
             "each append announced once written"
         );
     }
+    interleaved_with_commits(s, &tag, &path, meta).await;
     let again = Arc::new(Tagged {
         tag: unique("route"),
         committed,
     });
     assert!(!s.outbox.outbox_route(again), "the first route stays");
+}
+
+/// Routed appends and the capability's own commits to one stream, alternating: each lands at
+/// the tail the other left (an engine that remembers stream tails across writes keeps them
+/// true through routed appends), and a commit that expects the tail before a routed append
+/// loses.
+async fn interleaved_with_commits(s: &Stores, tag: &str, path: &str, mut meta: StreamMeta) {
+    let streams = s.streams.as_ref().expect("streams");
+    let chunk = |offset: u64| crate::streams::StreamChunk {
+        offset,
+        data: b"x".to_vec(),
+    };
+    let push = || async {
+        let event = format!("{tag}:event").into_bytes();
+        s.outbox.outbox_push(vec![event], C).await.expect("push");
+    };
+    for tail in [6, 10] {
+        meta.tail = tail + 1;
+        let written = streams
+            .commit(path, tail, &[chunk(tail)], &meta, C)
+            .await
+            .expect("commit");
+        assert_eq!(written, crate::Commit::Written, "at the routed tail {tail}");
+        push().await;
+    }
+    meta.tail = 15;
+    let stale = streams
+        .commit(path, 11, &[chunk(11)], &meta, C)
+        .await
+        .expect("commit");
+    assert_eq!(
+        stale,
+        crate::Commit::Conflict,
+        "the routed append moved the tail"
+    );
+    let chunks = streams.read_chunks(path, 0, 100).await.expect("read");
+    let offsets: Vec<u64> = chunks.iter().map(|c| c.offset).collect();
+    assert_eq!(offsets, [0, 3, 6, 7, 10, 11]);
+    let stored = streams
+        .stream_meta(path)
+        .await
+        .expect("meta")
+        .expect("there");
+    assert_eq!(stored.tail, 14);
 }
