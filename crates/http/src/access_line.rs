@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The log subscriber's line format, for [`write_lines_directly`].
@@ -49,7 +49,7 @@ pub fn write_lines_directly(format: LineFormat) {
 pub const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Lines waiting for the flushing thread, once [`buffer_lines`] was called.
-static BUFFERED: OnceLock<Buffered> = OnceLock::new();
+static BUFFERED: OnceLock<Arc<Buffered>> = OnceLock::new();
 
 /// The buffer, and the flushing thread's wake-up: it sleeps until a line arrives in an empty
 /// buffer (an idle server has no timer ticking for its log), then waits one interval so the
@@ -92,23 +92,23 @@ impl Buffered {
 
 /// From now on, directly written access lines (see [`write_lines_directly`]) are buffered and
 /// written `flush_every` after the first line of a batch by a thread of their own (once per
-/// process; zero: a write per line, as without this call).
+/// process; zero: a write per line, as without this call). If the thread cannot be started,
+/// nothing changes (the error says why).
 pub fn buffer_lines(flush_every: Duration) -> std::io::Result<()> {
-    let buffered = Buffered {
-        lines: Mutex::new(Vec::with_capacity(BUFFER_BYTES)),
-        arrived: Condvar::new(),
-    };
-    if flush_every.is_zero() || BUFFERED.set(buffered).is_err() {
+    if flush_every.is_zero() || BUFFERED.get().is_some() {
         return Ok(());
     }
+    let buffered = Arc::new(Buffered {
+        lines: Mutex::new(Vec::with_capacity(BUFFER_BYTES)),
+        arrived: Condvar::new(),
+    });
+    let flusher = Arc::clone(&buffered);
     std::thread::Builder::new()
         .name("sessiond-access-log".into())
-        .spawn(move || {
-            if let Some(buffered) = BUFFERED.get() {
-                buffered.run(flush_every);
-            }
-        })
-        .map(drop)
+        .spawn(move || flusher.run(flush_every))?;
+    // Lines are buffered only once the thread that writes them runs.
+    let _ = BUFFERED.set(buffered);
+    Ok(())
 }
 
 /// Writes out the buffered access lines now (a clean stop calls it before its last line).
