@@ -100,6 +100,8 @@ fn config_errors_name_the_file_and_the_key() {
     assert!(text.contains("api_keys"), "{text}");
     let text = check_config("[redis]\nsession_expiry_grace_s = 999999999999\n");
     assert!(text.contains("redis.session_expiry_grace_s"), "{text}");
+    let text = check_config("[log]\naccess_flush_ms = 60000\n");
+    assert!(text.contains("log.access_flush_ms"), "{text}");
 }
 
 #[test]
