@@ -12,8 +12,8 @@
 //!    `<n> <deadline> d <source>` to the existing fork (refused if it is absent or already has
 //!    one). A fork pending creation is invisible to readers; one pending deletion still exists.
 //! 2. **Source, link: the commit point.** If the source's `fk` hash has no entry for `n` and
-//!    its tail/state are the expected ones, its metadata is replaced and `fk[n] = live <fork>`
-//!    is recorded, atomically. Otherwise nothing is written and the operation is refused.
+//!    it exists with the expected state (its tail is not compared), its state is replaced
+//!    and `fk[n] = live <fork>` is recorded, atomically. Otherwise nothing is written and the operation is refused.
 //! 3. **Fork, settle.** With the outcome of step 2, if `pend` still carries `n`: a committed
 //!    creation (or aborted deletion) drops `pend`; a committed deletion (or aborted creation)
 //!    deletes the fork's keys.
@@ -65,14 +65,15 @@ return 1
 ";
 
 /// Step 2. KEYS: source meta, source fork links. ARGV: nonce, fork path, then the source
-/// arguments (expected tail, check-state flag, expected state, new tail, new expires_at, new
-/// state). Returns 0 refused, 1 linked, 2 linked and the source's `exp` changed.
+/// arguments (check-state flag, expected state, new expires_at, new state; the source's tail
+/// is neither compared nor written, as in `stream_scripts::FORK_CREATE`). Returns 0 refused,
+/// 1 linked, 2 linked and the source's `exp` changed.
 pub const LINK: &str = concat!(
     lua_helpers!(),
     r"
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-if not meta_is(KEYS[1], ARGV[3], ARGV[4], ARGV[5]) then return 0 end
-local changed = set_meta(KEYS[1], ARGV[6], ARGV[7], ARGV[8])
+if not source_is(KEYS[1], ARGV[3], ARGV[4]) then return 0 end
+local changed = set_state(KEYS[1], ARGV[5], ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[1], 'live ' .. ARGV[2])
 return changed
 "
@@ -176,13 +177,8 @@ impl RedisEngine {
         self.fork_settle(&meta.path, &n, linked).await?;
         if linked {
             self.fork_forget(&source.path, &n).await?;
-            self.fork_index(
-                &meta.path,
-                meta.expires_at,
-                &source.path,
-                source.meta.expires_at,
-            )
-            .await?;
+            self.fork_index(&meta.path, meta.expires_at, &source.path, source.expires_at)
+                .await?;
         }
         Ok(linked)
     }
@@ -206,7 +202,7 @@ impl RedisEngine {
         self.fork_settle(path, &n, !linked).await?;
         if linked {
             self.fork_forget(&source.path, &n).await?;
-            self.fork_unindex(path, &source.path, source.meta.expires_at)
+            self.fork_unindex(path, &source.path, source.expires_at)
                 .await?;
         }
         Ok(linked)

@@ -50,11 +50,11 @@ pub(crate) fn decode_producer(id: &str, raw: &[u8]) -> Result<ProducerRecord> {
 macro_rules! lua_helpers {
     () => {
         r"
--- Replaces the tail and state of meta hash `m` and its `exp` ('' = none).
+-- Replaces the state of meta hash `m` and its `exp` ('' = none), not its tail.
 -- Returns 2 when `exp` changed (the expiry index must follow), else 1.
-local function set_meta(m, tail, exp, state)
+local function set_state(m, exp, state)
   local old = redis.call('HGET', m, 'exp')
-  redis.call('HSET', m, 'tail', tail, 'state', state)
+  redis.call('HSET', m, 'state', state)
   if exp == '' then
     if old then redis.call('HDEL', m, 'exp'); return 2 end
   elseif old ~= exp then
@@ -63,11 +63,18 @@ local function set_meta(m, tail, exp, state)
   return 1
 end
 
--- True when meta hash `m` holds `tail` and, if `check` is '1', `state`.
-local function meta_is(m, tail, check, state)
-  local cur = redis.call('HMGET', m, 'tail', 'state')
-  if cur[1] ~= tail then return false end
-  return check ~= '1' or cur[2] == state
+-- Replaces the tail and state of meta hash `m` and its `exp` ('' = none), as `set_state`.
+local function set_meta(m, tail, exp, state)
+  redis.call('HSET', m, 'tail', tail)
+  return set_state(m, exp, state)
+end
+
+-- True when meta hash `m` exists and, if `check` is '1', holds `state` (a fork's source:
+-- its tail is not compared, see `FORK_CREATE`).
+local function source_is(m, check, state)
+  local cur = redis.call('HGET', m, 'state')
+  if not cur then return false end
+  return check ~= '1' or cur == state
 end
 
 -- Publishes `head .. <Redis ms> .. ' ' .. path` on `channel`.
@@ -187,8 +194,10 @@ return 1
 "
 );
 
-/// Creates a fork and, in the same step, replaces its source's metadata if the source's tail
-/// (and, when asked, state) is the expected one.
+/// Creates a fork and, in the same step, replaces its source's state and expiry if the
+/// source exists (and, when asked, holds the expected state). The source's tail is neither
+/// compared nor written: a fork depends only on data below its fork point, which appends (of
+/// any node, between the capability's read and this script) never change.
 ///
 /// Why one script over two hash tags: the fork and the source's reference count must change
 /// together (a crash between two steps would leave the source counting a fork that does not
@@ -196,37 +205,37 @@ return 1
 /// whatever its keys; Redis Cluster refuses keys of two slots in one script (`CROSSSLOT`), so
 /// there the engine runs the protocol of `stream_forks.rs` instead.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
-/// ARGV: fork tail, fork expires_at or '', fork state, source expected tail, check-state flag,
-/// source expected state, source new tail, source new expires_at or '', source new state,
-/// fork start, then the fork's offset/data pairs. Returns 0 refused, 1 written.
+/// ARGV: fork tail, fork expires_at or '', fork state, then the source arguments (check-state
+/// flag, expected state, new expires_at or '', new state), fork start, then the fork's
+/// offset/data pairs. Returns 0 refused, 1 written.
 pub const FORK_CREATE: &str = concat!(
     lua_helpers!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if not meta_is(KEYS[6], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
+if not source_is(KEYS[6], ARGV[4], ARGV[5]) then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 set_meta(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'start', ARGV[10])
-add_chunks(KEYS[2], 11)
-set_meta(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
+redis.call('HSET', KEYS[1], 'start', ARGV[8])
+add_chunks(KEYS[2], 9)
+set_state(KEYS[6], ARGV[6], ARGV[7])
 return 1
 "
 );
 
-/// Deletes a fork and, in the same step, replaces its source's metadata if the source's tail
-/// (and, when asked, state) is the expected one; notifies other nodes. Two hash tags, like
-/// `FORK_CREATE`.
+/// Deletes a fork and, in the same step, replaces its source's state and expiry if the source
+/// exists (and, when asked, holds the expected state; its tail is not compared, as in
+/// `FORK_CREATE`); notifies other nodes. Two hash tags, like `FORK_CREATE`.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
-/// ARGV: channel, notification prefix (`<node id> - `), fork path, source expected tail,
-/// check-state flag, source expected state, source new tail, source new expires_at or '',
-/// source new state. Returns 0 refused, 1 written.
+/// ARGV: channel, notification prefix (`<node id> - `), fork path, then the source arguments
+/// (check-state flag, expected state, new expires_at or '', new state). Returns 0 refused,
+/// 1 written.
 pub const FORK_DELETE: &str = concat!(
     lua_helpers!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if not meta_is(KEYS[6], ARGV[4], ARGV[5], ARGV[6]) then return 0 end
+if not source_is(KEYS[6], ARGV[4], ARGV[5]) then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-set_meta(KEYS[6], ARGV[7], ARGV[8], ARGV[9])
+set_state(KEYS[6], ARGV[6], ARGV[7])
 notify(ARGV[1], ARGV[2], ARGV[3])
 return 1
 "

@@ -74,17 +74,14 @@ pub(crate) fn index_expiry(
     };
 }
 
-/// The source arguments of the fork scripts: expected tail, check-state flag, expected state,
-/// new tail, new expires_at, new state.
+/// The source arguments of the fork scripts: check-state flag, expected state, new expires_at,
+/// new state (no tail: see `stream_scripts::FORK_CREATE`).
 pub(crate) fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
-    inv.arg(source.expected_tail);
     match &source.expected_state {
         Some(state) => inv.arg("1").arg(state),
         None => inv.arg("0").arg(""),
     };
-    inv.arg(source.meta.tail)
-        .arg(expiry_arg(source.meta.expires_at))
-        .arg(&source.meta.state);
+    inv.arg(expiry_arg(source.expires_at)).arg(&source.state);
 }
 
 /// Decodes a segment list entry `<start> <end> <key>`.
@@ -270,7 +267,7 @@ impl StreamStore for RedisEngine {
             return Ok(false);
         }
         let mut pipe = created_index(&self.keys, meta);
-        index_expiry(&mut pipe, &self.keys, &source.path, source.meta.expires_at);
+        index_expiry(&mut pipe, &self.keys, &source.path, source.expires_at);
         pipe.ignore();
         self.query_pipe::<()>("stream_index", &pipe).await?;
         Ok(true)
@@ -295,7 +292,7 @@ impl StreamStore for RedisEngine {
         let mut pipe = redis::pipe();
         pipe.zrem(self.keys.stream_names(), path).ignore();
         pipe.zrem(self.keys.stream_expiry(path), path).ignore();
-        index_expiry(&mut pipe, &self.keys, &source.path, source.meta.expires_at);
+        index_expiry(&mut pipe, &self.keys, &source.path, source.expires_at);
         pipe.ignore();
         self.query_pipe::<()>("stream_unindex", &pipe).await?;
         Ok(true)

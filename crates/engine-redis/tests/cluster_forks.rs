@@ -85,8 +85,8 @@ async fn half_done_forks_are_finished_or_aborted_by_readers() {
     // The path is free again for a real fork.
     let source = ForkSource {
         path: "src".into(),
-        expected_tail: 2,
-        meta: stream_meta("src", 2, b"src+1"),
+        state: b"src+1".to_vec(),
+        expires_at: None,
         expected_state: Some(b"src+0".to_vec()),
     };
     assert!(e

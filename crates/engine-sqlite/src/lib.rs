@@ -34,6 +34,7 @@ mod cache;
 mod compaction;
 pub mod erasures;
 mod error;
+mod forks;
 mod hot;
 mod objects;
 mod outbox;

@@ -38,7 +38,7 @@ fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
 }
 
 /// Deletes stream `id` and every row that belongs to it.
-fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+pub(crate) fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
     for sql in [
         "DELETE FROM stream_chunks WHERE stream = ?1",
         "DELETE FROM stream_segments WHERE stream = ?1",
@@ -48,32 +48,6 @@ fn delete_rows(conn: &Connection, id: i64) -> rusqlite::Result<()> {
         conn.prepare_cached(sql)?.execute([id])?;
     }
     Ok(())
-}
-
-/// The id of a fork's source if its stored tail (and state) are the expected ones.
-fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
-    let found: Option<(i64, StreamMeta)> = conn
-        .prepare_cached(concat!(
-            "SELECT id, ",
-            tail_sql!(),
-            ", expires_at, state, start FROM streams WHERE path = ?1"
-        ))?
-        .query_row([&source.path], |row| {
-            Ok((
-                row.get(0)?,
-                StreamMeta {
-                    path: source.path.clone(),
-                    tail: stored_off(row, 1)?,
-                    expires_at: row.get(2)?,
-                    state: row.get(3)?,
-                    start: stored_off(row, 4)?,
-                },
-            ))
-        })
-        .optional()?;
-    Ok(found
-        .filter(|(_, stored)| source.matches(stored))
-        .map(|(id, _)| id))
 }
 
 /// The id, tail and state of the stream row at `path`.
@@ -127,18 +101,6 @@ pub(crate) fn read_row<T>(
     }))
 }
 
-/// Replaces the tail, expiry and state of stream `id`.
-fn update_stream(conn: &Connection, id: i64, meta: &StreamMeta) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE streams SET tail = ?2, expires_at = ?3, state = ?4 WHERE id = ?1")?
-        .execute(params![
-            id,
-            off("tail", meta.tail)?,
-            meta.expires_at,
-            meta.state
-        ])?;
-    Ok(())
-}
-
 #[async_trait]
 impl StreamStore for SqliteEngine {
     async fn stream_meta(&self, path: &str) -> Result<Option<StreamMeta>> {
@@ -189,21 +151,7 @@ impl StreamStore for SqliteEngine {
         source: &ForkSource,
         durability: Durability,
     ) -> Result<bool> {
-        let (meta, chunks, source) = (meta.clone(), chunks.to_vec(), source.clone());
-        self.write(durability, move |conn| {
-            // Check before writing anything: a refusal then leaves nothing to roll back.
-            let src = source_id(conn, &source)?;
-            let Some(src) = src else {
-                return Ok(false);
-            };
-            let Some(id) = insert_stream(conn, &meta)? else {
-                return Ok(false);
-            };
-            insert_chunks(conn, id, &chunks)?;
-            update_stream(conn, src, &source.meta)?;
-            Ok(true)
-        })
-        .await
+        self.fork_create(meta, chunks, source, durability).await
     }
 
     async fn delete_fork(
@@ -212,17 +160,7 @@ impl StreamStore for SqliteEngine {
         source: &ForkSource,
         durability: Durability,
     ) -> Result<bool> {
-        let (path, source) = (path.to_owned(), source.clone());
-        self.write(durability, move |conn| {
-            let src = source_id(conn, &source)?;
-            let (Some(src), Some(id)) = (src, stream_id(conn, &path)?) else {
-                return Ok(false);
-            };
-            delete_rows(conn, id)?;
-            update_stream(conn, src, &source.meta)?;
-            Ok(true)
-        })
-        .await
+        self.fork_delete(path, source, durability).await
     }
 
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {

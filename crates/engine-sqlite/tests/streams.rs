@@ -189,8 +189,8 @@ async fn commits_after_other_writes_see_the_stored_row() {
     // A fork rewrites its source's state (same tail) behind the remembered row.
     let source = ForkSource {
         path: path.into(),
-        expected_tail: 8,
-        meta: stream_meta(path, 8, b"forked"),
+        state: b"forked".to_vec(),
+        expires_at: None,
         expected_state: None,
     };
     let fork = stream_meta("t/fork", 8, b"");

@@ -29,9 +29,10 @@
 //! the engine evicting the least recently used.
 //!
 //! Forks: [`StreamStore::create_fork`] creates a stream and [`StreamStore::delete_fork`]
-//! deletes one, each rewriting the source's metadata (the capability's fork reference count)
+//! deletes one, each rewriting the source's state (the capability's fork reference count)
 //! in the same transaction, so a crash can never leave a source counting a fork that does not
-//! exist.
+//! exist. The source's tail is neither checked nor written (see [`ForkSource`]), so appends to
+//! the source (from any node) never make a fork fail.
 //!
 //! Cold storage: sealed ranges of a stream can move to object storage. The engine keeps the
 //! segment index ([`SegmentRef`]); [`StreamStore::seal_segment`] records a segment and drops
@@ -119,29 +120,37 @@ pub struct ProducerUpdate {
     pub max_producers: usize,
 }
 
-/// The source side of [`StreamStore::create_fork`].
+/// The source side of [`StreamStore::create_fork`] and [`StreamStore::delete_fork`]: the
+/// source's new state (its fork reference count changed) and what it must still be.
+///
+/// Why no tail: a fork reads only its source's data below the fork point, which appends never
+/// change, so nothing a fork decides depends on the source's tail. On an engine shared by
+/// several nodes another node's appends move the tail between the capability's read and the
+/// engine's write; a tail check there made a fork lose every race to a busy source. So the
+/// engine writes only the source's state and expiry, keeping its stored tail and start
+/// whatever they are by then.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForkSource {
     /// The source stream's path.
     pub path: String,
-    /// Its tail as the capability last saw it: the fork is created only if it still is.
-    pub expected_tail: u64,
-    /// Its new metadata (same tail), e.g. with the fork counted.
-    pub meta: StreamMeta,
+    /// Its new [`StreamMeta::state`] (e.g. with the fork counted).
+    pub state: Vec<u8>,
+    /// Its new [`StreamMeta::expires_at`].
+    pub expires_at: Option<Millis>,
     /// The stored state it must still have (see [`StreamStore::commit_checked`]): set by
-    /// capabilities on engines shared by several processes, where the tail alone does not
-    /// version a stream. `None`: the tail alone is checked.
+    /// capabilities on engines shared by several processes, where another node may have
+    /// changed the source (closed, soft-deleted, deleted and created again) since it was read.
+    /// A plain append leaves the state as it is, so it does not refuse the fork. `None`: the
+    /// source only has to exist (the capability's lock excludes every other writer).
     pub expected_state: Option<Vec<u8>>,
 }
 
 impl ForkSource {
-    /// Whether the stored metadata `stored` of the source is the one expected.
-    pub fn matches(&self, stored: &StreamMeta) -> bool {
-        stored.tail == self.expected_tail
-            && self
-                .expected_state
-                .as_ref()
-                .is_none_or(|state| *state == stored.state)
+    /// Whether `stored`, the source's stored state, is the one expected.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        self.expected_state
+            .as_ref()
+            .is_none_or(|state| state.as_slice() == stored)
     }
 }
 
@@ -366,9 +375,10 @@ pub trait StreamStore: Send + Sync {
     ) -> Result<Vec<ProducerRecord>>;
 
     /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
-    /// replaces the metadata of `source.path` with `source.meta`. False (nothing written) if
-    /// `meta.path` exists, or if the source does not exist, its tail is not
-    /// `source.expected_tail` or its state is not `source.expected_state` (when given).
+    /// replaces the state and expiry of `source.path` with `source.state` and
+    /// `source.expires_at` (its tail and start stay as stored). False (nothing written) if
+    /// `meta.path` exists, or if the source does not exist or its state is not
+    /// `source.expected_state` (when given). The source's tail is not checked.
     async fn create_fork(
         &self,
         meta: &StreamMeta,
@@ -388,9 +398,10 @@ pub trait StreamStore: Send + Sync {
     ) -> Result<Vec<StreamChunk>>;
 
     /// Deletes the stream `path` like [`delete_stream`](Self::delete_stream) and, in the same
-    /// transaction, replaces the metadata of `source.path` with `source.meta`. False (nothing
-    /// written) if `path` does not exist, or if the source does not exist, its tail is not
-    /// `source.expected_tail` or its state is not `source.expected_state` (when given).
+    /// transaction, replaces the state and expiry of `source.path` with `source.state` and
+    /// `source.expires_at` (its tail and start stay as stored). False (nothing written) if
+    /// `path` does not exist, or if the source does not exist or its state is not
+    /// `source.expected_state` (when given). The source's tail is not checked.
     async fn delete_fork(
         &self,
         path: &str,

@@ -341,10 +341,12 @@ async fn create_fork(
     let source_meta = Stream::encode(guard.key(), tail, &info)?;
     let source_retained = stream(&guard).map_or(0, |s| s.retained);
     crate::failpoint::hit("fork-before-commit").await;
+    // The source's tail is not part of the link: another node's appends may move it meanwhile
+    // (they leave the state as it is), and the fork depends only on data below its point.
     let link = ForkSource {
         path: guard.key().to_owned(),
-        expected_tail: tail,
-        meta: source_meta,
+        state: source_meta.state,
+        expires_at: source_meta.expires_at,
         expected_state: stream(&guard)
             .filter(|_| !streams.exclusive)
             .map(|s| s.stored_state.to_vec()),
@@ -359,8 +361,8 @@ async fn create_fork(
                 tail,
                 retained: source_retained,
                 info,
-                persisted_expiry: link.meta.expires_at,
-                stored_state: link.meta.state.as_slice().into(),
+                persisted_expiry: link.expires_at,
+                stored_state: link.state.as_slice().into(),
             });
         } else {
             // Another node changed the source: re-read it next time.

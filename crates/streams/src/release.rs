@@ -3,9 +3,10 @@
 //! Why its own step: deleting a fork must drop its source's reference count in the same
 //! engine transaction (`StreamStore::delete_fork`), or a crash between the two would leave a
 //! source counting a fork that no longer exists (undeletable forever). On an engine shared by
-//! several nodes that transaction can lose a race with another node's write to the source (an
-//! append moves its tail, a close changes its state), so the release is decided again on the
-//! source's fresh metadata, up to `max_commit_attempts` times.
+//! several nodes that transaction can lose a race with another node's change of the source's
+//! state (a close, a soft delete, another fork; not an append: the source's tail is not
+//! checked, see `ForkSource`), so the release is decided again on the source's fresh
+//! metadata, up to `max_commit_attempts` times.
 
 use sessiond_store::{now_ms, Durability, ForkSource};
 
@@ -80,8 +81,8 @@ impl Streams {
             let meta = Stream::encode(parent, src.tail, &info)?;
             let link = ForkSource {
                 path: parent.to_owned(),
-                expected_tail: src.tail,
-                meta,
+                state: meta.state,
+                expires_at: meta.expires_at,
                 expected_state: (!self.exclusive).then(|| src.stored_state.to_vec()),
             };
             if self
@@ -96,8 +97,8 @@ impl Streams {
                         tail: src.tail,
                         retained,
                         info,
-                        persisted_expiry: link.meta.expires_at,
-                        stored_state: link.meta.state.into(),
+                        persisted_expiry: link.expires_at,
+                        stored_state: link.state.into(),
                     });
                 }
                 return Ok(Some(orphan.then(|| parent.to_owned())));

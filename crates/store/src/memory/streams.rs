@@ -30,6 +30,12 @@ impl MemoryStream {
         }
     }
 
+    /// A fork's change of its source: the state and expiry, never the tail or start.
+    fn set_state(&mut self, source: &ForkSource) {
+        self.meta.state.clone_from(&source.state);
+        self.meta.expires_at = source.expires_at;
+    }
+
     /// Applies a commit's producer rows (see `ProducerUpdate`).
     fn apply(&mut self, update: ProducerUpdate) {
         let written: Vec<String> = update.upsert.iter().map(|r| r.id.clone()).collect();
@@ -123,14 +129,11 @@ impl StreamStore for MemoryEngine {
             let Some(src) = s
                 .streams
                 .get_mut(&source.path)
-                .filter(|src| source.matches(&src.meta))
+                .filter(|src| source.matches(&src.meta.state))
             else {
                 return false;
             };
-            src.meta = StreamMeta {
-                start: src.meta.start,
-                ..source.meta.clone()
-            };
+            src.set_state(source);
             s.streams
                 .insert(meta.path.clone(), MemoryStream::new(meta, chunks));
             true
@@ -142,15 +145,12 @@ impl StreamStore for MemoryEngine {
             let source_ok = s
                 .streams
                 .get(&source.path)
-                .is_some_and(|src| source.matches(&src.meta));
+                .is_some_and(|src| source.matches(&src.meta.state));
             if !source_ok || s.streams.remove(path).is_none() {
                 return false;
             }
             if let Some(src) = s.streams.get_mut(&source.path) {
-                src.meta = StreamMeta {
-                    start: src.meta.start,
-                    ..source.meta.clone()
-                };
+                src.set_state(source);
             }
             true
         })

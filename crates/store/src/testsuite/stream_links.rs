@@ -1,11 +1,12 @@
 //! The suite's checks of what a stream keeps besides its log: idempotent producer rows
 //! (written with a commit, capped with least-recently-used eviction, gone with the stream)
-//! and fork creation and deletion, which rewrite the source's metadata in the same
-//! transaction.
+//! and fork creation and deletion, which rewrite the source's state in the same transaction
+//! whatever its tail (appends to the source never refuse a fork).
 
 use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamStore};
+use crate::streams::{Commit, ForkSource, ProducerRecord, ProducerUpdate, StreamMeta, StreamStore};
+use crate::Millis;
 
 /// Runs the checks against one engine.
 pub async fn run_stream_links(s: &dyn StreamStore) {
@@ -201,52 +202,72 @@ async fn producers_are_capped_least_recently_used_first(s: &dyn StreamStore) {
     assert!(producer(s, &path, "b-old").await.is_some());
 }
 
+/// The source side of a fork: `state` and `expires_at` to write, `expected` to require.
+fn link(
+    src: &str,
+    state: &[u8],
+    expires_at: Option<Millis>,
+    expected: Option<&[u8]>,
+) -> ForkSource {
+    ForkSource {
+        path: src.to_owned(),
+        state: state.to_vec(),
+        expires_at,
+        expected_state: expected.map(<[u8]>::to_vec),
+    }
+}
+
+/// Appends 3 bytes to `path` at `tail`, keeping its state `state` (a plain append, as another
+/// node's between a fork's read of its source and its commit); returns the new tail.
+async fn append(s: &dyn StreamStore, path: &str, tail: u64, state: &[u8]) -> u64 {
+    let c = chunk(tail, 3);
+    let end = c.end();
+    let written = s.commit(path, tail, &[c], &meta(path, end, state), C).await;
+    assert_eq!(written.expect("commit"), Commit::Written);
+    end
+}
+
 async fn fork_and_source_commit_together(s: &dyn StreamStore) {
     let (src, fork) = (unique("st-fork-src"), unique("st-fork"));
     assert!(s
         .create_stream(&meta(&src, 4, b"src"), &[chunk(0, 4)], C)
         .await
         .expect("create"));
-    let counted = ForkSource {
-        path: src.clone(),
-        expected_tail: 4,
-        meta: meta(&src, 4, b"src+1"),
-        expected_state: None,
-    };
-    // A stale source tail refuses the whole fork.
-    let stale = ForkSource {
-        expected_tail: 3,
-        ..counted.clone()
-    };
-    let fork_meta = meta(&fork, 6, b"fork");
-    assert!(!s
-        .create_fork(&fork_meta, &[chunk(4, 2)], &stale, C)
-        .await
-        .expect("fork"));
-    assert!(s.stream_meta(&fork).await.expect("meta").is_none());
-    assert_eq!(
-        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
-        Some(b"src".to_vec())
-    );
-    // A missing source too.
+    let counted = link(&src, b"src+1", Some(60), Some(b"src"));
+    // A missing source refuses the whole fork.
     let missing = ForkSource {
         path: unique("st-fork-none"),
         ..counted.clone()
     };
+    let fork_meta = meta(&fork, 6, b"fork");
     assert!(!s
-        .create_fork(&fork_meta, &[], &missing, C)
+        .create_fork(&fork_meta, &[chunk(4, 2)], &missing, C)
         .await
         .expect("fork"));
     assert!(s.stream_meta(&fork).await.expect("meta").is_none());
-    // Both written.
+    // An append moved the source's tail since the fork was decided: the fork does not depend
+    // on it. Both are written; the source keeps its stored tail and start.
+    let tail = append(s, &src, 4, b"src").await;
     assert!(s
         .create_fork(&fork_meta, &[chunk(4, 2)], &counted, C)
         .await
         .expect("fork"));
+    let forked = |tail: u64, start: u64, state: &[u8], expires_at: Option<Millis>| {
+        Some(StreamMeta {
+            start,
+            expires_at,
+            ..meta(&src, tail, state)
+        })
+    };
     assert_eq!(
-        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
-        Some(b"src+1".to_vec())
+        s.stream_meta(&src).await.expect("meta"),
+        forked(tail, 0, b"src+1", Some(60))
     );
+    assert!(s
+        .expired_streams(60, 100_000)
+        .await
+        .expect("expired")
+        .contains(&src));
     assert_eq!(
         s.stream_meta(&fork).await.expect("meta"),
         Some(fork_meta.clone())
@@ -255,32 +276,22 @@ async fn fork_and_source_commit_together(s: &dyn StreamStore) {
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].data, chunk(4, 2).data);
     // An existing fork path refuses, and the source is left alone.
-    let again = ForkSource {
-        meta: meta(&src, 4, b"src+2"),
-        ..counted
-    };
+    let again = link(&src, b"src+2", None, None);
     assert!(!s
         .create_fork(&fork_meta, &[], &again, C)
         .await
         .expect("fork"));
     assert_eq!(
-        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
-        Some(b"src+1".to_vec())
+        s.stream_meta(&src).await.expect("meta"),
+        forked(tail, 0, b"src+1", Some(60))
     );
 
-    // Deleting the fork rewrites the source in the same step, and only with a matching tail.
-    let released = ForkSource {
-        path: src.clone(),
-        expected_tail: 4,
-        meta: meta(&src, 4, b"src+0"),
-        expected_state: None,
-    };
-    let stale = ForkSource {
-        expected_tail: 5,
-        ..released.clone()
-    };
-    assert!(!s.delete_fork(&fork, &stale, C).await.expect("delete"));
-    assert!(s.stream_meta(&fork).await.expect("meta").is_some());
+    // Deleting the fork rewrites the source's state in the same step, whatever its tail and
+    // start became meanwhile.
+    let tail = append(s, &src, tail, b"src+1").await;
+    let trimmed = s.trim_stream(&src, 4, 10, C).await.expect("trim");
+    assert_eq!(trimmed.map(|t| t.start), Some(4));
+    let released = link(&src, b"src+0", None, None);
     assert!(s.delete_fork(&fork, &released, C).await.expect("delete"));
     assert!(s.stream_meta(&fork).await.expect("meta").is_none());
     assert!(s
@@ -289,17 +300,28 @@ async fn fork_and_source_commit_together(s: &dyn StreamStore) {
         .expect("read")
         .is_empty());
     assert_eq!(
-        s.stream_meta(&src).await.expect("meta").map(|m| m.state),
-        Some(b"src+0".to_vec())
+        s.stream_meta(&src).await.expect("meta"),
+        forked(tail, 4, b"src+0", None)
     );
+    assert!(!s
+        .expired_streams(60, 100_000)
+        .await
+        .expect("expired")
+        .contains(&src));
     // A fork that is gone changes nothing.
-    let again = ForkSource {
-        meta: meta(&src, 4, b"src-1"),
-        ..released
-    };
+    let again = link(&src, b"src-1", None, None);
     assert!(!s.delete_fork(&fork, &again, C).await.expect("delete"));
     assert_eq!(
         s.stream_meta(&src).await.expect("meta").map(|m| m.state),
         Some(b"src+0".to_vec())
     );
+    // A missing source refuses the deletion too (the fork stays).
+    assert!(s
+        .create_fork(&fork_meta, &[], &link(&src, b"src+1", None, None), C)
+        .await
+        .expect("fork"));
+    assert!(!s.delete_fork(&fork, &missing, C).await.expect("delete"));
+    assert!(s.stream_meta(&fork).await.expect("meta").is_some());
+    assert!(s.delete_stream(&fork, C).await.expect("delete"));
+    assert!(s.delete_stream(&src, C).await.expect("delete"));
 }
