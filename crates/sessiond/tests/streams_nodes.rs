@@ -275,8 +275,8 @@ async fn forks_and_deletes_while_another_node_appends() {
         assert!(tokio::time::Instant::now() < deadline, "B never appended");
         tokio::task::yield_now().await;
     }
-    // Each fork counts itself on the source: a commit racing B's appends, retried on fresh
-    // metadata, never a 503 to the client.
+    // Each fork counts itself on the source's state, never its tail: B's appends (which leave
+    // the state as it is) do not make it lose, so each is a first-try 201.
     for i in 0..10 {
         let res = a
             .put(&format!("/v1/stream/nodes/fork-{i}"))
