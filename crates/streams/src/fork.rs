@@ -13,8 +13,13 @@
 //! reference is taken by the fork's creation itself and dropped by its deletion:
 //! `StreamStore::create_fork` / `delete_fork` write the fork and the source's new count in one
 //! engine transaction, so neither a rejected fork nor a crash (kill -9 at any point) can leave
-//! a source counting a fork that does not exist — which would keep it undeletable forever. [`prepare`] validates under the source's
-//! lock and hands that lock to the creation, so the source cannot change in between.
+//! a source counting a fork that does not exist — which would keep it undeletable forever.
+//! [`prepare`] validates under the source's lock and hands that lock to the creation, so the
+//! source cannot change in between on this node. Another node may still append to it: the
+//! engine writes only the source's state (never its tail) and, on a shared engine, requires
+//! the state the fork was decided on, which plain appends leave as it is. So appends never
+//! refuse a fork; a close, a delete or another fork meanwhile does, and the fork is decided
+//! again (`Streams::retry_stale`).
 
 use axum::http::HeaderMap;
 use sessiond_store::Millis;
@@ -39,7 +44,8 @@ pub struct ForkBase {
 }
 
 /// A validated fork source, still locked: its metadata with the new fork counted, to write
-/// together with the fork.
+/// together with the fork (`tail` is the one read, for the cache: the engine keeps the stored
+/// one).
 pub struct LockedSource {
     pub guard: Guard,
     pub tail: u64,
