@@ -9,11 +9,10 @@
 //! last chunk, see `stream_rows::tail_sql`) and retained start stay as they are.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use sessiond_store::{Durability, ForkSource, Result, StreamChunk, StreamMeta};
+use sessiond_store::{ForkSource, StreamChunk, StreamMeta};
 
 use crate::stream_rows::{insert_chunks, insert_stream, stream_id};
 use crate::streams::delete_rows;
-use crate::SqliteEngine;
 
 /// The id of a fork's source if it exists and holds the expected state (when one is given).
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
@@ -33,48 +32,32 @@ fn update_source(conn: &Connection, id: i64, source: &ForkSource) -> rusqlite::R
     Ok(())
 }
 
-impl SqliteEngine {
-    /// `StreamStore::create_fork`.
-    pub(crate) async fn fork_create(
-        &self,
-        meta: &StreamMeta,
-        chunks: &[StreamChunk],
-        source: &ForkSource,
-        durability: Durability,
-    ) -> Result<bool> {
-        let (meta, chunks, source) = (meta.clone(), chunks.to_vec(), source.clone());
-        self.write(durability, move |conn| {
-            // Check before writing anything: a refusal then leaves nothing to roll back.
-            let Some(src) = source_id(conn, &source)? else {
-                return Ok(false);
-            };
-            let Some(id) = insert_stream(conn, &meta)? else {
-                return Ok(false);
-            };
-            insert_chunks(conn, id, &chunks)?;
-            update_source(conn, src, &source)?;
-            Ok(true)
-        })
-        .await
-    }
+/// `StreamStore::create_fork`, as a writer command.
+pub(crate) fn create(
+    conn: &Connection,
+    meta: &StreamMeta,
+    chunks: &[StreamChunk],
+    source: &ForkSource,
+) -> rusqlite::Result<bool> {
+    // Check before writing anything: a refusal then leaves nothing to roll back.
+    let Some(src) = source_id(conn, source)? else {
+        return Ok(false);
+    };
+    let Some(id) = insert_stream(conn, meta)? else {
+        return Ok(false);
+    };
+    insert_chunks(conn, id, chunks)?;
+    update_source(conn, src, source)?;
+    Ok(true)
+}
 
-    /// `StreamStore::delete_fork`.
-    pub(crate) async fn fork_delete(
-        &self,
-        path: &str,
-        source: &ForkSource,
-        durability: Durability,
-    ) -> Result<bool> {
-        let (path, source) = (path.to_owned(), source.clone());
-        self.write(durability, move |conn| {
-            let src = source_id(conn, &source)?;
-            let (Some(src), Some(id)) = (src, stream_id(conn, &path)?) else {
-                return Ok(false);
-            };
-            delete_rows(conn, id)?;
-            update_source(conn, src, &source)?;
-            Ok(true)
-        })
-        .await
-    }
+/// `StreamStore::delete_fork`, as a writer command.
+pub(crate) fn delete(conn: &Connection, path: &str, source: &ForkSource) -> rusqlite::Result<bool> {
+    let src = source_id(conn, source)?;
+    let (Some(src), Some(id)) = (src, stream_id(conn, path)?) else {
+        return Ok(false);
+    };
+    delete_rows(conn, id)?;
+    update_source(conn, src, source)?;
+    Ok(true)
 }

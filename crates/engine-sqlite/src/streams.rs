@@ -151,7 +151,11 @@ impl StreamStore for SqliteEngine {
         source: &ForkSource,
         durability: Durability,
     ) -> Result<bool> {
-        self.fork_create(meta, chunks, source, durability).await
+        let (meta, chunks, source) = (meta.clone(), chunks.to_vec(), source.clone());
+        self.write(durability, move |conn| {
+            crate::forks::create(conn, &meta, &chunks, &source)
+        })
+        .await
     }
 
     async fn delete_fork(
@@ -160,7 +164,11 @@ impl StreamStore for SqliteEngine {
         source: &ForkSource,
         durability: Durability,
     ) -> Result<bool> {
-        self.fork_delete(path, source, durability).await
+        let (path, source) = (path.to_owned(), source.clone());
+        self.write(durability, move |conn| {
+            crate::forks::delete(conn, &path, &source)
+        })
+        .await
     }
 
     async fn stream_producer(&self, path: &str, id: &str) -> Result<Option<ProducerRecord>> {
