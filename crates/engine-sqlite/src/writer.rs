@@ -314,7 +314,9 @@ struct Thread {
 /// task's sends wake the callers on its own worker. A batch of one command is answered
 /// directly (no extra hop), unless earlier batches are still with the task, so callers are
 /// always answered in commit order. Without a runtime at start, or once its task is gone
-/// (the runtime shut down), the thread answers directly as before.
+/// (the runtime shut down), the thread answers directly as before. The answers wait for that
+/// runtime to run the task: it is the server's own runtime (the engine is opened on it), and
+/// a caller blocking one of its threads on a write would already stall its other tasks.
 struct Answers {
     relay: Option<tokio::sync::mpsc::UnboundedSender<Vec<Queued>>>,
     /// Batches sent to the task and not yet answered.
@@ -355,7 +357,9 @@ impl Answers {
                 match relay.send(confirmed) {
                     Ok(()) => return,
                     Err(unsent) => {
-                        // The task is gone with its runtime: nothing of it is left to wait for.
+                        // The task is gone with its runtime, and with it any batch it had not
+                        // answered yet (their callers see the writer as stopped): nothing is
+                        // left to keep the order behind.
                         self.pending.store(0, Ordering::Release);
                         unsent.0
                     }
