@@ -11,7 +11,9 @@
 //! 3. answer the `Durability::Unconfirmed` callers (their write is visible to readers now);
 //! 4. `fdatasync` the WAL file: one fsync for the whole batch (see `schema.rs` for why this
 //!    makes the batch durable under `synchronous=NORMAL`);
-//! 5. answer the `Durability::Confirmed` callers.
+//! 5. answer the `Durability::Confirmed` callers: a batch of several through one task of the
+//!    runtime that opened the engine ([`Answers`]), so the thread wakes one task per batch,
+//!    not one per caller.
 //!
 //! Commands are closures over the connection, so read-then-write logic (compare-and-set, the
 //! cache namespace limit, guarded deletes) runs inside the writer's transaction and is atomic
@@ -206,12 +208,19 @@ impl Writer {
     ) -> Result<Writer> {
         let (sender, receiver) = mpsc::channel::<Queued>();
         let counters = Arc::new(Counters::default());
+        let answers = Answers::start();
         let thread = {
             let counters = Arc::clone(&counters);
             let max_batch = max_batch.max(1);
+            let thread = Thread {
+                wal,
+                max_batch,
+                stream_tails,
+                answers,
+            };
             std::thread::Builder::new()
                 .name("sessiond-sqlite-writer".into())
-                .spawn(move || run(conn, receiver, &wal, max_batch, stream_tails, &counters))
+                .spawn(move || run(conn, receiver, &thread, &counters))
                 .map_err(|e| io("cannot start the sqlite writer thread", e))?
         };
         Ok(Writer {
@@ -286,18 +295,95 @@ impl Writer {
     }
 }
 
+/// What the thread body is started with besides its connection and queue.
+struct Thread {
+    wal: PathBuf,
+    max_batch: usize,
+    stream_tails: usize,
+    answers: Answers,
+}
+
+/// Answers a batch's confirmed commands from a task of the runtime that started the writer.
+///
+/// Each answer is a oneshot send that wakes its caller's task. Sent from the writer thread,
+/// every wake is a remote one: on a busy machine the woken worker thread preempts the writer
+/// (or is unparked) once per caller, and with many streams (a group commit of ~36 appends, each
+/// its own command) that was about one thread switch per append for the workers and one
+/// preemption per three appends for the writer (`/proc/<pid>/task/*/status` at C64/N1000,
+/// docs/benchmarks.md). Handed to one task instead, the batch costs one remote wake; that
+/// task's sends wake the callers on its own worker. A batch of one command is answered
+/// directly (no extra hop), unless earlier batches are still with the task, so callers are
+/// always answered in commit order. Without a runtime at start, or once its task is gone
+/// (the runtime shut down), the thread answers directly as before. The answers wait for that
+/// runtime to run the task: it is the server's own runtime (the engine is opened on it), and
+/// a caller blocking one of its threads on a write would already stall its other tasks.
+struct Answers {
+    relay: Option<tokio::sync::mpsc::UnboundedSender<Vec<Queued>>>,
+    /// Batches sent to the task and not yet answered.
+    pending: Arc<AtomicU64>,
+}
+
+impl Answers {
+    fn start() -> Answers {
+        let pending = Arc::new(AtomicU64::new(0));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Answers {
+                relay: None,
+                pending,
+            };
+        };
+        let (relay, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<Queued>>();
+        let left = Arc::clone(&pending);
+        runtime.spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                for command in batch {
+                    command.answer(Ok(()));
+                }
+                left.fetch_sub(1, Ordering::Release);
+            }
+        });
+        Answers {
+            relay: Some(relay),
+            pending,
+        }
+    }
+
+    /// Answers `confirmed` (their batch is durable) with their own results.
+    fn confirmed(&self, confirmed: Vec<Queued>) {
+        let relayed = confirmed.len() > 1 || self.pending.load(Ordering::Acquire) > 0;
+        let confirmed = match self.relay.as_ref().filter(|_| relayed) {
+            Some(relay) => {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                match relay.send(confirmed) {
+                    Ok(()) => return,
+                    Err(unsent) => {
+                        // The task is gone with its runtime, and with it any batch it had not
+                        // answered yet (their callers see the writer as stopped): nothing is
+                        // left to keep the order behind.
+                        self.pending.store(0, Ordering::Release);
+                        unsent.0
+                    }
+                }
+            }
+            None => confirmed,
+        };
+        for command in confirmed {
+            command.answer(Ok(()));
+        }
+    }
+}
+
 /// The thread body.
 fn run(
     conn: Connection,
     receiver: Receiver<Queued>,
-    wal: &Path,
-    max_batch: usize,
-    stream_tails: usize,
+    thread: &Thread,
     counters: &Counters,
 ) -> Result<()> {
+    let (wal, max_batch) = (thread.wal.as_path(), thread.max_batch);
     // Borrows the connection: dropped (end of this block) before it is closed.
     {
-        let mut state = WriterState::prepare(&conn, stream_tails);
+        let mut state = WriterState::prepare(&conn, thread.stream_tails);
         let mut failed: Option<String> = state
             .as_ref()
             .err()
@@ -322,7 +408,13 @@ fn run(
                     continue;
                 }
             };
-            if let Err(error) = commit_batch(&conn, &mut batch, state, wal, counters, &series) {
+            let ends = Ends {
+                wal,
+                counters,
+                series: &series,
+                answers: &thread.answers,
+            };
+            if let Err(error) = commit_batch(&conn, &mut batch, state, &ends) {
                 tracing::error!(%error, "sqlite writer stops accepting writes");
                 failed = Some(match error {
                     StoreError::Unavailable(reason) | StoreError::Corrupt(reason) => reason,
@@ -343,16 +435,28 @@ fn run(
     checkpoint.and(closed).map(|_| ())
 }
 
+/// Where a batch's outcome goes: the WAL to fsync, the counters and series, the answers.
+struct Ends<'a> {
+    wal: &'a Path,
+    counters: &'a Counters,
+    series: &'a CommitMetrics,
+    answers: &'a Answers,
+}
+
 /// Runs one batch in one transaction and answers every command of it. Returns `Err` only when
 /// the writer must stop (the WAL fsync failed).
 fn commit_batch(
     conn: &Connection,
     batch: &mut Vec<Queued>,
     state: &mut WriterState<'_>,
-    wal: &Path,
-    counters: &Counters,
-    series: &CommitMetrics,
+    ends: &Ends<'_>,
 ) -> Result<()> {
+    let Ends {
+        wal,
+        counters,
+        series,
+        answers,
+    } = *ends;
     let size = batch.len();
     let committed = run_transaction(conn, batch, state);
     let commit_started = match committed {
@@ -381,9 +485,7 @@ fn commit_batch(
     series.seconds.record(seconds);
     match synced {
         Ok(()) => {
-            for command in confirmed {
-                command.answer(Ok(()));
-            }
+            answers.confirmed(confirmed);
             Ok(())
         }
         Err(e) => {

@@ -83,6 +83,53 @@ async fn appends_to_many_streams_share_commits() {
     engine.close().await.unwrap();
 }
 
+/// Confirmed writes sharing a commit are answered through a task of the runtime that opened
+/// the engine (`writer::Answers`). Once that runtime is gone, the writer answers them itself:
+/// nothing waits forever, and every write is there.
+#[test]
+fn shared_commits_are_answered_after_the_opening_runtime_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let opening = tokio::runtime::Runtime::new().unwrap();
+    let engine = opening
+        .block_on(async { SqliteEngine::open(dir.path(), SqliteOptions::default()) })
+        .unwrap();
+    let run = |runtime: &tokio::runtime::Runtime, round: usize| {
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    let engine = engine.clone();
+                    tokio::spawn(async move {
+                        let path = format!("r{round}/{i}");
+                        let m = stream_meta(&path, 0, b"");
+                        assert!(engine.create_stream(&m, &[], C).await.unwrap());
+                        let c = stream_chunk(0, 64);
+                        let m = stream_meta(&path, c.end(), b"");
+                        let outcome = engine.commit(&path, 0, std::slice::from_ref(&c), &m, C);
+                        assert_eq!(outcome.await.unwrap(), Commit::Written);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    run(&opening, 0);
+    drop(opening);
+    let other = tokio::runtime::Runtime::new().unwrap();
+    run(&other, 1);
+    other.block_on(async {
+        for round in 0..2 {
+            for i in 0..50 {
+                let path = format!("r{round}/{i}");
+                let chunks = engine.read_chunks(&path, 0, usize::MAX).await.unwrap();
+                assert_eq!(chunks.len(), 1, "{path}");
+            }
+        }
+        engine.close().await.unwrap();
+    });
+}
+
 /// A commit that fails after its first row (two chunks at one offset: the second insert
 /// violates the key) leaves nothing behind, whether it ran alone in its transaction (rolled
 /// back whole) or amid other stream commits (which run without savepoints: the transaction is
