@@ -78,10 +78,15 @@ pub(crate) fn index_expiry(
 /// new state (no tail: see `stream_scripts::FORK_CREATE`).
 pub(crate) fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
     // The check flag: '1' compares the state; ' <max start>' after it compares the start.
-    let mut check = String::from(if source.expected_state.is_some() { "1" } else { "0" });
-    if let Some(max) = source.max_start {
-        check.push_str(&format!(" {max}"));
-    }
+    let flag = if source.expected_state.is_some() {
+        "1"
+    } else {
+        "0"
+    };
+    let check = match source.max_start {
+        Some(max) => format!("{flag} {max}"),
+        None => flag.to_owned(),
+    };
     inv.arg(check)
         .arg(source.expected_state.as_deref().unwrap_or_default());
     inv.arg(expiry_arg(source.expires_at)).arg(&source.state);

@@ -18,7 +18,9 @@ use crate::streams::delete_rows;
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
     let found: Option<(i64, Vec<u8>, i64)> = conn
         .prepare_cached("SELECT id, state, start FROM streams WHERE path = ?1")?
-        .query_row([&source.path], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row([&source.path], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
     Ok(found
         .filter(|(_, state, start)| source.matches(state, u64::try_from(*start).unwrap_or(0)))

@@ -99,7 +99,9 @@ async fn trim_in_batches(s: &dyn StreamStore) {
     // A missing stream: nothing to trim.
     let ghost = unique("st-trim-ghost");
     assert_eq!(
-        s.trim_stream(&ghost, 10, 10, None, C).await.expect("store call"),
+        s.trim_stream(&ghost, 10, 10, None, C)
+            .await
+            .expect("store call"),
         None
     );
     s.delete_stream(&path, C).await.expect("store call");
