@@ -208,8 +208,9 @@ return 1
 /// whatever its keys; Redis Cluster refuses keys of two slots in one script (`CROSSSLOT`), so
 /// there the engine runs the protocol of `stream_forks.rs` instead.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
-/// ARGV: fork tail, fork expires_at or '', fork state, then the source arguments (check-state
-/// flag, expected state, new expires_at or '', new state), fork start, then the fork's
+/// ARGV: fork tail, fork expires_at or '', fork state, then the source arguments (check flag:
+/// '1' compares the state, then optionally ' <max start>'; expected state, new expires_at or
+/// '', new state), fork start, then the fork's
 /// offset/data pairs. Returns 0 refused, 1 written.
 pub const FORK_CREATE: &str = concat!(
     lua_helpers!(),
@@ -230,8 +231,8 @@ return 1
 /// `FORK_CREATE`); notifies other nodes. Two hash tags, like `FORK_CREATE`.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
 /// ARGV: channel, notification prefix (`<node id> - `), fork path, then the source arguments
-/// (check-state flag, expected state, new expires_at or '', new state). Returns 0 refused,
-/// 1 written.
+/// (check flag as in `FORK_CREATE`, expected state, new expires_at or '', new state).
+/// Returns 0 refused, 1 written.
 pub const FORK_DELETE: &str = concat!(
     lua_helpers!(),
     r"

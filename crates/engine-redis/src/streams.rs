@@ -74,8 +74,8 @@ pub(crate) fn index_expiry(
     };
 }
 
-/// The source arguments of the fork scripts: check-state flag, expected state, new expires_at,
-/// new state (no tail: see `stream_scripts::FORK_CREATE`).
+/// The source arguments of the fork scripts: check flag (state, max start), expected state,
+/// new expires_at, new state (no tail: see `stream_scripts::FORK_CREATE`).
 pub(crate) fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
     // The check flag: '1' compares the state; ' <max start>' after it compares the start.
     let flag = if source.expected_state.is_some() {

@@ -4,8 +4,8 @@
 //! Why the source's tail is neither checked nor written: a fork reads only its source's data
 //! below the fork point, which appends never change, and the writer's routed appends (the
 //! outbox, `routing.rs`) move a source's tail without the capability's lock. So the command
-//! checks that the source exists (and, when asked, still holds the state the capability
-//! decided on) and replaces only its `state` and `expires_at`; its tail (the column and its
+//! checks that the source exists (and, when asked, still holds the state and at most the
+//! retained start the capability decided on: see `ForkSource::max_start`) and replaces only its `state` and `expires_at`; its tail (the column and its
 //! last chunk, see `stream_rows::tail_sql`) and retained start stay as they are.
 
 use rusqlite::{params, Connection, OptionalExtension};

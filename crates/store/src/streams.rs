@@ -385,8 +385,9 @@ pub trait StreamStore: Send + Sync {
     /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
     /// replaces the state and expiry of `source.path` with `source.state` and
     /// `source.expires_at` (its tail and start stay as stored). False (nothing written) if
-    /// `meta.path` exists, or if the source does not exist or its state is not
-    /// `source.expected_state` (when given). The source's tail is not checked.
+    /// `meta.path` exists, or if the source does not exist, its state is not
+    /// `source.expected_state` or its start is above `source.max_start` (each when given).
+    /// The source's tail is not checked.
     async fn create_fork(
         &self,
         meta: &StreamMeta,
