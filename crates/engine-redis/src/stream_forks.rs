@@ -65,9 +65,9 @@ return 1
 ";
 
 /// Step 2. KEYS: source meta, source fork links. ARGV: nonce, fork path, then the source
-/// arguments (check-state flag, expected state, new expires_at, new state; the source's tail
-/// is neither compared nor written, as in `stream_scripts::FORK_CREATE`). Returns 0 refused,
-/// 1 linked, 2 linked and the source's `exp` changed.
+/// arguments (check flag, expected state, new expires_at, new state; the source's tail is
+/// neither compared nor written, as in `stream_scripts::FORK_CREATE`, which also describes the
+/// check flag). Returns 0 refused, 1 linked, 2 linked and the source's `exp` changed.
 pub const LINK: &str = concat!(
     lua_helpers!(),
     r"

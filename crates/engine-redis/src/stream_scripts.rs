@@ -69,12 +69,15 @@ local function set_meta(m, tail, exp, state)
   return set_state(m, exp, state)
 end
 
--- True when meta hash `m` exists and, if `check` is '1', holds `state` (a fork's source:
--- its tail is not compared, see `FORK_CREATE`).
+-- True when meta hash `m` exists and, if `check` starts with '1', holds `state`, and if
+-- `check` goes on with ' <max start>', its retained start is at most that (a fork's source:
+-- its tail is not compared, see `FORK_CREATE`; the start is, see `ForkSource::max_start`).
 local function source_is(m, check, state)
-  local cur = redis.call('HGET', m, 'state')
-  if not cur then return false end
-  return check ~= '1' or cur == state
+  local cur = redis.call('HMGET', m, 'state', 'start')
+  if not cur[1] then return false end
+  local max = string.match(check, '^%d (%d+)$')
+  if max and tonumber(cur[2] or '0') > tonumber(max) then return false end
+  return string.sub(check, 1, 1) ~= '1' or cur[1] == state
 end
 
 -- Publishes `head .. <Redis ms> .. ' ' .. path` on `channel`.
@@ -205,8 +208,9 @@ return 1
 /// whatever its keys; Redis Cluster refuses keys of two slots in one script (`CROSSSLOT`), so
 /// there the engine runs the protocol of `stream_forks.rs` instead.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
-/// ARGV: fork tail, fork expires_at or '', fork state, then the source arguments (check-state
-/// flag, expected state, new expires_at or '', new state), fork start, then the fork's
+/// ARGV: fork tail, fork expires_at or '', fork state, then the source arguments (check flag:
+/// '1' compares the state, then optionally ' <max start>'; expected state, new expires_at or
+/// '', new state), fork start, then the fork's
 /// offset/data pairs. Returns 0 refused, 1 written.
 pub const FORK_CREATE: &str = concat!(
     lua_helpers!(),
@@ -227,8 +231,8 @@ return 1
 /// `FORK_CREATE`); notifies other nodes. Two hash tags, like `FORK_CREATE`.
 /// KEYS: fork meta, chunks, segments, producers, producer use, source meta.
 /// ARGV: channel, notification prefix (`<node id> - `), fork path, then the source arguments
-/// (check-state flag, expected state, new expires_at or '', new state). Returns 0 refused,
-/// 1 written.
+/// (check flag as in `FORK_CREATE`, expected state, new expires_at or '', new state).
+/// Returns 0 refused, 1 written.
 pub const FORK_DELETE: &str = concat!(
     lua_helpers!(),
     r"
@@ -333,14 +337,16 @@ return 1
 /// deletes at most `max` whole hot chunks below it (`XTRIM MINID`, lowest first) and pops the
 /// segments that end at or below it, then notifies other nodes (their cached start is stale).
 /// KEYS: meta, chunks, segments. ARGV: before, max chunks, channel, notification prefix
-/// (`<node id> - `), path. Returns nil if the stream does not exist, else
+/// (`<node id> - `), path, check-state flag ('1'), expected state. Returns nil if the stream
+/// does not exist or (when asked) its state is not the expected one, else
 /// `{start, deleted, more (0/1), segment entries...}`.
 pub const TRIM: &str = concat!(
     lua_helpers!(),
     r"
 local m, c, g = KEYS[1], KEYS[2], KEYS[3]
-local cur = redis.call('HMGET', m, 'tail', 'start')
+local cur = redis.call('HMGET', m, 'tail', 'start', 'state')
 if not cur[1] then return false end
+if ARGV[6] == '1' and cur[3] ~= ARGV[7] then return false end
 local start = cur[2] or '0'
 local want = ARGV[1]
 if tonumber(want) > tonumber(cur[1]) then want = cur[1] end

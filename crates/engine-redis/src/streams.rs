@@ -74,13 +74,21 @@ pub(crate) fn index_expiry(
     };
 }
 
-/// The source arguments of the fork scripts: check-state flag, expected state, new expires_at,
-/// new state (no tail: see `stream_scripts::FORK_CREATE`).
+/// The source arguments of the fork scripts: check flag (state, max start), expected state,
+/// new expires_at, new state (no tail: see `stream_scripts::FORK_CREATE`).
 pub(crate) fn source_args(inv: &mut redis::ScriptInvocation<'_>, source: &ForkSource) {
-    match &source.expected_state {
-        Some(state) => inv.arg("1").arg(state),
-        None => inv.arg("0").arg(""),
+    // The check flag: '1' compares the state; ' <max start>' after it compares the start.
+    let flag = if source.expected_state.is_some() {
+        "1"
+    } else {
+        "0"
     };
+    let check = match source.max_start {
+        Some(max) => format!("{flag} {max}"),
+        None => flag.to_owned(),
+    };
+    inv.arg(check)
+        .arg(source.expected_state.as_deref().unwrap_or_default());
     inv.arg(expiry_arg(source.expires_at)).arg(&source.state);
 }
 
@@ -460,6 +468,7 @@ impl StreamStore for RedisEngine {
         path: &str,
         before: u64,
         max_chunks: usize,
+        expected_state: Option<&[u8]>,
         _: Durability,
     ) -> Result<Option<Trimmed>> {
         let [m, c, g, ..] = self.keys.stream(path);
@@ -469,7 +478,9 @@ impl StreamStore for RedisEngine {
             .arg(max_chunks)
             .arg(self.keys.stream_wake_channel())
             .arg(format!("{} - ", self.node))
-            .arg(path);
+            .arg(path)
+            .arg(if expected_state.is_some() { "1" } else { "0" })
+            .arg(expected_state.unwrap_or_default());
         let out: Option<Vec<Vec<u8>>> = self.eval("stream_trim", &inv).await?;
         let Some(out) = out else { return Ok(None) };
         let [start, deleted, more, segments @ ..] = out.as_slice() else {

@@ -88,6 +88,7 @@ async fn half_done_forks_are_finished_or_aborted_by_readers() {
         state: b"src+1".to_vec(),
         expires_at: None,
         expected_state: Some(b"src+0".to_vec()),
+        max_start: None,
     };
     assert!(e
         .create_fork(&stream_meta("f2", 2, b"fork"), &[], &source, C)

@@ -4,8 +4,8 @@
 //! Why the source's tail is neither checked nor written: a fork reads only its source's data
 //! below the fork point, which appends never change, and the writer's routed appends (the
 //! outbox, `routing.rs`) move a source's tail without the capability's lock. So the command
-//! checks that the source exists (and, when asked, still holds the state the capability
-//! decided on) and replaces only its `state` and `expires_at`; its tail (the column and its
+//! checks that the source exists (and, when asked, still holds the state and at most the
+//! retained start the capability decided on: see `ForkSource::max_start`) and replaces only its `state` and `expires_at`; its tail (the column and its
 //! last chunk, see `stream_rows::tail_sql`) and retained start stay as they are.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -14,15 +14,17 @@ use sessiond_store::{ForkSource, StreamChunk, StreamMeta};
 use crate::stream_rows::{insert_chunks, insert_stream, stream_id};
 use crate::streams::delete_rows;
 
-/// The id of a fork's source if it exists and holds the expected state (when one is given).
+/// The id of a fork's source if it exists and holds the expected state and start (when given).
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
-    let found: Option<(i64, Vec<u8>)> = conn
-        .prepare_cached("SELECT id, state FROM streams WHERE path = ?1")?
-        .query_row([&source.path], |row| Ok((row.get(0)?, row.get(1)?)))
+    let found: Option<(i64, Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT id, state, start FROM streams WHERE path = ?1")?
+        .query_row([&source.path], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
     Ok(found
-        .filter(|(_, stored)| source.matches(stored))
-        .map(|(id, _)| id))
+        .filter(|(_, state, start)| source.matches(state, u64::try_from(*start).unwrap_or(0)))
+        .map(|(id, ..)| id))
 }
 
 /// Replaces the state and expiry of source `id` (never its tail or start).

@@ -392,9 +392,11 @@ impl StreamStore for SqliteEngine {
         path: &str,
         before: u64,
         max_chunks: usize,
+        expected_state: Option<&[u8]>,
         durability: Durability,
     ) -> Result<Option<Trimmed>> {
         let path = path.to_owned();
+        let expected = expected_state.map(<[u8]>::to_vec);
         self.write(durability, move |conn| {
             // The start and the deletions are one savepoint of the writer's transaction, so a
             // kill -9 keeps both or neither. The row keeps the tail: the deletions may take
@@ -405,11 +407,12 @@ impl StreamStore for SqliteEngine {
                     tail_sql!(),
                     ", start = max(start, min(?2, ",
                     tail_sql!(),
-                    ")) WHERE path = ?1 RETURNING id, start"
+                    ")) WHERE path = ?1 AND (?3 IS NULL OR state = ?3) RETURNING id, start"
                 ))?
-                .query_row(params![path, off("trim offset", before)?], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
+                .query_row(
+                    params![path, off("trim offset", before)?, expected],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
                 .optional()?;
             let Some((id, start)) = found else {
                 return Ok(None);

@@ -239,6 +239,7 @@ async fn commits_after_other_writes_see_the_stored_row() {
         state: b"forked".to_vec(),
         expires_at: None,
         expected_state: None,
+        max_start: None,
     };
     let fork = stream_meta("t/fork", 8, b"");
     assert!(engine.create_fork(&fork, &[], &source, C).await.unwrap());

@@ -307,3 +307,56 @@ async fn forks_and_deletes_while_another_node_appends() {
     // The last fork released the soft-deleted source: gone for good.
     assert_eq!(a.get(src).send().await.unwrap().status(), 404);
 }
+
+/// A trim on one node racing a fork of the same source on the other: whichever the engine
+/// takes first, the other is decided again, so a fork that was made always reads everything
+/// it inherited (a trim decided before the fork used to delete it), and the source's start
+/// never passes the fork's floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_racing_forks_on_another_node_never_delete_what_a_fork_reads() {
+    let (_redis, a, b) = two_nodes().await;
+    let mut made = 0;
+    for i in 0..40 {
+        let src = format!("/v1/stream/nodes/trim-src-{i}");
+        create(&a, &src).await;
+        let (_, point) = append(&a, &src, "abcd").await;
+        let (_, tail) = append(&a, &src, "efgh").await;
+        let trim = a.post(&src).header("stream-trim-before", tail).send();
+        let fork_url = format!("/v1/stream/nodes/trim-fork-{i}");
+        let fork = b
+            .put(&fork_url)
+            .header("content-type", "text/plain")
+            .header("stream-forked-from", &src)
+            .header("stream-fork-offset", &point)
+            .send();
+        // Sent in either order, so each side wins some of the races.
+        let (trimmed, forked) = if i % 2 == 0 {
+            tokio::join!(trim, fork)
+        } else {
+            let (forked, trimmed) = tokio::join!(fork, trim);
+            (trimmed, forked)
+        };
+        assert_eq!(trimmed.unwrap().status(), 204, "trim {i}");
+        match forked.unwrap().status().as_u16() {
+            // The trim came first: the fork point is below the source's start now.
+            400 => continue,
+            201 => made += 1,
+            other => panic!("fork {i} answered {other}"),
+        }
+        let read = b
+            .get(&format!("{fork_url}?offset=-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200, "fork {i}");
+        assert_eq!(
+            read.text().await.unwrap(),
+            "abcd",
+            "fork {i} reads what it inherited"
+        );
+        // The fork came first, so the trim stopped at its floor (the source's start then).
+        let source = a.get(&format!("{src}?offset=-1")).send().await.unwrap();
+        assert_eq!(source.text().await.unwrap(), "abcdefgh", "source {i}");
+    }
+    eprintln!("{made} of 40 forks made before the trim");
+}

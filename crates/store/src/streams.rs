@@ -143,14 +143,22 @@ pub struct ForkSource {
     /// A plain append leaves the state as it is, so it does not refuse the fork. `None`: the
     /// source only has to exist (the capability's lock excludes every other writer).
     pub expected_state: Option<Vec<u8>>,
+    /// The highest stored [`StreamMeta::start`] the source may have: set by capabilities on
+    /// shared engines when creating a fork, to the retained start the fork was decided on (its
+    /// floor on the source). A trim (on another node) raises only the start, not the state, so
+    /// without this a fork decided on an older start could be made with a fork point or floor
+    /// below data already deleted. `None`: not checked (deleting a fork, or a capability
+    /// whose lock excludes every other writer, trims included).
+    pub max_start: Option<u64>,
 }
 
 impl ForkSource {
-    /// Whether `stored`, the source's stored state, is the one expected.
-    pub fn matches(&self, stored: &[u8]) -> bool {
+    /// Whether the source's stored state and start are the ones expected.
+    pub fn matches(&self, stored_state: &[u8], stored_start: u64) -> bool {
         self.expected_state
             .as_ref()
-            .is_none_or(|state| state.as_slice() == stored)
+            .is_none_or(|state| state.as_slice() == stored_state)
+            && self.max_start.is_none_or(|max| stored_start <= max)
     }
 }
 
@@ -377,8 +385,9 @@ pub trait StreamStore: Send + Sync {
     /// Creates the stream `meta.path` with its initial chunks and, in the same transaction,
     /// replaces the state and expiry of `source.path` with `source.state` and
     /// `source.expires_at` (its tail and start stay as stored). False (nothing written) if
-    /// `meta.path` exists, or if the source does not exist or its state is not
-    /// `source.expected_state` (when given). The source's tail is not checked.
+    /// `meta.path` exists, or if the source does not exist, its state is not
+    /// `source.expected_state` or its start is above `source.max_start` (each when given).
+    /// The source's tail is not checked.
     async fn create_fork(
         &self,
         meta: &StreamMeta,
@@ -446,13 +455,24 @@ pub trait StreamStore: Send + Sync {
     /// end at or before it from the index. A chunk or segment that straddles the start is kept
     /// whole (readers below the start are refused by the capability). Bounded so a long trim
     /// is many short transactions that never stall appends; a crash between two leaves the
-    /// start raised and some rows below it, which the next call reclaims. `None` if the
-    /// stream does not exist.
+    /// start raised and some rows below it, which the next call reclaims. `None` (nothing
+    /// written) if the stream does not exist, or if its stored [`StreamMeta::state`] is not
+    /// `expected_state` (when given).
+    ///
+    /// Why the state check: how far a stream may be trimmed depends on its forks (they read
+    /// the data below their fork points by reference), which the capability keeps in the
+    /// state. On an engine shared by several processes another node may create a fork between
+    /// the capability's read and this call; the fork changes the state, so the trim decided
+    /// without it is refused and decided again. Appends leave the state as it is and never
+    /// refuse a trim. `None` for `expected_state` where the capability's lock already excludes
+    /// every other writer, and for the later batches of a trim (they delete only below the
+    /// start already stored, which forks check, see [`ForkSource::max_start`]).
     async fn trim_stream(
         &self,
         path: &str,
         before: u64,
         max_chunks: usize,
+        expected_state: Option<&[u8]>,
         durability: Durability,
     ) -> Result<Option<Trimmed>>;
 

@@ -342,14 +342,16 @@ async fn create_fork(
     let source_retained = stream(&guard).map_or(0, |s| s.retained);
     crate::failpoint::hit("fork-before-commit").await;
     // The source's tail is not part of the link: another node's appends may move it meanwhile
-    // (they leave the state as it is), and the fork depends only on data below its point.
+    // (they leave the state as it is), and the fork depends only on data below its point. Its
+    // start is: another node's trim raises it without changing the state, and the fork reads
+    // the source from `source_retained` (its floor) on.
+    let shared = stream(&guard).filter(|_| !streams.exclusive);
     let link = ForkSource {
         path: guard.key().to_owned(),
         state: source_meta.state,
         expires_at: source_meta.expires_at,
-        expected_state: stream(&guard)
-            .filter(|_| !streams.exclusive)
-            .map(|s| s.stored_state.to_vec()),
+        expected_state: shared.map(|s| s.stored_state.to_vec()),
+        max_start: shared.map(|_| source_retained),
     };
     let made = streams
         .store

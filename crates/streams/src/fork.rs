@@ -17,8 +17,9 @@
 //! [`prepare`] validates under the source's lock and hands that lock to the creation, so the
 //! source cannot change in between on this node. Another node may still append to it: the
 //! engine writes only the source's state (never its tail) and, on a shared engine, requires
-//! the state the fork was decided on, which plain appends leave as it is. So appends never
-//! refuse a fork; a close, a delete or another fork meanwhile does, and the fork is decided
+//! the state the fork was decided on, which plain appends leave as it is, and at most the
+//! retained start it was decided on (a trim raises only the start). So appends never refuse a
+//! fork; a close, a delete, another fork or a trim meanwhile does, and the fork is decided
 //! again (`Streams::retry_stale`).
 
 use axum::http::HeaderMap;

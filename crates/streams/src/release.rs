@@ -84,6 +84,8 @@ impl Streams {
                 state: meta.state,
                 expires_at: meta.expires_at,
                 expected_state: (!self.exclusive).then(|| src.stored_state.to_vec()),
+                // Releasing a reference never reads below the start: a trim may have raised it.
+                max_start: None,
             };
             if self
                 .store

@@ -127,9 +127,17 @@ impl Sweeper {
             paths.last().cloned()
         };
         for path in &paths {
-            if let Err(e) = retain_one(streams, path).await {
-                tracing::warn!(stream = %path, error = ?e.api, "cannot apply retention; skipping it for now");
-                ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
+            match streams.retry_stale(|| retain_one(streams, path)).await {
+                Ok(()) => {}
+                // Lost a race with other nodes (e.g. a fork made meanwhile) every attempt: not
+                // a failure, the next pass decides again.
+                Err(e) if e.is_stale() => {
+                    tracing::debug!(stream = %path, "retention raced other nodes; next pass");
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %path, error = ?e.api, "cannot apply retention; skipping it for now");
+                    ::metrics::counter!("sessiond_streams_sweep_failures_total").increment(1);
+                }
             }
             if let Err(e) = compact_one(streams, path).await {
                 tracing::warn!(stream = %path, error = ?e.api, "cannot compact; skipping it for now");

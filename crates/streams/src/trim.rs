@@ -14,7 +14,11 @@
 //! retained start when the fork was made on. So a source is never trimmed past the lowest
 //! such start of its live forks ([`fork_floor`]): a trim asking for more is clamped there (the
 //! 204's `Stream-Start-Offset` says where it stopped), and goes further once those forks are
-//! deleted.
+//! deleted. On an engine shared by several nodes the floor is read from the cached state,
+//! which may miss a fork another node just made; so the first batch carries that state and the
+//! engine refuses it if the state changed (a fork counts itself in it), and the trim is decided
+//! again on fresh state (`Streams::retry_stale`). The other order is covered by the fork: it
+//! requires the source's stored start to be at most the floor it was decided on.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -147,13 +151,29 @@ impl Streams {
         // At or below the current start this raises nothing but still reclaims rows a crash
         // between two batches left behind.
         let before = before.min(fork_floor(&s.info)).max(s.retained);
+        // On a shared engine the floor above may miss a fork another node just made: the
+        // engine then refuses the trim (the fork changed the state) and it is decided again.
+        let expected = (!self.exclusive).then(|| s.stored_state.to_vec());
         let batch = self.config.trim_batch_chunks;
         let Some(trimmed) = self
             .store
-            .trim_stream(g.key(), before, batch, Durability::Confirmed)
+            .trim_stream(
+                g.key(),
+                before,
+                batch,
+                expected.as_deref(),
+                Durability::Confirmed,
+            )
             .await?
         else {
-            return Err(StreamError::not_found());
+            if expected.is_none() {
+                return Err(StreamError::not_found());
+            }
+            // Changed or gone on another node: re-read it next time.
+            if let Some(object) = g.state_mut() {
+                object.stream = None;
+            }
+            return Err(StreamError::stale());
         };
         if let Some(object) = g.state_mut() {
             if let Some(s) = object
@@ -175,7 +195,9 @@ impl Streams {
         Ok(trimmed.start)
     }
 
-    /// The unlocked half: deletes the remaining batches below `start`.
+    /// The unlocked half: deletes the remaining batches below `start`. Unchecked: `start` is
+    /// stored already, so these batches raise nothing (forks made meanwhile start at or above
+    /// it, see `ForkSource::max_start`).
     pub(crate) async fn trim_rest(&self, path: &str, start: u64) -> StreamResult<()> {
         loop {
             let Some(trimmed) = self
@@ -184,6 +206,7 @@ impl Streams {
                     path,
                     start,
                     self.config.trim_batch_chunks,
+                    None,
                     Durability::Confirmed,
                 )
                 .await?

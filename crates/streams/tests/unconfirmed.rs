@@ -110,10 +110,11 @@ impl StreamStore for Gated {
         path: &str,
         before: u64,
         max_chunks: usize,
+        expected_state: Option<&[u8]>,
         durability: Durability,
     ) -> Result<Option<sessiond_store::Trimmed>> {
         self.inner
-            .trim_stream(path, before, max_chunks, durability)
+            .trim_stream(path, before, max_chunks, expected_state, durability)
             .await
     }
 

@@ -129,7 +129,7 @@ impl StreamStore for MemoryEngine {
             let Some(src) = s
                 .streams
                 .get_mut(&source.path)
-                .filter(|src| source.matches(&src.meta.state))
+                .filter(|src| source.matches(&src.meta.state, src.meta.start))
             else {
                 return false;
             };
@@ -145,7 +145,7 @@ impl StreamStore for MemoryEngine {
             let source_ok = s
                 .streams
                 .get(&source.path)
-                .is_some_and(|src| source.matches(&src.meta.state));
+                .is_some_and(|src| source.matches(&src.meta.state, src.meta.start));
             if !source_ok || s.streams.remove(path).is_none() {
                 return false;
             }
@@ -304,10 +304,14 @@ impl StreamStore for MemoryEngine {
         path: &str,
         before: u64,
         max_chunks: usize,
+        expected_state: Option<&[u8]>,
         _: Durability,
     ) -> Result<Option<Trimmed>> {
         self.with(|s| {
-            let st = s.streams.get_mut(path)?;
+            let st = s
+                .streams
+                .get_mut(path)
+                .filter(|st| expected_state.is_none_or(|e| e == st.meta.state))?;
             let start = st.meta.start.max(before.min(st.meta.tail));
             st.meta.start = start;
             let below: Vec<u64> = st

@@ -1,15 +1,18 @@
 //! The shared suite's checks of [`StreamStore::trim_stream`]: the retained start only rises,
 //! whole chunks and segments below it go in bounded batches, a straddling chunk stays, commits
-//! never lower the start, and offsets of retained data never change.
+//! never lower the start, and offsets of retained data never change. Trims and forks decided
+//! on stale metadata (another node forked or trimmed meanwhile) are refused and write nothing.
 
 use super::stream_fixtures::{chunk, meta};
 use super::{unique, C};
-use crate::streams::{Commit, SegmentRef, StreamMeta, StreamStore, Trimmed};
+use crate::streams::{Commit, ForkSource, SegmentRef, StreamMeta, StreamStore, Trimmed};
 
 /// Runs every retention check against one engine.
 pub async fn run_retention(s: &dyn StreamStore) {
     trim_in_batches(s).await;
     start_survives_commits(s).await;
+    trims_compare_the_state(s).await;
+    forks_compare_the_start(s).await;
 }
 
 async fn stored(s: &dyn StreamStore, path: &str) -> StreamMeta {
@@ -20,7 +23,7 @@ async fn stored(s: &dyn StreamStore, path: &str) -> StreamMeta {
 }
 
 async fn trim(s: &dyn StreamStore, path: &str, before: u64, max: usize) -> Trimmed {
-    s.trim_stream(path, before, max, C)
+    s.trim_stream(path, before, max, None, C)
         .await
         .expect("store call")
         .expect("stream exists")
@@ -96,7 +99,9 @@ async fn trim_in_batches(s: &dyn StreamStore) {
     // A missing stream: nothing to trim.
     let ghost = unique("st-trim-ghost");
     assert_eq!(
-        s.trim_stream(&ghost, 10, 10, C).await.expect("store call"),
+        s.trim_stream(&ghost, 10, 10, None, C)
+            .await
+            .expect("store call"),
         None
     );
     s.delete_stream(&path, C).await.expect("store call");
@@ -139,4 +144,72 @@ async fn start_survives_commits(s: &dyn StreamStore) {
         .expect("store call"));
     assert_eq!(stored(s, &path).await.start, 0);
     s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// A trim decided on a state the stream no longer has (another node made a fork meanwhile,
+/// which the trim's floor missed) is refused and writes nothing; an append, which leaves the
+/// state as it is, does not refuse it.
+async fn trims_compare_the_state(s: &dyn StreamStore) {
+    let path = unique("st-trim-cas");
+    let all: Vec<_> = (0..4).map(|i| chunk(i * 10, 10)).collect();
+    assert!(s
+        .create_stream(&meta(&path, 40, b"forked"), &all, C)
+        .await
+        .expect("store call"));
+    let refused = s.trim_stream(&path, 20, 10, Some(b"unforked"), C).await;
+    assert_eq!(refused.expect("store call"), None, "stale state refused");
+    assert_eq!(stored(s, &path).await.start, 0, "start untouched");
+    let kept = s.read_chunks(&path, 0, 1 << 20).await.expect("store call");
+    assert_eq!(kept, all, "no chunk deleted");
+    // Another node's append meanwhile: same state, so the trim goes through.
+    let appended = meta(&path, 50, b"forked");
+    let written = s.commit(&path, 40, &[chunk(40, 10)], &appended, C).await;
+    assert_eq!(written.expect("store call"), Commit::Written);
+    let trimmed = s.trim_stream(&path, 20, 10, Some(b"forked"), C).await;
+    let trimmed = trimmed.expect("store call").expect("same state trims");
+    assert_eq!((trimmed.start, trimmed.chunks), (20, 2));
+    let ghost = unique("st-trim-cas-ghost");
+    let missing = s.trim_stream(&ghost, 10, 10, Some(b"forked"), C).await;
+    assert_eq!(missing.expect("store call"), None);
+    s.delete_stream(&path, C).await.expect("store call");
+}
+
+/// A fork decided on an older retained start of its source (another node trimmed meanwhile,
+/// which leaves the state as it is) is refused and writes nothing: its floor would be below
+/// data already deleted. At or above the stored start it is made.
+async fn forks_compare_the_start(s: &dyn StreamStore) {
+    let (src, fork) = (unique("st-trim-src"), unique("st-trim-fork"));
+    let all: Vec<_> = (0..4).map(|i| chunk(i * 10, 10)).collect();
+    assert!(s
+        .create_stream(&meta(&src, 40, b"src"), &all, C)
+        .await
+        .expect("store call"));
+    trim(s, &src, 20, 10).await;
+    let link = |max_start: u64| ForkSource {
+        path: src.clone(),
+        state: b"src+1".to_vec(),
+        expires_at: None,
+        expected_state: Some(b"src".to_vec()),
+        max_start: Some(max_start),
+    };
+    let fork_meta = StreamMeta {
+        start: 30,
+        ..meta(&fork, 30, b"fork")
+    };
+    let made = s.create_fork(&fork_meta, &[], &link(10), C).await;
+    assert!(!made.expect("store call"), "decided on start 10, stored 20");
+    assert_eq!(s.stream_meta(&fork).await.expect("store call"), None);
+    let source = stored(s, &src).await;
+    assert_eq!((source.start, source.state.as_slice()), (20, &b"src"[..]));
+    let made = s.create_fork(&fork_meta, &[], &link(20), C).await;
+    assert!(made.expect("store call"), "decided on the stored start");
+    assert_eq!(stored(s, &src).await.state, b"src+1");
+    let release = ForkSource {
+        state: b"src".to_vec(),
+        expected_state: None,
+        max_start: None,
+        ..link(0)
+    };
+    assert!(s.delete_fork(&fork, &release, C).await.expect("store call"));
+    s.delete_stream(&src, C).await.expect("store call");
 }

@@ -208,6 +208,7 @@ async fn forks_compare_the_source_state(s: &dyn StreamStore) {
         state: new.to_vec(),
         expires_at: None,
         expected_state: Some(expected.to_vec()),
+        max_start: None,
     };
     let fork_meta = meta(&fork, 0, b"fork");
     assert!(!s

@@ -214,6 +214,7 @@ fn link(
         state: state.to_vec(),
         expires_at,
         expected_state: expected.map(<[u8]>::to_vec),
+        max_start: None,
     }
 }
 
@@ -289,7 +290,7 @@ async fn fork_and_source_commit_together(s: &dyn StreamStore) {
     // Deleting the fork rewrites the source's state in the same step, whatever its tail and
     // start became meanwhile.
     let tail = append(s, &src, tail, b"src+1").await;
-    let trimmed = s.trim_stream(&src, 4, 10, C).await.expect("trim");
+    let trimmed = s.trim_stream(&src, 4, 10, None, C).await.expect("trim");
     assert_eq!(trimmed.map(|t| t.start), Some(4));
     let released = link(&src, b"src+0", None, None);
     assert!(s.delete_fork(&fork, &released, C).await.expect("delete"));

@@ -44,7 +44,10 @@ async fn tail_outlives_its_chunk(s: &dyn StreamStore, how: Removal) {
             assert!(s.seal_segment(&path, &all, C).await.expect("store call"));
         }
         Removal::Trim => {
-            let trimmed = s.trim_stream(&path, 25, 10, C).await.expect("store call");
+            let trimmed = s
+                .trim_stream(&path, 25, 10, None, C)
+                .await
+                .expect("store call");
             assert_eq!(trimmed.map(|t| (t.start, t.chunks)), Some((25, 3)));
         }
         Removal::Drop => {
