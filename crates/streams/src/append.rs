@@ -15,7 +15,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sessiond_store::{now_ms, StreamChunk};
 
 use crate::error::{StreamError, StreamResult};
@@ -407,7 +407,12 @@ fn reply(
     closed: bool,
     producer: Option<&crate::state::ProducerState>,
 ) -> Response {
-    let mut r = status.into_response();
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = status;
+    // Room for the headers the layers add on the way out (the stream route's four, axum's
+    // `Content-Length`, `X-Request-Id`): an empty map is sized for six and rehashes every
+    // entry on the seventh.
+    *r.headers_mut() = HeaderMap::with_capacity(12);
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(offset::format(next))) {
         h.insert(headers::NEXT_OFFSET_NAME, v);
