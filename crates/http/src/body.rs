@@ -45,12 +45,28 @@ impl crate::step::Step for BodyLimit {
 
     fn before(&self, request: &mut Request) -> ((), Option<Response>) {
         DefaultBodyLimit::max(self.0).apply(request);
-        // An inner router's limit replaces the server's in place (an insert would allocate
-        // the value's box again).
+        request.extensions_mut().insert(*self);
+        ((), None)
+    }
+}
+
+/// The limit of a router whose handlers read bodies only through [`RawBody`], [`JsonBody`]
+/// or [`read_raw`] (axum's own body extractors keep the server's limit): sets [`BodyLimit`]
+/// alone. A stream append carries eight request extensions otherwise, and the eighth write
+/// rehashes the extension map (axum's limit is one more, even when it only replaces the
+/// server's).
+#[derive(Clone, Copy, Debug)]
+pub struct RawBodyLimit(pub usize);
+
+impl crate::step::Step for RawBodyLimit {
+    type Seen = ();
+
+    /// Replaces the server's limit in place (an insert would allocate the value's box again).
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
         match request.extensions_mut().get_mut::<BodyLimit>() {
-            Some(limit) => *limit = *self,
+            Some(set) => *set = BodyLimit(self.0),
             None => {
-                request.extensions_mut().insert(*self);
+                request.extensions_mut().insert(BodyLimit(self.0));
             }
         }
         ((), None)

@@ -38,7 +38,8 @@ pub fn router(streams: Streams) -> Router {
         crate::metrics::DebugTiming,
         (
             crate::headers::CommonHeaders,
-            sessiond_http::body::BodyLimit(limit),
+            // Every body here is read through `RawBody` or `read_raw`.
+            sessiond_http::body::RawBodyLimit(limit),
         ),
     );
     routes.layer(step::layer(steps))
