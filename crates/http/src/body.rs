@@ -50,6 +50,29 @@ impl crate::step::Step for BodyLimit {
     }
 }
 
+/// The limit of a router whose handlers read bodies only through [`RawBody`], [`JsonBody`]
+/// or [`read_raw`] (axum's own body extractors keep the server's limit): sets [`BodyLimit`]
+/// alone. A stream append carries eight request extensions otherwise, and the eighth write
+/// rehashes the extension map (axum's limit is one more, even when it only replaces the
+/// server's).
+#[derive(Clone, Copy, Debug)]
+pub struct RawBodyLimit(pub usize);
+
+impl crate::step::Step for RawBodyLimit {
+    type Seen = ();
+
+    /// Replaces the server's limit in place (an insert would allocate the value's box again).
+    fn before(&self, request: &mut Request) -> ((), Option<Response>) {
+        match request.extensions_mut().get_mut::<BodyLimit>() {
+            Some(set) => *set = BodyLimit(self.0),
+            None => {
+                request.extensions_mut().insert(BodyLimit(self.0));
+            }
+        }
+        ((), None)
+    }
+}
+
 /// The error of a request body that did not arrive in time (set by the server's listener).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimedOut;
@@ -80,33 +103,56 @@ pub struct RawBody(pub Bytes);
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let (Some(BodyLimit(limit)), Some(length)) =
-            (req.extensions().get::<BodyLimit>(), declared)
-        {
-            if length > *limit as u64 {
-                return Err(ApiError::too_large(format!(
-                    "request body of {length} bytes exceeds the limit of {limit} bytes"
-                )));
-            }
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        read_raw(&parts, body).await.map(RawBody)
+    }
+}
+
+/// axum's limit of a body when no [`BodyLimit`] is set (its `DefaultBodyLimit`'s default).
+const UNSET_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Reads the body of a request whose head is `parts`, as [`RawBody`] does: for a handler that
+/// takes the whole request and needs its headers after the body (no copy of the header map,
+/// as a `HeaderMap` extractor beside `RawBody` makes).
+///
+/// The body is collected under the route set's [`BodyLimit`] directly (axum's `Bytes`
+/// extractor boxes the body once more to apply the same limit, which this step also sets as
+/// axum's `DefaultBodyLimit` for the routes that use axum's extractors).
+pub async fn read_raw(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Bytes, ApiError> {
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(UNSET_LIMIT, |l| l.0);
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared {
+        if length > limit as u64 {
+            return Err(ApiError::too_large(format!(
+                "request body of {length} bytes exceeds the limit of {limit} bytes"
+            )));
         }
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(RawBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
-                ApiError::too_large("request body exceeds the configured limit"),
-            ),
-            Err(rejection) if timed_out(&rejection) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                BodyTimedOut.to_string(),
-            )),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
-        }
+    }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(
+            "request body exceeds the configured limit",
+        )),
+        Err(error) if timed_out(&*error) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            BodyTimedOut.to_string(),
+        )),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "Failed to buffer the request body: {error}"
+        ))),
     }
 }
 

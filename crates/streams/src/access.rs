@@ -285,7 +285,7 @@ fn no_store(mut response: Response) -> Response {
 
 /// The stream guard as a middleware step (`step::layer(guard)`, as a `route_layer`):
 /// authenticates a stream request and authorizes it on the stream its path names, before the
-/// body is read; stores the [`StreamAccess`]. API keys first (any method, `Authorization`
+/// body is read; stores a read token's [`StreamAccess`]. API keys first (any method, `Authorization`
 /// only); then anonymous access where streams are open; then, for GET/HEAD when read-token
 /// secrets are configured, a bearer or `?token=` read token. Preflights pass (browsers send
 /// them without credentials). What a read token may read is not cached (`no-store`).
@@ -356,7 +356,11 @@ impl StreamGuard {
                 );
             }
         }
-        request.extensions_mut().insert(access);
+        // Below the guard only a read token's grant is read (a bound read's session), so only
+        // that one is stored: one request extension fewer for every write.
+        if token {
+            request.extensions_mut().insert(access);
+        }
         (token, None)
     }
 }

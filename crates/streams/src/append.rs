@@ -15,7 +15,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sessiond_store::{now_ms, StreamChunk};
 
 use crate::error::{StreamError, StreamResult};
@@ -130,7 +130,16 @@ async fn append_payload(
     body: Payload,
     expected: Option<producer::ExpectedEpoch>,
 ) -> StreamResult<Response> {
-    if h.contains_key(headers::TRIM_BEFORE_NAME) {
+    // Most appends carry none of the protocol's request headers: one look at the few names
+    // sent, then the lookups below (nine, each hashing a name of its own) see an empty map.
+    let empty;
+    let p = if headers::any_append_header(h) {
+        h
+    } else {
+        empty = HeaderMap::new();
+        &empty
+    };
+    if p.contains_key(headers::TRIM_BEFORE_NAME) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Trim-Before needs an empty body",
@@ -138,7 +147,7 @@ async fn append_payload(
         };
         return crate::trim::explicit(streams, path, h, &body).await;
     }
-    if h.contains_key(headers::COMPACT_BEFORE_NAME) {
+    if p.contains_key(headers::COMPACT_BEFORE_NAME) {
         let Payload::Body(body) = body else {
             return Err(StreamError::bad_request(
                 "Stream-Compact-Before needs an empty body",
@@ -147,15 +156,15 @@ async fn append_payload(
         return crate::compaction::explicit(streams, path, h, &body).await;
     }
     let now = now_ms();
-    let close = headers::closed_flag(h);
-    let durability = headers::durability(h)?;
-    let producer = headers::producer(h, streams.config.max_producer_id_bytes)?;
+    let close = headers::closed_flag(p);
+    let durability = headers::durability(p)?;
+    let producer = headers::producer(p, streams.config.max_producer_id_bytes)?;
     if expected.is_some() && producer.is_none() {
         return Err(StreamError::bad_request(
             "an expected producer epoch needs Producer-Id",
         ));
     }
-    let seq = headers::stream_seq(h, streams.config.max_stream_seq_bytes)?;
+    let seq = headers::stream_seq(p, streams.config.max_stream_seq_bytes)?;
     let content_type = headers::get(h, &axum::http::header::CONTENT_TYPE)?
         .map(str::trim)
         .filter(|c| !c.is_empty());
@@ -407,7 +416,12 @@ fn reply(
     closed: bool,
     producer: Option<&crate::state::ProducerState>,
 ) -> Response {
-    let mut r = status.into_response();
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = status;
+    // Room for the headers the layers add on the way out (the stream route's four, axum's
+    // `Content-Length`, `X-Request-Id`): an empty map is sized for six and rehashes every
+    // entry on the seventh.
+    *r.headers_mut() = HeaderMap::with_capacity(12);
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(offset::format(next))) {
         h.insert(headers::NEXT_OFFSET_NAME, v);

@@ -56,6 +56,17 @@ where
     }
 }
 
+/// Whether `headers` holds any header an append reads besides `Content-Type`: every one of
+/// them is named `stream-*`, `producer-*` or `sessiond-*` (names are stored lowercase).
+pub fn any_append_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("stream-")
+            || name.starts_with("producer-")
+            || name.starts_with("sessiond-")
+    })
+}
+
 /// `Stream-Closed: true` (case-insensitive); any other value counts as absent.
 pub fn closed_flag(headers: &HeaderMap) -> bool {
     headers
@@ -252,6 +263,37 @@ impl sessiond_http::step::Step for CommonHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An append skips its header lookups when this says no: every name it reads must count.
+    #[test]
+    fn every_header_an_append_reads_counts() {
+        let read = [
+            CLOSED_NAME,
+            DURABILITY_NAME,
+            SEQ_NAME,
+            PRODUCER_ID_NAME,
+            PRODUCER_EPOCH_NAME,
+            PRODUCER_SEQ_NAME,
+            TRIM_BEFORE_NAME,
+            COMPACT_BEFORE_NAME,
+        ];
+        for name in read {
+            let mut h = HeaderMap::new();
+            h.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            h.insert(name.clone(), HeaderValue::from_static("1"));
+            assert!(any_append_header(&h), "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("1"));
+        assert!(!any_append_header(&h));
+    }
 
     #[test]
     fn ttl_is_strict() {

@@ -17,10 +17,10 @@
 //! `state.rs`, and the configured defaults in `config.rs`; reading, choosing and enforcing a
 //! policy, which needs the service, is here.
 
-use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use sessiond_http::RawBody;
 use sessiond_store::Millis;
 
 use crate::config::RetentionDefault;
@@ -123,11 +123,13 @@ pub async fn target(
 pub async fn patch(
     State(streams): State<Streams>,
     OriginalUri(uri): OriginalUri,
-    body: Bytes,
+    body: Result<RawBody, sessiond_http::ApiError>,
 ) -> Response {
-    patch_policy(&streams, uri.path(), &body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let result = match body {
+        Ok(RawBody(body)) => patch_policy(&streams, uri.path(), &body).await,
+        Err(e) => Err(StreamError::from(e)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn patch_policy(streams: &Streams, path: &str, body: &[u8]) -> StreamResult<Response> {

@@ -9,13 +9,12 @@
 //!
 //! The top of the crate: the router names every operation, and nothing below names it.
 
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, patch};
 use axum::Router;
 use sessiond_http::step;
-use sessiond_http::RawBody;
 
 use crate::error::{StreamError, StreamResult};
 use crate::headers::stream_name;
@@ -39,26 +38,30 @@ pub fn router(streams: Streams) -> Router {
         crate::metrics::DebugTiming,
         (
             crate::headers::CommonHeaders,
-            sessiond_http::body::BodyLimit(limit),
+            // Every body here is read through `RawBody` or `read_raw`.
+            sessiond_http::body::RawBodyLimit(limit),
         ),
     );
     routes.layer(step::layer(steps))
 }
 
-async fn dispatch(
-    State(streams): State<Streams>,
-    access: Option<axum::Extension<crate::access::StreamAccess>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<RawBody, sessiond_http::ApiError>,
-) -> Response {
+/// Takes the whole request (not `HeaderMap`, `OriginalUri` and `Extension` extractors, each a
+/// copy made on every request): the headers, the path and the access grant are read from its
+/// head, the body from [`sessiond_http::body::read_raw`].
+async fn dispatch(State(streams): State<Streams>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = sessiond_http::body::read_raw(&parts, body).await;
+    let headers = &parts.headers;
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let access = parts.extensions.get::<crate::access::StreamAccess>();
     let result = async {
         let name = stream_name(uri.path(), streams.config.max_name_bytes)?;
         // Who may touch `name` was decided by the access guard before the body was read.
-        let body =
-            || -> StreamResult<axum::body::Bytes> { body.map(|b| b.0).map_err(StreamError::from) };
-        match method {
+        let body = || -> StreamResult<axum::body::Bytes> { body.map_err(StreamError::from) };
+        match parts.method {
             Method::PUT => {
                 let host = headers
                     .get("host")
@@ -70,13 +73,13 @@ async fn dispatch(
                     .filter(|p| *p == "https")
                     .unwrap_or("http");
                 let location = format!("{scheme}://{host}{}", uri.path());
-                crate::create::create(&streams, name, &headers, body()?, &location).await
+                crate::create::create(&streams, name, headers, body()?, &location).await
             }
-            Method::POST => crate::append::append(&streams, name, &headers, body()?).await,
+            Method::POST => crate::append::append(&streams, name, headers, body()?).await,
             Method::GET => {
-                let read = crate::read::read(&streams, name, &headers, uri.query());
+                let read = crate::read::read(&streams, name, headers, uri.query());
                 // A read token bound to an account session reads only while it lives.
-                let session = access.as_ref().and_then(|a| a.session_id());
+                let session = access.and_then(|a| a.session_id());
                 match (streams.sessions.get(), session) {
                     (Some(binding), Some(id)) => {
                         let ended = crate::bound::check(binding.clone(), id).await?;
