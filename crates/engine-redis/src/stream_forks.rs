@@ -13,7 +13,8 @@
 //!    one). A fork pending creation is invisible to readers; one pending deletion still exists.
 //! 2. **Source, link: the commit point.** If the source's `fk` hash has no entry for `n` and
 //!    it exists with the expected state (its tail is not compared), its state is replaced
-//!    and `fk[n] = live <fork>` is recorded, atomically. Otherwise nothing is written and the operation is refused.
+//!    and `fk[n] = live <fork>` is recorded, atomically. Otherwise nothing is written and the
+//!    operation is refused.
 //! 3. **Fork, settle.** With the outcome of step 2, if `pend` still carries `n`: a committed
 //!    creation (or aborted deletion) drops `pend`; a committed deletion (or aborted creation)
 //!    deletes the fork's keys.

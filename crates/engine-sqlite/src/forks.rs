@@ -5,25 +5,26 @@
 //! below the fork point, which appends never change, and the writer's routed appends (the
 //! outbox, `routing.rs`) move a source's tail without the capability's lock. So the command
 //! checks that the source exists (and, when asked, still holds the state and at most the
-//! retained start the capability decided on: see `ForkSource::max_start`) and replaces only its `state` and `expires_at`; its tail (the column and its
-//! last chunk, see `stream_rows::tail_sql`) and retained start stay as they are.
+//! retained start the capability decided on: see `ForkSource::max_start`) and replaces only
+//! its `state` and `expires_at`; its tail (the column and its last chunk, see
+//! `stream_rows::tail_sql`) and retained start stay as they are.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sessiond_store::{ForkSource, StreamChunk, StreamMeta};
 
 use crate::stream_rows::{insert_chunks, insert_stream, stream_id};
-use crate::streams::delete_rows;
+use crate::streams::{delete_rows, stored_off};
 
 /// The id of a fork's source if it exists and holds the expected state and start (when given).
 fn source_id(conn: &Connection, source: &ForkSource) -> rusqlite::Result<Option<i64>> {
-    let found: Option<(i64, Vec<u8>, i64)> = conn
+    let found: Option<(i64, Vec<u8>, u64)> = conn
         .prepare_cached("SELECT id, state, start FROM streams WHERE path = ?1")?
         .query_row([&source.path], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, stored_off(row, 2)?))
         })
         .optional()?;
     Ok(found
-        .filter(|(_, state, start)| source.matches(state, u64::try_from(*start).unwrap_or(0)))
+        .filter(|(_, state, start)| source.matches(state, *start))
         .map(|(id, ..)| id))
 }
 

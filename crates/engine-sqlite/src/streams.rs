@@ -32,7 +32,7 @@ use crate::writer::Again;
 use crate::SqliteEngine;
 
 /// Reads a stored offset back (a negative one would be a corrupt file: the CHECKs forbid it).
-fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+pub(crate) fn stored_off(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let v: i64 = row.get(i)?;
     u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
 }
